@@ -145,11 +145,7 @@ def _int_range(name: str, value, *, min_value: int = 1, max_value: int | None = 
     """An int or an inclusive (lo, hi) pair of ints -> (lo, hi), validated."""
     if _is_int(value):
         lo = hi = int(value)
-    elif (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(_is_int(v) for v in value)
-    ):
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
         lo, hi = int(value[0]), int(value[1])
     else:
         raise _bad(name, value, "expected an int or a (lo, hi) pair of ints")
@@ -795,18 +791,21 @@ def _quantize_module():
     return quantize
 
 
-_DEFAULT_SCHEMES = ("rtn-sym", "rtn-asym")
-
-
 def _scheme_specs(bits: int, stochastic: bool) -> list[str]:
-    """Scheme spec strings for ``bits``; see ``fimtheory.quantize.parse_scheme``."""
-    q = _quantize_module()
-    lister = getattr(q, "scheme_specs", None) if q is not None else None
-    if lister is not None:
-        return list(lister(bits=bits, stochastic=stochastic))
-    if stochastic:
-        return [f"sr{bits}"]
-    return [f"rtn-sym{bits}", f"rtn-asym{bits}"]
+    """``fimtheory.quantize`` spec strings of width ``bits`` that fit any small θ.
+
+    Integer grids per tensor and per output channel (symmetric and asymmetric), plus the
+    4-bit codebooks per channel when ``bits == 4``; stochastic rounding when asked.
+    """
+    kind = "sr" if stochastic else "rtn"
+    specs = [
+        f"{kind}-int{bits}-{sym}-{gran}"
+        for sym in ("sym", "asym")
+        for gran in ("tensor", "channel")
+    ]
+    if bits == 4 and not stochastic:
+        specs += ["nf4-channel", "fp4-channel"]
+    return specs
 
 
 def _draw_model_data(draw, model: str, n: int, d: int, classes: int):
@@ -838,7 +837,7 @@ def _quant_common(model, n, d, bits, scheme, classes):
     model = _choice("model", model, QUANT_MODELS)
     n_lo, n_hi = _int_range("n", n, min_value=1)
     d_lo, d_hi = _int_range("d", d, min_value=1)
-    b_lo, b_hi = _int_range("bits", bits, min_value=1, max_value=16)
+    b_lo, b_hi = _int_range("bits", bits, min_value=2, max_value=8)
     c_lo, c_hi = _int_range("classes", classes, min_value=2)
     if scheme is not None and not isinstance(scheme, str):
         raise _bad("scheme", scheme, "expected None or a scheme spec string")
@@ -885,8 +884,11 @@ def quantization_noise_matrices(
     bits : int or (int, int)
         Bit width passed to the scheme; default (2, 8).
     scheme : str, optional
-        A ``fimtheory.quantize.parse_scheme`` spec, used as is (``bits`` is then ignored).
-        ``None``: a deterministic scheme of the drawn bit width is drawn.
+        A ``fimtheory.quantize.parse_scheme`` spec, used as is (``bits`` is then ignored;
+        a stochastic one is run with a drawn seed; group sizes must divide d).
+        ``None``: a round-to-nearest scheme of the drawn bit width (integer grid,
+        symmetric or asymmetric, per tensor or per output channel; NF4/FP4 per channel
+        at 4 bits). Softmax weights are quantized as the (classes × d) matrix.
     classes : int or (int, int)
         Number of classes for ``'softmax'`` (θ has classes·d entries); default (2, 4).
 
@@ -896,7 +898,7 @@ def quantization_noise_matrices(
         With ``delta == theta_q - theta`` and ``E == F_q - F`` exactly symmetric.
     """
     model, nr, dr, br, cr = _quant_common(model, n, d, bits, scheme, classes)
-    return _quant_strategy(model, nr, dr, br, cr, scheme, stochastic=False, draws=1)
+    return _quant_strategy(model, nr, dr, br, cr, scheme, stochastic=False, draws=(1, 1))
 
 
 def stochastic_rounding_draws(
@@ -929,6 +931,9 @@ def stochastic_rounding_draws(
     """
     model, nr, dr, br, cr = _quant_common(model, n, d, bits, scheme, classes)
     k_lo, k_hi = _int_range("draws", draws, min_value=1)
+    q = _quantize_module()
+    if q is not None and scheme is not None and not q.parse_scheme(scheme).stochastic:
+        raise _bad("scheme", scheme, "stochastic_rounding_draws needs a stochastic scheme")
     return _quant_strategy(model, nr, dr, br, cr, scheme, stochastic=True, draws=(k_lo, k_hi))
 
 
@@ -950,23 +955,30 @@ def _quant_strategy(model, nr, dr, br, cr, scheme, *, stochastic: bool, draws):
         qs = q.parse_scheme(spec)
         G = np.asarray(scores[m](X, y, theta), dtype=np.float64)
         F = _fim(G)
-        if stochastic:
-            count = _range_draw(draw, *draws)
-            rng = np.random.default_rng(draw(_SEEDS))
-        else:
-            count, rng = 1, None
+        # softmax weights are quantized as the (classes × d) matrix: rows = output channels
+        shape = (k, dim) if m == "softmax" else (dim,)
+        count = _range_draw(draw, *draws)
+        rng = np.random.default_rng(draw(_SEEDS)) if qs.stochastic else None
         out = []
         for j in range(count):
-            if rng is None:
-                theta_q = np.asarray(qs.quantize(theta), dtype=np.float64)
-            else:
-                theta_q = np.asarray(qs.quantize(theta, rng=rng), dtype=np.float64)
+            w = theta.reshape(shape)
+            theta_q = np.asarray(qs.quantize(w, rng=rng), dtype=np.float64).reshape(-1)
             G_q = np.asarray(scores[m](X, y, theta_q), dtype=np.float64)
             F_q = _fim(G_q)
             out.append(
                 QuantizationPerturbation(
-                    model=m, X=X, y=y, theta=theta, theta_q=theta_q, delta=theta_q - theta,
-                    scheme=spec, G=G, G_q=G_q, F=F, F_q=F_q, E=_sym(F_q - F),
+                    model=m,
+                    X=X,
+                    y=y,
+                    theta=theta,
+                    theta_q=theta_q,
+                    delta=theta_q - theta,
+                    scheme=spec,
+                    G=G,
+                    G_q=G_q,
+                    F=F,
+                    F_q=F_q,
+                    E=_sym(F_q - F),
                     extra={"draw": j} if stochastic else {},
                 )
             )
@@ -1035,8 +1047,12 @@ def thresholds(*, k=(1, 8), allow_special: bool = True) -> st.SearchStrategy[np.
             t[j] = np.nextafter(t[j - 1], np.inf)
             t = np.unique(t)
             while t.size < size:  # keep the length: add a value above the top
-                t = np.append(t, np.nextafter(t[-1], np.inf) if t[-1] < np.finfo(float).max
-                              else np.nextafter(t[0], -np.inf))
+                t = np.append(
+                    t,
+                    np.nextafter(t[-1], np.inf)
+                    if t[-1] < np.finfo(float).max
+                    else np.nextafter(t[0], -np.inf),
+                )
                 t = np.unique(t)
         return t
 
@@ -1062,7 +1078,8 @@ def sigma_values(
     allow_nan = _check_bool("allow_nan", allow_nan)
     allow_infinity = _check_bool("allow_infinity", allow_infinity)
     specials = [
-        x for x in _SPECIAL_SIGMAS
+        x
+        for x in _SPECIAL_SIGMAS
         if (allow_nan or not math.isnan(x)) and (allow_infinity or not math.isinf(x))
     ]
     return st.one_of(
