@@ -621,8 +621,9 @@ def _draw_noise(draw, size: int, kind: str, basis, target) -> np.ndarray:
             w = u.copy() if draw(st.booleans()) else rng.standard_normal(size)
             E = 0.5 * (np.outer(u, w) + np.outer(w, u))
     if target is not None:
+        E = E / np.max(np.abs(E))  # first to max-entry 1: no overflow for tiny entries
         eta = float(np.linalg.norm(E, 2))
-        E = E * (target / eta) if eta > 0 else E
+        E = E * (target / eta)
         E = _sym(E)
     return E
 
