@@ -48,7 +48,7 @@ Schemes (``QuantScheme.kind``)
     (signed, first if repeated), ``d = m / −8``, ``q = clip(floor(w·(1/d) + 8.5), 0, 15)``,
     ``Q(w) = (q − 8)·fp16(d)``. The levels are d·(−8…7), so weights of the sign opposite
     to ``m`` near ``−m`` are clipped to ``7d`` (error up to ``|d|``, not ``|d|/2``: the
-    format's known asymmetry). The scale is stored in float16
+    format's known asymmetry). The scale is rounded to float32 and then stored in float16
     exactly as the file format does, so Q4_0 is idempotent and within s/2 only up to that
     float16 rounding (relative 2^−11).
 ``q4_1`` — gguf/GGML Q4_1, blocks of 32: ``d = (max − min)/15``,
@@ -403,7 +403,9 @@ def _fp16(x: np.ndarray, what: str) -> np.ndarray:
             f"gguf {what} {float(np.max(np.abs(x))):.6g} overflows the float16 it is stored in "
             f"(max {_FP16_MAX})"
         )
-    return x.astype(np.float16).astype(np.float64)
+    # via float32, as gguf does (it computes the scale in float32, then stores float16);
+    # torch mirrors exactly this double rounding.
+    return x.astype(np.float32).astype(np.float16).astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------

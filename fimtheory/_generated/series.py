@@ -30,3 +30,9 @@ def remainder_bound_second(eta, gap):
 
 def coefficient_bound(k, eta, gap):
     return eta * (2.0 * eta / gap) ** (k - 1)
+
+
+def sign_bounds(lam_top, lam_second, lam_min, residual_norm_sq):
+    spread = lam_top - lam_min
+    gap = lam_top - lam_second
+    return residual_norm_sq / spread, residual_norm_sq / gap

@@ -1,0 +1,174 @@
+"""Tractable approximations of λ_max of the empirical FIM (THEORY.md §5).
+
+- AH, :func:`heuristic`: Rayleigh quotient at ḡ/‖ḡ‖, optionally after k power steps.
+  Guarantee: ‖ḡ‖² ≤ λ̂_H ≤ λ_max (the quotient of a PSD matrix never decreases under power
+  steps, by log-convexity of the spectral moments).
+- AB, :func:`two_sided`: certified-by-construction L ≤ λ_max ≤ U from cheap quantities.
+
+Everything is computed from the scores G (n×P) without forming F when n < P.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fimtheory.errors import HypothesesNotMet
+from fimtheory.fim import score_matrix
+from fimtheory.validation import check_positive_int
+
+
+def _fim_matvec(G: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """F x = Gᵀ(Gx)/n without forming F."""
+    return G.T @ (G @ x) / G.shape[0]
+
+
+@dataclass(frozen=True)
+class HeuristicEstimate:
+    """λ̂_H with the lower guarantee ‖ḡ‖² and the vector it is the Rayleigh quotient of."""
+
+    value: float
+    mean_score_norm_sq: float
+    power_steps: int
+    vector: np.ndarray = field(repr=False)
+
+
+def heuristic(G, *, power_steps: int = 0) -> HeuristicEstimate:
+    """AH: Rayleigh quotient of F at ḡ/‖ḡ‖ after ``power_steps`` power iterations.
+
+    Hypothesis: ḡ ≠ 0 (at an exact maximum-likelihood fit ḡ = 0 and the start is undefined).
+    """
+    G = score_matrix(G)
+    steps = check_positive_int(power_steps, "power_steps", minimum=0)
+    gbar = G.mean(axis=0)
+    norm_sq = float(gbar @ gbar)
+    if norm_sq == 0.0:
+        raise HypothesesNotMet("AH needs a nonzero mean score ḡ (the start vector ḡ/‖ḡ‖)")
+    x = gbar / np.sqrt(norm_sq)
+    for _ in range(steps):
+        y = _fim_matvec(G, x)
+        ny = np.linalg.norm(y)
+        if ny == 0.0:
+            break
+        x = y / ny
+    value = float(x @ _fim_matvec(G, x) / (x @ x))
+    return HeuristicEstimate(value, norm_sq, steps, x)
+
+
+def lanczos_ritz(K: np.ndarray, steps: int, start: np.ndarray) -> tuple[float, np.ndarray]:
+    """Largest Ritz value of ``steps`` Lanczos steps (full reorthogonalisation) on symmetric K.
+
+    Returns (value, unit Ritz vector). The value is the Rayleigh quotient of the returned
+    vector, recomputed directly, so ``value ≤ λ_max(K)`` up to rounding in that quotient.
+    """
+    n = K.shape[0]
+    k = min(steps, n)
+    Q = np.zeros((n, k))
+    alpha = np.zeros(k)
+    beta = np.zeros(k)
+    q = start / np.linalg.norm(start)
+    used = 0
+    for j in range(k):
+        Q[:, j] = q
+        w = K @ q
+        alpha[j] = q @ w
+        w -= Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
+        w -= Q[:, : j + 1] @ (Q[:, : j + 1].T @ w)
+        used = j + 1
+        b = np.linalg.norm(w)
+        if j + 1 < k:
+            beta[j] = b
+            if b <= 1e-14 * max(abs(alpha[j]), 1e-300):
+                break
+            q = w / b
+    T = np.diag(alpha[:used]) + np.diag(beta[: used - 1], 1) + np.diag(beta[: used - 1], -1)
+    theta, S = np.linalg.eigh(T)
+    y = Q[:, :used] @ S[:, -1]
+    y /= np.linalg.norm(y)
+    return float(y @ K @ y), y
+
+
+@dataclass(frozen=True)
+class TwoSidedBound:
+    """L ≤ λ_max(F) ≤ U with every ingredient named.
+
+    ``lower_terms``: max_i ‖g_i‖²/n, ‖ḡ‖², max_k F_kk, Ritz value of k-step Lanczos,
+    (tr K^q / rank)^{1/q}. ``upper_terms``: tr F, max row sum of |K|, (tr K^q)^{1/q}.
+    """
+
+    lower: float
+    upper: float
+    lower_terms: dict
+    upper_terms: dict
+    lanczos_steps: int
+    q: int
+
+    @property
+    def ratio(self) -> float:
+        """U / L (1 means the bracket is exact); inf when L = 0."""
+        return self.upper / self.lower if self.lower > 0 else float("inf")
+
+
+def _trace_power(K: np.ndarray, q: int) -> float:
+    """tr K^q by repeated squaring on the small Gram matrix (K PSD, so tr K^q ≥ 0)."""
+    result = np.eye(K.shape[0])
+    base = K.copy()
+    e = q
+    while e:
+        if e & 1:
+            result = result @ base
+        e >>= 1
+        if e:
+            base = base @ base
+    return float(np.trace(result))
+
+
+def two_sided(G, *, lanczos_steps: int = 3, q: int = 4, rank_tol: float | None = None) -> TwoSidedBound:
+    """AB: rigorous (in exact arithmetic) L ≤ λ_max(F) ≤ U for F = GᵀG/n.
+
+    Parameters
+    ----------
+    G : (n, P) scores.
+    lanczos_steps : Krylov dimension for the Ritz lower bound (≥ 1; started at ḡ on the
+        Gram side, i.e. at Gḡ, or at the largest row when ḡ = 0).
+    q : power for the trace bounds, ≥ 1. (tr K^q)^{1/q} decreases to λ_max as q grows.
+    rank_tol : relative tolerance for the numerical rank used in (tr K^q / rank)^{1/q};
+        default n·eps.
+    """
+    G = score_matrix(G)
+    k = check_positive_int(lanczos_steps, "lanczos_steps")
+    q = check_positive_int(q, "q")
+    n = G.shape[0]
+    K = G @ G.T / n
+    K = 0.5 * (K + K.T)
+    gbar = G.mean(axis=0)
+    diagF = np.einsum("ij,ij->j", G, G) / n
+    row_norms_sq = np.einsum("ij,ij->i", G, G)
+    start = G @ gbar
+    if not np.any(start):
+        start = np.zeros(n)
+        start[int(np.argmax(row_norms_sq))] = 1.0
+    ritz, _ = lanczos_ritz(K, k, start) if np.any(K) else (0.0, None)
+    trace = float(np.trace(K))
+    sv = np.linalg.svd(G, compute_uv=False)
+    tol = (rank_tol if rank_tol is not None else max(G.shape) * np.finfo(float).eps) * (sv[0] if sv.size else 0)
+    rank = int(np.sum(sv > tol)) if sv.size and sv[0] > 0 else 0
+    scale = float(np.max(np.abs(K))) or 1.0  # scale out K before powering to avoid overflow
+    trq = _trace_power(K / scale, q)
+    trq_root = scale * max(trq, 0.0) ** (1.0 / q)
+    lower_terms = {
+        "max_row_norm_sq_over_n": float(np.max(row_norms_sq) / n),
+        "mean_score_norm_sq": float(gbar @ gbar),
+        "max_fim_diagonal": float(np.max(diagF)),
+        "lanczos_ritz": float(ritz),
+        "trace_power_over_rank": float(trq_root / rank ** (1.0 / q)) if rank else 0.0,
+    }
+    upper_terms = {
+        "trace": trace,
+        "max_abs_row_sum_gram": float(np.max(np.sum(np.abs(K), axis=1))),
+        "trace_power_root": float(trq_root),
+    }
+    return TwoSidedBound(
+        max(lower_terms.values()), min(upper_terms.values()), lower_terms, upper_terms, k, q
+    )

@@ -1,0 +1,128 @@
+"""Eigenvalue bounds of THEORY.md §2: Weyl (W), directional (R), remainders (S, S2), SIGN.
+
+Each function returns the bound(s); the claims in :mod:`fimtheory.claims` turn them into
+signed margins. The remainder constants come from the generated module
+(:mod:`fimtheory._generated.series`), derived in ``symbolic/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fimtheory._generated import series as _series
+from fimtheory.errors import HypothesesNotMet
+from fimtheory.spectral import (
+    EigenData,
+    eigen_data,
+    off_top_residual_norm_sq,
+    perturbation_in_eigenbasis,
+)
+from fimtheory.validation import as_psd, as_symmetric, check_finite_scalar, check_same_shape
+
+
+def _pair(A, E):
+    a = as_psd(A, "A")
+    e = as_symmetric(E, "E")
+    check_same_shape(a, e)
+    return a, e
+
+
+def weyl_bounds(A, E) -> tuple[float, float]:
+    """Weyl: λ_max(A) + λ_min(E) ≤ λ_max(A+E) ≤ λ_max(A) + λ_max(E). Returns (lower, upper)."""
+    a, e = _pair(A, E)
+    la = np.linalg.eigvalsh(a)[-1]
+    we = np.linalg.eigvalsh(e)
+    return float(la + we[0]), float(la + we[-1])
+
+
+def weyl_index_margins(A, E) -> np.ndarray:
+    """Margins λ_i(A) + λ_j(E) − λ_{i+j−1}(A+E) for all i + j − 1 ≤ n (all must be ≥ 0).
+
+    Returns the (n, n) array with NaN where i + j − 1 > n; indices are 1-based in the math,
+    0-based here: entry [i, j] is the margin for λ_{i+1}(A), λ_{j+1}(E), λ_{i+j+1}(A+E).
+    """
+    a, e = _pair(A, E)
+    n = a.shape[0]
+    la = np.linalg.eigvalsh(a)[::-1]
+    le = np.linalg.eigvalsh(e)[::-1]
+    ls = np.linalg.eigvalsh(a + e)[::-1]
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    k = i + j
+    out = np.full((n, n), np.nan)
+    ok = k < n
+    out[ok] = la[i[ok]] + le[j[ok]] - ls[k[ok]]
+    return out
+
+
+def directional_lower_bound(A, E, v=None) -> float:
+    """R: λ_max(A+E) ≥ λ1 + vᵀEv for every unit top eigenvector v of A.
+
+    With ``v`` omitted, the computed top eigenvector is used; a given ``v`` is normalised.
+    """
+    a, e = _pair(A, E)
+    eig = eigen_data(a)
+    if v is None:
+        v = eig.top_vector
+    else:
+        v = np.asarray(v, dtype=float)
+        v = v / np.linalg.norm(v)
+    return float(eig.lambda_max + v @ e @ v)
+
+
+@dataclass(frozen=True)
+class RemainderBounds:
+    """Explicit remainders of the λ_max series (THEORY.md S2), valid when 2η < γ.
+
+    Attributes
+    ----------
+    eta : ‖E‖₂.  gap : γ = λ1 − λ2.
+    first : bound on |λ_max(A+E) − λ1 − a1|, 2η²/(γ − 2η).
+    second : bound on |λ_max(A+E) − λ1 − a1 − a2|, 4η³/(γ(γ − 2η)).
+    """
+
+    eta: float
+    gap: float
+    first: float
+    second: float
+
+
+def remainder_bounds(eta: float, gap: float) -> RemainderBounds:
+    """S2 bounds for ‖E‖₂ = eta and gap γ; raise :class:`HypothesesNotMet` unless 2η < γ."""
+    eta = check_finite_scalar(eta, "eta", nonnegative=True)
+    gap = check_finite_scalar(gap, "gap", nonnegative=True)
+    if not 2.0 * eta < gap:
+        raise HypothesesNotMet(f"S2 needs 2η < γ; got η = {eta:.6g}, γ = {gap:.6g}")
+    return RemainderBounds(
+        eta,
+        gap,
+        float(_series.remainder_bound_first(eta, gap)),
+        float(_series.remainder_bound_second(eta, gap)),
+    )
+
+
+def coefficient_bounds(eta: float, gap: float, order: int = 4) -> np.ndarray:
+    """Cauchy estimates |a_k| ≤ η (2η/γ)^{k−1}, k = 1..order (need γ > 0)."""
+    eta = check_finite_scalar(eta, "eta", nonnegative=True)
+    gap = check_finite_scalar(gap, "gap", positive=True)
+    return np.array([_series.coefficient_bound(k, eta, gap) for k in range(1, order + 1)], float)
+
+
+def sign_bounds(A, E, eig: EigenData | None = None) -> tuple[float, float]:
+    """SIGN: ‖P⊥Ev‖²/(λ1 − λ_min) ≤ a2 ≤ ‖P⊥Ev‖²/γ. Returns (lower, upper); needs γ > 0."""
+    a, e = _pair(A, E)
+    eig = eig or eigen_data(a)
+    if a.shape[0] < 2 or eig.gap <= 0:
+        raise HypothesesNotMet("SIGN needs a simple top eigenvalue (γ > 0)")
+    r2 = off_top_residual_norm_sq(eig, e)
+    lo, hi = _series.sign_bounds(eig.lambda_max, float(eig.eigenvalues[1]), eig.lambda_min, r2)
+    return float(lo), float(hi)
+
+
+def second_coefficient(A, E) -> float:
+    """a2 of λ_max(A+tE), from the generated series (convenience for SIGN)."""
+    a, e = _pair(A, E)
+    eig = eigen_data(a)
+    M = perturbation_in_eigenbasis(eig, e)
+    return float(_series.series_coefficients(eig.eigenvalues, M, 2)[1])

@@ -1,0 +1,151 @@
+"""The runtime monitor σ = λ_max(F_t)/λ_base and the threshold partition (THEORY.md §6–7).
+
+:class:`ThresholdPartition` maps every float64 value of a statistic — NaN, ±inf, −0.0 and
+subnormals included — to exactly one cell: cells 0..K−1 are [τ_{k−1}, τ_k) with τ_0 = −∞,
+the top cell [τ_{K−1}, +∞] is closed (the literal "σ < τ_K = +∞" of THEORY.md §6 would leave
+σ = +∞ in no cell), and cell K is the explicit NaN cell.
+
+:class:`StreamingLambdaMax` is a numpy reference of the streaming σ_t: the Gram matrix grows by
+one row and column per token (O(tP)), and λ_max is warm-started from the previous top vector.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fimtheory.errors import InputError
+from fimtheory.validation import as_vector, check_positive_int
+
+
+class ThresholdPartition:
+    """Partition of the float64 line by strictly increasing finite thresholds, plus a NaN cell.
+
+    Parameters
+    ----------
+    thresholds : 1-D array_like of K−1 ≥ 0 finite float64 values, strictly increasing.
+
+    ``cell(sigma)`` returns an int in 0..K−1 for ordered values and ``nan_cell`` (= K) for NaN;
+    vectorised over arrays. ``n_cells`` = K + 1 counts the NaN cell.
+    """
+
+    def __init__(self, thresholds):
+        t = np.asarray(thresholds)
+        if t.dtype.kind not in "fiu":
+            raise InputError(f"thresholds must be real numbers, got dtype {t.dtype}")
+        if t.ndim != 1:
+            raise InputError(f"thresholds must be 1-D, got shape {t.shape}")
+        t = t.astype(np.float64)
+        if not np.all(np.isfinite(t)):
+            raise InputError(f"thresholds must be finite (±inf are implicit), got {t.tolist()}")
+        if t.size > 1 and not np.all(np.diff(t) > 0):
+            i = int(np.argmax(~(np.diff(t) > 0)))
+            raise InputError(
+                f"thresholds must be strictly increasing: τ[{i}] = {t[i]!r} >= τ[{i + 1}] = {t[i + 1]!r}"
+            )
+        # −0.0 and 0.0 compare equal; store +0.0 so the cell of ±0 never depends on the sign bit.
+        self.thresholds = t + 0.0
+        self.nan_cell = int(t.size + 1)
+        self.n_cells = int(t.size + 2)
+
+    def cell(self, sigma):
+        """Cell index of ``sigma`` (scalar → int, array → int64 array of the same shape)."""
+        s = np.asarray(sigma, dtype=np.float64)
+        idx = np.searchsorted(self.thresholds, s, side="right").astype(np.int64)
+        idx = np.where(np.isnan(s), self.nan_cell, idx)
+        return int(idx) if idx.ndim == 0 else idx
+
+    def bounds(self, k: int) -> tuple[float, float, bool]:
+        """(lower, upper, upper_closed) of ordered cell k; the NaN cell has no bounds."""
+        if not 0 <= k < self.nan_cell:
+            raise InputError(f"cell index must be in 0..{self.nan_cell - 1}, got {k}")
+        lo = -np.inf if k == 0 else float(self.thresholds[k - 1])
+        top = k == self.nan_cell - 1
+        hi = np.inf if top else float(self.thresholds[k])
+        return lo, hi, top
+
+    def contains(self, k: int, sigma: float) -> bool:
+        """Membership by the cell's defining inequalities (independent of :meth:`cell`)."""
+        s = float(sigma)
+        if k == self.nan_cell:
+            return bool(np.isnan(s))
+        lo, hi, closed = self.bounds(k)
+        return bool(lo <= s <= hi) if closed else bool(lo <= s < hi)
+
+    def __repr__(self) -> str:
+        return f"ThresholdPartition({self.thresholds.tolist()})"
+
+
+class ProductPartition:
+    """Product of partitions over several statistics; the cell is the tuple of cells."""
+
+    def __init__(self, partitions):
+        parts = list(partitions)
+        if not parts or not all(isinstance(p, ThresholdPartition) for p in parts):
+            raise InputError("ProductPartition needs one or more ThresholdPartition objects")
+        self.partitions = parts
+
+    def cell(self, sigmas) -> tuple:
+        s = np.asarray(sigmas, dtype=np.float64)
+        if s.shape != (len(self.partitions),):
+            raise InputError(f"expected {len(self.partitions)} statistics, got shape {s.shape}")
+        return tuple(p.cell(float(x)) for p, x in zip(self.partitions, s))
+
+
+def calibration_threshold(sigmas, q: float) -> float:
+    """τ_q: the q-quantile (linear interpolation) of calibration values of σ; NaN rejected."""
+    s = as_vector(sigmas, "sigmas")
+    if not 0.0 <= q <= 1.0:
+        raise InputError(f"q must be in [0, 1], got {q!r}")
+    return float(np.quantile(s, q))
+
+
+class StreamingLambdaMax:
+    """λ_max of the empirical FIM of a growing (or windowed) stream of score vectors.
+
+    Each :meth:`push` appends a score g_t (length P) and returns λ_max(F_t), F_t the FIM of
+    the last ``window`` scores (all if None). The Gram matrix of stored scores is updated by
+    one row/column (O(tP)); λ_max comes from a Lanczos iteration warm-started at the previous
+    top Gram eigenvector, checked to a relative residual ``tol``, with a dense fallback.
+    """
+
+    def __init__(self, dim: int, *, window: int | None = None, tol: float = 1e-10):
+        self.dim = check_positive_int(dim, "dim")
+        self.window = None if window is None else check_positive_int(window, "window")
+        self.tol = float(tol)
+        self._scores: list[np.ndarray] = []
+        self._gram_unnormalised = np.zeros((0, 0))
+        self._vector = np.zeros(0)
+        self.value = float("nan")
+
+    def push(self, g) -> float:
+        g = as_vector(g, "g")
+        if g.shape[0] != self.dim:
+            raise InputError(f"score has length {g.shape[0]}, expected {self.dim}")
+        if self.window is not None and len(self._scores) == self.window:
+            self._scores.pop(0)
+            self._gram_unnormalised = self._gram_unnormalised[1:, 1:]
+            self._vector = self._vector[1:]
+        row = np.array([s @ g for s in self._scores] + [g @ g])
+        t = len(self._scores) + 1
+        Gm = np.zeros((t, t))
+        Gm[:-1, :-1] = self._gram_unnormalised
+        Gm[-1, :] = row
+        Gm[:, -1] = row
+        self._gram_unnormalised = Gm
+        self._scores.append(g)
+        start = np.append(self._vector, 0.0)
+        if not np.any(start):
+            start = np.ones(t)
+        start = start + 1e-3 * np.linalg.norm(start) / np.sqrt(t)  # keep every direction alive
+        self.value, self._vector = self._top_eig(Gm / t, start)
+        return self.value
+
+    def _top_eig(self, K: np.ndarray, start: np.ndarray) -> tuple[float, np.ndarray]:
+        from fimtheory.approx import lanczos_ritz
+
+        val, vec = lanczos_ritz(K, min(12, K.shape[0]), start)
+        resid = np.linalg.norm(K @ vec - val * vec)
+        if resid > self.tol * max(abs(val), np.finfo(float).tiny):
+            w, V = np.linalg.eigh(K)
+            return float(w[-1]), V[:, -1]
+        return float(val), vec
