@@ -716,9 +716,7 @@ def psd_with_noise(
     r_lo, r_hi = _float_range("relative_norm", relative_norm)
     if relative_to == "gap" and _check_min_gap(min_gap) == 0.0:
         raise _bad("min_gap", min_gap, "relative_to='gap' needs min_gap > 0 (so the gap is > 0)")
-    base = psd_matrices(
-        n=n, rank=rank, spectrum=spectrum, scale=scale, min_gap=min_gap, return_eigendata=True
-    )
+    base = psd_matrices(n=n, rank=rank, spectrum=spectrum, scale=scale, min_gap=min_gap, return_eigendata=True)
     rel_st = _log_uniform(r_lo, r_hi)
 
     @st.composite
@@ -799,11 +797,7 @@ def _scheme_specs(bits: int, stochastic: bool) -> list[str]:
     4-bit codebooks per channel when ``bits == 4``; stochastic rounding when asked.
     """
     kind = "sr" if stochastic else "rtn"
-    specs = [
-        f"{kind}-int{bits}-{sym}-{gran}"
-        for sym in ("sym", "asym")
-        for gran in ("tensor", "channel")
-    ]
+    specs = [f"{kind}-int{bits}-{sym}-{gran}" for sym in ("sym", "asym") for gran in ("tensor", "channel")]
     if bits == 4 and not stochastic:
         specs += ["nf4-channel", "fp4-channel"]
     return specs
@@ -1050,9 +1044,7 @@ def thresholds(*, k=(1, 8), allow_special: bool = True) -> st.SearchStrategy[np.
             while t.size < size:  # keep the length: add a value above the top
                 t = np.append(
                     t,
-                    np.nextafter(t[-1], np.inf)
-                    if t[-1] < np.finfo(float).max
-                    else np.nextafter(t[0], -np.inf),
+                    np.nextafter(t[-1], np.inf) if t[-1] < np.finfo(float).max else np.nextafter(t[0], -np.inf),
                 )
                 t = np.unique(t)
         return t
@@ -1060,9 +1052,7 @@ def thresholds(*, k=(1, 8), allow_special: bool = True) -> st.SearchStrategy[np.
     return _thr()
 
 
-def sigma_values(
-    *, allow_nan: bool = True, allow_infinity: bool = True
-) -> st.SearchStrategy[float]:
+def sigma_values(*, allow_nan: bool = True, allow_infinity: bool = True) -> st.SearchStrategy[float]:
     """Any float64 value of a monitor statistic σ, special values favoured.
 
     Parameters
@@ -1079,9 +1069,7 @@ def sigma_values(
     allow_nan = _check_bool("allow_nan", allow_nan)
     allow_infinity = _check_bool("allow_infinity", allow_infinity)
     specials = [
-        x
-        for x in _SPECIAL_SIGMAS
-        if (allow_nan or not math.isnan(x)) and (allow_infinity or not math.isinf(x))
+        x for x in _SPECIAL_SIGMAS if (allow_nan or not math.isnan(x)) and (allow_infinity or not math.isinf(x))
     ]
     return st.one_of(
         st.sampled_from(specials),

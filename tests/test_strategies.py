@@ -28,19 +28,13 @@ from properties.strategies import (
 )
 
 EPS = np.finfo(np.float64).eps
-FAST = settings(
-    max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FAST = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 CONCRETE_KINDS = [k for k in S.SPECTRUM_KINDS if k != "any"]
 
 
 def _n_range(kind):
-    return (
-        (2, 7)
-        if kind in ("clustered_top", "tiny_gap", "rank_deficient", "ill_conditioned")
-        else (1, 7)
-    )
+    return (2, 7) if kind in ("clustered_top", "tiny_gap", "rank_deficient", "ill_conditioned") else (1, 7)
 
 
 def _rel_gap(lam):
@@ -197,12 +191,7 @@ def test_score_matrices_variety():
     G = find(
         score_matrices(),
         lambda G: (
-            np.any(G)
-            and any(
-                np.any(G[i]) and np.array_equal(G[i], G[j])
-                for i in range(G.shape[0])
-                for j in range(i)
-            )
+            np.any(G) and any(np.any(G[i]) and np.array_equal(G[i], G[j]) for i in range(G.shape[0]) for j in range(i))
         ),
     )
     assert G.shape[0] == 2
