@@ -313,10 +313,10 @@ def _series_setup(inst: MatrixPerturbation):
 
 
 def _series_order() -> int:
+    """Highest order the generated series provides (4 once a4 is derived, else 3)."""
     try:
-        _series.series_coefficients(np.array([2.0, 1.0]), np.eye(2), 4)
-        return 4
-    except Exception:
+        return min(4, len(_series.series_coefficients(np.array([2.0, 1.0]), np.eye(2), 4)))
+    except (ValueError, IndexError):
         return 3
 
 
@@ -1016,8 +1016,19 @@ def get_claim(claim_id: str) -> Claim:
 def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50):
     """Decide the sign of a margin the float evaluation could not settle.
 
+    The margin is recomputed at ``dps`` digits. A value within rounding reach of zero at
+    that precision (|m| < 10^(−dps/2)) is recomputed at 2·dps digits: if it then shrinks by
+    a further factor 10^(dps/2) it is an exact tie (margin 0: holds for a non-strict claim,
+    fails a strict one); otherwise its sign at 2·dps decides.
+
     Returns (holds: bool, mp_margin). Only an mp-confirmed violation is a violation.
     """
     strict = getattr(claim_or_weakening, "strict", False)
     m = claim_or_weakening.evaluate_mp(instance, dps)
+    band = mpmath.mpf(10) ** (-(dps // 2))
+    if abs(m) < band:
+        m2 = claim_or_weakening.evaluate_mp(instance, 2 * dps)
+        if abs(m2) < band * band or m2 == 0:
+            return (not strict), mpmath.mpf(0)
+        m = m2
     return (m > 0 if strict else m >= 0), m

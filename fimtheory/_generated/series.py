@@ -8,16 +8,16 @@ import numpy as np
 
 
 def series_coefficients(lam, M, order=3):
-    lam = np.asarray(lam, dtype=float)
-    M = np.asarray(M, dtype=float)
+    lam = np.asarray(lam)
+    M = np.asarray(M)
     d = lam[0] - lam[1:]
     e = M[0, 1:]
     B = M[1:, 1:]
     w = e / d
     a1 = M[0, 0]
-    a2 = float(np.sum(e * w))
-    a3 = float(w @ B @ w - a1 * np.sum(w * w))
-    return np.array([a1, a2, a3][:order])
+    a2 = np.sum(e * w)
+    a3 = w @ B @ w - a1 * np.sum(w * w)
+    return np.array([a1, a2, a3][:order], dtype=M.dtype)
 
 
 def remainder_bound_first(eta, gap):

@@ -1,0 +1,224 @@
+"""Hypothesis strategies that draw the instances of each claim and weakening.
+
+``fimtheory.claims`` names these by string ("properties.claim_strategies:ID"); use
+:func:`strategy_for` to resolve one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from fimtheory.errors import UnknownIdError
+from fimtheory.instances import (
+    DepartureInstance,
+    MatrixPerturbation,
+    NoiseEnsemble,
+    PartitionInstance,
+    ScoreInstance,
+)
+from properties import strategies as S
+
+_SEEDS = st.integers(0, 2**32 - 1)
+
+
+def _mp(p, **kw) -> MatrixPerturbation:
+    return MatrixPerturbation(p.A, p.E, **kw)
+
+
+def _generic_pairs(min_gap=None, relative_norm=(1e-8, 10.0), relative_to="lambda_max", n=(1, 8)):
+    return S.psd_with_noise(
+        n=n, min_gap=min_gap, relative_norm=relative_norm, relative_to=relative_to
+    ).map(_mp)
+
+
+@st.composite
+def repeated_top_with_vector(draw, *, relative_to_gap=False, n=(3, 7)):
+    """Diagonal A with an exactly repeated top eigenvalue, a unit v in its top eigenspace
+    (Av = λ1 v exactly in float) and a Wigner E."""
+    size = draw(st.integers(*n))
+    mult = draw(st.integers(2, size - 1))
+    rng = np.random.default_rng(draw(_SEEDS))
+    lam1 = float(draw(st.sampled_from([1.0, 2.0, 0.5, 1e3, 1e-3])))
+    rest = np.sort(rng.uniform(0.0, 0.9, size - mult))[::-1] * lam1
+    A = np.diag(np.concatenate([np.full(mult, lam1), rest]))
+    v = np.zeros(size)
+    v[:mult] = rng.standard_normal(mult)
+    v /= np.linalg.norm(v)
+    E = rng.standard_normal((size, size))
+    E = 0.5 * (E + E.T)
+    gap = lam1 - rest[0]
+    target = draw(st.floats(1e-6, 0.45)) * (gap if relative_to_gap else lam1)
+    E *= target / np.max(np.abs(np.linalg.eigvalsh(E)))
+    return MatrixPerturbation(A, E, v=v, origin="repeated-top")
+
+
+@st.composite
+def any_unit_vector_pairs(draw):
+    p = draw(S.psd_with_noise(n=(2, 6), relative_norm=(1e-6, 1.0)))
+    v = np.random.default_rng(draw(_SEEDS)).standard_normal(p.A.shape[0])
+    return MatrixPerturbation(p.A, p.E, v=v / np.linalg.norm(v), origin="any-vector")
+
+
+@st.composite
+def indefinite_pairs(draw):
+    p = draw(S.psd_with_noise(n=(2, 6), min_gap=1e-2, relative_norm=(1e-4, 0.4), relative_to="gap"))
+    shift = draw(st.floats(0.1, 10.0)) * float(np.max(np.abs(p.eigenvalues)) or 1.0)
+    return _IndefinitePair(p.A - shift * np.eye(p.A.shape[0]), p.E)
+
+
+class _IndefinitePair:
+    """A symmetric (not PSD) A with E, for the SIGN weakening (MatrixPerturbation demands PSD
+    only through the claims that need it, so a light container suffices)."""
+
+    def __init__(self, A, E):
+        self.A = 0.5 * (A + A.T)
+        self.E = 0.5 * (E + E.T)
+        self.v = None
+        self.n = A.shape[0]
+
+    def __repr__(self):
+        return f"IndefinitePair(A={self.A.tolist()}, E={self.E.tolist()})"
+
+
+def _quant_pairs():
+    return S.quantization_noise_matrices().map(
+        lambda q: MatrixPerturbation(q.F, q.E, origin=f"{q.model}/{q.scheme}", delta=q.delta)
+    )
+
+
+@st.composite
+def antithetic_ensembles(draw, *, min_gap=None, source="any", commuting=False):
+    """Zero-mean ensembles {±E_k}: from random symmetric noise or from quantization."""
+    src = source if source != "any" else draw(st.sampled_from(["matrix", "quantization"]))
+    if commuting:
+        size = draw(st.integers(2, 6))
+        rng = np.random.default_rng(draw(_SEEDS))
+        f = np.sort(rng.uniform(0.0, 1.0, size))[::-1]
+        f[0] = f[1] + draw(st.floats(1e-3, 1.0))
+        F = np.diag(f)
+        k = draw(st.integers(1, 3))
+        Es = [np.diag(rng.standard_normal(size)) for _ in range(k)]
+        origin = "diagonal F, diagonal E"
+    elif src == "matrix":
+        p = draw(S.psd_with_noise(n=(2, 6), min_gap=min_gap, relative_norm=(1e-4, 1.0)))
+        F = p.A
+        k = draw(st.integers(1, 3))
+        Es = [p.E] + [draw(S.symmetric_noise(n=F.shape[0], kind="any", norm=float(np.linalg.norm(p.E, 2)) or 1.0))
+                      for _ in range(k - 1)]
+        origin = "random symmetric noise"
+    else:
+        q = draw(S.quantization_noise_matrices(n=(4, 10), d=(2, 4)))
+        F, Es = q.F, [q.E]
+        origin = f"quantization {q.model}/{q.scheme}"
+    Es = [e for e in Es] + [-e for e in Es]
+    t = draw(st.sampled_from([1.0, 0.5, 0.1, 1e-2, 1e-3]))
+    return NoiseEnsemble(F, tuple(Es), t=t, origin=origin)
+
+
+@st.composite
+def nonzero_mean_ensembles(draw):
+    p = draw(S.psd_with_noise(n=(2, 6), relative_norm=(1e-4, 1.0)))
+    return NoiseEnsemble(p.A, (p.E,), t=1.0, origin="single draw")
+
+
+@st.composite
+def departures(draw, *, models=("logistic", "softmax")):
+    model = draw(st.sampled_from(models))
+    rng = np.random.default_rng(draw(_SEEDS))
+    d = draw(st.integers(2, 4))
+    k = draw(st.integers(2, 3)) if model == "softmax" else 1
+    theta = rng.standard_normal(k * d) * draw(st.sampled_from([0.3, 1.0, 3.0]))
+    m_inputs = draw(st.integers(1, 4))
+    mode = draw(st.sampled_from(["random", "orthogonal", "along-weights", "outward"]))
+    W = theta.reshape(k, d)
+    inputs, labels, dirs = [], [], []
+    for _ in range(m_inputs):
+        m = draw(st.integers(1, 3))
+        X = rng.standard_normal((m, d))
+        if model == "softmax":
+            y = rng.integers(0, k, m)
+        else:
+            y = rng.integers(0, 2, m).astype(float)
+        if mode == "random":
+            U = rng.standard_normal((m, d))
+        elif mode == "outward":
+            U = X.copy()
+        elif mode == "along-weights":
+            U = np.tile(W[0], (m, 1))
+        else:  # orthogonal to every weight row: logits stay fixed, ‖x‖ grows
+            Q, _ = np.linalg.qr(W.T, mode="complete")
+            comp = Q[:, k:] if k < d else np.zeros((d, 0))
+            U = (comp @ rng.standard_normal((comp.shape[1], m))).T if comp.shape[1] else rng.standard_normal((m, d))
+            X = X - (X @ comp) @ comp.T if comp.shape[1] else X
+        nrm = np.linalg.norm(U)
+        U = U / nrm if nrm > 0 else np.full((m, d), 1.0 / np.sqrt(m * d))
+        inputs.append(X)
+        labels.append(y)
+        dirs.append(U)
+    T = draw(st.sampled_from([0.5, 2.0, 8.0]))
+    return DepartureInstance(model, theta, tuple(inputs), tuple(labels), tuple(dirs), T,
+                             steps=draw(st.sampled_from([8, 16])), quantile=draw(st.sampled_from([0.5, 0.9])))
+
+
+@st.composite
+def score_instances(draw):
+    G = draw(S.score_matrices())
+    return ScoreInstance(G, power_steps=draw(st.integers(0, 5)), lanczos_steps=draw(st.integers(1, 6)),
+                         q=draw(st.integers(1, 8)))
+
+
+@st.composite
+def partitions(draw, *, repeated=False):
+    if repeated:
+        base = draw(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=6))
+        extra = draw(st.lists(st.sampled_from(base), min_size=0, max_size=2))
+        t = sorted(base + extra)
+    else:
+        t = [float(x) for x in draw(S.thresholds())]
+    sig = draw(st.lists(S.sigma_values(), max_size=12))
+    near = []
+    with np.errstate(over="ignore"):
+        for x in t:
+            near += [x, float(np.nextafter(x, -np.inf)), float(np.nextafter(x, np.inf))]
+    sig = sig + draw(st.lists(st.sampled_from(near), max_size=4)) if near else sig
+    sig = sig + draw(st.lists(st.sampled_from([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, 5e-324]),
+                              max_size=3))
+    second = tuple(float(x) for x in draw(S.thresholds(k=(0, 3))))
+    return PartitionInstance(tuple(t), tuple(sig), second)
+
+
+_TABLE = {
+    "W": lambda: _generic_pairs(),
+    "W-no-lambda-min": lambda: _generic_pairs(),
+    "R": lambda: st.one_of(_generic_pairs(), repeated_top_with_vector()),
+    "R-any-vector": any_unit_vector_pairs,
+    "S": lambda: _generic_pairs(min_gap=1e-3, relative_norm=(1e-6, 0.49), relative_to="gap", n=(2, 8)),
+    "S2": lambda: _generic_pairs(min_gap=1e-3, relative_norm=(1e-6, 0.49), relative_to="gap", n=(2, 8)),
+    "S2-repeated-top": lambda: repeated_top_with_vector(relative_to_gap=True),
+    "SIGN": lambda: _generic_pairs(min_gap=1e-3, relative_norm=(1e-6, 1.0), n=(2, 8)),
+    "SIGN-lambda1-denominator": indefinite_pairs,
+    "T4.3a": _quant_pairs,
+    "T4.3a-per-draw": _quant_pairs,
+    "T4.3b": lambda: antithetic_ensembles(),
+    "T4.3b-nonzero-mean": nonzero_mean_ensembles,
+    "T4.3c": lambda: antithetic_ensembles(min_gap=1e-3),
+    "T4.3c-no-genericity": lambda: antithetic_ensembles(commuting=True),
+    "P3.2": departures,
+    "P3.2-no-LCM": departures,
+    "AH": score_instances,
+    "AH-accurate": score_instances,
+    "AB": score_instances,
+    "C": partitions,
+    "C-repeated-thresholds": lambda: partitions(repeated=True),
+}
+
+
+def strategy_for(name: str) -> st.SearchStrategy:
+    """The strategy registered under ``name`` — a claim id, a weakening id, or a
+    ``properties.claim_strategies:ID`` reference as stored in the claim registry."""
+    key = name.split(":", 1)[1] if ":" in name else name
+    try:
+        return _TABLE[key]()
+    except KeyError:
+        raise UnknownIdError(f"no instance strategy named {key!r}; known: {', '.join(_TABLE)}") from None
