@@ -1,0 +1,282 @@
+"""λ_max of the empirical FIM F = GᵀG / n from the stacked scores G (n × P).
+
+Units: those of F (nats² per θ-unit² for scores in nats). THEORY.md §1: the nonzero
+spectrum of F equals that of the Gram matrix K = GGᵀ / n, so λ_max(F) = λ_max(K) = ‖G‖₂²/n.
+
+Paths
+-----
+``"dense"``
+    Form F (P × P) and ``eigh``. For P ≤ n (and P moderate).
+``"gram"``
+    Form K (n × n) block by block of rows (F is never formed) and ``eigh``. For n < P.
+``"lanczos"``
+    Matrix-free Lanczos with full reorthogonalisation on the smaller of the two operators
+    v ↦ G(Gᵀv)/n (on Rⁿ) and v ↦ Gᵀ(Gv)/n (on R^P); for large n and P. Each step costs
+    two products with G (4nP flops) plus O(k·min(n, P)) for the reorthogonalisation.
+``"auto"``
+    dense if P ≤ n and P ≤ ``dense_max``; else gram if min(n, P) ≤ ``gram_max``; else lanczos.
+
+Everything runs on G's device and in G's dtype (float64 recommended for checks); the small
+tridiagonal eigenproblems of Lanczos are solved on the CPU in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from fimtheory.errors import InputError
+
+METHODS = ("auto", "dense", "gram", "lanczos")
+
+
+@dataclass(frozen=True)
+class LambdaMaxResult:
+    """λ_max(F) and how it was obtained.
+
+    Attributes
+    ----------
+    value : float
+        The (Ritz or eigh) estimate of λ_max(F) = λ_max(K).
+    method : str
+        ``"dense"``, ``"gram"`` or ``"lanczos"`` (never ``"auto"``).
+    iterations : int
+        Lanczos steps (0 for the eigh paths).
+    residual : float
+        ‖A y − value·y‖₂ for the returned unit vector y of the operator A that was used
+        (F, or K). For symmetric A some eigenvalue lies within ``residual`` of ``value``
+        (and within residual²/gap when the gap to the rest of the spectrum is known).
+        For Lanczos, ``value`` is a Rayleigh quotient, hence ≤ λ_max up to rounding.
+    n, P : int
+        Shape of G.
+    operator : str
+        ``"F"`` (P × P) or ``"K"`` (n × n).
+    vector : torch.Tensor or None
+        With ``return_vector=True``: a unit top eigenvector of F, in R^P (on G's device).
+    """
+
+    value: float
+    method: str
+    iterations: int
+    residual: float
+    n: int
+    P: int
+    operator: str
+    vector: torch.Tensor | None = None
+
+
+def _validate(G: torch.Tensor) -> torch.Tensor:
+    if not isinstance(G, torch.Tensor):
+        raise InputError(f"G must be a torch.Tensor, got {type(G).__name__}")
+    if G.ndim != 2 or G.shape[0] < 1 or G.shape[1] < 1:
+        raise InputError(f"G must be a non-empty 2-D (n, P) tensor, got shape {tuple(G.shape)}")
+    if not G.is_floating_point() or G.is_complex():
+        raise InputError(f"G must be a real floating tensor, got {G.dtype}")
+    if not bool(torch.isfinite(G).all()):
+        raise InputError("G has NaN or inf entries")
+    return G
+
+
+def gram_matrix(G: torch.Tensor, *, block_size: int = 2048) -> torch.Tensor:
+    """K = G Gᵀ / n (n × n), built ``block_size`` rows at a time and symmetrised exactly."""
+    G = _validate(G)
+    n = G.shape[0]
+    K = torch.empty(n, n, dtype=G.dtype, device=G.device)
+    for i in range(0, n, block_size):
+        K[i : i + block_size] = G[i : i + block_size] @ G.T
+    K = 0.5 * (K + K.T)
+    return K / n
+
+
+def fisher_matrix(G: torch.Tensor) -> torch.Tensor:
+    """F = GᵀG / n (P × P), symmetrised exactly."""
+    G = _validate(G)
+    F = G.T @ G
+    return 0.5 * (F + F.T) / G.shape[0]
+
+
+def _top_eigh(A: torch.Tensor) -> tuple[float, torch.Tensor, float]:
+    evals, evecs = torch.linalg.eigh(A)
+    lam = evals[-1]
+    v = evecs[:, -1]
+    res = float(torch.linalg.vector_norm(A @ v - lam * v))
+    return float(lam), v, res
+
+
+def _f_vector_from_k(G: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    w = G.T @ u
+    nrm = torch.linalg.vector_norm(w)
+    return w / nrm if float(nrm) > 0 else w
+
+
+@dataclass(frozen=True)
+class LanczosResult:
+    """Largest Ritz pair of a symmetric operator (see :func:`lanczos`)."""
+
+    value: float
+    vector: torch.Tensor
+    iterations: int
+    residual: float
+    residual_estimate: float
+    converged: bool
+
+
+def lanczos(
+    matvec,
+    dim: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    tol: float = 1e-10,
+    max_iter: int | None = None,
+    seed: int = 0,
+) -> LanczosResult:
+    """Largest eigenvalue of a symmetric PSD operator by Lanczos with full reorthogonalisation.
+
+    Parameters
+    ----------
+    matvec : callable
+        v ↦ A v for 1-D tensors of length ``dim`` (A symmetric).
+    tol : float
+        Relative stopping tolerance: stop when the Ritz residual β_k·|s_k| ≤ tol_eff·θ,
+        tol_eff = max(tol, 64·eps(dtype)) (a float32 run cannot resolve 1e-10).
+    max_iter : int, optional
+        Default min(dim, 500). Reaching ``dim`` steps spans the whole space: exact.
+    seed : int
+        Seeds the (Gaussian) start vector, drawn on the CPU for device independence.
+
+    Notes
+    -----
+    Full reorthogonalisation (two Gram–Schmidt passes against every previous Lanczos
+    vector) keeps the basis orthonormal to working precision, so no spurious copies of
+    converged Ritz values appear. A breakdown (β ≈ 0) means an invariant subspace was
+    found and the Ritz values are eigenvalues. The returned ``residual`` is recomputed
+    explicitly as ‖A y − θ y‖ with one extra matvec. Hypothesis for convergence to the
+    *largest* eigenvalue: the start vector is not orthogonal to its eigenspace
+    (probability 1 for a Gaussian start).
+    """
+    if dim < 1:
+        raise InputError(f"dim must be >= 1, got {dim}")
+    eps = torch.finfo(dtype).eps
+    tol_eff = max(float(tol), 64.0 * eps)
+    m = min(dim, max_iter or 500)
+    gen = torch.Generator().manual_seed(int(seed))
+    q = torch.randn(dim, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    q = q / torch.linalg.vector_norm(q)
+    Q = torch.zeros(m, dim, dtype=dtype, device=device)
+    alphas: list[float] = []
+    betas: list[float] = []
+    theta, s = 0.0, torch.ones(1, dtype=torch.float64)
+    res_est, converged, k = math.inf, False, 0
+    scale = 0.0
+    for k in range(m):
+        Q[k] = q
+        w = matvec(q)
+        alpha = float(torch.dot(w, q))
+        w = w - alpha * q
+        if k > 0:
+            w = w - betas[-1] * Q[k - 1]
+        for _ in range(2):  # full reorthogonalisation, twice is enough
+            w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
+        beta = float(torch.linalg.vector_norm(w))
+        alphas.append(alpha)
+        Tm = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if k > 0:
+            off = torch.tensor(betas, dtype=torch.float64)
+            Tm = Tm + torch.diag(off, 1) + torch.diag(off, -1)
+        ev, evec = torch.linalg.eigh(Tm)
+        theta, s = float(ev[-1]), evec[:, -1]
+        scale = max(scale, abs(float(ev[-1])), abs(float(ev[0])), abs(alpha))
+        res_est = beta * abs(float(s[-1]))
+        if beta <= 16 * eps * max(scale, 1e-300) * math.sqrt(dim) or scale == 0.0:
+            converged = True  # invariant subspace: Ritz values are eigenvalues
+            break
+        if res_est <= tol_eff * max(abs(theta), 1e-300):
+            converged = True
+            break
+        if k + 1 == dim:
+            converged = True
+            break
+        betas.append(beta)
+        q = w / beta
+    iters = k + 1
+    y = Q[:iters].T @ s.to(device=device, dtype=dtype)
+    ny = torch.linalg.vector_norm(y)
+    y = y / ny if float(ny) > 0 else y
+    residual = float(torch.linalg.vector_norm(matvec(y) - theta * y))
+    return LanczosResult(theta, y, iters, residual, res_est, converged)
+
+
+def lambda_max(
+    G: torch.Tensor,
+    *,
+    method: str = "auto",
+    tol: float = 1e-10,
+    max_iter: int | None = None,
+    seed: int = 0,
+    block_size: int = 2048,
+    dense_max: int = 2048,
+    gram_max: int = 4096,
+    return_vector: bool = False,
+) -> LambdaMaxResult:
+    """λ_max of F = GᵀG / n (equivalently of K = GGᵀ / n) — see the module docstring.
+
+    Parameters
+    ----------
+    G : torch.Tensor ``(n, P)``
+        Stacked scores, real floating, finite; any device.
+    method : {"auto", "gram", "lanczos", "dense"}
+    tol : float
+        Lanczos relative residual tolerance (ignored by the eigh paths, which are accurate to
+        O(eps·n·‖K‖)).
+    max_iter, seed : Lanczos options (:func:`lanczos`).
+    block_size : rows of G per block when forming K.
+    dense_max, gram_max : thresholds of ``"auto"``.
+    return_vector : bool
+        Also return a unit top eigenvector of F (in R^P).
+
+    Returns
+    -------
+    LambdaMaxResult
+
+    Raises
+    ------
+    fimtheory.errors.InputError
+        Bad G or unknown method.
+    """
+    G = _validate(G)
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; expected one of {METHODS}")
+    n, P = G.shape
+    if method == "auto":
+        if P <= n and P <= dense_max:
+            method = "dense"
+        elif min(n, P) <= gram_max:
+            method = "gram"
+        else:
+            method = "lanczos"
+    vec = None
+    if method == "dense":
+        lam, v, res = _top_eigh(fisher_matrix(G))
+        if return_vector:
+            vec = v
+        return LambdaMaxResult(lam, "dense", 0, res, n, P, "F", vec)
+    if method == "gram":
+        lam, u, res = _top_eigh(gram_matrix(G, block_size=block_size))
+        if return_vector:
+            vec = _f_vector_from_k(G, u)
+        return LambdaMaxResult(lam, "gram", 0, res, n, P, "K", vec)
+    if n <= P:
+        def op(v):
+            return G @ (G.T @ v) / n
+        dim, name = n, "K"
+    else:
+        def op(v):
+            return G.T @ (G @ v) / n
+        dim, name = P, "F"
+    r = lanczos(op, dim, dtype=G.dtype, device=G.device, tol=tol, max_iter=max_iter, seed=seed)
+    if return_vector:
+        vec = _f_vector_from_k(G, r.vector) if name == "K" else r.vector
+    return LambdaMaxResult(r.value, "lanczos", r.iterations, r.residual, n, P, name, vec)
