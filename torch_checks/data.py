@@ -27,8 +27,10 @@ FORTUNES_DIR = "/usr/share/games/fortunes"
 CORPORA = ("auto", "fortunes", "pydoc")
 
 
-def fortunes_available(directory: str = FORTUNES_DIR) -> bool:
-    """True when Debian's fortune files are installed in ``directory``."""
+def fortunes_available(directory: str | None = None) -> bool:
+    """True when Debian's fortune files are installed in ``directory`` (default
+    :data:`FORTUNES_DIR`)."""
+    directory = directory or FORTUNES_DIR
     return os.path.isdir(directory) and any(
         _is_fortune_file(directory, f) for f in os.listdir(directory)
     )
@@ -43,7 +45,8 @@ def _is_fortune_file(directory: str, name: str) -> bool:
     )
 
 
-def _fortunes_bytes(directory: str = FORTUNES_DIR) -> bytes:
+def _fortunes_bytes(directory: str | None = None) -> bytes:
+    directory = directory or FORTUNES_DIR
     names = sorted(f for f in os.listdir(directory) if _is_fortune_file(directory, f))
     parts = []
     for name in names:

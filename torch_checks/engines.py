@@ -25,7 +25,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy.linalg import eigh_tridiagonal
 
 from fimtheory.errors import InputError
 
@@ -168,7 +170,7 @@ def lanczos(
     Q = torch.zeros(m, dim, dtype=dtype, device=device)
     alphas: list[float] = []
     betas: list[float] = []
-    theta, s = 0.0, torch.ones(1, dtype=torch.float64)
+    theta, s = 0.0, np.ones(1)
     res_est, converged, k = math.inf, False, 0
     scale = 0.0
     for k in range(m):
@@ -182,13 +184,16 @@ def lanczos(
             w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
         beta = float(torch.linalg.vector_norm(w))
         alphas.append(alpha)
-        Tm = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if k > 0:
-            off = torch.tensor(betas, dtype=torch.float64)
-            Tm = Tm + torch.diag(off, 1) + torch.diag(off, -1)
-        ev, evec = torch.linalg.eigh(Tm)
-        theta, s = float(ev[-1]), evec[:, -1]
-        scale = max(scale, abs(float(ev[-1])), abs(float(ev[0])), abs(alpha))
+        if k == 0:
+            ev = np.array([alpha])
+            s = np.ones(1)
+        else:
+            # only the largest Ritz pair of the tridiagonal T_k: O(k) work per step
+            ev, sv = eigh_tridiagonal(np.array(alphas), np.array(betas), select="i",
+                                      select_range=(k, k))
+            s = sv[:, 0]
+        theta = float(ev[-1])
+        scale = max(scale, abs(theta), abs(alpha))  # ≈ ‖A‖ for PSD A
         res_est = beta * abs(float(s[-1]))
         if beta <= 16 * eps * max(scale, 1e-300) * math.sqrt(dim) or scale == 0.0:
             converged = True  # invariant subspace: Ritz values are eigenvalues
@@ -202,7 +207,7 @@ def lanczos(
         betas.append(beta)
         q = w / beta
     iters = k + 1
-    y = Q[:iters].T @ s.to(device=device, dtype=dtype)
+    y = Q[:iters].T @ torch.as_tensor(s, dtype=dtype).to(device)
     ny = torch.linalg.vector_norm(y)
     y = y / ny if float(ny) > 0 else y
     residual = float(torch.linalg.vector_norm(matvec(y) - theta * y))

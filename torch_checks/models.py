@@ -289,7 +289,7 @@ def train_byte_lm(
         "corpus": split.corpus,
         "corpus_fingerprint": split.fingerprint,
         "final_train_loss_nats": float(loss.detach()),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "threads": 1,
     }
     return model, info
