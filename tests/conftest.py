@@ -1,0 +1,25 @@
+"""Shared fixtures of the core tests (kept small: tolerances and a seeded generator)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+def rel_tol(n: int, scale: float, c: float = 64.0) -> float:
+    """Absolute tolerance c·n·eps·scale: backward-stable symmetric eigensolvers are accurate to
+    O(n·eps·‖A‖) in each eigenvalue (Weyl + backward stability)."""
+    return c * max(n, 1) * EPS64 * max(float(scale), np.finfo(np.float64).tiny)
+
+
+@pytest.fixture
+def tol():
+    """The tolerance rule ``rel_tol(n, scale, c=64)`` as a fixture."""
+    return rel_tol
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20260611)
