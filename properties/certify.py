@@ -1,0 +1,691 @@
+"""Certified signs of weakening margins: rigorous enclosures at ≥ 50 digits.
+
+A counterexample to a weakening is reported only when the sign of its margin is certain.
+:func:`certify` returns a :class:`Certificate` — an interval [lo, hi] that provably
+contains the weakening's margin *in exact arithmetic on the exact float inputs* of the
+instance — and the counterexample is certified iff ``hi < 0`` (or, for a strict weakening,
+the margin is proved to be exactly 0).
+
+Methods
+-------
+eigenvalues
+    Margins built from eigenvalues only (W, R-any-vector, S2-repeated-top, T4.3a-per-draw,
+    T4.3b-nonzero-mean, T4.3c-no-genericity off the diagonal case, P3.2-no-LCM, AH-accurate):
+    the matrices are formed in interval arithmetic (``mpmath.iv``) from the exact floats,
+    and each eigenvalue is enclosed by the Ostrowski + Weyl argument of
+    :func:`fimtheory.highprec.eigenvalue_enclosures`, extended here to interval matrices
+    (:func:`iv_eigenvalue_enclosures`). The margin is then evaluated in interval arithmetic.
+top-pair
+    Margins with the top eigenvector (SIGN-lambda1-denominator: a2 and ‖P⊥Ev‖²). The mp top
+    eigenvector u is compared with the exact v1 through Parlett's gap theorem,
+    sin∠(u, v1) ≤ ‖Au − μu‖ / (μ − λ2); the errors of uᵀEu, ‖Eu‖² and of the resolvent
+    form a2 = (Ev)ᵀ(λ1I − A + vvᵀ)⁻¹(Ev) − (vᵀEv)² are bounded in terms of that angle (see
+    :func:`top_pair_enclosure`).
+exact
+    C-* (the float evaluation is a sequence of exact float comparisons) and the diagonal case
+    of T4.3c-no-genericity (eigenvalues of a diagonal matrix are its entries; the mean is
+    computed in :class:`fractions.Fraction`, which proves the margin is exactly 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import mpmath
+import numpy as np
+
+from fimtheory._generated import series as _series
+from fimtheory.errors import InputError, UnknownIdError
+from fimtheory.highprec import eigenvalue_enclosures, mp_eigh, working_precision
+
+iv = mpmath.iv
+
+#: Precisions tried in turn until the sign is certain.
+DPS_LADDER = (50, 100, 200)
+
+
+# --------------------------------------------------------------------------------------
+# the certificate
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A rigorous enclosure of a weakening's margin.
+
+    Attributes
+    ----------
+    lo, hi : mpmath.mpf
+        Endpoints: the exact margin lies in [lo, hi].
+    dps : int
+        Decimal digits of the interval arithmetic.
+    method : str
+        ``'eigenvalues'``, ``'top-pair'`` or ``'exact'`` (see the module docstring).
+    strict : bool
+        Whether the weakening is strict (margin 0 is then a violation).
+    exact_zero : bool
+        The margin was proved to be exactly 0 (rational arithmetic).
+    note : str
+        Why certification failed, when it did.
+    """
+
+    lo: object
+    hi: object
+    dps: int
+    method: str
+    strict: bool = False
+    exact_zero: bool = False
+    note: str = ""
+
+    @property
+    def certified(self) -> bool:
+        """The margin is certainly negative (or exactly 0 for a strict weakening)."""
+        if self.hi is None:
+            return False
+        return bool(self.hi < 0) or (self.strict and self.exact_zero)
+
+    @property
+    def sign(self) -> int:
+        """-1 certainly negative, 0 proved zero, +1 certainly positive, None if undecided."""
+        if self.hi is None:
+            return None
+        if self.exact_zero:
+            return 0
+        if self.hi < 0:
+            return -1
+        if self.lo > 0:
+            return 1
+        return None
+
+    def to_json(self) -> dict:
+        """Endpoints as decimal strings rounded outward (the stored interval still encloses),
+        plus their exact binary values ``man*2^exp``."""
+        return {
+            "lo": None if self.lo is None else outward_str(self.lo, "down"),
+            "hi": None if self.hi is None else outward_str(self.hi, "up"),
+            "lo_exact": None if self.lo is None else exact_str(self.lo),
+            "hi_exact": None if self.hi is None else exact_str(self.hi),
+            "dps": self.dps,
+            "method": self.method,
+            "strict": self.strict,
+            "exact_zero": self.exact_zero,
+            "certified": self.certified,
+            "note": self.note,
+        }
+
+    def short(self, digits: int = 6) -> str:
+        """``[lo, hi]`` with ``digits`` significant digits, rounded outward."""
+        if self.hi is None:
+            return "—"
+        if self.exact_zero:
+            return "= 0 (exact)"
+        return f"[{outward_str(self.lo, 'down', digits)}, {outward_str(self.hi, 'up', digits)}]"
+
+
+def _as_fraction(x) -> Fraction:
+    if isinstance(x, Fraction):
+        return x
+    if isinstance(x, float | int):
+        return Fraction(x)
+    x = mpmath.mpf(x)
+    if not mpmath.isfinite(x):
+        raise InputError(f"non-finite endpoint {x}")
+    sign, man, exp, _ = x._mpf_
+    man = -int(man) if sign else int(man)
+    return Fraction(man) * (Fraction(2) ** int(exp)) if man else Fraction(0)
+
+
+def exact_str(x) -> str:
+    """Exact binary value of an mpf endpoint as ``'man*2^exp'``."""
+    x = mpmath.mpf(x)
+    if x == 0:
+        return "0"
+    sign, man, exp, _ = x._mpf_
+    return f"{'-' if sign else ''}{int(man)}*2^{int(exp)}"
+
+
+def outward_str(x, direction: str, digits: int = 30) -> str:
+    """Decimal string of ``x`` with ``digits`` significant digits, rounded toward −∞
+    (``'down'``) or +∞ (``'up'``), so that it is a valid enclosure endpoint."""
+    f = _as_fraction(x)
+    if f == 0:
+        return "0"
+    e = math.floor(math.log10(abs(f.numerator)) - math.log10(f.denominator))
+    # correct the estimate so that 10^e ≤ |f| < 10^(e+1)
+    while abs(f) >= Fraction(10) ** (e + 1):
+        e += 1
+    while abs(f) < Fraction(10) ** e:
+        e -= 1
+    shift = digits - 1 - e
+    scaled = f * Fraction(10) ** shift
+    n = math.floor(scaled) if direction == "down" else math.ceil(scaled)
+    if abs(n) >= 10**digits:  # rounding carried into a new digit
+        shift -= 1
+        scaled = f * Fraction(10) ** shift
+        n = math.floor(scaled) if direction == "down" else math.ceil(scaled)
+    sign = "-" if n < 0 else ""
+    s = str(abs(n))
+    mant = s[0] + ("." + s[1:].rstrip("0") if s[1:].rstrip("0") else "")
+    return f"{sign}{mant}e{len(s) - 1 - shift:+d}"
+
+
+# --------------------------------------------------------------------------------------
+# interval building blocks
+# --------------------------------------------------------------------------------------
+
+
+def ivf(x):
+    """Exact degenerate interval of a float (or an interval as is)."""
+    if isinstance(x, mpmath.ctx_iv.ivmpf):
+        return x
+    return iv.mpf(float(x)) if isinstance(x, float | int | np.floating | np.integer) else iv.mpf(x)
+
+
+def iv_matrix(a) -> mpmath.matrix:
+    """Exact interval copy of a float array (2-D) or of a list of lists of intervals."""
+    a = np.asarray(a, dtype=float) if not isinstance(a, list) else a
+    rows = len(a)
+    cols = len(a[0]) if rows else 0
+    m = iv.matrix(rows, cols)
+    for i in range(rows):
+        for j in range(cols):
+            m[i, j] = ivf(a[i][j] if isinstance(a, list) else float(a[i, j]))
+    return m
+
+
+def iv_column(v) -> mpmath.matrix:
+    v = np.asarray(v, dtype=float).reshape(-1)
+    m = iv.matrix(v.shape[0], 1)
+    for i, x in enumerate(v):
+        m[i, 0] = iv.mpf(float(x))
+    return m
+
+
+def _lo(x):
+    return mpmath.mpf(x.a)
+
+
+def _hi(x):
+    return mpmath.mpf(x.b)
+
+
+def _mid_matrix(M) -> mpmath.matrix:
+    out = mpmath.matrix(M.rows, M.cols)
+    for i in range(M.rows):
+        for j in range(M.cols):
+            out[i, j] = mpmath.mpf(M[i, j].mid)
+    return out
+
+
+def _to_iv(m: mpmath.matrix) -> mpmath.matrix:
+    out = iv.matrix(m.rows, m.cols)
+    for i in range(m.rows):
+        for j in range(m.cols):
+            out[i, j] = iv.mpf(m[i, j])
+    return out
+
+
+def _frobenius_upper(M) -> mpmath.mpf:
+    s = iv.mpf(0)
+    for i in range(M.rows):
+        for j in range(M.cols):
+            x = M[i, j]
+            s += iv.mpf(max(abs(_lo(x)), abs(_hi(x)))) ** 2
+    return _hi(iv.sqrt(s))
+
+
+def iv_dot(x, y):
+    """xᵀy for interval column vectors."""
+    s = iv.mpf(0)
+    for i in range(x.rows):
+        s += x[i, 0] * y[i, 0]
+    return s
+
+
+def iv_norm(x):
+    return iv.sqrt(iv_dot(x, x))
+
+
+def iv_max(values):
+    """Enclosure of the maximum of enclosed numbers."""
+    return iv.mpf([max(_lo(v) for v in values), max(_hi(v) for v in values)])
+
+
+def iv_min(values):
+    return iv.mpf([min(_lo(v) for v in values), min(_hi(v) for v in values)])
+
+
+def iv_abs(x):
+    lo, hi = _lo(x), _hi(x)
+    if lo >= 0:
+        return x
+    if hi <= 0:
+        return -x
+    return iv.mpf([0, max(-lo, hi)])
+
+
+def iv_eigenvalue_enclosures(M) -> list:
+    """Rigorous enclosures (intervals, descending) of the eigenvalues of every symmetric
+    matrix inside the symmetric interval matrix ``M`` (same argument as
+    :func:`fimtheory.highprec.eigenvalue_enclosures`: for the mp eigenvector matrix X of
+    the midpoint, XᵀSX = D + Δ with ‖Δ‖₂ ≤ ‖XᵀMX − D‖_F (Weyl), and Ostrowski's theorem
+    carries the eigenvalues of XᵀSX back to S). Call inside :func:`working_precision`."""
+    n = M.rows
+    mid = _mid_matrix(M)
+    for i in range(n):
+        for j in range(i + 1, n):
+            mid[i, j] = mid[j, i] = (mid[i, j] + mid[j, i]) / 2
+    eig = mp_eigh(mid, mpmath.mp.dps)
+    X = _to_iv(eig.eigenvectors)
+    B = X.T * M * X
+    for k in range(n):
+        B[k, k] = B[k, k] - iv.mpf(eig.eigenvalues[k])
+    delta = _frobenius_upper(B)
+    N = X.T * X
+    for k in range(n):
+        N[k, k] = N[k, k] - 1
+    nu = _frobenius_upper(N)
+    if nu >= mpmath.mpf("0.5"):
+        raise InputError("eigenvector matrix too far from orthogonal for a certified enclosure")
+    th_lo, th_hi = iv.mpf(1) - iv.mpf(nu), iv.mpf(1) + iv.mpf(nu)
+    out = []
+    for k in range(n):
+        lo_b = iv.mpf(eig.eigenvalues[k]) - iv.mpf(delta)
+        hi_b = iv.mpf(eig.eigenvalues[k]) + iv.mpf(delta)
+        cands = [lo_b / th_lo, lo_b / th_hi, hi_b / th_lo, hi_b / th_hi]
+        out.append(iv.mpf([min(_lo(c) for c in cands), max(_hi(c) for c in cands)]))
+    return out
+
+
+def float_eigenvalue_enclosures(A) -> list:
+    """Intervals of :func:`fimtheory.highprec.eigenvalue_enclosures` for a float matrix."""
+    return [iv.mpf([lo, hi]) for lo, hi in eigenvalue_enclosures(np.asarray(A, dtype=float), mpmath.mp.dps)]
+
+
+def iv_lambda_max(M):
+    return iv_max(iv_eigenvalue_enclosures(M))
+
+
+def iv_sym_norm(encl):
+    """‖S‖₂ = max(|λ_max|, |λ_min|) from eigenvalue enclosures."""
+    return iv_max([iv_abs(encl[0]), iv_abs(encl[-1])])
+
+
+def _sum_iv(A, E):
+    return iv_matrix(A) + iv_matrix(E)
+
+
+# --------------------------------------------------------------------------------------
+# top eigenpair: a2, vᵀEv, ‖P⊥Ev‖² with rigorous eigenvector error
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopPair:
+    """Enclosures for the top eigenpair quantities of (A, E)."""
+
+    lam1: object
+    lam2: object
+    lam_min: object
+    gap: object
+    eta: object
+    e11: object
+    r2: object
+    a2: object
+    sin_bound: object
+
+
+def top_pair_enclosure(A, E) -> TopPair:
+    """Enclosures of λ1, λ2, λ_min, γ, η = ‖E‖₂, E_11 = v1ᵀEv1, ‖P⊥Ev1‖² and
+    a2 = Σ_{j≥2} E_1j²/(λ1 − λj) for float symmetric A (with a certified simple top
+    eigenvalue) and E.
+
+    With u the (interval-normalised) mp top eigenvector, μ = uᵀAu, ρ = ‖Au − μu‖:
+    sin∠(u, v1) ≤ ε = ρ/(μ − λ2) (Parlett's gap theorem; λ1 is the eigenvalue nearest μ
+    is checked), ‖v1 − u‖ ≤ √2 ε for the right sign of v1, so
+    |v1ᵀEv1 − uᵀEu| ≤ 2√2 ε η and |‖Ev1‖² − ‖Eu‖²| ≤ 2√2 ε η².
+    For a2 = wᵀN⁻¹w − E_11², N = λ1I − A + v1v1ᵀ (λ_min(N) ≥ m0 = min(1, γ)), w = Ev1:
+    Ñ = μ̂I − A + uuᵀ has ‖N − Ñ‖ ≤ τ = |λ1 − μ̂| + ε, and w̃ᵀÑ⁻¹w̃ (w̃ = Eu) lies in
+    [Φ, Φ + ‖Ñz − w̃‖²/(m0 − τ)], Φ = 2zᵀw̃ − zᵀÑz for any z (here an mp solve);
+    |wᵀN⁻¹w − w̃ᵀÑ⁻¹w̃| ≤ η²τ/(m0(m0 − τ)) + 2√2 ε η²/(m0 − τ).
+    Call inside :func:`working_precision`.
+    """
+    A = np.asarray(A, dtype=float)
+    n = A.shape[0]
+    if n < 2:
+        raise InputError("top_pair_enclosure needs n ≥ 2")
+    Aiv, Eiv = iv_matrix(A), iv_matrix(E)
+    enc = float_eigenvalue_enclosures(A)
+    encE = float_eigenvalue_enclosures(E)
+    eta = iv_sym_norm(encE)
+    lam1, lam2, lam_min = enc[0], enc[1], enc[-1]
+    if not _lo(lam1) > _hi(lam2):
+        raise InputError("top eigenvalue not certified simple")
+    eig = mp_eigh(A, mpmath.mp.dps)
+    x = _to_iv(eig.vector(0))
+    u = x * (iv.mpf(1) / iv_norm(x))
+    Au = Aiv * u
+    mu = iv_dot(u, Au)
+    rho = _hi(iv_norm(Au - u * mu))
+    delta = _lo(mu) - _hi(lam2)
+    if not delta > 0 or not (_hi(lam1) - _lo(mu)) <= delta:
+        raise InputError("Rayleigh quotient not separated from λ2")
+    eps = iv.mpf(rho) / iv.mpf(delta)
+    eps = iv.mpf(_hi(eps))
+    s2 = iv.sqrt(iv.mpf(2))
+    eta_hi = iv.mpf(_hi(eta))
+    e11_err = 2 * s2 * eps * eta_hi
+    wt = Eiv * u
+    e11_u = iv_dot(u, wt)
+    e11 = e11_u + iv.mpf([-_hi(e11_err), _hi(e11_err)])
+    ev2_err = 2 * s2 * eps * eta_hi**2
+    ev2 = iv_dot(wt, wt) + iv.mpf([-_hi(ev2_err), _hi(ev2_err)])
+    r2 = ev2 - e11**2
+    r2 = iv.mpf([max(_lo(r2), mpmath.mpf(0)), _hi(r2)])
+    # a2 through the resolvent form
+    gap = lam1 - lam2
+    m0 = iv.mpf(min(mpmath.mpf(1), _lo(gap)))
+    mu_hat = mpmath.mpf(lam1.mid)
+    tau = iv.mpf(_hi(iv_abs(lam1 - iv.mpf(mu_hat)) + eps))
+    if not _hi(tau) < _lo(m0):
+        raise InputError("eigenvector error too large for the a2 enclosure")
+    Nt = Aiv * iv.mpf(-1)
+    for i in range(n):
+        Nt[i, i] = Nt[i, i] + iv.mpf(mu_hat)
+    Nt = Nt + u * u.T
+    z = mpmath.lu_solve(_mid_matrix(Nt), _mid_matrix(wt))
+    z = _to_iv(z)
+    Nz = Nt * z
+    phi = 2 * iv_dot(z, wt) - iv_dot(z, Nz)
+    res = iv_norm(Nz - wt)
+    lmin_t = m0 - tau
+    quad = iv.mpf([_lo(phi), _hi(phi + res**2 / lmin_t)])
+    err = eta_hi**2 * tau / (m0 * lmin_t) + 2 * s2 * eps * eta_hi**2 / lmin_t
+    err = _hi(err)
+    a2 = quad + iv.mpf([-err, err]) - e11**2
+    return TopPair(lam1, lam2, lam_min, gap, eta, e11, r2, a2, eps)
+
+
+# --------------------------------------------------------------------------------------
+# per-weakening certifiers (each returns an interval; call inside working_precision)
+# --------------------------------------------------------------------------------------
+
+
+def _m_w_no_lambda_min(inst):
+    top = iv_lambda_max(_sum_iv(inst.A, inst.E))
+    la = float_eigenvalue_enclosures(inst.A)[0]
+    scale = iv_abs(la) + iv_sym_norm(float_eigenvalue_enclosures(inst.E))
+    return (top - la) / scale
+
+
+def _rayleigh_E(inst):
+    v = iv_column(inst.v)
+    return iv_dot(v, iv_matrix(inst.E) * v) / iv_dot(v, v)
+
+
+def _m_r_any_vector(inst):
+    top = iv_lambda_max(_sum_iv(inst.A, inst.E))
+    la = float_eigenvalue_enclosures(inst.A)[0]
+    scale = iv_abs(la) + iv_sym_norm(float_eigenvalue_enclosures(inst.E))
+    return (top - la - _rayleigh_E(inst)) / scale
+
+
+def _m_s2_repeated_top(inst):
+    encA = float_eigenvalue_enclosures(inst.A)
+    w = np.linalg.eigvalsh(inst.A)[::-1]
+    k = int(np.argmax(w < w[0]))  # the distinct gap index, as the weakening defines it
+    gap = encA[0] - encA[k]
+    eta = iv_sym_norm(float_eigenvalue_enclosures(inst.E))
+    b1 = _series.remainder_bound_first(eta, gap)
+    top = iv_lambda_max(_sum_iv(inst.A, inst.E))
+    return (b1 - iv_abs(top - encA[0] - _rayleigh_E(inst))) / b1
+
+
+def _m_sign_lambda1(inst):
+    tp = top_pair_enclosure(inst.A, inst.E)
+    hi = tp.r2 / tp.gap
+    return (tp.a2 - tp.r2 / tp.lam1) / hi
+
+
+def _m_per_draw(inst):
+    enc = float_eigenvalue_enclosures(inst.A)
+    eta = iv_sym_norm(float_eigenvalue_enclosures(inst.E))
+    gap = enc[0] - enc[1]
+    top = iv_lambda_max(_sum_iv(inst.A, inst.E))
+    rem = _series.remainder_bound_second(eta, gap)
+    return (top - enc[0] + rem) / (iv_abs(enc[0]) + eta)
+
+
+def _m_nonzero_mean(inst):
+    Es = inst.scaled()
+    lam = float_eigenvalue_enclosures(inst.F)[0]
+    tops = [iv_lambda_max(_sum_iv(inst.F, E)) for E in Es]
+    scale = iv_abs(lam) + iv_max([iv_sym_norm(float_eigenvalue_enclosures(E)) for E in Es])
+    return (sum(tops, iv.mpf(0)) / len(tops) - lam) / scale
+
+
+def _t43c_matrices(inst):
+    """The float matrices s·(tE_k) the T4.3c margin is evaluated on (s from the weakening's
+    own float evaluation, product rounded to float exactly as its mp evaluation does)."""
+    from fimtheory.claims import _t43c_core
+
+    out = _t43c_core(inst, False)
+    if not out.hypotheses_met:
+        raise InputError(f"hypotheses not met: {out.reason}")
+    s = float(out.details["s"])
+    return [s * E for E in inst.scaled()]
+
+
+def _exact_diagonal_t43c(inst):
+    """Exact margin (Fraction) when F and every s·E_k are diagonal, else None."""
+    Es = _t43c_matrices(inst)
+    F = inst.F
+    for M in [F, *Es]:
+        if np.count_nonzero(M - np.diag(np.diag(M))):
+            return None
+    f = [Fraction(float(x)) for x in np.diag(F)]
+    lam = max(f)
+    tops = [max(a + Fraction(float(b)) for a, b in zip(f, np.diag(E))) for E in Es]
+    if lam == 0:
+        return None
+    return (sum(tops, Fraction(0)) / len(tops) - lam) / abs(lam)
+
+
+def _m_t43c(inst):
+    Es = _t43c_matrices(inst)
+    lam = float_eigenvalue_enclosures(inst.F)[0]
+    tops = [iv_lambda_max(_sum_iv(inst.F, E)) for E in Es]
+    return (sum(tops, iv.mpf(0)) / len(tops) - lam) / iv_abs(lam)
+
+
+# ---- models in interval arithmetic (P3.2-no-LCM) ------------------------------------------
+
+
+def iv_scores(model: str, X, y, theta) -> mpmath.matrix:
+    """Per-sample scores g_i = ∇_θ log p(y_i | x_i; θ) in interval arithmetic from the exact
+    floats: linear-Gaussian (y − θᵀx)x, logistic (y − σ(θᵀx))x, softmax (e_y − softmax(Wx)) ⊗ x
+    with θ = W.reshape(-1)."""
+    X = np.asarray(X, dtype=float)
+    theta = np.asarray(theta, dtype=float).reshape(-1)
+    n, d = X.shape
+    rows = []
+    for i in range(n):
+        x = [ivf(float(v)) for v in X[i]]
+        if model in ("linear", "logistic"):
+            z = sum((ivf(float(theta[j])) * x[j] for j in range(d)), iv.mpf(0))
+            if model == "linear":
+                r = ivf(float(y[i])) - z
+            else:
+                r = ivf(float(y[i])) - iv.mpf(1) / (iv.mpf(1) + iv.exp(-z))
+            rows.append([r * xj for xj in x])
+        elif model == "softmax":
+            k = theta.size // d
+            W = theta.reshape(k, d)
+            zs = [sum((ivf(float(W[c, j])) * x[j] for j in range(d)), iv.mpf(0)) for c in range(k)]
+            zmax = iv.mpf(max(_hi(z) for z in zs))
+            ex = [iv.exp(z - zmax) for z in zs]
+            tot = sum(ex, iv.mpf(0))
+            yi = int(y[i])
+            row = []
+            for c in range(k):
+                r = (iv.mpf(1) if c == yi else iv.mpf(0)) - ex[c] / tot
+                row += [r * xj for xj in x]
+            rows.append(row)
+        else:
+            raise UnknownIdError(f"unknown model {model!r}")
+    return iv_matrix(rows)
+
+
+def iv_batch_lambda_max(model, X, y, theta):
+    """Enclosure of Λ = λ_max of the empirical FIM on the batch, via the smaller of
+    GGᵀ/n and GᵀG/n."""
+    G = iv_scores(model, X, y, theta)
+    n, p = G.rows, G.cols
+    small = (G * G.T) if n <= p else (G.T * G)
+    small = small * (iv.mpf(1) / n)
+    return iv_lambda_max(small)
+
+
+def _iv_quantile(values_lo, values_hi, q: float):
+    """Enclosure of the linear-interpolation q-quantile: monotone in every argument."""
+
+    def quant(vals):
+        v = sorted(vals)
+        h = (len(v) - 1) * Fraction(q)
+        f = math.floor(h)
+        if f + 1 >= len(v):
+            return _as_fraction(v[-1])
+        g = h - f
+        return _as_fraction(v[f]) + g * (_as_fraction(v[f + 1]) - _as_fraction(v[f]))
+
+    lo, hi = quant(values_lo), quant(values_hi)
+    return iv.mpf([_frac_down(lo), _frac_up(hi)])
+
+
+def _frac_down(f: Fraction):
+    x = iv.mpf(f.numerator) / iv.mpf(f.denominator)
+    return _lo(x)
+
+
+def _frac_up(f: Fraction):
+    x = iv.mpf(f.numerator) / iv.mpf(f.denominator)
+    return _hi(x)
+
+
+def _m_p32(inst):
+    """Exact margin of the P3.2 conclusion on the float grid inputs X + t_k U (the very
+    inputs the float evaluation used), worst over grid points, relative to max Λ."""
+    t = np.linspace(0.0, inst.T, inst.steps + 1)
+    vals = []
+    for X, y, U in zip(inst.inputs, inst.labels, inst.directions):
+        vals.append([iv_batch_lambda_max(inst.model, X + tk * U, y, inst.theta) for tk in t])
+    m = len(vals)
+    worst = None
+    for k in range(1, len(t)):
+        base = [vals[i][0] for i in range(m)]
+        disp = [vals[i][k] for i in range(m)]
+        pointwise = iv_min([disp[i] - base[i] for i in range(m)])
+        mean = (sum(disp, iv.mpf(0)) - sum(base, iv.mpf(0))) / m
+        qd = _iv_quantile([_lo(x) for x in disp], [_hi(x) for x in disp], inst.quantile)
+        qb = _iv_quantile([_lo(x) for x in base], [_hi(x) for x in base], inst.quantile)
+        cand = iv_min([pointwise, mean, qd - qb])
+        worst = cand if worst is None else iv_min([worst, cand])
+    scale = iv_max([iv_abs(v) for row in vals for v in row])
+    return worst / scale
+
+
+def _m_ah_accurate(inst):
+    G = iv_matrix(inst.G)
+    n, p = G.rows, G.cols
+    F = (G.T * G) * (iv.mpf(1) / n)
+    gbar = iv.matrix(p, 1)
+    for j in range(p):
+        gbar[j, 0] = sum((G[i, j] for i in range(n)), iv.mpf(0)) / n
+    x = gbar
+    for _ in range(inst.power_steps):
+        x = F * x  # normalisation does not change the Rayleigh quotient
+    rq = iv_dot(x, F * x) / iv_dot(x, x)
+    small = (G * G.T) * (iv.mpf(1) / n) if n <= p else F
+    lam = iv_lambda_max(small)
+    return rq / lam - iv.mpf("0.99")
+
+
+_CERTIFIERS = {
+    "W-no-lambda-min": _m_w_no_lambda_min,
+    "R-any-vector": _m_r_any_vector,
+    "S2-repeated-top": _m_s2_repeated_top,
+    "SIGN-lambda1-denominator": _m_sign_lambda1,
+    "T4.3a-per-draw": _m_per_draw,
+    "T4.3b-nonzero-mean": _m_nonzero_mean,
+    "T4.3c-no-genericity": _m_t43c,
+    "P3.2-no-LCM": _m_p32,
+    "AH-accurate": _m_ah_accurate,
+}
+_METHOD = {"SIGN-lambda1-denominator": "top-pair"}
+
+
+def supported(weakening_id: str) -> bool:
+    """Whether :func:`certify` knows how to enclose this weakening's margin."""
+    return weakening_id in _CERTIFIERS or weakening_id.startswith("C-")
+
+
+def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificate:
+    """Rigorous enclosure of ``weakening``'s margin on ``instance``.
+
+    Tries ``dps`` and then the larger precisions of ``ladder`` until the sign is decided.
+
+    Parameters
+    ----------
+    weakening : fimtheory.claims.Weakening
+    instance : the instance type of the weakening's strategy
+    dps : int
+        Starting decimal digits (≥ 50).
+
+    Returns
+    -------
+    Certificate
+        ``certified`` is True iff the margin is certainly negative (or proved exactly 0
+        for a strict weakening).
+
+    Raises
+    ------
+    UnknownIdError
+        For a weakening without a certifier.
+    """
+    if dps < 50:
+        raise InputError(f"certification needs dps >= 50, got {dps}")
+    wid = weakening.id
+    strict = bool(getattr(weakening, "strict", False))
+    if wid.startswith("C-"):
+        # The evaluation of C-* is a finite sequence of exact float comparisons.
+        out = weakening.evaluate(instance)
+        if not out.hypotheses_met:
+            return Certificate(None, None, dps, "exact", strict, note=f"hypotheses not met: {out.reason}")
+        m = mpmath.mpf(out.margin)
+        return Certificate(m, m, dps, "exact", strict, exact_zero=(m == 0), note=out.reason)
+    if wid not in _CERTIFIERS:
+        raise UnknownIdError(f"no certifier for weakening {wid!r}")
+    if wid == "T4.3c-no-genericity":
+        exact = _exact_diagonal_t43c(instance)
+        if exact is not None:
+            with working_precision(dps):
+                lo, hi = _frac_down(exact), _frac_up(exact)
+            return Certificate(lo, hi, dps, "exact", strict, exact_zero=(exact == 0))
+    out = weakening.evaluate(instance)
+    if not out.hypotheses_met:
+        return Certificate(None, None, dps, _METHOD.get(wid, "eigenvalues"), strict,
+                           note=f"hypotheses not met: {out.reason}")
+    cert = None
+    for d in sorted({dps, *[x for x in ladder if x > dps]}):
+        with working_precision(d):
+            try:
+                m = _CERTIFIERS[wid](instance)
+            except (InputError, ZeroDivisionError) as exc:
+                cert = Certificate(None, None, d, _METHOD.get(wid, "eigenvalues"), strict, note=str(exc))
+                continue
+            cert = Certificate(_lo(m), _hi(m), d, _METHOD.get(wid, "eigenvalues"), strict)
+        if cert.sign is not None:
+            return cert
+    return cert
