@@ -1,0 +1,194 @@
+"""Render ``fimtheory/_generated/series.py`` from the derivations in series.py / remainders.py."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from symbolic import remainders
+from symbolic.series import (
+    MAX_ORDER,
+    Bracket,
+    brackets_in,
+    index_form,
+    series_coefficients_bracket_form,
+)
+
+
+def _vector_name(word: str) -> str:
+    return "_".join(word) + "_e" if word else "e"
+
+
+def _split(word: str) -> tuple[str, str]:
+    """eᵀ P S e = (reversed(P) e) · (S e), using that R and B are symmetric."""
+    h = (len(word) + 1) // 2
+    return word[:h][::-1], word[h:]
+
+
+def _vector_lines(words: set[str]) -> list[str]:
+    needed = {w[i:] for w in words for i in range(len(w))}
+    lines = []
+    for w in sorted(needed, key=lambda s: (len(s), s)):
+        op = "r *" if w[0] == "R" else "B @"
+        lines.append(f"{_vector_name(w)} = {op} {_vector_name(w[1:])}")
+    return lines
+
+
+def _indent(lines: list[str], spaces: int) -> str:
+    return "\n".join(" " * spaces + line for line in lines)
+
+
+def series_body() -> str:
+    """The body of ``series_coefficients`` after r, e, B, M11 are defined."""
+    coefficients = series_coefficients_bracket_form(MAX_ORDER)
+    lines: list[str] = []
+    defined: set[str] = set()
+
+    def define(line: str) -> None:
+        name = line.split(" = ")[0]
+        if name not in defined:
+            defined.add(name)
+            lines.append(line)
+
+    for k, a in enumerate(coefficients, start=1):
+        brackets = brackets_in(a)
+        words = {half for b in brackets for half in _split(b.word)}
+        lines.append(f"# a{k} = {sp.sstr(index_form(a))}")
+        for vector_line in _vector_lines(words):
+            define(vector_line)
+        for b in brackets:
+            left, right = _split(b.word)
+            define(f"{b.symbol.name} = {_vector_name(left)} @ {_vector_name(right)}")
+        lines.append(f"coefficients.append({sp.pycode(a)})")
+        if k < MAX_ORDER:
+            lines += [f"if order == {k}:", "    return np.array(coefficients)"]
+    lines.append("return np.array(coefficients)")
+    return _indent(lines, 4)
+
+
+def _expr(expr: sp.Expr) -> str:
+    return sp.pycode(expr)
+
+
+def render() -> str:
+    """Source text of the generated series module (without the header)."""
+    first = remainders.remainder_bound_first()
+    second = remainders.remainder_bound_second()
+    coeff_bound = remainders.coefficient_bound()
+    lower, upper = remainders.sign_bounds()
+    return TEMPLATE.format(
+        max_order=MAX_ORDER,
+        series_body=series_body(),
+        first=_expr(first),
+        second=_expr(second),
+        coefficient_bound=_expr(coeff_bound),
+        lower=_expr(lower),
+        upper=_expr(upper),
+        first_text=sp.sstr(first),
+        second_text=sp.sstr(second),
+        coefficient_bound_text=sp.sstr(coeff_bound),
+    )
+
+
+def derivation_objects() -> list:
+    """Everything the rendered text depends on (hashed into the header)."""
+    return [
+        *series_coefficients_bracket_form(MAX_ORDER),
+        remainders.coefficient_bound(),
+        remainders.remainder_bound_first(),
+        remainders.remainder_bound_second(),
+        *remainders.sign_bounds(),
+    ]
+
+
+_ = Bracket  # re-exported for readers of this module
+
+TEMPLATE = '''"""Coefficients of λ_max(A + tE) and the explicit remainder bounds (THEORY.md §2: S, S2, SIGN).
+
+Notation: lam = eigenvalues of A in descending order with lam[0] simple; M = VᵀEV is the
+perturbation in A's eigenbasis (symmetric). In the code, M11 = M[0, 0], e = M[0, 1:],
+B = M[1:, 1:] and r = 1/(lam[0] − lam[1:]) is the diagonal of the reduced resolvent R.
+A variable named like ``e_R_B_R_e`` is the scalar eᵀ R B R e; one named like ``B_R_e`` is
+the vector B R e. Sums in the comments use 0-based indices over 1..n−1.
+"""
+
+import numpy as np
+
+from fimtheory.errors import InputError
+
+MAX_ORDER = {max_order}
+
+
+def series_coefficients(lam, M, order=3):
+    """Coefficients [a1, ..., a_order] of λ_max(A + tE) = lam[0] + Σ_k a_k t^k.
+
+    Parameters
+    ----------
+    lam : array_like, shape (n,)
+        Eigenvalues of A in descending order; lam[0] must be simple (lam[0] > lam[1]).
+    M : array_like, shape (n, n)
+        The perturbation in A's eigenbasis, VᵀEV (symmetric).
+    order : int
+        Number of coefficients, 1..{max_order}.
+
+    Returns
+    -------
+    numpy.ndarray, shape (order,)
+    """
+    lam = np.asarray(lam, dtype=np.float64)
+    M = np.asarray(M, dtype=np.float64)
+    if not 1 <= int(order) <= MAX_ORDER or int(order) != order:
+        raise InputError(f"order must be an integer in 1..{{MAX_ORDER}}, got {{order!r}}")
+    if lam.ndim != 1 or M.shape != (lam.size, lam.size):
+        raise InputError(f"need lam of shape (n,) and M of shape (n, n), got {{lam.shape}}, {{M.shape}}")
+    if lam.size > 1 and not lam[0] > lam[1]:
+        raise InputError("lam must be descending with lam[0] simple (lam[0] > lam[1])")
+    r = 1.0 / (lam[0] - lam[1:])
+    e = M[0, 1:]
+    B = M[1:, 1:]
+    M11 = M[0, 0]
+    coefficients = []
+{series_body}
+
+
+def coefficient_bound(k, eta, gap):
+    """Cauchy bound |a_k| ≤ {coefficient_bound_text} (for k ≥ 1, eta = ‖E‖₂, gap = λ1 − λ2)."""
+    k = np.asarray(k, dtype=np.float64)
+    eta = np.asarray(eta, dtype=np.float64)
+    gap = np.asarray(gap, dtype=np.float64)
+    return ({coefficient_bound})[()]
+
+
+def remainder_bound_first(eta, gap):
+    """Bound on |λ_max(A+E) − λ1 − a1|: {first_text}; +inf unless 2·eta < gap."""
+    eta = np.asarray(eta, dtype=np.float64)
+    gap = np.asarray(gap, dtype=np.float64)
+    applies = 2.0 * eta < gap
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(applies, {first}, np.inf)[()]
+
+
+def remainder_bound_second(eta, gap):
+    """Bound on |λ_max(A+E) − λ1 − a1 − a2|: {second_text}; +inf unless 2·eta < gap."""
+    eta = np.asarray(eta, dtype=np.float64)
+    gap = np.asarray(gap, dtype=np.float64)
+    applies = 2.0 * eta < gap
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(applies, {second}, np.inf)[()]
+
+
+def sign_bounds(lam_top, lam_second, lam_min, residual_norm_sq):
+    """(lower, upper) with lower ≤ a2 ≤ upper, from ‖P⊥Ev‖² = residual_norm_sq.
+
+    lower = {lower}, upper = {upper}. A zero residual gives (0, 0) (then a2 = 0);
+    upper is +inf when lam_top == lam_second.
+    """
+    lam_top = np.asarray(lam_top, dtype=np.float64)
+    lam_second = np.asarray(lam_second, dtype=np.float64)
+    lam_min = np.asarray(lam_min, dtype=np.float64)
+    residual_norm_sq = np.asarray(residual_norm_sq, dtype=np.float64)
+    zero = residual_norm_sq == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lower = np.where(zero, 0.0, {lower})
+        upper = np.where(zero, 0.0, np.where(lam_top > lam_second, {upper}, np.inf))
+    return lower[()], upper[()]
+'''
