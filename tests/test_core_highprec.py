@@ -1,0 +1,104 @@
+"""fimtheory.highprec: rigorous eigenvalue enclosures vs numpy and 100-digit mpmath."""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+from scipy.stats import ortho_group
+
+from fimtheory import highprec
+from fimtheory.errors import InputError
+
+EPS = np.finfo(np.float64).eps
+_R = np.random.default_rng(5)
+
+
+def _psd(eigs, seed):
+    Q = ortho_group.rvs(len(eigs), random_state=seed)
+    A = Q @ np.diag(eigs) @ Q.T
+    return 0.5 * (A + A.T)
+
+
+_X = _R.standard_normal((5, 2))
+CASES = {
+    "diag(2,1)": np.diag([2.0, 1.0]),
+    "1x1": np.array([[-3.5]]),
+    "zero 3": np.zeros((3, 3)),
+    "random PSD 4": _psd([4.0, 3.0, 1.0, 0.25], 1),
+    "AAT rank 2 of 5": _X @ _X.T,
+    "repeated": _psd([2.0, 2.0, 2.0, 1.0], 2),
+    "indefinite": (lambda M: 0.5 * (M + M.T))(_R.standard_normal((4, 4))),
+    "tiny 1e-150": _psd([3.0, 2.0, 1.0], 3) * 1e-150,
+    "huge 1e150": _psd([3.0, 2.0, 1.0], 4) * 1e150,
+    "subnormal entries": np.diag([5e-320, 1e-310]),
+}
+
+
+@pytest.mark.parametrize("dps", [30, 60])
+@pytest.mark.parametrize("name", list(CASES))
+def test_enclosures_contain_numpy_and_mp100_eigenvalues(name, dps):
+    A = CASES[name]
+    n = A.shape[0]
+    enc = highprec.eigenvalue_enclosures(A, dps)
+    assert len(enc) == n
+    w = np.linalg.eigvalsh(A)[::-1]
+    norm = float(np.max(np.abs(w)))
+    np_err = 16 * n * EPS * max(norm, np.finfo(float).tiny)  # numpy's own backward error bound
+    ref = highprec.mp_eigh(A, 100).eigenvalues
+    with highprec.working_precision(100):
+        for (lo, hi), wk, rk in zip(enc, w, ref):
+            assert lo <= hi
+            assert lo <= rk <= hi, "the 100-digit eigenvalue lies in the enclosure"
+            assert lo - np_err <= wk <= hi + np_err
+            # width ≈ 10^-dps relative to ‖A‖ (a few hundred ulps at that precision)
+            assert hi - lo <= mpmath.mpf(10) ** (-dps + 4) * max(mpmath.mpf(norm), mpmath.mpf(2) ** -1074)
+    # descending by midpoint
+    mids = [(lo + hi) / 2 for lo, hi in enc]
+    assert all(a >= b for a, b in zip(mids, mids[1:]))
+
+
+def test_lambda_max_and_min_enclosures():
+    A = CASES["random PSD 4"]
+    lo, hi = highprec.lambda_max_enclosure(A, 40)
+    assert lo <= 4.0 + 1e-14 and hi >= 4.0 - 1e-14 and hi - lo < 1e-35
+    lo, hi = highprec.lambda_min_enclosure(A, 40)
+    assert abs((lo + hi) / 2 - 0.25) < 1e-14
+    assert highprec.mp_lambda_max(np.diag([1.0, 3.0]), 30) == 3
+
+
+def test_mp_eigh_vectors_orthonormal_and_exact_input():
+    A = CASES["random PSD 4"]
+    e = highprec.mp_eigh(A, 50)
+    with highprec.working_precision(50):
+        V = e.eigenvectors
+        M = highprec.mp_matrix(A)
+        R = M * V - V * mpmath.diag(e.eigenvalues)
+        assert mpmath.mnorm(R, 1) < mpmath.mpf(10) ** -45
+        assert mpmath.mnorm(V.T * V - mpmath.eye(4), 1) < mpmath.mpf(10) ** -45
+        # float64 entries enter exactly
+        assert all(highprec.mp_matrix(A)[i, j] == mpmath.mpf(float(A[i, j])) for i in range(4) for j in range(4))
+    assert e.gap > 0 and e.dps == 50
+    assert highprec.mp_eigh(np.array([[2.0]]), 30).gap == mpmath.inf
+
+
+def test_working_precision_restores_dps_also_on_error():
+    before_mp, before_iv = mpmath.mp.dps, mpmath.iv.dps
+    with highprec.working_precision(77):
+        assert mpmath.mp.dps == 77 and mpmath.iv.dps == 77
+        with highprec.working_precision(31):
+            assert mpmath.mp.dps == 31
+        assert mpmath.mp.dps == 77
+    assert (mpmath.mp.dps, mpmath.iv.dps) == (before_mp, before_iv)
+    with pytest.raises(ZeroDivisionError), highprec.working_precision(40):
+        1 / 0  # noqa: B018
+    assert (mpmath.mp.dps, mpmath.iv.dps) == (before_mp, before_iv)
+    highprec.eigenvalue_enclosures(np.eye(2), 60)
+    assert mpmath.mp.dps == before_mp
+
+
+@pytest.mark.parametrize("dps", [19, 0, -5, 20.0, "50", True, None])
+def test_dps_validation(dps):
+    with pytest.raises(InputError, match=r"dps must be an integer >= 20"):
+        with highprec.working_precision(dps):
+            pass
