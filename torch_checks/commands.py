@@ -1,0 +1,127 @@
+"""CLI plugins of torch_checks: ``fimtheory check-models`` and ``fimtheory inflation``.
+
+``add_arguments`` never imports torch (the CLI builds its parser for every command); ``run``
+does, lazily.
+
+``fimtheory check-models [--model NAME ...] [--scheme SPEC ...] [--bits B ...]
+[--device cpu|cuda|auto] [--profile quick|full] [--json PATH] [--seed N] [--byte-lm tiny|default]``
+prints a results table (header first, with the byte LM's held-out bits/byte), optionally
+writes JSON (:mod:`torch_checks.report`), shows a progress bar on stderr when it is a TTY,
+and exits 0 iff no check is falsified (2 on bad input, with one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from fimtheory.cli import Command
+from fimtheory.errors import UnknownIdError
+
+MODEL_CHOICES = ("logistic", "mlp-digits", "byte-lm", "smollm2")
+
+
+def _check_models_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help=f"model to check (repeatable; one of {', '.join(MODEL_CHOICES)}; "
+                        "default: the profile's models)")
+    p.add_argument("--scheme", action="append", metavar="SPEC",
+                   help="quantization scheme spec, e.g. rtn-int4-sym-channel, rtn-int4-asym-g32, "
+                        "nf4-b64, fp4-b32, sr-int4-sym-channel, or a template with {b} "
+                        "(repeatable; default: the profile's schemes)")
+    p.add_argument("--bits", action="append", type=int, metavar="B",
+                   help="bit width for the integer schemes (repeatable; default 4 in quick, "
+                        "4 8 3 2 in full); 4-bit formats (nf4, fp4, gguf) run only with 4")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--profile", default="quick", help="quick (default) or full")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+    p.add_argument("--seed", type=int, default=0, help="seed of SR draws, contexts, directions")
+    p.add_argument("--byte-lm", dest="byte_lm", default=None, choices=("tiny", "default"),
+                   help="byte LM config (default: the profile's, 'default')")
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return None
+
+
+def _check_models_run(args: argparse.Namespace) -> int:
+    from fimtheory.errors import require
+
+    require("torch", "check-models", "torch")
+    from . import checks as C
+    from . import report as R
+    from .device import resolve_device
+
+    profile = C.get_profile(args.profile)
+    if args.byte_lm:
+        profile = C.with_overrides(profile, byte_lm=args.byte_lm)
+    models = list(args.model or profile.models)
+    bad = [m for m in models if m not in MODEL_CHOICES]
+    if bad:
+        raise UnknownIdError(f"unknown model {bad[0]!r}; known: {', '.join(MODEL_CHOICES)}")
+    device = resolve_device(args.device)  # InputError (exit 2) for cuda without CUDA
+    if args.bits:
+        bad_bits = [b for b in args.bits if not 2 <= b <= 8]
+        if bad_bits:
+            raise UnknownIdError(f"bits must be in 2..8, got {bad_bits[0]}")
+    bits = tuple(args.bits or profile.bits)
+    schemes = C.expand_schemes(args.scheme or profile.scheme_templates, bits,
+                               substitute_bits=bool(args.bits))
+    if not schemes:
+        raise UnknownIdError("no scheme left to run (a 4-bit-only format without 4 in --bits?)")
+    t0 = time.perf_counter()
+    bar = R.Progress(total=len(models) * (len(schemes) + 2))
+    try:
+        result = C.run_checks(models, schemes, profile, device=device, seed=args.seed,
+                              progress=bar)
+    finally:
+        bar.close()
+    rows = [r.to_json() for r in result.rows]
+    header = C._jsonable({**result.header, "wall_seconds": round(time.perf_counter() - t0, 2),
+                          "load_average": _load_average()})
+    print(R.format_header(header))
+    print(R.format_table(rows))
+    summ = R.summary(rows)
+    print(f"wall {header['wall_seconds']:.1f} s, load average {header['load_average']}, "
+          f"statuses {summ['statuses']}")
+    if args.json:
+        R.write_json(args.json, header, rows)
+    return summ["exit_status"]
+
+
+CHECK_MODELS = Command(
+    "check-models",
+    "check R/S2/T4.3/Prop 3.2/C on real models' FIMs under real quantization (torch)",
+    _check_models_add_arguments,
+    _check_models_run,
+)
+
+
+def _inflation_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="quick", choices=("quick", "paper"),
+                   help="quick (default) or paper")
+    p.add_argument("--out", metavar="DIR", default="inflation-out",
+                   help="output directory (default inflation-out)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed")
+
+
+def _inflation_run(args: argparse.Namespace) -> int:
+    from fimtheory.errors import require
+
+    require("torch", "inflation", "torch")
+    from .monitor_study import inflation_command
+
+    return int(inflation_command(args))
+
+
+INFLATION = Command(
+    "inflation",
+    "measure the calibration-threshold inflation ratio ρ of quantized models (THEORY §7)",
+    _inflation_add_arguments,
+    _inflation_run,
+)
