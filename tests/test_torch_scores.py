@@ -78,34 +78,48 @@ def test_logistic_closed_form():
     assert _close(S.G, (y - p)[:, None] * X)
 
 
-def _fimtheory_scores_logistic():
+def _fimtheory_generated(name):
     try:
         mod = importlib.import_module("fimtheory._generated.fim_expansion")
     except ImportError:
         return None
-    return getattr(mod, "scores_logistic", None)
+    return getattr(mod, name, None)
 
 
-@pytest.mark.skipif(_fimtheory_scores_logistic() is None,
+@pytest.mark.skipif(_fimtheory_generated("scores_logistic") is None,
                     reason="fimtheory._generated.fim_expansion.scores_logistic not generated yet")
+def test_logistic_scores_match_fimtheory_numpy():
+    """Binary logistic, θ = w (d,): torch vmap scores = fimtheory's scores_logistic(X, y, θ)."""
+    import numpy as np
+
+    torch.manual_seed(8)
+    m = M.LogisticRegression(6).double()
+    with torch.no_grad():
+        m.weight.normal_()
+    X = torch.randn(15, 6, dtype=torch.float64)
+    y = torch.randint(0, 2, (15,))
+    S = per_sample_scores(m, ["weight"], X, y)
+    ref = _fimtheory_generated("scores_logistic")(
+        X.numpy(), y.numpy(), m.weight.detach().numpy().reshape(-1))
+    assert np.allclose(S.G.numpy(), ref, rtol=0, atol=1e-13 * np.abs(ref).max())
+
+
+@pytest.mark.skipif(_fimtheory_generated("scores_softmax") is None,
+                    reason="fimtheory._generated.fim_expansion.scores_softmax not generated yet")
 def test_softmax_scores_match_fimtheory_numpy():
     """Softmax regression, θ = W.reshape(-1) with W of shape (K, d)."""
     import numpy as np
 
-    ref_fn = _fimtheory_scores_logistic()
     K, d, n = 3, 5, 9
     torch.manual_seed(3)
     lin = torch.nn.Linear(d, K, bias=False).double()
     X = torch.randn(n, d, dtype=torch.float64)
     y = torch.randint(0, K, (n,))
     S = per_sample_scores(lin, ["weight"], X, y)
-    W = lin.weight.detach().numpy()
-    try:
-        ref = ref_fn(W, X.numpy(), y.numpy())
-    except TypeError as exc:
-        pytest.skip(f"scores_logistic has another signature: {exc}")
+    ref = _fimtheory_generated("scores_softmax")(
+        X.numpy(), y.numpy(), lin.weight.detach().numpy().reshape(-1))
     ref = np.asarray(ref, dtype=float).reshape(n, K * d)
-    assert np.allclose(S.G.numpy(), ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    assert np.allclose(S.G.numpy(), ref, rtol=0, atol=1e-13 * np.abs(ref).max())
 
 
 def test_softmax_closed_form():
