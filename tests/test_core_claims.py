@@ -1,0 +1,161 @@
+"""fimtheory.claims: the registry, known signs on hand-built instances, adjudication."""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+
+from fimtheory import claims
+from fimtheory.errors import UnknownIdError
+from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, PartitionInstance, ScoreInstance
+
+IDS = {"W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "P3.2", "AH", "AB", "C"}
+
+
+def test_registry_ids_exactly():
+    assert set(claims.REGISTRY) == IDS and len(claims.REGISTRY) == len(IDS)
+    for cid, c in claims.REGISTRY.items():
+        assert c.id == cid and claims.get_claim(cid) is c
+        d = c.describe()
+        assert d["id"] == cid and d["statement"] and d["hypotheses"]
+        assert c.evaluate_mp is not None and c.strategy.startswith("properties.claim_strategies:")
+
+
+def test_get_claim_unknown_lists_known_ids():
+    with pytest.raises(UnknownIdError) as info:
+        claims.get_claim("W2")
+    msg = str(info.value)
+    assert "'W2'" in msg and all(cid in msg for cid in IDS)
+    with pytest.raises(UnknownIdError, match=r"no weakening 'nope'; known: W-no-lambda-min"):
+        claims.get_claim("W").weakening("nope")
+
+
+_D21 = np.diag([2.0, 1.0])
+_OFF = np.array([[0.0, 0.1], [0.1, 0.0]])
+_G = np.array([[1.0, 2.0, 0.5], [0.5, 1.0, -0.25], [2.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+
+# (claim, instance, expected sign of the mp-decided margin: "+" strictly positive, "0" exact
+# tie, "-" violated), all hand-computed.
+KNOWN = [
+    ("W", MatrixPerturbation(_D21, np.diag([-1.0, 1.0])), "0"),  # λ1(A)+λ2(E) = 2 − 1 = λ2(A+E)... = 1
+    ("W", MatrixPerturbation(_D21, _OFF), "+"),
+    ("R", MatrixPerturbation(_D21, np.diag([0.5, 0.0])), "0"),  # attained: E commutes
+    ("R", MatrixPerturbation(_D21, _OFF), "+"),  # λ_max > 2 + E11 = 2
+    ("S", MatrixPerturbation(_D21, _OFF), "+"),
+    ("S2", MatrixPerturbation(_D21, _OFF), "+"),
+    ("SIGN", MatrixPerturbation(np.diag([3.0, 2.0, 1.0]), np.ones((3, 3)) * 0.1), "+"),
+    # λ_max = 1.7 = 2 − 0.3 exactly in mp; in float 1.7 − 2 + 0.3 = −2.4e-17: adjudication
+    ("T4.3a", MatrixPerturbation(_D21, np.diag([-0.3, 0.1])), "0"),
+    ("T4.3b", NoiseEnsemble(_D21, (_OFF, -_OFF)), "+"),
+    ("T4.3c", NoiseEnsemble(_D21, (_OFF, -_OFF)), "+"),
+    ("AH", ScoreInstance(_G), "+"),
+    ("AB", ScoreInstance(_G), ">="),  # 3 Lanczos steps on a 4x4 Gram: Ritz = λ_max (tie)
+    ("C", PartitionInstance((0.0, 1.0), (math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.0)), "+"),
+]
+
+
+@pytest.mark.parametrize(("cid", "inst", "sign"), KNOWN, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(KNOWN)])
+def test_claim_known_sign(cid, inst, sign):
+    c = claims.get_claim(cid)
+    out = c.evaluate(inst)
+    assert out.hypotheses_met, out.reason
+    holds, m = claims.adjudicate(c, inst, out, dps=50)
+    if sign == "+":
+        assert out.margin > 0 and m > 0 and holds
+    elif sign == "0":  # a float tie (up to rounding) that mp decides as exactly 0
+        assert abs(out.margin) <= 8 * np.finfo(float).eps and out.needs_adjudication
+        assert m == 0 and holds is (not c.strict)
+    elif sign == ">=":
+        assert abs(out.margin) <= 1e-12 and out.needs_adjudication and m >= 0 and holds
+    else:
+        assert out.margin < 0 and m < 0 and not holds
+
+
+def test_weyl_value_on_diag_example():
+    out = claims.get_claim("W").evaluate(MatrixPerturbation(_D21, np.diag([-1.0, 1.0])))
+    assert out.details == {"lower_margin": 1.0, "upper_margin": 1.0}
+
+
+NOT_MET = [
+    ("S", MatrixPerturbation(np.eye(2), _OFF), r"γ = 0"),
+    ("S2", MatrixPerturbation(_D21, np.diag([0.5, -0.5])), r"2η < γ"),
+    ("S2", MatrixPerturbation(np.array([[1.0]]), np.array([[0.1]])), r"n = 1"),
+    ("SIGN", MatrixPerturbation(np.eye(3), _OFF[:1, :1] * np.eye(3)), r"γ = 0"),
+    ("T4.3a", MatrixPerturbation(np.eye(2), _OFF), r"γ = 0"),
+    ("R", MatrixPerturbation(_D21, _OFF, v=np.array([0.0, 1.0])), r"not a top eigenvector"),
+    ("T4.3b", NoiseEnsemble(_D21, (_OFF, -0.5 * _OFF)), r"not exactly zero"),
+    ("T4.3c", NoiseEnsemble(_D21, (np.diag([0.1, -0.1]), np.diag([-0.1, 0.1]))), r"genericity"),
+    ("AH", ScoreInstance(np.array([[1.0, 2.0], [-1.0, -2.0]])), r"ḡ = 0"),
+    ("AB", ScoreInstance(np.zeros((2, 3))), r"F = 0"),
+    ("C", PartitionInstance((1.0, 1.0), (0.0,)), r"strictly increasing"),
+    ("C", PartitionInstance((0.0, math.inf), (0.0,)), r"finite"),
+]
+
+
+@pytest.mark.parametrize(("cid", "inst", "match"), NOT_MET, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(NOT_MET)])
+def test_hypotheses_not_met(cid, inst, match):
+    out = claims.get_claim(cid).evaluate(inst)
+    assert out.hypotheses_met is False and math.isnan(out.margin)
+    assert pytest.importorskip("re").search(match, out.reason), out.reason
+
+
+def test_weakening_falsified_known():
+    w = claims.get_claim("W").weakening("W-no-lambda-min")
+    inst = MatrixPerturbation(_D21, np.diag([-1.0, 0.0]))  # λ_max(A+E) = 1 < 2
+    out = w.evaluate(inst)
+    assert out.margin == pytest.approx(-1.0 / 3.0, rel=1e-15, abs=0)
+    holds, m = claims.adjudicate(w, inst, out)
+    assert not holds and m < 0
+    # C-open-top: +inf lies in no cell
+    w = claims.get_claim("C").weakening("C-open-top")
+    out = w.evaluate(PartitionInstance((0.0,), (math.inf,)))
+    assert out.margin == -1.0 and "0 cells" in out.reason
+
+
+def test_t43c_no_genericity_gives_exact_zero_and_is_falsified():
+    """Diagonal F with diagonal antithetic E: λ_max(F + sE) averages to λ1 exactly."""
+    F = np.diag([2.0, 1.0, 0.5])
+    E = np.diag([0.1, -0.2, 0.05])
+    inst = NoiseEnsemble(F, (E, -E))
+    w = claims.get_claim("T4.3c").weakening("T4.3c-no-genericity")
+    assert w.strict
+    out = w.evaluate(inst)
+    assert out.hypotheses_met and out.margin == 0.0 and out.needs_adjudication
+    holds, m = claims.adjudicate(w, inst, out)
+    assert holds is False and m == 0
+    # the claim itself refuses the instance (genericity fails)
+    assert not claims.get_claim("T4.3c").evaluate(inst).hypotheses_met
+
+
+def test_adjudicate_uses_the_mp_verdict_not_the_float_margin():
+    c = claims.get_claim("R")
+    inst = MatrixPerturbation(_D21, np.diag([0.5, 0.0]))
+    fake = claims.Outcome(True, -1e-17, True)  # a float margin that rounding made negative
+    holds, m = claims.adjudicate(c, inst, fake)
+    assert holds is True and m == 0
+    # a strict claim with the same exact tie fails
+    strict = claims.Claim("X", "", "", (), c.evaluate, c.evaluate_mp, "", strict=True)
+    assert claims.adjudicate(strict, inst, fake) == (False, 0)
+    # a tiny but real positive margin below the float threshold is kept positive in mp
+    inst2 = MatrixPerturbation(_D21, np.array([[0.0, 1e-9], [1e-9, 0.0]]))
+    out = c.evaluate(inst2)
+    assert out.needs_adjudication
+    holds, m = claims.adjudicate(c, inst2, out)
+    assert holds and m > 0 and abs(m - mpmath.mpf(1e-18) / (2 + 1e-9)) < 1e-25
+
+
+def test_p32_needs_generated_models():
+    pytest.importorskip("fimtheory._generated.fim_expansion", reason="generated model expansion not present yet")
+    from fimtheory.instances import DepartureInstance
+
+    X = np.array([[0.5, -0.25], [1.0, 0.5]])
+    inst = DepartureInstance("linear", np.array([0.3, -0.2]), (X,), (np.array([0.1, -0.4]),),
+                             (X / np.linalg.norm(X),), T=0.5, steps=8)
+    out = claims.get_claim("P3.2").evaluate(inst)
+    # linear-Gaussian: scores (y − θᵀx)x; Λ along x + t x/‖X‖ — met or not, never an error
+    assert out.hypotheses_met in (True, False)
+    if out.hypotheses_met:
+        assert out.margin >= 0
