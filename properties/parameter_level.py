@@ -57,7 +57,15 @@ from fimtheory.validation import as_matrix, as_vector
 __all__ = [
     "MODELS",
     "PROFILES",
+    "STUDY",
     "SecondOrder",
+    "alignment_condition",
+    "build_counterexample",
+    "expected_fisher_lambda_max_batch",
+    "logistic_mle_search",
+    "mean_shift_increment",
+    "sampled_label_study",
+    "weighted_fim",
     "counterexample_path",
     "finite_difference_c2",
     "hunt",
@@ -486,7 +494,7 @@ def mean_shift_increment(model: str, X, theta, theta_new) -> np.ndarray:
     return 0.5 * (M + M.T)
 
 
-def lambda_max_batch(model: str, X, y, thetas, weights=None, *, redraw_labels_from=None, chunk: int = 4096):
+def lambda_max_batch(model: str, X, y, thetas, weights=None, *, chunk: int = 4096):
     """λ_max(F(θ)) for each row θ of ``thetas`` (vectorised closed forms, float64).
 
     Parameters
@@ -494,8 +502,6 @@ def lambda_max_batch(model: str, X, y, thetas, weights=None, *, redraw_labels_fr
     model, X, y, weights
         As in :func:`second_order_parts` (weights default 1/n).
     thetas : (D, P) array_like
-    redraw_labels_from : None
-        Reserved; use :func:`expected_fisher_lambda_max_batch` for the expected Fisher.
     chunk : int
         Rows per vectorised block.
 
@@ -785,13 +791,20 @@ def logistic_mle_search(reps: int = 200, n: int = 20, d: int = 3, seed: int = 0,
         neg += s.c2 < 0
         if worst is None or s.c2 / s.lambda1 < worst["ratio"]:
             gbar = ((y - special.expit(X @ th))[:, None] * X).mean(axis=0)
-            worst = {"X": X, "y": y, "theta": th, "parts": s, "ratio": s.c2 / s.lambda1,
-                     "mean_score_norm": float(np.linalg.norm(gbar))}
+            worst = {
+                "X": X,
+                "y": y,
+                "theta": th,
+                "parts": s,
+                "ratio": s.c2 / s.lambda1,
+                "mean_score_norm": float(np.linalg.norm(gbar)),
+            }
     return {"fits": fits, "negative": int(neg), "worst": worst}
 
 
-def sampled_label_study(model: str, n_values=(4, 16, 64, 256), reps: int = 200, d: int = 3, k: int = 3,
-                        seed: int = 0) -> list[dict]:
+def sampled_label_study(
+    model: str, n_values=(4, 16, 64, 256), reps: int = 200, d: int = 3, k: int = 3, seed: int = 0
+) -> list[dict]:
     """Empirical FIM with labels *sampled* from the model at θ (well-specified, finite n).
 
     Per n: ``reps`` seeded (X ~ N(0, I), θ ~ N(0, I), y ~ p(·|x; θ)); reports the share of
@@ -818,8 +831,15 @@ def sampled_label_study(model: str, n_values=(4, 16, 64, 256), reps: int = 200, 
                 continue
             neg += s.c2 < 0
             ratios.append(s.cross / (s.curvature + s.eigvec))
-        out.append({"n": n, "reps": len(ratios), "share_negative": neg / max(len(ratios), 1),
-                    "mean_B_over_AC": float(np.mean(ratios)), "mean_abs_B_over_AC": float(np.mean(np.abs(ratios)))})
+        out.append(
+            {
+                "n": n,
+                "reps": len(ratios),
+                "share_negative": neg / max(len(ratios), 1),
+                "mean_B_over_AC": float(np.mean(ratios)),
+                "mean_abs_B_over_AC": float(np.mean(np.abs(ratios))),
+            }
+        )
     return out
 
 
@@ -946,8 +966,9 @@ def scaling_table(model: str, X, y, theta, step, factors=(1.0, 0.5, 0.25, 0.125)
     }
 
 
-def sr_scaling_table(model: str, X, y, theta, bits=(4, 5, 6, 7, 8), template="sr-int{b}-sym-channel", draws=10_000,
-                     seed=0) -> dict:
+def sr_scaling_table(
+    model: str, X, y, theta, bits=(4, 5, 6, 7, 8), template="sr-int{b}-sym-channel", draws=10_000, seed=0
+) -> dict:
     """Stochastic rounding on the actual integer grid for several bit widths.
 
     The step halves (about) per extra bit (s = absmax/(2^{b−1}−1)). ``predicted`` is c2
@@ -1042,6 +1063,7 @@ def build_counterexample(name: str, draws: int = 100_000, seed: int = 0, path=No
     Xa, ya, wa = model_label_expansion(model, X, theta)
     frozen = second_order_parts(model, Xa, ya, theta, np.full(theta.size, 1 / 12), wa)
     obj = {
+        "format": "fimtheory.parameter_level/1 (replay: properties.parameter_level.replay_counterexample)",
         "claim": "THEORY §3(d): E_δ λ_max(F(θ+δ)) ≥ λ_max(F(θ)) − O(|δ|³) for zero-mean δ, no extra hypothesis",
         "verdict": "false: c2 < 0 certified at 50 digits; Monte Carlo shift < 0 with slope ≈ 2 in s",
         "name": name,
@@ -1086,8 +1108,14 @@ def load_counterexample(path) -> dict:
     if obj["model"] != "softmax":
         y = y.astype(float)
     theta = np.array([float.fromhex(h) for h in obj["theta"]["hex"]])
-    return {"model": obj["model"], "X": X, "y": y, "theta": theta, "step": float.fromhex(obj["step_unit"]),
-            "record": obj}
+    return {
+        "model": obj["model"],
+        "X": X,
+        "y": y,
+        "theta": theta,
+        "step": float.fromhex(obj["step_unit"]),
+        "record": obj,
+    }
 
 
 def replay_counterexample(path, dps: int = 50) -> dict:
@@ -1127,8 +1155,10 @@ def main(argv=None) -> None:  # pragma: no cover - reporting entry point
             print(f"   {key} ({tab['draws']} draws, seed {tab['seed']}, 99% CI):")
             for r in tab["rows"]:
                 lab = r.get("scheme", "widrow")
-                print(f"     {lab:20s} s={r['s']:.4g} predicted={r['predicted']: .4e} "
-                      f"cv={_fmt_ci(r['cv'])} raw={_fmt_ci(r['raw'])}")
+                print(
+                    f"     {lab:20s} s={r['s']:.4g} predicted={r['predicted']: .4e} "
+                    f"cv={_fmt_ci(r['cv'])} raw={_fmt_ci(r['raw'])}"
+                )
             print(f"     log-log slope: Monte Carlo {tab['slope_cv']:.3f}, predicted {tab['slope_predicted']:.3f}")
 
 
