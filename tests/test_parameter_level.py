@@ -107,6 +107,11 @@ def test_generated_backend_agrees_with_closed_forms(model):
     b = pl.second_order_parts(model, X, y, th, var, backend="generated")
     for key in ("curvature", "cross", "eigvec", "c2"):
         assert getattr(b, key) == pytest.approx(getattr(a, key), rel=1e-9, abs=1e-12)
+    from fimtheory import models
+
+    # vᵀ E[½D²F[δ,δ]] v from the generated expected_fim_second_order is the mean term A + B
+    M = models.expected_fim_second_order(model, X, y, th, var)
+    assert a.v @ M @ a.v == pytest.approx(a.mean_term, rel=1e-9, abs=1e-12)
 
 
 def test_sr_variances_match_draws():
