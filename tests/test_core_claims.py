@@ -40,7 +40,7 @@ _G = np.array([[1.0, 2.0, 0.5], [0.5, 1.0, -0.25], [2.0, 0.0, 1.0], [1.0, 1.0, 1
 # (claim, instance, expected sign of the mp-decided margin: "+" strictly positive, "0" exact
 # tie, "-" violated), all hand-computed.
 KNOWN = [
-    ("W", MatrixPerturbation(_D21, np.diag([-1.0, 1.0])), "0"),  # λ1(A)+λ2(E) = 2 − 1 = λ2(A+E)... = 1
+    ("W", MatrixPerturbation(_D21, np.diag([-1.0, 1.0])), "0"),  # Weyl i=1, j=2: λ1(A)+λ2(E) = 2 − 1 = λ2(A+E)
     ("W", MatrixPerturbation(_D21, _OFF), "+"),
     ("R", MatrixPerturbation(_D21, np.diag([0.5, 0.0])), "0"),  # attained: E commutes
     ("R", MatrixPerturbation(_D21, _OFF), "+"),  # λ_max > 2 + E11 = 2
