@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch", reason="torch_checks needs the [torch] extr
 from fimtheory.errors import InputError, UnknownIdError  # noqa: E402
 from torch_checks import models as M  # noqa: E402
 from torch_checks.scores import (  # noqa: E402
+    model_targets,
     per_sample_scores,
     per_sample_scores_loop,
     per_token_scores,
@@ -190,3 +191,17 @@ def test_scores_on_cuda_match_cpu():
     Sc = per_token_scores(m.cuda(), ["head.weight"], tok[:-1].cuda(), tok[1:].cuda())
     assert Sc.G.is_cuda
     assert _close(Sc.G.cpu(), S.G, rel=1e-10)
+
+
+def test_model_targets():
+    m = _lm()
+    tok = torch.randint(0, 256, (12,), generator=torch.Generator().manual_seed(9))
+    a = model_targets(m, tok, per_token=True)
+    assert a.shape == (12,) and torch.equal(a, m(tok[None])[0].argmax(-1))
+    s1 = model_targets(m, tok, mode="sample", seed=1, per_token=True)
+    assert torch.equal(s1, model_targets(m, tok, mode="sample", seed=1, per_token=True))
+    c = _mlp()
+    X = torch.rand(5, 64, dtype=torch.float64)
+    assert model_targets(c, X).shape == (5,)
+    with pytest.raises(InputError):
+        model_targets(c, X, mode="nope")

@@ -70,6 +70,8 @@ def deterministic(seed: int, threads: int | None = 1):
     One thread is also the fastest for these tiny models on a shared 2-core machine
     (multi-threaded kernels of this size mostly wait on each other).
     """
+    # cuBLAS needs this for deterministic matmuls on CUDA (harmless on CPU).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     prev = torch.are_deterministic_algorithms_enabled()
     prev_threads = torch.get_num_threads()
     state = torch.random.get_rng_state()

@@ -391,7 +391,9 @@ def load_smollm_bundle(*, device="cpu", dtype=torch.float32, n_calibration: int 
     """Registry loader for ``"smollm2"`` (see :class:`torch_checks.models.ModelBundle`).
 
     Calibration: ``n_calibration`` trajectories of ``length + 1`` tokens of held-out English
-    text; ``displace(rate, seed)`` corrupts their tokens at ``rate``.
+    text; ``displace(rate, seed)`` corrupts their tokens at ``rate``. Scores cast every
+    parameter to their dtype on each call: load with ``dtype=torch.float64`` (about 1.1 GB)
+    when computing many float64 scores, so that the cast is a no-op.
     """
     from .models import ModelBundle
 
