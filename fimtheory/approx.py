@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fimtheory.errors import HypothesesNotMet
+from fimtheory.errors import HypothesesNotMet, InputError
 from fimtheory.fim import score_matrix
 from fimtheory.validation import check_positive_int
 
@@ -22,6 +22,18 @@ from fimtheory.validation import check_positive_int
 def _fim_matvec(G: np.ndarray, x: np.ndarray) -> np.ndarray:
     """F x = Gᵀ(Gx)/n without forming F."""
     return G.T @ (G @ x) / G.shape[0]
+
+
+def power_of_two_scale(a: np.ndarray) -> float:
+    """A power of two c with max|a|/c in [0.5, 1] (1 for a zero array).
+
+    Dividing by c is exact in binary floating point, so results computed on a/c and rescaled
+    by c² are exactly scale-covariant, and norms of products neither overflow nor underflow.
+    """
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    if m == 0.0 or not np.isfinite(m):
+        return 1.0
+    return float(np.ldexp(1.0, int(np.frexp(m)[1])))
 
 
 @dataclass(frozen=True)
@@ -41,19 +53,20 @@ def heuristic(G, *, power_steps: int = 0) -> HeuristicEstimate:
     """
     G = score_matrix(G)
     steps = check_positive_int(power_steps, "power_steps", minimum=0)
-    gbar = G.mean(axis=0)
-    norm_sq = float(gbar @ gbar)
-    if norm_sq == 0.0:
+    if not np.any(G.mean(axis=0)):
         raise HypothesesNotMet("AH needs a nonzero mean score ḡ (the start vector ḡ/‖ḡ‖)")
-    x = gbar / np.sqrt(norm_sq)
+    c = power_of_two_scale(G)
+    Gs = G / c  # exact; every quantity below is computed at unit scale and rescaled by c²
+    gbar = Gs.mean(axis=0)
+    x = gbar / np.linalg.norm(gbar)
     for _ in range(steps):
-        y = _fim_matvec(G, x)
+        y = _fim_matvec(Gs, x)
         ny = np.linalg.norm(y)
         if ny == 0.0:
             break
         x = y / ny
-    value = float(x @ _fim_matvec(G, x) / (x @ x))
-    return HeuristicEstimate(value, norm_sq, steps, x)
+    value = float(x @ _fim_matvec(Gs, x) / (x @ x)) * c * c
+    return HeuristicEstimate(value, float(gbar @ gbar) * c * c, steps, x)
 
 
 def lanczos_ritz(K: np.ndarray, steps: int, start: np.ndarray) -> tuple[float, np.ndarray]:
@@ -62,12 +75,18 @@ def lanczos_ritz(K: np.ndarray, steps: int, start: np.ndarray) -> tuple[float, n
     Returns (value, unit Ritz vector). The value is the Rayleigh quotient of the returned
     vector, recomputed directly, so ``value ≤ λ_max(K)`` up to rounding in that quotient.
     """
+    steps = check_positive_int(steps, "steps")
+    start = np.asarray(start, dtype=float)
+    if start.shape != (K.shape[0],) or not np.any(start) or not np.all(np.isfinite(start)):
+        raise InputError(f"start must be a finite nonzero vector of length {K.shape[0]}")
+    c = power_of_two_scale(K)
+    K = K / c
     n = K.shape[0]
     k = min(steps, n)
     Q = np.zeros((n, k))
     alpha = np.zeros(k)
     beta = np.zeros(k)
-    q = start / np.linalg.norm(start)
+    q = start / np.linalg.norm(start / np.max(np.abs(start))) / np.max(np.abs(start))
     used = 0
     for j in range(k):
         Q[:, j] = q
@@ -86,7 +105,7 @@ def lanczos_ritz(K: np.ndarray, steps: int, start: np.ndarray) -> tuple[float, n
     theta, S = np.linalg.eigh(T)
     y = Q[:, :used] @ S[:, -1]
     y /= np.linalg.norm(y)
-    return float(y @ K @ y), y
+    return float(y @ K @ y) * c, y
 
 
 @dataclass(frozen=True)
@@ -124,7 +143,16 @@ def _trace_power(K: np.ndarray, q: int) -> float:
     return float(np.trace(result))
 
 
-def two_sided(G, *, lanczos_steps: int = 3, q: int = 4, rank_tol: float | None = None) -> TwoSidedBound:
+def structural_rank_bound(G: np.ndarray) -> int:
+    """r = min(P, number of nonzero rows) ≥ rank(G), exactly (no rounding can undercut it).
+
+    A numerical rank could fall below the true rank, and then (tr K^q / r)^{1/q} could exceed
+    λ_max; this bound keeps that lower bound rigorous.
+    """
+    return int(min(G.shape[1], np.count_nonzero(np.any(G != 0, axis=1))))
+
+
+def two_sided(G, *, lanczos_steps: int = 3, q: int = 4) -> TwoSidedBound:
     """AB: rigorous (in exact arithmetic) L ≤ λ_max(F) ≤ U for F = GᵀG/n.
 
     Parameters
@@ -133,12 +161,14 @@ def two_sided(G, *, lanczos_steps: int = 3, q: int = 4, rank_tol: float | None =
     lanczos_steps : Krylov dimension for the Ritz lower bound (≥ 1; started at ḡ on the
         Gram side, i.e. at Gḡ, or at the largest row when ḡ = 0).
     q : power for the trace bounds, ≥ 1. (tr K^q)^{1/q} decreases to λ_max as q grows.
-    rank_tol : relative tolerance for the numerical rank used in (tr K^q / rank)^{1/q};
-        default n·eps.
+
+    The rank in (tr K^q / r)^{1/q} is :func:`structural_rank_bound`, an exact upper bound.
     """
-    G = score_matrix(G)
+    G0 = score_matrix(G)
     k = check_positive_int(lanczos_steps, "lanczos_steps")
     q = check_positive_int(q, "q")
+    c = power_of_two_scale(G0)
+    G = G0 / c  # exact scaling: all terms are computed at unit scale and rescaled by c²
     n = G.shape[0]
     K = G @ G.T / n
     K = 0.5 * (K + K.T)
@@ -151,9 +181,7 @@ def two_sided(G, *, lanczos_steps: int = 3, q: int = 4, rank_tol: float | None =
         start[int(np.argmax(row_norms_sq))] = 1.0
     ritz, _ = lanczos_ritz(K, k, start) if np.any(K) else (0.0, None)
     trace = float(np.trace(K))
-    sv = np.linalg.svd(G, compute_uv=False)
-    tol = (rank_tol if rank_tol is not None else max(G.shape) * np.finfo(float).eps) * (sv[0] if sv.size else 0)
-    rank = int(np.sum(sv > tol)) if sv.size and sv[0] > 0 else 0
+    rank = structural_rank_bound(G)
     scale = float(np.max(np.abs(K))) or 1.0  # scale out K before powering to avoid overflow
     trq = _trace_power(K / scale, q)
     trq_root = scale * max(trq, 0.0) ** (1.0 / q)
@@ -169,6 +197,9 @@ def two_sided(G, *, lanczos_steps: int = 3, q: int = 4, rank_tol: float | None =
         "max_abs_row_sum_gram": float(np.max(np.sum(np.abs(K), axis=1))),
         "trace_power_root": float(trq_root),
     }
+    c2 = c * c
+    lower_terms = {key: val * c2 for key, val in lower_terms.items()}
+    upper_terms = {key: val * c2 for key, val in upper_terms.items()}
     return TwoSidedBound(
         max(lower_terms.values()), min(upper_terms.values()), lower_terms, upper_terms, k, q
     )

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from fimtheory._generated import series as _series
-from fimtheory.errors import HypothesesNotMet
+from fimtheory.errors import HypothesesNotMet, InputError
 from fimtheory.spectral import (
     EigenData,
     eigen_data,
     off_top_residual_norm_sq,
     perturbation_in_eigenbasis,
 )
-from fimtheory.validation import as_psd, as_symmetric, check_finite_scalar, check_same_shape
+from fimtheory.validation import as_psd, as_symmetric, as_vector, check_finite_scalar, check_same_shape
 
 
 def _pair(A, E):
@@ -66,8 +66,13 @@ def directional_lower_bound(A, E, v=None) -> float:
     if v is None:
         v = eig.top_vector
     else:
-        v = np.asarray(v, dtype=float)
-        v = v / np.linalg.norm(v)
+        v = as_vector(v, "v")
+        if v.shape[0] != a.shape[0]:
+            raise InputError(f"v has length {v.shape[0]}, expected {a.shape[0]}")
+        norm = np.linalg.norm(v / np.max(np.abs(v))) * np.max(np.abs(v)) if np.any(v) else 0.0
+        if norm == 0.0:
+            raise InputError("v must be a nonzero vector")
+        v = v / norm
     return float(eig.lambda_max + v @ e @ v)
 
 

@@ -685,7 +685,7 @@ def _ab_mp(inst: ScoreInstance, dps):
         ritz = (y.T * K * y)[0, 0] / (y.T * y)[0, 0]
         Kq = K**inst.q
         trq = sum(Kq[i, i] for i in range(n))
-        rank = _structural_rank(inst.G)
+        rank = approx.structural_rank_bound(inst.G)
         lows = [max(row) / n, (gbar.T * gbar)[0, 0], max(diagF), ritz, (trq / rank) ** (mpmath.mpf(1) / inst.q)]
         ups = [sum(K[i, i] for i in range(n)), max(sum(abs(K[i, j]) for j in range(n)) for i in range(n)), trq ** (mpmath.mpf(1) / inst.q)]
         del b
@@ -700,9 +700,6 @@ def _lanczos_start(G: np.ndarray) -> np.ndarray:
     return start
 
 
-def _structural_rank(G: np.ndarray) -> int:
-    """An upper bound on rank(G) that rounding cannot undercut: min(P, nonzero rows)."""
-    return int(min(G.shape[1], np.count_nonzero(np.any(G != 0, axis=1))))
 
 
 # --------------------------------------------------------------------------------------

@@ -49,7 +49,10 @@ class ThresholdPartition:
 
     def cell(self, sigma):
         """Cell index of ``sigma`` (scalar → int, array → int64 array of the same shape)."""
-        s = np.asarray(sigma, dtype=np.float64)
+        raw = np.asarray(sigma)
+        if raw.dtype.kind not in "fiu":
+            raise InputError(f"sigma must be a real number or array of them, got {sigma!r}")
+        s = raw.astype(np.float64)
         idx = np.searchsorted(self.thresholds, s, side="right").astype(np.int64)
         idx = np.where(np.isnan(s), self.nan_cell, idx)
         return int(idx) if idx.ndim == 0 else idx
@@ -94,8 +97,8 @@ class ProductPartition:
 def calibration_threshold(sigmas, q: float) -> float:
     """τ_q: the q-quantile (linear interpolation) of calibration values of σ; NaN rejected."""
     s = as_vector(sigmas, "sigmas")
-    if not 0.0 <= q <= 1.0:
-        raise InputError(f"q must be in [0, 1], got {q!r}")
+    if isinstance(q, bool) or not isinstance(q, (int, float, np.integer, np.floating)) or not 0.0 <= q <= 1.0:
+        raise InputError(f"q must be a number in [0, 1], got {q!r}")
     return float(np.quantile(s, q))
 
 
@@ -108,10 +111,12 @@ class StreamingLambdaMax:
     top Gram eigenvector, checked to a relative residual ``tol``, with a dense fallback.
     """
 
-    def __init__(self, dim: int, *, window: int | None = None, tol: float = 1e-10):
+    def __init__(self, dim: int, *, window: int | None = None, tol: float = 1e-10, seed: int = 0):
         self.dim = check_positive_int(dim, "dim")
         self.window = None if window is None else check_positive_int(window, "window")
         self.tol = float(tol)
+        self._rng = np.random.default_rng(seed)
+        self.dense_fallbacks = 0
         self._scores: list[np.ndarray] = []
         self._gram_unnormalised = np.zeros((0, 0))
         self._vector = np.zeros(0)
@@ -133,19 +138,28 @@ class StreamingLambdaMax:
         Gm[:, -1] = row
         self._gram_unnormalised = Gm
         self._scores.append(g)
+        previous = self.value
         start = np.append(self._vector, 0.0)
-        if not np.any(start):
-            start = np.ones(t)
-        start = start + 1e-3 * np.linalg.norm(start) / np.sqrt(t)  # keep every direction alive
-        self.value, self._vector = self._top_eig(Gm / t, start)
+        # A seeded random component keeps every eigen-direction in the Krylov space: a warm
+        # start orthogonal to the new top eigenvector (e.g. after pushing g then −g) would
+        # otherwise converge to λ2 with a small residual.
+        start = start + 1e-2 * self._rng.standard_normal(t) / np.sqrt(t)
+        # Interlacing: appending a score never lowers λ_max of the unnormalised Gram matrix.
+        floor = previous * (t - 1) / t if (self.window is None and np.isfinite(previous)) else 0.0
+        self.value, self._vector = self._top_eig(Gm / t, start, floor)
         return self.value
 
-    def _top_eig(self, K: np.ndarray, start: np.ndarray) -> tuple[float, np.ndarray]:
-        from fimtheory.approx import lanczos_ritz
+    def _top_eig(self, K: np.ndarray, start: np.ndarray, floor: float) -> tuple[float, np.ndarray]:
+        from fimtheory.approx import lanczos_ritz, power_of_two_scale
 
-        val, vec = lanczos_ritz(K, min(12, K.shape[0]), start)
-        resid = np.linalg.norm(K @ vec - val * vec)
-        if resid > self.tol * max(abs(val), np.finfo(float).tiny):
-            w, V = np.linalg.eigh(K)
-            return float(w[-1]), V[:, -1]
-        return float(val), vec
+        c = power_of_two_scale(K)
+        Ks = K / c
+        val, vec = lanczos_ritz(Ks, min(30, K.shape[0]), start)
+        resid = np.linalg.norm(Ks @ vec - val * vec)
+        diag_floor = float(np.max(np.diag(Ks)))
+        if (resid > self.tol * max(abs(val), np.finfo(float).tiny) or val < diag_floor * (1 - 1e-12)
+                or val * c < floor * (1 - 1e-12)):
+            self.dense_fallbacks += 1
+            w, V = np.linalg.eigh(Ks)
+            return float(w[-1]) * c, V[:, -1]
+        return float(val) * c, vec

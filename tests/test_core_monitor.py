@@ -92,7 +92,6 @@ def test_bounds_index_validation():
         p.bounds(2)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: cell() accepts None (→ NaN cell) and raises ValueError on strings")
 @pytest.mark.parametrize("bad", [None, "x"])
 def test_cell_rejects_non_numbers(bad):
     with pytest.raises(InputError):
@@ -154,13 +153,8 @@ def _xfail(reason):
     return pytest.mark.xfail(strict=True, reason="BUG: " + reason)
 
 
-_STREAM_BUGS = {
-    ("antithetic pair", None): "Lanczos start ⟂ top Gram eigenvector; the residual check accepts λ2 (0.25 vs 0.4)",
-    ("tiny 1e-150", None): "norms of O(s⁴) quantities underflow in lanczos_ritz: 3% error at scale 1e-150",
-    ("tiny 1e-150", 3): "norms of O(s⁴) quantities underflow in lanczos_ritz: 3% error at scale 1e-150",
-    ("huge 1e150", None): "norms of O(s⁴) quantities overflow in lanczos_ritz: λ_max = NaN at scale 1e150",
-    ("huge 1e150", 3): "norms of O(s⁴) quantities overflow in lanczos_ritz: λ_max = NaN at scale 1e150",
-}
+# Fixed: warm start ⟂ top Gram eigenvector (antithetic pair) and under/overflow at 1e∓150.
+_STREAM_BUGS: dict = {}
 
 
 @pytest.mark.parametrize(
