@@ -200,6 +200,4 @@ def two_sided(G, *, lanczos_steps: int = 3, q: int = 4) -> TwoSidedBound:
     c2 = c * c
     lower_terms = {key: val * c2 for key, val in lower_terms.items()}
     upper_terms = {key: val * c2 for key, val in upper_terms.items()}
-    return TwoSidedBound(
-        max(lower_terms.values()), min(upper_terms.values()), lower_terms, upper_terms, k, q
-    )
+    return TwoSidedBound(max(lower_terms.values()), min(upper_terms.values()), lower_terms, upper_terms, k, q)

@@ -519,7 +519,9 @@ def _t43b_mp(inst: NoiseEnsemble, dps):
         eta_bar = max(etas)
         if F.rows > 1 and eig.gap > 0 and 2 * eta_bar < eig.gap:
             a2 = sum(_mp_coefficients(eig, E, 2)[1] for E in Es) / len(Es)
-            lower = eig.lambda_max + a2 - 4 * (sum(e**3 for e in etas) / len(etas)) / (eig.gap * (eig.gap - 2 * eta_bar))
+            lower = (
+                eig.lambda_max + a2 - 4 * (sum(e**3 for e in etas) / len(etas)) / (eig.gap * (eig.gap - 2 * eta_bar))
+            )
             ms.append((mean_top - lower) / scale)
         return min(ms)
 
@@ -621,7 +623,11 @@ def _ah(inst: ScoreInstance) -> Outcome:
     if not np.any(gbar):
         return Outcome.not_met("ḡ = 0: the heuristic's start vector is undefined")
     est = approx.heuristic(inst.G, power_steps=inst.power_steps)
-    lam = spectral.lambda_max(inst.G.T @ inst.G / inst.G.shape[0]) if inst.G.shape[1] <= inst.G.shape[0] else spectral.lambda_max(inst.G @ inst.G.T / inst.G.shape[0])
+    lam = (
+        spectral.lambda_max(inst.G.T @ inst.G / inst.G.shape[0])
+        if inst.G.shape[1] <= inst.G.shape[0]
+        else spectral.lambda_max(inst.G @ inst.G.T / inst.G.shape[0])
+    )
     scale = max(lam, TINY)
     m = min(est.value - est.mean_score_norm_sq, lam - est.value) / scale
     return _outcome(m, True, estimate=est.value, lambda_max=lam, accuracy=est.value / scale)
@@ -673,9 +679,7 @@ def _ab(inst: ScoreInstance) -> Outcome:
 
 def _ab_mp(inst: ScoreInstance, dps):
     b = approx.two_sided(inst.G, lanczos_steps=inst.lanczos_steps, q=inst.q)
-    _, ritz_vec = approx.lanczos_ritz(
-        inst.G @ inst.G.T / inst.G.shape[0], inst.lanczos_steps, _lanczos_start(inst.G)
-    )
+    _, ritz_vec = approx.lanczos_ritz(inst.G @ inst.G.T / inst.G.shape[0], inst.lanczos_steps, _lanczos_start(inst.G))
     with working_precision(dps):
         Gm, K, F, lam, gbar = _mp_fim_parts(inst.G, dps)
         n, p = inst.G.shape
@@ -687,7 +691,11 @@ def _ab_mp(inst: ScoreInstance, dps):
         trq = sum(Kq[i, i] for i in range(n))
         rank = approx.structural_rank_bound(inst.G)
         lows = [max(row) / n, (gbar.T * gbar)[0, 0], max(diagF), ritz, (trq / rank) ** (mpmath.mpf(1) / inst.q)]
-        ups = [sum(K[i, i] for i in range(n)), max(sum(abs(K[i, j]) for j in range(n)) for i in range(n)), trq ** (mpmath.mpf(1) / inst.q)]
+        ups = [
+            sum(K[i, i] for i in range(n)),
+            max(sum(abs(K[i, j]) for j in range(n)) for i in range(n)),
+            trq ** (mpmath.mpf(1) / inst.q),
+        ]
         del b
         return min(min(lam - x for x in lows), min(u - lam for u in ups)) / lam
 
@@ -698,8 +706,6 @@ def _lanczos_start(G: np.ndarray) -> np.ndarray:
         start = np.zeros(G.shape[0])
         start[int(np.argmax(np.einsum("ij,ij->i", G, G)))] = 1.0
     return start
-
-
 
 
 # --------------------------------------------------------------------------------------
@@ -814,7 +820,9 @@ def _c_weak(kind: str):
         elif t.size > 1 and not np.all(np.diff(t) > 0):
             return Outcome.not_met("thresholds not strictly increasing")
         cell, contains, n = _naive_partition(
-            t.tolist(), nan_cell=kind != "no-nan-cell", top_closed=kind != "open-top",
+            t.tolist(),
+            nan_cell=kind != "no-nan-cell",
+            top_closed=kind != "open-top",
             closed_cells=kind == "closed-cells",
         )
         ok, why = _partition_conclusion(cell, inst.sigmas, contains, n)
@@ -846,153 +854,270 @@ _S = "properties.claim_strategies:"
 
 _CLAIMS = [
     Claim(
-        "W", "Weyl: λ_max(A)+λ_min(E) ≤ λ_max(A+E) ≤ λ_max(A)+λ_max(E); λ_{i+j−1}(A+E) ≤ λ_i(A)+λ_j(E)",
-        "For symmetric A, E: λ_{i+j−1}(A+E) ≤ λ_i(A) + λ_j(E) for all i+j−1 ≤ n, and "
-        "λ_max(A+E) ≥ λ_max(A) + λ_min(E).",
+        "W",
+        "Weyl: λ_max(A)+λ_min(E) ≤ λ_max(A+E) ≤ λ_max(A)+λ_max(E); λ_{i+j−1}(A+E) ≤ λ_i(A)+λ_j(E)",
+        "For symmetric A, E: λ_{i+j−1}(A+E) ≤ λ_i(A) + λ_j(E) for all i+j−1 ≤ n, and λ_max(A+E) ≥ λ_max(A) + λ_min(E).",
         ("A symmetric (PSD in our instances)", "E symmetric"),
-        _weyl, _weyl_mp, _S + "W", "Weyl (used in Thm 4.3)",
+        _weyl,
+        _weyl_mp,
+        _S + "W",
+        "Weyl (used in Thm 4.3)",
         weakenings=(
-            Weakening("W-no-lambda-min", "λ_max(A+E) ≥ λ_max(A) for any symmetric E",
-                      "the λ_min(E) term (E need not be PSD)", _weyl_no_lambda_min,
-                      _weyl_no_lambda_min_mp, _S + "W-no-lambda-min"),
+            Weakening(
+                "W-no-lambda-min",
+                "λ_max(A+E) ≥ λ_max(A) for any symmetric E",
+                "the λ_min(E) term (E need not be PSD)",
+                _weyl_no_lambda_min,
+                _weyl_no_lambda_min_mp,
+                _S + "W-no-lambda-min",
+            ),
         ),
     ),
     Claim(
-        "R", "directional bound: λ_max(A+E) ≥ λ1 + vᵀEv for every unit top eigenvector v",
+        "R",
+        "directional bound: λ_max(A+E) ≥ λ1 + vᵀEv for every unit top eigenvector v",
         "For symmetric A with top eigenvalue λ1 (possibly repeated) and every unit v with "
         "Av = λ1 v: λ_max(A+E) ≥ λ1 + vᵀEv.",
         ("A symmetric PSD", "E symmetric", "v a unit top eigenvector of A"),
-        _directional, _directional_mp, _S + "R", "Thm 4.3 (directional step)",
+        _directional,
+        _directional_mp,
+        _S + "R",
+        "Thm 4.3 (directional step)",
         weakenings=(
-            Weakening("R-any-vector", "λ_max(A+E) ≥ λ1 + vᵀEv for any unit v",
-                      "v is a top eigenvector", _directional_any_vector,
-                      _directional_any_vector_mp, _S + "R-any-vector"),
+            Weakening(
+                "R-any-vector",
+                "λ_max(A+E) ≥ λ1 + vᵀEv for any unit v",
+                "v is a top eigenvector",
+                _directional_any_vector,
+                _directional_any_vector_mp,
+                _S + "R-any-vector",
+            ),
         ),
     ),
     Claim(
-        "S", "series: |a_k| ≤ η(2η/γ)^{k−1} and the third-order remainder ≤ 8η⁴/(γ²(γ−2η))",
+        "S",
+        "series: |a_k| ≤ η(2η/γ)^{k−1} and the third-order remainder ≤ 8η⁴/(γ²(γ−2η))",
         "For γ > 0 and 2η < γ, the generated coefficients a_k of λ_max(A+tE) satisfy the "
         "Cauchy estimates |a_k| ≤ η(2η/γ)^{k−1}, and |λ_max(A+E) − λ1 − Σ_{k≤K} a_k| ≤ "
         "η(2η/γ)^K / (1 − 2η/γ) for the highest generated order K.",
         ("A symmetric PSD", "E symmetric", "γ > 0", "2η < γ"),
-        _series_claim, _series_claim_mp, _S + "S", "series (S)",
+        _series_claim,
+        _series_claim_mp,
+        _S + "S",
+        "series (S)",
     ),
     Claim(
-        "S2", "remainders: |λ'−λ1−a1| ≤ 2η²/(γ−2η), |λ'−λ1−a1−a2| ≤ 4η³/(γ(γ−2η))",
+        "S2",
+        "remainders: |λ'−λ1−a1| ≤ 2η²/(γ−2η), |λ'−λ1−a1−a2| ≤ 4η³/(γ(γ−2η))",
         "For symmetric PSD A with γ > 0, symmetric E with η = ‖E‖₂ < γ/2, λ' = λ_max(A+E).",
         ("A symmetric PSD", "E symmetric", "γ > 0", "2η < γ"),
-        _s2, _s2_mp, _S + "S2", "S2",
+        _s2,
+        _s2_mp,
+        _S + "S2",
+        "S2",
         weakenings=(
-            Weakening("S2-repeated-top", "first-order S2 bound when λ1 is repeated "
-                      "(γ to the next distinct eigenvalue, a1 = vᵀEv for a chosen top v)",
-                      "γ > 0", _s2_repeated_top, _s2_repeated_top_mp, _S + "S2-repeated-top"),
+            Weakening(
+                "S2-repeated-top",
+                "first-order S2 bound when λ1 is repeated "
+                "(γ to the next distinct eigenvalue, a1 = vᵀEv for a chosen top v)",
+                "γ > 0",
+                _s2_repeated_top,
+                _s2_repeated_top_mp,
+                _S + "S2-repeated-top",
+            ),
         ),
     ),
     Claim(
-        "SIGN", "a2 ≥ 0: ‖P⊥Ev‖²/(λ1−λ_min) ≤ a2 ≤ ‖P⊥Ev‖²/γ",
+        "SIGN",
+        "a2 ≥ 0: ‖P⊥Ev‖²/(λ1−λ_min) ≤ a2 ≤ ‖P⊥Ev‖²/γ",
         "For symmetric PSD A with γ > 0 and symmetric E, the second-order coefficient a2 of "
         "λ_max(A+tE) lies between ‖P⊥Ev‖²/(λ1−λ_min) and ‖P⊥Ev‖²/γ.",
         ("A symmetric PSD", "E symmetric", "γ > 0"),
-        _sign, _sign_mp, _S + "SIGN", "SIGN",
+        _sign,
+        _sign_mp,
+        _S + "SIGN",
+        "SIGN",
         weakenings=(
-            Weakening("SIGN-lambda1-denominator", "a2 ≥ ‖P⊥Ev‖²/λ1 for symmetric A not PSD",
-                      "A ⪰ 0", _sign_lambda1_denominator, _sign_lambda1_denominator_mp,
-                      _S + "SIGN-lambda1-denominator"),
+            Weakening(
+                "SIGN-lambda1-denominator",
+                "a2 ≥ ‖P⊥Ev‖²/λ1 for symmetric A not PSD",
+                "A ⪰ 0",
+                _sign_lambda1_denominator,
+                _sign_lambda1_denominator_mp,
+                _S + "SIGN-lambda1-denominator",
+            ),
         ),
     ),
     Claim(
-        "T4.3a", "per draw: λ_max(F+E) ≥ λ_max(F) + E_11 (E from quantizing the weights)",
+        "T4.3a",
+        "per draw: λ_max(F+E) ≥ λ_max(F) + E_11 (E from quantizing the weights)",
         "For an empirical FIM F with γ > 0 and the perturbation E = F(Q(θ)) − F(θ) caused by a "
         "quantizer Q: λ_max(F+E) ≥ λ_max(F) + v1ᵀEv1.",
         ("F an empirical FIM (PSD)", "γ > 0", "E symmetric (from quantization)"),
-        _quant_directional, _directional_mp, _S + "T4.3a", "Thm 4.3 (a)",
+        _quant_directional,
+        _directional_mp,
+        _S + "T4.3a",
+        "Thm 4.3 (a)",
         weakenings=(
-            Weakening("T4.3a-per-draw", "per draw: λ_max(F+E) ≥ λ_max(F) − 4η³/(γ(γ−2η))",
-                      "the E_11 term (its sign is not fixed)", _per_draw_third_order,
-                      _per_draw_third_order_mp, _S + "T4.3a-per-draw"),
+            Weakening(
+                "T4.3a-per-draw",
+                "per draw: λ_max(F+E) ≥ λ_max(F) − 4η³/(γ(γ−2η))",
+                "the E_11 term (its sign is not fixed)",
+                _per_draw_third_order,
+                _per_draw_third_order_mp,
+                _S + "T4.3a-per-draw",
+            ),
         ),
     ),
     Claim(
-        "T4.3b", "in expectation: E λ_max(F+E) ≥ λ_max(F), and ≥ λ1 + E[a2] − 4E[η³]/(γ(γ−2η̄))",
+        "T4.3b",
+        "in expectation: E λ_max(F+E) ≥ λ_max(F), and ≥ λ1 + E[a2] − 4E[η³]/(γ(γ−2η̄))",
         "For an empirical FIM F and a finite zero-mean distribution of symmetric E: Jensen's "
         "E λ_max(F+E) ≥ λ_max(F); if moreover γ > 0 and η ≤ η̄ < γ/2 on every draw, the "
         "second-order lower bound holds.",
         ("F PSD", "E[E] = 0 exactly", "for the second part: γ > 0, η̄ < γ/2"),
-        _t43b, _t43b_mp, _S + "T4.3b", "Thm 4.3 (b)",
+        _t43b,
+        _t43b_mp,
+        _S + "T4.3b",
+        "Thm 4.3 (b)",
         weakenings=(
-            Weakening("T4.3b-nonzero-mean", "E λ_max(F+E) ≥ λ_max(F) for noise of nonzero mean",
-                      "E[E] = 0", _nonzero_mean_jensen, _nonzero_mean_jensen_mp,
-                      _S + "T4.3b-nonzero-mean"),
+            Weakening(
+                "T4.3b-nonzero-mean",
+                "E λ_max(F+E) ≥ λ_max(F) for noise of nonzero mean",
+                "E[E] = 0",
+                _nonzero_mean_jensen,
+                _nonzero_mean_jensen_mp,
+                _S + "T4.3b-nonzero-mean",
+            ),
         ),
     ),
     Claim(
-        "T4.3c", "strict at leading order: E λ_max(F+sE) > λ_max(F) for 0 < s < s_c (genericity)",
+        "T4.3c",
+        "strict at leading order: E λ_max(F+sE) > λ_max(F) for 0 < s < s_c (genericity)",
         "For F PSD with γ > 0 and a finite zero-mean distribution of E with P(P⊥Ev ≠ 0) > 0: "
         "E[a2] > 0 and E λ_max(F+sE) > λ_max(F) for every 0 < s < s_c = "
         "E[a2]γ²/(2E[a2]γη̄ + 4E[η³]); checked at s = s_c/2.",
         ("F PSD", "γ > 0", "E[E] = 0 exactly", "genericity: P⊥Ev ≠ 0 for some draw"),
-        lambda inst: _t43c_core(inst, True), _t43c_mp, _S + "T4.3c", "Thm 4.3 (c)", strict=True,
+        lambda inst: _t43c_core(inst, True),
+        _t43c_mp,
+        _S + "T4.3c",
+        "Thm 4.3 (c)",
+        strict=True,
         weakenings=(
-            Weakening("T4.3c-no-genericity", "strict elevation without genericity "
-                      "(E commuting with F)", "genericity",
-                      lambda inst: _t43c_core(inst, False),
-                      lambda inst, dps: _t43c_mp(inst, dps, False),
-                      _S + "T4.3c-no-genericity", strict=True),
+            Weakening(
+                "T4.3c-no-genericity",
+                "strict elevation without genericity (E commuting with F)",
+                "genericity",
+                lambda inst: _t43c_core(inst, False),
+                lambda inst, dps: _t43c_mp(inst, dps, False),
+                _S + "T4.3c-no-genericity",
+                strict=True,
+            ),
         ),
     ),
     Claim(
-        "P3.2", "input departure under LCM raises Λ pointwise, in mean and in every quantile",
+        "P3.2",
+        "input departure under LCM raises Λ pointwise, in mean and in every quantile",
         "If t ↦ Λ(x + t u(x)) is non-decreasing on [0, T] for every calibration input x (LCM), "
         "then Λ(x_t) ≥ Λ(x) for all t, and the mean and q-quantile of {Λ(x_t)} are ≥ those of "
         "{Λ(x)}. Checked on logistic and softmax regression; LCM is checked on a uniform grid "
         "(resolution T/steps) and the conclusion asserted at the same grid points.",
         ("LCM along every displacement path (at the stated grid resolution)",),
-        _p32, _exact_mp(_p32), _S + "P3.2", "Prop 3.2",
+        _p32,
+        _exact_mp(_p32),
+        _S + "P3.2",
+        "Prop 3.2",
         weakenings=(
-            Weakening("P3.2-no-LCM", "departure raises Λ without LCM", "LCM",
-                      lambda inst: _p32(inst, require_lcm=False),
-                      _exact_mp(lambda inst: _p32(inst, require_lcm=False)), _S + "P3.2-no-LCM"),
+            Weakening(
+                "P3.2-no-LCM",
+                "departure raises Λ without LCM",
+                "LCM",
+                lambda inst: _p32(inst, require_lcm=False),
+                _exact_mp(lambda inst: _p32(inst, require_lcm=False)),
+                _S + "P3.2-no-LCM",
+            ),
         ),
     ),
     Claim(
-        "AH", "heuristic: ‖ḡ‖² ≤ λ̂_H ≤ λ_max (Rayleigh quotient at ḡ/‖ḡ‖, k power steps)",
+        "AH",
+        "heuristic: ‖ḡ‖² ≤ λ̂_H ≤ λ_max (Rayleigh quotient at ḡ/‖ḡ‖, k power steps)",
         "For scores G with ḡ ≠ 0 and k ≥ 0 power steps, the Rayleigh quotient λ̂_H of F at "
         "F^k ḡ satisfies ‖ḡ‖² ≤ λ̂_H ≤ λ_max(F). Its accuracy λ̂_H/λ_max is measured.",
-        ("ḡ ≠ 0",), _ah, _ah_mp, _S + "AH", "heuristic approximation",
+        ("ḡ ≠ 0",),
+        _ah,
+        _ah_mp,
+        _S + "AH",
+        "heuristic approximation",
         weakenings=(
-            Weakening("AH-accurate", "λ̂_H ≥ 0.99 λ_max", "(accuracy is not promised)",
-                      _ah_exact, _ah_exact_mp, _S + "AH-accurate"),
+            Weakening(
+                "AH-accurate",
+                "λ̂_H ≥ 0.99 λ_max",
+                "(accuracy is not promised)",
+                _ah_exact,
+                _ah_exact_mp,
+                _S + "AH-accurate",
+            ),
         ),
     ),
     Claim(
-        "AB", "two-sided: L ≤ λ_max(F) ≤ U (norms, diagonal, Lanczos Ritz, trace powers)",
+        "AB",
+        "two-sided: L ≤ λ_max(F) ≤ U (norms, diagonal, Lanczos Ritz, trace powers)",
         "L = max(max_i‖g_i‖²/n, ‖ḡ‖², max_k F_kk, k-step Lanczos Ritz value, (tr K^q/r)^{1/q}) "
         "≤ λ_max ≤ U = min(tr F, max_i (1/n)Σ_j|⟨g_i,g_j⟩|, (tr K^q)^{1/q}), r = min(P, #nonzero "
         "rows) ≥ rank.",
-        ("F ≠ 0",), _ab, _ab_mp, _S + "AB", "rigorous two-sided approximation",
+        ("F ≠ 0",),
+        _ab,
+        _ab_mp,
+        _S + "AB",
+        "rigorous two-sided approximation",
     ),
     Claim(
-        "C", "completeness: every float64 σ (NaN, ±inf, ±0, subnormal) lies in exactly one cell",
+        "C",
+        "completeness: every float64 σ (NaN, ±inf, ±0, subnormal) lies in exactly one cell",
         "For finite strictly increasing thresholds, the cells [τ_{k−1}, τ_k) (top cell closed at "
         "+∞) and a NaN cell partition float64: each σ in exactly one cell, cell(σ) agrees with "
         "membership, is monotone in σ, every cell is non-empty, and products of partitions are "
         "complete.",
-        ("thresholds finite and strictly increasing",), _c, _exact_mp(_c), _S + "C",
+        ("thresholds finite and strictly increasing",),
+        _c,
+        _exact_mp(_c),
+        _S + "C",
         "completeness of the threshold partition",
         note="THEORY.md §6 writes C_K = {τ_{K−1} ≤ σ < +∞}, which leaves σ = +∞ in no cell; the "
         "suite closes the top cell and shows the open version is falsified (C-open-top).",
         weakenings=(
-            Weakening("C-repeated-thresholds", "partition with repeated thresholds",
-                      "strictly increasing thresholds", _c_weak("repeated"),
-                      _exact_mp(_c_weak("repeated")), _S + "C-repeated-thresholds"),
-            Weakening("C-no-nan-cell", "partition without a NaN cell", "the NaN cell",
-                      _c_weak("no-nan-cell"), _exact_mp(_c_weak("no-nan-cell")), _S + "C"),
-            Weakening("C-open-top", "top cell [τ_{K−1}, +∞) open at +∞ (literal THEORY.md)",
-                      "the closed top cell", _c_weak("open-top"), _exact_mp(_c_weak("open-top")),
-                      _S + "C"),
-            Weakening("C-closed-cells", "cells closed at both ends [τ_{k−1}, τ_k]",
-                      "half-open cells", _c_weak("closed-cells"),
-                      _exact_mp(_c_weak("closed-cells")), _S + "C"),
+            Weakening(
+                "C-repeated-thresholds",
+                "partition with repeated thresholds",
+                "strictly increasing thresholds",
+                _c_weak("repeated"),
+                _exact_mp(_c_weak("repeated")),
+                _S + "C-repeated-thresholds",
+            ),
+            Weakening(
+                "C-no-nan-cell",
+                "partition without a NaN cell",
+                "the NaN cell",
+                _c_weak("no-nan-cell"),
+                _exact_mp(_c_weak("no-nan-cell")),
+                _S + "C",
+            ),
+            Weakening(
+                "C-open-top",
+                "top cell [τ_{K−1}, +∞) open at +∞ (literal THEORY.md)",
+                "the closed top cell",
+                _c_weak("open-top"),
+                _exact_mp(_c_weak("open-top")),
+                _S + "C",
+            ),
+            Weakening(
+                "C-closed-cells",
+                "cells closed at both ends [τ_{k−1}, τ_k]",
+                "half-open cells",
+                _c_weak("closed-cells"),
+                _exact_mp(_c_weak("closed-cells")),
+                _S + "C",
+            ),
         ),
     ),
 ]
@@ -1005,9 +1130,7 @@ def get_claim(claim_id: str) -> Claim:
     try:
         return REGISTRY[claim_id]
     except KeyError:
-        raise UnknownIdError(
-            f"unknown claim id {claim_id!r}; known: {', '.join(REGISTRY)}"
-        ) from None
+        raise UnknownIdError(f"unknown claim id {claim_id!r}; known: {', '.join(REGISTRY)}") from None
 
 
 def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50):

@@ -77,8 +77,7 @@ def _load_plugin(ep) -> Command:
     except ImportError as exc:
         missing = getattr(exc, "name", None) or str(exc)
         raise FimTheoryError(
-            f"command '{ep.name}' is unavailable: cannot import {missing} "
-            f"(install the extras: pip install -e '.[all]')"
+            f"command '{ep.name}' is unavailable: cannot import {missing} (install the extras: pip install -e '.[all]')"
         ) from exc
     if not isinstance(cmd, Command):
         raise FimTheoryError(f"plugin {ep.value} is not a fimtheory.cli.Command")

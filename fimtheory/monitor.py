@@ -39,9 +39,7 @@ class ThresholdPartition:
             raise InputError(f"thresholds must be finite (±inf are implicit), got {t.tolist()}")
         if t.size > 1 and not np.all(np.diff(t) > 0):
             i = int(np.argmax(~(np.diff(t) > 0)))
-            raise InputError(
-                f"thresholds must be strictly increasing: τ[{i}] = {t[i]!r} >= τ[{i + 1}] = {t[i + 1]!r}"
-            )
+            raise InputError(f"thresholds must be strictly increasing: τ[{i}] = {t[i]!r} >= τ[{i + 1}] = {t[i + 1]!r}")
         # −0.0 and 0.0 compare equal; store +0.0 so the cell of ±0 never depends on the sign bit.
         self.thresholds = t + 0.0
         self.nan_cell = int(t.size + 1)
@@ -157,8 +155,11 @@ class StreamingLambdaMax:
         val, vec = lanczos_ritz(Ks, min(30, K.shape[0]), start)
         resid = np.linalg.norm(Ks @ vec - val * vec)
         diag_floor = float(np.max(np.diag(Ks)))
-        if (resid > self.tol * max(abs(val), np.finfo(float).tiny) or val < diag_floor * (1 - 1e-12)
-                or val * c < floor * (1 - 1e-12)):
+        if (
+            resid > self.tol * max(abs(val), np.finfo(float).tiny)
+            or val < diag_floor * (1 - 1e-12)
+            or val * c < floor * (1 - 1e-12)
+        ):
             self.dense_fallbacks += 1
             w, V = np.linalg.eigh(Ks)
             return float(w[-1]) * c, V[:, -1]

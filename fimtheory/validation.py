@@ -27,9 +27,7 @@ def as_matrix(x, name: str = "A", *, square: bool = False, allow_empty: bool = F
     arr = arr.astype(np.float64, copy=False)
     if not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0]
-        raise InputError(
-            f"{name} has a non-finite entry {arr[tuple(bad)]!r} at index {tuple(int(i) for i in bad)}"
-        )
+        raise InputError(f"{name} has a non-finite entry {arr[tuple(bad)]!r} at index {tuple(int(i) for i in bad)}")
     return arr
 
 
@@ -68,8 +66,7 @@ def as_symmetric(x, name: str = "A") -> np.ndarray:
     if asym > tol:
         i, j = np.unravel_index(int(np.argmax(np.abs(a - a.T))), a.shape)
         raise InputError(
-            f"{name} is not symmetric: |{name}[{i},{j}] - {name}[{j},{i}]| = {asym:.3g} "
-            f"exceeds tolerance {tol:.3g}"
+            f"{name} is not symmetric: |{name}[{i},{j}] - {name}[{j},{i}]| = {asym:.3g} exceeds tolerance {tol:.3g}"
         )
     return 0.5 * (a + a.T)
 
@@ -86,8 +83,7 @@ def as_psd(x, name: str = "A") -> np.ndarray:
     w = np.linalg.eigvalsh(a)
     if w[0] < -psd_tolerance(w):
         raise InputError(
-            f"{name} is not positive semidefinite: smallest eigenvalue {w[0]:.6g} "
-            f"(tolerance {psd_tolerance(w):.3g})"
+            f"{name} is not positive semidefinite: smallest eigenvalue {w[0]:.6g} (tolerance {psd_tolerance(w):.3g})"
         )
     return a
 

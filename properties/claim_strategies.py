@@ -27,9 +27,7 @@ def _mp(p, **kw) -> MatrixPerturbation:
 
 
 def _generic_pairs(min_gap=None, relative_norm=(1e-8, 10.0), relative_to="lambda_max", n=(1, 8)):
-    return S.psd_with_noise(
-        n=n, min_gap=min_gap, relative_norm=relative_norm, relative_to=relative_to
-    ).map(_mp)
+    return S.psd_with_noise(n=n, min_gap=min_gap, relative_norm=relative_norm, relative_to=relative_to).map(_mp)
 
 
 @st.composite
@@ -104,8 +102,10 @@ def antithetic_ensembles(draw, *, min_gap=None, source="any", commuting=False):
         p = draw(S.psd_with_noise(n=(2, 6), min_gap=min_gap, relative_norm=(1e-4, 1.0)))
         F = p.A
         k = draw(st.integers(1, 3))
-        Es = [p.E] + [draw(S.symmetric_noise(n=F.shape[0], kind="any", norm=float(np.linalg.norm(p.E, 2)) or 1.0))
-                      for _ in range(k - 1)]
+        Es = [p.E] + [
+            draw(S.symmetric_noise(n=F.shape[0], kind="any", norm=float(np.linalg.norm(p.E, 2)) or 1.0))
+            for _ in range(k - 1)
+        ]
         origin = "random symmetric noise"
     else:
         q = draw(S.quantization_noise_matrices(n=(4, 10), d=(2, 4)))
@@ -157,15 +157,24 @@ def departures(draw, *, models=("logistic", "softmax")):
         labels.append(y)
         dirs.append(U)
     T = draw(st.sampled_from([0.5, 2.0, 8.0]))
-    return DepartureInstance(model, theta, tuple(inputs), tuple(labels), tuple(dirs), T,
-                             steps=draw(st.sampled_from([8, 16])), quantile=draw(st.sampled_from([0.5, 0.9])))
+    return DepartureInstance(
+        model,
+        theta,
+        tuple(inputs),
+        tuple(labels),
+        tuple(dirs),
+        T,
+        steps=draw(st.sampled_from([8, 16])),
+        quantile=draw(st.sampled_from([0.5, 0.9])),
+    )
 
 
 @st.composite
 def score_instances(draw):
     G = draw(S.score_matrices())
-    return ScoreInstance(G, power_steps=draw(st.integers(0, 5)), lanczos_steps=draw(st.integers(1, 6)),
-                         q=draw(st.integers(1, 8)))
+    return ScoreInstance(
+        G, power_steps=draw(st.integers(0, 5)), lanczos_steps=draw(st.integers(1, 6)), q=draw(st.integers(1, 8))
+    )
 
 
 @st.composite
@@ -182,8 +191,9 @@ def partitions(draw, *, repeated=False):
         for x in t:
             near += [x, float(np.nextafter(x, -np.inf)), float(np.nextafter(x, np.inf))]
     sig = sig + draw(st.lists(st.sampled_from(near), max_size=4)) if near else sig
-    sig = sig + draw(st.lists(st.sampled_from([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, 5e-324]),
-                              max_size=3))
+    sig = sig + draw(
+        st.lists(st.sampled_from([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, 5e-324]), max_size=3)
+    )
     second = tuple(float(x) for x in draw(S.thresholds(k=(0, 3))))
     return PartitionInstance(tuple(t), tuple(sig), second)
 

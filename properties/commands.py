@@ -38,8 +38,17 @@ def _verify_run(args) -> int:
     all_ok = all(r.status in ("verified",) for r in reports)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"profile": args.profile, "seed": args.seed, "dps": args.dps,
-                       "claims": [r.to_json() for r in reports], "all_verified": all_ok}, fh, indent=2)
+            json.dump(
+                {
+                    "profile": args.profile,
+                    "seed": args.seed,
+                    "dps": args.dps,
+                    "claims": [r.to_json() for r in reports],
+                    "all_verified": all_ok,
+                },
+                fh,
+                indent=2,
+            )
     falsified = [r.id for r in reports if r.status in ("falsified", "error")]
     if falsified:
         print(f"falsified or errored: {', '.join(falsified)}")
@@ -62,8 +71,9 @@ def _cx_run(args) -> int:
     return hunt_command(args)
 
 
-COUNTEREXAMPLES = Command("counterexamples", "falsify every weakening and store certified counterexamples",
-                          _cx_args, _cx_run)
+COUNTEREXAMPLES = Command(
+    "counterexamples", "falsify every weakening and store certified counterexamples", _cx_args, _cx_run
+)
 
 
 def _replay_args(p):

@@ -14,8 +14,11 @@ def _enc(x):
     if isinstance(x, np.ndarray):
         if x.dtype.kind in "iub":
             return {"ndarray": x.astype(int).tolist(), "dtype": str(x.dtype), "shape": list(x.shape)}
-        return {"ndarray": [float(v).hex() for v in x.astype(float).ravel()], "dtype": "float64",
-                "shape": list(x.shape)}
+        return {
+            "ndarray": [float(v).hex() for v in x.astype(float).ravel()],
+            "dtype": "float64",
+            "shape": list(x.shape),
+        }
     if isinstance(x, float | np.floating):
         return {"float": float(x).hex()}
     if isinstance(x, tuple | list):
@@ -39,8 +42,16 @@ def _dec(x):
     return x
 
 
-_TYPES = {c.__name__: c for c in (_inst.MatrixPerturbation, _inst.NoiseEnsemble, _inst.ScoreInstance,
-                                  _inst.PartitionInstance, _inst.DepartureInstance)}
+_TYPES = {
+    c.__name__: c
+    for c in (
+        _inst.MatrixPerturbation,
+        _inst.NoiseEnsemble,
+        _inst.ScoreInstance,
+        _inst.PartitionInstance,
+        _inst.DepartureInstance,
+    )
+}
 
 
 def instance_to_json(inst) -> dict:

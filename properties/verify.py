@@ -124,9 +124,13 @@ def check_property(
             target(-margin, label="negated margin")
         if not holds:
             failure.clear()
-            failure.update(instance=instance, float_margin=out.margin,
-                           mp_margin=None if mp_margin is None else str(mp_margin), details=out.details,
-                           reason=out.reason)
+            failure.update(
+                instance=instance,
+                float_margin=out.margin,
+                mp_margin=None if mp_margin is None else str(mp_margin),
+                details=out.details,
+                reason=out.reason,
+            )
             raise ConfirmedViolation(f"{subject.id}: margin {margin!r}")
 
     run = hypothesis_seed(seed)(settings(hypothesis_settings(profile, max_examples))(prop))

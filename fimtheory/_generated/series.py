@@ -5,7 +5,7 @@
 
 Notation: lam = eigenvalues of A in descending order with lam[0] simple; M = VᵀEV is the
 perturbation in A's eigenbasis (symmetric). In the code, M11 = M[0, 0], e = M[0, 1:],
-B = M[1:, 1:] and r = 1/(lam[0] − lam[1:]) is the diagonal of the reduced resolvent R.
+B = M[1:, 1:] and d = lam[0] − lam[1:], so the reduced resolvent R = diag(1/d).
 A variable named like ``e_R_B_R_e`` is the scalar eᵀ R B R e; one named like ``B_R_e`` is
 the vector B R e. Sums in the comments use 0-based indices over 1..n−1.
 """
@@ -15,6 +15,12 @@ import numpy as np
 from fimtheory.errors import InputError
 
 MAX_ORDER = 4
+
+
+def _as_array(values):
+    """float64 array, unless ``values`` is an object array (e.g. of mpmath mpf): kept as is."""
+    values = np.asarray(values)
+    return values if values.dtype == object else values.astype(np.float64)
 
 
 def series_coefficients(lam, M, order=3):
@@ -33,15 +39,15 @@ def series_coefficients(lam, M, order=3):
     -------
     numpy.ndarray, shape (order,)
     """
-    lam = np.asarray(lam, dtype=np.float64)
-    M = np.asarray(M, dtype=np.float64)
+    lam = _as_array(lam)
+    M = _as_array(M)
     if not 1 <= int(order) <= MAX_ORDER or int(order) != order:
         raise InputError(f"order must be an integer in 1..{MAX_ORDER}, got {order!r}")
     if lam.ndim != 1 or M.shape != (lam.size, lam.size):
         raise InputError(f"need lam of shape (n,) and M of shape (n, n), got {lam.shape}, {M.shape}")
     if lam.size > 1 and not lam[0] > lam[1]:
         raise InputError("lam must be descending with lam[0] simple (lam[0] > lam[1])")
-    r = 1.0 / (lam[0] - lam[1:])
+    d = lam[0] - lam[1:]
     e = M[0, 1:]
     B = M[1:, 1:]
     M11 = M[0, 0]
@@ -51,66 +57,60 @@ def series_coefficients(lam, M, order=3):
     if order == 1:
         return np.array(coefficients)
     # a2 = Sum(M[0, j]**2/(lam[0] - lam[j]), (j, 1, n - 1))
-    R_e = r * e
-    e_R_e = R_e @ e
+    R_e = e / d
+    e_R_e = np.sum(R_e * e)
     coefficients.append(e_R_e)
     if order == 2:
         return np.array(coefficients)
     # a3 = -M[0, 0]*Sum(M[0, j]**2/(lam[0] - lam[j])**2, (j, 1, n - 1)) + Sum(M[0, j]*M[0, k]*M[j, k]/((lam[0] - lam[j])*(lam[0] - lam[k])), (j, 1, n - 1), (k, 1, n - 1))
     B_R_e = B @ R_e
-    e_R_R_e = R_e @ R_e
-    e_R_B_R_e = B_R_e @ R_e
+    e_R_R_e = np.sum(R_e * R_e)
+    e_R_B_R_e = np.sum(B_R_e * R_e)
     coefficients.append(-M11*e_R_R_e + e_R_B_R_e)
     if order == 3:
         return np.array(coefficients)
     # a4 = M[0, 0]**2*Sum(M[0, j]**2/(lam[0] - lam[j])**3, (j, 1, n - 1)) - 2*M[0, 0]*Sum(M[0, j]*M[0, k]*M[j, k]/((lam[0] - lam[j])*(lam[0] - lam[k])**2), (j, 1, n - 1), (k, 1, n - 1)) - Sum(M[0, j]**2/(lam[0] - lam[j])**2, (j, 1, n - 1))*Sum(M[0, k]**2/(lam[0] - lam[k]), (k, 1, n - 1)) + Sum(M[0, j]*M[0, l]*M[j, k]*M[k, l]/((lam[0] - lam[j])*(lam[0] - lam[k])*(lam[0] - lam[l])), (j, 1, n - 1), (k, 1, n - 1), (l, 1, n - 1))
-    R_R_e = r * R_e
-    R_B_R_e = r * B_R_e
-    e_R_R_R_e = R_R_e @ R_e
-    e_R_B_R_R_e = B_R_e @ R_R_e
-    e_R_B_R_B_R_e = R_B_R_e @ B_R_e
+    R_R_e = R_e / d
+    R_B_R_e = B_R_e / d
+    e_R_R_R_e = np.sum(R_R_e * R_e)
+    e_R_B_R_R_e = np.sum(B_R_e * R_R_e)
+    e_R_B_R_B_R_e = np.sum(R_B_R_e * B_R_e)
     coefficients.append(M11**2*e_R_R_R_e - 2*M11*e_R_B_R_R_e + e_R_B_R_B_R_e - e_R_R_e*e_R_e)
     return np.array(coefficients)
 
 
 def coefficient_bound(k, eta, gap):
-    """Cauchy bound |a_k| ≤ eta*(2*eta/gap)**(k - 1) (for k ≥ 1, eta = ‖E‖₂, gap = λ1 − λ2)."""
-    k = np.asarray(k, dtype=np.float64)
-    eta = np.asarray(eta, dtype=np.float64)
-    gap = np.asarray(gap, dtype=np.float64)
-    return (eta*(2*eta/gap)**(k - 1))[()]
+    """Cauchy bound |a_k| ≤ eta*(2*eta/gap)**(k - 1) (k ≥ 1, eta = ‖E‖₂, gap = λ1 − λ2 > 0).
+
+    Plain arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
+    """
+    return eta*(2*eta/gap)**(k - 1)
 
 
 def remainder_bound_first(eta, gap):
-    """Bound on |λ_max(A+E) − λ1 − a1|: -2*eta**2/(2*eta - gap); +inf unless 2·eta < gap."""
-    eta = np.asarray(eta, dtype=np.float64)
-    gap = np.asarray(gap, dtype=np.float64)
-    applies = 2.0 * eta < gap
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(applies, -2*eta**2/(2*eta - gap), np.inf)[()]
+    """Bound 2*eta**2 / (-2*eta + gap) on |λ_max(A+E) − λ1 − a1|.
+
+    Valid only under the hypothesis 2·eta < gap, which the caller checks. Plain
+    arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
+    """
+    return 2*eta**2 / (-2*eta + gap)
 
 
 def remainder_bound_second(eta, gap):
-    """Bound on |λ_max(A+E) − λ1 − a1 − a2|: -4*eta**3/(gap*(2*eta - gap)); +inf unless 2·eta < gap."""
-    eta = np.asarray(eta, dtype=np.float64)
-    gap = np.asarray(gap, dtype=np.float64)
-    applies = 2.0 * eta < gap
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(applies, -4*eta**3/(gap*(2*eta - gap)), np.inf)[()]
+    """Bound 4*eta**3 / (gap*(-2*eta + gap)) on |λ_max(A+E) − λ1 − a1 − a2|.
+
+    Valid only under the hypothesis 2·eta < gap, which the caller checks. Plain
+    arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
+    """
+    return 4*eta**3 / (gap*(-2*eta + gap))
 
 
 def sign_bounds(lam_top, lam_second, lam_min, residual_norm_sq):
-    """(lower, upper) with lower ≤ a2 ≤ upper, from ‖P⊥Ev‖² = residual_norm_sq.
+    """(lower, upper) with lower ≤ a2 ≤ upper, where residual_norm_sq = ‖P⊥Ev‖².
 
-    lower = residual_norm_sq/(-lam_min + lam_top), upper = residual_norm_sq/(-lam_second + lam_top). A zero residual gives (0, 0) (then a2 = 0);
-    upper is +inf when lam_top == lam_second.
+    Needs lam_top > lam_second (γ > 0) and, for lower, lam_top > lam_min.
+    Plain arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
     """
-    lam_top = np.asarray(lam_top, dtype=np.float64)
-    lam_second = np.asarray(lam_second, dtype=np.float64)
-    lam_min = np.asarray(lam_min, dtype=np.float64)
-    residual_norm_sq = np.asarray(residual_norm_sq, dtype=np.float64)
-    zero = residual_norm_sq == 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lower = np.where(zero, 0.0, residual_norm_sq/(-lam_min + lam_top))
-        upper = np.where(zero, 0.0, np.where(lam_top > lam_second, residual_norm_sq/(-lam_second + lam_top), np.inf))
-    return lower[()], upper[()]
+    lower = residual_norm_sq / (-lam_min + lam_top)
+    upper = residual_norm_sq / (-lam_second + lam_top)
+    return lower, upper
