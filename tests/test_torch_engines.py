@@ -165,3 +165,11 @@ def test_cuda_matches_cpu(method):
     assert r.vector.is_cuda
     ref = _ref(G)
     assert abs(r.value - ref) <= _tol(G, ref, r.residual) * 10
+
+
+def test_lanczos_indefinite_operator_top_near_zero():
+    """−A for PSD A (largest eigenvalue −λ_min(A) ≈ 0): converges relative to ‖A‖."""
+    d = torch.cat([torch.tensor([1e-14]), torch.linspace(0.5, 3.0, 99)]).double()
+    r = lanczos(lambda v: -d * v, 100, tol=1e-10, seed=0)
+    assert r.converged
+    assert abs(r.value - (-1e-14)) <= r.residual + 1e-12

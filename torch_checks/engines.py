@@ -135,14 +135,16 @@ def lanczos(
     max_iter: int | None = None,
     seed: int = 0,
 ) -> LanczosResult:
-    """Largest eigenvalue of a symmetric PSD operator by Lanczos with full reorthogonalisation.
+    """Largest eigenvalue of a symmetric operator by Lanczos with full reorthogonalisation.
 
     Parameters
     ----------
     matvec : callable
-        v ↦ A v for 1-D tensors of length ``dim`` (A symmetric).
+        v ↦ A v for 1-D tensors of length ``dim`` (A symmetric; PSD in our use, but any
+        symmetric A works: the result is its largest eigenvalue).
     tol : float
-        Relative stopping tolerance: stop when the Ritz residual β_k·|s_k| ≤ tol_eff·θ,
+        Relative stopping tolerance: stop when the Ritz residual β_k·|s_k| ≤ tol_eff·‖A‖~,
+        with ‖A‖~ the largest of |θ|, |α_j|, β_j seen so far (= θ for PSD A) and
         tol_eff = max(tol, 64·eps(dtype)) (a float32 run cannot resolve 1e-10).
     max_iter : int, optional
         Default min(dim, 500). Reaching ``dim`` steps spans the whole space: exact.
@@ -193,12 +195,14 @@ def lanczos(
                                       select_range=(k, k))
             s = sv[:, 0]
         theta = float(ev[-1])
-        scale = max(scale, abs(theta), abs(alpha))  # ≈ ‖A‖ for PSD A
+        # lower estimate of ‖A‖ (= θ for PSD A); also sound for indefinite A, where the
+        # wanted θ may be near 0 and a tolerance relative to |θ| could never be met
+        scale = max(scale, abs(theta), abs(alpha), beta)
         res_est = beta * abs(float(s[-1]))
         if beta <= 16 * eps * max(scale, 1e-300) * math.sqrt(dim) or scale == 0.0:
             converged = True  # invariant subspace: Ritz values are eigenvalues
             break
-        if res_est <= tol_eff * max(abs(theta), 1e-300):
+        if res_est <= tol_eff * scale:
             converged = True
             break
         if k + 1 == dim:
