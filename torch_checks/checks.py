@@ -462,8 +462,10 @@ def lambda_max_gram(G: torch.Tensor) -> float:
 def gram_r_margin(G: torch.Tensor, Gq: torch.Tensor, base: GramSpectrum | None = None) -> dict:
     """The R margin λ_max(F+E) − λ1 − v1ᵀEv1 for E = F(θ̃) − F(θ), F never formed.
 
-    λ_max(F+E) = λ_max(G̃ᵀG̃/n) from the Gram matrix of the quantized scores; v1 from the top
-    Gram eigenvector of G; v1ᵀEv1 = ‖G̃v1‖²/n − λ1.
+    λ_max(F+E) = λ_max(G̃ᵀG̃/n) from the Gram matrix of the quantized scores (eigh, the same
+    route as λ1); v1 from the top Gram eigenvector of G; v1ᵀEv1 = ‖G̃v1‖²/n − λ1, computed as
+    (‖G̃v1‖² − ‖Gv1‖²)/n (equal in exact arithmetic since ‖Gv1‖²/n = λ1; the difference form
+    makes E = 0 give exactly 0).
 
     Returns
     -------
@@ -473,9 +475,9 @@ def gram_r_margin(G: torch.Tensor, Gq: torch.Tensor, base: GramSpectrum | None =
     """
     base = base or gram_spectrum(G)
     n = G.shape[0]
-    lam_q = lambda_max_gram(Gq)
-    gv = Gq @ base.v1
-    e11 = float(gv @ gv) / n - base.lambda1
+    lam_q = float(torch.linalg.eigvalsh(gram_matrix(Gq))[-1])  # same route as λ1
+    gq, g = Gq @ base.v1, G @ base.v1
+    e11 = (float(gq @ gq) - float(g @ g)) / n  # = ‖G̃v1‖²/n − λ1, rounding of v1 cancelling
     margin = lam_q - base.lambda1 - e11
     err = 1e4 * n * EPS64 * (abs(base.lambda1) + abs(lam_q))
     return {"lambda1": base.lambda1, "lambda_q": lam_q, "e11": e11, "gap": base.gap,
@@ -553,9 +555,19 @@ class Adjudicator:
         holds = claim.holds(m) if math.isfinite(m) else False
         extra: dict = {"float_margin": m, "error_estimate": err}
         wants_mp = outcome.needs_adjudication or not holds
+        if (wants_mp and isinstance(instance, MatrixPerturbation) and not claim.strict
+                and not np.any(instance.E)):
+            # E = 0 exactly: λ_max(A+E) = λ1 and every E-term vanishes, so the margin is 0 in
+            # exact arithmetic — a tie, which a non-strict claim allows.
+            extra.update(exact_zero_E=True, mp_margin=0.0)
+            return "verified", extra
         if wants_mp and instance is not None and dim <= self.max_dim and self.used < self.budget:
             self.used += 1
-            ok, mp_margin = adjudicate(claim, instance, outcome, self.dps)
+            try:
+                ok, mp_margin = adjudicate(claim, instance, outcome, self.dps)
+            except ArithmeticError as exc:  # e.g. a degenerate mp eigenproblem
+                extra["why"] = f"mpmath adjudication failed: {type(exc).__name__}"
+                return ("inconclusive" if abs(m) <= err or not holds else "verified"), extra
             extra.update(adjudicated=True, mp_margin=float(mp_margin), mp_dps=self.dps)
             return ("verified" if ok else "falsified"), extra
         if wants_mp and abs(m) <= err:
