@@ -244,8 +244,21 @@ def iv_dot(x, y):
     return s
 
 
+def iv_sq(x):
+    """x² as a non-negative interval (x·x in interval arithmetic may dip below 0)."""
+    return iv_abs(x) ** 2
+
+
+def iv_norm_sq(x):
+    """‖x‖² of an interval column vector, as a non-negative interval."""
+    s = iv.mpf(0)
+    for i in range(x.rows):
+        s += iv_sq(x[i, 0])
+    return s
+
+
 def iv_norm(x):
-    return iv.sqrt(iv_dot(x, x))
+    return iv.sqrt(iv_norm_sq(x))
 
 
 def iv_max(values):
@@ -311,6 +324,15 @@ def iv_lambda_max(M):
 def iv_sym_norm(encl):
     """‖S‖₂ = max(|λ_max|, |λ_min|) from eigenvalue enclosures."""
     return iv_max([iv_abs(encl[0]), iv_abs(encl[-1])])
+
+
+def _series_iv(fn, *args):
+    """Call a generated series formula on intervals, refusing any float fallback (which
+    would silently lose rigour)."""
+    out = fn(*args)
+    if not isinstance(out, mpmath.ctx_iv.ivmpf):
+        raise InputError(f"{fn.__name__} did not evaluate in interval arithmetic (got {type(out).__name__})")
+    return out
 
 
 def _sum_iv(A, E):
@@ -381,8 +403,8 @@ def top_pair_enclosure(A, E) -> TopPair:
     e11_u = iv_dot(u, wt)
     e11 = e11_u + iv.mpf([-_hi(e11_err), _hi(e11_err)])
     ev2_err = 2 * s2 * eps * eta_hi**2
-    ev2 = iv_dot(wt, wt) + iv.mpf([-_hi(ev2_err), _hi(ev2_err)])
-    r2 = ev2 - e11**2
+    ev2 = iv_norm_sq(wt) + iv.mpf([-_hi(ev2_err), _hi(ev2_err)])
+    r2 = ev2 - iv_sq(e11)
     r2 = iv.mpf([max(_lo(r2), mpmath.mpf(0)), _hi(r2)])
     # a2 through the resolvent form
     gap = lam1 - lam2
@@ -404,7 +426,7 @@ def top_pair_enclosure(A, E) -> TopPair:
     quad = iv.mpf([_lo(phi), _hi(phi + res**2 / lmin_t)])
     err = eta_hi**2 * tau / (m0 * lmin_t) + 2 * s2 * eps * eta_hi**2 / lmin_t
     err = _hi(err)
-    a2 = quad + iv.mpf([-err, err]) - e11**2
+    a2 = quad + iv.mpf([-err, err]) - iv_sq(e11)
     return TopPair(lam1, lam2, lam_min, gap, eta, e11, r2, a2, eps)
 
 
@@ -422,7 +444,7 @@ def _m_w_no_lambda_min(inst):
 
 def _rayleigh_E(inst):
     v = iv_column(inst.v)
-    return iv_dot(v, iv_matrix(inst.E) * v) / iv_dot(v, v)
+    return iv_dot(v, iv_matrix(inst.E) * v) / iv_norm_sq(v)
 
 
 def _m_r_any_vector(inst):
@@ -438,7 +460,7 @@ def _m_s2_repeated_top(inst):
     k = int(np.argmax(w < w[0]))  # the distinct gap index, as the weakening defines it
     gap = encA[0] - encA[k]
     eta = iv_sym_norm(float_eigenvalue_enclosures(inst.E))
-    b1 = _series.remainder_bound_first(eta, gap)
+    b1 = _series_iv(_series.remainder_bound_first, eta, gap)
     top = iv_lambda_max(_sum_iv(inst.A, inst.E))
     return (b1 - iv_abs(top - encA[0] - _rayleigh_E(inst))) / b1
 
@@ -454,7 +476,7 @@ def _m_per_draw(inst):
     eta = iv_sym_norm(float_eigenvalue_enclosures(inst.E))
     gap = enc[0] - enc[1]
     top = iv_lambda_max(_sum_iv(inst.A, inst.E))
-    rem = _series.remainder_bound_second(eta, gap)
+    rem = _series_iv(_series.remainder_bound_second, eta, gap)
     return (top - enc[0] + rem) / (iv_abs(enc[0]) + eta)
 
 
@@ -606,7 +628,7 @@ def _m_ah_accurate(inst):
     x = gbar
     for _ in range(inst.power_steps):
         x = F * x  # normalisation does not change the Rayleigh quotient
-    rq = iv_dot(x, F * x) / iv_dot(x, x)
+    rq = iv_dot(x, F * x) / iv_norm_sq(x)
     small = (G * G.T) * (iv.mpf(1) / n) if n <= p else F
     lam = iv_lambda_max(small)
     return rq / lam - iv.mpf("0.99")

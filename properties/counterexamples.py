@@ -137,7 +137,8 @@ def parametrise(instance, rng, k: int = 6):
     scores: G + ‖G‖Σ c_j B_j. Quantization-born instances are not parametrised (an arbitrary
     E would no longer come from a quantizer), nor are partitions (discrete, exact).
     """
-    if isinstance(instance, MatrixPerturbation) and instance.delta is None or type(instance).__name__ == "_IndefinitePair":
+    pair = type(instance).__name__ == "_IndefinitePair"
+    if pair or (isinstance(instance, MatrixPerturbation) and instance.delta is None):
         E0 = np.asarray(instance.E)
         n = E0.shape[0]
         s = float(np.linalg.norm(E0)) or 1.0
@@ -345,7 +346,8 @@ def hunt(claim_ids=None, *, profile="quick", seed=0, dps=50, out_dir=None, progr
 
 def format_hunt_table(results: list[HuntResult]) -> str:
     """Plain-text table: weakening, found?, source, certified margin enclosure, seconds."""
-    head = f"{'weakening':<26} {'claim':<6} {'found':<5} {'status':<14} {'source':<10} {'certified margin enclosure':<32} {'method':<11} {'s':>6}"
+    head = (f"{'weakening':<26} {'claim':<6} {'found':<5} {'status':<14} {'source':<10} "
+            f"{'certified margin enclosure':<32} {'method':<11} {'s':>6}")
     lines = [head, "-" * len(head)]
     for r in results:
         found = "yes" if r.instance is not None else "no"
@@ -540,7 +542,7 @@ def stronger_readings(profile: str = "quick", seed: int = 0) -> dict:
         worst = None
         for j, model in enumerate(("linear", "logistic", "softmax")):
             draws = _collect(quantization_noise_matrices(model=model, **kw), n, seed + 17 * j)
-            sig = []
+            sig, unchanged, keys = [], 0, set()
             by_scheme: dict = {}
             for q in draws:
                 l0, l1 = _lam(q.F), _lam(q.F_q)
@@ -548,17 +550,26 @@ def stronger_readings(profile: str = "quick", seed: int = 0) -> dict:
                     continue
                 s = l1 / l0
                 sig.append(s)
-                fam = q.scheme.split("-")[0] + ("-" + q.scheme.split("-")[1] if q.scheme.startswith(("rtn", "sr")) else "")
+                unchanged += bool(np.array_equal(q.theta, q.theta_q))
+                keys.add((q.X.tobytes(), q.theta.tobytes(), q.scheme))
+                parts = q.scheme.split("-")
+                fam = "-".join(parts[:2]) if parts[0] in ("rtn", "sr") else parts[0]
                 c = by_scheme.setdefault(fam, [0, 0])
                 c[0] += 1
                 c[1] += s < 1
                 if s < 1 and (worst is None or s < worst[0]):
                     worst = (s, q)
             sig = np.array(sig)
+            low = int(np.sum(sig < 1))
             entry["models"][model] = {
                 "draws": int(sig.size),
-                "lowered": int(np.sum(sig < 1)),
-                "share_lowered": float(np.mean(sig < 1)) if sig.size else math.nan,
+                "distinct": len(keys),
+                "unchanged": unchanged,
+                "ties": int(np.sum(sig == 1)),
+                "lowered": low,
+                "raised": int(np.sum(sig > 1)),
+                "share_lowered": low / sig.size if sig.size else math.nan,
+                "share_lowered_moved": low / (sig.size - unchanged) if sig.size > unchanged else math.nan,
                 "sigma_min": float(sig.min()) if sig.size else math.nan,
                 "sigma_median": float(np.median(sig)) if sig.size else math.nan,
                 "sigma_max": float(sig.max()) if sig.size else math.nan,
@@ -580,12 +591,14 @@ def stronger_readings(profile: str = "quick", seed: int = 0) -> dict:
 def format_readings(rep: dict) -> str:
     lines = [f"stronger readings (profile {rep['profile']}, seed {rep['seed']}, "
              f"{rep['draws_per_cell']} Hypothesis draws per model)"]
-    head = f"{'reading':<42} {'model':<9} {'draws':>5} {'σ<1':>5} {'share':>6} {'σ min':>8} {'σ med':>8} {'σ max':>8}"
+    head = (f"{'reading':<42} {'model':<9} {'draws':>5} {'Q=id':>4} {'σ=1':>4} {'σ<1':>4} {'share':>6} "
+            f"{'moved':>6} {'σ min':>7} {'σ med':>7} {'σ max':>7}")
     lines += [head, "-" * len(head)]
     for e in rep["readings"]:
         for m, s in e["models"].items():
-            lines.append(f"{e['reading']:<42} {m:<9} {s['draws']:>5} {s['lowered']:>5} {s['share_lowered']:>6.1%} "
-                         f"{s['sigma_min']:>8.4f} {s['sigma_median']:>8.4f} {s['sigma_max']:>8.3g}")
+            lines.append(f"{e['reading']:<42} {m:<9} {s['draws']:>5} {s['unchanged']:>4} {s['ties']:>4} "
+                         f"{s['lowered']:>4} {s['share_lowered']:>6.1%} {s['share_lowered_moved']:>6.1%} "
+                         f"{s['sigma_min']:>7.4f} {s['sigma_median']:>7.4f} {s['sigma_max']:>7.3g}")
         ex = e.get("example")
         if ex:
             c = ex["certified_difference"]
