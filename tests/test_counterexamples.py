@@ -297,3 +297,18 @@ def test_copy_of_corpus_file_replays(tmp_path):
     dst = tmp_path / "copy.json"
     shutil.copy(CORPUS / "C-open-top.json", dst)
     assert cx.replay_command(_Args(files=[str(dst)])) == 0
+
+
+def test_iv_scores_match_generated_models():
+    models = pytest.importorskip("fimtheory.models")
+    pytest.importorskip("fimtheory._generated.fim_expansion")
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3, 2))
+    for model, theta, y in [("linear", rng.standard_normal(2), rng.standard_normal(3)),
+                            ("logistic", rng.standard_normal(2), np.array([0.0, 1.0, 1.0])),
+                            ("softmax", rng.standard_normal(6), np.array([0, 2, 1]))]:
+        ref = models.scores(model, X, y, theta)
+        with working_precision(50):
+            G = iv_scores(model, X, y, theta)
+            got = np.array([[float(G[i, j].mid) for j in range(G.cols)] for i in range(G.rows)])
+        np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-15)
