@@ -129,7 +129,8 @@ def _as_fraction(x) -> Fraction:
         return x
     if isinstance(x, float | int):
         return Fraction(x)
-    x = mpmath.mpf(x)
+    if not isinstance(x, mpmath.mpf):  # re-wrapping an mpf would round it to mp.prec
+        x = mpmath.mpf(x)
     if not mpmath.isfinite(x):
         raise InputError(f"non-finite endpoint {x}")
     sign, man, exp, _ = x._mpf_
@@ -139,7 +140,8 @@ def _as_fraction(x) -> Fraction:
 
 def exact_str(x) -> str:
     """Exact binary value of an mpf endpoint as ``'man*2^exp'``."""
-    x = mpmath.mpf(x)
+    if not isinstance(x, mpmath.mpf):
+        x = mpmath.mpf(x)
     if x == 0:
         return "0"
     sign, man, exp, _ = x._mpf_

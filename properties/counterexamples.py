@@ -502,15 +502,13 @@ def certify_lowering(q, dps: int = 50) -> Certificate:
     """Enclosure of λ_max(F(Q(θ))) − λ_max(F(θ)) with both FIMs built from the model's scores
     in interval arithmetic at the exact float θ, Q(θ), X, y (negative ⇒ quantization lowered
     λ_max)."""
-    import mpmath
-
     from properties.certify import _hi, _lo, iv_batch_lambda_max, working_precision
 
     with working_precision(dps):
         lq = iv_batch_lambda_max(q.model, q.X, q.y, q.theta_q)
         l0 = iv_batch_lambda_max(q.model, q.X, q.y, q.theta)
         d = lq - l0
-        return Certificate(mpmath.mpf(_lo(d)), mpmath.mpf(_hi(d)), dps, "eigenvalues")
+        return Certificate(_lo(d), _hi(d), dps, "eigenvalues")
 
 
 def stronger_readings(profile: str = "quick", seed: int = 0) -> dict:
@@ -583,7 +581,8 @@ def stronger_readings(profile: str = "quick", seed: int = 0) -> dict:
                                 "theta": [float(x).hex() for x in q.theta],
                                 "theta_q": [float(x).hex() for x in q.theta_q],
                                 "n": int(q.X.shape[0]), "d": int(q.X.shape[1]),
-                                "certified_difference": cert.to_json(), "certified": cert.certified}
+                                "certified_difference": cert.to_json(), "certified": cert.certified,
+                                "enclosure": cert.short(8)}
         out["readings"].append(entry)
     return out
 
@@ -601,9 +600,8 @@ def format_readings(rep: dict) -> str:
                          f"{s['sigma_min']:>7.4f} {s['sigma_median']:>7.4f} {s['sigma_max']:>7.3g}")
         ex = e.get("example")
         if ex:
-            c = ex["certified_difference"]
             lines.append(f"    certified example: {ex['model']} {ex['scheme']} n={ex['n']} d={ex['d']} "
-                         f"σ={ex['sigma']:.6f}; λ_max(F_q)−λ_max(F) ∈ [{c['lo'][:12]}, {c['hi'][:12]}] "
+                         f"σ={ex['sigma']:.6f}; λ_max(F_q)−λ_max(F) ∈ {ex['enclosure']} "
                          f"({'certified < 0' if ex['certified'] else 'NOT certified'})")
     return "\n".join(lines)
 

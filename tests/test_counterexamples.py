@@ -312,3 +312,15 @@ def test_iv_scores_match_generated_models():
             G = iv_scores(model, X, y, theta)
             got = np.array([[float(G[i, j].mid) for j in range(G.cols)] for i in range(G.rows)])
         np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-15)
+
+
+def test_endpoint_strings_keep_full_precision():
+    """Regression: re-wrapping a 50-digit mpf at the default precision rounded it to 53 bits."""
+    from properties.certify import exact_str
+
+    with mpmath.workdps(50):
+        x = mpmath.mpf(1) / 3
+    lo = outward_str(x, "down", 40)
+    assert lo.startswith("3.333333333333333333333333333333333333333")
+    man, _ = exact_str(x).split("*2^")
+    assert int(man).bit_length() > 100
