@@ -24,8 +24,15 @@ CPU = torch.device("cpu")
 QUICK = C.get_profile("quick")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """As the CLI does: multi-threaded BLAS spins on the shared CPU."""
+    with C.limited_threads(1):
+        yield
+
+
 @pytest.fixture(scope="module")
-def logistic():
+def logistic(one_thread):
     """The registry's logistic regression (P = 65), float64, as the checks load it."""
     return C.load_for_checks("logistic", QUICK, CPU)
 

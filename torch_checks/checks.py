@@ -480,7 +480,7 @@ def gram_r_margin(G: torch.Tensor, Gq: torch.Tensor, base: GramSpectrum | None =
     """
     base = base or gram_spectrum(G)
     n = G.shape[0]
-    lam_q = float(torch.linalg.eigvalsh(gram_matrix(Gq))[-1])  # same route as λ1
+    lam_q = float(torch.linalg.eigh(gram_matrix(Gq))[0][-1])  # the very route of λ1
     gq, g = Gq @ base.v1, G @ base.v1
     e11 = (float(gq @ gq) - float(g @ g)) / n  # = ‖G̃v1‖²/n − λ1, rounding of v1 cancelling
     margin = lam_q - base.lambda1 - e11
