@@ -25,7 +25,7 @@ of the score and that D²g = 0 for the linear-Gaussian model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import sympy as sp
 
@@ -86,7 +86,7 @@ def _expect_scalar(expr: sp.Expr) -> sp.Expr:
     return sp.factor(sum(c * moments[m[0]] for m, c in zip(poly.monoms(), poly.coeffs())))
 
 
-@lru_cache(maxsize=None)
+@cache
 def scalar_link(model: str) -> ScalarLink:
     """Derive the scalar-link quantities of ``model`` ('linear' or 'logistic')."""
     mean = SCALAR_MEANS[model]
@@ -207,7 +207,7 @@ def _expect_softmax(expr: sp.Expr) -> sp.Expr:
     return sp.factor(sp.expand(total))
 
 
-@lru_cache(maxsize=None)
+@cache
 def softmax_link() -> SoftmaxLink:
     """Derive Dp, D²p and the expectations for softmax with symbolic K."""
     step = sp.Symbol("step")

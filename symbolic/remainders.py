@@ -12,7 +12,7 @@ is squeezed between e_j²/(λ1 − λ_min) and e_j²/γ, and summing gives the b
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import sympy as sp
 
@@ -26,7 +26,7 @@ lam_top, lam_second, lam_min = sp.symbols("lam_top lam_second lam_min", real=Tru
 residual_norm_sq = sp.Symbol("residual_norm_sq", nonnegative=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def coefficient_bound() -> sp.Expr:
     """|a_k| ≤ η(2η/γ)^{k−1}: Cauchy's estimate on |t| = ρ, with ρ → γ/(2η)."""
     cauchy = (radius * eta) / radius**k  # sup_{|t|=ρ} |f(t) − λ1| / ρ^k
@@ -54,19 +54,19 @@ def _tail(start: int) -> sp.Expr:
     return sp.factor(sp.simplify(total.subs(ratio, 2 * eta / gap)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def remainder_bound_first() -> sp.Expr:
     """|λ_max(A+E) − λ1 − a1| ≤ Σ_{k≥2} |a_k| in closed form."""
     return _tail(2)
 
 
-@lru_cache(maxsize=None)
+@cache
 def remainder_bound_second() -> sp.Expr:
     """|λ_max(A+E) − λ1 − a1 − a2| ≤ Σ_{k≥3} |a_k| in closed form."""
     return _tail(3)
 
 
-@lru_cache(maxsize=None)
+@cache
 def sign_bounds() -> tuple[sp.Expr, sp.Expr]:
     """(lower, upper) bounds on a2 from d_j ∈ [λ1 − λ2, λ1 − λ_min].
 

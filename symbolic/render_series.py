@@ -28,8 +28,9 @@ def _vector_lines(words: set[str]) -> list[str]:
     needed = {w[i:] for w in words for i in range(len(w))}
     lines = []
     for w in sorted(needed, key=lambda s: (len(s), s)):
-        op = "r *" if w[0] == "R" else "B @"
-        lines.append(f"{_vector_name(w)} = {op} {_vector_name(w[1:])}")
+        rest = _vector_name(w[1:])
+        rhs = f"{rest} / d" if w[0] == "R" else f"B @ {rest}"
+        lines.append(f"{_vector_name(w)} = {rhs}")
     return lines
 
 
@@ -57,7 +58,7 @@ def series_body() -> str:
             define(vector_line)
         for b in brackets:
             left, right = _split(b.word)
-            define(f"{b.symbol.name} = {_vector_name(left)} @ {_vector_name(right)}")
+            define(f"{b.symbol.name} = np.sum({_vector_name(left)} * {_vector_name(right)})")
         lines.append(f"coefficients.append({sp.pycode(a)})")
         if k < MAX_ORDER:
             lines += [f"if order == {k}:", "    return np.array(coefficients)"]
@@ -65,8 +66,22 @@ def series_body() -> str:
     return _indent(lines, 4)
 
 
-def _expr(expr: sp.Expr) -> str:
-    return sp.pycode(expr)
+def _ratio(expr: sp.Expr, grows: sp.Symbol) -> str:
+    """Code for a ratio with each denominator factor signed so that it increases in ``grows``.
+
+    sympy factors 2η²/(γ − 2η) as −2η²/(2η − γ); this flips such factors back so the
+    generated code reads like the paper.
+    """
+    numerator, denominator = sp.fraction(sp.factor(expr))
+    factors = []
+    for f in sp.Mul.make_args(denominator):
+        if sp.diff(f, grows).is_negative:
+            numerator, f = -numerator, sp.expand(-f)
+        factors.append(f)
+    den = "*".join(f"({sp.pycode(f)})" if f.is_Add else sp.pycode(f) for f in factors)
+    if len(factors) > 1:
+        den = f"({den})"
+    return f"{sp.pycode(numerator)} / {den}"
 
 
 def render() -> str:
@@ -75,17 +90,15 @@ def render() -> str:
     second = remainders.remainder_bound_second()
     coeff_bound = remainders.coefficient_bound()
     lower, upper = remainders.sign_bounds()
+    gap, top = remainders.gap, remainders.lam_top
     return TEMPLATE.format(
         max_order=MAX_ORDER,
         series_body=series_body(),
-        first=_expr(first),
-        second=_expr(second),
-        coefficient_bound=_expr(coeff_bound),
-        lower=_expr(lower),
-        upper=_expr(upper),
-        first_text=sp.sstr(first),
-        second_text=sp.sstr(second),
-        coefficient_bound_text=sp.sstr(coeff_bound),
+        first=_ratio(first, gap),
+        second=_ratio(second, gap),
+        coefficient_bound=sp.pycode(coeff_bound),
+        lower=_ratio(lower, top),
+        upper=_ratio(upper, top),
     )
 
 
@@ -106,7 +119,7 @@ TEMPLATE = '''"""Coefficients of λ_max(A + tE) and the explicit remainder bound
 
 Notation: lam = eigenvalues of A in descending order with lam[0] simple; M = VᵀEV is the
 perturbation in A's eigenbasis (symmetric). In the code, M11 = M[0, 0], e = M[0, 1:],
-B = M[1:, 1:] and r = 1/(lam[0] − lam[1:]) is the diagonal of the reduced resolvent R.
+B = M[1:, 1:] and d = lam[0] − lam[1:], so the reduced resolvent R = diag(1/d).
 A variable named like ``e_R_B_R_e`` is the scalar eᵀ R B R e; one named like ``B_R_e`` is
 the vector B R e. Sums in the comments use 0-based indices over 1..n−1.
 """
@@ -116,6 +129,12 @@ import numpy as np
 from fimtheory.errors import InputError
 
 MAX_ORDER = {max_order}
+
+
+def _as_array(values):
+    """float64 array, unless ``values`` is an object array (e.g. of mpmath mpf): kept as is."""
+    values = np.asarray(values)
+    return values if values.dtype == object else values.astype(np.float64)
 
 
 def series_coefficients(lam, M, order=3):
@@ -134,15 +153,15 @@ def series_coefficients(lam, M, order=3):
     -------
     numpy.ndarray, shape (order,)
     """
-    lam = np.asarray(lam, dtype=np.float64)
-    M = np.asarray(M, dtype=np.float64)
+    lam = _as_array(lam)
+    M = _as_array(M)
     if not 1 <= int(order) <= MAX_ORDER or int(order) != order:
         raise InputError(f"order must be an integer in 1..{{MAX_ORDER}}, got {{order!r}}")
     if lam.ndim != 1 or M.shape != (lam.size, lam.size):
         raise InputError(f"need lam of shape (n,) and M of shape (n, n), got {{lam.shape}}, {{M.shape}}")
     if lam.size > 1 and not lam[0] > lam[1]:
         raise InputError("lam must be descending with lam[0] simple (lam[0] > lam[1])")
-    r = 1.0 / (lam[0] - lam[1:])
+    d = lam[0] - lam[1:]
     e = M[0, 1:]
     B = M[1:, 1:]
     M11 = M[0, 0]
@@ -151,44 +170,38 @@ def series_coefficients(lam, M, order=3):
 
 
 def coefficient_bound(k, eta, gap):
-    """Cauchy bound |a_k| ≤ {coefficient_bound_text} (for k ≥ 1, eta = ‖E‖₂, gap = λ1 − λ2)."""
-    k = np.asarray(k, dtype=np.float64)
-    eta = np.asarray(eta, dtype=np.float64)
-    gap = np.asarray(gap, dtype=np.float64)
-    return ({coefficient_bound})[()]
+    """Cauchy bound |a_k| ≤ {coefficient_bound} (k ≥ 1, eta = ‖E‖₂, gap = λ1 − λ2 > 0).
+
+    Plain arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
+    """
+    return {coefficient_bound}
 
 
 def remainder_bound_first(eta, gap):
-    """Bound on |λ_max(A+E) − λ1 − a1|: {first_text}; +inf unless 2·eta < gap."""
-    eta = np.asarray(eta, dtype=np.float64)
-    gap = np.asarray(gap, dtype=np.float64)
-    applies = 2.0 * eta < gap
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(applies, {first}, np.inf)[()]
+    """Bound {first} on |λ_max(A+E) − λ1 − a1|.
+
+    Valid only under the hypothesis 2·eta < gap, which the caller checks. Plain
+    arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
+    """
+    return {first}
 
 
 def remainder_bound_second(eta, gap):
-    """Bound on |λ_max(A+E) − λ1 − a1 − a2|: {second_text}; +inf unless 2·eta < gap."""
-    eta = np.asarray(eta, dtype=np.float64)
-    gap = np.asarray(gap, dtype=np.float64)
-    applies = 2.0 * eta < gap
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(applies, {second}, np.inf)[()]
+    """Bound {second} on |λ_max(A+E) − λ1 − a1 − a2|.
+
+    Valid only under the hypothesis 2·eta < gap, which the caller checks. Plain
+    arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
+    """
+    return {second}
 
 
 def sign_bounds(lam_top, lam_second, lam_min, residual_norm_sq):
-    """(lower, upper) with lower ≤ a2 ≤ upper, from ‖P⊥Ev‖² = residual_norm_sq.
+    """(lower, upper) with lower ≤ a2 ≤ upper, where residual_norm_sq = ‖P⊥Ev‖².
 
-    lower = {lower}, upper = {upper}. A zero residual gives (0, 0) (then a2 = 0);
-    upper is +inf when lam_top == lam_second.
+    Needs lam_top > lam_second (γ > 0) and, for lower, lam_top > lam_min.
+    Plain arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
     """
-    lam_top = np.asarray(lam_top, dtype=np.float64)
-    lam_second = np.asarray(lam_second, dtype=np.float64)
-    lam_min = np.asarray(lam_min, dtype=np.float64)
-    residual_norm_sq = np.asarray(residual_norm_sq, dtype=np.float64)
-    zero = residual_norm_sq == 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lower = np.where(zero, 0.0, {lower})
-        upper = np.where(zero, 0.0, np.where(lam_top > lam_second, {upper}, np.inf))
-    return lower[()], upper[()]
+    lower = {lower}
+    upper = {upper}
+    return lower, upper
 '''

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import sympy as sp
 
@@ -36,7 +36,7 @@ B_mat = sp.MatrixSymbol("B", m, m)
 M11 = sp.Symbol("M11", real=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def rs_block_coefficients(order: int = MAX_ORDER) -> tuple:
     """Run the Rayleigh–Schrödinger recursion in block form.
 
@@ -128,7 +128,7 @@ def to_bracket_form(expr) -> sp.Expr:
     return sp.expand(sp.Add(*[_term_to_scalar(t) for t in sp.Add.make_args(expr)]))
 
 
-@lru_cache(maxsize=None)
+@cache
 def series_coefficients_bracket_form(order: int = MAX_ORDER) -> tuple[sp.Expr, ...]:
     """The coefficients a_1..a_order as polynomials in ``M11`` and bracket symbols."""
     return tuple(to_bracket_form(a) for a in rs_block_coefficients(order))
@@ -271,55 +271,3 @@ def charpoly_root_series(n: int = 3, order: int = MAX_ORDER) -> tuple[list, list
     from_charpoly = [solved[ck] for ck in c]
     derived = [evaluate_explicit(a, lam, M) for a in series_coefficients_bracket_form(order)]
     return from_charpoly, derived, (lam, M)
-
-
-# --------------------------------------------------------------------------------------
-# Numpy code for the generated module
-# --------------------------------------------------------------------------------------
-
-
-def _vector_name(word: str) -> str:
-    return "_".join(word) + "_e" if word else "e"
-
-
-def _vector_definitions(words: set[str]) -> list[tuple[str, str]]:
-    """Lines defining the vectors W e for every needed word W (and its suffixes)."""
-    needed = set()
-    for w in words:
-        for i in range(len(w)):
-            needed.add(w[i:])
-    lines = []
-    for w in sorted(needed, key=lambda s: (len(s), s)):
-        rest = _vector_name(w[1:])
-        rhs = f"r * {rest}" if w[0] == "R" else f"B @ {rest}"
-        lines.append((_vector_name(w), rhs))
-    return lines
-
-
-def _split(word: str) -> tuple[str, str]:
-    """Split W = P S so that eᵀ W e = (Pᵀ e)·(S e) with Pᵀ e = reversed(P) e."""
-    h = (len(word) + 1) // 2
-    left, right = word[:h][::-1], word[h:]
-    return left, right
-
-
-def numpy_series_body(order: int = MAX_ORDER) -> tuple[list[str], list[str]]:
-    """Code lines for the vectors and for a_1..a_order (as ``a1 = ...``) in numpy.
-
-    The vector lines use ``r`` (diagonal of R), ``B`` and ``e``; the coefficient lines
-    use the vectors and ``M11``.
-    """
-    coeffs = series_coefficients_bracket_form(order)
-    words: set[str] = set()
-    bracket_code = {}
-    for a in coeffs:
-        for b in brackets_in(a):
-            left, right = _split(b.word)
-            words.update({left, right})
-            bracket_code[b.symbol] = sp.Symbol(f"({_vector_name(left)} @ {_vector_name(right)})")
-    vector_lines = [f"{name} = {rhs}" for name, rhs in _vector_definitions(words)]
-    coefficient_lines = []
-    for k, a in enumerate(coeffs, start=1):
-        code = sp.pycode(a.xreplace(bracket_code))
-        coefficient_lines.append(f"a{k} = {code}")
-    return vector_lines, coefficient_lines
