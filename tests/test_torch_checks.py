@@ -267,3 +267,13 @@ def test_gram_r_margin_cuda_matches_cpu(logistic):
     cpu = C.gram_r_margin(G, Gq)
     gpu = C.gram_r_margin(G.cuda(), Gq.cuda())
     assert math.isclose(cpu["margin"], gpu["margin"], rel_tol=1e-8, abs_tol=1e-14)
+
+
+def test_nf4_blocks_span_rows_when_a_row_is_shorter_than_the_block():
+    lin = torch.nn.Linear(32, 10).double()
+    qmod, deltas = C.quantize_model(lin, "nf4-b64")
+    flat = C.quantize_tensor(lin.weight.detach().reshape(-1), "nf4-b64").reshape(10, 32)
+    assert torch.equal(qmod.weight.detach(), flat)
+    assert torch.equal(qmod.bias.detach(), lin.bias.detach())  # biases stay
+    with pytest.raises(InputError, match="does not divide"):
+        C.quantize_model(lin, "rtn-int4-sym-g64")

@@ -378,6 +378,13 @@ def _quantizable(name: str, mod: nn.Module) -> bool:
     return isinstance(mod, (nn.Linear, LogisticRegression))
 
 
+def _flattened_blocks_apply(scheme, w: torch.Tensor) -> bool:
+    """Whether a block codebook format (NF4 / FP4) can block ``w`` as a flattened tensor."""
+    sch = parse_scheme(scheme) if isinstance(scheme, str) else scheme
+    return (sch.kind in ("nf4", "fp4") and sch.granularity == "group"
+            and w.numel() % int(sch.group_size) == 0)
+
+
 def quantize_model(module: nn.Module, scheme: QuantScheme | str, *,
                    generator: torch.Generator | None = None,
                    quantizer: Callable | None = None) -> tuple[nn.Module, dict]:
@@ -385,7 +392,9 @@ def quantize_model(module: nn.Module, scheme: QuantScheme | str, *,
 
     The ``weight`` of every ``nn.Linear`` is quantized (biases are not). The logistic model's
     weight (1, d) is quantized on its first d − 1 columns; the last one multiplies the
-    constant feature, i.e. it is the bias. ``quantizer(w, scheme, generator=...)`` replaces
+    constant feature, i.e. it is the bias. NF4 / FP4 blocks that do not divide a row are
+    taken over the flattened tensor, as bitsandbytes does (e.g. NF4-b64 on a 10 × 32 layer);
+    integer group schemes are not (their groups live inside rows). ``quantizer(w, scheme, generator=...)`` replaces
     :func:`torch_checks.quantizers.quantize_tensor` (tests plant a wrong one).
 
     Raises
@@ -407,7 +416,10 @@ def quantize_model(module: nn.Module, scheme: QuantScheme | str, *,
         try:
             qt = quantizer(target, scheme, generator=generator)
         except InputError as exc:
-            raise InputError(f"cannot quantize {pname} (shape {tuple(w.shape)}): {exc}") from exc
+            if not _flattened_blocks_apply(scheme, target):
+                raise InputError(f"cannot quantize {pname} (shape {tuple(w.shape)}): {exc}") from exc
+            # bitsandbytes-style block formats block the flattened tensor, across rows.
+            qt = quantizer(target.reshape(-1), scheme, generator=generator).reshape(target.shape)
         with torch.no_grad():
             new = w.detach().clone()
             if isinstance(mod, LogisticRegression):
