@@ -66,16 +66,20 @@ def series_body() -> str:
     return _indent(lines, 4)
 
 
-def _ratio(expr: sp.Expr, grows: sp.Symbol) -> str:
-    """Code for a ratio with each denominator factor signed so that it increases in ``grows``.
+def _ratio(expr: sp.Expr, grows: sp.Symbol | None = None, positive_at=None) -> str:
+    """Code for a ratio whose denominator factors are signed to read like the paper.
 
-    sympy factors 2η²/(γ − 2η) as −2η²/(2η − γ); this flips such factors back so the
-    generated code reads like the paper.
+    sympy factors 2η²/(γ − 2η) as −2η²/(2η − γ). A factor is negated when it decreases in
+    ``grows`` or, with ``positive_at = {symbol: value}``, when it is negative there.
     """
     numerator, denominator = sp.fraction(sp.factor(expr))
     factors = []
     for f in sp.Mul.make_args(denominator):
-        if sp.diff(f, grows).is_negative:
+        if grows is not None:
+            flip = sp.diff(f, grows).is_negative
+        else:
+            flip = f.subs(positive_at).is_negative
+        if flip:
             numerator, f = -numerator, sp.expand(-f)
         factors.append(f)
     den = "*".join(f"({sp.pycode(f)})" if f.is_Add else sp.pycode(f) for f in factors)
