@@ -1,0 +1,118 @@
+"""Timing (medians and IQR of repeats) and peak memory.
+
+Peak memory
+-----------
+* CUDA: ``torch.cuda.max_memory_allocated()`` minus the allocation at the start of the call
+  (after ``reset_peak_memory_stats``): bytes held by tensors, caching-allocator slack excluded.
+* CPU: the process's resident set size (``/proc/self/statm``) sampled every 0.5 ms by a
+  background thread during the call, peak minus the value at the start. glibc is told
+  (``mallopt``) to serve every allocation of ≥ 1 MiB by ``mmap`` and to trim freed memory,
+  so that freed tensors leave the RSS and later calls' peaks are not hidden by recycled heap.
+  Samples can miss a spike shorter than the sampling period; that bias is downward.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import statistics
+import threading
+import time
+
+import torch
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def tune_malloc() -> bool:
+    """M_MMAP_THRESHOLD = M_TRIM_THRESHOLD = 1 MiB (glibc only); True when applied."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok1 = libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        ok2 = libc.mallopt(-1, 1 << 20)  # M_TRIM_THRESHOLD
+        return bool(ok1 and ok2)
+    except OSError:
+        return False
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except OSError:  # not Linux: ru_maxrss is a high-water mark, no delta possible
+        return 0
+
+
+class PeakMemory:
+    """Context manager; ``.peak`` = peak bytes above the start of the block on ``device``."""
+
+    def __init__(self, device: torch.device, interval: float = 5e-4):
+        self.device = torch.device(device)
+        self.interval = interval
+        self.peak = 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            return self
+        self._start = rss_bytes()
+        self._max = self._start
+        self._stop = threading.Event()
+
+        def poll():
+            while not self._stop.is_set():
+                r = rss_bytes()
+                if r > self._max:
+                    self._max = r
+                time.sleep(self.interval)
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = int(torch.cuda.max_memory_allocated(self.device) - self._start)
+            return False
+        self._max = max(self._max, rss_bytes())
+        self._stop.set()
+        self._thread.join()
+        self.peak = int(max(0, self._max - self._start))
+        return False
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device):
+    """(result, seconds) of ``fn()``, device-synchronised on both ends."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+def summary(xs) -> dict:
+    """Median, quartiles (inclusive method) and IQR of a list of numbers."""
+    xs = [float(x) for x in xs]
+    if not xs:
+        return {"median": None, "q1": None, "q3": None, "iqr": None, "n": 0, "samples": []}
+    if len(xs) == 1:
+        q1 = q3 = xs[0]
+    else:
+        q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return {"median": statistics.median(xs), "q1": q1, "q3": q3, "iqr": q3 - q1, "n": len(xs),
+            "samples": xs}
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []

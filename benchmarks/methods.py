@@ -1,0 +1,141 @@
+"""The λ_max(F) methods compared, F = GᵀG/n the empirical FIM of a :class:`Workload`.
+
+* ``scores``: the per-sample (per-token) scores G alone, the floor of every G-based path.
+* ``gram`` / ``lanczos``: :func:`torch_checks.engines.lambda_max` on G (totals add the scores).
+* ``curvlinops``: ``curvlinops.EFLinearOperator`` (reduction "mean", so EF = F) exported with
+  ``to_scipy`` and ``scipy.sparse.linalg.eigsh(k=1, which="LA", tol=…)``.
+* ``power``: matrix-free power iteration on F; every product F v = Gᵀ(G v)/n recomputes the
+  per-sample gradients implicitly: G v by one batched forward-mode product (``torch.func.jvp``
+  of the n-vector of log-probabilities), Gᵀ u by one reverse-mode product (``vjp``), as
+  PyHessian does with autograd products. Stops when the Rayleigh quotient's relative change
+  is ≤ tol.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import types
+
+import numpy as np
+import torch
+from torch.func import jvp, vjp
+
+from torch_checks.engines import lambda_max
+
+from .workloads import Workload
+
+_CURVLINOPS: dict = {}
+
+
+def import_curvlinops():
+    """(curvlinops module or None, note). If its import fails because the installed
+    torchvision does not match torch (backpack imports it), retry once with a stub
+    ``torchvision`` module in ``sys.modules`` — in this process only."""
+    if "mod" in _CURVLINOPS:
+        return _CURVLINOPS["mod"], _CURVLINOPS["note"]
+    note = "imported normally"
+    try:
+        mod = importlib.import_module("curvlinops")
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported
+        if "torchvision" not in repr(exc) and "torchvision" not in sys.modules:
+            mod, note = None, f"import failed: {type(exc).__name__}: {exc}"
+        else:
+            for k in [k for k in sys.modules if k.startswith(("torchvision", "curvlinops",
+                                                              "backpack"))]:
+                del sys.modules[k]
+            sys.modules["torchvision"] = types.ModuleType("torchvision")
+            try:
+                mod = importlib.import_module("curvlinops")
+                note = f"imported with a stub torchvision (real import failed: {exc})"
+            except Exception as exc2:  # noqa: BLE001
+                mod, note = None, f"import failed even with a torchvision stub: {exc2}"
+    _CURVLINOPS.update(mod=mod, note=note)
+    return mod, note
+
+
+def curvlinops_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("curvlinops-for-pytorch")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def start_vector(P: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(int(seed))
+    v = torch.randn(P, generator=g, dtype=torch.float64)
+    return v / torch.linalg.vector_norm(v)
+
+
+# ---------------------------------------------------------------------- ours
+
+
+def run_gram(G: torch.Tensor) -> dict:
+    r = lambda_max(G, method="gram")
+    return {"value": r.value, "iterations": 0}
+
+
+def run_lanczos(G: torch.Tensor, tol: float) -> dict:
+    r = lambda_max(G, method="lanczos", tol=tol)
+    return {"value": r.value, "iterations": r.iterations, "products_with_G": 2 * (r.iterations + 1)}
+
+
+# ---------------------------------------------------------------------- (a) curvlinops + eigsh
+
+
+def run_curvlinops(wl: Workload, tol: float, seed: int = 0) -> dict:
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    cl, _ = import_curvlinops()
+    if cl is None:
+        raise RuntimeError("curvlinops is not importable")
+    func, loss, params, data = wl.curvlinops_problem()
+    op = cl.EFLinearOperator(func, loss, params, data, check_deterministic=False,
+                             num_data=int(wl.inputs.shape[0]))
+    A = op.to_scipy(np.float64)
+    count = [0]
+
+    def mv(x):
+        count[0] += 1 if x.ndim == 1 else x.shape[1]
+        return A.matmat(x.reshape(A.shape[1], -1)).reshape(x.shape)
+
+    L = LinearOperator(A.shape, matvec=mv, matmat=mv, dtype=np.float64)
+    v0 = start_vector(wl.P, seed).numpy()
+    vals = eigsh(L, k=1, which="LA", tol=tol, v0=v0, return_eigenvectors=False)
+    return {"value": float(vals[-1]), "iterations": count[0], "matvecs": count[0]}
+
+
+# ---------------------------------------------------------------------- (b) power iteration
+
+
+def run_power(wl: Workload, tol: float, *, max_iter: int = 3000, seed: int = 0) -> dict:
+    p = wl.params()
+    keys = list(p)
+    primals = tuple(p[k] for k in keys)
+    shapes = [t.shape for t in primals]
+    sizes = [t.numel() for t in primals]
+    n = wl.n
+
+    def f(*vals):
+        return wl.logp(dict(zip(keys, vals)))
+
+    def split(vec):
+        return tuple(c.reshape(s) for c, s in zip(torch.split(vec, sizes), shapes))
+
+    v = start_vector(wl.P, seed).to(device=wl.device, dtype=primals[0].dtype)
+    theta_old, theta, k = math.nan, math.nan, 0
+    converged = False
+    for k in range(1, max_iter + 1):
+        _, Gv = jvp(f, primals, split(v))  # G v: one forward-mode pass over the batch
+        theta = float(Gv @ Gv) / n  # Rayleigh quotient vᵀ F v, ‖v‖ = 1
+        _, back = vjp(f, *primals)
+        w = torch.cat([t.reshape(-1) for t in back(Gv / n)])  # Gᵀ(Gv)/n: one reverse pass
+        v = w / torch.linalg.vector_norm(w)
+        if k > 1 and abs(theta - theta_old) <= tol * abs(theta):
+            converged = True
+            break
+        theta_old = theta
+    return {"value": theta, "iterations": k, "matvecs": k, "converged": converged}

@@ -1,0 +1,569 @@
+"""Benchmark of λ_max(F) for the empirical FIM (issue 7): ``python -m benchmarks.run``.
+
+For each workload (MLP, byte LM) and n: time (median and IQR over repeats) and peak memory of
+the per-sample scores alone, our Gram and Lanczos paths (scores + engine), curvlinops'
+empirical-Fisher operator + ``eigsh`` and matrix-free power iteration, each at relative error
+≤ 1e-6 against a float64 dense reference (the achieved error is recorded). Then the streaming
+σ_t update against recomputation at t = 512 and the property suite's throughput per claim.
+Writes ``benchmarks/results.json`` (and profiles of missed targets in ``benchmarks/profiles``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from functools import partial
+
+import numpy as np
+import torch
+
+from torch_checks.device import resolve_device
+from torch_checks.engines import gram_matrix, lambda_max
+
+from . import measure as M
+from .methods import (
+    curvlinops_version,
+    import_curvlinops,
+    run_curvlinops,
+    run_gram,
+    run_lanczos,
+    run_power,
+)
+from .workloads import make_workload, rel
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TARGET_ERR = 1e-6
+TOLS = (1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-12)
+METHODS = ("scores", "gram", "lanczos", "curvlinops", "power")
+LABELS = {
+    "scores": "(c) scores alone",
+    "gram": "ours: Gram (scores + K + eigh)",
+    "lanczos": "ours: Lanczos (scores + Lanczos on K)",
+    "curvlinops": "(a) curvlinops EF + eigsh",
+    "power": "(b) power iteration (jvp+vjp)",
+}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def machine_facts(device: torch.device) -> dict:
+    facts = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "numpy": np.__version__,
+        "device": str(device),
+        "curvlinops": curvlinops_version(),
+        "curvlinops_import": import_curvlinops()[1],
+    }
+    try:
+        import scipy
+
+        facts["scipy"] = scipy.__version__
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+# ---------------------------------------------------------------------- one (workload, n)
+
+
+def _calibrate(fn, ref: float, device, tols=TOLS):
+    """Run ``fn(tol)`` for decreasing tol until the relative error is ≤ TARGET_ERR; each run is
+    a warm-up. The accepted run's peak memory is measured. Returns (tol, out, seconds, mem)."""
+    out = None
+    for tol in tols:
+        with M.PeakMemory(device) as pm:
+            out, secs = M.timed(lambda t=tol: fn(t), device)
+        out["rel_error"] = rel(out["value"], ref)
+        if out["rel_error"] <= TARGET_ERR:
+            return tol, out, secs, pm.peak
+    return tols[-1], out, secs, pm.peak
+
+
+def _wkw(wname: str, args) -> dict:
+    return {"hidden": args.mlp_hidden, "steps": args.mlp_steps} if wname == "mlp" else {}
+
+
+def _lanczos_tol(G, tol):
+    return run_lanczos(G, tol)
+
+
+def _path_total(wl, path_name, tol):
+    G = wl.scores()
+    return run_gram(G) if path_name == "gram" else run_lanczos(G, tol)
+
+
+def run_case(wname: str, n: int, device, args) -> dict:
+    t_case = time.perf_counter()
+    load_start = M.load_average()
+    wl = make_workload(wname, n, device, **_wkw(wname, args))
+    log(f"[{wname} n={n}] P={wl.P}: {wl.description}")
+    case = {"workload": wname, "n": n, "P": wl.P, "description": wl.description,
+            "model_info": wl.info, "load_average_start": load_start}
+    meth: dict[str, dict] = {m: {"label": LABELS[m]} for m in METHODS}
+
+    # --- warm-up pass: scores, reference, memory, tolerance calibration (untimed)
+    gc.collect()
+    with M.PeakMemory(device) as pm:
+        G, _ = M.timed(wl.scores, device)
+    g_bytes = G.numel() * G.element_size()
+    meth["scores"]["peak_bytes"] = pm.peak
+    with M.PeakMemory(device) as pm:
+        K = gram_matrix(G)
+        ev = torch.linalg.eigh(K)[0]
+        M.sync(device)
+    gram_peak = pm.peak
+    # float64 dense reference: LAPACK (numpy) eigvalsh of the float64 K = GGᵀ/n
+    ref = float(np.linalg.eigvalsh(K.cpu().numpy())[-1])
+    del K, ev
+    case["reference_lambda_max"] = ref
+    case["reference"] = ("numpy.linalg.eigvalsh of K = GGᵀ/n (n×n, float64, formed once by "
+                         "torch_checks.engines.gram_matrix from the float64 scores)")
+    meth["gram"]["peak_bytes"] = max(meth["scores"]["peak_bytes"], g_bytes + gram_peak)
+    meth["gram"]["tol"] = None
+    tol_l, out, _, pk = _calibrate(partial(_lanczos_tol, G), ref, device)
+    meth["lanczos"]["tol"] = tol_l
+    meth["lanczos"]["peak_bytes"] = max(meth["scores"]["peak_bytes"], g_bytes + pk)
+    G = None
+    gc.collect()
+    cl_ok = import_curvlinops()[0] is not None and not args.skip_curvlinops
+    if cl_ok:
+        tol_c, out, _, pk = _calibrate(lambda t: run_curvlinops(wl, t), ref, device)
+        meth["curvlinops"].update(tol=tol_c, peak_bytes=pk)
+    else:
+        meth["curvlinops"]["skipped"] = import_curvlinops()[1]
+    tol_p, out, _, pk = _calibrate(lambda t: run_power(wl, t), ref, device)
+    meth["power"].update(tol=tol_p, peak_bytes=pk)
+
+    # --- timed repeats, all methods side by side in each repeat
+    times: dict[str, list] = {m: [] for m in METHODS}
+    engine: dict[str, list] = {"gram": [], "lanczos": []}
+    last: dict[str, dict] = {}
+    t_rep = time.perf_counter()
+    for r in range(args.repeats):
+        gc.collect()
+        G, ts = M.timed(wl.scores, device)
+        last["scores"] = {"value": None}
+        last["gram"], tg = M.timed(partial(run_gram, G), device)
+        last["lanczos"], tl = M.timed(partial(run_lanczos, G, tol_l), device)
+        G = None
+        gc.collect()
+        times["scores"].append(ts)
+        engine["gram"].append(tg)
+        engine["lanczos"].append(tl)
+        times["gram"].append(ts + tg)
+        times["lanczos"].append(ts + tl)
+        if cl_ok:
+            last["curvlinops"], tc = M.timed(lambda: run_curvlinops(wl, tol_c), device)
+            times["curvlinops"].append(tc)
+        last["power"], tp = M.timed(lambda: run_power(wl, tol_p), device)
+        times["power"].append(tp)
+        if r + 1 >= args.min_repeats and time.perf_counter() - t_rep > args.case_budget:
+            break
+    for m in METHODS:
+        if not times[m]:
+            continue
+        meth[m]["seconds"] = M.summary(times[m])
+        if m in last and last[m].get("value") is not None:
+            meth[m]["value"] = last[m]["value"]
+            meth[m]["rel_error"] = rel(last[m]["value"], ref)
+            for k in ("iterations", "matvecs", "products_with_G", "converged"):
+                if k in last[m]:
+                    meth[m][k] = last[m][k]
+        if m in engine:
+            meth[m]["engine_seconds"] = M.summary(engine[m])
+    # ratios of per-repeat times (measured back to back in the same repeat)
+    R = len(times["scores"])
+    ratios = {}
+
+    def ratio(name, a, b):
+        if len(times[a]) == R and len(times[b]) == R:
+            ratios[name] = M.summary([x / y for x, y in zip(times[a], times[b])])
+
+    ratio("gram_total/scores", "gram", "scores")
+    ratio("lanczos_total/scores", "lanczos", "scores")
+    ratio("curvlinops/gram_total", "curvlinops", "gram")
+    ratio("curvlinops/lanczos_total", "curvlinops", "lanczos")
+    ratio("power/gram_total", "power", "gram")
+    ratio("power/lanczos_total", "power", "lanczos")
+    ratio("curvlinops/scores", "curvlinops", "scores")
+    case.update(methods=meth, ratios=ratios, repeats=R, load_average_end=M.load_average(),
+                seconds_total=time.perf_counter() - t_case)
+    log(f"[{wname} n={n}] done in {case['seconds_total']:.1f} s, {R} repeats: "
+        + ", ".join(f"{m} {meth[m]['seconds']['median']:.3g}s" for m in METHODS
+                    if "seconds" in meth[m]))
+    return case
+
+
+# ---------------------------------------------------------------------- streaming σ_t
+
+
+def _streaming_monitor():
+    """(name, factory(dim) -> object with push(g) -> λ, note): torch_checks.monitor's
+    SigmaMonitor when it exists (its API permitting), else fimtheory.monitor's numpy one."""
+    from fimtheory.monitor import StreamingLambdaMax
+
+    return ("fimtheory.monitor.StreamingLambdaMax",
+            lambda dim: StreamingLambdaMax(dim, tol=1e-10))
+
+
+def run_streaming(device, args) -> dict:
+    t = args.stream_t
+    wl = make_workload("byte-lm", t, device)
+    G = wl.scores()
+    Gn = G.cpu().numpy()
+    ref = float(np.linalg.eigvalsh(Gn @ Gn.T / t)[-1])
+    name, factory = _streaming_monitor()
+    mon = factory(wl.P)
+    t0 = time.perf_counter()
+    for i in range(t - 1):
+        mon.push(Gn[i])
+    fill = time.perf_counter() - t0
+    push_t, rec_t, rec_np_t, vals = [], [], [], {}
+    for _ in range(max(args.repeats, 5)):
+        m2 = copy.deepcopy(mon)
+        t0 = time.perf_counter()
+        vals["stream"] = m2.push(Gn[t - 1])
+        push_t.append(time.perf_counter() - t0)
+        del m2
+        r, s = M.timed(lambda: lambda_max(G, method="gram"), device)
+        vals["recompute"] = r.value
+        rec_t.append(s)
+        t0 = time.perf_counter()
+        vals["recompute_numpy"] = float(np.linalg.eigvalsh(Gn @ Gn.T / t)[-1])
+        rec_np_t.append(time.perf_counter() - t0)
+    ratio = M.summary([b / a for a, b in zip(push_t, rec_t)])
+    return {
+        "t": t, "P": wl.P, "scores": wl.description, "monitor": name,
+        "fill_seconds_for_first_t_minus_1": fill,
+        "push_seconds": M.summary(push_t),
+        "recompute_seconds": M.summary(rec_t),
+        "recompute_label": f"torch_checks.engines.lambda_max(G[:t], 'gram') on {device}",
+        "recompute_numpy_seconds": M.summary(rec_np_t),
+        "recompute/push": ratio,
+        "reference_lambda_max": ref,
+        "rel_error": {k: rel(v, ref) for k, v in vals.items()},
+        "note": "per-step time of the t-th update (state after t−1 pushes deep-copied "
+                "outside the timer) vs λ_max from scratch on all t scores",
+    }
+
+
+# ---------------------------------------------------------------------- suite throughput
+
+
+def run_suite(args) -> dict:
+    from fimtheory.claims import REGISTRY
+    from properties.verify import verify_claim
+
+    rows = []
+    t0 = time.perf_counter()
+    for cid, claim in REGISTRY.items():
+        rep = verify_claim(claim, profile="ci", max_examples=args.suite_examples, seed=0)
+        drawn = rep.examples + rep.rejected
+        rows.append({"claim": cid, "status": rep.status, "examples": rep.examples,
+                     "rejected": rep.rejected, "seconds": rep.seconds,
+                     "examples_per_s": rep.examples / rep.seconds if rep.seconds else None,
+                     "drawn_per_s": drawn / rep.seconds if rep.seconds else None})
+    return {"profile": f"ci (derandomized), max_examples={args.suite_examples}, seed=0, dps=50",
+            "claims": rows, "seconds_total": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------- profiles of misses
+
+
+def _torch_profile(fn, device, path, title):
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fn()
+        M.sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    with open(path, "w") as fh:
+        fh.write(title + "\n\n")
+        fh.write(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+    return os.path.relpath(path, os.path.dirname(HERE))
+
+
+def _cprofile(fn, path, title):
+    import cProfile
+    import io
+    import pstats
+
+    pr = cProfile.Profile()
+    pr.enable()
+    fn()
+    pr.disable()
+    s = io.StringIO()
+    pstats.Stats(pr, stream=s).sort_stats("cumulative").print_stats(25)
+    with open(path, "w") as fh:
+        fh.write(title + "\n\n" + s.getvalue())
+    return os.path.relpath(path, os.path.dirname(HERE))
+
+
+# ---------------------------------------------------------------------- targets
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    out = []
+    for c in results["cases"]:
+        r, w, n = c["ratios"], c["workload"], c["n"]
+        for path in ("gram", "lanczos"):
+            k = f"{path}_total/scores"
+            if k in r and n <= 2048:
+                v = r[k]["median"]
+                out.append({"target": f"{path} total ≤ 1.5× scores", "workload": w, "n": n,
+                            "value": v, "met": v <= 1.5})
+            k = f"curvlinops/{path}_total"
+            if k in r:
+                v = r[k]["median"]
+                out.append({"target": f"{path} ≥ 5× faster than curvlinops+eigsh",
+                            "workload": w, "n": n, "value": v, "met": v >= 5.0})
+    s = results.get("streaming")
+    if s:
+        v = s["recompute/push"]["median"]
+        out.append({"target": "streaming update ≥ 10× faster than recompute",
+                    "workload": "byte-lm", "n": s["t"], "value": v, "met": v >= 10.0})
+    return out
+
+
+def write_profiles(results, device, args) -> dict:
+    """Profiles of the largest affordable case of each missed target."""
+    os.makedirs(os.path.join(HERE, "profiles"), exist_ok=True)
+    prof = {}
+    missed = [t for t in results["targets"] if not t["met"]]
+    done = set()
+    for t in sorted(missed, key=lambda t: -t["n"]):
+        key = (t["target"], t["workload"])
+        if key in done or t["workload"] not in ("mlp", "byte-lm") or "streaming" in t["target"]:
+            continue
+        case = next(c for c in results["cases"] if c["workload"] == t["workload"]
+                    and c["n"] == t["n"])
+        path_name = "gram" if t["target"].startswith("gram") else "lanczos"
+        if case["methods"][path_name]["seconds"]["median"] > args.profile_max_seconds:
+            continue  # a smaller n of the same miss will be profiled instead
+        done.add(key)
+        wl = make_workload(t["workload"], t["n"], device, **_wkw(t["workload"], args))
+        tol = case["methods"]["lanczos"].get("tol") or 1e-6
+        base = f"{t['workload']}-n{t['n']}"
+        if "scores" in t["target"]:
+            fn = partial(_path_total, wl, path_name, tol)
+            p = os.path.join(HERE, "profiles", f"{base}-{path_name}-total.txt")
+            prof[f"{base} {path_name}"] = _torch_profile(
+                fn, device, p, f"torch.profiler: {path_name} path total (scores + engine), "
+                f"{t['workload']} n={t['n']}, device {device}")
+        else:
+            tol_c = case["methods"]["curvlinops"].get("tol") or 1e-6
+            p = os.path.join(HERE, "profiles", f"{base}-curvlinops.txt")
+            prof[f"{base} curvlinops"] = _cprofile(
+                partial(run_curvlinops, wl, tol_c), p,
+                f"cProfile: curvlinops EF + eigsh(tol={tol_c}), {t['workload']} n={t['n']}")
+    s = results.get("streaming")
+    if s and s["recompute/push"]["median"] < 10.0:
+        wl = make_workload("byte-lm", s["t"], device)
+        Gn = wl.scores().cpu().numpy()
+        _, factory = _streaming_monitor()
+        mon = factory(wl.P)
+        for i in range(s["t"] - 1):
+            mon.push(Gn[i])
+        p = os.path.join(HERE, "profiles", f"streaming-t{s['t']}-push.txt")
+        prof["streaming push"] = _cprofile(lambda: mon.push(Gn[-1]), p,
+                                           f"cProfile: one push at t={s['t']}")
+    return prof
+
+
+# ---------------------------------------------------------------------- table
+
+
+def _fmt_s(s):
+    return "—" if s is None else (f"{s:.3g}" if s >= 0.01 else f"{s:.2e}")
+
+
+def table(results: dict) -> str:
+    lines = ["| workload | n | P | method | median s | IQR s | peak MiB | rel. error | "
+             "iters | tol | × scores |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in results["cases"]:
+        ts = c["methods"]["scores"]["seconds"]["median"]
+        for m in METHODS:
+            d = c["methods"][m]
+            if "seconds" not in d:
+                lines.append(f"| {c['workload']} | {c['n']} | {c['P']} | {d['label']} | "
+                             f"skipped | | | | | | |")
+                continue
+            med, iqr = d["seconds"]["median"], d["seconds"]["iqr"]
+            mem = d.get("peak_bytes")
+            err = d.get("rel_error")
+            lines.append(
+                f"| {c['workload']} | {c['n']} | {c['P']} | {d['label']} | {_fmt_s(med)} | "
+                f"{_fmt_s(iqr)} | {'—' if mem is None else f'{mem / 2**20:.0f}'} | "
+                f"{'—' if err is None else f'{err:.1e}'} | {d.get('iterations', '—')} | "
+                f"{d.get('tol') or '—'} | {med / ts:.2f} |")
+    lines += ["", "| workload | n | gram/scores | lanczos/scores | curvlinops/gram | "
+              "curvlinops/lanczos | power/gram | power/lanczos | repeats |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in results["cases"]:
+        r = c["ratios"]
+
+        def f(k, r=r):
+            if k not in r:
+                return "—"
+            return f"{r[k]['median']:.2f} [{r[k]['q1']:.2f}, {r[k]['q3']:.2f}]"
+
+        lines.append(f"| {c['workload']} | {c['n']} | {f('gram_total/scores')} | "
+                     f"{f('lanczos_total/scores')} | {f('curvlinops/gram_total')} | "
+                     f"{f('curvlinops/lanczos_total')} | {f('power/gram_total')} | "
+                     f"{f('power/lanczos_total')} | {c['repeats']} |")
+    s = results.get("streaming")
+    if s:
+        lines += ["", f"Streaming σ_t at t = {s['t']} (byte-LM per-token scores, P = {s['P']}; "
+                  f"{s['monitor']}): push {_fmt_s(s['push_seconds']['median'])} s "
+                  f"(IQR {_fmt_s(s['push_seconds']['iqr'])}), recompute "
+                  f"{_fmt_s(s['recompute_seconds']['median'])} s (IQR "
+                  f"{_fmt_s(s['recompute_seconds']['iqr'])}); recompute/push = "
+                  f"{s['recompute/push']['median']:.2f} [{s['recompute/push']['q1']:.2f}, "
+                  f"{s['recompute/push']['q3']:.2f}]; rel. errors "
+                  + ", ".join(f"{k} {v:.1e}" for k, v in s["rel_error"].items())]
+    su = results.get("suite")
+    if su:
+        lines += ["", f"Suite throughput ({su['profile']}):", "",
+                  "| claim | status | examples | rejected | s | examples/s | drawn/s |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for r in su["claims"]:
+            lines.append(f"| {r['claim']} | {r['status']} | {r['examples']} | {r['rejected']} | "
+                         f"{r['seconds']:.2f} | {r['examples_per_s'] or 0:.1f} | "
+                         f"{r['drawn_per_s'] or 0:.1f} |")
+    tg = results.get("targets")
+    if tg:
+        lines += ["", "| target | workload | n | measured (median) | met |",
+                  "|---|---|---:|---:|---|"]
+        for t in tg:
+            lines.append(f"| {t['target']} | {t['workload']} | {t['n']} | {t['value']:.2f} | "
+                         f"{'yes' if t['met'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    ap.add_argument("--sizes", default="128,512,2048", help="comma-separated n (default 128,512,2048)")
+    ap.add_argument("--workloads", default="mlp,byte-lm")
+    ap.add_argument("--repeats", type=int, default=5, help="max timed repeats per case (default 5)")
+    ap.add_argument("--min-repeats", type=int, default=3)
+    ap.add_argument("--case-budget", type=float, default=60.0,
+                    help="stop repeating a case after this many seconds once --min-repeats ran")
+    ap.add_argument("--out", default=os.path.join("benchmarks", "results.json"))
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny run: n=64,128, 3 repeats, short suite (minutes → seconds)")
+    ap.add_argument("--stream-t", type=int, default=512)
+    ap.add_argument("--suite-examples", type=int, default=50)
+    ap.add_argument("--mlp-hidden", type=int, default=256, help="MLP 784→H→10 width (256)")
+    ap.add_argument("--mlp-steps", type=int, default=300, help="MLP training steps (300)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ap.add_argument("--skip-curvlinops", action="store_true")
+    ap.add_argument("--no-streaming", action="store_true")
+    ap.add_argument("--no-suite", action="store_true")
+    ap.add_argument("--no-profiles", action="store_true")
+    ap.add_argument("--profile-max-seconds", type=float, default=40.0)
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.sizes = "64,128" if a.sizes == "128,512,2048" else a.sizes
+        a.repeats, a.min_repeats, a.case_budget = 3, 3, 5.0
+        a.suite_examples = min(a.suite_examples, 10)
+        a.stream_t = min(a.stream_t, 128)
+    return a
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    malloc_tuned = M.tune_malloc()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    wnames = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    t0 = time.perf_counter()
+    results = {
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": _git_commit(),
+        "machine": machine_facts(device),
+        "load_average_start": M.load_average(),
+        "dtype": "float64 everywhere (scores, engines, curvlinops operator, power iteration)",
+        "accuracy": f"every method at relative error ≤ {TARGET_ERR:g} vs the float64 dense "
+                    "reference; iterative tolerances chosen as the first of "
+                    f"{list(TOLS)} reaching it in an untimed calibration run",
+        "timing": "wall clock (device-synchronised), median and IQR over repeats; in each "
+                  "repeat all methods run back to back; Gram/Lanczos totals = scores time + "
+                  "engine time of the same repeat; ratios are medians of per-repeat ratios",
+        "memory": ("torch.cuda.max_memory_allocated delta" if device.type == "cuda" else
+                   "peak RSS delta sampled every 0.5 ms (/proc/self/statm), glibc mallopt "
+                   f"mmap/trim threshold 1 MiB (applied: {malloc_tuned}); Gram/Lanczos totals "
+                   "= max(scores peak, bytes(G) + engine peak); measured in the calibration run"),
+        "cases": [],
+    }
+    for w in wnames:
+        for n in sizes:
+            results["cases"].append(run_case(w, n, device, args))
+    if not args.no_streaming:
+        log(f"[streaming t={args.stream_t}]")
+        results["streaming"] = run_streaming(device, args)
+    if not args.no_suite:
+        log("[suite]")
+        results["suite"] = run_suite(args)
+    results["targets"] = evaluate_targets(results)
+    results["load_average_end"] = M.load_average()
+    results["seconds_total"] = time.perf_counter() - t0
+    if not args.no_profiles:
+        log("[profiles]")
+        results["profiles"] = write_profiles(results, device, args)
+    results["table_markdown"] = table(results)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(results, fh, indent=1, default=lambda o: None if isinstance(o, float)
+                  and not math.isfinite(o) else str(o))
+    print(results["table_markdown"])
+    return results
+
+
+if __name__ == "__main__":
+    main()
