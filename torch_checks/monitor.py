@@ -1,0 +1,432 @@
+"""The runtime monitor σ_t = λ_max(F_t) / λ_base on a torch model (THEORY.md §7).
+
+A deployer wraps their own model in :class:`SigmaMonitor` and pushes tokens (or, for a
+classifier, ``(x, y)`` samples) one at a time; every push returns σ_t.
+
+* F_t is the empirical FIM of the per-token scores g_s = ∇_θ log p(x_s | x_<s; θ) of the
+  prefix seen so far (all tokens, or only the last ``window`` scores). θ is the named
+  parameter subset ``param_names``; the other parameters are held fixed.
+* The unnormalised Gram matrix K_t = G_t G_tᵀ of the stored scores grows by one row and
+  column per token (t dot products of length P: O(tP) work); with a window the oldest row
+  and column are dropped. F_t is never formed.
+* λ_max(F_t) = λ_max(K_t)/t is found by Lanczos (full reorthogonalisation) on the t × t
+  matrix, warm-started from the previous top eigenvector padded with the new coordinate
+  u_new = k_newᵀu / λ (one power-iteration step restricted to the new coordinate), and
+  stopped when the Ritz residual is ≤ ``tol`` · λ; if it has not converged after
+  ``max_iter`` steps a dense ``eigh`` of the t × t matrix is used instead (counted in
+  :attr:`SigmaMonitor.fallbacks`). Either way the value is a Ritz value with relative
+  residual ≤ ``tol``, hence within ``tol`` · λ of an eigenvalue of K_t / t.
+
+:func:`calibrate` computes λ_base and the threshold τ_q on a **full-precision** model from
+calibration contexts: for each context, Λ = λ_max of the FIM of all its per-token scores
+(or of the last ``window`` of them), λ_base = mean (or median) of the Λ's, σ = Λ / λ_base
+and τ_q = the q-quantile (linear interpolation) of the σ's.
+
+Units: scores in nats per θ-unit, λ in nats² per θ-unit², σ dimensionless.
+
+Hypotheses: the model is causal and deterministic (eval mode); a monitor snapshots the
+weights at construction (re-create it after changing the model).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad
+
+from fimtheory.errors import InputError
+from fimtheory.monitor import calibration_threshold
+
+from .device import resolve_device
+from .engines import lambda_max as _lambda_max
+from .scores import _logits, _split_params, per_sample_scores, per_token_scores
+
+__all__ = ["SigmaMonitor", "calibrate", "context_lambda_max", "sigma_trace", "top_eig_warm"]
+
+
+def top_eig_warm(
+    K: torch.Tensor,
+    start: torch.Tensor | None,
+    *,
+    tol: float = 1e-10,
+    max_iter: int = 60,
+) -> tuple[float, torch.Tensor, int, bool]:
+    """Largest eigenpair of a small symmetric matrix by Lanczos from a given start vector.
+
+    Parameters
+    ----------
+    K : torch.Tensor ``(t, t)``
+        Symmetric (PSD for a Gram matrix), any device, float64 recommended.
+    start : torch.Tensor ``(t,)`` or None
+        Warm start; None or a zero vector → the all-ones vector.
+    tol : float
+        Stop when ‖K y − θ y‖ ≤ tol · |θ| (explicit residual of the Ritz pair).
+    max_iter : int
+        Lanczos steps at most (capped at t).
+
+    Returns
+    -------
+    (value, vector, iterations, converged)
+        ``vector`` is a unit Ritz vector; if not converged the caller should fall back
+        to a dense eigensolver.
+    """
+    t = K.shape[0]
+    if start is None or float(torch.linalg.vector_norm(start)) == 0.0:
+        start = torch.ones(t, dtype=K.dtype, device=K.device)
+    q = start / torch.linalg.vector_norm(start)
+    m = min(t, max(1, int(max_iter)))
+    Q = torch.zeros(m, t, dtype=K.dtype, device=K.device)
+    alphas: list[float] = []
+    betas: list[float] = []
+    scale = float(torch.linalg.matrix_norm(K, ord="fro"))
+    if scale == 0.0:
+        return 0.0, q, 0, True
+    theta, y = 0.0, q
+    for k in range(m):
+        Q[k] = q
+        w = K @ q
+        alpha = float(torch.dot(w, q))
+        alphas.append(alpha)
+        for _ in range(2):  # full reorthogonalisation
+            w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
+        beta = float(torch.linalg.vector_norm(w))
+        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if k > 0:
+            off = torch.tensor(betas, dtype=torch.float64)
+            T = T + torch.diag(off, 1) + torch.diag(off, -1)
+        ev, evec = torch.linalg.eigh(T)
+        theta = float(ev[-1])
+        s = evec[:, -1].to(device=K.device, dtype=K.dtype)
+        y = Q[: k + 1].T @ s
+        y = y / torch.linalg.vector_norm(y)
+        res = float(torch.linalg.vector_norm(K @ y - theta * y))
+        if res <= tol * max(abs(theta), 1e-300):
+            return theta, y, k + 1, True
+        if beta <= 1e-14 * scale or k + 1 == t:
+            # invariant subspace or the whole space spanned: Ritz value is exact up to
+            # rounding, but the residual test above failed, so report non-convergence
+            return theta, y, k + 1, res <= 1e3 * tol * max(abs(theta), 1e-300)
+        betas.append(beta)
+        q = w / beta
+    return theta, y, m, False
+
+
+def _default_names(model: nn.Module) -> tuple[str, ...]:
+    f = getattr(model, "default_param_names", None)
+    if callable(f):
+        return tuple(f())
+    return tuple(n for n, _ in model.named_parameters())
+
+
+def _model_context(model: nn.Module) -> int | None:
+    cfg = getattr(model, "config", None)
+    for attr in ("context", "max_position_embeddings", "n_positions"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+class SigmaMonitor:
+    """Streaming σ_t = λ_max(F_t) / λ_base of a model along a token stream.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Causal LM mapping int64 ``(1, T)`` to logits ``(1, T, V)`` (or ``.logits``), or a
+        classifier mapping ``(1, ...)`` inputs to logits ``(1, K)``. Not modified; its
+        weights are snapshotted (cast to ``dtype``) at construction.
+    param_names : sequence of str or None
+        θ, the parameter subset of the scores; None → ``model.default_param_names()`` if
+        the model has it, else every parameter.
+    lambda_base : float
+        Positive finite baseline (from :func:`calibrate` on the full-precision model).
+    window : int or None
+        Keep only the last ``window`` scores in F_t (None: the whole prefix).
+    dtype : torch.float64 (default) or torch.float32
+    device : str, torch.device or None
+        Where the scores and Gram matrix live; None → the model's device.
+    tol : float
+        Relative Ritz-residual tolerance of the warm-started Lanczos.
+    max_iter : int
+        Lanczos steps per token before the dense fallback.
+    max_context : int or None
+        Longest prefix fed to an LM (older tokens are cut off); default: the model's
+        ``config.context`` / ``max_position_embeddings`` if it has one, else unlimited.
+
+    Attributes
+    ----------
+    sigmas, lambdas : list of float
+        σ_s and λ_max(F_s) after every score pushed so far.
+    iterations : list of int
+        Lanczos steps used per score (the warm start keeps these small).
+    fallbacks : int
+        Number of dense fallbacks.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        param_names: Sequence[str] | None,
+        lambda_base: float,
+        *,
+        window: int | None = None,
+        dtype: torch.dtype = torch.float64,
+        device=None,
+        tol: float = 1e-10,
+        max_iter: int = 60,
+        max_context: int | None = None,
+    ):
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        lb = float(lambda_base)
+        if not math.isfinite(lb) or lb <= 0:
+            raise InputError(f"lambda_base must be positive and finite, got {lambda_base!r}")
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise InputError(f"window must be a positive integer or None, got {window!r}")
+        if dtype not in (torch.float64, torch.float32):
+            raise InputError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+        if not tol > 0:
+            raise InputError(f"tol must be positive, got {tol!r}")
+        names = _default_names(model) if param_names is None else tuple(param_names)
+        self.model = model
+        self.lambda_base = lb
+        self.window = window
+        self.dtype = dtype
+        self.tol = float(tol)
+        self.max_iter = int(max_iter)
+        self.max_context = max_context if max_context is not None else _model_context(model)
+        names, sub, rest, buffers = _split_params(model, names, dtype)
+        dev = resolve_device(device) if device is not None else next(iter(sub.values())).device
+        self.device = dev
+        self.param_names = names
+        self._sub = {k: v.to(dev) for k, v in sub.items()}
+        self._rest = {k: v.to(dev) for k, v in rest.items()}
+        self._buffers = {k: v.to(dev) for k, v in buffers.items()}
+        self.P = sum(v.numel() for v in self._sub.values())
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """Forget the stream (tokens, scores, Gram matrix, traces)."""
+        self._tokens: list[int] = []
+        self._G = torch.zeros(0, self.P, dtype=self.dtype, device=self.device)
+        self._K = torch.zeros(0, 0, dtype=self.dtype, device=self.device)
+        self._u = torch.zeros(0, dtype=self.dtype, device=self.device)
+        self._lam_unnorm = 0.0
+        self.sigmas: list[float] = []
+        self.lambdas: list[float] = []
+        self.iterations: list[int] = []
+        self.fallbacks = 0
+
+    @property
+    def sigma(self) -> float:
+        """Latest σ_t (NaN before the first score)."""
+        return self.sigmas[-1] if self.sigmas else float("nan")
+
+    @property
+    def n_scores(self) -> int:
+        """Number of scores currently in F_t (≤ window)."""
+        return self._G.shape[0]
+
+    # ------------------------------------------------------------------ scores
+
+    def _token_score(self) -> torch.Tensor:
+        toks = self._tokens
+        if self.max_context is not None:
+            toks = toks[-(self.max_context + 1):]
+        x = torch.tensor(toks[:-1], dtype=torch.int64, device=self.device)
+        y = int(toks[-1])
+
+        def logp(p):
+            out = _logits(functional_call(self.model, (p, self._rest, self._buffers), (x.unsqueeze(0),)))
+            return torch.log_softmax(out[0, -1], dim=-1)[y]
+
+        g = grad(logp)(self._sub)
+        return torch.cat([g[k].reshape(-1) for k in self.param_names])
+
+    def _sample_score(self, x: torch.Tensor, y) -> torch.Tensor:
+        x = torch.as_tensor(x).to(self.device)
+        if x.is_floating_point():
+            x = x.to(self.dtype)
+        y = int(y)
+
+        def logp(p):
+            out = _logits(functional_call(self.model, (p, self._rest, self._buffers), (x.unsqueeze(0),)))
+            return torch.log_softmax(out.reshape(-1), dim=-1)[y]
+
+        g = grad(logp)(self._sub)
+        return torch.cat([g[k].reshape(-1) for k in self.param_names])
+
+    # ------------------------------------------------------------------ streaming
+
+    def push(self, context_or_token) -> float:
+        """Append one token (int / 0-d tensor), several tokens (1-D tensor or list), or one
+        classifier sample ``(x, y)``; return σ_t after the last one.
+
+        An LM's first token has no score (nothing predicts it): σ stays NaN until the
+        second token.
+        """
+        if isinstance(context_or_token, tuple):
+            if len(context_or_token) != 2:
+                raise InputError("a classifier sample must be a pair (x, y)")
+            return self.push_score(self._sample_score(*context_or_token))
+        tok = torch.as_tensor(context_or_token)
+        if tok.is_floating_point() or tok.is_complex() or tok.ndim > 1:
+            raise InputError("push expects integer token(s): an int, a 0-d or 1-D integer tensor, "
+                             "or a classifier pair (x, y)")
+        sigma = self.sigma
+        for t in tok.reshape(-1).tolist():
+            self._tokens.append(int(t))
+            if len(self._tokens) >= 2:
+                sigma = self.push_score(self._token_score())
+        return sigma
+
+    def push_score(self, g: torch.Tensor) -> float:
+        """Append a precomputed score vector g (length P) and return σ_t."""
+        g = torch.as_tensor(g).to(device=self.device, dtype=self.dtype).reshape(-1)
+        if g.shape[0] != self.P:
+            raise InputError(f"score has length {g.shape[0]}, expected P = {self.P}")
+        if not bool(torch.isfinite(g).all()):
+            raise InputError("score has NaN or inf entries")
+        G, K, u = self._G, self._K, self._u
+        if self.window is not None and G.shape[0] == self.window:
+            G, K, u = G[1:], K[1:, 1:], u[1:]
+        k = G @ g
+        gg = torch.dot(g, g).reshape(1)
+        t = G.shape[0] + 1
+        Kn = torch.empty(t, t, dtype=self.dtype, device=self.device)
+        Kn[:-1, :-1] = K
+        Kn[-1, :-1] = k
+        Kn[:-1, -1] = k
+        Kn[-1, -1] = gg
+        self._G = torch.cat([G, g[None]], dim=0)
+        self._K = Kn
+        # warm start: previous top vector, new coordinate from one power step
+        lam_prev = self._lam_unnorm
+        if u.numel() and lam_prev > 0:
+            new = torch.dot(k, u) / lam_prev
+            start = torch.cat([u, new.reshape(1)])
+        else:
+            start = None
+        val, vec, iters, ok = top_eig_warm(Kn, start, tol=self.tol, max_iter=self.max_iter)
+        if not ok:
+            self.fallbacks += 1
+            w, V = torch.linalg.eigh(Kn)
+            val, vec = float(w[-1]), V[:, -1]
+        self._u = vec
+        self._lam_unnorm = val
+        lam = val / t
+        self.lambdas.append(lam)
+        self.sigmas.append(lam / self.lambda_base)
+        self.iterations.append(iters)
+        return self.sigmas[-1]
+
+
+def sigma_trace(G: torch.Tensor, lambda_base: float, *, window: int | None = None,
+                tol: float = 1e-10) -> np.ndarray:
+    """σ_1..σ_n of a stream whose scores are the rows of G (streamed, warm-started).
+
+    A model-free :class:`SigmaMonitor`: convenient when G comes from
+    :func:`torch_checks.scores.per_token_scores` (one forward pass for the whole trajectory).
+    """
+    mon = _ScoreStream(G.shape[1], lambda_base, window=window, dtype=G.dtype, device=G.device,
+                       tol=tol)
+    for row in G:
+        mon.push_score(row)
+    return np.asarray(mon.sigmas)
+
+
+class _ScoreStream(SigmaMonitor):
+    """SigmaMonitor without a model (scores are pushed with :meth:`push_score`)."""
+
+    def __init__(self, P, lambda_base, *, window=None, dtype=torch.float64, device="cpu",
+                 tol=1e-10, max_iter=60):
+        self.lambda_base = float(lambda_base)
+        if not math.isfinite(self.lambda_base) or self.lambda_base <= 0:
+            raise InputError(f"lambda_base must be positive and finite, got {lambda_base!r}")
+        self.window, self.dtype, self.tol, self.max_iter = window, dtype, float(tol), int(max_iter)
+        self.device = torch.device(device)
+        self.P = int(P)
+        self.reset()
+
+    def push(self, context_or_token) -> float:  # pragma: no cover - no model to score with
+        raise InputError("this stream has no model; use push_score")
+
+
+def context_lambda_max(model: nn.Module, context, param_names: Sequence[str] | None = None, *,
+                       window: int | None = None, dtype: torch.dtype = torch.float64) -> float:
+    """Λ = λ_max of the FIM of one calibration context, from scratch (dense Gram eigh).
+
+    ``context``: 1-D int64 tokens of an LM (T+1 tokens → T scores), or a classifier pair
+    ``(X, y)`` (n samples → n scores). With ``window``, only the last ``window`` scores.
+    """
+    names = _default_names(model) if param_names is None else tuple(param_names)
+    if isinstance(context, tuple):
+        X, y = context
+        G = per_sample_scores(model, names, X, y, dtype=dtype).G
+    else:
+        tok = torch.as_tensor(context)
+        if tok.ndim != 1 or len(tok) < 2:
+            raise InputError("an LM context must be a 1-D tensor of at least 2 tokens")
+        G = per_token_scores(model, names, tok[:-1], tok[1:], dtype=dtype).G
+    if window is not None:
+        G = G[-window:]
+    return _lambda_max(G, method="gram").value
+
+
+def calibrate(
+    model: nn.Module,
+    contexts,
+    *,
+    quantile: float = 0.95,
+    param_names: Sequence[str] | None = None,
+    statistic: str = "mean",
+    window: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[float, float, np.ndarray]:
+    """λ_base and τ_q of the monitor, from calibration contexts on the full-precision model.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The **full-precision** model.
+    contexts : int64 tensor ``(m, T+1)``, a sequence of 1-D token tensors, or a sequence of
+        classifier pairs ``(X, y)``.
+    quantile : float in [0, 1]
+        q of τ_q.
+    statistic : {"mean", "median"}
+        λ_base = this statistic of the per-context Λ's.
+    window : int or None
+        As in :class:`SigmaMonitor` (Λ of the last ``window`` scores of each context).
+
+    Returns
+    -------
+    (lambda_base, tau_q, sigmas)
+        ``sigmas`` = Λ_i / λ_base (float64 numpy array, one per context); τ_q = the
+        q-quantile (linear interpolation) of ``sigmas``.
+
+    Raises
+    ------
+    fimtheory.errors.InputError
+        Empty contexts, q outside [0, 1], unknown statistic, or λ_base = 0.
+    """
+    if not 0.0 <= float(quantile) <= 1.0:
+        raise InputError(f"quantile must be in [0, 1], got {quantile!r}")
+    if statistic not in ("mean", "median"):
+        raise InputError(f"statistic must be 'mean' or 'median', got {statistic!r}")
+    items = list(contexts) if not isinstance(contexts, torch.Tensor) else list(contexts.unbind(0))
+    if not items:
+        raise InputError("no calibration contexts")
+    lams = np.array([context_lambda_max(model, c, param_names, window=window, dtype=dtype)
+                     for c in items])
+    base = float(np.mean(lams) if statistic == "mean" else np.median(lams))
+    if not base > 0:
+        raise InputError(f"λ_base = {base!r} is not positive (all scores zero?)")
+    sigmas = lams / base
+    return base, calibration_threshold(sigmas, float(quantile)), sigmas
