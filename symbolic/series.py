@@ -246,14 +246,20 @@ def closed_form_series_n2(order: int = MAX_ORDER) -> tuple[list[sp.Expr], list[s
     return closed, derived
 
 
-def charpoly_root_series(n: int = 3, order: int = MAX_ORDER) -> tuple[list, list, tuple]:
+def charpoly_root_series(
+    n: int = 3, order: int = MAX_ORDER, entries: dict | None = None
+) -> tuple[list, list, tuple]:
     """Taylor coefficients of the characteristic-polynomial root through l1, solved order by order.
 
     For A = diag(l1..ln) with symbolic distinct l's and symbolic symmetric M, substitute
     λ = l1 + Σ c_k t^k into det(A + tM − λI) = 0 and solve each order for c_k (linear in c_k
-    because l1 is a simple root). Returns ``(from_charpoly, from_derivation, (lam, M))``.
+    because l1 is a simple root). ``entries`` optionally fixes some symbols (e.g. the m's
+    to rationals, which keeps order 4 fast). Returns ``(from_charpoly, from_derivation,
+    (lam, M))``.
     """
     lam, M = _symbolic_instance(n)
+    if entries:
+        M = M.subs(entries)
     t = sp.Symbol("t")
     c = sp.symbols(f"c1:{order + 1}")
     lam_t = lam[0] + sum(ck * t ** (k + 1) for k, ck in enumerate(c))
