@@ -108,9 +108,11 @@ def test_reduced_pair_has_the_nonzero_spectra():
     ev_full = np.linalg.eigvalsh(Fq - F)
     ev_red = np.linalg.eigvalsh(E)
     assert math.isclose(np.abs(ev_full).max(), np.abs(ev_red).max(), rel_tol=1e-10)
+    eta = np.abs(ev_full).max()
+    assert math.isclose(C.perturbation_norm(G, Gq), eta, rel_tol=1e-9)
     eta_low = C.perturbation_norm_lower(G, Gq)
-    assert eta_low <= np.abs(ev_full).max() * (1 + 1e-10)
-    assert eta_low >= 0.999 * np.abs(ev_full).max()
+    assert eta_low <= eta * (1 + 1e-10)
+    assert eta_low >= 0.999 * eta
 
 
 # ---------------------------------------------------------------- planted identity quantizer

@@ -18,9 +18,10 @@ Checks (one :class:`CheckRow` each)
     from the Gram matrix of the quantized scores, v1 = Gᵀu1/‖Gᵀu1‖ from the top Gram
     eigenvector u1, v1ᵀEv1 = ‖G̃v1‖²/n − λ1 (:func:`gram_r_margin`).
 ``S2``
-    Only when 2η < γ. η = ‖E‖₂: exact on the dense path; on the Gram path a Lanczos Ritz
-    value of E as an operator (a lower bound of η, so "2η ≥ γ" is certain) and, when that
-    does not settle it, the exact reduction of (F, E) to the span of the two score sets.
+    Only when 2η < γ. η = ‖E‖₂: exact on the dense path; on the Gram path exact too, from
+    the Gram blocks of the two score sets (:func:`perturbation_norm`), and S2 itself is then
+    evaluated on the exact reduction of (F, E) to the span of the two score sets
+    (:func:`reduced_pair`).
 ``lowers-lambda-max``
     Measured: whether λ_max(F(Q(θ))) < λ_max(F(θ)) for a deterministic scheme.
 ``T4.3-SR``
@@ -232,6 +233,25 @@ PROFILES: dict[str, Profile] = {
                           0.9, 1.0),
     ),
 }
+
+
+#: Work reductions for models whose scores are expensive (SmolLM2: 884,736 parameters in the
+#: score subset, ~11 s per 32-token context and ~17 s per quantized copy on one CPU thread).
+#: ``sr_draws`` is capped (min with the profile's K), the rest replaced; reported in the header.
+LARGE_MODEL_OVERRIDES: dict[str, dict] = {
+    "smollm2": {"lm_fim_contexts": 2, "sr_draws": 4, "departure_inputs": 3,
+                "corruption_rates": (0.0, 0.1, 0.3, 1.0)},
+}
+
+
+def model_profile(profile: Profile, name: str) -> Profile:
+    """``profile`` with the :data:`LARGE_MODEL_OVERRIDES` of model ``name`` applied."""
+    over = dict(LARGE_MODEL_OVERRIDES.get(name, {}))
+    if not over:
+        return profile
+    if "sr_draws" in over:
+        over["sr_draws"] = min(over["sr_draws"], profile.sr_draws)
+    return replace(profile, **over)
 
 
 def get_profile(name: str) -> Profile:
@@ -501,13 +521,30 @@ def gram_r_margin(G: torch.Tensor, Gq: torch.Tensor, base: GramSpectrum | None =
             "margin": margin, "error_estimate": err}
 
 
+def perturbation_norm(G: torch.Tensor, Gq: torch.Tensor) -> float:
+    """η = ‖E‖₂ for E = (G̃ᵀG̃ − GᵀG)/n, exactly (to rounding), without forming E.
+
+    E = Cᵀ D C / n with C = [G; G̃] and D = diag(−I, I), so its nonzero eigenvalues are those
+    of M^{1/2} D M^{1/2} / n with M = C Cᵀ (2n × 2n, from the three Gram blocks GGᵀ, G̃G̃ᵀ,
+    GG̃ᵀ): one extra n × n × P product beyond the two Gram matrices.
+    """
+    n = G.shape[0]
+    K11, K22, K12 = G @ G.T, Gq @ Gq.T, G @ Gq.T
+    M = torch.cat([torch.cat([K11, K12], 1), torch.cat([K12.T, K22], 1)], 0)
+    M = 0.5 * (M + M.T)
+    s, W = torch.linalg.eigh(M)
+    root = (W * torch.sqrt(torch.clamp(s, min=0.0))) @ W.T
+    d = torch.cat([-torch.ones(n, dtype=G.dtype, device=G.device),
+                   torch.ones(n, dtype=G.dtype, device=G.device)])
+    S = root @ (d[:, None] * root)
+    S = 0.5 * (S + S.T)
+    return float(torch.linalg.eigvalsh(S).abs().max()) / n
+
+
 def perturbation_norm_lower(G: torch.Tensor, Gq: torch.Tensor, *, max_iter: int = 60,
                             seed: int = 0) -> float:
-    """A lower bound of η = ‖E‖₂, E = (G̃ᵀG̃ − GᵀG)/n, by Lanczos on ±E as an operator.
-
-    Ritz values of a symmetric operator lie inside its spectrum, so the result is ≤ η (up to
-    rounding); with enough steps it converges to η.
-    """
+    """A lower bound of η = ‖E‖₂ by Lanczos on ±E as an operator (Ritz values lie inside
+    the spectrum); an independent cross-check of :func:`perturbation_norm`."""
     n, P = G.shape
 
     def matvec(x, sign=1.0):
@@ -618,12 +655,12 @@ def _r_and_s2(model: LoadedModel, G, Gq, F_np, base: GramSpectrum, dense: bool,
         out["lambda_q"] = lam_q
         return out
     r = gram_r_margin(G, Gq, base)
-    eta_low = perturbation_norm_lower(G, Gq)
-    scale = abs(r["lambda1"]) + eta_low
+    eta = perturbation_norm(G, Gq)
+    scale = abs(r["lambda1"]) + eta
     rel = r["margin"] / scale if scale > 0 else r["margin"]
     err_rel = r["error_estimate"] / scale if scale > 0 else r["error_estimate"]
     gap_ok = r["gap"] > 16 * G.shape[0] * EPS64 * abs(r["lambda1"])
-    det = {**r, "eta_lower": eta_low, "path": "gram", "relative_error_estimate": err_rel}
+    det = {**r, "eta": eta, "path": "gram", "relative_error_estimate": err_rel}
     if not gap_ok:
         out["R"] = ("hypotheses not met", float("nan"), {**det, "reason": "γ = 0 within rounding"})
     elif abs(rel) <= err_rel:
@@ -631,10 +668,12 @@ def _r_and_s2(model: LoadedModel, G, Gq, F_np, base: GramSpectrum, dense: bool,
     else:
         out["R"] = ("verified" if rel >= 0 else "falsified", rel, det)
     out["lambda_q"] = r["lambda_q"]
-    if not 2 * eta_low < r["gap"]:
+    # Rounding of η is ~1e4·n·eps relative: only a clear-cut 2η ≥ γ is "not met" here; a
+    # borderline case goes on to the exact reduced pair, where the registry decides.
+    if 2 * eta * (1 - 1e4 * G.shape[0] * EPS64) >= r["gap"]:
         out["S2"] = ("hypotheses not met", float("nan"),
-                     {"reason": f"needs 2η < γ: η ≥ {eta_low:.3g} (Lanczos lower bound), "
-                                f"γ = {r['gap']:.3g}", "eta_lower": eta_low, "gap": r["gap"]})
+                     {"reason": f"needs 2η < γ (η = {eta:.3g}, γ = {r['gap']:.3g})",
+                      "eta": eta, "gap": r["gap"]})
     else:
         A, E = reduced_pair(G, Gq)
         inst = MatrixPerturbation(A, E, origin=f"{model.name} (reduced to the score span)")
@@ -1052,8 +1091,9 @@ def run_checks(models: Sequence[str], schemes: Sequence[tuple[str, int]], profil
                            progress=progress, quantizer=quantizer)
 
 
-def _run_checks(models, schemes, profile, *, device, seed, progress, quantizer) -> RunResult:
+def _run_checks(models, schemes, base_profile, *, device, seed, progress, quantizer) -> RunResult:
     dev = resolve_device(device)
+    profile = base_profile
     adj = Adjudicator(profile.mp_max_dim, profile.mp_dps)
     rows: list[CheckRow] = []
     header: dict = {"profile": profile.name, "device": str(dev), "seed": seed,
@@ -1061,6 +1101,7 @@ def _run_checks(models, schemes, profile, *, device, seed, progress, quantizer) 
     tick = progress or (lambda _msg: None)
     for name in models:
         t0 = time.perf_counter()
+        profile = model_profile(base_profile, name)
         try:
             model = load_for_checks(name, profile, dev, seed)
         except MissingDependencyError as exc:
@@ -1071,6 +1112,9 @@ def _run_checks(models, schemes, profile, *, device, seed, progress, quantizer) 
                 tick(f"{name}: skipped")
             continue
         header["models"][name] = {**model.header, "load_seconds": time.perf_counter() - t0}
+        if profile != base_profile:
+            header["models"][name]["profile_overrides"] = {
+                k: getattr(profile, k) for k in LARGE_MODEL_OVERRIDES.get(name, {})}
         G = score_matrix(model, model.module)
         base = gram_spectrum(G)
         header["models"][name].update(n=int(G.shape[0]), lambda1=base.lambda1, gap=base.gap)
@@ -1087,7 +1131,7 @@ def _run_checks(models, schemes, profile, *, device, seed, progress, quantizer) 
             tick(f"{name} {spec}")
         rows_dep, grid, vals = check_departure(model, profile, seed)
         rows.extend(rows_dep)
-        if model.kind == "lm":
+        if model.name == "byte-lm":  # byte contexts of the other corpus
             rows.append(check_other_corpus(model, profile, seed))
         rows.append(check_completeness(name, grid, vals))
         tick(f"{name}: departure")
