@@ -14,7 +14,6 @@ import argparse
 import copy
 import gc
 import json
-import math
 import os
 import platform
 import subprocess
@@ -234,13 +233,34 @@ def run_case(wname: str, n: int, device, args) -> dict:
 # ---------------------------------------------------------------------- streaming σ_t
 
 
-def _streaming_monitor():
-    """(name, factory(dim) -> object with push(g) -> λ, note): torch_checks.monitor's
-    SigmaMonitor when it exists (its API permitting), else fimtheory.monitor's numpy one."""
+def _streaming_monitors(wl):
+    """[(name, factory() -> monitor, push(monitor, g_row) -> λ_max(F_t))]: the torch
+    SigmaMonitor (``push_score``: Gram row + warm-started Lanczos) when torch_checks.monitor
+    exists, and fimtheory.monitor's numpy StreamingLambdaMax reference."""
     from fimtheory.monitor import StreamingLambdaMax
 
-    return ("fimtheory.monitor.StreamingLambdaMax",
-            lambda dim: StreamingLambdaMax(dim, tol=1e-10))
+    out = []
+    try:
+        from torch_checks.monitor import SigmaMonitor
+    except ImportError:
+        SigmaMonitor = None
+    if SigmaMonitor is not None:
+        def make_sigma():
+            return SigmaMonitor(wl.model, wl.names, 1.0, tol=1e-10, device=wl.device)
+
+        def push_sigma(mon, g):
+            mon.push_score(g)
+            return mon.lambdas[-1]
+
+        out.append(("torch_checks.monitor.SigmaMonitor.push_score", make_sigma, push_sigma,
+                    "torch"))
+
+    def push_np(mon, g):
+        return mon.push(g)
+
+    out.append(("fimtheory.monitor.StreamingLambdaMax.push (numpy reference)",
+                lambda: StreamingLambdaMax(wl.P, tol=1e-10), push_np, "numpy"))
+    return out
 
 
 def run_streaming(device, args) -> dict:
@@ -249,38 +269,45 @@ def run_streaming(device, args) -> dict:
     G = wl.scores()
     Gn = G.cpu().numpy()
     ref = float(np.linalg.eigvalsh(Gn @ Gn.T / t)[-1])
-    name, factory = _streaming_monitor()
-    mon = factory(wl.P)
-    t0 = time.perf_counter()
-    for i in range(t - 1):
-        mon.push(Gn[i])
-    fill = time.perf_counter() - t0
-    push_t, rec_t, rec_np_t, vals = [], [], [], {}
-    for _ in range(max(args.repeats, 5)):
-        m2 = copy.deepcopy(mon)
-        t0 = time.perf_counter()
-        vals["stream"] = m2.push(Gn[t - 1])
-        push_t.append(time.perf_counter() - t0)
-        del m2
-        r, s = M.timed(lambda: lambda_max(G, method="gram"), device)
+    reps = max(args.repeats, 5)
+    rec_t, rec_np_t, vals = [], [], {}
+    for _ in range(reps):
+        r, sec = M.timed(partial(lambda_max, G, method="gram"), device)
         vals["recompute"] = r.value
-        rec_t.append(s)
+        rec_t.append(sec)
         t0 = time.perf_counter()
         vals["recompute_numpy"] = float(np.linalg.eigvalsh(Gn @ Gn.T / t)[-1])
         rec_np_t.append(time.perf_counter() - t0)
-    ratio = M.summary([b / a for a, b in zip(push_t, rec_t)])
+    monitors = []
+    for name, make, push, kind in _streaming_monitors(wl):
+        rows = G if kind == "torch" else Gn
+        mon = make()
+        t0 = time.perf_counter()
+        for i in range(t - 1):
+            push(mon, rows[i])
+        fill = time.perf_counter() - t0
+        push_t = []
+        for _ in range(reps):
+            m2 = copy.deepcopy(mon)
+            lam, sec = M.timed(partial(push, m2, rows[t - 1]), device)
+            push_t.append(sec)
+            del m2
+        monitors.append({
+            "monitor": name, "push_seconds": M.summary(push_t),
+            "fill_seconds_for_first_t_minus_1": fill, "value": lam, "rel_error": rel(lam, ref),
+            "recompute/push": M.summary([b / a for a, b in zip(push_t, rec_t)]),
+        })
     return {
-        "t": t, "P": wl.P, "scores": wl.description, "monitor": name,
-        "fill_seconds_for_first_t_minus_1": fill,
-        "push_seconds": M.summary(push_t),
+        "t": t, "P": wl.P, "scores": wl.description, "monitors": monitors,
         "recompute_seconds": M.summary(rec_t),
-        "recompute_label": f"torch_checks.engines.lambda_max(G[:t], 'gram') on {device}",
+        "recompute_label": f"torch_checks.engines.lambda_max(G_t, 'gram') on {device}",
         "recompute_numpy_seconds": M.summary(rec_np_t),
-        "recompute/push": ratio,
+        "recompute/push": monitors[0]["recompute/push"], "monitor": monitors[0]["monitor"],
         "reference_lambda_max": ref,
         "rel_error": {k: rel(v, ref) for k, v in vals.items()},
-        "note": "per-step time of the t-th update (state after t−1 pushes deep-copied "
-                "outside the timer) vs λ_max from scratch on all t scores",
+        "note": "per-step time of the t-th update (the monitor after t−1 pushes is deep-copied "
+                "outside the timer; scores precomputed) vs λ_max from scratch on all t stored "
+                "scores; repeats interleaved are not needed (no shared state)",
     }
 
 
@@ -397,14 +424,15 @@ def write_profiles(results, device, args) -> dict:
     s = results.get("streaming")
     if s and s["recompute/push"]["median"] < 10.0:
         wl = make_workload("byte-lm", s["t"], device)
-        Gn = wl.scores().cpu().numpy()
-        _, factory = _streaming_monitor()
-        mon = factory(wl.P)
+        G = wl.scores()
+        _, make, push, kind = _streaming_monitors(wl)[0]
+        rows = G if kind == "torch" else G.cpu().numpy()
+        mon = make()
         for i in range(s["t"] - 1):
-            mon.push(Gn[i])
+            push(mon, rows[i])
         p = os.path.join(HERE, "profiles", f"streaming-t{s['t']}-push.txt")
-        prof["streaming push"] = _cprofile(lambda: mon.push(Gn[-1]), p,
-                                           f"cProfile: one push at t={s['t']}")
+        prof["streaming push"] = _cprofile(partial(push, mon, rows[-1]), p,
+                                           f"cProfile: one {s['monitor']} at t={s['t']}")
     return prof
 
 
@@ -452,14 +480,19 @@ def table(results: dict) -> str:
                      f"{f('power/lanczos_total')} | {c['repeats']} |")
     s = results.get("streaming")
     if s:
-        lines += ["", f"Streaming σ_t at t = {s['t']} (byte-LM per-token scores, P = {s['P']}; "
-                  f"{s['monitor']}): push {_fmt_s(s['push_seconds']['median'])} s "
-                  f"(IQR {_fmt_s(s['push_seconds']['iqr'])}), recompute "
-                  f"{_fmt_s(s['recompute_seconds']['median'])} s (IQR "
-                  f"{_fmt_s(s['recompute_seconds']['iqr'])}); recompute/push = "
-                  f"{s['recompute/push']['median']:.2f} [{s['recompute/push']['q1']:.2f}, "
-                  f"{s['recompute/push']['q3']:.2f}]; rel. errors "
-                  + ", ".join(f"{k} {v:.1e}" for k, v in s["rel_error"].items())]
+        lines += ["", f"Streaming σ_t at t = {s['t']} (byte-LM per-token scores, P = {s['P']}):",
+                  "", "| per-step update | median s | IQR s | rel. error | recompute/push "
+                  "[q1, q3] |", "|---|---:|---:|---:|---:|"]
+        for m in s["monitors"]:
+            q = m["recompute/push"]
+            lines.append(f"| {m['monitor']} | {_fmt_s(m['push_seconds']['median'])} | "
+                         f"{_fmt_s(m['push_seconds']['iqr'])} | {m['rel_error']:.1e} | "
+                         f"{q['median']:.1f} [{q['q1']:.1f}, {q['q3']:.1f}] |")
+        for k, lab in (("recompute_seconds", s["recompute_label"]),
+                       ("recompute_numpy_seconds", "numpy eigvalsh(G_t G_tᵀ / t)")):
+            key = "recompute" if k == "recompute_seconds" else "recompute_numpy"
+            lines.append(f"| recompute: {lab} | {_fmt_s(s[k]['median'])} | "
+                         f"{_fmt_s(s[k]['iqr'])} | {s['rel_error'][key]:.1e} | 1 |")
     su = results.get("suite")
     if su:
         lines += ["", f"Suite throughput ({su['profile']}):", "",
@@ -486,7 +519,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     ap.add_argument("--sizes", default="128,512,2048", help="comma-separated n (default 128,512,2048)")
-    ap.add_argument("--workloads", default="mlp,byte-lm")
+    ap.add_argument("--workloads", default="byte-lm,mlp")
     ap.add_argument("--repeats", type=int, default=5, help="max timed repeats per case (default 5)")
     ap.add_argument("--min-repeats", type=int, default=3)
     ap.add_argument("--case-budget", type=float, default=60.0,
@@ -496,6 +529,8 @@ def parse_args(argv=None):
                     help="tiny run: n=64,128, 3 repeats, short suite (minutes → seconds)")
     ap.add_argument("--stream-t", type=int, default=512)
     ap.add_argument("--suite-examples", type=int, default=50)
+    ap.add_argument("--mlp-sizes", default=None,
+                    help="n for the MLP only (default: --sizes)")
     ap.add_argument("--mlp-hidden", type=int, default=256, help="MLP 784→H→10 width (256)")
     ap.add_argument("--mlp-steps", type=int, default=300, help="MLP training steps (300)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -511,6 +546,17 @@ def parse_args(argv=None):
         a.suite_examples = min(a.suite_examples, 10)
         a.stream_t = min(a.stream_t, 128)
     return a
+
+
+def _write(results: dict, out: str, *, complete: bool) -> None:
+    """Write results (with the markdown table) atomically; partial runs say so."""
+    results["complete"] = complete
+    results["table_markdown"] = table(results)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(results, fh, indent=1, default=str)
+    os.replace(tmp, out)
 
 
 def main(argv=None) -> dict:
@@ -541,26 +587,28 @@ def main(argv=None) -> dict:
                    "= max(scores peak, bytes(G) + engine peak); measured in the calibration run"),
         "cases": [],
     }
-    for w in wnames:
-        for n in sizes:
-            results["cases"].append(run_case(w, n, device, args))
     if not args.no_streaming:
         log(f"[streaming t={args.stream_t}]")
         results["streaming"] = run_streaming(device, args)
+        _write(results, args.out, complete=False)
     if not args.no_suite:
         log("[suite]")
         results["suite"] = run_suite(args)
+        _write(results, args.out, complete=False)
+    for w in wnames:
+        ns = sizes if not (w == "mlp" and args.mlp_sizes) else [
+            int(s) for s in args.mlp_sizes.split(",") if s.strip()]
+        for n in ns:
+            results["cases"].append(run_case(w, n, device, args))
+            results["targets"] = evaluate_targets(results)
+            _write(results, args.out, complete=False)
     results["targets"] = evaluate_targets(results)
     results["load_average_end"] = M.load_average()
     results["seconds_total"] = time.perf_counter() - t0
     if not args.no_profiles:
         log("[profiles]")
         results["profiles"] = write_profiles(results, device, args)
-    results["table_markdown"] = table(results)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(results, fh, indent=1, default=lambda o: None if isinstance(o, float)
-                  and not math.isfinite(o) else str(o))
+    _write(results, args.out, complete=True)
     print(results["table_markdown"])
     return results
 
