@@ -700,6 +700,42 @@ def _ab_mp(inst: ScoreInstance, dps):
         return min(min(lam - x for x in lows), min(u - lam for u in ups)) / lam
 
 
+def numerical_rank(G: np.ndarray) -> int:
+    """The usual numerical rank: singular values above max(n, P)·eps·σ1 (numpy's matrix_rank)."""
+    return int(np.linalg.matrix_rank(G))
+
+
+def _trace_power_with_rank(inst: ScoreInstance, rank: int) -> tuple[float, float]:
+    n = inst.G.shape[0]
+    c = approx.power_of_two_scale(inst.G)
+    Gs = inst.G / c
+    K = Gs @ Gs.T / n
+    trq = float(np.trace(np.linalg.matrix_power(K, inst.q)))
+    lam = spectral.lambda_max(K)
+    return (max(trq, 0.0) / rank) ** (1.0 / inst.q), lam
+
+
+def _ab_numerical_rank(inst: ScoreInstance) -> Outcome:
+    """Weakening of AB: (tr K^q / r)^{1/q} ≤ λ_max with r the *numerical* rank (drops r ≥ rank)."""
+    r = numerical_rank(inst.G)
+    if r == 0:
+        return Outcome.not_met("G = 0")
+    term, lam = _trace_power_with_rank(inst, r)
+    return _outcome((lam - term) / lam, True, numerical_rank=r, structural_rank=approx.structural_rank_bound(inst.G))
+
+
+def _ab_numerical_rank_mp(inst: ScoreInstance, dps):
+    r = numerical_rank(inst.G)
+    with working_precision(dps):
+        Gm = mp_matrix(inst.G)
+        n = inst.G.shape[0]
+        K = Gm * Gm.T / n
+        lam = mp_eigh(K, dps).lambda_max
+        Kq = K**inst.q
+        trq = sum(Kq[i, i] for i in range(n))
+        return (lam - (trq / r) ** (mpmath.mpf(1) / inst.q)) / lam
+
+
 def _lanczos_start(G: np.ndarray) -> np.ndarray:
     start = G @ G.mean(axis=0)
     if not np.any(start):
@@ -1070,6 +1106,16 @@ _CLAIMS = [
         _ab_mp,
         _S + "AB",
         "rigorous two-sided approximation",
+        weakenings=(
+            Weakening(
+                "AB-numerical-rank",
+                "(tr K^q / r)^{1/q} ≤ λ_max with r the numerical rank (tolerance max(n,P)·eps·σ1)",
+                "r ≥ rank(G) (the structural bound)",
+                _ab_numerical_rank,
+                _ab_numerical_rank_mp,
+                _S + "AB-numerical-rank",
+            ),
+        ),
     ),
     Claim(
         "C",

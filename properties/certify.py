@@ -636,6 +636,23 @@ def _m_ah_accurate(inst):
     return rq / lam - iv.mpf("0.99")
 
 
+def _m_ab_numerical_rank(inst):
+    """(λ_max − (tr K^q / r)^{1/q}) / λ_max in interval arithmetic, r the float numerical rank."""
+    from fimtheory.claims import numerical_rank
+
+    r = numerical_rank(inst.G)
+    G = iv_matrix(inst.G)
+    n = G.rows
+    K = (G * G.T) * (iv.mpf(1) / n)
+    Kq = K
+    for _ in range(inst.q - 1):
+        Kq = Kq * K
+    trq = sum((Kq[i, i] for i in range(n)), iv.mpf(0))
+    lam = iv_lambda_max(K)
+    term = iv.exp(iv.log(trq / r) / inst.q)
+    return (lam - term) / lam
+
+
 _CERTIFIERS = {
     "W-no-lambda-min": _m_w_no_lambda_min,
     "R-any-vector": _m_r_any_vector,
@@ -646,6 +663,7 @@ _CERTIFIERS = {
     "T4.3c-no-genericity": _m_t43c,
     "P3.2-no-LCM": _m_p32,
     "AH-accurate": _m_ah_accurate,
+    "AB-numerical-rank": _m_ab_numerical_rank,
 }
 _METHOD = {"SIGN-lambda1-denominator": "top-pair"}
 

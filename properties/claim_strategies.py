@@ -198,6 +198,21 @@ def partitions(draw, *, repeated=False):
     return PartitionInstance(tuple(t), tuple(sig), second)
 
 
+@st.composite
+def below_tolerance_rows(draw):
+    """Scores with r equal-norm orthogonal rows and one row below the numerical-rank
+    tolerance: numerically rank r, exactly rank r + 1."""
+    r = draw(st.integers(1, 3))
+    p = draw(st.integers(r + 1, r + 3))
+    c = draw(st.sampled_from([1.0, 3.0, 0.125, 1e3]))
+    tiny = c * draw(st.sampled_from([1e-16, 3e-17, 1e-17, 1e-18]))
+    G = np.zeros((r + 1, p))
+    for i in range(r):
+        G[i, i] = c
+    G[r, r] = tiny
+    return ScoreInstance(G, q=draw(st.sampled_from([1, 2, 4])))
+
+
 _TABLE = {
     "W": lambda: _generic_pairs(),
     "W-no-lambda-min": lambda: _generic_pairs(),
@@ -219,6 +234,7 @@ _TABLE = {
     "AH": score_instances,
     "AH-accurate": score_instances,
     "AB": score_instances,
+    "AB-numerical-rank": lambda: st.one_of(score_instances(), below_tolerance_rows()),
     "C": partitions,
     "C-repeated-thresholds": lambda: partitions(repeated=True),
 }

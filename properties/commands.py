@@ -63,6 +63,8 @@ def _cx_args(p):
     p.add_argument("--profile", choices=["quick", "ci", "thorough"], default="quick")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="counterexamples", metavar="DIR")
+    p.add_argument("--readings", action="store_true",
+                   help="also test stronger readings of the abstract (RTN never lowers λ_max; σ ≥ 1)")
 
 
 def _cx_run(args) -> int:

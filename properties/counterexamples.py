@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mpmath
 import numpy as np
 
 from fimtheory.claims import REGISTRY, Weakening, adjudicate, get_claim
@@ -432,8 +433,28 @@ class ReplayResult:
         return {"reproduced": EXIT_OK, "not reproduced": EXIT_FAILED}.get(self.status, EXIT_MALFORMED)
 
 
+def _replay_parameter_level(path) -> ReplayResult:
+    """Replay a §3(d) counterexample (format fimtheory.parameter_level/1): c2 < 0 certified."""
+    from properties.parameter_level import replay_counterexample
+
+    try:
+        cert = replay_counterexample(path)
+    except (KeyError, ValueError, TypeError) as exc:
+        return ReplayResult(str(path), "malformed", f"parameter-level file unreadable: {exc}")
+    if mpmath.mpf(cert["c2_hi"]) < 0:
+        return ReplayResult(str(path), "reproduced", f"c2 in [{cert['c2_lo']}, {cert['c2_hi']}] < 0")
+    return ReplayResult(str(path), "not reproduced", f"c2 enclosure [{cert['c2_lo']}, {cert['c2_hi']}] not < 0")
+
+
 def replay_file(path) -> ReplayResult:
     """Re-evaluate one stored counterexample bit-exactly and re-certify it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = json.load(fh)
+        if isinstance(head, dict) and str(head.get("format", "")).startswith("fimtheory.parameter_level/"):
+            return _replay_parameter_level(path)
+    except (OSError, ValueError):
+        pass  # load_counterexample reports it below
     try:
         w, inst, rec = load_counterexample(path)
     except MalformedCounterexample as exc:

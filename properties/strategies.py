@@ -950,8 +950,10 @@ def _quant_strategy(model, nr, dr, br, cr, scheme, *, stochastic: bool, draws):
         qs = q.parse_scheme(spec)
         G = np.asarray(scores[m](X, y, theta), dtype=np.float64)
         F = _fim(G)
-        # softmax weights are quantized as the (classes × d) matrix: rows = output channels
-        shape = (k, dim) if m == "softmax" else (dim,)
+        # Weights are quantized as the (outputs × d) matrix, rows = output channels: softmax
+        # has k rows; linear/logistic one row (a 1-D vector per channel would make every
+        # weight its own channel and per-channel quantization the identity).
+        shape = (k, dim) if m == "softmax" else (1, dim)
         count = _range_draw(draw, *draws)
         rng = np.random.default_rng(draw(_SEEDS)) if qs.stochastic else None
         out = []

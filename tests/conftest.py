@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis in the test suite: reproducible (derandomized: the same examples on every run,
+# as every random draw here is seeded), no per-example deadline (CI runs on 2 loaded cores,
+# where a 200 ms deadline flakes), no example database. FIMTHEORY_HYPOTHESIS_PROFILE=explore
+# draws fresh random examples instead.
+settings.register_profile(
+    "fimtheory-ci", derandomize=True, deadline=None, database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("FIMTHEORY_HYPOTHESIS_PROFILE", "fimtheory-ci"))
 
 EPS64 = float(np.finfo(np.float64).eps)
 
