@@ -1,0 +1,370 @@
+"""Planted bugs the suite must catch (issue 8). Run on demand: ``pytest -m planted``.
+
+Each test copies the repository's packages (and tests/, pyproject.toml) to a temporary
+directory, applies one textual patch to the copy — asserting that the target text occurs
+exactly as often as expected, so the test fails loudly when the code moves — and then runs
+the checker that must catch the bug against the copy only:
+
+- ``verify``: ``python -m fimtheory verify --claim ID --profile ci --json R`` with
+  PYTHONPATH (and cwd) pointing to the copy; the bug is caught when the exit status is
+  non-zero **and** the report says ``falsified`` for that claim (a crash is not a catch);
+- ``pytest``: ``python -m pytest -x <test file>`` run inside the copy; caught when it fails
+  with test failures (exit status 1), not with a collection/usage error.
+
+Two guards make a "caught" meaningful: every run first checks that ``fimtheory``,
+``fimtheory._generated.series`` and ``properties`` are imported from the copy, and the
+control tests run the same checkers on an *unpatched* copy and require them to pass.
+The working tree is never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.planted
+
+
+@pytest.fixture(autouse=True)
+def _on_demand_only(request):
+    """Run only when selected with ``-m planted`` (several minutes of subprocesses otherwise)."""
+    if "planted" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("planted-bug tests run on demand: pytest -m planted")
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("fimtheory", "properties", "symbolic", "torch_checks")
+TIMEOUT = 600
+
+
+@dataclass(frozen=True)
+class Plant:
+    id: str
+    description: str
+    file: str
+    patches: tuple[tuple[str, str, int], ...]  # (old, new, expected occurrences of old)
+
+
+# A check is (plant id, kind, target, missed): kind "verify" (target = claim id) or "pytest"
+# (target = test file); ``missed`` is None when the check must catch the plant, else the reason
+# it is a *known miss* (a finding; the check is then a strict xfail, so it turns red the day
+# the miss is fixed and the expectation must be updated).
+VERIFY_OVERRULES = (
+    "finding: verify does not catch it — every negative float margin is sent to mpmath "
+    "adjudication (claims._outcome: needs_adjudication = not margin > 1e-6), and the mp evaluator "
+    "recomputes the quantity from its definition instead of from the code under test, so the "
+    "planted float violation is overruled ('only an mp-confirmed violation is a violation')"
+)
+
+PLANTS = {
+    p.id: p
+    for p in [
+        Plant(
+            "a2-sign",
+            "wrong sign of a2 in the generated series",
+            "fimtheory/_generated/series.py",
+            (("    coefficients.append(e_R_e)\n", "    coefficients.append(-e_R_e)\n", 1),),
+        ),
+        Plant(
+            "a2-denominator-lambda1",
+            "a2 = Σ E_1j²/λ1 instead of Σ E_1j²/(λ1−λj) (the gaps in the resolvent replaced by λ1)",
+            "fimtheory/_generated/series.py",
+            (("    R_e = e / d\n", "    R_e = e / lam[0]\n", 1),),
+        ),
+        Plant(
+            "gap-is-lambda1",
+            "EigenData.gap returns λ1 instead of γ = λ1 − λ2 (feeds S2's hypothesis and bounds, SIGN)",
+            "fimtheory/spectral.py",
+            (
+                (
+                    "        return float(self.eigenvalues[0] - self.eigenvalues[1])\n",
+                    "        return float(self.eigenvalues[0])\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "remainder-call-lambda1",
+            "S2's float evaluator passes λ1 as the gap to bounds.remainder_bounds (claims._s2)",
+            "fimtheory/claims.py",
+            (
+                (
+                    "    rb = bounds.remainder_bounds(eta, eig.gap)\n",
+                    "    rb = bounds.remainder_bounds(eta, eig.lambda_max)\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "fim-missing-inv-n",
+            "F = GᵀG and K = GGᵀ (the 1/n dropped) in fim.py",
+            "fimtheory/fim.py",
+            (
+                ("    F = G.T @ G / G.shape[0]\n", "    F = G.T @ G\n", 1),
+                ("    K = G @ G.T / G.shape[0]\n", "    K = G @ G.T\n", 1),
+            ),
+        ),
+        Plant(
+            "per-tensor-scale",
+            "symmetric integer scale = absmax of the whole tensor whatever the granularity",
+            "fimtheory/quantize.py",
+            (
+                (
+                    "        s = np.max(np.abs(g), axis=1, keepdims=True) / scheme.qmax\n",
+                    "        s = np.max(np.abs(g), axis=None, keepdims=True) / scheme.qmax\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "per-tensor-groups",
+            "granularity 'group' regrouped as one tensor-wide group (every kind, steps included)",
+            "fimtheory/quantize.py",
+            (("    return rows * cols // g, g\n", "    return 1, rows * cols\n", 1),),
+        ),
+        Plant(
+            "partition-le",
+            "σ ≤ τ_k instead of σ < τ_k in cell() (searchsorted side='left')",
+            "fimtheory/monitor.py",
+            (('side="right"', 'side="left"', 1),),
+        ),
+        Plant(
+            "nan-cell-dropped",
+            "NaN not sent to the NaN cell by cell() (lands in the top cell)",
+            "fimtheory/monitor.py",
+            (("        idx = np.where(np.isnan(s), self.nan_cell, idx)\n", "", 1),),
+        ),
+        Plant(
+            "nan-cell-removed",
+            "no NaN cell at all (n_cells = K and cell() does not map NaN)",
+            "fimtheory/monitor.py",
+            (
+                ("        idx = np.where(np.isnan(s), self.nan_cell, idx)\n", "", 1),
+                ("        self.n_cells = int(t.size + 2)\n", "        self.n_cells = int(t.size + 1)\n", 1),
+            ),
+        ),
+        Plant(
+            "S2-second-bound-10x-smaller",
+            "second-order remainder bound 4η³/(γ(γ−2η)) divided by 10",
+            "fimtheory/_generated/series.py",
+            (("    return 4*eta**3 / (gap*(-2*eta + gap))\n", "    return 0.4*eta**3 / (gap*(-2*eta + gap))\n", 1),),
+        ),
+        Plant(
+            "S2-first-bound-10x-smaller",
+            "first-order remainder bound 2η²/(γ−2η) divided by 10",
+            "fimtheory/_generated/series.py",
+            (("    return 2*eta**2 / (-2*eta + gap)\n", "    return 0.2*eta**2 / (-2*eta + gap)\n", 1),),
+        ),
+        Plant(
+            "weyl-lambda-min-zero",
+            "Weyl lower bound λ_max(A) + λ_min(E) with λ_min(E) replaced by 0",
+            "fimtheory/bounds.py",
+            (
+                (
+                    "    return float(la + we[0]), float(la + we[-1])\n",
+                    "    return float(la + 0.0), float(la + we[-1])\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "ah-start-first-row",
+            "AH started at the first score g_1 instead of ḡ",
+            "fimtheory/approx.py",
+            (("    x = gbar / np.linalg.norm(gbar)\n", "    x = Gs[0] / np.linalg.norm(Gs[0])\n", 1),),
+        ),
+        Plant(
+            "ab-row-sum-without-abs",
+            "AB upper term max_i (1/n)Σ_j ⟨g_i,g_j⟩ without the absolute value",
+            "fimtheory/approx.py",
+            (
+                (
+                    '"max_abs_row_sum_gram": float(np.max(np.sum(np.abs(K), axis=1))),',
+                    '"max_abs_row_sum_gram": float(np.max(np.sum(K, axis=1))),',
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "sr-biased",
+            "stochastic rounding rounds up with probability 0.9·frac instead of frac (biased)",
+            "fimtheory/quantize.py",
+            (
+                (
+                    "    q = np.clip(fl + (u < (y - fl)), lo, hi)\n",
+                    "    q = np.clip(fl + (u < 0.9 * (y - fl)), lo, hi)\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "rayleigh-unnormalised-v",
+            "R: a given top vector v not normalised (λ1 + vᵀEv with |v| ≠ 1)",
+            "fimtheory/bounds.py",
+            (("        v = v / norm\n", "        v = v\n", 1),),
+        ),
+    ]
+}
+
+CHECKS = [
+    ("a2-sign", "verify", "SIGN", None),
+    ("a2-sign", "verify", "S2", None),
+    ("a2-denominator-lambda1", "verify", "SIGN", None),
+    ("a2-denominator-lambda1", "verify", "S2", None),
+    ("gap-is-lambda1", "verify", "S2", VERIFY_OVERRULES + " (mp_eigh's gap is the true one)"),
+    ("gap-is-lambda1", "pytest", "tests/test_core_spectral.py", None),
+    ("remainder-call-lambda1", "verify", "S2", VERIFY_OVERRULES + " (_s2_mp uses the true gap)"),
+    ("fim-missing-inv-n", "pytest", "tests/test_core_fim.py", None),
+    ("per-tensor-scale", "pytest", "tests/test_quantize.py", None),
+    ("per-tensor-scale", "pytest", "tests/test_torch_quantizers.py", None),
+    ("per-tensor-groups", "pytest", "tests/test_quantize.py", None),
+    ("partition-le", "verify", "C", None),
+    ("nan-cell-dropped", "verify", "C", None),
+    ("nan-cell-removed", "verify", "C", None),
+    ("S2-second-bound-10x-smaller", "verify", "S2", None),
+    ("S2-first-bound-10x-smaller", "verify", "S2", None),
+    ("weyl-lambda-min-zero", "verify", "W", VERIFY_OVERRULES + " (_weyl_mp uses mp eigenvalues, not weyl_bounds)"),
+    ("weyl-lambda-min-zero", "pytest", "tests/test_core_spectral.py", None),
+    ("ah-start-first-row", "verify", "AH", VERIFY_OVERRULES + " (_ah_mp restarts from ḡ itself)"),
+    ("ah-start-first-row", "pytest", "tests/test_core_approx.py", None),
+    ("ab-row-sum-without-abs", "verify", "AB", VERIFY_OVERRULES + " (_ab_mp recomputes Σ_j |K_ij|)"),
+    ("ab-row-sum-without-abs", "pytest", "tests/test_core_approx.py", None),
+    ("sr-biased", "pytest", "tests/test_quantize.py", None),
+    ("rayleigh-unnormalised-v", "pytest", "tests/test_core_spectral.py", None),
+]
+NEEDS = {"tests/test_torch_quantizers.py": "torch"}
+
+
+def _check_params():
+    out = []
+    for pid, kind, target, missed in CHECKS:
+        marks = [pytest.mark.xfail(strict=True, reason=missed)] if missed else []
+        out.append(pytest.param(PLANTS[pid], kind, target, id=f"{pid}--{kind}-{Path(target).stem}", marks=marks))
+    return out
+
+
+def _ignore(_dir, names):
+    return [n for n in names if n in ("__pycache__", ".hypothesis", ".pytest_cache") or n.endswith(".pyc")]
+
+
+def make_copy(dest: Path, plant: Plant | None = None) -> Path:
+    """Copy the packages, tests/ and pyproject.toml to ``dest`` and apply ``plant``'s patches."""
+    for pkg in PACKAGES:
+        if (REPO / pkg).is_dir():
+            shutil.copytree(REPO / pkg, dest / pkg, ignore=_ignore)
+    shutil.copytree(REPO / "tests", dest / "tests", ignore=_ignore)
+    shutil.copy2(REPO / "pyproject.toml", dest / "pyproject.toml")
+    if plant is not None:
+        target = dest / plant.file
+        text = target.read_text(encoding="utf-8")
+        for old, new, count in plant.patches:
+            found = text.count(old)
+            assert found == count, (
+                f"planted bug {plant.id!r}: expected {count} occurrence(s) of {old!r} in {plant.file}, "
+                f"found {found}; the code moved — update the plant, do not drop it"
+            )
+            text = text.replace(old, new)
+        target.write_text(text, encoding="utf-8")
+    return dest
+
+
+def _env(copy: Path) -> dict:
+    env = os.environ.copy()
+    env["PYTHONPATH"] = str(copy) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def assert_imports_from_copy(copy: Path) -> None:
+    code = (
+        "import fimtheory, fimtheory._generated.series as s, properties, fimtheory.claims as c; "
+        "print(fimtheory.__file__); print(s.__file__); print(properties.__file__); print(c.__file__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=copy, env=_env(copy), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    files = [Path(p).resolve() for p in out.stdout.split()]
+    assert len(files) == 4
+    for f in files:
+        assert copy.resolve() in f.parents, f"{f} is not imported from the copy {copy}"
+
+
+def run_verify(copy: Path, claim: str, profile: str = "ci") -> tuple[int, dict, str]:
+    report = copy / f"verify-{claim}.json"
+    cmd = [sys.executable, "-m", "fimtheory", "verify", "--claim", claim, "--profile", profile, "--json", str(report)]
+    out = subprocess.run(cmd, cwd=copy, env=_env(copy), capture_output=True, text=True, timeout=TIMEOUT)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    by_id = {c["id"]: c for c in data.get("claims", [])}
+    return out.returncode, by_id.get(claim, {}), out.stdout + out.stderr
+
+
+def run_pytest(copy: Path, test_file: str) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not planted", test_file]
+    out = subprocess.run(cmd, cwd=copy, env=_env(copy), capture_output=True, text=True, timeout=TIMEOUT)
+    return out.returncode, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def _needs(module: str | None) -> None:
+    if module is not None:
+        pytest.importorskip(module)
+
+
+@pytest.mark.parametrize("plant,kind,target", _check_params())
+def test_planted_bug_is_caught(plant: Plant, kind: str, target: str, tmp_path: Path) -> None:
+    _needs(NEEDS.get(target))
+    copy = make_copy(tmp_path / "repo", plant)
+    assert_imports_from_copy(copy)
+    t0 = time.perf_counter()
+    if kind == "verify":
+        rc, rep, log = run_verify(copy, target)
+        secs = time.perf_counter() - t0
+        print(
+            f"PLANTED {plant.id}: verify --claim {target} -> rc={rc} status={rep.get('status')} "
+            f"worst_margin={rep.get('worst_margin')} adjudicated={rep.get('adjudicated')} in {secs:.1f}s"
+        )
+        assert rc != 0, f"planted bug {plant.id!r} NOT caught by verify --claim {target}:\n{log}"
+        assert rep.get("status") == "falsified", f"{plant.id}: exit {rc} but status {rep.get('status')!r}:\n{log}"
+        assert rep.get("counterexample"), f"{plant.id}: falsified without a recorded counterexample"
+    else:
+        rc, log = run_pytest(copy, target)
+        secs = time.perf_counter() - t0
+        print(f"PLANTED {plant.id}: pytest {target} -> rc={rc} in {secs:.1f}s")
+        assert rc == 1 and "failed" in log, f"planted bug {plant.id!r} NOT caught by {target} (exit {rc}):\n{log}"
+
+
+CONTROL_CLAIMS = sorted({target for _, kind, target, _ in CHECKS if kind == "verify"})
+CONTROL_FILES = sorted({target for _, kind, target, _ in CHECKS if kind == "pytest"})
+
+
+@pytest.mark.parametrize("claim", CONTROL_CLAIMS)
+def test_control_unpatched_copy_verifies(claim: str, tmp_path: Path) -> None:
+    """Without a plant the same checker passes on the copy: a 'caught' above is the plant's doing."""
+    copy = make_copy(tmp_path / "repo")
+    assert_imports_from_copy(copy)
+    rc, rep, log = run_verify(copy, claim)
+    assert rc == 0 and rep.get("status") == "verified", log
+
+
+@pytest.mark.parametrize("test_file", CONTROL_FILES)
+def test_control_unpatched_copy_passes_pytest(test_file: str, tmp_path: Path) -> None:
+    _needs(NEEDS.get(test_file))
+    copy = make_copy(tmp_path / "repo")
+    rc, log = run_pytest(copy, test_file)
+    assert rc == 0, log
+
+
+def test_patch_targets_are_exact() -> None:
+    """Every plant's target text occurs as expected in the current sources (fast, no subprocess)."""
+    for plant in PLANTS.values():
+        text = (REPO / plant.file).read_text(encoding="utf-8")
+        for old, _new, count in plant.patches:
+            assert text.count(old) == count, (plant.id, old)
