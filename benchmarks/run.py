@@ -33,6 +33,7 @@ from .methods import (
     import_curvlinops,
     run_curvlinops,
     run_gram,
+    run_kron_gram,
     run_lanczos,
     run_power,
 )
@@ -41,13 +42,14 @@ from .workloads import make_workload, rel
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET_ERR = 1e-6
 TOLS = (1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-12)
-METHODS = ("scores", "gram", "lanczos", "curvlinops", "power")
+METHODS = ("scores", "gram", "lanczos", "curvlinops", "power", "kron")
 LABELS = {
     "scores": "(c) scores alone",
     "gram": "ours: Gram (scores + K + eigh)",
     "lanczos": "ours: Lanczos (scores + Lanczos on K)",
     "curvlinops": "(a) curvlinops EF + eigsh",
     "power": "(b) power iteration (jvp+vjp)",
+    "kron": "prototype: Kronecker Gram, no G (benchmarks only)",
 }
 
 
@@ -169,6 +171,12 @@ def run_case(wname: str, n: int, device, args) -> dict:
         meth["curvlinops"]["skipped"] = import_curvlinops()[1]
     tol_p, out, _, pk = _calibrate(lambda t: run_power(wl, t), ref, device)
     meth["power"].update(tol=tol_p, peak_bytes=pk)
+    kron_ok = bool(wl.info.get("rank_one_scores"))
+    if kron_ok:
+        _, out, _, pk = _calibrate(lambda t: run_kron_gram(wl), ref, device, tols=(None,))
+        meth["kron"].update(tol=None, peak_bytes=pk)
+    else:
+        meth["kron"]["skipped"] = "scores are not rank one per Linear layer"
 
     # --- timed repeats, all methods side by side in each repeat
     times: dict[str, list] = {m: [] for m in METHODS}
@@ -193,6 +201,9 @@ def run_case(wname: str, n: int, device, args) -> dict:
             times["curvlinops"].append(tc)
         last["power"], tp = M.timed(lambda: run_power(wl, tol_p), device)
         times["power"].append(tp)
+        if kron_ok:
+            last["kron"], tk = M.timed(lambda: run_kron_gram(wl), device)
+            times["kron"].append(tk)
         if r + 1 >= args.min_repeats and time.perf_counter() - t_rep > args.case_budget:
             break
     for m in METHODS:
@@ -222,6 +233,8 @@ def run_case(wname: str, n: int, device, args) -> dict:
     ratio("power/gram_total", "power", "gram")
     ratio("power/lanczos_total", "power", "lanczos")
     ratio("curvlinops/scores", "curvlinops", "scores")
+    ratio("kron/scores", "kron", "scores")
+    ratio("curvlinops/kron", "curvlinops", "kron")
     case.update(methods=meth, ratios=ratios, repeats=R, load_average_end=M.load_average(),
                 seconds_total=time.perf_counter() - t_case)
     log(f"[{wname} n={n}] done in {case['seconds_total']:.1f} s, {R} repeats: "
@@ -371,13 +384,14 @@ def evaluate_targets(results: dict) -> list[dict]:
     out = []
     for c in results["cases"]:
         r, w, n = c["ratios"], c["workload"], c["n"]
-        for path in ("gram", "lanczos"):
-            k = f"{path}_total/scores"
+        for path in ("gram", "lanczos", "kron"):
+            tot = "" if path == "kron" else " total"
+            k = f"{path}_total/scores" if path != "kron" else "kron/scores"
             if k in r and n <= 2048:
                 v = r[k]["median"]
-                out.append({"target": f"{path} total ≤ 1.5× scores", "workload": w, "n": n,
+                out.append({"target": f"{path}{tot} ≤ 1.5× scores", "workload": w, "n": n,
                             "value": v, "met": v <= 1.5})
-            k = f"curvlinops/{path}_total"
+            k = f"curvlinops/{path}_total" if path != "kron" else "curvlinops/kron"
             if k in r:
                 v = r[k]["median"]
                 out.append({"target": f"{path} ≥ 5× faster than curvlinops+eigsh",
@@ -398,7 +412,8 @@ def write_profiles(results, device, args) -> dict:
     done = set()
     for t in sorted(missed, key=lambda t: -t["n"]):
         key = (t["target"], t["workload"])
-        if key in done or t["workload"] not in ("mlp", "byte-lm") or "streaming" in t["target"]:
+        if (key in done or t["workload"] not in ("mlp", "byte-lm") or "streaming" in t["target"]
+                or t["target"].startswith("kron")):
             continue
         case = next(c for c in results["cases"] if c["workload"] == t["workload"]
                     and c["n"] == t["n"])
@@ -464,8 +479,9 @@ def table(results: dict) -> str:
                 f"{'—' if err is None else f'{err:.1e}'} | {d.get('iterations', '—')} | "
                 f"{d.get('tol') or '—'} | {med / ts:.2f} |")
     lines += ["", "| workload | n | gram/scores | lanczos/scores | curvlinops/gram | "
-              "curvlinops/lanczos | power/gram | power/lanczos | repeats |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "curvlinops/lanczos | power/gram | power/lanczos | kron/scores | curvlinops/kron | "
+              "repeats |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in results["cases"]:
         r = c["ratios"]
 
@@ -477,7 +493,8 @@ def table(results: dict) -> str:
         lines.append(f"| {c['workload']} | {c['n']} | {f('gram_total/scores')} | "
                      f"{f('lanczos_total/scores')} | {f('curvlinops/gram_total')} | "
                      f"{f('curvlinops/lanczos_total')} | {f('power/gram_total')} | "
-                     f"{f('power/lanczos_total')} | {c['repeats']} |")
+                     f"{f('power/lanczos_total')} | {f('kron/scores')} | "
+                     f"{f('curvlinops/kron')} | {c['repeats']} |")
     s = results.get("streaming")
     if s:
         lines += ["", f"Streaming σ_t at t = {s['t']} (byte-LM per-token scores, P = {s['P']}):",

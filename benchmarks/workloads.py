@@ -209,6 +209,7 @@ def mlp_workload(n: int, device: torch.device, *, hidden: int = 256, steps: int 
     names = tuple(k for k, _ in model.named_parameters())
     desc = (f"MLP 784→{hidden} (tanh)→10 on 28×28-upsampled, shifted sklearn digits; "
             f"all parameters (P={sum(p.numel() for p in model.parameters())}); float64")
+    info["rank_one_scores"] = True  # every θ tensor is a Linear weight/bias, samples unmixed
     return Workload("mlp", "classifier", model, names, Xs, ys, desc, info)
 
 
@@ -238,6 +239,10 @@ def lm_workload(n: int, device: torch.device, *, config=None, seed: int = 0) -> 
     desc = (f"byte LM (d_model {config.d_model}, {config.n_layers} layers, context {T}); "
             f"θ = {', '.join(names)} (P={P}); n/{T} held-out windows; float64")
     info = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
+    # the default θ (last block's mlp.proj.weight) is followed only by position-wise ops:
+    # each per-token score is rank one (δ_t ⊗ a_t)
+    last = f"blocks.{config.n_layers - 1}.mlp.proj."
+    info["rank_one_scores"] = all(k.startswith(last) for k in names)
     return Workload("byte-lm", "lm", model, names, ctx[:, :-1].to(device),
                     ctx[:, 1:].to(device), desc, info)
 
