@@ -51,17 +51,7 @@ def rs_block_coefficients(order: int = MAX_ORDER) -> tuple:
         ``(a_1, ..., a_order)``; a_1 is the scalar ``M11``, the others are 1×1 sympy matrix
         expressions in ``e``, ``R``, ``B`` and ``M11``.
     """
-    coefficients = {1: M11}
-    corrections = {1: R_mat * e_vec}  # ψ_1 = R e
-    for k in range(2, order + 1):
-        coefficients[k] = (e_vec.T * corrections[k - 1]).expand()
-        if k == order:
-            break
-        # ψ_k = R (B ψ_{k-1} − a_1 ψ_{k-1} − Σ_{j=2}^{k-1} ψ_{k-j} a_j)   (a_j is 1×1 for j ≥ 2)
-        rhs = B_mat * corrections[k - 1] - M11 * corrections[k - 1]
-        for j in range(2, k):
-            rhs = rhs - corrections[k - j] * coefficients[j]
-        corrections[k] = (R_mat * rhs).expand()
+    coefficients, _ = _rs_with_corrections(order)
     return tuple(coefficients[k] for k in range(1, order + 1))
 
 
@@ -277,3 +267,46 @@ def charpoly_root_series(
     from_charpoly = [solved[ck] for ck in c]
     derived = [evaluate_explicit(a, lam, M) for a in series_coefficients_bracket_form(order)]
     return from_charpoly, derived, (lam, M)
+
+
+def eigen_equation_residuals(order: int = MAX_ORDER) -> list:
+    """Complement rows of (A + tM − λ(t)) ψ(t) at orders t^1..t^order; all must be zero.
+
+    In block form the complement block of A is λ1·I − R⁻¹ (as R = diag(1/(λ1 − λj))), so
+    the t^k rows read (λ1 − R⁻¹) ψ_k + e·[k = 1] + B ψ_{k−1} − Σ_{j=0}^{k−1} a_{k−j} ψ_j
+    with a_0 = λ1 and ψ_0 = 0 on the complement. (The top row at t^k is
+    M11·[k = 1] + eᵀψ_{k−1} − a_k, which is how a_k is defined.) This checks that the
+    recursion solves the eigen-equation, with sympy simplifying R⁻¹R = I.
+    """
+    coefficients, corrections = _rs_with_corrections(order)
+    lam1 = sp.Symbol("lam1", real=True)
+    residuals = []
+    for k in range(1, order + 1):
+        rows = (lam1 * sp.Identity(m) - sp.Inverse(R_mat)) * corrections[k]
+        rows = rows + (e_vec if k == 1 else B_mat * corrections[k - 1])
+        rows = rows - lam1 * corrections[k]
+        for j in range(1, k):
+            a = coefficients[k - j]
+            rows = rows - (a * corrections[j] if k - j == 1 else corrections[j] * a)
+        residuals.append(_simplify_block(rows))
+    return residuals
+
+
+def _simplify_block(expr):
+    expr = sp.expand(expr).doit()
+    return sp.expand(expr.doit()) if isinstance(expr, sp.MatrixExpr) else expr
+
+
+def _rs_with_corrections(order: int):
+    """The RS recursion: coefficients a_1..a_order and corrections ψ_1..ψ_order."""
+    coefficients = {1: M11}
+    corrections = {1: R_mat * e_vec}  # ψ_1 = R e
+    for k in range(2, order + 1):
+        coefficients[k] = (e_vec.T * corrections[k - 1]).expand()  # top row at t^k
+        # complement rows: ψ_k = R (B ψ_{k-1} − a_1 ψ_{k-1} − Σ_{j=2}^{k-1} ψ_{k-j} a_j)
+        # (a_j is a 1×1 matrix for j ≥ 2, so it multiplies from the right)
+        rhs = B_mat * corrections[k - 1] - M11 * corrections[k - 1]
+        for j in range(2, k):
+            rhs = rhs - corrections[k - j] * coefficients[j]
+        corrections[k] = (R_mat * rhs).expand()
+    return coefficients, corrections

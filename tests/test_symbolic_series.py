@@ -105,3 +105,8 @@ def test_sign_bounds_expressions():
     r = remainders.residual_norm_sq
     assert sp.simplify(lower - r / (remainders.lam_top - remainders.lam_min)) == 0
     assert sp.simplify(upper - r / (remainders.lam_top - remainders.lam_second)) == 0
+
+
+def test_recursion_solves_the_eigen_equation_in_block_form_to_order_4():
+    for k, residual in enumerate(series.eigen_equation_residuals(4), start=1):
+        assert residual == 0 or isinstance(residual, sp.ZeroMatrix), f"t^{k}: {residual}"
