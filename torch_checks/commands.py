@@ -73,7 +73,7 @@ def _check_models_run(args: argparse.Namespace) -> int:
                                substitute_bits=bool(args.bits))
     if not schemes:
         raise UnknownIdError("no scheme left to run (a 4-bit-only format without 4 in --bits?)")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     bar = R.Progress(total=len(models) * (len(schemes) + 2))
     try:
         result = C.run_checks(models, schemes, profile, device=device, seed=args.seed,
@@ -82,11 +82,13 @@ def _check_models_run(args: argparse.Namespace) -> int:
         bar.close()
     rows = [r.to_json() for r in result.rows]
     header = C._jsonable({**result.header, "wall_seconds": round(time.perf_counter() - t0, 2),
+                          "cpu_seconds": round(time.process_time() - c0, 2),
                           "load_average": _load_average()})
     print(R.format_header(header))
     print(R.format_table(rows))
     summ = R.summary(rows)
-    print(f"wall {header['wall_seconds']:.1f} s, load average {header['load_average']}, "
+    print(f"wall {header['wall_seconds']:.1f} s (CPU {header['cpu_seconds']:.1f} s), "
+          f"load average {header['load_average']}, "
           f"statuses {summ['statuses']}")
     if args.json:
         R.write_json(args.json, header, rows)
