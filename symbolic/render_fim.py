@@ -86,7 +86,7 @@ def render_softmax() -> str:
 def render() -> str:
     """Source text of the generated FIM-expansion module (without the header)."""
     parts = [PREAMBLE, render_scalar("linear"), render_scalar("logistic"), render_softmax()]
-    return "\n\n".join(part.strip("\n") for part in parts) + "\n"
+    return "\n\n\n".join(part.strip("\n") for part in parts) + "\n"
 
 
 def derivation_objects() -> list:

@@ -38,6 +38,18 @@ def _indent(lines: list[str], spaces: int) -> str:
     return "\n".join(" " * spaces + line for line in lines)
 
 
+def _comment_terms(name: str, expr: sp.Expr) -> list[str]:
+    """Comment lines showing ``name = expr`` with one additive term per line."""
+    terms = sorted(sp.Add.make_args(expr), key=lambda t: (len(sp.sstr(t)), sp.sstr(t)))
+    lines = []
+    for i, term in enumerate(terms):
+        negative = term.could_extract_minus_sign()
+        body = sp.sstr(-term if negative else term)
+        sign = "- " if negative else ("+ " if i else "  ")
+        lines.append(f"# {name if i == 0 else ' ' * len(name)} {'=' if i == 0 else ' '} {sign}{body}")
+    return lines
+
+
 def series_body() -> str:
     """The body of ``series_coefficients`` after r, e, B, M11 are defined."""
     coefficients = series_coefficients_bracket_form(MAX_ORDER)
@@ -53,7 +65,7 @@ def series_body() -> str:
     for k, a in enumerate(coefficients, start=1):
         brackets = brackets_in(a)
         words = {half for b in brackets for half in _split(b.word)}
-        lines.append(f"# a{k} = {sp.sstr(index_form(a))}")
+        lines += _comment_terms(f"a{k}", index_form(a))
         for vector_line in _vector_lines(words):
             define(vector_line)
         for b in brackets:

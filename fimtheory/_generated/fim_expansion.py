@@ -87,6 +87,7 @@ def fim_half_second_variation(G, H, T):
     cross = G.T @ T / len(G)
     return H.T @ H / len(G) + 0.5 * (cross + cross.T)
 
+
 # ---- linear: μ(z) = z, r = -p + y, r'(z) = -1, r''(z) = 0
 
 
@@ -144,6 +145,7 @@ def expected_fim_second_order_linear(X, y, theta, variances):
     expected_T = expected_score_second_linear(X, y, theta, variances)
     cross = G.T @ expected_T / n
     return expected_hh + 0.5 * (cross + cross.T)
+
 
 # ---- logistic: μ(z) = 1/(1 + exp(-z)), r = -p + y, r'(z) = p*(p - 1), r''(z) = -p*(p - 1)*(2*p - 1)
 
@@ -204,6 +206,7 @@ def expected_fim_second_order_logistic(X, y, theta, variances):
     expected_T = expected_score_second_logistic(X, y, theta, variances)
     cross = G.T @ expected_T / n
     return expected_hh + 0.5 * (cross + cross.T)
+
 
 # ---- softmax: Dp_k[u] = -(mean_u - u[k])*p[k]
 #               D²p_k[u,u] = (2*mean_u**2 - 2*mean_u*u[k] - mean_u_sq + u[k]**2)*p[k]

@@ -52,24 +52,28 @@ def series_coefficients(lam, M, order=3):
     B = M[1:, 1:]
     M11 = M[0, 0]
     coefficients = []
-    # a1 = M[0, 0]
+    # a1 =   M[0, 0]
     coefficients.append(M11)
     if order == 1:
         return np.array(coefficients)
-    # a2 = Sum(M[0, j]**2/(lam[0] - lam[j]), (j, 1, n - 1))
+    # a2 =   Sum(M[0, j]**2/(lam[0] - lam[j]), (j, 1, n - 1))
     R_e = e / d
     e_R_e = np.sum(R_e * e)
     coefficients.append(e_R_e)
     if order == 2:
         return np.array(coefficients)
-    # a3 = -M[0, 0]*Sum(M[0, j]**2/(lam[0] - lam[j])**2, (j, 1, n - 1)) + Sum(M[0, j]*M[0, k]*M[j, k]/((lam[0] - lam[j])*(lam[0] - lam[k])), (j, 1, n - 1), (k, 1, n - 1))
+    # a3 = - M[0, 0]*Sum(M[0, j]**2/(lam[0] - lam[j])**2, (j, 1, n - 1))
+    #      + Sum(M[0, j]*M[0, k]*M[j, k]/((lam[0] - lam[j])*(lam[0] - lam[k])), (j, 1, n - 1), (k, 1, n - 1))
     B_R_e = B @ R_e
     e_R_R_e = np.sum(R_e * R_e)
     e_R_B_R_e = np.sum(B_R_e * R_e)
     coefficients.append(-M11*e_R_R_e + e_R_B_R_e)
     if order == 3:
         return np.array(coefficients)
-    # a4 = M[0, 0]**2*Sum(M[0, j]**2/(lam[0] - lam[j])**3, (j, 1, n - 1)) - 2*M[0, 0]*Sum(M[0, j]*M[0, k]*M[j, k]/((lam[0] - lam[j])*(lam[0] - lam[k])**2), (j, 1, n - 1), (k, 1, n - 1)) - Sum(M[0, j]**2/(lam[0] - lam[j])**2, (j, 1, n - 1))*Sum(M[0, k]**2/(lam[0] - lam[k]), (k, 1, n - 1)) + Sum(M[0, j]*M[0, l]*M[j, k]*M[k, l]/((lam[0] - lam[j])*(lam[0] - lam[k])*(lam[0] - lam[l])), (j, 1, n - 1), (k, 1, n - 1), (l, 1, n - 1))
+    # a4 =   M[0, 0]**2*Sum(M[0, j]**2/(lam[0] - lam[j])**3, (j, 1, n - 1))
+    #      - Sum(M[0, j]**2/(lam[0] - lam[j])**2, (j, 1, n - 1))*Sum(M[0, k]**2/(lam[0] - lam[k]), (k, 1, n - 1))
+    #      - 2*M[0, 0]*Sum(M[0, j]*M[0, k]*M[j, k]/((lam[0] - lam[j])*(lam[0] - lam[k])**2), (j, 1, n - 1), (k, 1, n - 1))
+    #      + Sum(M[0, j]*M[0, l]*M[j, k]*M[k, l]/((lam[0] - lam[j])*(lam[0] - lam[k])*(lam[0] - lam[l])), (j, 1, n - 1), (k, 1, n - 1), (l, 1, n - 1))
     R_R_e = R_e / d
     R_B_R_e = B_R_e / d
     e_R_R_R_e = np.sum(R_R_e * R_e)
