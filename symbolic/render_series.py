@@ -100,6 +100,23 @@ def _ratio(expr: sp.Expr, grows: sp.Symbol | None = None, positive_at=None) -> s
     return f"{sp.pycode(numerator)} / {den}"
 
 
+def _scale_safe(expr: sp.Expr) -> str:
+    """Code for a bound homogeneous of degree 1 in (η, γ), as η·f(q) with q = η/γ.
+
+    2η²/(γ−2η) evaluated as written overflows (η² near 1e154) or underflows to 0 (η³ near
+    1e-103) long before the bound itself does; η·f(η/γ) stays in range. The rewrite is
+    checked symbolically here.
+    """
+    eta, gap = remainders.eta, remainders.gap
+    q = sp.Symbol("q", positive=True)
+    f = sp.factor(sp.simplify(expr.subs(eta, q * gap) / (q * gap)))
+    assert sp.simplify(eta * f.subs(q, eta / gap) - expr) == 0, "scale-safe form must equal the bound"
+    numerator, denominator = sp.fraction(f)
+    if sp.diff(denominator, q).is_positive:
+        numerator, denominator = -numerator, sp.expand(-denominator)
+    return f"eta * ({sp.pycode(numerator)}) / ({sp.pycode(sp.expand(denominator))})"
+
+
 def render() -> str:
     """Source text of the generated series module (without the header)."""
     first = remainders.remainder_bound_first()
@@ -112,6 +129,8 @@ def render() -> str:
         series_body=series_body(),
         first=_ratio(first, gap),
         second=_ratio(second, gap),
+        first_scaled=_scale_safe(first),
+        second_scaled=_scale_safe(second),
         coefficient_bound=sp.pycode(coeff_bound),
         lower=_ratio(lower, top),
         upper=_ratio(upper, top),
@@ -196,19 +215,23 @@ def coefficient_bound(k, eta, gap):
 def remainder_bound_first(eta, gap):
     """Bound {first} on |λ_max(A+E) − λ1 − a1|.
 
-    Valid only under the hypothesis 2·eta < gap, which the caller checks. Plain
-    arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
+    Valid only under the hypothesis 2·eta < gap, which the caller checks. Evaluated as
+    eta·f(eta/gap), which neither overflows nor underflows where the bound is a normal float.
+    Plain arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
     """
-    return {first}
+    q = eta / gap
+    return {first_scaled}
 
 
 def remainder_bound_second(eta, gap):
     """Bound {second} on |λ_max(A+E) − λ1 − a1 − a2|.
 
-    Valid only under the hypothesis 2·eta < gap, which the caller checks. Plain
-    arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
+    Valid only under the hypothesis 2·eta < gap, which the caller checks. Evaluated as
+    eta·f(eta/gap), which neither overflows nor underflows where the bound is a normal float.
+    Plain arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
     """
-    return {second}
+    q = eta / gap
+    return {second_scaled}
 
 
 def sign_bounds(lam_top, lam_second, lam_min, residual_norm_sq):

@@ -94,19 +94,23 @@ def coefficient_bound(k, eta, gap):
 def remainder_bound_first(eta, gap):
     """Bound 2*eta**2 / (-2*eta + gap) on |λ_max(A+E) − λ1 − a1|.
 
-    Valid only under the hypothesis 2·eta < gap, which the caller checks. Plain
-    arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
+    Valid only under the hypothesis 2·eta < gap, which the caller checks. Evaluated as
+    eta·f(eta/gap), which neither overflows nor underflows where the bound is a normal float.
+    Plain arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
     """
-    return 2*eta**2 / (-2*eta + gap)
+    q = eta / gap
+    return eta * (2*q) / (1 - 2*q)
 
 
 def remainder_bound_second(eta, gap):
     """Bound 4*eta**3 / (gap*(-2*eta + gap)) on |λ_max(A+E) − λ1 − a1 − a2|.
 
-    Valid only under the hypothesis 2·eta < gap, which the caller checks. Plain
-    arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
+    Valid only under the hypothesis 2·eta < gap, which the caller checks. Evaluated as
+    eta·f(eta/gap), which neither overflows nor underflows where the bound is a normal float.
+    Plain arithmetic: works on floats, numpy arrays, mpmath mpf and intervals.
     """
-    return 4*eta**3 / (gap*(-2*eta + gap))
+    q = eta / gap
+    return eta * (4*q**2) / (1 - 2*q)
 
 
 def sign_bounds(lam_top, lam_second, lam_min, residual_norm_sq):
