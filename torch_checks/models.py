@@ -418,7 +418,7 @@ def _train_full_batch(model: nn.Module, X, y, cfg: DigitsConfig) -> float:
         return loss
 
     lb.step(closure)
-    return float(closure())
+    return float(closure().detach())
 
 
 def _load_or_train_digits(name: str, cfg: DigitsConfig, build: Callable[[], nn.Module],
