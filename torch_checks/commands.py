@@ -106,8 +106,8 @@ CHECK_MODELS = Command(
 def _inflation_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", choices=("quick", "paper"),
                    help="quick (default) or paper")
-    p.add_argument("--out", metavar="DIR", default="inflation-out",
-                   help="output directory (default inflation-out)")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="output directory (default results/inflation-<profile>)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed")
 
