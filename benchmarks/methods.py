@@ -126,6 +126,11 @@ def run_power(wl: Workload, tol: float, *, max_iter: int = 3000, seed: int = 0) 
         return tuple(c.reshape(s) for c, s in zip(torch.split(vec, sizes), shapes))
 
     v = start_vector(wl.P, seed).to(device=wl.device, dtype=primals[0].dtype)
+    with torch.no_grad():  # the transforms ignore it; it stops graphs for the fixed params
+        return _power_loop(f, primals, split, v, n, tol, max_iter)
+
+
+def _power_loop(f, primals, split, v, n, tol, max_iter):
     theta_old, theta, k = math.nan, math.nan, 0
     converged = False
     for k in range(1, max_iter + 1):
