@@ -72,3 +72,14 @@ def test_inflation_parser_does_not_need_torch_imports():
     args = parser.parse_args(["inflation", "--profile", "quick", "--out", "x", "--seed", "3"])
     assert args.profile == "quick" and args.out == "x" and args.seed == 3
     assert not isinstance(handlers["check-models"], Exception)
+
+
+def test_building_the_parser_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from fimtheory.cli import build_parser; build_parser(); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
