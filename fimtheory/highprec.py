@@ -84,6 +84,9 @@ def mp_eigh(A, dps: int = DEFAULT_DPS) -> MpEigen:
         m = A if isinstance(A, mpmath.matrix) else to_mp_symmetric(A)
         if m.rows == 1:
             return MpEigen([m[0, 0]], mpmath.matrix([[1]]), dps)
+        if all(m[i, j] == 0 for i in range(m.rows) for j in range(m.cols)):
+            # mpmath.eigsy divides by the matrix norm; the zero matrix is already diagonal.
+            return MpEigen([mpmath.mpf(0)] * m.rows, mpmath.eye(m.rows), dps)
         w, V = mpmath.eigsy(m)
         order = sorted(range(len(w)), key=lambda k: w[k], reverse=True)
         vals = [w[k] for k in order]

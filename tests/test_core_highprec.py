@@ -102,3 +102,14 @@ def test_dps_validation(dps):
     with pytest.raises(InputError, match=r"dps must be an integer >= 20"):
         with highprec.working_precision(dps):
             pass
+
+
+def test_mp_eigh_and_enclosures_of_the_zero_matrix():
+    """mpmath.eigsy divides by the norm; the zero matrix (E = 0 from an identity quantizer) must
+    still have eigenvalues 0 and a certified enclosure containing 0."""
+    from fimtheory.highprec import eigenvalue_enclosures, mp_eigh
+
+    e = mp_eigh(np.zeros((3, 3)), 50)
+    assert all(x == 0 for x in e.eigenvalues)
+    for lo, hi in eigenvalue_enclosures(np.zeros((3, 3)), 50):
+        assert lo <= 0 <= hi
