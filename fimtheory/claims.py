@@ -32,6 +32,7 @@ from fimtheory.instances import (
     DepartureInstance,
     MatrixPerturbation,
     NoiseEnsemble,
+    ParameterEnsemble,
     PartitionInstance,
     ScoreInstance,
 )
@@ -599,6 +600,89 @@ def _t43c_mp(inst: NoiseEnsemble, dps, require_generic=True):
 
 
 # --------------------------------------------------------------------------------------
+# T4.3d — the parameter level (THEORY.md §3(d)): restored with model labels
+# --------------------------------------------------------------------------------------
+
+
+def _param_fims(inst: ParameterEnsemble) -> tuple[np.ndarray, list[np.ndarray]]:
+    from fimtheory import models
+
+    if inst.labels == "model":
+        base = models.model_label_fim(inst.model, inst.X, inst.theta, inst.theta)
+        pert = [models.model_label_fim(inst.model, inst.X, inst.theta, inst.theta + d) for d in inst.deltas]
+    else:
+        base = models.fim(inst.model, inst.X, inst.y, inst.theta)
+        pert = [models.fim(inst.model, inst.X, inst.y, inst.theta + d) for d in inst.deltas]
+    return base, pert
+
+
+def _t43d(inst: ParameterEnsemble) -> Outcome:
+    """T4.3d: with labels from the model's predictive at θ, λ_max(F_π(θ+δ)) ≥ λ_max(F_π(θ)) for
+    every δ (per draw, no remainder): F_π(θ+δ) − F_π(θ) = (1/n)Σ(Δμ_i⊗x_i)(Δμ_i⊗x_i)ᵀ ⪰ 0."""
+    if inst.labels != "model":
+        return Outcome.not_met("labels are not the model's predictive at θ")
+    base, pert = _param_fims(inst)
+    lam = spectral.lambda_max(base)
+    if lam <= 0:
+        return Outcome.not_met("F_π(θ) = 0")
+    m = min(spectral.lambda_max(F) - lam for F in pert) / lam
+    return _outcome(m, True, lambda1=lam)
+
+
+def _mp_param_lambdas(inst: ParameterEnsemble, dps: int):
+    from fimtheory import models
+
+    n = inst.X.shape[0]
+
+    def fim_mp(theta_eval):
+        if inst.labels == "empirical":
+            G = models.mp_scores(inst.model, inst.X, inst.y, theta_eval)
+            return G.T * G / n
+        pi = models.mp_predictive(inst.model, inst.X, inst.theta)
+        F = None
+        for c in range(len(pi[0])):
+            yc = np.full(n, c, dtype=int) if inst.model == "softmax" else np.full(n, float(c))
+            G = models.mp_scores(inst.model, inst.X, yc, theta_eval)
+            for i in range(n):
+                for j in range(G.cols):
+                    G[i, j] *= mpmath.sqrt(pi[i][c])
+            term = G.T * G / n
+            F = term if F is None else F + term
+        return F
+
+    with working_precision(dps):
+        lam = mp_eigh(fim_mp(inst.theta), dps).lambda_max
+        tops = [mp_eigh(fim_mp(inst.theta + d), dps).lambda_max for d in inst.deltas]
+        return lam, tops
+
+
+def _t43d_mp(inst: ParameterEnsemble, dps: int):
+    lam, tops = _mp_param_lambdas(inst, dps)
+    return min(t - lam for t in tops) / lam
+
+
+def _t43d_empirical(inst: ParameterEnsemble) -> Outcome:
+    """Weakening: E_δ λ_max(F(θ+δ)) ≥ λ_max(F(θ)) for exactly zero-mean δ with the observed
+    labels (drops the model-label hypothesis; THEORY.md §3(d) asks whether it holds)."""
+    if inst.labels != "empirical":
+        return Outcome.not_met("this weakening is about the empirical-label FIM")
+    if not inst.exact_mean_is_zero():
+        return Outcome.not_met("the δ ensemble's mean is not exactly zero")
+    base, pert = _param_fims(inst)
+    lam = spectral.lambda_max(base)
+    if lam <= 0:
+        return Outcome.not_met("F(θ) = 0")
+    m = (float(np.mean([spectral.lambda_max(F) for F in pert])) - lam) / lam
+    return _outcome(m, True, lambda1=lam)
+
+
+def _t43d_empirical_mp(inst: ParameterEnsemble, dps: int):
+    lam, tops = _mp_param_lambdas(inst, dps)
+    with working_precision(dps):
+        return (mpmath.fsum(tops) / len(tops) - lam) / lam
+
+
+# --------------------------------------------------------------------------------------
 # AH, AB — approximations of λ_max from scores
 # --------------------------------------------------------------------------------------
 
@@ -1048,6 +1132,30 @@ _CLAIMS = [
                 lambda inst, dps: _t43c_mp(inst, dps, False),
                 _S + "T4.3c-no-genericity",
                 strict=True,
+            ),
+        ),
+    ),
+    Claim(
+        "T4.3d",
+        "parameter level, restored: with labels from the model at θ, λ_max(F_π(θ+δ)) ≥ λ_max(F_π(θ))",
+        "For logistic or softmax regression with the FIM's labels distributed as the model's own "
+        "predictive at the unquantized θ (F_π, the expected Fisher at θ with the label law held "
+        "fixed): λ_max(F_π(θ+δ)) ≥ λ_max(F_π(θ)) for every δ, because F_π(θ+δ) − F_π(θ) = "
+        "(1/n)Σ(Δμ_i⊗x_i)(Δμ_i⊗x_i)ᵀ ⪰ 0. With the observed labels the statement fails even in "
+        "expectation over zero-mean δ (weakening T4.3d-empirical-labels; docs/parameter_level.md).",
+        ("canonical-link model (logistic, softmax)", "labels distributed as p(·|x; θ) at the unperturbed θ"),
+        _t43d,
+        _t43d_mp,
+        _S + "T4.3d",
+        "Thm 4.3 at the parameter level (our extra hypothesis)",
+        weakenings=(
+            Weakening(
+                "T4.3d-empirical-labels",
+                "E_δ λ_max(F(θ+δ)) ≥ λ_max(F(θ)) for zero-mean δ with the observed labels",
+                "labels from the model's predictive",
+                _t43d_empirical,
+                _t43d_empirical_mp,
+                _S + "T4.3d-empirical-labels",
             ),
         ),
     ),

@@ -151,3 +151,38 @@ class DepartureInstance:
         object.__setattr__(self, "inputs", xs)
         object.__setattr__(self, "directions", us)
         object.__setattr__(self, "labels", ys)
+
+
+@dataclass(frozen=True)
+class ParameterEnsemble:
+    """A small model at θ and a finite, equally weighted ensemble of parameter perturbations δ_k.
+
+    ``labels`` says which FIM is meant: ``'empirical'`` — F(θ') = (1/n)Σ g(θ'; x_i, y_i)g(…)ᵀ
+    with the observed labels y; ``'model'`` — F_π(θ') = (1/n)Σ_i Σ_c π_i(c) g(θ'; x_i, c)g(…)ᵀ
+    with π_i = p(·| x_i; θ) the model's predictive at the *unperturbed* θ (THEORY.md §3(d)).
+    """
+
+    model: str
+    X: np.ndarray
+    y: np.ndarray
+    theta: np.ndarray
+    deltas: tuple
+    labels: str = "empirical"
+    origin: str = ""
+
+    def __post_init__(self):
+        if self.model not in ("logistic", "softmax"):
+            raise InputError(f"model must be logistic or softmax, got {self.model!r}")
+        if self.labels not in ("empirical", "model"):
+            raise InputError(f"labels must be 'empirical' or 'model', got {self.labels!r}")
+        object.__setattr__(self, "X", as_matrix(self.X, "X"))
+        object.__setattr__(self, "theta", as_vector(self.theta, "theta"))
+        object.__setattr__(self, "y", np.asarray(self.y))
+        ds = tuple(as_vector(d, f"deltas[{k}]") for k, d in enumerate(self.deltas))
+        if not ds or any(d.shape != self.theta.shape for d in ds):
+            raise InputError(f"deltas must be non-empty vectors of shape {self.theta.shape}")
+        object.__setattr__(self, "deltas", ds)
+
+    def exact_mean_is_zero(self) -> bool:
+        """Whether Σ_k δ_k is exactly zero (rational arithmetic on the floats)."""
+        return all(sum((Fraction(float(d[j])) for d in self.deltas), Fraction(0)) == 0 for j in range(self.theta.size))

@@ -653,6 +653,13 @@ def _m_ab_numerical_rank(inst):
     return (lam - term) / lam
 
 
+def _m_t43d_empirical(inst):
+    """(mean_k Λ(θ+δ_k) − Λ(θ)) / Λ(θ) for the empirical-label FIM, all in interval arithmetic."""
+    lam = iv_batch_lambda_max(inst.model, inst.X, inst.y, inst.theta)
+    tops = [iv_batch_lambda_max(inst.model, inst.X, inst.y, inst.theta + d) for d in inst.deltas]
+    return (sum(tops, iv.mpf(0)) / len(tops) - lam) / lam
+
+
 _CERTIFIERS = {
     "W-no-lambda-min": _m_w_no_lambda_min,
     "R-any-vector": _m_r_any_vector,
@@ -664,6 +671,7 @@ _CERTIFIERS = {
     "P3.2-no-LCM": _m_p32,
     "AH-accurate": _m_ah_accurate,
     "AB-numerical-rank": _m_ab_numerical_rank,
+    "T4.3d-empirical-labels": _m_t43d_empirical,
 }
 _METHOD = {"SIGN-lambda1-denominator": "top-pair"}
 

@@ -14,6 +14,7 @@ from fimtheory.instances import (
     DepartureInstance,
     MatrixPerturbation,
     NoiseEnsemble,
+    ParameterEnsemble,
     PartitionInstance,
     ScoreInstance,
 )
@@ -213,6 +214,27 @@ def below_tolerance_rows(draw):
     return ScoreInstance(G, q=draw(st.sampled_from([1, 2, 4])))
 
 
+@st.composite
+def parameter_ensembles(draw, *, labels="model"):
+    """Logistic/softmax models (often saturated, where the cross term (vᵀg)E[vᵀt] is most
+    negative) with an exactly zero-mean antithetic ensemble {±δ_k} of uniform (Widrow) noise."""
+    model = draw(st.sampled_from(["logistic", "softmax"]))
+    rng = np.random.default_rng(draw(_SEEDS))
+    n = draw(st.integers(2, 10))
+    d = draw(st.integers(1, 3))
+    k = draw(st.integers(2, 3)) if model == "softmax" else 1
+    X = rng.standard_normal((n, d))
+    theta = rng.standard_normal(k * d) * draw(st.sampled_from([0.5, 2.0, 5.0]))
+    if model == "softmax":
+        y = rng.integers(0, k, n)
+    else:
+        y = rng.integers(0, 2, n).astype(float)
+    s = draw(st.sampled_from([0.3, 0.1, 0.03]))
+    half = [s * rng.uniform(-0.5, 0.5, k * d) for _ in range(draw(st.integers(1, 4)))]
+    deltas = tuple(half) + tuple(-h for h in half)
+    return ParameterEnsemble(model, X, y, theta, deltas, labels=labels, origin=f"widrow s={s}")
+
+
 _TABLE = {
     "W": lambda: _generic_pairs(),
     "W-no-lambda-min": lambda: _generic_pairs(),
@@ -229,6 +251,8 @@ _TABLE = {
     "T4.3b-nonzero-mean": nonzero_mean_ensembles,
     "T4.3c": lambda: antithetic_ensembles(min_gap=1e-3),
     "T4.3c-no-genericity": lambda: antithetic_ensembles(commuting=True),
+    "T4.3d": lambda: parameter_ensembles(labels="model"),
+    "T4.3d-empirical-labels": lambda: parameter_ensembles(labels="empirical"),
     "P3.2": departures,
     "P3.2-no-LCM": departures,
     "AH": score_instances,

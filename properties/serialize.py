@@ -50,6 +50,7 @@ _TYPES = {
         _inst.ScoreInstance,
         _inst.PartitionInstance,
         _inst.DepartureInstance,
+        _inst.ParameterEnsemble,
     )
 }
 

@@ -12,7 +12,7 @@ from fimtheory import claims
 from fimtheory.errors import UnknownIdError
 from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, PartitionInstance, ScoreInstance
 
-IDS = {"W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "P3.2", "AH", "AB", "C"}
+IDS = {"W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "T4.3d", "P3.2", "AH", "AB", "C"}
 
 
 def test_registry_ids_exactly():
@@ -159,3 +159,27 @@ def test_p32_needs_generated_models():
     assert out.hypotheses_met in (True, False)
     if out.hypotheses_met:
         assert out.margin >= 0
+
+
+def test_t43d_model_label_identity_and_its_empirical_weakening():
+    """T4.3d holds per draw with model labels (F_π(θ+δ) − F_π(θ) ⪰ 0); on the same data with
+    observed labels, E λ_max can drop below λ1: the stored certified counterexample."""
+    import pathlib
+
+    from fimtheory import models
+    from fimtheory.instances import ParameterEnsemble
+    from properties.counterexamples import replay_file
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((6, 2))
+    theta = 3.0 * rng.standard_normal(6)
+    deltas = tuple(0.2 * rng.uniform(-0.5, 0.5, 6) for _ in range(3))
+    inst = ParameterEnsemble("softmax", X, rng.integers(0, 3, 6), theta, deltas + tuple(-d for d in deltas), "model")
+    out = claims.get_claim("T4.3d").evaluate(inst)
+    assert out.hypotheses_met and out.margin >= -1e-12
+    base = models.model_label_fim("softmax", X, theta, theta)
+    for d in deltas:
+        inc = models.model_label_fim("softmax", X, theta, theta + d) - base
+        assert np.linalg.eigvalsh(inc)[0] >= -64 * 36 * np.finfo(float).eps * np.abs(base).max()
+    path = pathlib.Path(__file__).parent / "counterexamples" / "T4.3d-empirical-labels.json"
+    assert replay_file(path).status == "reproduced"
