@@ -550,7 +550,10 @@ def parse_args(argv=None):
                     help="n for the MLP only (default: --sizes)")
     ap.add_argument("--mlp-hidden", type=int, default=256, help="MLP 784→H→10 width (256)")
     ap.add_argument("--mlp-steps", type=int, default=300, help="MLP training steps (300)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (and numpy/scipy BLAS threads via threadpoolctl); "
+                    "default: torch's default. Use 1 on an oversubscribed machine: OpenMP "
+                    "barriers of 2-thread kernels stall when the other thread is descheduled")
     ap.add_argument("--skip-curvlinops", action="store_true")
     ap.add_argument("--no-streaming", action="store_true")
     ap.add_argument("--no-suite", action="store_true")
@@ -579,8 +582,15 @@ def _write(results: dict, out: str, *, complete: bool) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     malloc_tuned = M.tune_malloc()
+    blas_limit = None
     if args.threads:
         torch.set_num_threads(args.threads)
+        try:  # numpy/scipy BLAS too (reference eigvalsh, ARPACK, numpy recompute)
+            from threadpoolctl import threadpool_limits
+
+            blas_limit = threadpool_limits(limits=args.threads)
+        except ImportError:
+            pass
     device = resolve_device(args.device)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     wnames = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -591,6 +601,8 @@ def main(argv=None) -> dict:
         "git_commit": _git_commit(),
         "machine": machine_facts(device),
         "load_average_start": M.load_average(),
+        "threads": {"torch_intra_op": torch.get_num_threads(),
+                    "numpy_blas_limited_to": args.threads if blas_limit is not None else None},
         "dtype": "float64 everywhere (scores, engines, curvlinops operator, power iteration)",
         "accuracy": f"every method at relative error ≤ {TARGET_ERR:g} vs the float64 dense "
                     "reference; iterative tolerances chosen as the first of "
