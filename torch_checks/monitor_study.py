@@ -36,6 +36,9 @@ Note on derivatives: on the byte LM, torch.func's forward-over-forward (jvp of j
 second directional derivatives that disagree with converged float64 central differences
 (by ~2% for D²G and ~45% for D²log p, independent of the difference step between 1e-1
 and 1e-3), while first derivatives agreed to 1e-5; we therefore use central differences.
+Root cause, isolated afterwards: forward-over-forward AD through ``layer_norm`` in torch 2.13
+(CPU) is wrong, while forward-over-reverse and reverse-over-reverse agree with differences
+(``python -m torch_checks.autodiff_note``; tests/test_torch_autodiff_routes.py).
 
 Output (:func:`inflation_command`): ``report.json`` (every number and the raw per-trajectory
 samples), ``report.md`` (tables, recomputable from the JSON by :func:`recompute_from_json`),
