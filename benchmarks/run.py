@@ -125,11 +125,6 @@ def _lanczos_tol(G, tol):
     return run_lanczos(G, tol)
 
 
-def _path_total(wl, path_name, tol):
-    G = wl.scores()
-    return run_gram(G) if path_name == "gram" else run_lanczos(G, tol)
-
-
 def run_case(wname: str, n: int, device, args) -> dict:
     t_case = time.perf_counter()
     load_start = M.load_average()
@@ -357,7 +352,7 @@ def _torch_profile(fn, device, path, title):
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     with open(path, "w") as fh:
         fh.write(title + "\n\n")
-        fh.write(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+        fh.write(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60))
     return os.path.relpath(path, os.path.dirname(HERE))
 
 
@@ -404,38 +399,54 @@ def evaluate_targets(results: dict) -> list[dict]:
     return out
 
 
+def _all_methods(wl, case, device):
+    """Every method once, each inside a ``record_function`` scope (for the profiler)."""
+    from torch.profiler import record_function
+
+    m = case["methods"]
+    with record_function("## (c) scores"):
+        G = wl.scores()
+    with record_function("## ours: gram engine (K + eigh)"):
+        run_gram(G)
+    with record_function("## ours: lanczos engine"):
+        run_lanczos(G, m["lanczos"].get("tol") or 1e-6)
+    del G
+    if "seconds" in m["curvlinops"]:
+        with record_function("## (a) curvlinops EF + eigsh"):
+            run_curvlinops(wl, m["curvlinops"].get("tol") or 1e-6)
+    with record_function("## (b) power iteration"):
+        run_power(wl, m["power"].get("tol") or 1e-6)
+    if "seconds" in m["kron"]:
+        with record_function("## prototype: kron gram"):
+            run_kron_gram(wl)
+
+
 def write_profiles(results, device, args) -> dict:
-    """Profiles of the largest affordable case of each missed target."""
+    """For each workload with a missed Gram/Lanczos target: a torch.profiler table of one run
+    of every method (scopes ``## …``) at the largest n whose Gram total is affordable."""
     os.makedirs(os.path.join(HERE, "profiles"), exist_ok=True)
     prof = {}
-    missed = [t for t in results["targets"] if not t["met"]]
-    done = set()
-    for t in sorted(missed, key=lambda t: -t["n"]):
-        key = (t["target"], t["workload"])
-        if (key in done or t["workload"] not in ("mlp", "byte-lm") or "streaming" in t["target"]
-                or t["target"].startswith("kron")):
+    missed = {t["workload"] for t in results["targets"]
+              if not t["met"] and t["target"].startswith(("gram", "lanczos"))}
+    for w in sorted(missed):
+        cases = [c for c in results["cases"] if c["workload"] == w
+                 and c["methods"]["gram"]["seconds"]["median"] <= args.profile_max_seconds]
+        if not cases:
             continue
-        case = next(c for c in results["cases"] if c["workload"] == t["workload"]
-                    and c["n"] == t["n"])
-        path_name = "gram" if t["target"].startswith("gram") else "lanczos"
-        if case["methods"][path_name]["seconds"]["median"] > args.profile_max_seconds:
-            continue  # a smaller n of the same miss will be profiled instead
-        done.add(key)
-        wl = make_workload(t["workload"], t["n"], device, **_wkw(t["workload"], args))
-        tol = case["methods"]["lanczos"].get("tol") or 1e-6
-        base = f"{t['workload']}-n{t['n']}"
-        if "scores" in t["target"]:
-            fn = partial(_path_total, wl, path_name, tol)
-            p = os.path.join(HERE, "profiles", f"{base}-{path_name}-total.txt")
-            prof[f"{base} {path_name}"] = _torch_profile(
-                fn, device, p, f"torch.profiler: {path_name} path total (scores + engine), "
-                f"{t['workload']} n={t['n']}, device {device}")
-        else:
-            tol_c = case["methods"]["curvlinops"].get("tol") or 1e-6
-            p = os.path.join(HERE, "profiles", f"{base}-curvlinops.txt")
-            prof[f"{base} curvlinops"] = _cprofile(
-                partial(run_curvlinops, wl, tol_c), p,
-                f"cProfile: curvlinops EF + eigsh(tol={tol_c}), {t['workload']} n={t['n']}")
+        case = max(cases, key=lambda c: c["n"])
+        n = case["n"]
+        wl = make_workload(w, n, device, **_wkw(w, args))
+        lines = [f"{LABELS[m]}: median {case['methods'][m]['seconds']['median']:.4g} s"
+                 + (f" (engine alone {case['methods'][m]['engine_seconds']['median']:.4g} s)"
+                    if "engine_seconds" in case["methods"][m] else "")
+                 for m in METHODS if "seconds" in case["methods"][m]]
+        p = os.path.join(HERE, "profiles", f"{w}-n{n}-all-methods.txt")
+        prof[f"{w} n={n}"] = _torch_profile(
+            partial(_all_methods, wl, case, device), device, p,
+            f"torch.profiler, one run of every method, {w} n={n} P={case['P']}, device {device}, "
+            f"torch threads {torch.get_num_threads()}.\nRows '## …' are the methods' totals "
+            "(CPU total column); the rest are the aten ops by self time.\n\nTimed medians of "
+            "this case in the benchmark run:\n  " + "\n  ".join(lines))
     s = results.get("streaming")
     if s and s["recompute/push"]["median"] < 10.0:
         wl = make_workload("byte-lm", s["t"], device)
@@ -559,6 +570,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-suite", action="store_true")
     ap.add_argument("--no-profiles", action="store_true")
     ap.add_argument("--profile-max-seconds", type=float, default=40.0)
+    ap.add_argument("--profiles-from", default=None,
+                    help="only (re)make the profiles of this results file, then exit")
     a = ap.parse_args(argv)
     if a.quick:
         a.sizes = "64,128" if a.sizes == "128,512,2048" else a.sizes
@@ -566,6 +579,20 @@ def parse_args(argv=None):
         a.suite_examples = min(a.suite_examples, 10)
         a.stream_t = min(a.stream_t, 128)
     return a
+
+
+def profiles_from(args) -> dict:
+    """Re-make the profiles of an existing results file (same options) and record them."""
+    with open(args.profiles_from) as fh:
+        results = json.load(fh)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    results["profiles"] = write_profiles(results, device, args)
+    results["profiles_threads"] = torch.get_num_threads()
+    _write(results, args.profiles_from, complete=results.get("complete", True))
+    log(json.dumps(results["profiles"], indent=1))
+    return results
 
 
 def _write(results: dict, out: str, *, complete: bool) -> None:
@@ -581,6 +608,8 @@ def _write(results: dict, out: str, *, complete: bool) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.profiles_from:
+        return profiles_from(args)
     malloc_tuned = M.tune_malloc()
     blas_limit = None
     if args.threads:
