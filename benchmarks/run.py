@@ -457,8 +457,16 @@ def write_profiles(results, device, args) -> dict:
         for i in range(s["t"] - 1):
             push(mon, rows[i])
         p = os.path.join(HERE, "profiles", f"streaming-t{s['t']}-push.txt")
-        prof["streaming push"] = _cprofile(partial(push, mon, rows[-1]), p,
-                                           f"cProfile: one {s['monitor']} at t={s['t']}")
+        title = (f"one {s['monitor']} at t={s['t']} (P={s['P']}), torch threads "
+                 f"{torch.get_num_threads()}; recompute from scratch: "
+                 f"{s['recompute_seconds']['median']:.4g} s")
+        if kind == "torch":
+            prof["streaming push"] = _torch_profile(partial(push, mon, rows[-1]), device, p,
+                                                    "torch.profiler: " + title)
+            _cprofile(partial(push, copy.deepcopy(mon), rows[-1]), p.replace(".txt", "-cprofile.txt"),
+                      "cProfile: " + title)
+        else:
+            prof["streaming push"] = _cprofile(partial(push, mon, rows[-1]), p, "cProfile: " + title)
     return prof
 
 
