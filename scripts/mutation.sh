@@ -8,6 +8,7 @@
 #   scripts/mutation.sh                      # full run, all 7 modules
 #   MUT_CHILDREN=1 scripts/mutation.sh       # parallel workers (default 2)
 #   scripts/mutation.sh 'fimtheory.fim*'     # only mutants matching a glob (mutmut names)
+#   scripts/mutation.sh s2-ratio ci 0        # worst S2 second-order ratio search (see below)
 #
 # Output: $MUT_WORKDIR/mutmut-results.txt (mutmut results --all true) and
 # $MUT_WORKDIR/mutants/mutmut-cicd-stats.json (totals), plus a per-module summary on stdout.
@@ -17,6 +18,53 @@ WORK=${MUT_WORKDIR:-/tmp/fimtheory-mut}
 CHILDREN=${MUT_CHILDREN:-2}
 PY=${PYTHON:-/work/venv/bin/python}
 MUTMUT=${MUTMUT:-$(dirname "$PY")/mutmut}
+
+# scripts/mutation.sh s2-ratio [profile] [seed] [max_examples]
+# Not a mutation run: a Hypothesis search (S2's own strategy, hypothesis.target steering) for the
+# largest |λ'−λ1−a1−a2| / (4η³/(γ(γ−2η))) on the working tree; ratios float64 cannot resolve are
+# taken at 50 digits. Prints the maximum second- and first-order ratios found.
+if [ "${1:-}" = "s2-ratio" ]; then
+    shift
+    cd "$REPO"
+    exec "$PY" - "$@" <<'PY'
+import dataclasses, sys, time
+from fimtheory import claims as C
+from fimtheory.claims import get_claim, Outcome
+from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
+from fimtheory._generated import series as _series
+from properties.claim_strategies import strategy_for
+from properties.verify import check_property
+profile = sys.argv[1] if len(sys.argv) > 1 else "ci"
+seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+max_examples = int(sys.argv[3]) if len(sys.argv) > 3 else None
+s2 = get_claim("S2")
+best = {"second_ratio": 0.0, "first_ratio": 0.0, "mp": 0}
+def mp_ratios(inst, dps=50):
+    with working_precision(dps):
+        A, E = mp_matrix(inst.A), mp_matrix(inst.E)
+        eig = mp_eigh(A, dps); eta = C._mp_sym_norm(E)
+        a1, a2 = C._mp_coefficients(eig, E, 2)
+        top = mp_eigh(A + E, dps).lambda_max
+        b1 = _series.remainder_bound_first(eta, eig.gap); b2 = _series.remainder_bound_second(eta, eig.gap)
+        return float(abs(top - eig.lambda_max - a1) / b1), float(abs(top - eig.lambda_max - a1 - a2) / b2)
+def ev(inst):
+    out = s2.evaluate(inst)
+    if not out.hypotheses_met:
+        return out
+    r1, r2 = out.details["first_ratio"], out.details["second_ratio"]
+    if out.needs_adjudication:  # float cannot resolve the remainder: take the ratios at 50 digits
+        r1, r2 = mp_ratios(inst); best["mp"] += 1
+    best["first_ratio"] = max(best["first_ratio"], r1)
+    best["second_ratio"] = max(best["second_ratio"], r2)
+    return Outcome(True, 1.0 - r2, False, "", out.details)  # target() steers toward large second ratios
+probe = dataclasses.replace(s2, id="S2-second-ratio", evaluate=ev)
+t = time.perf_counter()
+rep = check_property(probe, strategy_for(s2.strategy), profile=profile, seed=seed, max_examples=max_examples)
+print(f"profile={profile} seed={seed} examples={rep.examples} status={rep.status} "
+      f"max second_ratio={best['second_ratio']:.4f} max first_ratio={best['first_ratio']:.4f} "
+      f"mp-evaluated={best['mp']} ({time.perf_counter()-t:.0f}s)")
+PY
+fi
 
 rm -rf "$WORK"
 mkdir -p "$WORK"

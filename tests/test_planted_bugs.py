@@ -39,6 +39,7 @@ def _on_demand_only(request):
     if "planted" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("planted-bug tests run on demand: pytest -m planted")
 
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("fimtheory", "properties", "symbolic", "torch_checks")
 TIMEOUT = 600
@@ -154,13 +155,13 @@ PLANTS = {
             "S2-second-bound-10x-smaller",
             "second-order remainder bound 4η³/(γ(γ−2η)) divided by 10",
             "fimtheory/_generated/series.py",
-            (("    return 4*eta**3 / (gap*(-2*eta + gap))\n", "    return 0.4*eta**3 / (gap*(-2*eta + gap))\n", 1),),
+            (("    return eta * (4*q**2) / (1 - 2*q)\n", "    return eta * (0.4*q**2) / (1 - 2*q)\n", 1),),
         ),
         Plant(
             "S2-first-bound-10x-smaller",
             "first-order remainder bound 2η²/(γ−2η) divided by 10",
             "fimtheory/_generated/series.py",
-            (("    return 2*eta**2 / (-2*eta + gap)\n", "    return 0.2*eta**2 / (-2*eta + gap)\n", 1),),
+            (("    return eta * (2*q) / (1 - 2*q)\n", "    return eta * (0.2*q) / (1 - 2*q)\n", 1),),
         ),
         Plant(
             "weyl-lambda-min-zero",
