@@ -107,8 +107,7 @@ def summary(xs) -> dict:
         q1 = q3 = xs[0]
     else:
         q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
-    return {"median": statistics.median(xs), "q1": q1, "q3": q3, "iqr": q3 - q1, "n": len(xs),
-            "samples": xs}
+    return {"median": statistics.median(xs), "q1": q1, "q3": q3, "iqr": q3 - q1, "n": len(xs), "samples": xs}
 
 
 def load_average() -> list[float]:

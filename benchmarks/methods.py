@@ -42,8 +42,7 @@ def import_curvlinops():
         if "torchvision" not in repr(exc) and "torchvision" not in sys.modules:
             mod, note = None, f"import failed: {type(exc).__name__}: {exc}"
         else:
-            for k in [k for k in sys.modules if k.startswith(("torchvision", "curvlinops",
-                                                              "backpack"))]:
+            for k in [k for k in sys.modules if k.startswith(("torchvision", "curvlinops", "backpack"))]:
                 del sys.modules[k]
             sys.modules["torchvision"] = types.ModuleType("torchvision")
             try:
@@ -93,8 +92,7 @@ def run_curvlinops(wl: Workload, tol: float, seed: int = 0) -> dict:
     if cl is None:
         raise RuntimeError("curvlinops is not importable")
     func, loss, params, data = wl.curvlinops_problem()
-    op = cl.EFLinearOperator(func, loss, params, data, check_deterministic=False,
-                             num_data=int(wl.inputs.shape[0]))
+    op = cl.EFLinearOperator(func, loss, params, data, check_deterministic=False, num_data=int(wl.inputs.shape[0]))
     A = op.to_scipy(np.float64)
     count = [0]
 

@@ -59,8 +59,12 @@ def log(*a):
 
 def _git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except Exception:  # noqa: BLE001
         return None
 
@@ -130,8 +134,14 @@ def run_case(wname: str, n: int, device, args) -> dict:
     load_start = M.load_average()
     wl = make_workload(wname, n, device, **_wkw(wname, args))
     log(f"[{wname} n={n}] P={wl.P}: {wl.description}")
-    case = {"workload": wname, "n": n, "P": wl.P, "description": wl.description,
-            "model_info": wl.info, "load_average_start": load_start}
+    case = {
+        "workload": wname,
+        "n": n,
+        "P": wl.P,
+        "description": wl.description,
+        "model_info": wl.info,
+        "load_average_start": load_start,
+    }
     meth: dict[str, dict] = {m: {"label": LABELS[m]} for m in METHODS}
 
     # --- warm-up pass: scores, reference, memory, tolerance calibration (untimed)
@@ -149,8 +159,10 @@ def run_case(wname: str, n: int, device, args) -> dict:
     ref = float(np.linalg.eigvalsh(K.cpu().numpy())[-1])
     del K, ev
     case["reference_lambda_max"] = ref
-    case["reference"] = ("numpy.linalg.eigvalsh of K = GGᵀ/n (n×n, float64, formed once by "
-                         "torch_checks.engines.gram_matrix from the float64 scores)")
+    case["reference"] = (
+        "numpy.linalg.eigvalsh of K = GGᵀ/n (n×n, float64, formed once by "
+        "torch_checks.engines.gram_matrix from the float64 scores)"
+    )
     meth["gram"]["peak_bytes"] = max(meth["scores"]["peak_bytes"], g_bytes + gram_peak)
     meth["gram"]["tol"] = None
     tol_l, out, _, pk = _calibrate(partial(_lanczos_tol, G), ref, device)
@@ -230,11 +242,17 @@ def run_case(wname: str, n: int, device, args) -> dict:
     ratio("curvlinops/scores", "curvlinops", "scores")
     ratio("kron/scores", "kron", "scores")
     ratio("curvlinops/kron", "curvlinops", "kron")
-    case.update(methods=meth, ratios=ratios, repeats=R, load_average_end=M.load_average(),
-                seconds_total=time.perf_counter() - t_case)
-    log(f"[{wname} n={n}] done in {case['seconds_total']:.1f} s, {R} repeats: "
-        + ", ".join(f"{m} {meth[m]['seconds']['median']:.3g}s" for m in METHODS
-                    if "seconds" in meth[m]))
+    case.update(
+        methods=meth,
+        ratios=ratios,
+        repeats=R,
+        load_average_end=M.load_average(),
+        seconds_total=time.perf_counter() - t_case,
+    )
+    log(
+        f"[{wname} n={n}] done in {case['seconds_total']:.1f} s, {R} repeats: "
+        + ", ".join(f"{m} {meth[m]['seconds']['median']:.3g}s" for m in METHODS if "seconds" in meth[m])
+    )
     return case
 
 
@@ -253,6 +271,7 @@ def _streaming_monitors(wl):
     except ImportError:
         SigmaMonitor = None
     if SigmaMonitor is not None:
+
         def make_sigma():
             return SigmaMonitor(wl.model, wl.names, 1.0, tol=1e-10, device=wl.device)
 
@@ -260,14 +279,19 @@ def _streaming_monitors(wl):
             mon.push_score(g)
             return mon.lambdas[-1]
 
-        out.append(("torch_checks.monitor.SigmaMonitor.push_score", make_sigma, push_sigma,
-                    "torch"))
+        out.append(("torch_checks.monitor.SigmaMonitor.push_score", make_sigma, push_sigma, "torch"))
 
     def push_np(mon, g):
         return mon.push(g)
 
-    out.append(("fimtheory.monitor.StreamingLambdaMax.push (numpy reference)",
-                lambda: StreamingLambdaMax(wl.P, tol=1e-10), push_np, "numpy"))
+    out.append(
+        (
+            "fimtheory.monitor.StreamingLambdaMax.push (numpy reference)",
+            lambda: StreamingLambdaMax(wl.P, tol=1e-10),
+            push_np,
+            "numpy",
+        )
+    )
     return out
 
 
@@ -300,22 +324,31 @@ def run_streaming(device, args) -> dict:
             lam, sec = M.timed(partial(push, m2, rows[t - 1]), device)
             push_t.append(sec)
             del m2
-        monitors.append({
-            "monitor": name, "push_seconds": M.summary(push_t),
-            "fill_seconds_for_first_t_minus_1": fill, "value": lam, "rel_error": rel(lam, ref),
-            "recompute/push": M.summary([b / a for a, b in zip(push_t, rec_t)]),
-        })
+        monitors.append(
+            {
+                "monitor": name,
+                "push_seconds": M.summary(push_t),
+                "fill_seconds_for_first_t_minus_1": fill,
+                "value": lam,
+                "rel_error": rel(lam, ref),
+                "recompute/push": M.summary([b / a for a, b in zip(push_t, rec_t)]),
+            }
+        )
     return {
-        "t": t, "P": wl.P, "scores": wl.description, "monitors": monitors,
+        "t": t,
+        "P": wl.P,
+        "scores": wl.description,
+        "monitors": monitors,
         "recompute_seconds": M.summary(rec_t),
         "recompute_label": f"torch_checks.engines.lambda_max(G_t, 'gram') on {device}",
         "recompute_numpy_seconds": M.summary(rec_np_t),
-        "recompute/push": monitors[0]["recompute/push"], "monitor": monitors[0]["monitor"],
+        "recompute/push": monitors[0]["recompute/push"],
+        "monitor": monitors[0]["monitor"],
         "reference_lambda_max": ref,
         "rel_error": {k: rel(v, ref) for k, v in vals.items()},
         "note": "per-step time of the t-th update (the monitor after t−1 pushes is deep-copied "
-                "outside the timer; scores precomputed) vs λ_max from scratch on all t stored "
-                "scores; repeats interleaved are not needed (no shared state)",
+        "outside the timer; scores precomputed) vs λ_max from scratch on all t stored "
+        "scores; repeats interleaved are not needed (no shared state)",
     }
 
 
@@ -331,12 +364,22 @@ def run_suite(args) -> dict:
     for cid, claim in REGISTRY.items():
         rep = verify_claim(claim, profile="ci", max_examples=args.suite_examples, seed=0)
         drawn = rep.examples + rep.rejected
-        rows.append({"claim": cid, "status": rep.status, "examples": rep.examples,
-                     "rejected": rep.rejected, "seconds": rep.seconds,
-                     "examples_per_s": rep.examples / rep.seconds if rep.seconds else None,
-                     "drawn_per_s": drawn / rep.seconds if rep.seconds else None})
-    return {"profile": f"ci (derandomized), max_examples={args.suite_examples}, seed=0, dps=50",
-            "claims": rows, "seconds_total": time.perf_counter() - t0}
+        rows.append(
+            {
+                "claim": cid,
+                "status": rep.status,
+                "examples": rep.examples,
+                "rejected": rep.rejected,
+                "seconds": rep.seconds,
+                "examples_per_s": rep.examples / rep.seconds if rep.seconds else None,
+                "drawn_per_s": drawn / rep.seconds if rep.seconds else None,
+            }
+        )
+    return {
+        "profile": f"ci (derandomized), max_examples={args.suite_examples}, seed=0, dps=50",
+        "claims": rows,
+        "seconds_total": time.perf_counter() - t0,
+    }
 
 
 # ---------------------------------------------------------------------- profiles of misses
@@ -384,18 +427,31 @@ def evaluate_targets(results: dict) -> list[dict]:
             k = f"{path}_total/scores" if path != "kron" else "kron/scores"
             if k in r and n <= 2048:
                 v = r[k]["median"]
-                out.append({"target": f"{path}{tot} ≤ 1.5× scores", "workload": w, "n": n,
-                            "value": v, "met": v <= 1.5})
+                out.append({"target": f"{path}{tot} ≤ 1.5× scores", "workload": w, "n": n, "value": v, "met": v <= 1.5})
             k = f"curvlinops/{path}_total" if path != "kron" else "curvlinops/kron"
             if k in r:
                 v = r[k]["median"]
-                out.append({"target": f"{path} ≥ 5× faster than curvlinops+eigsh",
-                            "workload": w, "n": n, "value": v, "met": v >= 5.0})
+                out.append(
+                    {
+                        "target": f"{path} ≥ 5× faster than curvlinops+eigsh",
+                        "workload": w,
+                        "n": n,
+                        "value": v,
+                        "met": v >= 5.0,
+                    }
+                )
     s = results.get("streaming")
     if s:
         v = s["recompute/push"]["median"]
-        out.append({"target": "streaming update ≥ 10× faster than recompute",
-                    "workload": "byte-lm", "n": s["t"], "value": v, "met": v >= 10.0})
+        out.append(
+            {
+                "target": "streaming update ≥ 10× faster than recompute",
+                "workload": "byte-lm",
+                "n": s["t"],
+                "value": v,
+                "met": v >= 10.0,
+            }
+        )
     return out
 
 
@@ -426,27 +482,38 @@ def write_profiles(results, device, args) -> dict:
     of every method (scopes ``## …``) at the largest n whose Gram total is affordable."""
     os.makedirs(os.path.join(HERE, "profiles"), exist_ok=True)
     prof = {}
-    missed = {t["workload"] for t in results["targets"]
-              if not t["met"] and t["target"].startswith(("gram", "lanczos"))}
+    missed = {t["workload"] for t in results["targets"] if not t["met"] and t["target"].startswith(("gram", "lanczos"))}
     for w in sorted(missed):
-        cases = [c for c in results["cases"] if c["workload"] == w
-                 and c["methods"]["gram"]["seconds"]["median"] <= args.profile_max_seconds]
+        cases = [
+            c
+            for c in results["cases"]
+            if c["workload"] == w and c["methods"]["gram"]["seconds"]["median"] <= args.profile_max_seconds
+        ]
         if not cases:
             continue
         case = max(cases, key=lambda c: c["n"])
         n = case["n"]
         wl = make_workload(w, n, device, **_wkw(w, args))
-        lines = [f"{LABELS[m]}: median {case['methods'][m]['seconds']['median']:.4g} s"
-                 + (f" (engine alone {case['methods'][m]['engine_seconds']['median']:.4g} s)"
-                    if "engine_seconds" in case["methods"][m] else "")
-                 for m in METHODS if "seconds" in case["methods"][m]]
+        lines = [
+            f"{LABELS[m]}: median {case['methods'][m]['seconds']['median']:.4g} s"
+            + (
+                f" (engine alone {case['methods'][m]['engine_seconds']['median']:.4g} s)"
+                if "engine_seconds" in case["methods"][m]
+                else ""
+            )
+            for m in METHODS
+            if "seconds" in case["methods"][m]
+        ]
         p = os.path.join(HERE, "profiles", f"{w}-n{n}-all-methods.txt")
         prof[f"{w} n={n}"] = _torch_profile(
-            partial(_all_methods, wl, case, device), device, p,
+            partial(_all_methods, wl, case, device),
+            device,
+            p,
             f"torch.profiler, one run of every method, {w} n={n} P={case['P']}, device {device}, "
             f"torch threads {torch.get_num_threads()}.\nRows '## …' are the methods' totals "
             "(CPU total column); the rest are the aten ops by self time.\n\nTimed medians of "
-            "this case in the benchmark run:\n  " + "\n  ".join(lines))
+            "this case in the benchmark run:\n  " + "\n  ".join(lines),
+        )
     s = results.get("streaming")
     if s and s["recompute/push"]["median"] < 10.0:
         wl = make_workload("byte-lm", s["t"], device)
@@ -457,14 +524,16 @@ def write_profiles(results, device, args) -> dict:
         for i in range(s["t"] - 1):
             push(mon, rows[i])
         p = os.path.join(HERE, "profiles", f"streaming-t{s['t']}-push.txt")
-        title = (f"one {s['monitor']} at t={s['t']} (P={s['P']}), torch threads "
-                 f"{torch.get_num_threads()}; recompute from scratch: "
-                 f"{s['recompute_seconds']['median']:.4g} s")
+        title = (
+            f"one {s['monitor']} at t={s['t']} (P={s['P']}), torch threads "
+            f"{torch.get_num_threads()}; recompute from scratch: "
+            f"{s['recompute_seconds']['median']:.4g} s"
+        )
         if kind == "torch":
-            prof["streaming push"] = _torch_profile(partial(push, mon, rows[-1]), device, p,
-                                                    "torch.profiler: " + title)
-            _cprofile(partial(push, copy.deepcopy(mon), rows[-1]), p.replace(".txt", "-cprofile.txt"),
-                      "cProfile: " + title)
+            prof["streaming push"] = _torch_profile(partial(push, mon, rows[-1]), device, p, "torch.profiler: " + title)
+            _cprofile(
+                partial(push, copy.deepcopy(mon), rows[-1]), p.replace(".txt", "-cprofile.txt"), "cProfile: " + title
+            )
         else:
             prof["streaming push"] = _cprofile(partial(push, mon, rows[-1]), p, "cProfile: " + title)
     return prof
@@ -478,16 +547,16 @@ def _fmt_s(s):
 
 
 def table(results: dict) -> str:
-    lines = ["| workload | n | P | method | median s | IQR s | peak MiB | rel. error | "
-             "iters | tol | × scores |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| workload | n | P | method | median s | IQR s | peak MiB | rel. error | iters | tol | × scores |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for c in results["cases"]:
         ts = c["methods"]["scores"]["seconds"]["median"]
         for m in METHODS:
             d = c["methods"][m]
             if "seconds" not in d:
-                lines.append(f"| {c['workload']} | {c['n']} | {c['P']} | {d['label']} | "
-                             f"skipped | | | | | | |")
+                lines.append(f"| {c['workload']} | {c['n']} | {c['P']} | {d['label']} | skipped | | | | | | |")
                 continue
             med, iqr = d["seconds"]["median"], d["seconds"]["iqr"]
             mem = d.get("peak_bytes")
@@ -496,11 +565,15 @@ def table(results: dict) -> str:
                 f"| {c['workload']} | {c['n']} | {c['P']} | {d['label']} | {_fmt_s(med)} | "
                 f"{_fmt_s(iqr)} | {'—' if mem is None else f'{mem / 2**20:.0f}'} | "
                 f"{'—' if err is None else f'{err:.1e}'} | {d.get('iterations', '—')} | "
-                f"{d.get('tol') or '—'} | {med / ts:.2f} |")
-    lines += ["", "| workload | n | gram/scores | lanczos/scores | curvlinops/gram | "
-              "curvlinops/lanczos | power/gram | power/lanczos | kron/scores | curvlinops/kron | "
-              "repeats |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                f"{d.get('tol') or '—'} | {med / ts:.2f} |"
+            )
+    lines += [
+        "",
+        "| workload | n | gram/scores | lanczos/scores | curvlinops/gram | "
+        "curvlinops/lanczos | power/gram | power/lanczos | kron/scores | curvlinops/kron | "
+        "repeats |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for c in results["cases"]:
         r = c["ratios"]
 
@@ -509,42 +582,60 @@ def table(results: dict) -> str:
                 return "—"
             return f"{r[k]['median']:.2f} [{r[k]['q1']:.2f}, {r[k]['q3']:.2f}]"
 
-        lines.append(f"| {c['workload']} | {c['n']} | {f('gram_total/scores')} | "
-                     f"{f('lanczos_total/scores')} | {f('curvlinops/gram_total')} | "
-                     f"{f('curvlinops/lanczos_total')} | {f('power/gram_total')} | "
-                     f"{f('power/lanczos_total')} | {f('kron/scores')} | "
-                     f"{f('curvlinops/kron')} | {c['repeats']} |")
+        lines.append(
+            f"| {c['workload']} | {c['n']} | {f('gram_total/scores')} | "
+            f"{f('lanczos_total/scores')} | {f('curvlinops/gram_total')} | "
+            f"{f('curvlinops/lanczos_total')} | {f('power/gram_total')} | "
+            f"{f('power/lanczos_total')} | {f('kron/scores')} | "
+            f"{f('curvlinops/kron')} | {c['repeats']} |"
+        )
     s = results.get("streaming")
     if s:
-        lines += ["", f"Streaming σ_t at t = {s['t']} (byte-LM per-token scores, P = {s['P']}):",
-                  "", "| per-step update | median s | IQR s | rel. error | recompute/push "
-                  "[q1, q3] |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"Streaming σ_t at t = {s['t']} (byte-LM per-token scores, P = {s['P']}):",
+            "",
+            "| per-step update | median s | IQR s | rel. error | recompute/push [q1, q3] |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for m in s["monitors"]:
             q = m["recompute/push"]
-            lines.append(f"| {m['monitor']} | {_fmt_s(m['push_seconds']['median'])} | "
-                         f"{_fmt_s(m['push_seconds']['iqr'])} | {m['rel_error']:.1e} | "
-                         f"{q['median']:.1f} [{q['q1']:.1f}, {q['q3']:.1f}] |")
-        for k, lab in (("recompute_seconds", s["recompute_label"]),
-                       ("recompute_numpy_seconds", "numpy eigvalsh(G_t G_tᵀ / t)")):
+            lines.append(
+                f"| {m['monitor']} | {_fmt_s(m['push_seconds']['median'])} | "
+                f"{_fmt_s(m['push_seconds']['iqr'])} | {m['rel_error']:.1e} | "
+                f"{q['median']:.1f} [{q['q1']:.1f}, {q['q3']:.1f}] |"
+            )
+        for k, lab in (
+            ("recompute_seconds", s["recompute_label"]),
+            ("recompute_numpy_seconds", "numpy eigvalsh(G_t G_tᵀ / t)"),
+        ):
             key = "recompute" if k == "recompute_seconds" else "recompute_numpy"
-            lines.append(f"| recompute: {lab} | {_fmt_s(s[k]['median'])} | "
-                         f"{_fmt_s(s[k]['iqr'])} | {s['rel_error'][key]:.1e} | 1 |")
+            lines.append(
+                f"| recompute: {lab} | {_fmt_s(s[k]['median'])} | "
+                f"{_fmt_s(s[k]['iqr'])} | {s['rel_error'][key]:.1e} | 1 |"
+            )
     su = results.get("suite")
     if su:
-        lines += ["", f"Suite throughput ({su['profile']}):", "",
-                  "| claim | status | examples | rejected | s | examples/s | drawn/s |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"Suite throughput ({su['profile']}):",
+            "",
+            "| claim | status | examples | rejected | s | examples/s | drawn/s |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
         for r in su["claims"]:
-            lines.append(f"| {r['claim']} | {r['status']} | {r['examples']} | {r['rejected']} | "
-                         f"{r['seconds']:.2f} | {r['examples_per_s'] or 0:.1f} | "
-                         f"{r['drawn_per_s'] or 0:.1f} |")
+            lines.append(
+                f"| {r['claim']} | {r['status']} | {r['examples']} | {r['rejected']} | "
+                f"{r['seconds']:.2f} | {r['examples_per_s'] or 0:.1f} | "
+                f"{r['drawn_per_s'] or 0:.1f} |"
+            )
     tg = results.get("targets")
     if tg:
-        lines += ["", "| target | workload | n | measured (median) | met |",
-                  "|---|---|---:|---:|---|"]
+        lines += ["", "| target | workload | n | measured (median) | met |", "|---|---|---:|---:|---|"]
         for t in tg:
-            lines.append(f"| {t['target']} | {t['workload']} | {t['n']} | {t['value']:.2f} | "
-                         f"{'yes' if t['met'] else 'NO'} |")
+            lines.append(
+                f"| {t['target']} | {t['workload']} | {t['n']} | {t['value']:.2f} | {'yes' if t['met'] else 'NO'} |"
+            )
     return "\n".join(lines)
 
 
@@ -558,28 +649,35 @@ def parse_args(argv=None):
     ap.add_argument("--workloads", default="byte-lm,mlp")
     ap.add_argument("--repeats", type=int, default=5, help="max timed repeats per case (default 5)")
     ap.add_argument("--min-repeats", type=int, default=3)
-    ap.add_argument("--case-budget", type=float, default=60.0,
-                    help="stop repeating a case after this many seconds once --min-repeats ran")
+    ap.add_argument(
+        "--case-budget",
+        type=float,
+        default=60.0,
+        help="stop repeating a case after this many seconds once --min-repeats ran",
+    )
     ap.add_argument("--out", default=os.path.join("benchmarks", "results.json"))
-    ap.add_argument("--quick", action="store_true",
-                    help="tiny run: n=64,128, 3 repeats, short suite (minutes → seconds)")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny run: n=64,128, 3 repeats, short suite (minutes → seconds)"
+    )
     ap.add_argument("--stream-t", type=int, default=512)
     ap.add_argument("--suite-examples", type=int, default=50)
-    ap.add_argument("--mlp-sizes", default=None,
-                    help="n for the MLP only (default: --sizes)")
+    ap.add_argument("--mlp-sizes", default=None, help="n for the MLP only (default: --sizes)")
     ap.add_argument("--mlp-hidden", type=int, default=256, help="MLP 784→H→10 width (256)")
     ap.add_argument("--mlp-steps", type=int, default=300, help="MLP training steps (300)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch intra-op threads (and numpy/scipy BLAS threads via threadpoolctl); "
-                    "default: torch's default. Use 1 on an oversubscribed machine: OpenMP "
-                    "barriers of 2-thread kernels stall when the other thread is descheduled")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (and numpy/scipy BLAS threads via threadpoolctl); "
+        "default: torch's default. Use 1 on an oversubscribed machine: OpenMP "
+        "barriers of 2-thread kernels stall when the other thread is descheduled",
+    )
     ap.add_argument("--skip-curvlinops", action="store_true")
     ap.add_argument("--no-streaming", action="store_true")
     ap.add_argument("--no-suite", action="store_true")
     ap.add_argument("--no-profiles", action="store_true")
     ap.add_argument("--profile-max-seconds", type=float, default=40.0)
-    ap.add_argument("--profiles-from", default=None,
-                    help="only (re)make the profiles of this results file, then exit")
+    ap.add_argument("--profiles-from", default=None, help="only (re)make the profiles of this results file, then exit")
     a = ap.parse_args(argv)
     if a.quick:
         a.sizes = "64,128" if a.sizes == "128,512,2048" else a.sizes
@@ -638,19 +736,24 @@ def main(argv=None) -> dict:
         "git_commit": _git_commit(),
         "machine": machine_facts(device),
         "load_average_start": M.load_average(),
-        "threads": {"torch_intra_op": torch.get_num_threads(),
-                    "numpy_blas_limited_to": args.threads if blas_limit is not None else None},
+        "threads": {
+            "torch_intra_op": torch.get_num_threads(),
+            "numpy_blas_limited_to": args.threads if blas_limit is not None else None,
+        },
         "dtype": "float64 everywhere (scores, engines, curvlinops operator, power iteration)",
         "accuracy": f"every method at relative error ≤ {TARGET_ERR:g} vs the float64 dense "
-                    "reference; iterative tolerances chosen as the first of "
-                    f"{list(TOLS)} reaching it in an untimed calibration run",
+        "reference; iterative tolerances chosen as the first of "
+        f"{list(TOLS)} reaching it in an untimed calibration run",
         "timing": "wall clock (device-synchronised), median and IQR over repeats; in each "
-                  "repeat all methods run back to back; Gram/Lanczos totals = scores time + "
-                  "engine time of the same repeat; ratios are medians of per-repeat ratios",
-        "memory": ("torch.cuda.max_memory_allocated delta" if device.type == "cuda" else
-                   "peak RSS delta sampled every 0.5 ms (/proc/self/statm), glibc mallopt "
-                   f"mmap/trim threshold 1 MiB (applied: {malloc_tuned}); Gram/Lanczos totals "
-                   "= max(scores peak, bytes(G) + engine peak); measured in the calibration run"),
+        "repeat all methods run back to back; Gram/Lanczos totals = scores time + "
+        "engine time of the same repeat; ratios are medians of per-repeat ratios",
+        "memory": (
+            "torch.cuda.max_memory_allocated delta"
+            if device.type == "cuda"
+            else "peak RSS delta sampled every 0.5 ms (/proc/self/statm), glibc mallopt "
+            f"mmap/trim threshold 1 MiB (applied: {malloc_tuned}); Gram/Lanczos totals "
+            "= max(scores peak, bytes(G) + engine peak); measured in the calibration run"
+        ),
         "cases": [],
     }
     if not args.no_streaming:
@@ -662,8 +765,7 @@ def main(argv=None) -> dict:
         results["suite"] = run_suite(args)
         _write(results, args.out, complete=False)
     for w in wnames:
-        ns = sizes if not (w == "mlp" and args.mlp_sizes) else [
-            int(s) for s in args.mlp_sizes.split(",") if s.strip()]
+        ns = sizes if not (w == "mlp" and args.mlp_sizes) else [int(s) for s in args.mlp_sizes.split(",") if s.strip()]
         for n in ns:
             results["cases"].append(run_case(w, n, device, args))
             results["targets"] = evaluate_targets(results)

@@ -70,11 +70,13 @@ class Workload:
     def scores(self, chunk_size: int | None = None) -> torch.Tensor:
         """G (n × P), row i = ∇_θ log p(y_i | x_i), with the suite's score code."""
         if self.kind == "classifier":
-            return per_sample_scores(self.model, self.names, self.inputs, self.targets,
-                                     dtype=DTYPE, chunk_size=chunk_size).G
-        rows = [per_token_scores(self.model, self.names, x, y, dtype=DTYPE,
-                                 chunk_size=chunk_size).G
-                for x, y in zip(self.inputs, self.targets)]
+            return per_sample_scores(
+                self.model, self.names, self.inputs, self.targets, dtype=DTYPE, chunk_size=chunk_size
+            ).G
+        rows = [
+            per_token_scores(self.model, self.names, x, y, dtype=DTYPE, chunk_size=chunk_size).G
+            for x, y in zip(self.inputs, self.targets)
+        ]
         return torch.cat(rows, dim=0)
 
     # ------------------------------------------------------------------ batched log p
@@ -186,8 +188,12 @@ def trained_mlp(hidden: int = 256, steps: int = 300, seed: int = 0) -> tuple[nn.
     model.eval()
     with torch.no_grad():
         acc = float((model(Xte).argmax(-1) == yte).float().mean())
-    info = {"train_steps": steps, "test_accuracy": acc,
-            "final_train_loss_nats": float(loss.detach()), "cache_path": path}
+    info = {
+        "train_steps": steps,
+        "test_accuracy": acc,
+        "final_train_loss_nats": float(loss.detach()),
+        "cache_path": path,
+    }
     model = model.double()
     _MLP_CACHE[key] = (model, info)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -197,8 +203,7 @@ def trained_mlp(hidden: int = 256, steps: int = 300, seed: int = 0) -> tuple[nn.
     return copy.deepcopy(model), dict(info)
 
 
-def mlp_workload(n: int, device: torch.device, *, hidden: int = 256, steps: int = 300,
-                 seed: int = 0) -> Workload:
+def mlp_workload(n: int, device: torch.device, *, hidden: int = 256, steps: int = 300, seed: int = 0) -> Workload:
     model, info = trained_mlp(hidden, steps, seed)
     X, y = digits28(seed)
     if n > len(X):
@@ -207,8 +212,10 @@ def mlp_workload(n: int, device: torch.device, *, hidden: int = 256, steps: int 
     Xs, ys = X[:n].to(device=device, dtype=DTYPE), y[:n].to(device)
     model = model.to(device).eval()
     names = tuple(k for k, _ in model.named_parameters())
-    desc = (f"MLP 784→{hidden} (tanh)→10 on 28×28-upsampled, shifted sklearn digits; "
-            f"all parameters (P={sum(p.numel() for p in model.parameters())}); float64")
+    desc = (
+        f"MLP 784→{hidden} (tanh)→10 on 28×28-upsampled, shifted sklearn digits; "
+        f"all parameters (P={sum(p.numel() for p in model.parameters())}); float64"
+    )
     info["rank_one_scores"] = True  # every θ tensor is a Linear weight/bias, samples unmixed
     return Workload("mlp", "classifier", model, names, Xs, ys, desc, info)
 
@@ -231,20 +238,20 @@ def lm_workload(n: int, device: torch.device, *, config=None, seed: int = 0) -> 
     if n % T:
         raise ValueError(f"byte-LM n must be a multiple of the context {T}, got {n}")
     m = n // T
-    ctx = D.calibration_contexts(m, T + 1, corpus=config.corpus, seed=seed,
-                                 held_out_fraction=config.held_out_fraction)
+    ctx = D.calibration_contexts(m, T + 1, corpus=config.corpus, seed=seed, held_out_fraction=config.held_out_fraction)
     model = copy.deepcopy(model).to(device=device, dtype=DTYPE).eval()
     names = tuple(model.default_param_names())
     P = sum(dict(model.named_parameters())[k].numel() for k in names)
-    desc = (f"byte LM (d_model {config.d_model}, {config.n_layers} layers, context {T}); "
-            f"θ = {', '.join(names)} (P={P}); n/{T} held-out windows; float64")
+    desc = (
+        f"byte LM (d_model {config.d_model}, {config.n_layers} layers, context {T}); "
+        f"θ = {', '.join(names)} (P={P}); n/{T} held-out windows; float64"
+    )
     info = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
     # the default θ (last block's mlp.proj.weight) is followed only by position-wise ops:
     # each per-token score is rank one (δ_t ⊗ a_t)
     last = f"blocks.{config.n_layers - 1}.mlp.proj."
     info["rank_one_scores"] = all(k.startswith(last) for k in names)
-    return Workload("byte-lm", "lm", model, names, ctx[:, :-1].to(device),
-                    ctx[:, 1:].to(device), desc, info)
+    return Workload("byte-lm", "lm", model, names, ctx[:, :-1].to(device), ctx[:, 1:].to(device), desc, info)
 
 
 def make_workload(name: str, n: int, device, **kw) -> Workload:

@@ -19,18 +19,39 @@ pytestmark = pytest.mark.torch
 
 def test_tiny_run_writes_results(tmp_path):
     out = tmp_path / "results.json"
-    res = R.main(["--device", "cpu", "--workloads", "mlp", "--sizes", "24", "--mlp-hidden", "4",
-                  "--mlp-steps", "5", "--repeats", "2", "--min-repeats", "2",
-                  "--skip-curvlinops", "--no-streaming", "--no-suite", "--no-profiles", "--out", str(out)])
+    res = R.main(
+        [
+            "--device",
+            "cpu",
+            "--workloads",
+            "mlp",
+            "--sizes",
+            "24",
+            "--mlp-hidden",
+            "4",
+            "--mlp-steps",
+            "5",
+            "--repeats",
+            "1",
+            "--min-repeats",
+            "1",
+            "--skip-curvlinops",
+            "--no-streaming",
+            "--no-suite",
+            "--no-profiles",
+            "--out",
+            str(out),
+        ]
+    )
     on_disk = json.loads(out.read_text())
     assert on_disk["cases"][0]["n"] == 24 and on_disk["machine"]["torch_threads"] >= 1
     case = res["cases"][0]
-    assert case["repeats"] == 2
+    assert case["repeats"] == 1
     assert "skipped" in case["methods"]["curvlinops"]  # covered by the next test
     for name, d in case["methods"].items():
         if "skipped" in d:
             continue
-        assert d["seconds"]["n"] == 2 and d["seconds"]["median"] > 0
+        assert d["seconds"]["n"] == 1 and d["seconds"]["median"] > 0
         if name != "scores":
             assert d["rel_error"] <= 1e-6, (name, d)
     assert "gram_total/scores" in case["ratios"]
@@ -38,11 +59,11 @@ def test_tiny_run_writes_results(tmp_path):
 
 
 def test_peers_compute_the_same_fisher_as_dense():
-    # F = GᵀG/n formed densely (P = 784·2 + 2 + 2·10 + 10 = 1600): curvlinops' EF with
+    # F = GᵀG/n formed densely (P = 784 + 1 + 10 + 10 = 805): curvlinops' EF with
     # reduction "mean" and the jvp/vjp power iteration must both find its λ_max.
-    wl = mlp_workload(20, torch.device("cpu"), hidden=2, steps=5)
+    wl = mlp_workload(20, torch.device("cpu"), hidden=1, steps=5)
     G = wl.scores().numpy()
     lam = float(np.linalg.eigvalsh(G.T @ G / wl.n)[-1])
-    assert abs(run_power(wl, 1e-10)["value"] - lam) <= 1e-6 * lam
+    assert abs(run_power(wl, 1e-8)["value"] - lam) <= 1e-6 * lam
     if import_curvlinops()[0] is not None:
         assert abs(run_curvlinops(wl, 1e-10)["value"] - lam) <= 1e-8 * lam
