@@ -411,3 +411,28 @@ def test_gguf_unit_scales_are_quantized():
     w = np.zeros((1, 32))
     w[0, :3] = [15.0, 3.0, 0.4]  # Q4_1: min 0, max 15, d = 1
     np.testing.assert_array_equal(quantize.quantize(w, "gguf-q4_1")[0, :3], [15.0, 3.0, 0.0])
+
+
+# --------------------------------------------------------------------------------------
+# S2: the second-order remainder bound is valid and within a factor ~5.2 of tight
+# --------------------------------------------------------------------------------------
+
+
+def test_s2_second_remainder_bound_is_nearly_attained():
+    # A = diag(1, 0), E = η [[cos θ, sin θ], [sin θ, −cos θ]] (‖E‖₂ = η): the remainder is
+    # ≈ |a3| = η³ sin²θ · 2|cos θ| / γ², maximal at cos²θ = 1/3, i.e. 4η³/(3√3 γ²), while the
+    # bound is 4η³/(γ(γ−2η)). So the ratio → 1/(3√3) ≈ 0.192 as η → 0: any bound more than
+    # ~5.2× too small (e.g. a wrong constant) is violated here.
+    theta = np.arccos(-1 / np.sqrt(3))
+    worst = 0.0
+    for eta in (1e-3, 1e-2, 0.05):
+        A = np.diag([1.0, 0.0])
+        E = eta * np.array([[np.cos(theta), np.sin(theta)], [np.sin(theta), -np.cos(theta)]])
+        lam1, (a1, a2) = spectral.perturbation_coefficients(A, E, order=2)
+        rb = bounds.remainder_bounds(float(np.linalg.norm(E, 2)), 1.0)
+        top = spectral.lambda_max(A + E)
+        r2 = abs(top - lam1 - a1 - a2)
+        r1 = abs(top - lam1 - a1)
+        assert r2 <= rb.second and r1 <= rb.first
+        worst = max(worst, r2 / rb.second)
+    assert 0.18 < worst < 1 / (3 * np.sqrt(3)) + 1e-6
