@@ -215,8 +215,14 @@ class SigmaMonitor:
     def reset(self) -> None:
         """Forget the stream (tokens, scores, Gram matrix, traces)."""
         self._tokens: list[int] = []
-        self._G = torch.zeros(0, self.P, dtype=self.dtype, device=self.device)
-        self._K = torch.zeros(0, 0, dtype=self.dtype, device=self.device)
+        # Scores and the unnormalised Gram matrix live in preallocated buffers whose capacity
+        # doubles when full (amortised O(P) per push instead of re-copying the store with
+        # torch.cat every time); the active rows are [head, head + count).
+        cap = 16 if self.window is None else min(16, self.window + 1)
+        self._Gbuf = torch.zeros(cap, self.P, dtype=self.dtype, device=self.device)
+        self._Kbuf = torch.zeros(cap, cap, dtype=self.dtype, device=self.device)
+        self._head = 0
+        self._count = 0
         self._u = torch.zeros(0, dtype=self.dtype, device=self.device)
         self._lam_unnorm = 0.0
         self.sigmas: list[float] = []
@@ -232,7 +238,36 @@ class SigmaMonitor:
     @property
     def n_scores(self) -> int:
         """Number of scores currently in F_t (≤ window)."""
-        return self._G.shape[0]
+        return self._count
+
+    @property
+    def _G(self) -> torch.Tensor:
+        """The active scores (count × P), a view into the buffer."""
+        return self._Gbuf[self._head : self._head + self._count]
+
+    @property
+    def _K(self) -> torch.Tensor:
+        """The active unnormalised Gram matrix (count × count), a view into the buffer."""
+        h, c = self._head, self._count
+        return self._Kbuf[h : h + c, h : h + c]
+
+    def _make_room(self) -> None:
+        """Ensure one free row after the active block: compact if rows were dropped at the
+        front (sliding window), else double the capacity."""
+        h, c, cap = self._head, self._count, self._Gbuf.shape[0]
+        if h + c < cap:
+            return
+        if h > 0 and c + 1 <= cap // 2 + 1 and c < cap:
+            self._Gbuf[:c] = self._Gbuf[h : h + c].clone()
+            self._Kbuf[:c, :c] = self._Kbuf[h : h + c, h : h + c].clone()
+            self._head = 0
+            return
+        new_cap = 2 * cap
+        Gb = torch.zeros(new_cap, self.P, dtype=self.dtype, device=self.device)
+        Kb = torch.zeros(new_cap, new_cap, dtype=self.dtype, device=self.device)
+        Gb[:c] = self._Gbuf[h : h + c]
+        Kb[:c, :c] = self._Kbuf[h : h + c, h : h + c]
+        self._Gbuf, self._Kbuf, self._head = Gb, Kb, 0
 
     # ------------------------------------------------------------------ scores
 
@@ -294,19 +329,23 @@ class SigmaMonitor:
             raise InputError(f"score has length {g.shape[0]}, expected P = {self.P}")
         if not bool(torch.isfinite(g).all()):
             raise InputError("score has NaN or inf entries")
-        G, K, u = self._G, self._K, self._u
-        if self.window is not None and G.shape[0] == self.window:
-            G, K, u = G[1:], K[1:, 1:], u[1:]
+        u = self._u
+        if self.window is not None and self._count == self.window:
+            self._head += 1
+            self._count -= 1
+            u = u[1:]
+        self._make_room()
+        G = self._G
         k = G @ g
-        gg = torch.dot(g, g).reshape(1)
-        t = G.shape[0] + 1
-        Kn = torch.empty(t, t, dtype=self.dtype, device=self.device)
-        Kn[:-1, :-1] = K
-        Kn[-1, :-1] = k
-        Kn[:-1, -1] = k
-        Kn[-1, -1] = gg
-        self._G = torch.cat([G, g[None]], dim=0)
-        self._K = Kn
+        gg = torch.dot(g, g)
+        h, c = self._head, self._count
+        self._Gbuf[h + c] = g
+        self._Kbuf[h + c, h : h + c] = k
+        self._Kbuf[h : h + c, h + c] = k
+        self._Kbuf[h + c, h + c] = gg
+        self._count = c + 1
+        t = self._count
+        Kn = self._K
         # warm start: previous top vector, new coordinate from one power step
         lam_prev = self._lam_unnorm
         if u.numel() and lam_prev > 0:
