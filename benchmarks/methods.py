@@ -148,59 +148,17 @@ def _power_loop(f, primals, split, v, n, tol, max_iter):
 
 
 def run_kron_gram(wl: Workload) -> dict:
-    """λ_max(F) from the Gram matrix of per-sample gradients that are rank one per Linear
-    layer, **without forming G** (benchmarks-only prototype of a fix for the Gram path).
-
-    For a Linear layer z = W a + b whose output row i influences only loss term i, the score
-    of sample i is g_i = (δ_i ⊗ a_i, δ_i) with δ_i = ∂ log p_i / ∂ z_i, so
-    K_ij = g_i·g_j = (δ_i·δ_j)(a_i·a_j + [b ∈ θ]) and K = Σ_layers (ΔΔᵀ) ∘ (AAᵀ + [b ∈ θ]).
-    One batched forward/backward gives every a_i, δ_i (δ through zero "probe" tensors added
-    to the layer outputs); K costs n²(d_in + d_out) per layer instead of n²·P.
-
-    Valid when every θ tensor is a Linear weight/bias and no later operation mixes samples
-    (or token positions): the MLP classifier, and the byte LM's default subset (the last
-    block's MLP down-projection: only position-wise LayerNorm and head follow it).
+    """λ_max(F) through the library's structured Gram path
+    (:func:`torch_checks.engines.lambda_max_structured`): for scores that are rank one per
+    Linear layer, K = Σ_layers (ΔΔᵀ)∘(AAᵀ + [bias]) / n from one batched forward/backward,
+    without forming G. Valid for the MLP (independent samples) and the byte LM's default
+    subset (the last block's MLP down-projection: only position-wise ops follow it);
     ``wl.info["rank_one_scores"]`` says whether the workload qualifies.
     """
-    from torch import nn
+    from torch_checks.engines import lambda_max_structured
 
     if not wl.info.get("rank_one_scores"):
         raise NotImplementedError("scores are not rank one per Linear layer for this workload")
-    names = set(wl.names)
-    layers = []
-    for mname, mod in wl.model.named_modules():
-        if isinstance(mod, nn.Linear):
-            w, b = f"{mname}.weight", f"{mname}.bias"
-            if w in names or b in names:
-                layers.append((mod, w in names, b in names))
-                names -= {w, b}
-    if names:
-        raise NotImplementedError(f"θ has non-Linear tensors {sorted(names)}")
-    acts, probes, handles = [], [], []
-
-    def hook(mod, inp, out):
-        e = torch.zeros_like(out, requires_grad=True)
-        acts.append(inp[0].detach())
-        probes.append(e)
-        return out + e
-
-    for mod, _, _ in layers:
-        handles.append(mod.register_forward_hook(hook))
-    try:
-        with torch.enable_grad():
-            total = wl.logp(wl.params()).sum()
-            deltas = torch.autograd.grad(total, probes)
-    finally:
-        for h in handles:
-            h.remove()
-    n = wl.n
-    K = None
-    for (_, has_w, has_b), a, d in zip(layers, acts, deltas):
-        a, d = a.reshape(n, -1), d.reshape(n, -1)
-        DD = d @ d.T
-        term = DD * (a @ a.T) if has_w else torch.zeros_like(DD)
-        if has_b:
-            term = term + DD
-        K = term if K is None else K + term
-    K = 0.5 * (K + K.T) / n
-    return {"value": float(torch.linalg.eigvalsh(K)[-1]), "iterations": 0}
+    p = wl.params()
+    r = lambda_max_structured(wl.model, lambda: wl.logp(p), wl.names)
+    return {"value": r.value, "iterations": 0}

@@ -49,7 +49,7 @@ LABELS = {
     "lanczos": "ours: Lanczos (scores + Lanczos on K)",
     "curvlinops": "(a) curvlinops EF + eigsh",
     "power": "(b) power iteration (jvp+vjp)",
-    "kron": "prototype: Kronecker Gram, no G (benchmarks only)",
+    "kron": "structured Gram, no G (torch_checks.engines.structured_gram)",
 }
 
 
