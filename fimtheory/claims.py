@@ -53,8 +53,13 @@ class Outcome:
     hypotheses_met : bool
     reason : str — the hypothesis that failed, when not met.
     margin : float — relative signed margin of the conclusion (dimensionless).
-    needs_adjudication : bool — float64 cannot be trusted with the sign of ``margin``.
+    needs_adjudication : bool — the margin is to be re-decided at high precision (it is near
+        or below zero, or float64 cannot resolve it at all).
     details : dict — named intermediate quantities (all floats), for reports.
+    float_resolved : bool — float64 resolves this margin to well within ADJUDICATION_RTOL, so a
+        float margin below −ADJUDICATION_RTOL that the high-precision reference calls "holds"
+        is a disagreement between the implementation and the reference (an error), not a
+        rounding effect.
     """
 
     hypotheses_met: bool
@@ -62,6 +67,7 @@ class Outcome:
     needs_adjudication: bool = False
     reason: str = ""
     details: dict = field(default_factory=dict)
+    float_resolved: bool = True
 
     @staticmethod
     def not_met(reason: str, **details) -> Outcome:
@@ -70,7 +76,19 @@ class Outcome:
 
 def _outcome(margin: float, scale_ok: bool = True, **details) -> Outcome:
     adj = (not scale_ok) or not (margin > ADJUDICATION_RTOL)
-    return Outcome(True, float(margin), adj, "", details)
+    return Outcome(True, float(margin), adj, "", details, float_resolved=scale_ok)
+
+
+def disagrees(outcome: Outcome, holds_at_high_precision: bool) -> bool:
+    """True when float64 *resolves* a clearly violated margin (below −ADJUDICATION_RTOL) that the
+    high-precision reference says holds: the float implementation under test is wrong (or the
+    two evaluations compute different things). Such an instance is an error, never verified."""
+    return bool(
+        outcome.hypotheses_met
+        and outcome.float_resolved
+        and holds_at_high_precision
+        and outcome.margin < -ADJUDICATION_RTOL
+    )
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,28 @@ def repeated_top_with_vector(draw, *, relative_to_gap=False, n=(3, 7)):
 
 
 @st.composite
+def s2_near_worst_case(draw):
+    """The family on which S2's second-order bound is tightest: A = diag(γ, 0, …)·c,
+    E = η·[[−1/√3, √(2/3)], [√(2/3), 1/√3]] in the top two coordinates (a3 = 4η³/(3√3γ²), so
+    |λ'−λ1−a1−a2| / (4η³/(γ(γ−2η))) → 1/(3√3) ≈ 0.192 as η → 0), in a random orthogonal basis."""
+    n = draw(st.integers(2, 5))
+    rng = np.random.default_rng(draw(_SEEDS))
+    c = float(draw(st.sampled_from([1.0, 1e-3, 1e3])))
+    lam = np.zeros(n)
+    lam[0] = c
+    if n > 2:
+        lam[2:] = -np.sort(-rng.uniform(0.0, 0.0, n - 2))  # the rest at 0: γ = c
+    eta = c * draw(st.floats(1e-3, 0.05))
+    E = np.zeros((n, n))
+    E[:2, :2] = eta * np.array([[-1 / np.sqrt(3), np.sqrt(2 / 3)], [np.sqrt(2 / 3), 1 / np.sqrt(3)]])
+    Q, R = np.linalg.qr(rng.standard_normal((n, n)))
+    Q = Q * np.sign(np.diag(R))
+    A = (Q * lam) @ Q.T
+    E = Q @ E @ Q.T
+    return MatrixPerturbation(0.5 * (A + A.T), 0.5 * (E + E.T), origin="S2 near-worst case")
+
+
+@st.composite
 def any_unit_vector_pairs(draw):
     p = draw(S.psd_with_noise(n=(2, 6), relative_norm=(1e-6, 1.0)))
     v = np.random.default_rng(draw(_SEEDS)).standard_normal(p.A.shape[0])
@@ -241,7 +263,10 @@ _TABLE = {
     "R": lambda: st.one_of(_generic_pairs(), repeated_top_with_vector()),
     "R-any-vector": any_unit_vector_pairs,
     "S": lambda: _generic_pairs(min_gap=1e-3, relative_norm=(1e-6, 0.49), relative_to="gap", n=(2, 8)),
-    "S2": lambda: _generic_pairs(min_gap=1e-3, relative_norm=(1e-6, 0.49), relative_to="gap", n=(2, 8)),
+    "S2": lambda: st.one_of(
+        _generic_pairs(min_gap=1e-3, relative_norm=(1e-6, 0.49), relative_to="gap", n=(2, 8)),
+        s2_near_worst_case(),
+    ),
     "S2-repeated-top": lambda: repeated_top_with_vector(relative_to_gap=True),
     "SIGN": lambda: _generic_pairs(min_gap=1e-3, relative_norm=(1e-6, 1.0), n=(2, 8)),
     "SIGN-lambda1-denominator": indefinite_pairs,

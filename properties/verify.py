@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings, target
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Unsatisfiable
 
-from fimtheory.claims import REGISTRY, Claim, adjudicate, get_claim
+from fimtheory.claims import REGISTRY, Claim, adjudicate, disagrees, get_claim
 from fimtheory.errors import InputError
 from properties.claim_strategies import strategy_for
 from properties.serialize import instance_to_json
@@ -34,6 +34,11 @@ PROFILES = {
 
 class ConfirmedViolation(AssertionError):
     """An mpmath-confirmed counterexample (raised inside the property so Hypothesis shrinks it)."""
+
+
+class ImplementationDisagreement(AssertionError):
+    """float64 resolves a clear violation that the high-precision reference does not confirm:
+    the float code under test and the reference disagree (reported as an error)."""
 
 
 @dataclass
@@ -116,12 +121,25 @@ def check_property(
                 report.adjudications.append(
                     {"float_margin": margin, "mp_margin": float(mp_margin), "dps": dps, "holds": bool(holds)}
                 )
+            if disagrees(out, holds):
+                failure.clear()
+                failure.update(instance=instance, float_margin=out.margin, mp_margin=str(mp_margin),
+                               details=out.details, reason="implementation disagrees with the reference")
+                raise ImplementationDisagreement(
+                    f"{subject.id}: float64 margin {out.margin:.6g} (resolved) but the {dps}-digit "
+                    f"reference gives {float(mp_margin):.6g}: the implementation disagrees with the reference"
+                )
             margin = float(mp_margin)
         else:
             mp_margin = None
         if math.isfinite(margin):
             report.worst_margin = min(report.worst_margin, margin)
             target(-margin, label="negated margin")
+        for key, value in out.details.items():
+            # Steer toward the tightest case of each sub-bound too (e.g. S2's second-order
+            # ratio, which the overall margin — dominated by the first-order one — hides).
+            if key.endswith("_ratio") and isinstance(value, float) and math.isfinite(value):
+                target(value, label=key)
         if not holds:
             failure.clear()
             failure.update(
@@ -137,6 +155,17 @@ def check_property(
     t0 = time.perf_counter()
     try:
         run()
+    except ImplementationDisagreement as exc:
+        report.status = "error"
+        report.error = str(exc)
+        report.counterexample = {
+            "kind": "implementation disagreement",
+            "instance": instance_to_json(failure["instance"]),
+            "float_margin": failure["float_margin"],
+            "mp_margin": failure["mp_margin"],
+            "details": {k: _plain(v) for k, v in failure["details"].items()},
+            "reason": failure["reason"],
+        }
     except Unsatisfiable:
         pass  # every drawn instance missed the hypotheses: reported below, never as verified
     except ConfirmedViolation:
