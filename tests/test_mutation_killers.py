@@ -436,3 +436,31 @@ def test_s2_second_remainder_bound_is_nearly_attained():
         assert r2 <= rb.second and r1 <= rb.first
         worst = max(worst, r2 / rb.second)
     assert 0.18 < worst < 1 / (3 * np.sqrt(3)) + 1e-6
+
+
+def test_two_sided_exactly_zero_mean_scores_start_lanczos_at_the_largest_row():
+    """ḡ = 0 exactly (antithetic rows): Lanczos starts at the row of largest norm, so its Ritz
+    value is at least that row's K_ii = ‖g_i‖²/n, and still at most λ_max."""
+    from fimtheory import approx
+
+    G = np.array([[1.0, 2.0, 0.0], [-1.0, -2.0, 0.0], [0.0, 3.0, 1.0], [0.0, -3.0, -1.0]])
+    assert not np.any(G.mean(axis=0))
+    b = approx.two_sided(G, lanczos_steps=1, q=2)
+    lam = float(np.linalg.eigvalsh(G @ G.T / 4)[-1])
+    ritz = b.lower_terms["lanczos_ritz"]
+    assert np.isfinite(ritz)
+    assert b.lower_terms["max_row_norm_sq_over_n"] <= ritz * (1 + 1e-15) + 1e-15
+    assert ritz <= lam * (1 + 1e-14)
+
+
+def test_streaming_window_small_scale_needs_no_dense_fallback():
+    """A benign windowed stream whose λ_max is far below 1: the Lanczos path converges, so no
+    dense fallback is taken (the interlacing floor does not apply to windows)."""
+    from fimtheory.monitor import StreamingLambdaMax
+
+    rng = np.random.default_rng(7)
+    s = StreamingLambdaMax(6, window=5)
+    for _ in range(20):
+        value = s.push(1e-3 * rng.standard_normal(6))
+    assert s.dense_fallbacks == 0
+    assert value < 1e-4
