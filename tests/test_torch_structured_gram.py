@@ -78,3 +78,12 @@ def test_structured_gram_rejects_non_linear_parameters():
     lm = torch.nn.Sequential(torch.nn.Embedding(4, 3), torch.nn.Linear(3, 2)).double()
     with pytest.raises(HypothesesNotMet, match="nn.Linear"):
         structured_gram(lm, lambda: torch.zeros(1), ["0.weight"])
+
+
+def test_structured_lanczos_path_matches_dense():
+    m, X, y = _mlp()
+    names = ["0.weight", "0.bias", "2.weight", "2.bias"]
+    dense = lambda_max_structured(m, _logp(m, X, y), names)
+    krylov = lambda_max_structured(m, _logp(m, X, y), names, dense_max=2)
+    assert krylov.method == "structured-gram-lanczos"
+    assert krylov.value == pytest.approx(dense.value, rel=1e-9)
