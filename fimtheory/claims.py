@@ -449,15 +449,20 @@ def _sign(inst: MatrixPerturbation) -> Outcome:
     return _outcome(m, _resolved(hi, _norm2(inst.E) ** 2 / eig.gap, inst.n), a2=a2, lower=lo, upper=hi)
 
 
+def _mp_a2_and_residual(inst, dps):
+    """(mp eigen-data of A, a2, ‖P⊥Ev‖²) at the current working precision."""
+    A, E = mp_matrix(inst.A), mp_matrix(inst.E)
+    eig = mp_eigh(A, dps)
+    a2 = _mp_coefficients(eig, E, 2)[1]
+    v = eig.vector(0)
+    Ev = E * v
+    r = Ev - v * (v.T * Ev)[0, 0]
+    return eig, a2, (r.T * r)[0, 0]
+
+
 def _sign_mp(inst, dps):
     with working_precision(dps):
-        A, E = mp_matrix(inst.A), mp_matrix(inst.E)
-        eig = mp_eigh(A, dps)
-        a2 = _mp_coefficients(eig, E, 2)[1]
-        v = eig.vector(0)
-        Ev = E * v
-        r = Ev - v * (v.T * Ev)[0, 0]
-        r2 = (r.T * r)[0, 0]
+        eig, a2, r2 = _mp_a2_and_residual(inst, dps)
         lo, hi = _series.sign_bounds(eig.eigenvalues[0], eig.eigenvalues[1], eig.eigenvalues[-1], r2)
         if hi == 0:
             return mpmath.mpf(0) if a2 == 0 else -abs(a2)
@@ -479,13 +484,7 @@ def _sign_lambda1_denominator(inst: MatrixPerturbation) -> Outcome:
 
 def _sign_lambda1_denominator_mp(inst, dps):
     with working_precision(dps):
-        A, E = mp_matrix(inst.A), mp_matrix(inst.E)
-        eig = mp_eigh(A, dps)
-        a2 = _mp_coefficients(eig, E, 2)[1]
-        v = eig.vector(0)
-        Ev = E * v
-        r = Ev - v * (v.T * Ev)[0, 0]
-        r2 = (r.T * r)[0, 0]
+        eig, a2, r2 = _mp_a2_and_residual(inst, dps)
         hi = r2 / eig.gap
         return (a2 - r2 / eig.lambda_max) / hi if hi else mpmath.mpf(0)
 

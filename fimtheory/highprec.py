@@ -102,7 +102,8 @@ def mp_lambda_max(A, dps: int = DEFAULT_DPS):
     return mp_eigh(A, dps).lambda_max
 
 
-def _iv_matrix(m: mpmath.matrix):
+def iv_from_mp(m: mpmath.matrix):
+    """The interval matrix of point intervals of an mp matrix (exact at the current iv.dps)."""
     iv = mpmath.iv
     out = iv.matrix(m.rows, m.cols)
     for i in range(m.rows):
@@ -135,8 +136,8 @@ def eigenvalue_enclosures(A, dps: int = DEFAULT_DPS) -> list[tuple]:
         m = to_mp_symmetric(A)
         eig = mp_eigh(m, dps)
         iv = mpmath.iv
-        X = _iv_matrix(eig.eigenvectors)
-        Aiv = _iv_matrix(m)
+        X = iv_from_mp(eig.eigenvectors)
+        Aiv = iv_from_mp(m)
         B = X.T * Aiv * X
         n = m.rows
         for k in range(n):

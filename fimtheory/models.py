@@ -20,6 +20,15 @@ def _generated():
     return importlib.import_module("fimtheory._generated.fim_expansion")
 
 
+def check_model_data(model: str, X, y, theta):
+    """Validate (model, X, y, θ) and return (X, y, θ) as float64 X/θ and the labels as given.
+
+    Raises :class:`UnknownIdError` for an unknown model and :class:`InputError` naming the
+    problem for shapes, θ sizes and labels out of range.
+    """
+    return _check(model, X, y, theta)
+
+
 def _check(model: str, X, y, theta):
     if model not in MODELS:
         raise UnknownIdError(f"unknown model {model!r}; known: {', '.join(MODELS)}")

@@ -38,7 +38,7 @@ import numpy as np
 
 from fimtheory._generated import series as _series
 from fimtheory.errors import InputError, UnknownIdError
-from fimtheory.highprec import eigenvalue_enclosures, mp_eigh, working_precision
+from fimtheory.highprec import eigenvalue_enclosures, iv_from_mp, mp_eigh, working_precision
 
 iv = mpmath.iv
 
@@ -222,11 +222,7 @@ def _mid_matrix(M) -> mpmath.matrix:
 
 
 def _to_iv(m: mpmath.matrix) -> mpmath.matrix:
-    out = iv.matrix(m.rows, m.cols)
-    for i in range(m.rows):
-        for j in range(m.cols):
-            out[i, j] = iv.mpf(m[i, j])
-    return out
+    return iv_from_mp(m)
 
 
 def _frobenius_upper(M) -> mpmath.mpf:

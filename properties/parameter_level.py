@@ -49,8 +49,9 @@ import numpy as np
 import scipy
 from scipy import optimize, special
 
-from fimtheory.errors import HypothesesNotMet, InputError, UnknownIdError
+from fimtheory.errors import HypothesesNotMet, InputError
 from fimtheory.highprec import working_precision
+from fimtheory.models import check_model_data
 from fimtheory.quantize import QuantScheme, parse_scheme, sr_quantize_with_uniforms, step_sizes
 from fimtheory.validation import as_matrix, as_vector
 
@@ -96,25 +97,9 @@ COUNTEREXAMPLE_DIR = Path(__file__).resolve().parent.parent / "tests" / "counter
 
 
 def _check(model: str, X, y, theta, weights=None):
-    if model not in MODELS:
-        raise UnknownIdError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
-    X = as_matrix(X, "X")
-    theta = as_vector(theta, "theta")
-    y = np.asarray(y)
-    n, d = X.shape
-    if y.shape != (n,):
-        raise InputError(f"y must have shape ({n},), got {y.shape}")
-    if model == "softmax":
-        if theta.size % d or theta.size // d < 2:
-            raise InputError(f"softmax θ must have K·d entries with K ≥ 2 (d = {d}), got {theta.size}")
-        k = theta.size // d
-        if y.dtype.kind not in "iu" or (y.min() < 0 or y.max() >= k):
-            raise InputError(f"softmax labels must be integers in 0..{k - 1}")
-    else:
-        if theta.size != d:
-            raise InputError(f"{model} θ must have d = {d} entries, got {theta.size}")
-        if model == "logistic" and not np.all((y == 0) | (y == 1)):
-            raise InputError("logistic labels must be 0 or 1")
+    X, y, theta = check_model_data(model, X, y, theta)
+    n = X.shape[0]
+    if model != "softmax":
         y = y.astype(float)
     if weights is None:
         weights = np.full(n, 1.0 / n)
