@@ -444,9 +444,11 @@ def _sign(inst: MatrixPerturbation) -> Outcome:
     lo, hi = bounds.sign_bounds(inst.A, inst.E, eig)
     M = spectral.perturbation_in_eigenbasis(eig, inst.E)
     a2 = float(_series.series_coefficients(eig.eigenvalues, M, 2)[1])
-    scale = max(hi, TINY)
+    # Relative to η²/γ, the natural size of a2 (hi ≤ η²/γ always). Dividing by hi itself
+    # would turn an exact zero (P⊥Ev = 0, e.g. E = I) into noise/noise ≈ ±1.
+    scale = max(_norm2(inst.E) ** 2 / eig.gap, TINY)
     m = min(a2 - lo, hi - a2) / scale
-    return _outcome(m, _resolved(hi, _norm2(inst.E) ** 2 / eig.gap, inst.n), a2=a2, lower=lo, upper=hi)
+    return _outcome(m, _resolved(hi, scale, inst.n), a2=a2, lower=lo, upper=hi)
 
 
 def _mp_a2_and_residual(inst, dps):
@@ -464,9 +466,10 @@ def _sign_mp(inst, dps):
     with working_precision(dps):
         eig, a2, r2 = _mp_a2_and_residual(inst, dps)
         lo, hi = _series.sign_bounds(eig.eigenvalues[0], eig.eigenvalues[1], eig.eigenvalues[-1], r2)
-        if hi == 0:
+        scale = _mp_sym_norm(mp_matrix(inst.E)) ** 2 / eig.gap
+        if scale == 0:
             return mpmath.mpf(0) if a2 == 0 else -abs(a2)
-        return min(a2 - lo, hi - a2) / hi
+        return min(a2 - lo, hi - a2) / scale
 
 
 def _sign_lambda1_denominator(inst: MatrixPerturbation) -> Outcome:

@@ -183,3 +183,16 @@ def test_t43d_model_label_identity_and_its_empirical_weakening():
         assert np.linalg.eigvalsh(inc)[0] >= -64 * 36 * np.finfo(float).eps * np.abs(base).max()
     path = pathlib.Path(__file__).parent / "counterexamples" / "T4.3d-empirical-labels.json"
     assert replay_file(path).status == "reproduced"
+
+
+def test_sign_exact_zero_second_order_term_is_a_tie_not_a_violation():
+    """E = I commutes with A: P⊥Ev = 0 and a2 = lower = upper = 0 exactly. Found by the
+    thorough profile: a margin normalised by the (noise-sized) upper bound read −1; relative to
+    η²/γ it is a tie, confirmed at high precision."""
+    A = np.array([[9.9903711260939232e-01, 1.8903773066922502e-04], [1.8903773066922502e-04, 9.9996288739060724e-01]])
+    inst = MatrixPerturbation(A, np.eye(2))
+    claim = claims.get_claim("SIGN")
+    out = claim.evaluate(inst)
+    holds, _ = claims.adjudicate(claim, inst, out, 50) if out.needs_adjudication else (out.margin >= 0, None)
+    assert holds
+    assert abs(out.margin) < 1e-6
