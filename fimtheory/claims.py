@@ -605,7 +605,15 @@ def _t43c_core(inst: NoiseEnsemble, require_generic: bool) -> Outcome:
     m = float(np.mean(tops) - eig.lambda_max) / max(scale, TINY)
     predicted = s * s * ea2
     ok = _resolved(predicted, scale, inst.F.shape[0])
-    return _outcome(m, ok, s=s, predicted_elevation=predicted, mean_a2=ea2)
+    # The margin is tiny by construction (s = s_c/2), so the generic 1e-6 band would send
+    # every instance to mpmath. Each λ_max comes from a backward-stable symmetric solver
+    # (error ≤ c·n·eps·‖matrix‖), so a margin above that bound (c = 128, two eigenvalues) has a
+    # certain sign; only margins within it are adjudicated.
+    n = inst.F.shape[0]
+    rounding = 128 * n * EPS64 * (scale + s * eta_bar) / max(scale, TINY)
+    needs = (not ok) or not (m > rounding)
+    details = {"s": s, "predicted_elevation": predicted, "mean_a2": ea2, "rounding_bound": rounding}
+    return Outcome(True, m, needs, "", details, float_resolved=ok)
 
 
 def _t43c_mp(inst: NoiseEnsemble, dps, require_generic=True):
