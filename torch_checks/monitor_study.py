@@ -502,6 +502,15 @@ def recompute_from_json(path: str) -> str:
 # ----------------------------------------------------------------------------- plots
 
 
+
+def _save_figure(plt, fig, out: str, name: str) -> str:
+    """Lay out, write ``out/name`` at 110 dpi, close the figure; return the path."""
+    fig.tight_layout()
+    path = os.path.join(out, name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 def _plots(raw: dict, summary: dict, out: str) -> list[str]:
     import matplotlib
 
@@ -526,11 +535,7 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
         ax.set_ylabel("σ_t")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = os.path.join(out, "sigma_traces.png")
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    files.append(p)
+    files.append(_save_figure(plt, fig, out, "sigma_traces.png"))
     # 2. ρ vs bits per scheme
     fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(4.5 * max(1, len(labels)), 3.4), squeeze=False)
     for ax, label in zip(axes[0], labels):
@@ -548,11 +553,7 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
         ax.set_ylabel("ρ (self)")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = os.path.join(out, "rho_vs_bits.png")
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    files.append(p)
+    files.append(_save_figure(plt, fig, out, "rho_vs_bits.png"))
     # 3. predicted vs measured (fixed)
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     allv = []
@@ -571,11 +572,7 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
     ax.set_xlabel("measured ρ (fixed trajectories)")
     ax.set_ylabel("second-order prediction ρ")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    p = os.path.join(out, "rho_pred_vs_measured.png")
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    files.append(p)
+    files.append(_save_figure(plt, fig, out, "rho_pred_vs_measured.png"))
     return files
 
 
