@@ -5,8 +5,9 @@ Modules
 device
     Resolve ``--device cpu|cuda|auto``.
 data
-    Offline text corpora (Debian ``fortunes`` or the standard library's ``pydoc_data``),
-    train / held-out split, calibration and displaced contexts.
+    Offline text corpora (a shipped, hash-pinned snapshot of the standard library's
+    ``pydoc_data`` text; Debian ``fortunes`` only on request), train / held-out split,
+    calibration and displaced contexts.
 models
     Small models trained here (logistic regression, MLP on digits, byte-level transformer LM)
     and the :data:`~torch_checks.models.MODELS` registry.

@@ -2,11 +2,17 @@
 
 Corpora (bytes, no download ever):
 
+* ``"pydoc"`` (the default): a snapshot of the text of the standard library's
+  ``pydoc_data.topics`` from CPython 3.11.7 (466,273 bytes of English prose about Python),
+  shipped in ``torch_checks/corpora/`` with the Python licence and pinned by its SHA-256, so
+  the corpus, the trained byte LM and every figure made from it are the same on every
+  machine and under every Python version or set of installed packages.
 * ``"fortunes"``: every fortune file of Debian's ``fortunes`` package under
   ``/usr/share/games/fortunes`` (about 2.6 MB of English; ``apt-get install fortunes``).
-* ``"pydoc"``: the text of the standard library's ``pydoc_data.topics`` (about 0.5 MB of
-  English prose about Python); always available, so everything here works with it alone.
-* ``"auto"``: ``"fortunes"`` when installed, else ``"pydoc"``.
+  Used only when asked for by name (and as the "other corpus" of the ``pydoc`` one, when
+  installed): its bytes depend on the installed package version.
+* ``"auto"``: kept as a synonym of ``"pydoc"``. (It used to mean "fortunes when installed",
+  which made the byte LM depend silently on a Debian package.)
 
 Contexts are int64 tensors of byte values in ``[0, 256)``. Every random draw is made from an
 explicit seed through a private :class:`torch.Generator` on the CPU, so results do not
@@ -15,6 +21,7 @@ depend on the global RNG state nor on the device.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 from dataclasses import dataclass
@@ -25,15 +32,16 @@ from fimtheory.errors import InputError
 
 FORTUNES_DIR = "/usr/share/games/fortunes"
 CORPORA = ("auto", "fortunes", "pydoc")
+#: The shipped pydoc snapshot and the SHA-256 of its decompressed bytes.
+PYDOC_SNAPSHOT = os.path.join(os.path.dirname(__file__), "corpora", "pydoc-topics-3.11.7.txt.gz")
+PYDOC_SHA256 = "71f2ff5d99bdc1f9c48c5c2353ad138201c5ca1c377e0226857ef8fa89b8bcee"
 
 
 def fortunes_available(directory: str | None = None) -> bool:
     """True when Debian's fortune files are installed in ``directory`` (default
     :data:`FORTUNES_DIR`)."""
     directory = directory or FORTUNES_DIR
-    return os.path.isdir(directory) and any(
-        _is_fortune_file(directory, f) for f in os.listdir(directory)
-    )
+    return os.path.isdir(directory) and any(_is_fortune_file(directory, f) for f in os.listdir(directory))
 
 
 def _is_fortune_file(directory: str, name: str) -> bool:
@@ -56,9 +64,15 @@ def _fortunes_bytes(directory: str | None = None) -> bytes:
 
 
 def _pydoc_bytes() -> bytes:
-    from pydoc_data.topics import topics
-
-    return "\n\n".join(topics[k] for k in sorted(topics)).encode("utf-8")
+    """The shipped snapshot (see the module docstring), checked against its pinned SHA-256."""
+    try:
+        with open(PYDOC_SNAPSHOT, "rb") as fh:
+            data = gzip.decompress(fh.read())
+    except (OSError, EOFError) as exc:
+        raise InputError(f"the shipped pydoc corpus {PYDOC_SNAPSHOT} cannot be read: {exc}") from exc
+    if hashlib.sha256(data).hexdigest() != PYDOC_SHA256:
+        raise InputError(f"the shipped pydoc corpus {PYDOC_SNAPSHOT} does not match its pinned SHA-256")
+    return data
 
 
 def resolve_corpus(name: str = "auto") -> str:
@@ -72,7 +86,7 @@ def resolve_corpus(name: str = "auto") -> str:
     if name not in CORPORA:
         raise InputError(f"unknown corpus {name!r}; expected one of {CORPORA}")
     if name == "auto":
-        return "fortunes" if fortunes_available() else "pydoc"
+        return "pydoc"
     if name == "fortunes" and not fortunes_available():
         raise InputError(
             f"corpus 'fortunes' needs Debian's fortunes package ({FORTUNES_DIR} is missing); "
