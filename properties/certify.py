@@ -57,18 +57,32 @@ class Certificate:
 
     Attributes
     ----------
-    lo, hi : mpmath.mpf
-        Endpoints: the exact margin lies in [lo, hi].
+    lo, hi : mpmath.mpf or None
+        Endpoints: the exact margin lies in [lo, hi] (None: no enclosure was computed).
     dps : int
         Decimal digits of the interval arithmetic.
     method : str
         ``'eigenvalues'``, ``'top-pair'`` or ``'exact'`` (see the module docstring).
     strict : bool
-        Whether the weakening is strict (margin 0 is then a violation).
+        Whether the weakening is strict (it holds iff margin > 0, so margin 0 is a violation).
     exact_zero : bool
-        The margin was proved to be exactly 0 (rational arithmetic).
+        The margin was proved to be exactly 0 (rational or exact float arithmetic); then
+        lo = hi = 0.
     note : str
         Why certification failed, when it did.
+
+    Decision rule (:attr:`certified`)
+    ---------------------------------
+    An enclosure is *usable* only when both ends are finite and lo ≤ hi (a NaN or infinite
+    end means the interval arithmetic overflowed or broke down; it certifies nothing).
+    A usable enclosure certifies a violation iff
+
+    * non-strict weakening (holds iff margin ≥ 0): hi < 0;
+    * strict weakening (holds iff margin > 0): hi ≤ 0 — e.g. hi < 0, or lo < 0 = hi, or a
+      proved exact 0 (lo = hi = 0).
+
+    An enclosure with lo < 0 < hi (it straddles 0) never certifies anything; nor does
+    lo ≤ 0 = hi for a non-strict weakening, nor any enclosure with lo > 0.
     """
 
     lo: object
@@ -79,19 +93,35 @@ class Certificate:
     exact_zero: bool = False
     note: str = ""
 
-    @property
-    def certified(self) -> bool:
-        """The margin is certainly negative (or exactly 0 for a strict weakening)."""
-        if self.hi is None:
-            return False
-        return bool(self.hi < 0) or (self.strict and self.exact_zero)
+    def __post_init__(self):
+        if (self.lo is None) != (self.hi is None):
+            raise InputError("a certificate needs both endpoints or neither")
+        if self.usable and self.lo > self.hi:
+            raise InputError(f"certificate endpoints out of order: lo {self.lo} > hi {self.hi}")
+        if self.exact_zero and not (self.usable and self.lo == 0 and self.hi == 0):
+            raise InputError(f"exact_zero certificate must have lo = hi = 0, got [{self.lo}, {self.hi}]")
 
     @property
-    def sign(self) -> int:
-        """-1 certainly negative, 0 proved zero, +1 certainly positive, None if undecided."""
-        if self.hi is None:
+    def usable(self) -> bool:
+        """Both endpoints present and finite (order is checked at construction)."""
+        if self.lo is None or self.hi is None:
+            return False
+        return bool(mpmath.isfinite(self.lo) and mpmath.isfinite(self.hi))
+
+    @property
+    def certified(self) -> bool:
+        """The margin certainly violates the weakening (see the class docstring)."""
+        if not self.usable:
+            return False
+        return bool(self.hi <= 0) if self.strict else bool(self.hi < 0)
+
+    @property
+    def sign(self) -> int | None:
+        """-1 certainly negative, 0 proved zero (lo = hi = 0), +1 certainly positive,
+        None if undecided (straddling, touching 0 at one end, or not usable)."""
+        if not self.usable:
             return None
-        if self.exact_zero:
+        if self.lo == 0 and self.hi == 0:
             return 0
         if self.hi < 0:
             return -1
@@ -115,6 +145,42 @@ class Certificate:
             "note": self.note,
         }
 
+    @classmethod
+    def from_json(cls, obj: dict) -> Certificate:
+        """The certificate of :meth:`to_json`, endpoints read from their exact binary values.
+
+        Raises
+        ------
+        InputError
+            On missing fields, unparsable endpoints, or decimal endpoints that do not enclose
+            the exact ones (the outward rounding was not preserved).
+        """
+        if not isinstance(obj, dict):
+            raise InputError("certificate is not an object")
+        try:
+            lo, hi = parse_exact(obj["lo_exact"]), parse_exact(obj["hi_exact"])
+            cert = cls(
+                lo,
+                hi,
+                int(obj["dps"]),
+                str(obj["method"]),
+                bool(obj["strict"]),
+                bool(obj["exact_zero"]),
+                str(obj.get("note", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"certificate field unreadable: {type(exc).__name__}: {exc}") from None
+        if cert.usable:
+            dec_lo, dec_hi = obj.get("lo"), obj.get("hi")
+            with mpmath.workdps(max(cert.dps, 60) + 20):
+                try:
+                    ok = mpmath.mpf(dec_lo) <= cert.lo and cert.hi <= mpmath.mpf(dec_hi)
+                except (TypeError, ValueError):
+                    ok = False
+            if not ok:
+                raise InputError(f"decimal endpoints [{dec_lo}, {dec_hi}] do not enclose the exact ones")
+        return cert
+
     def short(self, digits: int = 6) -> str:
         """``[lo, hi]`` with ``digits`` significant digits, rounded outward."""
         if self.hi is None:
@@ -122,6 +188,29 @@ class Certificate:
         if self.exact_zero:
             return "= 0 (exact)"
         return f"[{outward_str(self.lo, 'down', digits)}, {outward_str(self.hi, 'up', digits)}]"
+
+
+def parse_exact(s) -> mpmath.mpf | None:
+    """Inverse of :func:`exact_str`: the exact mpf of ``'man*2^exp'`` (``'0'``, ``'nan'``,
+    ``'+inf'``, ``'-inf'`` also accepted; None stays None). The result carries its full
+    mantissa whatever the working precision (mpf comparisons are exact)."""
+    if s is None:
+        return None
+    if not isinstance(s, str):
+        raise InputError(f"exact endpoint must be a string, got {type(s).__name__}")
+    if s in ("nan", "+inf", "-inf"):
+        return mpmath.mpf(s)
+    if s == "0":
+        return mpmath.mpf(0)
+    try:
+        man_s, exp_s = s.split("*2^")
+        man, exp = int(man_s), int(exp_s)
+    except ValueError:
+        raise InputError(f"exact endpoint {s!r} is not 'man*2^exp'") from None
+    if man == 0:
+        return mpmath.mpf(0)
+    with mpmath.workprec(abs(man).bit_length() + 8):
+        return mpmath.ldexp(mpmath.mpf(man), exp)
 
 
 def _as_fraction(x) -> Fraction:
@@ -138,10 +227,18 @@ def _as_fraction(x) -> Fraction:
     return Fraction(man) * (Fraction(2) ** int(exp)) if man else Fraction(0)
 
 
+def _nonfinite_str(x) -> str:
+    if mpmath.isnan(x):
+        return "nan"
+    return "+inf" if x > 0 else "-inf"
+
+
 def exact_str(x) -> str:
     """Exact binary value of an mpf endpoint as ``'man*2^exp'``."""
     if not isinstance(x, mpmath.mpf):
         x = mpmath.mpf(x)
+    if not mpmath.isfinite(x):
+        return _nonfinite_str(x)
     if x == 0:
         return "0"
     sign, man, exp, _ = x._mpf_
@@ -150,7 +247,12 @@ def exact_str(x) -> str:
 
 def outward_str(x, direction: str, digits: int = 30) -> str:
     """Decimal string of ``x`` with ``digits`` significant digits, rounded toward −∞
-    (``'down'``) or +∞ (``'up'``), so that it is a valid enclosure endpoint."""
+    (``'down'``) or +∞ (``'up'``), so that it is a valid enclosure endpoint (non-finite
+    values as ``'nan'``, ``'+inf'``, ``'-inf'``)."""
+    if not isinstance(x, Fraction | float | int | mpmath.mpf):
+        x = mpmath.mpf(x)
+    if not isinstance(x, Fraction) and not mpmath.isfinite(x):
+        return _nonfinite_str(x)
     f = _as_fraction(x)
     if f == 0:
         return "0"
@@ -721,8 +823,9 @@ def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificat
             return Certificate(lo, hi, dps, "exact", strict, exact_zero=(exact == 0))
     out = weakening.evaluate(instance)
     if not out.hypotheses_met:
-        return Certificate(None, None, dps, _METHOD.get(wid, "eigenvalues"), strict,
-                           note=f"hypotheses not met: {out.reason}")
+        return Certificate(
+            None, None, dps, _METHOD.get(wid, "eigenvalues"), strict, note=f"hypotheses not met: {out.reason}"
+        )
     cert = None
     for d in sorted({dps, *[x for x in ladder if x > dps]}):
         with working_precision(d):
@@ -732,6 +835,6 @@ def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificat
                 cert = Certificate(None, None, d, _METHOD.get(wid, "eigenvalues"), strict, note=str(exc))
                 continue
             cert = Certificate(_lo(m), _hi(m), d, _METHOD.get(wid, "eigenvalues"), strict)
-        if cert.sign is not None:
+        if cert.certified or cert.sign is not None:
             return cert
     return cert

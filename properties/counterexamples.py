@@ -10,9 +10,10 @@ Hypothesis example. A found counterexample is kept only with a certified sign
 A weakening not falsified (or not certified) within budget is reported and makes the
 command exit non-zero.
 
-``fimtheory replay FILE...`` re-evaluates stored files: the float margin must be
-bit-identical and the certified enclosure must have the stored sign (exit 1 otherwise;
-exit 2 for a malformed file).
+``fimtheory replay FILE...`` re-checks stored files (:func:`replay_file`): the digest of the
+exact inputs must match, the stored enclosure must certify, the float margin must be
+bit-identical, and a fresh certification at the stored precision must certify and agree with
+the stored enclosure (exit 1 otherwise; exit 2 for a malformed file).
 
 :func:`stronger_readings` measures how often two readings of the paper's abstract fail on
 small quantized models (see ``docs/counterexamples.md``).
@@ -29,17 +30,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mpmath
 import numpy as np
 
 from fimtheory.claims import REGISTRY, Weakening, adjudicate, get_claim
 from fimtheory.errors import FimTheoryError, InputError, UnknownIdError
 from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, ScoreInstance
 from properties.certify import Certificate, certify
-from properties.serialize import instance_from_json, instance_to_json
+from properties.serialize import (
+    DIGEST_ALGORITHM,
+    counterexample_inputs,
+    inputs_digest,
+    instance_from_json,
+    instance_to_json,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_MALFORMED = 0, 1, 2
-FORMAT_VERSION = 1
+#: Format 2 adds ``inputs_sha256`` (digest of claim, weakening and instance).
+FORMAT_VERSION = 2
 
 #: Per-weakening budget: Hypothesis examples, optimiser evaluations, extra Hypothesis seeds.
 BUDGETS = {
@@ -171,7 +178,7 @@ def parametrise(instance, rng, k: int = 6):
             out, pos = [], 0
             for E, d, sz in zip(free, dirs, sizes):
                 s = float(np.linalg.norm(E)) or 1.0
-                out.append(E + s * sum(cj * b for cj, b in zip(c[pos:pos + sz], d)))
+                out.append(E + s * sum(cj * b for cj, b in zip(c[pos : pos + sz], d)))
                 pos += sz
             if anti:
                 out = out + [-e for e in out]
@@ -184,8 +191,13 @@ def parametrise(instance, rng, k: int = 6):
         basis = [rng.standard_normal(G0.shape) / math.sqrt(G0.size) for _ in range(k)]
 
         def make(c):
-            return ScoreInstance(G0 + s * sum(cj * b for cj, b in zip(c, basis)), instance.power_steps,
-                                 instance.lanczos_steps, instance.q, instance.origin + "+opt")
+            return ScoreInstance(
+                G0 + s * sum(cj * b for cj, b in zip(c, basis)),
+                instance.power_steps,
+                instance.lanczos_steps,
+                instance.q,
+                instance.origin + "+opt",
+            )
 
         return make, k
     return None
@@ -222,20 +234,29 @@ def optimise(w: Weakening, seed_instance, *, evals: int = 200, seed: int = 0):
 
     x0 = np.zeros(k)
     simplex = np.vstack([x0] + [0.1 * np.eye(k)[i] for i in range(k)])
-    minimize(f, x0, method="Nelder-Mead",
-             options={"maxfev": evals, "initial_simplex": simplex, "xatol": 1e-12, "fatol": 1e-14})
+    minimize(
+        f,
+        x0,
+        method="Nelder-Mead",
+        options={"maxfev": evals, "initial_simplex": simplex, "xatol": 1e-12, "fatol": 1e-14},
+    )
     return best["inst"], best["m"]
 
 
 def _confirm(w, inst, dps):
-    """mp-confirmed violation? Returns (violated, float_margin)."""
+    """Adjudicated violation? Returns (violated, float_margin).
+
+    A float margin that reads as a violation (or needs adjudication) goes to
+    :func:`fimtheory.claims.adjudicate`; only ``holds is False`` (verdict "violated") counts.
+    An undecided adjudication (``holds is None``) is not a counterexample.
+    """
     out = w.evaluate(inst)
     if not out.hypotheses_met:
         return False, out.margin
     holds = (out.margin > 0) if w.strict else (out.margin >= 0)
     if out.needs_adjudication or not holds:
         holds, _ = adjudicate(w, inst, out, dps)
-    return (not holds), out.margin
+    return holds is False, out.margin
 
 
 def hunt_weakening(claim, w: Weakening, *, profile: str = "quick", seed: int = 0, dps: int = 50) -> HuntResult:
@@ -251,8 +272,15 @@ def hunt_weakening(claim, w: Weakening, *, profile: str = "quick", seed: int = 0
     candidates = []
     rec = _Recorder(w)
     for s in [seed] + [seed + 1000 * (j + 1) for j in range(budget["extra_seeds"])]:
-        rep = check_property(rec, strategy_for(w.strategy), profile=profile, seed=s, dps=dps,
-                             max_examples=budget["max_examples"], report_id=w.id)
+        rep = check_property(
+            rec,
+            strategy_for(w.strategy),
+            profile=profile,
+            seed=s,
+            dps=dps,
+            max_examples=budget["max_examples"],
+            report_id=w.id,
+        )
         res.examples += rep.examples
         res.rejected += rep.rejected
         if rep.status == "error":
@@ -294,19 +322,27 @@ def library_versions() -> dict:
 
     import fimtheory
 
-    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "mpmath": mpmath.__version__, "hypothesis": hypothesis.__version__,
-            "fimtheory": getattr(fimtheory, "__version__", "unknown")}
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "mpmath": mpmath.__version__,
+        "hypothesis": hypothesis.__version__,
+        "fimtheory": getattr(fimtheory, "__version__", "unknown"),
+    }
 
 
 def result_to_json(res: HuntResult, *, profile: str, seed: int) -> dict:
     """The stored form of a certified counterexample (see module docstring)."""
     cert = res.certificate
+    inst_json = instance_to_json(res.instance)
     return {
         "format": FORMAT_VERSION,
         "claim": res.claim_id,
         "weakening": res.weakening_id,
-        "instance": instance_to_json(res.instance),
+        "instance": inst_json,
+        "inputs_digest": DIGEST_ALGORITHM,
+        "inputs_sha256": inputs_digest(counterexample_inputs(res.claim_id, res.weakening_id, inst_json)),
         "float_margin": res.float_margin,
         "float_margin_hex": float(res.float_margin).hex(),
         "certificate": cert.to_json(),
@@ -322,10 +358,15 @@ def result_to_json(res: HuntResult, *, profile: str, seed: int) -> dict:
 
 def write_counterexample(res: HuntResult, out_dir, *, profile: str, seed: int) -> Path:
     """Write ``<weakening-id>.json`` under ``out_dir``; returns the path."""
+    rec = result_to_json(res, profile=profile, seed=seed)
+    # the stored form must be a faithful image of the certified instance
+    again = instance_from_json(json.loads(json.dumps(rec["instance"])))
+    if instance_to_json(again) != rec["instance"]:
+        raise InputError(f"{res.weakening_id}: instance does not round-trip through its stored form")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{res.weakening_id}.json"
-    path.write_text(json.dumps(result_to_json(res, profile=profile, seed=seed), indent=1) + "\n")
+    path.write_text(json.dumps(rec, indent=1) + "\n")
     return path
 
 
@@ -347,15 +388,19 @@ def hunt(claim_ids=None, *, profile="quick", seed=0, dps=50, out_dir=None, progr
 
 def format_hunt_table(results: list[HuntResult]) -> str:
     """Plain-text table: weakening, found?, source, certified margin enclosure, seconds."""
-    head = (f"{'weakening':<26} {'claim':<6} {'found':<5} {'status':<14} {'source':<10} "
-            f"{'certified margin enclosure':<32} {'method':<11} {'s':>6}")
+    head = (
+        f"{'weakening':<26} {'claim':<6} {'found':<5} {'status':<14} {'source':<10} "
+        f"{'certified margin enclosure':<32} {'method':<11} {'s':>6}"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         found = "yes" if r.instance is not None else "no"
         encl = r.certificate.short() if r.certificate is not None else "—"
         meth = r.certificate.method if r.certificate is not None else "—"
-        lines.append(f"{r.weakening_id:<26} {r.claim_id:<6} {found:<5} {r.status:<14} {r.source or '—':<10} "
-                     f"{encl:<32} {meth:<11} {r.seconds:>6.2f}")
+        lines.append(
+            f"{r.weakening_id:<26} {r.claim_id:<6} {found:<5} {r.status:<14} {r.source or '—':<10} "
+            f"{encl:<32} {meth:<11} {r.seconds:>6.2f}"
+        )
         if r.status == "error":
             lines.append(f"    error: {r.error}")
         elif r.status == "not falsified":
@@ -386,8 +431,10 @@ def hunt_command(args) -> int:
     results = hunt(args.claim, profile=args.profile, seed=args.seed, out_dir=args.out, progress=progress)
     print(format_hunt_table(results))
     bad = [r.weakening_id for r in results if not r.ok]
-    print(f"{sum(r.ok for r in results)}/{len(results)} weakenings falsified and certified "
-          f"in {time.perf_counter() - t0:.1f} s; written to {args.out}")
+    print(
+        f"{sum(r.ok for r in results)}/{len(results)} weakenings falsified and certified "
+        f"in {time.perf_counter() - t0:.1f} s; written to {args.out}"
+    )
     if bad:
         print(f"NOT falsified/certified: {', '.join(bad)}")
     return EXIT_OK if not bad else EXIT_FAILED
@@ -402,17 +449,14 @@ class MalformedCounterexample(InputError):
     """A stored counterexample file that cannot be read as one."""
 
 
+_REQUIRED = ("format", "claim", "weakening", "instance", "inputs_sha256", "float_margin_hex", "certificate")
+
+
 def load_counterexample(path):
-    """Parse a stored file: (weakening, instance, record). Raises MalformedCounterexample."""
-    try:
-        rec = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedCounterexample(f"not readable JSON ({exc})") from None
-    if not isinstance(rec, dict):
-        raise MalformedCounterexample("top level is not an object")
-    for key in ("claim", "weakening", "instance", "float_margin_hex", "certificate"):
-        if key not in rec:
-            raise MalformedCounterexample(f"missing field {key!r}")
+    """Parse a stored file: (weakening, instance, record). Raises MalformedCounterexample.
+
+    Does not check the digest (:func:`replay_file` does, before decoding the instance)."""
+    rec = _read_record(path)
     try:
         w = get_claim(rec["claim"]).weakening(rec["weakening"])
         inst = instance_from_json(rec["instance"])
@@ -422,8 +466,27 @@ def load_counterexample(path):
     return w, inst, rec
 
 
+def _read_record(path) -> dict:
+    try:
+        rec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedCounterexample(f"not readable JSON ({exc})") from None
+    if not isinstance(rec, dict):
+        raise MalformedCounterexample("top level is not an object")
+    for key in _REQUIRED:
+        if key not in rec:
+            raise MalformedCounterexample(f"missing field {key!r}")
+    if rec["format"] != FORMAT_VERSION:
+        raise MalformedCounterexample(f"format {rec['format']!r}, expected {FORMAT_VERSION} (regenerate the file)")
+    return rec
+
+
 @dataclass
 class ReplayResult:
+    """Outcome of replaying one file: ``status`` is 'reproduced', 'not reproduced' or
+    'malformed'; ``message`` starts with "reproduces:", "does not reproduce:" or says why
+    the file is malformed."""
+
     path: str
     status: str  # 'reproduced' | 'not reproduced' | 'malformed'
     message: str = ""
@@ -433,51 +496,103 @@ class ReplayResult:
         return {"reproduced": EXIT_OK, "not reproduced": EXIT_FAILED}.get(self.status, EXIT_MALFORMED)
 
 
-def _replay_parameter_level(path) -> ReplayResult:
-    """Replay a §3(d) counterexample (format fimtheory.parameter_level/1): c2 < 0 certified."""
-    from properties.parameter_level import replay_counterexample
+def _fail(path, why: str) -> ReplayResult:
+    return ReplayResult(str(path), "not reproduced", f"does not reproduce: {why}")
 
-    try:
-        cert = replay_counterexample(path)
-    except (KeyError, ValueError, TypeError) as exc:
-        return ReplayResult(str(path), "malformed", f"parameter-level file unreadable: {exc}")
-    if mpmath.mpf(cert["c2_hi"]) < 0:
-        return ReplayResult(str(path), "reproduced", f"c2 in [{cert['c2_lo']}, {cert['c2_hi']}] < 0")
-    return ReplayResult(str(path), "not reproduced", f"c2 enclosure [{cert['c2_lo']}, {cert['c2_hi']}] not < 0")
+
+def enclosures_agree(stored: Certificate, new: Certificate) -> bool:
+    """The agreement rule of replay: both enclosures usable and certifying, same method, same
+    exact-zero proof, and the intervals intersect (stored.lo ≤ new.hi and new.lo ≤ stored.hi).
+    Two rigorous enclosures of the same exact margin always intersect, so disjoint intervals
+    mean that the inputs or the certifier changed."""
+    return (
+        stored.certified
+        and new.certified
+        and stored.method == new.method
+        and stored.exact_zero == new.exact_zero
+        and stored.lo <= new.hi
+        and new.lo <= stored.hi
+    )
 
 
 def replay_file(path) -> ReplayResult:
-    """Re-evaluate one stored counterexample bit-exactly and re-certify it."""
+    """Replay one stored counterexample. ``reproduced`` iff, in this order,
+
+    1. the SHA-256 of the canonical bytes of its inputs (claim id, weakening id, instance:
+       every array with dtype, shape and each float's ``float.hex``; every scalar) equals
+       the stored ``inputs_sha256``;
+    2. the stored enclosure [lo, hi] (exact binary endpoints, enclosed by the outward-rounded
+       decimal ones) certifies a violation by :attr:`Certificate.certified`;
+    3. the weakening's hypotheses hold and its float margin is bit-identical to the stored one;
+    4. a fresh certification from scratch at the stored precision (no escalation) certifies a
+       violation and agrees with the stored enclosure (:func:`enclosures_agree`).
+
+    Parameter-level files (format ``fimtheory.parameter_level/…``) are replayed by
+    :func:`properties.parameter_level.replay_file_check` under the same four steps.
+    """
     try:
-        with open(path, encoding="utf-8") as fh:
-            head = json.load(fh)
-        if isinstance(head, dict) and str(head.get("format", "")).startswith("fimtheory.parameter_level/"):
-            return _replay_parameter_level(path)
-    except (OSError, ValueError):
-        pass  # load_counterexample reports it below
+        head = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        head = None
+    if isinstance(head, dict) and str(head.get("format", "")).startswith("fimtheory.parameter_level/"):
+        from properties.parameter_level import replay_file_check
+
+        status, message = replay_file_check(path)
+        return ReplayResult(str(path), status, message)
+    try:
+        rec = _read_record(path)
+        get_claim(rec["claim"]).weakening(rec["weakening"])  # unknown ids: malformed, not "changed"
+        digest = inputs_digest(counterexample_inputs(rec["claim"], rec["weakening"], rec["instance"]))
+    except (MalformedCounterexample, InputError, UnknownIdError, TypeError, AttributeError) as exc:
+        return ReplayResult(str(path), "malformed", str(exc))
+    if digest != rec["inputs_sha256"]:
+        return _fail(
+            path, f"inputs changed (digest mismatch: stored {str(rec['inputs_sha256'])[:16]}…, computed {digest[:16]}…)"
+        )
     try:
         w, inst, rec = load_counterexample(path)
-    except MalformedCounterexample as exc:
+        stored = Certificate.from_json(rec["certificate"])
+    except (MalformedCounterexample, InputError) as exc:
         return ReplayResult(str(path), "malformed", str(exc))
+    if stored.strict != bool(w.strict):
+        return _fail(path, f"stored certificate has strict={stored.strict}, the weakening strict={w.strict}")
+    if not stored.certified or rec["certificate"].get("certified") is not True:
+        return _fail(path, f"stored enclosure {stored.short()} does not certify a violation")
     try:
         out = w.evaluate(inst)
     except FimTheoryError as exc:
-        return ReplayResult(str(path), "not reproduced", f"evaluation failed: {exc}")
-    stored = rec["float_margin_hex"]
+        return _fail(path, f"evaluation failed: {exc}")
     if not out.hypotheses_met:
-        return ReplayResult(str(path), "not reproduced", f"hypotheses no longer met: {out.reason}")
-    if float(out.margin).hex() != stored:
-        return ReplayResult(str(path), "not reproduced",
-                            f"float margin {float(out.margin).hex()} != stored {stored}")
-    dps = int(rec.get("dps", 50)) if isinstance(rec.get("dps", 50), int) else 50
+        return _fail(path, f"hypotheses no longer met: {out.reason}")
+    stored_hex = rec["float_margin_hex"]
+    if float(out.margin).hex() != stored_hex:
+        return _fail(path, f"float margin {float(out.margin).hex()} != stored {stored_hex}")
+    if stored.dps < 50:
+        return _fail(path, f"stored precision {stored.dps} < 50 digits")
     try:
-        cert = certify(w, inst, max(50, dps))
+        new = certify(w, inst, stored.dps, ladder=())
     except FimTheoryError as exc:
-        return ReplayResult(str(path), "not reproduced", f"certification failed: {exc}")
-    want_zero = bool(rec["certificate"].get("exact_zero")) if isinstance(rec["certificate"], dict) else False
-    if not cert.certified or cert.exact_zero != want_zero:
-        return ReplayResult(str(path), "not reproduced", f"certificate {cert.short()} does not certify a violation")
-    return ReplayResult(str(path), "reproduced", f"margin {out.margin:.6g}, certified {cert.short()}")
+        return _fail(path, f"re-certification failed: {exc}")
+    if not new.certified:
+        return _fail(
+            path,
+            f"re-certified enclosure {new.short()} at {new.dps} digits does not certify a violation"
+            + (f" ({new.note})" if new.note else ""),
+        )
+    if not enclosures_agree(stored, new):
+        return _fail(
+            path,
+            f"re-certified enclosure {new.short(12)} ({new.method}) disagrees with stored "
+            f"{stored.short(12)} ({stored.method})",
+        )
+    same = stored.lo == new.lo and stored.hi == new.hi
+    return ReplayResult(
+        str(path),
+        "reproduced",
+        f"reproduces: inputs sha256 {digest[:12]}… match, float margin {out.margin:.6g} bit-identical, "
+        f"re-certified at {new.dps} digits {new.short()} ({'identical to' if same else 'overlaps'} "
+        f"the stored enclosure)",
+    )
 
 
 def replay_command(args) -> int:
@@ -505,8 +620,9 @@ def _collect(strategy, n: int, seed: int) -> list:
     got = []
 
     @hseed(seed)
-    @settings(max_examples=n, phases=[Phase.generate], database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n, phases=[Phase.generate], database=None, deadline=None, suppress_health_check=list(HealthCheck)
+    )
     @given(strategy)
     def run(x):
         got.append(x)
@@ -598,32 +714,46 @@ def stronger_readings(profile: str = "quick", seed: int = 0) -> dict:
         if worst is not None:
             s, q = worst
             cert = certify_lowering(q)
-            entry["example"] = {"model": q.model, "scheme": q.scheme, "sigma": s,
-                                "theta": [float(x).hex() for x in q.theta],
-                                "theta_q": [float(x).hex() for x in q.theta_q],
-                                "n": int(q.X.shape[0]), "d": int(q.X.shape[1]),
-                                "certified_difference": cert.to_json(), "certified": cert.certified,
-                                "enclosure": cert.short(8)}
+            entry["example"] = {
+                "model": q.model,
+                "scheme": q.scheme,
+                "sigma": s,
+                "theta": [float(x).hex() for x in q.theta],
+                "theta_q": [float(x).hex() for x in q.theta_q],
+                "n": int(q.X.shape[0]),
+                "d": int(q.X.shape[1]),
+                "certified_difference": cert.to_json(),
+                "certified": cert.certified,
+                "enclosure": cert.short(8),
+            }
         out["readings"].append(entry)
     return out
 
 
 def format_readings(rep: dict) -> str:
-    lines = [f"stronger readings (profile {rep['profile']}, seed {rep['seed']}, "
-             f"{rep['draws_per_cell']} Hypothesis draws per model)"]
-    head = (f"{'reading':<42} {'model':<9} {'draws':>5} {'Q=id':>4} {'σ=1':>4} {'σ<1':>4} {'share':>6} "
-            f"{'moved':>6} {'σ min':>7} {'σ med':>7} {'σ max':>7}")
+    lines = [
+        f"stronger readings (profile {rep['profile']}, seed {rep['seed']}, "
+        f"{rep['draws_per_cell']} Hypothesis draws per model)"
+    ]
+    head = (
+        f"{'reading':<42} {'model':<9} {'draws':>5} {'Q=id':>4} {'σ=1':>4} {'σ<1':>4} {'share':>6} "
+        f"{'moved':>6} {'σ min':>7} {'σ med':>7} {'σ max':>7}"
+    )
     lines += [head, "-" * len(head)]
     for e in rep["readings"]:
         for m, s in e["models"].items():
-            lines.append(f"{e['reading']:<42} {m:<9} {s['draws']:>5} {s['unchanged']:>4} {s['ties']:>4} "
-                         f"{s['lowered']:>4} {s['share_lowered']:>6.1%} {s['share_lowered_moved']:>6.1%} "
-                         f"{s['sigma_min']:>7.4f} {s['sigma_median']:>7.4f} {s['sigma_max']:>7.3g}")
+            lines.append(
+                f"{e['reading']:<42} {m:<9} {s['draws']:>5} {s['unchanged']:>4} {s['ties']:>4} "
+                f"{s['lowered']:>4} {s['share_lowered']:>6.1%} {s['share_lowered_moved']:>6.1%} "
+                f"{s['sigma_min']:>7.4f} {s['sigma_median']:>7.4f} {s['sigma_max']:>7.3g}"
+            )
         ex = e.get("example")
         if ex:
-            lines.append(f"    certified example: {ex['model']} {ex['scheme']} n={ex['n']} d={ex['d']} "
-                         f"σ={ex['sigma']:.6f}; λ_max(F_q)−λ_max(F) ∈ {ex['enclosure']} "
-                         f"({'certified < 0' if ex['certified'] else 'NOT certified'})")
+            lines.append(
+                f"    certified example: {ex['model']} {ex['scheme']} n={ex['n']} d={ex['d']} "
+                f"σ={ex['sigma']:.6f}; λ_max(F_q)−λ_max(F) ∈ {ex['enclosure']} "
+                f"({'certified < 0' if ex['certified'] else 'NOT certified'})"
+            )
     return "\n".join(lines)
 
 

@@ -76,7 +76,9 @@ __all__ = [
     "monte_carlo_shift",
     "monte_carlo_details",
     "quadrature_shift",
+    "param_inputs_digest",
     "replay_counterexample",
+    "replay_file_check",
     "scaling_table",
     "second_order_coefficient",
     "second_order_coefficient_mp",
@@ -380,8 +382,9 @@ def second_order_coefficient_mp(
     -------
     dict
         ``c2``, ``curvature``, ``cross``, ``eigvec``, ``lambda1``, ``gap`` (strings with
-        30 significant digits), ``c2_lo``, ``c2_hi`` (strings), ``error_bound`` and
-        ``sign`` (−1, 0 or +1; 0 when the enclosure contains 0), ``dps``.
+        30 significant digits), ``c2_lo``, ``c2_hi`` (30-digit strings rounded outward),
+        ``c2_lo_exact``, ``c2_hi_exact`` (the exact binary endpoints ``man*2^exp``),
+        ``error_bound`` and ``sign`` (−1, 0 or +1; 0 when the enclosure contains 0), ``dps``.
     """
     X, y, theta, w = _check(model, X, y, theta, weights)
     p = theta.size
@@ -411,6 +414,8 @@ def second_order_coefficient_mp(
         low, high = c2 - err, c2 + err
         sign = -1 if high < 0 else (1 if low > 0 else 0)
         fmt = lambda x: mpmath.nstr(x, 30)  # noqa: E731
+        from properties.certify import exact_str, outward_str
+
         return {
             "c2": fmt(c2),
             "curvature": fmt(A),
@@ -418,8 +423,10 @@ def second_order_coefficient_mp(
             "eigvec": fmt(C),
             "lambda1": fmt(lam[0]),
             "gap": fmt(gap) if len(lam) > 1 else "inf",
-            "c2_lo": fmt(low),
-            "c2_hi": fmt(high),
+            "c2_lo": outward_str(low, "down", 30),
+            "c2_hi": outward_str(high, "up", 30),
+            "c2_lo_exact": exact_str(low),
+            "c2_hi_exact": exact_str(high),
             "error_bound": mpmath.nstr(err, 5),
             "sign": sign,
             "dps": dps,
@@ -1047,17 +1054,24 @@ def build_counterexample(name: str, draws: int = 100_000, seed: int = 0, path=No
     sr = sr_scaling_table(model, X, y, theta, draws=draws, seed=seed)
     Xa, ya, wa = model_label_expansion(model, X, theta)
     frozen = second_order_parts(model, Xa, ya, theta, np.full(theta.size, 1 / 12), wa)
-    obj = {
-        "format": "fimtheory.parameter_level/1 (replay: properties.parameter_level.replay_counterexample)",
-        "claim": "THEORY §3(d): E_δ λ_max(F(θ+δ)) ≥ λ_max(F(θ)) − O(|δ|³) for zero-mean δ, no extra hypothesis",
-        "verdict": "false: c2 < 0 certified at 50 digits; Monte Carlo shift < 0 with slope ≈ 2 in s",
-        "name": name,
+    inputs = {
         "model": model,
-        "source": spec["source"],
         "X": {"shape": list(np.shape(X)), "hex": _hexs(X)},
         "y": [int(v) for v in np.asarray(y)],
         "theta": {"hex": _hexs(theta)},
         "step_unit": (1.0).hex(),
+    }
+    float_c2 = _float_c2(model, X, y, theta, 1.0)
+    obj = {
+        "format": PARAM_FORMAT,
+        "claim": "THEORY §3(d): E_δ λ_max(F(θ+δ)) ≥ λ_max(F(θ)) − O(|δ|³) for zero-mean δ, no extra hypothesis",
+        "verdict": "false: c2 < 0 certified at 50 digits; Monte Carlo shift < 0 with slope ≈ 2 in s",
+        "name": name,
+        "source": spec["source"],
+        **inputs,
+        "inputs_digest": "sha256",
+        "inputs_sha256": param_inputs_digest(inputs),
+        "float_c2_hex": float_c2.hex(),
         "noise": "Widrow: δ_k iid uniform on [−s/2, s/2] (Σ = s²/12·I); c2_certificate is per unit s",
         "c2_certificate": cert,
         "parts_float64": parts.as_dict(),
@@ -1107,6 +1121,114 @@ def replay_counterexample(path, dps: int = 50) -> dict:
     """Recompute the certificate of a stored counterexample (c2 enclosure at ``dps``)."""
     ce = load_counterexample(path)
     return second_order_coefficient_mp(ce["model"], ce["X"], ce["y"], ce["theta"], steps=ce["step"], dps=dps)
+
+
+#: Format of the stored parameter-level counterexamples (2: with ``inputs_sha256``).
+PARAM_FORMAT = "fimtheory.parameter_level/2 (replay: fimtheory replay FILE)"
+
+
+def _float_c2(model, X, y, theta, step) -> float:
+    """The float64 c2 for Widrow noise of step ``step`` (variance step²/12 per parameter)."""
+    theta = np.asarray(theta, dtype=float)
+    return float(second_order_parts(model, X, y, theta, np.full(theta.size, step * step / 12)).c2)
+
+
+def param_inputs_digest(record: dict) -> str:
+    """SHA-256 of the canonical bytes of a parameter-level file's inputs: model, X (shape and
+    every entry's ``float.hex``), y, θ, step_unit (see :func:`properties.serialize.inputs_digest`)."""
+    from properties.serialize import inputs_digest
+
+    try:
+        X, theta = record["X"], record["theta"]
+        payload = {
+            "kind": "parameter_level",
+            "model": record["model"],
+            "X": {"ndarray": list(X["hex"]), "dtype": "float64", "shape": list(X["shape"])},
+            "y": {"ndarray": [int(v) for v in record["y"]], "dtype": "int64", "shape": [len(record["y"])]},
+            "theta": {"ndarray": list(theta["hex"]), "dtype": "float64", "shape": [len(theta["hex"])]},
+            "step_unit": {"float": record["step_unit"]},
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"parameter-level inputs unreadable: {type(exc).__name__}: {exc}") from None
+    return inputs_digest(payload)
+
+
+def _exact_interval(cert: dict):
+    from properties.certify import parse_exact
+
+    lo, hi = parse_exact(cert["c2_lo_exact"]), parse_exact(cert["c2_hi_exact"])
+    if lo is None or hi is None or not (mpmath.isfinite(lo) and mpmath.isfinite(hi)) or lo > hi:
+        raise InputError(f"c2 enclosure [{cert['c2_lo_exact']}, {cert['c2_hi_exact']}] is not a finite interval")
+    with mpmath.workdps(int(cert["dps"]) + 40):
+        if not (mpmath.mpf(cert["c2_lo"]) <= lo and hi <= mpmath.mpf(cert["c2_hi"])):
+            raise InputError("decimal c2 endpoints do not enclose the exact ones")
+    return lo, hi
+
+
+def replay_file_check(path) -> tuple[str, str]:
+    """Replay a stored parameter-level counterexample: ``('reproduced' | 'not reproduced' |
+    'malformed', message)``. Reproduced iff (1) the SHA-256 of its canonical inputs (model, X,
+    y, θ, step_unit) matches ``inputs_sha256``; (2) the stored c2 enclosure is a finite
+    interval with hi < 0, enclosed by its decimal endpoints; (3) the float64 c2 is
+    bit-identical to ``float_c2_hex``; (4) c2 recomputed from scratch at the stored precision
+    by :func:`second_order_coefficient_mp` has hi < 0 and its enclosure intersects the stored
+    one. The enclosure is a precision-escalation bound, not interval arithmetic (see
+    :func:`second_order_coefficient_mp`). The Monte Carlo and SR tables are not re-run."""
+    try:
+        rec = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(rec, dict):
+            raise InputError("top level is not an object")
+        if rec.get("format") != PARAM_FORMAT:
+            raise InputError(f"format {rec.get('format')!r}, expected {PARAM_FORMAT!r} (rebuild the file)")
+        for key in ("inputs_sha256", "float_c2_hex", "c2_certificate"):
+            if key not in rec:
+                raise InputError(f"missing field {key!r}")
+        digest = param_inputs_digest(rec)
+    except (OSError, UnicodeDecodeError, ValueError, InputError) as exc:
+        return "malformed", f"parameter-level file unreadable: {exc}"
+    if digest != rec["inputs_sha256"]:
+        return "not reproduced", (
+            f"does not reproduce: inputs changed (digest mismatch: stored "
+            f"{str(rec['inputs_sha256'])[:16]}…, computed {digest[:16]}…)"
+        )
+    try:
+        ce = load_counterexample(path)
+        stored = rec["c2_certificate"]
+        s_lo, s_hi = _exact_interval(stored)
+        dps = int(stored["dps"])
+        want_hex = str(rec["float_c2_hex"])
+        float.fromhex(want_hex)
+    except (KeyError, TypeError, ValueError, InputError) as exc:
+        return "malformed", f"parameter-level file unreadable: {type(exc).__name__}: {exc}"
+    if not (s_hi < 0 and stored.get("sign") == -1):
+        return "not reproduced", (
+            f"does not reproduce: stored c2 enclosure [{stored['c2_lo']}, {stored['c2_hi']}] is not < 0"
+        )
+    if dps < 50:
+        return "not reproduced", f"does not reproduce: stored precision {dps} < 50 digits"
+    try:
+        got = _float_c2(ce["model"], ce["X"], ce["y"], ce["theta"], ce["step"])
+        new = second_order_coefficient_mp(ce["model"], ce["X"], ce["y"], ce["theta"], steps=ce["step"], dps=dps)
+        n_lo, n_hi = _exact_interval(new)
+    except (InputError, HypothesesNotMet) as exc:
+        return "not reproduced", f"does not reproduce: re-evaluation failed: {exc}"
+    if got.hex() != want_hex:
+        return "not reproduced", f"does not reproduce: float c2 {got.hex()} != stored {want_hex}"
+    if not n_hi < 0:
+        return "not reproduced", (
+            f"does not reproduce: re-computed c2 enclosure [{new['c2_lo']}, {new['c2_hi']}] is not < 0"
+        )
+    if not (s_lo <= n_hi and n_lo <= s_hi):
+        return "not reproduced", (
+            f"does not reproduce: re-computed c2 enclosure [{new['c2_lo']}, {new['c2_hi']}] "
+            f"disagrees with stored [{stored['c2_lo']}, {stored['c2_hi']}]"
+        )
+    same = s_lo == n_lo and s_hi == n_hi
+    return "reproduced", (
+        f"reproduces: inputs sha256 {digest[:12]}… match, float c2 {got:.6g} bit-identical, "
+        f"c2 re-computed at {dps} digits in [{mpmath.nstr(n_lo, 8)}, {mpmath.nstr(n_hi, 8)}] < 0 "
+        f"({'identical to' if same else 'overlaps'} the stored enclosure)"
+    )
 
 
 def _fmt_ci(t):

@@ -1,8 +1,11 @@
-"""Exact JSON form of instances: every float as ``float.hex`` so a replay is bit-exact."""
+"""Exact JSON form of instances (every float as ``float.hex``, so a replay is bit-exact) and the
+SHA-256 digest of a stored counterexample's exact inputs (:func:`inputs_digest`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import numpy as np
 
@@ -75,3 +78,71 @@ def instance_from_json(obj: dict):
 
         return _IndefinitePair(fields["A"], fields["E"])
     raise InputError(f"unknown instance type {name!r}")
+
+
+# --------------------------------------------------------------------------------------
+# digest of exact inputs
+# --------------------------------------------------------------------------------------
+
+#: Name of the digest algorithm stored with every counterexample.
+DIGEST_ALGORITHM = "sha256"
+
+
+def _canonical(x):
+    """Canonical JSON-able form of a serialised value: every float re-encoded as its
+    ``float.hex`` (so two spellings of one double coincide and any other change does not),
+    integer arrays as ints, with dtype and shape kept."""
+    if isinstance(x, dict):
+        if "ndarray" in x:
+            shape = [int(s) for s in x["shape"]]
+            dtype = str(x["dtype"])
+            size = 1
+            for s in shape:
+                size *= s
+            vals = list(x["ndarray"]) if dtype == "float64" else np.asarray(x["ndarray"]).reshape(-1).tolist()
+            if len(vals) != size:
+                raise InputError(f"array of shape {shape} has {len(vals)} entries")
+            if dtype == "float64":
+                vals = [float.fromhex(v).hex() for v in vals]
+            else:
+                vals = [int(v) for v in vals]
+            return {"ndarray": vals, "dtype": dtype, "shape": shape}
+        if "float" in x and len(x) == 1:
+            return {"float": float.fromhex(x["float"]).hex()}
+        if "seq" in x and len(x) == 1:
+            return {"seq": [_canonical(v) for v in x["seq"]]}
+        return {str(k): _canonical(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_canonical(v) for v in x]
+    if isinstance(x, float):
+        return {"float": x.hex()}
+    if x is None or isinstance(x, bool | int | str):
+        return x
+    raise InputError(f"cannot canonicalise {type(x).__name__}")
+
+
+def canonical_bytes(payload) -> bytes:
+    """Byte-exact canonical serialisation of a JSON-able payload of inputs (sorted keys, no
+    whitespace, ASCII, floats as ``float.hex``)."""
+    return json.dumps(_canonical(payload), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def inputs_digest(payload) -> str:
+    """SHA-256 (hex) of :func:`canonical_bytes` of ``payload``.
+
+    Raises
+    ------
+    InputError
+        When the payload holds an unparsable float or an array whose entries do not fill
+        its shape.
+    """
+    try:
+        return hashlib.sha256(canonical_bytes(payload)).hexdigest()
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise InputError(f"inputs cannot be canonicalised: {type(exc).__name__}: {exc}") from None
+
+
+def counterexample_inputs(claim_id: str, weakening_id: str, instance_json: dict) -> dict:
+    """The inputs a weakening counterexample's digest covers: claim id, weakening id and
+    the serialised instance (type and every field)."""
+    return {"claim": claim_id, "weakening": weakening_id, "instance": instance_json}
