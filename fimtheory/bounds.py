@@ -17,9 +17,9 @@ from fimtheory.spectral import (
     EigenData,
     eigen_data,
     off_top_residual_norm_sq,
-    perturbation_in_eigenbasis,
+    perturbation_coefficients,
 )
-from fimtheory.validation import as_psd, as_symmetric, as_vector, check_finite_scalar, check_same_shape
+from fimtheory.validation import EPS64, as_psd, as_symmetric, as_vector, check_finite_scalar, check_same_shape
 
 
 def _pair(A, E):
@@ -56,10 +56,32 @@ def weyl_index_margins(A, E) -> np.ndarray:
     return out
 
 
+#: Multiple of n·eps·‖A‖₂ below which a Rayleigh-quotient deficit λ1 − vᵀAv of a unit vector
+#: is rounding (the same multiple as :meth:`fimtheory.spectral.EigenData.gap_resolved`).
+TOP_VECTOR_TOLERANCE_FACTOR = 16.0
+
+
+def top_vector_tolerance(eig: EigenData) -> float:
+    """Rayleigh deficit accepted for a top eigenvector: 16·n·eps·max(|λ1|, |λn|)."""
+    n = eig.eigenvalues.shape[0]
+    scale = max(abs(eig.lambda_max), abs(eig.lambda_min), np.finfo(float).tiny)
+    return TOP_VECTOR_TOLERANCE_FACTOR * n * EPS64 * scale
+
+
 def directional_lower_bound(A, E, v=None) -> float:
     """R: λ_max(A+E) ≥ λ1 + vᵀEv for every unit top eigenvector v of A.
 
-    With ``v`` omitted, the computed top eigenvector is used; a given ``v`` is normalised.
+    With ``v`` omitted, the computed top eigenvector is used; a given ``v`` is normalised and
+    must be a top eigenvector: its Rayleigh deficit λ1 − vᵀAv (≥ 0 for any unit v, and the
+    exact amount by which λ1 + vᵀEv can exceed the valid bound vᵀ(A+E)v) must not exceed
+    :func:`top_vector_tolerance`, 16·n·eps·‖A‖₂. By ‖(A − λ1)v‖² ≥ γ(λ1 − vᵀAv) this admits
+    any v whose residual ‖Av − λ1v‖ is below √(16·n·eps·‖A‖₂·γ). The returned value then
+    exceeds λ_max(A+E) by at most that tolerance plus rounding.
+
+    Raises
+    ------
+    HypothesesNotMet
+        ``v`` is not a top eigenvector of A within that tolerance.
     """
     a, e = _pair(A, E)
     eig = eigen_data(a)
@@ -73,6 +95,14 @@ def directional_lower_bound(A, E, v=None) -> float:
         if norm == 0.0:
             raise InputError("v must be a nonzero vector")
         v = v / norm
+        deficit = float(eig.lambda_max - v @ a @ v)
+        tol = top_vector_tolerance(eig)
+        if abs(deficit) > tol:
+            resid = float(np.linalg.norm(a @ v - eig.lambda_max * v))
+            raise HypothesesNotMet(
+                f"v is not a top eigenvector of A: Rayleigh deficit λ1 − vᵀAv = {deficit:.3g} exceeds "
+                f"{tol:.3g} (16·n·eps·‖A‖), residual ‖Av − λ1v‖ = {resid:.3g}; R needs a unit top eigenvector"
+            )
     return float(eig.lambda_max + v @ e @ v)
 
 
@@ -114,20 +144,39 @@ def coefficient_bounds(eta: float, gap: float, order: int = 4) -> np.ndarray:
     return np.array([_series.coefficient_bound(k, eta, gap) for k in range(1, order + 1)], float)
 
 
+def _require_simple_top(eig: EigenData, what: str) -> None:
+    n = eig.eigenvalues.shape[0]
+    if n < 2 or not eig.gap_resolved():
+        raise HypothesesNotMet(
+            f"{what} needs a simple top eigenvalue (γ > 0): γ = {eig.gap:.3g} is not above "
+            f"the float64 resolution 16·n·eps·‖A‖ (n = {n}); the top eigenvalue may be repeated"
+        )
+
+
 def sign_bounds(A, E, eig: EigenData | None = None) -> tuple[float, float]:
-    """SIGN: ‖P⊥Ev‖²/(λ1 − λ_min) ≤ a2 ≤ ‖P⊥Ev‖²/γ. Returns (lower, upper); needs γ > 0."""
+    """SIGN: ‖P⊥Ev‖²/(λ1 − λ_min) ≤ a2 ≤ ‖P⊥Ev‖²/γ. Returns (lower, upper).
+
+    Needs γ > 0 resolved in float64 (:meth:`~fimtheory.spectral.EigenData.gap_resolved`,
+    γ > 16·n·eps·‖A‖): below that the top eigenvalue may be repeated and a2 does not exist.
+    ``eig``, when given, must be ``eigen_data(A)``.
+    """
     a, e = _pair(A, E)
     eig = eig or eigen_data(a)
-    if a.shape[0] < 2 or eig.gap <= 0:
-        raise HypothesesNotMet("SIGN needs a simple top eigenvalue (γ > 0)")
+    if eig.eigenvalues.shape[0] != a.shape[0]:
+        raise InputError(f"eig has {eig.eigenvalues.shape[0]} eigenvalues, A is {a.shape[0]}×{a.shape[0]}")
+    _require_simple_top(eig, "SIGN")
     r2 = off_top_residual_norm_sq(eig, e)
     lo, hi = _series.sign_bounds(eig.lambda_max, float(eig.eigenvalues[1]), eig.lambda_min, r2)
     return float(lo), float(hi)
 
 
-def second_coefficient(A, E) -> float:
-    """a2 of λ_max(A+tE), from the generated series (convenience for SIGN)."""
+def second_coefficient(A, E, *, rtol: float = 1e-8) -> float:
+    """a2 of λ_max(A+tE), from the generated series (convenience for SIGN).
+
+    Same accuracy contract and errors as :func:`fimtheory.spectral.perturbation_coefficients`
+    (a2 to relative accuracy ``rtol``, in high precision when float64 cannot deliver it);
+    raises :class:`HypothesesNotMet` when γ is not resolved (the coefficient does not exist).
+    """
     a, e = _pair(A, E)
-    eig = eigen_data(a)
-    M = perturbation_in_eigenbasis(eig, e)
-    return float(_series.series_coefficients(eig.eigenvalues, M, 2)[1])
+    _require_simple_top(eigen_data(a), "a2")
+    return float(perturbation_coefficients(a, e, 2, rtol=rtol)[1][1])
