@@ -201,15 +201,11 @@ class QuantScheme:
         elif self.bits != 4:
             raise InputError(f"{self.kind!r} is a 4-bit format; bits must be 4, got {self.bits}")
         if self.granularity not in GRANULARITIES:
-            raise InputError(
-                f"unknown granularity {self.granularity!r}; expected one of {GRANULARITIES}"
-            )
+            raise InputError(f"unknown granularity {self.granularity!r}; expected one of {GRANULARITIES}")
         if self.granularity == "group":
             gs = self.group_size
             if isinstance(gs, bool) or not isinstance(gs, (int, np.integer)) or gs < 1:
-                raise InputError(
-                    f"granularity 'group' needs a positive integer group_size, got {gs!r}"
-                )
+                raise InputError(f"granularity 'group' needs a positive integer group_size, got {gs!r}")
         elif self.group_size is not None:
             raise InputError(
                 f"group_size={self.group_size!r} given with granularity "
@@ -218,17 +214,12 @@ class QuantScheme:
         if not isinstance(self.symmetric, (bool, np.bool_)):
             raise InputError(f"symmetric must be a bool, got {self.symmetric!r}")
         if self.kind in ("nf4", "fp4", "q4_0") and not self.symmetric:
-            raise InputError(
-                f"{self.kind!r} is a symmetric (absmax) format; symmetric must be True"
-            )
+            raise InputError(f"{self.kind!r} is a symmetric (absmax) format; symmetric must be True")
         if self.kind == "q4_1" and self.symmetric:
             raise InputError("'q4_1' is an asymmetric (min/scale) format; symmetric must be False")
-        if self.kind in _GGUF_KINDS and (
-            self.granularity != "group" or self.group_size != _GGUF_BLOCK
-        ):
+        if self.kind in _GGUF_KINDS and (self.granularity != "group" or self.group_size != _GGUF_BLOCK):
             raise InputError(
-                f"{self.kind!r} uses blocks of {_GGUF_BLOCK}: granularity must be 'group' "
-                f"with group_size={_GGUF_BLOCK}"
+                f"{self.kind!r} uses blocks of {_GGUF_BLOCK}: granularity must be 'group' with group_size={_GGUF_BLOCK}"
             )
 
     # -- descriptive properties --------------------------------------------------------
@@ -314,9 +305,7 @@ def parse_scheme(spec) -> QuantScheme:
     if isinstance(spec, QuantScheme):
         return spec
     if not isinstance(spec, str):
-        raise UnknownIdError(
-            f"scheme spec must be a string, got {type(spec).__name__}; {_VALID_FORMS}"
-        )
+        raise UnknownIdError(f"scheme spec must be a string, got {type(spec).__name__}; {_VALID_FORMS}")
     s = spec.strip().lower()
     try:
         if m := _INT_RE.match(s):
@@ -334,9 +323,7 @@ def parse_scheme(spec) -> QuantScheme:
             kind = m.group(1)
             return QuantScheme(kind, 4, "group", _GGUF_BLOCK, kind == "q4_0")
     except InputError as exc:
-        raise UnknownIdError(
-            f"invalid quantization scheme {spec!r}: {exc}; {_VALID_FORMS}"
-        ) from exc
+        raise UnknownIdError(f"invalid quantization scheme {spec!r}: {exc}; {_VALID_FORMS}") from exc
     raise UnknownIdError(f"unknown quantization scheme {spec!r}; {_VALID_FORMS}")
 
 
@@ -350,9 +337,7 @@ def _as_weights(w, name: str = "w") -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise InputError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if arr.ndim not in (1, 2):
-        raise InputError(
-            f"{name} must be 1-D or 2-D (rows = output channels), got shape {arr.shape}"
-        )
+        raise InputError(f"{name} must be 1-D or 2-D (rows = output channels), got shape {arr.shape}")
     if arr.size == 0:
         raise InputError(f"{name} is empty (shape {arr.shape})")
     arr = arr.astype(np.float64, copy=False)
@@ -400,8 +385,7 @@ def _grouped(w: np.ndarray, scheme: QuantScheme) -> np.ndarray:
 def _fp16(x: np.ndarray, what: str) -> np.ndarray:
     if np.any(np.abs(x) > _FP16_MAX):
         raise InputError(
-            f"gguf {what} {float(np.max(np.abs(x))):.6g} overflows the float16 it is stored in "
-            f"(max {_FP16_MAX})"
+            f"gguf {what} {float(np.max(np.abs(x))):.6g} overflows the float16 it is stored in (max {_FP16_MAX})"
         )
     # via float32, as gguf does (it computes the scale in float32, then stores float16);
     # torch mirrors exactly this double rounding.
@@ -430,7 +414,45 @@ def _int_bounds(scheme: QuantScheme) -> tuple[int, int]:
     return (-scheme.qmax, scheme.qmax) if scheme.symmetric else (0, scheme.qmax)
 
 
+#: Groups whose largest magnitude exceeds this are computed on g/4 (see :func:`_range_safe`).
+_WIDE = float(np.finfo(np.float64).max) / 8
+
+
+def _range_safe(g: np.ndarray, core, *extra: np.ndarray, clip: bool = True) -> np.ndarray:
+    """``core(g, *extra)`` on grouped arrays, safe against overflow near the float64 maximum.
+
+    A group whose magnitude exceeds max/8 would overflow in ``max − min``, ``w + shift`` or
+    ``q·s`` (an integer code times a rounded scale can exceed the absmax by an ulp). Such
+    groups are computed on g/4 — exact in binary floating point, and every scheme here is
+    scale-covariant — and multiplied back by 4; with ``clip`` the scaled result is first
+    clipped to the group's [−absmax, absmax], where the exact Q(w) lies. Other groups are
+    computed unchanged (bit-identical to the plain formulas).
+    """
+    big = np.max(np.abs(g), axis=1) > _WIDE
+    if not np.any(big):
+        return core(g, *extra)
+    out = np.empty(g.shape, dtype=np.float64)
+    small = ~big
+    if np.any(small):
+        out[small] = core(g[small], *(x[small] for x in extra))
+    gb = g[big] * 0.25
+    qb = np.asarray(core(gb, *(x[big] for x in extra)), dtype=np.float64)
+    if clip:
+        a = np.max(np.abs(gb), axis=1, keepdims=True)
+        qb = np.clip(qb, -a, a)
+    out[big] = qb * 4.0
+    return out
+
+
 def _rtn_grouped(g: np.ndarray, scheme: QuantScheme) -> np.ndarray:
+    return _range_safe(g, lambda x: _rtn_core(x, scheme))
+
+
+def _sr_grouped(g: np.ndarray, u: np.ndarray, scheme: QuantScheme) -> np.ndarray:
+    return _range_safe(g, lambda x, uu: _sr_core(x, uu, scheme), u)
+
+
+def _rtn_core(g: np.ndarray, scheme: QuantScheme) -> np.ndarray:
     s, shift = _int_params(g, scheme)
     safe = np.where(s == 0, 1.0, s)
     lo, hi = _int_bounds(scheme)
@@ -438,7 +460,7 @@ def _rtn_grouped(g: np.ndarray, scheme: QuantScheme) -> np.ndarray:
     return np.where(s == 0, g, q * s - shift)
 
 
-def _sr_grouped(g: np.ndarray, u: np.ndarray, scheme: QuantScheme) -> np.ndarray:
+def _sr_core(g: np.ndarray, u: np.ndarray, scheme: QuantScheme) -> np.ndarray:
     s, shift = _int_params(g, scheme)
     safe = np.where(s == 0, 1.0, s)
     lo, hi = _int_bounds(scheme)
@@ -464,6 +486,10 @@ def _nearest_code(y: np.ndarray, code: np.ndarray, *, ties: str) -> np.ndarray:
 
 
 def _codebook_grouped(g: np.ndarray, scheme: QuantScheme, *, want_step: bool = False):
+    return _range_safe(g, lambda x: _codebook_core(x, scheme, want_step=want_step), clip=not want_step)
+
+
+def _codebook_core(g: np.ndarray, scheme: QuantScheme, *, want_step: bool = False):
     a = np.max(np.abs(g), axis=1, keepdims=True)
     if scheme.kind == "nf4":
         scale = a
@@ -487,24 +513,33 @@ def _codebook_grouped(g: np.ndarray, scheme: QuantScheme, *, want_step: bool = F
     return width[idx] * scale
 
 
+def _inverse_scale(d: np.ndarray) -> np.ndarray:
+    """1/d, and 0 where d = 0 or 1/d overflows (a subnormal d stores as float16 zero, so the
+    block dequantizes to zero, as ggml's float32 ``id = d ? 1/d : 0`` gives)."""
+    with np.errstate(divide="ignore", over="ignore"):
+        inv = 1.0 / np.where(d == 0, 1.0, d)
+    return np.where((d == 0) | ~np.isfinite(inv), 0.0, inv)
+
+
 def _gguf_grouped(g: np.ndarray, scheme: QuantScheme, *, want_step: bool = False):
     if scheme.kind == "q4_0":
         imax = np.argmax(np.abs(g), axis=1)[:, None]
         m = np.take_along_axis(g, imax, axis=1)
         d = m / -8.0
-        inv = np.where(d == 0, 0.0, 1.0 / np.where(d == 0, 1.0, d))
+        d16 = _fp16(d, "Q4_0 scale d")  # checked first: an overflowing scale is an error
+        inv = _inverse_scale(d)
         q = np.clip(np.floor(g * inv + 8.5), 0, 15)
-        d16 = _fp16(d, "Q4_0 scale d")
         if want_step:
             return np.broadcast_to(np.abs(d16), g.shape).copy()
         return (q - 8.0) * d16
     mn = np.min(g, axis=1, keepdims=True)
     mx = np.max(g, axis=1, keepdims=True)
-    d = (mx - mn) / 15.0
-    inv = np.where(d == 0, 0.0, 1.0 / np.where(d == 0, 1.0, d))
-    q = np.clip(np.floor((g - mn) * inv + 0.5), 0, 15)
-    d16 = _fp16(d, "Q4_1 scale d")
+    with np.errstate(over="ignore"):  # an infinite range is reported by _fp16 below
+        d = (mx - mn) / 15.0
+    d16 = _fp16(d, "Q4_1 scale d")  # checked first: an overflowing scale is an error
     m16 = _fp16(mn, "Q4_1 minimum m")
+    inv = _inverse_scale(d)
+    q = np.clip(np.floor((g - mn) * inv + 0.5), 0, 15)
     if want_step:
         return np.broadcast_to(d16, g.shape).copy()
     return q * d16 + m16
@@ -557,7 +592,14 @@ def quantize(w, scheme, *, rng: np.random.Generator | None = None) -> np.ndarray
         out = _codebook_grouped(g, scheme)
     else:
         out = _gguf_grouped(g, scheme)
-    return out.reshape(arr.shape)
+    return _finite_result(out, scheme, "Q(w)").reshape(arr.shape)
+
+
+def _finite_result(out: np.ndarray, scheme: QuantScheme, what: str) -> np.ndarray:
+    """Guard: never return a non-finite value for finite weights."""
+    if not np.all(np.isfinite(out)):
+        raise InputError(f"{what} of scheme {scheme.name!r} is not finite for these finite weights (overflow)")
+    return out
 
 
 def sr_quantize_with_uniforms(w, scheme, u) -> np.ndarray:
@@ -584,13 +626,17 @@ def sr_quantize_with_uniforms(w, scheme, u) -> np.ndarray:
     if scheme.kind != "sr":
         raise InputError(f"sr_quantize_with_uniforms needs an 'sr' scheme, got {scheme.name!r}")
     arr = _as_weights(w)
-    uu = np.asarray(u, dtype=np.float64)
+    uu = np.asarray(u)
+    if uu.dtype.kind not in "fiu":
+        raise InputError(f"u must be a real numeric array, got dtype {uu.dtype}")
+    uu = uu.astype(np.float64)
     if uu.shape != arr.shape:
         raise InputError(f"u must have the shape of w {arr.shape}, got {uu.shape}")
     if not np.all((uu >= 0) & (uu < 1)):
         raise InputError("u must lie in [0, 1)")
     shape = group_shape(arr.shape, scheme)
-    return _sr_grouped(arr.reshape(shape), uu.reshape(shape), scheme).reshape(arr.shape)
+    out = _sr_grouped(arr.reshape(shape), uu.reshape(shape), scheme)
+    return _finite_result(out, scheme, "Q(w)").reshape(arr.shape)
 
 
 def step_sizes(w, scheme) -> np.ndarray:
@@ -613,13 +659,12 @@ def step_sizes(w, scheme) -> np.ndarray:
     arr = _as_weights(w)
     g = _grouped(arr, scheme)
     if scheme.kind in ("rtn", "sr"):
-        s, _ = _int_params(g, scheme)
-        out = np.broadcast_to(s, g.shape)
+        out = _range_safe(g, lambda x: np.broadcast_to(_int_params(x, scheme)[0], x.shape), clip=False)
     elif scheme.kind in _CODEBOOK_KINDS:
         out = _codebook_grouped(g, scheme, want_step=True)
     else:
         out = _gguf_grouped(g, scheme, want_step=True)
-    return np.array(out, dtype=np.float64).reshape(arr.shape)
+    return _finite_result(np.array(out, dtype=np.float64), scheme, "step size").reshape(arr.shape)
 
 
 def widrow_noise(w, scheme, *, rng: np.random.Generator) -> np.ndarray:
