@@ -172,12 +172,7 @@ class Certificate:
             raise InputError(f"certificate field unreadable: {type(exc).__name__}: {exc}") from None
         if cert.usable:
             dec_lo, dec_hi = obj.get("lo"), obj.get("hi")
-            with mpmath.workdps(max(cert.dps, 60) + 20):
-                try:
-                    ok = mpmath.mpf(dec_lo) <= cert.lo and cert.hi <= mpmath.mpf(dec_hi)
-                except (TypeError, ValueError):
-                    ok = False
-            if not ok:
+            if not decimal_encloses(dec_lo, dec_hi, cert.lo, cert.hi):
                 raise InputError(f"decimal endpoints [{dec_lo}, {dec_hi}] do not enclose the exact ones")
         return cert
 
@@ -188,6 +183,15 @@ class Certificate:
         if self.exact_zero:
             return "= 0 (exact)"
         return f"[{outward_str(self.lo, 'down', digits)}, {outward_str(self.hi, 'up', digits)}]"
+
+
+def decimal_encloses(dec_lo, dec_hi, lo, hi) -> bool:
+    """Whether the decimal strings [dec_lo, dec_hi] enclose the mpf interval [lo, hi],
+    compared exactly (in :class:`fractions.Fraction`); False for unparsable strings."""
+    try:
+        return Fraction(str(dec_lo)) <= _as_fraction(lo) and _as_fraction(hi) <= Fraction(str(dec_hi))
+    except (TypeError, ValueError, ZeroDivisionError, InputError):
+        return False
 
 
 def parse_exact(s) -> mpmath.mpf | None:

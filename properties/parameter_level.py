@@ -1154,14 +1154,13 @@ def param_inputs_digest(record: dict) -> str:
 
 
 def _exact_interval(cert: dict):
-    from properties.certify import parse_exact
+    from properties.certify import decimal_encloses, parse_exact
 
     lo, hi = parse_exact(cert["c2_lo_exact"]), parse_exact(cert["c2_hi_exact"])
     if lo is None or hi is None or not (mpmath.isfinite(lo) and mpmath.isfinite(hi)) or lo > hi:
         raise InputError(f"c2 enclosure [{cert['c2_lo_exact']}, {cert['c2_hi_exact']}] is not a finite interval")
-    with mpmath.workdps(int(cert["dps"]) + 40):
-        if not (mpmath.mpf(cert["c2_lo"]) <= lo and hi <= mpmath.mpf(cert["c2_hi"])):
-            raise InputError("decimal c2 endpoints do not enclose the exact ones")
+    if not decimal_encloses(cert["c2_lo"], cert["c2_hi"], lo, hi):
+        raise InputError("decimal c2 endpoints do not enclose the exact ones")
     return lo, hi
 
 
