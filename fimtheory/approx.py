@@ -16,24 +16,22 @@ import numpy as np
 
 from fimtheory.errors import HypothesesNotMet, InputError
 from fimtheory.fim import score_matrix
-from fimtheory.validation import check_positive_int
+from fimtheory.validation import as_symmetric, check_positive_int, power_of_two_scale, rescale
+
+__all__ = [
+    "HeuristicEstimate",
+    "TwoSidedBound",
+    "heuristic",
+    "lanczos_ritz",
+    "power_of_two_scale",
+    "structural_rank_bound",
+    "two_sided",
+]
 
 
 def _fim_matvec(G: np.ndarray, x: np.ndarray) -> np.ndarray:
     """F x = Gᵀ(Gx)/n without forming F."""
     return G.T @ (G @ x) / G.shape[0]
-
-
-def power_of_two_scale(a: np.ndarray) -> float:
-    """A power of two c with max|a|/c in [0.5, 1] (1 for a zero array).
-
-    Dividing by c is exact in binary floating point, so results computed on a/c and rescaled
-    by c² are exactly scale-covariant, and norms of products neither overflow nor underflow.
-    """
-    m = float(np.max(np.abs(a))) if a.size else 0.0
-    if m == 0.0 or not np.isfinite(m):
-        return 1.0
-    return float(np.ldexp(1.0, int(np.frexp(m)[1])))
 
 
 @dataclass(frozen=True)
@@ -53,11 +51,11 @@ def heuristic(G, *, power_steps: int = 0) -> HeuristicEstimate:
     """
     G = score_matrix(G)
     steps = check_positive_int(power_steps, "power_steps", minimum=0)
-    if not np.any(G.mean(axis=0)):
-        raise HypothesesNotMet("AH needs a nonzero mean score ḡ (the start vector ḡ/‖ḡ‖)")
     c = power_of_two_scale(G)
     Gs = G / c  # exact; every quantity below is computed at unit scale and rescaled by c²
     gbar = Gs.mean(axis=0)
+    if not np.any(gbar):
+        raise HypothesesNotMet("AH needs a nonzero mean score ḡ (the start vector ḡ/‖ḡ‖)")
     x = gbar / np.linalg.norm(gbar)
     for _ in range(steps):
         y = _fim_matvec(Gs, x)
@@ -65,8 +63,8 @@ def heuristic(G, *, power_steps: int = 0) -> HeuristicEstimate:
         if ny == 0.0:
             break
         x = y / ny
-    value = float(x @ _fim_matvec(Gs, x) / (x @ x)) * c * c
-    return HeuristicEstimate(value, float(gbar @ gbar) * c * c, steps, x)
+    value = float(rescale(x @ _fim_matvec(Gs, x) / (x @ x), c, 2, "the heuristic λ̂_H"))
+    return HeuristicEstimate(value, float(rescale(gbar @ gbar, c, 2, "‖ḡ‖²")), steps, x)
 
 
 def lanczos_ritz(K: np.ndarray, steps: int, start: np.ndarray) -> tuple[float, np.ndarray]:
@@ -74,11 +72,27 @@ def lanczos_ritz(K: np.ndarray, steps: int, start: np.ndarray) -> tuple[float, n
 
     Returns (value, unit Ritz vector). The value is the Rayleigh quotient of the returned
     vector, recomputed directly, so ``value ≤ λ_max(K)`` up to rounding in that quotient.
+    Steps beyond n, or beyond an invariant subspace (β_j ≤ 1e-14·|α_j|), add nothing; at
+    k = n (or the dimension of the Krylov space) the value is the top eigenvalue of K on that
+    space, λ_max(K) for a start not orthogonal to the top eigenvector.
+
+    Raises
+    ------
+    InputError
+        K not a finite square symmetric matrix (within :func:`~fimtheory.validation.symmetry_tolerance`),
+        ``steps`` < 1, or ``start`` not a finite nonzero vector of length n.
     """
     steps = check_positive_int(steps, "steps")
-    start = np.asarray(start, dtype=float)
-    if start.shape != (K.shape[0],) or not np.any(start) or not np.all(np.isfinite(start)):
+    K = as_symmetric(K, "K")
+    start = np.asarray(start)
+    if (
+        start.dtype.kind not in "fiu"
+        or start.shape != (K.shape[0],)
+        or not np.all(np.isfinite(start))
+        or not np.any(start)
+    ):
         raise InputError(f"start must be a finite nonzero vector of length {K.shape[0]}")
+    start = start.astype(np.float64)
     c = power_of_two_scale(K)
     K = K / c
     n = K.shape[0]
@@ -105,7 +119,7 @@ def lanczos_ritz(K: np.ndarray, steps: int, start: np.ndarray) -> tuple[float, n
     theta, S = np.linalg.eigh(T)
     y = Q[:, :used] @ S[:, -1]
     y /= np.linalg.norm(y)
-    return float(y @ K @ y) * c, y
+    return float(rescale(y @ K @ y, c, 1, "the Ritz value")), y
 
 
 @dataclass(frozen=True)
@@ -129,18 +143,24 @@ class TwoSidedBound:
         return self.upper / self.lower if self.lower > 0 else float("inf")
 
 
-def _trace_power(K: np.ndarray, q: int) -> float:
-    """tr K^q by repeated squaring on the small Gram matrix (K PSD, so tr K^q ≥ 0)."""
-    result = np.eye(K.shape[0])
-    base = K.copy()
+def _trace_power_root(K: np.ndarray, q: int) -> float:
+    """(tr K^q)^{1/q} for PSD K by repeated squaring, each product renormalised by a power of
+    two (exact), so neither K^q nor its trace can overflow or underflow whatever q and n."""
+    result, rlog = None, 0
+    base, blog = K.copy(), 0  # the true base is base·2^blog
     e = q
     while e:
         if e & 1:
-            result = result @ base
+            result, rlog = (base.copy(), blog) if result is None else (result @ base, rlog + blog)
+            c = power_of_two_scale(result)
+            result, rlog = result / c, rlog + int(np.frexp(c)[1]) - 1
         e >>= 1
         if e:
-            base = base @ base
-    return float(np.trace(result))
+            base, blog = base @ base, 2 * blog
+            c = power_of_two_scale(base)
+            base, blog = base / c, blog + int(np.frexp(c)[1]) - 1
+    t = max(float(np.trace(result)), 0.0)  # K PSD: tr K^q ≥ 0
+    return t ** (1.0 / q) * float(np.exp2(rlog / q)) if t > 0 else 0.0
 
 
 def structural_rank_bound(G: np.ndarray) -> int:
@@ -182,9 +202,7 @@ def two_sided(G, *, lanczos_steps: int = 3, q: int = 4) -> TwoSidedBound:
     ritz, _ = lanczos_ritz(K, k, start) if np.any(K) else (0.0, None)
     trace = float(np.trace(K))
     rank = structural_rank_bound(G)
-    scale = float(np.max(np.abs(K))) or 1.0  # scale out K before powering to avoid overflow
-    trq = _trace_power(K / scale, q)
-    trq_root = scale * max(trq, 0.0) ** (1.0 / q)
+    trq_root = _trace_power_root(K, q)
     lower_terms = {
         "max_row_norm_sq_over_n": float(np.max(row_norms_sq) / n),
         "mean_score_norm_sq": float(gbar @ gbar),
@@ -197,7 +215,6 @@ def two_sided(G, *, lanczos_steps: int = 3, q: int = 4) -> TwoSidedBound:
         "max_abs_row_sum_gram": float(np.max(np.sum(np.abs(K), axis=1))),
         "trace_power_root": float(trq_root),
     }
-    c2 = c * c
-    lower_terms = {key: val * c2 for key, val in lower_terms.items()}
-    upper_terms = {key: val * c2 for key, val in upper_terms.items()}
+    lower_terms = {key: float(rescale(val, c, 2, f"AB term {key}")) for key, val in lower_terms.items()}
+    upper_terms = {key: float(rescale(val, c, 2, f"AB term {key}")) for key, val in upper_terms.items()}
     return TwoSidedBound(max(lower_terms.values()), min(upper_terms.values()), lower_terms, upper_terms, k, q)

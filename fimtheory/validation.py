@@ -113,3 +113,34 @@ def check_finite_scalar(value, name: str, *, positive: bool = False, nonnegative
     if nonnegative and v < 0:
         raise InputError(f"{name} must be >= 0, got {v!r}")
     return v
+
+
+def power_of_two_scale(a: np.ndarray) -> float:
+    """A power of two c with max|a|/c in [0.5, 1) — [1, 2) when max|a| ≥ 2^1023 — (1 for a
+    zero or non-finite array).
+
+    Dividing by c is exact in binary floating point (barring subnormal results), so results
+    computed on a/c and rescaled by c (or c twice, never c² formed) are exactly
+    scale-covariant, and sums of products of entries of a/c neither overflow nor underflow.
+    The exponent is capped at 1023 so that c itself is finite for entries near the maximum.
+    """
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    if m == 0.0 or not np.isfinite(m):
+        return 1.0
+    return float(np.ldexp(1.0, min(int(np.frexp(m)[1]), 1023)))
+
+
+def rescale(x, c: float, times: int, what: str):
+    """``x`` multiplied ``times`` times by the power of two ``c`` (no c² is formed).
+
+    Raises :class:`InputError` naming ``what`` when a finite ``x`` becomes non-finite: the
+    true result is not representable in float64.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        out = x
+        for _ in range(times):
+            out = out * c
+    if np.all(np.isfinite(x)) and not np.all(np.isfinite(out)):
+        raise InputError(f"{what} overflows float64 (its largest entry exceeds {np.finfo(np.float64).max:.6g})")
+    return out
