@@ -1,9 +1,9 @@
-"""Render README.md's result regions from the results committed in the repository.
+"""Render README.md's result regions (and docs/theory.md's code table) from what is committed.
 
 Usage (from the repository root)::
 
-    python scripts/render_readme.py           # rewrite the regions of README.md in place
-    python scripts/render_readme.py --check   # exit 1 and show a diff if README.md is stale
+    python scripts/render_readme.py           # rewrite the regions of README.md and docs/theory.md
+    python scripts/render_readme.py --check   # exit 1 and show a diff if either is stale
 
 A region is the text between ``<!-- results:NAME -->`` and ``<!-- /results -->``; everything
 between the two markers is generated, everything outside them is left alone. Each NAME is
@@ -11,8 +11,9 @@ rendered from one committed source (see :data:`SOURCES`): a JSON report written 
 ``fimtheory`` command, or the stored counterexample files. A source that is not committed yet
 renders as a "not yet run" note naming the command that produces it, never as old numbers.
 
-Only the standard library is used, so this runs without the package's optional extras.
-``tests/test_readme_figures.py`` fails when README.md differs from what this script renders.
+The results regions need only the standard library; the ``claims-code`` region of
+docs/theory.md imports the claim registry (numpy, scipy, mpmath: the core dependencies).
+``tests/test_readme_figures.py`` fails when a file differs from what this script renders.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = "README.md"
+THEORY = "docs/theory.md"
 BEGIN = re.compile(r"^<!-- results:([A-Za-z0-9_.-]+) -->$")
 END = "<!-- /results -->"
 
@@ -76,6 +78,16 @@ SOURCES = {
         ["benchmarks/results.json"],
         "python -m benchmarks.run --device auto --threads 1",
     ),
+    "claims-code": (
+        ["fimtheory/claims.py"],
+        "the claim registry fimtheory.claims.REGISTRY",
+    ),
+}
+
+#: file -> the regions it holds (every region of SOURCES is in exactly one file)
+FILES = {
+    README: [n for n in SOURCES if n != "claims-code"],
+    THEORY: ["claims-code"],
 }
 
 
@@ -579,6 +591,63 @@ def render_paper_data(path: str, command: str) -> list[str]:
     return lines
 
 
+def _fn_name(f) -> str:
+    """A readable reference to a registry callable: module.function, with the arguments of a
+    factory (``_c_weak('repeated')``) or the function a lambda calls."""
+    if f is None:
+        return "—"
+    mod = getattr(f, "__module__", "?")
+    q = getattr(f, "__qualname__", repr(f))
+    if q == "<lambda>":
+        module = sys.modules.get(mod)
+        called = [n for n in f.__code__.co_names if callable(getattr(module, n, None))]
+        return f"{called[0]} (through a lambda)" if called else "a lambda"
+    if "<locals>" in q:
+        args = []
+        for cell in f.__closure__ or ():
+            v = cell.cell_contents
+            args.append(_fn_name(v) if callable(v) else repr(v))
+        return f"{q.split('.<locals>')[0]}({', '.join(args)})"
+    return q
+
+
+def _fn_ref(f) -> str:
+    if f is None:
+        return "—"
+    return f"`{f.__module__}.{_fn_name(f)}`"
+
+
+def render_claims_code(path: str, command: str) -> list[str]:
+    sys.path.insert(0, ROOT)
+    try:
+        from fimtheory.claims import REGISTRY
+    finally:
+        sys.path.remove(ROOT)
+    rows = []
+    for c in REGISTRY.values():
+        items = [(c.id, "claim", c), *((w.id, f"weakening of {c.id}", w) for w in c.weakenings)]
+        for ident, kind, obj in items:
+            stored = f"tests/counterexamples/{ident}.json"
+            stored = f"[`{stored}`](../{stored})" if os.path.exists(os.path.join(ROOT, stored)) else "—"
+            anchor = f"[{ident}](#claim-{c.id})" if kind == "claim" else ident
+            rows.append(
+                [
+                    anchor,
+                    kind,
+                    _fn_ref(obj.evaluate),
+                    _fn_ref(obj.evaluate_mp),
+                    f"`{obj.strategy}`",
+                    stored,
+                ]
+            )
+    lines = [
+        "| id | kind | float64 evaluator | high-precision evaluator | strategy | stored counterexample |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(str(x).replace("|", "/") for x in r) + " |" for r in rows]
+    return lines
+
+
 RENDERERS = {
     "verify-quick": render_verify,
     "verify-thorough": render_verify,
@@ -590,6 +659,7 @@ RENDERERS = {
     "inflation-quick": render_inflation,
     "paper-data": render_paper_data,
     "benchmarks": render_benchmarks,
+    "claims-code": render_claims_code,
 }
 
 
@@ -641,29 +711,33 @@ def render(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true", help="do not write; exit 1 with a diff if README.md is stale")
-    ap.add_argument("--readme", default=os.path.join(ROOT, README), help="the file to render (default README.md)")
+    ap.add_argument("--check", action="store_true", help="do not write; exit 1 with a diff if a file is stale")
     args = ap.parse_args(argv)
-    try:
-        with open(args.readme, encoding="utf-8") as fh:
-            old = fh.read()
-        new = render(old)
-    except (OSError, RenderError, ValueError, KeyError) as exc:
-        print(f"render_readme: {exc}", file=sys.stderr)
-        return 2
-    if args.check:
+    stale = []
+    for rel in FILES:
+        path = os.path.join(ROOT, rel)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                old = fh.read()
+            new = render(old)
+        except (OSError, RenderError, ValueError, KeyError) as exc:
+            print(f"render_readme: {rel}: {exc}", file=sys.stderr)
+            return 2
+        names = [n for n, _, _ in regions(new)]
         if new != old:
-            sys.stdout.writelines(
-                difflib.unified_diff(old.splitlines(True), new.splitlines(True), "README.md", "README.md (rendered)")
-            )
-            print("README.md is stale: run python scripts/render_readme.py", file=sys.stderr)
-            return 1
-        return 0
-    if new != old:
-        with open(args.readme, "w", encoding="utf-8") as fh:
-            fh.write(new)
-    names = [n for n, _, _ in regions(new)]
-    print(f"render_readme: {len(names)} regions ({', '.join(names)})")
+            stale.append(rel)
+            if args.check:
+                sys.stdout.writelines(
+                    difflib.unified_diff(old.splitlines(True), new.splitlines(True), rel, rel + " (rendered)")
+                )
+            else:
+                with open(path, "w", encoding="utf-8") as fh:
+                    fh.write(new)
+        if not args.check:
+            print(f"render_readme: {rel}: {len(names)} regions ({', '.join(names)})")
+    if args.check and stale:
+        print(f"stale: {', '.join(stale)}; run python scripts/render_readme.py", file=sys.stderr)
+        return 1
     return 0
 
 
