@@ -112,6 +112,8 @@ class StreamingLambdaMax:
     def __init__(self, dim: int, *, window: int | None = None, tol: float = 1e-10, seed: int = 0):
         self.dim = check_positive_int(dim, "dim")
         self.window = None if window is None else check_positive_int(window, "window")
+        if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) or not 0 < tol < 1:
+            raise InputError(f"tol must be a number in (0, 1), got {tol!r}")
         self.tol = float(tol)
         self._rng = np.random.default_rng(seed)
         self.dense_fallbacks = 0
@@ -128,7 +130,13 @@ class StreamingLambdaMax:
             self._scores.pop(0)
             self._gram_unnormalised = self._gram_unnormalised[1:, 1:]
             self._vector = self._vector[1:]
-        row = np.array([s @ g for s in self._scores] + [g @ g])
+        with np.errstate(over="ignore", invalid="ignore"):
+            row = np.array([s @ g for s in self._scores] + [g @ g])
+        if not np.all(np.isfinite(row)):
+            raise InputError(
+                "score inner products overflow float64 (entries up to "
+                f"{float(np.max(np.abs(g))):.3g}); rescale the scores before streaming them"
+            )
         t = len(self._scores) + 1
         Gm = np.zeros((t, t))
         Gm[:-1, :-1] = self._gram_unnormalised
