@@ -1,1 +1,1 @@
-"""Benchmarks of the λ_max(F) engines against peers (issue 7): ``python -m benchmarks.run``."""
+"""Benchmarks of the λ_max(F) engines against peers: ``python -m benchmarks.run``."""

@@ -1,4 +1,4 @@
-"""Benchmark of λ_max(F) for the empirical FIM (issue 7): ``python -m benchmarks.run``.
+"""Benchmark of λ_max(F) for the empirical FIM: ``python -m benchmarks.run``.
 
 For each workload (MLP, byte LM) and n: time (median and IQR over repeats) and peak memory of
 the per-sample scores alone, our Gram and Lanczos paths (scores + engine), curvlinops'

@@ -1,4 +1,4 @@
-"""Tractable approximations of λ_max of the empirical FIM (THEORY.md §5).
+"""Tractable approximations of λ_max of the empirical FIM (docs/theory.md §5).
 
 - AH, :func:`heuristic`: Rayleigh quotient at ḡ/‖ḡ‖, optionally after k power steps.
   Guarantee: ‖ḡ‖² ≤ λ̂_H ≤ λ_max (the quotient of a PSD matrix never decreases under power

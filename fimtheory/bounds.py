@@ -1,4 +1,4 @@
-"""Eigenvalue bounds of THEORY.md §2: Weyl (W), directional (R), remainders (S, S2), SIGN.
+"""Eigenvalue bounds of docs/theory.md §2: Weyl (W), directional (R), remainders (S, S2), SIGN.
 
 Each function returns the bound(s); the claims in :mod:`fimtheory.claims` turn them into
 signed margins. The remainder constants come from the generated module
@@ -108,7 +108,7 @@ def directional_lower_bound(A, E, v=None) -> float:
 
 @dataclass(frozen=True)
 class RemainderBounds:
-    """Explicit remainders of the λ_max series (THEORY.md S2), valid when 2η < γ.
+    """Explicit remainders of the λ_max series (docs/theory.md §2, S2), valid when 2η < γ.
 
     Attributes
     ----------

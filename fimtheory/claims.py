@@ -1,4 +1,4 @@
-"""The claim registry: every result of THEORY.md as an object that can be checked per instance.
+"""The claim registry: every result of docs/theory.md as an object that can be checked per instance.
 
 A :class:`Claim` states its hypotheses and conclusion. ``evaluate(instance)`` returns an
 :class:`Outcome`: whether the instance meets the hypotheses (if not, it is never counted as
@@ -628,7 +628,7 @@ def _t43c_mp(inst: NoiseEnsemble, dps, require_generic=True):
 
 
 # --------------------------------------------------------------------------------------
-# T4.3d — the parameter level (THEORY.md §3(d)): restored with model labels
+# T4.3d — the parameter level (docs/theory.md §3(d)): restored with model labels
 # --------------------------------------------------------------------------------------
 
 
@@ -691,7 +691,7 @@ def _t43d_mp(inst: ParameterEnsemble, dps: int):
 
 def _t43d_empirical(inst: ParameterEnsemble) -> Outcome:
     """Weakening: E_δ λ_max(F(θ+δ)) ≥ λ_max(F(θ)) for exactly zero-mean δ with the observed
-    labels (drops the model-label hypothesis; THEORY.md §3(d) asks whether it holds)."""
+    labels (drops the model-label hypothesis; docs/theory.md §3(d))."""
     if inst.labels != "empirical":
         return Outcome.not_met("this weakening is about the empirical-label FIM")
     if not inst.exact_mean_is_zero():
@@ -1265,7 +1265,7 @@ _CLAIMS = [
         _exact_mp(_c),
         _S + "C",
         "completeness of the threshold partition",
-        note="THEORY.md §6 writes C_K = {τ_{K−1} ≤ σ < +∞}, which leaves σ = +∞ in no cell; the "
+        note="A top cell written C_K = {τ_{K−1} ≤ σ < +∞} leaves σ = +∞ in no cell; the "
         "suite closes the top cell and shows the open version is falsified (C-open-top).",
         weakenings=(
             Weakening(
@@ -1286,7 +1286,7 @@ _CLAIMS = [
             ),
             Weakening(
                 "C-open-top",
-                "top cell [τ_{K−1}, +∞) open at +∞ (literal THEORY.md)",
+                "top cell [τ_{K−1}, +∞) open at +∞ (the literal σ < +∞)",
                 "the closed top cell",
                 _c_weak("open-top"),
                 _exact_mp(_c_weak("open-top")),

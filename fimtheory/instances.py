@@ -159,7 +159,7 @@ class ParameterEnsemble:
 
     ``labels`` says which FIM is meant: ``'empirical'`` — F(θ') = (1/n)Σ g(θ'; x_i, y_i)g(…)ᵀ
     with the observed labels y; ``'model'`` — F_π(θ') = (1/n)Σ_i Σ_c π_i(c) g(θ'; x_i, c)g(…)ᵀ
-    with π_i = p(·| x_i; θ) the model's predictive at the *unperturbed* θ (THEORY.md §3(d)).
+    with π_i = p(·| x_i; θ) the model's predictive at the *unperturbed* θ (docs/theory.md §3(d)).
     """
 
     model: str

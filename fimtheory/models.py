@@ -73,7 +73,7 @@ def score_second(model: str, X, y, theta, delta) -> np.ndarray:
 
 
 def expected_fim_second_order(model: str, X, y, theta, variances) -> np.ndarray:
-    """E[½D²F[δ,δ]] for zero-mean δ with covariance diag(variances) (THEORY.md §3(d))."""
+    """E[½D²F[δ,δ]] for zero-mean δ with covariance diag(variances) (docs/theory.md §3(d))."""
     X, y, theta = _check(model, X, y, theta)
     variances = as_vector(variances, "variances")
     if variances.shape != theta.shape or np.any(variances < 0):

@@ -1,8 +1,8 @@
-"""The runtime monitor σ = λ_max(F_t)/λ_base and the threshold partition (THEORY.md §6–7).
+"""The runtime monitor σ = λ_max(F_t)/λ_base and the threshold partition (docs/theory.md §6–7).
 
 :class:`ThresholdPartition` maps every float64 value of a statistic — NaN, ±inf, −0.0 and
 subnormals included — to exactly one cell: cells 0..K−1 are [τ_{k−1}, τ_k) with τ_0 = −∞,
-the top cell [τ_{K−1}, +∞] is closed (the literal "σ < τ_K = +∞" of THEORY.md §6 would leave
+the top cell [τ_{K−1}, +∞] is closed (a literal top cell "σ < τ_K = +∞" would leave
 σ = +∞ in no cell), and cell K is the explicit NaN cell.
 
 :class:`StreamingLambdaMax` is a numpy reference of the streaming σ_t: the Gram matrix grows by

@@ -1,4 +1,4 @@
-"""Weight quantizers Q(θ) and Widrow's additive-noise model (THEORY.md §1).
+"""Weight quantizers Q(θ) and Widrow's additive-noise model (docs/theory.md §1).
 
 numpy only, float64 throughout; torch mirrors live in :mod:`torch_checks.quantizers`.
 

@@ -1,4 +1,4 @@
-"""Parameter-level Theorem 4.3 (THEORY.md §3(d)): does zero-mean weight noise raise λ_max?
+"""Parameter-level Theorem 4.3 (docs/theory.md §3(d)): does zero-mean weight noise raise λ_max?
 
 Question. For zero-mean parameter noise δ (Widrow: δ_k uniform on [−s_k/2, s_k/2]; or
 stochastic rounding, SR) is E_δ λ_max(F(θ+δ)) ≥ λ_max(F(θ)) − O(|δ|³)?

@@ -1,4 +1,4 @@
-"""Second-order expansion of the empirical FIM in the parameters (THEORY.md §3(d)).
+"""Second-order expansion of the empirical FIM in the parameters (docs/theory.md §3(d)).
 
 All three models share a *link form*. With x ∈ R^d, W ∈ R^{K×d} (θ = W.reshape(-1),
 row-major; K = 1 and W = θᵀ for the scalar models) and z = W x ∈ R^K, the score is

@@ -1,4 +1,4 @@
-"""Explicit remainder constants (THEORY.md §2, S2) and the sign bounds on a2 (SIGN).
+"""Explicit remainder constants (docs/theory.md §2, S2) and the sign bounds on a2 (SIGN).
 
 S2. f(t) = λ_max(A + tE) is analytic on the disc |t| < ρ* = γ/(2η) and |f(t) − λ1| ≤ |t|η
 there. Cauchy's estimate on the circle |t| = ρ < ρ* gives |a_k| ≤ (ρη)/ρ^k, and letting

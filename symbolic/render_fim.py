@@ -93,7 +93,7 @@ def derivation_objects() -> list:
     return fim.derivation_objects()
 
 
-PREAMBLE = '''"""Second-order expansion of the empirical FIM in the parameters (THEORY.md §3(d)).
+PREAMBLE = '''"""Second-order expansion of the empirical FIM in the parameters (docs/theory.md §3(d)).
 
 Models (θ ∈ R^P, X of shape (n, d), per-sample score g_i, z = Wx, g = vec(r(z) xᵀ)):
 

@@ -150,7 +150,7 @@ def derivation_objects() -> list:
 
 _ = Bracket  # re-exported for readers of this module
 
-TEMPLATE = '''"""Coefficients of λ_max(A + tE) and the explicit remainder bounds (THEORY.md §2: S, S2, SIGN).
+TEMPLATE = '''"""Coefficients of λ_max(A + tE) and the explicit remainder bounds (docs/theory.md §2: S, S2, SIGN).
 
 Notation: lam = eigenvalues of A in descending order with lam[0] simple; M = VᵀEV is the
 perturbation in A's eigenbasis (symmetric). In the code, M11 = M[0, 0], e = M[0, 1:],

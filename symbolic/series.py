@@ -1,4 +1,4 @@
-"""Rayleigh–Schrödinger derivation of the coefficients of λ_max(A + tE) (THEORY.md §2, S).
+"""Rayleigh–Schrödinger derivation of the coefficients of λ_max(A + tE) (docs/theory.md §2, S).
 
 Work in the eigenbasis of A: A = diag(λ1, λ2, ..., λn) with λ1 simple, and M = VᵀEV. Split
 every vector as (top component, complement of length m = n − 1) and write

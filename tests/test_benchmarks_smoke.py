@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark harness (issue 7): a tiny end-to-end run, < 20 s."""
+"""Smoke test of the benchmark harness: a tiny end-to-end run, < 20 s."""
 
 from __future__ import annotations
 

@@ -226,7 +226,7 @@ def test_iv_scores_match_numpy_models():
 
 
 def test_p32_saturation_certified_negative():
-    """THEORY §4: logistic regression pushed along its own weight vector saturates."""
+    """docs/theory.md §4: logistic regression pushed along its own weight vector saturates."""
     theta = np.array([2.0, 0.5])
     U = (theta / np.linalg.norm(theta)).reshape(1, -1)
     inst = DepartureInstance("logistic", theta, (np.array([[1.0, 0.3]]),), (np.array([1.0]),), (U,), 8.0, steps=8)

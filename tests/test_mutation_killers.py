@@ -1,4 +1,4 @@
-"""Tests written to kill mutants that survived the first mutmut run (issue 8; docs/mutation.md).
+"""Tests written to kill mutants that survived the first mutmut run (docs/mutation.md).
 
 Each test states a documented property of the numeric core that the rest of the suite did not
 pin down: error messages that name the offending argument ("each raises InputError naming the

@@ -1,4 +1,4 @@
-"""Parameter-level Theorem 4.3 (THEORY.md §3(d)): c2, its checks, the counterexamples and the
+"""Parameter-level Theorem 4.3 (docs/theory.md §3(d)): c2, its checks, the counterexamples and the
 restoring hypothesis. See docs/parameter_level.md."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Planted bugs the suite must catch (issue 8). Run on demand: ``pytest -m planted``.
+"""Planted bugs the suite must catch. Run on demand: ``pytest -m planted``.
 
 Each test copies the repository's packages (and tests/, pyproject.toml) to a temporary
 directory, applies one textual patch to the copy — asserting that the target text occurs

@@ -1,4 +1,4 @@
-"""Properties of the numpy quantizers in :mod:`fimtheory.quantize` (THEORY.md §1).
+"""Properties of the numpy quantizers in :mod:`fimtheory.quantize` (docs/theory.md §1).
 
 All randomness is seeded. Floating-point tolerances are stated where used; "exact" means
 bit-for-bit equality of float64 arrays.

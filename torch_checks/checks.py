@@ -1,4 +1,4 @@
-"""Checks of the FIM spectral theory on real models (issue 5, items 4–5).
+"""Checks of the FIM spectral theory on real models .
 
 Everything is float64. For a model, F(θ) = GᵀG/n is the empirical FIM of the per-sample
 (classifiers) or per-token (LMs) scores on a parameter subset (the whole model for the small
@@ -6,7 +6,7 @@ classifiers, the registry's named layer for the LMs), natural-log scores, so F i
 per θ-unit². Quantization is *real*: a float64 copy of the model has the ``weight`` of every
 ``nn.Linear`` replaced by Q(weight) (biases stay in full precision; for the logistic model
 the weight column of the constant feature is its bias and stays too), and the scores are
-recomputed at θ̃ = Q(θ); E = F(θ̃) − F(θ) (THEORY.md §3(d): the honest parameter-level E).
+recomputed at θ̃ = Q(θ); E = F(θ̃) − F(θ) (docs/theory.md §3(d): the honest parameter-level E).
 
 Checks (one :class:`CheckRow` each)
 -----------------------------------
@@ -26,7 +26,7 @@ Checks (one :class:`CheckRow` each)
     Measured: whether λ_max(F(Q(θ))) < λ_max(F(θ)) for a deterministic scheme.
 ``T4.3-SR``
     Measured: E λ_max(F(θ+δ)) − λ1 over K stochastic-rounding draws, with a 95 % t-interval.
-    THEORY §3(d): E[E(δ)] ≠ 0 at the parameter level, so this is a measurement, not a check.
+    docs/theory.md §3(d): E[E(δ)] ≠ 0 at the parameter level, so this is a measurement, not a check.
 ``T4.3b``, ``T4.3c``
     The matrix-level claims on the antithetic ensemble {±E_k} built from the real SR draws
     (exactly zero mean), when P ≤ ``ensemble_max_dim``.
@@ -817,7 +817,7 @@ def sr_measurement_row(model: str, spec: str, bits, lam1: float, lams: np.ndarra
         "lambda1": lam1, "mean_elevation": mean, "ci95": [lo, hi],
         "ci95_relative": [lo / lam1, hi / lam1], "verdict": verdict,
         "draws_lowering": int(np.sum(lams < lam1)),
-        "note": "THEORY §3(d): E[E(δ)] ≠ 0 at the parameter level; a measurement, not a check",
+        "note": "docs/theory.md §3(d): E[E(δ)] ≠ 0 at the parameter level; a measurement, not a check",
     })
 
 

@@ -123,7 +123,7 @@ def _inflation_run(args: argparse.Namespace) -> int:
 
 INFLATION = Command(
     "inflation",
-    "measure the calibration-threshold inflation ratio ρ of quantized models (THEORY §7)",
+    "measure the calibration-threshold inflation ratio ρ of quantized models (docs/theory.md §7)",
     _inflation_add_arguments,
     _inflation_run,
 )

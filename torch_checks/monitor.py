@@ -1,4 +1,4 @@
-"""The runtime monitor σ_t = λ_max(F_t) / λ_base on a torch model (THEORY.md §7).
+"""The runtime monitor σ_t = λ_max(F_t) / λ_base on a torch model (docs/theory.md §7).
 
 A deployer wraps their own model in :class:`SigmaMonitor` and pushes tokens (or, for a
 classifier, ``(x, y)`` samples) one at a time; every push returns σ_t.

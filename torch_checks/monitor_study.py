@@ -1,4 +1,4 @@
-"""The inflation study (THEORY.md §7): how much does weight quantization inflate the
+"""The inflation study (docs/theory.md §7): how much does weight quantization inflate the
 calibration threshold τ_q of the monitor σ = λ_max(F)/λ_base, and does the second-order
 prediction of §3(d) account for it?
 

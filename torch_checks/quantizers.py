@@ -1,4 +1,4 @@
-"""Torch mirrors of the quantizers of :mod:`fimtheory.quantize` (THEORY.md §1).
+"""Torch mirrors of the quantizers of :mod:`fimtheory.quantize` (docs/theory.md §1).
 
 The scheme object is the same :class:`fimtheory.quantize.QuantScheme` (or a spec string
 for :func:`fimtheory.quantize.parse_scheme`); the arithmetic is the numpy one, operation by
