@@ -1064,7 +1064,7 @@ def build_counterexample(name: str, draws: int = 100_000, seed: int = 0, path=No
     float_c2 = _float_c2(model, X, y, theta, 1.0)
     obj = {
         "format": PARAM_FORMAT,
-        "claim": "THEORY §3(d): E_δ λ_max(F(θ+δ)) ≥ λ_max(F(θ)) − O(|δ|³) for zero-mean δ, no extra hypothesis",
+        "claim": "docs/theory.md §3(d): E_δ λ_max(F(θ+δ)) ≥ λ_max(F(θ)) − O(|δ|³) for zero-mean δ, no extra hypothesis",
         "verdict": "false: c2 < 0 certified at 50 digits; Monte Carlo shift < 0 with slope ≈ 2 in s",
         "name": name,
         "source": spec["source"],
