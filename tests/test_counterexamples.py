@@ -80,7 +80,7 @@ def test_replay_detects_tampered_file(tmp_path):
     hx = entries[k]
     # change the first hex digit of its mantissa
     i = hx.index("0x1.") + 4
-    entries[k] = hx[:i] + ("8" if hx[i] != "8" else "9") + hx[i + 1:]
+    entries[k] = hx[:i] + ("8" if hx[i] != "8" else "9") + hx[i + 1 :]
     bad = tmp_path / "W-no-lambda-min.json"
     bad.write_text(json.dumps(rec))
     assert cx.replay_command(_Args(files=[str(src)])) == 0
@@ -125,8 +125,15 @@ def test_every_weakening_has_a_certifier():
 
 # ---------------------------------------------------------------- soundness of enclosures
 
-_SOUND = ["W-no-lambda-min", "R-any-vector", "S2-repeated-top", "SIGN-lambda1-denominator",
-          "T4.3a-per-draw", "T4.3b-nonzero-mean", "AH-accurate"]
+_SOUND = [
+    "W-no-lambda-min",
+    "R-any-vector",
+    "S2-repeated-top",
+    "SIGN-lambda1-denominator",
+    "T4.3a-per-draw",
+    "T4.3b-nonzero-mean",
+    "AH-accurate",
+]
 
 
 @pytest.mark.parametrize("wid", _SOUND)
@@ -136,8 +143,14 @@ def test_enclosure_contains_mp_margin(wid):
     _, w = WEAKENINGS[wid]
     seen = []
 
-    @settings(max_examples=15, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+    @settings(
+        max_examples=15,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate],
+    )
     @given(strategy_for(w.strategy))
     def prop(inst):
         out = w.evaluate(inst)
@@ -272,7 +285,8 @@ def test_unfalsified_weakening_is_reported_and_fails(monkeypatch, tmp_path, caps
     """A weakening that is in fact true must come out 'not falsified' with exit 1."""
     claim = get_claim("W")
     true_w = type(claim.weakenings[0])(
-        "W-no-lambda-min", "(test) Weyl upper bound", "nothing", claim.evaluate, claim.evaluate_mp, claim.strategy)
+        "W-no-lambda-min", "(test) Weyl upper bound", "nothing", claim.evaluate, claim.evaluate_mp, claim.strategy
+    )
     monkeypatch.setattr(cx, "all_weakenings", lambda ids=None: [(claim, true_w)])
     monkeypatch.setitem(cx.BUDGETS, "quick", {"max_examples": 10, "opt_evals": 30, "extra_seeds": 0})
     code = cx.hunt_command(_Args(claim=["W"], profile="quick", seed=0, out=str(tmp_path)))
@@ -304,9 +318,11 @@ def test_iv_scores_match_generated_models():
     pytest.importorskip("fimtheory._generated.fim_expansion")
     rng = np.random.default_rng(1)
     X = rng.standard_normal((3, 2))
-    for model, theta, y in [("linear", rng.standard_normal(2), rng.standard_normal(3)),
-                            ("logistic", rng.standard_normal(2), np.array([0.0, 1.0, 1.0])),
-                            ("softmax", rng.standard_normal(6), np.array([0, 2, 1]))]:
+    for model, theta, y in [
+        ("linear", rng.standard_normal(2), rng.standard_normal(3)),
+        ("logistic", rng.standard_normal(2), np.array([0.0, 1.0, 1.0])),
+        ("softmax", rng.standard_normal(6), np.array([0, 2, 1])),
+    ]:
         ref = models.scores(model, X, y, theta)
         with working_precision(50):
             G = iv_scores(model, X, y, theta)
@@ -324,3 +340,14 @@ def test_endpoint_strings_keep_full_precision():
     assert lo.startswith("3.333333333333333333333333333333333333333")
     man, _ = exact_str(x).split("*2^")
     assert int(man).bit_length() > 100
+
+
+def test_undecided_adjudication_is_not_a_counterexample(monkeypatch):
+    """An adjudication that cannot decide (holds None: "undecided" in the adjudication
+    contract) must not be taken for a violation; only holds False is."""
+    _, w = WEAKENINGS["W-no-lambda-min"]
+    inst = MatrixPerturbation(np.diag([2.0, 1.0]), np.diag([-0.5, 0.1]))  # float margin < 0
+    assert w.evaluate(inst).margin < 0
+    for holds, violated in ((None, False), (True, False), (False, True)):
+        monkeypatch.setattr(cx, "adjudicate", lambda *a, holds=holds, **k: (holds, mpmath.mpf(0)))
+        assert cx._confirm(w, inst, 50) == (violated, w.evaluate(inst).margin), holds
