@@ -8,7 +8,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from fimtheory import claims
+from fimtheory import claims, enclosures
 from fimtheory.errors import UnknownIdError
 from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, PartitionInstance, ScoreInstance
 
@@ -137,8 +137,13 @@ def test_adjudicate_uses_the_mp_verdict_not_the_float_margin():
     holds, m = claims.adjudicate(c, inst, fake)
     assert holds is True and m == 0
     # a strict claim with the same exact tie fails
-    strict = claims.Claim("X", "", "", (), c.evaluate, c.evaluate_mp, "", strict=True)
+    # (a strict tie is a violation only when proved exact: here R's interval evaluator
+    # gives the enclosure [0, 0]; without a rigorous evaluator it is undecided)
+    strict = claims.Claim("X", "", "", (), c.evaluate, c.evaluate_mp, "", strict=True,
+                          evaluate_iv=lambda i, d: enclosures.margin_enclosure(c, i, d))
     assert claims.adjudicate(strict, inst, fake) == (False, 0)
+    bare = claims.Claim("X", "", "", (), c.evaluate, c.evaluate_mp, "", strict=True)
+    assert claims.adjudicate(bare, inst, fake).verdict == "undecided"
     # a tiny but real positive margin below the float threshold is kept positive in mp
     inst2 = MatrixPerturbation(_D21, np.array([[0.0, 1e-9], [1e-9, 0.0]]))
     out = c.evaluate(inst2)

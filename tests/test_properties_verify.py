@@ -49,8 +49,28 @@ def _wrong_weyl_mp(inst, dps):
         return (top - la.lambda_max - le.lambda_max) / scale
 
 
-WRONG = Claim("WRONG", "planted", "λ_max(A+E) ≥ λ_max(A)+λ_max(E)", (), _wrong_weyl, _wrong_weyl_mp,
-              "properties.claim_strategies:W")
+def _wrong_weyl_iv(inst, dps):
+    """Rigorous enclosure of the same margin (a violation is certified only from one)."""
+    from fimtheory import enclosures as en
+    from fimtheory.highprec import working_precision
+
+    with working_precision(dps):
+        top = en.iv_lambda_max(en.iv_sum(inst.A, inst.E))
+        la, le = en.float_eigenvalue_enclosures(inst.A), en.float_eigenvalue_enclosures(inst.E)
+        m = (top - la[0] - le[0]) / (en.iv_sym_norm(la) + en.iv_sym_norm(le))
+        return en.lo(m), en.hi(m)
+
+
+WRONG = Claim(
+    "WRONG",
+    "planted",
+    "λ_max(A+E) ≥ λ_max(A)+λ_max(E)",
+    (),
+    _wrong_weyl,
+    _wrong_weyl_mp,
+    "properties.claim_strategies:W",
+    evaluate_iv=_wrong_weyl_iv,
+)
 
 
 def test_runner_falsifies_a_wrong_claim_and_shrinks_it():
