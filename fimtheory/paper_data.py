@@ -532,7 +532,11 @@ def _writable_file(path: str, option: str) -> Path:
 
 
 def _add_arguments(p) -> None:
-    p.add_argument("--json", metavar="PATH", help="also write the figures, with what each is and is not, as JSON")
+    from fimtheory.cli import output_file
+
+    p.add_argument(
+        "--json", metavar="PATH", type=output_file, help="also write the figures, with what each is and is not, as JSON"
+    )
 
 
 def _run(args) -> int:

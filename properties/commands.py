@@ -1,70 +1,160 @@
-"""CLI plugins of the properties package: verify, counterexamples, replay."""
+"""CLI plugins of the properties package: verify, counterexamples, replay.
+
+``fimtheory verify`` exits 0 when nothing was falsified (and, under ``--profile ci`` or
+``thorough``, nothing was inconclusive or an error), 1 on a certified falsification, 2 on
+bad input (before any work), 3 when a ci/thorough run was inconclusive or errored.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 
-from fimtheory.cli import EXIT_FAILED, EXIT_OK, Command
+from fimtheory.cli import (
+    Command,
+    ProgressLines,
+    add_seed_argument,
+    output_dir,
+    output_file,
+)
+
+PROFILE_HELP = "quick (100 examples per claim), ci (150, derandomized) or thorough (10,000); default quick"
 
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--claim", action="append", metavar="ID", help="claim id (repeatable); default all")
-    p.add_argument("--profile", choices=["quick", "ci", "thorough"], default="quick")
-    p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
-    p.add_argument("--dps", type=int, default=50, help="mpmath digits for adjudication (default 50)")
-    p.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    p.add_argument(
+        "--claim", action="append", metavar="ID", help="claim id (repeatable; default all; see `fimtheory claims`)"
+    )
+    p.add_argument("--profile", choices=["quick", "ci", "thorough"], default="quick", help=PROFILE_HELP)
+    add_seed_argument(p, "Hypothesis seed")
+    p.add_argument("--dps", type=int, default=50, help="starting mpmath digits of the adjudicator (>= 40; default 50)")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        type=output_file,
+        help="write the report as JSON to PATH (its directory must exist); rewritten after each claim",
+    )
+    p.add_argument(
+        "--progress-interval",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds between progress lines on stderr within a claim when stderr is not a terminal (default 30)",
+    )
 
 
-def _progress(i, n, cid):
-    if sys.stderr.isatty():
-        msg = f"\r[{i}/{n}] {cid:<10}" if cid else f"\r[{n}/{n}] done{' ' * 8}\n"
-        print(msg, end="", file=sys.stderr, flush=True)
+def _write_json_atomically(path: str, doc: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _verify_document(args, reports, *, complete: bool) -> dict:
+    from properties.verify import PROFILES, exit_status
+
+    statuses = {}
+    for r in reports:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    return {
+        "profile": args.profile,
+        "seed": args.seed,
+        "dps": args.dps,
+        "examples_requested": PROFILES[args.profile]["max_examples"],
+        "complete": complete,
+        "claims": [r.to_json() for r in reports],
+        "statuses": statuses,
+        "all_verified": bool(reports) and all(r.status == "verified" for r in reports),
+        "exit_status": exit_status(reports, args.profile),
+    }
 
 
 def _verify_run(args) -> int:
     from fimtheory.claims import get_claim
-    from properties.verify import format_table, verify
+    from fimtheory.errors import InputError
+    from properties.verify import exit_status, format_table, verify
 
     for cid in args.claim or []:
         get_claim(cid)  # unknown ids fail before any work
     if args.dps < 40:
-        from fimtheory.errors import InputError
-
         raise InputError(f"--dps must be >= 40 for adjudication, got {args.dps}")
-    reports = verify(args.claim, profile=args.profile, seed=args.seed, dps=args.dps, progress=_progress)
+    if not args.progress_interval > 0:
+        raise InputError(f"--progress-interval must be > 0, got {args.progress_interval}")
+    bar = ProgressLines("verify", interval=args.progress_interval)
+    done: list = []
+
+    def progress(i, n, cid):
+        if cid:
+            bar.step(f"[{i + 1}/{n}] {cid} ({args.profile})")
+
+    def heartbeat(rep):
+        bar.tick(
+            f"{rep.id}: {rep.examples}/{rep.examples_requested} examples, "
+            f"{rep.rejected} not met, {rep.adjudicated} adjudicated"
+        )
+
+    def on_report(rep):
+        done.append(rep)
+        bar.step(f"{rep.id}: {rep.status}, {rep.examples}/{rep.examples_requested} examples in {rep.seconds:.1f} s")
+        if args.json:  # partial results survive an interrupted long run
+            _write_json_atomically(args.json, _verify_document(args, done, complete=False))
+
+    reports = verify(
+        args.claim,
+        profile=args.profile,
+        seed=args.seed,
+        dps=args.dps,
+        progress=progress,
+        heartbeat=heartbeat,
+        on_report=on_report,
+        progress_interval=min(args.progress_interval, 5.0),
+    )
+    bar.close("done")
+    if args.json:  # before printing: a closed stdout must not lose the report
+        _write_json_atomically(args.json, _verify_document(args, reports, complete=True))
+    status = exit_status(reports, args.profile)
     print(format_table(reports))
-    all_ok = all(r.status in ("verified",) for r in reports)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {
-                    "profile": args.profile,
-                    "seed": args.seed,
-                    "dps": args.dps,
-                    "claims": [r.to_json() for r in reports],
-                    "all_verified": all_ok,
-                },
-                fh,
-                indent=2,
-            )
-    falsified = [r.id for r in reports if r.status in ("falsified", "error")]
+    falsified = [r.id for r in reports if r.status == "falsified"]
+    unsettled = [r.id for r in reports if r.status in ("inconclusive", "error")]
     if falsified:
-        print(f"falsified or errored: {', '.join(falsified)}")
-    return EXIT_OK if not falsified else EXIT_FAILED
+        print(f"falsified (certified): {', '.join(falsified)}")
+    if unsettled:
+        print(
+            f"inconclusive or error: {', '.join(unsettled)}"
+            + (" (exit 3 under this profile)" if status == 3 else " (not a failure under the quick profile)")
+        )
+    return status
 
 
 VERIFY = Command("verify", "check every claim as a Hypothesis property", _verify_args, _verify_run)
 
 
 def _cx_args(p):
-    p.add_argument("--claim", action="append", metavar="ID")
-    p.add_argument("--profile", choices=["quick", "ci", "thorough"], default="quick")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="counterexamples", metavar="DIR")
-    p.add_argument("--readings", action="store_true",
-                   help="also test stronger readings of the abstract (RTN never lowers λ_max; σ ≥ 1)")
+    p.add_argument(
+        "--claim", action="append", metavar="ID", help="only the weakenings of this claim (repeatable; default all)"
+    )
+    p.add_argument(
+        "--profile",
+        choices=["quick", "ci", "thorough"],
+        default="quick",
+        help="search effort per weakening: quick, ci (derandomized) or thorough; default quick",
+    )
+    add_seed_argument(p, "Hypothesis seed")
+    p.add_argument(
+        "--out",
+        default="counterexamples",
+        metavar="DIR",
+        type=output_dir,
+        help="directory for the certified counterexample files (created if its parent "
+        "exists; default ./counterexamples)",
+    )
+    p.add_argument(
+        "--readings",
+        action="store_true",
+        help="also test stronger readings of the abstract (RTN never lowers λ_max; σ ≥ 1)",
+    )
 
 
 def _cx_run(args) -> int:
@@ -79,7 +169,7 @@ COUNTEREXAMPLES = Command(
 
 
 def _replay_args(p):
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="stored counterexample JSON files to replay")
 
 
 def _replay_run(args) -> int:

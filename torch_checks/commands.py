@@ -6,8 +6,9 @@ does, lazily.
 ``fimtheory check-models [--model NAME ...] [--scheme SPEC ...] [--bits B ...]
 [--device cpu|cuda|auto] [--profile quick|full] [--json PATH] [--seed N] [--byte-lm tiny|default]``
 prints a results table (header first, with the byte LM's held-out bits/byte), optionally
-writes JSON (:mod:`torch_checks.report`), shows a progress bar on stderr when it is a TTY,
-and exits 0 iff no check is falsified (2 on bad input, with one line).
+writes JSON (:mod:`torch_checks.report`), shows progress on stderr (a bar on a terminal,
+plain lines otherwise), and exits 0 iff no check is falsified (2 on bad input, with one
+line, before any work: ``--json`` and ``--seed`` are checked by :mod:`fimtheory.cli`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import argparse
 import os
 import time
 
-from fimtheory.cli import Command
+from fimtheory.cli import Command, add_seed_argument, check_output_dir, output_dir, output_file
 from fimtheory.errors import UnknownIdError
 
 MODEL_CHOICES = ("logistic", "mlp-digits", "byte-lm", "smollm2")
@@ -35,8 +36,9 @@ def _check_models_add_arguments(p: argparse.ArgumentParser) -> None:
                         "4 8 3 2 in full); 4-bit formats (nf4, fp4, gguf) run only with 4")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--profile", default="quick", help="quick (default) or full")
-    p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
-    p.add_argument("--seed", type=int, default=0, help="seed of SR draws, contexts, directions")
+    p.add_argument("--json", metavar="PATH", type=output_file,
+                   help="write the results as JSON to PATH (its directory must exist)")
+    add_seed_argument(p, "seed of SR draws, contexts, directions")
     p.add_argument("--byte-lm", dest="byte_lm", default=None, choices=("tiny", "default"),
                    help="byte LM config (default: the profile's, 'default')")
 
@@ -74,6 +76,7 @@ def _check_models_run(args: argparse.Namespace) -> int:
     if not schemes:
         raise UnknownIdError("no scheme left to run (a 4-bit-only format without 4 in --bits?)")
     t0, c0 = time.perf_counter(), time.process_time()
+    # a tqdm bar on a terminal, one plain line per step otherwise (logs, CI)
     bar = R.Progress(total=len(models) * (len(schemes) + 2))
     try:
         result = C.run_checks(models, schemes, profile, device=device, seed=args.seed,
@@ -106,15 +109,21 @@ CHECK_MODELS = Command(
 def _inflation_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", choices=("quick", "paper"),
                    help="quick (default) or paper")
-    p.add_argument("--out", metavar="DIR", default=None,
-                   help="output directory (default results/inflation-<profile>)")
+    p.add_argument("--out", metavar="DIR", default=None, type=output_dir,
+                   help="output directory, created if its parent exists "
+                        "(default results/inflation-<profile>, created with its parents)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed")
+    add_seed_argument(p, "seed of the model draws, quantizer draws and bootstrap")
 
 
 def _inflation_run(args: argparse.Namespace) -> int:
     from fimtheory.errors import require
 
+    if args.out is None:  # the default may create results/ too: check its nearest existing ancestor
+        ancestor = os.path.join("results", f"inflation-{args.profile}")
+        while ancestor and not os.path.exists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        check_output_dir(ancestor or ".", "--out")
     require("torch", "inflation", "torch")
     from .monitor_study import inflation_command
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
-from fimtheory.cli import EXIT_OK, Command
+from fimtheory.cli import EXIT_OK, Command, add_seed_argument, output_file
 from fimtheory.errors import InputError
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="byte-lm", help="byte-lm (trained here) or smollm2 (needs the [lm] extra)")
     p.add_argument("--profile", default="quick", help="quick (≈ 10 s on 2 cores) or full")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed, an integer in [0, 2**31)")
+    add_seed_argument(p, "sampling seed")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
-    p.add_argument("--json", metavar="PATH", help="write the report (summaries; records with --records) as JSON")
+    p.add_argument(
+        "--json", metavar="PATH", type=output_file, help="write the report (summaries; records with --records) as JSON"
+    )
     p.add_argument("--records", action="store_true", help="include every per-step record in the JSON")
 
 
