@@ -84,10 +84,11 @@ SOURCES = {
     ),
 }
 
-#: file -> the regions it holds (every region of SOURCES is in exactly one file)
+#: file -> the regions it holds (every region of SOURCES is in at least one file)
 FILES = {
     README: [n for n in SOURCES if n != "claims-code"],
     THEORY: ["claims-code"],
+    "docs/counterexamples.md": ["counterexamples", "readings"],
 }
 
 
@@ -174,11 +175,15 @@ def render_verify(path: str, command: str) -> list[str]:
     rows = []
     for c in claims:
         examples = c.get("examples")
-        requested = c.get("requested", c.get("requested_examples"))
-        ex = f"{examples} of {requested}" if requested not in (None, examples) else str(examples)
+        requested = c.get("examples_requested", c.get("requested"))
+        ex = f"{examples} of {requested}" if requested not in (None, 0, examples) else str(examples)
+        adjudicated = str(c.get("adjudicated", 0))
+        extra = [f"{c[k]} {k}" for k in ("ties", "undecided") if c.get(k)]
+        if extra:
+            adjudicated += f" ({', '.join(extra)})"
         note = c.get("stop_reason") or c.get("reason") or c.get("error") or ""
-        if c.get("counterexample"):
-            note = note or "counterexample found"
+        if c.get("counterexample") and not note:
+            note = "counterexample found"
         rows.append(
             [
                 c.get("id"),
@@ -186,20 +191,31 @@ def render_verify(path: str, command: str) -> list[str]:
                 ex,
                 c.get("rejected", 0),
                 _num(c.get("worst_margin")),
-                c.get("adjudicated", 0),
+                adjudicated,
+                c.get("max_dps") or doc.get("dps", "—"),
                 _secs(c.get("seconds")),
                 note,
             ]
         )
     total = sum(c.get("seconds") or 0.0 for c in claims)
     lines = [
-        f"`{command}` — profile {doc.get('profile')}, seed {doc.get('seed')}, "
-        f"{doc.get('dps', '—')} digits for adjudication; "
-        f"{_status_summary(c.get('status') for c in claims)}; {total:.1f} s summed over claims.",
+        f"`{command}` — profile {doc.get('profile')}, seed {doc.get('seed')}, adjudication from "
+        f"{doc.get('dps', '—')} digits; {_status_summary(c.get('status') for c in claims)}; "
+        f"{total:.1f} s summed over claims.",
         "",
     ]
     lines += _table(
-        ["claim", "status", "examples", "hypotheses not met", "worst relative margin", "adjudicated", "s", "note"],
+        [
+            "claim",
+            "status",
+            "examples",
+            "hypotheses not met",
+            "worst relative margin",
+            "adjudicated",
+            "max digits",
+            "s",
+            "note",
+        ],
         rows,
     )
     lines += ["", _source_line(path, command)]
@@ -345,7 +361,7 @@ def render_parameter_level(path: str, command: str) -> list[str]:
 
 def render_readings(path: str, command: str) -> list[str]:
     doc = _load(path)
-    rows, examples = [], []
+    rows, examples, by_scheme = [], [], []
     for r in doc.get("readings", []):
         for model, m in r.get("models", {}).items():
             rows.append(
@@ -353,12 +369,20 @@ def render_readings(path: str, command: str) -> list[str]:
                     r.get("reading"),
                     model,
                     m.get("draws"),
+                    m.get("unchanged"),
+                    m.get("ties"),
                     m.get("lowered"),
                     _pct(m.get("share_lowered")),
+                    _pct(m.get("share_lowered_moved")),
                     _num(m.get("sigma_min"), 4),
                     _num(m.get("sigma_median"), 4),
+                    _num(m.get("sigma_max"), 3),
                 ]
             )
+            schemes = m.get("by_scheme") or {}
+            if schemes:
+                parts = ", ".join(f"{k} {v.get('lowered')}/{v.get('draws')}" for k, v in schemes.items())
+                by_scheme.append(f"- {r.get('reading')}, {model}: {parts}")
         ex = r.get("example")
         if ex:
             examples.append(
@@ -371,7 +395,12 @@ def render_readings(path: str, command: str) -> list[str]:
         f"{doc.get('draws_per_cell')} Hypothesis draws per model and reading:",
         "",
     ]
-    lines += _table(["reading (falsified)", "model", "draws", "σ < 1", "share", "σ min", "σ median"], rows)
+    lines += _table(
+        ["reading (falsified)", "model", "draws", "Q=id", "σ=1", "σ<1", "share", "moved", "σ min", "σ median", "σ max"],
+        rows,
+    )
+    if by_scheme:
+        lines += ["", "By scheme (draws with σ < 1 / draws):", "", *by_scheme]
     if examples:
         lines += ["", "Certified examples:", ""] + examples
     lines += ["", _source_line(path, command)]
@@ -425,6 +454,22 @@ def render_check_models(path: str, command: str) -> list[str]:
         grid.append(line)
     lines += ["", "Rows per status (claim × model; one row per quantization scheme where the check quantizes):", ""]
     lines += _table(["check", *models], grid)
+    measured = []
+    for r in rows:
+        d = r.get("details") or {}
+        if r.get("claim") == "lowers-lambda-max" and r.get("model") == "*" and "count" in d:
+            measured.append(
+                f"- {d['count']} of {d['total']} deterministic (model, scheme) pairs lower λ_max "
+                f"(RTN alone: {d.get('rtn_count')} of {d.get('rtn_total')})."
+            )
+        elif r.get("claim") == "T4.3-SR" and "ci95_relative" in d:
+            lo, hi = d["ci95_relative"]
+            measured.append(
+                f"- {r.get('model')}, {r.get('scheme')}: stochastic-rounding mean (E λ_max − λ1)/λ1 has 95% CI "
+                f"[{_num(lo)}, {_num(hi)}] ({d.get('draws_lowering')} draws lower λ_max)."
+            )
+    if measured:
+        lines += ["", "Measured (not claims):", "", *measured]
     summary = doc.get("summary", {})
     if summary:
         st = summary.get("statuses", {})
@@ -464,7 +509,8 @@ def render_inflation(path: str, command: str) -> list[str]:
             )
         rows.append(line)
     lines = [
-        f"`{command}` — ρ = τ_q(quantized)/τ_q(full precision), q = {raw.get('quantile')}, "
+        f"`{command}` — profile {raw.get('profile')}, seed {raw.get('seed')}; "
+        f"ρ = τ_q(quantized)/τ_q(full precision), q = {raw.get('quantile')}, "
         f"{raw.get('n_trajectories')} trajectories per model, the quantized model scoring its own "
         f'generations ("self"), paired bootstrap 95% CI ({raw.get("n_boot")} resamples), '
         f"device {raw.get('device')}, {_secs(doc.get('wall_seconds'))} s wall:",
@@ -482,7 +528,7 @@ def render_inflation(path: str, command: str) -> list[str]:
             v = sorted(e for bb, e in errs if bb == b)
             mid = len(v) // 2
             m = v[mid] if len(v) % 2 else 0.5 * (v[mid - 1] + v[mid])
-            med.append(f"{b} bits {_pct(m)}")
+            med.append(f"{b} bits {100 * m:.2g}%")
         lines += [
             "",
             "Median |ρ_pred/ρ_fixed − 1| of the second-order prediction λ_max(F + E[½D²F]): " + ", ".join(med) + ".",
