@@ -31,6 +31,7 @@ differences.
 
 Public functions: :func:`second_order_parts`, :func:`second_order_coefficient`,
 :func:`second_order_coefficient_mp` (50-digit evaluation with an a-posteriori error bound),
+:func:`second_order_coefficient_iv` (rigorous interval enclosure, the stored certificate),
 :func:`monte_carlo_shift`, :func:`quadrature_shift`, :func:`finite_difference_c2`,
 :func:`hunt`, :func:`scaling_table`, :func:`sr_scaling_table`, :func:`model_label_expansion`
 (the extra hypothesis), :func:`load_counterexample` / :func:`replay_counterexample`.
@@ -81,6 +82,7 @@ __all__ = [
     "replay_file_check",
     "scaling_table",
     "second_order_coefficient",
+    "second_order_coefficient_iv",
     "second_order_coefficient_mp",
     "second_order_parts",
     "sr_scaling_table",
@@ -430,6 +432,203 @@ def second_order_coefficient_mp(
             "error_bound": mpmath.nstr(err, 5),
             "sign": sign,
             "dps": dps,
+        }
+
+
+def _iv_pieces(model, X, y, theta, var):
+    """G, J, E[t] of :func:`_glm_pieces` in interval arithmetic (``mpmath.iv``) from the exact
+    floats; every constant is an exact interval. Call inside :func:`working_precision`."""
+    from properties.certify import ivf
+
+    iv = mpmath.iv
+    one, zero = iv.mpf(1), iv.mpf(0)
+    X = np.asarray(X, dtype=float)
+    n, d = X.shape
+    Xi = np.array([[ivf(float(v)) for v in row] for row in X], dtype=object)
+    th = np.array([ivf(float(v)) for v in np.asarray(theta, dtype=float).ravel()], dtype=object)
+    if model in ("linear", "logistic"):
+        z = np.array([sum((Xi[i, j] * th[j] for j in range(d)), zero) for i in range(n)], dtype=object)
+        yi = np.array([ivf(float(v)) for v in y], dtype=object)
+        if model == "linear":
+            r = yi - z
+            h = np.array([one] * n, dtype=object)
+            third = np.array([zero] * n, dtype=object)
+        else:
+            p = np.array([one / (one + iv.exp(-zi)) for zi in z], dtype=object)
+            r = yi - p
+            h = p * (1 - p)  # exact integer constants (an interval scalar cannot lead an array)
+            third = h * (1 - 2 * p)
+        G = r[:, None] * Xi
+        J = -(h[:, None, None] * Xi[:, :, None] * Xi[:, None, :])
+        c = np.array([sum((Xi[i, j] * Xi[i, j] * var[j] for j in range(d)), zero) for i in range(n)], dtype=object)
+        Et = -(third * c)[:, None] * Xi
+        return G, J, Et
+    k = th.size // d
+    W = th.reshape(k, d)
+    Z = np.array(
+        [[sum((Xi[i, j] * W[c, j] for j in range(d)), zero) for c in range(k)] for i in range(n)], dtype=object
+    )
+    Ex = np.array([[iv.exp(z) for z in row] for row in Z], dtype=object)
+    P = np.array([[e / sum(row, zero) for e in row] for row in Ex], dtype=object)
+    onehot = np.array([[one if c == int(y[i]) else zero for c in range(k)] for i in range(n)], dtype=object)
+    R = onehot - P
+    G = (R[:, :, None] * Xi[:, None, :]).reshape(n, k * d)
+    eye = np.array([[one if a == b else zero for b in range(k)] for a in range(k)], dtype=object)
+    H = P[:, :, None] * eye[None] - P[:, :, None] * P[:, None, :]
+    xx = Xi[:, :, None] * Xi[:, None, :]
+    J = -(H[:, :, None, :, None] * xx[:, None, :, None, :]).reshape(n, k * d, k * d)
+    V = var.reshape(k, d)
+    cu = np.array(
+        [[sum((Xi[i, j] * Xi[i, j] * V[c, j] for j in range(d)), zero) for c in range(k)] for i in range(n)],
+        dtype=object,
+    )
+    dk = eye[None, :, :] - P[:, None, :]
+    first = (dk * dk * cu[:, None, :]).sum(axis=2)
+    second = (P * (1 - P) * cu).sum(axis=1)
+    m = P * (first - second[:, None])
+    Et = -(m[:, :, None] * Xi[:, None, :]).reshape(n, k * d)
+    return G, J, Et
+
+
+def _iv_top_pair(F):
+    """Enclosures (λ1, λ2, v1 box) for the symmetric interval matrix F with a certified simple
+    top eigenvalue: u the mp top eigenvector of mid(F) normalised in iv, μ = uᵀFu,
+    ρ = ‖Fu − μu‖; Davis–Kahan/Parlett sin∠(u, v1) ≤ ε = ρ/(μ − λ2) when λ1 is the eigenvalue
+    nearest μ, so ‖v1 − u‖ ≤ √2·ε for the right sign of v1 and v1 lies in the box u ± √2·ε."""
+    from properties.certify import _hi, _lo, _mid_matrix, _to_iv, iv_dot, iv_eigenvalue_enclosures, iv_norm
+
+    iv = mpmath.iv
+    p = F.rows
+    enc = iv_eigenvalue_enclosures(F)
+    lam1, lam2 = enc[0], enc[1]
+    if not _lo(lam1) > _hi(lam2):
+        raise HypothesesNotMet("top eigenvalue of F(θ) not certified simple")
+    mid = _mid_matrix(F)
+    for i in range(p):
+        for j in range(i + 1, p):
+            mid[i, j] = mid[j, i] = (mid[i, j] + mid[j, i]) / 2
+    from fimtheory.highprec import mp_eigh
+
+    x = _to_iv(mp_eigh(mid, mpmath.mp.dps).vector(0))
+    u = x * (iv.mpf(1) / iv_norm(x))
+    Fu = F * u
+    mu = iv_dot(u, Fu)
+    rho = _hi(iv_norm(Fu - u * mu))
+    delta = _lo(mu) - _hi(lam2)
+    if not delta > 0 or not (_hi(lam1) - _lo(mu)) <= delta:
+        raise HypothesesNotMet("Rayleigh quotient not separated from λ2")
+    r = _hi(iv.sqrt(iv.mpf(2)) * iv.mpf(rho) / iv.mpf(delta))
+    box = iv.matrix(p, 1)
+    for i in range(p):
+        box[i, 0] = u[i, 0] + iv.mpf([-r, r])
+    return lam1, lam2, box, r
+
+
+def second_order_coefficient_iv(model: str, X, y, theta, steps, *, dps: int = 50) -> dict:
+    """Rigorous enclosure of c2 (Widrow noise of the given per-parameter ``steps``: variance
+    s²/12, uniform sample weights 1/n) from the exact float inputs, in interval arithmetic.
+
+    F, the score pieces G, J, E[t] and A = Σ wᵢ Σ_p σ²_p (J_i v)_p², B = Σ wᵢ (vᵀgᵢ)(vᵀE[tᵢ])
+    are evaluated in ``mpmath.iv`` with v ranging over a box that provably contains the top
+    unit eigenvector (:func:`_iv_top_pair`); C = Σ_p σ²_p [b_pᵀN⁻¹b_p − (vᵀb_p)²] with
+    b_p = 𝔅[:, p] and N = λ1I − F + vvᵀ (λ_min(N) = min(1, λ1 − λ2) ≥ m0), the quadratic form
+    enclosed by bᵀN⁻¹b ∈ [Φ, Φ + ‖Nz − b‖²/m0], Φ = 2zᵀb − zᵀNz, for an mp solve z. The
+    enclosure contains the exact c2 of the exact inputs (the sign of v is immaterial: c2 is
+    even in v).
+
+    Returns
+    -------
+    dict
+        The keys of :func:`second_order_coefficient_mp` (``c2`` etc. as midpoints) plus
+        ``method = 'interval'``; ``sign`` is −1/+1 only when the enclosure excludes 0.
+
+    Raises
+    ------
+    HypothesesNotMet
+        When the top eigenvalue of F(θ) is not certified simple at ``dps``.
+    """
+    from properties.certify import _hi, _lo, _mid_matrix, _to_iv, exact_str, iv_dot, iv_norm_sq, iv_sq, outward_str
+
+    X, y, theta, w = _check(model, X, y, theta, None)
+    if dps < 50:
+        raise InputError(f"certification needs dps >= 50, got {dps}")
+    iv = mpmath.iv
+    p = theta.size
+    st = np.asarray(steps, dtype=float)
+    st = np.full(p, float(st)) if st.ndim == 0 else as_vector(st, "steps")
+    if st.shape != (p,):
+        raise InputError(f"steps must be a scalar or have shape ({p},)")
+    with working_precision(dps):
+        var = np.array([iv.mpf(float(s)) ** 2 / 12 for s in st], dtype=object)
+        n = X.shape[0]
+        wt = iv.mpf(1) / n
+        G, J, Et = _iv_pieces(model, X, y, theta, var)
+        F = iv.matrix(p, p)
+        for a in range(p):
+            for b in range(a, p):
+                F[a, b] = F[b, a] = sum((G[i, a] * G[i, b] for i in range(n)), iv.mpf(0)) * wt
+        zero = iv.mpf(0)
+        if p == 1:
+            lam1 = F[0, 0]
+            lam2 = None
+            v = np.array([iv.mpf(1)], dtype=object)
+        else:
+            lam1, lam2, box, _ = _iv_top_pair(F)
+            v = np.array([box[i, 0] for i in range(p)], dtype=object)
+        Jv = np.array(
+            [[sum((J[i, a, b] * v[b] for b in range(p)), zero) for a in range(p)] for i in range(n)], dtype=object
+        )
+        gv = np.array([sum((G[i, a] * v[a] for a in range(p)), zero) for i in range(n)], dtype=object)
+        Etv = np.array([sum((Et[i, a] * v[a] for a in range(p)), zero) for i in range(n)], dtype=object)
+        A = sum((wt * sum((var[a] * iv_sq(Jv[i, a]) for a in range(p)), zero) for i in range(n)), zero)
+        B = sum((wt * gv[i] * Etv[i] for i in range(n)), zero)
+        C = zero
+        if p > 1:
+            # 𝔅[q, a] = Σ_i w (G[i, q] Jv[i, a] + gv[i] J[i, q, a])
+            Bop = [
+                [sum((wt * (G[i, q] * Jv[i, a] + gv[i] * J[i, q, a]) for i in range(n)), zero) for a in range(p)]
+                for q in range(p)
+            ]
+            vcol = iv.matrix(p, 1)
+            for i in range(p):
+                vcol[i, 0] = v[i]
+            N = F * iv.mpf(-1)
+            for i in range(p):
+                N[i, i] = N[i, i] + lam1
+            N = N + vcol * vcol.T
+            m0 = min(mpmath.mpf(1), _lo(lam1 - lam2))
+            if not m0 > 0:
+                raise HypothesesNotMet("top eigenvalue of F(θ) not certified simple")
+            Nmid = _mid_matrix(N)
+            for a in range(p):
+                b = iv.matrix(p, 1)
+                for q in range(p):
+                    b[q, 0] = Bop[q][a]
+                z = _to_iv(mpmath.lu_solve(Nmid, _mid_matrix(b)))
+                Nz = N * z
+                phi = 2 * iv_dot(z, b) - iv_dot(z, Nz)
+                res2 = _hi(iv_norm_sq(Nz - b))
+                quad = iv.mpf([_lo(phi), _hi(phi) + res2 / m0])
+                C = C + var[a] * (quad - iv_sq(iv_dot(vcol, b)))
+        c2 = A + B + C
+        lo, hi = _lo(c2), _hi(c2)
+        sign = -1 if hi < 0 else (1 if lo > 0 else 0)
+        fmt = lambda x: mpmath.nstr(mpmath.mpf(x.mid), 30)  # noqa: E731
+        return {
+            "c2": fmt(c2),
+            "curvature": fmt(A),
+            "cross": fmt(B),
+            "eigvec": fmt(C),
+            "lambda1": fmt(lam1),
+            "gap": fmt(lam1 - lam2) if lam2 is not None else "inf",
+            "c2_lo": outward_str(lo, "down", 30),
+            "c2_hi": outward_str(hi, "up", 30),
+            "c2_lo_exact": exact_str(lo),
+            "c2_hi_exact": exact_str(hi),
+            "width": mpmath.nstr(hi - lo, 5),
+            "sign": sign,
+            "dps": dps,
+            "method": "interval",
         }
 
 
@@ -1037,7 +1236,8 @@ def _study_instance(name: str):
 def build_counterexample(name: str, draws: int = 100_000, seed: int = 0, path=None) -> Path:
     """Find, certify, tabulate and store one counterexample of the study (:data:`STUDY`).
 
-    Writes ``param-<name>.json``: exact inputs (float.hex), the 50-digit c2 certificate per
+    Writes ``param-<name>.json``: exact inputs (float.hex), their SHA-256, the float64 c2, the
+    50-digit interval-arithmetic c2 certificate (and the mp value as a cross-check) per
     unit Widrow step, the Widrow scaling table (steps 0.4·{1, ½, ¼, ⅛}, common random
     numbers, 99 % CIs, raw and control-variate estimators, quadrature when P ≤ 4), the SR
     table (int4…int8, per-channel symmetric grid), the model-label c2 (the restoring
@@ -1046,7 +1246,8 @@ def build_counterexample(name: str, draws: int = 100_000, seed: int = 0, path=No
     spec = STUDY[name]
     model = spec["model"]
     X, y, theta, extra = _study_instance(name)
-    cert = second_order_coefficient_mp(model, X, y, theta, steps=1.0, dps=50)
+    cert = second_order_coefficient_iv(model, X, y, theta, 1.0, dps=50)
+    mp_check = second_order_coefficient_mp(model, X, y, theta, steps=1.0, dps=50)
     if cert["sign"] != -1:
         raise HypothesesNotMet(f"{name}: c2 is not certified negative: {cert}")
     parts = second_order_parts(model, X, y, theta, np.full(theta.size, 1 / 12))
@@ -1065,7 +1266,7 @@ def build_counterexample(name: str, draws: int = 100_000, seed: int = 0, path=No
     obj = {
         "format": PARAM_FORMAT,
         "claim": "docs/theory.md §3(d): E_δ λ_max(F(θ+δ)) ≥ λ_max(F(θ)) − O(|δ|³) for zero-mean δ, no extra hypothesis",
-        "verdict": "false: c2 < 0 certified at 50 digits; Monte Carlo shift < 0 with slope ≈ 2 in s",
+        "verdict": "false: c2 < 0 certified in 50-digit interval arithmetic; Monte Carlo shift < 0 with slope ≈ 2 in s",
         "name": name,
         "source": spec["source"],
         **inputs,
@@ -1074,6 +1275,7 @@ def build_counterexample(name: str, draws: int = 100_000, seed: int = 0, path=No
         "float_c2_hex": float_c2.hex(),
         "noise": "Widrow: δ_k iid uniform on [−s/2, s/2] (Σ = s²/12·I); c2_certificate is per unit s",
         "c2_certificate": cert,
+        "c2_mp": mp_check["c2"],
         "parts_float64": parts.as_dict(),
         "gap_over_lambda1": parts.gap / parts.lambda1,
         "widrow_table": tab,
@@ -1120,11 +1322,12 @@ def load_counterexample(path) -> dict:
 def replay_counterexample(path, dps: int = 50) -> dict:
     """Recompute the certificate of a stored counterexample (c2 enclosure at ``dps``)."""
     ce = load_counterexample(path)
-    return second_order_coefficient_mp(ce["model"], ce["X"], ce["y"], ce["theta"], steps=ce["step"], dps=dps)
+    return second_order_coefficient_iv(ce["model"], ce["X"], ce["y"], ce["theta"], ce["step"], dps=dps)
 
 
-#: Format of the stored parameter-level counterexamples (2: with ``inputs_sha256``).
-PARAM_FORMAT = "fimtheory.parameter_level/2 (replay: fimtheory replay FILE)"
+#: Format of the stored parameter-level counterexamples (3: ``inputs_sha256`` and an
+#: interval-arithmetic c2 certificate).
+PARAM_FORMAT = "fimtheory.parameter_level/3 (replay: fimtheory replay FILE)"
 
 
 def _float_c2(model, X, y, theta, step) -> float:
@@ -1169,10 +1372,9 @@ def replay_file_check(path) -> tuple[str, str]:
     'malformed', message)``. Reproduced iff (1) the SHA-256 of its canonical inputs (model, X,
     y, θ, step_unit) matches ``inputs_sha256``; (2) the stored c2 enclosure is a finite
     interval with hi < 0, enclosed by its decimal endpoints; (3) the float64 c2 is
-    bit-identical to ``float_c2_hex``; (4) c2 recomputed from scratch at the stored precision
-    by :func:`second_order_coefficient_mp` has hi < 0 and its enclosure intersects the stored
-    one. The enclosure is a precision-escalation bound, not interval arithmetic (see
-    :func:`second_order_coefficient_mp`). The Monte Carlo and SR tables are not re-run."""
+    bit-identical to ``float_c2_hex``; (4) c2 re-certified from scratch at the stored precision
+    in interval arithmetic (:func:`second_order_coefficient_iv`) has hi < 0 and its enclosure
+    intersects the stored one. The Monte Carlo and SR tables are not re-run."""
     try:
         rec = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(rec, dict):
@@ -1199,6 +1401,8 @@ def replay_file_check(path) -> tuple[str, str]:
         float.fromhex(want_hex)
     except (KeyError, TypeError, ValueError, InputError) as exc:
         return "malformed", f"parameter-level file unreadable: {type(exc).__name__}: {exc}"
+    if stored.get("method") != "interval":
+        return "not reproduced", f"does not reproduce: stored c2 method {stored.get('method')!r} is not 'interval'"
     if not (s_hi < 0 and stored.get("sign") == -1):
         return "not reproduced", (
             f"does not reproduce: stored c2 enclosure [{stored['c2_lo']}, {stored['c2_hi']}] is not < 0"
@@ -1207,7 +1411,7 @@ def replay_file_check(path) -> tuple[str, str]:
         return "not reproduced", f"does not reproduce: stored precision {dps} < 50 digits"
     try:
         got = _float_c2(ce["model"], ce["X"], ce["y"], ce["theta"], ce["step"])
-        new = second_order_coefficient_mp(ce["model"], ce["X"], ce["y"], ce["theta"], steps=ce["step"], dps=dps)
+        new = second_order_coefficient_iv(ce["model"], ce["X"], ce["y"], ce["theta"], ce["step"], dps=dps)
         n_lo, n_hi = _exact_interval(new)
     except (InputError, HypothesesNotMet) as exc:
         return "not reproduced", f"does not reproduce: re-evaluation failed: {exc}"
@@ -1225,7 +1429,7 @@ def replay_file_check(path) -> tuple[str, str]:
     same = s_lo == n_lo and s_hi == n_hi
     return "reproduced", (
         f"reproduces: inputs sha256 {digest[:12]}… match, float c2 {got:.6g} bit-identical, "
-        f"c2 re-computed at {dps} digits in [{mpmath.nstr(n_lo, 8)}, {mpmath.nstr(n_hi, 8)}] < 0 "
+        f"c2 re-certified in {dps}-digit interval arithmetic: [{mpmath.nstr(n_lo, 8)}, {mpmath.nstr(n_hi, 8)}] < 0 "
         f"({'identical to' if same else 'overlaps'} the stored enclosure)"
     )
 
@@ -1253,7 +1457,7 @@ def main(argv=None) -> None:  # pragma: no cover - reporting entry point
         rec = ce["record"]
         cert = replay_counterexample(path)
         print(f"== {name} ({ce['model']}, n={ce['X'].shape[0]}, P={ce['theta'].size}): c2 per unit s² = {cert['c2']}")
-        print(f"   enclosure [{cert['c2_lo']}, {cert['c2_hi']}]  (error bound {cert['error_bound']})")
+        print(f"   enclosure [{cert['c2_lo']}, {cert['c2_hi']}]  (interval arithmetic, width {cert['width']})")
         print(f"   A={cert['curvature']}  B={cert['cross']}  C={cert['eigvec']}  λ1={cert['lambda1']}")
         print(f"   model-label FIM (restoring hypothesis): c2 = {rec['model_label_c2']['c2']:.6g}")
         for key in ("widrow_table", "sr_table"):
