@@ -74,6 +74,10 @@ SOURCES = {
         ["results/paper-data.json"],
         "fimtheory paper-data --json results/paper-data.json",
     ),
+    "inflation-quick-report": (
+        ["results/inflation-quick/report.md"],
+        "fimtheory inflation --profile quick --seed 0 --out results/inflation-quick",
+    ),
     "benchmarks": (
         ["benchmarks/results.json"],
         "python -m benchmarks.run --device auto --threads 1",
@@ -86,9 +90,10 @@ SOURCES = {
 
 #: file -> the regions it holds (every region of SOURCES is in at least one file)
 FILES = {
-    README: [n for n in SOURCES if n != "claims-code"],
+    README: [n for n in SOURCES if n not in ("claims-code", "inflation-quick-report")],
     THEORY: ["claims-code"],
     "docs/counterexamples.md": ["counterexamples", "readings"],
+    "docs/inflation.md": ["inflation-quick-report"],
 }
 
 
@@ -537,6 +542,18 @@ def render_inflation(path: str, command: str) -> list[str]:
     return lines
 
 
+def render_inflation_report(path: str, command: str) -> list[str]:
+    """The report.md the inflation command writes, its headings moved two levels down."""
+    with open(os.path.join(ROOT, path), encoding="utf-8") as fh:
+        text = fh.read().strip("\n")
+    lines = []
+    for line in text.split("\n"):
+        if line.startswith("#"):
+            line = "##" + line
+        lines.append(line)
+    return [*lines, "", _source_line(path, command)]
+
+
 def render_benchmarks(path: str, command: str) -> list[str]:
     doc = _load(path)
     rows = []
@@ -597,7 +614,12 @@ def render_benchmarks(path: str, command: str) -> list[str]:
             if speed
             else ""
         )
-        + (f"Byte-LM corpus of this run: {', '.join(sorted(corpora))}." if corpora else ""),
+        + (f"Byte-LM corpus of this run: {', '.join(sorted(corpora))}." if corpora else "")
+        + (
+            " This run predates the pinned byte-LM corpus (torch_checks.data); re-run to refresh."
+            if corpora - {"pydoc"}
+            else ""
+        ),
         "",
         _source_line(path, command),
     ]
@@ -703,6 +725,7 @@ RENDERERS = {
     "check-models-quick": render_check_models,
     "check-models-smollm2-quick": render_check_models,
     "inflation-quick": render_inflation,
+    "inflation-quick-report": render_inflation_report,
     "paper-data": render_paper_data,
     "benchmarks": render_benchmarks,
     "claims-code": render_claims_code,
