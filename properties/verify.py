@@ -92,6 +92,7 @@ class Decision:
     enclosure: tuple | None
     dps: int
     reason: str
+    hypotheses_met: bool = True  # False: a hypothesis was proved false at high precision
 
 
 def decide(subject, instance, outcome, dps: int) -> Decision:
@@ -112,6 +113,7 @@ def decide(subject, instance, outcome, dps: int) -> Decision:
             enclosure=None if enclosure is None else tuple(enclosure),
             dps=int(getattr(result, "dps", dps)),
             reason=str(getattr(result, "reason", "")),
+            hypotheses_met=bool(getattr(result, "hypotheses_met", True)),
         )
     holds, margin = result
     if holds is None:
@@ -307,6 +309,12 @@ def check_property(
             holds = decision.holds
             if counting:
                 record_adjudication(margin, decision)
+            if not decision.hypotheses_met:
+                # float64 thought the hypotheses met; high precision proves one fails
+                if counting:
+                    report.rejected += 1
+                    reasons["hypothesis fails at high precision"] += 1
+                assume(False)
             if disagrees(out, bool(holds)):
                 _remember(failure, instance, out, decision, "implementation disagrees with the reference")
                 state["failed"] = True
@@ -416,10 +424,20 @@ def _instance_json(instance):
         return {"type": type(instance).__name__, "repr": repr(instance)}
 
 
-def _enclosure_json(enclosure) -> list | None:
+def _enclosure_json(enclosure) -> dict | None:
+    """(lo, hi) as decimal strings rounded outward (the stored interval still encloses the
+    margin) plus their exact binary values, as :class:`properties.certify.Certificate` stores them."""
     if enclosure is None:
         return None
-    return [str(x) for x in enclosure]
+    from properties.certify import exact_str, outward_str
+
+    lo, hi = enclosure
+    return {
+        "lo": outward_str(lo, "down"),
+        "hi": outward_str(hi, "up"),
+        "lo_exact": exact_str(lo),
+        "hi_exact": exact_str(hi),
+    }
 
 
 def _remember(failure: dict, instance, out, decision: Decision | None, reason: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 from fimtheory.claims import REGISTRY, Claim, Outcome, get_claim
 from fimtheory.instances import MatrixPerturbation
 from properties import verify as verify_module
+from properties.certify import parse_exact
 from properties.claim_strategies import strategy_for
 from properties.serialize import instance_from_json, instance_to_json
 from properties.verify import ClaimReport, check_property, exit_status, targeting_for, verify_claim
@@ -210,9 +211,10 @@ def test_examples_are_counted_during_generation_only_not_while_shrinking():
 
 
 class _FakeAdjudication:
-    def __init__(self, verdict, holds, margin, enclosure=None, dps=200, reason=""):
+    def __init__(self, verdict, holds, margin, enclosure=None, dps=200, reason="", hypotheses_met=True):
         self.verdict, self.holds, self.margin = verdict, holds, mpmath.mpf(margin)
         self.enclosure, self.dps, self.reason = enclosure, dps, reason
+        self.hypotheses_met = hypotheses_met
 
     def __iter__(self):
         yield self.holds
@@ -268,9 +270,26 @@ def test_a_certified_violation_stores_its_enclosure(monkeypatch):
     assert report.status == "falsified"
     cx = report.counterexample
     assert cx["verdict"] == "violated" and cx["dps"] == 50
-    assert [mpmath.mpf(x) for x in cx["enclosure"]] == list(enclosure)
+    stored = cx["enclosure"]
+    assert [parse_exact(stored["lo_exact"]), parse_exact(stored["hi_exact"])] == list(enclosure)
+    assert mpmath.mpf(stored["lo"]) <= enclosure[0] and mpmath.mpf(stored["hi"]) >= enclosure[1]  # outward
     assert cx["adjudication_reason"] == "violation certified at 50 digits"
     assert exit_status([report], "quick") == 1
+
+
+def test_a_hypothesis_disproved_at_high_precision_counts_as_not_met(monkeypatch):
+    def near_boundary(inst):
+        return Outcome(True, 0.5, True)  # margin holds, but a hypothesis sits at its boundary
+
+    def fake(subject, inst, outcome, dps=50):
+        if _tag(inst) % 2:
+            return _FakeAdjudication("undecided", None, 0, reason="gap ≤ 0 certified", hypotheses_met=False)
+        return _FakeAdjudication("holds", True, 0.5)
+
+    monkeypatch.setattr(verify_module, "adjudicate", fake)
+    report = check_property(_scalar_claim(near_boundary), INTS, profile="ci", seed=0, max_examples=30)
+    assert report.status == "verified" and report.examples == 30 and report.undecided == 0
+    assert report.rejected > 0 and report.not_met_reasons == {"hypothesis fails at high precision": report.rejected}
 
 
 def test_exit_status_by_profile():
