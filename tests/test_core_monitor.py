@@ -131,8 +131,9 @@ STREAMS = {
     "huge 1e150": 1e150 * _r.standard_normal((6, 3)),
     # the top Gram eigenvector is antisymmetric in two rows ±e2 that the start vector weights
     # equally: found by a randomized search over structured streams
-    "antithetic pair": np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.5],
-                                 [0.0, -1.0, 0.0]]),
+    "antithetic pair": np.array(
+        [[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.5], [0.0, -1.0, 0.0]]
+    ),
 }
 
 
@@ -141,7 +142,7 @@ def _check_stream(G, window):
     assert np.isnan(s.value)
     for t in range(G.shape[0]):
         got = s.push(G[t])
-        W = G[: t + 1] if window is None else G[max(0, t + 1 - window): t + 1]
+        W = G[: t + 1] if window is None else G[max(0, t + 1 - window) : t + 1]
         K = W @ W.T / W.shape[0]
         ref = np.linalg.eigvalsh(0.5 * (K + K.T))[-1]
         scale = max(float(np.max(np.abs(K))) * W.shape[0], np.finfo(float).tiny)
@@ -175,3 +176,53 @@ def test_streaming_validation():
     with pytest.raises(InputError, match=r"score has length 3, expected 2"):
         s.push([1.0, 2.0, 3.0])
     assert s.value == pytest.approx(25.0, rel=4 * EPS, abs=0), "a rejected push leaves the state alone"
+
+
+# --------------------------------------------------------------------------------------
+# streaming λ_max against a 50-digit reference at every push; clustered and rank-deficient
+# --------------------------------------------------------------------------------------
+
+_c = np.random.default_rng(21)
+_base = _c.standard_normal((3, 6))
+REFERENCE_STREAMS = {
+    # rows from a 2-dimensional space: the Gram matrix has rank 2 from the third push on
+    "rank-deficient (rank 2)": _c.standard_normal((12, 2)) @ _c.standard_normal((2, 6)),
+    # the top two Gram eigenvalues agree to ~1e-8 relative: a clustered top
+    "clustered top": np.vstack([_base[0], _base[0] @ np.linalg.qr(_c.standard_normal((6, 6)))[0]] * 3)
+    + 1e-9 * _c.standard_normal((6, 6)),
+    "repeated rows": np.vstack([_base] * 4),
+    "orthogonal unit rows": np.eye(6),
+}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_STREAMS))
+@pytest.mark.parametrize("window", [None, 4])
+def test_streaming_lambda_max_against_mp_after_every_push(name, window):
+    from fimtheory.highprec import mp_eigh, working_precision
+
+    G = REFERENCE_STREAMS[name]
+    s = StreamingLambdaMax(G.shape[1], window=window)
+    for t in range(G.shape[0]):
+        got = s.push(G[t])
+        W = G[: t + 1] if window is None else G[max(0, t + 1 - window) : t + 1]
+        with working_precision(50):
+            ref = float(mp_eigh(W @ W.T / W.shape[0], 50).lambda_max)
+        # residual-checked Lanczos (tol 1e-10) or dense: within tol·λ plus rounding of the Gram entries
+        assert abs(got - ref) <= (s.tol + 64 * W.shape[0] * EPS) * ref, (t, got, ref)
+
+
+@pytest.mark.parametrize("tol", [0, -1e-3, 1.0, float("nan"), "1e-10", True])
+def test_streaming_rejects_bad_tol(tol):
+    with pytest.raises(InputError, match=r"tol must be a number in \(0, 1\)"):
+        StreamingLambdaMax(2, tol=tol)
+
+
+def test_streaming_refuses_overflowing_scores_and_keeps_its_state():
+    s = StreamingLambdaMax(2)
+    first = s.push([3.0, 4.0])
+    with pytest.raises(InputError, match=r"score inner products overflow float64"):
+        s.push([1e160, 1e160])
+    assert s.value == first and len(s._scores) == 1
+    assert s.push([0.0, 1.0]) == pytest.approx(
+        np.linalg.eigvalsh(np.array([[25.0, 4.0], [4.0, 1.0]]) / 2)[-1], rel=1e-12
+    )
