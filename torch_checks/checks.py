@@ -55,16 +55,18 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 import numpy as np
 import torch
 from torch import nn
 
-from fimtheory.claims import REGISTRY, Outcome, adjudicate
+from fimtheory.claims import REGISTRY
 from fimtheory.errors import FimTheoryError, InputError, MissingDependencyError, UnknownIdError
 from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, PartitionInstance
 from fimtheory.quantize import QuantScheme, parse_scheme
 
+from .decisions import Adjudicator
 from .device import resolve_device
 from .engines import fisher_matrix, gram_matrix, lanczos
 from .quantizers import quantize_tensor
@@ -113,6 +115,16 @@ class CheckRow:
         Wall time of the check.
     details : dict
         Named intermediate quantities (JSON-serialisable).
+    not_met_reasons : dict
+        Reason → count, for the instances that missed the hypotheses.
+    adjudicated : int
+        Instances whose sign was decided at high precision (or proved exactly).
+    worst_margin : float
+        Smallest decided margin over the instances that met the hypotheses (the
+        high-precision margin where one was computed, else the float margin); NaN if none.
+    reason : str
+        Why the row is ``inconclusive`` / ``error`` / ``skipped`` / ``hypotheses not met``
+        (the stop or undecided reason); empty otherwise.
     """
 
     model: str
@@ -125,9 +137,29 @@ class CheckRow:
     not_met: int = 0
     seconds: float = 0.0
     details: dict = field(default_factory=dict)
+    not_met_reasons: dict = field(default_factory=dict)
+    adjudicated: int = 0
+    worst_margin: float = float("nan")
+    reason: str = ""
+
+    def __post_init__(self):
+        if not self.reason and self.status in ("inconclusive", "error", "skipped",
+                                               "hypotheses not met"):
+            d = self.details
+            self.reason = str(d.get("reason") or d.get("error") or (d.get("reasons") or [""])[0])
+        if not self.not_met_reasons and self.not_met and self.reason \
+                and self.status == "hypotheses not met":
+            self.not_met_reasons = {self.reason: int(self.not_met)}
+        if math.isnan(self.worst_margin) and self.status in ("verified", "falsified"):
+            self.worst_margin = float(self.margin)
 
     def to_json(self) -> dict:
-        """The row as a JSON-ready dict (non-finite floats become strings)."""
+        """The row as a JSON-ready dict (non-finite floats become strings).
+
+        Keys: those of :data:`ROW_KEYS`; ``examples``, ``not_met``, ``not_met_reasons``,
+        ``adjudicated``, ``worst_margin`` and ``reason`` are the fields of ``verify``'s
+        per-claim report (``counts`` repeats the first two).
+        """
         return {
             "model": self.model,
             "scheme": self.scheme,
@@ -136,9 +168,21 @@ class CheckRow:
             "status": self.status,
             "margin": _jsonable(self.margin),
             "counts": {"examples": int(self.examples), "not_met": int(self.not_met)},
+            "examples": int(self.examples),
+            "not_met": int(self.not_met),
+            "not_met_reasons": _jsonable(self.not_met_reasons),
+            "adjudicated": int(self.adjudicated),
+            "worst_margin": _jsonable(self.worst_margin),
+            "reason": self.reason,
             "seconds": round(float(self.seconds), 4),
             "details": _jsonable(self.details),
         }
+
+
+#: Keys of a row's JSON (:meth:`CheckRow.to_json`).
+ROW_KEYS = ("model", "scheme", "bits", "claim", "status", "margin", "counts", "examples",
+            "not_met", "not_met_reasons", "adjudicated", "worst_margin", "reason", "seconds",
+            "details")
 
 
 def _jsonable(x):
@@ -190,7 +234,10 @@ class Profile:
     mp_max_dim : int
         Largest dimension adjudicated with mpmath (mp eigh is O(n³) Python operations).
     mp_dps : int
-        mpmath digits of an adjudication.
+        Starting digits of an adjudication (it escalates as it needs).
+    mp_budget : int
+        High-precision adjudications per run (each is O(n³) Python operations); an instance
+        that needs one beyond it is ``inconclusive`` with that reason.
     lcm_rtol : float
         LCM tolerance: Λ(t_{k+1}) ≥ Λ(t_k) − lcm_rtol·max_k Λ(t_k) along a path.
     quantile : float
@@ -198,6 +245,9 @@ class Profile:
     threads : int or None
         CPU threads for torch and BLAS during a run (None: leave as is); see
         :func:`limited_threads`.
+    score_threads : int or None
+        CPU threads while scores are computed (the dominant cost on the LMs; 0: every core,
+        None: ``threads``). Linear algebra stays on ``threads``.
     """
 
     name: str
@@ -215,9 +265,11 @@ class Profile:
     ensemble_max_dim: int = 128
     mp_max_dim: int = 80
     mp_dps: int = 30
+    mp_budget: int = 4
     lcm_rtol: float = 1e-10
     quantile: float = 0.9
     threads: int | None = 1
+    score_threads: int | None = 0
 
 
 PROFILES: dict[str, Profile] = {
@@ -323,6 +375,8 @@ class LoadedModel:
     bundle : ModelBundle
     header : dict
         Facts for the output header (held-out bits/byte, accuracy, P, n...).
+    score_threads : int or None
+        CPU threads while its scores are computed (None: as the caller set them).
     """
 
     name: str
@@ -332,6 +386,7 @@ class LoadedModel:
     fim_data: object
     bundle: object
     header: dict
+    score_threads: int | None = None
 
 
 def load_for_checks(name: str, profile: Profile, device: torch.device, seed: int = 0) -> LoadedModel:
@@ -361,8 +416,12 @@ def load_for_checks(name: str, profile: Profile, device: torch.device, seed: int
         kw["n_calibration"] = max(profile.lm_fim_contexts, profile.departure_inputs or 8)
         kw["length"] = 32
         kw["seed"] = seed
+        kw["dtype"] = F64  # loaded as float64 once: no float32 model kept beside the copy
     bundle = M.load_model(name, **kw)
-    module = copy.deepcopy(bundle.module).to(device=device, dtype=F64).eval()
+    if _is_float64_on(bundle.module, device):
+        module = bundle.module.eval()  # already what the checks need: no second copy
+    else:
+        module = copy.deepcopy(bundle.module).to(device=device, dtype=F64).eval()
     if bundle.kind == "classifier":
         X, y = bundle.calibration
         fim_data = (X.to(device=device, dtype=F64), y.to(device))
@@ -378,15 +437,44 @@ def load_for_checks(name: str, profile: Profile, device: torch.device, seed: int
                        header)
 
 
-def score_matrix(model: LoadedModel, module: nn.Module, data=None) -> torch.Tensor:
+def _is_float64_on(module: nn.Module, device) -> bool:
+    dev = resolve_device(device)
+    params = list(module.parameters())
+    return bool(params) and all(p.dtype == F64 and p.device.type == dev.type
+                                and (dev.index is None or p.device.index == dev.index)
+                                for p in params)
+
+
+def score_matrix(model: LoadedModel, module: nn.Module, data=None, *,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
     """Scores G (n × P, float64) of ``module`` on ``data`` (default: the FIM data).
 
-    Classifiers: one row per (x, y). LMs: the per-token scores of every trajectory, stacked.
+    Classifiers: one row per (x, y). LMs: the per-token scores of every trajectory, stacked
+    (written into ``out`` as they come when it is given, so no second n × P copy is made).
     """
+    with limited_threads(model.score_threads):
+        return _score_matrix(model, module, data, out)
+
+
+def _score_matrix(model, module, data, out):
     data = model.fim_data if data is None else data
     if model.kind == "classifier":
         X, y = data
-        return per_sample_scores(module, model.param_names, X, y, dtype=F64).G
+        G = per_sample_scores(module, model.param_names, X, y, dtype=F64).G
+        if out is None:
+            return G
+        out.copy_(G)
+        return out
+    if out is not None:
+        i = 0
+        for tr in data:
+            g = per_token_scores(module, model.param_names, tr[:-1], tr[1:], dtype=F64).G
+            out[i: i + g.shape[0]].copy_(g)
+            i += g.shape[0]
+            del g
+        if i != out.shape[0]:
+            raise InputError(f"out has {out.shape[0]} rows, the data give {i} scores")
+        return out
     rows = [per_token_scores(module, model.param_names, tr[:-1], tr[1:], dtype=F64).G
             for tr in data]
     return torch.cat(rows, dim=0)
@@ -403,6 +491,28 @@ def _flattened_blocks_apply(scheme, w: torch.Tensor) -> bool:
     sch = parse_scheme(scheme) if isinstance(scheme, str) else scheme
     return (sch.kind in ("nf4", "fp4") and sch.granularity == "group"
             and w.numel() % int(sch.group_size) == 0)
+
+
+@dataclass(frozen=True)
+class QuantizationSummary:
+    """What a quantization did to the weights, without keeping δ.
+
+    Attributes
+    ----------
+    max_abs_delta : float
+        max |Q(θ) − θ| over every quantized weight (0.0 exactly for a no-op).
+    changed, total : int
+        Weight entries that changed, and entries quantized.
+    """
+
+    max_abs_delta: float
+    changed: int
+    total: int
+
+    @property
+    def no_op(self) -> bool:
+        """Q(θ) = θ bit for bit: every quantized weight was already on the scheme's grid."""
+        return self.changed == 0
 
 
 def quantize_model(module: nn.Module, scheme: QuantScheme | str, *,
@@ -422,11 +532,34 @@ def quantize_model(module: nn.Module, scheme: QuantScheme | str, *,
     InputError
         The scheme cannot quantize a weight (e.g. group size not dividing the row length).
     """
+    q, deltas, _ = _quantized_copy(module, scheme, generator, quantizer, keep_deltas=True)
+    return q, deltas
+
+
+def quantized_copy(module: nn.Module, scheme: QuantScheme | str, *,
+                   generator: torch.Generator | None = None,
+                   quantizer: Callable | None = None) -> tuple[nn.Module, QuantizationSummary]:
+    """As :func:`quantize_model`, but δ is summarised (:class:`QuantizationSummary`), not
+    kept, and the parameters that are not quantized (embeddings, norms, biases) are shared
+    with ``module`` instead of copied: the copy costs only the quantized weights."""
+    q, _, summary = _quantized_copy(module, scheme, generator, quantizer, keep_deltas=False)
+    return q, summary
+
+
+def _quantized_copy(module, scheme, generator, quantizer, *, keep_deltas: bool):
     from .models import LogisticRegression
 
     quantizer = quantizer or quantize_tensor
-    q = copy.deepcopy(module)
+    if keep_deltas:
+        q = copy.deepcopy(module)
+    else:
+        quantized = {id(mod.weight) for name, mod in module.named_modules()
+                     if _quantizable(name, mod)}
+        memo = {id(t): t for t in list(module.parameters()) + list(module.buffers())
+                if id(t) not in quantized}
+        q = copy.deepcopy(module, memo)
     deltas: dict[str, torch.Tensor] = {}
+    dmax, changed, total = 0.0, 0, 0
     for name, mod in q.named_modules():
         if not _quantizable(name, mod):
             continue
@@ -441,14 +574,21 @@ def quantize_model(module: nn.Module, scheme: QuantScheme | str, *,
             # bitsandbytes-style block formats block the flattened tensor, across rows.
             qt = quantizer(target.reshape(-1), scheme, generator=generator).reshape(target.shape)
         with torch.no_grad():
-            new = w.detach().clone()
             if isinstance(mod, LogisticRegression):
+                new = w.detach().clone()
                 new[:, :-1] = qt
             else:
-                new.copy_(qt)
-            deltas[pname] = new.to(F64) - w.detach().to(F64)
+                new = qt.to(dtype=w.dtype, device=w.device)
+            diff = new.to(F64) - w.detach().to(F64)
+            dmax = max(dmax, float(diff.abs().max()) if diff.numel() else 0.0)
+            changed += int(torch.count_nonzero(diff))
+            total += int(target.numel())
+            if keep_deltas:
+                deltas[pname] = diff
+            del diff
             w.copy_(new)
-    return q, deltas
+            del new, qt
+    return q, deltas, QuantizationSummary(dmax, changed, total)
 
 
 # --------------------------------------------------------------------------- spectral pieces
@@ -522,23 +662,14 @@ def gram_r_margin(G: torch.Tensor, Gq: torch.Tensor, base: GramSpectrum | None =
 
 
 def perturbation_norm(G: torch.Tensor, Gq: torch.Tensor) -> float:
-    """η = ‖E‖₂ for E = (G̃ᵀG̃ − GᵀG)/n, exactly (to rounding), without forming E.
+    """η = ‖E‖₂ for E = (G̃ᵀG̃ − GᵀG)/n, to rounding (≈ r·eps·(‖F‖ + ‖F + E‖)), without forming E.
 
-    E = Cᵀ D C / n with C = [G; G̃] and D = diag(−I, I), so its nonzero eigenvalues are those
-    of M^{1/2} D M^{1/2} / n with M = C Cᵀ (2n × 2n, from the three Gram blocks GGᵀ, G̃G̃ᵀ,
-    GG̃ᵀ): one extra n × n × P product beyond the two Gram matrices.
+    The largest |eigenvalue| of the reduced E of :func:`reduced_pair`. (A square root of the
+    Gram matrix of [G; G̃] would cost √eps of accuracy where that matrix is rank-deficient,
+    e.g. η ≈ 2e-7 for G̃ = G.)
     """
-    n = G.shape[0]
-    K11, K22, K12 = G @ G.T, Gq @ Gq.T, G @ Gq.T
-    M = torch.cat([torch.cat([K11, K12], 1), torch.cat([K12.T, K22], 1)], 0)
-    M = 0.5 * (M + M.T)
-    s, W = torch.linalg.eigh(M)
-    root = (W * torch.sqrt(torch.clamp(s, min=0.0))) @ W.T
-    d = torch.cat([-torch.ones(n, dtype=G.dtype, device=G.device),
-                   torch.ones(n, dtype=G.dtype, device=G.device)])
-    S = root @ (d[:, None] * root)
-    S = 0.5 * (S + S.T)
-    return float(torch.linalg.eigvalsh(S).abs().max()) / n
+    _, E = reduced_pair(G, Gq)
+    return float(np.abs(np.linalg.eigvalsh(E)).max()) if E.size else 0.0
 
 
 def perturbation_norm_lower(G: torch.Tensor, Gq: torch.Tensor, *, max_iter: int = 60,
@@ -558,76 +689,64 @@ def perturbation_norm_lower(G: torch.Tensor, Gq: torch.Tensor, *, max_iter: int 
 
 
 def reduced_pair(G: torch.Tensor, Gq: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(F, E) restricted to the span of the rows of G and G̃ (dimension r ≤ 2n).
+    """(F, E) restricted to the span of the rows of G and G̃ (dimension r = 2n).
 
     Both F = GᵀG/n and F + E = G̃ᵀG̃/n vanish on the orthogonal complement of that span, so
-    the r × r matrices QᵀFQ, QᵀEQ (Q an orthonormal basis of the span) have exactly the
-    nonzero spectra of F, E and F + E. Q = Cᵀ W S^{-1/2} from the eigen-decomposition
-    C Cᵀ = W S Wᵀ of C = [G; G̃]; directions with S below 2n·eps·max S are dropped (their
-    contribution to F is below rounding).
+    for an orthonormal basis Q of it the r × r matrices QᵀFQ and QᵀEQ have exactly the
+    nonzero spectra of F, E and F + E. With the QR factorisation [Gᵀ G̃ᵀ] = Q [R1 R2]
+    (Householder, backward stable: errors ≈ eps·‖[G; G̃]‖ whatever the rank),
+    QᵀFQ = R1R1ᵀ/n and Qᵀ(F+E)Q = R2R2ᵀ/n; Q itself is never formed.
     """
     n = G.shape[0]
-    C = torch.cat([G, Gq], dim=0)
-    M = C @ C.T
-    M = 0.5 * (M + M.T)
-    s, W = torch.linalg.eigh(M)
-    keep = s > 2 * C.shape[0] * EPS64 * float(s.max())
-    B = W[:, keep] / torch.sqrt(s[keep])
-    CG = M[:, :n]  # C Gᵀ
-    CGq = M[:, n:]  # C G̃ᵀ
-    A = B.T @ CG @ CG.T @ B / n
-    Aq = B.T @ CGq @ CGq.T @ B / n
+    if Gq.shape != G.shape:
+        raise InputError(f"G and G̃ must have the same shape, got {tuple(G.shape)} and "
+                         f"{tuple(Gq.shape)}")
+    stack = torch.empty((2 * n, G.shape[1]), dtype=F64, device=G.device)
+    stack[:n].copy_(G)
+    stack[n:].copy_(Gq)
+    return reduced_pair_of_stack(stack, n)
+
+
+def reduced_pair_of_stack(stack: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`reduced_pair` of ``stack`` = [G; G̃] (2n × P, float64), **overwriting** it.
+
+    On the CPU the QR runs in place (LAPACK ``geqrf`` on the row-major stack, which is the
+    column-major [Gᵀ G̃ᵀ]), so no second 2n × P array is made.
+    """
+    if stack.device.type == "cpu":
+        from scipy.linalg import qr
+
+        a = stack.detach().numpy().T  # Fortran-ordered view of [Gᵀ G̃ᵀ]: no copy
+        (_, _), R = qr(a, mode="raw", overwrite_a=True, check_finite=False)
+    else:
+        R = torch.linalg.qr(stack.T, mode="r")[1].cpu().numpy()
+    R = np.asarray(R, dtype=np.float64)  # min(P, 2n) × 2n
+    R1, R2 = R[:, :n], R[:, n:]
+    A = R1 @ R1.T / n
+    Aq = R2 @ R2.T / n
     A = 0.5 * (A + A.T)
     Aq = 0.5 * (Aq + Aq.T)
-    return A.cpu().numpy(), (Aq - A).cpu().numpy()
+    return A, Aq - A
 
 
 # --------------------------------------------------------------------------- decisions
 
+#: A perturbation with η ≤ BELOW_ROUNDING_FACTOR · eps · n · λ1 (n score rows) is below the
+#: rounding of the computed F itself: it is reported as "below rounding", neither raising nor
+#: lowering λ_max (its claims are still decided, on the exact float inputs).
+BELOW_ROUNDING_FACTOR = 1e4
 
-class Adjudicator:
-    """Turns a claim's float :class:`~fimtheory.claims.Outcome` into a status.
 
-    mpmath adjudication (:func:`fimtheory.claims.adjudicate`) runs for a near-tie or a
-    negative float margin when the instance is dense with dimension ≤ ``max_dim``, at most
-    ``budget`` times per run (mp eigh is slow); otherwise a margin within the float error
-    estimate 1e4·n·eps (relative) is ``inconclusive`` and a larger one is decided by its sign.
-    """
+def rounding_level(n: int, lambda1: float) -> float:
+    """The η (absolute, nats²/θ-unit²) below which a perturbation is "below rounding"."""
+    return BELOW_ROUNDING_FACTOR * EPS64 * n * abs(lambda1)
 
-    def __init__(self, max_dim: int, dps: int, budget: int = 4):
-        self.max_dim = max_dim
-        self.dps = dps
-        self.budget = budget
-        self.used = 0
 
-    def decide(self, claim, outcome: Outcome, instance=None, dim: int = 1) -> tuple[str, dict]:
-        """(status, extra details) for ``outcome`` of ``claim`` on ``instance``."""
-        if not outcome.hypotheses_met:
-            return "hypotheses not met", {"reason": outcome.reason}
-        m = float(outcome.margin)
-        err = 1e4 * dim * EPS64
-        holds = claim.holds(m) if math.isfinite(m) else False
-        extra: dict = {"float_margin": m, "error_estimate": err}
-        wants_mp = outcome.needs_adjudication or not holds
-        if (wants_mp and isinstance(instance, MatrixPerturbation) and not claim.strict
-                and not np.any(instance.E)):
-            # E = 0 exactly: λ_max(A+E) = λ1 and every E-term vanishes, so the margin is 0 in
-            # exact arithmetic — a tie, which a non-strict claim allows.
-            extra.update(exact_zero_E=True, mp_margin=0.0)
-            return "verified", extra
-        if wants_mp and instance is not None and dim <= self.max_dim and self.used < self.budget:
-            self.used += 1
-            try:
-                ok, mp_margin = adjudicate(claim, instance, outcome, self.dps)
-            except ArithmeticError as exc:  # e.g. a degenerate mp eigenproblem
-                extra["why"] = f"mpmath adjudication failed: {type(exc).__name__}"
-                return ("inconclusive" if abs(m) <= err or not holds else "verified"), extra
-            extra.update(adjudicated=True, mp_margin=float(mp_margin), mp_dps=self.dps)
-            return ("verified" if ok else "falsified"), extra
-        if wants_mp and abs(m) <= err:
-            extra["why"] = "float margin within its error estimate; mpmath not run"
-            return "inconclusive", extra
-        return ("verified" if holds else "falsified"), extra
+def perturbation_kind(eta: float, n: int, lambda1: float, exact_zero: bool) -> str:
+    """``"no-op"`` (E = 0 exactly), ``"below rounding"`` or ``"resolved"``."""
+    if exact_zero:
+        return "no-op"
+    return "below rounding" if eta <= rounding_level(n, lambda1) else "resolved"
 
 
 # --------------------------------------------------------------------------- quantization checks
@@ -637,89 +756,152 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+def _decided(claim_id: str, inst: MatrixPerturbation, adj: Adjudicator, extra: dict) -> tuple:
+    """(status, margin, details) of one registry claim on one instance (the verify decision)."""
+    claim = REGISTRY[claim_id]
+    oc = claim.evaluate(inst)
+    status, dec = adj.decide(claim, oc, inst, inst.n)
+    # E = 0 exactly: the margin is 0 (a proved tie); the float one is eigensolver noise.
+    margin = 0.0 if dec.get("exact_zero_E") else float(oc.margin)
+    return status, margin, {**oc.details, **dec, **extra}
+
+
 def _r_and_s2(model: LoadedModel, G, Gq, F_np, base: GramSpectrum, dense: bool,
-              adj: Adjudicator) -> dict:
-    """R (claim T4.3a) and S2 outcomes for one quantized draw; see :func:`check_quantization`."""
-    out: dict = {}
+              adj: Adjudicator, *, stack: torch.Tensor | None = None,
+              summary: QuantizationSummary | None = None, base_reduced=None) -> dict:
+    """T4.3a (R) and S2 for one quantized draw, both through the registry and
+    :class:`Adjudicator` on an exact float64 instance; see :func:`check_quantization`.
+
+    ``Gq`` is None for a no-op (``summary.no_op``: θ̃ = θ bit for bit, so E = 0 exactly and
+    no score is recomputed). On the Gram path the instance is :func:`reduced_pair`'s r × r
+    pair (``stack`` = [G; G̃], overwritten, when given); ``base_reduced`` is the reduced F
+    of G alone for a no-op.
+    """
+    n = G.shape[0]
+    lam1 = base.lambda1
+    common: dict = {}
+    if Gq is None:
+        exact_zero, why = True, "Q(θ) = θ bit for bit (every weight already on the grid)"
+    elif torch.equal(G, Gq):
+        exact_zero, why = True, "the recomputed scores equal the original ones bit for bit"
+    else:
+        exact_zero, why = False, ""
     if dense:
-        Fq = _np(fisher_matrix(Gq))
-        inst = MatrixPerturbation(F_np, Fq - F_np, origin=f"{model.name}")
-        claim = REGISTRY["T4.3a"]
-        oc = claim.evaluate(inst)
-        status, extra = adj.decide(claim, oc, inst, inst.n)
-        out["R"] = (status, float(oc.margin), {**oc.details, **extra, "path": "dense"})
+        Fq = F_np if exact_zero else _np(fisher_matrix(Gq))
+        E = np.zeros_like(F_np) if exact_zero else Fq - F_np
+        inst = MatrixPerturbation(F_np, E, origin=f"{model.name}")
         lam_q = float(np.linalg.eigvalsh(Fq)[-1])
-        s2 = REGISTRY["S2"].evaluate(inst)
-        s2_status, s2_extra = adj.decide(REGISTRY["S2"], s2, inst, inst.n)
-        out["S2"] = (s2_status, float(s2.margin), {**s2.details, **s2_extra})
-        out["lambda_q"] = lam_q
-        return out
-    r = gram_r_margin(G, Gq, base)
-    eta = perturbation_norm(G, Gq)
-    scale = abs(r["lambda1"]) + eta
-    rel = r["margin"] / scale if scale > 0 else r["margin"]
-    err_rel = r["error_estimate"] / scale if scale > 0 else r["error_estimate"]
-    gap_ok = r["gap"] > 16 * G.shape[0] * EPS64 * abs(r["lambda1"])
-    det = {**r, "eta": eta, "path": "gram", "relative_error_estimate": err_rel}
-    if not gap_ok:
-        out["R"] = ("hypotheses not met", float("nan"), {**det, "reason": "γ = 0 within rounding"})
-    elif abs(rel) <= err_rel:
-        out["R"] = ("inconclusive", rel, det)
+        common["path"] = "dense"
     else:
-        out["R"] = ("verified" if rel >= 0 else "falsified", rel, det)
-    out["lambda_q"] = r["lambda_q"]
-    # Rounding of η is ~1e4·n·eps relative: only a clear-cut 2η ≥ γ is "not met" here; a
-    # borderline case goes on to the exact reduced pair, where the registry decides.
-    if 2 * eta * (1 - 1e4 * G.shape[0] * EPS64) >= r["gap"]:
-        out["S2"] = ("hypotheses not met", float("nan"),
-                     {"reason": f"needs 2η < γ (η = {eta:.3g}, γ = {r['gap']:.3g})",
-                      "eta": eta, "gap": r["gap"]})
-    else:
-        A, E = reduced_pair(G, Gq)
+        if exact_zero:
+            A = base_reduced() if callable(base_reduced) else base_reduced
+            E = np.zeros_like(A)
+            lam_q = lam1
+        else:
+            r = gram_r_margin(G, Gq, base)
+            lam_q = r["lambda_q"]
+            common.update(gram_margin=r["margin"], gram_error_estimate=r["error_estimate"],
+                          e11_gram=r["e11"])
+            if stack is not None:
+                A, E = reduced_pair_of_stack(stack, n)
+            else:
+                A, E = reduced_pair(G, Gq)
         inst = MatrixPerturbation(A, E, origin=f"{model.name} (reduced to the score span)")
-        s2 = REGISTRY["S2"].evaluate(inst)
-        st, extra = adj.decide(REGISTRY["S2"], s2, None, inst.n)
-        out["S2"] = (st, float(s2.margin), {**s2.details, **extra, "path": "reduced",
-                                            "reduced_dim": inst.n})
-    return out
+        common.update(path="gram", reduced_dim=inst.n)
+    eta = float(np.abs(np.linalg.eigvalsh(inst.E)).max()) if not exact_zero else 0.0
+    kind = perturbation_kind(eta, n, lam1, exact_zero)
+    common.update(eta=eta, perturbation=kind, rounding_level=rounding_level(n, lam1))
+    if why:
+        common["no_op_reason"] = why
+    if summary is not None:
+        common["max_abs_delta"] = summary.max_abs_delta
+        common["weights_changed"] = summary.changed
+    return {"R": _decided("T4.3a", inst, adj, common), "S2": _decided("S2", inst, adj, common),
+            "lambda_q": lam_q, "eta": eta, "perturbation": kind}
 
 
 def _aggregate(claim: str, model: str, scheme: str, bits, results: list[tuple], seconds: float,
                extra: dict | None = None) -> CheckRow:
-    """One row from the per-draw (status, margin, details) results of a claim."""
+    """One row from the per-instance (status, margin, details) results of a claim.
+
+    Status: ``falsified`` if any instance is (certified), else ``error``, ``inconclusive``,
+    ``verified`` in that order; ``hypotheses not met`` when no instance met them.
+    """
     statuses = [r[0] for r in results]
     not_met = statuses.count("hypotheses not met")
     met = [r for r in results if r[0] != "hypotheses not met"]
-    if not met:
-        status = "hypotheses not met"
-    elif any(r[0] == "falsified" for r in met):
-        status = "falsified"
-    elif any(r[0] == "inconclusive" for r in met):
-        status = "inconclusive"
-    else:
-        status = "verified"
+    status = "hypotheses not met"
+    for s in ("falsified", "error", "inconclusive", "verified"):
+        if any(r[0] == s for r in met):
+            status = s
+            break
     margins = [r[1] for r in met if math.isfinite(r[1])]
     margin = min(margins) if margins else float("nan")
+    decided = []
+    for r in met:
+        mp = r[2].get("mp_margin")
+        m = mp if (r[2].get("adjudicated") or r[2].get("exact_zero_E")) and mp is not None else r[1]
+        if isinstance(m, float) and math.isfinite(m):
+            decided.append(m)
+    worst = min(decided) if decided else float("nan")
+    reasons: dict = {}
+    for r in results:
+        if r[0] == "hypotheses not met":
+            key = str(r[2].get("reason", "")).split(" (")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    why = next((str(r[2].get("reason", "")) for r in met if r[0] == status
+                and status in ("inconclusive", "error", "falsified")), "")
+    if status == "hypotheses not met":
+        why = next(iter(reasons), "")
+    adjudicated = sum(1 for r in met if r[2].get("adjudicated") or r[2].get("exact_zero_E"))
     details: dict = dict(extra or {})
     if len(results) == 1:
         details.update(results[0][2])
     else:
         details["statuses"] = {s: statuses.count(s) for s in sorted(set(statuses))}
-        reasons = sorted({r[2].get("reason", "") for r in results if r[0] == "hypotheses not met"})
         if reasons:
-            details["reasons"] = reasons[:3]
+            details["reasons"] = sorted(reasons)[:3]
         if margins:
             details["max_margin"] = max(margins)
+        kinds = [r[2].get("perturbation") for r in results if r[2].get("perturbation")]
+        if kinds:
+            details["perturbations"] = {k: kinds.count(k) for k in sorted(set(kinds))}
+        undecided = sorted({str(r[2].get("reason", "")) for r in met if r[0] == "inconclusive"})
+        if undecided:
+            details["undecided_reasons"] = undecided[:3]
     return CheckRow(model, scheme, bits, claim, status, margin, len(results), not_met, seconds,
-                    details)
+                    details, not_met_reasons=reasons, adjudicated=adjudicated,
+                    worst_margin=worst, reason=why)
+
+
+def _lowering_row(model: str, spec: str, bits, lam1: float, lam_q: float, kind: str,
+                  n: int) -> CheckRow:
+    """Measured: does Q lower λ_max? A no-op or below-rounding perturbation does neither, and so
+    does a change of λ_max within its rounding (1e4·n·eps·λ1)."""
+    err = rounding_level(n, lam1)
+    if kind != "resolved":
+        effect = kind
+    elif abs(lam_q - lam1) <= err:
+        effect = "unchanged within rounding"
+    else:
+        effect = "lowers" if lam_q < lam1 else "raises"
+    return CheckRow(model, spec, bits, "lowers-lambda-max", "measured",
+                    (lam_q - lam1) / lam1, 1, 0, 0.0,
+                    {"lambda1": lam1, "lambda_q": lam_q, "effect": effect,
+                     "lowers": effect == "lowers", "raises": effect == "raises",
+                     "perturbation": kind, "rounding_level": err,
+                     "margin_is": "(λ_max(F(Q(θ))) − λ1)/λ1"})
 
 
 def check_quantization(model: LoadedModel, spec: str, bits: int, profile: Profile,
                        adj: Adjudicator, *, seed: int = 0, base_G: torch.Tensor | None = None,
-                       base: GramSpectrum | None = None, quantizer: Callable | None = None
-                       ) -> list[CheckRow]:
+                       base: GramSpectrum | None = None, quantizer: Callable | None = None,
+                       note: Callable[[str], None] | None = None) -> list[CheckRow]:
     """R, S2 and (deterministic schemes) lowering of λ_max, or (SR) the K-draw measurement
     and the antithetic-ensemble T4.3b/c, for one model × scheme.
+
+    A scheme that changes no weight (Q(θ) = θ bit for bit) is a no-op: E = 0 exactly, the
+    scores are not recomputed, R and S2 are exact ties, λ_max is unchanged.
 
     Returns
     -------
@@ -737,24 +919,49 @@ def check_quantization(model: LoadedModel, spec: str, bits: int, profile: Profil
         lam1 = float(np.linalg.eigvalsh(F_np)[-1])
     rows: list[CheckRow] = []
     common = {"n": n, "P": P, "lambda1": lam1, "gap": base.gap}
+    tick = note or (lambda _msg: None)
+    cache: dict = {}
+
+    def base_reduced():  # the reduced F of G alone (for no-ops on the Gram path)
+        if "A" not in cache:
+            stack = torch.empty((2 * n, P), dtype=F64, device=G.device)
+            stack[:n].copy_(G)
+            stack[n:].copy_(G)
+            cache["A"] = reduced_pair_of_stack(stack, n)[0]
+            del stack
+        return cache["A"]
+
+    def one_draw(generator):
+        qmod, summary = quantized_copy(model.module, scheme, generator=generator,
+                                       quantizer=quantizer)
+        if summary.no_op:
+            del qmod
+            return _r_and_s2(model, G, None, F_np, base, dense, adj, summary=summary,
+                             base_reduced=base_reduced)
+        if dense:
+            Gq = score_matrix(model, qmod)
+            del qmod
+            return _r_and_s2(model, G, Gq, F_np, base, dense, adj, summary=summary)
+        stack = torch.empty((2 * n, P), dtype=F64, device=G.device)
+        stack[:n].copy_(G)
+        Gq = score_matrix(model, qmod, out=stack[n:])
+        del qmod
+        res = _r_and_s2(model, G, Gq, F_np, base, dense, adj, stack=stack, summary=summary,
+                        base_reduced=base_reduced)
+        del Gq, stack
+        return res
+
     if not scheme.stochastic:
         try:
-            qmod, deltas = quantize_model(model.module, scheme, quantizer=quantizer)
+            res = one_draw(None)
         except InputError as exc:
             return [CheckRow(model.name, spec, bits, c, "skipped", details={"reason": str(exc)},
                              seconds=time.perf_counter() - t0) for c in ("T4.3a", "S2")]
-        Gq = score_matrix(model, qmod)
-        res = _r_and_s2(model, G, Gq, F_np, base, dense, adj)
         secs = time.perf_counter() - t0
-        dmax = max(float(d.abs().max()) for d in deltas.values()) if deltas else 0.0
-        rows.append(_aggregate("T4.3a", model.name, spec, bits, [res["R"]], secs,
-                               {**common, "max_abs_delta": dmax}))
+        rows.append(_aggregate("T4.3a", model.name, spec, bits, [res["R"]], secs, common))
         rows.append(_aggregate("S2", model.name, spec, bits, [res["S2"]], 0.0, common))
-        lam_q = res["lambda_q"]
-        rows.append(CheckRow(model.name, spec, bits, "lowers-lambda-max", "measured",
-                             (lam_q - lam1) / lam1, 1, 0, 0.0,
-                             {"lambda1": lam1, "lambda_q": lam_q, "lowers": bool(lam_q < lam1),
-                              "margin_is": "(λ_max(F(Q(θ))) − λ1)/λ1"}))
+        rows.append(_lowering_row(model.name, spec, bits, lam1, res["lambda_q"],
+                                  res["perturbation"], n))
         return rows
     # stochastic rounding: K draws
     K = profile.sr_draws
@@ -764,18 +971,25 @@ def check_quantization(model: LoadedModel, spec: str, bits: int, profile: Profil
     for k in range(K):
         gen = torch.Generator(device=dev).manual_seed(int(seed) * 1_000_003 + 7919 * k + 1)
         try:
-            qmod, _ = quantize_model(model.module, scheme, generator=gen, quantizer=quantizer)
+            if keep_E:
+                qmod, summary = quantized_copy(model.module, scheme, generator=gen,
+                                               quantizer=quantizer)
+                Gq = G if summary.no_op else score_matrix(model, qmod)
+                del qmod
+                Es.append(_np(fisher_matrix(Gq)) - F_np if not summary.no_op
+                          else np.zeros_like(F_np))
+                res = _r_and_s2(model, G, None if summary.no_op else Gq, F_np, base, dense, adj,
+                                summary=summary)
+            else:
+                res = one_draw(gen)
         except InputError as exc:
             return [CheckRow(model.name, spec, bits, c, "skipped", details={"reason": str(exc)},
                              seconds=time.perf_counter() - t0)
                     for c in ("T4.3a", "S2", "T4.3-SR")]
-        Gq = score_matrix(model, qmod)
-        res = _r_and_s2(model, G, Gq, F_np, base, dense, adj)
         r_res.append(res["R"])
         s2_res.append(res["S2"])
         lams.append(res["lambda_q"])
-        if keep_E:
-            Es.append(_np(fisher_matrix(Gq)) - F_np)
+        tick(f"{model.name} {spec}: SR draw {k + 1}/{K}")
     secs = time.perf_counter() - t0
     rows.append(_aggregate("T4.3a", model.name, spec, bits, r_res, secs, common))
     rows.append(_aggregate("S2", model.name, spec, bits, s2_res, 0.0, common))
@@ -833,27 +1047,42 @@ def ensemble_rows(model: str, spec: str, bits, F_np: np.ndarray, Es: list[np.nda
         t0 = time.perf_counter()
         claim = REGISTRY[cid]
         oc = claim.evaluate(inst)
-        # mp adjudication of an ensemble costs 2K+1 mp eigh: only for tiny K·P.
-        allow = inst.F.shape[0] * len(pert) <= 2 * adj.max_dim
-        status, extra = adj.decide(claim, oc, inst if allow else None, inst.F.shape[0])
+        # mp adjudication of an ensemble costs 2K+1 mp eigh: its size is P·K, not P.
+        status, extra = adj.decide(claim, oc, inst, inst.F.shape[0] * len(pert) // 2)
         rows.append(CheckRow(model, spec, bits, cid, status, float(oc.margin), len(pert),
                              0 if oc.hypotheses_met else len(pert), time.perf_counter() - t0,
-                             {**oc.details, **extra, "ensemble": "antithetic ±E_k of the SR draws"}))
+                             {**oc.details, **extra, "ensemble": "antithetic ±E_k of the SR draws"},
+                             adjudicated=int(bool(extra.get("adjudicated")
+                                                  or extra.get("exact_zero_E")))))
     return rows
 
 
 def lowering_summary(rows: Iterable[CheckRow]) -> CheckRow:
-    """Count and share of deterministic (model, scheme, bits) whose quantization lowered λ_max."""
-    low = [r for r in rows if r.claim == "lowers-lambda-max"]
-    k = sum(1 for r in low if r.details.get("lowers"))
-    rtn = [r for r in low if r.scheme.startswith("rtn")]
-    k_rtn = sum(1 for r in rtn if r.details.get("lowers"))
-    share = k / len(low) if low else float("nan")
+    """Count and share of deterministic (model, scheme, bits) whose quantization lowered λ_max.
+
+    Shares are over the schemes that moved λ_max beyond rounding; no-ops, below-rounding
+    perturbations and changes within rounding are counted apart, as neither.
+    """
+    low = [r for r in rows if r.claim == "lowers-lambda-max" and r.model != "*"]
+    eff = [r.details.get("effect", "lowers" if r.details.get("lowers") else "raises") for r in low]
+    k = eff.count("lowers")
+    up = eff.count("raises")
+    moved = k + up
+    rtn = [e for r, e in zip(low, eff) if r.scheme.startswith("rtn")]
+    k_rtn, up_rtn = rtn.count("lowers"), rtn.count("raises")
+    share = k / moved if moved else float("nan")
     return CheckRow("*", "*", None, "lowers-lambda-max", "measured", share, len(low), 0, 0.0, {
-        "margin_is": "share of deterministic (model, scheme, bits) with λ_max(F(Q(θ))) < λ_max(F(θ))",
-        "count": k, "total": len(low), "rtn_count": k_rtn, "rtn_total": len(rtn),
-        "rtn_share": (k_rtn / len(rtn)) if rtn else float("nan"),
-        "which": [f"{r.model}/{r.scheme}" for r in low if r.details.get("lowers")],
+        "margin_is": "share of the deterministic (model, scheme, bits) that moved λ_max beyond "
+                     "rounding with λ_max(F(Q(θ))) < λ_max(F(θ))",
+        "count": k, "raising": up, "moved": moved, "total": len(low),
+        "raising_share": up / moved if moved else float("nan"),
+        "neither": {e: eff.count(e) for e in sorted(set(eff)) if e not in ("lowers", "raises")},
+        "rtn_count": k_rtn, "rtn_raising": up_rtn, "rtn_total": len(rtn),
+        "rtn_share": (k_rtn / (k_rtn + up_rtn)) if (k_rtn + up_rtn) else float("nan"),
+        "which": [f"{r.model}/{r.scheme}" for r, e in zip(low, eff) if e == "lowers"],
+        "which_raise": [f"{r.model}/{r.scheme}" for r, e in zip(low, eff) if e == "raises"],
+        "which_neither": [f"{r.model}/{r.scheme}: {e}" for r, e in zip(low, eff)
+                          if e not in ("lowers", "raises")],
     })
 
 
@@ -879,10 +1108,44 @@ def lcm_check(grid: Sequence[float], values: np.ndarray, rtol: float) -> LCMResu
     v = np.asarray(values, dtype=float)
     if v.ndim != 2 or v.shape[1] != len(grid) or v.shape[1] < 2:
         raise InputError(f"values must be (inputs, {len(grid)}) with ≥ 2 grid points")
-    tol = rtol * np.nanmax(np.abs(v), axis=1)
     with np.errstate(invalid="ignore"):
-        ok = np.all(np.diff(v, axis=1) >= -tol[:, None], axis=1) & np.all(np.isfinite(v), axis=1)
+        tol = rtol * np.nanmax(np.abs(v), axis=1) if v.size else np.zeros(0)
+    finite = np.all(np.isfinite(v), axis=1)
+    ok = np.zeros(v.shape[0], dtype=bool)
+    for i in np.flatnonzero(finite):
+        # Decided exactly (rational arithmetic on the floats): Λ(t_k+1) − Λ(t_k) ≥ −tol.
+        t = -Fraction(float(tol[i]))
+        row = [Fraction(float(x)) for x in v[i]]
+        ok[i] = all(b - a >= t for a, b in zip(row, row[1:]))
     return LCMResult(np.asarray(grid, dtype=float), v, ok, tol)
+
+
+def _exact_quantile(sorted_values: list, q: Fraction) -> Fraction:
+    """numpy's default ("linear") quantile of sorted Fractions, in exact arithmetic."""
+    n = len(sorted_values)
+    h = (n - 1) * q
+    lo = int(h)
+    if lo >= n - 1:
+        return sorted_values[-1]
+    return sorted_values[lo] + (h - lo) * (sorted_values[lo + 1] - sorted_values[lo])
+
+
+def exact_elevation(values: np.ndarray, q: float) -> dict:
+    """:func:`elevation`'s three margins in exact rational arithmetic on the float64 values
+    (Fractions), plus their minimum ``worst`` — a decision whose sign is certain."""
+    if values.shape[0] == 0:
+        return {}
+    rows = [[Fraction(float(x)) for x in r] for r in values]
+    qf = Fraction(float(q))
+    m = len(rows)
+    col = [sorted(r[k] for r in rows) for k in range(values.shape[1])]
+    pointwise = min(r[k] - r[0] for r in rows for k in range(1, values.shape[1]))
+    mean0 = sum(col[0]) / m
+    mean = min(sum(col[k]) / m - mean0 for k in range(1, values.shape[1]))
+    q0 = _exact_quantile(col[0], qf)
+    quant = min(_exact_quantile(col[k], qf) - q0 for k in range(1, values.shape[1]))
+    return {"pointwise": pointwise, "mean": mean, "quantile": quant,
+            "worst": min(pointwise, mean, quant)}
 
 
 def elevation(values: np.ndarray, q: float) -> dict:
@@ -952,17 +1215,28 @@ def check_departure(model: LoadedModel, profile: Profile, seed: int = 0,
         "conclusion_held_without_lcm": bool(failed.shape[0] > 0 and on_failed["pointwise"] >= 0),
         "mean_Lambda_start_end": [float(vals[:, 0].mean()), float(vals[:, -1].mean())],
     }
+    reasons = {}
+    if (~lcm.monotone).any():
+        reasons = {"LCM fails along the path (Λ decreases beyond the tolerance)":
+                   int((~lcm.monotone).sum())}
+    adjudicated = 0
     if held.shape[0] == 0:
         status, margin = "hypotheses not met", float("nan")
+        details["reason"] = "LCM fails on every path"
     else:
         scale = float(np.max(np.abs(held))) or 1.0
         # Slack: the LCM tolerance accumulates over the grid steps.
         slack = profile.lcm_rtol * (len(grid) - 1) * scale
-        worst = min(on_held["pointwise"], on_held["mean"], on_held["quantile"])
-        margin = worst / scale
-        status = "verified" if worst >= -slack else "falsified"
+        exact = exact_elevation(held, profile.quantile)
+        margin = float(exact["worst"]) / scale
+        # Decided in exact arithmetic on the float Λ values: the sign is certain.
+        status = "verified" if exact["worst"] >= -Fraction(slack) else "falsified"
+        adjudicated = int(held.shape[0])
+        details.update(decided="exactly (rational arithmetic on the float64 Λ values)",
+                       slack=slack, exact_worst=float(exact["worst"]))
     rows = [CheckRow(model.name, "-", None, "P3.2", status, margin, n, int((~lcm.monotone).sum()),
-                     time.perf_counter() - t0, details)]
+                     time.perf_counter() - t0, details, not_met_reasons=reasons,
+                     adjudicated=adjudicated)]
     return rows, grid, vals
 
 
@@ -1001,7 +1275,8 @@ SPECIAL_SIGMAS = (float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 5e-324)
 
 
 def check_completeness(model: str, grid: np.ndarray, values: np.ndarray,
-                       quantiles: Sequence[float] = (0.5, 0.9, 0.99)) -> CheckRow:
+                       quantiles: Sequence[float] = (0.5, 0.9, 0.99),
+                       adj: Adjudicator | None = None) -> CheckRow:
     """Claim C on the real σ stream σ = Λ/λ_base (λ_base = mean calibration Λ, t = 0).
 
     Thresholds are the calibration quantiles of σ (duplicates merged so they are strictly
@@ -1023,17 +1298,16 @@ def check_completeness(model: str, grid: np.ndarray, values: np.ndarray,
 
     cells = ThresholdPartition(th).cell(stream)
     occupancy = np.bincount(cells, minlength=len(th) + 2).tolist()
-    if not oc.hypotheses_met:
-        status = "hypotheses not met"
-    else:
-        status = "verified" if oc.margin > 0 else "falsified"
+    # The claim's float evaluation is a sequence of exact comparisons; the decision is
+    # verify's (a failure goes to the registry's exact adjudication).
+    status, extra = (adj or Adjudicator(0, 30)).decide(claim, oc, inst, 1)
     return CheckRow(model, "-", None, "C", status, float(oc.margin), int(stream.size),
                     0 if oc.hypotheses_met else int(stream.size), time.perf_counter() - t0, {
                         "thresholds": th.tolist(), "lambda_base": base,
                         "non_finite_in_stream": int(np.sum(~np.isfinite(sig))),
                         "specials_appended": [repr(s) for s in SPECIAL_SIGMAS],
-                        "cell_occupancy": occupancy, "reason": oc.reason,
-                    })
+                        "cell_occupancy": occupancy, "claim_reason": oc.reason, **extra,
+                    }, adjudicated=int(bool(extra.get("adjudicated"))))
 
 
 # --------------------------------------------------------------------------- driver
@@ -1086,19 +1360,38 @@ def run_checks(models: Sequence[str], schemes: Sequence[tuple[str, int]], profil
     check that crashes gives an ``error`` row (the run goes on). CPU work runs on
     ``profile.threads`` threads (:func:`limited_threads`).
     """
-    with limited_threads(profile.threads if resolve_device(device).type == "cpu" else None):
+    cpu = resolve_device(device).type == "cpu"
+    with limited_threads(profile.threads if cpu else None):
         return _run_checks(models, schemes, profile, device=device, seed=seed,
                            progress=progress, quantizer=quantizer)
+
+
+def _score_threads(profile: Profile) -> int | None:
+    import os
+
+    if profile.score_threads is None:
+        return profile.threads
+    if profile.score_threads == 0:
+        return os.cpu_count() or 1
+    return profile.score_threads
 
 
 def _run_checks(models, schemes, base_profile, *, device, seed, progress, quantizer) -> RunResult:
     dev = resolve_device(device)
     profile = base_profile
-    adj = Adjudicator(profile.mp_max_dim, profile.mp_dps)
+    adj = Adjudicator(profile.mp_max_dim, profile.mp_dps, profile.mp_budget)
     rows: list[CheckRow] = []
     header: dict = {"profile": profile.name, "device": str(dev), "seed": seed,
-                    "torch": torch.__version__, "models": {}}
+                    "torch": torch.__version__, "models": {},
+                    "decision": ("float margin, then the high-precision adjudication of "
+                                 "fimtheory.claims.adjudicate on the exact float64 instance "
+                                 "(falsified only with a certified enclosure below 0); "
+                                 f"mp_max_dim {profile.mp_max_dim}, budget {profile.mp_budget}"),
+                    "below_rounding": f"η ≤ {BELOW_ROUNDING_FACTOR:g}·eps·n·λ1",
+                    "threads": {"linear_algebra": profile.threads,
+                                "scores": _score_threads(profile) if dev.type == "cpu" else None}}
     tick = progress or (lambda _msg: None)
+    note = getattr(progress, "note", None) or (lambda _msg: None)
     for name in models:
         t0 = time.perf_counter()
         profile = model_profile(base_profile, name)
@@ -1111,10 +1404,13 @@ def _run_checks(models, schemes, base_profile, *, device, seed, progress, quanti
             for _ in schemes:
                 tick(f"{name}: skipped")
             continue
+        if dev.type == "cpu":
+            model.score_threads = _score_threads(profile)
         header["models"][name] = {**model.header, "load_seconds": time.perf_counter() - t0}
         if profile != base_profile:
             header["models"][name]["profile_overrides"] = {
                 k: getattr(profile, k) for k in LARGE_MODEL_OVERRIDES.get(name, {})}
+        note(f"{name}: loaded in {time.perf_counter() - t0:.1f} s; scores of the FIM data")
         G = score_matrix(model, model.module)
         base = gram_spectrum(G)
         header["models"][name].update(n=int(G.shape[0]), lambda1=base.lambda1, gap=base.gap)
@@ -1122,19 +1418,22 @@ def _run_checks(models, schemes, base_profile, *, device, seed, progress, quanti
         for spec, bits in schemes:
             try:
                 rows.extend(check_quantization(model, spec, bits, profile, adj, seed=seed,
-                                               base_G=G, base=base, quantizer=quantizer))
+                                               base_G=G, base=base, quantizer=quantizer,
+                                               note=note))
             except FimTheoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reported as a row, never swallowed silently
                 rows.append(CheckRow(name, spec, bits, "*", "error",
                                      details={"error": f"{type(exc).__name__}: {exc}"}))
             tick(f"{name} {spec}")
+        note(f"{name}: departure paths")
         rows_dep, grid, vals = check_departure(model, profile, seed)
         rows.extend(rows_dep)
         if model.name == "byte-lm":  # byte contexts of the other corpus
             rows.append(check_other_corpus(model, profile, seed))
-        rows.append(check_completeness(name, grid, vals))
+        rows.append(check_completeness(name, grid, vals, adj=adj))
         tick(f"{name}: departure")
+        del model, G, base
     rows.append(lowering_summary(rows))
     header["mp_adjudications"] = adj.used
     return RunResult(rows, header)

@@ -11,8 +11,18 @@ JSON document (``--json PATH``)
   classifiers, P, n, λ1, γ, or ``skipped`` with the reason);
 * each row (one per model × scheme × claim): ``model``, ``scheme``, ``bits``, ``claim``,
   ``status``, ``margin`` (relative; non-finite values as strings), ``counts``
-  (``examples``, ``not_met``), ``seconds``, ``details``;
-* ``summary``: the number of rows per status and ``exit_status`` (0 iff nothing falsified).
+  (``examples``, ``not_met``), the fields of ``verify``'s per-claim report — ``examples``,
+  ``not_met``, ``not_met_reasons`` (reason → count), ``adjudicated`` (instances decided at
+  high precision or exactly), ``worst_margin``, ``reason`` (why a row is inconclusive, an
+  error, skipped or not met) — ``seconds`` and ``details`` (``perturbation``: ``no-op``,
+  ``below rounding`` or ``resolved`` for the quantization rows; ``verdict``,
+  ``mp_margin``, ``enclosure`` where adjudicated);
+* ``summary``: the number of rows per status and ``exit_status``: 1 on a certified
+  falsification; else, under a strict profile (``ci``, ``thorough``, ``full``), 3 when a
+  row is inconclusive or an error; else 0.
+
+Status words of the claims: ``verified``, ``falsified``, ``inconclusive``, ``hypotheses not
+met``, ``error``; rows that state no claim are ``measured`` or ``skipped``.
 """
 
 from __future__ import annotations
@@ -21,9 +31,15 @@ import json
 import math
 import os
 import sys
+import time
 from collections import Counter
 
-ROW_KEYS = ("model", "scheme", "bits", "claim", "status", "margin", "counts", "seconds", "details")
+ROW_KEYS = ("model", "scheme", "bits", "claim", "status", "margin", "counts", "examples",
+            "not_met", "not_met_reasons", "adjudicated", "worst_margin", "reason", "seconds",
+            "details")
+
+#: Profiles under which an inconclusive or error row fails the run (exit status 3).
+STRICT_PROFILES = ("ci", "thorough", "full")
 
 
 def _fmt_margin(m) -> str:
@@ -37,17 +53,23 @@ def _fmt_margin(m) -> str:
 def _note(row: dict) -> str:
     d = row["details"]
     st = row["status"]
-    if st in ("skipped", "hypotheses not met", "error"):
-        why = d.get("reason") or d.get("error") or (d.get("reasons") or [""])[0]
-        return str(why)[:70]
+    if st in ("skipped", "hypotheses not met", "error", "inconclusive"):
+        why = row.get("reason") or d.get("reason") or d.get("error") or (d.get("reasons") or [""])[0]
+        return str(why)[:90]
     c = row["claim"]
+    kind = d.get("perturbation")
+    if kind in ("no-op", "below rounding") and c != "lowers-lambda-max":
+        return f"{kind}: η = {d.get('eta', 0.0):.2g}; {d.get('verdict', 'decided')}"
     if c == "T4.3-SR":
         lo, hi = d.get("ci95_relative", ["nan", "nan"])
         return f"95% CI rel [{lo:+.2e}, {hi:+.2e}], {d.get('draws_lowering')} draws lower"
     if c == "lowers-lambda-max" and row["model"] == "*":
-        return (f"{d['count']}/{d['total']} lower λ_max (RTN {d['rtn_count']}/{d['rtn_total']})")
+        neither = sum((d.get("neither") or {}).values())
+        return (f"{d['count']} lower, {d.get('raising', '?')} raise λ_max, {neither} neither "
+                f"(no-op/below rounding) of {d['total']}")
     if c == "lowers-lambda-max":
-        return "lowers λ_max" if d.get("lowers") else "raises λ_max"
+        eff = d.get("effect") or ("lowers" if d.get("lowers") else "raises")
+        return {"lowers": "lowers λ_max", "raises": "raises λ_max"}.get(eff, f"{eff}: neither")
     if c == "P3.2":
         fail = d["conclusion_on_lcm_failing_inputs"]
         held_anyway = fail.get("pointwise_share")
@@ -58,10 +80,10 @@ def _note(row: dict) -> str:
     if c == "C":
         return (f"{row['counts']['examples']} σ, {len(d['thresholds'])} thresholds, "
                 f"{d['non_finite_in_stream']} non-finite in the real stream")
-    if st == "inconclusive":
-        return f"within error {d.get('error_estimate', d.get('relative_error_estimate', 0)):.1e}"
-    if "adjudicated" in d:
-        return f"mp-adjudicated ({d.get('mp_dps')} digits)"
+    if d.get("adjudicated") and d.get("verdict"):
+        return f"adjudicated: {d['verdict']} ({d.get('mp_dps')} digits)"
+    if row.get("adjudicated") and c not in ("P3.2", "C"):
+        return f"{row['adjudicated']} adjudicated"
     if "path" in d and c in ("T4.3a", "S2"):
         return f"{d['path']} path"
     return ""
@@ -103,16 +125,30 @@ def format_header(header: dict) -> str:
     return "\n".join(lines)
 
 
-def summary(rows: list[dict]) -> dict:
-    """Counts per status and the exit status (0 iff nothing falsified)."""
+def exit_status(counts: Counter | dict, profile: str | None = None) -> int:
+    """1 on a (certified) falsification; 3 for an inconclusive or error row under a strict
+    profile (:data:`STRICT_PROFILES`); else 0."""
+    if counts.get("falsified"):
+        return 1
+    if profile in STRICT_PROFILES and (counts.get("inconclusive") or counts.get("error")):
+        return 3
+    return 0
+
+
+def summary(rows: list[dict], profile: str | None = None) -> dict:
+    """Counts per status and the exit status (:func:`exit_status`)."""
     counts = Counter(r["status"] for r in rows)
-    return {"statuses": dict(sorted(counts.items())),
-            "exit_status": 1 if counts.get("falsified") else 0}
+    out = {"statuses": dict(sorted(counts.items())), "exit_status": exit_status(counts, profile)}
+    incon = [f"{r['model']} {r['scheme']} {r['claim']}: {r.get('reason', '')}" for r in rows
+             if r["status"] in ("inconclusive", "error")]
+    if incon:
+        out["inconclusive_or_error"] = incon
+    return out
 
 
 def write_json(path: str, header: dict, rows: list[dict]) -> None:
     """Write the JSON document (see the module docstring) atomically."""
-    doc = {"header": header, "rows": rows, "summary": summary(rows)}
+    doc = {"header": header, "rows": rows, "summary": summary(rows, header.get("profile"))}
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -123,11 +159,21 @@ def write_json(path: str, header: dict, rows: list[dict]) -> None:
 
 
 class Progress:
-    """A tqdm bar on stderr, disabled when stderr is not a TTY (or tqdm is missing)."""
+    """Progress on stderr: a tqdm bar when stderr is a TTY, else one plain line per step
+    (``check-models [k/N] 12.3 s: message``), flushed, so logs and CI show it too.
 
-    def __init__(self, total: int, desc: str = "check-models"):
+    Calling it advances one step; :meth:`note` writes a line (or the bar's postfix)
+    without advancing.
+    """
+
+    def __init__(self, total: int, desc: str = "check-models", *, stream=None):
         self._bar = None
-        if sys.stderr.isatty():
+        self._stream = stream or sys.stderr
+        self._total = total
+        self._done = 0
+        self._desc = desc
+        self._t0 = time.perf_counter()
+        if stream is None and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
 
@@ -136,10 +182,25 @@ class Progress:
             except ImportError:  # pragma: no cover - tqdm is in the [torch] extra
                 self._bar = None
 
+    def _line(self, message: str) -> None:
+        self._stream.write(f"{self._desc} [{self._done}/{self._total}] "
+                           f"{time.perf_counter() - self._t0:.1f} s: {message}\n")
+        self._stream.flush()
+
     def __call__(self, message: str) -> None:
+        self._done += 1
         if self._bar is not None:
             self._bar.set_postfix_str(message[:40], refresh=False)
             self._bar.update(1)
+        else:
+            self._line(message)
+
+    def note(self, message: str) -> None:
+        """Report a sub-step without advancing."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(message[:40])
+        else:
+            self._line(message)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -308,15 +308,19 @@ class Llama(nn.Module):
 
 
 def load_smollm(path: str | None = None, *, device="cpu", dtype=torch.float32) -> Llama:
-    """SmolLM2 as a :class:`Llama` in eval mode on ``device`` (dequantised GGUF weights)."""
+    """SmolLM2 as a :class:`Llama` in eval mode on ``device`` (dequantised GGUF weights).
+
+    Each tensor is converted once, straight to ``dtype`` on ``device``, and assigned to the
+    (meta-initialised) model: no intermediate float32 model is kept.
+    """
     cfg, state, _ = read_gguf(path or find_gguf())
     tied = "lm_head.weight" not in state
     with torch.device("meta"):
         model = Llama(cfg, tied=tied)
-    model = model.to_empty(device="cpu")
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()},
-                          strict=True)
-    return model.to(device=resolve_device(device), dtype=dtype).eval()
+    dev = resolve_device(device)
+    model.load_state_dict({k: torch.tensor(v, dtype=dtype, device=dev) for k, v in state.items()},
+                          strict=True, assign=True)
+    return model.eval()
 
 
 def load_tokenizer(path: str | None = None):
@@ -401,6 +405,7 @@ def load_smollm_bundle(*, device="cpu", dtype=torch.float32, n_calibration: int 
     dev = resolve_device(device)
     model = load_smollm(path, device=dev, dtype=dtype)
     tk = load_tokenizer(path)
+    read_gguf.cache_clear()  # the float32 arrays (~0.54 GB) are in the model now
     calib = token_trajectories(n_calibration, length + 1, corpus=corpus, seed=seed,
                                tokenizer=tk).to(dev)
     vocab = model.config.vocab_size
