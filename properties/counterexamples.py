@@ -422,10 +422,15 @@ def hunt_command(args) -> int:
     if not pairs:
         raise InputError(f"no weakenings for claims {args.claim}")
 
+    from fimtheory.cli import ProgressLines
+
+    lines = ProgressLines("counterexamples")  # a bar on a terminal, plain lines otherwise
+
     def progress(i, n, wid):
-        if sys.stderr.isatty():
-            msg = f"\r[{i}/{n}] {wid:<26}" if wid else f"\r[{n}/{n}] done{' ' * 24}\n"
-            print(msg, end="", file=sys.stderr, flush=True)
+        if wid:
+            lines.step(f"[{i + 1}/{n}] {wid}")
+        else:
+            lines.close(f"[{n}/{n}] done")
 
     t0 = time.perf_counter()
     results = hunt(args.claim, profile=args.profile, seed=args.seed, out_dir=args.out, progress=progress)

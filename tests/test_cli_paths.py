@@ -223,3 +223,11 @@ def test_verify_exit_status_and_json(statuses, profile, code, tmp_path, monkeypa
     table = capsys.readouterr().out
     if "inconclusive" in statuses:
         assert "X1: stub" in table  # the stop reason is printed under the table
+
+
+def test_counterexamples_reports_progress_on_stderr_when_it_is_not_a_terminal(tmp_path):
+    r = _run("counterexamples", "--claim", "W", "--out", str(tmp_path / "cx"), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stderr.splitlines()
+    assert lines and all(x.startswith("counterexamples [") for x in lines), r.stderr
+    assert any("[1/1] W-no-lambda-min" in x for x in lines) and lines[-1].endswith("done")
