@@ -74,6 +74,10 @@ SOURCES = {
         ["results/paper-data.json"],
         "fimtheory paper-data --json results/paper-data.json",
     ),
+    "eq1-study": (
+        ["results/eq1-study-byte-lm-full.json"],
+        "fimtheory eq1-study --model byte-lm --profile full --seed 0 --json results/eq1-study-byte-lm-full.json",
+    ),
     "inflation-quick-report": (
         ["results/inflation-quick/report.md"],
         "fimtheory inflation --profile quick --seed 0 --out results/inflation-quick",
@@ -554,6 +558,62 @@ def render_inflation_report(path: str, command: str) -> list[str]:
     return [*lines, "", _source_line(path, command)]
 
 
+def render_eq1_study(path: str, command: str) -> list[str]:
+    doc = _load(path)
+    cfg, prof = doc.get("config", {}), doc.get("profile", {})
+    rows = []
+    for arm, sm in doc.get("summary", {}).items():
+        soft = sm.get("eq1_vs_lambda_softmax", {})
+        emp = sm.get("eq1_vs_lambda_empirical", {})
+        par = sm.get("eq1_vs_lambda_param", {})
+        rows.append(
+            [
+                arm,
+                sm.get("steps"),
+                f"{_num(soft.get('median_rel_error'), 2)} / {_num(soft.get('p95_rel_error'), 2)}",
+                _num(soft.get("spearman"), 2),
+                _num(emp.get("median_rel_error"), 2),
+                _num(par.get("median_rel_error"), 2),
+                _num(sm.get("kl_sorted_padded_p95"), 3),
+                _num(sm.get("kl_full_p95"), 3),
+            ]
+        )
+    lines = [
+        f"`{command}` — {cfg.get('model')}, {prof.get('prompts')} prompts × {prof.get('samples')} samples × "
+        f"{prof.get('new_tokens')} tokens, temperature {cfg.get('temperature')}, top-K {cfg.get('top_k')}, "
+        f"scheme {cfg.get('scheme')}, seed {cfg.get('seed')}, {_secs(doc.get('seconds'))} s:",
+        "",
+    ]
+    lines += _table(
+        [
+            "arm",
+            "steps",
+            "Eq. 1 vs λ_max(M(p)): median / p95 rel. error",
+            "Spearman",
+            "vs empirical: median rel. error",
+            "vs parameter FIM: median rel. error",
+            "p95 sorted-padded KL",
+            "p95 plain KL",
+        ],
+        rows,
+    )
+    ratios = doc.get("kl_p95_ratio_quantized_vs_reference", {})
+    if ratios:
+        parts = [
+            f"{arm} {_num(r.get('ratio'), 4)} [{_num(r['ci95'][0], 3)}, {_num(r['ci95'][1], 3)}]"
+            for arm, r in ratios.items()
+            if r.get("ci95")
+        ]
+        lines += [
+            "",
+            "p95 sorted-padded KL, quantized / full precision on the same prompts and seeds (95% bootstrap CI): "
+            + "; ".join(parts)
+            + ".",
+        ]
+    lines += ["", _source_line(path, command)]
+    return lines
+
+
 def render_benchmarks(path: str, command: str) -> list[str]:
     doc = _load(path)
     rows = []
@@ -726,6 +786,7 @@ RENDERERS = {
     "check-models-smollm2-quick": render_check_models,
     "inflation-quick": render_inflation,
     "inflation-quick-report": render_inflation_report,
+    "eq1-study": render_eq1_study,
     "paper-data": render_paper_data,
     "benchmarks": render_benchmarks,
     "claims-code": render_claims_code,
