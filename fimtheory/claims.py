@@ -353,6 +353,95 @@ def _series_setup(inst: MatrixPerturbation):
     return (eig, eta), ""
 
 
+# Float margins of the hypotheses whose boundary float64 can approach (Outcome.hypothesis_margins):
+# each is > 0 when met, relative to n × the scale of its terms, so a value ≤ HYPOTHESIS_BAND
+# is within rounding reach of the boundary and the instance is re-decided in interval
+# arithmetic by the adjudicator.
+
+
+def _hypothesis_scale(w: np.ndarray, eta: float = 0.0) -> float:
+    return w.shape[0] * max(abs(float(w[0])), abs(float(w[-1])), TINY) + w.shape[0] * eta
+
+
+def _gap_margins(A: np.ndarray) -> dict:
+    w = np.linalg.eigvalsh(A)
+    if w.shape[0] < 2:
+        return {}
+    return {"γ > 0": float(w[-1] - w[-2]) / _hypothesis_scale(w)}
+
+
+def _gap_eta_margins(inst: MatrixPerturbation) -> dict:
+    w = np.linalg.eigvalsh(inst.A)
+    if inst.n < 2:
+        return {}
+    eta = _norm2(inst.E)
+    gap = float(w[-1] - w[-2])
+    scale = _hypothesis_scale(w, eta)
+    return {"γ > 0": gap / scale, "2η < γ": (gap - 2 * eta) / scale}
+
+
+def _distinct_gap_eta_margins(inst: MatrixPerturbation) -> dict:
+    w = np.linalg.eigvalsh(inst.A)[::-1]
+    distinct = w[w < w[0]]
+    if distinct.size == 0:
+        return {}
+    eta = _norm2(inst.E)
+    return {"2η < (distinct) gap": (float(w[0] - distinct[0]) - 2 * eta) / _hypothesis_scale(w[::-1], eta)}
+
+
+def _mean_score_nonzero(inst: ScoreInstance):
+    """ḡ ≠ 0, decided exactly in float: math.fsum is correctly rounded, so a column sum is 0
+    in float exactly when it is 0 in exact arithmetic."""
+    if not any(math.fsum(col) != 0.0 for col in np.asarray(inst.G, dtype=float).T):
+        return Outcome.not_met("ḡ = 0 in exact arithmetic (the float mean is rounding noise)")
+    return {}
+
+
+_HYPOTHESIS_MARGINS = {
+    "S": _gap_eta_margins,
+    "S2": _gap_eta_margins,
+    "S2-repeated-top": _distinct_gap_eta_margins,
+    "SIGN": lambda inst: _gap_margins(inst.A),
+    "SIGN-lambda1-denominator": lambda inst: _gap_margins(inst.A),
+    "T4.3a": lambda inst: _gap_margins(inst.A),
+    "T4.3a-per-draw": _gap_eta_margins,
+    "T4.3c": lambda inst: _gap_margins(inst.F),
+    "T4.3c-no-genericity": lambda inst: _gap_margins(inst.F),
+    "AH": _mean_score_nonzero,
+    "AH-accurate": _mean_score_nonzero,
+}
+
+
+def _with_hypothesis_margins(evaluate, margins_of):
+    """Wrap a float evaluator: attach the hypothesis margins to a met Outcome and mark it for
+    adjudication when one lies within HYPOTHESIS_BAND of its boundary (or return the exact
+    'not met' that ``margins_of`` may decide)."""
+
+    def run(inst):
+        out = evaluate(inst)
+        if not out.hypotheses_met:
+            return out
+        margins = margins_of(inst)
+        if isinstance(margins, Outcome):
+            return margins
+        near = any(not v > HYPOTHESIS_BAND for v in margins.values())
+        return replace(out, hypothesis_margins=margins, needs_adjudication=out.needs_adjudication or near)
+
+    run.__name__ = getattr(evaluate, "__name__", "evaluate")
+    run.__doc__ = getattr(evaluate, "__doc__", None)
+    run.__wrapped__ = evaluate
+    return run
+
+
+def _attach_hypothesis_margins(subject):
+    margins_of = _HYPOTHESIS_MARGINS.get(subject.id)
+    if margins_of is not None:
+        subject = replace(subject, evaluate=_with_hypothesis_margins(subject.evaluate, margins_of))
+    if isinstance(subject, Claim) and subject.weakenings:
+        subject = replace(subject, weakenings=tuple(_attach_hypothesis_margins(w) for w in subject.weakenings))
+    return subject
+
+
 def _series_order() -> int:
     """Highest order the generated series provides (4 once a4 is derived, else 3)."""
     try:
@@ -1327,6 +1416,7 @@ _CLAIMS = [
     ),
 ]
 
+_CLAIMS = [_attach_hypothesis_margins(c) for c in _CLAIMS]
 REGISTRY: dict[str, Claim] = {c.id: c for c in _CLAIMS}
 
 
