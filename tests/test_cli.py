@@ -45,6 +45,10 @@ def test_verify_w_quick_json(tmp_path):
             "seconds"} <= set(c)
     assert c["id"] == "W" and c["status"] == "verified" and c["counterexample"] is None
     assert c["examples"] > 0 and c["worst_margin"] >= 0 and c["seconds"] >= 0
+    # verified means every requested example ran, none undecided
+    assert c["examples"] == c["examples_requested"] == data["examples_requested"] == 100
+    assert c["undecided"] == 0 and c["stop_reason"] == "" and c["max_dps"] >= 50 * (c["adjudicated"] > 0)
+    assert data["exit_status"] == 0 and data["complete"] is True
 
 
 def test_verify_in_process(tmp_path, capsys):
