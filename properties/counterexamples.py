@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mpmath
 import numpy as np
 
 from fimtheory.claims import REGISTRY, Weakening, adjudicate, get_claim
@@ -530,7 +531,10 @@ def replay_file(path) -> ReplayResult:
        decimal ones) certifies a violation by :attr:`Certificate.certified`;
     3. the weakening's hypotheses hold and its float margin is bit-identical to the stored one;
     4. a fresh certification from scratch at the stored precision (no escalation) certifies a
-       violation and agrees with the stored enclosure (:func:`enclosures_agree`).
+       violation and agrees with the stored enclosure (:func:`enclosures_agree`);
+    5. the adjudicator :func:`fimtheory.claims.adjudicate` — an independent implementation of
+       the interval evaluators (:mod:`fimtheory.enclosures`) — returns "violated" with an
+       enclosure that intersects the stored one.
 
     Parameter-level files (format ``fimtheory.parameter_level/…``) are replayed by
     :func:`properties.parameter_level.replay_file_check` under the same four steps.
@@ -590,13 +594,30 @@ def replay_file(path) -> ReplayResult:
             f"re-certified enclosure {new.short(12)} ({new.method}) disagrees with stored "
             f"{stored.short(12)} ({stored.method})",
         )
+    # an independent second certifier: the adjudicator's own interval evaluators
+    try:
+        adj = adjudicate(w, inst, out, stored.dps)
+    except FimTheoryError as exc:
+        return _fail(path, f"independent adjudication failed: {exc}")
+    adj_holds = getattr(adj, "holds", None)
+    adj_enc = getattr(adj, "enclosure", None)
+    if adj_holds is not False or adj_enc is None:
+        return _fail(
+            path, f"the independent adjudicator does not certify the violation: {getattr(adj, 'reason', adj_holds)}"
+        )
+    if not (stored.lo <= adj_enc[1] and adj_enc[0] <= stored.hi):
+        return _fail(
+            path,
+            f"the independent adjudicator's enclosure [{mpmath.nstr(adj_enc[0], 12)}, "
+            f"{mpmath.nstr(adj_enc[1], 12)}] disagrees with stored {stored.short(12)}",
+        )
     same = stored.lo == new.lo and stored.hi == new.hi
     return ReplayResult(
         str(path),
         "reproduced",
         f"reproduces: inputs sha256 {digest[:12]}… match, float margin {out.margin:.6g} bit-identical, "
         f"re-certified at {new.dps} digits {new.short()} ({'identical to' if same else 'overlaps'} "
-        f"the stored enclosure)",
+        f"the stored enclosure), independently confirmed ({getattr(adj, 'reason', 'violated')})",
     )
 
 

@@ -317,3 +317,30 @@ def test_old_format_without_digest_is_malformed(tmp_path):
     rec = json.loads((CORPUS / "param-softmax.json").read_text())
     rec["format"] = "fimtheory.parameter_level/1 (replay: properties.parameter_level.replay_counterexample)"
     assert _replay(tmp_path, rec, "param-softmax.json").status == "malformed"
+
+
+class _Adj:
+    def __init__(self, holds, enclosure, reason="stub"):
+        self.holds, self.enclosure, self.reason = holds, enclosure, reason
+
+    def __iter__(self):
+        yield self.holds
+        yield mpmath.mpf(0)
+
+
+@pytest.mark.parametrize(
+    "adj, why",
+    [
+        (_Adj(True, None, "holds"), "does not certify"),
+        (_Adj(None, None, "undecided"), "does not certify"),
+        (_Adj(False, (mpmath.mpf(-9), mpmath.mpf(-8))), "disagrees"),
+    ],
+)
+def test_replay_requires_the_independent_adjudicator(monkeypatch, adj, why):
+    """Step 5: the adjudicator's own interval evaluators must confirm the violation, with an
+    enclosure that meets the stored one (a certifier bug alone cannot make a file replay)."""
+    path = CORPUS / "R-any-vector.json"
+    assert cx.replay_file(path).status == "reproduced"
+    monkeypatch.setattr(cx, "adjudicate", lambda *a, **k: adj)
+    r = cx.replay_file(path)
+    assert r.status == "not reproduced" and why in r.message, r.message
