@@ -192,9 +192,12 @@ def _mp_coefficients(eig, E_mp, order: int):
     return list(_series.series_coefficients(lam, Mo, order))
 
 
-def _resolved(value: float, scale: float, n: int) -> bool:
-    """Whether a float64 quantity of size ``value`` stands above rounding noise at ``scale``."""
-    return abs(value) > 1e4 * n * EPS64 * max(scale, TINY)
+def _resolved(value: float, scale: float, n: int, factor: float = 1e4) -> bool:
+    """Whether a float64 quantity of size ``value`` stands above rounding noise at ``scale``:
+    |value| > factor·n·eps·scale. A margin *divided by* ``value`` carries a float error of about
+    n·eps·scale/|value| (measured ≤ 1.4× that), so margins normalised by a bound pass
+    ``factor=1e7``: resolved then means accurate to ~1e-7, within ADJUDICATION_RTOL."""
+    return abs(value) > factor * n * EPS64 * max(scale, TINY)
 
 
 def _rel(x, scale):
@@ -266,6 +269,15 @@ def _directional(inst: MatrixPerturbation) -> Outcome:
         return Outcome.not_met(why)
     top = spectral.lambda_max(inst.A + inst.E)
     e11 = float(v @ inst.E @ v)
+    if inst.v is None:
+        # The claim is for *every* unit top eigenvector. When λ1 is repeated within rounding
+        # the computed v is one arbitrary member of the top eigenspace, so the worst one is
+        # checked: min over unit v in span(V_c) of vᵀEv = λ_min(V_cᵀ E V_c).
+        tol = 16.0 * inst.n * EPS64 * max(abs(eig.lambda_max), abs(eig.lambda_min), TINY)
+        k = int(np.count_nonzero(eig.eigenvalues >= eig.lambda_max - tol))
+        if k > 1:
+            Vc = eig.eigenvectors[:, :k]
+            e11 = float(np.linalg.eigvalsh(Vc.T @ inst.E @ Vc)[0])
     scale = abs(eig.lambda_max) + _norm2(inst.E)
     return _outcome(_rel(top - eig.lambda_max - e11, scale), e11=e11)
 
@@ -278,8 +290,18 @@ def _directional_mp(inst: MatrixPerturbation, dps: int):
         top = mp_eigh(A + E, dps).lambda_max
         eig = mp_eigh(A, dps)
         if inst.v is None:
+            # The same top cluster as the float evaluation (its size from the float spectrum):
+            # min of the Rayleigh quotient of A+E over its span, λ_min(UᵀEU) + λ1 when the
+            # cluster is an exact eigenspace and ≤ λ_max(A+E) always (no false violation).
+            w = spectral.eigen_data(inst.A).eigenvalues
+            tol = 16.0 * inst.n * EPS64 * max(abs(w[0]), abs(w[-1]), TINY)
+            k = int(np.count_nonzero(w >= w[0] - tol))
             v = eig.vector(0)
             rq = eig.lambda_max + (v.T * E * v)[0, 0]
+            if k > 1:
+                U = eig.eigenvectors[:, :k]
+                C = U.T * (A + E) * U
+                rq = mp_eigh((C + C.T) / 2, dps).eigenvalues[-1]
         else:
             v = mp_matrix(inst.v.reshape(-1, 1))
             rq = (v.T * (A + E) * v)[0, 0] / (v.T * v)[0, 0]
@@ -465,7 +487,7 @@ def _series_claim(inst: MatrixPerturbation) -> Outcome:
     tail = _series.coefficient_bound(order + 1, eta, eig.gap) / (1 - ratio)
     resid = abs(top - eig.lambda_max - float(np.sum(a)))
     margins.append((tail - resid) / max(tail, TINY))
-    ok = _resolved(tail, abs(eig.lambda_max) + eta, inst.n)
+    ok = _resolved(tail, abs(eig.lambda_max) + eta, inst.n, factor=1e7)
     return _outcome(min(margins), ok, order=order, tail_bound=tail, residual=resid)
 
 
@@ -496,7 +518,7 @@ def _s2(inst: MatrixPerturbation) -> Outcome:
     r1 = abs(top - eig.lambda_max - a1)
     r2 = abs(top - eig.lambda_max - a1 - a2)
     m = min((rb.first - r1) / max(rb.first, TINY), (rb.second - r2) / max(rb.second, TINY))
-    ok = _resolved(rb.second, abs(eig.lambda_max) + eta, inst.n)
+    ok = _resolved(rb.second, abs(eig.lambda_max) + eta, inst.n, factor=1e7)
     return _outcome(m, ok, first_ratio=r1 / max(rb.first, TINY), second_ratio=r2 / max(rb.second, TINY))
 
 
@@ -528,7 +550,7 @@ def _s2_repeated_top(inst: MatrixPerturbation) -> Outcome:
     v = inst.v / np.linalg.norm(inst.v)
     b1 = float(_series.remainder_bound_first(eta, gap))
     r1 = abs(spectral.lambda_max(inst.A + inst.E) - w[0] - float(v @ inst.E @ v))
-    return _outcome((b1 - r1) / max(b1, TINY), _resolved(b1, abs(w[0]) + eta, inst.n))
+    return _outcome((b1 - r1) / max(b1, TINY), _resolved(b1, abs(w[0]) + eta, inst.n, factor=1e7))
 
 
 def _s2_repeated_top_mp(inst, dps):
@@ -593,7 +615,8 @@ def _sign_lambda1_denominator(inst: MatrixPerturbation) -> Outcome:
     M = spectral.perturbation_in_eigenbasis(eig, inst.E)
     a2 = float(_series.series_coefficients(eig.eigenvalues, M, 2)[1])
     hi = r2 / eig.gap
-    return _outcome((a2 - r2 / eig.lambda_max) / max(hi, TINY), _resolved(hi, _norm2(inst.E) ** 2 / eig.gap, inst.n))
+    ok = _resolved(hi, _norm2(inst.E) ** 2 / eig.gap, inst.n, factor=1e7)
+    return _outcome((a2 - r2 / eig.lambda_max) / max(hi, TINY), ok)
 
 
 def _sign_lambda1_denominator_mp(inst, dps):
@@ -1541,11 +1564,15 @@ def _mp_ladder(subject, instance, d0: int):
     """Evaluate the mp margin at d0, 2·d0, 4·d0, … until two successive values agree.
 
     Returns (kind, margin, dps, rungs): kind "settled" (|m_2d − m_d| ≤ min(10^−d/2, |m_2d|/4)),
-    "tie" (|m_d| ≤ 10^−d/2 and |m_2d| ≤ 10^−d) or "unsettled" (ADJUDICATION_MAX_DPS reached).
+    "tie" (|m_d| ≤ 10^−d/2 and |m_2d| ≤ 10^−d), "stalled" (twice in a row the values agree in
+    their leading digits but the difference does not shrink as the precision doubles: the mp
+    evaluator's error does not depend on ``dps``, e.g. a step done in float) or "unsettled"
+    (ADJUDICATION_MAX_DPS reached).
     """
     d = d0
     prev = subject.evaluate_mp(instance, d)
     rungs = [(d, prev)]
+    near_prev = None  # the previous difference, when it was ≤ |m|/4 but above the band
     while 2 * d <= ADJUDICATION_MAX_DPS:
         D = 2 * d
         m = subject.evaluate_mp(instance, D)
@@ -1559,6 +1586,12 @@ def _mp_ladder(subject, instance, d0: int):
                 diff = abs(m - prev)
                 if diff <= band and diff <= abs(m) / 4:
                     return "settled", m, D, tuple(rungs)
+                if diff <= abs(m) / 4:
+                    if near_prev is not None and diff * 1000 >= near_prev:
+                        return "stalled", m, D, tuple(rungs)
+                    near_prev = diff
+                else:
+                    near_prev = None
         d, prev = D, m
     return "unsettled", prev, d, tuple(rungs)
 
@@ -1640,11 +1673,14 @@ def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50) ->
     kind, m, D, rungs = _mp_ladder(subject, instance, d0)
     rule = "> 0" if strict else "≥ 0"
 
-    if kind == "unsettled":
-        vals = ", ".join(f"{_nstr(x, 3)} at {d}" for d, x in rungs)
-        return Adjudication(
-            "undecided", None, m, None, D, f"mp margins did not settle up to {D} digits ({vals})", ladder=rungs
+    if kind in ("unsettled", "stalled"):
+        vals = ", ".join(f"{_nstr(x, 8)} at {d}" for d, x in rungs)
+        why = (
+            f"mp margins did not settle up to {D} digits"
+            if kind == "unsettled"
+            else "the mp margin does not converge as the precision doubles (the mp evaluator loses precision)"
         )
+        return Adjudication("undecided", None, m, None, D, f"{why} ({vals})", ladder=rungs)
 
     if kind == "settled" and (m > 0 if strict else m >= 0):
         adj = Adjudication(
