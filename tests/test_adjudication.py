@@ -229,6 +229,16 @@ def test_margins_that_never_settle_are_undecided():
     assert seen[-1] == claims.ADJUDICATION_MAX_DPS
 
 
+def test_an_evaluator_whose_error_does_not_shrink_is_undecided_early():
+    """Float-sized noise (±1e-17) that survives every precision: the ladder stops after three
+    rungs instead of climbing to ADJUDICATION_MAX_DPS, and says why."""
+    seen = []
+    noisy = _calls(seen, lambda d: mpmath.mpf("0.5") + mpmath.mpf("1e-17") * (-1) ** len(seen))
+    adj = adjudicate(_subject(noisy), _INST, _OUT)
+    assert adj.verdict == "undecided" and "does not converge" in adj.reason
+    assert seen == [50, 100, 200]
+
+
 def test_start_dps_follows_the_dynamic_range():
     assert claims.start_dps(_INST, 50) == 50
     wide = MatrixPerturbation(np.diag([1.0, 0.5]), np.diag([1e-200, 0.0]))

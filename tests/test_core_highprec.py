@@ -113,3 +113,75 @@ def test_mp_eigh_and_enclosures_of_the_zero_matrix():
     assert all(x == 0 for x in e.eigenvalues)
     for lo, hi in eigenvalue_enclosures(np.zeros((3, 3)), 50):
         assert lo <= 0 <= hi
+
+
+# --------------------------------------------------------------------------------------
+# fimtheory.enclosures: interval primitives against closed forms
+# --------------------------------------------------------------------------------------
+
+
+def _two_by_two(a, b, c):
+    """[[a, b], [b, c]] and its closed-form eigenpairs at 120 digits."""
+    with highprec.working_precision(120):
+        A, B, C = (mpmath.mpf(x) for x in (a, b, c))
+        h, r = (A + C) / 2, mpmath.sqrt(((A - C) / 2) ** 2 + B**2)
+        lam1, lam2 = h + r, h - r
+        v = mpmath.matrix([[B], [lam1 - A]])
+        v = v / mpmath.norm(v)
+    return np.array([[a, b], [b, c]]), (lam1, lam2), v
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "c"), [(2.0, 0.3, 1.0), (1.0, 1e-9, 0.999), (-1.0, 0.75, 3.0), (5.0, 2.0**-40, 5.0 - 2.0**-30)]
+)
+def test_interval_eigenvalues_and_top_vector_contain_the_closed_form(a, b, c):
+    from fimtheory import enclosures as en
+
+    M, (lam1, lam2), v = _two_by_two(a, b, c)
+    with highprec.working_precision(60):
+        enc = en.float_eigenvalue_enclosures(M)
+        assert en.lo(enc[0]) <= lam1 <= en.hi(enc[0]) and en.lo(enc[1]) <= lam2 <= en.hi(enc[1])
+        assert en.hi(enc[0]) - en.lo(enc[0]) < mpmath.mpf(10) ** -50 * (1 + abs(lam1))
+        te = en.top_eigen(en.iv_matrix(M), enc)
+        # the box contains v1 for one of its signs
+        sign = 1 if (te.v[0, 0].mid * v[0] + te.v[1, 0].mid * v[1]) > 0 else -1
+        for i in range(2):
+            assert en.lo(te.v[i, 0]) <= sign * v[i] <= en.hi(te.v[i, 0])
+
+
+def test_reduced_resolvent_of_a_diagonal_matrix_is_exact():
+    """R x = Σ_{j≥2} x_j e_j / (λ1 − λj) for A = diag(3, 1, −1)."""
+    from fimtheory import enclosures as en
+
+    with highprec.working_precision(50):
+        te = en.top_eigen(en.iv_matrix(np.diag([3.0, 1.0, -1.0])))
+        x = en.iv_column([0.5, 2.0, -4.0])
+        z = te.resolve(x)
+        for got, want in zip([z[i, 0] for i in range(3)], [0, 1, -1]):
+            assert en.lo(got) <= want <= en.hi(got) and en.hi(got) - en.lo(got) < mpmath.mpf(10) ** -40
+
+
+def test_top_eigen_refuses_a_repeated_top_eigenvalue():
+    from fimtheory import enclosures as en
+
+    with highprec.working_precision(50):
+        with pytest.raises(en.NoEnclosure, match="not certified simple"):
+            en.top_eigen(en.iv_matrix(np.diag([2.0, 2.0, 1.0])))
+
+
+def test_interval_helpers_are_outward_and_refuse_zero_denominators():
+    from fimtheory import enclosures as en
+
+    with highprec.working_precision(30):
+        x = mpmath.iv.mpf([-1, 2])
+        assert en.lo(en.iv_abs(x)) == 0 and en.hi(en.iv_abs(x)) == 2
+        assert en.lo(en.iv_sq(x)) == 0 and en.hi(en.iv_sq(x)) == 4
+        third = en.fraction_interval(__import__("fractions").Fraction(1, 3))
+        assert en.lo(third) < mpmath.mpf(1) / 3 < en.hi(third) or en.lo(third) <= mpmath.mpf(1) / 3 <= en.hi(third)
+        with pytest.raises(en.EnclosureError, match="not bounded away from 0"):
+            en.iv_div(mpmath.iv.mpf(1), x)
+        with pytest.raises(en.HypothesisFails, match="fails"):
+            en.require_positive("γ > 0", mpmath.iv.mpf([-2, -1]))
+        with pytest.raises(en.EnclosureError, match="undecided"):
+            en.require_positive("γ > 0", x)
+        en.require_positive("γ > 0", mpmath.iv.mpf([1, 2]))
