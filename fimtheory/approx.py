@@ -169,6 +169,7 @@ def structural_rank_bound(G: np.ndarray) -> int:
     A numerical rank could fall below the true rank, and then (tr K^q / r)^{1/q} could exceed
     λ_max; this bound keeps that lower bound rigorous.
     """
+    G = score_matrix(G)
     return int(min(G.shape[1], np.count_nonzero(np.any(G != 0, axis=1))))
 
 

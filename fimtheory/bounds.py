@@ -14,18 +14,31 @@ import numpy as np
 from fimtheory._generated import series as _series
 from fimtheory.errors import HypothesesNotMet, InputError
 from fimtheory.spectral import (
+    HIGH_PRECISION_MAX_N,
     EigenData,
+    backward_error,
     eigen_data,
     off_top_residual_norm_sq,
     perturbation_coefficients,
 )
-from fimtheory.validation import EPS64, as_psd, as_symmetric, as_vector, check_finite_scalar, check_same_shape
+from fimtheory.validation import (
+    EPS64,
+    as_psd,
+    as_symmetric,
+    as_vector,
+    check_finite_scalar,
+    check_positive_int,
+    check_same_shape,
+)
 
 
 def _pair(A, E):
     a = as_psd(A, "A")
     e = as_symmetric(E, "E")
     check_same_shape(a, e)
+    with np.errstate(over="ignore"):
+        if not np.all(np.isfinite(a + e)):
+            raise InputError("A + E overflows float64; rescale A and E")
     return a, e
 
 
@@ -141,6 +154,7 @@ def coefficient_bounds(eta: float, gap: float, order: int = 4) -> np.ndarray:
     """Cauchy estimates |a_k| ≤ η (2η/γ)^{k−1}, k = 1..order (need γ > 0)."""
     eta = check_finite_scalar(eta, "eta", nonnegative=True)
     gap = check_finite_scalar(gap, "gap", positive=True)
+    order = check_positive_int(order, "order")
     return np.array([_series.coefficient_bound(k, eta, gap) for k in range(1, order + 1)], float)
 
 
@@ -153,21 +167,85 @@ def _require_simple_top(eig: EigenData, what: str) -> None:
         )
 
 
-def sign_bounds(A, E, eig: EigenData | None = None) -> tuple[float, float]:
+def _sign_bounds_error(n, beta, lam1, lam2, lamn, r2, eta, unit):
+    """Estimated errors of (lower, upper) from the backward error β of the eigen-data: the top
+    vector is off by sin θ ≲ β/(γ − 2β) (Davis–Kahan), so u = P⊥Ev moves by ≲ 3ηθ + n·unit·η,
+    ‖u‖² by 2‖u‖δu + δu², and each denominator by 2β."""
+    gap, spread = lam1 - lam2, lam1 - lamn
+    if not gap > 4 * beta:
+        return float("inf"), float("inf")
+    theta = beta / (gap - 2 * beta)
+    du = 3 * eta * theta + n * unit * eta
+    dr2 = 2 * r2**0.5 * du + du * du
+    err_hi = dr2 / (gap - 2 * beta) + r2 * 2 * beta / ((gap - 2 * beta) * gap)
+    err_lo = dr2 / (spread - 2 * beta) + r2 * 2 * beta / ((spread - 2 * beta) * spread)
+    return err_lo, err_hi
+
+
+def sign_bounds(A, E, eig: EigenData | None = None, *, rtol: float = 1e-8) -> tuple[float, float]:
     """SIGN: ‖P⊥Ev‖²/(λ1 − λ_min) ≤ a2 ≤ ‖P⊥Ev‖²/γ. Returns (lower, upper).
 
     Needs γ > 0 resolved in float64 (:meth:`~fimtheory.spectral.EigenData.gap_resolved`,
     γ > 16·n·eps·‖A‖): below that the top eigenvalue may be repeated and a2 does not exist.
     ``eig``, when given, must be ``eigen_data(A)``.
+
+    Accuracy: each bound b is returned with |b − b_exact| ≤ rtol·|b| + eps·η²/d (d its
+    denominator, η = ‖E‖₂), by an a-posteriori estimate from the backward error of the eigen-data
+    (the top vector's error is ≲ β/γ); when float64 cannot deliver that (small γ), the bounds are
+    recomputed with mpmath (n ≤ :data:`fimtheory.spectral.HIGH_PRECISION_MAX_N`, else
+    :class:`HypothesesNotMet`).
     """
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float, np.floating)) or not 4 * EPS64 <= rtol < 1:
+        raise InputError(f"rtol must be a number in [4·eps, 1), got {rtol!r}")
     a, e = _pair(A, E)
     eig = eig or eigen_data(a)
     if eig.eigenvalues.shape[0] != a.shape[0]:
         raise InputError(f"eig has {eig.eigenvalues.shape[0]} eigenvalues, A is {a.shape[0]}×{a.shape[0]}")
     _require_simple_top(eig, "SIGN")
+    n = a.shape[0]
     r2 = off_top_residual_norm_sq(eig, e)
-    lo, hi = _series.sign_bounds(eig.lambda_max, float(eig.eigenvalues[1]), eig.lambda_min, r2)
-    return float(lo), float(hi)
+    lam1, lam2, lamn = eig.lambda_max, float(eig.eigenvalues[1]), eig.lambda_min
+    lo, hi = _series.sign_bounds(lam1, lam2, lamn, r2)
+    w_e = np.linalg.eigvalsh(e)
+    eta = float(max(abs(w_e[0]), abs(w_e[-1])))
+    err_lo, err_hi = _sign_bounds_error(n, backward_error(a, eig), lam1, lam2, lamn, r2, eta, EPS64)
+
+    def ok(lo_, hi_, elo, ehi, gap, spread):
+        return elo <= rtol * abs(lo_) + EPS64 * eta**2 / spread and ehi <= rtol * abs(hi_) + EPS64 * eta**2 / gap
+
+    if ok(lo, hi, err_lo, err_hi, lam1 - lam2, lam1 - lamn):
+        return float(lo), float(hi)
+    if n > HIGH_PRECISION_MAX_N:
+        raise HypothesesNotMet(
+            f"SIGN bounds: float64 error estimate {err_hi:.3g} exceeds rtol {rtol:g} of {hi:.6g} "
+            f"(γ = {eig.gap:.3g}); the high-precision fallback is limited to n ≤ {HIGH_PRECISION_MAX_N}"
+        )
+    import mpmath
+
+    from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
+
+    for dps in (40, 80, 160):
+        with working_precision(dps):
+            am, em = mp_matrix(a), mp_matrix(e)
+            mp_eig = mp_eigh(am, dps)
+            V = mp_eig.eigenvectors
+            lam = mp_eig.eigenvalues
+            unit = mpmath.mpf(10) ** (-dps)
+            norm_a = max(abs(lam[0]), abs(lam[-1]))
+            beta = (
+                mpmath.mnorm(am * V - V * mpmath.diag(lam), "f")
+                + norm_a * mpmath.mnorm(V.T * V - mpmath.eye(n), "f")
+                + n * unit * norm_a
+            )
+            v = mp_eig.vector(0)
+            ev = em * v
+            u = ev - v * (v.T * ev)[0, 0]
+            r2m = (u.T * u)[0, 0]
+            lo_m, hi_m = _series.sign_bounds(lam[0], lam[1], lam[-1], r2m)
+            elo, ehi = _sign_bounds_error(n, beta, lam[0], lam[1], lam[-1], r2m, mpmath.mpf(eta), unit)
+            if ok(float(lo_m), float(hi_m), float(elo), float(ehi), float(lam[0] - lam[1]), float(lam[0] - lam[-1])):
+                return float(lo_m), float(hi_m)
+    raise HypothesesNotMet(f"SIGN bounds: not accurate to rtol {rtol:g} even at 160 digits (γ = {eig.gap:.3g})")
 
 
 def second_coefficient(A, E, *, rtol: float = 1e-8) -> float:

@@ -13,7 +13,7 @@ import numpy as np
 
 from fimtheory._generated import series as _series
 from fimtheory.errors import HypothesesNotMet, InputError
-from fimtheory.validation import EPS64, as_psd, as_symmetric, check_same_shape
+from fimtheory.validation import EPS64, as_psd, as_symmetric, as_vector, check_finite_scalar, check_same_shape
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,17 @@ def lambda_max(A, name: str = "A") -> float:
     return float(np.linalg.eigvalsh(as_symmetric(A, name))[-1])
 
 
+def _perturbation_for(eig: EigenData, E) -> np.ndarray:
+    e = as_symmetric(E, "E")
+    n = eig.eigenvalues.shape[0]
+    if e.shape != (n, n):
+        raise InputError(f"E must have the shape of A, ({n}, {n}), got {e.shape}")
+    return e
+
+
 def perturbation_in_eigenbasis(eig: EigenData, E) -> np.ndarray:
-    """M = VᵀEV: the matrix elements E_jk = v_jᵀ E v_k of a perturbation."""
+    """M = VᵀEV: the matrix elements E_jk = v_jᵀ E v_k of a perturbation (E finite, symmetric)."""
+    E = _perturbation_for(eig, E)
     M = eig.eigenvectors.T @ E @ eig.eigenvectors
     return 0.5 * (M + M.T)
 
@@ -145,13 +154,22 @@ def _accepted(coeffs, errs, scales, rtol) -> bool:
     return all(float(err) <= rtol * abs(float(a)) + EPS64 * float(c) for a, err, c in zip(coeffs, errs, scales))
 
 
-def _float_attempt(a, e, eig: EigenData, order: int):
+def backward_error(A, eig: EigenData) -> float:
+    """β with the computed eigen-data exact for some A + ΔA, ‖ΔA‖₂ ≲ β (an a-posteriori estimate):
+    ‖AV − VΛ‖_F + ‖A‖₂‖VᵀV − I‖_F + n·eps·‖A‖₂ (the last term covers rounding in the residual)."""
+    a = np.asarray(A, dtype=float)
     n = a.shape[0]
     V, lam = eig.eigenvectors, eig.eigenvalues
     norm_a = max(abs(eig.lambda_max), abs(eig.lambda_min))
-    residual = a @ V - V * lam
     nonorth = V.T @ V - np.eye(n)
-    beta = float(np.linalg.norm(residual) + norm_a * np.linalg.norm(nonorth) + n * EPS64 * norm_a)
+    return float(np.linalg.norm(a @ V - V * lam) + norm_a * np.linalg.norm(nonorth) + n * EPS64 * norm_a)
+
+
+def _float_attempt(a, e, eig: EigenData, order: int):
+    n = a.shape[0]
+    V, lam = eig.eigenvectors, eig.eigenvalues
+    nonorth = V.T @ V - np.eye(n)
+    beta = backward_error(a, eig)
     w_e = np.linalg.eigvalsh(e)
     eta = float(max(abs(w_e[0]), abs(w_e[-1])))
     absV = np.abs(V)
@@ -309,15 +327,25 @@ def perturbation_coefficients(A, E, order: int = 3, *, rtol: float = 1e-8) -> tu
 
 
 def series_value(lambda1: float, coefficients, t: float = 1.0) -> float:
-    """Truncated series λ1 + Σ_k a_k t^k."""
-    c = np.asarray(coefficients, dtype=float)
-    powers = t ** np.arange(1, c.shape[0] + 1)
-    return float(lambda1 + np.dot(c, powers))
+    """Truncated series λ1 + Σ_k a_k t^k; :class:`InputError` on non-finite input or overflow."""
+    lambda1 = check_finite_scalar(lambda1, "lambda1")
+    t = check_finite_scalar(t, "t")
+    c = as_vector(coefficients, "coefficients")
+    with np.errstate(over="ignore", invalid="ignore"):
+        powers = t ** np.arange(1, c.shape[0] + 1)
+        value = float(lambda1 + np.dot(c, powers))
+    if not np.isfinite(value):
+        raise InputError(f"the truncated series at t = {t!r} overflows float64")
+    return value
 
 
 def off_top_residual_norm_sq(eig: EigenData, E) -> float:
     """‖P⊥Ev‖² with v the top eigenvector: the quantity whose vanishing makes a2 = 0."""
     v = eig.top_vector
-    Ev = np.asarray(E, dtype=float) @ v
+    Ev = _perturbation_for(eig, E) @ v
     r = Ev - v * (v @ Ev)
-    return float(r @ r)
+    c = float(np.max(np.abs(r))) or 1.0  # ‖r‖² = c²‖r/c‖²: no overflow or underflow in the sum
+    value = c * c * float((r / c) @ (r / c))
+    if not np.isfinite(value):
+        raise InputError("‖P⊥Ev‖² overflows float64; rescale E")
+    return value
