@@ -151,6 +151,12 @@ def _cx_args(p):
         "exists; default ./counterexamples)",
     )
     p.add_argument(
+        "--json",
+        metavar="PATH",
+        type=output_file,
+        help="write the hunt report (status and reason per weakening) as JSON to PATH (its directory must exist)",
+    )
+    p.add_argument(
         "--readings",
         action="store_true",
         help="also test stronger readings of the abstract (RTN never lowers λ_max; σ ≥ 1)",

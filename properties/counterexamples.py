@@ -46,6 +46,9 @@ from properties.serialize import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_MALFORMED = 0, 1, 2
+#: ``fimtheory counterexamples``: some weakening inconclusive (not falsified within budget, or
+#: not certified) or an error — the contract's "inconclusive or error" code.
+EXIT_UNSETTLED = 3
 #: Format 2 adds ``inputs_sha256`` (digest of claim, weakening and instance).
 FORMAT_VERSION = 2
 
@@ -70,8 +73,11 @@ class HuntResult:
     ----------
     claim_id, weakening_id : str
     status : str
-        ``'falsified'`` (found and certified), ``'uncertified'`` (found, sign not certain),
-        ``'not falsified'``, ``'error'``.
+        The report words shared by every command: ``'falsified'`` (a counterexample found
+        and its violation certified), ``'inconclusive'`` (none found within the budget, or
+        one found whose sign could not be certified; ``reason`` says which), ``'error'``.
+    reason : str
+        Why the status is inconclusive (empty otherwise).
     source : str
         ``'hypothesis'`` or ``'optimizer'``.
     instance : object or None
@@ -87,7 +93,8 @@ class HuntResult:
 
     claim_id: str
     weakening_id: str
-    status: str = "not falsified"
+    status: str = "inconclusive"
+    reason: str = ""
     source: str = ""
     instance: object = None
     float_margin: float = math.nan
@@ -299,18 +306,29 @@ def hunt_weakening(claim, w: Weakening, *, profile: str = "quick", seed: int = 0
             if _confirm(w, inst, dps)[0]:
                 candidates.append((inst, "optimizer", seed))
         res.best_margin = min(res.best_margin, m)
+    if res.status != "error":
+        bm = "none met the hypotheses" if math.isinf(res.best_margin) else f"best float margin {res.best_margin:.3e}"
+        res.reason = (
+            f"no counterexample within the {profile} budget ({res.examples} examples, {res.rejected} "
+            f"not meeting the hypotheses, {budget['opt_evals']} optimiser evaluations; {bm})"
+        )
     for inst, source, s in candidates:
         try:
             cert = certify(w, inst, dps)
         except FimTheoryError as exc:
-            res.status, res.error = "uncertified", str(exc)
+            res.status, res.reason = "inconclusive", f"a violation was found but certification failed: {exc}"
             continue
         res.instance, res.source, res.certificate = inst, source, cert
         res.float_margin = w.evaluate(inst).margin
         res.extra["hypothesis_seed"] = s
-        res.status = "falsified" if cert.certified else "uncertified"
         if cert.certified:
+            res.status, res.reason = "falsified", ""
             break
+        res.status = "inconclusive"
+        res.reason = (
+            f"a violation was found (float margin {res.float_margin:.3e}) but its enclosure "
+            f"{cert.short()} at {cert.dps} digits does not certify it" + (f" ({cert.note})" if cert.note else "")
+        )
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -404,15 +422,51 @@ def format_hunt_table(results: list[HuntResult]) -> str:
         )
         if r.status == "error":
             lines.append(f"    error: {r.error}")
-        elif r.status == "not falsified":
-            bm = "—" if math.isinf(r.best_margin) else f"{r.best_margin:.3e}"
-            lines.append(f"    {r.examples} examples ({r.rejected} rejected), best float margin {bm}")
+        elif r.status == "inconclusive":
+            lines.append(f"    inconclusive: {r.reason}")
     return "\n".join(lines)
 
 
+def hunt_document(results: list[HuntResult], *, profile: str, seed: int, seconds: float) -> dict:
+    """The JSON report of a hunt (``fimtheory counterexamples --json PATH``)."""
+    statuses: dict = {}
+    for r in results:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    rows = []
+    for r in results:
+        c = r.certificate
+        rows.append(
+            {
+                "claim": r.claim_id,
+                "weakening": r.weakening_id,
+                "status": r.status,
+                "reason": r.reason,
+                "error": r.error,
+                "source": r.source,
+                "path": r.path,
+                "examples": r.examples,
+                "rejected": r.rejected,
+                "best_float_margin": None if math.isinf(r.best_margin) else r.best_margin,
+                "certificate": None if c is None else c.to_json(),
+                "seconds": r.seconds,
+            }
+        )
+    return {
+        "profile": profile,
+        "seed": seed,
+        "seconds": seconds,
+        "weakenings": rows,
+        "statuses": statuses,
+        "all_falsified": bool(results) and all(r.ok for r in results),
+        "exit_status": EXIT_OK if results and all(r.ok for r in results) else EXIT_UNSETTLED,
+        "versions": library_versions(),
+    }
+
+
 def hunt_command(args) -> int:
-    """CLI: ``fimtheory counterexamples`` (exit 0 iff every requested weakening was
-    falsified with a certified margin)."""
+    """CLI: ``fimtheory counterexamples``: exit 0 iff every requested weakening was falsified
+    with a certified margin, else 3 (some weakening inconclusive, with its reason, or an
+    error). ``--json PATH`` (when the plugin declares it) writes :func:`hunt_document`."""
     for cid in args.claim or []:
         get_claim(cid)
     if getattr(args, "readings", False):
@@ -436,14 +490,20 @@ def hunt_command(args) -> int:
     t0 = time.perf_counter()
     results = hunt(args.claim, profile=args.profile, seed=args.seed, out_dir=args.out, progress=progress)
     print(format_hunt_table(results))
+    seconds = time.perf_counter() - t0
+    json_path = getattr(args, "json", None)
+    if json_path:  # before printing: a closed stdout must not lose the report
+        doc = hunt_document(results, profile=args.profile, seed=args.seed, seconds=seconds)
+        Path(json_path).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    print(format_hunt_table(results))
     bad = [r.weakening_id for r in results if not r.ok]
     print(
         f"{sum(r.ok for r in results)}/{len(results)} weakenings falsified and certified "
-        f"in {time.perf_counter() - t0:.1f} s; written to {args.out}"
+        f"in {seconds:.1f} s; written to {args.out}"
     )
     if bad:
-        print(f"NOT falsified/certified: {', '.join(bad)}")
-    return EXIT_OK if not bad else EXIT_FAILED
+        print(f"NOT falsified/certified (inconclusive or error, exit 3): {', '.join(bad)}")
+    return EXIT_OK if not bad else EXIT_UNSETTLED
 
 
 # --------------------------------------------------------------------------------------

@@ -272,7 +272,7 @@ def test_optimiser_keeps_ensemble_structure():
 
 
 def test_hunt_cli_writes_replayable_files(tmp_path, capsys):
-    code = cx.hunt_command(_Args(claim=["T4.3c", "S2"], profile="quick", seed=0, out=str(tmp_path)))
+    code = cx.hunt_command(_Args(claim=["T4.3c", "S2"], profile="quick", seed=0, out=str(tmp_path), json=None))
     out = capsys.readouterr().out
     assert code == 0, out
     assert "T4.3c-no-genericity" in out and "S2-repeated-top" in out
@@ -282,18 +282,26 @@ def test_hunt_cli_writes_replayable_files(tmp_path, capsys):
 
 
 def test_unfalsified_weakening_is_reported_and_fails(monkeypatch, tmp_path, capsys):
-    """A weakening that is in fact true must come out 'not falsified' with exit 1."""
+    """A weakening that is in fact true must come out 'inconclusive' with its reason, exit 3,
+    and the JSON report says so."""
     claim = get_claim("W")
     true_w = type(claim.weakenings[0])(
         "W-no-lambda-min", "(test) Weyl upper bound", "nothing", claim.evaluate, claim.evaluate_mp, claim.strategy
     )
     monkeypatch.setattr(cx, "all_weakenings", lambda ids=None: [(claim, true_w)])
     monkeypatch.setitem(cx.BUDGETS, "quick", {"max_examples": 10, "opt_evals": 30, "extra_seeds": 0})
-    code = cx.hunt_command(_Args(claim=["W"], profile="quick", seed=0, out=str(tmp_path)))
+    report = tmp_path / "report" / "hunt.json"
+    report.parent.mkdir()
+    code = cx.hunt_command(_Args(claim=["W"], profile="quick", seed=0, out=str(tmp_path), json=str(report)))
     out = capsys.readouterr().out
-    assert code == 1
-    assert "not falsified" in out and "NOT falsified/certified: W-no-lambda-min" in out
+    assert code == cx.EXIT_UNSETTLED == 3
+    assert "inconclusive: no counterexample within the quick budget" in out
+    assert "NOT falsified/certified (inconclusive or error, exit 3): W-no-lambda-min" in out
     assert not list(tmp_path.glob("*.json"))
+    doc = json.loads(report.read_text())
+    assert doc["exit_status"] == 3 and doc["statuses"] == {"inconclusive": 1} and not doc["all_falsified"]
+    (row,) = doc["weakenings"]
+    assert row["status"] == "inconclusive" and row["reason"].startswith("no counterexample") and row["examples"] > 0
 
 
 def test_stronger_readings_smoke(monkeypatch):
