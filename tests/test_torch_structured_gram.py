@@ -74,10 +74,26 @@ def test_structured_gram_detects_mixing_layers():
         structured_gram(lm, logp, first, check_rows=8, score_rows=lambda idx: G[idx])
 
 
-def test_structured_gram_rejects_non_linear_parameters():
-    lm = torch.nn.Sequential(torch.nn.Embedding(4, 3), torch.nn.Linear(3, 2)).double()
-    with pytest.raises(HypothesesNotMet, match="nn.Linear"):
-        structured_gram(lm, lambda: torch.zeros(1), ["0.weight"])
+def test_structured_gram_rejects_unsupported_parameters():
+    lm = torch.nn.Sequential(torch.nn.Embedding(4, 3), torch.nn.LayerNorm(3), torch.nn.Linear(3, 2)).double()
+    with pytest.raises(HypothesesNotMet, match="'1.weight'.*LayerNorm.*nn.Linear"):
+        structured_gram(lm, lambda: torch.zeros(1), ["1.weight"])
+
+
+def test_structured_gram_detects_mixing_layers_by_default():
+    """Without score_rows and with the default check, the attention projection is refused."""
+    from torch_checks.models import ByteLM, ByteLMConfig
+
+    torch.manual_seed(1)
+    lm = ByteLM(ByteLMConfig.tiny()).double()
+    ctx = torch.randint(0, 256, (17,))
+    x, y = ctx[:-1], ctx[1:]
+
+    def logp():
+        return torch.log_softmax(lm(x[None]), -1)[0].gather(-1, y[:, None]).reshape(-1)
+
+    with pytest.raises(HypothesesNotMet, match="blocks.0.attn.qkv.weight.*not rank one"):
+        lambda_max_structured(lm, logp, ["blocks.0.attn.qkv.weight"])
 
 
 def test_structured_lanczos_path_matches_dense():

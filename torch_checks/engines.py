@@ -1,6 +1,6 @@
 """λ_max of the empirical FIM F = GᵀG / n from the stacked scores G (n × P).
 
-Units: those of F (nats² per θ-unit² for scores in nats). docs/theory.md §1: the nonzero
+Units: those of F (nats² per θ-unit² for scores in nats). THEORY.md §1: the nonzero
 spectrum of F equals that of the Gram matrix K = GGᵀ / n, so λ_max(F) = λ_max(K) = ‖G‖₂²/n.
 
 Paths
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 
-from fimtheory.errors import InputError
+from fimtheory.errors import HypothesesNotMet, InputError
 
 METHODS = ("auto", "dense", "gram", "lanczos")
 
@@ -57,6 +57,8 @@ class LambdaMaxResult:
         ``"F"`` (P × P) or ``"K"`` (n × n).
     vector : torch.Tensor or None
         With ``return_vector=True``: a unit top eigenvector of F, in R^P (on G's device).
+    structure : tuple of str or None
+        Structured path only: the layer calls found in the forward for each θ tensor.
     """
 
     value: float
@@ -67,6 +69,7 @@ class LambdaMaxResult:
     P: int
     operator: str
     vector: torch.Tensor | None = None
+    structure: tuple[str, ...] | None = None
 
 
 def _validate(G: torch.Tensor) -> torch.Tensor:
@@ -308,8 +311,277 @@ def lambda_max(
 
 
 # --------------------------------------------------------------------------------------
-# structured Gram path: per-sample gradients that are rank one per Linear layer
+# structured Gram path: per-sample gradients that are sums of outer products per layer call
 # --------------------------------------------------------------------------------------
+#
+# For a layer call z = W a (+ b) whose output rows r each belong to one sample s(r), and whose
+# rows influence only that sample's log-probability, the score of sample i on W is
+# g_i = Σ_{r: s(r)=i} δ_r ⊗ a_r with δ_r = ∂(Σ_j log p_j)/∂z_r, and on b it is Σ_r δ_r. A
+# parameter used by several calls (a module called twice, a tensor shared by several modules)
+# sums over all of them. Every use is written in the parameter's own (dim 0, dim 1) layout as
+# rows u_r ⊗ v_r, so that for any two rows (u_r ⊗ v_r)·(u_s ⊗ v_s) = (u_r·u_s)(v_r·v_s) and
+# K_ij = Σ_params Σ_{r∈i, s∈j} (u_r·u_s)(v_r·v_s) / n — never forming G.
+
+_SUPPORTED = "nn.Linear, nn.Conv1d/nn.Conv2d (groups=1, zero padding), nn.Embedding, transformers Conv1D"
+#: entries of a row-block Gram (R_a × R_b) computed at once; larger blocks are chunked
+_BLOCK_ENTRIES = 2**24
+
+
+@dataclass(frozen=True)
+class _Index:
+    """One-hot rows e_{idx_r} of length ``size`` (an embedding lookup), never materialised."""
+
+    idx: torch.Tensor
+    size: int
+
+
+def _is_hf_conv1d(mod) -> bool:
+    t = type(mod)
+    return t.__name__ == "Conv1D" and t.__module__.startswith("transformers")
+
+
+def _layer_kind(mod) -> str | None:
+    """The supported kind of ``mod`` (its ``forward`` must be the library's own), or None."""
+    nn = torch.nn
+    for base, kind in ((nn.Linear, "linear"), (nn.Conv1d, "conv1d"), (nn.Conv2d, "conv2d"),
+                       (nn.Embedding, "embedding")):
+        if isinstance(mod, base):
+            return kind if type(mod).forward is base.forward else None
+    if _is_hf_conv1d(mod):
+        return "hf_conv1d"
+    return None
+
+
+def _refuse_layer(mod, kind: str | None, role: str) -> str | None:
+    """Why the structured path cannot use parameter ``role`` of ``mod`` (None: it can)."""
+    if kind is None:
+        return (f"it is owned by a {type(mod).__name__}, not one of {_SUPPORTED} "
+                "(or by a subclass that overrides forward)")
+    if role not in ("weight", "bias"):
+        return f"{role!r} is not the weight or bias of the {type(mod).__name__}"
+    if torch.nn.utils.parametrize.is_parametrized(mod):
+        return "the module is parametrized (torch.nn.utils.parametrize)"
+    if kind in ("conv1d", "conv2d"):
+        if mod.groups != 1:
+            return f"grouped convolution (groups={mod.groups}) is not supported"
+        if mod.padding_mode != "zeros":
+            return f"padding_mode={mod.padding_mode!r} is not supported (only 'zeros')"
+        if isinstance(mod.padding, str) and mod.padding == "same":
+            if any((d * (k - 1)) % 2 for d, k in zip(mod.dilation, mod.kernel_size)):
+                return "padding='same' with an even effective kernel pads asymmetrically"
+    if kind == "embedding":
+        if mod.max_norm is not None:
+            return "Embedding(max_norm=...) renormalises its weight in the forward"
+        if mod.scale_grad_by_freq:
+            return "Embedding(scale_grad_by_freq=True) scales gradients by batch frequencies"
+    return None
+
+
+class _Call:
+    """One recorded call of a hooked module: its input, the probe added to its output, and the
+    tensor each θ role was read from during the call."""
+
+    __slots__ = ("name", "mod", "kind", "order", "inp", "version", "probe", "out_fn", "targets", "entry")
+
+    def __init__(self, name, mod, kind, order):
+        self.name, self.mod, self.kind, self.order = name, mod, kind, order
+        self.inp = self.version = self.probe = self.out_fn = None
+        self.targets: dict[str, torch.Tensor] = {}
+        self.entry: dict[str, int] = {}
+
+
+def _conv_padding(mod) -> tuple[int, ...]:
+    if isinstance(mod.padding, str):
+        if mod.padding == "valid":
+            return (0,) * len(mod.kernel_size)
+        return tuple(d * (k - 1) // 2 for d, k in zip(mod.dilation, mod.kernel_size))
+    return tuple(mod.padding)
+
+
+def _delta_rows(call: _Call, delta: torch.Tensor) -> torch.Tensor:
+    """The output signal of one call as rows (R, out), in the same row order as the inputs."""
+    if call.kind in ("conv1d", "conv2d"):
+        nd = 1 if call.kind == "conv1d" else 2
+        db = delta if call.inp.ndim == nd + 2 else delta.unsqueeze(0)
+        return db.reshape(db.shape[0], db.shape[1], -1).transpose(1, 2).reshape(-1, db.shape[1])
+    return delta.reshape(-1, delta.shape[-1])
+
+
+def _call_rows(call: _Call, delta: torch.Tensor):
+    """(lead shape, factors by role) of one call. Factors are (u, v) with rows u_r ⊗ v_r in the
+    parameter's layout; v = None means the scalar 1 (biases)."""
+    mod, x, kind = call.mod, call.inp, call.kind
+    if kind in ("linear", "hf_conv1d"):
+        lead = tuple(x.shape[:-1])
+        a = x.reshape(-1, x.shape[-1])
+        d = delta.reshape(-1, delta.shape[-1])
+        w = (d, a) if kind == "linear" else (a, d)
+        return lead, {"weight": w, "bias": (d, None)}
+    if kind == "embedding":
+        lead = tuple(x.shape)
+        idx = x.reshape(-1).long()
+        d = delta.reshape(-1, delta.shape[-1])
+        if mod.padding_idx is not None:  # the padding row receives no gradient
+            keep = idx != mod.padding_idx
+            return lead, {"weight": (_Index(idx, mod.num_embeddings), d), "_keep": keep}
+        return lead, {"weight": (_Index(idx, mod.num_embeddings), d)}
+    # convolutions as a Linear applied per output position on unfolded patches
+    nd = 1 if kind == "conv1d" else 2
+    batched = x.ndim == nd + 2
+    xb = x if batched else x.unsqueeze(0)
+    db = delta if batched else delta.unsqueeze(0)
+    ks, st, dl, pd = mod.kernel_size, mod.stride, mod.dilation, _conv_padding(mod)
+    if nd == 1:
+        xb, db = xb.unsqueeze(-2), db.unsqueeze(-2)
+        ks, st, dl, pd = (1, ks[0]), (1, st[0]), (1, dl[0]), (0, pd[0])
+    N = xb.shape[0]
+    patches = torch.nn.functional.unfold(xb, ks, dilation=dl, padding=pd, stride=st)  # (N, C·k, L)
+    L = patches.shape[-1]
+    if db.shape[-2] * db.shape[-1] != L:
+        raise HypothesesNotMet(f"{call.name}: unfolded patches ({L}) do not match the output "
+                               f"positions {tuple(db.shape[-2:])}")
+    a = patches.transpose(1, 2).reshape(N * L, -1)
+    d = _delta_rows(call, delta)
+    return (N, L), {"weight": (d, a), "bias": (d, None)}
+
+
+def _segments(lead: tuple[int, ...], n: int, where: str) -> torch.Tensor | None:
+    """Sample id of every output row: identity when there are n rows, else n equal groups of
+    consecutive rows (batch-first per-position use); anything else is refused."""
+    R = math.prod(lead) if lead else 1
+    if R == n:
+        return None
+    if lead and lead[0] == n and R % n == 0:
+        return torch.arange(n).repeat_interleave(R // n)
+    raise HypothesesNotMet(
+        f"{where}: its {R} output rows (leading shape {lead}) cannot be assigned to the n = {n} "
+        "samples (neither one row per sample nor a batch-first axis of length n)")
+
+
+def _fgram(X, Y, i0: int, i1: int):
+    """Gram (rows i0:i1 of X) · (all rows of Y)ᵀ of two factors; None for the all-ones matrix."""
+    if X is None:
+        return None
+    if isinstance(X, _Index) and isinstance(Y, _Index):
+        return (X.idx[i0:i1, None] == Y.idx[None, :])
+    if isinstance(X, _Index):
+        return Y[:, X.idx[i0:i1]].T
+    if isinstance(Y, _Index):
+        return X[i0:i1][:, Y.idx]
+    return X[i0:i1] @ Y.T
+
+
+def _rows_of(F) -> int:
+    return F.idx.shape[0] if isinstance(F, _Index) else F.shape[0]
+
+
+def _width(F) -> int:
+    if F is None:
+        return 1
+    return F.size if isinstance(F, _Index) else F.shape[1]
+
+
+def _filter_rows(F, keep):
+    if F is None:
+        return None
+    if isinstance(F, _Index):
+        return _Index(F.idx[keep], F.size)
+    return F[keep]
+
+
+def _entry_gram_structured(blocks, n, dtype, device, cache) -> torch.Tensor:
+    """Σ_{r∈i, s∈j} (u_r·u_s)(v_r·v_s) over all row blocks of one parameter (a new tensor)."""
+    if len(blocks) == 1 and blocks[0][0] is None and _rows_of(blocks[0][1]) <= _BLOCK_ENTRIES // n:
+        # one call, one row per sample (the common case): no accumulator to allocate
+        _, u, v = blocks[0]
+        key = (id(u), id(u), 0)
+        GU = cache.get(key)
+        if GU is None:
+            GU = _fgram(u, u, 0, n)
+            GU = GU.to(dtype) if GU.dtype == torch.bool else GU
+            cache[key] = GU
+        GV = _fgram(v, v, 0, n)
+        return GU.clone() if GV is None else GU * GV
+    K = torch.zeros(n, n, dtype=dtype, device=device)
+    for ia, (sa, ua, va) in enumerate(blocks):
+        Ra = _rows_of(ua)
+        for ib in range(ia, len(blocks)):
+            sb, ub, vb = blocks[ib]
+            Rb = _rows_of(ub)
+            step = max(1, _BLOCK_ENTRIES // max(1, Rb))
+            for i0 in range(0, Ra, step):
+                i1 = min(Ra, i0 + step)
+                key = (id(ua), id(ub), i0)
+                GU = cache.get(key)
+                if GU is None:
+                    GU = _fgram(ua, ub, i0, i1)
+                    if GU.dtype == torch.bool:
+                        GU = GU.to(dtype)
+                    cache[key] = GU
+                GV = _fgram(va, vb, i0, i1)
+                M = GU if GV is None else GU * GV
+                if sb is not None:
+                    M = torch.zeros(i1 - i0, n, dtype=dtype, device=device).index_add_(1, sb.to(device), M)
+                if sa is not None:
+                    M = torch.zeros(n, n, dtype=dtype, device=device).index_add_(0, sa[i0:i1].to(device), M)
+                    K += M if ib == ia else M + M.T
+                else:
+                    if ib == ia:
+                        K[i0:i1] += M
+                    else:
+                        K[i0:i1] += M
+                        K[:, i0:i1] += M.T
+    return K
+
+
+def _entry_gram_explicit(blocks, n, dtype, device) -> torch.Tensor:
+    """The same Gram through the parameter's per-sample gradients G_p (n × |p|): cheaper when
+    many rows per sample meet a small parameter (a convolution's kernel, a per-position bias)."""
+    d1, d2 = _width(blocks[0][1]), _width(blocks[0][2])
+    Gp = torch.zeros(n, d1 * d2, dtype=dtype, device=device)
+    for s, u, v in blocks:
+        R = u.shape[0]
+        seg = s.to(device) if s is not None else torch.arange(R, device=device)
+        step = max(1, _BLOCK_ENTRIES // max(1, d1 * d2))
+        for i0 in range(0, R, step):
+            uu = u[i0 : i0 + step]
+            rows = uu if v is None else (uu[:, :, None] * v[i0 : i0 + step, None, :]).reshape(uu.shape[0], -1)
+            Gp.index_add_(0, seg[i0 : i0 + step], rows)
+    return Gp @ Gp.T
+
+
+def _use_explicit(blocks, n) -> bool:
+    if any(isinstance(u, _Index) or isinstance(v, _Index) for _, u, v in blocks):
+        return False
+    d1, d2 = _width(blocks[0][1]), _width(blocks[0][2])
+    rows = [_rows_of(u) for _, u, _ in blocks]
+    R = sum(rows)
+    if n * d1 * d2 > 2**26 or R == n:
+        return False
+    structured = R * R * (d1 + d2) / 2
+    explicit = R * d1 * d2 + n * n * d1 * d2
+    return explicit < structured
+
+
+@dataclass(frozen=True)
+class StructuredGram:
+    """K = GGᵀ/n from :func:`structured_gram_details`, with what was found in the forward.
+
+    Attributes
+    ----------
+    K : (n, n) tensor, exactly symmetric.
+    P : int
+        Number of scalar parameters in θ (each tied tensor counted once).
+    structure : tuple of str
+        One line per θ tensor: the module calls that use it, in forward order, rows per sample.
+    checks : str
+        What was verified against autograd (see :func:`structured_gram`).
+    """
+
+    K: torch.Tensor
+    P: int
+    structure: tuple[str, ...]
+    checks: str
 
 
 def structured_gram(
@@ -317,82 +589,305 @@ def structured_gram(
     per_sample_logp,
     param_names,
     *,
-    check_rows: int = 0,
+    check_rows: int = 1,
     score_rows=None,
+    seed: int = 0,
 ) -> torch.Tensor:
-    """K = GGᵀ/n **without forming G**, for scores that are rank one per ``nn.Linear`` layer.
+    """K = GGᵀ/n **without forming G**, for scores that are sums of outer products per layer call.
 
-    For a Linear layer z = W a + b whose output row i influences only the log-likelihood term
-    of sample i, the score of sample i on (W, b) is (δ_i ⊗ a_i, δ_i) with δ_i = ∂ log p_i/∂z_i,
-    so K_ij = Σ_layers (δ_i·δ_j)(a_i·a_j + [b ∈ θ]) / n. One batched forward/backward pass gives
-    every a_i and δ_i (δ through zero probe tensors added to the layer outputs); K costs
-    n²(d_in + d_out) per layer instead of n²·P and the n×P score matrix is never built.
+    The structure is discovered from the actual forward: hooks on every module that holds a θ
+    tensor record each call (forward order, input, output). For a call z = W a (+ b) whose output
+    rows each belong to one sample and influence only that sample's log-probability, the score
+    of sample i on W is Σ_{rows r of i} δ_r ⊗ a_r with δ_r = ∂(Σ_j log p_j)/∂z_r; a tensor used by
+    several calls (a module called twice, weights tied between modules, compared by identity)
+    sums over all of them, and rows per sample > 1 (a Linear applied per position to a
+    (batch, T, d) input with per-sample scores, a convolution's output positions) are summed
+    exactly: K_ij = Σ_params Σ_{r∈i, s∈j} (δ_r·δ_s)(a_r·a_s) / n, or through the parameter's
+    per-sample gradients when that is cheaper (a small convolution kernel with many positions).
 
-    Hypothesis (the caller's to guarantee, checkable with ``check_rows``): every name in
-    ``param_names`` is the weight or bias of an ``nn.Linear``, each layer output row belongs to
-    one sample, and no later operation mixes samples (true for an MLP on independent samples,
-    and for a transformer's *last* position-wise layer with per-token samples, where only
-    position-wise LayerNorm and the head follow).
+    Supported layers: ``nn.Linear``, ``nn.Conv1d`` / ``nn.Conv2d`` (groups = 1, zero padding),
+    ``nn.Embedding`` (no ``max_norm`` / ``scale_grad_by_freq``) and Hugging Face
+    ``transformers.pytorch_utils.Conv1D`` (weight (in, out), y = x W + b). Any other owner of a
+    θ tensor is refused.
+
+    Hypotheses (checked): (H1) θ is used only through the recorded calls; (H2) every output row
+    of every call belongs to one sample — one row per sample, or n equal batch-first groups — and
+    influences only that sample's log-probability. H1 is checked exactly on the autograd graph
+    (every use of a θ tensor reachable from log p must be a recorded call) when the forward reads
+    the model's own parameters; when ``per_sample_logp`` substitutes tensors (e.g. through
+    ``torch.func.functional_call``) only the uses inside the hooked modules are seen. H2 is
+    checked with autograd on ``check_rows`` sampled samples and on one random combination of all
+    samples: the vector-Jacobian products ∂(Σ_i w_i log p_i)/∂z of every recorded output z must
+    equal w_{s(r)}·δ_r row by row (a mixing operation — attention over positions, batch-norm in
+    training mode, a tied embedding whose rows feed later positions — breaks this) to within
+    1024·eps·max|w|·max|δ|. Failure of any check raises
+    :class:`fimtheory.errors.HypothesesNotMet` naming the parameter and the reason.
 
     Parameters
     ----------
-    model : the module (its parameters are used as they are).
+    model : the module (its parameters are used as they are; requires_grad is restored).
     per_sample_logp : callable () → tensor of n log-probabilities (one batched forward of
-        ``model``; its Linear outputs must have n rows after flattening the leading axes).
-    param_names : names of the parameters θ.
-    check_rows : if > 0, recompute that many rows of K from ``score_rows(idx)`` (a callable
-        returning the exact score rows G[idx] of the same samples) and raise
-        :class:`fimtheory.errors.HypothesesNotMet` if they disagree beyond 1e-8·‖K‖.
+        ``model``; it may call the model directly or through ``functional_call``).
+    param_names : names of the θ tensors (aliases of a tied tensor, e.g. GPT-2's
+        ``lm_head.weight``, are accepted; list each tensor once).
+    check_rows : int
+        Samples whose output signals are verified against autograd (default 1), on top of the
+        random combination of all samples; 0 skips the autograd verification of H2 (then H2
+        is the caller's to guarantee).
+    score_rows : callable, optional
+        ``score_rows(idx)`` → the exact score rows G[idx]; if given, K[idx, idx] is also compared
+        with them (to 1e-8·‖K‖_max).
+    seed : int
+        Seeds the sampled rows and the random combination.
 
     Returns
     -------
     K : (n, n) tensor, exactly symmetric.
     """
-    from fimtheory.errors import HypothesesNotMet
+    return structured_gram_details(model, per_sample_logp, param_names, check_rows=check_rows,
+                                   score_rows=score_rows, seed=seed).K
 
-    names = set(param_names)
-    layers = []
-    for mname, mod in model.named_modules():
-        if isinstance(mod, torch.nn.Linear):
-            w, b = f"{mname}.weight" if mname else "weight", f"{mname}.bias" if mname else "bias"
-            if w in names or b in names:
-                layers.append((mod, w in names, b in names))
-                names -= {w, b}
-    if names:
-        raise HypothesesNotMet(f"structured Gram needs nn.Linear weights/biases only; also got {sorted(names)}")
-    if not layers:
-        raise InputError("no nn.Linear parameter among param_names")
-    acts, probes, handles = [], [], []
 
-    def hook(mod, inp, out):
-        e = torch.zeros_like(out, requires_grad=True)
-        acts.append(inp[0].detach())
-        probes.append(e)
-        return out + e
+def _resolve_theta(model, param_names):
+    """θ tensors by identity: [(display name, tensor)], and which (module, role) hold each."""
+    if isinstance(param_names, str):
+        raise InputError("param_names must be a sequence of names, not a string")
+    names = list(param_names)
+    if not names:
+        raise InputError("the parameter subset is empty")
+    allp = dict(model.named_parameters(remove_duplicate=False))
+    bad = [k for k in names if k not in allp]
+    if bad:
+        from fimtheory.errors import UnknownIdError
 
-    for mod, _, _ in layers:
-        handles.append(mod.register_forward_hook(hook))
+        raise UnknownIdError(f"unknown parameter(s) {bad}; the model has {list(allp)[:8]}...")
+    entries: list[tuple[str, torch.Tensor]] = []
+    seen: dict[int, str] = {}
+    for k in names:
+        t = allp[k]
+        if id(t) in seen:
+            raise InputError(f"{k!r} and {seen[id(t)]!r} are the same tensor (tied); list it once")
+        seen[id(t)] = k
+        entries.append((k, t))
+    # distinct parameters sharing storage with a θ tensor: autograd treats them as separate
+    theta_ptrs = {t.untyped_storage().data_ptr(): k for k, t in entries}
+    for k, t in model.named_parameters():
+        if id(t) not in seen and t.untyped_storage().data_ptr() in theta_ptrs:
+            raise HypothesesNotMet(
+                f"{theta_ptrs[t.untyped_storage().data_ptr()]!r} shares storage with the distinct "
+                f"parameter {k!r}: autograd treats them as separate tensors, so the scores of one do "
+                "not include the uses of the other; tie them (assign the same nn.Parameter) or untie")
+    holders: dict[int, list[tuple[str, torch.nn.Module, str]]] = {id(t): [] for _, t in entries}
+    for mname, mod in model.named_modules(remove_duplicate=False):
+        for role, p in mod._parameters.items():
+            if p is not None and id(p) in holders:
+                holders[id(p)].append((mname, mod, role))
+    return entries, holders
+
+
+def structured_gram_details(model, per_sample_logp, param_names, *, check_rows: int = 1,
+                            score_rows=None, seed: int = 0) -> StructuredGram:
+    """:func:`structured_gram` returning a :class:`StructuredGram` (K, P, structure, checks)."""
+    if isinstance(check_rows, bool) or not isinstance(check_rows, int) or check_rows < 0:
+        raise InputError(f"check_rows must be a non-negative integer, got {check_rows!r}")
+    entries, holders = _resolve_theta(model, param_names)
+    entry_of_id = {id(t): i for i, (_, t) in enumerate(entries)}
+    # modules to hook (each once, even if it holds several θ tensors or appears under 2 names)
+    modules: dict[int, tuple[str, torch.nn.Module, str, dict[str, int]]] = {}
+    for name, t in entries:
+        for mname, mod, role in holders[id(t)]:
+            kind = _layer_kind(mod)
+            why = _refuse_layer(mod, kind, role)
+            if why:
+                raise HypothesesNotMet(f"structured Gram cannot score {name!r} "
+                                       f"(held by {mname or 'the model'} as {role!r}): {why}")
+            if id(mod) not in modules:
+                modules[id(mod)] = (mname, mod, kind, {})
+            modules[id(mod)][3][role] = entry_of_id[id(t)]
+
+    calls: list[_Call] = []
+    swapped: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
+    leaves: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    substituted = [False]
+
+    def make_hooks(mname, mod, kind, roles):
+        def pre(m, args):
+            call = _Call(mname, m, kind, len(calls))
+            for role, ei in roles.items():
+                call.entry[role] = ei
+                t = m._parameters[role]
+                if t is entries[ei][1]:
+                    call.targets[role] = t
+                    continue
+                # the forward substituted this tensor (functional_call): differentiate a leaf
+                # copy of it during this call only
+                substituted[0] = True
+                if id(t) not in leaves:
+                    leaves[id(t)] = (t, t.detach().requires_grad_(True))
+                leaf = leaves[id(t)][1]
+                m._parameters[role] = leaf
+                swapped.append((m, role, t))
+                call.targets[role] = leaf
+            calls.append(call)
+
+        def post(m, args, out):
+            call = next(c for c in reversed(calls) if c.mod is m and c.probe is None)
+            for i in range(len(swapped) - 1, -1, -1):
+                sm, role, t = swapped[i]
+                if sm is m:
+                    sm._parameters[role] = t
+                    del swapped[i]
+            if not args or not isinstance(args[0], torch.Tensor) or not isinstance(out, torch.Tensor):
+                raise HypothesesNotMet(f"{mname}: expected one tensor input and one tensor output")
+            call.inp = args[0].detach()
+            call.version = args[0]._version
+            call.out_fn = out.grad_fn
+            call.probe = torch.zeros_like(out, requires_grad=True)
+            return out + call.probe
+
+        return pre, post
+
+    handles = []
+    forced = [t for _, t in entries if not t.requires_grad]
     try:
+        for t in forced:
+            t.requires_grad_(True)
+        for mname, mod, kind, roles in modules.values():
+            pre, post = make_hooks(mname, mod, kind, roles)
+            handles.append(mod.register_forward_pre_hook(pre))
+            handles.append(mod.register_forward_hook(post))
         with torch.enable_grad():
             lp = per_sample_logp()
-            deltas = torch.autograd.grad(lp.sum(), probes)
     finally:
         for h in handles:
             h.remove()
+        for m, role, t in swapped:
+            m._parameters[role] = t
+        for t in forced:
+            t.requires_grad_(False)
+    try:
+        return _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted[0])
+    finally:
+        leaves.clear()
+
+
+def _describe_uses(name, uses, n) -> str:
+    parts = []
+    for call, _role, rows in uses:
+        per = "" if rows == n else f", {rows // n} rows/sample"
+        parts.append(f"{call.name or 'model'}#{call.order}({call.kind}{per})")
+    return f"{name}: {len(uses)} call(s) " + " + ".join(parts)
+
+
+def _check_coverage(lp, entries, calls):
+    """H1 on the autograd graph: each use of a θ tensor reachable from log p is a recorded call
+    (every supported layer reads each of its parameters exactly once per call)."""
+    targets: dict[int, str] = {}
+    for c in calls:
+        for role, t in c.targets.items():
+            targets[id(t)] = f"{c.name}.{role}"
+    theta_ids = {id(t): k for k, t in entries}
+    edges: dict[int, int] = {}
+    seen = set()
+    stack = [lp.grad_fn]
+    while stack:
+        f = stack.pop()
+        if f is None or f in seen:
+            continue
+        seen.add(f)
+        for nf, _ in f.next_functions:
+            if nf is None:
+                continue
+            var = getattr(nf, "variable", None)
+            if var is not None and (id(var) in targets or id(var) in theta_ids):
+                edges[id(var)] = edges.get(id(var), 0) + 1
+            stack.append(nf)
+    recorded: dict[int, int] = {}
+    for c in calls:
+        if c.out_fn is not None and c.out_fn in seen:
+            for t in c.targets.values():
+                recorded[id(t)] = recorded.get(id(t), 0) + 1
+    for key, count in edges.items():
+        if count != recorded.get(key, 0):
+            name = theta_ids.get(key) or targets.get(key)
+            raise HypothesesNotMet(
+                f"{name!r} is used {count} time(s) in the graph of log p but only "
+                f"{recorded.get(key, 0)} use(s) are calls of a supported module: it is also used "
+                "directly (e.g. F.linear(x, weight) or a weight read by another module), which the "
+                "structured Gram cannot see")
+
+
+def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted) -> StructuredGram:
+    if not isinstance(lp, torch.Tensor) or not lp.is_floating_point():
+        raise InputError("per_sample_logp() must return a floating tensor of n log-probabilities")
+    lp = lp.reshape(-1)
     n = lp.numel()
+    if n < 1:
+        raise InputError("per_sample_logp() returned no log-probabilities")
+    if not bool(torch.isfinite(lp).all()):
+        raise InputError("per_sample_logp() returned a NaN or inf log-probability")
+    if not lp.requires_grad:
+        raise InputError("per_sample_logp() returned a tensor without an autograd graph "
+                         "(computed under torch.no_grad or detached?)")
+    for c in calls:
+        if c.inp is not None and c.inp._version != c.version:
+            raise HypothesesNotMet(f"the input of {c.name} (call #{c.order}) was modified in place "
+                                   "after the call; the recorded activations are not those used")
+    if not substituted:
+        _check_coverage(lp, entries, calls)
+    live = [c for c in calls if c.probe is not None]
+    verify = check_rows > 0 and bool(live)
+    grads = torch.autograd.grad(lp.sum(), [c.probe for c in live], allow_unused=True,
+                                retain_graph=verify)
+    dtype, device = lp.dtype, lp.device
+    used = [(c, g) for c, g in zip(live, grads) if g is not None]
+    # per θ tensor: its row blocks (segments, u, v) and a description of each use
+    blocks: dict[int, list] = {i: [] for i in range(len(entries))}
+    uses: dict[int, list] = {i: [] for i in range(len(entries))}
+    segs = {}
+    for c, g in used:
+        lead, fac = _call_rows(c, g.to(dtype))
+        seg = _segments(lead, n, f"{c.name or 'model'} (call #{c.order})")
+        segs[id(c)] = (seg, lead)
+        keep = fac.pop("_keep", None)
+        for role, (u, v) in fac.items():
+            t = c.targets.get(role)
+            if t is None:
+                continue
+            ei = c.entry[role]
+            u = u.to(dtype) if isinstance(u, torch.Tensor) else u
+            v = v.to(dtype) if isinstance(v, torch.Tensor) else v
+            s = seg
+            if keep is not None and not bool(keep.all()):
+                u, v = _filter_rows(u, keep), _filter_rows(v, keep)
+                s = (torch.arange(keep.numel()) if seg is None else seg)[keep.cpu()]
+            blocks[ei].append((s, u, v))
+            uses[ei].append((c, role, math.prod(lead) if lead else 1))
+    # one tensor for several modules must be one tensor in every call (tie kept by the forward)
+    for ei, (name, _) in enumerate(entries):
+        ids = {id(c.targets[role]) for c, role, _ in uses[ei]}
+        if len(ids) > 1:
+            raise HypothesesNotMet(f"{name!r} is tied between modules but the forward gave them "
+                                   f"{len(ids)} different tensors (functional_call with tie_weights=False?)")
+    checks = "none (check_rows=0)"
+    if verify:
+        checks = _verify_signals(lp, used, segs, n, check_rows, seed, entries, uses, substituted)
     K = None
-    for (_, has_w, has_b), a, d in zip(layers, acts, deltas):
-        a, d = a.reshape(n, -1), d.reshape(n, -1)
-        DD = d @ d.T
-        term = DD * (a @ a.T) if has_w else torch.zeros_like(DD)
-        if has_b:
-            term = term + DD
-        K = term if K is None else K + term
+    cache: dict = {}
+    for bl in blocks.values():
+        if not bl:
+            continue
+        if _use_explicit(bl, n):
+            part = _entry_gram_explicit(bl, n, dtype, device)
+        else:
+            part = _entry_gram_structured(bl, n, dtype, device, cache)
+        K = part if K is None else K.add_(part)
+    cache.clear()
+    if K is None:  # no recorded call reaches log p: every score is zero
+        K = torch.zeros(n, n, dtype=dtype, device=device)
     K = 0.5 * (K + K.T) / n
-    if check_rows:
-        if score_rows is None:
-            raise InputError("check_rows needs score_rows(idx) returning exact score rows")
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: min(check_rows, n)]
+    if score_rows is not None and check_rows:
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(check_rows, n)]
         Gs = score_rows(idx).to(K.dtype)
         direct = Gs @ Gs.T / n
         err = float((direct - K[idx][:, idx]).abs().max())
@@ -400,25 +895,81 @@ def structured_gram(
         if err > 1e-8 * scale:
             raise HypothesesNotMet(
                 f"structured Gram disagrees with the score rows by {err:.3g} (‖K‖_max {scale:.3g}): "
-                "the per-sample scores are not rank one per Linear layer for this model/subset"
-            )
-    return K
+                "the per-sample scores are not rank one per layer call for this model/subset")
+        checks += f"; K[idx, idx] equals score_rows on {len(idx)} rows"
+    structure = tuple(_describe_uses(name, uses[ei], n) for ei, (name, _) in enumerate(entries))
+    P = sum(t.numel() for _, t in entries)
+    return StructuredGram(K, P, structure, checks)
+
+
+def _verify_signals(lp, used, segs, n, check_rows, seed, entries, uses, substituted) -> str:
+    """H2 with autograd: for weights w (q × n) — one-hot rows of sampled samples and one Gaussian
+    combination of all samples — the VJP ∂(Σ_i w_i log p_i)/∂z of every recorded output must be
+    w_{s(r)}·δ_r in every row r."""
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(n, generator=gen)[: min(check_rows, n)]
+    W = torch.zeros(len(idx) + 1, n, dtype=lp.dtype)
+    W[torch.arange(len(idx)), idx] = 1.0
+    W[-1] = torch.randn(n, generator=gen, dtype=torch.float64).to(lp.dtype)
+    W = W.to(lp.device)
+    probes = [c.probe for c, _ in used]
+    # one plain VJP per weight vector: measured faster than one vmapped (is_grads_batched)
+    # backward on CPU, and free of missing batching rules
+    per = [torch.autograd.grad(lp, probes, grad_outputs=w, retain_graph=j + 1 < len(W), allow_unused=True)
+           for j, w in enumerate(W)]
+    got = tuple(None if per[0][j] is None else torch.stack([p[j] for p in per])
+                for j in range(len(probes)))
+    eps = torch.finfo(lp.dtype).eps
+    wmax = W.abs().amax(dim=1)
+    for (c, delta), g in zip(used, got):
+        seg, _ = segs[id(c)]
+        rows_w = W if seg is None else W[:, seg.to(W.device)]  # (q, R)
+        d = _delta_rows(c, delta)
+        expected = rows_w[:, :, None] * d[None]
+        actual = (torch.zeros_like(expected) if g is None
+                  else torch.stack([_delta_rows(c, x) for x in g]))
+        err = (actual - expected).abs().amax(dim=(1, 2))
+        tol = 1024 * eps * wmax * float(d.abs().max())
+        bad = torch.nonzero(err > tol).reshape(-1)
+        if bad.numel():
+            q = int(bad[0])
+            what = (f"sample {int(idx[q])}" if q < len(idx) else "a random combination of all samples")
+            names = sorted({entries[ei][0] for ei, u in uses.items() for cc, _, _ in u if cc is c})
+            raise HypothesesNotMet(
+                f"structured Gram hypotheses not met for {', '.join(map(repr, names))}: the output "
+                f"of {c.name or 'model'} (call #{c.order}) influences other samples' log-probabilities "
+                f"than its own rows' (autograd check on {what}: error {float(err[q]):.3g} > "
+                f"{float(tol[q]):.3g}); the per-sample scores are not rank one per row for this "
+                "model/subset (a mixing layer such as attention, batch-norm in training mode, or an "
+                "embedding whose rows feed later positions)")
+    h1 = ("H1 within the hooked calls only (the forward substitutes parameters)" if substituted
+          else "H1 on the autograd graph")
+    return (f"H2 verified with autograd on {len(idx)} sampled samples and one random combination "
+            f"of all {n}; {h1}")
 
 
 def lambda_max_structured(
     model, per_sample_logp, param_names, *, dense_max: int = 512, tol: float = 1e-10, **kw
 ) -> LambdaMaxResult:
-    """λ_max(F) through :func:`structured_gram` (see its hypothesis).
+    """λ_max(F) through :func:`structured_gram` (see its hypotheses, verified by default).
 
     K is formed either way; its top eigenvalue comes from ``eigvalsh`` for n ≤ ``dense_max`` and
     from Lanczos on K (O(n²) per step, residual-checked to ``tol``) above, where a full
-    eigendecomposition (O(n³)) would dominate the cost.
+    eigendecomposition (O(n³)) would dominate the cost. ``P`` counts each θ tensor once (a tied
+    tensor listed under one of its names); ``structure`` describes the calls found in the forward.
+
+    Raises
+    ------
+    fimtheory.errors.HypothesesNotMet
+        A θ tensor is held by an unsupported module, used outside the recorded calls, or its
+        layer outputs mix samples (see :func:`structured_gram`); never a number then.
     """
-    K = structured_gram(model, per_sample_logp, param_names, **kw)
-    P = sum(p.numel() for name, p in model.named_parameters() if name in set(param_names))
+    sg = structured_gram_details(model, per_sample_logp, param_names, **kw)
+    K, P = sg.K, sg.P
     n = K.shape[0]
     if n <= dense_max:
         lam, _, res = _top_eigh(K, want_vector=False)
-        return LambdaMaxResult(lam, "structured-gram", 0, res, n, P, "K", None)
+        return LambdaMaxResult(lam, "structured-gram", 0, res, n, P, "K", None, sg.structure)
     r = lanczos(lambda v: K @ v, n, dtype=K.dtype, device=K.device, tol=tol)
-    return LambdaMaxResult(r.value, "structured-gram-lanczos", r.iterations, r.residual, n, P, "K", None)
+    return LambdaMaxResult(r.value, "structured-gram-lanczos", r.iterations, r.residual, n, P, "K", None,
+                           sg.structure)
