@@ -210,7 +210,9 @@ def render_verify(path: str, command: str) -> list[str]:
     lines = [
         f"`{command}` — profile {doc.get('profile')}, seed {doc.get('seed')}, adjudication from "
         f"{doc.get('dps', '—')} digits; {_status_summary(c.get('status') for c in claims)}; "
-        f"{total:.1f} s summed over claims.",
+        f"{total:.1f} s summed over claims"
+        + (f"; exit status {doc['exit_status']}" if "exit_status" in doc else "")
+        + ".",
         "",
     ]
     lines += _table(
