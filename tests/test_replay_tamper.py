@@ -4,9 +4,9 @@ For every file of ``tests/counterexamples`` (weakening counterexamples and the p
 ``param-*.json``):
 
 * the untampered file reproduces;
-* each input array with one entry moved by one ulp (``np.nextafter``; integer arrays by one),
-  and each scalar input likewise, does not reproduce — the digest of the exact inputs no
-  longer matches;
+* each input array with one entry moved by one ulp (``np.nextafter``; integer arrays by one)
+  — for every entry in turn — and each scalar input likewise, does not reproduce: the digest
+  of the exact inputs no longer matches;
 * the same changes with the digest *recomputed* (a forger who edits inputs and digest) are
   still rejected wherever the change moves the exact margin — checked against the weakening's
   own 60-digit mp evaluation, independent of the certifier — by the bit-exact float margin
@@ -58,11 +58,12 @@ def _replay(tmp_path, rec, name):
 # --------------------------------------------------------------------------------------
 
 
-def _weakening_tampers(rec):
+def _weakening_tampers(rec, *, every_entry: bool = False):
     """One-ulp (or +1) change of one entry of every input array and of every scalar input
     of a weakening counterexample. For symmetric matrices the diagonal entry of largest
     magnitude is moved (the instance stays valid, so the forged-digest test reaches the
-    margin); other arrays move their entry of largest magnitude."""
+    margin); other arrays move their entry of largest magnitude. ``every_entry``: one tamper
+    per entry of every array instead."""
     out = []
 
     def visit(node_get, label):
@@ -71,25 +72,29 @@ def _weakening_tampers(rec):
             shape = node["shape"]
             if node["dtype"] == "float64":
                 vals = np.array([float.fromhex(h) for h in node["ndarray"]])
-                if len(shape) == 2 and shape[0] == shape[1]:
-                    n = shape[0]
-                    k = max(range(n), key=lambda i: abs(vals[i * n + i])) * (n + 1)
-                else:
-                    k = int(np.argmax(np.abs(vals))) if vals.size else None
-                if k is None:
+                if not vals.size:
                     return
+                if every_entry:
+                    ks = range(vals.size)
+                elif len(shape) == 2 and shape[0] == shape[1]:
+                    n = shape[0]
+                    ks = [max(range(n), key=lambda i: abs(vals[i * n + i])) * (n + 1)]
+                else:
+                    ks = [int(np.argmax(np.abs(vals)))]
+                for k in ks:
 
-                def mut(r, node_get=node_get, k=k):
-                    nd = node_get(r)
-                    nd["ndarray"][k] = _bump(nd["ndarray"][k])
+                    def mut(r, node_get=node_get, k=k):
+                        nd = node_get(r)
+                        nd["ndarray"][k] = _bump(nd["ndarray"][k])
 
-                out.append((f"{label}[{k}]+ulp", mut))
+                    out.append((f"{label}[{k}]+ulp", mut))
             elif node["ndarray"]:
+                for k in range(len(node["ndarray"])) if every_entry else [0]:
 
-                def mut(r, node_get=node_get):
-                    node_get(r)["ndarray"][0] += 1
+                    def mut(r, node_get=node_get, k=k):
+                        node_get(r)["ndarray"][k] += 1
 
-                out.append((f"{label}[0]+1", mut))
+                    out.append((f"{label}[{k}]+1", mut))
         elif isinstance(node, dict) and "float" in node:
 
             def mut(r, node_get=node_get):
@@ -124,22 +129,25 @@ def _weakening_tampers(rec):
     return out
 
 
-def _param_tampers(rec):
-    """One ulp of the largest entry of X and θ, one label flipped, one ulp of step_unit."""
+def _param_tampers(rec, *, every_entry: bool = False):
+    """One ulp of the largest entry of X and θ (``every_entry``: of each entry), one label
+    changed (each label), one ulp of step_unit."""
     out = []
     for key in ("X", "theta"):
         vals = np.abs([float.fromhex(h) for h in rec[key]["hex"]])
-        k = int(np.argmax(vals))
+        for k in range(vals.size) if every_entry else [int(np.argmax(vals))]:
 
-        def mut(r, key=key, k=k):
-            r[key]["hex"][k] = _bump(r[key]["hex"][k])
+            def mut(r, key=key, k=k):
+                r[key]["hex"][k] = _bump(r[key]["hex"][k])
 
-        out.append((f"{key}[{k}]+ulp", mut))
+            out.append((f"{key}[{k}]+ulp", mut))
 
-    def flip(r):
-        r["y"][0] = 1 - r["y"][0] if r["model"] != "softmax" else (r["y"][0] + 1) % 2
+    for k in range(len(rec["y"])) if every_entry else [0]:
 
-    out.append(("y[0] changed", flip))
+        def flip(r, k=k):
+            r["y"][k] = 1 - r["y"][k] if r["model"] != "softmax" else (r["y"][k] + 1) % 2
+
+        out.append((f"y[{k}] changed", flip))
 
     def step(r):
         r["step_unit"] = _bump(r["step_unit"])
@@ -175,7 +183,7 @@ def test_untampered_file_reproduces(path):
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_every_one_ulp_input_change_does_not_reproduce(path, tmp_path):
     rec = json.loads(path.read_text())
-    tampers = _param_tampers(rec) if path in PARAM_FILES else _weakening_tampers(rec)
+    tampers = (_param_tampers if path in PARAM_FILES else _weakening_tampers)(rec, every_entry=True)
     assert tampers
     for label, mut in tampers:
         bad = copy.deepcopy(rec)
