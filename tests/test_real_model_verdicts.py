@@ -85,9 +85,14 @@ def test_scores_recomputed_at_the_same_theta_give_the_exact_zero_E():
     """A planted quantizer that copies the weights (so δ = 0 is not seen by the summary):
     the scores are recomputed, bit-identical, and E is exactly 0."""
     model = C.load_for_checks("logistic", QUICK, CPU)
-    rows = C.check_quantization(model, SCHEME, 4, C.with_overrides(QUICK, dense_max=0),
-                                C.Adjudicator(0, 30),
-                                quantizer=lambda w, s, generator=None: w.clone())
+    rows = C.check_quantization(
+        model,
+        SCHEME,
+        4,
+        C.with_overrides(QUICK, dense_max=0),
+        C.Adjudicator(0, 30),
+        quantizer=lambda w, s, generator=None: w.clone(),
+    )
     assert _by_claim(rows)["S2"].details["perturbation"] == "no-op"
 
 
@@ -101,8 +106,7 @@ def one_ulp_quantizer(w, scheme, generator=None):
 
 def test_below_rounding_perturbation_neither_raises_nor_lowers(mlp_on_grid):
     adj = C.Adjudicator(max_dim=0, dps=30)
-    by = _by_claim(C.check_quantization(mlp_on_grid, SCHEME, 4, QUICK, adj,
-                                        quantizer=one_ulp_quantizer))
+    by = _by_claim(C.check_quantization(mlp_on_grid, SCHEME, 4, QUICK, adj, quantizer=one_ulp_quantizer))
     n = by["T4.3a"].details["n"]
     eta, lam1 = by["S2"].details["eta"], by["S2"].details["lambda1"]
     assert 0 < eta <= C.BELOW_ROUNDING_FACTOR * EPS * n * lam1
@@ -159,8 +163,9 @@ def test_planted_float_noise_violation_is_not_reported_falsified(monkeypatch, de
 def test_planted_violation_without_an_affordable_reference_is_inconclusive(monkeypatch):
     monkeypatch.setitem(C.REGISTRY, "T4.3a", _noisy("T4.3a", -0.5, resolved=False))
     model = tiny_logistic()
-    row = _by_claim(C.check_quantization(model, "rtn-int4-sym-channel", 4, QUICK,
-                                         C.Adjudicator(max_dim=0, dps=30)))["T4.3a"]
+    row = _by_claim(C.check_quantization(model, "rtn-int4-sym-channel", 4, QUICK, C.Adjudicator(max_dim=0, dps=30)))[
+        "T4.3a"
+    ]
     assert row.status == "inconclusive" and "dimension" in row.reason
 
 
@@ -169,8 +174,9 @@ def test_resolved_float_violation_that_the_reference_denies_is_an_error(monkeypa
     implementation and reference (an error), as in verify — neither verified nor falsified."""
     monkeypatch.setitem(C.REGISTRY, "T4.3a", _noisy("T4.3a", -0.5, resolved=True))
     model = tiny_logistic()
-    row = _by_claim(C.check_quantization(model, "rtn-int4-sym-channel", 4, QUICK,
-                                         C.Adjudicator(max_dim=16, dps=30)))["T4.3a"]
+    row = _by_claim(C.check_quantization(model, "rtn-int4-sym-channel", 4, QUICK, C.Adjudicator(max_dim=16, dps=30)))[
+        "T4.3a"
+    ]
     assert row.status == "error" and "disagrees" in row.reason
 
 
@@ -193,12 +199,12 @@ def test_a_certified_violation_is_falsified(monkeypatch):
         lo, hi = enclosures.margin_enclosure(base, inst, dps)
         return lo - 2, hi - 2
 
-    strong = dataclasses.replace(base, evaluate=evaluate, evaluate_mp=evaluate_mp,
-                                 evaluate_iv=evaluate_iv)
+    strong = dataclasses.replace(base, evaluate=evaluate, evaluate_mp=evaluate_mp, evaluate_iv=evaluate_iv)
     monkeypatch.setitem(C.REGISTRY, "T4.3a", strong)
     model = tiny_logistic()
-    row = _by_claim(C.check_quantization(model, "rtn-int4-sym-channel", 4, QUICK,
-                                         C.Adjudicator(max_dim=16, dps=30)))["T4.3a"]
+    row = _by_claim(C.check_quantization(model, "rtn-int4-sym-channel", 4, QUICK, C.Adjudicator(max_dim=16, dps=30)))[
+        "T4.3a"
+    ]
     assert row.status == "falsified" and row.details["verdict"] == "violated", row
     lo, hi = row.details["enclosure"]
     assert lo <= row.worst_margin <= hi < 0
@@ -274,17 +280,19 @@ def test_progress_lines_when_stderr_is_not_a_terminal():
     assert "SR draw 1/4" in lines[1] and lines[2].startswith("check-models [2/2]")
 
 
-@pytest.mark.parametrize("statuses, profile, code", [
-    (["verified", "measured"], "quick", 0),
-    (["verified", "inconclusive", "error"], "quick", 0),
-    (["verified", "inconclusive"], "full", 3),
-    (["error"], "ci", 3),
-    (["falsified", "inconclusive"], "full", 1),
-    (["falsified"], "quick", 1),
-])
+@pytest.mark.parametrize(
+    "statuses, profile, code",
+    [
+        (["verified", "measured"], "quick", 0),
+        (["verified", "inconclusive", "error"], "quick", 0),
+        (["verified", "inconclusive"], "full", 3),
+        (["error"], "ci", 3),
+        (["falsified", "inconclusive"], "full", 1),
+        (["falsified"], "quick", 1),
+    ],
+)
 def test_exit_statuses(statuses, profile, code):
-    rows = [{"status": s, "model": "m", "scheme": "s", "claim": "c", "reason": "r"}
-            for s in statuses]
+    rows = [{"status": s, "model": "m", "scheme": "s", "claim": "c", "reason": "r"} for s in statuses]
     assert R.summary(rows, profile)["exit_status"] == code
 
 
@@ -292,8 +300,7 @@ def test_cli_rows_carry_verify_fields_and_progress(tmp_path, capsys):
     from fimtheory.cli import main
 
     out = tmp_path / "cm.json"
-    rc = main(["check-models", "--model", "logistic", "--scheme", SCHEME, "--profile", "quick",
-               "--json", str(out)])
+    rc = main(["check-models", "--model", "logistic", "--scheme", SCHEME, "--profile", "quick", "--json", str(out)])
     err = capsys.readouterr().err
     assert rc == 0
     assert "check-models [1/" in err  # progress although stderr is not a terminal
@@ -303,6 +310,5 @@ def test_cli_rows_carry_verify_fields_and_progress(tmp_path, capsys):
         if row["status"] in ("inconclusive", "error", "hypotheses not met", "skipped"):
             assert row["reason"], row
     t43a = next(r for r in doc["rows"] if r["claim"] == "T4.3a")
-    assert t43a["examples"] == 1 and t43a["details"]["perturbation"] in (
-        "resolved", "below rounding", "no-op")
+    assert t43a["examples"] == 1 and t43a["details"]["perturbation"] in ("resolved", "below rounding", "no-op")
     assert doc["summary"]["exit_status"] == 0

@@ -132,3 +132,19 @@ def test_per_token_scores_on_smollm(lm):
     R = per_sample_scores_loop(model, names, ids[:-1], ids[1:], per_token=True).G
     assert G.shape == (6, 576)
     assert float((G - R).abs().max()) <= 1e-9 * float(R.abs().max())
+
+
+@pytest.mark.slow(reason="a float64 SmolLM2 and one quantized copy of its linear weights, ~30 s")
+@_apply(needs_lm)
+def test_rtn_asym_g32_is_a_no_op_on_smollm2():
+    """Its Q4_1 linear weights are already asymmetric 4-bit in blocks of 32: RTN asym-g32
+    changes none of them (check-models reports the scheme as a no-op)."""
+    from torch_checks.checks import quantized_copy
+
+    model = S.load_smollm(dtype=torch.float64)
+    q, summary = quantized_copy(model, "rtn-int4-asym-g32")
+    assert summary.no_op and summary.max_abs_delta == 0.0
+    assert summary.total == sum(m.weight.numel() for m in model.modules()
+                                if isinstance(m, torch.nn.Linear))
+    _, sym = quantized_copy(model, "rtn-int4-sym-channel")
+    assert not sym.no_op and sym.changed > summary.total // 2

@@ -34,8 +34,7 @@ from fimtheory.instances import MatrixPerturbation
 #: Status words of a claim decision (``measured`` / ``skipped`` rows are not decisions).
 DECISION_STATUSES = ("verified", "falsified", "inconclusive", "hypotheses not met", "error")
 
-_VERDICT_STATUS = {"holds": "verified", "tie": "verified", "violated": "falsified",
-                   "undecided": "inconclusive"}
+_VERDICT_STATUS = {"holds": "verified", "tie": "verified", "violated": "falsified", "undecided": "inconclusive"}
 
 
 def _mp_float(x) -> float:
@@ -64,10 +63,8 @@ def read_adjudication(result) -> dict:
         why = f"high-precision margin {m:.6g}"
     else:
         verdict = "undecided"
-        why = (f"high-precision margin {m:.6g} < 0 without a rigorous enclosure: "
-               "a violation is not certified")
-    return {"verdict": verdict, "mp_margin": m, "mp_dps": 0, "enclosure": None,
-            "adjudication_reason": why}
+        why = f"high-precision margin {m:.6g} < 0 without a rigorous enclosure: a violation is not certified"
+    return {"verdict": verdict, "mp_margin": m, "mp_dps": 0, "enclosure": None, "adjudication_reason": why}
 
 
 class Adjudicator:
@@ -108,28 +105,47 @@ class Adjudicator:
         if isinstance(instance, MatrixPerturbation) and not claim.strict and not np.any(instance.E):
             # E = 0 exactly: λ_max(A+E) = λ1 and every E-term vanishes, so the margin is 0 in
             # exact arithmetic — a tie, which a non-strict claim allows. A proof, not a float.
-            extra.update(exact_zero_E=True, verdict="tie", mp_margin=0.0,
-                         adjudication_reason="E = 0 exactly: the margin is 0 (a tie)")
+            extra.update(
+                exact_zero_E=True,
+                verdict="tie",
+                mp_margin=0.0,
+                adjudication_reason="E = 0 exactly: the margin is 0 (a tie)",
+            )
             return "verified", extra
         if instance is None:
-            return "inconclusive", {**extra, "reason": (
-                f"float margin {m:.3g} needs a high-precision decision and no exact instance "
-                "is available: not decided")}
+            return "inconclusive", {
+                **extra,
+                "reason": (
+                    f"float margin {m:.3g} needs a high-precision decision and no exact instance "
+                    "is available: not decided"
+                ),
+            }
         if dim > self.max_dim:
-            return "inconclusive", {**extra, "reason": (
-                f"float margin {m:.3g} needs a high-precision decision; dimension {dim} > "
-                f"{self.max_dim} (the profile's mp_max_dim): not adjudicated")}
+            return "inconclusive", {
+                **extra,
+                "reason": (
+                    f"float margin {m:.3g} needs a high-precision decision; dimension {dim} > "
+                    f"{self.max_dim} (the profile's mp_max_dim): not adjudicated"
+                ),
+            }
         if self.used >= self.budget:
-            return "inconclusive", {**extra, "reason": (
-                f"float margin {m:.3g} needs a high-precision decision; the run's "
-                f"adjudication budget ({self.budget}) is spent")}
+            return "inconclusive", {
+                **extra,
+                "reason": (
+                    f"float margin {m:.3g} needs a high-precision decision; the run's "
+                    f"adjudication budget ({self.budget}) is spent"
+                ),
+            }
         self.used += 1
         try:
             result = adjudicate(claim, instance, outcome, self.dps)
         except (ArithmeticError, ValueError) as exc:  # e.g. a degenerate mp eigenproblem
-            return "inconclusive", {**extra, "adjudicated": True, "verdict": "undecided",
-                                    "reason": f"high-precision adjudication failed: "
-                                              f"{type(exc).__name__}: {exc}"}
+            return "inconclusive", {
+                **extra,
+                "adjudicated": True,
+                "verdict": "undecided",
+                "reason": f"high-precision adjudication failed: {type(exc).__name__}: {exc}",
+            }
         info = read_adjudication(result)
         extra.update(adjudicated=True, **info)
         if getattr(result, "hypotheses_met", True) is False:
@@ -139,9 +155,11 @@ class Adjudicator:
             extra["mp_dps"] = self.dps
         status = _VERDICT_STATUS.get(info["verdict"], "inconclusive")
         if status == "verified" and disagrees(outcome, True):
-            extra["reason"] = (f"float64 resolves margin {m:.6g} but the high-precision reference "
-                               f"gives {info['mp_margin']:.6g}: the implementation disagrees "
-                               "with the reference")
+            extra["reason"] = (
+                f"float64 resolves margin {m:.6g} but the high-precision reference "
+                f"gives {info['mp_margin']:.6g}: the implementation disagrees "
+                "with the reference"
+            )
             return "error", extra
         if status == "inconclusive":
             extra["reason"] = info["adjudication_reason"] or "high-precision adjudication undecided"

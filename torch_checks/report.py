@@ -55,6 +55,8 @@ def _note(row: dict) -> str:
     st = row["status"]
     if st in ("skipped", "hypotheses not met", "error", "inconclusive"):
         why = row.get("reason") or d.get("reason") or d.get("error") or (d.get("reasons") or [""])[0]
+        if st == "hypotheses not met" and "2η < γ" in str(why) and "eta" in d and "gap" in d:
+            why = f"{why} (η = {d['eta']:.3g}, γ = {d['gap']:.3g})"
         return str(why)[:90]
     c = row["claim"]
     kind = d.get("perturbation")
