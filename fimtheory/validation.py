@@ -68,6 +68,12 @@ def as_symmetric(x, name: str = "A") -> np.ndarray:
         raise InputError(
             f"{name} is not symmetric: |{name}[{i},{j}] - {name}[{j},{i}]| = {asym:.3g} exceeds tolerance {tol:.3g}"
         )
+    # 0.5·(a + aᵀ) overflows for entries above max/2; halving first is exact there (both forms
+    # are symmetric in (a_ij, a_ji), so the result is exactly symmetric either way).
+    big = np.maximum(np.abs(a), np.abs(a.T)) > np.finfo(np.float64).max / 4
+    if np.any(big):
+        with np.errstate(over="ignore"):  # the overflowing branch is not selected
+            return np.where(big, 0.5 * a + 0.5 * a.T, 0.5 * (a + a.T))
     return 0.5 * (a + a.T)
 
 

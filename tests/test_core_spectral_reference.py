@@ -289,3 +289,100 @@ def test_directional_bound_accepts_any_vector_of_a_repeated_top_eigenspace():
     lb = bounds.directional_lower_bound(A, E, v)
     assert lb == pytest.approx(2.0 + v @ E @ v, abs=64 * EPS * 3)
     assert lb <= _mp_lambda_max(A + E) + 64 * 4 * EPS * 3
+
+
+# --------------------------------------------------------------------------------------
+# SIGN bounds accuracy, and the remaining public helpers on bad input
+# --------------------------------------------------------------------------------------
+
+
+def _mp_sign_bounds(A, E, dps=REF_DPS):
+    with working_precision(dps):
+        eig = mp_eigh(A, dps)
+        v = eig.vector(0)
+        Em = mp_matrix(E)
+        u = Em * v - v * (v.T * Em * v)[0, 0]
+        r2 = (u.T * u)[0, 0]
+        return r2 / (eig.eigenvalues[0] - eig.eigenvalues[-1]), r2 / eig.gap
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["W19+ random E", "W19+ diagonal E", "gap 1e-9", "gap 0.3", "E = I", "rank-deficient A"],
+)
+def test_sign_bounds_meet_their_accuracy_contract(case):
+    """Old code on W19+ random E: upper bound 1.55072e12 against the true 1.55088e12 (1e-4)."""
+    if case.startswith("W19+"):
+        A, E = WILKINSON_CASES[case]
+    elif case == "E = I":
+        A, E = _psd_with_gap(5, 0.5, 1), np.eye(5)
+    elif case == "rank-deficient A":
+        A, E = _rotated_psd([2.0, 1.0, 0.0, 0.0, 0.0], 2), _sym(5, 3)
+    else:
+        A, E = _psd_with_gap(6, 2 * float(case.split()[1]), 4), _sym(6, 5)
+    lo, hi = bounds.sign_bounds(A, E)
+    ref_lo, ref_hi = _mp_sign_bounds(A, E)
+    eta = float(np.max(np.abs(np.linalg.eigvalsh(E))))
+    with working_precision(REF_DPS):
+        w = mp_eigh(A, REF_DPS).eigenvalues
+        gap, spread = float(w[0] - w[1]), float(w[0] - w[-1])
+    assert abs(lo - float(ref_lo)) <= 1e-8 * abs(float(ref_lo)) + EPS * eta**2 / spread
+    assert abs(hi - float(ref_hi)) <= 1e-8 * abs(float(ref_hi)) + EPS * eta**2 / gap
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "match"),
+    [
+        (spectral.perturbation_in_eigenbasis, (spectral.eigen_data(np.eye(2)), np.ones((3, 3))), r"shape of A"),
+        (
+            spectral.perturbation_in_eigenbasis,
+            (spectral.eigen_data(np.eye(2)), [[0, np.nan], [np.nan, 0]]),
+            r"non-finite",
+        ),
+        (
+            spectral.off_top_residual_norm_sq,
+            (spectral.eigen_data(np.eye(2)), [[0.0, 1.0], [0.0, 0.0]]),
+            r"not symmetric",
+        ),
+        (
+            spectral.off_top_residual_norm_sq,
+            (spectral.eigen_data(np.diag([2.0, 1.0])), 1e200 * np.ones((2, 2))),
+            r"overflows",
+        ),
+        (spectral.series_value, (1.0, [1.0, 2.0], float("nan")), r"t must be finite"),
+        (spectral.series_value, (1.0, [1.0, np.inf], 1.0), r"non-finite"),
+        (spectral.series_value, (1.0, [1.0, 1.0], 1e200), r"overflows"),
+        (bounds.coefficient_bounds, (0.1, 1.0, 0), r"order must be >= 1"),
+        (bounds.coefficient_bounds, (0.1, 1.0, 1.5), r"order must be an integer"),
+        (bounds.weyl_bounds, (np.diag([1e308, 0.0]), np.diag([1e308, 0.0])), r"A \+ E overflows"),
+        (bounds.sign_bounds, (np.diag([2.0, 1.0]), np.eye(2), None), None),
+    ],
+    ids=[
+        "M wrong shape",
+        "M NaN",
+        "residual non-symmetric E",
+        "residual overflow",
+        "series t NaN",
+        "series inf coefficient",
+        "series overflow",
+        "coefficient bounds order 0",
+        "coefficient bounds order 1.5",
+        "weyl overflow",
+        "sign bounds valid",
+    ],
+)
+def test_public_helpers_refuse_bad_input(fn, args, match):
+    """Before: each returned a number (NaN, inf, or a value for the wrong matrix) or an empty array."""
+    if match is None:
+        fn(*args)
+        return
+    with pytest.raises(InputError, match=match):
+        fn(*args)
+
+
+def test_symmetric_matrices_near_float64_max_are_not_turned_into_inf():
+    """Before: as_symmetric's 0.5·(a + aᵀ) overflowed, so λ_max(diag(1.5e308, 1)) was inf."""
+    A = np.array([[1.5e308, 1e300], [1e300, 1.0]])
+    assert spectral.lambda_max(A) == pytest.approx(1.5e308, rel=4 * EPS)
+    eig = spectral.eigen_data(A)
+    assert np.all(np.isfinite(eig.eigenvalues)) and np.all(np.isfinite(eig.eigenvectors))
