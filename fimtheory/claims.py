@@ -5,7 +5,9 @@ A :class:`Claim` states its hypotheses and conclusion. ``evaluate(instance)`` re
 verified) and a *relative* signed margin of the conclusion (≥ 0 holds; > 0 for strict
 claims), plus whether float64 cannot settle the sign (``needs_adjudication``). Then
 ``evaluate_mp(instance, dps)`` recomputes the margin from the exact float inputs at ``dps``
-digits; only an mpmath-confirmed negative margin is a counterexample.
+digits, and :func:`adjudicate` raises the precision until successive values agree; a
+counterexample needs more: a rigorous interval enclosure of the margin below zero
+(:mod:`fimtheory.enclosures`, or the claim's own ``evaluate_iv``).
 
 Each claim also lists its :class:`Weakening` s — the statement with a hypothesis dropped or
 the conclusion strengthened — which the counterexample search must falsify.
@@ -26,7 +28,7 @@ import numpy as np
 from fimtheory import approx, bounds, spectral
 from fimtheory._generated import series as _series
 from fimtheory.departure import elevation_margins, profiles
-from fimtheory.errors import InputError, UnknownIdError
+from fimtheory.errors import FimTheoryError, InputError, UnknownIdError
 from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
 from fimtheory.instances import (
     DepartureInstance,
@@ -1459,6 +1461,12 @@ def get_claim(claim_id: str) -> Claim:
 VERDICTS = ("holds", "tie", "violated", "undecided")
 
 
+class ReferenceDisagreement(FimTheoryError):
+    """The claim's mp evaluator settled on a violation that its rigorous interval enclosure
+    excludes: the two references compute different things (a bug in one of them). Raised by
+    :func:`adjudicate` instead of returning a verdict."""
+
+
 @dataclass(frozen=True, eq=False)
 class Adjudication:
     """The verdict of :func:`adjudicate` on one instance.
@@ -1653,7 +1661,8 @@ def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50) ->
        tie of a strict claim, is *violated* only when a rigorous interval enclosure of the
        exact margin (:mod:`fimtheory.enclosures`, or the claim's ``evaluate_iv``) has upper end
        < 0 (strict: ≤ 0, e.g. a proved exact 0), escalating its precision up to
-       ADJUDICATION_MAX_DPS; an enclosure with lower end ≥ 0 (strict: > 0) *holds*. Otherwise
+       ADJUDICATION_MAX_DPS. An enclosure with lower end ≥ 0 (strict: > 0) contradicts a settled
+       mp violation: :class:`ReferenceDisagreement` is raised (for a strict tie it *holds*). Otherwise
        — no rigorous evaluator, an enclosure that never excludes 0, margins that never
        settle — the verdict is *undecided* (never violated).
     3. **Hypotheses.** Every enclosure re-decides the claim's hypotheses in interval
@@ -1663,7 +1672,9 @@ def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50) ->
        (``outcome.hypothesis_margins``) has its hypotheses re-decided this way even when the
        margin holds.
 
-    Returns an :class:`Adjudication` (unpacks as ``holds, margin``).
+    Returns an :class:`Adjudication` (unpacks as ``holds, margin``). Raises
+    :class:`ReferenceDisagreement` when the settled mp margin and the rigorous enclosure
+    disagree in sign, and :class:`InputError` for a bad ``dps``.
     """
     if isinstance(dps, bool) or not isinstance(dps, int) or dps < 20:
         raise InputError(f"dps must be an integer >= 20, got {dps!r}")
@@ -1727,6 +1738,14 @@ def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50) ->
         else:
             reason = f"violation certified at {d_enc} digits: margin in [{_nstr(lo)}, {_nstr(hi)}]"
         return Adjudication("violated", False, margin, enc, d_enc, reason, ladder=rungs)
+    if kind == "settled":
+        # The mp margin settled on a violation that the rigorous enclosure excludes: the mp
+        # evaluator (the reference) computes something other than the claim's margin.
+        raise ReferenceDisagreement(
+            f"{subject.id}: the {D}-digit mp margin {_nstr(m)} (settled) but the rigorous enclosure "
+            f"[{_nstr(lo)}, {_nstr(hi)}] at {d_enc} digits is {rule}: the mp evaluator disagrees with the "
+            "reference enclosure (implementation disagrees with the reference)"
+        )
     return Adjudication(
         "holds",
         True,

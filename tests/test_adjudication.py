@@ -193,9 +193,35 @@ def test_enclosure_that_narrows_with_precision_is_used_once_it_excludes_zero():
     assert adj.verdict == "violated" and adj.dps == 400
 
 
-def test_rigorous_enclosure_overrides_a_negative_mp_value():
-    adj = adjudicate(_subject(lambda d: "-1e-3", lambda d: ("0", "1e-3")), _INST, _OUT)
-    assert adj.verdict == "holds" and adj.holds is True and adj.enclosure[0] >= 0
+def test_mp_violation_excluded_by_the_enclosure_is_a_reference_disagreement():
+    """A settled mp violation that the rigorous enclosure rules out means the mp evaluator is
+    wrong: an error, never a verdict (neither the false violation nor a silent 'holds')."""
+    with pytest.raises(claims.ReferenceDisagreement, match="disagrees with the reference"):
+        adjudicate(_subject(lambda d: "-1e-3", lambda d: ("0", "1e-3")), _INST, _OUT)
+
+
+def test_wrong_generated_a2_is_caught_by_the_independent_enclosure(monkeypatch):
+    """A planted bug in the generated a2 (gaps replaced by λ1) corrupts the float and the mp
+    evaluators alike; the enclosure computes a2 by its own recursion and exposes it."""
+    import inspect
+
+    from fimtheory._generated import series
+
+    src = inspect.getsource(series.series_coefficients).replace("    R_e = e / d\n", "    R_e = e / lam[0]\n")
+    assert "lam[0]\n" in src
+    ns = dict(vars(series))
+    exec(src, ns)  # noqa: S102 - a patched copy of the generated function
+    monkeypatch.setattr(series, "series_coefficients", ns["series_coefficients"])
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    A = Q @ np.diag([3.0, 1.0, 0.5]) @ Q.T
+    E = rng.standard_normal((3, 3))
+    inst = MatrixPerturbation(0.5 * (A + A.T), _scaled(0.5 * (E + E.T), np.eye(1), 0.05))
+    claim = get_claim("SIGN")
+    out = claim.evaluate(inst)
+    assert out.margin < 0 and claim.evaluate_mp(inst, 60) < 0  # both evaluators fooled
+    with pytest.raises(claims.ReferenceDisagreement):
+        adjudicate(claim, inst, out)
 
 
 @pytest.mark.parametrize(
