@@ -49,7 +49,7 @@ def test_streaming_equals_scratch_dense(byte_lm, window):
     assert np.isnan(sig[0])  # first token: nothing predicts it
     G = per_token_scores(byte_lm, names, toks[:-1], toks[1:]).G
     for t in range(1, len(toks)):
-        rows = G[:t] if window is None else G[max(0, t - window):t]
+        rows = G[:t] if window is None else G[max(0, t - window) : t]
         ref = _dense_lambda(rows)
         assert abs(mon.lambdas[t - 1] - ref) <= REL_TOL * ref, (t, mon.lambdas[t - 1], ref)
         assert sig[t] == pytest.approx(mon.lambdas[t - 1] / 2.0, rel=1e-15)
@@ -109,8 +109,15 @@ def test_calibration_quantile(byte_lm):
     assert base_m == pytest.approx(np.median(lams), rel=1e-9)
 
 
-@pytest.mark.parametrize("kw", [dict(lambda_base=0.0), dict(lambda_base=float("nan")),
-                                dict(lambda_base=1.0, window=0), dict(lambda_base=1.0, dtype=torch.int64)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(lambda_base=0.0),
+        dict(lambda_base=float("nan")),
+        dict(lambda_base=1.0, window=0),
+        dict(lambda_base=1.0, dtype=torch.int64),
+    ],
+)
 def test_monitor_bad_input(byte_lm, kw):
     lb = kw.pop("lambda_base")
     with pytest.raises(InputError):
@@ -127,3 +134,108 @@ def test_push_bad_input_and_calibrate_bad(byte_lm):
         calibrate(byte_lm, [], quantile=0.5)
     with pytest.raises(InputError):
         calibrate(byte_lm, [_tokens(5)], quantile=1.5)
+
+
+# ---------------------------------------------------------------------- training mode
+
+
+def _dropout_lm(seed=0):
+    """A tiny causal LM with dropout: embedding → dropout → position-wise head."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Embedding(40, 6), torch.nn.Dropout(0.3), torch.nn.Linear(6, 40)).double()
+
+
+def test_training_mode_is_refused_with_the_fix_named():
+    lm = _dropout_lm().train()
+    with pytest.raises(InputError, match=r"1 \(Dropout\) is in training mode.*model\.eval\(\).*training='eval'"):
+        SigmaMonitor(lm, None, 1.0)
+    with pytest.raises(InputError, match="training mode"):
+        calibrate(lm, [_tokens(6) % 40], quantile=0.5)
+    with pytest.raises(InputError, match="training must be one of"):
+        SigmaMonitor(lm.eval(), None, 1.0, training="ignore")
+
+
+def test_custom_module_in_training_mode_is_refused(byte_lm):
+    byte_lm.train()
+    try:
+        with pytest.raises(InputError, match=r"the model \(ByteLM\).* are in training mode"):
+            SigmaMonitor(byte_lm, NAMES, 1.0)
+    finally:
+        byte_lm.eval()
+
+
+def test_model_put_back_in_training_mode_is_refused_at_push():
+    lm = _dropout_lm().eval()
+    mon = SigmaMonitor(lm, None, 1.0)
+    mon.push([1, 2, 3])
+    lm.train()
+    with pytest.raises(InputError, match="SigmaMonitor.push needs a model in eval mode"):
+        mon.push(4)
+
+
+def test_training_eval_option_switches_and_matches_the_eval_reference():
+    """With dropout active the monitor's λ would be that of a random sub-network; with
+    training='eval' it equals the dense reference of the eval-mode model, and says so."""
+    toks = _tokens(14) % 40
+    lm = _dropout_lm().train()
+    with pytest.warns(UserWarning, match="switched the model to eval mode"):
+        mon = SigmaMonitor(lm, None, 1.0, training="eval")
+    assert mon.switched_to_eval and not lm.training
+    mon.push(toks)
+    names = tuple(n for n, _ in lm.named_parameters())
+    G = per_token_scores(lm, names, toks[:-1], toks[1:]).G
+    for t in (3, 8, 13):
+        ref = _dense_lambda(G[:t])
+        assert abs(mon.lambdas[t - 1] - ref) <= REL_TOL * ref
+    # the wrong numbers the refusal prevents: dropout on gives different scores
+    lm.train()
+    torch.manual_seed(1)
+    G_drop = per_token_scores(lm, names, toks[:-1], toks[1:]).G
+    lm.eval()
+    assert abs(_dense_lambda(G_drop) - _dense_lambda(G)) > 1e-3 * _dense_lambda(G)
+
+
+def test_pure_torch_layers_in_training_mode_are_accepted():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2)).double().train()
+    mon = SigmaMonitor(net, None, 1.0)
+    assert not mon.switched_to_eval and net.training
+
+
+# ---------------------------------------------------------------------- truncation
+
+
+def _truncated_reference(model, names, toks, max_context):
+    """Row s = score of token s from its last ``max_context`` predecessors, from scratch."""
+    rows = []
+    for s in range(1, len(toks)):
+        win = toks[max(0, s - max_context) : s + 1]
+        rows.append(per_token_scores(model, names, win[:-1], win[1:]).G[-1])
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("window", [None, 4])
+def test_pushing_beyond_max_context_equals_truncated_recomputation(byte_lm, window):
+    max_context = 6
+    toks = _tokens(20, seed=7)
+    mon = SigmaMonitor(byte_lm, NAMES, 1.0, max_context=max_context, window=window)
+    mon.push(toks)
+    G = _truncated_reference(byte_lm, NAMES, toks, max_context)
+    G_full = per_token_scores(byte_lm, NAMES, toks[:-1], toks[1:]).G
+    # the truncation matters: scores beyond max_context differ from the full-prefix ones
+    assert float((G[max_context:] - G_full[max_context:]).abs().max()) > 1e-6
+    # up to max_context predecessors nothing is cut: the same scores as the full prefix
+    assert float((G[:max_context] - G_full[:max_context]).abs().max()) <= 1e-12 * float(G_full.abs().max())
+    for t in (max_context + 1, max_context + 5, 12, 19):
+        rows = G[:t] if window is None else G[max(0, t - window) : t]
+        ref = _dense_lambda(rows)
+        assert abs(mon.lambdas[t - 1] - ref) <= REL_TOL * ref, (t, mon.lambdas[t - 1], ref)
+    # the scores stored by the monitor are the truncated ones
+    stored = mon._G
+    expect = G if window is None else G[-window:]
+    assert float((stored - expect).abs().max()) <= 1e-12 * float(expect.abs().max())
+
+
+def test_max_context_validation(byte_lm):
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match="max_context"):
+            SigmaMonitor(byte_lm, NAMES, 1.0, max_context=bad)

@@ -104,8 +104,9 @@ class TiedBag(nn.Module):
 
 
 def _hf_conv1d_net():
-    Conv1D = pytest.importorskip("transformers.pytorch_utils", reason="Hugging Face Conv1D needs "
-                                 "transformers (the [lm] extra)").Conv1D
+    Conv1D = pytest.importorskip(
+        "transformers.pytorch_utils", reason="Hugging Face Conv1D needs transformers (the [lm] extra)"
+    ).Conv1D
 
     class Net(nn.Module):
         def __init__(self):
@@ -143,8 +144,16 @@ def _case(name):
     raise KeyError(name)
 
 
-CASES = ["reordered-mlp", "reordered-mlp-all", "twice-called", "per-position", "cnn", "conv1d",
-         "tied-embedding", "hf-conv1d"]
+CASES = [
+    "reordered-mlp",
+    "reordered-mlp-all",
+    "twice-called",
+    "per-position",
+    "cnn",
+    "conv1d",
+    "tied-embedding",
+    "hf-conv1d",
+]
 
 
 def _reference_names(model, names):
@@ -228,9 +237,18 @@ def test_functional_call_with_detached_parameters():
 @pytest.fixture(scope="module")
 def tiny_gpt2():
     transformers = pytest.importorskip("transformers", reason="GPT-2 needs transformers (the [lm] extra)")
-    cfg = transformers.GPT2Config(vocab_size=31, n_positions=16, n_embd=8, n_layer=2, n_head=2,
-                                  bos_token_id=0, eos_token_id=0, resid_pdrop=0.1, embd_pdrop=0.1,
-                                  attn_pdrop=0.1)
+    cfg = transformers.GPT2Config(
+        vocab_size=31,
+        n_positions=16,
+        n_embd=8,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.1,
+        embd_pdrop=0.1,
+        attn_pdrop=0.1,
+    )
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(cfg).double().eval()
     assert model.lm_head.weight is model.transformer.wte.weight
@@ -322,11 +340,14 @@ def test_batchnorm_in_training_mode_mixes_samples():
         structured_gram(m, lambda: torch.log_softmax(m(X), -1)[:, 0], ["0.weight"])
 
 
-@pytest.mark.parametrize("layer, pname, why", [
-    (lambda: nn.LayerNorm(4), "weight", "LayerNorm"),
-    (lambda: nn.Conv1d(4, 4, 1, groups=2), "weight", "groups=2"),
-    (lambda: nn.Embedding(4, 4, max_norm=1.0), "weight", "max_norm"),
-])
+@pytest.mark.parametrize(
+    "layer, pname, why",
+    [
+        (lambda: nn.LayerNorm(4), "weight", "LayerNorm"),
+        (lambda: nn.Conv1d(4, 4, 1, groups=2), "weight", "groups=2"),
+        (lambda: nn.Embedding(4, 4, max_norm=1.0), "weight", "max_norm"),
+    ],
+)
 def test_unsupported_owners_are_refused(layer, pname, why):
     m = nn.Sequential(layer(), nn.Linear(4, 2))
     with pytest.raises(HypothesesNotMet, match=why):

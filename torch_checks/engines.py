@@ -210,8 +210,7 @@ def lanczos(
             s = np.ones(1)
         else:
             # only the largest Ritz pair of the tridiagonal T_k: O(k) work per step
-            ev, sv = eigh_tridiagonal(np.array(alphas), np.array(betas), select="i",
-                                      select_range=(k, k))
+            ev, sv = eigh_tridiagonal(np.array(alphas), np.array(betas), select="i", select_range=(k, k))
             s = sv[:, 0]
         theta = float(ev[-1])
         # lower estimate of ‖A‖ (= θ for PSD A); also sound for indefinite A, where the
@@ -297,12 +296,16 @@ def lambda_max(
             vec = _f_vector_from_k(G, u)
         return LambdaMaxResult(lam, "gram", 0, res, n, P, "K", vec)
     if n <= P:
+
         def op(v):
             return G @ (G.T @ v) / n
+
         dim, name = n, "K"
     else:
+
         def op(v):
             return G.T @ (G @ v) / n
+
         dim, name = P, "F"
     r = lanczos(op, dim, dtype=G.dtype, device=G.device, tol=tol, max_iter=max_iter, seed=seed)
     if return_vector:
@@ -343,8 +346,12 @@ def _is_hf_conv1d(mod) -> bool:
 def _layer_kind(mod) -> str | None:
     """The supported kind of ``mod`` (its ``forward`` must be the library's own), or None."""
     nn = torch.nn
-    for base, kind in ((nn.Linear, "linear"), (nn.Conv1d, "conv1d"), (nn.Conv2d, "conv2d"),
-                       (nn.Embedding, "embedding")):
+    for base, kind in (
+        (nn.Linear, "linear"),
+        (nn.Conv1d, "conv1d"),
+        (nn.Conv2d, "conv2d"),
+        (nn.Embedding, "embedding"),
+    ):
         if isinstance(mod, base):
             return kind if type(mod).forward is base.forward else None
     if _is_hf_conv1d(mod):
@@ -355,8 +362,9 @@ def _layer_kind(mod) -> str | None:
 def _refuse_layer(mod, kind: str | None, role: str) -> str | None:
     """Why the structured path cannot use parameter ``role`` of ``mod`` (None: it can)."""
     if kind is None:
-        return (f"it is owned by a {type(mod).__name__}, not one of {_SUPPORTED} "
-                "(or by a subclass that overrides forward)")
+        return (
+            f"it is owned by a {type(mod).__name__}, not one of {_SUPPORTED} (or by a subclass that overrides forward)"
+        )
     if role not in ("weight", "bias"):
         return f"{role!r} is not the weight or bias of the {type(mod).__name__}"
     if torch.nn.utils.parametrize.is_parametrized(mod):
@@ -438,8 +446,9 @@ def _call_rows(call: _Call, delta: torch.Tensor):
     patches = torch.nn.functional.unfold(xb, ks, dilation=dl, padding=pd, stride=st)  # (N, C·k, L)
     L = patches.shape[-1]
     if db.shape[-2] * db.shape[-1] != L:
-        raise HypothesesNotMet(f"{call.name}: unfolded patches ({L}) do not match the output "
-                               f"positions {tuple(db.shape[-2:])}")
+        raise HypothesesNotMet(
+            f"{call.name}: unfolded patches ({L}) do not match the output positions {tuple(db.shape[-2:])}"
+        )
     a = patches.transpose(1, 2).reshape(N * L, -1)
     d = _delta_rows(call, delta)
     return (N, L), {"weight": (d, a), "bias": (d, None)}
@@ -455,7 +464,8 @@ def _segments(lead: tuple[int, ...], n: int, where: str) -> torch.Tensor | None:
         return torch.arange(n).repeat_interleave(R // n)
     raise HypothesesNotMet(
         f"{where}: its {R} output rows (leading shape {lead}) cannot be assigned to the n = {n} "
-        "samples (neither one row per sample nor a batch-first axis of length n)")
+        "samples (neither one row per sample nor a batch-first axis of length n)"
+    )
 
 
 def _fgram(X, Y, i0: int, i1: int):
@@ -463,7 +473,7 @@ def _fgram(X, Y, i0: int, i1: int):
     if X is None:
         return None
     if isinstance(X, _Index) and isinstance(Y, _Index):
-        return (X.idx[i0:i1, None] == Y.idx[None, :])
+        return X.idx[i0:i1, None] == Y.idx[None, :]
     if isinstance(X, _Index):
         return Y[:, X.idx[i0:i1]].T
     if isinstance(Y, _Index):
@@ -644,8 +654,9 @@ def structured_gram(
     -------
     K : (n, n) tensor, exactly symmetric.
     """
-    return structured_gram_details(model, per_sample_logp, param_names, check_rows=check_rows,
-                                   score_rows=score_rows, seed=seed).K
+    return structured_gram_details(
+        model, per_sample_logp, param_names, check_rows=check_rows, score_rows=score_rows, seed=seed
+    ).K
 
 
 def _resolve_theta(model, param_names):
@@ -676,7 +687,8 @@ def _resolve_theta(model, param_names):
             raise HypothesesNotMet(
                 f"{theta_ptrs[t.untyped_storage().data_ptr()]!r} shares storage with the distinct "
                 f"parameter {k!r}: autograd treats them as separate tensors, so the scores of one do "
-                "not include the uses of the other; tie them (assign the same nn.Parameter) or untie")
+                "not include the uses of the other; tie them (assign the same nn.Parameter) or untie"
+            )
     holders: dict[int, list[tuple[str, torch.nn.Module, str]]] = {id(t): [] for _, t in entries}
     for mname, mod in model.named_modules(remove_duplicate=False):
         for role, p in mod._parameters.items():
@@ -685,8 +697,9 @@ def _resolve_theta(model, param_names):
     return entries, holders
 
 
-def structured_gram_details(model, per_sample_logp, param_names, *, check_rows: int = 1,
-                            score_rows=None, seed: int = 0) -> StructuredGram:
+def structured_gram_details(
+    model, per_sample_logp, param_names, *, check_rows: int = 1, score_rows=None, seed: int = 0
+) -> StructuredGram:
     """:func:`structured_gram` returning a :class:`StructuredGram` (K, P, structure, checks)."""
     if isinstance(check_rows, bool) or not isinstance(check_rows, int) or check_rows < 0:
         raise InputError(f"check_rows must be a non-negative integer, got {check_rows!r}")
@@ -699,8 +712,9 @@ def structured_gram_details(model, per_sample_logp, param_names, *, check_rows: 
             kind = _layer_kind(mod)
             why = _refuse_layer(mod, kind, role)
             if why:
-                raise HypothesesNotMet(f"structured Gram cannot score {name!r} "
-                                       f"(held by {mname or 'the model'} as {role!r}): {why}")
+                raise HypothesesNotMet(
+                    f"structured Gram cannot score {name!r} (held by {mname or 'the model'} as {role!r}): {why}"
+                )
             if id(mod) not in modules:
                 modules[id(mod)] = (mname, mod, kind, {})
             modules[id(mod)][3][role] = entry_of_id[id(t)]
@@ -814,7 +828,8 @@ def _check_coverage(lp, entries, calls):
                 f"{name!r} is used {count} time(s) in the graph of log p but only "
                 f"{recorded.get(key, 0)} use(s) are calls of a supported module: it is also used "
                 "directly (e.g. F.linear(x, weight) or a weight read by another module), which the "
-                "structured Gram cannot see")
+                "structured Gram cannot see"
+            )
 
 
 def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted) -> StructuredGram:
@@ -827,18 +842,20 @@ def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted) -> 
     if not bool(torch.isfinite(lp).all()):
         raise InputError("per_sample_logp() returned a NaN or inf log-probability")
     if not lp.requires_grad:
-        raise InputError("per_sample_logp() returned a tensor without an autograd graph "
-                         "(computed under torch.no_grad or detached?)")
+        raise InputError(
+            "per_sample_logp() returned a tensor without an autograd graph (computed under torch.no_grad or detached?)"
+        )
     for c in calls:
         if c.inp is not None and c.inp._version != c.version:
-            raise HypothesesNotMet(f"the input of {c.name} (call #{c.order}) was modified in place "
-                                   "after the call; the recorded activations are not those used")
+            raise HypothesesNotMet(
+                f"the input of {c.name} (call #{c.order}) was modified in place "
+                "after the call; the recorded activations are not those used"
+            )
     if not substituted:
         _check_coverage(lp, entries, calls)
     live = [c for c in calls if c.probe is not None]
     verify = check_rows > 0 and bool(live)
-    grads = torch.autograd.grad(lp.sum(), [c.probe for c in live], allow_unused=True,
-                                retain_graph=verify)
+    grads = torch.autograd.grad(lp.sum(), [c.probe for c in live], allow_unused=True, retain_graph=verify)
     dtype, device = lp.dtype, lp.device
     used = [(c, g) for c, g in zip(live, grads) if g is not None]
     # per θ tensor: its row blocks (segments, u, v) and a description of each use
@@ -867,8 +884,10 @@ def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted) -> 
     for ei, (name, _) in enumerate(entries):
         ids = {id(c.targets[role]) for c, role, _ in uses[ei]}
         if len(ids) > 1:
-            raise HypothesesNotMet(f"{name!r} is tied between modules but the forward gave them "
-                                   f"{len(ids)} different tensors (functional_call with tie_weights=False?)")
+            raise HypothesesNotMet(
+                f"{name!r} is tied between modules but the forward gave them "
+                f"{len(ids)} different tensors (functional_call with tie_weights=False?)"
+            )
     checks = "none (check_rows=0)"
     if verify:
         checks = _verify_signals(lp, used, segs, n, check_rows, seed, entries, uses, substituted)
@@ -895,7 +914,8 @@ def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted) -> 
         if err > 1e-8 * scale:
             raise HypothesesNotMet(
                 f"structured Gram disagrees with the score rows by {err:.3g} (‖K‖_max {scale:.3g}): "
-                "the per-sample scores are not rank one per layer call for this model/subset")
+                "the per-sample scores are not rank one per layer call for this model/subset"
+            )
         checks += f"; K[idx, idx] equals score_rows on {len(idx)} rows"
     structure = tuple(_describe_uses(name, uses[ei], n) for ei, (name, _) in enumerate(entries))
     P = sum(t.numel() for _, t in entries)
@@ -915,10 +935,11 @@ def _verify_signals(lp, used, segs, n, check_rows, seed, entries, uses, substitu
     probes = [c.probe for c, _ in used]
     # one plain VJP per weight vector: measured faster than one vmapped (is_grads_batched)
     # backward on CPU, and free of missing batching rules
-    per = [torch.autograd.grad(lp, probes, grad_outputs=w, retain_graph=j + 1 < len(W), allow_unused=True)
-           for j, w in enumerate(W)]
-    got = tuple(None if per[0][j] is None else torch.stack([p[j] for p in per])
-                for j in range(len(probes)))
+    per = [
+        torch.autograd.grad(lp, probes, grad_outputs=w, retain_graph=j + 1 < len(W), allow_unused=True)
+        for j, w in enumerate(W)
+    ]
+    got = tuple(None if per[0][j] is None else torch.stack([p[j] for p in per]) for j in range(len(probes)))
     eps = torch.finfo(lp.dtype).eps
     wmax = W.abs().amax(dim=1)
     for (c, delta), g in zip(used, got):
@@ -926,14 +947,13 @@ def _verify_signals(lp, used, segs, n, check_rows, seed, entries, uses, substitu
         rows_w = W if seg is None else W[:, seg.to(W.device)]  # (q, R)
         d = _delta_rows(c, delta)
         expected = rows_w[:, :, None] * d[None]
-        actual = (torch.zeros_like(expected) if g is None
-                  else torch.stack([_delta_rows(c, x) for x in g]))
+        actual = torch.zeros_like(expected) if g is None else torch.stack([_delta_rows(c, x) for x in g])
         err = (actual - expected).abs().amax(dim=(1, 2))
         tol = 1024 * eps * wmax * float(d.abs().max())
         bad = torch.nonzero(err > tol).reshape(-1)
         if bad.numel():
             q = int(bad[0])
-            what = (f"sample {int(idx[q])}" if q < len(idx) else "a random combination of all samples")
+            what = f"sample {int(idx[q])}" if q < len(idx) else "a random combination of all samples"
             names = sorted({entries[ei][0] for ei, u in uses.items() for cc, _, _ in u if cc is c})
             raise HypothesesNotMet(
                 f"structured Gram hypotheses not met for {', '.join(map(repr, names))}: the output "
@@ -941,11 +961,14 @@ def _verify_signals(lp, used, segs, n, check_rows, seed, entries, uses, substitu
                 f"than its own rows' (autograd check on {what}: error {float(err[q]):.3g} > "
                 f"{float(tol[q]):.3g}); the per-sample scores are not rank one per row for this "
                 "model/subset (a mixing layer such as attention, batch-norm in training mode, or an "
-                "embedding whose rows feed later positions)")
-    h1 = ("H1 within the hooked calls only (the forward substitutes parameters)" if substituted
-          else "H1 on the autograd graph")
-    return (f"H2 verified with autograd on {len(idx)} sampled samples and one random combination "
-            f"of all {n}; {h1}")
+                "embedding whose rows feed later positions)"
+            )
+    h1 = (
+        "H1 within the hooked calls only (the forward substitutes parameters)"
+        if substituted
+        else "H1 on the autograd graph"
+    )
+    return f"H2 verified with autograd on {len(idx)} sampled samples and one random combination of all {n}; {h1}"
 
 
 def lambda_max_structured(
@@ -971,5 +994,4 @@ def lambda_max_structured(
         lam, _, res = _top_eigh(K, want_vector=False)
         return LambdaMaxResult(lam, "structured-gram", 0, res, n, P, "K", None, sg.structure)
     r = lanczos(lambda v: K @ v, n, dtype=K.dtype, device=K.device, tol=tol)
-    return LambdaMaxResult(r.value, "structured-gram-lanczos", r.iterations, r.residual, n, P, "K", None,
-                           sg.structure)
+    return LambdaMaxResult(r.value, "structured-gram-lanczos", r.iterations, r.residual, n, P, "K", None, sg.structure)

@@ -24,13 +24,17 @@ and τ_q = the q-quantile (linear interpolation) of the σ's.
 
 Units: scores in nats per θ-unit, λ in nats² per θ-unit², σ dimensionless.
 
-Hypotheses: the model is causal and deterministic (eval mode); a monitor snapshots the
-weights at construction (re-create it after changing the model).
+Hypotheses: the model is causal and deterministic (eval mode: a model left in training mode
+with dropout, batch-norm or custom code that reads ``self.training`` is refused, see
+:func:`require_eval_mode`); a monitor snapshots the weights at construction (re-create it after
+changing the model). An LM prefix longer than ``max_context`` is truncated to its last
+``max_context`` tokens before each score, exactly as a from-scratch recomputation on that window.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,7 +49,68 @@ from .device import resolve_device
 from .engines import lambda_max as _lambda_max
 from .scores import _logits, _split_params, per_sample_scores, per_token_scores
 
-__all__ = ["SigmaMonitor", "calibrate", "context_lambda_max", "sigma_trace", "top_eig_warm"]
+__all__ = ["SigmaMonitor", "calibrate", "context_lambda_max", "require_eval_mode", "sigma_trace", "top_eig_warm"]
+
+TRAINING_OPTIONS = ("refuse", "eval")
+
+#: torch.nn modules whose forward differs between training and eval mode.
+_MODE_DEPENDENT = (
+    nn.modules.dropout._DropoutNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.RReLU,
+    nn.MultiheadAttention,
+)
+
+
+def _training_modules(model: nn.Module) -> list[str]:
+    """Modules in training mode whose forward may depend on it: the torch.nn dropout, batch-norm,
+    instance-norm, RReLU and attention layers, and any module class defined outside torch.nn
+    (its code may read ``self.training``). Pure torch.nn layers (Linear, Tanh, containers, …)
+    behave the same in both modes and are not listed."""
+    out = []
+    for name, m in model.named_modules():
+        if not m.training:
+            continue
+        builtin = type(m).__module__.startswith("torch.nn.")
+        if isinstance(m, _MODE_DEPENDENT) or not builtin:
+            out.append(f"{name or 'the model'} ({type(m).__name__})")
+    return out
+
+
+def require_eval_mode(model: nn.Module, *, training: str = "refuse", what: str = "the monitor") -> bool:
+    """Refuse (or, with ``training="eval"``, fix) a model left in training mode.
+
+    Scores of a model in training mode are scores of a random sub-network (dropout) or of
+    batch statistics (batch-norm), not of the model being deployed.
+
+    Parameters
+    ----------
+    training : {"refuse", "eval"}
+        "refuse" (default): raise :class:`fimtheory.errors.InputError` naming the modules and the
+        fix; "eval": call ``model.eval()`` (this modifies the caller's model) and warn.
+
+    Returns
+    -------
+    bool
+        True if the model was switched to eval mode.
+    """
+    if training not in TRAINING_OPTIONS:
+        raise InputError(f"training must be one of {TRAINING_OPTIONS}, got {training!r}")
+    bad = _training_modules(model)
+    if not bad:
+        return False
+    shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+    if training == "refuse":
+        raise InputError(
+            f"{what} needs a model in eval mode, but {shown} {'is' if len(bad) == 1 else 'are'} in "
+            "training mode (dropout or batch "
+            "statistics would change every score); call model.eval() first, or pass "
+            "training='eval' to let it switch the model to eval mode"
+        )
+    model.eval()
+    warnings.warn(f"{what}: switched the model to eval mode ({shown} in training mode)", stacklevel=3)
+    return True
 
 
 def top_eig_warm(
@@ -157,6 +222,11 @@ class SigmaMonitor:
     max_context : int or None
         Longest prefix fed to an LM (older tokens are cut off); default: the model's
         ``config.context`` / ``max_position_embeddings`` if it has one, else unlimited.
+    training : {"refuse", "eval"}
+        A model left in training mode (dropout, batch-norm, custom code reading
+        ``self.training``) is refused with an :class:`~fimtheory.errors.InputError` by default;
+        "eval" switches it to eval mode instead (``model.eval()``, with a warning; then
+        :attr:`switched_to_eval` is True). Checked again at every push.
 
     Attributes
     ----------
@@ -166,6 +236,8 @@ class SigmaMonitor:
         Lanczos steps used per score (the warm start keeps these small).
     fallbacks : int
         Number of dense fallbacks.
+    switched_to_eval : bool
+        Whether the constructor put the model in eval mode (``training="eval"``).
     """
 
     def __init__(
@@ -180,9 +252,14 @@ class SigmaMonitor:
         tol: float = 1e-10,
         max_iter: int = 60,
         max_context: int | None = None,
+        training: str = "refuse",
     ):
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if max_context is not None and (
+            isinstance(max_context, bool) or not isinstance(max_context, int) or max_context < 1
+        ):
+            raise InputError(f"max_context must be a positive integer or None, got {max_context!r}")
         lb = float(lambda_base)
         if not math.isfinite(lb) or lb <= 0:
             raise InputError(f"lambda_base must be positive and finite, got {lambda_base!r}")
@@ -193,6 +270,7 @@ class SigmaMonitor:
         if not tol > 0:
             raise InputError(f"tol must be positive, got {tol!r}")
         names = _default_names(model) if param_names is None else tuple(param_names)
+        self.switched_to_eval = require_eval_mode(model, training=training, what="SigmaMonitor")
         self.model = model
         self.lambda_base = lb
         self.window = window
@@ -271,10 +349,14 @@ class SigmaMonitor:
 
     # ------------------------------------------------------------------ scores
 
+    def _check_mode(self) -> None:
+        require_eval_mode(self.model, training="refuse", what="SigmaMonitor.push")
+
     def _token_score(self) -> torch.Tensor:
+        self._check_mode()
         toks = self._tokens
         if self.max_context is not None:
-            toks = toks[-(self.max_context + 1):]
+            toks = toks[-(self.max_context + 1) :]
         x = torch.tensor(toks[:-1], dtype=torch.int64, device=self.device)
         y = int(toks[-1])
 
@@ -286,6 +368,7 @@ class SigmaMonitor:
         return torch.cat([g[k].reshape(-1) for k in self.param_names])
 
     def _sample_score(self, x: torch.Tensor, y) -> torch.Tensor:
+        self._check_mode()
         x = torch.as_tensor(x).to(self.device)
         if x.is_floating_point():
             x = x.to(self.dtype)
@@ -313,8 +396,9 @@ class SigmaMonitor:
             return self.push_score(self._sample_score(*context_or_token))
         tok = torch.as_tensor(context_or_token)
         if tok.is_floating_point() or tok.is_complex() or tok.ndim > 1:
-            raise InputError("push expects integer token(s): an int, a 0-d or 1-D integer tensor, "
-                             "or a classifier pair (x, y)")
+            raise InputError(
+                "push expects integer token(s): an int, a 0-d or 1-D integer tensor, or a classifier pair (x, y)"
+            )
         sigma = self.sigma
         for t in tok.reshape(-1).tolist():
             self._tokens.append(int(t))
@@ -367,15 +451,13 @@ class SigmaMonitor:
         return self.sigmas[-1]
 
 
-def sigma_trace(G: torch.Tensor, lambda_base: float, *, window: int | None = None,
-                tol: float = 1e-10) -> np.ndarray:
+def sigma_trace(G: torch.Tensor, lambda_base: float, *, window: int | None = None, tol: float = 1e-10) -> np.ndarray:
     """σ_1..σ_n of a stream whose scores are the rows of G (streamed, warm-started).
 
     A model-free :class:`SigmaMonitor`: convenient when G comes from
     :func:`torch_checks.scores.per_token_scores` (one forward pass for the whole trajectory).
     """
-    mon = _ScoreStream(G.shape[1], lambda_base, window=window, dtype=G.dtype, device=G.device,
-                       tol=tol)
+    mon = _ScoreStream(G.shape[1], lambda_base, window=window, dtype=G.dtype, device=G.device, tol=tol)
     for row in G:
         mon.push_score(row)
     return np.asarray(mon.sigmas)
@@ -384,8 +466,7 @@ def sigma_trace(G: torch.Tensor, lambda_base: float, *, window: int | None = Non
 class _ScoreStream(SigmaMonitor):
     """SigmaMonitor without a model (scores are pushed with :meth:`push_score`)."""
 
-    def __init__(self, P, lambda_base, *, window=None, dtype=torch.float64, device="cpu",
-                 tol=1e-10, max_iter=60):
+    def __init__(self, P, lambda_base, *, window=None, dtype=torch.float64, device="cpu", tol=1e-10, max_iter=60):
         self.lambda_base = float(lambda_base)
         if not math.isfinite(self.lambda_base) or self.lambda_base <= 0:
             raise InputError(f"lambda_base must be positive and finite, got {lambda_base!r}")
@@ -398,13 +479,21 @@ class _ScoreStream(SigmaMonitor):
         raise InputError("this stream has no model; use push_score")
 
 
-def context_lambda_max(model: nn.Module, context, param_names: Sequence[str] | None = None, *,
-                       window: int | None = None, dtype: torch.dtype = torch.float64) -> float:
+def context_lambda_max(
+    model: nn.Module,
+    context,
+    param_names: Sequence[str] | None = None,
+    *,
+    window: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> float:
     """Λ = λ_max of the FIM of one calibration context, from scratch (dense Gram eigh).
 
     ``context``: 1-D int64 tokens of an LM (T+1 tokens → T scores), or a classifier pair
     ``(X, y)`` (n samples → n scores). With ``window``, only the last ``window`` scores.
+    A model in training mode is refused (:func:`require_eval_mode`).
     """
+    require_eval_mode(model, what="context_lambda_max")
     names = _default_names(model) if param_names is None else tuple(param_names)
     if isinstance(context, tuple):
         X, y = context
@@ -428,6 +517,7 @@ def calibrate(
     statistic: str = "mean",
     window: int | None = None,
     dtype: torch.dtype = torch.float64,
+    training: str = "refuse",
 ) -> tuple[float, float, np.ndarray]:
     """λ_base and τ_q of the monitor, from calibration contexts on the full-precision model.
 
@@ -443,6 +533,8 @@ def calibrate(
         λ_base = this statistic of the per-context Λ's.
     window : int or None
         As in :class:`SigmaMonitor` (Λ of the last ``window`` scores of each context).
+    training : {"refuse", "eval"}
+        As in :class:`SigmaMonitor`: a model in training mode is refused, or switched to eval.
 
     Returns
     -------
@@ -453,8 +545,10 @@ def calibrate(
     Raises
     ------
     fimtheory.errors.InputError
-        Empty contexts, q outside [0, 1], unknown statistic, or λ_base = 0.
+        Empty contexts, q outside [0, 1], unknown statistic, λ_base = 0, or a model in
+        training mode.
     """
+    require_eval_mode(model, training=training, what="calibrate")
     if not 0.0 <= float(quantile) <= 1.0:
         raise InputError(f"quantile must be in [0, 1], got {quantile!r}")
     if statistic not in ("mean", "median"):
@@ -462,8 +556,7 @@ def calibrate(
     items = list(contexts) if not isinstance(contexts, torch.Tensor) else list(contexts.unbind(0))
     if not items:
         raise InputError("no calibration contexts")
-    lams = np.array([context_lambda_max(model, c, param_names, window=window, dtype=dtype)
-                     for c in items])
+    lams = np.array([context_lambda_max(model, c, param_names, window=window, dtype=dtype) for c in items])
     base = float(np.mean(lams) if statistic == "mean" else np.median(lams))
     if not base > 0:
         raise InputError(f"λ_base = {base!r} is not positive (all scores zero?)")
