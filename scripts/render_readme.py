@@ -473,6 +473,17 @@ def render_check_models(path: str, command: str) -> list[str]:
                 f"- {d['count']} of {d['total']} deterministic (model, scheme) pairs lower λ_max "
                 f"(RTN alone: {d.get('rtn_count')} of {d.get('rtn_total')})."
             )
+        elif r.get("claim") == "P3.2" and "lcm_share" in d:
+            fail = (d.get("conclusion_on_lcm_failing_inputs") or {}).get("pointwise_share")
+            tail = (
+                f"; on the paths where it failed, the conclusion held on {_pct(fail)}"
+                if isinstance(fail, (int, float)) and fail == fail
+                else ""
+            )
+            measured.append(
+                f"- {r.get('model')}: LCM held on {_pct(d['lcm_share'])} of displacement paths "
+                f"(grid resolution {_num(d.get('resolution'))}){tail}."
+            )
         elif r.get("claim") == "T4.3-SR" and "ci95_relative" in d:
             lo, hi = d["ci95_relative"]
             measured.append(
@@ -480,7 +491,7 @@ def render_check_models(path: str, command: str) -> list[str]:
                 f"[{_num(lo)}, {_num(hi)}] ({d.get('draws_lowering')} draws lower λ_max)."
             )
     if measured:
-        lines += ["", "Measured (not claims):", "", *measured]
+        lines += ["", "Measured:", "", *measured]
     summary = doc.get("summary", {})
     if summary:
         st = summary.get("statuses", {})
