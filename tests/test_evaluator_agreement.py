@@ -5,7 +5,7 @@ min, the wrong eigenvector) is invisible to adjudication, which only recomputes 
 ties. Here every claim and weakening of :data:`fimtheory.claims.REGISTRY` is evaluated on
 instances from its own strategy, plus constructed instances that make each sub-bound the
 binding one, and compared with a reference written in this file from the statement in
-THEORY.md, at ``DPS`` digits with mpmath (only the eigen-solver :func:`fimtheory.highprec.mp_eigh`
+docs/theory.md, at ``DPS`` digits with mpmath (only the eigen-solver :func:`fimtheory.highprec.mp_eigh`
 is shared with the code under test).
 
 Per instance, with ``parts`` the reference's sub-margins (the claim's margin is their minimum):
@@ -110,7 +110,7 @@ def _quad(u, M, w):
 
 
 def _a1_a2(eig, E):
-    """a1 = E_11, a2 = Σ_{j≥2} E_1j²/(λ1 − λj) (THEORY.md §2, S) from mp eigen-data."""
+    """a1 = E_11, a2 = Σ_{j≥2} E_1j²/(λ1 − λj) (docs/theory.md §2, S) from mp eigen-data."""
     v = eig.vector(0)
     a1 = _quad(v, E, v)
     a2 = mpmath.fsum(
@@ -621,7 +621,7 @@ def _mp_ritz(K, start, steps):
 
 
 def ref_ab(inst):
-    """AB: each lower term L_k ≤ λ_max ≤ each upper term U_k (THEORY.md §5), relative to λ_max;
+    """AB: each lower term L_k ≤ λ_max ≤ each upper term U_k (docs/theory.md §5), relative to λ_max;
     the Ritz value from the exact Krylov space of the start Gḡ (largest row when Gḡ = 0)."""
     G = inst.G
     n, p = G.shape

@@ -191,7 +191,7 @@ def test_reordered_mlp_structure_follows_the_forward():
     y = torch.zeros(X.shape[0], dtype=torch.long)
     X = X.double()
     sg = structured_gram_details(model, lambda: torch.log_softmax(model(X), -1)[:, 0], names)
-    # fc1 is call #0 and fc2 call #1, whatever the registration order
+    # fc1 is call 0 and fc2 call 1, whatever the registration order
     assert sg.structure[0].startswith("fc1.weight: 1 call(s) fc1#0(linear)")
     assert sg.structure[1].startswith("fc2.bias: 1 call(s) fc2#1(linear)")
     del y

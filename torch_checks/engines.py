@@ -1,6 +1,6 @@
 """λ_max of the empirical FIM F = GᵀG / n from the stacked scores G (n × P).
 
-Units: those of F (nats² per θ-unit² for scores in nats). THEORY.md §1: the nonzero
+Units: those of F (nats² per θ-unit² for scores in nats). docs/theory.md §1: the nonzero
 spectrum of F equals that of the Gram matrix K = GGᵀ / n, so λ_max(F) = λ_max(K) = ‖G‖₂²/n.
 
 Paths
