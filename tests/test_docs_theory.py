@@ -83,3 +83,33 @@ def test_no_committed_text_cites_a_path_outside_the_repository():
     ).stdout.split()
     bad = [f for f in files if (ROOT / f).exists() and OUTSIDE in (ROOT / f).read_text(encoding="utf-8")]
     assert not bad, f"these files cite a path outside the repository ({OUTSIDE}): {bad}"
+
+
+def _committed_texts():
+    files = subprocess.run(
+        ["git", "ls-files", "*.py", "*.md", "*.toml"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for f in files:
+        if (ROOT / f).exists():
+            yield f, (ROOT / f).read_text(encoding="utf-8")
+
+
+# Spelled in pieces so that this file does not match itself.
+OLD_SPEC = "THEORY" + ".md"
+PROCESS_WORDS = re.compile("iss" + r"ue ?[0-9]|#[0-9]+ ")
+
+
+def test_no_committed_text_cites_the_old_spec_file():
+    bad = [f for f, text in _committed_texts() if OLD_SPEC in text]
+    assert not bad, f"these files cite {OLD_SPEC}; the spec is docs/theory.md: {bad}"
+
+
+def test_no_issue_numbers_in_code_or_docs():
+    bad = [
+        f"{f}:{i + 1}"
+        for f, text in _committed_texts()
+        if not f.endswith(".toml")
+        for i, line in enumerate(text.split("\n"))
+        if PROCESS_WORDS.search(line)
+    ]
+    assert not bad, f"code and docs speak of the project, not of issue numbers: {bad}"
