@@ -39,6 +39,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings, target
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Unsatisfiable
 
+from fimtheory import claims as _claims
 from fimtheory.claims import REGISTRY, Claim, adjudicate, disagrees, get_claim
 from fimtheory.errors import InputError
 from properties.claim_strategies import strategy_for
@@ -68,6 +69,10 @@ TARGETING_MEASUREMENT = (
     "valid examples reached of 2000 requested, seed 1, with / without the target phase; "
     "see the verify section of the README"
 )
+
+# Raised by the adjudicator when the claim's mp evaluator and its rigorous enclosure disagree
+# (a bug in one of the references); an older adjudicator has no such exception.
+_REFERENCE_DISAGREEMENT = getattr(_claims, "ReferenceDisagreement", None) or type("_Never", (Exception,), {})
 
 # Default interval of the periodic progress callback inside one claim (seconds).
 PROGRESS_INTERVAL = 30.0
@@ -305,7 +310,12 @@ def check_property(
         # Every float violation goes to the adjudicator too: a counterexample needs a
         # certified enclosure, never a float64 sign.
         if out.needs_adjudication or not holds:
-            decision = decide(subject, instance, out, dps)
+            try:
+                decision = decide(subject, instance, out, dps)
+            except _REFERENCE_DISAGREEMENT as exc:
+                _remember(failure, instance, out, None, "implementation disagrees with the reference")
+                state["failed"] = True
+                raise ImplementationDisagreement(str(exc)) from None
             holds = decision.holds
             if counting:
                 record_adjudication(margin, decision)

@@ -292,6 +292,25 @@ def test_a_hypothesis_disproved_at_high_precision_counts_as_not_met(monkeypatch)
     assert report.rejected > 0 and report.not_met_reasons == {"hypothesis fails at high precision": report.rejected}
 
 
+def test_a_reference_disagreement_is_an_error_with_its_instance(monkeypatch):
+    from fimtheory.claims import ReferenceDisagreement
+
+    def needs_adjudication(inst):
+        return Outcome(True, 0.0, True)
+
+    def fake(subject, inst, outcome, dps=50):
+        raise ReferenceDisagreement(
+            "STUB: mp settled at -1 but the enclosure is >= 0 (implementation disagrees with the reference)"
+        )
+
+    monkeypatch.setattr(verify_module, "adjudicate", fake)
+    report = check_property(_scalar_claim(needs_adjudication), INTS, profile="ci", seed=0, max_examples=10)
+    assert report.status == "error"
+    assert "disagrees with the reference" in report.error
+    assert report.counterexample["kind"] == "implementation disagreement"
+    assert report.counterexample["instance"]["type"] == "MatrixPerturbation"
+
+
 def test_exit_status_by_profile():
     def rep(status):
         return ClaimReport("X", status=status)
