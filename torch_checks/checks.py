@@ -1454,7 +1454,20 @@ def _run_checks(models, schemes, base_profile, *, device, seed, progress, quanti
         del model, G, base
     rows.append(lowering_summary(rows))
     header["mp_adjudications"] = adj.used
+    header["peak_rss_mib"] = _peak_rss_mib()
     return RunResult(rows, header)
+
+
+def _peak_rss_mib() -> float | None:
+    """Peak resident set size of this process so far (MiB), or None where unknown."""
+    try:
+        import resource
+        import sys
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(kb / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0), 1)
+    except (ImportError, OSError):  # pragma: no cover - not on POSIX
+        return None
 
 
 def with_overrides(profile: Profile, **kw) -> Profile:

@@ -124,6 +124,9 @@ def format_header(header: dict) -> str:
         lines.append(f"  {name}: {bits}P = {facts.get('P')} ({', '.join(facts.get('param_subset', []))[:60]}), "
                      f"n = {facts.get('n')}, λ1 = {facts.get('lambda1', float('nan')):.4g}, "
                      f"γ = {facts.get('gap', float('nan')):.3g}")
+    if header.get("peak_rss_mib") is not None:
+        lines.append(f"  peak RSS {header['peak_rss_mib']:.0f} MiB, "
+                     f"{header.get('mp_adjudications', 0)} high-precision adjudications")
     return "\n".join(lines)
 
 
