@@ -97,6 +97,11 @@ def test_runner_falsifies_a_wrong_claim_and_shrinks_it():
     # every falsification went through the adjudicator: a violation verdict with its margin
     assert cx["verdict"] == "violated"
     assert float(cx["mp_margin"]) < 0 and cx["float_margin"] < 0
+    # ... certified by a rigorous enclosure, stored with exact endpoints, strictly below 0
+    lo, hi = parse_exact(cx["enclosure"]["lo_exact"]), parse_exact(cx["enclosure"]["hi_exact"])
+    assert lo <= hi < 0
+    # the stored mp margin (15 digits) lies in the enclosure up to its own rounding
+    assert abs(mpmath.mpf(cx["mp_margin"]) - hi) <= (hi - lo) + 1e-13 * abs(hi)
     # a 1×1 instance cannot violate it (equality): the reported one is a genuine one
     assert inst.A.shape[0] >= 2
 
