@@ -28,7 +28,7 @@ import numpy as np
 from fimtheory import approx, bounds, spectral
 from fimtheory._generated import series as _series
 from fimtheory.departure import elevation_margins, profiles
-from fimtheory.errors import FimTheoryError, InputError, UnknownIdError
+from fimtheory.errors import InputError, UnknownIdError
 from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
 from fimtheory.instances import (
     DepartureInstance,
@@ -100,7 +100,12 @@ def _outcome(margin: float, scale_ok: bool = True, **details) -> Outcome:
 def disagrees(outcome: Outcome, holds_at_high_precision: bool) -> bool:
     """True when float64 *resolves* a clearly violated margin (below −ADJUDICATION_RTOL) that the
     high-precision reference says holds: the float implementation under test is wrong (or the
-    two evaluations compute different things). Such an instance is an error, never verified."""
+    two evaluations compute different things). Such an instance is an error, never verified.
+
+    Also True when :func:`adjudicate` found the claim's mp evaluator contradicted by its rigorous
+    interval enclosure on this outcome (recorded in ``outcome.details``)."""
+    if outcome.hypotheses_met and outcome.details.get(REFERENCE_DISAGREEMENT):
+        return True
     return bool(
         outcome.hypotheses_met
         and outcome.float_resolved
@@ -1461,10 +1466,9 @@ def get_claim(claim_id: str) -> Claim:
 VERDICTS = ("holds", "tie", "violated", "undecided")
 
 
-class ReferenceDisagreement(FimTheoryError):
-    """The claim's mp evaluator settled on a violation that its rigorous interval enclosure
-    excludes: the two references compute different things (a bug in one of them). Raised by
-    :func:`adjudicate` instead of returning a verdict."""
+#: Key under which :func:`adjudicate` records, in ``outcome.details``, that the claim's mp
+#: evaluator disagrees with its rigorous enclosure (read by :func:`disagrees`).
+REFERENCE_DISAGREEMENT = "reference_disagreement"
 
 
 @dataclass(frozen=True, eq=False)
@@ -1498,6 +1502,10 @@ class Adjudication:
         instance is then "hypotheses not met", verdict "undecided").
     ladder : tuple
         The (dps, mp margin) pairs computed, in order.
+    disagreement : str
+        Non-empty when the claim's mp evaluator settled on a violation that the rigorous
+        enclosure excludes (the verdict is then "holds", proved by the enclosure, and the
+        mp evaluator is wrong): an implementation/reference disagreement.
 
     Iterating yields ``(holds, margin)``, so ``holds, margin = adjudicate(...)`` keeps working,
     and an Adjudication compares equal to that pair.
@@ -1511,6 +1519,7 @@ class Adjudication:
     reason: str
     hypotheses_met: bool = True
     ladder: tuple = ()
+    disagreement: str = ""
 
     def __iter__(self):
         yield self.holds
@@ -1661,8 +1670,10 @@ def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50) ->
        tie of a strict claim, is *violated* only when a rigorous interval enclosure of the
        exact margin (:mod:`fimtheory.enclosures`, or the claim's ``evaluate_iv``) has upper end
        < 0 (strict: ≤ 0, e.g. a proved exact 0), escalating its precision up to
-       ADJUDICATION_MAX_DPS. An enclosure with lower end ≥ 0 (strict: > 0) contradicts a settled
-       mp violation: :class:`ReferenceDisagreement` is raised (for a strict tie it *holds*). Otherwise
+       ADJUDICATION_MAX_DPS. An enclosure with lower end ≥ 0 (strict: > 0) *holds*; when it
+       contradicts a settled mp violation the mp evaluator is wrong, which is recorded
+       (``Adjudication.disagreement``, and ``outcome.details`` so that :func:`disagrees` reports
+       the instance as an implementation/reference disagreement). Otherwise
        — no rigorous evaluator, an enclosure that never excludes 0, margins that never
        settle — the verdict is *undecided* (never violated).
     3. **Hypotheses.** Every enclosure re-decides the claim's hypotheses in interval
@@ -1673,8 +1684,7 @@ def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50) ->
        margin holds.
 
     Returns an :class:`Adjudication` (unpacks as ``holds, margin``). Raises
-    :class:`ReferenceDisagreement` when the settled mp margin and the rigorous enclosure
-    disagree in sign, and :class:`InputError` for a bad ``dps``.
+    :class:`InputError` for a bad ``dps``.
     """
     if isinstance(dps, bool) or not isinstance(dps, int) or dps < 20:
         raise InputError(f"dps must be an integer >= 20, got {dps!r}")
@@ -1740,12 +1750,17 @@ def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50) ->
         return Adjudication("violated", False, margin, enc, d_enc, reason, ladder=rungs)
     if kind == "settled":
         # The mp margin settled on a violation that the rigorous enclosure excludes: the mp
-        # evaluator (the reference) computes something other than the claim's margin.
-        raise ReferenceDisagreement(
-            f"{subject.id}: the {D}-digit mp margin {_nstr(m)} (settled) but the rigorous enclosure "
-            f"[{_nstr(lo)}, {_nstr(hi)}] at {d_enc} digits is {rule}: the mp evaluator disagrees with the "
-            "reference enclosure (implementation disagrees with the reference)"
+        # evaluator computes something other than the claim's margin. The claim holds on the
+        # instance (the enclosure proves it), and the disagreement is an error of the code.
+        msg = (
+            f"{subject.id}: the {D}-digit mp margin {_nstr(m)} settled on a violation, but the rigorous "
+            f"enclosure [{_nstr(lo)}, {_nstr(hi)}] at {d_enc} digits is {rule}: the mp evaluator disagrees "
+            "with the reference enclosure"
         )
+        details = getattr(outcome, "details", None)
+        if isinstance(details, dict):
+            details[REFERENCE_DISAGREEMENT] = msg
+        return Adjudication("holds", True, margin, enc, d_enc, msg, ladder=rungs, disagreement=msg)
     return Adjudication(
         "holds",
         True,
