@@ -876,15 +876,19 @@ def _ah(inst: ScoreInstance) -> Outcome:
     gbar = inst.G.mean(axis=0)
     if not np.any(gbar):
         return Outcome.not_met("ḡ = 0: the heuristic's start vector is undefined")
-    est = approx.heuristic(inst.G, power_steps=inst.power_steps)
+    # The margin is scale-invariant: evaluate on the exactly rescaled G/c (c a power of two), where
+    # λ_max neither underflows (scores near 1e-170: λ ≈ 1e-340 read 0) nor overflows.
+    c = float(approx.power_of_two_scale(inst.G))
+    Gs = inst.G / c
+    est = approx.heuristic(Gs, power_steps=inst.power_steps)
     lam = (
-        spectral.lambda_max(inst.G.T @ inst.G / inst.G.shape[0])
-        if inst.G.shape[1] <= inst.G.shape[0]
-        else spectral.lambda_max(inst.G @ inst.G.T / inst.G.shape[0])
+        spectral.lambda_max(Gs.T @ Gs / Gs.shape[0])
+        if Gs.shape[1] <= Gs.shape[0]
+        else spectral.lambda_max(Gs @ Gs.T / Gs.shape[0])
     )
     scale = max(lam, TINY)
     m = min(est.value - est.mean_score_norm_sq, lam - est.value) / scale
-    return _outcome(m, True, estimate=est.value, lambda_max=lam, accuracy=est.value / scale)
+    return _outcome(m, True, estimate=est.value * c * c, lambda_max=lam * c * c, accuracy=est.value / scale)
 
 
 def _ah_mp(inst: ScoreInstance, dps):
@@ -919,21 +923,29 @@ def _ah_exact_mp(inst, dps):
 
 
 def _ab(inst: ScoreInstance) -> Outcome:
-    b = approx.two_sided(inst.G, lanczos_steps=inst.lanczos_steps, q=inst.q)
-    n, p = inst.G.shape
-    small = inst.G @ inst.G.T / n if n <= p else inst.G.T @ inst.G / n
+    # Relative margins are scale-invariant: evaluate on the exactly rescaled G/c, where λ_max and
+    # the terms neither underflow (scores near 1e-170 read "F = 0") nor overflow.
+    c = float(approx.power_of_two_scale(inst.G))
+    Gs = inst.G / c
+    b = approx.two_sided(Gs, lanczos_steps=inst.lanczos_steps, q=inst.q)
+    n, p = Gs.shape
+    small = Gs @ Gs.T / n if n <= p else Gs.T @ Gs / n
     lam = spectral.lambda_max(small)
     if lam == 0.0:
         return Outcome.not_met("F = 0: every bound is trivially 0")
     low = {k: (lam - v) / lam for k, v in b.lower_terms.items()}
     up = {k: (v - lam) / lam for k, v in b.upper_terms.items()}
     m = min(min(low.values()), min(up.values()))
-    return _outcome(m, True, ratio=b.ratio, lower=b.lower, upper=b.upper, lambda_max=lam)
+    c2 = c * c
+    return _outcome(m, True, ratio=b.ratio, lower=b.lower * c2, upper=b.upper * c2, lambda_max=lam * c2)
 
 
 def _ab_mp(inst: ScoreInstance, dps):
-    b = approx.two_sided(inst.G, lanczos_steps=inst.lanczos_steps, q=inst.q)
-    _, ritz_vec = approx.lanczos_ritz(inst.G @ inst.G.T / inst.G.shape[0], inst.lanczos_steps, _lanczos_start(inst.G))
+    # The Ritz vector of the float run (on the rescaled Gram matrix, as two_sided builds it); its
+    # Rayleigh quotient on the exact K is the lower bound adjudicated.
+    Gs = inst.G / approx.power_of_two_scale(inst.G)
+    Ks = Gs @ Gs.T / inst.G.shape[0]
+    _, ritz_vec = approx.lanczos_ritz(0.5 * (Ks + Ks.T), inst.lanczos_steps, _lanczos_start(inst.G))
     with working_precision(dps):
         Gm, K, F, lam, gbar = _mp_fim_parts(inst.G, dps)
         n, p = inst.G.shape
@@ -950,7 +962,6 @@ def _ab_mp(inst: ScoreInstance, dps):
             max(sum(abs(K[i, j]) for j in range(n)) for i in range(n)),
             trq ** (mpmath.mpf(1) / inst.q),
         ]
-        del b
         return min(min(lam - x for x in lows), min(u - lam for u in ups)) / lam
 
 
@@ -991,10 +1002,14 @@ def _ab_numerical_rank_mp(inst: ScoreInstance, dps):
 
 
 def _lanczos_start(G: np.ndarray) -> np.ndarray:
-    start = G @ G.mean(axis=0)
+    """The start vector of approx.two_sided's Lanczos run, bit for bit: Gḡ computed on the
+    exactly rescaled G/c (on G itself Gḡ underflows to 0 near 1e-170 and the start became the
+    largest-row fallback), or the largest row when that is exactly zero."""
+    Gs = G / approx.power_of_two_scale(G)
+    start = Gs @ Gs.mean(axis=0)
     if not np.any(start):
         start = np.zeros(G.shape[0])
-        start[int(np.argmax(np.einsum("ij,ij->i", G, G)))] = 1.0
+        start[int(np.argmax(np.einsum("ij,ij->i", Gs, Gs)))] = 1.0
     return start
 
 
