@@ -189,7 +189,7 @@ def sign_bounds(A, E, eig: EigenData | None = None, *, rtol: float = 1e-8) -> tu
     γ > 16·n·eps·‖A‖): below that the top eigenvalue may be repeated and a2 does not exist.
     ``eig``, when given, must be ``eigen_data(A)``.
 
-    Accuracy: each bound b is returned with |b − b_exact| ≤ rtol·|b| + eps·η²/d (d its
+    Accuracy: each bound b is returned with |b − b_exact| ≤ rtol·(|b| + eps·η²/d) (d its
     denominator, η = ‖E‖₂), by an a-posteriori estimate from the backward error of the eigen-data
     (the top vector's error is ≲ β/γ); when float64 cannot deliver that (small γ), the bounds are
     recomputed with mpmath (n ≤ :data:`fimtheory.spectral.HIGH_PRECISION_MAX_N`, else
@@ -211,7 +211,7 @@ def sign_bounds(A, E, eig: EigenData | None = None, *, rtol: float = 1e-8) -> tu
     err_lo, err_hi = _sign_bounds_error(n, backward_error(a, eig), lam1, lam2, lamn, r2, eta, EPS64)
 
     def ok(lo_, hi_, elo, ehi, gap, spread):
-        return elo <= rtol * abs(lo_) + EPS64 * eta**2 / spread and ehi <= rtol * abs(hi_) + EPS64 * eta**2 / gap
+        return elo <= rtol * (abs(lo_) + EPS64 * eta**2 / spread) and ehi <= rtol * (abs(hi_) + EPS64 * eta**2 / gap)
 
     if ok(lo, hi, err_lo, err_hi, lam1 - lam2, lam1 - lamn):
         return float(lo), float(hi)

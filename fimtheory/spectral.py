@@ -151,7 +151,7 @@ def _coefficient_error_estimates(n, order, beta, gap, eta, eps_e, unit):
 
 
 def _accepted(coeffs, errs, scales, rtol) -> bool:
-    return all(float(err) <= rtol * abs(float(a)) + EPS64 * float(c) for a, err, c in zip(coeffs, errs, scales))
+    return all(float(err) <= rtol * (abs(float(a)) + EPS64 * float(c)) for a, err, c in zip(coeffs, errs, scales))
 
 
 def backward_error(A, eig: EigenData) -> float:
@@ -220,7 +220,7 @@ def series_coefficients_with_errors(A, E, order: int = 3, *, rtol: float = 1e-8)
 
     Accuracy contract: every returned a_k satisfies (up to the quality of the estimate below)
 
-        |a_k(returned) − a_k(exact)| ≤ rtol·|a_k| + eps·C_k,    C_k = η(2η/γ)^{k−1},
+        |a_k(returned) − a_k(exact)| ≤ rtol·(|a_k| + eps·C_k),    C_k = η(2η/γ)^{k−1},
 
     with η = ‖E‖₂, γ = λ1 − λ2 and eps = 2⁻⁵² (C_k is the Cauchy bound on |a_k|, so the
     absolute term only matters for coefficients that cancel below float64 resolution of
@@ -263,7 +263,7 @@ def series_coefficients_with_errors(A, E, order: int = 3, *, rtol: float = 1e-8)
     coeffs, errs, scales, eta = _float_attempt(a, e, eig, order)
     if np.all(np.isfinite(coeffs)) and _accepted(coeffs, errs, scales, rtol):
         return SeriesCoefficients(eig.lambda_max, coeffs, errs, scales, None)
-    worst = int(np.argmax(errs / np.maximum(rtol * np.abs(coeffs) + EPS64 * scales, np.finfo(float).tiny)))
+    worst = int(np.argmax(errs / np.maximum(rtol * (np.abs(coeffs) + EPS64 * scales), np.finfo(float).tiny)))
     why = (
         f"float64 cannot deliver a{worst + 1} to rtol {rtol:g}: estimated error {errs[worst]:.3g} "
         f"for a value {coeffs[worst]:.6g} (γ = {eig.gap:.3g}, "
@@ -312,7 +312,7 @@ def perturbation_coefficients(A, E, order: int = 3, *, rtol: float = 1e-8) -> tu
 
     Accuracy
     --------
-    |a_k(returned) − a_k| ≤ rtol·|a_k| + eps·η(2η/γ)^{k−1} by an a-posteriori estimate;
+    |a_k(returned) − a_k| ≤ rtol·(|a_k| + eps·η(2η/γ)^{k−1}) by an a-posteriori estimate;
     computed in float64 when its estimated error allows, else in mpmath at the precision the
     estimate asks for. :func:`series_coefficients_with_errors` returns the estimates.
 

@@ -2,7 +2,7 @@
 here by hand, not the generated module), closed forms for n = 2, and dense float64.
 
 Tolerances are the accuracy contract of :func:`fimtheory.spectral.perturbation_coefficients`,
-rtol·|a_k| + eps·C_k with C_k = η(2η/γ)^{k−1}, or multiples of n·eps·‖A‖.
+rtol·(|a_k| + eps·C_k) with C_k = η(2η/γ)^{k−1}, or multiples of n·eps·‖A‖.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _mp_reference(A, E, order: int, dps: int = REF_DPS):
 
 def _contract_tol(ref, eta, gap, k, rtol=1e-8):
     c_k = eta * (2 * eta / gap) ** (k - 1)
-    return rtol * abs(ref) + EPS * c_k
+    return rtol * (abs(ref) + EPS * c_k)
 
 
 def _assert_contract(A, E, order, got, rtol=1e-8):
@@ -326,8 +326,8 @@ def test_sign_bounds_meet_their_accuracy_contract(case):
     with working_precision(REF_DPS):
         w = mp_eigh(A, REF_DPS).eigenvalues
         gap, spread = float(w[0] - w[1]), float(w[0] - w[-1])
-    assert abs(lo - float(ref_lo)) <= 1e-8 * abs(float(ref_lo)) + EPS * eta**2 / spread
-    assert abs(hi - float(ref_hi)) <= 1e-8 * abs(float(ref_hi)) + EPS * eta**2 / gap
+    assert abs(lo - float(ref_lo)) <= 1e-8 * (abs(float(ref_lo)) + EPS * eta**2 / spread)
+    assert abs(hi - float(ref_hi)) <= 1e-8 * (abs(float(ref_hi)) + EPS * eta**2 / gap)
 
 
 @pytest.mark.parametrize(
