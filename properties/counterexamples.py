@@ -562,6 +562,10 @@ class ReplayResult:
         return {"reproduced": EXIT_OK, "not reproduced": EXIT_FAILED}.get(self.status, EXIT_MALFORMED)
 
 
+#: What evaluating edited inputs may raise; replay reports it as "does not reproduce".
+_EVAL_ERRORS = (FimTheoryError, ValueError, ArithmeticError, np.linalg.LinAlgError)
+
+
 def _fail(path, why: str) -> ReplayResult:
     return ReplayResult(str(path), "not reproduced", f"does not reproduce: {why}")
 
@@ -597,7 +601,7 @@ def replay_file(path) -> ReplayResult:
        enclosure that intersects the stored one.
 
     Parameter-level files (format ``fimtheory.parameter_level/…``) are replayed by
-    :func:`properties.parameter_level.replay_file_check` under the same four steps.
+    :func:`properties.parameter_level.replay_file_check` under steps 1–4.
     """
     try:
         head = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -629,8 +633,8 @@ def replay_file(path) -> ReplayResult:
         return _fail(path, f"stored enclosure {stored.short()} does not certify a violation")
     try:
         out = w.evaluate(inst)
-    except FimTheoryError as exc:
-        return _fail(path, f"evaluation failed: {exc}")
+    except _EVAL_ERRORS as exc:
+        return _fail(path, f"evaluation failed: {type(exc).__name__}: {exc}")
     if not out.hypotheses_met:
         return _fail(path, f"hypotheses no longer met: {out.reason}")
     stored_hex = rec["float_margin_hex"]
@@ -640,8 +644,8 @@ def replay_file(path) -> ReplayResult:
         return _fail(path, f"stored precision {stored.dps} < 50 digits")
     try:
         new = certify(w, inst, stored.dps, ladder=())
-    except FimTheoryError as exc:
-        return _fail(path, f"re-certification failed: {exc}")
+    except _EVAL_ERRORS as exc:
+        return _fail(path, f"re-certification failed: {type(exc).__name__}: {exc}")
     if not new.certified:
         return _fail(
             path,
@@ -657,8 +661,8 @@ def replay_file(path) -> ReplayResult:
     # an independent second certifier: the adjudicator's own interval evaluators
     try:
         adj = adjudicate(w, inst, out, stored.dps)
-    except FimTheoryError as exc:
-        return _fail(path, f"independent adjudication failed: {exc}")
+    except _EVAL_ERRORS as exc:
+        return _fail(path, f"independent adjudication failed: {type(exc).__name__}: {exc}")
     adj_holds = getattr(adj, "holds", None)
     adj_enc = getattr(adj, "enclosure", None)
     if adj_holds is not False or adj_enc is None:
