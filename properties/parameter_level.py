@@ -1413,8 +1413,8 @@ def replay_file_check(path) -> tuple[str, str]:
         got = _float_c2(ce["model"], ce["X"], ce["y"], ce["theta"], ce["step"])
         new = second_order_coefficient_iv(ce["model"], ce["X"], ce["y"], ce["theta"], ce["step"], dps=dps)
         n_lo, n_hi = _exact_interval(new)
-    except (InputError, HypothesesNotMet) as exc:
-        return "not reproduced", f"does not reproduce: re-evaluation failed: {exc}"
+    except (InputError, HypothesesNotMet, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        return "not reproduced", f"does not reproduce: re-evaluation failed: {type(exc).__name__}: {exc}"
     if got.hex() != want_hex:
         return "not reproduced", f"does not reproduce: float c2 {got.hex()} != stored {want_hex}"
     if not n_hi < 0:
