@@ -272,7 +272,15 @@ def _load_plugin(ep) -> Command:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = _Parser(prog="fimtheory", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="fimtheory",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=(
+            "Exit status: 0 success; 1 a certified violation (or a replay that does not reproduce); "
+            "2 bad input, one line on stderr, before any work; 3 inconclusive or error under a strict "
+            "profile; 130 interrupted; 141 stdout closed by its reader."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     handlers: dict[str, object] = {}
     for cmd in BUILTIN:

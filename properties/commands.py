@@ -22,7 +22,16 @@ from fimtheory.cli import (
 PROFILE_HELP = "quick (100 examples per claim), ci (150, derandomized) or thorough (10,000); default quick"
 
 
+VERIFY_EPILOG = (
+    "A claim is 'verified' only when every requested example ran, met the hypotheses and held; a run "
+    "that stopped early or met an undecided instance is 'inconclusive' with its stop reason. Exit "
+    "status: 0 nothing falsified (under ci/thorough also nothing inconclusive or error), 1 a certified "
+    "falsification, 2 bad input (before any work), 3 inconclusive or error under ci/thorough."
+)
+
+
 def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.epilog = VERIFY_EPILOG
     p.add_argument(
         "--claim", action="append", metavar="ID", help="claim id (repeatable; default all; see `fimtheory claims`)"
     )
