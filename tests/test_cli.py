@@ -33,7 +33,7 @@ def test_claims_json_in_process(capsys):
 
 
 def test_verify_w_quick_json(tmp_path):
-    pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis", reason="verify needs hypothesis (the [properties] extra)")
     out = tmp_path / "out.json"
     r = _run("verify", "--claim", "W", "--profile", "quick", "--json", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -52,7 +52,7 @@ def test_verify_w_quick_json(tmp_path):
 
 
 def test_verify_in_process(tmp_path, capsys):
-    pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis", reason="verify needs hypothesis (the [properties] extra)")
     out = tmp_path / "r.json"
     assert cli.main(["verify", "--claim", "C", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["claims"][0]["id"] == "C"

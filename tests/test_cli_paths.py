@@ -204,7 +204,7 @@ def _report(cid, status):
     ],
 )
 def test_verify_exit_status_and_json(statuses, profile, code, tmp_path, monkeypatch, capsys):
-    pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis", reason="verify needs hypothesis (the [properties] extra)")
     import properties.verify as V
 
     def fake_verify(claim_ids, *, on_report=None, **kw):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import mpmath
 import numpy as np
@@ -99,7 +100,7 @@ NOT_MET = [
 def test_hypotheses_not_met(cid, inst, match):
     out = claims.get_claim(cid).evaluate(inst)
     assert out.hypotheses_met is False and math.isnan(out.margin)
-    assert pytest.importorskip("re").search(match, out.reason), out.reason
+    assert re.search(match, out.reason), out.reason
 
 
 def test_weakening_falsified_known():
@@ -152,18 +153,50 @@ def test_adjudicate_uses_the_mp_verdict_not_the_float_margin():
     assert holds and m > 0 and abs(m - mpmath.mpf(1e-18) / (2 + 1e-9)) < 1e-25
 
 
-def test_p32_needs_generated_models():
-    pytest.importorskip("fimtheory._generated.fim_expansion", reason="generated model expansion not present yet")
+def _closed_form_lambda_path(model, theta, X, y, U, T, steps):
+    """Λ(X + t U) on the grid, from closed-form scores written here (not the generated module):
+    linear-Gaussian g = (y − θᵀx)x, logistic g = (y − σ(θᵀx))x; Λ = λ_max(GᵀG/m)."""
+    out = []
+    for t in np.linspace(0.0, T, steps + 1):
+        Xt = X + t * U
+        z = Xt @ theta
+        r = y - z if model == "linear" else y - 1.0 / (1.0 + np.exp(-z))
+        G = r[:, None] * Xt
+        out.append(float(np.linalg.eigvalsh(G.T @ G / X.shape[0])[-1]))
+    return np.array(out)
+
+
+def test_p32_linear_gaussian_path_holds_with_the_closed_form_margin():
+    """Linear-Gaussian scores along x + t·x/‖X‖: Λ rises on every grid step (0.2256 → 0.5701),
+    so LCM holds and, with one input, the margin is min_k (Λ_k − Λ_0)/max Λ = (Λ_1 − Λ_0)/Λ_8."""
     from fimtheory.instances import DepartureInstance
 
     X = np.array([[0.5, -0.25], [1.0, 0.5]])
-    inst = DepartureInstance("linear", np.array([0.3, -0.2]), (X,), (np.array([0.1, -0.4]),),
-                             (X / np.linalg.norm(X),), T=0.5, steps=8)
+    theta, y, U = np.array([0.3, -0.2]), np.array([0.1, -0.4]), X / np.linalg.norm(X)
+    lam = _closed_form_lambda_path("linear", theta, X, y, U, 0.5, 8)
+    assert np.all(np.diff(lam) > 0)
+    inst = DepartureInstance("linear", theta, (X,), (y,), (U,), T=0.5, steps=8)
     out = claims.get_claim("P3.2").evaluate(inst)
-    # linear-Gaussian: scores (y − θᵀx)x; Λ along x + t x/‖X‖ — met or not, never an error
-    assert out.hypotheses_met in (True, False)
-    if out.hypotheses_met:
-        assert out.margin >= 0
+    assert out.hypotheses_met and out.details == {"lcm_share": 1.0, "resolution": 0.0625}
+    assert out.margin == pytest.approx((lam[1] - lam[0]) / lam[-1], rel=1e-12, abs=0)
+    assert out.margin == pytest.approx(0.0554150052785, rel=1e-10)
+
+
+def test_p32_saturating_logistic_fails_lcm_and_falsifies_the_weakening():
+    """Logistic regression pushed along its own weight vector saturates: Λ = (1 − σ(θᵀx))²‖x‖²
+    falls from the start (THEORY's necessity example). P3.2 reports LCM not met; P3.2-no-LCM
+    is violated with margin min_k (Λ_k − Λ_0)/max Λ = (Λ_8 − Λ_0)/Λ_0."""
+    from fimtheory.instances import DepartureInstance
+
+    theta, X, y, U = np.array([2.0, 0.0]), np.array([[1.0, 0.0]]), np.array([1.0]), np.array([[1.0, 0.0]])
+    lam = _closed_form_lambda_path("logistic", theta, X, y, U, 8.0, 8)
+    assert np.all(np.diff(lam) < 0)
+    inst = DepartureInstance("logistic", theta, (X,), (y,), (U,), T=8.0, steps=8)
+    out = claims.get_claim("P3.2").evaluate(inst)
+    assert not out.hypotheses_met and out.reason.startswith("LCM fails on 1/1 paths")
+    w = claims.get_claim("P3.2").weakening("P3.2-no-LCM").evaluate(inst)
+    assert w.hypotheses_met and w.margin == pytest.approx((lam[-1] - lam[0]) / lam[0], rel=1e-9)
+    assert w.margin < -0.99
 
 
 def test_t43d_model_label_identity_and_its_empirical_weakening():

@@ -45,8 +45,13 @@ from properties.claim_strategies import strategy_for
 
 DPS = 60
 EPS = float(np.finfo(float).eps)
-#: Multiple of n·eps·κ allowed between a float margin and its reference (measured worst: see
-#: the report of ``test_tolerance_constant_is_not_loose``).
+#: Multiple of n·eps·κ allowed between a float margin and its reference. Measured worst
+#: |float − reference|/(n·eps·κ) over this module's examples: R 1.42, T4.3a 1.11, W 0.94,
+#: S2 0.93, T4.3b 0.78, T4.3b-nonzero-mean 0.73, T4.3c 0.64, SIGN 0.58, R-any-vector 0.54,
+#: S2-repeated-top 0.47, AH-accurate 0.46, T4.3a-per-draw 0.44, W-no-lambda-min 0.42,
+#: T4.3d-empirical-labels 0.40, AH 0.33, S 0.31, T4.3d 0.27, P3.2-no-LCM 0.19,
+#: SIGN-lambda1-denominator 0.15, T4.3c-no-genericity 0.14, AB 0.11, AB-numerical-rank 0.010,
+#: P3.2 0.008 (``WORST`` collects them when the module runs).
 C_TOL = 64.0
 #: Agreement of the registered high-precision evaluator with the reference (both at DPS digits).
 MP_RTOL = mpmath.mpf(10) ** -25
@@ -1204,15 +1209,6 @@ def test_directional_repeated_top_checks_the_worst_top_vector():
     with working_precision(DPS):
         m = claims.get_claim("R").evaluate_mp(inst, DPS)
         assert abs(m - mpmath.mpf(2) / 9) < mpmath.mpf(10) ** -40
-
-
-def test_tolerance_constant_is_not_loose():
-    """The stated tolerance is an upper bound with room, not a blanket: the worst measured
-    |float − reference|/(n·eps·κ) over this module stays below C_TOL (printed for the record)."""
-    if not WORST:
-        pytest.skip("run together with the agreement properties above (it reports their worst ratio)")
-    print({k: f"{v:.3g}" for k, v in sorted(WORST.items())})
-    assert max(WORST.values()) <= C_TOL
 
 
 def test_float_resolved_means_accurate_for_margins_normalised_by_a_bound():

@@ -314,7 +314,7 @@ def run_pytest(copy: Path, test_file: str) -> tuple[int, str]:
 
 def _needs(module: str | None) -> None:
     if module is not None:
-        pytest.importorskip(module)
+        pytest.importorskip(module, reason=f"this planted bug lives in {module}, which is not importable here")
 
 
 @pytest.mark.parametrize("plant,kind,target", _check_params())

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-sp = pytest.importorskip("sympy")
+sp = pytest.importorskip("sympy", reason="the symbolic derivations need sympy (the [symbolic] extra)")
 
 from fimtheory._generated import fim_expansion, series  # noqa: E402
 from fimtheory.cli import main  # noqa: E402

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("sympy")
+pytest.importorskip("sympy", reason="the code generator needs sympy (the [symbolic] extra)")
 
 from symbolic import generate  # noqa: E402
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-sp = pytest.importorskip("sympy")
+sp = pytest.importorskip("sympy", reason="the symbolic derivations need sympy (the [symbolic] extra)")
 
 from symbolic import fim  # noqa: E402
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-sp = pytest.importorskip("sympy")
+sp = pytest.importorskip("sympy", reason="the symbolic derivations need sympy (the [symbolic] extra)")
 
 from symbolic import remainders, series  # noqa: E402
 
