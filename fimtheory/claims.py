@@ -28,7 +28,7 @@ import numpy as np
 from fimtheory import approx, bounds, spectral
 from fimtheory._generated import series as _series
 from fimtheory.departure import elevation_margins, profiles
-from fimtheory.errors import InputError, UnknownIdError
+from fimtheory.errors import FimTheoryError, InputError, UnknownIdError
 from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
 from fimtheory.instances import (
     DepartureInstance,
@@ -1486,6 +1486,13 @@ VERDICTS = ("holds", "tie", "violated", "undecided")
 REFERENCE_DISAGREEMENT = "reference_disagreement"
 
 
+class ReferenceDisagreement(FimTheoryError):
+    """Raised by :func:`adjudicate` when the claim's mp evaluator settles on a violation that
+    its rigorous interval enclosure excludes: the mp evaluator computes something other than
+    the claim's margin (an implementation/reference disagreement, never a verdict). The
+    message names both values; ``outcome.details`` records it too (see :func:`disagrees`)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Adjudication:
     """The verdict of :func:`adjudicate` on one instance.
@@ -1517,10 +1524,6 @@ class Adjudication:
         instance is then "hypotheses not met", verdict "undecided").
     ladder : tuple
         The (dps, mp margin) pairs computed, in order.
-    disagreement : str
-        Non-empty when the claim's mp evaluator settled on a violation that the rigorous
-        enclosure excludes (the verdict is then "holds", proved by the enclosure, and the
-        mp evaluator is wrong): an implementation/reference disagreement.
 
     Iterating yields ``(holds, margin)``, so ``holds, margin = adjudicate(...)`` keeps working,
     and an Adjudication compares equal to that pair.
@@ -1534,7 +1537,6 @@ class Adjudication:
     reason: str
     hypotheses_met: bool = True
     ladder: tuple = ()
-    disagreement: str = ""
 
     def __iter__(self):
         yield self.holds
@@ -1685,10 +1687,9 @@ def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50) ->
        tie of a strict claim, is *violated* only when a rigorous interval enclosure of the
        exact margin (:mod:`fimtheory.enclosures`, or the claim's ``evaluate_iv``) has upper end
        < 0 (strict: ≤ 0, e.g. a proved exact 0), escalating its precision up to
-       ADJUDICATION_MAX_DPS. An enclosure with lower end ≥ 0 (strict: > 0) *holds*; when it
-       contradicts a settled mp violation the mp evaluator is wrong, which is recorded
-       (``Adjudication.disagreement``, and ``outcome.details`` so that :func:`disagrees` reports
-       the instance as an implementation/reference disagreement). Otherwise
+       ADJUDICATION_MAX_DPS. An enclosure with lower end > 0 *holds* a strict tie; one with
+       lower end ≥ 0 (strict: > 0) that contradicts a settled mp violation means the mp
+       evaluator is wrong: :class:`ReferenceDisagreement` is raised. Otherwise
        — no rigorous evaluator, an enclosure that never excludes 0, margins that never
        settle — the verdict is *undecided* (never violated).
     3. **Hypotheses.** Every enclosure re-decides the claim's hypotheses in interval
@@ -1699,7 +1700,7 @@ def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50) ->
        margin holds.
 
     Returns an :class:`Adjudication` (unpacks as ``holds, margin``). Raises
-    :class:`InputError` for a bad ``dps``.
+    :class:`ReferenceDisagreement` (see 2.) and :class:`InputError` for a bad ``dps``.
     """
     if isinstance(dps, bool) or not isinstance(dps, int) or dps < 20:
         raise InputError(f"dps must be an integer >= 20, got {dps!r}")
@@ -1775,7 +1776,7 @@ def adjudicate(claim_or_weakening, instance, outcome: Outcome, dps: int = 50) ->
         details = getattr(outcome, "details", None)
         if isinstance(details, dict):
             details[REFERENCE_DISAGREEMENT] = msg
-        return Adjudication("holds", True, margin, enc, d_enc, msg, ladder=rungs, disagreement=msg)
+        raise ReferenceDisagreement(f"{msg} (implementation disagrees with the reference)")
     return Adjudication(
         "holds",
         True,

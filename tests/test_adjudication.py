@@ -195,13 +195,12 @@ def test_enclosure_that_narrows_with_precision_is_used_once_it_excludes_zero():
 
 def test_mp_violation_excluded_by_the_enclosure_is_a_reference_disagreement():
     """A settled mp violation that the rigorous enclosure rules out means the mp evaluator is
-    wrong: the enclosure decides (holds), and the disagreement is recorded so that
-    ``disagrees`` reports the instance as an error, never verified."""
+    wrong: an error naming both values, never a verdict (neither the false violation nor a
+    silent 'holds'); the outcome records it, so ``disagrees`` reports it too."""
     out = Outcome(True, -1e-3, True, float_resolved=False)
-    adj = adjudicate(_subject(lambda d: "-1e-3", lambda d: ("0", "1e-3")), _INST, out)
-    assert adj.verdict == "holds" and adj.holds is True and adj.enclosure[0] >= 0
-    assert "disagrees with the reference enclosure" in adj.disagreement
-    assert claims.disagrees(out, adj.holds)  # even though the float margin is not resolved
+    with pytest.raises(claims.ReferenceDisagreement, match="disagrees with the reference"):
+        adjudicate(_subject(lambda d: "-1e-3", lambda d: ("0", "1e-3")), _INST, out)
+    assert claims.disagrees(out, True)  # even though the float margin is not resolved
     assert not claims.disagrees(Outcome(True, -1e-3, True, float_resolved=False), True)
 
 
@@ -225,8 +224,8 @@ def test_wrong_generated_a2_is_caught_by_the_independent_enclosure(monkeypatch):
     claim = get_claim("SIGN")
     out = claim.evaluate(inst)
     assert out.margin < 0 and claim.evaluate_mp(inst, 60) < 0  # both evaluators fooled
-    adj = adjudicate(claim, inst, out)
-    assert adj.disagreement and claims.disagrees(out, adj.holds)
+    with pytest.raises(claims.ReferenceDisagreement, match="SIGN"):
+        adjudicate(claim, inst, out)
 
 
 @pytest.mark.parametrize(
