@@ -242,6 +242,21 @@ def test_reduced_pair_when_the_span_is_the_whole_space():
     np.testing.assert_allclose(np.linalg.eigvalsh(A + E), np.linalg.eigvalsh(Fq), atol=1e-12)
 
 
+def test_in_place_lapack_and_torch_qr_give_the_same_reduced_pair():
+    gen = torch.Generator().manual_seed(4)
+    G = torch.randn(5, 60, generator=gen, dtype=torch.float64)
+    Gq = G + 0.01 * torch.randn(5, 60, generator=gen, dtype=torch.float64)
+    pairs = []
+    for in_place in (True, False):
+        stack = torch.cat([G, Gq]).contiguous()
+        pairs.append(C.reduced_pair_of_stack(stack, 5, in_place=in_place))
+    (A1, E1), (A2, E2) = pairs
+    ev = np.linalg.eigvalsh
+    np.testing.assert_allclose(ev(A1), ev(A2), atol=1e-13)  # bases differ by signs only
+    np.testing.assert_allclose(ev(E1), ev(E2), atol=1e-13)
+    np.testing.assert_allclose(ev(A1 + E1), ev(fisher_matrix(Gq).numpy())[-10:], atol=1e-12)
+
+
 def test_quantized_copy_shares_what_it_does_not_quantize():
     lin = torch.nn.Sequential(torch.nn.Embedding(10, 32), torch.nn.Linear(32, 8)).double()
     q, summary = C.quantized_copy(lin, "rtn-int4-sym-channel")

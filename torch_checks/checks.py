@@ -719,13 +719,17 @@ def reduced_pair(G: torch.Tensor, Gq: torch.Tensor) -> tuple[np.ndarray, np.ndar
     return reduced_pair_of_stack(stack, n)
 
 
-def reduced_pair_of_stack(stack: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
+def reduced_pair_of_stack(stack: torch.Tensor, n: int, *, in_place: bool | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`reduced_pair` of ``stack`` = [G; G̃] (2n × P, float64), **overwriting** it.
 
-    On the CPU the QR runs in place (LAPACK ``geqrf`` on the row-major stack, which is the
-    column-major [Gᵀ G̃ᵀ]), so no second 2n × P array is made.
+    On the CPU (``in_place`` None or True) the QR runs in place (LAPACK ``geqrf`` on the
+    row-major stack, which is the column-major [Gᵀ G̃ᵀ]), so no second 2n × P array is made;
+    elsewhere (or with ``in_place=False``) ``torch.linalg.qr(mode="r")`` on the device.
     """
-    if stack.device.type == "cpu":
+    if in_place is None:
+        in_place = stack.device.type == "cpu"
+    if in_place:
         from scipy.linalg import qr
 
         a = stack.detach().numpy().T  # Fortran-ordered view of [Gᵀ G̃ᵀ]: no copy
