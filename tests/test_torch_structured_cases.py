@@ -226,7 +226,7 @@ def test_functional_call_with_detached_parameters():
     G = per_sample_scores(model, names, X, y).G
     sg = structured_gram_details(model, logp, names)
     assert float((sg.K - gram_matrix(G)).abs().max()) <= 64 * 9 * EPS * float(sg.K.abs().max())
-    assert "within the hooked calls only" in sg.checks
+    assert "functional_call with detached tensors" in sg.checks
     assert all(not v.requires_grad for v in p.values())  # the caller's tensors are untouched
     assert all(p[k] is not None for k in p)
 
@@ -330,6 +330,21 @@ def test_hidden_use_of_a_parameter_is_refused():
     X = torch.randn(5, 4, dtype=torch.float64)
     with pytest.raises(HypothesesNotMet, match="fc.weight.*used 2 time"):
         structured_gram(m, lambda: torch.log_softmax(m(X), -1)[:, 0], ["fc.weight"])
+
+
+def test_hidden_use_through_functional_call_with_live_tensors_is_refused():
+    from torch.func import functional_call
+
+    torch.manual_seed(0)
+    m = HiddenUse().double()
+    X = torch.randn(5, 4, dtype=torch.float64)
+    p = {k: v.detach().requires_grad_(True) for k, v in m.named_parameters()}
+
+    def logp():
+        return torch.log_softmax(functional_call(m, p, (X,)), -1)[:, 0]
+
+    with pytest.raises(HypothesesNotMet, match="fc.weight.*used 1 time.*only 0 use"):
+        structured_gram(m, logp, ["fc.weight"])
 
 
 def test_batchnorm_in_training_mode_mixes_samples():

@@ -624,8 +624,9 @@ def structured_gram(
     of every call belongs to one sample — one row per sample, or n equal batch-first groups — and
     influences only that sample's log-probability. H1 is checked exactly on the autograd graph
     (every use of a θ tensor reachable from log p must be a recorded call) when the forward reads
-    the model's own parameters; when ``per_sample_logp`` substitutes tensors (e.g. through
-    ``torch.func.functional_call``) only the uses inside the hooked modules are seen. H2 is
+    the model's own parameters, or substitutes tensors that require grad; when
+    ``per_sample_logp`` substitutes detached tensors (``torch.func.functional_call`` with
+    detached copies) their uses outside the hooked modules are not visible. H2 is
     checked with autograd on ``check_rows`` sampled samples and on one random combination of all
     samples: the vector-Jacobian products ∂(Σ_i w_i log p_i)/∂z of every recorded output z must
     equal w_{s(r)}·δ_r row by row (a mixing operation — attention over positions, batch-norm in
@@ -721,7 +722,7 @@ def structured_gram_details(
 
     calls: list[_Call] = []
     swapped: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
-    leaves: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    leaves: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
     substituted = [False]
 
     def make_hooks(mname, mod, kind, roles):
@@ -737,7 +738,7 @@ def structured_gram_details(
                 # copy of it during this call only
                 substituted[0] = True
                 if id(t) not in leaves:
-                    leaves[id(t)] = (t, t.detach().requires_grad_(True))
+                    leaves[id(t)] = (t, t.detach().requires_grad_(True), ei)
                 leaf = leaves[id(t)][1]
                 m._parameters[role] = leaf
                 swapped.append((m, role, t))
@@ -780,7 +781,8 @@ def structured_gram_details(
         for t in forced:
             t.requires_grad_(False)
     try:
-        return _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted[0])
+        substitutes = {id(t): entries[ei][0] for t, _, ei in leaves.values() if t.is_leaf and t.requires_grad}
+        return _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted[0], substitutes)
     finally:
         leaves.clear()
 
@@ -793,14 +795,17 @@ def _describe_uses(name, uses, n) -> str:
     return f"{name}: {len(uses)} call(s) " + " + ".join(parts)
 
 
-def _check_coverage(lp, entries, calls):
+def _check_coverage(lp, entries, calls, substitutes):
     """H1 on the autograd graph: each use of a θ tensor reachable from log p is a recorded call
-    (every supported layer reads each of its parameters exactly once per call)."""
+    (every supported layer reads each of its parameters exactly once per call). A tensor that the
+    forward substituted for a θ tensor and that is an autograd leaf (``substitutes``: id → name)
+    must not be used at all: the recorded calls used a leaf copy of it."""
     targets: dict[int, str] = {}
     for c in calls:
         for role, t in c.targets.items():
             targets[id(t)] = f"{c.name}.{role}"
     theta_ids = {id(t): k for k, t in entries}
+    theta_ids.update(substitutes)
     edges: dict[int, int] = {}
     seen = set()
     stack = [lp.grad_fn]
@@ -832,7 +837,7 @@ def _check_coverage(lp, entries, calls):
             )
 
 
-def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted) -> StructuredGram:
+def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted, substitutes) -> StructuredGram:
     if not isinstance(lp, torch.Tensor) or not lp.is_floating_point():
         raise InputError("per_sample_logp() must return a floating tensor of n log-probabilities")
     lp = lp.reshape(-1)
@@ -851,8 +856,7 @@ def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted) -> 
                 f"the input of {c.name} (call #{c.order}) was modified in place "
                 "after the call; the recorded activations are not those used"
             )
-    if not substituted:
-        _check_coverage(lp, entries, calls)
+    _check_coverage(lp, entries, calls, substitutes)
     live = [c for c in calls if c.probe is not None]
     verify = check_rows > 0 and bool(live)
     grads = torch.autograd.grad(lp.sum(), [c.probe for c in live], allow_unused=True, retain_graph=verify)
@@ -964,7 +968,8 @@ def _verify_signals(lp, used, segs, n, check_rows, seed, entries, uses, substitu
                 "embedding whose rows feed later positions)"
             )
     h1 = (
-        "H1 within the hooked calls only (the forward substitutes parameters)"
+        "H1 on the autograd graph, but uses outside the hooked calls of tensors the forward "
+        "substitutes without requires_grad (functional_call with detached tensors) are not visible"
         if substituted
         else "H1 on the autograd graph"
     )
