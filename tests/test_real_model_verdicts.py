@@ -211,6 +211,24 @@ def test_a_certified_violation_is_falsified(monkeypatch):
     assert R.summary([row.to_json()], "quick")["exit_status"] == 1
 
 
+def test_mp_violation_that_the_enclosure_excludes_is_an_error_not_a_crash(monkeypatch):
+    """The mp evaluator says 'violated' but the rigorous enclosure (T4.3a's own) says the
+    claim holds: the adjudicator raises ReferenceDisagreement; the row is an error, the run
+    goes on."""
+    base = REGISTRY["T4.3a"]
+
+    def evaluate(inst):
+        oc = base.evaluate(inst)
+        return Outcome(True, oc.margin - 2.0, True, "", oc.details, float_resolved=False)
+
+    wrong = dataclasses.replace(base, evaluate=evaluate, evaluate_mp=lambda inst, dps: base.evaluate_mp(inst, dps) - 2)
+    monkeypatch.setitem(C.REGISTRY, "T4.3a", wrong)
+    row = _by_claim(
+        C.check_quantization(tiny_logistic(), "rtn-int4-sym-channel", 4, QUICK, C.Adjudicator(max_dim=16, dps=30))
+    )["T4.3a"]
+    assert row.status == "error" and "disagrees" in row.reason, row
+
+
 def test_old_tuple_adjudication_never_certifies_a_violation():
     info = D.read_adjudication((False, mpmath.mpf("-0.25")))
     assert info["verdict"] == "undecided" and "not certified" in info["adjudication_reason"]

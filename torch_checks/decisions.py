@@ -34,6 +34,14 @@ from fimtheory.instances import MatrixPerturbation
 #: Status words of a claim decision (``measured`` / ``skipped`` rows are not decisions).
 DECISION_STATUSES = ("verified", "falsified", "inconclusive", "hypotheses not met", "error")
 
+try:  # raised by adjudicators that cross-check the mp margin against the enclosure
+    from fimtheory.claims import ReferenceDisagreement as _REFERENCE_DISAGREEMENT
+except ImportError:  # pragma: no cover - an older fimtheory.claims
+
+    class _REFERENCE_DISAGREEMENT(Exception):  # noqa: N801 - never raised
+        pass
+
+
 _VERDICT_STATUS = {"holds": "verified", "tie": "verified", "violated": "falsified", "undecided": "inconclusive"}
 
 
@@ -139,6 +147,15 @@ class Adjudicator:
         self.used += 1
         try:
             result = adjudicate(claim, instance, outcome, self.dps)
+        except _REFERENCE_DISAGREEMENT as exc:
+            # The mp evaluator settles on a violation its rigorous enclosure excludes: the
+            # evaluators disagree (an error), never a verdict.
+            return "error", {
+                **extra,
+                "adjudicated": True,
+                "verdict": "undecided",
+                "reason": f"implementation disagrees with the reference: {exc}",
+            }
         except (ArithmeticError, ValueError) as exc:  # e.g. a degenerate mp eigenproblem
             return "inconclusive", {
                 **extra,
