@@ -224,15 +224,19 @@ def ref_directional(inst):
         if inst.v is not None:
             v = mp_matrix(inst.v.reshape(-1, 1))
             worst = _quad(v, A + E, v) / (v.T * v)[0, 0]
+            e11 = _quad(v, E, v) / (v.T * v)[0, 0]
             regime, gap_c = "given top vector", mpmath.inf
         else:
             U = eig.eigenvectors[:, :k]
             C = U.T * (A + E) * U
             worst = _eig((C + C.T) / 2).eigenvalues[-1]
+            CE = U.T * E * U
+            e11 = _eig((CE + CE.T) / 2).eigenvalues[-1]  # the worst vᵀEv over the top space
             regime = "simple top" if k == 1 else "repeated top: worst vector of the eigenspace"
             gap_c = eig.eigenvalues[0] - eig.eigenvalues[k] if k < inst.n else mpmath.inf
         kappa = 1.0 + float(eta / gap_c) if gap_c > 0 else 1e300
-        return Ref({regime: (top - worst) / scale}, kappa, inst.n)
+        details = {"e11": (e11, C_TOL * inst.n * EPS * kappa * float(scale))}
+        return Ref({regime: (top - worst) / scale}, kappa, inst.n, details)
 
 
 def ref_any_vector(inst):
@@ -352,7 +356,8 @@ def ref_per_draw(inst):
         rem = 4 * eta**3 / (eig.gap * (eig.gap - 2 * eta))
         top = _eig(A + E).eigenvalues[0]
         m = (top - eig.eigenvalues[0] + rem) / (abs(eig.eigenvalues[0]) + eta)
-        return Ref({"per draw": m}, 1 + na / float(eig.gap), inst.n)
+        details = {"eta": (eta, C_TOL * inst.n * EPS * float(eta))}
+        return Ref({"per draw": m}, 1 + na / float(eig.gap), inst.n, details)
 
 
 def _ensemble_mp(F, Es):
@@ -550,7 +555,8 @@ def ref_p32(inst):
         # The registered evaluate_mp of P3.2 returns the float margin (the conclusion follows from
         # LCM on the same float values); it is compared with the float margin itself, while the
         # float margin is compared with the mp parts above.
-        return Ref(parts, kappa, inst.theta.size, mp_parts={"float": None})
+        details = {"resolution": (mpmath.mpf(float(grid[1] - grid[0])), 0.0)}
+        return Ref(parts, kappa, inst.theta.size, details, mp_parts={"float": None})
 
 
 # --- scores: AH, AB --------------------------------------------------------------------------------
@@ -590,7 +596,7 @@ def ref_ah(inst):
             {"lower: ‖ḡ‖²": (rq - gn2) / lam, "upper: λ_max": (lam - rq) / lam},
             k,
             inst.G.shape[0],
-            {"estimate": (rq, t), "lambda_max": (lam, t)},
+            {"estimate": (rq, t), "lambda_max": (lam, t), "accuracy": (rq / lam, t / float(lam))},
         )
 
 
@@ -657,11 +663,18 @@ def ref_ab(inst):
         parts.update({f"upper {k}": (v - lam) / lam for k, v in ups.items()})
         kappa = q * n * (1 + float(np.sum(G * G)) / n / float(lam))
         t = C_TOL * n * EPS * kappa * float(lam)
+        lower, upper = max(lows.values()), min(ups.values())
+        details = {
+            "lambda_max": (lam, t),
+            "lower": (lower, t),
+            "upper": (upper, t * max(1, float(upper / lam))),
+            "ratio": (upper / lower, 4 * t / float(lower) * float(upper / lower)) if lower > 0 else (mpmath.inf, 0),
+        }
         # evaluate_mp takes the Rayleigh quotient of the float Ritz vector (a rigorous lower
         # bound itself), not the exact Krylov space's Ritz value: they agree to float accuracy
         # only (2.8e-18 measured), so that part is compared at the float tolerance.
         mp_tol = mpmath.mpf(C_TOL * n * EPS * kappa)
-        return Ref(parts, kappa, n, {"lambda_max": (lam, t)}, mp_rtol=max(MP_RTOL, mp_tol)), lows, ups
+        return Ref(parts, kappa, n, details, mp_rtol=max(MP_RTOL, mp_tol)), lows, ups
 
 
 def ref_ab_numerical_rank(inst):
@@ -673,7 +686,9 @@ def ref_ab_numerical_rank(inst):
         trq = mpmath.fsum(Kq[i, i] for i in range(n))
         m = (lam - (trq / r) ** (mpmath.mpf(1) / inst.q)) / lam
         kappa = inst.q * n * (1 + float(np.sum(inst.G**2)) / n / float(lam))
-        return Ref({"(tr K^q / r_num)^(1/q)": m}, kappa, n)
+        structural = min(inst.G.shape[1], sum(1 for row in inst.G if np.any(row != 0)))
+        details = {"numerical_rank": (r, 0.0), "structural_rank": (structural, 0.0)}
+        return Ref({"(tr K^q / r_num)^(1/q)": m}, kappa, n, details)
 
 
 # --- C: an independent partition by exact comparisons -----------------------------------------
@@ -1230,3 +1245,32 @@ def test_float_resolved_means_accurate_for_margins_normalised_by_a_bound():
         if out.float_resolved:
             errors.append(abs(out.margin - float(ref.margin)))
     assert max(errors, default=0.0) <= claims.ADJUDICATION_RTOL / 10
+
+
+def test_a_resolved_first_order_violation_counts_even_when_the_second_bound_is_unresolved(monkeypatch):
+    """S2 at η/γ = 1e-3: the second remainder bound 4η³/(γ(γ−2η)) ≈ 4e-9 is below float
+    resolution (1e7·n·eps·scale ≈ 7e-9), the first 2η²/(γ−2η) ≈ 2e-6 is not. With a first-order bound made 10× too
+    small (a planted bug), the float margin is a resolved, clear violation and
+    claims.disagrees reports it; before, the whole outcome was marked unresolved, so a wrong
+    first-order bound went unreported on every small-η instance."""
+    from fimtheory import bounds
+
+    real = bounds.remainder_bounds
+
+    def planted(eta, gap):
+        rb = real(eta, gap)
+        return bounds.RemainderBounds(rb.eta, rb.gap, rb.first / 10, rb.second)
+
+    A = np.diag([1.0, 0.0, 0.0])
+    E = np.zeros((3, 3))
+    E[0, 1] = E[1, 0] = 1e-3
+    inst = MatrixPerturbation(A, E)
+    claim = claims.get_claim("S2")
+    honest = claim.evaluate(inst)
+    assert honest.margin > 0 and not honest.float_resolved  # second bound unresolved
+    monkeypatch.setattr(claims.bounds, "remainder_bounds", planted)
+    out = claim.evaluate(inst)
+    # r1 = λ' − λ1 = (√(1 + 4η²) − 1)/2 ≈ η², true bound ≈ 2η²: ratio ≈ 0.5, planted ratio ≈ 5.
+    assert out.details["first_ratio"] == pytest.approx(5.0, rel=1e-2)
+    assert out.float_resolved and out.margin == pytest.approx(-4.0, rel=1e-2)
+    assert claims.disagrees(out, True)
