@@ -389,3 +389,44 @@ def test_rows_not_assignable_to_samples_are_refused():
 
     with pytest.raises(HypothesesNotMet, match="cannot be assigned"):
         structured_gram(m, logp, ["weight"])
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("path", ["structured-chunked", "explicit-where-possible"])
+def test_gram_paths_agree_with_the_reference(name, path, monkeypatch):
+    """Row-chunked structured blocks and the explicit per-sample-gradient path give the same K."""
+    from torch_checks import engines
+
+    if path == "structured-chunked":
+        monkeypatch.setattr(engines, "_BLOCK_ENTRIES", 7)
+        monkeypatch.setattr(engines, "_use_explicit", lambda blocks, n: False)
+    else:
+        monkeypatch.setattr(
+            engines,
+            "_use_explicit",
+            lambda blocks, n: not any(isinstance(u, engines._Index) for _, u, _ in blocks),
+        )
+    model, X, K_classes, names = _case(name)
+    model = model.double().eval()
+    X = X.double() if X.is_floating_point() else X
+    y = torch.randint(0, K_classes, (X.shape[0],), generator=torch.Generator().manual_seed(1))
+    G = per_sample_scores(model, _reference_names(model, names), X, y, dtype=torch.float64).G
+    K_ref = gram_matrix(G)
+
+    def logp():
+        return torch.log_softmax(model(X), -1).gather(-1, y[:, None]).reshape(-1)
+
+    K = structured_gram(model, logp, names)
+    assert float((K - K_ref).abs().max()) <= 64 * G.shape[0] * EPS * float(K_ref.abs().max())
+
+
+def test_float32_model_is_accepted_to_float32_accuracy():
+    model, X, _, names = _case("per-position")
+    y = torch.randint(0, 3, (X.shape[0],), generator=torch.Generator().manual_seed(1))
+
+    def logp():
+        return torch.log_softmax(model(X), -1).gather(-1, y[:, None]).reshape(-1)
+
+    r = lambda_max_structured(model, logp, names)
+    G = per_sample_scores(model, names, X, y, dtype=torch.float64).G
+    assert r.value == pytest.approx(lambda_max(G).value, rel=1e-5)
