@@ -77,19 +77,34 @@ def test_cited_code_resolves(ref):
 OUTSIDE = "shared" + "/"
 
 
+def _source_files() -> list[str]:
+    """The tracked .py/.md/.toml files (git), or — outside a git checkout, e.g. an unpacked
+    archive — every such file under the root except build, cache and environment folders."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "*.py", "*.md", "*.toml"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split()
+        if out:
+            return out
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    skip = {".git", ".venv", "venv", "build", "dist", ".hypothesis", "mutants", "__pycache__", ".ruff_cache"}
+    return sorted(
+        str(p.relative_to(ROOT))
+        for ext in ("*.py", "*.md", "*.toml")
+        for p in ROOT.rglob(ext)
+        if not (set(p.relative_to(ROOT).parts) & skip) and not any(x.endswith(".egg-info") for x in p.parts)
+    )
+
+
 def test_no_committed_text_cites_a_path_outside_the_repository():
-    files = subprocess.run(
-        ["git", "ls-files", "*.py", "*.md", "*.toml"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
+    files = _source_files()
     bad = [f for f in files if (ROOT / f).exists() and OUTSIDE in (ROOT / f).read_text(encoding="utf-8")]
     assert not bad, f"these files cite a path outside the repository ({OUTSIDE}): {bad}"
 
 
 def _committed_texts():
-    files = subprocess.run(
-        ["git", "ls-files", "*.py", "*.md", "*.toml"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for f in files:
+    for f in _source_files():
         if (ROOT / f).exists():
             yield f, (ROOT / f).read_text(encoding="utf-8")
 
