@@ -14,7 +14,7 @@ Two levels:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mpmath
 import numpy as np
@@ -57,11 +57,24 @@ def to_mp_symmetric(A, name="A") -> mpmath.matrix:
 
 @dataclass(frozen=True)
 class MpEigen:
-    """Eigenvalues (descending, mpf) and eigenvectors (columns, mp matrix) at ``dps`` digits."""
+    """Eigenvalues (descending, mpf) and eigenvectors (columns, mp matrix) at ``dps`` digits.
+
+    The eigenvectors are computed on first access (at the same ``dps``): most high-precision
+    margins need only eigenvalues, which cost a third of a full decomposition.
+    """
 
     eigenvalues: list
-    eigenvectors: mpmath.matrix
+    _vectors: object
     dps: int
+    _matrix: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def eigenvectors(self) -> mpmath.matrix:
+        if self._vectors is None:
+            with working_precision(self.dps):
+                _, vecs = _sorted_eigsy(self._matrix, vectors=True)
+            object.__setattr__(self, "_vectors", vecs)
+        return self._vectors
 
     @property
     def lambda_max(self):
@@ -75,26 +88,35 @@ class MpEigen:
         return self.eigenvectors[:, j]
 
 
+def _sorted_eigsy(m, vectors: bool):
+    """mpmath.eigsy, eigenvalues in descending order (and the eigenvector columns to match)."""
+    if not vectors:
+        w = mpmath.eigsy(m, eigvals_only=True)
+        return sorted((w[k] for k in range(len(w))), reverse=True), None
+    w, V = mpmath.eigsy(m)
+    order = sorted(range(len(w)), key=lambda k: w[k], reverse=True)
+    vecs = mpmath.matrix(m.rows, m.rows)
+    for c, k in enumerate(order):
+        for r in range(m.rows):
+            vecs[r, c] = V[r, k]
+    return [w[k] for k in order], vecs
+
+
 def mp_eigh(A, dps: int = DEFAULT_DPS) -> MpEigen:
     """Eigen-decomposition of a symmetric float64 (or mp) matrix at ``dps`` digits.
 
-    Must be called inside :func:`working_precision` or sets it for the call.
+    Must be called inside :func:`working_precision` or sets it for the call. The eigenvectors
+    are computed when first accessed.
     """
     with working_precision(dps):
-        m = A if isinstance(A, mpmath.matrix) else to_mp_symmetric(A)
+        m = A.copy() if isinstance(A, mpmath.matrix) else to_mp_symmetric(A)
         if m.rows == 1:
             return MpEigen([m[0, 0]], mpmath.matrix([[1]]), dps)
         if all(m[i, j] == 0 for i in range(m.rows) for j in range(m.cols)):
             # mpmath.eigsy divides by the matrix norm; the zero matrix is already diagonal.
             return MpEigen([mpmath.mpf(0)] * m.rows, mpmath.eye(m.rows), dps)
-        w, V = mpmath.eigsy(m)
-        order = sorted(range(len(w)), key=lambda k: w[k], reverse=True)
-        vals = [w[k] for k in order]
-        vecs = mpmath.matrix(m.rows, m.rows)
-        for c, k in enumerate(order):
-            for r in range(m.rows):
-                vecs[r, c] = V[r, k]
-        return MpEigen(vals, vecs, dps)
+        vals, _ = _sorted_eigsy(m, vectors=False)
+        return MpEigen(vals, None, dps, m)
 
 
 def mp_lambda_max(A, dps: int = DEFAULT_DPS):
