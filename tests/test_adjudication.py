@@ -336,8 +336,14 @@ def test_mean_score_that_is_zero_exactly_is_not_met():
 # --------------------------------------------------------------------------------------
 
 
+#: The claims of the specification this module's evaluators cover (other modules may append
+#: claims to the registry; a subject without an interval evaluator is never "violated").
+CORE_CLAIMS = ("W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "T4.3d", "P3.2", "AH", "AB", "C")
+
+
 def _subjects():
-    for c in claims.REGISTRY.values():
+    for cid in CORE_CLAIMS:
+        c = get_claim(cid)
         yield c
         yield from c.weakenings
 
@@ -362,9 +368,9 @@ def _instances(subject, k=3):
     return found
 
 
-def test_every_registered_subject_has_an_interval_evaluator():
+def test_every_core_claim_and_weakening_has_an_interval_evaluator():
     missing = [s.id for s in _SUBJECTS if not enclosures.has_enclosure(s)]
-    assert missing == []
+    assert missing == [] and len(_SUBJECTS) >= 28
 
 
 @pytest.mark.parametrize("subject", _SUBJECTS, ids=[s.id for s in _SUBJECTS])
