@@ -1476,6 +1476,10 @@ _CLAIMS = [
 _CLAIMS = [_attach_hypothesis_margins(c) for c in _CLAIMS]
 REGISTRY: dict[str, Claim] = {c.id: c for c in _CLAIMS}
 
+# The sharp one-sided bounds (KT, LL) and the weakening S-no-disc live in their own module,
+# which appends them to the registry when imported.
+from fimtheory import claims_sharp as _claims_sharp  # noqa: E402, F401
+
 
 def get_claim(claim_id: str) -> Claim:
     """The claim with this id, or :class:`UnknownIdError` listing the known ids."""

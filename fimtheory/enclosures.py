@@ -876,6 +876,103 @@ def _exact_float_margin(subject_id: str):
 
 
 #: Rigorous margin evaluators by claim / weakening id (intervals; call in working_precision).
+# ---- sharp one-sided bounds (KT, LL) and S-no-disc: fimtheory.claims_sharp ------------------
+
+
+def _sharp_parts(inst):
+    """(λ' enclosure, TopEigen of A, a = vᵀEv, ‖P⊥Ev‖², η, E as an interval matrix)."""
+    A_iv, E_iv = iv_matrix(inst.A), iv_matrix(inst.E)
+    encA = iv_eigenvalue_enclosures(A_iv)
+    require_positive("γ > 0", encA[0] - encA[1])
+    te = top_eigen(A_iv, encA)
+    a = iv_dot(te.v, E_iv * te.v)
+    w2 = off_top_residual_sq(te, E_iv)
+    eta = iv_sym_norm(iv_eigenvalue_enclosures(E_iv))
+    top = iv_lambda_max(A_iv + E_iv)
+    return top, te, a, w2, eta, A_iv, E_iv
+
+
+def _compression_top(te, A_iv, E_iv, eta):
+    """μ = λ_max of A + E compressed to v⊥ (= λ_max(Λ₂ + D)): the top eigenvalue of
+    S = P⊥(A+E)P⊥ − c·vvᵀ, P⊥ = I − vvᵀ over the box of v, with c = 1 + |λ1| + 2η bounding
+    |every eigenvalue of the compression| + 1 (v is then an eigenvector of S for −c, below all)."""
+    n = A_iv.rows
+    v = te.v
+    P = v * v.T * iv.mpf(-1)
+    for i in range(n):
+        P[i, i] = P[i, i] + 1
+    c = iv.mpf(hi(iv.mpf(1) + iv_abs(te.lam1) + 2 * eta))
+    S = P * (A_iv + E_iv) * P - v * v.T * c
+    for i in range(n):  # symmetric box (the exact matrix is symmetric)
+        for j in range(i + 1, n):
+            S[i, j] = S[j, i] = iv.mpf([min(lo(S[i, j]), lo(S[j, i])), max(hi(S[i, j]), hi(S[j, i]))])
+    mu = iv_lambda_max(S)
+    if not lo(mu) > -lo(c):
+        raise EnclosureError("compression eigenvalue not separated from the shifted v direction")
+    return mu
+
+
+def _li_li_iv(g, w2):
+    if lo(g) > 0:
+        return 2 * w2 / (g + iv.sqrt(g * g + 4 * w2))
+    return (iv.sqrt(iv_sq(g) + 4 * w2) - g) / 2
+
+
+def _sharp_margin(parts, bound, two_sided: bool):
+    top, te, a, w2, eta, _, _ = parts
+    if hi(eta) == 0:
+        return iv.mpf(0)
+    r = top - te.lam1 - a
+    scale = eta**2 / te.gap
+    m = iv_min([r, bound - r]) if two_sided else bound - r
+    return iv_div(m, scale, "η²/γ")
+
+
+def _m_kt(inst):
+    parts = _sharp_parts(inst)
+    _, te, a, w2, eta, _, _ = parts
+    gkt = te.gap + a - eta
+    require_positive("γ + a − η > 0", gkt)
+    return _sharp_margin(parts, w2 / gkt, True)
+
+
+def _m_kt_unperturbed_gap(inst):
+    parts = _sharp_parts(inst)
+    return _sharp_margin(parts, parts[3] / parts[1].gap, False)
+
+
+def _m_ll(inst):
+    parts = _sharp_parts(inst)
+    top, te, a, w2, eta, A_iv, E_iv = parts
+    if hi(eta) == 0:
+        return iv.mpf(0)
+    g = te.lam1 + a - _compression_top(te, A_iv, E_iv, eta)
+    return _sharp_margin(parts, _li_li_iv(g, w2), True)
+
+
+def _m_ll_unperturbed_gap(inst):
+    parts = _sharp_parts(inst)
+    return _sharp_margin(parts, _li_li_iv(parts[1].gap, parts[3]), False)
+
+
+def _m_s_no_disc(inst):
+    """Exact (Fraction) on diagonal pairs: eigenvalues of a diagonal matrix are its entries."""
+    for M in (inst.A, inst.E):
+        if np.count_nonzero(M - np.diag(np.diag(M))):
+            raise HypothesisFails("S-no-disc is checked on diagonal pairs only")
+    d = [Fraction(float(x)) for x in np.diag(inst.A)]
+    e = [Fraction(float(x)) for x in np.diag(inst.E)]
+    order = sorted(range(len(d)), key=lambda i: -d[i])
+    if len(d) < 2 or not d[order[0]] > d[order[1]]:
+        raise HypothesisFails("γ = 0 (top diagonal entry of A repeated)")
+    k = order[0]
+    top = max(x + y for x, y in zip(d, e))
+    scale = abs(d[k]) + max(abs(y) for y in e)
+    if scale == 0:
+        return iv.mpf(0)
+    return fraction_interval(-abs(top - d[k] - e[k]) / scale)
+
+
 ENCLOSURES = {
     "W": _m_weyl,
     "W-no-lambda-min": _m_weyl_no_lambda_min,
@@ -905,6 +1002,11 @@ ENCLOSURES = {
     "C-no-nan-cell": _exact_float_margin("C-no-nan-cell"),
     "C-open-top": _exact_float_margin("C-open-top"),
     "C-closed-cells": _exact_float_margin("C-closed-cells"),
+    "KT": _m_kt,
+    "KT-unperturbed-gap": _m_kt_unperturbed_gap,
+    "LL": _m_ll,
+    "LL-unperturbed-gap": _m_ll_unperturbed_gap,
+    "S-no-disc": _m_s_no_disc,
 }
 
 
@@ -938,3 +1040,4 @@ def margin_enclosure(subject, instance, dps: int) -> tuple:
     if mpmath.isnan(a) or mpmath.isnan(b):
         raise EnclosureError(f"the enclosure for {subject.id} is not finite at {dps} digits")
     return a, b
+

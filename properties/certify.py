@@ -762,6 +762,22 @@ def _m_t43d_empirical(inst):
     return (sum(tops, iv.mpf(0)) / len(tops) - lam) / lam
 
 
+def _from_enclosure(wid: str):
+    """A certifier that reuses the registry's rigorous evaluator (:mod:`fimtheory.enclosures`);
+    an enclosure that cannot be computed at this precision is reported as an InputError (the
+    ladder then tries the next precision), a hypothesis certainly false likewise (no certificate)."""
+
+    def margin(inst):
+        from fimtheory import enclosures
+
+        try:
+            return enclosures.ENCLOSURES[wid](inst)
+        except (enclosures.EnclosureError, enclosures.HypothesisFails) as exc:
+            raise InputError(f"{wid}: {exc}") from None
+
+    return margin
+
+
 _CERTIFIERS = {
     "W-no-lambda-min": _m_w_no_lambda_min,
     "R-any-vector": _m_r_any_vector,
@@ -774,8 +790,16 @@ _CERTIFIERS = {
     "AH-accurate": _m_ah_accurate,
     "AB-numerical-rank": _m_ab_numerical_rank,
     "T4.3d-empirical-labels": _m_t43d_empirical,
+    "KT-unperturbed-gap": _from_enclosure("KT-unperturbed-gap"),
+    "LL-unperturbed-gap": _from_enclosure("LL-unperturbed-gap"),
+    "S-no-disc": _from_enclosure("S-no-disc"),
 }
-_METHOD = {"SIGN-lambda1-denominator": "top-pair"}
+_METHOD = {
+    "SIGN-lambda1-denominator": "top-pair",
+    "KT-unperturbed-gap": "top-pair",
+    "LL-unperturbed-gap": "top-pair",
+    "S-no-disc": "exact",
+}
 
 
 def supported(weakening_id: str) -> bool:

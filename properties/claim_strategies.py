@@ -257,6 +257,50 @@ def parameter_ensembles(draw, *, labels="model"):
     return ParameterEnsemble(model, X, y, theta, deltas, labels=labels, origin=f"widrow s={s}")
 
 
+@st.composite
+def two_by_two_pairs(draw, *, relative_norm=(1e-3, 2.0)):
+    """2 × 2 pairs in a random rotation: A = Q diag(λ1, λ1 − γ) Qᵀ and a random symmetric E with
+    η/γ log-uniform in ``relative_norm``. For n = 2 the Li–Li bound is an equality, and the
+    extremal family of the third-order remainder (E ∝ [[c, s], [s, −c]], c = ±1/√3 in A's
+    eigenbasis) is drawn with probability 1/3."""
+    rng = np.random.default_rng(draw(_SEEDS))
+    lam1 = float(draw(st.sampled_from([1.0, 3.0, 1e-3, 1e3])))
+    gap = lam1 * draw(st.floats(0.05, 1.0))
+    if draw(st.integers(0, 2)) == 0:
+        c = float(draw(st.sampled_from([1.0, -1.0]))) / np.sqrt(3.0)
+        E = np.array([[c, np.sqrt(1 - c * c)], [np.sqrt(1 - c * c), -c]])
+    else:
+        E = rng.standard_normal((2, 2))
+        E = 0.5 * (E + E.T)
+    lo, hi = relative_norm
+    rel = float(np.exp(draw(st.floats(np.log(lo), np.log(hi)))))
+    E *= rel * gap / np.max(np.abs(np.linalg.eigvalsh(E)))
+    t = rng.uniform(0, 2 * np.pi)
+    Q = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    A = (Q * np.array([lam1, lam1 - gap])) @ Q.T
+    return MatrixPerturbation(0.5 * (A + A.T), 0.5 * (Q @ E @ Q.T + (Q @ E @ Q.T).T), origin="2x2")
+
+
+@st.composite
+def diagonal_pairs(draw, *, relative_norm=(0.05, 3.0)):
+    """Diagonal A (γ > 0) and diagonal E with η/γ in ``relative_norm``: commuting pairs, whose
+    perturbation series λ1 + tE_11 terminates (the instances of S-no-disc)."""
+    size = draw(st.integers(2, 5))
+    rng = np.random.default_rng(draw(_SEEDS))
+    lam1 = float(draw(st.sampled_from([1.0, 2.0, 1e-2, 1e2])))
+    d = np.sort(rng.uniform(0.0, 0.9, size))[::-1] * lam1
+    d[0] = lam1
+    gap = d[0] - d[1]
+    e = rng.standard_normal(size)
+    rel = draw(st.floats(*relative_norm))
+    e *= rel * gap / np.max(np.abs(e))
+    return MatrixPerturbation(np.diag(d), np.diag(e), origin="diagonal pair")
+
+
+def _sharp_pairs(relative_norm):
+    return _generic_pairs(min_gap=1e-3, relative_norm=relative_norm, relative_to="gap", n=(2, 8))
+
+
 _TABLE = {
     "W": lambda: _generic_pairs(),
     "W-no-lambda-min": lambda: _generic_pairs(),
@@ -286,6 +330,13 @@ _TABLE = {
     "AB-numerical-rank": lambda: st.one_of(score_instances(), below_tolerance_rows()),
     "C": partitions,
     "C-repeated-thresholds": lambda: partitions(repeated=True),
+    "S-no-disc": diagonal_pairs,
+    "KT": lambda: st.one_of(
+        _sharp_pairs((1e-4, 0.49)), s2_near_worst_case(), two_by_two_pairs(relative_norm=(1e-3, 0.49))
+    ),
+    "KT-unperturbed-gap": lambda: st.one_of(_sharp_pairs((1e-2, 0.45)), two_by_two_pairs(relative_norm=(1e-2, 0.45))),
+    "LL": lambda: st.one_of(_sharp_pairs((1e-4, 3.0)), s2_near_worst_case(), two_by_two_pairs()),
+    "LL-unperturbed-gap": lambda: st.one_of(_sharp_pairs((1e-2, 0.45)), two_by_two_pairs(relative_norm=(1e-2, 0.45))),
 }
 
 

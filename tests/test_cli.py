@@ -11,7 +11,7 @@ import pytest
 from fimtheory import cli
 from fimtheory.claims import REGISTRY
 
-IDS = ["W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "T4.3d", "P3.2", "AH", "AB", "C"]
+IDS = ["W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "T4.3d", "P3.2", "AH", "AB", "C", "KT", "LL"]
 
 
 def _run(*args, cwd=None):
