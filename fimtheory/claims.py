@@ -1481,6 +1481,19 @@ REGISTRY: dict[str, Claim] = {c.id: c for c in _CLAIMS}
 from fimtheory import claims_sharp as _claims_sharp  # noqa: E402, F401
 
 
+def _register_eq1() -> None:
+    """Append Eq. 1 and the companion's KL statistic (fimtheory.claims_eq1: EQ1-M-BOUNDS,
+    EQ1-RATIO, KL-SORTED) to the registry."""
+    from fimtheory import claims_eq1
+
+    for c in claims_eq1.claims():
+        _CLAIMS.append(c)
+        REGISTRY[c.id] = c
+
+
+_register_eq1()
+
+
 def get_claim(claim_id: str) -> Claim:
     """The claim with this id, or :class:`UnknownIdError` listing the known ids."""
     try:

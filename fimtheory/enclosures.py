@@ -1041,3 +1041,218 @@ def margin_enclosure(subject, instance, dps: int) -> tuple:
         raise EnclosureError(f"the enclosure for {subject.id} is not finite at {dps} digits")
     return a, b
 
+
+# ---- Eq. 1 and the companion's KL statistic: fimtheory.claims_eq1 -------------------------
+#
+# λ_max(diag(q) − qqᵀ) for q₁ > q₂ > 0 is the unique root in (q₂, q₁) of the secular function
+# f(λ) = 1 − Σ q_i²/(q_i − λ), which decreases there; g(λ) = (q₁ − λ)f(λ) has its sign. The mp
+# root λ* is enclosed by evaluating g in interval arithmetic at the two points λ*(1 ∓ 10^(10−dps)):
+# g > 0 at the left one and g < 0 at the right one prove the root lies between (a side that
+# would cross the pole q₂ or q₁ is replaced by that pole, which bounds the root anyway).
+
+
+def iv_secular_top(q1, head, rest, lam_mp):
+    """Enclosure of λ_max(diag(q) − qqᵀ) from intervals q₁, head = q₁(1 − q₁), rest = (q₂, …)
+    (q₁ > q₂ > 0 for the exact values) and an mp approximation ``lam_mp`` of the root."""
+
+    def g(x):
+        x = iv.mpf(x)
+        return head - x - (q1 - x) * sum((r * r / (r - x) for r in rest), iv.mpf(0))
+
+    rel = mpmath.mpf(10) ** (10 - mpmath.mp.dps)
+    a, b = lam_mp * (1 - rel), lam_mp * (1 + rel)
+    if a > hi(rest[0]):
+        ga = g(a)
+        if not lo(ga) > 0:
+            raise EnclosureError("the secular function's sign left of the root is not certain")
+        left = a
+    else:
+        left = lo(rest[0])
+    if b < lo(q1):
+        gb = g(b)
+        if not hi(gb) < 0:
+            raise EnclosureError("the secular function's sign right of the root is not certain")
+        right = b
+    else:
+        right = hi(q1)
+    return iv.mpf([left, right])
+
+
+def _eq1_lambda_m(p):
+    """λ_max(M(p)) of the exact float vector p."""
+    from fimtheory import claims_eq1 as ce
+
+    x = np.sort(np.asarray(p, dtype=float))[::-1]
+    pos = x[x > 0]
+    q1 = ivf(float(pos[0]))
+    head = q1 * (1 - q1)
+    if pos.size == 1:
+        return head if x.size == 1 else iv_max([head, iv.mpf(0)])
+    if pos[0] == pos[1]:
+        return q1
+    return iv_secular_top(q1, head, [ivf(float(v)) for v in pos[1:]], ce.mp_lambda_max_m(np.asarray(p, dtype=float)))
+
+
+def _eq1_renormalised(a):
+    """(q intervals, head, λ_max(M(q))) for q = a/Σa exactly (a positive, descending)."""
+    from fimtheory import claims_eq1 as ce
+
+    xs = [ivf(float(v)) for v in a]
+    total = sum(xs, iv.mpf(0))
+    q = [x / total for x in xs]
+    head = q[0] * (sum(xs[1:], iv.mpf(0)) / total)
+    if a[0] == a[1]:
+        return q, head, q[0]
+    _, _, lam_mp = ce.mp_renormalised(a)
+    return q, head, iv_secular_top(q[0], head, q[1:], lam_mp)
+
+
+def _eq1_hat(q, head):
+    h = -sum((x * iv.log(x) for x in q), iv.mpf(0))
+    return head * (1 + h / iv.log(iv.mpf(len(q))) / 2)
+
+
+def _eq1_require(inst, *, distribution: bool):
+    from fimtheory import claims_eq1 as ce
+
+    if distribution and not ce._is_distribution(inst.p):
+        raise HypothesisFails("p does not sum to 1 to 64·n·eps")
+    a = ce.top_entries(inst)
+    if a.size < 2:
+        raise HypothesisFails("the top-k distribution has fewer than 2 positive entries")
+    return a
+
+
+def _m_eq1_m_bounds(inst):
+    from fimtheory import claims_eq1 as ce
+
+    if not ce._is_distribution(inst.p):
+        raise HypothesisFails("p does not sum to 1 to 64·n·eps")
+    x = np.sort(inst.p)[::-1]
+    xs = [ivf(float(v)) for v in x]
+    p1 = xs[0]
+    p2 = xs[1] if len(xs) > 1 else iv.mpf(0)
+    a, b, c = p1 * (1 - p1), p2 * (1 - p2), -p1 * p2
+    mu2 = (a + b) / 2 + iv.sqrt(iv_sq((a - b) / 2) + iv_sq(c))
+    lows, ups = [p2, mu2], [p1]
+    if sum((Fraction(float(v)) for v in x), Fraction(0)) <= 1:
+        ups.append(sum((v * (1 - v) for v in xs), iv.mpf(0)))
+    pos = [ivf(float(v)) for v in x if v > 0]
+    m = len(pos)
+    if m >= 2:
+        s = sum(pos[1:], iv.mpf(0))
+        total = p1 + s
+        n1 = m - 1
+        lows.append((p1 * (1 - p1) + 2 * p1 * s / n1 + s * (1 - s) / n1**2) * n1 / m)
+        ups.append(iv_max([v * (1 + total - 2 * v) for v in pos]))
+    lower = iv_max(lows)
+    upper = iv_max([lower, iv_min(ups)])
+    lam = _eq1_lambda_m(inst.p)
+    if hi(upper) <= 0:
+        return iv.mpf(0)
+    return iv_div(iv_min([lam - lower, upper - lam]), upper, "U*")
+
+
+def _eq1_ratio(inst):
+    a = _eq1_require(inst, distribution=False)
+    q, head, lam = _eq1_renormalised(a)
+    return _eq1_hat(q, head) / lam, len(q)
+
+
+def _m_eq1_ratio(inst):
+    r, m = _eq1_ratio(inst)
+    return iv_min([r - iv.mpf(0.5), iv.mpf(3) / 2 * (1 - iv.mpf(1) / m) - r])
+
+
+def _m_eq1_within(tol: float):
+    def fn(inst):
+        r, _ = _eq1_ratio(inst)
+        return iv.mpf(tol) - iv_abs(r - 1)
+
+    return fn
+
+
+def _m_eq1_full(inst):
+    from fimtheory import claims_eq1 as ce
+
+    a = _eq1_require(inst, distribution=True)
+    q, head, _ = _eq1_renormalised(a)
+    r = _eq1_hat(q, head) / _eq1_lambda_m(inst.p)
+    return iv.mpf(ce.WITHIN_50) - iv_abs(r - 1)
+
+
+def _m_eq1_empirical(inst):
+    from fimtheory import claims_eq1 as ce
+
+    a = _eq1_require(inst, distribution=True)
+    q, head, _ = _eq1_renormalised(a)
+    xs = [ivf(float(v)) for v in inst.p]
+    emp = iv_sq(1 - xs[inst.y]) + sum((iv_sq(v) for i, v in enumerate(xs) if i != inst.y), iv.mpf(0))
+    if not lo(emp) > 0:
+        raise HypothesisFails("‖e_y − p‖² = 0")
+    r = _eq1_hat(q, head) / emp
+    return iv.log(iv.mpf(ce.EMPIRICAL_FACTOR)) - iv_abs(iv.log(r))
+
+
+def iv_padded_kl(a, b, eps):
+    """Σ â_i log((â_i + ε)/(b̂_i + ε)) with â, b̂ the exact renormalisations of float vectors."""
+    x = [ivf(float(v)) for v in a]
+    y = [ivf(float(v)) for v in b]
+    sx, sy, e = sum(x, iv.mpf(0)), sum(y, iv.mpf(0)), ivf(float(eps))
+    return sum(((u / sx) * iv.log((u / sx + e) / (v / sy + e)) for u, v in zip(x, y)), iv.mpf(0))
+
+
+def _sorted_kl(inst, eps):
+    """The companion's statistic; exactly 0 when the sorted padded vectors are equal floats
+    (every logarithm is log 1)."""
+    from fimtheory import claims_eq1 as ce
+
+    a, b = ce.sorted_padded(inst.p, inst.q, eps)
+    if np.array_equal(a, b):
+        return iv.mpf(0)
+    return iv_padded_kl(a, b, eps)
+
+
+def _m_kl_sorted(inst):
+    if inst.p.shape != inst.q.shape:
+        raise HypothesisFails("p and q are not over the same tokens")
+    return iv_padded_kl(inst.p, inst.q, inst.eps) - _sorted_kl(inst, inst.eps)
+
+
+def _m_kl_zero(inst):
+    from fimtheory import claims_eq1 as ce
+
+    if inst.p.shape != inst.q.shape:
+        raise HypothesisFails("p and q are not over the same tokens")
+    if not ce.distributions_differ(inst.p, inst.q):
+        raise HypothesisFails("the two distributions are equal")
+    return _sorted_kl(inst, inst.eps)
+
+
+def _m_kl_nonnegative(inst):
+    if inst.p.shape != inst.q.shape:
+        raise HypothesisFails("p and q are not over the same tokens")
+    return _sorted_kl(inst, inst.eps)
+
+
+def _m_kl_eps(inst):
+    from fimtheory import claims_eq1 as ce
+
+    s1, s2 = _sorted_kl(inst, inst.eps), _sorted_kl(inst, inst.eps_alt)
+    return iv.mpf(ce.EPS_RTOL) * iv_max([iv_abs(s1), iv_abs(s2)]) - iv_abs(s1 - s2)
+
+
+ENCLOSURES.update(
+    {
+        "EQ1-M-BOUNDS": _m_eq1_m_bounds,
+        "EQ1-RATIO": _m_eq1_ratio,
+        "EQ1-RATIO-within-10pct": _m_eq1_within(0.10),  # claims_eq1.WITHIN_10
+        "EQ1-RATIO-within-25pct": _m_eq1_within(0.25),  # claims_eq1.WITHIN_25
+        "EQ1-FULL-within-50pct": _m_eq1_full,
+        "EQ1-EMPIRICAL-within-10x": _m_eq1_empirical,
+        "KL-SORTED": _m_kl_sorted,
+        "KL-zero-iff-equal": _m_kl_zero,
+        "KL-nonnegative": _m_kl_nonnegative,
+        "KL-eps-insensitive": _m_kl_eps,
+    }
+)

@@ -205,3 +205,103 @@ def kl_divergence(p, q) -> float:
     if np.any(q[m] == 0):
         return math.inf
     return max(0.0, math.fsum((p[m] * (np.log(p[m]) - np.log(q[m]))).tolist()))
+
+
+def softmax_fisher_sharp_bounds(p) -> tuple[float, float]:
+    """Sharper closed-form bounds L* ≤ λ_max(M(p)) ≤ U* (p sorted descending, m ≥ 2 positive
+    entries, S = Σp, s = S − p₁):
+
+    - L* = max(L, R(u)), L from :func:`softmax_fisher_bounds` and R(u) the Rayleigh quotient at
+      u = e₁ − (m − 1)⁻¹ Σ_{i≥2, p_i>0} e_i,
+      R(u) = [p₁(1 − p₁) + 2p₁s/(m − 1) + s(1 − s)/(m − 1)²]·(m − 1)/m, which for S = 1 is
+      exactly p₁(1 − p₁)·m/(m − 1) (attained by the uniform distribution on m tokens);
+    - U* = min(U, max_i p_i(1 + S − 2p_i)), U from :func:`softmax_fisher_bounds` and the second
+      term Gershgorin's (row i: centre p_i(1 − p_i), radius p_i(S − p_i)); for S = 1 it is
+      2p₁(1 − p₁) (attained for m = 2).
+
+    For S = 1 the two give p₁(1 − p₁)·m/(m − 1) ≤ λ_max ≤ 2p₁(1 − p₁), i.e. the exact sandwich
+    ½(1 + ½H) ≤ λ̂/λ_max ≤ (1 − 1/m)(1 + ½H) of Eq. 1 (docs/theory.md, EQ1-RATIO). Each
+    term is evaluated in float64 from non-negative parts, to a few ulps.
+    """
+    lower, upper = softmax_fisher_bounds(p)
+    a = np.sort(_prob_vector(p))[::-1]
+    pos = a[a > 0]
+    m = int(pos.size)
+    if m < 2:
+        return lower, upper
+    p1 = float(pos[0])
+    s = math.fsum(pos[1:].tolist())
+    total = p1 + s
+    n1 = m - 1
+    ru = (p1 * (1.0 - p1) + 2.0 * p1 * s / n1 + s * (1.0 - s) / (n1 * n1)) * n1 / m
+    gersh_first = p1 * (s + (1.0 - p1))  # p₁(1 + S − 2p₁) without cancellation
+    gersh_rest = float(np.max(pos[1:] * ((1.0 + total) - 2.0 * pos[1:])))
+    lower = max(lower, ru)
+    upper = min(upper, max(gersh_first, gersh_rest))
+    return lower, max(lower, upper)
+
+
+def renormalised_softmax_fisher_lambda_max(a) -> float:
+    """λ_max(M(q)) for q = a/Σa (the exact renormalisation of a non-negative vector a, e.g. the
+    top-K probabilities), to a relative accuracy of about 10·eps.
+
+    The secular function g(λ) = q₁(1 − q₁) − λ − (q₁ − λ) Σ_{i≥2} q_i²/(q_i − λ) is evaluated
+    with q₁(1 − q₁) = (a₁/Σa)(Σ_{i≥2} a_i/Σa), so nothing cancels as q₁ → 1; the root is
+    bracketed by q₂ ≤ λ and the Rayleigh/Gershgorin sandwich
+    q₁(1 − q₁)·m/(m − 1) ≤ λ_max ≤ min(q₁, 2q₁(1 − q₁)) (m positive entries).
+    """
+    a = np.sort(_prob_vector(a, "a", normalised=False))[::-1]
+    a = a[a > 0]
+    total = math.fsum(a.tolist())
+    q = a / total
+    if q.size == 1:
+        return 0.0
+    q1 = float(q[0])
+    head = q1 * (math.fsum(a[1:].tolist()) / total)
+    rest = q[1:]
+    q2 = float(rest[0])
+    if a[0] == a[1]:
+        return q1
+    m = a.size
+
+    def g(lam: float) -> float:
+        return head - lam - (q1 - lam) * float(np.sum(rest * rest / (rest - lam)))
+
+    lo = max(q2, head * m / (m - 1) * (1.0 - 1e-12))
+    hi = min(q1, 2.0 * head * (1.0 + 1e-12))
+    if not (lo < hi and (lo == q2 or g(lo) > 0) and (hi == q1 or g(hi) < 0)):
+        lo, hi = q2, q1
+    for _ in range(2200):
+        mid = 0.5 * (lo + hi)
+        if not lo < mid < hi:
+            break
+        if g(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def eq1_ratio_sandwich(p, *, k: int = 20) -> tuple[float, float, int]:
+    """(½(1 + ½H), (1 − 1/m)(1 + ½H), m) for q = :func:`top_k` (p, k) with m ≥ 2 positive
+    entries: the proved bounds of λ̂/λ_max(M(q)) (Gershgorin and the Rayleigh quotient above)."""
+    q = top_k(p, k)
+    m = int(np.count_nonzero(q))
+    if m < 2:
+        raise InputError("the top-k distribution has fewer than 2 positive entries: λ_max(M(q)) = 0")
+    f = 1.0 + 0.5 * normalised_entropy(q)
+    return 0.5 * f, (1.0 - 1.0 / m) * f, m
+
+
+def aligned_kl(p, q, *, eps: float = 1e-12) -> float:
+    """Σ p_i log((p_i + ε)/(q_i + ε)) of two renormalised vectors over the *same* tokens (index
+    i is token i; the union support handled explicitly by zeros): the companion's formula
+    without the sort. By the rearrangement inequality it is ≥ :func:`sorted_padded_kl`
+    (p, q, eps=eps), with equality when p and q rank the tokens alike."""
+    if not (isinstance(eps, float) and eps >= 0 and math.isfinite(eps)):
+        raise InputError(f"eps must be a finite float >= 0, got {eps!r}")
+    a = _prob_vector(p, "p", normalised=False)
+    b = _prob_vector(q, "q", normalised=False)
+    if a.shape != b.shape:
+        raise InputError(f"p and q must be over the same tokens, got shapes {a.shape} and {b.shape}")
+    return _kl(a, b, eps)

@@ -186,3 +186,63 @@ class ParameterEnsemble:
     def exact_mean_is_zero(self) -> bool:
         """Whether Σ_k δ_k is exactly zero (rational arithmetic on the floats)."""
         return all(sum((Fraction(float(d[j])) for d in self.deltas), Fraction(0)) == 0 for j in range(self.theta.size))
+
+
+def _nonnegative_vector(x, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=float)
+    if a.ndim != 1 or a.size == 0:
+        raise InputError(f"{name} must be a non-empty 1-D vector, got shape {a.shape}")
+    if not np.all(np.isfinite(a)) or np.any(a < 0):
+        raise InputError(f"{name} must have finite non-negative entries")
+    if not np.any(a > 0):
+        raise InputError(f"{name} has no positive entry")
+    return a
+
+
+@dataclass(frozen=True)
+class ProbabilityInstance:
+    """One decoding step: a next-token distribution ``p`` (index = token; the exact float
+    vector, any positive scale for the claims that renormalise it), the top-``k`` cut-off of
+    the paper's Eq. 1 and the emitted token ``y`` (for the empirical Fisher)."""
+
+    p: np.ndarray
+    k: int = 20
+    y: int = 0
+    origin: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "p", _nonnegative_vector(self.p, "p"))
+        for name in ("k", "y"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                raise InputError(f"{name} must be an integer, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        if self.k < 1:
+            raise InputError(f"k must be >= 1, got {self.k}")
+        if not 0 <= self.y < self.p.size:
+            raise InputError(f"y must be a token index in [0, {self.p.size}), got {self.y}")
+
+
+@dataclass(frozen=True)
+class KLPairInstance:
+    """Two consecutive steps' probability vectors ``p`` and ``q`` (index = token when their
+    lengths agree; any positive scale: the statistic renormalises) and two padding values
+    ``eps`` (the companion's 1e-12) and ``eps_alt`` for the companion's sorted-padded KL."""
+
+    p: np.ndarray
+    q: np.ndarray
+    eps: float = 1e-12
+    eps_alt: float = 1e-6
+    origin: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "p", _nonnegative_vector(self.p, "p"))
+        object.__setattr__(self, "q", _nonnegative_vector(self.q, "q"))
+        for name in ("eps", "eps_alt"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, float | int | np.floating):
+                raise InputError(f"{name} must be a float, got {v!r}")
+            v = float(v)
+            if not (np.isfinite(v) and v > 0):
+                raise InputError(f"{name} must be finite and > 0, got {v!r}")
+            object.__setattr__(self, name, v)

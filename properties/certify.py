@@ -849,6 +849,11 @@ def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificat
             with working_precision(dps):
                 lo, hi = _frac_down(exact), _frac_up(exact)
             return Certificate(lo, hi, dps, "exact", strict, exact_zero=(exact == 0))
+    if wid == "KL-zero-iff-equal" and _kl_profiles_equal(instance):
+        # equal sorted (padded) float vectors: every logarithm is log 1, the statistic is exactly 0
+        if not weakening.evaluate(instance).hypotheses_met:
+            return Certificate(None, None, dps, "exact", strict, note="hypotheses not met")
+        return Certificate(mpmath.mpf(0), mpmath.mpf(0), dps, "exact", strict, exact_zero=True)
     out = weakening.evaluate(instance)
     if not out.hypotheses_met:
         return Certificate(
@@ -866,3 +871,135 @@ def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificat
         if cert.certified or cert.sign is not None:
             return cert
     return cert
+
+
+# --------------------------------------------------------------------------------------
+# Eq. 1 and the companion's KL statistic (fimtheory.claims_eq1)
+# --------------------------------------------------------------------------------------
+# Independent of fimtheory.enclosures, which encloses λ_max(M(q)) through the secular
+# equation: here M(q) = diag(q) − qqᵀ is formed as a dense interval matrix and its top
+# eigenvalue enclosed by the Ostrowski + Weyl argument (vectors up to DENSE_MAX entries; longer
+# ones fall back to the secular enclosure).
+
+#: Longest probability vector whose M is enclosed densely.
+DENSE_MAX = 48
+
+
+def _iv_renormalised(a):
+    xs = [ivf(float(v)) for v in a]
+    total = sum(xs, iv.mpf(0))
+    return [x / total for x in xs]
+
+
+def _iv_softmax_fisher_top(q, exact_floats=None):
+    """Enclosure of λ_max(diag(q) − qqᵀ) for interval entries q."""
+    n = len(q)
+    if n > DENSE_MAX:
+        from fimtheory import enclosures
+
+        if exact_floats is not None:
+            return enclosures._eq1_lambda_m(exact_floats)
+        raise InputError(f"{n} entries: too many for the dense enclosure of M(q)")
+    M = iv.matrix(n, n)
+    for i in range(n):
+        for j in range(n):
+            M[i, j] = (q[i] - q[i] * q[i]) if i == j else -(q[i] * q[j])
+    return iv_lambda_max(M)
+
+
+def _iv_eq1_hat(q):
+    """Eq. 1 from interval q (m ≥ 2 positive entries, Σq = 1 exactly): q₁(1 − q₁)(1 + ½H/log m)."""
+    h = -sum((x * iv.log(x) for x in q), iv.mpf(0))
+    rest = sum(q[1:], iv.mpf(0))
+    return q[0] * rest * (1 + h / (2 * iv.log(iv.mpf(len(q)))))
+
+
+def _eq1_top(inst):
+    from fimtheory import claims_eq1 as ce
+
+    a = ce.top_entries(inst)
+    if a.size < 2:
+        raise InputError("the top-k distribution has fewer than 2 positive entries")
+    return a
+
+
+def _m_eq1_within(tol):
+    def margin(inst):
+        q = _iv_renormalised(_eq1_top(inst))
+        r = _iv_eq1_hat(q) / _iv_softmax_fisher_top(q)
+        return iv.mpf(tol) - iv_abs(r - 1)
+
+    return margin
+
+
+def _m_eq1_full(inst):
+    from fimtheory import claims_eq1 as ce
+
+    q = _iv_renormalised(_eq1_top(inst))
+    p = [ivf(float(v)) for v in inst.p]
+    r = _iv_eq1_hat(q) / _iv_softmax_fisher_top(p, exact_floats=inst.p)
+    return iv.mpf(ce.WITHIN_50) - iv_abs(r - 1)
+
+
+def _m_eq1_empirical(inst):
+    from fimtheory import claims_eq1 as ce
+
+    q = _iv_renormalised(_eq1_top(inst))
+    d = iv.matrix(inst.p.size, 1)
+    for i, v in enumerate(inst.p):
+        d[i, 0] = (1 if i == inst.y else 0) - ivf(float(v))
+    emp = iv_norm_sq(d)  # ‖e_y − p‖²
+    if not _lo(emp) > 0:
+        raise InputError("‖e_y − p‖² is not bounded away from 0")
+    return iv.log(iv.mpf(ce.EMPIRICAL_FACTOR)) - iv_abs(iv.log(_iv_eq1_hat(q)) - iv.log(emp))
+
+
+def _kl_profiles_equal(inst) -> bool:
+    from fimtheory import claims_eq1 as ce
+
+    if getattr(inst, "q", None) is None or inst.p.shape != inst.q.shape:
+        return False
+    a, b = ce.sorted_padded(inst.p, inst.q, inst.eps)
+    return bool(np.array_equal(a, b))
+
+
+def _iv_sorted_kl(inst, eps):
+    from fimtheory import claims_eq1 as ce
+
+    a, b = ce.sorted_padded(inst.p, inst.q, eps)
+    if np.array_equal(a, b):
+        return iv.mpf(0)
+    pa, pb, e = _iv_renormalised(a), _iv_renormalised(b), ivf(float(eps))
+    return sum((u * (iv.log(u + e) - iv.log(v + e)) for u, v in zip(pa, pb)), iv.mpf(0))
+
+
+def _m_kl_zero(inst):
+    return _iv_sorted_kl(inst, inst.eps)
+
+
+def _m_kl_eps(inst):
+    from fimtheory import claims_eq1 as ce
+
+    s1, s2 = _iv_sorted_kl(inst, inst.eps), _iv_sorted_kl(inst, inst.eps_alt)
+    return iv.mpf(ce.EPS_RTOL) * iv_max([iv_abs(s1), iv_abs(s2)]) - iv_abs(s1 - s2)
+
+
+_CERTIFIERS.update(
+    {
+        "EQ1-RATIO-within-10pct": _m_eq1_within(0.10),
+        "EQ1-RATIO-within-25pct": _m_eq1_within(0.25),
+        "EQ1-FULL-within-50pct": _m_eq1_full,
+        "EQ1-EMPIRICAL-within-10x": _m_eq1_empirical,
+        "KL-zero-iff-equal": _m_kl_zero,
+        "KL-nonnegative": _m_kl_zero,  # the same statistic; the weakening is non-strict
+        "KL-eps-insensitive": _m_kl_eps,
+    }
+)
+_METHOD.update(
+    {
+        "EQ1-EMPIRICAL-within-10x": "interval",
+        "KL-zero-iff-equal": "interval",
+        "KL-nonnegative": "interval",
+        "KL-eps-insensitive": "interval",
+    }
+)

@@ -348,3 +348,107 @@ def strategy_for(name: str) -> st.SearchStrategy:
         return _TABLE[key]()
     except KeyError:
         raise UnknownIdError(f"no instance strategy named {key!r}; known: {', '.join(_TABLE)}") from None
+
+
+# --------------------------------------------------------------------------------------
+# Eq. 1 and the companion's KL statistic (fimtheory.claims_eq1)
+# --------------------------------------------------------------------------------------
+
+PROBABILITY_KINDS = ("dirichlet", "near-point-mass", "uniform", "heavy-tail", "two-tokens")
+
+
+@st.composite
+def probability_instances(draw, *, kinds=PROBABILITY_KINDS, n=(2, 40)):
+    """One decoding step's next-token distribution (tokens in random order), a top-k cut-off
+    and an emitted token y (the argmax or a random token). Kinds: ``dirichlet`` (α from
+    0.05 to 5), ``near-point-mass`` (p₁ = 1 − δ, δ from 1e-12 to 0.1: λ̂/λ_max → ½ and the
+    empirical λ ≪ λ̂), ``uniform`` on m tokens (λ̂/λ_max = 1.5(1 − 1/m), the supremum),
+    ``heavy-tail`` (the top-k carries little of the mass: top-K truncation matters),
+    ``two-tokens`` (m = 2, where every bound is exact)."""
+    from fimtheory.instances import ProbabilityInstance
+
+    kind = draw(st.sampled_from(list(kinds)))
+    rng = np.random.default_rng(draw(_SEEDS))
+    k = int(draw(st.sampled_from([2, 3, 5, 10, 20])))
+    size = draw(st.integers(*n))
+    if kind == "dirichlet":
+        size = max(3, size)
+        x = rng.dirichlet(np.full(size, float(draw(st.sampled_from([0.05, 0.3, 1.0, 5.0])))))
+    elif kind == "near-point-mass":
+        delta = 10.0 ** draw(st.floats(-12.0, -1.0))
+        rest = rng.dirichlet(np.full(max(1, size - 1), float(draw(st.sampled_from([0.3, 1.0, 5.0])))))
+        x = np.concatenate([[1.0 - delta], delta * rest])
+    elif kind == "uniform":
+        m = draw(st.integers(2, min(24, max(2, size))))
+        x = np.concatenate([np.ones(m), np.zeros(draw(st.integers(0, 4)))])
+        k = int(draw(st.sampled_from([m, 20])))
+    elif kind == "heavy-tail":
+        top = draw(st.integers(2, 6))
+        tail = draw(st.integers(top + 2, max(top + 2, size)))
+        level = draw(st.floats(0.3, 1.0))
+        x = np.concatenate([rng.uniform(0.8, 1.0, top), level * rng.uniform(0.5, 0.8, tail)])
+        k = int(draw(st.sampled_from([2, 3, top])))
+    else:
+        t = draw(st.floats(1e-6, 0.5))
+        x = np.concatenate([[1.0 - t, t], np.zeros(draw(st.integers(0, 3)))])
+    x = x[rng.permutation(x.size)]
+    p = x / x.sum()
+    y = int(np.argmax(p)) if draw(st.booleans()) else int(rng.integers(0, p.size))
+    return ProbabilityInstance(p, k=k, y=y, origin=kind)
+
+
+KL_KINDS = ("random", "permuted", "disjoint", "close", "same-ranking", "zeros", "shorter")
+
+
+@st.composite
+def kl_pairs(draw, *, kinds=KL_KINDS, n=(2, 20)):
+    """Two consecutive steps' probability vectors: independent (``random``), one the other's
+    tokens permuted (``permuted``: the same profile on other tokens), the same profile on
+    disjoint tokens (``disjoint``: two steps that predict entirely different tokens), a small move
+    (``close``), a move that keeps the ranking (``same-ranking``: the sorted-padded KL equals
+    the aligned one), exact zeros (``zeros``) and a shorter second vector (``shorter``,
+    padded by ε). ε = 1e-12 (the companion's), eps_alt from 1e-15 to 1e-6."""
+    from fimtheory.instances import KLPairInstance
+
+    kind = draw(st.sampled_from(list(kinds)))
+    rng = np.random.default_rng(draw(_SEEDS))
+    size = draw(st.integers(*n))
+    alpha = float(draw(st.sampled_from([0.1, 0.5, 1.0, 5.0])))
+    p = rng.dirichlet(np.full(size, alpha))
+    if kind == "random":
+        q = rng.dirichlet(np.full(size, alpha))
+    elif kind == "permuted":
+        perm = np.roll(np.arange(size), draw(st.integers(1, max(1, size - 1))))
+        q = p[perm]
+    elif kind == "disjoint":  # the same profile on tokens the other step gives probability 0
+        half = rng.dirichlet(np.full(max(1, size // 2), alpha))
+        p = np.concatenate([half, np.zeros(half.size)])
+        q = np.concatenate([np.zeros(half.size), half[rng.permutation(half.size)]])
+    elif kind == "close":
+        q = p * np.exp(draw(st.floats(1e-4, 0.5)) * rng.standard_normal(size))
+    elif kind == "same-ranking":
+        q = np.sort(rng.dirichlet(np.full(size, alpha)))[np.argsort(np.argsort(p))]
+    elif kind == "zeros":
+        q = rng.dirichlet(np.full(size, alpha))
+        q[rng.choice(size, size=max(1, size // 3), replace=False)] = 0.0
+        if not np.any(q > 0):
+            q[0] = 1.0
+    else:
+        q = rng.dirichlet(np.full(max(1, size - draw(st.integers(1, max(1, size - 1)))), alpha))
+    q = q / q.sum()
+    eps_alt = float(draw(st.sampled_from([1e-15, 1e-9, 1e-6])))
+    return KLPairInstance(p, q, eps=1e-12, eps_alt=eps_alt, origin=kind)
+
+
+_TABLE.update(
+    {
+        "EQ1-M-BOUNDS": probability_instances,
+        "EQ1-RATIO": probability_instances,
+        "EQ1-FULL-within-50pct": lambda: probability_instances(kinds=("heavy-tail", "dirichlet", "near-point-mass")),
+        "EQ1-EMPIRICAL-within-10x": lambda: probability_instances(kinds=("dirichlet", "near-point-mass")),
+        "KL-SORTED": lambda: kl_pairs(kinds=("random", "permuted", "close", "same-ranking", "zeros")),
+        "KL-zero-iff-equal": lambda: kl_pairs(kinds=("disjoint", "permuted")),
+        "KL-nonnegative": lambda: kl_pairs(kinds=("zeros", "close", "random")),
+        "KL-eps-insensitive": lambda: kl_pairs(kinds=("shorter", "zeros", "random")),
+    }
+)

@@ -54,6 +54,8 @@ _TYPES = {
         _inst.PartitionInstance,
         _inst.DepartureInstance,
         _inst.ParameterEnsemble,
+        _inst.ProbabilityInstance,
+        _inst.KLPairInstance,
     )
 }
 

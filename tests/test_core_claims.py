@@ -14,6 +14,7 @@ from fimtheory.errors import UnknownIdError
 from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, PartitionInstance, ScoreInstance
 
 IDS = {"W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "T4.3d", "P3.2", "AH", "AB", "C", "KT", "LL"}
+IDS |= {"EQ1-M-BOUNDS", "EQ1-RATIO", "KL-SORTED"}  # fimtheory.claims_eq1
 
 
 def test_registry_ids_exactly():
