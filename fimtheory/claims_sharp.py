@@ -304,6 +304,92 @@ def _s_no_disc_margins(inst: MatrixPerturbation) -> dict:
 
 
 # --------------------------------------------------------------------------------------
+# S3 — the second-order remainder with the sharp third-order constant K = 4/(3√3)
+# --------------------------------------------------------------------------------------
+
+
+def sharp_constant(ctx=None):
+    """K = 4/(3√3) ≈ 0.7698: float, or in the mpmath context ``ctx`` (mpmath.mp or mpmath.iv)."""
+    if ctx is None:
+        return 4.0 / (3.0 * math.sqrt(3.0))
+    return ctx.mpf(4) / (3 * ctx.sqrt(3))
+
+
+def sharp_remainder_bound(eta, gap, k):
+    """Kη³/γ² + 8η⁴/(γ²(γ − 2η)): |a3| ≤ Kη³/γ² plus the Cauchy tail Σ_{k≥4} η(2η/γ)^{k−1}."""
+    return k * eta**3 / gap**2 + 8 * eta**4 / (gap**2 * (gap - 2 * eta))
+
+
+def conjectured_bound(eta, gap, k):
+    """Kη³/(γ(γ − 2η)), the non-asymptotic conjecture (proved for n = 2 only)."""
+    return k * eta**3 / (gap * (gap - 2 * eta))
+
+
+def _s3_parts(inst):
+    setup, why = _claims._series_setup(inst)
+    if setup is None:
+        return None, why
+    eig, eta = setup
+    M = spectral.perturbation_in_eigenbasis(eig, inst.E)
+    a1, a2 = _claims._series.series_coefficients(eig.eigenvalues, M, 2)
+    top = spectral.lambda_max(inst.A + inst.E)
+    r2 = abs(top - eig.lambda_max - a1 - a2)
+    norm_a = max(abs(eig.lambda_max), abs(eig.lambda_min))
+    return (eig, eta, r2, norm_a), ""
+
+
+def _s3_like(inst, bound_of) -> Outcome:
+    parts, why = _s3_parts(inst)
+    if parts is None:
+        return Outcome.not_met(why)
+    eig, eta, r2, norm_a = parts
+    k = sharp_constant()
+    b = bound_of(eta, eig.gap, k)
+    ok = _claims._resolved(b, (norm_a + eta) * (1 + norm_a / eig.gap), inst.n, factor=1e7)
+    conj = conjectured_bound(eta, eig.gap, k)
+    return _claims._outcome(
+        (b - r2) / max(b, TINY),
+        ok,
+        remainder=r2,
+        ratio=r2 / max(b, TINY),
+        conjecture_ratio=r2 / max(conj, TINY),
+        eta_over_gap=eta / eig.gap,
+    )
+
+
+def _s3_like_mp(inst, dps, bound_of):
+    with working_precision(dps):
+        A, E = mp_matrix(inst.A), mp_matrix(inst.E)
+        eig = mp_eigh(A, dps)
+        eta = _claims._mp_sym_norm(E)
+        a1, a2 = _claims._mp_coefficients(eig, E, 2)
+        top = mp_eigh(A + E, dps).lambda_max
+        b = bound_of(eta, eig.gap, sharp_constant(mpmath.mp))
+        return (b - abs(top - eig.lambda_max - a1 - a2)) / b
+
+
+def _s3(inst):
+    return _s3_like(inst, sharp_remainder_bound)
+
+
+def _s3_mp(inst, dps):
+    return _s3_like_mp(inst, dps, sharp_remainder_bound)
+
+
+def _leading_only(eta, gap, k):
+    return k * eta**3 / gap**2
+
+
+def _s3_leading_only(inst):
+    """Weakening: |λ' − λ1 − a1 − a2| ≤ Kη³/γ² (the sharp leading term without its correction)."""
+    return _s3_like(inst, _leading_only)
+
+
+def _s3_leading_only_mp(inst, dps):
+    return _s3_like_mp(inst, dps, _leading_only)
+
+
+# --------------------------------------------------------------------------------------
 # registration
 # --------------------------------------------------------------------------------------
 
@@ -370,10 +456,38 @@ LL = Claim(
 )
 
 
+S3 = Claim(
+    "S3",
+    "sharp second-order remainder: |λ'−λ1−a1−a2| ≤ (4/(3√3))η³/γ² + 8η⁴/(γ²(γ−2η))",
+    "For symmetric A with γ > 0 and symmetric E with 2η < γ: |λ_max(A+E) − λ1 − a1 − a2| ≤ "
+    "Kη³/γ² + 8η⁴/(γ²(γ − 2η)), K = 4/(3√3), the sharp constant of the η³ term (|a3| ≤ Kη³/γ², "
+    "equality on the 2 × 2 family E ∝ [[c, s], [s, −c]], c = ±1/√3).",
+    ("A symmetric (PSD in our instances)", "E symmetric", "γ > 0", "2η < γ"),
+    _wrap(_s3, _claims._gap_eta_margins),
+    _s3_mp,
+    _S + "S3",
+    "sharp third-order constant (S3)",
+    weakenings=(
+        Weakening(
+            "S3-leading-only",
+            "|λ'−λ1−a1−a2| ≤ (4/(3√3))η³/γ² (the leading term alone)",
+            "the η⁴ correction 8η⁴/(γ²(γ−2η))",
+            _wrap(_s3_leading_only, _claims._gap_eta_margins),
+            _s3_leading_only_mp,
+            _S + "S3-leading-only",
+        ),
+    ),
+    note=(
+        "the conjecture |λ'−λ1−a1−a2| ≤ Kη³/(γ(γ−2η)) is proved for n = 2 only "
+        "(symbolic.sharp_third_order); for n ≥ 3 it is a conjecture with evidence, not a checked claim"
+    ),
+)
+
+
 def _register() -> None:
-    """Add KT and LL to the registry and S-no-disc to the weakenings of S (idempotent)."""
+    """Add KT, LL and S3 to the registry and S-no-disc to the weakenings of S (idempotent)."""
     reg = _claims.REGISTRY
-    for c in (KT, LL):
+    for c in (KT, LL, S3):
         if c.id not in reg:
             _claims._CLAIMS.append(c)
             reg[c.id] = c
@@ -388,4 +502,15 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["KT", "LL", "S_NO_DISC", "kato_temple_gap", "li_li_bound", "EPS64"]
+__all__ = [
+    "KT",
+    "LL",
+    "S3",
+    "S_NO_DISC",
+    "conjectured_bound",
+    "kato_temple_gap",
+    "li_li_bound",
+    "sharp_constant",
+    "sharp_remainder_bound",
+    "EPS64",
+]

@@ -955,6 +955,30 @@ def _m_ll_unperturbed_gap(inst):
     return _sharp_margin(parts, _li_li_iv(parts[1].gap, parts[3]), False)
 
 
+def _s3_iv(inst, with_tail: bool):
+    A_iv, E_iv = iv_matrix(inst.A), iv_matrix(inst.E)
+    encA = iv_eigenvalue_enclosures(A_iv)
+    eta = iv_sym_norm(iv_eigenvalue_enclosures(E_iv))
+    _require_series_hypotheses(encA, eta)
+    te = top_eigen(A_iv, encA)
+    a1, a2 = series_coefficients_iv(te, E_iv, 2)
+    top = iv_lambda_max(A_iv + E_iv)
+    gap = te.gap
+    k = iv.mpf(4) / (3 * iv.sqrt(3))
+    b = k * eta**3 / gap**2
+    if with_tail:
+        b = b + 8 * eta**4 / (gap**2 * (gap - 2 * eta))
+    return iv_div(b - iv_abs(top - te.lam1 - a1 - a2), b)
+
+
+def _m_s3(inst):
+    return _s3_iv(inst, True)
+
+
+def _m_s3_leading_only(inst):
+    return _s3_iv(inst, False)
+
+
 def _m_s_no_disc(inst):
     """Exact (Fraction) on diagonal pairs: eigenvalues of a diagonal matrix are its entries."""
     for M in (inst.A, inst.E):
@@ -1007,6 +1031,8 @@ ENCLOSURES = {
     "LL": _m_ll,
     "LL-unperturbed-gap": _m_ll_unperturbed_gap,
     "S-no-disc": _m_s_no_disc,
+    "S3": _m_s3,
+    "S3-leading-only": _m_s3_leading_only,
 }
 
 

@@ -793,12 +793,14 @@ _CERTIFIERS = {
     "KT-unperturbed-gap": _from_enclosure("KT-unperturbed-gap"),
     "LL-unperturbed-gap": _from_enclosure("LL-unperturbed-gap"),
     "S-no-disc": _from_enclosure("S-no-disc"),
+    "S3-leading-only": _from_enclosure("S3-leading-only"),
 }
 _METHOD = {
     "SIGN-lambda1-denominator": "top-pair",
     "KT-unperturbed-gap": "top-pair",
     "LL-unperturbed-gap": "top-pair",
     "S-no-disc": "exact",
+    "S3-leading-only": "top-pair",
 }
 
 

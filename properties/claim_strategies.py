@@ -336,6 +336,10 @@ _TABLE = {
     ),
     "KT-unperturbed-gap": lambda: st.one_of(_sharp_pairs((1e-2, 0.45)), two_by_two_pairs(relative_norm=(1e-2, 0.45))),
     "LL": lambda: st.one_of(_sharp_pairs((1e-4, 3.0)), s2_near_worst_case(), two_by_two_pairs()),
+    "S3": lambda: st.one_of(
+        _sharp_pairs((1e-4, 0.49)), s2_near_worst_case(), two_by_two_pairs(relative_norm=(1e-3, 0.49))
+    ),
+    "S3-leading-only": lambda: two_by_two_pairs(relative_norm=(0.05, 0.3)),
     "LL-unperturbed-gap": lambda: st.one_of(_sharp_pairs((1e-2, 0.45)), two_by_two_pairs(relative_norm=(1e-2, 0.45))),
 }
 
@@ -447,7 +451,7 @@ _TABLE.update(
         "EQ1-FULL-within-50pct": lambda: probability_instances(kinds=("heavy-tail", "dirichlet", "near-point-mass")),
         "EQ1-EMPIRICAL-within-10x": lambda: probability_instances(kinds=("dirichlet", "near-point-mass")),
         "KL-SORTED": lambda: kl_pairs(kinds=("random", "permuted", "close", "same-ranking", "zeros")),
-        "KL-zero-iff-equal": lambda: kl_pairs(kinds=("disjoint", "permuted")),
+        "KL-zero-iff-equal": lambda: kl_pairs(kinds=("disjoint", "permuted"), n=(4, 20)),
         "KL-nonnegative": lambda: kl_pairs(kinds=("zeros", "close", "random")),
         "KL-eps-insensitive": lambda: kl_pairs(kinds=("shorter", "zeros", "random")),
     }
