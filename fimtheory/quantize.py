@@ -53,12 +53,22 @@ Schemes (``QuantScheme.kind``)
     float16 rounding (relative 2^−11).
 ``q4_1`` — gguf/GGML Q4_1, blocks of 32: ``d = (max − min)/15``,
     ``q = clip(floor((w − min)·(1/d) + 0.5), 0, 15)``, ``Q(w) = q·fp16(d) + fp16(min)``.
+``q8_0``, ``q4_k``, ``q5_k``, ``q6_k`` — gguf/GGML Q8_0 (blocks of 32) and the k-quants
+    Q4_K, Q5_K (super-blocks of 256 = 8 sub-blocks of 32, 6-bit scales and mins) and Q6_K
+    (16 sub-blocks of 16, int8 scales), quantized by llama.cpp's reference quantizers
+    ported in :mod:`fimtheory.kquants` (which states the algorithm and byte layout). The
+    weights are rounded to float32 first and Q(w) is the float32 value a GGUF file would
+    hold, widened to float64. Spec names ``gguf-q8_0``, ``gguf-q4_k``, ``gguf-q5_k``,
+    ``gguf-q6_k`` (bits 8, 4, 5, 6; group = block of 32 or super-block of 256); the row
+    length must be a multiple of the block (GGUF does not pad).
 
 Step sizes (Widrow's model)
 ---------------------------
 :func:`step_sizes` returns, per weight, the local step ``s_k`` of its group's grid:
 for ``rtn`` / ``sr`` / ``q4_*`` the uniform scale of the group (for ``q4_*`` the stored
-float16 ``d``); for the non-uniform codebooks (``nf4``, ``fp4``) the width of the
+float16 ``d``); for ``q8_0`` and the k-quants the step of the (sub-)block grid the weight is
+rounded on, ``|fp16(d)·sc_j|`` (:func:`fimtheory.kquants.sub_block_steps`); for the
+non-uniform codebooks (``nf4``, ``fp4``) the width of the
 *Voronoi cell* of the code the weight rounds to, ``(c_{i+1} − c_{i−1})/2``, times the
 group scale, and at the two end codes the distance to the single neighbour
 ``c_1 − c_0`` (resp. ``c_{n−1} − c_{n−2}``). For uniform grids the two definitions agree.
@@ -75,12 +85,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fimtheory import kquants
 from fimtheory.errors import InputError, UnknownIdError
 
 __all__ = [
     "FP4_E2M1_MAGNITUDES",
     "FP4_E2M1_VALUES",
     "KINDS",
+    "KQUANT_SCHEME_EXAMPLES",
     "NF4_CODE",
     "QuantScheme",
     "SCHEME_EXAMPLES",
@@ -124,11 +136,16 @@ FP4_E2M1_MAGNITUDES.setflags(write=False)
 FP4_E2M1_VALUES: np.ndarray = np.concatenate([-FP4_E2M1_MAGNITUDES[:0:-1], FP4_E2M1_MAGNITUDES])
 FP4_E2M1_VALUES.setflags(write=False)
 
-KINDS = ("rtn", "sr", "nf4", "fp4", "q4_0", "q4_1")
+KINDS = ("rtn", "sr", "nf4", "fp4", "q4_0", "q4_1", "q8_0", "q4_k", "q5_k", "q6_k")
 GRANULARITIES = ("tensor", "channel", "group")
 _CODEBOOK_KINDS = ("nf4", "fp4")
 _GGUF_KINDS = ("q4_0", "q4_1")
 _GGUF_BLOCK = 32
+#: gguf types quantized by :mod:`fimtheory.kquants`, with their bit widths.
+_KQUANT_BITS = {"q8_0": 8, "q4_k": 4, "q5_k": 5, "q6_k": 6}
+_KQUANT_SYMMETRIC = {"q8_0": True, "q4_k": False, "q5_k": False, "q6_k": True}
+#: Scheme names of the k-quant kinds (row length must be a multiple of 32 resp. 256).
+KQUANT_SCHEME_EXAMPLES: tuple[str, ...] = ("gguf-q8_0", "gguf-q4_k", "gguf-q5_k", "gguf-q6_k")
 _FP16_MAX = float(np.finfo(np.float16).max)
 
 SCHEME_EXAMPLES: tuple[str, ...] = (
@@ -149,7 +166,7 @@ _VALID_FORMS = (
     "valid scheme forms: '{rtn|sr}-int{2..8}-{sym|asym}-{tensor|channel|g<N>}' "
     "(e.g. 'rtn-int4-sym-channel', 'rtn-int4-asym-g64', 'sr-int4-sym-channel'), "
     "'nf4-b<N>' (or 'nf4' = 'nf4-b64'), 'fp4-b<N>' (or 'fp4' = 'fp4-b32'), "
-    "'gguf-q4_0', 'gguf-q4_1'"
+    "'gguf-q4_0', 'gguf-q4_1', 'gguf-q8_0', 'gguf-q4_k', 'gguf-q5_k', 'gguf-q6_k'"
 )
 
 
@@ -198,6 +215,12 @@ class QuantScheme:
         if self.kind in ("rtn", "sr"):
             if not 2 <= self.bits <= 8:
                 raise InputError(f"bits must be in 2..8 for {self.kind!r}, got {self.bits}")
+        elif self.kind in _KQUANT_BITS:
+            if self.bits != _KQUANT_BITS[self.kind]:
+                raise InputError(
+                    f"{self.kind!r} is a {_KQUANT_BITS[self.kind]}-bit format; bits must be "
+                    f"{_KQUANT_BITS[self.kind]}, got {self.bits}"
+                )
         elif self.bits != 4:
             raise InputError(f"{self.kind!r} is a 4-bit format; bits must be 4, got {self.bits}")
         if self.granularity not in GRANULARITIES:
@@ -221,13 +244,21 @@ class QuantScheme:
             raise InputError(
                 f"{self.kind!r} uses blocks of {_GGUF_BLOCK}: granularity must be 'group' with group_size={_GGUF_BLOCK}"
             )
+        if self.kind in _KQUANT_BITS:
+            block = kquants.BLOCK_WEIGHTS[self.kind]
+            if self.granularity != "group" or self.group_size != block:
+                raise InputError(
+                    f"{self.kind!r} uses blocks of {block}: granularity must be 'group' with group_size={block}"
+                )
+            if self.symmetric != _KQUANT_SYMMETRIC[self.kind]:
+                raise InputError(f"{self.kind!r} needs symmetric={_KQUANT_SYMMETRIC[self.kind]}")
 
     # -- descriptive properties --------------------------------------------------------
 
     @property
     def name(self) -> str:
         """Canonical spec string; ``parse_scheme(s.name) == s``."""
-        if self.kind in _GGUF_KINDS:
+        if self.kind in _GGUF_KINDS or self.kind in _KQUANT_BITS:
             return f"gguf-{self.kind}"
         if self.kind in _CODEBOOK_KINDS:
             if self.granularity == "group":
@@ -241,8 +272,12 @@ class QuantScheme:
         """Number of distinct values a single group can take (≤ 2**bits).
 
         ``2^b − 1`` for symmetric integer grids (restricted range), ``2^b`` for asymmetric
-        ones, 16 for NF4, 15 for FP4 (+0 and −0 coincide), 16 for Q4_0 / Q4_1.
+        ones, 16 for NF4, 15 for FP4 (+0 and −0 coincide), 16 for Q4_0 / Q4_1; for the gguf
+        k-quants the levels of one sub-block grid (Q4_K 16, Q5_K 32, Q6_K 64) and 255 for
+        Q8_0 (codes −127..127).
         """
+        if self.kind in _KQUANT_BITS:
+            return 255 if self.kind == "q8_0" else 2**self.bits
         if self.kind in ("rtn", "sr"):
             return 2**self.bits - 1 if self.symmetric else 2**self.bits
         if self.kind == "fp4":
@@ -279,7 +314,7 @@ class QuantScheme:
 
 _INT_RE = re.compile(r"^(rtn|sr)-int(\d+)-(sym|asym)-(tensor|channel|g(\d+))$")
 _CODEBOOK_RE = re.compile(r"^(nf4|fp4)(?:-b(\d+)|-(tensor|channel))?$")
-_GGUF_RE = re.compile(r"^gguf-(q4_0|q4_1)$")
+_GGUF_RE = re.compile(r"^gguf-(q4_0|q4_1|q8_0|q4_k|q5_k|q6_k)$")
 _CODEBOOK_DEFAULT_BLOCK = {"nf4": 64, "fp4": 32}
 
 
@@ -321,6 +356,9 @@ def parse_scheme(spec) -> QuantScheme:
             return QuantScheme(kind, 4, "group", size, True)
         if m := _GGUF_RE.match(s):
             kind = m.group(1)
+            if kind in _KQUANT_BITS:
+                block = kquants.BLOCK_WEIGHTS[kind]
+                return QuantScheme(kind, _KQUANT_BITS[kind], "group", block, _KQUANT_SYMMETRIC[kind])
             return QuantScheme(kind, 4, "group", _GGUF_BLOCK, kind == "q4_0")
     except InputError as exc:
         raise UnknownIdError(f"invalid quantization scheme {spec!r}: {exc}; {_VALID_FORMS}") from exc
@@ -571,13 +609,16 @@ def quantize(w, scheme, *, rng: np.random.Generator | None = None) -> np.ndarray
     ------
     InputError
         Empty, non-finite, non-numeric or >2-D ``w``; a group size not dividing the row
-        length; SR without a :class:`numpy.random.Generator`; gguf scales overflowing
-        float16.
+        length (for the gguf k-quants: not a multiple of the block, the message names the
+        padding); SR without a :class:`numpy.random.Generator`; gguf scales overflowing
+        float16; weights beyond the float32 range for the k-quant kinds.
     UnknownIdError
         An unknown spec string.
     """
     scheme = _as_scheme(scheme)
     arr = _as_weights(w)
+    if scheme.kind in _KQUANT_BITS:
+        return kquants.fake_quantize(arr, scheme.kind).astype(np.float64)
     g = _grouped(arr, scheme)
     if scheme.kind == "rtn":
         out = _rtn_grouped(g, scheme)
@@ -657,6 +698,8 @@ def step_sizes(w, scheme) -> np.ndarray:
     """
     scheme = _as_scheme(scheme)
     arr = _as_weights(w)
+    if scheme.kind in _KQUANT_BITS:
+        return kquants.sub_block_steps(arr, scheme.kind)
     g = _grouped(arr, scheme)
     if scheme.kind in ("rtn", "sr"):
         out = _range_safe(g, lambda x: np.broadcast_to(_int_params(x, scheme)[0], x.shape), clip=False)

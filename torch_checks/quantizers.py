@@ -13,6 +13,12 @@ operation, so the results agree **bit for bit**:
   explicitly and agrees bit for bit with
   :func:`fimtheory.quantize.sr_quantize_with_uniforms`.
 
+The gguf Q8_0 / k-quant kinds (``gguf-q8_0``, ``gguf-q4_k``, ``gguf-q5_k``, ``gguf-q6_k``)
+are not ported to torch kernels: their sequential scale searches run in
+:mod:`fimtheory.kquants` on a CPU copy of ``w.double()`` and the result is moved back to
+``w``'s device and dtype, so they agree with numpy bit for bit by construction (CPU-bound
+on every device).
+
 For a low-precision dtype the dequantized grid values are rounded to that dtype, so the
 grid properties (exact levels, idempotence) hold only up to that rounding.
 """
@@ -24,6 +30,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from fimtheory import kquants
 from fimtheory.errors import InputError
 from fimtheory.quantize import (
     FP4_E2M1_MAGNITUDES,
@@ -225,6 +232,9 @@ def quantize_tensor(
     """
     scheme = _scheme(scheme)
     x = _check_tensor(w)
+    if scheme.kind in kquants.GGUF_TYPES:
+        q = kquants.fake_quantize(x.cpu().numpy(), scheme.kind)
+        return torch.from_numpy(q.astype("float64")).to(device=x.device).to(w.dtype)
     shape = group_shape(tuple(x.shape), scheme)
     g = x.reshape(shape)
     if scheme.kind == "rtn":
@@ -268,6 +278,8 @@ def step_sizes_tensor(w: torch.Tensor, scheme) -> torch.Tensor:
     """Torch mirror of :func:`fimtheory.quantize.step_sizes`; float64, on ``w``'s device."""
     scheme = _scheme(scheme)
     x = _check_tensor(w)
+    if scheme.kind in kquants.GGUF_TYPES:
+        return torch.from_numpy(kquants.sub_block_steps(x.cpu().numpy(), scheme.kind)).to(x.device)
     g = x.reshape(group_shape(tuple(x.shape), scheme))
     if scheme.kind in ("rtn", "sr"):
         s, _ = _int_params(g, scheme)
