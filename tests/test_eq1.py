@@ -167,3 +167,67 @@ def test_sum_above_one_by_rounding_keeps_the_bounds_valid():
     lo, hi = eq1.softmax_fisher_bounds(p)
     assert lo <= ref <= hi
     assert eq1.softmax_fisher_lambda_max(p) == pytest.approx(ref, rel=8 * EPS)
+
+
+# ------------------------------------------------------------------ sharper bounds, renormalised q
+
+
+def mp_lambda_max_renormalised(a, dps: int = 60):
+    """Dense reference for λ_max(M(a/Σa)) with the renormalisation done in mp (exact q)."""
+    with mpmath.workdps(dps):
+        x = [mpmath.mpf(float(v)) for v in a]
+        s = mpmath.fsum(x)
+        q = [v / s for v in x]
+        n = len(q)
+        M = mpmath.matrix(n, n)
+        for i in range(n):
+            for j in range(n):
+                M[i, j] = (q[i] if i == j else 0) - q[i] * q[j]
+        return float(max(mpmath.eigsy(M)[0]))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(distributions())
+def test_sharp_bounds_enclose_lambda_max_and_refine_the_simple_ones(p):
+    ref = mp_lambda_max(p)
+    lo, hi = eq1.softmax_fisher_sharp_bounds(p)
+    lo0, hi0 = eq1.softmax_fisher_bounds(p)
+    tol = 8 * EPS * max(ref, 1e-300)
+    assert lo - tol <= ref <= hi + tol
+    assert lo0 <= lo and hi <= hi0
+
+
+@pytest.mark.parametrize("m", [2, 3, 7, 20])
+def test_sharp_bounds_are_attained(m):
+    """Uniform on m tokens: the Rayleigh term equals λ_max = 1/m; m = 2 with any split: the
+    Gershgorin term 2p₁(1 − p₁) equals λ_max = 2p₁p₂."""
+    p = np.full(m, 1.0 / m)
+    lo, _ = eq1.softmax_fisher_sharp_bounds(p)
+    assert math.isclose(lo, 1.0 / m, rel_tol=4 * EPS)
+    p = np.array([0.75, 0.25])
+    lo, hi = eq1.softmax_fisher_sharp_bounds(p)
+    assert lo == pytest.approx(0.375, rel=4 * EPS) and hi == pytest.approx(0.375, rel=4 * EPS)
+
+
+@pytest.mark.parametrize("delta", [1e-3, 1e-8, 1e-12, 1e-15])
+def test_renormalised_lambda_max_keeps_its_relative_accuracy_near_a_point_mass(delta):
+    """a = (1, δ/2, δ/2) un-normalised: rounding q₁ = a₁/Σa costs 1 − q₁ a relative error
+    eps/δ, so λ_max(M(q_float)) is 5% wrong at δ = 1e-15 (measured); the renormalised routine stays
+    within a few eps of the exact-q reference."""
+    a = np.array([3.0, 1.5 * delta, 1.5 * delta])
+    ref = mp_lambda_max_renormalised(a)
+    got = eq1.renormalised_softmax_fisher_lambda_max(a)
+    assert abs(got - ref) <= 16 * EPS * ref
+    r = eq1.eq1_lambda_hat(a, k=3) / got
+    lo, hi, m = eq1.eq1_ratio_sandwich(a, k=3)
+    assert m == 3 and lo * (1 - 1e-13) <= r <= hi * (1 + 1e-13) and r > 0.5
+
+
+def test_aligned_kl_and_sandwich_refuse_bad_input():
+    with pytest.raises(InputError, match="same tokens"):
+        eq1.aligned_kl([0.5, 0.5], [1.0])
+    with pytest.raises(InputError, match="eps"):
+        eq1.aligned_kl([0.5, 0.5], [0.5, 0.5], eps=-1.0)
+    with pytest.raises(InputError, match="fewer than 2"):
+        eq1.eq1_ratio_sandwich([1.0, 0.0, 0.0], k=3)
+    assert eq1.aligned_kl([0.7, 0.3], [0.3, 0.7]) > eq1.sorted_padded_kl([0.7, 0.3], [0.3, 0.7]) == 0.0
