@@ -313,7 +313,7 @@ def extremal_ratio(eta_over_gap: float, cc: float, dps: int = 50) -> mpmath.mpf:
     """|λ' − λ1 − a1 − a2| / (Kη³/(γ(γ − 2η))) on the 2 × 2 family at γ = 1, in mp (a number
     for reports; the proof is :func:`prove_two_by_two`)."""
     with mpmath.workdps(dps):
-        x, cc = mpmath.mpf(eta_over_gap), mpmath.mpf(cc)
+        x, cc = mpmath.mpf(eta_over_gap), mpmath.mpf(cc)  # exact for float or mpf inputs
         Kmp = mpmath.mpf(4) / (3 * mpmath.sqrt(3))
         H = mpmath.mpf(1) / 2 + mpmath.sqrt(mpmath.mpf(1) / 4 + x * cc + x * x)
         P = (cc * (cc + x) / H - 1) * (cc + (cc + x) / H) / H
