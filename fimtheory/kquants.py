@@ -69,6 +69,8 @@ CODE_MAX: dict[str, int] = {"q8_0": 127, "q4_k": 15, "q5_k": 31, "q6_k": 31}
 _F32 = np.float32
 _GROUP_MAX_EPS = _F32(1e-15)  # ggml-quants.c GROUP_MAX_EPS
 _MAGIC = _F32(12582912.0)  # 1.5·2^23, nearest_int's rounding constant
+#: Weights quantized per vectorised pass (temporaries ≈ 30 float32 arrays of this size).
+_CHUNK_WEIGHTS = 1 << 18
 
 
 # --------------------------------------------------------------------------------------
@@ -497,8 +499,15 @@ def quantize_to_bytes(w, qtype: str) -> np.ndarray:
     qtype = _qtype(qtype)
     rows = _weights_f32(w, qtype)
     block = BLOCK_WEIGHTS[qtype]
+    blocks = rows.reshape(-1, block)
+    out = np.empty((blocks.shape[0], BLOCK_BYTES[qtype]), dtype=np.uint8)
+    step = _CHUNK_WEIGHTS // block  # blocks are independent: bounded temporaries
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        out = _QUANTIZERS[qtype](rows.reshape(-1, block))
+        for start in range(0, blocks.shape[0], step):
+            try:
+                out[start : start + step] = _QUANTIZERS[qtype](blocks[start : start + step])
+            except InputError as exc:
+                raise InputError(f"{exc}; block index counted from block {start} of {blocks.shape[0]}") from exc
     out = out.reshape(rows.shape[0], -1)
     return out[0] if np.ndim(w) == 1 else out
 

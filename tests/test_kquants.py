@@ -157,6 +157,14 @@ def test_bytes_equal_ggml_c_reference_random_matrices(c_reference, qtype, seed):
     assert np.array_equal(kq.quantize_to_bytes(w, qtype), c_reference(w, qtype))
 
 
+@pytest.mark.parametrize("qtype", TYPES)
+def test_bytes_equal_c_reference_across_vectorisation_chunks(c_reference, qtype):
+    """More weights than one vectorised pass (kq._CHUNK_WEIGHTS): chunking changes nothing."""
+    rows = kq._CHUNK_WEIGHTS // 256 + 3
+    w = np.random.default_rng(5).standard_t(3, (rows, 256)).astype(np.float32)
+    assert np.array_equal(kq.quantize_to_bytes(w, qtype), c_reference(w, qtype))
+
+
 @pytest.mark.parametrize("case", ALL_CASES)
 @pytest.mark.parametrize("qtype", TYPES)
 def test_gguf_dequantizer_reads_our_bytes_to_our_values(qtype, case):
