@@ -729,7 +729,7 @@ def ref_c(kind):
     return ref
 
 
-# --- Eq. 1 and the companion's KL statistic (THEORY.md §8) --------------------------------------
+# --- Eq. 1 and the companion's KL statistic (docs/theory.md §9) --------------------------------------
 
 
 def _mp_softmax_fisher_top(x):
@@ -761,7 +761,7 @@ def _mp_top_q(inst):
 
 
 def _mp_eq1_hat(q):
-    """Eq. 1: q₁(1 − q₁)(1 + ½·H(q)/log m), m = #q (THEORY.md §8)."""
+    """Eq. 1: q₁(1 − q₁)(1 + ½·H(q)/log m), m = #q (docs/theory.md §9)."""
     h = -mpmath.fsum(v * mpmath.log(v) for v in q)
     return q[0] * (1 - q[0]) * (1 + h / mpmath.log(len(q)) / 2)
 
@@ -833,7 +833,7 @@ def ref_eq1_empirical(inst):
 
 
 def _mp_kl(a, b, eps):
-    """Σ â_i log((â_i + ε)/(b̂_i + ε)), â = a/Σa, b̂ = b/Σb (THEORY.md §8)."""
+    """Σ â_i log((â_i + ε)/(b̂_i + ε)), â = a/Σa, b̂ = b/Σb (docs/theory.md §9)."""
     x = [mpmath.mpf(float(v)) for v in a]
     y = [mpmath.mpf(float(v)) for v in b]
     sx, sy, e = mpmath.fsum(x), mpmath.fsum(y), mpmath.mpf(float(eps))
