@@ -40,6 +40,10 @@ reduced resolvent and the series
 exact
     C-* (a finite sequence of exact float comparisons) and the diagonal case of T4.3c
     (eigenvalues of a diagonal matrix are its entries; the mean in :class:`fractions.Fraction`).
+
+Interval arithmetic is ``mpmath.iv`` (outward rounding at ``iv.dps``), a dependency already.
+python-flint's arb balls would be faster, but the matrices adjudicated here are small (n ≲ 10)
+and each enclosure is computed only to confirm a violation, so no optional dependency is used.
 """
 
 from __future__ import annotations
