@@ -1,8 +1,9 @@
-"""GGUF Q8_0 and k-quants (Q4_K, Q5_K, Q6_K): llama.cpp's reference quantizers in numpy.
+"""GGUF Q8_0, Q5_0, Q5_1 and k-quants (Q4_K, Q5_K, Q6_K): llama.cpp's reference quantizers.
 
 numpy only. The quantizers are faithful ports of ggml's *reference* row quantizers
-``quantize_row_q8_0_ref``, ``quantize_row_q4_K_ref``, ``quantize_row_q5_K_ref`` and
-``quantize_row_q6_K_ref`` (ggml 0.15.3, llama.cpp commit ded1561b; ``ggml-quants.c``),
+``quantize_row_q8_0_ref``, ``quantize_row_q5_0_ref``, ``quantize_row_q5_1_ref``,
+``quantize_row_q4_K_ref``, ``quantize_row_q5_K_ref`` and ``quantize_row_q6_K_ref``
+(ggml 0.15.3, llama.cpp commit ded1561b; ``ggml-quants.c``),
 including their scale searches ``make_qkx2_quants`` (Q4_K, Q5_K) and ``make_qx_quants``
 with ``rmse_type = 1`` (Q6_K). These are the functions ``llama-quantize`` calls for
 these types when no importance matrix is given (with an imatrix it calls the
@@ -20,7 +21,13 @@ scale, Q4_K differed in 116, Q5_K in 606, Q6_K in 2, Q8_0 in none.
 Byte layout (one block; all little-endian, exactly the GGUF tensor data):
 
 ``q8_0`` (32 weights, 34 bytes)
-    ``d`` float16, ``qs`` 32 × int8.  ``x ≈ d·q``.
+    ``d`` float16, ``qs`` 32 × int8.  ``x ≈ d·q``, ``d = amax/127``, ``q = roundf(x/d)``.
+``q5_0`` (32 weights, 22 bytes)
+    ``d`` float16, 4 bytes of 5th bits, 16 bytes of nibbles.  ``x ≈ d·(q − 16)`` with
+    ``d = m/−16`` (m the entry of largest magnitude), ``q = min(31, trunc(x/d + 16.5))``.
+``q5_1`` (32 weights, 24 bytes)
+    ``d``, ``m`` float16, 5th bits, nibbles.  ``x ≈ d·q + m``, ``d = (max − min)/31``,
+    ``q = trunc((x − min)/d + 0.5)``.
 ``q4_k`` (256 weights, 144 bytes)
     ``d``, ``dmin`` float16; 12 bytes of 6-bit sub-block scales ``sc_j`` and mins ``m_j``
     (j = 0..7, 32 weights each, packed as ``get_scale_min_k4``); 128 bytes of 4-bit codes.
@@ -38,9 +45,9 @@ exactly the operations of ``gguf.quants.dequantize`` (and of ggml's ``dequantize
 
 Departures from the C reference, all outside its defined behaviour:
 
-* a Q8_0 block whose float32 scale ``d = amax/127`` is so small that ``1/d`` overflows
-  (``amax < 127·2^−128``) gets codes 0 (C converts ``roundf(±inf or NaN)`` to int8,
-  which is undefined; x86 yields 0). Its float16 scale is 0, so it dequantizes to 0 as in C.
+* a Q8_0 / Q5_0 / Q5_1 block whose float32 scale ``d`` is so small that ``1/d``
+  overflows gets codes 0 (C converts ``±inf`` or NaN to an integer, which is undefined;
+  x86 yields 0). Its float16 scale is 0, so it dequantizes as in C.
 * weights whose block scale does not fit float16 (the file format cannot store it)
   raise :class:`~fimtheory.errors.InputError` instead of writing an infinite scale.
 """
@@ -63,13 +70,14 @@ __all__ = [
 ]
 
 #: The supported GGUF tensor types (lower-case ggml names).
-GGUF_TYPES: tuple[str, ...] = ("q8_0", "q4_k", "q5_k", "q6_k")
+GGUF_TYPES: tuple[str, ...] = ("q8_0", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
 #: Weights per block (GGML_QUANT_SIZES[...][0]).
-BLOCK_WEIGHTS: dict[str, int] = {"q8_0": 32, "q4_k": 256, "q5_k": 256, "q6_k": 256}
+BLOCK_WEIGHTS: dict[str, int] = {"q8_0": 32, "q5_0": 32, "q5_1": 32, "q4_k": 256, "q5_k": 256, "q6_k": 256}
 #: Bytes per block (GGML_QUANT_SIZES[...][1]).
-BLOCK_BYTES: dict[str, int] = {"q8_0": 34, "q4_k": 144, "q5_k": 176, "q6_k": 210}
-#: Largest code: Q8_0 |q| ≤ 127, Q4_K q ≤ 15, Q5_K q ≤ 31, Q6_K q − 32 in −32..31.
-CODE_MAX: dict[str, int] = {"q8_0": 127, "q4_k": 15, "q5_k": 31, "q6_k": 31}
+BLOCK_BYTES: dict[str, int] = {"q8_0": 34, "q5_0": 22, "q5_1": 24, "q4_k": 144, "q5_k": 176, "q6_k": 210}
+#: Largest code: Q8_0 |q| ≤ 127, Q5_0 q − 16 in −16..15, Q5_1 / Q5_K q ≤ 31, Q4_K q ≤ 15,
+#: Q6_K q − 32 in −32..31.
+CODE_MAX: dict[str, int] = {"q8_0": 127, "q5_0": 15, "q5_1": 31, "q4_k": 15, "q5_k": 31, "q6_k": 31}
 
 _F32 = np.float32
 _GROUP_MAX_EPS = _F32(1e-15)  # ggml-quants.c GROUP_MAX_EPS
@@ -263,6 +271,52 @@ def _quantize_q8_0(x: np.ndarray) -> np.ndarray:
     return np.concatenate([_u16_bytes(dbits), qs.view(np.uint8)], axis=1)
 
 
+def _inverse_or_inf(d: np.ndarray) -> np.ndarray:
+    """C's ``d ? 1.0f/d : 0.0f`` in float32 (may be ±inf for a subnormal d)."""
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.where(d != 0, _F32(1) / np.where(d != 0, d, _F32(1)), _F32(0))
+
+
+def _trunc_to_code(v: np.ndarray) -> np.ndarray:
+    """C's float → integer conversion (truncation) as x86 performs it: non-finite → 0."""
+    ok = np.isfinite(v) & (np.abs(v) < 2.0**31)
+    return np.where(ok, np.trunc(np.where(ok, v, _F32(0))), _F32(0)).astype(np.int64)
+
+
+def _pack_5bit(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """32 codes 0..31 per block → (qh: 4 bytes of 5th bits, little-endian; qs: 16 nibble bytes)."""
+    q = q.astype(np.uint8)
+    qs = (q[:, :16] & 0xF) | ((q[:, 16:] & 0xF) << 4)
+    qh = np.packbits((q >> 4) & 1, axis=1, bitorder="little")
+    return qh, qs
+
+
+def _quantize_q5_0(x: np.ndarray) -> np.ndarray:
+    imax = np.argmax(np.abs(x), axis=1)[:, None]  # first entry of largest magnitude
+    mx = np.take_along_axis(x, imax, axis=1)[:, 0]
+    d = mx / _F32(-16)
+    inv = _inverse_or_inf(d)
+    with np.errstate(invalid="ignore", over="ignore"):
+        q = np.minimum(31, _trunc_to_code(x * inv[:, None] + _F32(16.5)) & 0xFF)  # (int8_t), MIN
+    dbits = _to_fp16_bits(d, "scale d", "q5_0")
+    qh, qs = _pack_5bit(q)
+    return np.concatenate([_u16_bytes(dbits), qh, qs], axis=1)
+
+
+def _quantize_q5_1(x: np.ndarray) -> np.ndarray:
+    mn = np.min(x, axis=1)
+    mx = np.max(x, axis=1)
+    d = (mx - mn) / _F32(31)
+    _check_scales_finite(d, "scale d", "q5_1")
+    inv = _inverse_or_inf(d)
+    with np.errstate(invalid="ignore", over="ignore"):
+        q = _trunc_to_code((x - mn[:, None]) * inv[:, None] + _F32(0.5)) & 0xFF  # (uint8_t)
+    dbits = _to_fp16_bits(d, "scale d", "q5_1")
+    mbits = _to_fp16_bits(mn, "minimum m", "q5_1")
+    qh, qs = _pack_5bit(q)
+    return np.concatenate([_u16_bytes(dbits), _u16_bytes(mbits), qh, qs], axis=1)
+
+
 def _kquant_super_scales(x: np.ndarray, nmax: int, rmin: float, nstep: int, qtype: str):
     """Shared first half of Q4_K / Q5_K: sub-block search, 6-bit scales, float16 d/dmin."""
     nb = x.shape[0]
@@ -370,7 +424,14 @@ def _scale_min_k4(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sc, m
 
 
-_QUANTIZERS = {"q8_0": _quantize_q8_0, "q4_k": _quantize_q4_k, "q5_k": _quantize_q5_k, "q6_k": _quantize_q6_k}
+_QUANTIZERS = {
+    "q8_0": _quantize_q8_0,
+    "q5_0": _quantize_q5_0,
+    "q5_1": _quantize_q5_1,
+    "q4_k": _quantize_q4_k,
+    "q5_k": _quantize_q5_k,
+    "q6_k": _quantize_q6_k,
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -382,6 +443,25 @@ def _dequantize_q8_0(b: np.ndarray) -> np.ndarray:
     d = _fp16_bits_to_f32(b[:, 0:2].copy().view("<u2")[:, 0])
     q = b[:, 2:].view(np.int8).astype(_F32)
     return q * d[:, None]
+
+
+def _unpack_5bit(qh: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    lo = np.concatenate([qs & 0xF, qs >> 4], axis=1)
+    hi = np.unpackbits(qh, axis=1, bitorder="little")
+    return lo | (hi << 4)
+
+
+def _dequantize_q5_0(b: np.ndarray) -> np.ndarray:
+    d = _fp16_bits_to_f32(b[:, 0:2].copy().view("<u2")[:, 0])
+    q = (_unpack_5bit(b[:, 2:6], b[:, 6:22]).astype(np.int8) - np.int8(16)).astype(_F32)
+    return d[:, None] * q
+
+
+def _dequantize_q5_1(b: np.ndarray) -> np.ndarray:
+    d = _fp16_bits_to_f32(b[:, 0:2].copy().view("<u2")[:, 0])
+    m = _fp16_bits_to_f32(b[:, 2:4].copy().view("<u2")[:, 0])
+    q = _unpack_5bit(b[:, 4:8], b[:, 8:24]).astype(_F32)
+    return d[:, None] * q + m[:, None]
 
 
 def _k_head(b: np.ndarray):
@@ -427,6 +507,8 @@ def _dequantize_q6_k(b: np.ndarray) -> np.ndarray:
 
 _DEQUANTIZERS = {
     "q8_0": _dequantize_q8_0,
+    "q5_0": _dequantize_q5_0,
+    "q5_1": _dequantize_q5_1,
     "q4_k": _dequantize_q4_k,
     "q5_k": _dequantize_q5_k,
     "q6_k": _dequantize_q6_k,
@@ -486,7 +568,7 @@ def quantize_to_bytes(w, qtype: str) -> np.ndarray:
     w : array_like, shape (n,) or (rows, n)
         Finite real weights within the float32 range; rounded to float32 first. Each row
         is quantized on its own and ``n`` must be a multiple of ``BLOCK_WEIGHTS[qtype]``.
-    qtype : {'q8_0', 'q4_k', 'q5_k', 'q6_k'}
+    qtype : {'q8_0', 'q5_0', 'q5_1', 'q4_k', 'q5_k', 'q6_k'}
 
     Returns
     -------
@@ -523,7 +605,7 @@ def dequantize_bytes(data, qtype: str) -> np.ndarray:
     Parameters
     ----------
     data : array_like of uint8, shape (..., k · block_bytes)
-    qtype : {'q8_0', 'q4_k', 'q5_k', 'q6_k'}
+    qtype : {'q8_0', 'q5_0', 'q5_1', 'q4_k', 'q5_k', 'q6_k'}
 
     Returns
     -------
@@ -553,7 +635,8 @@ def fake_quantize(w, qtype: str) -> np.ndarray:
 
 
 def sub_block_steps(w, qtype: str) -> np.ndarray:
-    """Per weight, the step of the grid it is quantized on, ``|d·sc_j|`` (``|d|`` for Q8_0).
+    """Per weight, the step of the grid it is quantized on: ``|d·sc_j|``; ``|d|`` for the
+    32-blocks Q8_0, Q5_0, Q5_1.
 
     float64, same shape as ``w``; 0 where the stored sub-block scale is 0 (that sub-block
     dequantizes to the constant ``−dmin·m_j``, or 0). Q(w) is the grid point nearest to w
@@ -562,7 +645,7 @@ def sub_block_steps(w, qtype: str) -> np.ndarray:
     qtype = _qtype(qtype)
     q = quantize_to_bytes(w, qtype)
     blocks = np.atleast_2d(q).reshape(-1, BLOCK_BYTES[qtype])
-    if qtype == "q8_0":
+    if qtype in ("q8_0", "q5_0", "q5_1"):
         step = np.abs(_fp16_bits_to_f32(blocks[:, 0:2].copy().view("<u2")[:, 0]))[:, None]
         per = np.broadcast_to(step, (blocks.shape[0], 32))
     elif qtype == "q6_k":

@@ -53,14 +53,16 @@ Schemes (``QuantScheme.kind``)
     float16 rounding (relative 2^−11).
 ``q4_1`` — gguf/GGML Q4_1, blocks of 32: ``d = (max − min)/15``,
     ``q = clip(floor((w − min)·(1/d) + 0.5), 0, 15)``, ``Q(w) = q·fp16(d) + fp16(min)``.
-``q8_0``, ``q4_k``, ``q5_k``, ``q6_k`` — gguf/GGML Q8_0 (blocks of 32) and the k-quants
+``q8_0``, ``q5_0``, ``q5_1``, ``q4_k``, ``q5_k``, ``q6_k`` — gguf/GGML Q8_0, Q5_0, Q5_1
+    (blocks of 32) and the k-quants
     Q4_K, Q5_K (super-blocks of 256 = 8 sub-blocks of 32, 6-bit scales and mins) and Q6_K
     (16 sub-blocks of 16, int8 scales), quantized by llama.cpp's reference quantizers
     ported in :mod:`fimtheory.kquants` (which states the algorithm and byte layout). The
     weights are rounded to float32 first and Q(w) is the float32 value a GGUF file would
-    hold, widened to float64. Spec names ``gguf-q8_0``, ``gguf-q4_k``, ``gguf-q5_k``,
-    ``gguf-q6_k`` (bits 8, 4, 5, 6; group = block of 32 or super-block of 256); the row
-    length must be a multiple of the block (GGUF does not pad).
+    hold, widened to float64. Spec names ``gguf-q8_0``, ``gguf-q5_0``, ``gguf-q5_1``,
+    ``gguf-q4_k``, ``gguf-q5_k``, ``gguf-q6_k`` (bits 8, 5, 5, 4, 5, 6; group = block of 32
+    or super-block of 256); the row length must be a multiple of the block (GGUF does not
+    pad).
 
 Step sizes (Widrow's model)
 ---------------------------
@@ -136,16 +138,23 @@ FP4_E2M1_MAGNITUDES.setflags(write=False)
 FP4_E2M1_VALUES: np.ndarray = np.concatenate([-FP4_E2M1_MAGNITUDES[:0:-1], FP4_E2M1_MAGNITUDES])
 FP4_E2M1_VALUES.setflags(write=False)
 
-KINDS = ("rtn", "sr", "nf4", "fp4", "q4_0", "q4_1", "q8_0", "q4_k", "q5_k", "q6_k")
+KINDS = ("rtn", "sr", "nf4", "fp4", "q4_0", "q4_1", "q8_0", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
 GRANULARITIES = ("tensor", "channel", "group")
 _CODEBOOK_KINDS = ("nf4", "fp4")
 _GGUF_KINDS = ("q4_0", "q4_1")
 _GGUF_BLOCK = 32
 #: gguf types quantized by :mod:`fimtheory.kquants`, with their bit widths.
-_KQUANT_BITS = {"q8_0": 8, "q4_k": 4, "q5_k": 5, "q6_k": 6}
-_KQUANT_SYMMETRIC = {"q8_0": True, "q4_k": False, "q5_k": False, "q6_k": True}
-#: Scheme names of the k-quant kinds (row length must be a multiple of 32 resp. 256).
-KQUANT_SCHEME_EXAMPLES: tuple[str, ...] = ("gguf-q8_0", "gguf-q4_k", "gguf-q5_k", "gguf-q6_k")
+_KQUANT_BITS = {"q8_0": 8, "q5_0": 5, "q5_1": 5, "q4_k": 4, "q5_k": 5, "q6_k": 6}
+_KQUANT_SYMMETRIC = {"q8_0": True, "q5_0": True, "q5_1": False, "q4_k": False, "q5_k": False, "q6_k": True}
+#: Scheme names of the kinds of :mod:`fimtheory.kquants` (row length a multiple of 32 resp. 256).
+KQUANT_SCHEME_EXAMPLES: tuple[str, ...] = (
+    "gguf-q8_0",
+    "gguf-q5_0",
+    "gguf-q5_1",
+    "gguf-q4_k",
+    "gguf-q5_k",
+    "gguf-q6_k",
+)
 _FP16_MAX = float(np.finfo(np.float16).max)
 
 SCHEME_EXAMPLES: tuple[str, ...] = (
@@ -166,7 +175,7 @@ _VALID_FORMS = (
     "valid scheme forms: '{rtn|sr}-int{2..8}-{sym|asym}-{tensor|channel|g<N>}' "
     "(e.g. 'rtn-int4-sym-channel', 'rtn-int4-asym-g64', 'sr-int4-sym-channel'), "
     "'nf4-b<N>' (or 'nf4' = 'nf4-b64'), 'fp4-b<N>' (or 'fp4' = 'fp4-b32'), "
-    "'gguf-q4_0', 'gguf-q4_1', 'gguf-q8_0', 'gguf-q4_k', 'gguf-q5_k', 'gguf-q6_k'"
+    "'gguf-q4_0', 'gguf-q4_1', 'gguf-q8_0', 'gguf-q5_0', 'gguf-q5_1', 'gguf-q4_k', 'gguf-q5_k', 'gguf-q6_k'"
 )
 
 
@@ -273,8 +282,8 @@ class QuantScheme:
 
         ``2^b − 1`` for symmetric integer grids (restricted range), ``2^b`` for asymmetric
         ones, 16 for NF4, 15 for FP4 (+0 and −0 coincide), 16 for Q4_0 / Q4_1; for the gguf
-        k-quants the levels of one sub-block grid (Q4_K 16, Q5_K 32, Q6_K 64) and 255 for
-        Q8_0 (codes −127..127).
+        k-quants the levels of one sub-block grid (Q4_K 16, Q5_K 32, Q6_K 64), 32 for Q5_0 /
+        Q5_1 and 255 for Q8_0 (codes −127..127).
         """
         if self.kind in _KQUANT_BITS:
             return 255 if self.kind == "q8_0" else 2**self.bits
@@ -314,7 +323,7 @@ class QuantScheme:
 
 _INT_RE = re.compile(r"^(rtn|sr)-int(\d+)-(sym|asym)-(tensor|channel|g(\d+))$")
 _CODEBOOK_RE = re.compile(r"^(nf4|fp4)(?:-b(\d+)|-(tensor|channel))?$")
-_GGUF_RE = re.compile(r"^gguf-(q4_0|q4_1|q8_0|q4_k|q5_k|q6_k)$")
+_GGUF_RE = re.compile(r"^gguf-(q4_0|q4_1|q8_0|q5_0|q5_1|q4_k|q5_k|q6_k)$")
 _CODEBOOK_DEFAULT_BLOCK = {"nf4": 64, "fp4": 32}
 
 

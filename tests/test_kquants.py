@@ -1,8 +1,9 @@
-"""GGUF Q8_0 / Q4_K / Q5_K / Q6_K (fimtheory.kquants) against two independent references.
+"""GGUF Q8_0 / Q5_0 / Q5_1 / Q4_K / Q5_K / Q6_K (fimtheory.kquants) against independent references.
 
 * the quantizer: ggml's own C reference functions (tests/data/ggml_kquants_ref.c, copied
   verbatim from ggml-quants.c), compiled here with the system C compiler; the bytes must
-  be identical (skipped without a compiler), and for Q8_0 also gguf-py's Python quantizer;
+  be identical (skipped without a compiler), and for Q8_0 / Q5_0 / Q5_1 also gguf-py's
+  Python quantizers;
 * the format: ``gguf.quants.dequantize`` (gguf-py) must read our bytes to exactly our
   float32 values (compared as bit patterns), also on random bytes our quantizer never
   produced.
@@ -29,9 +30,12 @@ gguf = pytest.importorskip("gguf", reason="the optional 'gguf' package (extra 'l
 from gguf import GGMLQuantizationType as GT  # noqa: E402
 
 TYPES = kq.GGUF_TYPES
-GGUF_TYPE = {"q8_0": GT.Q8_0, "q4_k": GT.Q4_K, "q5_k": GT.Q5_K, "q6_k": GT.Q6_K}
+GGUF_TYPE = {"q8_0": GT.Q8_0, "q5_0": GT.Q5_0, "q5_1": GT.Q5_1, "q4_k": GT.Q4_K, "q5_k": GT.Q5_K, "q6_k": GT.Q6_K}
+BLOCK32 = ("q8_0", "q5_0", "q5_1")  # gguf-py quantizes these itself
 C_FUNC = {
     "q8_0": "quantize_row_q8_0_ref",
+    "q5_0": "quantize_row_q5_0_ref",
+    "q5_1": "quantize_row_q5_1_ref",
     "q4_k": "quantize_row_q4_K_ref",
     "q5_k": "quantize_row_q5_K_ref",
     "q6_k": "quantize_row_q6_K_ref",
@@ -74,12 +78,13 @@ def _near_max(limit):
     return make
 
 
-#: Largest |w| with finite float16 scales (measured; the binding field is Q8_0's d = amax/127,
-#: Q4_K/Q5_K's dmin = max min/63 for negative weights, Q6_K's d = −max scale/128).
-NEAR_MAX = {"q8_0": 8.3e6, "q4_k": 3.5e6, "q5_k": 3.5e6, "q6_k": 2.0e8}
+#: Large |w| with finite float16 scales (the binding field: Q8_0's d = amax/127, Q5_0's
+#: d = max/−16, Q5_1's min itself (stored in float16: min ≥ −65504), Q4_K/Q5_K's dmin = max min/63 for negative
+#: weights, Q6_K's d = −max scale/128); 1e30 overflows every type (tested below).
+NEAR_MAX = {"q8_0": 8.3e6, "q5_0": 1.0e6, "q5_1": 6.0e4, "q4_k": 3.5e6, "q5_k": 3.5e6, "q6_k": 2.0e8}
 
 CASES = {
-    **{f"normal-{s:g}": _normal(s) for s in (1e-30, 1e-20, 1e-10, 1e-5, 1e-3, 1.0, 1e3, 1e5)},
+    **{f"normal-{s:g}": _normal(s) for s in (1e-30, 1e-20, 1e-10, 1e-5, 1e-3, 1.0, 1e3, 1e4)},
     "zeros": lambda rng: np.zeros((2, 512)),
     "constant-positive": lambda rng: np.full((2, 512), 0.37),
     "constant-negative": lambda rng: np.full((2, 512), -0.37),
@@ -180,11 +185,12 @@ def test_gguf_dequantizer_reads_our_bytes_to_our_values(qtype, case):
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
-def test_q8_0_bytes_equal_gguf_py_quantizer(case):
-    w = make_case(case, "q8_0")
+@pytest.mark.parametrize("qtype", BLOCK32)
+def test_bytes_equal_gguf_py_quantizer(qtype, case):
+    w = make_case(case, qtype)
     with np.errstate(all="ignore"):
-        ref = gguf.quants.quantize(w, GT.Q8_0)
-    assert np.array_equal(kq.quantize_to_bytes(w, "q8_0"), ref)
+        ref = gguf.quants.quantize(w, GGUF_TYPE[qtype])
+    assert np.array_equal(kq.quantize_to_bytes(w, qtype), ref)
 
 
 def _random_blocks(qtype: str, n: int, rng) -> np.ndarray:
@@ -192,7 +198,7 @@ def _random_blocks(qtype: str, n: int, rng) -> np.ndarray:
     b = rng.integers(0, 256, (n, kq.BLOCK_BYTES[qtype]), dtype=np.uint8)
     scales = rng.standard_normal((n, 2)).astype(np.float16) * np.float16(3.0)
     sb = scales.view(np.uint8).reshape(n, 4)
-    if qtype == "q8_0":
+    if qtype in ("q8_0", "q5_0"):
         b[:, 0:2] = sb[:, 0:2]
     elif qtype == "q6_k":
         b[:, 208:210] = sb[:, 0:2]
@@ -222,9 +228,12 @@ def _grid(data: np.ndarray, qtype: str, n: int):
     """
     b = np.ascontiguousarray(data).reshape(-1, kq.BLOCK_BYTES[qtype])
     f16 = lambda x: x.copy().view("<f2")[:, 0].astype(np.float32)  # noqa: E731
-    if qtype == "q8_0":
+    if qtype in ("q8_0", "q5_0"):
         a = np.repeat(f16(b[:, 0:2])[:, None], 32, axis=1).astype(np.float64)
-        return a, np.zeros_like(a), -127, 127
+        return (a, np.zeros_like(a), -127, 127) if qtype == "q8_0" else (a, np.zeros_like(a), -16, 15)
+    if qtype == "q5_1":
+        a = np.repeat(f16(b[:, 0:2])[:, None], 32, axis=1).astype(np.float64)
+        return a, -np.repeat(f16(b[:, 2:4])[:, None], 32, axis=1).astype(np.float64), 0, 31
     if qtype == "q6_k":
         d = f16(b[:, 208:210])
         a = np.repeat(d[:, None] * b[:, 192:208].view(np.int8).astype(np.float32), 16, axis=1).astype(np.float64)
@@ -269,15 +278,43 @@ def test_error_is_the_nearest_grid_distance(qtype, case):
     the bytes. Inside the grid's range the distance is ≤ |a|/2; outside (the k-quant scale
     search and the 6-bit / int8 scale rounding may leave the sub-block's extremes outside)
     it is the distance to the end point; a sub-block whose stored scale is 0 is the
-    constant −m. Q8_0 stores d in float16 but rounds with the float32 d, so its codes are
-    nearest for d, not for fp16(d): it is checked by the multiple-of-scale bound below.
+    constant −m. The 32-blocks store d (and Q5_1's min) in float16 but round with the
+    float32 values, so their codes are nearest on the unrounded grid: see the next test.
     """
     w = make_case(case, qtype)
     flat, q, a, dist, slack = _bound_terms(w, qtype)
     err = np.abs(flat - q)
-    if qtype != "q8_0":
+    if qtype not in BLOCK32:
         assert np.all(err <= dist + slack), float(np.max(err - dist - slack))
     assert np.all(err >= dist - slack)
+
+
+@pytest.mark.parametrize("case", ALL_CASES)
+@pytest.mark.parametrize("qtype", BLOCK32)
+def test_32_block_error_is_nearest_on_the_unrounded_grid(qtype, case):
+    """|w − Q(w)| ≤ dist(w, {l·d + min}) + l_max·|d − fp16(d)| + |min − fp16(min)| + slack.
+
+    d, min exact (float64) from the block: Q8_0 d = amax/127; Q5_0 d = m/−16 (m the entry
+    of largest magnitude, codes −16..15: the side opposite m is clipped at 15·d, error up to
+    |d|); Q5_1 d = (max − min)/31 (codes 0..31).
+    """
+    w = make_case(case, qtype)
+    flat, q, a, _, slack = _bound_terms(w, qtype)
+    zeros = np.zeros_like(flat)
+    if qtype == "q8_0":
+        d, mn, m16, lo, hi = np.max(np.abs(flat), axis=1, keepdims=True) / 127, zeros, zeros, -127, 127
+    elif qtype == "q5_0":
+        big = np.take_along_axis(flat, np.argmax(np.abs(flat), axis=1)[:, None], axis=1)
+        d, mn, m16, lo, hi = big / -16, zeros, zeros, -16, 15
+    else:
+        lo_w = np.min(flat, axis=1, keepdims=True)
+        d, lo, hi = (np.max(flat, axis=1, keepdims=True) - lo_w) / 31, 0, 31
+        mn, m16 = lo_w + zeros, lo_w.astype(np.float16).astype(np.float64) + zeros
+    d = d + zeros
+    dist = _nearest_grid_distance(flat, d, -mn, lo, hi)
+    bound = dist + max(abs(lo), hi) * np.abs(d - a) + np.abs(mn - m16) + slack + 4 * F32_EPS * np.abs(hi * d)
+    err = np.abs(flat - q)
+    assert np.all(err <= bound), float(np.max(err - bound))
 
 
 @pytest.mark.parametrize("case", ALL_CASES)
@@ -313,9 +350,11 @@ def test_measured_error_statistics_gaussian(qtype):
     flat, q, a, dist, slack = _bound_terms(w, qtype)
     ratio = np.abs(flat - q) / np.abs(a)
     beyond_half = np.mean(np.abs(flat - q) > np.abs(a) / 2 + slack)
-    limit = {"q8_0": 0.5 + 127 * 2.0**-11, "q4_k": 1.5, "q5_k": 1.5, "q6_k": 1.0}[qtype]
-    assert ratio.max() <= limit
-    assert beyond_half <= {"q8_0": 0.02, "q4_k": 0.01, "q5_k": 0.01, "q6_k": 0.001}[qtype]
+    limit = {"q8_0": 0.5 + 127 * 2.0**-11, "q5_0": 1 + 16 * 2.0**-11, "q5_1": 0.55}
+    limit.update({"q4_k": 1.5, "q5_k": 1.5, "q6_k": 1.0})
+    assert ratio.max() <= limit[qtype]
+    share = {"q8_0": 0.02, "q5_0": 0.05, "q5_1": 0.05, "q4_k": 0.01, "q5_k": 0.01, "q6_k": 0.001}
+    assert beyond_half <= share[qtype]
 
 
 # -- idempotence ---------------------------------------------------------------------------
@@ -364,6 +403,8 @@ def test_k_quants_are_not_projections():
     ("spec", "nbits", "block", "symmetric"),
     [
         ("gguf-q8_0", 8, 32, True),
+        ("gguf-q5_0", 5, 32, True),
+        ("gguf-q5_1", 5, 32, False),
         ("gguf-q4_k", 4, 256, False),
         ("gguf-q5_k", 5, 256, False),
         ("gguf-q6_k", 6, 256, True),
@@ -431,6 +472,16 @@ def test_overflow_rejected_not_written_as_inf(qtype):
             kq.quantize_to_bytes(np.full((1, 256), -big), qtype)
         with pytest.raises(InputError, match="float16|float32"):
             quantize(np.random.default_rng(0).standard_normal((2, 256)) * big, f"gguf-{qtype}")
+
+
+def test_q5_1_minimum_is_a_float16():
+    """Q5_1 stores the block minimum in float16: N(0, 1e5²) weights overflow it (an error,
+    not an infinite minimum), while the scale-only types hold them."""
+    w = np.random.default_rng(0).standard_normal((2, 256)) * 1e5
+    with pytest.raises(InputError, match="Q5_1 minimum m .* overflows the float16"):
+        kq.quantize_to_bytes(w, "q5_1")
+    for qtype in ("q8_0", "q5_0", "q4_k", "q5_k", "q6_k"):
+        assert np.all(np.isfinite(kq.fake_quantize(w, qtype)))
 
 
 @pytest.mark.parametrize(
