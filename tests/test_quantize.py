@@ -86,7 +86,7 @@ def test_parse_fields(spec, expected):
 @pytest.mark.parametrize(
     "bad",
     ["", "rtn", "rtn-int4", "rtn-int9-sym-channel", "rtn-int1-sym-channel", "rtn-int4-sym-g0",
-     "rtn-int4-foo-channel", "nf5-b64", "fp4-b0", "gguf-q5_0", "int4", 4],
+     "rtn-int4-foo-channel", "nf5-b64", "fp4-b0", "gguf-q3_k", "int4", 4],
 )
 def test_parse_rejects_bad_specs_listing_valid_forms(bad):
     with pytest.raises(UnknownIdError, match="valid scheme forms"):
