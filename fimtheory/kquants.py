@@ -63,14 +63,23 @@ __all__ = [
     "BLOCK_WEIGHTS",
     "CODE_MAX",
     "GGUF_TYPES",
+    "LLAMA_CPP_FALLBACK",
+    "WITH_FALLBACK",
     "dequantize_bytes",
     "fake_quantize",
+    "llama_cpp_tensor_type",
     "quantize_to_bytes",
     "sub_block_steps",
 ]
 
 #: The supported GGUF tensor types (lower-case ggml names).
 GGUF_TYPES: tuple[str, ...] = ("q8_0", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
+#: The type llama.cpp's quantizer writes instead of a 256-block type when a tensor's rows
+#: (``ne[0]``) are not whole 256-blocks (``tensor_type_fallback`` in ``llama-quant.cpp``);
+#: rows that are not whole 32-blocks either are stored as F16.
+LLAMA_CPP_FALLBACK: dict[str, str] = {"q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+#: Pseudo-types "k-quant, or llama.cpp's fallback for this row length", per array.
+WITH_FALLBACK: dict[str, str] = {f"{k}-or-{v}": k for k, v in LLAMA_CPP_FALLBACK.items()}
 #: Weights per block (GGML_QUANT_SIZES[...][0]).
 BLOCK_WEIGHTS: dict[str, int] = {"q8_0": 32, "q5_0": 32, "q5_1": 32, "q4_k": 256, "q5_k": 256, "q6_k": 256}
 #: Bytes per block (GGML_QUANT_SIZES[...][1]).
@@ -529,6 +538,25 @@ def _qtype(qtype) -> str:
 
 def _weights_f32(w, qtype: str) -> np.ndarray:
     """Validate and return ``w`` as a 2-D float32 array (a 1-D array is one row)."""
+    rows = _weights_f32_unblocked(w)
+    block = BLOCK_WEIGHTS[qtype]
+    if rows.shape[1] % block != 0:
+        pad = -rows.shape[1] % block
+        raise InputError(
+            f"row length (input dimension) {rows.shape[1]} of a weight of shape {np.shape(w)} is not a "
+            f"multiple of the {block}-weight block of GGUF {qtype.upper()}: GGUF does not pad rows; pad "
+            f"the input dimension with {pad} zero columns (to {rows.shape[1] + pad}) or use another type"
+            + (
+                f" (llama.cpp itself falls back to {LLAMA_CPP_FALLBACK[qtype].upper()}: scheme "
+                f"'gguf-{qtype}-or-{LLAMA_CPP_FALLBACK[qtype]}')"
+                if qtype in LLAMA_CPP_FALLBACK
+                else ""
+            )
+        )
+    return rows
+
+
+def _weights_f32_unblocked(w) -> np.ndarray:
     arr = np.asarray(w)
     if arr.dtype.kind not in "fiu":
         raise InputError(f"w must be a real numeric array, got dtype {arr.dtype}")
@@ -544,14 +572,6 @@ def _weights_f32(w, qtype: str) -> np.ndarray:
     if np.any(np.abs(a64) > f32max):
         raise InputError(f"w has entries beyond the float32 range (|w| ≤ {f32max:.6g}); GGUF quantizes float32")
     rows = a64.reshape(1, -1) if a64.ndim == 1 else a64
-    block = BLOCK_WEIGHTS[qtype]
-    if rows.shape[1] % block != 0:
-        pad = -rows.shape[1] % block
-        raise InputError(
-            f"row length (input dimension) {rows.shape[1]} of a weight of shape {arr.shape} is not a "
-            f"multiple of the {block}-weight block of GGUF {qtype.upper()}: GGUF does not pad rows; pad "
-            f"the input dimension with {pad} zero columns (to {rows.shape[1] + pad}) or use another type"
-        )
     return rows.astype(_F32)
 
 
@@ -625,13 +645,51 @@ def dequantize_bytes(data, qtype: str) -> np.ndarray:
     return out.reshape(*b.shape[:-1], b.shape[-1] // nbytes * BLOCK_WEIGHTS[qtype]).astype(_F32, copy=False)
 
 
+def llama_cpp_tensor_type(qtype: str, row_length: int) -> str:
+    """The type llama.cpp stores a tensor of ``row_length``-weight rows in when asked for
+    ``qtype``: ``qtype`` itself if the rows are whole blocks, else :data:`LLAMA_CPP_FALLBACK`
+    (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0), else ``'f16'``."""
+    qtype = _qtype(qtype)
+    if isinstance(row_length, bool) or not isinstance(row_length, (int, np.integer)) or row_length < 1:
+        raise InputError(f"row_length must be a positive integer, got {row_length!r}")
+    if row_length % BLOCK_WEIGHTS[qtype] == 0:
+        return qtype
+    fallback = LLAMA_CPP_FALLBACK.get(qtype)
+    if fallback is not None and row_length % BLOCK_WEIGHTS[fallback] == 0:
+        return fallback
+    return "f16"
+
+
+def _resolve(w, qtype) -> str:
+    """A GGUF type, or for a ``'<k-quant>-or-<fallback>'`` name the type this array gets."""
+    t = str(qtype).strip().lower() if isinstance(qtype, str) else qtype
+    if t in WITH_FALLBACK:
+        shape = np.shape(w)
+        return llama_cpp_tensor_type(WITH_FALLBACK[t], int(shape[-1]) if shape else 1)
+    return _qtype(qtype)
+
+
+def _fake_f16(w) -> np.ndarray:
+    rows = np.asarray(w)
+    x = _weights_f32_unblocked(rows)
+    if np.any(np.abs(x) > float(np.finfo(np.float16).max)):
+        raise InputError(f"F16 (llama.cpp's last fallback) cannot hold |w| up to {float(np.max(np.abs(x))):.6g}")
+    return x.astype(np.float16).astype(_F32).reshape(np.shape(w))
+
+
 def fake_quantize(w, qtype: str) -> np.ndarray:
     """``dequantize_bytes(quantize_to_bytes(w))``: the float32 weights a GGUF file would hold.
 
-    Same shape as ``w``; float32. Raises as :func:`quantize_to_bytes`.
+    ``qtype`` may also be a name of :data:`WITH_FALLBACK` (``'q4_k-or-q5_0'`` …): the array
+    is then quantized with the type :func:`llama_cpp_tensor_type` gives for its row length
+    (F16 rounding when llama.cpp would store F16). Same shape as ``w``; float32. Raises as
+    :func:`quantize_to_bytes`.
     """
-    q = quantize_to_bytes(w, qtype)
-    return dequantize_bytes(q, qtype).reshape(np.shape(w))
+    t = _resolve(w, qtype)
+    if t == "f16":
+        return _fake_f16(w)
+    q = quantize_to_bytes(w, t)
+    return dequantize_bytes(q, t).reshape(np.shape(w))
 
 
 def sub_block_steps(w, qtype: str) -> np.ndarray:
@@ -642,7 +700,9 @@ def sub_block_steps(w, qtype: str) -> np.ndarray:
     dequantizes to the constant ``−dmin·m_j``, or 0). Q(w) is the grid point nearest to w
     whenever w lies inside the grid's range; see the module docstring.
     """
-    qtype = _qtype(qtype)
+    qtype = _resolve(w, qtype)
+    if qtype == "f16":  # the float16 spacing at the stored value
+        return np.spacing(np.abs(_fake_f16(w)).astype(np.float16)).astype(np.float64)
     q = quantize_to_bytes(w, qtype)
     blocks = np.atleast_2d(q).reshape(-1, BLOCK_BYTES[qtype])
     if qtype in ("q8_0", "q5_0", "q5_1"):

@@ -62,7 +62,9 @@ Schemes (``QuantScheme.kind``)
     hold, widened to float64. Spec names ``gguf-q8_0``, ``gguf-q5_0``, ``gguf-q5_1``,
     ``gguf-q4_k``, ``gguf-q5_k``, ``gguf-q6_k`` (bits 8, 5, 5, 4, 5, 6; group = block of 32
     or super-block of 256); the row length must be a multiple of the block (GGUF does not
-    pad).
+    pad). ``gguf-q4_k-or-q5_0``, ``gguf-q5_k-or-q5_1``, ``gguf-q6_k-or-q8_0`` do what
+    llama.cpp's quantizer does per tensor: the k-quant where the rows are whole 256-blocks,
+    else the 32-block fallback type, else float16 (:func:`kquants.llama_cpp_tensor_type`).
 
 Step sizes (Widrow's model)
 ---------------------------
@@ -138,7 +140,23 @@ FP4_E2M1_MAGNITUDES.setflags(write=False)
 FP4_E2M1_VALUES: np.ndarray = np.concatenate([-FP4_E2M1_MAGNITUDES[:0:-1], FP4_E2M1_MAGNITUDES])
 FP4_E2M1_VALUES.setflags(write=False)
 
-KINDS = ("rtn", "sr", "nf4", "fp4", "q4_0", "q4_1", "q8_0", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
+KINDS = (
+    "rtn",
+    "sr",
+    "nf4",
+    "fp4",
+    "q4_0",
+    "q4_1",
+    "q8_0",
+    "q5_0",
+    "q5_1",
+    "q4_k",
+    "q5_k",
+    "q6_k",
+    "q4_k-or-q5_0",
+    "q5_k-or-q5_1",
+    "q6_k-or-q8_0",
+)
 GRANULARITIES = ("tensor", "channel", "group")
 _CODEBOOK_KINDS = ("nf4", "fp4")
 _GGUF_KINDS = ("q4_0", "q4_1")
@@ -146,6 +164,9 @@ _GGUF_BLOCK = 32
 #: gguf types quantized by :mod:`fimtheory.kquants`, with their bit widths.
 _KQUANT_BITS = {"q8_0": 8, "q5_0": 5, "q5_1": 5, "q4_k": 4, "q5_k": 5, "q6_k": 6}
 _KQUANT_SYMMETRIC = {"q8_0": True, "q5_0": True, "q5_1": False, "q4_k": False, "q5_k": False, "q6_k": True}
+for _name, _primary in kquants.WITH_FALLBACK.items():  # k-quant, or llama.cpp's fallback type
+    _KQUANT_BITS[_name] = _KQUANT_BITS[_primary]
+    _KQUANT_SYMMETRIC[_name] = _KQUANT_SYMMETRIC[_primary]
 #: Scheme names of the kinds of :mod:`fimtheory.kquants` (row length a multiple of 32 resp. 256).
 KQUANT_SCHEME_EXAMPLES: tuple[str, ...] = (
     "gguf-q8_0",
@@ -154,6 +175,9 @@ KQUANT_SCHEME_EXAMPLES: tuple[str, ...] = (
     "gguf-q4_k",
     "gguf-q5_k",
     "gguf-q6_k",
+    "gguf-q4_k-or-q5_0",
+    "gguf-q5_k-or-q5_1",
+    "gguf-q6_k-or-q8_0",
 )
 _FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -175,7 +199,8 @@ _VALID_FORMS = (
     "valid scheme forms: '{rtn|sr}-int{2..8}-{sym|asym}-{tensor|channel|g<N>}' "
     "(e.g. 'rtn-int4-sym-channel', 'rtn-int4-asym-g64', 'sr-int4-sym-channel'), "
     "'nf4-b<N>' (or 'nf4' = 'nf4-b64'), 'fp4-b<N>' (or 'fp4' = 'fp4-b32'), "
-    "'gguf-q4_0', 'gguf-q4_1', 'gguf-q8_0', 'gguf-q5_0', 'gguf-q5_1', 'gguf-q4_k', 'gguf-q5_k', 'gguf-q6_k'"
+    "'gguf-q4_0', 'gguf-q4_1', 'gguf-q8_0', 'gguf-q5_0', 'gguf-q5_1', 'gguf-q4_k', 'gguf-q5_k', 'gguf-q6_k', "
+    "'gguf-q4_k-or-q5_0', 'gguf-q5_k-or-q5_1', 'gguf-q6_k-or-q8_0'"
 )
 
 
@@ -254,7 +279,7 @@ class QuantScheme:
                 f"{self.kind!r} uses blocks of {_GGUF_BLOCK}: granularity must be 'group' with group_size={_GGUF_BLOCK}"
             )
         if self.kind in _KQUANT_BITS:
-            block = kquants.BLOCK_WEIGHTS[self.kind]
+            block = kquants.BLOCK_WEIGHTS[kquants.WITH_FALLBACK.get(self.kind, self.kind)]
             if self.granularity != "group" or self.group_size != block:
                 raise InputError(
                     f"{self.kind!r} uses blocks of {block}: granularity must be 'group' with group_size={block}"
@@ -323,7 +348,7 @@ class QuantScheme:
 
 _INT_RE = re.compile(r"^(rtn|sr)-int(\d+)-(sym|asym)-(tensor|channel|g(\d+))$")
 _CODEBOOK_RE = re.compile(r"^(nf4|fp4)(?:-b(\d+)|-(tensor|channel))?$")
-_GGUF_RE = re.compile(r"^gguf-(q4_0|q4_1|q8_0|q5_0|q5_1|q4_k|q5_k|q6_k)$")
+_GGUF_RE = re.compile(r"^gguf-(q4_0|q4_1|q8_0|q5_0|q5_1|q4_k-or-q5_0|q5_k-or-q5_1|q6_k-or-q8_0|q4_k|q5_k|q6_k)$")
 _CODEBOOK_DEFAULT_BLOCK = {"nf4": 64, "fp4": 32}
 
 
@@ -366,7 +391,7 @@ def parse_scheme(spec) -> QuantScheme:
         if m := _GGUF_RE.match(s):
             kind = m.group(1)
             if kind in _KQUANT_BITS:
-                block = kquants.BLOCK_WEIGHTS[kind]
+                block = kquants.BLOCK_WEIGHTS[kquants.WITH_FALLBACK.get(kind, kind)]
                 return QuantScheme(kind, _KQUANT_BITS[kind], "group", block, _KQUANT_SYMMETRIC[kind])
             return QuantScheme(kind, 4, "group", _GGUF_BLOCK, kind == "q4_0")
     except InputError as exc:

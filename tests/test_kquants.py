@@ -568,3 +568,49 @@ def test_real_q8_0_tensor_reproduced_from_its_values():
     values = gguf.quants.dequantize(raw, GT.Q8_0)
     assert np.array_equal(bits(kq.dequantize_bytes(raw, "q8_0")), bits(values))
     assert np.array_equal(kq.quantize_to_bytes(values, "q8_0"), raw)
+
+
+# -- llama.cpp's per-tensor fallback ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("qtype", "row", "expected"),
+    [
+        ("q4_k", 1536, "q4_k"),
+        ("q4_k", 576, "q5_0"),  # SmolLM2's hidden size
+        ("q4_k", 640, "q5_0"),  # Gemma 3 270M's hidden size
+        ("q5_k", 64, "q5_1"),
+        ("q6_k", 576, "q8_0"),
+        ("q6_k", 100, "f16"),
+        ("q8_0", 64, "q8_0"),
+        ("q8_0", 48, "f16"),
+    ],
+)
+def test_llama_cpp_tensor_type(qtype, row, expected):
+    """As llama.cpp's tensor_type_fallback (llama-quant.cpp): Q4_K→Q5_0, Q5_K→Q5_1, Q6_K→Q8_0,
+    F16 when the rows are not whole 32-blocks either."""
+    assert kq.llama_cpp_tensor_type(qtype, row) == expected
+
+
+@pytest.mark.parametrize("spec", ["gguf-q4_k-or-q5_0", "gguf-q5_k-or-q5_1", "gguf-q6_k-or-q8_0"])
+def test_fallback_schemes_quantize_each_array_with_its_type(spec):
+    primary, fallback = spec[5:].split("-or-")
+    rng = np.random.default_rng(3)
+    wide, narrow, odd = rng.standard_normal((4, 512)), rng.standard_normal((4, 576)), rng.standard_normal((4, 100))
+    assert np.array_equal(quantize(wide, spec), kq.fake_quantize(wide, primary).astype(np.float64))
+    assert np.array_equal(quantize(narrow, spec), kq.fake_quantize(narrow, fallback).astype(np.float64))
+    f16 = odd.astype(np.float32).astype(np.float16).astype(np.float64)
+    assert np.array_equal(quantize(odd, spec), f16)
+    assert np.array_equal(step_sizes(narrow, spec), step_sizes(narrow, f"gguf-{fallback}"))
+    assert parse_scheme(spec).name == spec and spec in KQUANT_SCHEME_EXAMPLES
+    with pytest.raises(InputError, match=f"falls back to {fallback.upper()}"):
+        quantize(narrow, f"gguf-{primary}")
+
+
+def test_torch_mirror_of_fallback_scheme():
+    torch = pytest.importorskip("torch")
+    from torch_checks.quantizers import quantize_tensor
+
+    w = np.random.default_rng(4).standard_normal((3, 576)).astype(np.float32)
+    q = quantize_tensor(torch.from_numpy(w), "gguf-q4_k-or-q5_0")
+    assert np.array_equal(q.numpy(), kq.fake_quantize(w, "q5_0"))

@@ -13,8 +13,9 @@ operation, so the results agree **bit for bit**:
   explicitly and agrees bit for bit with
   :func:`fimtheory.quantize.sr_quantize_with_uniforms`.
 
-The gguf Q8_0 / k-quant kinds (``gguf-q8_0``, ``gguf-q4_k``, ``gguf-q5_k``, ``gguf-q6_k``)
-are not ported to torch kernels: their sequential scale searches run in
+The kinds of :mod:`fimtheory.kquants` (``gguf-q8_0``, ``gguf-q5_0``, ``gguf-q5_1``,
+``gguf-q4_k``, ``gguf-q5_k``, ``gguf-q6_k`` and the ``-or-`` fallback forms) are not ported
+to torch kernels: their sequential scale searches run in
 :mod:`fimtheory.kquants` on a CPU copy of ``w.double()`` and the result is moved back to
 ``w``'s device and dtype, so they agree with numpy bit for bit by construction (CPU-bound
 on every device).
@@ -179,6 +180,8 @@ def _inverse(d: torch.Tensor) -> torch.Tensor:
 
 
 def _gguf(g: torch.Tensor, scheme: QuantScheme, *, want_step: bool = False):
+    if scheme.kind not in ("q4_0", "q4_1"):  # never run another kind through the Q4_1 branch
+        raise InputError(f"no torch quantizer for scheme kind {scheme.kind!r}")
     if scheme.kind == "q4_0":
         imax = torch.argmax(torch.abs(g), dim=1, keepdim=True)
         m = torch.gather(g, 1, imax)
@@ -232,7 +235,7 @@ def quantize_tensor(
     """
     scheme = _scheme(scheme)
     x = _check_tensor(w)
-    if scheme.kind in kquants.GGUF_TYPES:
+    if scheme.kind in kquants.GGUF_TYPES or scheme.kind in kquants.WITH_FALLBACK:
         q = kquants.fake_quantize(x.cpu().numpy(), scheme.kind)
         return torch.from_numpy(q.astype("float64")).to(device=x.device).to(w.dtype)
     shape = group_shape(tuple(x.shape), scheme)
@@ -278,7 +281,7 @@ def step_sizes_tensor(w: torch.Tensor, scheme) -> torch.Tensor:
     """Torch mirror of :func:`fimtheory.quantize.step_sizes`; float64, on ``w``'s device."""
     scheme = _scheme(scheme)
     x = _check_tensor(w)
-    if scheme.kind in kquants.GGUF_TYPES:
+    if scheme.kind in kquants.GGUF_TYPES or scheme.kind in kquants.WITH_FALLBACK:
         return torch.from_numpy(kquants.sub_block_steps(x.cpu().numpy(), scheme.kind)).to(x.device)
     g = x.reshape(group_shape(tuple(x.shape), scheme))
     if scheme.kind in ("rtn", "sr"):
