@@ -4,8 +4,9 @@ numpy only. The quantizers are faithful ports of ggml's *reference* row quantize
 ``quantize_row_q8_0_ref``, ``quantize_row_q5_0_ref``, ``quantize_row_q5_1_ref``,
 ``quantize_row_q4_K_ref``, ``quantize_row_q5_K_ref`` and ``quantize_row_q6_K_ref``
 (ggml 0.15.3, llama.cpp commit ded1561b; ``ggml-quants.c``; the same function bodies
-as in the llama.cpp vendored by llama-cpp-python 0.3.36), including their scale searches ``make_qkx2_quants`` (Q4_K, Q5_K) and ``make_qx_quants``
-with ``rmse_type = 1`` (Q6_K). These are the functions ``llama-quantize`` calls for
+as in the llama.cpp vendored by llama-cpp-python 0.3.36), including their scale
+searches ``make_qkx2_quants`` (Q4_K, Q5_K) and ``make_qx_quants`` with ``rmse_type = 1``
+(Q6_K). These are the functions ``llama-quantize`` calls for
 these types when no importance matrix is given (with an imatrix it calls the
 ``*_impl`` variants, which weight the search differently and are *not* implemented
 here). Every float32 operation is reproduced in the C order — sums accumulated left to
