@@ -390,6 +390,83 @@ def _s3_leading_only_mp(inst, dps):
 
 
 # --------------------------------------------------------------------------------------
+# S3L — the lower side of the conjecture, proved for every n (and every η)
+# --------------------------------------------------------------------------------------
+
+
+def _s3l_parts(inst):
+    if inst.n < 2:
+        return None, "n = 1: no gap"
+    eig = spectral.eigen_data(inst.A)
+    if not eig.gap_resolved():
+        return None, "γ = 0 (top eigenvalue repeated within rounding)"
+    eta = _claims._norm2(inst.E)
+    M = spectral.perturbation_in_eigenbasis(eig, inst.E)
+    a1, a2 = _claims._series.series_coefficients(eig.eigenvalues, M, 2)
+    top = spectral.lambda_max(inst.A + inst.E)
+    rem = top - eig.lambda_max - a1 - a2
+    w2 = spectral.off_top_residual_norm_sq(eig, inst.E)
+    norm_a = max(abs(eig.lambda_max), abs(eig.lambda_min))
+    return (eig, eta, rem, w2, norm_a), ""
+
+
+def lower_remainder_bound(eta, gap, w2, k):
+    """Kη³/γ² + ‖P⊥Ev‖⁴/γ³: λ' − λ1 − a1 − a2 ≥ −(this), for every n and η (γ > 0)."""
+    return k * eta**3 / gap**2 + w2 * w2 / gap**3
+
+
+def _s3l(inst) -> Outcome:
+    parts, why = _s3l_parts(inst)
+    if parts is None:
+        return Outcome.not_met(why)
+    eig, eta, rem, w2, norm_a = parts
+    if eta == 0.0:
+        return _claims._outcome(0.0)
+    b = lower_remainder_bound(eta, eig.gap, w2, sharp_constant())
+    ok = _claims._resolved(b, (norm_a + eta) * (1 + norm_a / eig.gap), inst.n, factor=1e7)
+    return _claims._outcome((rem + b) / max(b, TINY), ok, remainder=rem, ratio=-rem / max(b, TINY))
+
+
+def _s3l_mp(inst, dps):
+    with working_precision(dps):
+        A, E = mp_matrix(inst.A), mp_matrix(inst.E)
+        eig = mp_eigh(A, dps)
+        eta = _claims._mp_sym_norm(E)
+        if eta == 0:
+            return mpmath.mpf(0)
+        a1, a2 = _claims._mp_coefficients(eig, E, 2)
+        top = mp_eigh(A + E, dps).lambda_max
+        b = _mp_blocks(inst, dps)
+        bound = lower_remainder_bound(eta, eig.gap, b["w2"], sharp_constant(mpmath.mp))
+        return (top - eig.lambda_max - a1 - a2 + bound) / bound
+
+
+def _s3l_second_order(inst) -> Outcome:
+    """Weakening: λ' ≥ λ1 + a1 + a2 (the second-order truncation as a lower bound)."""
+    parts, why = _s3l_parts(inst)
+    if parts is None:
+        return Outcome.not_met(why)
+    eig, eta, rem, w2, norm_a = parts
+    if eta == 0.0:
+        return _claims._outcome(0.0)
+    scale = eta**3 / eig.gap**2
+    ok = _claims._resolved(scale, (norm_a + eta) * (1 + norm_a / eig.gap), inst.n, factor=1e7)
+    return _claims._outcome(rem / scale, ok)
+
+
+def _s3l_second_order_mp(inst, dps):
+    with working_precision(dps):
+        A, E = mp_matrix(inst.A), mp_matrix(inst.E)
+        eig = mp_eigh(A, dps)
+        eta = _claims._mp_sym_norm(E)
+        if eta == 0:
+            return mpmath.mpf(0)
+        a1, a2 = _claims._mp_coefficients(eig, E, 2)
+        top = mp_eigh(A + E, dps).lambda_max
+        return (top - eig.lambda_max - a1 - a2) / (eta**3 / eig.gap**2)
+
+
+# --------------------------------------------------------------------------------------
 # registration
 # --------------------------------------------------------------------------------------
 
@@ -484,10 +561,35 @@ S3 = Claim(
 )
 
 
+S3L = Claim(
+    "S3L",
+    "lower side, every n and η: λ'−λ1−a1−a2 ≥ −(4/(3√3))η³/γ² − ‖P⊥Ev‖⁴/γ³",
+    "For symmetric A with γ > 0 and any symmetric E: λ_max(A+E) − λ1 − a1 − a2 ≥ −Kη³/γ² − "
+    "‖P⊥Ev‖⁴/γ³ (the Rayleigh quotient at v + Rw, R the reduced resolvent, and |a3| ≤ Kη³/γ²); "
+    "for 2η < γ this is the lower half of the conjecture |λ'−λ1−a1−a2| ≤ Kη³/(γ(γ−2η)).",
+    ("A symmetric (PSD in our instances)", "E symmetric", "γ > 0"),
+    _wrap(_s3l, _gap_margins),
+    _s3l_mp,
+    _S + "S3L",
+    "sharp third-order constant, lower side (S3L)",
+    weakenings=(
+        Weakening(
+            "S3L-second-order",
+            "λ' ≥ λ1 + a1 + a2 (the second-order truncation is a lower bound)",
+            "the third-order term −Kη³/γ² − ‖P⊥Ev‖⁴/γ³",
+            _wrap(_s3l_second_order, _gap_margins),
+            _s3l_second_order_mp,
+            _S + "S3L-second-order",
+        ),
+    ),
+    note="with 2η < γ it proves the lower half of the sharp conjecture for every n (2K ≥ 1)",
+)
+
+
 def _register() -> None:
     """Add KT, LL and S3 to the registry and S-no-disc to the weakenings of S (idempotent)."""
     reg = _claims.REGISTRY
-    for c in (KT, LL, S3):
+    for c in (KT, LL, S3, S3L):
         if c.id not in reg:
             _claims._CLAIMS.append(c)
             reg[c.id] = c
@@ -506,7 +608,9 @@ __all__ = [
     "KT",
     "LL",
     "S3",
+    "S3L",
     "S_NO_DISC",
+    "lower_remainder_bound",
     "conjectured_bound",
     "kato_temple_gap",
     "li_li_bound",

@@ -983,6 +983,32 @@ def _m_s3_leading_only(inst):
     return _s3_iv(inst, False)
 
 
+def _s3l_parts_iv(inst):
+    A_iv, E_iv = iv_matrix(inst.A), iv_matrix(inst.E)
+    encA = iv_eigenvalue_enclosures(A_iv)
+    require_positive("γ > 0", encA[0] - encA[1])
+    eta = iv_sym_norm(iv_eigenvalue_enclosures(E_iv))
+    te = top_eigen(A_iv, encA)
+    a1, a2 = series_coefficients_iv(te, E_iv, 2)
+    rem = iv_lambda_max(A_iv + E_iv) - te.lam1 - a1 - a2
+    return te, eta, rem, off_top_residual_sq(te, E_iv)
+
+
+def _m_s3l(inst):
+    te, eta, rem, w2 = _s3l_parts_iv(inst)
+    if hi(eta) == 0:
+        return iv.mpf(0)
+    b = iv.mpf(4) / (3 * iv.sqrt(3)) * eta**3 / te.gap**2 + w2 * w2 / te.gap**3
+    return iv_div(rem + b, b, "the S3L bound")
+
+
+def _m_s3l_second_order(inst):
+    te, eta, rem, _ = _s3l_parts_iv(inst)
+    if hi(eta) == 0:
+        return iv.mpf(0)
+    return iv_div(rem, eta**3 / te.gap**2, "η³/γ²")
+
+
 def _m_s_no_disc(inst):
     """Exact (Fraction) on diagonal pairs: eigenvalues of a diagonal matrix are its entries."""
     for M in (inst.A, inst.E):
@@ -1037,6 +1063,8 @@ ENCLOSURES = {
     "S-no-disc": _m_s_no_disc,
     "S3": _m_s3,
     "S3-leading-only": _m_s3_leading_only,
+    "S3L": _m_s3l,
+    "S3L-second-order": _m_s3l_second_order,
 }
 
 

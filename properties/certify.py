@@ -794,6 +794,7 @@ _CERTIFIERS = {
     "LL-unperturbed-gap": _from_enclosure("LL-unperturbed-gap"),
     "S-no-disc": _from_enclosure("S-no-disc"),
     "S3-leading-only": _from_enclosure("S3-leading-only"),
+    "S3L-second-order": _from_enclosure("S3L-second-order"),
 }
 _METHOD = {
     "SIGN-lambda1-denominator": "top-pair",
@@ -801,6 +802,7 @@ _METHOD = {
     "LL-unperturbed-gap": "top-pair",
     "S-no-disc": "exact",
     "S3-leading-only": "top-pair",
+    "S3L-second-order": "top-pair",
 }
 
 

@@ -340,6 +340,8 @@ _TABLE = {
         _sharp_pairs((1e-4, 0.49)), s2_near_worst_case(), two_by_two_pairs(relative_norm=(1e-3, 0.49))
     ),
     "S3-leading-only": lambda: two_by_two_pairs(relative_norm=(0.05, 0.3)),
+    "S3L": lambda: st.one_of(_sharp_pairs((1e-4, 3.0)), s2_near_worst_case(), two_by_two_pairs()),
+    "S3L-second-order": lambda: two_by_two_pairs(relative_norm=(0.01, 0.3)),
     "LL-unperturbed-gap": lambda: st.one_of(_sharp_pairs((1e-2, 0.45)), two_by_two_pairs(relative_norm=(1e-2, 0.45))),
 }
 

@@ -13,7 +13,7 @@ from fimtheory import claims, enclosures
 from fimtheory.errors import UnknownIdError
 from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, PartitionInstance, ScoreInstance
 
-IDS = {"W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "T4.3d", "P3.2", "AH", "AB", "C", "KT", "LL", "S3"}
+IDS = {"W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "T4.3d", "P3.2", "AH", "AB", "C", "KT", "LL", "S3", "S3L"}
 IDS |= {"EQ1-M-BOUNDS", "EQ1-RATIO", "KL-SORTED"}  # fimtheory.claims_eq1
 
 
