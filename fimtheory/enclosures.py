@@ -1083,7 +1083,9 @@ def margin_enclosure(subject, instance, dps: int) -> tuple:
     own = getattr(subject, "evaluate_iv", None)
     if own is not None:
         a, b = own(instance, dps)
-        return mpmath.mpf(a), mpmath.mpf(b)
+        # mpf endpoints as they are: mpmath.mpf(x) would round them to the caller's precision
+        # (15 digits by default), which can move an endpoint past the exact margin.
+        return tuple(x if isinstance(x, mpmath.mpf) else mpmath.mpf(x) for x in (a, b))
     fn = ENCLOSURES.get(subject.id)
     if fn is None:
         raise NoEnclosure(f"no rigorous evaluator for {subject.id}")

@@ -806,6 +806,25 @@ _METHOD = {
 }
 
 
+def _via_own_enclosure(subject):
+    """A certifier from the subject's own rigorous evaluator ``evaluate_iv`` (claims bound to
+    a user's implementation, :mod:`properties.subjects`), or None when it has none."""
+    own = getattr(subject, "evaluate_iv", None)
+    if own is None:
+        return None
+
+    def margin(inst):
+        from fimtheory import enclosures
+
+        try:
+            lo, hi = own(inst, mpmath.mp.dps)
+        except (enclosures.EnclosureError, enclosures.HypothesisFails) as exc:
+            raise InputError(f"{subject.id}: {exc}") from None
+        return iv.mpf([lo, hi])
+
+    return margin
+
+
 def supported(weakening_id: str) -> bool:
     """Whether :func:`certify` knows how to enclose this weakening's margin."""
     return weakening_id in _CERTIFIERS or weakening_id.startswith("C-")
@@ -845,7 +864,8 @@ def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificat
             return Certificate(None, None, dps, "exact", strict, note=f"hypotheses not met: {out.reason}")
         m = mpmath.mpf(out.margin)
         return Certificate(m, m, dps, "exact", strict, exact_zero=(m == 0), note=out.reason)
-    if wid not in _CERTIFIERS:
+    certifier = _CERTIFIERS.get(wid) or _via_own_enclosure(weakening)
+    if certifier is None:
         raise UnknownIdError(f"no certifier for weakening {wid!r}")
     if wid == "T4.3c-no-genericity":
         exact = _exact_diagonal_t43c(instance)
@@ -867,7 +887,7 @@ def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificat
     for d in sorted({dps, *[x for x in ladder if x > dps]}):
         with working_precision(d):
             try:
-                m = _CERTIFIERS[wid](instance)
+                m = certifier(instance)
             except (InputError, ZeroDivisionError) as exc:
                 cert = Certificate(None, None, d, _METHOD.get(wid, "eigenvalues"), strict, note=str(exc))
                 continue

@@ -45,6 +45,13 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
         help="write the report as JSON to PATH (its directory must exist); rewritten after each claim",
     )
     p.add_argument(
+        "--subject",
+        metavar="MODULE:CALLABLE",
+        help="check the --claim ids on your implementation: a λ_max engine (W, R, AB) or a rounding rule "
+        "(T4.3a, T4.3b); see properties.subjects. A certified counterexample is written to "
+        ".fimtheory/counterexamples/",
+    )
+    p.add_argument(
         "--progress-interval",
         type=float,
         default=30.0,
@@ -85,6 +92,10 @@ def _verify_run(args) -> int:
     from fimtheory.errors import InputError
     from properties.verify import exit_status, format_table, verify
 
+    if getattr(args, "subject", None):
+        from properties.subjects import verify_subject_command
+
+        return verify_subject_command(args)
     for cid in args.claim or []:
         get_claim(cid)  # unknown ids fail before any work
     if args.dps < 40:

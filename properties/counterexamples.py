@@ -524,12 +524,22 @@ def load_counterexample(path):
     Does not check the digest (:func:`replay_file` does, before decoding the instance)."""
     rec = _read_record(path)
     try:
-        w = get_claim(rec["claim"]).weakening(rec["weakening"])
+        w = _weakening_of(rec)
         inst = instance_from_json(rec["instance"])
         float.fromhex(rec["float_margin_hex"])
     except (UnknownIdError, FimTheoryError, TypeError, ValueError, KeyError, AttributeError) as exc:
         raise MalformedCounterexample(f"{type(exc).__name__}: {exc}") from None
     return w, inst, rec
+
+
+def _weakening_of(rec: dict):
+    """The weakening a stored record names. An id ``CLAIM@module:callable`` is the claim bound
+    to a user's implementation (:func:`properties.subjects.resolve` imports it again)."""
+    if "@" in str(rec["weakening"]):
+        from properties.subjects import resolve
+
+        return resolve(rec["claim"], rec["weakening"])
+    return get_claim(rec["claim"]).weakening(rec["weakening"])
 
 
 def _read_record(path) -> dict:
@@ -614,7 +624,7 @@ def replay_file(path) -> ReplayResult:
         return ReplayResult(str(path), status, message)
     try:
         rec = _read_record(path)
-        get_claim(rec["claim"]).weakening(rec["weakening"])  # unknown ids: malformed, not "changed"
+        _weakening_of(rec)  # unknown ids: malformed, not "changed"
         digest = inputs_digest(counterexample_inputs(rec["claim"], rec["weakening"], rec["instance"]))
     except (MalformedCounterexample, InputError, UnknownIdError, TypeError, AttributeError) as exc:
         return ReplayResult(str(path), "malformed", str(exc))

@@ -1,0 +1,720 @@
+"""Claims evaluated on an implementation the user brings: a λ_max engine or a quantizer.
+
+A *subject* is a user's callable; :func:`bind` turns a claim id and a subject into a
+:class:`SubjectClaim`, an object with the protocol of a claim (``id``, ``strict``,
+``evaluate``, ``evaluate_mp``, ``evaluate_iv``, ``strategy``), so that
+:func:`properties.verify.check_property`, the adjudicator, :func:`properties.certify.certify`
+and ``fimtheory replay`` treat it exactly as a built-in claim. Its id is
+``CLAIM@module:callable``: a stored counterexample names the subject, the digest covers the
+name, and replay imports the subject again and re-runs it.
+
+λ_max engines (claims W, R, AB)
+    ``engine(M) -> float``: the largest eigenvalue of the symmetric float64 matrix ``M``.
+    The engine computes the quantity under test — λ_max of the perturbed matrix A + E (W,
+    R) or of the empirical FIM F = GᵀG/n (AB) — and the other side of each inequality comes
+    from the reference (float64 for the float margin, mpmath for the high-precision one,
+    interval arithmetic for the certificate). An engine is allowed the error of a backward
+    stable symmetric eigensolver, :data:`ENGINE_TOLERANCE`·n·eps·scale; beyond that, a
+    violated inequality is a certified defect of the engine.
+
+    W[engine]   λ_max(A) + λ_min(E) − τ ≤ engine(A + E) ≤ λ_max(A) + λ_max(E) + τ,
+                τ = ENGINE_TOLERANCE·n·eps·(‖A‖₂ + ‖E‖₂); margin relative to ‖A‖₂ + ‖E‖₂.
+    R[engine]   engine(A + E) ≥ λ1 + v1ᵀEv1 − τ for A with a simple top eigenvalue
+                (τ relative to |λ1| + ‖E‖₂).
+    AB[engine]  max(max_k F_kk, ḡᵀFḡ/ḡᵀḡ) − τ ≤ engine(F) ≤ min(Gershgorin, ‖F‖_F) + τ for
+                F = GᵀG/n as formed in float64 (τ relative to ‖F‖_F): the closed-form terms
+                of AB, on the matrix the engine is given.
+
+Quantizers (claims T4.3a, T4.3b)
+    ``round_to_grid(x, u) -> array``: a rounding rule in grid units. ``x`` is a float64
+    array (the values divided by the grid step), ``u`` an array of the same shape of
+    uniform [0, 1) variates — the quantizer's only randomness (a deterministic quantizer
+    ignores it); the result must be integers (as floats), the grid points. The claims
+    quantize a symmetric matrix F entrywise, Q(F) = Δ·round_to_grid(F/Δ, u) (Δ a power of
+    two, upper triangle mirrored), so the noise is E = Q(F) − F. F's entries sit on the
+    lattice Δ·Z/N (N = 2^k) and u runs over the N points (k + ½)/N, shared by all entries:
+    then the noise distribution is an explicit finite ensemble, and an *unbiased* rule
+    (E_u[round(x, u)] = x, e.g. floor(x + u)) gives an ensemble whose mean is exactly 0.
+
+    T4.3a[q]    per draw, λ_max(F + E) ≥ λ_max(F) + v1ᵀEv1 (R on the quantizer's noise; it
+                holds for any rule, and checks that the rule runs and stays on the grid).
+    T4.3b[q]    E_u λ_max(F + E) ≥ λ_max(F) over the N-point ensemble: T4.3b(i) (Jensen),
+                whose zero-mean hypothesis is the rule's unbiasedness. Every unbiased rule
+                satisfies it; a certified violation proves the rule biased on the instance
+                (the mean noise is reported).
+
+Every evaluation re-runs the subject on the instance (a stored instance whose noise is not
+the subject's output is "hypotheses not met"), so a counterexample replays against the code
+as it is now: a fixed engine no longer reproduces it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mpmath
+import numpy as np
+from hypothesis import strategies as st
+from mpmath import iv
+
+from fimtheory import spectral
+from fimtheory.claims import ADJUDICATION_RTOL, Outcome, get_claim
+from fimtheory.errors import InputError, UnknownIdError
+from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
+from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, ScoreInstance
+from fimtheory.validation import EPS64
+
+#: An engine may err by ENGINE_TOLERANCE·n·eps·scale (a backward-stable solver's bound is
+#: O(n·eps·‖M‖); numpy's eigvalsh is measured well inside it).
+ENGINE_TOLERANCE = 64
+
+LAMBDA_MAX_CLAIMS = ("W", "R", "AB")
+QUANTIZER_CLAIMS = ("T4.3a", "T4.3b")
+#: Subject kind of each claim that accepts one.
+SUBJECT_KINDS = {**{c: "lambda_max" for c in LAMBDA_MAX_CLAIMS}, **{c: "quantizer" for c in QUANTIZER_CLAIMS}}
+
+
+class SubjectError(InputError):
+    """The subject cannot be loaded, or returned something that is not an answer (wrong
+    shape, NaN/inf, off the grid). Raised during a check, it makes the claim an error."""
+
+
+# --------------------------------------------------------------------------------------
+# loading and naming subjects
+# --------------------------------------------------------------------------------------
+
+
+def subject_ref(fn) -> str | None:
+    """``module:qualname`` of a module-level callable, or None when it cannot be imported
+    back by that name (a lambda, a closure, a function defined in ``__main__``)."""
+    mod, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not mod or not qual or "<" in qual or mod == "__main__":
+        return None
+    try:
+        if _import_ref(f"{mod}:{qual}") is not fn:
+            return None
+    except SubjectError:
+        return None
+    return f"{mod}:{qual}"
+
+
+def _import_ref(ref: str):
+    if not isinstance(ref, str) or ref.count(":") != 1:
+        raise SubjectError(f"subject {ref!r}: expected MODULE:CALLABLE")
+    mod_name, qual = ref.split(":")
+    if not mod_name or not qual:
+        raise SubjectError(f"subject {ref!r}: expected MODULE:CALLABLE")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        if exc.name != mod_name.split(".")[0] or cwd in sys.path:
+            raise SubjectError(f"subject {ref!r}: cannot import {mod_name!r} ({exc})") from None
+        sys.path.insert(0, cwd)  # `fimtheory` is a console script: the current directory is not on the path
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as exc2:
+            raise SubjectError(f"subject {ref!r}: cannot import {mod_name!r} ({exc2})") from None
+    except ImportError as exc:
+        raise SubjectError(f"subject {ref!r}: cannot import {mod_name!r} ({exc})") from None
+    obj = mod
+    for part in qual.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SubjectError(f"subject {ref!r}: {mod_name} has no attribute {qual!r}") from None
+    if not callable(obj):
+        raise SubjectError(f"subject {ref!r} is not callable")
+    return obj
+
+
+def load_subject(ref: str) -> Callable:
+    """Import the callable named ``module:callable`` (the current directory is tried too)."""
+    return _import_ref(ref)
+
+
+# --------------------------------------------------------------------------------------
+# the bound claim
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class SubjectClaim:
+    """A claim evaluated on a user's subject; quacks like :class:`fimtheory.claims.Claim`."""
+
+    id: str
+    claim_id: str
+    kind: str
+    title: str
+    statement: str
+    subject: Callable
+    ref: str | None
+    _evaluate: Callable
+    _evaluate_mp: Callable
+    _evaluate_iv: Callable
+    _strategy: Callable
+    strict: bool = False
+
+    @property
+    def replayable(self) -> bool:
+        """Whether ``fimtheory replay`` can import the subject by its name."""
+        return self.ref is not None
+
+    def evaluate(self, inst) -> Outcome:
+        return self._evaluate(self.subject, inst)
+
+    def evaluate_mp(self, inst, dps: int):
+        return self._evaluate_mp(self.subject, inst, dps)
+
+    def evaluate_iv(self, inst, dps: int):
+        return self._evaluate_iv(self.subject, inst, dps)
+
+    def strategy(self):
+        """The Hypothesis strategy of this claim's instances (built with the subject)."""
+        return self._strategy(self.subject)
+
+    def holds(self, margin) -> bool:
+        return margin > 0 if self.strict else margin >= 0
+
+    def describe(self) -> dict:
+        return {"id": self.id, "claim": self.claim_id, "subject": self.ref, "kind": self.kind, "title": self.title}
+
+
+def bind(claim_id: str, subject, *, ref: str | None = None) -> SubjectClaim:
+    """The claim ``claim_id`` (one of :data:`SUBJECT_KINDS`) evaluated on ``subject``.
+
+    ``subject`` is a callable (see the module docstring for the protocol of each kind) or a
+    ``module:callable`` string. ``ref`` overrides the name stored in counterexamples.
+    """
+    if claim_id not in SUBJECT_KINDS:
+        raise UnknownIdError(
+            f"claim {claim_id!r} takes no subject; claims with subjects: "
+            + ", ".join(f"{c} ({k})" for c, k in SUBJECT_KINDS.items())
+        )
+    if isinstance(subject, str):
+        ref = ref or subject
+        subject = load_subject(subject)
+    elif not callable(subject):
+        raise SubjectError(f"subject must be a callable or 'module:callable', got {type(subject).__name__}")
+    ref = ref or subject_ref(subject)
+    name = ref or f"<unimportable {getattr(subject, '__qualname__', type(subject).__name__)}>"
+    ev, ev_mp, ev_iv, strat, title, statement = _TABLE[claim_id]
+    return SubjectClaim(
+        id=f"{claim_id}@{name}",
+        claim_id=claim_id,
+        kind=SUBJECT_KINDS[claim_id],
+        title=title,
+        statement=statement,
+        subject=subject,
+        ref=ref,
+        _evaluate=ev,
+        _evaluate_mp=ev_mp,
+        _evaluate_iv=ev_iv,
+        _strategy=strat,
+    )
+
+
+def resolve(claim_id: str, bound_id: str) -> SubjectClaim:
+    """The :class:`SubjectClaim` a stored id ``CLAIM@module:callable`` names (imports it)."""
+    base, _, ref = str(bound_id).partition("@")
+    if base != claim_id or not ref:
+        raise SubjectError(f"{bound_id!r} is not a subject-bound id of claim {claim_id!r}")
+    if ref.startswith("<"):
+        raise SubjectError(f"{bound_id!r}: the subject was not importable by name, so it cannot be replayed")
+    return bind(base, ref, ref=ref)
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+
+def _engine_value(engine, M: np.ndarray) -> float:
+    try:
+        raw = engine(np.array(M, dtype=np.float64, copy=True))
+        value = float(np.asarray(raw, dtype=np.float64).reshape(()))
+    except SubjectError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SubjectError(f"the λ_max engine did not return one number: {type(exc).__name__}: {exc}") from None
+    if not math.isfinite(value):
+        raise SubjectError(f"the λ_max engine returned {value!r} for a finite {M.shape[0]}×{M.shape[0]} matrix")
+    return value
+
+
+def _outcome(margin: float, **details) -> Outcome:
+    needs = not (margin > ADJUDICATION_RTOL)
+    return Outcome(True, float(margin), needs, "", {k: float(v) for k, v in details.items()})
+
+
+def _iv_lo(x):
+    return mpmath.mpf(x.a)
+
+
+def _iv_hi(x):
+    return mpmath.mpf(x.b)
+
+
+def _iv_result(fn, inst, dps: int):
+    """Run an interval margin ``fn(inst)`` at ``dps`` digits; (lo, hi) mpf. Failures to
+    enclose become :class:`fimtheory.enclosures.EnclosureError` (retried at higher precision)."""
+    from fimtheory import enclosures
+
+    with working_precision(dps):
+        try:
+            m = fn(inst)
+        except (InputError, ZeroDivisionError) as exc:
+            if isinstance(exc, SubjectError):
+                raise
+            raise enclosures.EnclosureError(str(exc)) from None
+        return _iv_lo(m), _iv_hi(m)
+
+
+def _iv_divide(num, scale):
+    if _iv_lo(scale) > 0:
+        return num / scale
+    if _iv_hi(scale) == 0:
+        return num
+    raise InputError("the scale of the margin is not bounded away from 0")
+
+
+def _tolerance(n: int) -> float:
+    return ENGINE_TOLERANCE * max(n, 1) * EPS64
+
+
+def _norm2(a: np.ndarray) -> float:
+    return float(np.max(np.abs(np.linalg.eigvalsh(a)))) if a.size else 0.0
+
+
+def _mp_norm(eigs) -> mpmath.mpf:
+    return max(abs(eigs[0]), abs(eigs[-1]))
+
+
+# --------------------------------------------------------------------------------------
+# W[engine]
+# --------------------------------------------------------------------------------------
+
+
+def _w_float(engine, inst: MatrixPerturbation) -> Outcome:
+    A, E = inst.A, inst.E
+    u = _engine_value(engine, A + E)
+    wa, we = np.linalg.eigvalsh(A), np.linalg.eigvalsh(E)
+    scale = max(abs(wa[0]), abs(wa[-1])) + max(abs(we[0]), abs(we[-1]))
+    lower, upper = wa[-1] + we[0], wa[-1] + we[-1]
+    m = min(u - lower, upper - u) + _tolerance(inst.n) * scale
+    return _outcome(m / scale if scale > 0 else m, engine_value=u, lower=lower, upper=upper)
+
+
+def _w_mp(engine, inst: MatrixPerturbation, dps: int):
+    u = _engine_value(engine, inst.A + inst.E)
+    with working_precision(dps):
+        la = mp_eigh(inst.A, dps).eigenvalues  # descending
+        le = mp_eigh(inst.E, dps).eigenvalues
+        scale = _mp_norm(la) + _mp_norm(le)
+        um = mpmath.mpf(u)
+        m = min(um - (la[0] + le[-1]), (la[0] + le[0]) - um) + mpmath.mpf(_tolerance(inst.n)) * scale
+        return m / scale if scale > 0 else m
+
+
+def _w_iv_margin(engine, inst: MatrixPerturbation):
+    from properties.certify import float_eigenvalue_enclosures, iv_min, iv_sym_norm
+
+    u = iv.mpf(_engine_value(engine, inst.A + inst.E))
+    ea, ee = float_eigenvalue_enclosures(inst.A), float_eigenvalue_enclosures(inst.E)
+    scale = iv_sym_norm(ea) + iv_sym_norm(ee)
+    m = iv_min([u - (ea[0] + ee[-1]), (ea[0] + ee[0]) - u]) + iv.mpf(_tolerance(inst.n)) * scale
+    return _iv_divide(m, scale)
+
+
+# --------------------------------------------------------------------------------------
+# R[engine]
+# --------------------------------------------------------------------------------------
+
+
+def _r_float(engine, inst: MatrixPerturbation) -> Outcome:
+    eig = spectral.eigen_data(inst.A)
+    if inst.n < 2:
+        return Outcome.not_met("R[engine] is drawn for n ≥ 2")
+    if not eig.gap_resolved():
+        return Outcome.not_met("γ = 0 (top eigenvalue of A repeated within rounding)")
+    v = eig.top_vector
+    e11 = float(v @ inst.E @ v)
+    u = _engine_value(engine, inst.A + inst.E)
+    scale = abs(eig.lambda_max) + _norm2(inst.E)
+    m = u - eig.lambda_max - e11 + _tolerance(inst.n) * scale
+    return _outcome(m / scale if scale > 0 else m, engine_value=u, e11=e11)
+
+
+def _r_mp(engine, inst: MatrixPerturbation, dps: int):
+    u = _engine_value(engine, inst.A + inst.E)
+    with working_precision(dps):
+        eig = mp_eigh(inst.A, dps)
+        E = mp_matrix(inst.E)
+        v = eig.vector(0)
+        rq = eig.lambda_max + (v.T * E * v)[0, 0] / (v.T * v)[0, 0]
+        scale = abs(eig.lambda_max) + _mp_norm(mp_eigh(inst.E, dps).eigenvalues)
+        m = mpmath.mpf(u) - rq + mpmath.mpf(_tolerance(inst.n)) * scale
+        return m / scale if scale > 0 else m
+
+
+def _r_iv_margin(engine, inst: MatrixPerturbation):
+    from properties.certify import iv_abs, top_pair_enclosure
+
+    u = iv.mpf(_engine_value(engine, inst.A + inst.E))
+    tp = top_pair_enclosure(inst.A, inst.E)
+    scale = iv_abs(tp.lam1) + tp.eta
+    m = u - tp.lam1 - tp.e11 + iv.mpf(_tolerance(inst.n)) * scale
+    return _iv_divide(m, scale)
+
+
+# --------------------------------------------------------------------------------------
+# AB[engine]
+# --------------------------------------------------------------------------------------
+
+
+def _fim_float(G: np.ndarray) -> np.ndarray:
+    F = G.T @ G / G.shape[0]
+    return 0.5 * (F + F.T)
+
+
+def _mean_direction(G: np.ndarray):
+    g = G.mean(axis=0)
+    return g if np.any(g) else None
+
+
+def _ab_float(engine, inst: ScoreInstance) -> Outcome:
+    F = _fim_float(inst.G)
+    fro = float(np.linalg.norm(F))
+    if fro == 0.0:
+        return Outcome.not_met("F = 0: every bound is trivially 0")
+    u = _engine_value(engine, F)
+    lows = [float(np.max(np.diag(F)))]
+    g = _mean_direction(inst.G)
+    if g is not None:
+        lows.append(float(g @ F @ g) / float(g @ g))
+    ups = [float(np.max(np.sum(np.abs(F), axis=1))), fro]
+    m = min(u - max(lows), min(ups) - u) + _tolerance(F.shape[0]) * fro
+    return _outcome(m / fro, engine_value=u, lower=max(lows), upper=min(ups))
+
+
+def _ab_mp(engine, inst: ScoreInstance, dps: int):
+    F = _fim_float(inst.G)
+    u = _engine_value(engine, F)
+    g = _mean_direction(inst.G)
+    p = F.shape[0]
+    with working_precision(dps):
+        M = mp_matrix(F)
+        fro = mpmath.sqrt(mpmath.fsum(M[i, j] ** 2 for i in range(p) for j in range(p)))
+        lows = [max(M[i, i] for i in range(p))]
+        if g is not None:
+            x = mp_matrix(g.reshape(-1, 1))
+            lows.append((x.T * M * x)[0, 0] / (x.T * x)[0, 0])
+        ups = [max(mpmath.fsum(abs(M[i, j]) for j in range(p)) for i in range(p)), fro]
+        um = mpmath.mpf(u)
+        m = min(um - max(lows), min(ups) - um) + mpmath.mpf(_tolerance(p)) * fro
+        return m / fro
+
+
+def _ab_iv_margin(engine, inst: ScoreInstance):
+    from properties.certify import iv_abs, iv_column, iv_dot, iv_matrix, iv_max, iv_min, iv_norm_sq
+
+    F = _fim_float(inst.G)
+    u = iv.mpf(_engine_value(engine, F))
+    p = F.shape[0]
+    M = iv_matrix(F)
+    fro = iv.sqrt(sum((iv_abs(M[i, j]) ** 2 for i in range(p) for j in range(p)), iv.mpf(0)))
+    lows = [iv_max([M[i, i] for i in range(p)])]
+    g = _mean_direction(inst.G)
+    if g is not None:
+        x = iv_column(g)
+        lows.append(iv_dot(x, M * x) / iv_norm_sq(x))
+    ups = [iv_max([sum((iv_abs(M[i, j]) for j in range(p)), iv.mpf(0)) for i in range(p)]), fro]
+    m = iv_min([u - iv_max(lows), iv_min(ups) - u]) + iv.mpf(_tolerance(p)) * fro
+    return _iv_divide(m, fro)
+
+
+# --------------------------------------------------------------------------------------
+# quantizers: the lattice ensemble
+# --------------------------------------------------------------------------------------
+
+_LATTICE = re.compile(r"lattice N=(\d+) step=(\S+)(?: draw=(\d+))?")
+
+
+def _round_on_grid(rule, X: np.ndarray, u: float) -> np.ndarray:
+    try:
+        out = rule(np.array(X, copy=True), np.full(X.shape, float(u)))
+        q = np.asarray(out, dtype=np.float64)
+    except SubjectError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SubjectError(f"the quantizer failed: {type(exc).__name__}: {exc}") from None
+    if q.shape != X.shape:
+        raise SubjectError(f"the quantizer returned shape {q.shape} for input of shape {X.shape}")
+    if not np.all(np.isfinite(q)):
+        raise SubjectError("the quantizer returned NaN or inf for finite input")
+    if not np.array_equal(q, np.round(q)):
+        raise SubjectError("the quantizer returned values off the integer grid (it must return grid units)")
+    return q
+
+
+def lattice_noise(rule, F: np.ndarray, N: int, step: float, draws=None) -> list[np.ndarray]:
+    """E_k = Q_k(F) − F for u = (k + ½)/N, Q_k(F) = step·rule(F/step, u) with the upper
+    triangle mirrored (exact in float64: F sits on the lattice step·Z/N)."""
+    X = F / step
+    ks = range(N) if draws is None else draws
+    out = []
+    for k in ks:
+        q = _round_on_grid(rule, X, (k + 0.5) / N)
+        upper = np.triu(q)
+        Q = (upper + np.triu(q, 1).T) * step
+        out.append(Q - F)
+    return out
+
+
+@st.composite
+def lattice_matrices(draw, *, n=(2, 5)):
+    """(F, N, step): a symmetric PSD F (an empirical FIM GᵀG/m of seeded Gaussian scores)
+    rounded to the lattice step·Z/N, with N = 2^k (k ∈ 1..4) and step a power of two
+    between 1/2 and 1/64 of F's largest entry."""
+    size = draw(st.integers(*n))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    m = draw(st.integers(1, 8))
+    G = rng.standard_normal((m, size)) * float(draw(st.sampled_from([1.0, 0.1, 10.0])))
+    F = G.T @ G / m
+    F = 0.5 * (F + F.T)
+    N = 2 ** draw(st.integers(1, 4))
+    top = float(np.max(np.abs(F))) or 1.0
+    step = 2.0 ** (math.floor(math.log2(top)) - draw(st.integers(1, 6)))
+    X = np.round(F / step * N) / N
+    return X * step, N, step
+
+
+def _ensemble_strategy(rule):
+    def build(args):
+        F, N, step = args
+        return NoiseEnsemble(
+            F, tuple(lattice_noise(rule, F, N, step)), t=1.0, origin=f"lattice N={N} step={step.hex()}"
+        )
+
+    return lattice_matrices().map(build)
+
+
+def _single_draw_strategy(rule):
+    @st.composite
+    def build(draw):
+        F, N, step = draw(lattice_matrices())
+        k = draw(st.integers(0, N - 1))
+        (E,) = lattice_noise(rule, F, N, step, draws=[k])
+        return MatrixPerturbation(F, E, origin=f"lattice N={N} step={step.hex()} draw={k}")
+
+    return build()
+
+
+def _provenance(inst) -> tuple | None:
+    m = _LATTICE.fullmatch(getattr(inst, "origin", "") or "")
+    if not m:
+        return None
+    try:
+        N, step = int(m.group(1)), float.fromhex(m.group(2))
+    except ValueError:
+        return None
+    if N < 1 or not step > 0:
+        return None
+    return N, step, (None if m.group(3) is None else int(m.group(3)))
+
+
+def _from_subject(rule, inst, single: bool) -> str:
+    """'' when the instance's noise is exactly what the rule produces, else why not."""
+    prov = _provenance(inst)
+    if prov is None or (prov[2] is None) == single:
+        return "the instance does not record a quantizer lattice (origin 'lattice N=… step=…')"
+    N, step, k = prov
+    F = inst.A if single else inst.F
+    if not np.array_equal(np.round(F / step * N) / N * step, F):
+        return "F is not on the lattice the instance records"
+    if single:
+        (E,) = lattice_noise(rule, F, N, step, draws=[k])
+        same = np.array_equal(E, inst.E)
+    else:
+        Es = lattice_noise(rule, F, N, step)
+        same = len(Es) == len(inst.perturbations) and all(np.array_equal(a, b) for a, b in zip(Es, inst.perturbations))
+    return "" if same else "the noise is not the subject's quantization noise on this lattice"
+
+
+def _t43b_base():
+    return get_claim("T4.3b").weakening("T4.3b-nonzero-mean")
+
+
+def _t43b_float(rule, inst: NoiseEnsemble) -> Outcome:
+    why = _from_subject(rule, inst, single=False)
+    if why:
+        return Outcome.not_met(why)
+    out = _t43b_base().evaluate(inst)
+    mean = np.mean(np.stack(inst.perturbations), axis=0)
+    details = dict(out.details)
+    details["zero_mean_exact"] = float(inst.exact_mean_is_zero())
+    details["max_abs_mean_noise"] = float(np.max(np.abs(mean)))
+    return Outcome(
+        out.hypotheses_met,
+        out.margin,
+        out.needs_adjudication,
+        out.reason,
+        details,
+        out.float_resolved,
+        dict(out.hypothesis_margins),
+    )
+
+
+def _t43b_mp(rule, inst, dps):
+    return _t43b_base().evaluate_mp(inst, dps)
+
+
+def _t43b_iv(rule, inst, dps):
+    from fimtheory import enclosures
+
+    if _from_subject(rule, inst, single=False):
+        raise enclosures.HypothesisFails("the noise is not the subject's")
+    return enclosures.margin_enclosure(_t43b_base(), inst, dps)
+
+
+def _t43a_base():
+    return get_claim("T4.3a")
+
+
+def _t43a_float(rule, inst: MatrixPerturbation) -> Outcome:
+    why = _from_subject(rule, inst, single=True)
+    return Outcome.not_met(why) if why else _t43a_base().evaluate(inst)
+
+
+def _t43a_mp(rule, inst, dps):
+    return _t43a_base().evaluate_mp(inst, dps)
+
+
+def _t43a_iv(rule, inst, dps):
+    from fimtheory import enclosures
+
+    if _from_subject(rule, inst, single=True):
+        raise enclosures.HypothesisFails("the noise is not the subject's")
+    return enclosures.margin_enclosure(_t43a_base(), inst, dps)
+
+
+# --------------------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------------------
+
+
+def _pairs(_engine):
+    from properties.claim_strategies import _generic_pairs
+
+    return _generic_pairs()
+
+
+def _gapped_pairs(_engine):
+    from properties.claim_strategies import _generic_pairs
+
+    return _generic_pairs(min_gap=1e-3, n=(2, 8))
+
+
+def _scores(_engine):
+    from properties.claim_strategies import score_instances
+
+    return score_instances()
+
+
+def _iv(margin):
+    return lambda subject, inst, dps: _iv_result(lambda i: margin(subject, i), inst, dps)
+
+
+_TABLE = {
+    "W": (
+        _w_float,
+        _w_mp,
+        _iv(_w_iv_margin),
+        _pairs,
+        "Weyl's bounds hold for the engine's λ_max(A + E)",
+        "λ_max(A) + λ_min(E) − τ ≤ engine(A + E) ≤ λ_max(A) + λ_max(E) + τ",
+    ),
+    "R": (
+        _r_float,
+        _r_mp,
+        _iv(_r_iv_margin),
+        _gapped_pairs,
+        "the directional bound holds for the engine's λ_max(A + E)",
+        "engine(A + E) ≥ λ1 + v1ᵀEv1 − τ (simple λ1)",
+    ),
+    "AB": (
+        _ab_float,
+        _ab_mp,
+        _iv(_ab_iv_margin),
+        _scores,
+        "the engine's λ_max(F) lies within AB's closed-form bounds",
+        "max(max F_kk, ḡᵀFḡ/ḡᵀḡ) − τ ≤ engine(F) ≤ min(Gershgorin, ‖F‖_F) + τ",
+    ),
+    "T4.3a": (
+        _t43a_float,
+        _t43a_mp,
+        _t43a_iv,
+        _single_draw_strategy,
+        "per draw, the directional bound on the quantizer's noise",
+        "λ_max(F + E) ≥ λ_max(F) + v1ᵀEv1, E = Q(F) − F one draw of the quantizer",
+    ),
+    "T4.3b": (
+        _t43b_float,
+        _t43b_mp,
+        _t43b_iv,
+        _ensemble_strategy,
+        "quantization raises λ_max in expectation (Jensen) under the quantizer's noise",
+        "E_u λ_max(F + E) ≥ λ_max(F), E = Q(F) − F over the quantizer's lattice ensemble",
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------
+# `fimtheory verify --subject MODULE:CALLABLE --claim ID`
+# --------------------------------------------------------------------------------------
+
+#: Where `fimtheory verify --subject` writes certified counterexamples (relative to the
+#: current directory), as the pytest plugin does by default.
+COUNTEREXAMPLE_DIR = ".fimtheory/counterexamples"
+
+
+def verify_subject_command(args) -> int:
+    """CLI: check each ``--claim`` on the subject. Exit codes as ``fimtheory verify``."""
+    from pathlib import Path
+
+    from properties.pytest_plugin import FimtheoryConfig, format_result, run_check
+    from properties.verify import exit_status, format_table
+
+    if not args.claim:
+        raise InputError(f"--subject needs --claim (one of {', '.join(SUBJECT_KINDS)})")
+    for cid in args.claim:
+        if cid not in SUBJECT_KINDS:
+            raise UnknownIdError(f"claim {cid!r} takes no subject; known: {', '.join(SUBJECT_KINDS)}")
+    if args.dps < 40:
+        raise InputError(f"--dps must be >= 40 for adjudication, got {args.dps}")
+    load_subject(args.subject)  # an unimportable subject fails before any work
+    cfg = FimtheoryConfig(args.profile, args.seed, Path(COUNTEREXAMPLE_DIR), dps=args.dps)
+    results = [run_check(cid, cfg, subject=args.subject) for cid in args.claim]
+    reports = [r.report for r in results]
+    if args.json:
+        import json
+
+        doc = {
+            "subject": args.subject,
+            "profile": args.profile,
+            "seed": args.seed,
+            "claims": [r.report.to_json() | {"counterexample_file": str(r.path) if r.path else None} for r in results],
+            "exit_status": exit_status(reports, args.profile),
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    print(format_table(reports))
+    for r in results:
+        if r.report.status == "falsified":
+            print(format_result(r, cfg))
+    return exit_status(reports, args.profile)
