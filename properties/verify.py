@@ -523,8 +523,9 @@ def exit_status(reports: list[ClaimReport], profile: str) -> int:
 
 
 def format_table(reports: list[ClaimReport]) -> str:
+    w = max([8, *(len(r.id) for r in reports)])
     head = (
-        f"{'claim':<8} {'examples':>11} {'not met':>8} {'worst margin':>13} {'adjud.':>6} {'ties':>5} "
+        f"{'claim':<{w}} {'examples':>11} {'not met':>8} {'worst margin':>13} {'adjud.':>6} {'ties':>5} "
         f"{'undec.':>6}  {'status':<18} {'s':>7}"
     )
     lines = [head, "-" * len(head)]
@@ -532,7 +533,7 @@ def format_table(reports: list[ClaimReport]) -> str:
         wm = "—" if math.isinf(r.worst_margin) else f"{r.worst_margin:.3e}"
         ex = f"{r.examples}/{r.examples_requested}"
         lines.append(
-            f"{r.id:<8} {ex:>11} {r.rejected:>8} {wm:>13} {r.adjudicated:>6} {r.ties:>5} {r.undecided:>6}  "
+            f"{r.id:<{w}} {ex:>11} {r.rejected:>8} {wm:>13} {r.adjudicated:>6} {r.ties:>5} {r.undecided:>6}  "
             f"{r.status:<18} {r.seconds:>7.2f}"
         )
     for r in reports:

@@ -343,3 +343,14 @@ def test_t43c_reaches_requested_examples_beyond_the_target_phase_threshold():
     assert report.status == "verified", report.stop_reason
     assert report.examples == 1200
     assert math.isfinite(report.worst_margin) and report.worst_margin >= 0
+
+
+def test_table_columns_align_for_long_claim_ids():
+    from properties.verify import format_table
+
+    reps = [ClaimReport("W", examples=3, examples_requested=3), ClaimReport("EQ1-M-BOUNDS", examples=1)]
+    lines = format_table(reps).splitlines()
+    head, rows = lines[0], lines[2:4]
+    col = head.index("status")
+    assert [r[col:].split()[0] for r in rows] == ["verified", "verified"]
+    assert rows[0].index("3/3") + 3 == rows[1].index("1/0") + 3 == head.index("examples") + len("examples")
