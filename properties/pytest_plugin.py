@@ -384,8 +384,13 @@ def fimtheory_check(fimtheory_config):
 
 
 @pytest.fixture
-def fimtheory_report():
+def fimtheory_report(request):
     """The ClaimReport of the test's ``@check`` (filled in when the check has passed)."""
+    if request.node.get_closest_marker(MARKER) is None:
+        pytest.fail(
+            f"fimtheory_report is filled in by @check(...) or @pytest.mark.{MARKER}(...); "
+            f"{request.node.name} has neither"
+        )
     return None
 
 

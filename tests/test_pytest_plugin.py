@@ -64,7 +64,7 @@ def test_example_buggy_subjects_fail_correct_pass(example_run):
     proc, _ = example_run
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text
-    assert "2 failed, 6 passed" in text, text
+    assert "2 failed, 7 passed" in text, text
     failed = {line.split("::")[-1].split(" ")[0] for line in text.splitlines() if line.startswith("FAILED")}
     assert failed == {
         "test_fixed_vector_engine_directional_bound",
@@ -258,3 +258,45 @@ def test_plugin_leaves_unmarked_tests_alone(tmp_path):
     assert "2 passed" in on.stdout and "2 passed" in off.stdout, on.stdout + off.stdout
     bad = _run([sys.executable, "-m", "pytest", "--fimtheory-seed", "-1", str(tmp_path)], cwd=tmp_path)
     assert bad.returncode == 4 and "non-negative" in bad.stderr
+
+
+def _cfg(tmp_path, profile="quick"):
+    from properties.pytest_plugin import FimtheoryConfig
+
+    return FimtheoryConfig(profile, 0, tmp_path / "cx")
+
+
+def test_weakening_is_expected_falsified_and_its_file_replays(tmp_path):
+    from properties.counterexamples import replay_file
+    from properties.pytest_plugin import run_check
+
+    result = run_check("W-no-lambda-min", _cfg(tmp_path))
+    assert result.expect == "falsified" and result.report.status == "falsified" and result.passed
+    assert result.path is not None and result.certificate.certified
+    assert replay_file(result.path).status == "reproduced"
+
+
+def test_uncertifiable_violation_is_inconclusive_and_fails(tmp_path):
+    """A user's claim without a rigorous evaluator: its violation is never certified, so the
+    check is inconclusive (with the adjudicator's reason) and the test fails — not a pass."""
+    import mpmath
+
+    from fimtheory.claims import Claim, Outcome
+    from properties.pytest_plugin import format_result, run_check
+    from properties.strategies import psd_matrices
+
+    def ev(A):  # false: λ_max ≤ the largest diagonal entry
+        m = float(np.max(np.diag(A)) - np.linalg.eigvalsh(A)[-1]) / float(np.trace(A))
+        return Outcome(True, m, not m > 1e-6)
+
+    def ev_mp(A, dps):
+        with mpmath.workdps(dps):
+            w = mpmath.eigsy(mpmath.matrix(A.tolist()), eigvals_only=True)
+            return (max(mpmath.mpf(float(x)) for x in np.diag(A)) - max(w)) / mpmath.fsum(np.diag(A).tolist())
+
+    false_claim = Claim("U-diag", "λ_max ≤ max diag", "", (), ev, ev_mp, "none")
+    result = run_check(false_claim, _cfg(tmp_path), strategy=psd_matrices(n=(2, 4)), max_examples=10)
+    assert result.report.status == "inconclusive" and not result.passed
+    text = format_result(result, _cfg(tmp_path))
+    assert "INCONCLUSIVE" in text and "reason:" in text and "no rigorous" in text
+    assert result.path is None
