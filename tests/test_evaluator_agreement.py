@@ -1462,6 +1462,8 @@ REFERENCE_ELSEWHERE = {
     "LL": "tests/test_sharp_bounds.py",
     "LL-unperturbed-gap": "tests/test_sharp_bounds.py",
     "S-no-disc": "tests/test_sharp_bounds.py",
+    "S3L": "tests/test_sharp_bounds.py",
+    "S3L-second-order": "tests/test_sharp_bounds.py",
 }
 
 

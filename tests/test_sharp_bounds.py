@@ -387,6 +387,13 @@ def test_s3l_lower_side_holds_for_every_eta_and_matches_the_reference():
         assert abs(out.margin - float(m)) <= tol
         if out.float_resolved:
             assert abs(out.margin - float(m)) <= claims.ADJUDICATION_RTOL
+        # the weakening S3L-second-order: margin (λ' − λ1 − a1 − a2)/(η³/γ²)
+        weak = s3l.weakening("S3L-second-order")
+        with working_precision(DPS):
+            mw = rem / (eta**3 / gap**2)
+            assert abs(weak.evaluate_mp(inst, DPS) - mw) <= mpmath.mpf(10) ** -25 * max(1, abs(mw))
+        wout = weak.evaluate(inst)
+        assert abs(wout.margin - float(mw)) <= tol * float(b) / float(eta**3 / gap**2)
         seen["checked"] += 1
         seen["outside the disc"] += 2 * eta >= gap
         seen["ratio > 0.5"] += float(-rem / b) > 0.5
