@@ -1,4 +1,4 @@
-"""Sharp one-sided remainder bounds (Kato–Temple, Li–Li) and the weakening of S that shows 2η < γ is needed.
+"""Sharp remainder bounds (Kato–Temple, Li–Li, the sharp third-order constant) and S-no-disc.
 
 Notation (docs/theory.md §2): A symmetric with a simple top eigenvalue λ1, top unit eigenvector v,
 gap γ = λ1 − λ2; E symmetric, η = ‖E‖₂; λ' = λ_max(A + E). In A's eigenbasis
@@ -19,11 +19,18 @@ and the *block gap* is g = λ1 + a − λ_max(Λ₂ + D) ≥ γ − 2η.
   For n = 2 the compression is A + E itself: equality, so the bound is attained. The signed g
   needs no hypothesis g > 0 (Li–Li's theorem, for an absolute gap, does).
 
+- **S3**: |λ' − λ1 − a1 − a2| ≤ Kη³/γ² + 8η⁴/(γ²(γ − 2η)), K = 4/(3√3), for 2η < γ: the sharp
+  bound |a3| ≤ Kη³/γ² (compression argument, symbolic.sharp_third_order) plus S's Cauchy tail.
+- **S3L**: λ' − λ1 − a1 − a2 ≥ −Kη³/γ² − ‖w‖⁴/γ³ for every η (Rayleigh quotient at v + Rw); for
+  2η < γ it is the lower half of the conjecture |λ' − λ1 − a1 − a2| ≤ Kη³/(γ(γ − 2η)), which is
+  proved for n = 2 and conjectured (not registered) for the upper half at n ≥ 3.
+
 Weakenings (each must be falsified with a certified counterexample):
 
 - **KT-unperturbed-gap**: λ' − λ1 − a ≤ ‖w‖²/γ — the gap of A instead of g_KT (the upper bound
   of a2 used for the whole remainder);
 - **LL-unperturbed-gap**: Li–Li with the gap γ of A in place of the block gap g;
+- **S3-leading-only**: Kη³/γ² alone; **S3L-second-order**: λ' ≥ λ1 + a1 + a2;
 - **S-no-disc**: claim S without 2η < γ — the power series of λ_max(A + tE), summed at t = 1,
   gives λ'. Checked on commuting (diagonal) pairs, where the series is exactly λ1 + tE_11
   (a_k = 0 for k ≥ 2), so the statement reads λ' = λ1 + E_11: false once another diagonal
