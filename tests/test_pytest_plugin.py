@@ -300,3 +300,22 @@ def test_uncertifiable_violation_is_inconclusive_and_fails(tmp_path):
     text = format_result(result, _cfg(tmp_path))
     assert "INCONCLUSIVE" in text and "reason:" in text and "no rigorous" in text
     assert result.path is None
+
+
+def test_replay_runs_the_subject_as_it_is_now(tmp_path):
+    """A stored counterexample re-runs the subject: once the engine is fixed, it no longer
+    reproduces (the engine's value, hence the float margin, changed)."""
+    mod = tmp_path / "myengine.py"
+    mod.write_text(
+        "import numpy as np\n"
+        "def engine(M):\n"
+        "    x = np.ones(M.shape[0]) / np.sqrt(M.shape[0])\n"
+        "    return float(x @ M @ x)\n"
+    )
+    proc = _run([sys.executable, "-m", "fimtheory", "verify", "--subject", "myengine:engine", "--claim", "R"], tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (stored,) = (tmp_path / ".fimtheory" / "counterexamples").glob("*.json")
+    assert _run([sys.executable, "-m", "fimtheory", "replay", str(stored)], tmp_path).returncode == 0
+    mod.write_text("import numpy as np\ndef engine(M):\n    return float(np.linalg.eigvalsh(M)[-1])\n")
+    rep = _run([sys.executable, "-m", "fimtheory", "replay", str(stored)], tmp_path)
+    assert rep.returncode == 1 and "does not reproduce" in rep.stdout, rep.stdout + rep.stderr
