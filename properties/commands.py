@@ -58,6 +58,9 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds between progress lines on stderr within a claim when stderr is not a terminal (default 30)",
     )
+    from properties.shard import add_shard_arguments
+
+    add_shard_arguments(p)  # --shard I/N, --seeds-per-claim K, --merge FILES (properties.shard)
 
 
 def _write_json_atomically(path: str, doc: dict) -> None:
@@ -96,6 +99,10 @@ def _verify_run(args) -> int:
         from properties.subjects import verify_subject_command
 
         return verify_subject_command(args)
+    if getattr(args, "shard", None) or getattr(args, "merge", None):
+        from properties.shard import shard_command
+
+        return shard_command(args)
     for cid in args.claim or []:
         get_claim(cid)  # unknown ids fail before any work
     if args.dps < 40:
