@@ -4,6 +4,7 @@ dense float64 Gram of the whole score matrix, itself built from one autograd cal
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -43,6 +44,13 @@ def digits(seed: int = 0, n: int = 24):
     X = torch.randn(n, 64, generator=g, dtype=F64)
     y = torch.randint(0, 10, (n,), generator=g)
     return model, X, y
+
+
+@functools.cache
+def lm_reference() -> torch.Tensor:
+    """The reference Gram of :func:`tiny_lm` on :func:`lm_data`, every parameter (computed once)."""
+    model = tiny_lm()
+    return reference_gram(model, tuple(n for n, _ in model.named_parameters()), lm_data(), "lm")
 
 
 def reference_gram(model, names, data, kind) -> torch.Tensor:
@@ -92,16 +100,16 @@ def test_column_chunks_cover_every_column_once_within_bounds(sizes, width, limit
 # ------------------------------------------------------------------------- one process
 
 
-@pytest.mark.parametrize("budget", [D.DEFAULT_BUDGET_BYTES, 8 * 2 * T * 4096])
+@pytest.mark.parametrize("budget", [D.DEFAULT_BUDGET_BYTES, 8 * 2 * T * 8192])
 def test_world_size_one_lm_equals_autograd_reference(budget):
     model, data = tiny_lm(), lm_data()
     names = tuple(n for n, _ in model.named_parameters())
     g = D.distributed_gram(model, names, data, kind="lm", budget_bytes=budget)
-    ref = reference_gram(model, names, data, "lm")
+    ref = lm_reference()
     assert g.world_size == 1 and g.n == 2 * T and g.P == sum(p.numel() for p in model.parameters())
     assert rel_diff(g.K, ref) <= REL
     if budget < D.DEFAULT_BUDGET_BYTES:  # several passes, tensors split into column slices
-        assert g.timings[0]["passes"] > 3
+        assert g.timings[0]["passes"] >= 4
         assert g.timings[0]["peak_score_bytes"] <= 2 * budget
     lam = D.lambda_max_from_gram(g).value
     lam_ref = float(torch.linalg.eigvalsh(ref)[-1])
@@ -161,6 +169,9 @@ def test_torchrun_environment_without_a_process_group_is_refused(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(InputError, match="RANK"):
         D.init_from_env("gloo")
+    if not dist.is_mpi_available():
+        with pytest.raises(InputError, match="'mpi' backend is not available"):
+            D.init_from_env("mpi")
 
 
 # ------------------------------------------------------------------------- two gloo processes
@@ -233,9 +244,8 @@ def test_two_gloo_processes_equal_the_single_process_gram(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     K = [torch.load(tmp_path / f"K{r}.pt") for r in range(2)]
-    model, data = tiny_lm(), lm_data()
-    names = tuple(n for n, _ in model.named_parameters())
-    ref = reference_gram(model, names, data, "lm")
+    names = tuple(n for n, _ in tiny_lm().named_parameters())
+    ref = lm_reference()
     assert torch.equal(K[0], K[1])  # the all-reduce leaves the same K on both ranks
     assert rel_diff(K[0], ref) <= REL
     lam_ref = float(torch.linalg.eigvalsh(ref)[-1])
