@@ -221,6 +221,12 @@ def _worker(rank: int, world: int, port: int, outdir: str) -> None:
             out["one"] = "no error"
         except InputError as exc:
             out["one"] = str(exc)
+        # rank 1 alone refuses its arguments (a name its model lacks): no rank hangs, both raise
+        try:
+            D.distributed_gram(model, ["head.weight"] if rank == 0 else ["nope"], data, kind="lm")
+            out["refused"] = "no error"
+        except InputError as exc:
+            out["refused"] = str(exc)
         # ranks given different data
         try:
             D.distributed_gram(model, names, lm_data(seed=rank), kind="lm")
@@ -258,6 +264,7 @@ def test_two_gloo_processes_equal_the_single_process_gram(tmp_path):
         assert "rank 0" in res[r]["nan"] and "NaN or inf score" in res[r]["nan"]
         assert "ranks disagree" in res[r]["mismatch"]
         assert res[r]["one"].startswith("rank 0: ") and "rank 1" not in res[r]["one"]
+        assert res[r]["refused"].startswith("rank 1: UnknownIdError") and "rank 0" not in res[r]["refused"]
 
 
 @needs_gloo

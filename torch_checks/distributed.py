@@ -259,6 +259,36 @@ class _RankFailure(Exception):
     pass
 
 
+def _prepare(model, param_names, data, kind, budget_bytes, shards, size):
+    """Validated arguments, the rank plan and the fingerprint every rank must share."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if model.training:
+        raise InputError("the model is in training mode (dropout / batch statistics on): call model.eval() first")
+    if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 8:
+        raise InputError(f"budget_bytes must be an integer ≥ 8, got {budget_bytes!r}")
+    names = tuple(param_names)
+    if not names:
+        raise InputError("the parameter subset is empty")
+    if len(set(names)) != len(names):
+        raise InputError(f"duplicate parameter names in {names}")
+    params = dict(model.named_parameters())
+    bad = [nm for nm in names if nm not in params]
+    if bad:
+        raise UnknownIdError(f"unknown parameter(s) {bad}; the model has {list(params)[:8]}...")
+    X, y, n = _validate_data(kind, data)
+    sizes = [(nm, params[nm].numel()) for nm in names]
+    if shards is None:
+        plan = partition_parameters(sizes, size)
+    else:
+        plan = tuple(tuple(s) for s in shards)
+        flat = [nm for s in plan for nm in s]
+        if len(plan) != size or sorted(flat) != sorted(names):
+            raise InputError(f"shards must give each of the {len(names)} names exactly once over {size} ranks")
+    fp = _fingerprint(model, kind, names, [X] if y is None else [X, y], budget_bytes) + repr(plan)
+    return names, params, X, y, n, sizes, plan, fp
+
+
 def distributed_gram(
     model: nn.Module,
     param_names: Sequence[str],
@@ -305,33 +335,22 @@ def distributed_gram(
     """
     t_start = time.perf_counter()
     rank, size = world(group)
-    if not isinstance(model, nn.Module):
-        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if model.training:
-        raise InputError("the model is in training mode (dropout / batch statistics on): call model.eval() first")
-    if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 8:
-        raise InputError(f"budget_bytes must be an integer ≥ 8, got {budget_bytes!r}")
-    names = tuple(param_names)
-    if not names:
-        raise InputError("the parameter subset is empty")
-    if len(set(names)) != len(names):
-        raise InputError(f"duplicate parameter names in {names}")
-    params = dict(model.named_parameters())
-    bad = [nm for nm in names if nm not in params]
-    if bad:
-        raise UnknownIdError(f"unknown parameter(s) {bad}; the model has {list(params)[:8]}...")
-    X, y, n = _validate_data(kind, data)
-    sizes = [(nm, params[nm].numel()) for nm in names]
-    if shards is None:
-        plan = partition_parameters(sizes, size)
-    else:
-        plan = tuple(tuple(s) for s in shards)
-        flat = [nm for s in plan for nm in s]
-        if len(plan) != size or sorted(flat) != sorted(names):
-            raise InputError(f"shards must give each of the {len(names)} names exactly once over {size} ranks")
-    # every rank must be computing the same K: compare fingerprints before any work
-    fp = _fingerprint(model, kind, names, [X] if y is None else [X, y], budget_bytes) + repr(plan)
-    fps = _gather(fp, group, size)
+    # Validation runs on every rank and its outcome is exchanged with the fingerprints, so that a
+    # rank refusing its arguments never leaves the others waiting in a collective.
+    try:
+        names, params, X, y, n, sizes, plan, fp = _prepare(model, param_names, data, kind, budget_bytes, shards, size)
+        local = ("", fp)
+    except (InputError, UnknownIdError) as exc:
+        local = (f"{type(exc).__name__}: {exc}", "")
+        if size == 1:
+            raise
+    answers = _gather(local, group, size)
+    refused = [(r, e) for r, (e, _) in enumerate(answers) if e]
+    if refused:
+        if local[0] and len(refused) == size and len({e for _, e in refused}) == 1:
+            raise InputError(f"every rank: {local[0]}")  # the same bad input everywhere
+        raise InputError("; ".join(f"rank {r}: {e}" for r, e in refused))
+    fps = [f for _, f in answers]
     if len(set(fps)) != 1:
         differ = [r for r, f in enumerate(fps) if f != fps[0]]
         raise InputError(
