@@ -15,6 +15,11 @@ adjudications and undecided instances are concatenated in task order (20 kept); 
 ``error`` if any errored, else ``verified`` only if every run was verified, else ``hypotheses not
 met`` if no run met the hypotheses, else ``inconclusive`` with each unsettled run's reason.
 
+Hypothesis also draws some values from the numeric constants of the local modules loaded in
+``sys.modules``, so a task reproduces exactly only under the same imports: run every shard, and
+the serial reference, through the ``fimtheory`` CLI (which loads every command plugin), not from
+a long-lived interpreter that imported other project modules in between.
+
 Under the ``ci`` profile Hypothesis is derandomized (the seed is ignored), so k > 1 would repeat
 the same examples: refused.
 """

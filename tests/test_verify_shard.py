@@ -1,10 +1,13 @@
 """properties.shard: `fimtheory verify --shard I/N` then `--merge` gives the report of the same
 tasks run serially (field for field, wall-clock seconds aside), whatever N; bad input exits 2.
 
-Every run goes through the CLI in a fresh process: within one long-lived process the examples a
-seeded Hypothesis run of a claim draws were measured to depend on what ran before it (importing
-``fimtheory.cli`` between two otherwise identical runs of claim W changed them), while fresh
-processes agree bit for bit — which is what shards on other machines are.
+Every run goes through the CLI in a fresh process. Hypothesis draws some values from the numeric
+constants of the local (non-site-packages) modules loaded in ``sys.modules``
+(``hypothesis.internal.conjecture.providers._get_local_constants``), so a seeded run's examples
+depend on which project modules were imported before it — measured: importing
+``torch_checks.eq1_commands`` between two runs of claim W changes the 9th instance drawn. Every
+``fimtheory`` process imports the same modules (all command plugins), so fresh CLI processes
+agree bit for bit, which is what shards on other machines are.
 """
 
 from __future__ import annotations
