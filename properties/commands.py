@@ -99,7 +99,7 @@ def _verify_run(args) -> int:
         from properties.subjects import verify_subject_command
 
         return verify_subject_command(args)
-    if getattr(args, "shard", None) or getattr(args, "merge", None):
+    if getattr(args, "shard", None) or getattr(args, "merge", None) or getattr(args, "seeds_per_claim", 1) != 1:
         from properties.shard import shard_command
 
         return shard_command(args)

@@ -284,7 +284,8 @@ def add_shard_arguments(p) -> None:
         "--merge",
         nargs="+",
         metavar="SHARD_JSON",
-        help="merge the shard reports of one run into one report (printed; written with --json)",
+        help="merge the shard reports of one run into one report (printed; written with --json); the run's "
+        "claims, profile and seeds come from the reports",
     )
 
 
@@ -313,6 +314,8 @@ def shard_command(args) -> int:
 
     if args.shard and args.merge:
         raise InputError("--shard and --merge exclude each other")
+    if not args.shard and args.seeds_per_claim != 1:
+        raise InputError("--seeds-per-claim needs --shard I/N (use --shard 1/1 for one process)")
     if args.merge:
         docs = []
         for path in args.merge:

@@ -151,6 +151,8 @@ def test_merge_refuses_incomplete_or_foreign_shards(tmp_path):
         ["--shard", "1/2"],  # no --json
         ["--shard", "1/2", "--json", "x.json", "--profile", "ci", "--seeds-per-claim", "2"],
         ["--merge", "does-not-exist.json"],
+        ["--seeds-per-claim", "2"],  # without --shard
+        ["--shard", "1/2", "--json", "x.json", "--merge", "a.json"],
     ],
 )
 def test_bad_shard_options_exit_2(tmp_path, monkeypatch, extra, capsys):
