@@ -243,10 +243,11 @@ def _worker(rank: int, world: int, port: int, outdir: str) -> None:
 
 
 @needs_gloo
-def test_two_gloo_processes_equal_the_single_process_gram(tmp_path):
+def test_two_gloo_processes_equal_the_single_process_gram(tmp_path, monkeypatch):
     import torch.multiprocessing as mp
 
-    os.environ.update({k: v for k, v in _loopback_env().items() if k == "GLOO_SOCKET_IFNAME"})
+    if "GLOO_SOCKET_IFNAME" in _loopback_env():
+        monkeypatch.setenv("GLOO_SOCKET_IFNAME", _loopback_env()["GLOO_SOCKET_IFNAME"])
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     K = [torch.load(tmp_path / f"K{r}.pt") for r in range(2)]
