@@ -29,6 +29,7 @@ Verdicts (``ClaimReport.status``):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import Counter
@@ -146,6 +147,7 @@ class ClaimReport:
     seconds: float = 0.0
     not_met_reasons: dict = field(default_factory=dict)
     targeting: bool = True
+    local_constants_pinned: bool = False
     stop_reason: str = ""
     hypothesis_statistics: dict = field(default_factory=dict)
     error: str = ""
@@ -168,6 +170,7 @@ class ClaimReport:
             "seconds": round(self.seconds, 3),
             "not_met_reasons": self.not_met_reasons,
             "targeting": self.targeting,
+            "local_constants_pinned": self.local_constants_pinned,
             "stop_reason": self.stop_reason,
             "hypothesis_statistics": self.hypothesis_statistics,
             "error": self.error,
@@ -209,8 +212,6 @@ def _collect_statistics(sink: dict):
     uses). The format is not promised stable by Hypothesis, so every reader of ``sink``
     tolerates its absence: the runner's own counts decide the verdict.
     """
-    import contextlib
-
     try:
         from hypothesis.statistics import collector
     except ImportError:  # pragma: no cover - older/newer Hypothesis without the hook
@@ -219,6 +220,38 @@ def _collect_statistics(sink: dict):
         return collector.with_value(sink.update)
     except AttributeError:  # pragma: no cover
         return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _without_local_constants():
+    """Run Hypothesis without its pool of "local constants".
+
+    Hypothesis (>= 6.131) draws ~5% of its primitive values from the numeric constants found
+    in the source of every *local* module in ``sys.modules`` (the project's own code), read
+    when the module count changes. A seeded run's examples then depend on which project
+    modules happen to be imported — measured: which CLI plugins are installed, or importing
+    ``fimtheory.paper_data`` first, changed the instances S2 drew under ``--profile ci``. With
+    the pool pinned empty (Hypothesis' built-in constants stay) every run is a function of
+    the seed and the code of the strategy and claim alone. Uses
+    ``hypothesis.internal.conjecture.providers._get_local_constants``; yields False (and
+    changes nothing) where that hook does not exist.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+
+        original = providers._get_local_constants
+        empty = type(original())()
+        cache = providers.CONSTANTS_CACHE
+        cache.cache.clear()
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - other Hypothesis versions
+        yield False
+        return
+    providers._get_local_constants = lambda: empty
+    try:
+        yield True
+    finally:
+        providers._get_local_constants = original
+        cache.cache.clear()
 
 
 def _summarise_statistics(stats: dict) -> dict:
@@ -366,7 +399,8 @@ def check_property(
     t0 = time.perf_counter()
     unsatisfiable = False
     try:
-        with _collect_statistics(stats):
+        with _collect_statistics(stats), _without_local_constants() as pinned:
+            report.local_constants_pinned = pinned
             run()
     except ImplementationDisagreement as exc:
         report.status = "error"

@@ -354,3 +354,26 @@ def test_table_columns_align_for_long_claim_ids():
     col = head.index("status")
     assert [r[col:].split()[0] for r in rows] == ["verified", "verified"]
     assert rows[0].index("3/3") + 3 == rows[1].index("1/0") + 3 == head.index("examples") + len("examples")
+
+
+def test_examples_do_not_depend_on_which_project_modules_are_imported(tmp_path, monkeypatch):
+    # Hypothesis draws some values from the numeric constants of local modules in sys.modules;
+    # verify pins that pool, so importing a module full of constants changes nothing.
+    import importlib
+    import sys
+
+    def run():
+        rep = check_property(get_claim("W"), strategy_for("W"), profile="quick", seed=7, max_examples=60)
+        assert rep.local_constants_pinned is True
+        return [(a["float_margin"], a["mp_margin"]) for a in rep.adjudications], rep.worst_margin, rep.ties
+
+    before = run()
+    floats = [0.1234567, -3.75e-7, 2.5e12, 1e-300, 7.0, -0.0, 13.0, 0.3333, 1e5, 2.0**-40]
+    values, ints = ", ".join(map(repr, floats)), ", ".join(map(str, range(500)))
+    (tmp_path / "many_constants_mod.py").write_text(f"VALUES = [{values}]\nINTS = [{ints}]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("many_constants_mod")
+    try:
+        assert run() == before
+    finally:
+        sys.modules.pop("many_constants_mod", None)
