@@ -78,6 +78,27 @@ SOURCES = {
         ["results/eq1-study-byte-lm-full.json"],
         "fimtheory eq1-study --model byte-lm --profile full --seed 0 --json results/eq1-study-byte-lm-full.json",
     ),
+    "eq1-study-smollm2-quick": (
+        ["results/eq1-study-smollm2-quick.json"],
+        "fimtheory eq1-study --model smollm2 --profile quick --seed 0 --json results/eq1-study-smollm2-quick.json",
+    ),
+    "verify-thorough-sharp": (
+        [
+            "results/verify-thorough-sharp-kt-ll.json",
+            "results/verify-thorough-sharp-s3.json",
+            "results/verify-thorough-sharp-s3l.json",
+        ],
+        "fimtheory verify --claim KT --claim LL --profile thorough --seed 1 "
+        "--json results/verify-thorough-sharp-kt-ll.json (likewise --claim S3, --claim S3L)",
+    ),
+    "sharp-conjecture": (
+        ["results/sharp-conjecture.json"],
+        "python -m properties.sharp_conjecture --profile full --seed 0 --json results/sharp-conjecture.json",
+    ),
+    "sharp-critical-scale": (
+        ["results/sharp-critical-scale.json"],
+        "python -m properties.sharp_critical_scale --n-instances 400 --seed 0 --json results/sharp-critical-scale.json",
+    ),
     "inflation-quick-report": (
         ["results/inflation-quick/report.md"],
         "fimtheory inflation --profile quick --seed 0 --out results/inflation-quick",
@@ -178,11 +199,22 @@ def _status_summary(statuses) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def render_verify(path: str, command: str) -> list[str]:
-    doc = _load(path)
-    claims = doc.get("claims", [])
+_VERIFY_HEAD = [
+    "claim",
+    "status",
+    "examples",
+    "hypotheses not met",
+    "worst relative margin",
+    "adjudicated",
+    "max digits",
+    "s",
+    "note",
+]
+
+
+def _verify_rows(doc: dict) -> list[list]:
     rows = []
-    for c in claims:
+    for c in doc.get("claims", []):
         examples = c.get("examples")
         requested = c.get("examples_requested", c.get("requested"))
         ex = f"{examples} of {requested}" if requested not in (None, 0, examples) else str(examples)
@@ -206,30 +238,52 @@ def render_verify(path: str, command: str) -> list[str]:
                 note,
             ]
         )
+    return rows
+
+
+def _verify_summary(doc: dict) -> str:
+    claims = doc.get("claims", [])
     total = sum(c.get("seconds") or 0.0 for c in claims)
-    lines = [
-        f"`{command}` — profile {doc.get('profile')}, seed {doc.get('seed')}, adjudication from "
+    return (
+        f"profile {doc.get('profile')}, seed {doc.get('seed')}, adjudication from "
         f"{doc.get('dps', '—')} digits; {_status_summary(c.get('status') for c in claims)}; "
         f"{total:.1f} s summed over claims"
         + (f"; exit status {doc['exit_status']}" if "exit_status" in doc else "")
-        + ".",
-        "",
-    ]
-    lines += _table(
-        [
-            "claim",
-            "status",
-            "examples",
-            "hypotheses not met",
-            "worst relative margin",
-            "adjudicated",
-            "max digits",
-            "s",
-            "note",
-        ],
-        rows,
+        + (
+            "; **incomplete**: the file was written before the run finished (it is rewritten after each claim)"
+            if doc.get("complete") is False
+            else ""
+        )
     )
+
+
+def render_verify(path: str, command: str) -> list[str]:
+    doc = _load(path)
+    lines = [f"`{command}` — {_verify_summary(doc)}.", ""]
+    lines += _table(_VERIFY_HEAD, _verify_rows(doc))
     lines += ["", _source_line(path, command)]
+    return lines
+
+
+def render_verify_several(name: str) -> list[str]:
+    """One table over several committed verify reports (each named with its own summary)."""
+    paths, command = SOURCES[name]
+    present = [p for p in paths if os.path.exists(os.path.join(ROOT, p))]
+    lines, rows = [], []
+    for p in present:
+        doc = _load(p)
+        ids = ", ".join(str(c.get("id")) for c in doc.get("claims", []))
+        lines.append(f"- `{p}` ({ids}): {_verify_summary(doc)}.")
+        rows += _verify_rows(doc)
+    missing = [p for p in paths if p not in present]
+    if missing:
+        lines.append(f"- not committed: {', '.join(f'`{p}`' for p in missing)}.")
+    lines += [
+        "",
+        *_table(_VERIFY_HEAD, rows),
+        "",
+        f"*Rendered from {', '.join(f'`{p}`' for p in present)} (written by `{command}`).*",
+    ]
     return lines
 
 
@@ -423,7 +477,15 @@ def render_check_models(path: str, command: str) -> list[str]:
     header, rows = doc.get("header", {}), doc.get("rows", [])
     lines = [
         f"`{command}` — profile {header.get('profile')}, device {header.get('device')}, seed "
-        f"{header.get('seed')}, torch {header.get('torch')}, {_secs(header.get('wall_seconds'))} s wall.",
+        f"{header.get('seed')}, torch {header.get('torch')}, {_secs(header.get('wall_seconds'))} s wall"
+        + (f", {_secs(header['cpu_seconds'])} s CPU" if isinstance(header.get("cpu_seconds"), (int, float)) else "")
+        + (
+            f", load average {', '.join(str(x) for x in header['load_average'])} (1, 5, 15 min) on this shared machine"
+            if header.get("load_average")
+            else ""
+        )
+        + (f", peak RSS {header['peak_rss_mib']} MiB" if header.get("peak_rss_mib") else "")
+        + ".",
         "",
     ]
     facts = []
@@ -454,6 +516,13 @@ def render_check_models(path: str, command: str) -> list[str]:
             ]
         )
     lines += _table(["model", "quality", "corpus", "P", "n", "λ1", "γ"], facts)
+    subsets = [
+        f"{name}: {', '.join(f['param_subset'])}"
+        for name, f in header.get("models", {}).items()
+        if isinstance(f.get("param_subset"), list)
+    ]
+    if subsets:
+        lines += ["", "Parameters scored (P counts them): " + "; ".join(subsets) + "."]
     models = list(dict.fromkeys(r.get("model") for r in rows))
     claims = list(dict.fromkeys(r.get("claim") for r in rows))
     grid = []
@@ -486,10 +555,44 @@ def render_check_models(path: str, command: str) -> list[str]:
             )
         elif r.get("claim") == "T4.3-SR" and "ci95_relative" in d:
             lo, hi = d["ci95_relative"]
+            mean = (
+                f" = {_num(d['mean_elevation'] / d['lambda1'])}"
+                if isinstance(d.get("mean_elevation"), (int, float)) and d.get("lambda1")
+                else ""
+            )
             measured.append(
-                f"- {r.get('model')}, {r.get('scheme')}: stochastic-rounding mean (E λ_max − λ1)/λ1 has 95% CI "
+                f"- {r.get('model')}, {r.get('scheme')}: stochastic-rounding mean (E λ_max − λ1)/λ1{mean}, 95% CI "
                 f"[{_num(lo)}, {_num(hi)}] ({d.get('draws_lowering')} draws lower λ_max)."
             )
+    changes = []
+    for r in rows:
+        d = r.get("details") or {}
+        if r.get("claim") != "lowers-lambda-max" or d.get("lambda_q") is None or not d.get("lambda1"):
+            continue
+        eta = next(
+            (
+                (x.get("details") or {}).get("eta")
+                for x in rows
+                if x.get("claim") == "T4.3a" and x.get("model") == r.get("model") and x.get("scheme") == r.get("scheme")
+            ),
+            None,
+        )
+        rel = d["lambda_q"] / d["lambda1"] - 1
+        change = "0 (no-op: E = 0)" if d.get("effect") == "no-op" else f"{100 * rel:+.1f}%"
+        changes.append(
+            [
+                r.get("model"),
+                r.get("scheme"),
+                _num(eta, 3),
+                _num(d["lambda1"], 4),
+                _num(d["lambda_q"], 4),
+                change,
+                d.get("effect") or "—",
+            ]
+        )
+    if changes:
+        lines += ["", "λ_max of the quantized model's FIM per deterministic scheme (η = ‖E‖₂):", ""]
+        lines += _table(["model", "scheme", "η", "λ1", "λ_max(F(Q(θ)))", "change", "effect"], changes)
     if measured:
         lines += ["", "Measured:", "", *measured]
     summary = doc.get("summary", {})
@@ -500,6 +603,23 @@ def render_check_models(path: str, command: str) -> list[str]:
             f"Totals: {', '.join(f'{n} {s}' for s, n in st.items())}; exit status {summary.get('exit_status')}.",
         ]
     lines += ["", _source_line(path, command)]
+    return lines
+
+
+def render_check_models_smollm2(path: str, command: str) -> list[str]:
+    """The SmolLM2 check-models report, and the GNU time measurement of the same run when
+    ``results/check-models-smollm2-quick-time.json`` is committed."""
+    lines = render_check_models(path, command)
+    timing = "results/check-models-smollm2-quick-time.json"
+    if os.path.exists(os.path.join(ROOT, timing)):
+        t = _load(timing)
+        lines += [
+            "",
+            f"Time and memory of the same run, measured by `{t.get('command')}` (GNU time -v): peak resident "
+            f"memory {t.get('max_rss_gib')} GiB ({t.get('max_rss_kbytes')} kB), elapsed {t.get('elapsed_wall')}, "
+            f"{t.get('user_seconds')} s user + {t.get('system_seconds')} s system CPU, exit status "
+            f"{t.get('exit_status')} — *`{timing}`*.",
+        ]
     return lines
 
 
@@ -584,8 +704,10 @@ def render_eq1_study(path: str, command: str) -> list[str]:
                 arm,
                 sm.get("steps"),
                 f"{_num(soft.get('median_rel_error'), 2)} / {_num(soft.get('p95_rel_error'), 2)}",
+                f"[{_num(soft.get('min_ratio'), 3)}, {_num(soft.get('max_ratio'), 3)}]",
                 _num(soft.get("spearman"), 2),
                 _num(emp.get("median_rel_error"), 2),
+                f"[{_num(emp.get('min_ratio'), 3)}, {_num(emp.get('max_ratio'), 3)}]",
                 _num(par.get("median_rel_error"), 2),
                 _num(sm.get("kl_sorted_padded_p95"), 3),
                 _num(sm.get("kl_full_p95"), 3),
@@ -602,8 +724,10 @@ def render_eq1_study(path: str, command: str) -> list[str]:
             "arm",
             "steps",
             "Eq. 1 vs λ_max(M(p)): median / p95 rel. error",
+            "λ̂/λ_max(M(p)) range",
             "Spearman",
             "vs empirical: median rel. error",
+            "λ̂/‖e_y−p‖² range",
             "vs parameter FIM: median rel. error",
             "p95 sorted-padded KL",
             "p95 plain KL",
@@ -619,7 +743,7 @@ def render_eq1_study(path: str, command: str) -> list[str]:
         ]
         lines += [
             "",
-            "p95 sorted-padded KL, quantized / full precision on the same prompts and seeds (95% bootstrap CI): "
+            "p95 sorted-padded KL, quantized arm / reference arm on the same prompts and seeds (95% bootstrap CI): "
             + "; ".join(parts)
             + ".",
         ]
@@ -699,6 +823,22 @@ def render_benchmarks(path: str, command: str) -> list[str]:
     return lines
 
 
+#: the figures of results/paper-data.json shown in README (the headline, the pooled drift, and
+#: the ones whose "what it is not" changes their reading)
+PAPER_DATA_KEY_FIGURES = (
+    "calibration.original.drift_p95",
+    "calibration.pooled.drift_factor_p95",
+    "calibration.range.min",
+    "calibration.range.max",
+    "stability.passing",
+    "correlation.max",
+    "leadtime.detection_pct",
+    "leadtime.t",
+    "intervention.reduction_pct",
+    "intervention.cohens_d",
+)
+
+
 def render_paper_data(path: str, command: str) -> list[str]:
     doc = _load(path)
     figures = doc.get("figures", [])
@@ -709,19 +849,25 @@ def render_paper_data(path: str, command: str) -> list[str]:
         f"(source: {doc.get('source')}); baseline τ = {doc.get('tau_theory')}.",
         "",
     ]
-    headline = [f for f in figures if str(f.get("key", "")).startswith("calibration.original")]
-    if headline:
-        rows = [
-            [
-                f.get("label"),
-                _num(f.get("published"), 6),
-                _num(f.get("recomputed"), 6),
-                "yes" if f.get("reproduced") else "**no**",
-                f.get("is_not", ""),
-            ]
-            for f in headline
-        ]
-        lines += _table(["figure", "published", "recomputed", "reproduced", "what it is not"], rows)
+    by_key = {f.get("key"): f for f in figures}
+    key = [by_key[k] for k in PAPER_DATA_KEY_FIGURES if k in by_key]
+    if key:
+        rows, previous = [], None
+        for f in key:
+            is_not = f.get("is_not") or "—"
+            rows.append(
+                [
+                    f.get("label"),
+                    _num(f.get("published"), 6),
+                    _num(f.get("recomputed"), 6),
+                    "yes" if f.get("reproduced") else "**no**",
+                    f.get("statistic", ""),
+                    "as the row above" if is_not == previous and is_not != "—" else is_not,
+                ]
+            )
+            previous = is_not
+        lines += [f"Key figures ({len(key)} of {len(figures)}; every figure is in the file):", ""]
+        lines += _table(["figure", "published", "recomputed", "reproduced", "what it is", "what it is not"], rows)
         lines.append("")
     if failed:
         lines += [
@@ -729,6 +875,84 @@ def render_paper_data(path: str, command: str) -> list[str]:
             "",
         ]
     lines.append(_source_line(path, command))
+    return lines
+
+
+def _ratio_enclosure(w: dict) -> str:
+    c = w.get("certified_ratio")
+    if not c:
+        return "not certified"
+    lo = _outward(c[0], decimal.ROUND_FLOOR, 12)
+    hi = _outward(c[1], decimal.ROUND_CEILING, 12)
+    return f"[{lo}, {hi}]"
+
+
+def render_sharp_conjecture(path: str, command: str) -> list[str]:
+    doc = _load(path)
+    settings = doc.get("settings", [])
+    ns = sorted({s.get("n") for s in settings})
+    etas = sorted({s.get("eta_over_gap") for s in settings})
+    spectra = sorted({s.get("spectrum") for s in settings})
+    best = max((s.get("best_ratio") for s in settings), default=None)
+    lines = [
+        f"`{command}` — {doc.get('conjecture')}: the largest ratio |λ'−λ1−a1−a2| / ((4/(3√3))η³/(γ(γ−2η))) "
+        f"found by a targeted search over {len(settings)} settings (n ∈ {{{', '.join(map(str, ns))}}}, "
+        f"η/γ ∈ {{{', '.join(_num(e) for e in etas)}}}, lower spectra {', '.join(spectra)}), "
+        f"{_secs(doc.get('seconds'))} s; largest ratio in any setting {_num(best, 8)}; counterexample found: "
+        f"{'yes' if doc.get('counterexample_found') else 'no'}.",
+        "",
+    ]
+    rows = []
+    for label in ("worst n=2", "worst n>=3"):
+        w = doc.get(label)
+        if w:
+            rows.append(
+                [
+                    {"worst n=2": "n = 2", "worst n>=3": "n ≥ 3"}[label],
+                    _num(w.get("eta_over_gap"), 3),
+                    _num(w.get("ratio"), 12),
+                    _ratio_enclosure(w),
+                    "yes" if w.get("violation") else "no",
+                ]
+            )
+    lines += _table(["n", "η/γ", "largest ratio", "certified enclosure of that ratio", "above 1"], rows)
+    per_eta = []
+    for e in etas:
+        two = [x.get("best_ratio") for x in settings if x.get("eta_over_gap") == e and x.get("n") == 2]
+        more = [x.get("best_ratio") for x in settings if x.get("eta_over_gap") == e and (x.get("n") or 0) >= 3]
+        if two and more:
+            b2, b3 = max(two), max(more)
+            per_eta.append([_num(e), _num(b2, 12), _num(b3, 12), _num(b3 - b2, 2)])
+    if per_eta:
+        lines += ["", "Largest ratio per η/γ, n = 2 against n = 3…6 (float64 values of the search):", ""]
+        lines += _table(["η/γ", "n = 2", "n ≥ 3", "difference"], per_eta)
+    lines += ["", _source_line(path, command)]
+    return lines
+
+
+def render_sharp_critical_scale(path: str, command: str) -> list[str]:
+    doc = _load(path)
+
+    def stats(d):
+        return ", ".join(f"{k} {_num(d.get(k), 3)}" for k in ("min", "median", "p90", "max") if k in d)
+
+    lines = [
+        f"`{command}` — {doc.get('instances')} seeded zero-mean ensembles (seed {doc.get('seed')}); "
+        "T4.3c's critical scale s_c (strict elevation E λ_max(F+sE) > λ_max(F) certified for 0 < s < s_c):",
+        "",
+        f"- s_c from S3's proved bound / s_c from S2's bound: {stats(doc.get('sharp_over_old', {}))} "
+        f"(upper limit 4/K = {_num(doc.get('upper_limit_4_over_K'), 4)});",
+        f"- s_c from the conjectured bound / s_c from S2's bound: {stats(doc.get('conjectured_over_old', {}))}.",
+    ]
+    t = doc.get("t43b_second_order_at_s1")
+    if t:
+        lines.append(
+            f"- T4.3b's second-order lower bound at s = 1, on the {t.get('instances_with_2eta_bar_below_gap')} "
+            f"ensembles with 2η̄ < γ: positive (elevation certified) on {t.get('sharp_bound_positive')} with S3's "
+            f"remainder vs {t.get('old_bound_positive')} with S2's; share of the gap to the true elevation closed: "
+            f"{stats(t.get('share_of_gap_to_true_elevation_closed', {}))}."
+        )
+    lines += ["", _source_line(path, command)]
     return lines
 
 
@@ -796,10 +1020,14 @@ RENDERERS = {
     "parameter-level": render_parameter_level,
     "readings": render_readings,
     "check-models-quick": render_check_models,
-    "check-models-smollm2-quick": render_check_models,
+    "check-models-smollm2-quick": render_check_models_smollm2,
     "inflation-quick": render_inflation,
     "inflation-quick-report": render_inflation_report,
     "eq1-study": render_eq1_study,
+    "eq1-study-smollm2-quick": render_eq1_study,
+    "verify-thorough-sharp": lambda path, command: render_verify_several("verify-thorough-sharp"),
+    "sharp-conjecture": render_sharp_conjecture,
+    "sharp-critical-scale": render_sharp_critical_scale,
     "paper-data": render_paper_data,
     "benchmarks": render_benchmarks,
     "claims-code": render_claims_code,
