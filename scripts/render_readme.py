@@ -615,7 +615,7 @@ def render_check_models_smollm2(path: str, command: str) -> list[str]:
         t = _load(timing)
         lines += [
             "",
-            f"Time and memory of the same run, measured by `{t.get('command')}` (GNU time -v): peak resident "
+            f"Time and memory, measured by `{t.get('command')}` (GNU time -v): peak resident "
             f"memory {t.get('max_rss_gib')} GiB ({t.get('max_rss_kbytes')} kB), elapsed {t.get('elapsed_wall')}, "
             f"{t.get('user_seconds')} s user + {t.get('system_seconds')} s system CPU, exit status "
             f"{t.get('exit_status')} — *`{timing}`*.",
