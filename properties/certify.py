@@ -36,6 +36,7 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 
+from fimtheory import enclosures as _enc
 from fimtheory._generated import series as _series
 from fimtheory.errors import InputError, UnknownIdError
 from fimtheory.highprec import eigenvalue_enclosures, iv_from_mp, mp_eigh, working_precision
@@ -311,33 +312,16 @@ def iv_column(v) -> mpmath.matrix:
     return m
 
 
-def _lo(x):
-    return mpmath.mpf(x.a)
-
-
-def _hi(x):
-    return mpmath.mpf(x.b)
-
-
-def _mid_matrix(M) -> mpmath.matrix:
-    out = mpmath.matrix(M.rows, M.cols)
-    for i in range(M.rows):
-        for j in range(M.cols):
-            out[i, j] = mpmath.mpf(M[i, j].mid)
-    return out
+# Interval primitives shared with the adjudicator's evaluators (fimtheory.enclosures); the
+# margin formulas below stay this module's own.
+_lo = _enc.lo
+_hi = _enc.hi
+_mid_matrix = _enc.mid_matrix
+_frobenius_upper = _enc.frobenius_upper
 
 
 def _to_iv(m: mpmath.matrix) -> mpmath.matrix:
     return iv_from_mp(m)
-
-
-def _frobenius_upper(M) -> mpmath.mpf:
-    s = iv.mpf(0)
-    for i in range(M.rows):
-        for j in range(M.cols):
-            x = M[i, j]
-            s += iv.mpf(max(abs(_lo(x)), abs(_hi(x)))) ** 2
-    return _hi(iv.sqrt(s))
 
 
 def iv_dot(x, y):
@@ -385,35 +369,13 @@ def iv_abs(x):
 
 def iv_eigenvalue_enclosures(M) -> list:
     """Rigorous enclosures (intervals, descending) of the eigenvalues of every symmetric
-    matrix inside the symmetric interval matrix ``M`` (same argument as
-    :func:`fimtheory.highprec.eigenvalue_enclosures`: for the mp eigenvector matrix X of
-    the midpoint, XᵀSX = D + Δ with ‖Δ‖₂ ≤ ‖XᵀMX − D‖_F (Weyl), and Ostrowski's theorem
-    carries the eigenvalues of XᵀSX back to S). Call inside :func:`working_precision`."""
-    n = M.rows
-    mid = _mid_matrix(M)
-    for i in range(n):
-        for j in range(i + 1, n):
-            mid[i, j] = mid[j, i] = (mid[i, j] + mid[j, i]) / 2
-    eig = mp_eigh(mid, mpmath.mp.dps)
-    X = _to_iv(eig.eigenvectors)
-    B = X.T * M * X
-    for k in range(n):
-        B[k, k] = B[k, k] - iv.mpf(eig.eigenvalues[k])
-    delta = _frobenius_upper(B)
-    N = X.T * X
-    for k in range(n):
-        N[k, k] = N[k, k] - 1
-    nu = _frobenius_upper(N)
-    if nu >= mpmath.mpf("0.5"):
-        raise InputError("eigenvector matrix too far from orthogonal for a certified enclosure")
-    th_lo, th_hi = iv.mpf(1) - iv.mpf(nu), iv.mpf(1) + iv.mpf(nu)
-    out = []
-    for k in range(n):
-        lo_b = iv.mpf(eig.eigenvalues[k]) - iv.mpf(delta)
-        hi_b = iv.mpf(eig.eigenvalues[k]) + iv.mpf(delta)
-        cands = [lo_b / th_lo, lo_b / th_hi, hi_b / th_lo, hi_b / th_hi]
-        out.append(iv.mpf([min(_lo(c) for c in cands), max(_hi(c) for c in cands)]))
-    return out
+    matrix inside the symmetric interval matrix ``M`` — :func:`fimtheory.enclosures.iv_eigenvalue_enclosures`
+    (Weyl on XᵀMX − D for the midpoint's mp eigenvectors X, Ostrowski back to M), with its
+    failure reported as :class:`InputError`. Call inside :func:`working_precision`."""
+    try:
+        return _enc.iv_eigenvalue_enclosures(M)
+    except _enc.EnclosureError as exc:
+        raise InputError(str(exc)) from None
 
 
 def float_eigenvalue_enclosures(A) -> list:

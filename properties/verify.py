@@ -62,9 +62,10 @@ STRICT_PROFILES = frozenset({"ci", "thorough"})
 # per claim. It starts once >= 1000 examples are requested, after ~200 valid ones. On
 # T4.3c's strategy nearly every mutation of the hill-climber overruns the choice budget;
 # overruns count against Hypothesis' invalid budget, so the run ends ("max_iterations")
-# after a few hundred valid examples. Switched off only where measured to hurt; see
+# after a few hundred valid examples. S3 stopped the same way under thorough (4,273 of
+# 10,000 valid, 427,759 overruns). Switched off only where measured to hurt; see
 # TARGETING_MEASUREMENT for the numbers behind each entry.
-TARGETING: dict[str, bool] = {"T4.3c": False}
+TARGETING: dict[str, bool] = {"T4.3c": False, "S3": False}
 TARGETING_DEFAULT = True
 TARGETING_MEASUREMENT = (
     "valid examples reached of 2000 requested, seed 1, with / without the target phase; "

@@ -330,8 +330,10 @@ def test_exit_status_by_profile():
 
 
 def test_targeting_is_off_only_where_measured_to_stop_the_run_early():
-    assert targeting_for("T4.3c") is False
-    assert all(targeting_for(c) for c in REGISTRY if c != "T4.3c")
+    # T4.3c stopped at ~390 of 2000 and S3 at 4,273 of 10,000 with the target phase on
+    off = {"T4.3c", "S3"}
+    assert all(targeting_for(c) is False for c in off)
+    assert all(targeting_for(c) for c in REGISTRY if c not in off)
 
 
 @pytest.mark.slow

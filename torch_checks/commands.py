@@ -89,7 +89,7 @@ def _check_models_run(args: argparse.Namespace) -> int:
                           "load_average": _load_average()})
     print(R.format_header(header))
     print(R.format_table(rows))
-    summ = R.summary(rows)
+    summ = R.summary(rows, header.get("profile"))
     print(f"wall {header['wall_seconds']:.1f} s (CPU {header['cpu_seconds']:.1f} s), "
           f"load average {header['load_average']}, "
           f"statuses {summ['statuses']}")
