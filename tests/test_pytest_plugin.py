@@ -238,7 +238,7 @@ def test_plugin_leaves_unmarked_tests_alone(tmp_path):
         "from hypothesis import given, strategies as st, settings\n"
         "@given(st.integers())\n"
         "def test_h(x):\n    assert settings().max_examples == 100\n"
-        "def test_plain():\n    assert True\n"
+        "def test_plain():\n    assert sum([1, 2]) == 3\n"
     )
     on = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)], cwd=tmp_path)
     off = _run(
