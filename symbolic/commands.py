@@ -61,9 +61,7 @@ def _remainder_document() -> dict:
     return {
         "what": "remainder",
         "statement": "S2 (needs 2 eta < gap) and SIGN bounds",
-        "conventions": (
-            "eta = ||E||_2, gap = lambda_1 - lambda_2, k >= 1; residual_norm_sq = ||P_perp E v||^2"
-        ),
+        "conventions": ("eta = ||E||_2, gap = lambda_1 - lambda_2, k >= 1; residual_norm_sq = ||P_perp E v||^2"),
         "indexed_bases": [],
         "entries": [
             ("coefficient_bound", remainders.coefficient_bound(), None),
@@ -112,8 +110,7 @@ def _fim_document(model: str) -> dict:
         return {
             "what": "fim-expansion",
             "model": model,
-            "conventions": conventions
-            + " Softmax: p = softmax(z), r_k = [y = k] - p_k, classes 0..K-1 (0-based).",
+            "conventions": conventions + " Softmax: p = softmax(z), r_k = [y = k] - p_k, classes 0..K-1 (0-based).",
             "indexed_bases": ["p", "u", "s"],
             "entries": entries,
         }
@@ -121,8 +118,7 @@ def _fim_document(model: str) -> dict:
     return {
         "what": "fim-expansion",
         "model": model,
-        "conventions": conventions
-        + f" Scalar link: p = mu(z) = {sp.sstr(fim.SCALAR_MEANS[model])}, r = y - p, "
+        "conventions": conventions + f" Scalar link: p = mu(z) = {sp.sstr(fim.SCALAR_MEANS[model])}, r = y - p, "
         "u = x^T delta, s = x^T Sigma x.",
         "indexed_bases": [],
         "entries": [

@@ -283,8 +283,16 @@ def derivation_objects() -> list:
     objs = []
     for model in ("linear", "logistic"):
         link = scalar_link(model)
-        objs += [link.mean, link.residual, link.dr, link.d2r, link.jvp_factor,
-                 link.second_factor, link.expected_second_factor, link.expected_outer_factor]
+        objs += [
+            link.mean,
+            link.residual,
+            link.dr,
+            link.d2r,
+            link.jvp_factor,
+            link.second_factor,
+            link.expected_second_factor,
+            link.expected_outer_factor,
+        ]
     sm = softmax_link()
     objs += [sm.dp, sm.d2p, sm.expected_second_factor, sm.expected_outer_factor]
     return objs

@@ -224,21 +224,14 @@ def closed_form_series_n2(order: int = MAX_ORDER) -> tuple[list[sp.Expr], list[s
     gap = sp.Symbol("gap", positive=True)
     m11, m12, m22 = M[0, 0], M[0, 1], M[1, 1]
     # λ_max = mean + sqrt(half-difference² + off²); the branch with λ(0) = l1 (gap > 0)
-    top = (2 * l2 + gap + t * (m11 + m22)) / 2 + sp.sqrt(
-        (gap + t * (m11 - m22)) ** 2 / 4 + t**2 * m12**2
-    )
+    top = (2 * l2 + gap + t * (m11 + m22)) / 2 + sp.sqrt((gap + t * (m11 - m22)) ** 2 / 4 + t**2 * m12**2)
     series = sp.series(top, t, 0, order + 1).removeO()
     closed = [sp.simplify(series.coeff(t, k).subs(gap, l1 - l2)) for k in range(1, order + 1)]
-    derived = [
-        sp.simplify(evaluate_explicit(a, [l1, l2], M))
-        for a in series_coefficients_bracket_form(order)
-    ]
+    derived = [sp.simplify(evaluate_explicit(a, [l1, l2], M)) for a in series_coefficients_bracket_form(order)]
     return closed, derived
 
 
-def charpoly_root_series(
-    n: int = 3, order: int = MAX_ORDER, entries: dict | None = None
-) -> tuple[list, list, tuple]:
+def charpoly_root_series(n: int = 3, order: int = MAX_ORDER, entries: dict | None = None) -> tuple[list, list, tuple]:
     """Taylor coefficients of the characteristic-polynomial root through l1, solved order by order.
 
     For A = diag(l1..ln) with symbolic distinct l's and symbolic symmetric M, substitute

@@ -13,7 +13,10 @@ from hypothesis import HealthCheck, settings
 # where a 200 ms deadline flakes), no example database. FIMTHEORY_HYPOTHESIS_PROFILE=explore
 # draws fresh random examples instead.
 settings.register_profile(
-    "fimtheory-ci", derandomize=True, deadline=None, database=None,
+    "fimtheory-ci",
+    derandomize=True,
+    deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow])

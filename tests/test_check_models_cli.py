@@ -13,8 +13,23 @@ from fimtheory.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-ROW_KEYS = {"model", "scheme", "bits", "claim", "status", "margin", "counts", "examples", "not_met",
-            "not_met_reasons", "adjudicated", "worst_margin", "reason", "seconds", "details"}
+ROW_KEYS = {
+    "model",
+    "scheme",
+    "bits",
+    "claim",
+    "status",
+    "margin",
+    "counts",
+    "examples",
+    "not_met",
+    "not_met_reasons",
+    "adjudicated",
+    "worst_margin",
+    "reason",
+    "seconds",
+    "details",
+}
 
 
 def _one_error_line(capsys) -> str:
@@ -26,9 +41,23 @@ def _one_error_line(capsys) -> str:
 
 def test_quick_logistic_writes_documented_json(tmp_path, capsys):
     out = tmp_path / "res.json"
-    rc = main(["check-models", "--model", "logistic", "--scheme", "rtn-int4-sym-channel",
-               "--scheme", "sr-int4-sym-channel", "--profile", "quick", "--device", "cpu",
-               "--json", str(out)])
+    rc = main(
+        [
+            "check-models",
+            "--model",
+            "logistic",
+            "--scheme",
+            "rtn-int4-sym-channel",
+            "--scheme",
+            "sr-int4-sym-channel",
+            "--profile",
+            "quick",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     assert "logistic" in text and "T4.3a" in text and "P3.2" in text
@@ -41,18 +70,20 @@ def test_quick_logistic_writes_documented_json(tmp_path, capsys):
     for row in doc["rows"]:
         assert set(row) == ROW_KEYS
         assert set(row["counts"]) == {"examples", "not_met"}
-        assert row["status"] in ("verified", "hypotheses not met", "measured", "inconclusive",
-                                 "skipped")
+        assert row["status"] in ("verified", "hypotheses not met", "measured", "inconclusive", "skipped")
         claims.add(row["claim"])
     assert {"T4.3a", "S2", "lowers-lambda-max", "T4.3-SR", "T4.3b", "T4.3c", "P3.2", "C"} <= claims
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--model", "no-such-model"], "no-such-model"),
-    (["--model", "logistic", "--scheme", "rtn-int9-sym-channel"], "rtn-int9-sym-channel"),
-    (["--model", "logistic", "--profile", "medium"], "medium"),
-    (["--model", "logistic", "--bits", "1"], "bits"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--model", "no-such-model"], "no-such-model"),
+        (["--model", "logistic", "--scheme", "rtn-int9-sym-channel"], "rtn-int9-sym-channel"),
+        (["--model", "logistic", "--profile", "medium"], "medium"),
+        (["--model", "logistic", "--bits", "1"], "bits"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(argv, needle, capsys):
     rc = main(["check-models", *argv])
     assert rc == 2
@@ -79,8 +110,7 @@ def test_building_the_parser_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from fimtheory.cli import build_parser; build_parser(); "
-            "print('torch' in sys.modules)")
+    code = "import sys; from fimtheory.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

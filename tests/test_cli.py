@@ -17,8 +17,9 @@ IDS += ["EQ1-M-BOUNDS", "EQ1-RATIO", "KL-SORTED"]  # fimtheory.claims_eq1
 
 
 def _run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "fimtheory", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "fimtheory", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
 
 
 def test_claims_lists_every_id_subprocess():
@@ -43,8 +44,9 @@ def test_verify_w_quick_json(tmp_path):
     assert {"claims", "all_verified"} <= set(data)
     assert data["all_verified"] is True
     (c,) = data["claims"]
-    assert {"id", "status", "examples", "rejected", "worst_margin", "adjudicated", "counterexample",
-            "seconds"} <= set(c)
+    assert {"id", "status", "examples", "rejected", "worst_margin", "adjudicated", "counterexample", "seconds"} <= set(
+        c
+    )
     assert c["id"] == "W" and c["status"] == "verified" and c["counterexample"] is None
     assert c["examples"] > 0 and c["worst_margin"] >= 0 and c["seconds"] >= 0
     # verified means every requested example ran, none undecided

@@ -70,7 +70,8 @@ def test_heuristic_reaches_lambda_max_with_power_steps():
 
 
 @pytest.mark.parametrize(
-    "G", [np.vstack([_g[:1], -_g[:1]]), np.zeros((3, 4)), np.array([[1.0, -2.0], [-1.0, 2.0]])],
+    "G",
+    [np.vstack([_g[:1], -_g[:1]]), np.zeros((3, 4)), np.array([[1.0, -2.0], [-1.0, 2.0]])],
     ids=["antithetic pair", "zero", "2x2 antithetic"],
 )
 def test_heuristic_needs_nonzero_mean_score(G):
@@ -116,8 +117,13 @@ def test_two_sided_brackets_lambda_max(name, k, q):
     lam, tol = _lam(G), _tol(G)
     b = approx.two_sided(G, lanczos_steps=k, q=q)
     assert b.lanczos_steps == k and b.q == q
-    assert set(b.lower_terms) == {"max_row_norm_sq_over_n", "mean_score_norm_sq", "max_fim_diagonal",
-                                  "lanczos_ritz", "trace_power_over_rank"}
+    assert set(b.lower_terms) == {
+        "max_row_norm_sq_over_n",
+        "mean_score_norm_sq",
+        "max_fim_diagonal",
+        "lanczos_ritz",
+        "trace_power_over_rank",
+    }
     assert set(b.upper_terms) == {"trace", "max_abs_row_sum_gram", "trace_power_root"}
     for key, v in b.lower_terms.items():
         assert np.isfinite(v) and v <= lam + tol, key

@@ -13,7 +13,8 @@ from fimtheory import claims, enclosures
 from fimtheory.errors import UnknownIdError
 from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, PartitionInstance, ScoreInstance
 
-IDS = {"W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "T4.3d", "P3.2", "AH", "AB", "C", "KT", "LL", "S3", "S3L"}
+IDS = {"W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "T4.3d", "P3.2", "AH", "AB", "C"}
+IDS |= {"KT", "LL", "S3", "S3L"}  # fimtheory.claims_sharp
 IDS |= {"EQ1-M-BOUNDS", "EQ1-RATIO", "KL-SORTED"}  # fimtheory.claims_eq1
 
 
@@ -141,8 +142,17 @@ def test_adjudicate_uses_the_mp_verdict_not_the_float_margin():
     # a strict claim with the same exact tie fails
     # (a strict tie is a violation only when proved exact: here R's interval evaluator
     # gives the enclosure [0, 0]; without a rigorous evaluator it is undecided)
-    strict = claims.Claim("X", "", "", (), c.evaluate, c.evaluate_mp, "", strict=True,
-                          evaluate_iv=lambda i, d: enclosures.margin_enclosure(c, i, d))
+    strict = claims.Claim(
+        "X",
+        "",
+        "",
+        (),
+        c.evaluate,
+        c.evaluate_mp,
+        "",
+        strict=True,
+        evaluate_iv=lambda i, d: enclosures.margin_enclosure(c, i, d),
+    )
     assert claims.adjudicate(strict, inst, fake) == (False, 0)
     bare = claims.Claim("X", "", "", (), c.evaluate, c.evaluate_mp, "", strict=True)
     assert claims.adjudicate(bare, inst, fake).verdict == "undecided"

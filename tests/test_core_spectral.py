@@ -183,9 +183,19 @@ def _generated_order():
 
 @pytest.mark.parametrize(
     "order",
-    [1, 2, 3, pytest.param(4, marks=pytest.mark.xfail(
-        _generated_order() < 4, strict=True,
-        reason="BUG: order=4 is accepted but the generated series returns only 3 coefficients"))],
+    [
+        1,
+        2,
+        3,
+        pytest.param(
+            4,
+            marks=pytest.mark.xfail(
+                _generated_order() < 4,
+                strict=True,
+                reason="BUG: order=4 is accepted but the generated series returns only 3 coefficients",
+            ),
+        ),
+    ],
 )
 def test_order_gives_that_many_coefficients(order):
     _, a = spectral.perturbation_coefficients(np.diag([3.0, 2.0, 1.0]), _sym(3), order)

@@ -324,6 +324,7 @@ def test_copy_of_corpus_file_replays(tmp_path):
 def test_iv_scores_match_generated_models():
     # Both are part of the package (never skipped: a missing module is a broken install).
     from fimtheory import models
+
     rng = np.random.default_rng(1)
     X = rng.standard_normal((3, 2))
     for model, theta, y in [

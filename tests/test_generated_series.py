@@ -59,9 +59,7 @@ def test_second_order_residual_shrinks_like_t_cubed():
     a1, a2 = series.series_coefficients(lam, E, 2)
     ts = [mpmath.mpf(2) ** -k for k in range(8, 14)]
     with mpmath.workdps(DPS):
-        residuals = [
-            abs(_mp_lambda_max(lam, E, t) - float(lam[0]) - t * float(a1) - t**2 * float(a2)) for t in ts
-        ]
+        residuals = [abs(_mp_lambda_max(lam, E, t) - float(lam[0]) - t * float(a1) - t**2 * float(a2)) for t in ts]
         logs_t = [float(mpmath.log(t)) for t in ts]
         logs_r = [float(mpmath.log(r)) for r in residuals]
     slope = np.polyfit(logs_t, logs_r, 1)[0]

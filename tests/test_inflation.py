@@ -99,19 +99,30 @@ def test_second_order_terms_match_finite_difference_taylor(tmp_path, monkeypatch
 
 
 def _tiny_profile():
-    spec = S.ModelSpec("byte-lm-e2e", "byte-lm",
-                       M.ByteLMConfig.tiny(d_model=16, n_heads=2, d_ff=32, steps=30,
-                                           eval_bytes=512, context=16))
-    return S.Profile("test", (spec,), n_trajectories=4, prompt_len=4, gen_len=6, bits=(8, 2),
-                     families=("rtn-channel",), n_boot=1000, mc_draws=1, n_traces=2)
+    spec = S.ModelSpec(
+        "byte-lm-e2e",
+        "byte-lm",
+        M.ByteLMConfig.tiny(d_model=16, n_heads=2, d_ff=32, steps=30, eval_bytes=512, context=16),
+    )
+    return S.Profile(
+        "test",
+        (spec,),
+        n_trajectories=4,
+        prompt_len=4,
+        gen_len=6,
+        bits=(8, 2),
+        families=("rtn-channel",),
+        n_boot=1000,
+        mc_draws=1,
+        n_traces=2,
+    )
 
 
 def test_end_to_end_tiny_study_recomputes(tmp_path, monkeypatch):
     monkeypatch.setenv("FIMTHEORY_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     rep = S.run_study(_tiny_profile(), str(out), seed=1, progress=False)
-    for f in ("report.json", "report.md", "sigma_traces.png", "rho_vs_bits.png",
-              "rho_pred_vs_measured.png"):
+    for f in ("report.json", "report.md", "sigma_traces.png", "rho_vs_bits.png", "rho_pred_vs_measured.png"):
         assert (out / f).is_file() and os.path.getsize(out / f) > 0, f
     md = (out / "report.md").read_text()
     assert S.recompute_from_json(str(out / "report.json")) == md

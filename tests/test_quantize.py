@@ -28,10 +28,7 @@ EPS = np.finfo(np.float64).eps
 # -- test data: schemes --------------------------------------------------------------------
 
 RTN_SPECS = [
-    f"rtn-int{b}-{sym}-{gran}"
-    for b in (2, 3, 4, 8)
-    for sym in ("sym", "asym")
-    for gran in ("tensor", "channel", "g32")
+    f"rtn-int{b}-{sym}-{gran}" for b in (2, 3, 4, 8) for sym in ("sym", "asym") for gran in ("tensor", "channel", "g32")
 ]
 SR_SPECS = ["sr-int4-sym-channel", "sr-int4-asym-g32", "sr-int2-sym-tensor", "sr-int8-asym-channel"]
 CODEBOOK_SPECS = ["nf4-b64", "nf4-b32", "nf4-channel", "fp4-b32", "fp4-b64", "fp4-tensor"]
@@ -85,8 +82,20 @@ def test_parse_fields(spec, expected):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "rtn", "rtn-int4", "rtn-int9-sym-channel", "rtn-int1-sym-channel", "rtn-int4-sym-g0",
-     "rtn-int4-foo-channel", "nf5-b64", "fp4-b0", "gguf-q3_k", "int4", 4],
+    [
+        "",
+        "rtn",
+        "rtn-int4",
+        "rtn-int9-sym-channel",
+        "rtn-int1-sym-channel",
+        "rtn-int4-sym-g0",
+        "rtn-int4-foo-channel",
+        "nf5-b64",
+        "fp4-b0",
+        "gguf-q3_k",
+        "int4",
+        4,
+    ],
 )
 def test_parse_rejects_bad_specs_listing_valid_forms(bad):
     with pytest.raises(UnknownIdError, match="valid scheme forms"):
@@ -107,10 +116,8 @@ def test_parse_rejects_bad_specs_listing_valid_forms(bad):
         ({"granularity": "group", "group_size": 0}, "positive integer group_size"),
         ({"granularity": "channel", "group_size": 32}, "only meaningful"),
         ({"symmetric": "yes"}, "symmetric must be a bool"),
-        ({"kind": "fp4", "granularity": "group", "group_size": 32, "symmetric": False},
-         "symmetric must be True"),
-        ({"kind": "q4_1", "granularity": "group", "group_size": 32, "symmetric": True},
-         "symmetric must be False"),
+        ({"kind": "fp4", "granularity": "group", "group_size": 32, "symmetric": False}, "symmetric must be True"),
+        ({"kind": "q4_1", "granularity": "group", "group_size": 32, "symmetric": True}, "symmetric must be False"),
         ({"kind": "q4_0", "granularity": "group", "group_size": 64}, "blocks of 32"),
     ],
 )
@@ -295,9 +302,7 @@ def test_group_of_row_length_equals_per_channel(grouped, channel):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize(
-    "spec", SYMMETRIC_ABSMAX_SPECS + ["sr-int4-sym-channel", "sr-int2-sym-tensor", "gguf-q4_0"]
-)
+@pytest.mark.parametrize("spec", SYMMETRIC_ABSMAX_SPECS + ["sr-int4-sym-channel", "sr-int2-sym-tensor", "gguf-q4_0"])
 def test_zero_maps_to_zero_for_symmetric(spec):
     w = weights((4, 64), seed=8)
     w[:, ::5] = 0.0
@@ -466,8 +471,7 @@ def test_sr_seeded_reproducible():
 # -- Widrow's model -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", ["rtn-int4-sym-channel", "rtn-int8-asym-g32", "nf4-b64", "fp4-b32",
-                                  "gguf-q4_0"])
+@pytest.mark.parametrize("spec", ["rtn-int4-sym-channel", "rtn-int8-asym-g32", "nf4-b64", "fp4-b32", "gguf-q4_0"])
 def test_widrow_noise_moments(spec):
     """δ/s is uniform on [−1/2, 1/2]: mean 0 and variance 1/12 within 6 SE; |δ| ≤ s/2."""
     w = weights((16, 128), seed=16)

@@ -102,9 +102,7 @@ def test_linear_model_reports_zero_second_derivative(capsys):
     assert "second_factor = 0" in out
 
 
-@pytest.mark.parametrize(
-    "args", [["--what", "nope"], ["--model", "probit"], ["--format", "yaml"]]
-)
+@pytest.mark.parametrize("args", [["--what", "nope"], ["--model", "probit"], ["--format", "yaml"]])
 def test_bad_values_exit_2_with_one_line(capsys, args):
     status, out, err = _derive(capsys, *args)
     assert status == 2

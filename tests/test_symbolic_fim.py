@@ -38,9 +38,18 @@ def test_scalar_link_form_equals_full_jacobian_and_hessian_for_d_3(model):
     link = fim.scalar_link(model)
     p_value = fim.SCALAR_MEANS[model].subs(fim.z, z)
     u_value = sum(a * b for a, b in zip(x, delta))
-    point = {x[0]: sp.Rational(1, 2), x[1]: -1, x[2]: sp.Rational(3, 4), th[0]: sp.Rational(1, 3),
-             th[1]: sp.Rational(-1, 5), th[2]: 1, fim.y: 1,
-             delta[0]: sp.Rational(2, 7), delta[1]: 1, delta[2]: sp.Rational(-1, 2)}
+    point = {
+        x[0]: sp.Rational(1, 2),
+        x[1]: -1,
+        x[2]: sp.Rational(3, 4),
+        th[0]: sp.Rational(1, 3),
+        th[1]: sp.Rational(-1, 5),
+        th[2]: 1,
+        fim.y: 1,
+        delta[0]: sp.Rational(2, 7),
+        delta[1]: 1,
+        delta[2]: sp.Rational(-1, 2),
+    }
     for a in range(d):
         h_a = sum(sp.diff(g[a], th[b]) * delta[b] for b in range(d))
         t_a = sum(sp.diff(g[a], th[b], th[c]) * delta[b] * delta[c] for b in range(d) for c in range(d))
@@ -74,8 +83,9 @@ def _substitute_link(expr, K, z, u, k, l=None, s=None):
     if s is not None:
         repl[fim.s_i[fim.cls]] = s[k]
     if l is not None:
-        repl.update({fim.p_i[fim.cls2]: p_vals[l], fim.s_i[fim.cls2]: s[l],
-                     sp.KroneckerDelta(fim.cls, fim.cls2): int(k == l)})
+        repl.update(
+            {fim.p_i[fim.cls2]: p_vals[l], fim.s_i[fim.cls2]: s[l], sp.KroneckerDelta(fim.cls, fim.cls2): int(k == l)}
+        )
     return expr.xreplace(repl)
 
 
@@ -83,8 +93,14 @@ def test_softmax_directional_derivatives_match_explicit_k_3():
     K = 3
     z, u, step, probs = _explicit_softmax_values(K)
     link = fim.softmax_link()
-    point = {z[0]: sp.Rational(1, 2), z[1]: -1, z[2]: sp.Rational(1, 3),
-             u[0]: sp.Rational(2, 3), u[1]: -sp.Rational(1, 4), u[2]: 1}
+    point = {
+        z[0]: sp.Rational(1, 2),
+        z[1]: -1,
+        z[2]: sp.Rational(1, 3),
+        u[0]: sp.Rational(2, 3),
+        u[1]: -sp.Rational(1, 4),
+        u[2]: 1,
+    }
     for k in range(K):
         d1 = sp.diff(probs[k], step).subs(step, 0)
         d2 = sp.diff(probs[k], step, 2).subs(step, 0)
@@ -111,8 +127,14 @@ def test_softmax_expectations_match_explicit_k_3():
                 total += coeff
         return total
 
-    point = {z[0]: sp.Rational(1, 2), z[1]: -1, z[2]: sp.Rational(1, 3),
-             s[0]: sp.Rational(1, 5), s[1]: 2, s[2]: sp.Rational(3, 7)}
+    point = {
+        z[0]: sp.Rational(1, 2),
+        z[1]: -1,
+        z[2]: sp.Rational(1, 3),
+        s[0]: sp.Rational(1, 5),
+        s[1]: 2,
+        s[2]: sp.Rational(3, 7),
+    }
     dr = [-sp.diff(pk, step).subs(step, 0) for pk in probs]
     d2r = [-sp.diff(pk, step, 2).subs(step, 0) for pk in probs]
     for k in range(K):

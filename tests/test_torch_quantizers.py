@@ -130,9 +130,7 @@ def test_sr_with_generator_neighbours_and_reproducible(spec):
     b = quantize_tensor(w, s, generator=torch.Generator().manual_seed(9))
     assert torch.equal(a, b)
     assert bool(((a == down) | (a == up)).all())
-    mean = torch.stack(
-        [quantize_tensor(w, s, generator=torch.Generator().manual_seed(k)) for k in range(400)]
-    ).mean(0)
+    mean = torch.stack([quantize_tensor(w, s, generator=torch.Generator().manual_seed(k)) for k in range(400)]).mean(0)
     step = step_sizes_tensor(w, s)
     # 6 standard errors of a mean of 400 Bernoulli-scaled draws (SE ≤ s/(2·20))
     assert bool((torch.abs(mean - w) <= 6 * step / 40 + 1e-12).all())
@@ -268,9 +266,7 @@ def _import_quanto():
         for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
             del sys.modules[k]
         sys.modules["torchvision"] = None
-    return pytest.importorskip(
-        "optimum.quanto", reason="optimum-quanto not installed (fimtheory[torch] extra)"
-    )
+    return pytest.importorskip("optimum.quanto", reason="optimum-quanto not installed (fimtheory[torch] extra)")
 
 
 QUANTO_CASES = [

@@ -87,8 +87,10 @@ def _fimtheory_generated(name):
     return getattr(mod, name, None)
 
 
-@pytest.mark.skipif(_fimtheory_generated("scores_logistic") is None,
-                    reason="fimtheory._generated.fim_expansion.scores_logistic not generated yet")
+@pytest.mark.skipif(
+    _fimtheory_generated("scores_logistic") is None,
+    reason="fimtheory._generated.fim_expansion.scores_logistic not generated yet",
+)
 def test_logistic_scores_match_fimtheory_numpy():
     """Binary logistic, θ = w (d,): torch vmap scores = fimtheory's scores_logistic(X, y, θ)."""
     import numpy as np
@@ -100,13 +102,14 @@ def test_logistic_scores_match_fimtheory_numpy():
     X = torch.randn(15, 6, dtype=torch.float64)
     y = torch.randint(0, 2, (15,))
     S = per_sample_scores(m, ["weight"], X, y)
-    ref = _fimtheory_generated("scores_logistic")(
-        X.numpy(), y.numpy(), m.weight.detach().numpy().reshape(-1))
+    ref = _fimtheory_generated("scores_logistic")(X.numpy(), y.numpy(), m.weight.detach().numpy().reshape(-1))
     assert np.allclose(S.G.numpy(), ref, rtol=0, atol=1e-13 * np.abs(ref).max())
 
 
-@pytest.mark.skipif(_fimtheory_generated("scores_softmax") is None,
-                    reason="fimtheory._generated.fim_expansion.scores_softmax not generated yet")
+@pytest.mark.skipif(
+    _fimtheory_generated("scores_softmax") is None,
+    reason="fimtheory._generated.fim_expansion.scores_softmax not generated yet",
+)
 def test_softmax_scores_match_fimtheory_numpy():
     """Softmax regression, θ = W.reshape(-1) with W of shape (K, d)."""
     import numpy as np
@@ -117,8 +120,7 @@ def test_softmax_scores_match_fimtheory_numpy():
     X = torch.randn(n, d, dtype=torch.float64)
     y = torch.randint(0, K, (n,))
     S = per_sample_scores(lin, ["weight"], X, y)
-    ref = _fimtheory_generated("scores_softmax")(
-        X.numpy(), y.numpy(), lin.weight.detach().numpy().reshape(-1))
+    ref = _fimtheory_generated("scores_softmax")(X.numpy(), y.numpy(), lin.weight.detach().numpy().reshape(-1))
     ref = np.asarray(ref, dtype=float).reshape(n, K * d)
     assert np.allclose(S.G.numpy(), ref, rtol=0, atol=1e-13 * np.abs(ref).max())
 
@@ -178,8 +180,7 @@ def test_score_errors():
     with pytest.raises(InputError):
         per_sample_scores(m, ["fc1.bias"], X, torch.tensor([0, 1, 2]), dtype=torch.int32)
     with pytest.raises(InputError):
-        per_token_scores(_lm(), ["head.weight"], torch.zeros(4, dtype=torch.long),
-                         torch.zeros(3, dtype=torch.long))
+        per_token_scores(_lm(), ["head.weight"], torch.zeros(4, dtype=torch.long), torch.zeros(3, dtype=torch.long))
 
 
 @pytest.mark.cuda

@@ -84,17 +84,23 @@ from .scores import per_sample_scores, per_token_scores
 EPS64 = float(np.finfo(np.float64).eps)
 F64 = torch.float64
 
-STATUSES = ("verified", "falsified", "inconclusive", "hypotheses not met", "measured", "skipped",
-            "error")
+STATUSES = ("verified", "falsified", "inconclusive", "hypotheses not met", "measured", "skipped", "error")
 MODEL_NAMES = ("logistic", "mlp-digits", "byte-lm", "smollm2")
 
 #: Scheme templates; ``{b}`` is replaced by each bit width. Fixed-format (4-bit) schemes run
 #: only when 4 is among the bit widths.
-QUICK_SCHEMES = ("rtn-int{b}-sym-channel", "rtn-int{b}-asym-g32", "nf4-b64", "fp4-b32",
-                 "sr-int{b}-sym-channel")
-FULL_SCHEMES = ("rtn-int{b}-sym-channel", "rtn-int{b}-asym-channel", "rtn-int{b}-sym-g32",
-                "rtn-int{b}-asym-g32", "nf4-b64", "fp4-b32", "gguf-q4_0",
-                "sr-int{b}-sym-channel", "sr-int{b}-asym-g32")
+QUICK_SCHEMES = ("rtn-int{b}-sym-channel", "rtn-int{b}-asym-g32", "nf4-b64", "fp4-b32", "sr-int{b}-sym-channel")
+FULL_SCHEMES = (
+    "rtn-int{b}-sym-channel",
+    "rtn-int{b}-asym-channel",
+    "rtn-int{b}-sym-g32",
+    "rtn-int{b}-asym-g32",
+    "nf4-b64",
+    "fp4-b32",
+    "gguf-q4_0",
+    "sr-int{b}-sym-channel",
+    "sr-int{b}-asym-g32",
+)
 
 
 # --------------------------------------------------------------------------- rows & profiles
@@ -152,12 +158,10 @@ class CheckRow:
     reason: str = ""
 
     def __post_init__(self):
-        if not self.reason and self.status in ("inconclusive", "error", "skipped",
-                                               "hypotheses not met"):
+        if not self.reason and self.status in ("inconclusive", "error", "skipped", "hypotheses not met"):
             d = self.details
             self.reason = str(d.get("reason") or d.get("error") or (d.get("reasons") or [""])[0])
-        if not self.not_met_reasons and self.not_met and self.reason \
-                and self.status == "hypotheses not met":
+        if not self.not_met_reasons and self.not_met and self.reason and self.status == "hypotheses not met":
             self.not_met_reasons = {self.reason: int(self.not_met)}
         if math.isnan(self.worst_margin) and self.status in ("verified", "falsified"):
             self.worst_margin = float(self.margin)
@@ -189,9 +193,23 @@ class CheckRow:
 
 
 #: Keys of a row's JSON (:meth:`CheckRow.to_json`).
-ROW_KEYS = ("model", "scheme", "bits", "claim", "status", "margin", "counts", "examples",
-            "not_met", "not_met_reasons", "adjudicated", "worst_margin", "reason", "seconds",
-            "details")
+ROW_KEYS = (
+    "model",
+    "scheme",
+    "bits",
+    "claim",
+    "status",
+    "margin",
+    "counts",
+    "examples",
+    "not_met",
+    "not_met_reasons",
+    "adjudicated",
+    "worst_margin",
+    "reason",
+    "seconds",
+    "details",
+)
 
 
 def _jsonable(x):
@@ -286,15 +304,28 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
-        "quick", ("logistic", "mlp-digits", "byte-lm"), QUICK_SCHEMES, (4,), sr_draws=16,
-        lm_fim_contexts=4, departure_inputs=0, departure_T=3.0, departure_steps=24,
+        "quick",
+        ("logistic", "mlp-digits", "byte-lm"),
+        QUICK_SCHEMES,
+        (4,),
+        sr_draws=16,
+        lm_fim_contexts=4,
+        departure_inputs=0,
+        departure_T=3.0,
+        departure_steps=24,
         corruption_rates=(0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
     ),
     "full": Profile(
-        "full", MODEL_NAMES, FULL_SCHEMES, (4, 8, 3, 2), sr_draws=64, lm_fim_contexts=8,
-        departure_inputs=0, departure_T=3.0, departure_steps=48,
-        corruption_rates=(0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75,
-                          0.9, 1.0),
+        "full",
+        MODEL_NAMES,
+        FULL_SCHEMES,
+        (4, 8, 3, 2),
+        sr_draws=64,
+        lm_fim_contexts=8,
+        departure_inputs=0,
+        departure_T=3.0,
+        departure_steps=48,
+        corruption_rates=(0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0),
     ),
 }
 
@@ -303,8 +334,7 @@ PROFILES: dict[str, Profile] = {
 #: score subset, ~11 s per 32-token context and ~17 s per quantized copy on one CPU thread).
 #: ``sr_draws`` is capped (min with the profile's K), the rest replaced; reported in the header.
 LARGE_MODEL_OVERRIDES: dict[str, dict] = {
-    "smollm2": {"lm_fim_contexts": 2, "sr_draws": 4, "departure_inputs": 3,
-                "corruption_rates": (0.0, 0.1, 0.3, 1.0)},
+    "smollm2": {"lm_fim_contexts": 2, "sr_draws": 4, "departure_inputs": 3, "corruption_rates": (0.0, 0.1, 0.3, 1.0)},
 }
 
 
@@ -326,8 +356,7 @@ def get_profile(name: str) -> Profile:
         raise UnknownIdError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None
 
 
-def expand_schemes(specs: Sequence[str], bits: Sequence[int],
-                   substitute_bits: bool) -> list[tuple[str, int]]:
+def expand_schemes(specs: Sequence[str], bits: Sequence[int], substitute_bits: bool) -> list[tuple[str, int]]:
     """``(spec, bits)`` pairs to run.
 
     Parameters
@@ -440,25 +469,23 @@ def load_for_checks(name: str, profile: Profile, device: torch.device, seed: int
     else:
         fim_data = bundle.calibration[: profile.lm_fim_contexts].to(device)
     info = dict(bundle.info)
-    header = {k: info[k] for k in ("held_out_bits_per_byte", "test_accuracy", "test_nll_nats",
-                                   "corpus") if k in info}
+    header = {k: info[k] for k in ("held_out_bits_per_byte", "test_accuracy", "test_nll_nats", "corpus") if k in info}
     P = sum(dict(module.named_parameters())[n].numel() for n in bundle.param_names)
     header["P"] = int(P)
     header["param_subset"] = list(bundle.param_names)
-    return LoadedModel(name, bundle.kind, module, tuple(bundle.param_names), fim_data, bundle,
-                       header)
+    return LoadedModel(name, bundle.kind, module, tuple(bundle.param_names), fim_data, bundle, header)
 
 
 def _is_float64_on(module: nn.Module, device) -> bool:
     dev = resolve_device(device)
     params = list(module.parameters())
-    return bool(params) and all(p.dtype == F64 and p.device.type == dev.type
-                                and (dev.index is None or p.device.index == dev.index)
-                                for p in params)
+    return bool(params) and all(
+        p.dtype == F64 and p.device.type == dev.type and (dev.index is None or p.device.index == dev.index)
+        for p in params
+    )
 
 
-def score_matrix(model: LoadedModel, module: nn.Module, data=None, *,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+def score_matrix(model: LoadedModel, module: nn.Module, data=None, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """Scores G (n × P, float64) of ``module`` on ``data`` (default: the FIM data).
 
     Classifiers: one row per (x, y). LMs: the per-token scores of every trajectory, stacked
@@ -481,14 +508,13 @@ def _score_matrix(model, module, data, out):
         i = 0
         for tr in data:
             g = per_token_scores(module, model.param_names, tr[:-1], tr[1:], dtype=F64).G
-            out[i: i + g.shape[0]].copy_(g)
+            out[i : i + g.shape[0]].copy_(g)
             i += g.shape[0]
             del g
         if i != out.shape[0]:
             raise InputError(f"out has {out.shape[0]} rows, the data give {i} scores")
         return out
-    rows = [per_token_scores(module, model.param_names, tr[:-1], tr[1:], dtype=F64).G
-            for tr in data]
+    rows = [per_token_scores(module, model.param_names, tr[:-1], tr[1:], dtype=F64).G for tr in data]
     return torch.cat(rows, dim=0)
 
 
@@ -501,8 +527,7 @@ def _quantizable(name: str, mod: nn.Module) -> bool:
 def _flattened_blocks_apply(scheme, w: torch.Tensor) -> bool:
     """Whether a block codebook format (NF4 / FP4) can block ``w`` as a flattened tensor."""
     sch = parse_scheme(scheme) if isinstance(scheme, str) else scheme
-    return (sch.kind in ("nf4", "fp4") and sch.granularity == "group"
-            and w.numel() % int(sch.group_size) == 0)
+    return sch.kind in ("nf4", "fp4") and sch.granularity == "group" and w.numel() % int(sch.group_size) == 0
 
 
 @dataclass(frozen=True)
@@ -527,9 +552,13 @@ class QuantizationSummary:
         return self.changed == 0
 
 
-def quantize_model(module: nn.Module, scheme: QuantScheme | str, *,
-                   generator: torch.Generator | None = None,
-                   quantizer: Callable | None = None) -> tuple[nn.Module, dict]:
+def quantize_model(
+    module: nn.Module,
+    scheme: QuantScheme | str,
+    *,
+    generator: torch.Generator | None = None,
+    quantizer: Callable | None = None,
+) -> tuple[nn.Module, dict]:
     """A quantized float64 copy of ``module`` and its δ = Q(θ) − θ per weight.
 
     The ``weight`` of every ``nn.Linear`` is quantized (biases are not). The logistic model's
@@ -548,9 +577,13 @@ def quantize_model(module: nn.Module, scheme: QuantScheme | str, *,
     return q, deltas
 
 
-def quantized_copy(module: nn.Module, scheme: QuantScheme | str, *,
-                   generator: torch.Generator | None = None,
-                   quantizer: Callable | None = None) -> tuple[nn.Module, QuantizationSummary]:
+def quantized_copy(
+    module: nn.Module,
+    scheme: QuantScheme | str,
+    *,
+    generator: torch.Generator | None = None,
+    quantizer: Callable | None = None,
+) -> tuple[nn.Module, QuantizationSummary]:
     """As :func:`quantize_model`, but δ is summarised (:class:`QuantizationSummary`), not
     kept, and the parameters that are not quantized (embeddings, norms, biases) are shared
     with ``module`` instead of copied: the copy costs only the quantized weights."""
@@ -565,10 +598,8 @@ def _quantized_copy(module, scheme, generator, quantizer, *, keep_deltas: bool):
     if keep_deltas:
         q = copy.deepcopy(module)
     else:
-        quantized = {id(mod.weight) for name, mod in module.named_modules()
-                     if _quantizable(name, mod)}
-        memo = {id(t): t for t in list(module.parameters()) + list(module.buffers())
-                if id(t) not in quantized}
+        quantized = {id(mod.weight) for name, mod in module.named_modules() if _quantizable(name, mod)}
+        memo = {id(t): t for t in list(module.parameters()) + list(module.buffers()) if id(t) not in quantized}
         q = copy.deepcopy(module, memo)
     deltas: dict[str, torch.Tensor] = {}
     dmax, changed, total = 0.0, 0, 0
@@ -627,8 +658,7 @@ class GramSpectrum:
 
     @property
     def gap(self) -> float:
-        return float(self.eigenvalues[0] - self.eigenvalues[1]) if self.eigenvalues.size > 1 \
-            else math.inf
+        return float(self.eigenvalues[0] - self.eigenvalues[1]) if self.eigenvalues.size > 1 else math.inf
 
 
 def gram_spectrum(G: torch.Tensor) -> GramSpectrum:
@@ -669,8 +699,14 @@ def gram_r_margin(G: torch.Tensor, Gq: torch.Tensor, base: GramSpectrum | None =
     e11 = (float(gq @ gq) - float(g @ g)) / n  # = ‖G̃v1‖²/n − λ1, rounding of v1 cancelling
     margin = lam_q - base.lambda1 - e11
     err = 1e4 * n * EPS64 * (abs(base.lambda1) + abs(lam_q))
-    return {"lambda1": base.lambda1, "lambda_q": lam_q, "e11": e11, "gap": base.gap,
-            "margin": margin, "error_estimate": err}
+    return {
+        "lambda1": base.lambda1,
+        "lambda_q": lam_q,
+        "e11": e11,
+        "gap": base.gap,
+        "margin": margin,
+        "error_estimate": err,
+    }
 
 
 def perturbation_norm(G: torch.Tensor, Gq: torch.Tensor) -> float:
@@ -684,8 +720,7 @@ def perturbation_norm(G: torch.Tensor, Gq: torch.Tensor) -> float:
     return float(np.abs(np.linalg.eigvalsh(E)).max()) if E.size else 0.0
 
 
-def perturbation_norm_lower(G: torch.Tensor, Gq: torch.Tensor, *, max_iter: int = 60,
-                            seed: int = 0) -> float:
+def perturbation_norm_lower(G: torch.Tensor, Gq: torch.Tensor, *, max_iter: int = 60, seed: int = 0) -> float:
     """A lower bound of η = ‖E‖₂ by Lanczos on ±E as an operator (Ritz values lie inside
     the spectrum); an independent cross-check of :func:`perturbation_norm`."""
     n, P = G.shape
@@ -693,10 +728,10 @@ def perturbation_norm_lower(G: torch.Tensor, Gq: torch.Tensor, *, max_iter: int 
     def matvec(x, sign=1.0):
         return sign * (Gq.T @ (Gq @ x) - G.T @ (G @ x)) / n
 
-    top = lanczos(matvec, P, dtype=G.dtype, device=G.device, tol=1e-8, max_iter=max_iter,
-                  seed=seed).value
-    bottom = lanczos(lambda x: matvec(x, -1.0), P, dtype=G.dtype, device=G.device, tol=1e-8,
-                     max_iter=max_iter, seed=seed + 1).value
+    top = lanczos(matvec, P, dtype=G.dtype, device=G.device, tol=1e-8, max_iter=max_iter, seed=seed).value
+    bottom = lanczos(
+        lambda x: matvec(x, -1.0), P, dtype=G.dtype, device=G.device, tol=1e-8, max_iter=max_iter, seed=seed + 1
+    ).value
     return max(abs(top), abs(bottom))
 
 
@@ -711,16 +746,16 @@ def reduced_pair(G: torch.Tensor, Gq: torch.Tensor) -> tuple[np.ndarray, np.ndar
     """
     n = G.shape[0]
     if Gq.shape != G.shape:
-        raise InputError(f"G and G̃ must have the same shape, got {tuple(G.shape)} and "
-                         f"{tuple(Gq.shape)}")
+        raise InputError(f"G and G̃ must have the same shape, got {tuple(G.shape)} and {tuple(Gq.shape)}")
     stack = torch.empty((2 * n, G.shape[1]), dtype=F64, device=G.device)
     stack[:n].copy_(G)
     stack[n:].copy_(Gq)
     return reduced_pair_of_stack(stack, n)
 
 
-def reduced_pair_of_stack(stack: torch.Tensor, n: int, *, in_place: bool | None = None
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def reduced_pair_of_stack(
+    stack: torch.Tensor, n: int, *, in_place: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`reduced_pair` of ``stack`` = [G; G̃] (2n × P, float64), **overwriting** it.
 
     On the CPU (``in_place`` None or True) the QR runs in place (LAPACK ``geqrf`` on the
@@ -782,9 +817,19 @@ def _decided(claim_id: str, inst: MatrixPerturbation, adj: Adjudicator, extra: d
     return status, margin, {**oc.details, **dec, **extra}
 
 
-def _r_and_s2(model: LoadedModel, G, Gq, F_np, base: GramSpectrum, dense: bool,
-              adj: Adjudicator, *, stack: torch.Tensor | None = None,
-              summary: QuantizationSummary | None = None, base_reduced=None) -> dict:
+def _r_and_s2(
+    model: LoadedModel,
+    G,
+    Gq,
+    F_np,
+    base: GramSpectrum,
+    dense: bool,
+    adj: Adjudicator,
+    *,
+    stack: torch.Tensor | None = None,
+    summary: QuantizationSummary | None = None,
+    base_reduced=None,
+) -> dict:
     """T4.3a (R) and S2 for one quantized draw, both through the registry and
     :class:`Adjudicator` on an exact float64 instance; see :func:`check_quantization`.
 
@@ -816,8 +861,7 @@ def _r_and_s2(model: LoadedModel, G, Gq, F_np, base: GramSpectrum, dense: bool,
         else:
             r = gram_r_margin(G, Gq, base)
             lam_q = r["lambda_q"]
-            common.update(gram_margin=r["margin"], gram_error_estimate=r["error_estimate"],
-                          e11_gram=r["e11"])
+            common.update(gram_margin=r["margin"], gram_error_estimate=r["error_estimate"], e11_gram=r["e11"])
             if stack is not None:
                 A, E = reduced_pair_of_stack(stack, n)
             else:
@@ -832,12 +876,18 @@ def _r_and_s2(model: LoadedModel, G, Gq, F_np, base: GramSpectrum, dense: bool,
     if summary is not None:
         common["max_abs_delta"] = summary.max_abs_delta
         common["weights_changed"] = summary.changed
-    return {"R": _decided("T4.3a", inst, adj, common), "S2": _decided("S2", inst, adj, common),
-            "lambda_q": lam_q, "eta": eta, "perturbation": kind}
+    return {
+        "R": _decided("T4.3a", inst, adj, common),
+        "S2": _decided("S2", inst, adj, common),
+        "lambda_q": lam_q,
+        "eta": eta,
+        "perturbation": kind,
+    }
 
 
-def _aggregate(claim: str, model: str, scheme: str, bits, results: list[tuple], seconds: float,
-               extra: dict | None = None) -> CheckRow:
+def _aggregate(
+    claim: str, model: str, scheme: str, bits, results: list[tuple], seconds: float, extra: dict | None = None
+) -> CheckRow:
     """One row from the per-instance (status, margin, details) results of a claim.
 
     Status: ``falsified`` if any instance is (certified), else ``error``, ``inconclusive``,
@@ -865,8 +915,14 @@ def _aggregate(claim: str, model: str, scheme: str, bits, results: list[tuple], 
         if r[0] == "hypotheses not met":
             key = str(r[2].get("reason", "")).split(" (")[0]
             reasons[key] = reasons.get(key, 0) + 1
-    why = next((str(r[2].get("reason", "")) for r in met if r[0] == status
-                and status in ("inconclusive", "error", "falsified")), "")
+    why = next(
+        (
+            str(r[2].get("reason", ""))
+            for r in met
+            if r[0] == status and status in ("inconclusive", "error", "falsified")
+        ),
+        "",
+    )
     if status == "hypotheses not met":
         why = next(iter(reasons), "")
     adjudicated = sum(1 for r in met if r[2].get("adjudicated") or r[2].get("exact_zero_E"))
@@ -885,13 +941,25 @@ def _aggregate(claim: str, model: str, scheme: str, bits, results: list[tuple], 
         undecided = sorted({str(r[2].get("reason", "")) for r in met if r[0] == "inconclusive"})
         if undecided:
             details["undecided_reasons"] = undecided[:3]
-    return CheckRow(model, scheme, bits, claim, status, margin, len(results), not_met, seconds,
-                    details, not_met_reasons=reasons, adjudicated=adjudicated,
-                    worst_margin=worst, reason=why)
+    return CheckRow(
+        model,
+        scheme,
+        bits,
+        claim,
+        status,
+        margin,
+        len(results),
+        not_met,
+        seconds,
+        details,
+        not_met_reasons=reasons,
+        adjudicated=adjudicated,
+        worst_margin=worst,
+        reason=why,
+    )
 
 
-def _lowering_row(model: str, spec: str, bits, lam1: float, lam_q: float, kind: str,
-                  n: int) -> CheckRow:
+def _lowering_row(model: str, spec: str, bits, lam1: float, lam_q: float, kind: str, n: int) -> CheckRow:
     """Measured: does Q lower λ_max? A no-op or below-rounding perturbation does neither, and so
     does a change of λ_max within its rounding (1e4·n·eps·λ1)."""
     err = rounding_level(n, lam1)
@@ -901,18 +969,42 @@ def _lowering_row(model: str, spec: str, bits, lam1: float, lam_q: float, kind: 
         effect = "unchanged within rounding"
     else:
         effect = "lowers" if lam_q < lam1 else "raises"
-    return CheckRow(model, spec, bits, "lowers-lambda-max", "measured",
-                    (lam_q - lam1) / lam1, 1, 0, 0.0,
-                    {"lambda1": lam1, "lambda_q": lam_q, "effect": effect,
-                     "lowers": effect == "lowers", "raises": effect == "raises",
-                     "perturbation": kind, "rounding_level": err,
-                     "margin_is": "(λ_max(F(Q(θ))) − λ1)/λ1"})
+    return CheckRow(
+        model,
+        spec,
+        bits,
+        "lowers-lambda-max",
+        "measured",
+        (lam_q - lam1) / lam1,
+        1,
+        0,
+        0.0,
+        {
+            "lambda1": lam1,
+            "lambda_q": lam_q,
+            "effect": effect,
+            "lowers": effect == "lowers",
+            "raises": effect == "raises",
+            "perturbation": kind,
+            "rounding_level": err,
+            "margin_is": "(λ_max(F(Q(θ))) − λ1)/λ1",
+        },
+    )
 
 
-def check_quantization(model: LoadedModel, spec: str, bits: int, profile: Profile,
-                       adj: Adjudicator, *, seed: int = 0, base_G: torch.Tensor | None = None,
-                       base: GramSpectrum | None = None, quantizer: Callable | None = None,
-                       note: Callable[[str], None] | None = None) -> list[CheckRow]:
+def check_quantization(
+    model: LoadedModel,
+    spec: str,
+    bits: int,
+    profile: Profile,
+    adj: Adjudicator,
+    *,
+    seed: int = 0,
+    base_G: torch.Tensor | None = None,
+    base: GramSpectrum | None = None,
+    quantizer: Callable | None = None,
+    note: Callable[[str], None] | None = None,
+) -> list[CheckRow]:
     """R, S2 and (deterministic schemes) lowering of λ_max, or (SR) the K-draw measurement
     and the antithetic-ensemble T4.3b/c, for one model × scheme.
 
@@ -948,12 +1040,10 @@ def check_quantization(model: LoadedModel, spec: str, bits: int, profile: Profil
         return cache["A"]
 
     def one_draw(generator):
-        qmod, summary = quantized_copy(model.module, scheme, generator=generator,
-                                       quantizer=quantizer)
+        qmod, summary = quantized_copy(model.module, scheme, generator=generator, quantizer=quantizer)
         if summary.no_op:
             del qmod
-            return _r_and_s2(model, G, None, F_np, base, dense, adj, summary=summary,
-                             base_reduced=base_reduced)
+            return _r_and_s2(model, G, None, F_np, base, dense, adj, summary=summary, base_reduced=base_reduced)
         if dense:
             Gq = score_matrix(model, qmod)
             del qmod
@@ -962,8 +1052,7 @@ def check_quantization(model: LoadedModel, spec: str, bits: int, profile: Profil
         stack[:n].copy_(G)
         Gq = score_matrix(model, qmod, out=stack[n:])
         del qmod
-        res = _r_and_s2(model, G, Gq, F_np, base, dense, adj, stack=stack, summary=summary,
-                        base_reduced=base_reduced)
+        res = _r_and_s2(model, G, Gq, F_np, base, dense, adj, stack=stack, summary=summary, base_reduced=base_reduced)
         del Gq, stack
         return res
 
@@ -971,13 +1060,16 @@ def check_quantization(model: LoadedModel, spec: str, bits: int, profile: Profil
         try:
             res = one_draw(None)
         except InputError as exc:
-            return [CheckRow(model.name, spec, bits, c, "skipped", details={"reason": str(exc)},
-                             seconds=time.perf_counter() - t0) for c in ("T4.3a", "S2")]
+            return [
+                CheckRow(
+                    model.name, spec, bits, c, "skipped", details={"reason": str(exc)}, seconds=time.perf_counter() - t0
+                )
+                for c in ("T4.3a", "S2")
+            ]
         secs = time.perf_counter() - t0
         rows.append(_aggregate("T4.3a", model.name, spec, bits, [res["R"]], secs, common))
         rows.append(_aggregate("S2", model.name, spec, bits, [res["S2"]], 0.0, common))
-        rows.append(_lowering_row(model.name, spec, bits, lam1, res["lambda_q"],
-                                  res["perturbation"], n))
+        rows.append(_lowering_row(model.name, spec, bits, lam1, res["lambda_q"], res["perturbation"], n))
         return rows
     # stochastic rounding: K draws
     K = profile.sr_draws
@@ -988,20 +1080,20 @@ def check_quantization(model: LoadedModel, spec: str, bits: int, profile: Profil
         gen = torch.Generator(device=dev).manual_seed(int(seed) * 1_000_003 + 7919 * k + 1)
         try:
             if keep_E:
-                qmod, summary = quantized_copy(model.module, scheme, generator=gen,
-                                               quantizer=quantizer)
+                qmod, summary = quantized_copy(model.module, scheme, generator=gen, quantizer=quantizer)
                 Gq = G if summary.no_op else score_matrix(model, qmod)
                 del qmod
-                Es.append(_np(fisher_matrix(Gq)) - F_np if not summary.no_op
-                          else np.zeros_like(F_np))
-                res = _r_and_s2(model, G, None if summary.no_op else Gq, F_np, base, dense, adj,
-                                summary=summary)
+                Es.append(_np(fisher_matrix(Gq)) - F_np if not summary.no_op else np.zeros_like(F_np))
+                res = _r_and_s2(model, G, None if summary.no_op else Gq, F_np, base, dense, adj, summary=summary)
             else:
                 res = one_draw(gen)
         except InputError as exc:
-            return [CheckRow(model.name, spec, bits, c, "skipped", details={"reason": str(exc)},
-                             seconds=time.perf_counter() - t0)
-                    for c in ("T4.3a", "S2", "T4.3-SR")]
+            return [
+                CheckRow(
+                    model.name, spec, bits, c, "skipped", details={"reason": str(exc)}, seconds=time.perf_counter() - t0
+                )
+                for c in ("T4.3a", "S2", "T4.3-SR")
+            ]
         r_res.append(res["R"])
         s2_res.append(res["S2"])
         lams.append(res["lambda_q"])
@@ -1014,9 +1106,19 @@ def check_quantization(model: LoadedModel, spec: str, bits: int, profile: Profil
         rows.extend(ensemble_rows(model.name, spec, bits, F_np, Es, adj))
     else:
         for c in ("T4.3b", "T4.3c"):
-            rows.append(CheckRow(model.name, spec, bits, c, "skipped", details={
-                "reason": f"P = {P} > {profile.ensemble_max_dim}: the matrix-level ensemble "
-                          "check needs dense P×P matrices (see T4.3-SR for the measurement)"}))
+            rows.append(
+                CheckRow(
+                    model.name,
+                    spec,
+                    bits,
+                    c,
+                    "skipped",
+                    details={
+                        "reason": f"P = {P} > {profile.ensemble_max_dim}: the matrix-level ensemble "
+                        "check needs dense P×P matrices (see T4.3-SR for the measurement)"
+                    },
+                )
+            )
     return rows
 
 
@@ -1042,17 +1144,32 @@ def sr_measurement_row(model: str, spec: str, bits, lam1: float, lams: np.ndarra
         verdict = "lowered (CI below 0)"
     else:
         verdict = "not resolved (CI contains 0)"
-    return CheckRow(model, spec, bits, "T4.3-SR", "measured", mean / lam1, int(lams.size), 0, 0.0, {
-        "margin_is": "(E λ_max(F(θ+δ)) − λ1)/λ1 over the SR draws",
-        "lambda1": lam1, "mean_elevation": mean, "ci95": [lo, hi],
-        "ci95_relative": [lo / lam1, hi / lam1], "verdict": verdict,
-        "draws_lowering": int(np.sum(lams < lam1)),
-        "note": "docs/theory.md §3(d): E[E(δ)] ≠ 0 at the parameter level; a measurement, not a check",
-    })
+    return CheckRow(
+        model,
+        spec,
+        bits,
+        "T4.3-SR",
+        "measured",
+        mean / lam1,
+        int(lams.size),
+        0,
+        0.0,
+        {
+            "margin_is": "(E λ_max(F(θ+δ)) − λ1)/λ1 over the SR draws",
+            "lambda1": lam1,
+            "mean_elevation": mean,
+            "ci95": [lo, hi],
+            "ci95_relative": [lo / lam1, hi / lam1],
+            "verdict": verdict,
+            "draws_lowering": int(np.sum(lams < lam1)),
+            "note": "docs/theory.md §3(d): E[E(δ)] ≠ 0 at the parameter level; a measurement, not a check",
+        },
+    )
 
 
-def ensemble_rows(model: str, spec: str, bits, F_np: np.ndarray, Es: list[np.ndarray],
-                  adj: Adjudicator) -> list[CheckRow]:
+def ensemble_rows(
+    model: str, spec: str, bits, F_np: np.ndarray, Es: list[np.ndarray], adj: Adjudicator
+) -> list[CheckRow]:
     """T4.3b and T4.3c on the antithetic ensemble {E_1, −E_1, …} of the real SR perturbations."""
     rows = []
     pert = []
@@ -1065,11 +1182,21 @@ def ensemble_rows(model: str, spec: str, bits, F_np: np.ndarray, Es: list[np.nda
         oc = claim.evaluate(inst)
         # mp adjudication of an ensemble costs 2K+1 mp eigh: its size is P·K, not P.
         status, extra = adj.decide(claim, oc, inst, inst.F.shape[0] * len(pert) // 2)
-        rows.append(CheckRow(model, spec, bits, cid, status, float(oc.margin), len(pert),
-                             0 if oc.hypotheses_met else len(pert), time.perf_counter() - t0,
-                             {**oc.details, **extra, "ensemble": "antithetic ±E_k of the SR draws"},
-                             adjudicated=int(bool(extra.get("adjudicated")
-                                                  or extra.get("exact_zero_E")))))
+        rows.append(
+            CheckRow(
+                model,
+                spec,
+                bits,
+                cid,
+                status,
+                float(oc.margin),
+                len(pert),
+                0 if oc.hypotheses_met else len(pert),
+                time.perf_counter() - t0,
+                {**oc.details, **extra, "ensemble": "antithetic ±E_k of the SR draws"},
+                adjudicated=int(bool(extra.get("adjudicated") or extra.get("exact_zero_E"))),
+            )
+        )
     return rows
 
 
@@ -1087,19 +1214,34 @@ def lowering_summary(rows: Iterable[CheckRow]) -> CheckRow:
     rtn = [e for r, e in zip(low, eff) if r.scheme.startswith("rtn")]
     k_rtn, up_rtn = rtn.count("lowers"), rtn.count("raises")
     share = k / moved if moved else float("nan")
-    return CheckRow("*", "*", None, "lowers-lambda-max", "measured", share, len(low), 0, 0.0, {
-        "margin_is": "share of the deterministic (model, scheme, bits) that moved λ_max beyond "
-                     "rounding with λ_max(F(Q(θ))) < λ_max(F(θ))",
-        "count": k, "raising": up, "moved": moved, "total": len(low),
-        "raising_share": up / moved if moved else float("nan"),
-        "neither": {e: eff.count(e) for e in sorted(set(eff)) if e not in ("lowers", "raises")},
-        "rtn_count": k_rtn, "rtn_raising": up_rtn, "rtn_total": len(rtn),
-        "rtn_share": (k_rtn / (k_rtn + up_rtn)) if (k_rtn + up_rtn) else float("nan"),
-        "which": [f"{r.model}/{r.scheme}" for r, e in zip(low, eff) if e == "lowers"],
-        "which_raise": [f"{r.model}/{r.scheme}" for r, e in zip(low, eff) if e == "raises"],
-        "which_neither": [f"{r.model}/{r.scheme}: {e}" for r, e in zip(low, eff)
-                          if e not in ("lowers", "raises")],
-    })
+    return CheckRow(
+        "*",
+        "*",
+        None,
+        "lowers-lambda-max",
+        "measured",
+        share,
+        len(low),
+        0,
+        0.0,
+        {
+            "margin_is": "share of the deterministic (model, scheme, bits) that moved λ_max beyond "
+            "rounding with λ_max(F(Q(θ))) < λ_max(F(θ))",
+            "count": k,
+            "raising": up,
+            "moved": moved,
+            "total": len(low),
+            "raising_share": up / moved if moved else float("nan"),
+            "neither": {e: eff.count(e) for e in sorted(set(eff)) if e not in ("lowers", "raises")},
+            "rtn_count": k_rtn,
+            "rtn_raising": up_rtn,
+            "rtn_total": len(rtn),
+            "rtn_share": (k_rtn / (k_rtn + up_rtn)) if (k_rtn + up_rtn) else float("nan"),
+            "which": [f"{r.model}/{r.scheme}" for r, e in zip(low, eff) if e == "lowers"],
+            "which_raise": [f"{r.model}/{r.scheme}" for r, e in zip(low, eff) if e == "raises"],
+            "which_neither": [f"{r.model}/{r.scheme}: {e}" for r, e in zip(low, eff) if e not in ("lowers", "raises")],
+        },
+    )
 
 
 # --------------------------------------------------------------------------- Prop 3.2 and C
@@ -1160,22 +1302,28 @@ def exact_elevation(values: np.ndarray, q: float) -> dict:
     mean = min(sum(col[k]) / m - mean0 for k in range(1, values.shape[1]))
     q0 = _exact_quantile(col[0], qf)
     quant = min(_exact_quantile(col[k], qf) - q0 for k in range(1, values.shape[1]))
-    return {"pointwise": pointwise, "mean": mean, "quantile": quant,
-            "worst": min(pointwise, mean, quant)}
+    return {"pointwise": pointwise, "mean": mean, "quantile": quant, "worst": min(pointwise, mean, quant)}
 
 
 def elevation(values: np.ndarray, q: float) -> dict:
     """Margins of Prop 3.2's conclusion on rows of Λ (grid along axis 1, t = grid[0] first):
     pointwise min_{i,t} Λ_i(t) − Λ_i(0), and min_t of mean / q-quantile differences."""
     if values.shape[0] == 0:
-        return {"pointwise": float("nan"), "mean": float("nan"), "quantile": float("nan"),
-                "pointwise_share": float("nan")}
+        return {
+            "pointwise": float("nan"),
+            "mean": float("nan"),
+            "quantile": float("nan"),
+            "pointwise_share": float("nan"),
+        }
     d = values[:, 1:] - values[:, :1]  # t > 0 only: at t = 0 every margin is 0
     means = values[:, 1:].mean(axis=0) - values[:, 0].mean()
     quants = np.quantile(values[:, 1:], q, axis=0) - np.quantile(values[:, 0], q)
-    return {"pointwise": float(d.min()), "mean": float(means.min()),
-            "quantile": float(quants.min()),
-            "pointwise_share": float(np.mean(np.all(d >= 0, axis=1)))}
+    return {
+        "pointwise": float(d.min()),
+        "mean": float(means.min()),
+        "quantile": float(quants.min()),
+        "pointwise_share": float(np.mean(np.all(d >= 0, axis=1))),
+    }
 
 
 def departure_values(model: LoadedModel, profile: Profile, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
@@ -1197,8 +1345,7 @@ def departure_values(model: LoadedModel, profile: Profile, seed: int = 0) -> tup
                 X, y = X[: profile.departure_inputs], y[: profile.departure_inputs]
             G = per_sample_scores(model.module, model.param_names, X.to(F64), y, dtype=F64).G
             cols.append(_np((G * G).sum(dim=1)))
-        desc = (f"x + t·u(x), u ⊥ top-20 PCA span, t ∈ [0, {profile.departure_T}] step "
-                f"{grid[1] - grid[0]:.4g}")
+        desc = f"x + t·u(x), u ⊥ top-20 PCA span, t ∈ [0, {profile.departure_T}] step {grid[1] - grid[0]:.4g}"
         return grid, np.stack(cols, axis=1), desc
     grid = np.asarray(profile.corruption_rates, dtype=float)
     m = profile.departure_inputs or 8
@@ -1210,8 +1357,9 @@ def departure_values(model: LoadedModel, profile: Profile, seed: int = 0) -> tup
     return grid, np.stack(cols, axis=1), desc
 
 
-def check_departure(model: LoadedModel, profile: Profile, seed: int = 0,
-                    values: tuple | None = None) -> tuple[list[CheckRow], np.ndarray, np.ndarray]:
+def check_departure(
+    model: LoadedModel, profile: Profile, seed: int = 0, values: tuple | None = None
+) -> tuple[list[CheckRow], np.ndarray, np.ndarray]:
     """Prop 3.2 (LCM first) on the model; returns the rows and (grid, values) for C."""
     t0 = time.perf_counter()
     grid, vals, desc = values or departure_values(model, profile, seed)
@@ -1222,10 +1370,14 @@ def check_departure(model: LoadedModel, profile: Profile, seed: int = 0,
     on_held = elevation(held, profile.quantile)
     on_failed = elevation(failed, profile.quantile)
     details = {
-        "path": desc, "grid": grid.tolist(), "resolution": float(np.min(np.diff(grid))),
+        "path": desc,
+        "grid": grid.tolist(),
+        "resolution": float(np.min(np.diff(grid))),
         "lcm_tolerance": f"Λ(t_k+1) ≥ Λ(t_k) − {profile.lcm_rtol:g}·max_k Λ(t_k)",
-        "lcm_share": float(lcm.monotone.mean()), "lcm_held": int(lcm.monotone.sum()),
-        "inputs": n, "quantile": profile.quantile,
+        "lcm_share": float(lcm.monotone.mean()),
+        "lcm_held": int(lcm.monotone.sum()),
+        "inputs": n,
+        "quantile": profile.quantile,
         "conclusion_on_lcm_inputs": on_held,
         "conclusion_on_lcm_failing_inputs": on_failed,
         "conclusion_held_without_lcm": bool(failed.shape[0] > 0 and on_failed["pointwise"] >= 0),
@@ -1233,8 +1385,7 @@ def check_departure(model: LoadedModel, profile: Profile, seed: int = 0,
     }
     reasons = {}
     if (~lcm.monotone).any():
-        reasons = {"LCM fails along the path (Λ decreases beyond the tolerance)":
-                   int((~lcm.monotone).sum())}
+        reasons = {"LCM fails along the path (Λ decreases beyond the tolerance)": int((~lcm.monotone).sum())}
     adjudicated = 0
     if held.shape[0] == 0:
         status, margin = "hypotheses not met", float("nan")
@@ -1248,11 +1399,27 @@ def check_departure(model: LoadedModel, profile: Profile, seed: int = 0,
         # Decided in exact arithmetic on the float Λ values: the sign is certain.
         status = "verified" if exact["worst"] >= -Fraction(slack) else "falsified"
         adjudicated = int(held.shape[0])
-        details.update(decided="exactly (rational arithmetic on the float64 Λ values)",
-                       slack=slack, exact_worst=float(exact["worst"]))
-    rows = [CheckRow(model.name, "-", None, "P3.2", status, margin, n, int((~lcm.monotone).sum()),
-                     time.perf_counter() - t0, details, not_met_reasons=reasons,
-                     adjudicated=adjudicated)]
+        details.update(
+            decided="exactly (rational arithmetic on the float64 Λ values)",
+            slack=slack,
+            exact_worst=float(exact["worst"]),
+        )
+    rows = [
+        CheckRow(
+            model.name,
+            "-",
+            None,
+            "P3.2",
+            status,
+            margin,
+            n,
+            int((~lcm.monotone).sum()),
+            time.perf_counter() - t0,
+            details,
+            not_met_reasons=reasons,
+            adjudicated=adjudicated,
+        )
+    ]
     return rows, grid, vals
 
 
@@ -1269,30 +1436,42 @@ def check_other_corpus(model: LoadedModel, profile: Profile, seed: int = 0) -> C
     try:
         other = D.displaced_contexts(m, length, kind="other-corpus", corpus=corpus, seed=seed)
     except InputError as exc:
-        return CheckRow(model.name, "-", None, "P3.2-other-corpus", "skipped",
-                        details={"reason": str(exc)})
+        return CheckRow(model.name, "-", None, "P3.2-other-corpus", "skipped", details={"reason": str(exc)})
     del cfg
     dev = calib.device
     lam_c = np.array([lambda_max_gram(score_matrix(model, model.module, [c])) for c in calib])
-    lam_o = np.array([lambda_max_gram(score_matrix(model, model.module, [c.to(dev)]))
-                      for c in other])
+    lam_o = np.array([lambda_max_gram(score_matrix(model, model.module, [c.to(dev)])) for c in other])
     q = profile.quantile
-    return CheckRow(model.name, "-", None, "P3.2-other-corpus", "measured",
-                    float(lam_o.mean() / lam_c.mean() - 1.0), m, 0, time.perf_counter() - t0, {
-                        "margin_is": "mean Λ(other corpus)/mean Λ(calibration) − 1",
-                        "other_corpus": D.other_corpus(corpus),
-                        "mean": [float(lam_c.mean()), float(lam_o.mean())],
-                        "quantile": [float(np.quantile(lam_c, q)), float(np.quantile(lam_o, q))],
-                        "note": "two points, not a path: LCM cannot be checked here",
-                    })
+    return CheckRow(
+        model.name,
+        "-",
+        None,
+        "P3.2-other-corpus",
+        "measured",
+        float(lam_o.mean() / lam_c.mean() - 1.0),
+        m,
+        0,
+        time.perf_counter() - t0,
+        {
+            "margin_is": "mean Λ(other corpus)/mean Λ(calibration) − 1",
+            "other_corpus": D.other_corpus(corpus),
+            "mean": [float(lam_c.mean()), float(lam_o.mean())],
+            "quantile": [float(np.quantile(lam_c, q)), float(np.quantile(lam_o, q))],
+            "note": "two points, not a path: LCM cannot be checked here",
+        },
+    )
 
 
 SPECIAL_SIGMAS = (float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 5e-324)
 
 
-def check_completeness(model: str, grid: np.ndarray, values: np.ndarray,
-                       quantiles: Sequence[float] = (0.5, 0.9, 0.99),
-                       adj: Adjudicator | None = None) -> CheckRow:
+def check_completeness(
+    model: str,
+    grid: np.ndarray,
+    values: np.ndarray,
+    quantiles: Sequence[float] = (0.5, 0.9, 0.99),
+    adj: Adjudicator | None = None,
+) -> CheckRow:
     """Claim C on the real σ stream σ = Λ/λ_base (λ_base = mean calibration Λ, t = 0).
 
     Thresholds are the calibration quantiles of σ (duplicates merged so they are strictly
@@ -1317,13 +1496,27 @@ def check_completeness(model: str, grid: np.ndarray, values: np.ndarray,
     # The claim's float evaluation is a sequence of exact comparisons; the decision is
     # verify's (a failure goes to the registry's exact adjudication).
     status, extra = (adj or Adjudicator(0, 30)).decide(claim, oc, inst, 1)
-    return CheckRow(model, "-", None, "C", status, float(oc.margin), int(stream.size),
-                    0 if oc.hypotheses_met else int(stream.size), time.perf_counter() - t0, {
-                        "thresholds": th.tolist(), "lambda_base": base,
-                        "non_finite_in_stream": int(np.sum(~np.isfinite(sig))),
-                        "specials_appended": [repr(s) for s in SPECIAL_SIGMAS],
-                        "cell_occupancy": occupancy, "claim_reason": oc.reason, **extra,
-                    }, adjudicated=int(bool(extra.get("adjudicated"))))
+    return CheckRow(
+        model,
+        "-",
+        None,
+        "C",
+        status,
+        float(oc.margin),
+        int(stream.size),
+        0 if oc.hypotheses_met else int(stream.size),
+        time.perf_counter() - t0,
+        {
+            "thresholds": th.tolist(),
+            "lambda_base": base,
+            "non_finite_in_stream": int(np.sum(~np.isfinite(sig))),
+            "specials_appended": [repr(s) for s in SPECIAL_SIGMAS],
+            "cell_occupancy": occupancy,
+            "claim_reason": oc.reason,
+            **extra,
+        },
+        adjudicated=int(bool(extra.get("adjudicated"))),
+    )
 
 
 # --------------------------------------------------------------------------- driver
@@ -1367,9 +1560,16 @@ def limited_threads(threads: int | None):
         torch.set_num_threads(prev)
 
 
-def run_checks(models: Sequence[str], schemes: Sequence[tuple[str, int]], profile: Profile, *,
-               device="cpu", seed: int = 0, progress: Callable[[str], None] | None = None,
-               quantizer: Callable | None = None) -> RunResult:
+def run_checks(
+    models: Sequence[str],
+    schemes: Sequence[tuple[str, int]],
+    profile: Profile,
+    *,
+    device="cpu",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    quantizer: Callable | None = None,
+) -> RunResult:
     """Run every check on ``models`` × ``schemes`` (pairs from :func:`expand_schemes`).
 
     A model whose optional package is missing gives one ``skipped`` row with the reason; a
@@ -1378,8 +1578,7 @@ def run_checks(models: Sequence[str], schemes: Sequence[tuple[str, int]], profil
     """
     cpu = resolve_device(device).type == "cpu"
     with limited_threads(profile.threads if cpu else None):
-        return _run_checks(models, schemes, profile, device=device, seed=seed,
-                           progress=progress, quantizer=quantizer)
+        return _run_checks(models, schemes, profile, device=device, seed=seed, progress=progress, quantizer=quantizer)
 
 
 def _score_threads(profile: Profile) -> int | None:
@@ -1402,15 +1601,24 @@ def _run_checks(models, schemes, base_profile, *, device, seed, progress, quanti
     profile = base_profile
     adj = Adjudicator(profile.mp_max_dim, profile.mp_dps, profile.mp_budget)
     rows: list[CheckRow] = []
-    header: dict = {"profile": profile.name, "device": str(dev), "seed": seed,
-                    "torch": torch.__version__, "models": {},
-                    "decision": ("float margin, then the high-precision adjudication of "
-                                 "fimtheory.claims.adjudicate on the exact float64 instance "
-                                 "(falsified only with a certified enclosure below 0); "
-                                 f"mp_max_dim {profile.mp_max_dim}, budget {profile.mp_budget}"),
-                    "below_rounding": f"η ≤ {BELOW_ROUNDING_FACTOR:g}·eps·n·λ1",
-                    "threads": {"linear_algebra": profile.threads,
-                                "scores": _score_threads(profile) if dev.type == "cpu" else None}}
+    header: dict = {
+        "profile": profile.name,
+        "device": str(dev),
+        "seed": seed,
+        "torch": torch.__version__,
+        "models": {},
+        "decision": (
+            "float margin, then the high-precision adjudication of "
+            "fimtheory.claims.adjudicate on the exact float64 instance "
+            "(falsified only with a certified enclosure below 0); "
+            f"mp_max_dim {profile.mp_max_dim}, budget {profile.mp_budget}"
+        ),
+        "below_rounding": f"η ≤ {BELOW_ROUNDING_FACTOR:g}·eps·n·λ1",
+        "threads": {
+            "linear_algebra": profile.threads,
+            "scores": _score_threads(profile) if dev.type == "cpu" else None,
+        },
+    }
     tick = progress or (lambda _msg: None)
     note = getattr(progress, "note", None) or (lambda _msg: None)
     for name in models:
@@ -1431,7 +1639,8 @@ def _run_checks(models, schemes, base_profile, *, device, seed, progress, quanti
         header["models"][name] = {**model.header, "load_seconds": time.perf_counter() - t0}
         if profile != base_profile:
             header["models"][name]["profile_overrides"] = {
-                k: getattr(profile, k) for k in LARGE_MODEL_OVERRIDES.get(name, {})}
+                k: getattr(profile, k) for k in LARGE_MODEL_OVERRIDES.get(name, {})
+            }
         note(f"{name}: loaded in {time.perf_counter() - t0:.1f} s; scores of the FIM data")
         G = score_matrix(model, model.module)
         base = gram_spectrum(G)
@@ -1439,14 +1648,15 @@ def _run_checks(models, schemes, base_profile, *, device, seed, progress, quanti
         tick(f"{name}: loaded")
         for spec, bits in schemes:
             try:
-                rows.extend(check_quantization(model, spec, bits, profile, adj, seed=seed,
-                                               base_G=G, base=base, quantizer=quantizer,
-                                               note=note))
+                rows.extend(
+                    check_quantization(
+                        model, spec, bits, profile, adj, seed=seed, base_G=G, base=base, quantizer=quantizer, note=note
+                    )
+                )
             except FimTheoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reported as a row, never swallowed silently
-                rows.append(CheckRow(name, spec, bits, "*", "error",
-                                     details={"error": f"{type(exc).__name__}: {exc}"}))
+                rows.append(CheckRow(name, spec, bits, "*", "error", details={"error": f"{type(exc).__name__}: {exc}"}))
             tick(f"{name} {spec}")
         note(f"{name}: departure paths")
         rows_dep, grid, vals = check_departure(model, profile, seed)

@@ -24,23 +24,41 @@ MODEL_CHOICES = ("logistic", "mlp-digits", "byte-lm", "smollm2")
 
 
 def _check_models_add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", action="append", metavar="NAME",
-                   help=f"model to check (repeatable; one of {', '.join(MODEL_CHOICES)}; "
-                        "default: the profile's models)")
-    p.add_argument("--scheme", action="append", metavar="SPEC",
-                   help="quantization scheme spec, e.g. rtn-int4-sym-channel, rtn-int4-asym-g32, "
-                        "nf4-b64, fp4-b32, sr-int4-sym-channel, or a template with {b} "
-                        "(repeatable; default: the profile's schemes)")
-    p.add_argument("--bits", action="append", type=int, metavar="B",
-                   help="bit width for the integer schemes (repeatable; default 4 in quick, "
-                        "4 8 3 2 in full); 4-bit formats (nf4, fp4, gguf) run only with 4")
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME",
+        help=f"model to check (repeatable; one of {', '.join(MODEL_CHOICES)}; default: the profile's models)",
+    )
+    p.add_argument(
+        "--scheme",
+        action="append",
+        metavar="SPEC",
+        help="quantization scheme spec, e.g. rtn-int4-sym-channel, rtn-int4-asym-g32, "
+        "nf4-b64, fp4-b32, sr-int4-sym-channel, or a template with {b} "
+        "(repeatable; default: the profile's schemes)",
+    )
+    p.add_argument(
+        "--bits",
+        action="append",
+        type=int,
+        metavar="B",
+        help="bit width for the integer schemes (repeatable; default 4 in quick, "
+        "4 8 3 2 in full); 4-bit formats (nf4, fp4, gguf) run only with 4",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--profile", default="quick", help="quick (default) or full")
-    p.add_argument("--json", metavar="PATH", type=output_file,
-                   help="write the results as JSON to PATH (its directory must exist)")
+    p.add_argument(
+        "--json", metavar="PATH", type=output_file, help="write the results as JSON to PATH (its directory must exist)"
+    )
     add_seed_argument(p, "seed of SR draws, contexts, directions")
-    p.add_argument("--byte-lm", dest="byte_lm", default=None, choices=("tiny", "default"),
-                   help="byte LM config (default: the profile's, 'default')")
+    p.add_argument(
+        "--byte-lm",
+        dest="byte_lm",
+        default=None,
+        choices=("tiny", "default"),
+        help="byte LM config (default: the profile's, 'default')",
+    )
 
 
 def _load_average() -> list[float] | None:
@@ -71,28 +89,33 @@ def _check_models_run(args: argparse.Namespace) -> int:
         if bad_bits:
             raise UnknownIdError(f"bits must be in 2..8, got {bad_bits[0]}")
     bits = tuple(args.bits or profile.bits)
-    schemes = C.expand_schemes(args.scheme or profile.scheme_templates, bits,
-                               substitute_bits=bool(args.bits))
+    schemes = C.expand_schemes(args.scheme or profile.scheme_templates, bits, substitute_bits=bool(args.bits))
     if not schemes:
         raise UnknownIdError("no scheme left to run (a 4-bit-only format without 4 in --bits?)")
     t0, c0 = time.perf_counter(), time.process_time()
     # a tqdm bar on a terminal, one plain line per step otherwise (logs, CI)
     bar = R.Progress(total=len(models) * (len(schemes) + 2))
     try:
-        result = C.run_checks(models, schemes, profile, device=device, seed=args.seed,
-                              progress=bar)
+        result = C.run_checks(models, schemes, profile, device=device, seed=args.seed, progress=bar)
     finally:
         bar.close()
     rows = [r.to_json() for r in result.rows]
-    header = C._jsonable({**result.header, "wall_seconds": round(time.perf_counter() - t0, 2),
-                          "cpu_seconds": round(time.process_time() - c0, 2),
-                          "load_average": _load_average()})
+    header = C._jsonable(
+        {
+            **result.header,
+            "wall_seconds": round(time.perf_counter() - t0, 2),
+            "cpu_seconds": round(time.process_time() - c0, 2),
+            "load_average": _load_average(),
+        }
+    )
     print(R.format_header(header))
     print(R.format_table(rows))
     summ = R.summary(rows, header.get("profile"))
-    print(f"wall {header['wall_seconds']:.1f} s (CPU {header['cpu_seconds']:.1f} s), "
-          f"load average {header['load_average']}, "
-          f"statuses {summ['statuses']}")
+    print(
+        f"wall {header['wall_seconds']:.1f} s (CPU {header['cpu_seconds']:.1f} s), "
+        f"load average {header['load_average']}, "
+        f"statuses {summ['statuses']}"
+    )
     if args.json:
         R.write_json(args.json, header, rows)
     return summ["exit_status"]
@@ -107,11 +130,15 @@ CHECK_MODELS = Command(
 
 
 def _inflation_add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="quick", choices=("quick", "paper"),
-                   help="quick (default) or paper")
-    p.add_argument("--out", metavar="DIR", default=None, type=output_dir,
-                   help="output directory, created if its parent exists "
-                        "(default results/inflation-<profile>, created with its parents)")
+    p.add_argument("--profile", default="quick", choices=("quick", "paper"), help="quick (default) or paper")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        type=output_dir,
+        help="output directory, created if its parent exists "
+        "(default results/inflation-<profile>, created with its parents)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     add_seed_argument(p, "seed of the model draws, quantizer draws and bootstrap")
 

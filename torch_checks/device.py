@@ -52,9 +52,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
             except ValueError:
                 raise InputError(f"malformed CUDA device {spec!r}") from None
             if not 0 <= idx < torch.cuda.device_count():
-                raise InputError(
-                    f"device {spec!r} does not exist: {torch.cuda.device_count()} CUDA device(s)"
-                )
+                raise InputError(f"device {spec!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
             return torch.device("cuda", idx)
         return torch.device("cuda")
     raise InputError(f"unknown device {spec!r}; expected one of cpu, cuda, cuda:N, auto")

@@ -44,9 +44,7 @@ LN2 = math.log(2.0)
 
 def cache_dir() -> str:
     """Root of the cache: ``$FIMTHEORY_CACHE`` if set, else ``~/.cache/fimtheory``."""
-    root = os.environ.get("FIMTHEORY_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "fimtheory"
-    )
+    root = os.environ.get("FIMTHEORY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fimtheory")
     return root
 
 
@@ -128,8 +126,9 @@ class ByteLMConfig:
     @classmethod
     def tiny(cls, **kw) -> ByteLMConfig:
         """A seconds-long config for tests (1 layer, d_model 32, context 32)."""
-        base = dict(d_model=32, n_layers=1, n_heads=2, d_ff=64, context=32, steps=300,
-                    batch_size=16, lr=1e-2, eval_bytes=8192)
+        base = dict(
+            d_model=32, n_layers=1, n_heads=2, d_ff=64, context=32, steps=300, batch_size=16, lr=1e-2, eval_bytes=8192
+        )
         base.update(kw)
         return cls(**base)
 
@@ -233,16 +232,13 @@ def bits_per_byte(model: nn.Module, stream: torch.Tensor, context: int, max_byte
     for i in range(0, n_win, 256):
         w = win[i : i + 256]
         logits = model(w[:, :-1])
-        nll = F.cross_entropy(logits.reshape(-1, 256).double(), w[:, 1:].reshape(-1),
-                              reduction="sum")
+        nll = F.cross_entropy(logits.reshape(-1, 256).double(), w[:, 1:].reshape(-1), reduction="sum")
         total += float(nll)
         count += w[:, 1:].numel()
     return total / count / LN2
 
 
-def train_byte_lm(
-    config: ByteLMConfig, *, device="cpu", progress: bool = False
-) -> tuple[ByteLM, dict]:
+def train_byte_lm(config: ByteLMConfig, *, device="cpu", progress: bool = False) -> tuple[ByteLM, dict]:
     """Train a :class:`ByteLM` from scratch, deterministically from ``config.seed``.
 
     AdamW with linear warm-up and cosine decay on random windows of the training split.
@@ -253,8 +249,7 @@ def train_byte_lm(
     split = D.split_corpus(config.corpus, config.held_out_fraction)
     with deterministic(config.seed):
         model = ByteLM(config).to(dev)
-        opt = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                weight_decay=config.weight_decay, betas=(0.9, 0.95))
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
         gen = torch.Generator().manual_seed(config.seed + 1)
         warm = max(1, config.steps // 20)
         t0 = time.perf_counter()
@@ -265,13 +260,10 @@ def train_byte_lm(
 
             it = tqdm(it, desc="byte-lm", unit="step")
         for step in it:
-            lr_scale = min(1.0, (step + 1) / warm) * 0.5 * (
-                1 + math.cos(math.pi * step / config.steps)
-            )
+            lr_scale = min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / config.steps))
             for g in opt.param_groups:
                 g["lr"] = config.lr * lr_scale
-            starts = torch.randint(0, len(split.train) - config.context - 1,
-                                   (config.batch_size,), generator=gen)
+            starts = torch.randint(0, len(split.train) - config.context - 1, (config.batch_size,), generator=gen)
             idx = starts[:, None] + torch.arange(config.context + 1)[None, :]
             w = split.train[idx].to(dev)
             logits = model(w[:, :-1])
@@ -305,8 +297,9 @@ def _byte_lm_key(config: ByteLMConfig) -> dict:
     return cfg
 
 
-def load_byte_lm(config: ByteLMConfig | None = None, *, device="cpu", retrain: bool = False,
-                 progress: bool = False) -> tuple[ByteLM, dict]:
+def load_byte_lm(
+    config: ByteLMConfig | None = None, *, device="cpu", retrain: bool = False, progress: bool = False
+) -> tuple[ByteLM, dict]:
     """The byte LM for ``config`` from the cache, training (and caching) it if missing."""
     config = config or ByteLMConfig()
     dev = resolve_device(device)
@@ -368,8 +361,9 @@ class DigitsConfig:
     classes: tuple[int, ...] = (3, 8)  # logistic only
 
 
-def digits_data(classes: Sequence[int] | None = None, *, seed: int = 0,
-                test_fraction: float = 0.25, bias_feature: bool = False):
+def digits_data(
+    classes: Sequence[int] | None = None, *, seed: int = 0, test_fraction: float = 0.25, bias_feature: bool = False
+):
     """scikit-learn's digits as float64 tensors, pixels scaled to [0, 1].
 
     Returns ``(X_train, y_train, X_test, y_test)``; with ``classes`` only those classes,
@@ -406,8 +400,14 @@ def _train_full_batch(model: nn.Module, X, y, cfg: DigitsConfig) -> float:
         loss.backward()
         opt.step()
     # A few L-BFGS steps to sit close to the regularised optimum (small mean score ḡ).
-    lb = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=200, tolerance_grad=1e-12,
-                           tolerance_change=1e-15, line_search_fn="strong_wolfe")
+    lb = torch.optim.LBFGS(
+        model.parameters(),
+        lr=1.0,
+        max_iter=200,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         lb.zero_grad()
@@ -421,8 +421,7 @@ def _train_full_batch(model: nn.Module, X, y, cfg: DigitsConfig) -> float:
     return float(closure().detach())
 
 
-def _load_or_train_digits(name: str, cfg: DigitsConfig, build: Callable[[], nn.Module],
-                          data, retrain: bool):
+def _load_or_train_digits(name: str, cfg: DigitsConfig, build: Callable[[], nn.Module], data, retrain: bool):
     key = dataclasses.asdict(cfg)
     if name == "mlp-digits":
         key.pop("classes")
@@ -442,8 +441,13 @@ def _load_or_train_digits(name: str, cfg: DigitsConfig, build: Callable[[], nn.M
     with torch.no_grad():
         acc = float((model(Xte).argmax(-1) == yte).double().mean())
         nll = float(F.cross_entropy(model(Xte), yte))
-    info = {"train_objective_nats": loss, "test_accuracy": acc, "test_nll_nats": nll,
-            "train_seconds": secs, "cache_path": path}
+    info = {
+        "train_objective_nats": loss,
+        "test_accuracy": acc,
+        "test_nll_nats": nll,
+        "train_seconds": secs,
+        "cache_path": path,
+    }
     _save(path, model.state_dict(), info)
     return model, info
 
@@ -451,11 +455,9 @@ def _load_or_train_digits(name: str, cfg: DigitsConfig, build: Callable[[], nn.M
 def load_logistic(cfg: DigitsConfig | None = None, *, retrain: bool = False):
     """Logistic regression on digits ``cfg.classes`` (float64). Returns ``(model, info, data)``."""
     cfg = cfg or DigitsConfig()
-    data = digits_data(cfg.classes, seed=cfg.seed, test_fraction=cfg.test_fraction,
-                       bias_feature=True)
+    data = digits_data(cfg.classes, seed=cfg.seed, test_fraction=cfg.test_fraction, bias_feature=True)
     d = data[0].shape[1]
-    model, info = _load_or_train_digits(
-        "logistic", cfg, lambda: LogisticRegression(d).double(), data, retrain)
+    model, info = _load_or_train_digits("logistic", cfg, lambda: LogisticRegression(d).double(), data, retrain)
     return model, info, data
 
 
@@ -463,13 +465,11 @@ def load_mlp_digits(cfg: DigitsConfig | None = None, *, retrain: bool = False):
     """The digits MLP (float64). Returns ``(model, info, data)``."""
     cfg = cfg or DigitsConfig()
     data = digits_data(None, seed=cfg.seed, test_fraction=cfg.test_fraction)
-    model, info = _load_or_train_digits(
-        "mlp-digits", cfg, lambda: DigitsMLP(cfg.hidden).double(), data, retrain)
+    model, info = _load_or_train_digits("mlp-digits", cfg, lambda: DigitsMLP(cfg.hidden).double(), data, retrain)
     return model, info, data
 
 
-def off_manifold_directions(X_ref: torch.Tensor, X: torch.Tensor, *, k: int = 20,
-                            seed: int = 0) -> torch.Tensor:
+def off_manifold_directions(X_ref: torch.Tensor, X: torch.Tensor, *, k: int = 20, seed: int = 0) -> torch.Tensor:
     """Unit directions u(x) pointing away from the data manifold M, one per row of ``X``.
 
     M is approximated by the affine span of the top ``k`` principal components of
@@ -556,8 +556,7 @@ class ModelBundle:
         names = self.select_params(params)
         x, y = self.score_pairs(sample)
         if self.kind == "classifier":
-            return per_sample_scores(self.module, names, x, y, dtype=dtype,
-                                     chunk_size=chunk_size)
+            return per_sample_scores(self.module, names, x, y, dtype=dtype, chunk_size=chunk_size)
         return per_token_scores(self.module, names, x, y, dtype=dtype, chunk_size=chunk_size)
 
 
@@ -573,9 +572,15 @@ def _digits_bundle(name, model, info, data, cfg) -> ModelBundle:
             Xt = torch.cat([Xt, Xte[:, 64:]], dim=1)
         return Xt.to(dev), yte.to(dev)
 
-    return ModelBundle(name, "classifier", model,
-                       tuple(n for n, _ in model.named_parameters()),
-                       (Xte.to(dev), yte.to(dev)), displace, info)
+    return ModelBundle(
+        name,
+        "classifier",
+        model,
+        tuple(n for n, _ in model.named_parameters()),
+        (Xte.to(dev), yte.to(dev)),
+        displace,
+        info,
+    )
 
 
 def _load_logistic_bundle(*, device="cpu", retrain=False, config=None, **_) -> ModelBundle:
@@ -588,21 +593,22 @@ def _load_mlp_bundle(*, device="cpu", retrain=False, config=None, **_) -> ModelB
     return _digits_bundle("mlp-digits", model.to(resolve_device(device)), info, data, config)
 
 
-def _load_byte_lm_bundle(*, device="cpu", retrain=False, config=None, n_calibration=32,
-                         length=None, seed=0, progress=False, **_) -> ModelBundle:
+def _load_byte_lm_bundle(
+    *, device="cpu", retrain=False, config=None, n_calibration=32, length=None, seed=0, progress=False, **_
+) -> ModelBundle:
     config = config or ByteLMConfig()
     dev = resolve_device(device)
     model, info = load_byte_lm(config, device=dev, retrain=retrain, progress=progress)
     T = (length or config.context) + 1
     T = min(T, config.context + 1)
-    calib = D.calibration_contexts(n_calibration, T, corpus=config.corpus, seed=seed,
-                                   held_out_fraction=config.held_out_fraction).to(dev)
+    calib = D.calibration_contexts(
+        n_calibration, T, corpus=config.corpus, seed=seed, held_out_fraction=config.held_out_fraction
+    ).to(dev)
 
     def displace(rate: float, seed: int = 0):
         return D.corrupt(calib, rate, seed + 1_000_003)
 
-    return ModelBundle("byte-lm", "lm", model, model.default_param_names(), calib, displace,
-                       info)
+    return ModelBundle("byte-lm", "lm", model, model.default_param_names(), calib, displace, info)
 
 
 def _load_smollm_bundle(**kw) -> ModelBundle:

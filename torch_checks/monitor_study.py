@@ -122,8 +122,7 @@ def _byte(size: str, seed: int, steps_scale: float = 1.0) -> ModelSpec:
 
 
 def _mlp(hidden: int, seed: int) -> ModelSpec:
-    return ModelSpec(f"mlp-digits-h{hidden}-s{seed}", "mlp-digits",
-                     M.DigitsConfig(seed=seed, hidden=hidden))
+    return ModelSpec(f"mlp-digits-h{hidden}-s{seed}", "mlp-digits", M.DigitsConfig(seed=seed, hidden=hidden))
 
 
 def get_profile(name: str) -> Profile:
@@ -147,15 +146,32 @@ def get_profile(name: str) -> Profile:
         models.append(ModelSpec("smollm2", "smollm2", None, predict=False))
         return Profile("paper", tuple(models), n_trajectories=90, quantile=0.95, mc_draws=8)
     if name == "quick":
-        return Profile("quick", (_byte("d32", 0), _byte("d48", 1), _mlp(64, 0)),
-                       n_trajectories=16, gen_len=16, batch=24, mc_draws=2)
+        return Profile(
+            "quick",
+            (_byte("d32", 0), _byte("d48", 1), _mlp(64, 0)),
+            n_trajectories=16,
+            gen_len=16,
+            batch=24,
+            mc_draws=2,
+        )
     if name == "test":
-        spec = ModelSpec("byte-lm-test", "byte-lm",
-                         M.ByteLMConfig.tiny(d_model=16, n_heads=2, d_ff=32, steps=40,
-                                             eval_bytes=1024, context=16))
-        return Profile("test", (spec,), n_trajectories=6, prompt_len=4, gen_len=8,
-                       bits=(8, 4, 2), families=("rtn-channel", "sr-channel"),
-                       n_boot=1000, mc_draws=1, n_traces=2)
+        spec = ModelSpec(
+            "byte-lm-test",
+            "byte-lm",
+            M.ByteLMConfig.tiny(d_model=16, n_heads=2, d_ff=32, steps=40, eval_bytes=1024, context=16),
+        )
+        return Profile(
+            "test",
+            (spec,),
+            n_trajectories=6,
+            prompt_len=4,
+            gen_len=8,
+            bits=(8, 4, 2),
+            families=("rtn-channel", "sr-channel"),
+            n_boot=1000,
+            mc_draws=1,
+            n_traces=2,
+        )
     raise InputError(f"unknown profile {name!r}; expected one of {PROFILES[:2]}")
 
 
@@ -218,7 +234,7 @@ def variance_scale(family: str, bits: int) -> float:
     """(s_b / s_4)² for the family's grid (RTN/SR symmetric: q_max = 2^{b−1} − 1)."""
     if family == "nf4":
         return 1.0
-    return ((2 ** 3 - 1) / (2 ** (bits - 1) - 1)) ** 2
+    return ((2**3 - 1) / (2 ** (bits - 1) - 1)) ** 2
 
 
 # ----------------------------------------------------------------------------- models & data
@@ -243,31 +259,52 @@ def load_spec(spec: ModelSpec, prof: Profile, dev: torch.device, seed: int) -> L
     if spec.kind == "byte-lm":
         model, info = M.load_byte_lm(spec.config, device="cpu")
         model = model.double().to(dev).eval()
-        prompts = D.calibration_contexts(n, prof.prompt_len, corpus=spec.config.corpus, seed=seed,
-                                         held_out_fraction=spec.config.held_out_fraction)
-        return Loaded(spec, model, model.default_param_names(), "lm", prompts,
-                      spec.config.context, {k: v for k, v in info.items() if k != "cache_path"})
+        prompts = D.calibration_contexts(
+            n, prof.prompt_len, corpus=spec.config.corpus, seed=seed, held_out_fraction=spec.config.held_out_fraction
+        )
+        return Loaded(
+            spec,
+            model,
+            model.default_param_names(),
+            "lm",
+            prompts,
+            spec.config.context,
+            {k: v for k, v in info.items() if k != "cache_path"},
+        )
     if spec.kind == "mlp-digits":
         model, info, data = M.load_mlp_digits(spec.config)
         model = model.double().to(dev).eval()
         Xte = data[2]
         g = torch.Generator().manual_seed(seed)
         idx = torch.stack([torch.randperm(len(Xte), generator=g)[: prof.batch] for _ in range(n)])
-        return Loaded(spec, model, tuple(k for k, _ in model.named_parameters()), "classifier",
-                      Xte[idx], None, {k: v for k, v in info.items() if k != "cache_path"})
+        return Loaded(
+            spec,
+            model,
+            tuple(k for k, _ in model.named_parameters()),
+            "classifier",
+            Xte[idx],
+            None,
+            {k: v for k, v in info.items() if k != "cache_path"},
+        )
     if spec.kind == "smollm2":
         bundle = M.load_model("smollm2", device=dev)
         calib = torch.as_tensor(bundle.calibration)
         g = torch.Generator().manual_seed(seed)
         rows = torch.randint(0, calib.shape[0], (n,), generator=g)
-        return Loaded(spec, bundle.module.eval(), tuple(bundle.param_names), "lm",
-                      calib[rows, : prof.prompt_len].cpu(), None, dict(bundle.info))
+        return Loaded(
+            spec,
+            bundle.module.eval(),
+            tuple(bundle.param_names),
+            "lm",
+            calib[rows, : prof.prompt_len].cpu(),
+            None,
+            dict(bundle.info),
+        )
     raise InputError(f"unknown model kind {spec.kind!r}")
 
 
 @torch.no_grad()
-def generate(module: nn.Module, prompt: torch.Tensor, n_new: int, seed: int,
-             max_context: int | None) -> torch.Tensor:
+def generate(module: nn.Module, prompt: torch.Tensor, n_new: int, seed: int, max_context: int | None) -> torch.Tensor:
     """Continue ``prompt`` (1-D int64) by ``n_new`` tokens sampled from the model (seeded,
     sampled on the CPU so that the draw does not depend on the device)."""
     dev = next(module.parameters()).device
@@ -320,8 +357,9 @@ def split_stats(G: torch.Tensor) -> tuple[float, float, float]:
 # ----------------------------------------------------------------------------- prediction
 
 
-def second_order_terms(ld: Loaded, traj, steps: dict[str, torch.Tensor], draws: int,
-                       eps: float, seed: int) -> tuple[torch.Tensor, list, list]:
+def second_order_terms(
+    ld: Loaded, traj, steps: dict[str, torch.Tensor], draws: int, eps: float, seed: int
+) -> tuple[torch.Tensor, list, list]:
     """G, and per Widrow draw δ_j the pair (H_j, T_j) = (∇G·δ_j, D²G[δ_j, δ_j]) by float64
     central differences at ±ε δ_j (every quantized weight perturbed)."""
     base = ld.module
@@ -330,8 +368,10 @@ def second_order_terms(ld: Loaded, traj, steps: dict[str, torch.Tensor], draws: 
     params = dict(base.named_parameters())
     Hs, Ts = [], []
     for _ in range(draws):
-        delta = {k: ((torch.rand(s.shape, generator=gen, dtype=torch.float64) - 0.5) * s.cpu()).to(s.device)
-                 for k, s in steps.items()}
+        delta = {
+            k: ((torch.rand(s.shape, generator=gen, dtype=torch.float64) - 0.5) * s.cpu()).to(s.device)
+            for k, s in steps.items()
+        }
         outs = []
         for sign in (1.0, -1.0):
             with torch.no_grad():
@@ -421,14 +461,17 @@ def summarize(raw: dict) -> dict:
         lam_fp = np.asarray(fp["lam"])
         base = float(np.mean(lam_fp))
         tau_fp = quantile(lam_fp / base, q)
-        ms = {"lambda_base": base, "tau_fp": tau_fp,
-              "gbar2_fp_median": float(np.median(fp["gbar2"])),
-              "cov_fp_median": float(np.median(fp["cov"])), "configs": {}}
+        ms = {
+            "lambda_base": base,
+            "tau_fp": tau_fp,
+            "gbar2_fp_median": float(np.median(fp["gbar2"])),
+            "cov_fp_median": float(np.median(fp["cov"])),
+            "configs": {},
+        }
         for key, c in mr["configs"].items():
             s = {"family": c["family"], "bits": c["bits"], "rel_delta": c["rel_delta"]}
             for which in ("self", "fixed"):
-                rho, lo, hi = ratio_ci(c[which]["lam"], lam_fp, q, n_boot,
-                                       _cfg_seed(seed, label, key, which))
+                rho, lo, hi = ratio_ci(c[which]["lam"], lam_fp, q, n_boot, _cfg_seed(seed, label, key, which))
                 s[f"rho_{which}"], s[f"rho_{which}_lo"], s[f"rho_{which}_hi"] = rho, lo, hi
                 s[f"tau_{which}"] = quantile(np.asarray(c[which]["lam"]) / base, q)
                 s[f"gbar2_{which}_median"] = float(np.median(c[which]["gbar2"]))
@@ -457,27 +500,36 @@ def _f(x, d: int = ROUND) -> str:
 
 def render_markdown(raw: dict, summary: dict) -> str:
     """report.md from the raw data and :func:`summarize`'s numbers."""
-    L = [f"# Quantization inflation of the σ threshold — profile `{raw['profile']}`", "",
-         f"q = {raw['quantile']}, trajectories per model = {raw['n_trajectories']}, "
-         f"bootstrap resamples = {raw['n_boot']} (paired, percentile 95% CI), seed = {raw['seed']}, "
-         f"device = {raw['device']}, Monte Carlo draws for the prediction = {raw['mc_draws']}.", "",
-         "ρ = τ_q(quantized)/τ_q(full precision). *self*: the quantized model scores its own "
-         "generations; *fixed*: it scores the full-precision trajectories. ρ_pred: second-order "
-         "Widrow prediction λ_max(F + E[½D²F]) (§3(d)); error = ρ_pred/ρ_fixed − 1. "
-         "‖ḡ‖² and λ_cov = λ_max(F − ḡḡᵀ) are medians over trajectories (fixed data); "
-         "'ḡ dom.' = share of trajectories with ‖ḡ‖² > λ_cov.", ""]
+    L = [
+        f"# Quantization inflation of the σ threshold — profile `{raw['profile']}`",
+        "",
+        f"q = {raw['quantile']}, trajectories per model = {raw['n_trajectories']}, "
+        f"bootstrap resamples = {raw['n_boot']} (paired, percentile 95% CI), seed = {raw['seed']}, "
+        f"device = {raw['device']}, Monte Carlo draws for the prediction = {raw['mc_draws']}.",
+        "",
+        "ρ = τ_q(quantized)/τ_q(full precision). *self*: the quantized model scores its own "
+        "generations; *fixed*: it scores the full-precision trajectories. ρ_pred: second-order "
+        "Widrow prediction λ_max(F + E[½D²F]) (§3(d)); error = ρ_pred/ρ_fixed − 1. "
+        "‖ḡ‖² and λ_cov = λ_max(F − ḡḡᵀ) are medians over trajectories (fixed data); "
+        "'ḡ dom.' = share of trajectories with ‖ḡ‖² > λ_cov.",
+        "",
+    ]
     for label, ms in summary["models"].items():
         L.append(f"## {label}")
         L.append("")
         if "skipped" in ms:
             L += [f"Skipped: {ms['skipped']}", ""]
             continue
-        L.append(f"λ_base = {_f(ms['lambda_base'])}, τ_q(FP) = {_f(ms['tau_fp'])}, "
-                 f"median ‖ḡ‖²(FP) = {_f(ms['gbar2_fp_median'])}, "
-                 f"median λ_cov(FP) = {_f(ms['cov_fp_median'])}")
+        L.append(
+            f"λ_base = {_f(ms['lambda_base'])}, τ_q(FP) = {_f(ms['tau_fp'])}, "
+            f"median ‖ḡ‖²(FP) = {_f(ms['gbar2_fp_median'])}, "
+            f"median λ_cov(FP) = {_f(ms['cov_fp_median'])}"
+        )
         L.append("")
-        L.append("| scheme | bits | ‖δ‖/‖θ‖ | ρ self [95% CI] | ρ fixed [95% CI] | ρ pred | pred error "
-                 "| ‖ḡ‖² | λ_cov | ḡ dom. |")
+        L.append(
+            "| scheme | bits | ‖δ‖/‖θ‖ | ρ self [95% CI] | ρ fixed [95% CI] | ρ pred | pred error "
+            "| ‖ḡ‖² | λ_cov | ḡ dom. |"
+        )
         L.append("|---|---|---|---|---|---|---|---|---|---|")
         for s in ms["configs"].values():
             L.append(
@@ -486,7 +538,8 @@ def render_markdown(raw: dict, summary: dict) -> str:
                 f"| {_f(s['rho_fixed'])} [{_f(s['rho_fixed_lo'], 3)}, {_f(s['rho_fixed_hi'], 3)}] "
                 f"| {_f(s['rho_pred'])} | {_f(s['pred_rel_error'], 3)} "
                 f"| {_f(s['gbar2_fixed_median'])} | {_f(s['cov_fixed_median'])} "
-                f"| {_f(s['mean_dominates_fixed'], 2)} |")
+                f"| {_f(s['mean_dominates_fixed'], 2)} |"
+            )
         L.append("")
     return "\n".join(L) + "\n"
 
@@ -502,7 +555,6 @@ def recompute_from_json(path: str) -> str:
 # ----------------------------------------------------------------------------- plots
 
 
-
 def _save_figure(plt, fig, out: str, name: str) -> str:
     """Lay out, write ``out/name`` at 110 dpi, close the figure; return the path."""
     fig.tight_layout()
@@ -510,6 +562,7 @@ def _save_figure(plt, fig, out: str, name: str) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
 
 def _plots(raw: dict, summary: dict, out: str) -> list[str]:
     import matplotlib
@@ -528,8 +581,13 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
         k4 = next((k for k, c in mr["configs"].items() if c["family"] == "rtn-channel" and c["bits"] == 4), None)
         if k4 is not None:
             for i, tr in enumerate(mr["configs"][k4]["traces"]):
-                ax.plot(range(1, len(tr) + 1), tr, color="C3", alpha=0.7,
-                        label="4-bit RTN/channel (self)" if i == 0 else None)
+                ax.plot(
+                    range(1, len(tr) + 1),
+                    tr,
+                    color="C3",
+                    alpha=0.7,
+                    label="4-bit RTN/channel (self)" if i == 0 else None,
+                )
         ax.set_yscale("log")
         ax.set_xlabel("t (scores in F_t)")
         ax.set_ylabel("σ_t")
@@ -541,8 +599,11 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
     for ax, label in zip(axes[0], labels):
         cs = summary["models"][label]["configs"]
         for j, fam in enumerate(raw["families"]):
-            pts = sorted((s["bits"], s["rho_self"], s["rho_self_lo"], s["rho_self_hi"])
-                         for s in cs.values() if s["family"] == fam)
+            pts = sorted(
+                (s["bits"], s["rho_self"], s["rho_self_lo"], s["rho_self_hi"])
+                for s in cs.values()
+                if s["family"] == fam
+            )
             if not pts:
                 continue
             b, r, lo, hi = map(np.asarray, zip(*pts))
@@ -587,11 +648,19 @@ def run_model(ld: Loaded, prof: Profile, seed: int, bar) -> dict:
     stats = [split_stats(G) for G in Gs]
     lam_fp = [s[0] for s in stats]
     base = float(np.mean(lam_fp))
-    res = {"info": ld.info, "param_names": list(ld.names), "P": int(Gs[0].shape[1]),
-           "n_scores": int(Gs[0].shape[0]),
-           "fp": {"lam": lam_fp, "gbar2": [s[1] for s in stats], "cov": [s[2] for s in stats],
-                  "traces": [sigma_trace(G, base).tolist() for G in Gs[: prof.n_traces]]},
-           "configs": {}}
+    res = {
+        "info": ld.info,
+        "param_names": list(ld.names),
+        "P": int(Gs[0].shape[1]),
+        "n_scores": int(Gs[0].shape[0]),
+        "fp": {
+            "lam": lam_fp,
+            "gbar2": [s[1] for s in stats],
+            "cov": [s[2] for s in stats],
+            "traces": [sigma_trace(G, base).tolist() for G in Gs[: prof.n_traces]],
+        },
+        "configs": {},
+    }
     bar.update(1)
     # predictions: one Monte Carlo estimate per family at 4 bits, scaled to the other widths
     preds: dict[tuple[str, int], list[float]] = {}
@@ -602,8 +671,9 @@ def run_model(ld: Loaded, prof: Profile, seed: int, bar) -> dict:
             widths = [4] if fam == "nf4" else list(prof.bits)
             per_w = {b: [] for b in widths}
             for i, t in enumerate(fp_trajs):
-                G, Hs, Ts = second_order_terms(ld, t, steps, prof.mc_draws, prof.fd_eps,
-                                               _cfg_seed(seed, ld.spec.label, fam, i))
+                G, Hs, Ts = second_order_terms(
+                    ld, t, steps, prof.mc_draws, prof.fd_eps, _cfg_seed(seed, ld.spec.label, fam, i)
+                )
                 # the draws already have the Widrow covariance diag(s_4²/12)
                 vals = predicted_lambdas(G, Hs, Ts, [variance_scale(fam, b) for b in widths])
                 for b, v in zip(widths, vals):
@@ -621,12 +691,10 @@ def run_model(ld: Loaded, prof: Profile, seed: int, bar) -> dict:
             qm, rel = quantize_copy(ld.module, fam, b, prof, _cfg_seed(seed, ld.spec.label, key))
             entry = {"family": fam, "bits": b, "rel_delta": rel}
             for which in ("self", "fixed"):
-                trajs = fp_trajs if which == "fixed" else [make_trajectory(ld, qm, i, prof, seed)
-                                                           for i in range(n)]
+                trajs = fp_trajs if which == "fixed" else [make_trajectory(ld, qm, i, prof, seed) for i in range(n)]
                 Gq = [scores_of(ld, qm, t) for t in trajs]
                 st = [split_stats(G) for G in Gq]
-                entry[which] = {"lam": [s[0] for s in st], "gbar2": [s[1] for s in st],
-                                "cov": [s[2] for s in st]}
+                entry[which] = {"lam": [s[0] for s in st], "gbar2": [s[1] for s in st], "cov": [s[2] for s in st]}
                 if which == "self" and fam == "rtn-channel" and b == 4:
                     entry["traces"] = [sigma_trace(G, base).tolist() for G in Gq[: prof.n_traces]]
             entry["pred"] = preds.get((fam, b))
@@ -641,8 +709,7 @@ def _n_units(prof: Profile) -> int:
     return per * len(prof.models)
 
 
-def run_study(profile: str | Profile, out: str, *, device="cpu", seed: int = 0,
-              progress: bool = True) -> dict:
+def run_study(profile: str | Profile, out: str, *, device="cpu", seed: int = 0, progress: bool = True) -> dict:
     """Run the study, write report.json, report.md and the PNGs to ``out``; return the report."""
     from tqdm import tqdm
 
@@ -652,12 +719,20 @@ def run_study(profile: str | Profile, out: str, *, device="cpu", seed: int = 0,
     dev = resolve_device(device)
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
-    raw = {"profile": prof.name, "quantile": prof.quantile, "n_boot": prof.n_boot, "seed": seed,
-           "n_trajectories": prof.n_trajectories, "mc_draws": prof.mc_draws, "fd_eps": prof.fd_eps,
-           "bits": list(prof.bits), "families": list(prof.families), "device": str(dev),
-           "models": {}}
-    bar = tqdm(total=_n_units(prof), desc=f"inflation[{prof.name}]", unit="step", file=sys.stderr,
-               disable=not progress)
+    raw = {
+        "profile": prof.name,
+        "quantile": prof.quantile,
+        "n_boot": prof.n_boot,
+        "seed": seed,
+        "n_trajectories": prof.n_trajectories,
+        "mc_draws": prof.mc_draws,
+        "fd_eps": prof.fd_eps,
+        "bits": list(prof.bits),
+        "families": list(prof.families),
+        "device": str(dev),
+        "models": {},
+    }
+    bar = tqdm(total=_n_units(prof), desc=f"inflation[{prof.name}]", unit="step", file=sys.stderr, disable=not progress)
     threads = torch.get_num_threads()
     try:
         for spec in prof.models:
@@ -678,10 +753,18 @@ def run_study(profile: str | Profile, out: str, *, device="cpu", seed: int = 0,
     wall = time.perf_counter() - t0
     summary = summarize(raw)
     md = render_markdown(raw, summary)
-    report = {"raw": raw, "summary": summary, "wall_seconds": wall,
-              "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                              "threads": torch.get_num_threads(), "machine": platform.machine()},
-              "profile_settings": {k: v for k, v in asdict(prof).items() if k != "models"}}
+    report = {
+        "raw": raw,
+        "summary": summary,
+        "wall_seconds": wall,
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+        },
+        "profile_settings": {k: v for k, v in asdict(prof).items() if k != "models"},
+    }
     with open(os.path.join(out, "report.json"), "w") as fh:
         json.dump(report, fh, indent=1, default=str)
     with open(os.path.join(out, "report.md"), "w") as fh:
@@ -699,6 +782,5 @@ def inflation_command(args) -> int:
     seed = getattr(args, "seed", 0)
     seed = 0 if seed is None else seed
     rep = run_study(profile, out, device=getattr(args, "device", "cpu") or "cpu", seed=int(seed))
-    print(f"inflation: wrote {out}/report.json, report.md and {len(rep['plots'])} plots "
-          f"in {rep['wall_seconds']:.0f} s")
+    print(f"inflation: wrote {out}/report.json, report.md and {len(rep['plots'])} plots in {rep['wall_seconds']:.0f} s")
     return 0

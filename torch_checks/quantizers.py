@@ -75,8 +75,7 @@ def _check_tensor(w, name: str = "w") -> torch.Tensor:
     if not w.dtype.is_floating_point:
         raise InputError(f"{name} must have a floating dtype, got {w.dtype}")
     if w.ndim not in (1, 2):
-        raise InputError(f"{name} must be 1-D or 2-D (rows = output channels), got shape "
-                         f"{tuple(w.shape)}")
+        raise InputError(f"{name} must be 1-D or 2-D (rows = output channels), got shape {tuple(w.shape)}")
     if w.numel() == 0:
         raise InputError(f"{name} is empty (shape {tuple(w.shape)})")
     x = w.detach().to(F64)
@@ -168,8 +167,7 @@ def _codebook(g: torch.Tensor, scheme: QuantScheme, *, want_step: bool = False):
 def _fp16(x: torch.Tensor, what: str) -> torch.Tensor:
     if bool((torch.abs(x) > _FP16_MAX).any()):
         raise InputError(
-            f"gguf {what} {float(torch.abs(x).max()):.6g} overflows the float16 it is stored in "
-            f"(max {_FP16_MAX})"
+            f"gguf {what} {float(torch.abs(x).max()):.6g} overflows the float16 it is stored in (max {_FP16_MAX})"
         )
     return x.to(torch.float32).to(torch.float16).to(F64)
 
@@ -207,9 +205,7 @@ def _gguf(g: torch.Tensor, scheme: QuantScheme, *, want_step: bool = False):
 # --------------------------------------------------------------------------------------
 
 
-def quantize_tensor(
-    w: torch.Tensor, scheme, *, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def quantize_tensor(w: torch.Tensor, scheme, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Quantize-dequantize a weight tensor; torch mirror of :func:`fimtheory.quantize.quantize`.
 
     Parameters
@@ -264,9 +260,7 @@ def sr_quantize_tensor_with_uniforms(w: torch.Tensor, scheme, u: torch.Tensor) -
     """
     scheme = _scheme(scheme)
     if scheme.kind != "sr":
-        raise InputError(
-            f"sr_quantize_tensor_with_uniforms needs an 'sr' scheme, got {scheme.name!r}"
-        )
+        raise InputError(f"sr_quantize_tensor_with_uniforms needs an 'sr' scheme, got {scheme.name!r}")
     x = _check_tensor(w)
     if not isinstance(u, torch.Tensor) or tuple(u.shape) != tuple(x.shape):
         raise InputError(f"u must be a tensor of the shape of w {tuple(x.shape)}")

