@@ -285,86 +285,26 @@ def outward_str(x, direction: str, digits: int = 30) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def ivf(x):
-    """Exact degenerate interval of a float (or an interval as is)."""
-    if isinstance(x, mpmath.ctx_iv.ivmpf):
-        return x
-    return iv.mpf(float(x)) if isinstance(x, float | int | np.floating | np.integer) else iv.mpf(x)
-
-
-def iv_matrix(a) -> mpmath.matrix:
-    """Exact interval copy of a float array (2-D) or of a list of lists of intervals."""
-    a = np.asarray(a, dtype=float) if not isinstance(a, list) else a
-    rows = len(a)
-    cols = len(a[0]) if rows else 0
-    m = iv.matrix(rows, cols)
-    for i in range(rows):
-        for j in range(cols):
-            m[i, j] = ivf(a[i][j] if isinstance(a, list) else float(a[i, j]))
-    return m
-
-
-def iv_column(v) -> mpmath.matrix:
-    v = np.asarray(v, dtype=float).reshape(-1)
-    m = iv.matrix(v.shape[0], 1)
-    for i, x in enumerate(v):
-        m[i, 0] = iv.mpf(float(x))
-    return m
-
-
 # Interval primitives shared with the adjudicator's evaluators (fimtheory.enclosures); the
 # margin formulas below stay this module's own.
 _lo = _enc.lo
 _hi = _enc.hi
 _mid_matrix = _enc.mid_matrix
 _frobenius_upper = _enc.frobenius_upper
+ivf = _enc.ivf
+iv_matrix = _enc.iv_matrix
+iv_column = _enc.iv_column
+iv_abs = _enc.iv_abs
+iv_sq = _enc.iv_sq
+iv_dot = _enc.iv_dot
+iv_norm_sq = _enc.iv_norm_sq
+iv_norm = _enc.iv_norm
+iv_max = _enc.iv_max
+iv_min = _enc.iv_min
 
 
 def _to_iv(m: mpmath.matrix) -> mpmath.matrix:
     return iv_from_mp(m)
-
-
-def iv_dot(x, y):
-    """xᵀy for interval column vectors."""
-    s = iv.mpf(0)
-    for i in range(x.rows):
-        s += x[i, 0] * y[i, 0]
-    return s
-
-
-def iv_sq(x):
-    """x² as a non-negative interval (x·x in interval arithmetic may dip below 0)."""
-    return iv_abs(x) ** 2
-
-
-def iv_norm_sq(x):
-    """‖x‖² of an interval column vector, as a non-negative interval."""
-    s = iv.mpf(0)
-    for i in range(x.rows):
-        s += iv_sq(x[i, 0])
-    return s
-
-
-def iv_norm(x):
-    return iv.sqrt(iv_norm_sq(x))
-
-
-def iv_max(values):
-    """Enclosure of the maximum of enclosed numbers."""
-    return iv.mpf([max(_lo(v) for v in values), max(_hi(v) for v in values)])
-
-
-def iv_min(values):
-    return iv.mpf([min(_lo(v) for v in values), min(_hi(v) for v in values)])
-
-
-def iv_abs(x):
-    lo, hi = _lo(x), _hi(x)
-    if lo >= 0:
-        return x
-    if hi <= 0:
-        return -x
-    return iv.mpf([0, max(-lo, hi)])
 
 
 def iv_eigenvalue_enclosures(M) -> list:

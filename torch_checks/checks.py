@@ -79,6 +79,7 @@ from .decisions import Adjudicator
 from .device import resolve_device
 from .engines import fisher_matrix, gram_matrix, lanczos
 from .quantizers import quantize_tensor
+from .report import ROW_KEYS  # noqa: F401  (the row schema, re-exported)
 from .scores import per_sample_scores, per_token_scores
 
 EPS64 = float(np.finfo(np.float64).eps)
@@ -190,26 +191,6 @@ class CheckRow:
             "seconds": round(float(self.seconds), 4),
             "details": _jsonable(self.details),
         }
-
-
-#: Keys of a row's JSON (:meth:`CheckRow.to_json`).
-ROW_KEYS = (
-    "model",
-    "scheme",
-    "bits",
-    "claim",
-    "status",
-    "margin",
-    "counts",
-    "examples",
-    "not_met",
-    "not_met_reasons",
-    "adjudicated",
-    "worst_margin",
-    "reason",
-    "seconds",
-    "details",
-)
 
 
 def _jsonable(x):
