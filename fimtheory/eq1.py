@@ -131,6 +131,31 @@ def softmax_fisher_bounds(p) -> tuple[float, float]:
     return lower, max(lower, upper)
 
 
+def _secular_function(p1: float, head: float, rest: np.ndarray):
+    """g(λ) = head − λ − (p₁ − λ) Σ_{i≥2} p_i²/(p_i − λ), head = p₁(1 − p₁) computed without
+    cancellation: (p₁ − λ)·f(λ) for the secular function f of diag(p) − ppᵀ."""
+
+    def g(lam: float) -> float:
+        return head - lam - (p1 - lam) * float(np.sum(rest * rest / (rest - lam)))
+
+    return g
+
+
+def _secular_root(p1: float, head: float, rest: np.ndarray, lo: float, hi: float) -> float:
+    """The zero of :func:`_secular_function` in the bracket [lo, hi] (g > 0 below it), by
+    bisection to the last float."""
+    g = _secular_function(p1, head, rest)
+    for _ in range(2200):
+        mid = 0.5 * (lo + hi)
+        if not lo < mid < hi:
+            break
+        if g(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
 def softmax_fisher_lambda_max(p) -> float:
     """λ_max(diag(p) − ppᵀ) to a relative accuracy of about 10·eps, in O(V) memory and time.
 
@@ -153,20 +178,8 @@ def softmax_fisher_lambda_max(p) -> float:
     if p2 == p1:
         return p1
 
-    def g(lam: float) -> float:
-        return head - lam - (p1 - lam) * float(np.sum(rest * rest / (rest - lam)))
-
     lo, hi = softmax_fisher_bounds(p)
-    lo = max(lo, p2)
-    for _ in range(2200):
-        mid = 0.5 * (lo + hi)
-        if not lo < mid < hi:
-            break
-        if g(mid) > 0:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    return _secular_root(p1, head, rest, max(lo, p2), hi)
 
 
 def _kl(p: np.ndarray, q: np.ndarray, eps: float) -> float:
@@ -264,22 +277,12 @@ def renormalised_softmax_fisher_lambda_max(a) -> float:
         return q1
     m = a.size
 
-    def g(lam: float) -> float:
-        return head - lam - (q1 - lam) * float(np.sum(rest * rest / (rest - lam)))
-
     lo = max(q2, head * m / (m - 1) * (1.0 - 1e-12))
     hi = min(q1, 2.0 * head * (1.0 + 1e-12))
+    g = _secular_function(q1, head, rest)
     if not (lo < hi and (lo == q2 or g(lo) > 0) and (hi == q1 or g(hi) < 0)):
         lo, hi = q2, q1
-    for _ in range(2200):
-        mid = 0.5 * (lo + hi)
-        if not lo < mid < hi:
-            break
-        if g(mid) > 0:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    return _secular_root(q1, head, rest, lo, hi)
 
 
 def eq1_ratio_sandwich(p, *, k: int = 20) -> tuple[float, float, int]:
