@@ -50,7 +50,7 @@ import numpy as np
 from fimtheory import claims as _claims
 from fimtheory import spectral
 from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
-from fimtheory.instances import MatrixPerturbation
+from fimtheory.instances import MatrixPerturbation, NoiseEnsemble
 from fimtheory.validation import EPS64
 
 Claim, Weakening, Outcome = _claims.Claim, _claims.Weakening, _claims.Outcome
@@ -474,6 +474,359 @@ def _s3l_second_order_mp(inst, dps):
 
 
 # --------------------------------------------------------------------------------------
+# T4.3b-S, T4.3c-S — the sharp lower bound in expectation, and its critical scale
+# --------------------------------------------------------------------------------------
+#
+# Averaging S3L over a finite ensemble {E_k} with Σ_k E_k = 0 exactly (so Σ_k a1_k = 0):
+#
+#   E λ_max(F + E) ≥ λ1 + E[a2] − K·E[η³]/γ² − E[‖P⊥Ev‖⁴]/γ³         (T4.3b-S, every η),
+#
+# and for the ensemble sE the bound is s²(C − sB₁ − s²B₂) with C = E[a2], B₁ = K·E[η³]/γ²,
+# B₂ = E[‖P⊥Ev‖⁴]/γ³: positive for every 0 < s < s_c^S = 2C/(B₁ + √(B₁² + 4B₂C)) when C > 0
+# (genericity). Unlike T4.3b(ii) and T4.3c no 2η̄ < γ is needed, and since per draw
+# Kη³/γ² + ‖w‖⁴/γ³ ≤ (K + 1/2)η³/γ² < 4η³/(γ(γ − 2η)) on 2η < γ, s_c^S > s_c always.
+
+
+def sharp_lower_terms(gap, mean_eta3, mean_w4, k):
+    """(B₁, B₂) = (K·E[η³]/γ², E[‖P⊥Ev‖⁴]/γ³) of the T4.3b-S bound (floats, mpf or iv)."""
+    return k * mean_eta3 / gap**2, mean_w4 / gap**3
+
+
+def sharp_ensemble_critical_scale(gap, mean_a2, mean_eta3, mean_w4, k=None):
+    """s_c^S = 2E[a2]/(B₁ + √(B₁² + 4B₂E[a2])): the positive root of E[a2] − sB₁ − s²B₂
+    (floats, mpf or iv; ``k`` defaults to the float K). Needs γ > 0 and E[a2] > 0."""
+    k = sharp_constant() if k is None else k
+    b1, b2 = sharp_lower_terms(gap, mean_eta3, mean_w4, k)
+    if isinstance(b1, float):
+        if not (gap > 0 and mean_a2 > 0):
+            raise ValueError("needs γ > 0 and E[a2] > 0")
+        return 2.0 * mean_a2 / (b1 + math.sqrt(b1 * b1 + 4.0 * b2 * mean_a2))
+    ctx = mpmath.iv if isinstance(b1, mpmath.ctx_iv.ivmpf) else mpmath.mp
+    return 2 * mean_a2 / (b1 + ctx.sqrt(b1 * b1 + 4 * b2 * mean_a2))
+
+
+def _ensemble_parts(F: np.ndarray, Es) -> dict:
+    """Float a2, η, ‖P⊥Ev‖² and λ_max(F + E) per draw, and λ1, γ of F."""
+    eig = spectral.eigen_data(F)
+    a2s, etas, w2s, tops = [], [], [], []
+    for E in Es:
+        M = spectral.perturbation_in_eigenbasis(eig, E)
+        a2s.append(float(_claims._series.series_coefficients(eig.eigenvalues, M, 2)[1]))
+        etas.append(_claims._norm2(E))
+        w2s.append(spectral.off_top_residual_norm_sq(eig, E))
+        tops.append(spectral.lambda_max(F + E))
+    return {
+        "eig": eig,
+        "a2": np.array(a2s),
+        "eta": np.array(etas),
+        "w2": np.array(w2s),
+        "top": np.array(tops),
+        "norm_f": max(abs(float(eig.lambda_max)), abs(float(eig.lambda_min))),
+    }
+
+
+def _ensemble_setup(inst: NoiseEnsemble):
+    if not inst.exact_mean_is_zero():
+        return None, "the noise ensemble's mean is not exactly zero"
+    if inst.F.shape[0] < 2:
+        return None, "n = 1: no gap"
+    eig = spectral.eigen_data(inst.F)
+    if not eig.gap_resolved():
+        return None, "γ = 0 (top eigenvalue of F repeated within rounding)"
+    return _ensemble_parts(inst.F, inst.scaled()), ""
+
+
+def _t43b_sharp_like(inst: NoiseEnsemble, with_cubic: bool, with_quartic: bool) -> Outcome:
+    p, why = _ensemble_setup(inst)
+    if p is None:
+        return Outcome.not_met(why)
+    eig, n = p["eig"], inst.F.shape[0]
+    gap, lam1 = float(eig.gap), float(eig.lambda_max)
+    b1, b2 = sharp_lower_terms(gap, float(np.mean(p["eta"] ** 3)), float(np.mean(p["w2"] ** 2)), sharp_constant())
+    b = (b1 if with_cubic else 0.0) + (b2 if with_quartic else 0.0)
+    eta_bar = float(p["eta"].max())
+    if not any(np.any(E) for E in inst.scaled()):
+        # E = 0 exactly on every draw: λ' = λ1 and a2 = 0 exactly, an equality (no adjudication)
+        return Outcome(True, 0.0, False, "", {"remainder": 0.0, "bound": 0.0})
+    if eta_bar == 0.0:
+        return _claims._outcome(0.0, False, remainder=0.0, bound=0.0)
+    rem = float(np.mean(p["top"])) - lam1 - float(np.mean(p["a2"]))
+    # a bound that is 0 (no correction, or w = 0 on every draw with the cubic dropped) is
+    # normalised by the η³/γ² scale of the third-order term instead
+    scale = b if b > 0 else eta_bar**3 / gap**2
+    ok = _claims._resolved(scale, (p["norm_f"] + eta_bar) * (1 + p["norm_f"] / gap), n, factor=1e7)
+    return _claims._outcome(
+        (rem + b) / max(scale, TINY),
+        ok,
+        remainder=rem,
+        bound=b,
+        ratio=-rem / b if b > 0 else math.nan,
+        eta_bar_over_gap=eta_bar / gap,
+        mean_a2=float(np.mean(p["a2"])),
+    )
+
+
+def _t43b_sharp_like_mp(inst: NoiseEnsemble, dps, with_cubic: bool, with_quartic: bool):
+    with working_precision(dps):
+        F = mp_matrix(inst.F)
+        eig = mp_eigh(F, dps)
+        a2s, eta3, w4, tops = [], [], [], []
+        v = eig.vector(0)
+        for E in inst.scaled():
+            Em = mp_matrix(E)
+            a2s.append(_claims._mp_coefficients(eig, Em, 2)[1])
+            eta3.append(_claims._mp_sym_norm(Em) ** 3)
+            Ev = Em * v
+            r = Ev - v * (v.T * Ev)[0, 0]
+            w4.append(mpmath.fsum(r[i, 0] ** 2 for i in range(r.rows)) ** 2)
+            tops.append(mp_eigh(F + Em, dps).lambda_max)
+        m = len(tops)
+        gap = eig.gap
+        b1, b2 = sharp_lower_terms(gap, mpmath.fsum(eta3) / m, mpmath.fsum(w4) / m, sharp_constant(mpmath.mp))
+        b = (b1 if with_cubic else 0) + (b2 if with_quartic else 0)
+        eta_bar = max(eta3) ** (mpmath.mpf(1) / 3)
+        if eta_bar == 0:
+            return mpmath.mpf(0)
+        rem = mpmath.fsum(tops) / m - eig.lambda_max - mpmath.fsum(a2s) / m
+        scale = b if b > 0 else eta_bar**3 / gap**2
+        return (rem + b) / scale
+
+
+def _t43b_sharp(inst):
+    return _t43b_sharp_like(inst, True, True)
+
+
+def _t43b_sharp_mp(inst, dps):
+    return _t43b_sharp_like_mp(inst, dps, True, True)
+
+
+def _t43b_sharp_second_order(inst):
+    """Weakening: E λ_max(F + E) ≥ λ1 + E[a2] (no third-order correction)."""
+    return _t43b_sharp_like(inst, False, False)
+
+
+def _t43b_sharp_second_order_mp(inst, dps):
+    return _t43b_sharp_like_mp(inst, dps, False, False)
+
+
+def _t43b_sharp_no_cubic(inst):
+    """Weakening: E λ_max(F + E) ≥ λ1 + E[a2] − E[‖P⊥Ev‖⁴]/γ³ (the K·E[η³]/γ² term dropped)."""
+    return _t43b_sharp_like(inst, False, True)
+
+
+def _t43b_sharp_no_cubic_mp(inst, dps):
+    return _t43b_sharp_like_mp(inst, dps, False, True)
+
+
+def _ensemble_gap_margins(inst: NoiseEnsemble) -> dict:
+    return _claims._gap_margins(inst.F)
+
+
+#: T4.3c-S evaluates the elevation at these fractions of s_c^S (the largest is outside the
+#: old s_c whenever the gain exceeds 1/0.9).
+T43C_S_FRACTIONS = (0.5, 0.9)
+
+
+def _t43c_sharp_core(inst: NoiseEnsemble, require_generic: bool) -> Outcome:
+    if not inst.exact_mean_is_zero():
+        return Outcome.not_met("the noise ensemble's mean is not exactly zero")
+    if inst.F.shape[0] < 2:
+        return Outcome.not_met("n = 1: no gap")
+    eig = spectral.eigen_data(inst.F)
+    if not eig.gap_resolved():
+        return Outcome.not_met("γ = 0 (top eigenvalue of F repeated within rounding)")
+    Es = inst.scaled()
+    if require_generic and not _claims._generic(eig, Es):
+        return Outcome.not_met("genericity fails: P⊥Ev = 0 for every draw")
+    p = _ensemble_parts(inst.F, Es)
+    gap, lam1 = float(eig.gap), float(eig.lambda_max)
+    ea2, e3, w4 = float(np.mean(p["a2"])), float(np.mean(p["eta"] ** 3)), float(np.mean(p["w2"] ** 2))
+    eta_bar = float(p["eta"].max())
+    if ea2 > 0:
+        sc = sharp_ensemble_critical_scale(gap, ea2, e3, w4)
+        scales = [f * sc for f in T43C_S_FRACTIONS]
+        old = _claims.critical_scale(gap, ea2, e3, eta_bar)
+    else:
+        # not generic: no positive leading term; test at a scale inside the analytic disc
+        sc, old = 0.0, 0.0
+        scales = [0.25 * gap / max(eta_bar, TINY)]
+    scale = abs(lam1)
+    margins = [
+        (float(np.mean([spectral.lambda_max(inst.F + s * E) for E in Es])) - lam1) / max(scale, TINY) for s in scales
+    ]
+    m = min(margins)
+    predicted = min(s * s * ea2 for s in scales)
+    ok = _resolved_ensemble(predicted, scale, inst.F.shape[0])
+    n = inst.F.shape[0]
+    rounding = 128 * n * EPS64 * (scale + max(scales) * eta_bar) / max(scale, TINY)
+    needs = (not ok) or not (m > rounding)
+    details = {
+        "s": max(scales),
+        "s_low": min(scales),
+        "s_c_sharp": sc,
+        "s_c_old": old,
+        "gain": sc / old if old > 0 else math.nan,
+        "mean_a2": ea2,
+        "rounding_bound": rounding,
+    }
+    return Outcome(True, m, needs, "", details, float_resolved=ok)
+
+
+def _tested_scales(out: Outcome) -> list:
+    return sorted({float(out.details["s_low"]), float(out.details["s"])})
+
+
+def _resolved_ensemble(predicted, scale, n):
+    return _claims._resolved(predicted, scale, n)
+
+
+def _t43c_sharp_mp(inst: NoiseEnsemble, dps, require_generic=True):
+    out = _t43c_sharp_core(inst, require_generic)
+    with working_precision(dps):
+        F = mp_matrix(inst.F)
+        lam = mp_eigh(F, dps).lambda_max
+        ms = []
+        for s in _tested_scales(out):
+            tops = [mp_eigh(F + mp_matrix(s * E), dps).lambda_max for E in inst.scaled()]
+            ms.append((mpmath.fsum(tops) / len(tops) - lam) / abs(lam))
+        return min(ms)
+
+
+def _t43c_sharp(inst):
+    return _t43c_sharp_core(inst, True)
+
+
+def _t43c_sharp_no_genericity(inst):
+    """Weakening: strict elevation without genericity (at s = γ/(4η̄) when E[a2] = 0)."""
+    return _t43c_sharp_core(inst, False)
+
+
+def _t43c_sharp_no_genericity_mp(inst, dps):
+    return _t43c_sharp_mp(inst, dps, False)
+
+
+# ---- interval enclosures (rigorous adjudication and certification) -------------------------
+
+
+def _iv_runner(fn):
+    """``evaluate_iv`` from an interval margin ``fn(inst)``: (lo, hi) mpf at ``dps`` digits."""
+
+    def run(inst, dps):
+        from fimtheory import enclosures as enc
+
+        with working_precision(dps):
+            try:
+                x = fn(inst)
+            except ZeroDivisionError as exc:
+                raise enc.EnclosureError(f"division by an interval containing 0 at {dps} digits") from exc
+            a, b = enc.lo(x), enc.hi(x)
+        if mpmath.isnan(a) or mpmath.isnan(b):
+            raise enc.EnclosureError(f"the enclosure is not finite at {dps} digits")
+        return a, b
+
+    run.__name__ = getattr(fn, "__name__", "evaluate_iv")
+    return run
+
+
+def _iv_ensemble(inst: NoiseEnsemble, need_tops: bool = True):
+    """Interval λ1, γ, TopEigen of F and per draw a2, η, ‖P⊥Ev‖² (and λ_max(F + E))."""
+    from fimtheory import enclosures as enc
+
+    if not inst.exact_mean_is_zero():
+        raise enc.HypothesisFails("the noise ensemble's mean is not exactly zero")
+    F_iv = enc.iv_matrix(inst.F)
+    encF = enc.iv_eigenvalue_enclosures(F_iv)
+    if len(encF) < 2:
+        raise enc.HypothesisFails("n = 1: no gap")
+    enc.require_positive("γ > 0", encF[0] - encF[1])
+    te = enc.top_eigen(F_iv, encF)
+    a2s, etas, w2s, tops = [], [], [], []
+    for E in inst.scaled():
+        E_iv = enc.iv_matrix(E)
+        a2s.append(enc.series_coefficients_iv(te, E_iv, 2)[1])
+        etas.append(enc.iv_sym_norm(enc.iv_eigenvalue_enclosures(E_iv)))
+        w2s.append(enc.off_top_residual_sq(te, E_iv))
+        if need_tops:
+            tops.append(enc.iv_lambda_max(F_iv + E_iv))
+    return F_iv, te, a2s, etas, w2s, tops
+
+
+def _iv_mean(xs):
+    return sum(xs, mpmath.iv.mpf(0)) / len(xs)
+
+
+def _m_t43b_sharp_like(with_cubic: bool, with_quartic: bool):
+    def margin(inst):
+        from fimtheory import enclosures as enc
+
+        _, te, a2s, etas, w2s, tops = _iv_ensemble(inst)
+        eta_bar = enc.iv_max(etas)
+        if enc.hi(eta_bar) == 0:
+            return mpmath.iv.mpf(0)
+        gap = te.gap
+        b1, b2 = sharp_lower_terms(
+            gap, _iv_mean([e**3 for e in etas]), _iv_mean([enc.iv_sq(w) for w in w2s]), sharp_constant(mpmath.iv)
+        )
+        zero = mpmath.iv.mpf(0)
+        b = (b1 if with_cubic else zero) + (b2 if with_quartic else zero)
+        rem = _iv_mean(tops) - te.lam1 - _iv_mean(a2s)
+        if enc.lo(b) > 0:
+            return enc.iv_div(rem + b, b, "the T4.3b-S bound")
+        if enc.hi(b) == 0:
+            return enc.iv_div(rem, eta_bar**3 / gap**2, "η̄³/γ²")
+        raise enc.EnclosureError("the sign of the bound (0 or > 0) is undecided")
+
+    return margin
+
+
+def _iv_critical_scale(inst, require_generic: bool):
+    """(float s of the float evaluation, proved s < s_c^S?) — each s is certified inside the
+    region by an interval s_c^S, so a violation at s is a violation of the claim."""
+    from fimtheory import enclosures as enc
+
+    out = _t43c_sharp_core(inst, require_generic)
+    if not out.hypotheses_met:
+        raise enc.HypothesisFails(out.reason)
+    return out
+
+
+def _m_t43c_sharp_factory(require_generic: bool):
+    def margin(inst):
+        from fimtheory import enclosures as enc
+
+        out = _iv_critical_scale(inst, require_generic)
+        scales = _tested_scales(out)
+        Es = [[s * E for E in inst.scaled()] for s in scales]
+        encF = enc.float_eigenvalue_enclosures(inst.F)
+        enc.require_positive("γ > 0", encF[0] - encF[1])
+        exact = [enc._exact_diagonal_t43c(inst.F, e) for e in Es]
+        if all(x is not None for x in exact):
+            return enc.fraction_interval(min(exact))
+        if require_generic:
+            _, te, a2s, etas, w2s, _ = _iv_ensemble(inst, need_tops=False)
+            ea2 = _iv_mean(a2s)
+            if not enc.lo(ea2) > 0:
+                raise enc.EnclosureError("E[a2] > 0 not certified at this precision")
+            sc = sharp_ensemble_critical_scale(
+                te.gap,
+                ea2,
+                _iv_mean([e**3 for e in etas]),
+                _iv_mean([enc.iv_sq(w) for w in w2s]),
+                sharp_constant(mpmath.iv),
+            )
+            if not max(scales) < enc.lo(sc):
+                raise enc.EnclosureError("the tested scale is not certified below s_c^S")
+        lam = encF[0]
+        ms = []
+        for e in Es:
+            tops = [enc.iv_lambda_max(enc.iv_sum(inst.F, E)) for E in e]
+            ms.append(enc.iv_div(_iv_mean(tops) - lam, enc.iv_abs(lam)))
+        return enc.iv_min(ms)
+
+    return margin
+
+
+# --------------------------------------------------------------------------------------
 # registration
 # --------------------------------------------------------------------------------------
 
@@ -593,10 +946,76 @@ S3L = Claim(
 )
 
 
+T43B_S = Claim(
+    "T4.3b-S",
+    "sharp, in expectation: E λ_max(F+E) ≥ λ1 + E[a2] − (4/(3√3))E[η³]/γ² − E[‖P⊥Ev‖⁴]/γ³",
+    "For F symmetric with γ > 0 and a finite distribution of symmetric E with mean exactly zero: "
+    "E λ_max(F+E) ≥ λ1 + E[a2] − K·E[η³]/γ² − E[‖P⊥Ev‖⁴]/γ³, K = 4/(3√3), for every size of E "
+    "(S3L averaged; E[a1] = 0). It replaces T4.3b(ii)'s 4E[η³]/(γ(γ − 2η̄)) and needs no 2η̄ < γ.",
+    ("F symmetric (PSD in our instances)", "E[E] = 0 exactly", "γ > 0"),
+    _wrap(_t43b_sharp, _ensemble_gap_margins),
+    _t43b_sharp_mp,
+    _S + "T4.3b-S",
+    "Thm 4.3 (b), sharp constant (T4.3b-S)",
+    weakenings=(
+        Weakening(
+            "T4.3b-S-second-order",
+            "E λ_max(F+E) ≥ λ1 + E[a2] (the second-order truncation in expectation)",
+            "the correction −K·E[η³]/γ² − E[‖P⊥Ev‖⁴]/γ³",
+            _wrap(_t43b_sharp_second_order, _ensemble_gap_margins),
+            _t43b_sharp_second_order_mp,
+            _S + "T4.3b-S-second-order",
+            evaluate_iv=_iv_runner(_m_t43b_sharp_like(False, False)),
+        ),
+        Weakening(
+            "T4.3b-S-no-cubic",
+            "E λ_max(F+E) ≥ λ1 + E[a2] − E[‖P⊥Ev‖⁴]/γ³ (the K·E[η³]/γ² term dropped)",
+            "the cubic term K·E[η³]/γ² (needed when the ensemble is not symmetric, E[a3] ≠ 0)",
+            _wrap(_t43b_sharp_no_cubic, _ensemble_gap_margins),
+            _t43b_sharp_no_cubic_mp,
+            _S + "T4.3b-S-no-cubic",
+            evaluate_iv=_iv_runner(_m_t43b_sharp_like(False, True)),
+        ),
+    ),
+    note="on antithetic ensembles {±E_k} E[a3] = 0 and the bound is loose; the cubic term is needed otherwise",
+    evaluate_iv=_iv_runner(_m_t43b_sharp_like(True, True)),
+)
+
+T43C_S = Claim(
+    "T4.3c-S",
+    "sharp critical scale: E λ_max(F+sE) > λ_max(F) for 0 < s < s_c^S = 2E[a2]/(B₁ + √(B₁² + 4B₂E[a2]))",
+    "For F symmetric with γ > 0 and a finite zero-mean distribution of E with P⊥Ev ≠ 0 for some "
+    "draw: E λ_max(F+sE) > λ_max(F) for every 0 < s < s_c^S, the positive root of "
+    "E[a2] − sB₁ − s²B₂ with B₁ = K·E[η³]/γ², B₂ = E[‖P⊥Ev‖⁴]/γ³ (T4.3b-S applied to sE); "
+    "s_c^S > s_c of T4.3c always and needs no 2sη̄ < γ. Checked at s = s_c^S/2 and 0.9·s_c^S.",
+    ("F symmetric (PSD in our instances)", "γ > 0", "E[E] = 0 exactly", "genericity: P⊥Ev ≠ 0 for some draw"),
+    _wrap(_t43c_sharp, _ensemble_gap_margins),
+    _t43c_sharp_mp,
+    _S + "T4.3c-S",
+    "Thm 4.3 (c), sharp critical scale (T4.3c-S)",
+    strict=True,
+    weakenings=(
+        Weakening(
+            "T4.3c-S-no-genericity",
+            "strict elevation without genericity (E commuting with F)",
+            "genericity",
+            _wrap(_t43c_sharp_no_genericity, _ensemble_gap_margins),
+            _t43c_sharp_no_genericity_mp,
+            _S + "T4.3c-S-no-genericity",
+            strict=True,
+            evaluate_iv=_iv_runner(_m_t43c_sharp_factory(False)),
+        ),
+    ),
+    note="the interval evaluator certifies each tested s below an interval enclosure of s_c^S",
+    evaluate_iv=_iv_runner(_m_t43c_sharp_factory(True)),
+)
+
+
 def _register() -> None:
-    """Add KT, LL and S3 to the registry and S-no-disc to the weakenings of S (idempotent)."""
+    """Add KT, LL, S3, S3L, T4.3b-S and T4.3c-S to the registry and S-no-disc to the
+    weakenings of S (idempotent)."""
     reg = _claims.REGISTRY
-    for c in (KT, LL, S3, S3L):
+    for c in (KT, LL, S3, S3L, T43B_S, T43C_S):
         if c.id not in reg:
             _claims._CLAIMS.append(c)
             reg[c.id] = c
@@ -617,6 +1036,10 @@ __all__ = [
     "S3",
     "S3L",
     "S_NO_DISC",
+    "T43B_S",
+    "T43C_S",
+    "sharp_ensemble_critical_scale",
+    "sharp_lower_terms",
     "lower_remainder_bound",
     "conjectured_bound",
     "kato_temple_gap",

@@ -297,6 +297,39 @@ def diagonal_pairs(draw, *, relative_norm=(0.05, 3.0)):
     return MatrixPerturbation(np.diag(d), np.diag(e), origin="diagonal pair")
 
 
+@st.composite
+def sharp_ensembles(draw, *, form=None, relative_norm=(1e-3, 2.0), extremal=None):
+    """Zero-mean ensembles for T4.3b-S / T4.3c-S: F = Q diag(λ1, λ1 − γ, lower) Qᵀ (n = 2..6)
+    and one direction E — random symmetric, or the extremal 2 × 2 block ±[[c, s], [s, −c]],
+    c = ±1/√3, of the third-order term in F's top two eigencoordinates — with η/γ log-uniform in
+    ``relative_norm``, as {E, −E} (``form="antithetic"``: E[a3] = 0) or {E, −E/2, −E/2}
+    (``"skewed"``: exactly zero mean, E[a3] = a3(E)/4 ≠ 0)."""
+    rng = np.random.default_rng(draw(_SEEDS))
+    n = draw(st.integers(2, 6))
+    lam1 = float(draw(st.sampled_from([1.0, 3.0, 1e-3, 1e3])))
+    gap = lam1 * draw(st.floats(0.05, 1.0))
+    lam = np.concatenate([[lam1, lam1 - gap], (lam1 - gap) * np.sort(rng.uniform(0.0, 1.0, n - 2))[::-1]])
+    ext = draw(st.booleans()) if extremal is None else extremal
+    if ext:
+        c = float(draw(st.sampled_from([1.0, -1.0]))) / np.sqrt(3.0)
+        E = np.zeros((n, n))
+        E[:2, :2] = [[c, np.sqrt(1 - c * c)], [np.sqrt(1 - c * c), -c]]
+    else:
+        E = rng.standard_normal((n, n))
+        E = 0.5 * (E + E.T)
+    lo, hi = relative_norm
+    rel = float(np.exp(draw(st.floats(np.log(lo), np.log(hi)))))
+    E *= rel * gap / np.max(np.abs(np.linalg.eigvalsh(E)))
+    Q, R = np.linalg.qr(rng.standard_normal((n, n)))
+    Q = Q * np.sign(np.diag(R))
+    F = (Q * lam) @ Q.T
+    E = Q @ E @ Q.T
+    F, E = 0.5 * (F + F.T), 0.5 * (E + E.T)
+    kind = form or draw(st.sampled_from(["antithetic", "skewed"]))
+    Es = (E, -E) if kind == "antithetic" else (E, -0.5 * E, -0.5 * E)
+    return NoiseEnsemble(F, Es, t=1.0, origin=f"sharp {kind}{' extremal' if ext else ''}")
+
+
 def _sharp_pairs(relative_norm):
     return _generic_pairs(min_gap=1e-3, relative_norm=relative_norm, relative_to="gap", n=(2, 8))
 
@@ -343,6 +376,11 @@ _TABLE = {
     "S3L": lambda: st.one_of(_sharp_pairs((1e-4, 3.0)), s2_near_worst_case(), two_by_two_pairs()),
     "S3L-second-order": lambda: two_by_two_pairs(relative_norm=(0.01, 0.3)),
     "LL-unperturbed-gap": lambda: st.one_of(_sharp_pairs((1e-2, 0.45)), two_by_two_pairs(relative_norm=(1e-2, 0.45))),
+    "T4.3b-S": lambda: st.one_of(antithetic_ensembles(), sharp_ensembles()),
+    "T4.3b-S-second-order": lambda: sharp_ensembles(form="antithetic", relative_norm=(0.02, 0.4), extremal=False),
+    "T4.3b-S-no-cubic": lambda: sharp_ensembles(form="skewed", relative_norm=(1e-3, 0.05), extremal=True),
+    "T4.3c-S": lambda: st.one_of(antithetic_ensembles(min_gap=1e-3), sharp_ensembles()),
+    "T4.3c-S-no-genericity": lambda: antithetic_ensembles(commuting=True),
 }
 
 
