@@ -12,7 +12,7 @@ from fimtheory import cli
 from fimtheory.claims import REGISTRY
 
 IDS = ["W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "T4.3d", "P3.2", "AH", "AB", "C"]
-IDS += ["KT", "LL", "S3", "S3L"]
+IDS += ["KT", "LL", "S3", "S3L", "T4.3b-S", "T4.3c-S"]
 IDS += ["EQ1-M-BOUNDS", "EQ1-RATIO", "KL-SORTED"]  # fimtheory.claims_eq1
 
 

@@ -14,7 +14,7 @@ from fimtheory.errors import UnknownIdError
 from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, PartitionInstance, ScoreInstance
 
 IDS = {"W", "R", "S", "S2", "SIGN", "T4.3a", "T4.3b", "T4.3c", "T4.3d", "P3.2", "AH", "AB", "C"}
-IDS |= {"KT", "LL", "S3", "S3L"}  # fimtheory.claims_sharp
+IDS |= {"KT", "LL", "S3", "S3L", "T4.3b-S", "T4.3c-S"}  # fimtheory.claims_sharp
 IDS |= {"EQ1-M-BOUNDS", "EQ1-RATIO", "KL-SORTED"}  # fimtheory.claims_eq1
 
 

@@ -210,8 +210,9 @@ def sc_study(models=("byte-lm", "smollm2"), *, schemes=None, draws=None, seed: i
             spec_list = (schemes or {}).get(name) or SC_SCHEMES.get(name, C.QUICK_SCHEMES[:1])
             K = (draws or {}).get(name) or SC_DRAWS.get(name, 4)
             rows = {}
-            for spec in spec_list:
-                scheme = parse_scheme(spec.format(b=4))
+            for template in spec_list:
+                spec = template.format(b=4)
+                scheme = parse_scheme(spec)
                 pairs = []
                 for k in range(K if scheme.stochastic else 1):
                     gen = None
