@@ -90,8 +90,8 @@ PLANTS = {
         ),
         Plant(
             "remainder-call-lambda1",
-            "S2's float evaluator passes λ1 as the gap to bounds.remainder_bounds (claims._s2)",
-            "fimtheory/claims.py",
+            "S2's float evaluator passes λ1 as the gap to bounds.remainder_bounds (claims_series._s2)",
+            "fimtheory/claims_series.py",
             (
                 (
                     "    rb = bounds.remainder_bounds(eta, eig.gap)\n",
