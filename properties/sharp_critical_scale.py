@@ -7,7 +7,9 @@ on the elevation per draw (E[a1] = 0):
 - sharp (S3, proved for every n): s²E[a2] − Ks³E[η³]/γ² − 8s⁴E[η⁴]/(γ²(γ − 2sη̄)), K = 4/(3√3);
   divided by s² it decreases in s, so s_c is its unique root in (0, γ/(2η̄)) (bisection);
 - conjectured (the non-asymptotic bound, proved for n = 2 only): s²E[a2] − Ks³E[η³]/(γ(γ − 2sη̄))
-  → s_c = E[a2]γ²/(2E[a2]γη̄ + KE[η³]).
+  → s_c = E[a2]γ²/(2E[a2]γη̄ + KE[η³]);
+- T4.3c-S (S3L averaged, proved for every n and every s): s²E[a2] − Ks³E[η³]/γ² − s⁴E[‖P⊥Ev‖⁴]/γ³
+  → s_c^S = 2E[a2]/(B₁ + √(B₁² + 4B₂E[a2])), no disc limit (``t43c_s_over_old``).
 
 Per draw the sharp bound is below the old one by at least (4 − K)s³η³/γ², so s_c(sharp) ≥ s_c(old)
 always. :func:`measure` reports the ratios on seeded random zero-mean ensembles and checks, at
@@ -31,6 +33,7 @@ import sys
 import numpy as np
 
 from fimtheory.claims import critical_scale
+from fimtheory.claims_sharp import _ensemble_parts, sharp_ensemble_critical_scale
 from fimtheory.errors import InputError
 
 K = 4.0 / (3.0 * math.sqrt(3.0))
@@ -97,8 +100,8 @@ def measure(n_instances: int = 400, seed: int = 0) -> dict:
     if n_instances < 1:
         raise InputError("n_instances must be >= 1")
     rng = np.random.default_rng(seed)
-    sharp, conj, checks = [], [], 0
-    in_disc = pos_old = pos_new = 0
+    sharp, conj, t43c_s, checks = [], [], [], 0
+    in_disc = pos_old = pos_new = pos_s_disc = pos_s_all = 0
     gap_closed = []
     for _ in range(n_instances):
         F, Es = _instance(rng)
@@ -106,7 +109,11 @@ def measure(n_instances: int = 400, seed: int = 0) -> dict:
         if not ea2 > 0:
             continue
         e3, e4, eb = float(np.mean(etas**3)), float(np.mean(etas**4)), float(etas.max())
+        w4 = float(np.mean(_ensemble_parts(F, Es)["w2"] ** 2))
+        b_s = ea2 - K * e3 / gap**2 - w4 / gap**3  # T4.3b-S at s = 1 (every η̄)
+        pos_s_all += b_s > 0
         if 2 * eb < gap:  # T4.3b(ii) at s = 1: which lower bound certifies E λ_max(F + E) > λ_max(F)
+            pos_s_disc += b_s > 0
             in_disc += 1
             elev = float(np.mean([np.linalg.eigvalsh(F + E)[-1] for E in Es])) - lam1
             b_old = ea2 - 4 * e3 / (gap * (gap - 2 * eb))
@@ -126,7 +133,14 @@ def measure(n_instances: int = 400, seed: int = 0) -> dict:
         # the float elevation may fall below the (positive) bound only by rounding
         if elev < bound - 1e3 * F.shape[0] * np.finfo(float).eps * (lam1 + s * eb):
             raise ArithmeticError(f"elevation {elev} below its proved lower bound {bound}")
+        sc_s = sharp_ensemble_critical_scale(gap, ea2, e3, w4)
+        s = 0.9 * sc_s
+        elev = float(np.mean([np.linalg.eigvalsh(F + s * E)[-1] for E in Es])) - lam1
+        bound = s * s * ea2 - s**3 * K * e3 / gap**2 - s**4 * w4 / gap**3
+        if elev < bound - 1e3 * F.shape[0] * np.finfo(float).eps * (lam1 + s * eb):
+            raise ArithmeticError(f"elevation {elev} below the T4.3b-S lower bound {bound}")
         checks += 1
+        t43c_s.append(sc_s / old)
         sharp.append(new / old)
         conj.append(cj / old)
 
@@ -146,13 +160,16 @@ def measure(n_instances: int = 400, seed: int = 0) -> dict:
         "elevation_checks_at_0.9_sc": checks,
         "sharp_over_old": summ(sharp),
         "conjectured_over_old": summ(conj),
+        "t43c_s_over_old": summ(t43c_s),
         "upper_limit_4_over_K": 4 / K,
         "t43b_second_order_at_s1": {
             "instances_with_2eta_bar_below_gap": in_disc,
             "old_bound_positive": pos_old,
             "sharp_bound_positive": pos_new,
             "share_of_gap_to_true_elevation_closed": summ(gap_closed) if gap_closed else None,
+            "t43b_s_bound_positive": pos_s_disc,
         },
+        "t43b_s_at_s1_all_instances": {"instances": len(sharp), "bound_positive": pos_s_all},
     }
 
 

@@ -62,6 +62,16 @@ def test_measure_reports_ratios_within_the_limits():
     assert rep["sharp_over_old"]["median"] > 1.5
 
 
+def test_measure_t43c_s_dominates_and_t43b_s_certifies_more():
+    """T4.3b-S's correction Kη³/γ² + ‖P⊥Ev‖⁴/γ³ is below S3's Kη³/γ² + 8η⁴/(γ²(γ − 2η̄)) per
+    draw, so wherever S3's second-order bound certifies elevation T4.3b-S does too."""
+    rep = sc.measure(60, seed=1)
+    assert rep["t43c_s_over_old"]["min"] >= rep["sharp_over_old"]["min"] >= 1
+    t = rep["t43b_second_order_at_s1"]
+    assert t["t43b_s_bound_positive"] >= t["sharp_bound_positive"] >= t["old_bound_positive"]
+    assert rep["t43b_s_at_s1_all_instances"]["bound_positive"] >= t["t43b_s_bound_positive"]
+
+
 def test_bad_input():
     with pytest.raises(InputError):
         sc.sharp_critical_scale(1.0, 0.0, 1.0, 1.0, 0.1)
