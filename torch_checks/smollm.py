@@ -287,18 +287,31 @@ class Llama(nn.Module):
         ang = torch.cat([ang, ang], dim=-1)
         return ang.cos().to(dtype), ang.sin().to(dtype)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[-1]
         if T > self.config.max_position_embeddings:
             raise InputError(f"sequence of {T} tokens exceeds the context")
-        x = self.model.embed_tokens(idx)
-        cos, sin = self.rope(T, x.device, x.dtype)
-        for layer in self.model.layers:
+        return self.model.embed_tokens(idx)
+
+    def run_layers(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Blocks ``start…stop-1`` on the hidden state ``x`` (B, T, d); with ``stop`` None,
+        every block from ``start`` and then the final norm."""
+        cos, sin = self.rope(x.shape[-2], x.device, x.dtype)
+        for layer in self.model.layers[start:stop]:
             x = layer(x, cos, sin)
-        x = self.model.norm(x)
+        return self.model.norm(x) if stop is None else x
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final normalised hidden state (B, T, d): the input of the (position-wise) head."""
+        return self.run_layers(self.embed(idx))
+
+    def logits_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
         if self.lm_head is None:
-            return F.linear(x, self.model.embed_tokens.weight)
-        return self.lm_head(x)
+            return F.linear(h, self.model.embed_tokens.weight)
+        return self.lm_head(h)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_hidden(self.hidden(idx))
 
     def default_param_names(self) -> tuple[str, ...]:
         """The last block's MLP down-projection (576 × 1536 = 884,736 parameters)."""
