@@ -1,5 +1,7 @@
 """The inflation study (torch_checks.monitor_study): bootstrap CI, second-order prediction
-algebra, a tiny end-to-end run whose report.json recomputes to report.md, bad input."""
+algebra, a tiny end-to-end run whose report.json recomputes to report.md (progress lines,
+checkpoints, resume, partial reports), bad input. The mathematics against independent
+references: tests/test_inflation_theory.py."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch_checks needs the [torch] extra")
 pytest.importorskip("matplotlib", reason="the study plots with matplotlib")
-pytest.importorskip("tqdm", reason="the study shows a tqdm progress bar")
 
 from fimtheory.errors import InputError  # noqa: E402
 from torch_checks import models as M  # noqa: E402
@@ -69,30 +70,25 @@ def test_variance_scale_and_group_divisor():
     assert S.scheme_for("nf4", 4, 32, prof).group_size == 32
 
 
-def test_second_order_terms_match_finite_difference_taylor(tmp_path, monkeypatch):
+def test_directional_differences_match_taylor_on_the_byte_lm(tmp_path, monkeypatch):
     """h and t from central differences reproduce G(θ+δ) to third order."""
     monkeypatch.setenv("FIMTHEORY_CACHE", str(tmp_path))
     prof = S.get_profile("test")
     ld = S.load_spec(prof.models[0], prof, torch.device("cpu"), 0)
-    traj = S.make_trajectory(ld, ld.module, 0, prof, 0)
-    steps = S.widrow_steps(ld.module, "rtn-channel", prof)
-    G0, Hs, Ts = S.second_order_terms(ld, traj, steps, 1, 1e-2, seed=3)
-    # rebuild δ with the same seed and compare with the actual perturbed scores
-    gen = torch.Generator().manual_seed(3)
-    delta = {k: (torch.rand(s.shape, generator=gen, dtype=torch.float64) - 0.5) * s for k, s in steps.items()}
-    params = dict(ld.module.named_parameters())
-    with torch.no_grad():
-        for k, d in delta.items():
-            params[k].add_(0.1 * d)
-    G1 = S.scores_of(ld, ld.module, traj)
-    with torch.no_grad():
-        for k, d in delta.items():
-            params[k].sub_(0.1 * d)
-    taylor1 = G0 + 0.1 * Hs[0]
-    taylor2 = taylor1 + 0.5 * 0.01 * Ts[0]
-    e1 = float((G1 - taylor1).norm())
-    e2 = float((G1 - taylor2).norm())
+    pert = S.Perturbed(ld.module)
+    traj = S.make_trajectory(ld, pert.set(None), 0, prof, 0)
+    G0 = S.scores_of(ld, pert.set(None), traj)
+    _, v, _ = S.top_pair(G0)
+    var = S.expectation_variances(ld.module, "rtn-channel", 4, prof)
+    delta = S.rademacher_delta({k: x.sqrt() for k, x in var.items()}, 3)
+    hv, tv, H, T = S.directional(ld, pert, traj, delta, 1e-2, G0, v, G0 @ v)
+    assert torch.allclose(hv, H @ v, rtol=1e-9, atol=1e-12) and torch.allclose(tv, T @ v, rtol=1e-6, atol=1e-9)
+    G1 = S.scores_of(ld, pert.set(delta, 0.1), traj)
+    e1 = float((G1 - (G0 + 0.1 * H)).norm())
+    e2 = float((G1 - (G0 + 0.1 * H + 0.5 * 0.01 * T)).norm())
     assert e2 < 0.2 * e1
+    # the scratch copy returns to θ exactly; the base model is never touched
+    assert torch.equal(S.scores_of(ld, pert.set(None), traj), G0)
 
 
 # ---------------------------------------------------------------- end to end
@@ -111,36 +107,80 @@ def _tiny_profile():
         prompt_len=4,
         gen_len=6,
         bits=(8, 2),
-        families=("rtn-channel",),
+        families=("rtn-channel", "sr-channel"),
+        configs=("rtn-channel/8", "rtn-channel/2", "sr-channel/2"),
         n_boot=1000,
         mc_draws=1,
         n_traces=2,
     )
 
 
-def test_end_to_end_tiny_study_recomputes(tmp_path, monkeypatch):
+def test_end_to_end_tiny_study_recomputes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FIMTHEORY_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
-    rep = S.run_study(_tiny_profile(), str(out), seed=1, progress=False)
+    rep = S.run_study(_tiny_profile(), str(out), seed=1)
+    # off a terminal the progress is plain lines on stderr (no tqdm carriage returns)
+    err = capsys.readouterr().err
+    assert "inflation[test] [1/" in err and "\r" not in err
+    assert err.count("\n") >= 4
     for f in ("report.json", "report.md", "sigma_traces.png", "rho_vs_bits.png", "rho_pred_vs_measured.png"):
         assert (out / f).is_file() and os.path.getsize(out / f) > 0, f
     md = (out / "report.md").read_text()
     assert S.recompute_from_json(str(out / "report.json")) == md
+    assert "Run status: complete." in md
     data = json.loads((out / "report.json").read_text())
+    assert data["complete"] is True
     m = data["summary"]["models"]["byte-lm-e2e"]
-    assert set(m["configs"]) == {"rtn-channel/8", "rtn-channel/2"}
+    assert set(m["configs"]) == {"rtn-channel/8", "rtn-channel/2", "sr-channel/2"}
     c = m["configs"]["rtn-channel/2"]
     assert c["rho_self_lo"] <= c["rho_self"] <= c["rho_self_hi"]
-    assert c["rho_pred"] is not None and np.isfinite(c["rho_pred"])
+    for p in S.PREDICTIONS:
+        assert c[f"rho_{p}"] is not None and np.isfinite(c[f"rho_{p}"]), p
+    assert c["halfwidth_fixed"] == pytest.approx((c["rho_fixed_hi"] - c["rho_fixed_lo"]) / (2 * c["rho_fixed"]))
     raw = data["raw"]["models"]["byte-lm-e2e"]
     assert len(raw["fp"]["lam"]) == 4 and len(raw["configs"]["rtn-channel/2"]["self"]["lam"]) == 4
-    # 8-bit RTN barely moves the threshold on the same trajectories
-    assert abs(m["configs"]["rtn-channel/8"]["rho_fixed"] - 1.0) < 0.05
+    # 8-bit RTN barely moves the threshold on the same trajectories, and first order tracks it
+    c8 = m["configs"]["rtn-channel/8"]
+    assert abs(c8["rho_fixed"] - 1.0) < 0.05
+    assert abs(c8["err_first_order"]) < 0.01
+    # SR's ‖δ‖ is √2 RTN's and its exact expectation matches what was drawn
+    d = data["summary"]["delta_ratio_sr_rtn"]["byte-lm-e2e"]["2"]
+    assert d["measured"] == pytest.approx(np.sqrt(2), rel=0.1)
+    assert d["sr_measured_over_expected"] == pytest.approx(1.0, rel=0.1)
+    assert set(data["summary"]["skill"]) == {"8", "2"}
     assert rep["wall_seconds"] > 0
     # tampering with a raw sample changes the recomputed report
     raw["configs"]["rtn-channel/2"]["self"]["lam"] = [x * 3 for x in raw["configs"]["rtn-channel/2"]["self"]["lam"]]
     (out / "tampered.json").write_text(json.dumps(data))
     assert S.recompute_from_json(str(out / "tampered.json")) != md
+    # resume: every shard is reused (nothing recomputed), the report is the same
+    rep2 = S.run_study(_tiny_profile(), str(out), seed=1, resume=True, progress=False)
+    assert (out / "report.md").read_text() == md and rep2["model_seconds_this_run"]["byte-lm-e2e"] < rep[
+        "model_seconds_this_run"
+    ]["byte-lm-e2e"]
+    # a scheme missing from a shard is recomputed to the same numbers on resume
+    sh_path = out / "shards" / "byte-lm-e2e.json"
+    sh = json.loads(sh_path.read_text())
+    del sh["result"]["configs"]["sr-channel/2"]
+    sh_path.write_text(json.dumps(sh))
+    S.run_study(_tiny_profile(), str(out), seed=1, report_only=True, progress=False)
+    part = (out / "report.md").read_text()
+    assert "**PARTIAL**" in part and "byte-lm-e2e sr-channel/2" in part
+    assert json.loads((out / "report.json").read_text())["complete"] is False
+    S.run_study(_tiny_profile(), str(out), seed=1, resume=True, progress=False)
+    assert (out / "report.md").read_text() == md
+
+
+def test_a_model_not_run_makes_the_report_partial(tmp_path, monkeypatch):
+    monkeypatch.setenv("FIMTHEORY_CACHE", str(tmp_path / "cache"))
+    prof = _tiny_profile()
+    other = S.ModelSpec("byte-lm-other", "byte-lm", prof.models[0].config)
+    prof2 = S.Profile(**{**{k: getattr(prof, k) for k in prof.__dataclass_fields__}, "models": (prof.models[0], other)})
+    rep = S.run_study(prof2, str(tmp_path / "o"), seed=1, models=["byte-lm-e2e"], progress=False)
+    assert rep["complete"] is False and rep["summary"]["missing"]["models"] == ["byte-lm-other"]
+    assert "Missing: byte-lm-other" in (tmp_path / "o" / "report.md").read_text()
+    with pytest.raises(InputError):
+        S.run_study(prof2, str(tmp_path / "o"), seed=1, models=["nope"], progress=False)
 
 
 @pytest.mark.parametrize("profile", ["fast", "", "PAPER", "test"])

@@ -141,6 +141,23 @@ def _inflation_add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     add_seed_argument(p, "seed of the model draws, quantizer draws and bootstrap")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoints in DIR/shards of the same settings instead of recomputing",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="LABEL",
+        help="run only this model of the profile (repeatable); the report lists the models not run",
+    )
+    p.add_argument(
+        "--report-only",
+        dest="report_only",
+        action="store_true",
+        help="compute nothing: build the report from the checkpoints in DIR/shards (partial if some are missing)",
+    )
 
 
 def _inflation_run(args: argparse.Namespace) -> int:

@@ -1,36 +1,48 @@
 """The inflation study (docs/theory.md §7): how much does weight quantization inflate the
-calibration threshold τ_q of the monitor σ = λ_max(F)/λ_base, and does the second-order
-prediction of §3(d) account for it?
+calibration threshold τ_q of the monitor σ = λ_max(F)/λ_base, and how well do perturbative
+predictions account for it?
 
 For each model of a profile:
 
-1. **Trajectories.** LMs: prompts of ``prompt_len`` bytes drawn (seeded) from the held-out
-   calibration corpus, continued by ``gen_len`` bytes sampled from the model with a seeded
+1. **Trajectories.** LMs: prompts of ``prompt_len`` tokens drawn (seeded) from the held-out
+   calibration corpus, continued by ``gen_len`` tokens sampled from the model with a seeded
    :class:`torch.Generator` (one seed per trajectory, the same for every model variant);
    all T = prompt_len + gen_len − 1 positions are scored. Digits MLP: a trajectory is a batch
    of ``batch`` held-out inputs (seeded draw) with labels sampled from the model.
-2. **Full precision.** Per trajectory: Λ = λ_max(F), F = GᵀG/n of the per-token scores of θ
-   (the model's default parameter subset), ‖ḡ‖² (mean-score part, the rank-one piece ḡḡᵀ)
-   and λ_max(F − ḡḡᵀ) (covariance part). λ_base = mean Λ; τ_q = q-quantile of Λ/λ_base.
+2. **Full precision.** Per trajectory: Λ = λ_max(F) = λ1, F = GᵀG/n of the per-token scores
+   of θ (the model's default parameter subset), its unit top eigenvector v, ‖ḡ‖² (mean-score
+   part) and λ_max(F − ḡḡᵀ) (covariance part). λ_base = mean Λ; τ_q = q-quantile of Λ/λ_base.
 3. **Quantized.** Every ``nn.Linear`` / ``nn.Embedding`` weight quantized by each scheme ×
-   bit width (RTN per channel, RTN group-wise, SR per channel, NF4 at 4 bits; the group
-   size is the largest divisor of the row length ≤ the nominal one). Two measurements:
-   *self* — the quantized model scores trajectories it generated itself (same prompts and
-   sampling seeds: the deployed situation); *fixed* — it scores the full-precision
-   trajectories (same data; the object of the §3(d) prediction).
-   ρ = τ_q(quantized) / τ_q(full precision) (λ_base cancels), with paired percentile
-   bootstrap CIs over trajectories.
-4. **Second-order prediction** (§3(d)): E[F(θ+δ)] ≈ F + E[½D²F[δ,δ]] for zero-mean δ with
-   Widrow covariance Σ = diag(s²/12), s = the scheme's step sizes on the full-precision
-   weights (E[DF[δ]] = 0 exactly for zero-mean δ). No closed form exists for these networks,
-   so E[½D²F] = (1/n) Σ_i E[h_i h_iᵀ + ½(g_i t_iᵀ + t_i g_iᵀ)] is estimated by Monte Carlo over
-   ``mc_draws`` Widrow draws δ (uniform on [−s/2, s/2], seeded), with h_i = ∇g_i·δ and
-   t_i = D²g_i[δ,δ] from central differences of the scores in float64 at ε = ``fd_eps``
-   (G(θ ± εδ)); see the note below on why not torch.func's jvp-of-jvp. E[½D²F] is linear in
-   Σ and s ∝ 1/q_max at a fixed grid, so one estimate at 4 bits serves every bit width of a
-   family (scaled by (q_max(4)/q_max(b))²); SR shares the per-channel RTN steps and so the
-   RTN prediction. Predicted Λ = λ_max(F + E[½D²F]) per trajectory (exact eigh on the span of
-   the rows of G, H, T), predicted ρ = τ_q(predicted Λ)/τ_q(Λ).
+   bit width (RTN per channel, RTN group-wise, SR per channel, NF4 at 4 bits; the group size
+   is the largest divisor of the row length ≤ the nominal one). *self*: the quantized model
+   scores trajectories it generated itself (same prompts and sampling seeds: the deployed
+   situation); *fixed*: it scores the full-precision trajectories (same data: the object of
+   the predictions). ρ = τ_q(quantized)/τ_q(full precision) (λ_base cancels), with paired
+   percentile bootstrap CIs over trajectories.
+4. **Predictions of the fixed-data Λ(θ+δ) = λ_max(F(θ+δ)), both reported:**
+
+   * *first order, realised δ* (what each trajectory measures): δ = Q(θ) − θ is the one
+     realised quantization error, and λ_max(F(θ+δ)) ≈ λ1 + vᵀ(DF[δ])v with
+     vᵀDF[δ]v = (2/n) Σ_i (g_i·v)(h_i·v), h_i = ∇g_i·δ (Hellmann–Feynman for a simple λ1);
+     error O(‖δ‖²). For small models also the exact second-order truncation
+     λ_max(F + DF[δ] + ½D²F[δ,δ]) (``second_real``).
+   * *expectation* E_δ (§3(d)): E[F(θ+δ)] ≈ F + E[½D²F[δ,δ]] for zero-mean δ with a
+     diagonal covariance Σ (E[DF[δ]] = 0). Σ per weight: **stochastic rounding** — exactly
+     r(1 − r)s², r the fractional position of the weight between its two grid points and s
+     the step (:func:`sr_variance`; s²/6 on average over uniform r); **RTN and NF4** — Widrow's
+     s²/12 (RTN's δ is deterministic given θ; Widrow is the model of it the expectation
+     uses). Reported as λ1 + vᵀE[½D²F]v (``pred``, first order in the expectation term, for
+     every model) and, where G fits in memory, λ_max(F + E[½D²F]) (``pred_exact``, exact eigh
+     on the span of the rows of G, H, T). E[½D²F] = (1/n) Σ_i E[h_i h_iᵀ + ½(g_i t_iᵀ + t_i g_iᵀ)]
+     by Monte Carlo over ``mc_draws`` Rademacher draws δ = ξ ⊙ √Σ (exact second moments; seeded
+     per trajectory), t_i = D²g_i[δ, δ]. RTN's Σ ∝ s² ∝ 1/q_max² on a fixed grid, so one
+     estimate at 4 bits serves every width of the RTN families (scaled by (q_max(4)/q_max(b))²);
+     SR's Σ depends on r, so SR has one estimate per bit width.
+
+   h_i and t_i are float64 central differences of the scores along δ at ±ε = ``fd_eps``:
+   h = (G(θ+εδ) − G(θ−εδ))/2ε, t = (G(θ+εδ) − 2G(θ) + G(θ−εδ))/ε² (see the note below on
+   why not torch.func's jvp-of-jvp). Predicted ρ = τ_q(predicted Λ)/τ_q(Λ). Each
+   prediction's skill is measured against the constant ρ = 1 (:func:`skill_table`).
 
 Note on derivatives: on the byte LM, torch.func's forward-over-forward (jvp of jvp) gave
 second directional derivatives that disagree with converged float64 central differences
@@ -40,19 +52,25 @@ Root cause, isolated afterwards: forward-over-forward AD through ``layer_norm`` 
 (CPU) is wrong, while forward-over-reverse and reverse-over-reverse agree with differences
 (``python -m torch_checks.autodiff_note``; tests/test_torch_autodiff_routes.py).
 
+SmolLM2's scored matrix is the last block's MLP down-projection: nothing after it mixes
+positions, so the score of token t is the outer product u_t a_tᵀ of the gradient at the
+projection's output and its input (:func:`last_linear_scores`, one forward and one small
+backward instead of ``jacrev``'s T backward passes; equal to :func:`per_token_scores`).
+
 Output (:func:`inflation_command`): ``report.json`` (every number and the raw per-trajectory
 samples), ``report.md`` (tables, recomputable from the JSON by :func:`recompute_from_json`),
-PNG plots, and a tqdm progress bar on stderr.
+PNG plots, per-model checkpoints ``shards/<model>.json`` (``resume=True`` continues from
+them), and progress on stderr (a tqdm bar on a terminal, plain lines otherwise).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -61,18 +79,27 @@ import torch
 from torch import nn
 
 from fimtheory.errors import FimTheoryError, InputError
-from fimtheory.quantize import QuantScheme
+from fimtheory.quantize import QuantScheme, group_shape
 
 from . import data as D
 from . import models as M
 from .device import resolve_device
 from .monitor import sigma_trace
 from .quantizers import MODULE_KINDS, quantize_tensor, step_sizes_tensor
+from .report import Progress
 from .scores import _logits, per_sample_scores, per_token_scores
 
 PROFILES = ("quick", "paper", "test")
 SCHEME_FAMILIES = ("rtn-channel", "rtn-group", "sr-channel", "nf4")
+PREDICTIONS = ("first_order", "pred", "pred_exact", "second_real")
+PREDICTION_NAMES = {
+    "first_order": "first order, realised δ: λ1 + vᵀDF[δ]v",
+    "pred": "expectation: λ1 + vᵀE[½D²F]v",
+    "pred_exact": "expectation, exact eigh: λ_max(F + E[½D²F])",
+    "second_real": "realised δ, second order: λ_max(F + DF[δ] + ½D²F[δ,δ])",
+}
 ROUND = 4  # significant digits in report.md
+DENSE_LIMIT = 50_000_000  # n·P·trajectories above which G is not kept (no exact-eigh predictions)
 
 
 # ----------------------------------------------------------------------------- profiles
@@ -80,17 +107,28 @@ ROUND = 4  # significant digits in report.md
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a profile: ``kind`` in {"byte-lm", "mlp-digits", "smollm2"}."""
+    """One model of a profile: ``kind`` in {"byte-lm", "mlp-digits", "smollm2"}.
+
+    ``overrides``: (name, value) pairs replacing the profile's ``prompt_len``, ``gen_len``,
+    ``mc_draws``, ``n_traces`` or ``configs`` (a tuple of "family/bits" keys) for this model.
+    """
 
     label: str
     kind: str
     config: object = None
     predict: bool = True
+    overrides: tuple = ()
+
+    def get(self, prof: Profile, key: str):
+        return dict(self.overrides).get(key, getattr(prof, key))
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Sizes of a study run."""
+    """Sizes of a study run. ``ci_target``: the largest relative half-width (hi − lo)/(2ρ) of
+    the fixed-data 95% CI accepted at ``ci_target_bits``; cells above it are flagged.
+    ``exact_expectation``: also compute λ_max(F + E[½D²F]) by Lanczos where G fits in memory
+    (one eigensolve per trajectory, estimate and bit width)."""
 
     name: str
     models: tuple[ModelSpec, ...]
@@ -100,6 +138,7 @@ class Profile:
     batch: int = 32
     bits: tuple[int, ...] = (8, 4, 3, 2)
     families: tuple[str, ...] = SCHEME_FAMILIES
+    configs: tuple[str, ...] | None = None
     group_size: int = 32
     nf4_block: int = 64
     quantile: float = 0.9
@@ -107,6 +146,9 @@ class Profile:
     mc_draws: int = 4
     fd_eps: float = 1e-2
     n_traces: int = 6
+    ci_target: float = 0.05
+    ci_target_bits: int = 4
+    exact_expectation: bool = True
     extra: dict = field(default_factory=dict)
 
 
@@ -125,14 +167,27 @@ def _mlp(hidden: int, seed: int) -> ModelSpec:
     return ModelSpec(f"mlp-digits-h{hidden}-s{seed}", "mlp-digits", M.DigitsConfig(seed=seed, hidden=hidden))
 
 
+#: SmolLM2 in the paper profile: what one CPU trajectory costs (measured, docs/inflation.md)
+#: limits it to 8 + 8 tokens, one Monte Carlo draw (shared by the trajectories) and four
+#: schemes, run in this order (each checkpointed; a run that stops early reports the rest
+#: as not computed).
+SMOLLM2_OVERRIDES = (
+    ("prompt_len", 8),
+    ("gen_len", 8),
+    ("mc_draws", 1),
+    ("n_traces", 3),
+    ("configs", ("rtn-channel/4", "nf4/4", "sr-channel/4", "rtn-channel/8")),
+)
+
+
 def get_profile(name: str) -> Profile:
     """The named profile.
 
-    * ``"paper"``: 12 models × 90 trajectories (= 1,080 per variant): byte LMs of 3 sizes ×
-      3 seeds, digits MLPs with 32 and 64 hidden units, and SmolLM2-135M (when the ``[lm]``
-      extra is installed; otherwise a third MLP, seed 1, takes its place).
-    * ``"quick"``: 3 models × 16 trajectories (2 byte LMs, 1 MLP); a few minutes on 2 CPU
-      cores (measured: see docs/inflation.md).
+    * ``"paper"``: 12 models × 90 trajectories (= 1,080): byte LMs of 3 sizes × 3 seeds,
+      digits MLPs with 32 and 64 hidden units, and SmolLM2-135M (when the ``[lm]`` extra is
+      installed; otherwise a third MLP, seed 1, takes its place), q = 0.95.
+    * ``"quick"``: 3 models × 64 trajectories (2 byte LMs, 1 MLP), q = 0.9; ≤ 10 minutes on
+      2 CPU cores from a cold cache (measured: see docs/inflation.md).
     * ``"test"``: 1 tiny byte LM (40 training steps) × 6 short trajectories, 2 families.
 
     Raises
@@ -143,13 +198,18 @@ def get_profile(name: str) -> Profile:
     if name == "paper":
         models = [_byte(s, seed) for s in ("d32", "d48", "d64") for seed in (0, 1, 2)]
         models += [_mlp(32, 0), _mlp(64, 0)]
-        models.append(ModelSpec("smollm2", "smollm2", None, predict=False))
-        return Profile("paper", tuple(models), n_trajectories=90, quantile=0.95, mc_draws=8)
+        from .smollm import smollm_available
+
+        if smollm_available():
+            models.append(ModelSpec("smollm2", "smollm2", None, overrides=SMOLLM2_OVERRIDES))
+        else:
+            models.append(_mlp(32, 1))
+        return Profile("paper", tuple(models), n_trajectories=90, quantile=0.95, mc_draws=2, exact_expectation=False)
     if name == "quick":
         return Profile(
             "quick",
             (_byte("d32", 0), _byte("d48", 1), _mlp(64, 0)),
-            n_trajectories=16,
+            n_trajectories=64,
             gen_len=16,
             batch=24,
             mc_draws=2,
@@ -173,6 +233,20 @@ def get_profile(name: str) -> Profile:
             n_traces=2,
         )
     raise InputError(f"unknown profile {name!r}; expected one of {PROFILES[:2]}")
+
+
+def config_keys(spec: ModelSpec, prof: Profile) -> list[str]:
+    """The "family/bits" keys measured on ``spec`` (NF4 only at 4 bits)."""
+    explicit = spec.get(prof, "configs")
+    if explicit is not None:
+        keys = list(explicit)
+    else:
+        keys = [f"{f}/{b}" for f in prof.families for b in ([4] if f == "nf4" else prof.bits)]
+    for k in keys:
+        fam, _, b = k.partition("/")
+        if fam not in SCHEME_FAMILIES or not b.isdigit() or not 2 <= int(b) <= 8 or (fam == "nf4" and b != "4"):
+            raise InputError(f"bad scheme key {k!r} (family/bits, family in {SCHEME_FAMILIES})")
+    return keys
 
 
 # ----------------------------------------------------------------------------- quantization
@@ -205,29 +279,66 @@ def _weights(module: nn.Module):
             yield (f"{name}.weight" if name else "weight"), w
 
 
+def quantize_into(work: nn.Module, base: nn.Module, family: str, bits: int, prof: Profile, seed: int) -> float:
+    """Write Q(θ) into ``work`` (a copy of ``base`` with the same parameter names) for every
+    Linear/Embedding weight; return ‖δ‖/‖θ‖ over those weights. SR draws come from one
+    seeded generator walking the weights in module order."""
+    src = dict(_weights(base))
+    gen = None
+    dsq, wsq = 0.0, 0.0
+    for name, w in _weights(work):
+        w0 = src[name].detach()
+        if gen is None:
+            gen = torch.Generator(device=w0.device).manual_seed(int(seed))
+        new = quantize_tensor(w0.double(), scheme_for(family, bits, w0.shape[-1], prof), generator=gen)
+        with torch.no_grad():
+            dsq += float(((new.double() - w0.double()) ** 2).sum())
+            wsq += float((w0.double() ** 2).sum())
+            w.copy_(new)
+    return math.sqrt(dsq / max(wsq, 1e-300))
+
+
 def quantize_copy(module: nn.Module, family: str, bits: int, prof: Profile, seed: int) -> tuple[nn.Module, float]:
     """A quantized deep copy of ``module`` and ‖δ‖/‖θ‖ over the quantized weights."""
     q = copy.deepcopy(module)
-    gen = None
-    dsq, wsq = 0.0, 0.0
-    for _name, w in _weights(q):
-        if gen is None:
-            gen = torch.Generator(device=w.device).manual_seed(int(seed))
-        sch = scheme_for(family, bits, w.shape[-1], prof)
-        new = quantize_tensor(w.detach(), sch, generator=gen)
-        with torch.no_grad():
-            dsq += float(((new.double() - w.double()) ** 2).sum())
-            wsq += float((w.double() ** 2).sum())
-            w.copy_(new)
-    return q, math.sqrt(dsq / max(wsq, 1e-300))
+    return q, quantize_into(q, module, family, bits, prof, seed)
 
 
-def widrow_steps(module: nn.Module, family: str, prof: Profile) -> dict[str, torch.Tensor]:
-    """Step sizes s of ``family`` at its reference width (4 bits) on every quantized weight."""
-    out = {}
-    for name, w in _weights(module):
-        out[name] = step_sizes_tensor(w.detach(), scheme_for(family, 4, w.shape[-1], prof))
-    return out
+def sr_variance(w: torch.Tensor, scheme) -> torch.Tensor:
+    """Per-weight variance of stochastic rounding's error δ = SR(w) − w, exactly.
+
+    With y = (w + shift)/s on the integer grid (s the step of the weight's group) and
+    r = y − ⌊y⌋ ∈ [0, 1), SR rounds up with probability r: δ = (1 − r)s w.p. r and −rs w.p.
+    1 − r, so E δ = 0 and Var δ = r(1 − r)s² (0 on the grid, s²/4 midway; s²/6 on average
+    over a uniform r, twice Widrow's s²/12 for round-to-nearest). Hypothesis: a symmetric or
+    asymmetric integer scheme with the absmax / min–max scale of :mod:`torch_checks.quantizers`,
+    so no weight is clipped.
+
+    Returns
+    -------
+    torch.Tensor
+        float64, the shape of ``w``.
+    """
+    from .quantizers import _check_tensor, _int_params, _scheme
+
+    scheme = _scheme(scheme)
+    if scheme.kind != "sr":
+        raise InputError(f"sr_variance needs an 'sr' scheme, got {scheme.name!r}")
+    x = _check_tensor(w)
+    g = x.reshape(group_shape(tuple(x.shape), scheme))
+    s, shift = _int_params(g, scheme)
+    safe = torch.where(s == 0, torch.ones_like(s), s)
+    y = (g + shift) / safe
+    r = y - torch.floor(y)
+    var = torch.where(s == 0, torch.zeros_like(y), r * (1.0 - r) * s * s)
+    return var.reshape(x.shape)
+
+
+def widrow_variance(w: torch.Tensor, scheme) -> torch.Tensor:
+    """Widrow's model of a rounding error: s²/12 per weight, s the scheme's local step
+    (grid spacing for RTN, the code-cell width for NF4)."""
+    s = step_sizes_tensor(w.detach(), scheme)
+    return s * s / 12.0
 
 
 def variance_scale(family: str, bits: int) -> float:
@@ -235,6 +346,45 @@ def variance_scale(family: str, bits: int) -> float:
     if family == "nf4":
         return 1.0
     return ((2**3 - 1) / (2 ** (bits - 1) - 1)) ** 2
+
+
+def estimate_keys(keys: list[str]) -> list[tuple[str, int]]:
+    """The Monte Carlo estimates the expectation predictions of ``keys`` need: one per RTN
+    family (at 4 bits, rescaled) and NF4, one per bit width for SR (Σ depends on r)."""
+    out = []
+    for k in keys:
+        fam, b = k.split("/")[0], int(k.split("/")[1])
+        e = (fam, b) if fam == "sr-channel" else (fam, 4)
+        if e not in out:
+            out.append(e)
+    return out
+
+
+def expectation_variances(module: nn.Module, family: str, bits: int, prof: Profile) -> dict[str, torch.Tensor]:
+    """Σ of the expectation prediction on every quantized weight: SR exactly (:func:`sr_variance`
+    at ``bits``), RTN and NF4 Widrow (:func:`widrow_variance`)."""
+    out = {}
+    for name, w in _weights(module):
+        sch = scheme_for(family, bits, w.shape[-1], prof)
+        out[name] = sr_variance(w, sch) if family == "sr-channel" else widrow_variance(w, sch)
+    return out
+
+
+def delta_norms(module: nn.Module, family: str, bits: int, prof: Profile) -> dict[str, float]:
+    """‖θ‖ and the ‖δ‖ each error model gives over the quantized weights: ``widrow`` =
+    √Σ s²/12, ``sr_expected`` = √E‖δ_SR‖² = √Σ r(1 − r)s², ``rtn_exact`` = ‖RTN(θ) − θ‖ (RTN
+    families only; deterministic)."""
+    wsq = wid = srv = 0.0
+    for _, w in _weights(module):
+        sch = scheme_for(family, bits, w.shape[-1], prof)
+        wsq += float((w.detach().double() ** 2).sum())
+        wid += float(widrow_variance(w, sch).sum())
+        if family == "sr-channel":
+            srv += float(sr_variance(w, sch).sum())
+    out = {"theta": math.sqrt(wsq), "widrow": math.sqrt(wid)}
+    if family == "sr-channel":
+        out["sr_expected"] = math.sqrt(srv)
+    return out
 
 
 # ----------------------------------------------------------------------------- models & data
@@ -251,16 +401,18 @@ class Loaded:
     prompts: object  # LM: int64 (m, prompt_len); classifier: float (m, batch, d)
     max_context: int | None
     info: dict
+    last_linear: str | None = None  # module name for :func:`last_linear_scores`
 
 
 def load_spec(spec: ModelSpec, prof: Profile, dev: torch.device, seed: int) -> Loaded:
     """Load (training and caching if needed) the model of ``spec`` and draw its prompts."""
     n = prof.n_trajectories
+    plen = spec.get(prof, "prompt_len")
     if spec.kind == "byte-lm":
         model, info = M.load_byte_lm(spec.config, device="cpu")
         model = model.double().to(dev).eval()
         prompts = D.calibration_contexts(
-            n, prof.prompt_len, corpus=spec.config.corpus, seed=seed, held_out_fraction=spec.config.held_out_fraction
+            n, plen, corpus=spec.config.corpus, seed=seed, held_out_fraction=spec.config.held_out_fraction
         )
         return Loaded(
             spec,
@@ -287,18 +439,20 @@ def load_spec(spec: ModelSpec, prof: Profile, dev: torch.device, seed: int) -> L
             {k: v for k, v in info.items() if k != "cache_path"},
         )
     if spec.kind == "smollm2":
-        bundle = M.load_model("smollm2", device=dev)
-        calib = torch.as_tensor(bundle.calibration)
-        g = torch.Generator().manual_seed(seed)
-        rows = torch.randint(0, calib.shape[0], (n,), generator=g)
+        # float32 reference weights (the dequantized GGUF values are float32 numbers); every
+        # score and difference is taken on a float64 working copy (:class:`Perturbed`)
+        bundle = M.load_model("smollm2", device=dev, dtype=torch.float32, n_calibration=n, length=plen, seed=seed)
+        names = tuple(bundle.param_names)
+        last = names[0].rsplit(".", 1)[0] if len(names) == 1 else None
         return Loaded(
             spec,
             bundle.module.eval(),
-            tuple(bundle.param_names),
+            names,
             "lm",
-            calib[rows, : prof.prompt_len].cpu(),
+            torch.as_tensor(bundle.calibration)[:, :plen].cpu(),
             None,
             dict(bundle.info),
+            last_linear=last,
         )
     raise InputError(f"unknown model kind {spec.kind!r}")
 
@@ -330,15 +484,58 @@ def make_trajectory(ld: Loaded, module: nn.Module, i: int, prof: Profile, seed: 
     """Trajectory i generated by ``module`` (same prompt and sampling seed for every variant)."""
     s = seed * 100_003 + i
     if ld.kind == "lm":
-        return generate(module, ld.prompts[i], prof.gen_len, s, ld.max_context)
+        return generate(module, ld.prompts[i], ld.spec.get(prof, "gen_len"), s, ld.max_context)
     X = ld.prompts[i]
     return X, sample_labels(module, X, s)
+
+
+def last_linear_scores(model: nn.Module, linear: str, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token scores w.r.t. the weight of the ``nn.Linear`` named ``linear`` when nothing
+    after it mixes positions (the last block's MLP projection of a pre-norm transformer):
+    log p_t depends on the projection's output o only through o_t, so the score of token t is
+    u_t a_tᵀ with u_t = ∂ log p_t/∂o_t (all t from one backward of Σ_t log p_t) and a_t the
+    projection's input. Row-major flattening, as :func:`per_token_scores`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(T, out·in)``, the dtype of the model.
+    """
+    mod = dict(model.named_modules()).get(linear)
+    if not isinstance(mod, nn.Linear) or mod.bias is not None:
+        raise InputError(f"{linear!r} is not a bias-free nn.Linear of the model")
+    store = {}
+
+    def hook(_mod, inp, out):
+        store["a"] = inp[0].detach()
+        o = out.detach().requires_grad_(True)
+        store["o"] = o
+        return o
+
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    handle = mod.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            x = inputs.to(mod.weight.device).long()
+            y = targets.to(mod.weight.device).long()
+            lp = torch.log_softmax(_logits(model(x[None]))[0], dim=-1).gather(-1, y[:, None]).squeeze(-1)
+            (u,) = torch.autograd.grad(lp.sum(), store["o"])
+    finally:
+        handle.remove()
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    u, a = u[0], store["a"][0]
+    return (u[:, :, None] * a[:, None, :]).reshape(u.shape[0], -1)
 
 
 def scores_of(ld: Loaded, module: nn.Module, traj) -> torch.Tensor:
     """G (n × P, float64) of a trajectory under ``module``."""
     if ld.kind == "lm":
         t = traj.to(next(module.parameters()).device)
+        if ld.last_linear is not None:
+            return last_linear_scores(module, ld.last_linear, t[:-1], t[1:]).double()
         return per_token_scores(module, ld.names, t[:-1], t[1:], dtype=torch.float64).G
     X, y = traj
     return per_sample_scores(module, ld.names, X, y, dtype=torch.float64).G
@@ -354,37 +551,76 @@ def split_stats(G: torch.Tensor) -> tuple[float, float, float]:
     return lam, float(gbar @ gbar), max(cov, 0.0)
 
 
-# ----------------------------------------------------------------------------- prediction
+def top_pair(G: torch.Tensor) -> tuple[float, torch.Tensor, float]:
+    """λ1 = λ_max(GᵀG/n), its unit eigenvector v = Gᵀw/‖Gᵀw‖ (w the top eigenvector of the
+    Gram matrix GGᵀ/n) and the relative gap (λ1 − λ2)/λ1."""
+    n = G.shape[0]
+    evals, evecs = torch.linalg.eigh((G @ G.T) / n)
+    v = G.T @ evecs[:, -1]
+    v = v / torch.linalg.vector_norm(v)
+    gap = float((evals[-1] - evals[-2]) / evals[-1]) if n > 1 and float(evals[-1]) > 0 else float("nan")
+    return float(evals[-1]), v, gap
 
 
-def second_order_terms(
-    ld: Loaded, traj, steps: dict[str, torch.Tensor], draws: int, eps: float, seed: int
-) -> tuple[torch.Tensor, list, list]:
-    """G, and per Widrow draw δ_j the pair (H_j, T_j) = (∇G·δ_j, D²G[δ_j, δ_j]) by float64
-    central differences at ±ε δ_j (every quantized weight perturbed)."""
-    base = ld.module
-    G0 = scores_of(ld, base, traj)
+# ----------------------------------------------------------------------------- directions
+
+
+class Perturbed:
+    """A scratch copy of a model whose quantized weights are set to θ + c·δ from the
+    untouched base θ (never by add-then-subtract, so θ does not drift)."""
+
+    def __init__(self, base: nn.Module):
+        self.base = base
+        self.work = copy.deepcopy(base)
+        self._src = dict(_weights(base))
+        self._dst = dict(_weights(self.work))
+
+    def set(self, delta: dict[str, torch.Tensor] | None, c: float = 0.0) -> nn.Module:
+        with torch.no_grad():
+            for k, w in self._dst.items():
+                w.copy_(self._src[k])
+                if delta is not None and c != 0.0 and k in delta:
+                    w.add_(delta[k], alpha=c)
+        return self.work
+
+
+def directional(ld: Loaded, pert: Perturbed, traj, delta, eps: float, G0: torch.Tensor | None, v, gv):
+    """Central differences of the scores along δ at ±ε.
+
+    Returns ``(hv, tv, H, T)``: hv = H v and tv = T v (n-vectors, v the unit top eigenvector
+    of F, gv = G v), and the dense H = ∇G·δ, T = D²G[δ, δ] when ``G0`` is given (else None).
+    Tv is formed from G(θ ± εδ)v and gv, so it needs only v, not G. Leaves ``pert`` at θ − εδ.
+    """
+    Gp = scores_of(ld, pert.set(delta, eps), traj)
+    Gm = scores_of(ld, pert.set(delta, -eps), traj)
+    pv, mv = Gp @ v, Gm @ v
+    hv = (pv - mv) / (2 * eps)
+    tv = (pv - 2 * gv + mv) / eps**2
+    if G0 is None:
+        return hv, tv, None, None
+    return hv, tv, (Gp - Gm) / (2 * eps), (Gp - 2 * G0 + Gm) / eps**2
+
+
+def rademacher_delta(sd: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """δ = ξ ⊙ sd with independent ξ_j = ±1 (seeded, CPU generator): E δ = 0 and
+    E[δδᵀ] = diag(sd²) exactly (δ_j² = sd_j² for every draw)."""
     gen = torch.Generator().manual_seed(int(seed))
-    params = dict(base.named_parameters())
-    Hs, Ts = [], []
-    for _ in range(draws):
-        delta = {
-            k: ((torch.rand(s.shape, generator=gen, dtype=torch.float64) - 0.5) * s.cpu()).to(s.device)
-            for k, s in steps.items()
-        }
-        outs = []
-        for sign in (1.0, -1.0):
-            with torch.no_grad():
-                for k, d in delta.items():
-                    params[k].add_((sign * eps) * d.to(params[k].dtype))
-            outs.append(scores_of(ld, base, traj))
-            with torch.no_grad():
-                for k, d in delta.items():
-                    params[k].sub_((sign * eps) * d.to(params[k].dtype))
-        Gp, Gm = outs
-        Hs.append((Gp - Gm) / (2 * eps))
-        Ts.append((Gp - 2 * G0 + Gm) / eps**2)
-    return G0, Hs, Ts
+    out = {}
+    for k, s in sd.items():
+        up = torch.randint(0, 2, s.shape, generator=gen, dtype=torch.int8).bool().to(s.device)
+        out[k] = torch.where(up, s, -s)
+    return out
+
+
+def first_order_lambda(lam1: float, gv: torch.Tensor, hv: torch.Tensor) -> float:
+    """λ1 + vᵀDF[δ]v with DF[δ] = (GᵀH + HᵀG)/n: λ1 + (2/n) Σ_i (g_i·v)(h_i·v)."""
+    return lam1 + 2.0 * float(gv @ hv) / gv.shape[0]
+
+
+def expectation_term(gv: torch.Tensor, hvs: list, tvs: list) -> float:
+    """vᵀ E[½D²F[δ,δ]] v estimated by the mean over draws of (1/n)(|Hv|² + (Gv)·(Tv))."""
+    n = gv.shape[0]
+    return float(sum(float(hv @ hv) + float(gv @ tv) for hv, tv in zip(hvs, tvs))) / (n * len(hvs))
 
 
 def predicted_lambdas(G: torch.Tensor, Hs: list, Ts: list, scales: list[float]) -> list[float]:
@@ -407,6 +643,58 @@ def predicted_lambdas(G: torch.Tensor, Hs: list, Ts: list, scales: list[float]) 
         A = F + c * Dm
         out.append(float(torch.linalg.eigvalsh(0.5 * (A + A.T))[-1]))
     return out
+
+
+def second_order_realised(G: torch.Tensor, H: torch.Tensor, T: torch.Tensor) -> float:
+    """λ_max(F + DF[δ] + ½D²F[δ,δ]) = λ_max((1/n)[GᵀG + GᵀH + HᵀG + HᵀH + ½(GᵀT + TᵀG)])
+    (exact, :func:`lambda_max_span` on the blocks G, H, T)."""
+    n = G.shape[0]
+    return lambda_max_span([G, H, T], {(0, 0): 1 / n, (0, 1): 1 / n, (1, 1): 1 / n, (0, 2): 0.5 / n})
+
+
+def lambda_max_span(blocks: list[torch.Tensor], coef: dict[tuple[int, int], float]) -> float:
+    """λ_max of A = Σ_{k,l} c_kl Z_kᵀ Z_l (the Z_k row blocks of one height n, c symmetric:
+    give each unordered pair once), exactly, without forming A in R^{P×P}.
+
+    With Z = [Z_1; …; Z_m] and M the block matrix of the c_kl I_n, A = ZᵀMZ, whose nonzero
+    eigenvalues are those of K^{1/2} M K^{1/2}, K = ZZᵀ (Sylvester); one Gram product
+    (m n)² P and eigensolves of size m n.
+    """
+    n = blocks[0].shape[0]
+    Z = torch.cat(blocks, dim=0)
+    K = Z @ Z.T
+    m = len(blocks)
+    Mc = torch.zeros(m, m, dtype=K.dtype, device=K.device)
+    for (k, l), c in coef.items():
+        Mc[k, l] = c
+        Mc[l, k] = c
+    Mfull = torch.kron(Mc, torch.eye(n, dtype=K.dtype, device=K.device))
+    w, U = torch.linalg.eigh(0.5 * (K + K.T))
+    root = (U * w.clamp_min(0).sqrt()) @ U.T
+    B = root @ Mfull @ root
+    return float(torch.linalg.eigvalsh(0.5 * (B + B.T))[-1])
+
+
+def lambda_max_operator(terms: list[tuple[float, torch.Tensor, torch.Tensor]], v0: torch.Tensor, *, tol=1e-12) -> float:
+    """λ_max of A = Σ_k c_k · sym(X_kᵀ Y_k) (each X_k, Y_k an n_k × P matrix, sym(B) = ½(B + Bᵀ)),
+    by Lanczos (ARPACK, ``tol`` relative) on matrix–vector products only, started at ``v0``
+    (a reference for :func:`lambda_max_span`)."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    P = v0.shape[0]
+    mats = [(c, X.double().cpu().numpy(), Y.double().cpu().numpy()) for c, X, Y in terms]
+
+    def mv(x):
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        out = np.zeros(P)
+        for c, X, Y in mats:
+            out += 0.5 * c * (X.T @ (Y @ x) + Y.T @ (X @ x))
+        return out
+
+    op = LinearOperator((P, P), matvec=mv, dtype=np.float64)
+    start = v0.double().cpu().numpy() + 1e-3 * np.random.default_rng(0).standard_normal(P) / math.sqrt(P)
+    vals = eigsh(op, k=1, which="LA", v0=start, tol=tol, return_eigenvectors=False, maxiter=20 * P)
+    return float(vals[0])
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -441,6 +729,53 @@ def ratio_ci(num, den, q: float, n_boot: int, seed: int, level: float = 0.95) ->
     return rho, float(lo), float(hi)
 
 
+def half_width(rho: float, lo: float, hi: float) -> float:
+    """Relative half-width (hi − lo)/(2ρ) of a CI."""
+    return (hi - lo) / (2.0 * rho)
+
+
+def skill_table(cells: list[dict], predictions=PREDICTIONS) -> dict:
+    """Skill of each prediction against the constant ρ = 1, per bit width.
+
+    ``cells``: dicts with ``bits``, ``rho_fixed``, ``rho_fixed_lo``, ``rho_fixed_hi`` and
+    ``rho_<prediction>`` (None where not computed). For each bit width and prediction p:
+
+    * ``median_abs_error[p]`` = median over the cells of |ρ_p/ρ_fixed − 1| (for the constant:
+      |1/ρ_fixed − 1|), over the cells where p exists;
+    * ``ratio_to_constant[p]`` = median_abs_error[p] / the constant's median |error| on the
+      same cells (< 1: p beats ρ = 1); None when the constant's median is 0;
+    * ``coverage[p]`` = [k, m]: p lies inside k of the m fixed-data 95% CIs (the constant's
+      coverage on the same m cells in ``constant_coverage[p]``).
+    """
+    out = {}
+    for b in sorted({c["bits"] for c in cells}, reverse=True):
+        cs = [c for c in cells if c["bits"] == b]
+        row = {
+            "cells": len(cs),
+            "constant": {
+                "median_abs_error": float(np.median([abs(1.0 / c["rho_fixed"] - 1.0) for c in cs])),
+                "coverage": [sum(c["rho_fixed_lo"] <= 1.0 <= c["rho_fixed_hi"] for c in cs), len(cs)],
+            },
+        }
+        for p in predictions:
+            sub = [c for c in cs if c.get(f"rho_{p}") is not None]
+            if not sub:
+                row[p] = None
+                continue
+            err = float(np.median([abs(c[f"rho_{p}"] / c["rho_fixed"] - 1.0) for c in sub]))
+            base = float(np.median([abs(1.0 / c["rho_fixed"] - 1.0) for c in sub]))
+            row[p] = {
+                "cells": len(sub),
+                "median_abs_error": err,
+                "constant_median_abs_error": base,
+                "ratio_to_constant": (err / base) if base > 0 else None,
+                "coverage": [sum(c["rho_fixed_lo"] <= c[f"rho_{p}"] <= c["rho_fixed_hi"] for c in sub), len(sub)],
+                "constant_coverage": [sum(c["rho_fixed_lo"] <= 1.0 <= c["rho_fixed_hi"] for c in sub), len(sub)],
+            }
+        out[str(b)] = row
+    return out
+
+
 def _cfg_seed(seed: int, *parts) -> int:
     h = 0
     for p in (seed, *parts):
@@ -449,10 +784,281 @@ def _cfg_seed(seed: int, *parts) -> int:
     return h
 
 
+# ----------------------------------------------------------------------------- one model
+
+
+STUDY_VERSION = 2  # bump when the raw samples of a shard change meaning
+
+
+def fingerprint(spec: ModelSpec, prof: Profile, seed: int) -> str:
+    """Hash of every setting that changes a model's raw samples (not q, n_boot or the CI
+    target, which only change the summary)."""
+    d = {
+        "version": STUDY_VERSION,
+        "spec": repr(spec),
+        "seed": seed,
+        "n": prof.n_trajectories,
+        "batch": prof.batch,
+        "group": prof.group_size,
+        "nf4": prof.nf4_block,
+        "eps": prof.fd_eps,
+        "exact_expectation": prof.exact_expectation,
+        "configs": config_keys(spec, prof),
+        **{k: spec.get(prof, k) for k in ("prompt_len", "gen_len", "mc_draws", "n_traces")},
+    }
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _save_shard(path: str | None, shard: dict) -> None:
+    if path is None:
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(shard, fh, default=str)
+    os.replace(tmp, path)
+
+
+def _traj_to_json(ld: Loaded, t):
+    return t.tolist() if ld.kind == "lm" else t[1].tolist()
+
+
+def _traj_from_json(ld: Loaded, i: int, x):
+    if ld.kind == "lm":
+        return torch.tensor(x, dtype=torch.int64)
+    return ld.prompts[i], torch.tensor(x, dtype=torch.int64)
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(w.numel() for _, w in _weights(module))
+
+
+def run_model(ld: Loaded, prof: Profile, seed: int, progress, *, shard_path: str | None = None, resume=False) -> dict:
+    """Raw samples of one model (see the module docstring), checkpointed to ``shard_path``
+    after the full-precision stage, each Monte Carlo estimate and each scheme; with
+    ``resume`` a shard of the same :func:`fingerprint` is continued."""
+    spec = ld.spec
+    n = prof.n_trajectories
+    keys = config_keys(spec, prof)
+    fpr = fingerprint(spec, prof, seed)
+    shard = None
+    if resume and shard_path and os.path.exists(shard_path):
+        with open(shard_path) as fh:
+            old = json.load(fh)
+        if old.get("fingerprint") == fpr:
+            shard = old
+    if shard is None:
+        shard = {"fingerprint": fpr, "label": spec.label, "complete": False, "result": None, "estimates": {}}
+    big = _numel(ld.module) > 5_000_000
+    ddtype = torch.float32 if big else torch.float64
+    eps = prof.fd_eps
+    draws = spec.get(prof, "mc_draws")
+    t_start = time.perf_counter()
+    pert = Perturbed(ld.module)
+    if big:
+        pert.work = pert.work.double()
+        pert._dst = dict(_weights(pert.work))
+    fp = pert.set(None)
+
+    def note_every(label):
+        last = [time.perf_counter()]
+
+        def tick(i):
+            if time.perf_counter() - last[0] > 60:
+                last[0] = time.perf_counter()
+                progress.note(f"{spec.label} {label}: trajectory {i + 1}/{n}")
+
+        return tick
+
+    # -- full precision
+    res = shard["result"]
+    t0 = time.perf_counter()
+    if res is None:
+        trajs = [make_trajectory(ld, fp, i, prof, seed) for i in range(n)]
+    else:
+        trajs = [_traj_from_json(ld, i, x) for i, x in enumerate(res["trajectories"])]
+    tops, Gs, stats, traces = [], [], [], []
+    tick = note_every("full precision")
+    for i, t in enumerate(trajs):
+        G = scores_of(ld, fp, t)
+        lam1, v, gap = top_pair(G)
+        v = v.to(ddtype).double()
+        tops.append((lam1, v.to(ddtype), G @ v, gap))
+        if res is None:
+            stats.append(split_stats(G))
+            if i < spec.get(prof, "n_traces"):
+                traces.append(sigma_trace(G, 1.0).tolist())
+        if Gs is not None:
+            Gs.append(G)
+            if G.numel() * n > DENSE_LIMIT:
+                Gs = None
+        tick(i)
+    dense = Gs is not None and spec.predict
+    exact_e = dense and prof.exact_expectation
+    if res is None:
+        res = {
+            "info": ld.info,
+            "param_names": list(ld.names),
+            "P": int(tops[0][1].shape[0]),
+            "n_scores": int(tops[0][2].shape[0]),
+            "quantized_weights": _numel(ld.module),
+            "settings": {k: spec.get(prof, k) for k in ("prompt_len", "gen_len", "mc_draws", "n_traces")},
+            "configs_planned": keys,
+            "trajectories": [_traj_to_json(ld, t) for t in trajs],
+            "fp": {
+                "lam": [s[0] for s in stats],
+                "gbar2": [s[1] for s in stats],
+                "cov": [s[2] for s in stats],
+                "gap": [tp[3] for tp in tops],
+                "traces": traces,
+            },
+            "configs": {},
+            "seconds": {"fp": time.perf_counter() - t0},
+        }
+        shard["result"] = res
+        _save_shard(shard_path, shard)
+    progress(f"{spec.label}: full precision ({n} trajectories)")
+
+    def vec(i):
+        return tops[i][1].double()
+
+    # -- expectation estimates (Monte Carlo over δ ~ Σ), run just before the first scheme needing them
+    shared = dict(spec.overrides).get("shared_draws", big)
+
+    def run_estimate(fam: str, b: int) -> None:
+        ek = f"{fam}/{b}"
+        if ek in shard["estimates"]:
+            return
+        t0 = time.perf_counter()
+        var = expectation_variances(ld.module, fam, b, prof)
+        sd = {k: v.sqrt().to(ddtype) for k, v in var.items()}
+        del var
+        widths = sorted({int(k.split("/")[1]) for k in keys if k.split("/")[0] == fam}, reverse=True)
+        scales = [
+            1.0 if fam in ("sr-channel", "nf4") else variance_scale(fam, w) / variance_scale(fam, b) for w in widths
+        ]
+        if fam == "sr-channel":
+            widths, scales = [b], [1.0]
+        common = (
+            [rademacher_delta(sd, _cfg_seed(seed, spec.label, ek, "shared", j)) for j in range(draws)]
+            if shared
+            else None
+        )
+        term, exact = [], {str(w): [] for w in widths}
+        tick = note_every(f"E[δ] {ek}")
+        for i, t in enumerate(trajs):
+            lam1, _, gv, _ = tops[i]
+            hvs, tvs, Hs, Ts = [], [], [], []
+            for j in range(draws):
+                delta = common[j] if shared else rademacher_delta(sd, _cfg_seed(seed, spec.label, ek, i, j))
+                hv, tv, H, T = directional(ld, pert, t, delta, eps, Gs[i] if exact_e else None, vec(i), gv)
+                hvs.append(hv)
+                tvs.append(tv)
+                if exact_e:
+                    Hs.append(H)
+                    Ts.append(T)
+            term.append(expectation_term(gv, hvs, tvs))
+            if exact_e:
+                G = Gs[i]
+                nn_ = G.shape[0]
+                Tbar = sum(Ts) / len(Ts)
+                d = len(Hs)
+                for w, c in zip(widths, scales):
+                    # (1/n)[GᵀG + (c/d) Σ_j H_jᵀH_j + (c/2)(GᵀT̄ + T̄ᵀG)], blocks G, T̄, H_1..H_d
+                    coef = {(0, 0): 1.0 / nn_, (0, 1): 0.5 * c / nn_}
+                    coef.update({(2 + j, 2 + j): c / (nn_ * d) for j in range(d)})
+                    exact[str(w)].append(lambda_max_span([G, Tbar, *Hs], coef))
+            tick(i)
+        shard["estimates"][ek] = {
+            "family": fam,
+            "bits": b,
+            "term": term,
+            "exact": exact if exact_e else None,
+            "shared_draws": bool(shared),
+            "seconds": time.perf_counter() - t0,
+        }
+        del sd, common
+        _save_shard(shard_path, shard)
+        progress(f"{spec.label}: E[½D²F] {ek} ({draws} draws per trajectory)")
+
+    # -- quantized variants
+    lam_fp = res["fp"]["lam"]
+    base = float(np.mean(lam_fp))
+    for key in keys:
+        if key in res["configs"]:
+            continue
+        fam, b = key.split("/")[0], int(key.split("/")[1])
+        if spec.predict:
+            run_estimate(fam, b if fam == "sr-channel" else 4)
+        t0 = time.perf_counter()
+        qm = pert.work
+        rel = quantize_into(qm, ld.module, fam, b, prof, _cfg_seed(seed, spec.label, key))
+        norms = delta_norms(ld.module, fam, b, prof)
+        entry = {
+            "family": fam,
+            "bits": b,
+            "rel_delta": rel,
+            "rel_delta_widrow": norms["widrow"] / norms["theta"],
+            "rel_delta_sr_expected": norms["sr_expected"] / norms["theta"] if "sr_expected" in norms else None,
+        }
+        tick = note_every(f"{key} self/fixed")
+        for which in ("self", "fixed"):
+            st, tr = [], []
+            for i in range(n):
+                t = trajs[i] if which == "fixed" else make_trajectory(ld, qm, i, prof, seed)
+                G = scores_of(ld, qm, t)
+                st.append(split_stats(G))
+                if which == "self" and fam == "rtn-channel" and b == 4 and i < spec.get(prof, "n_traces"):
+                    tr.append(sigma_trace(G, 1.0).tolist())
+                tick(i)
+            entry[which] = {"lam": [s[0] for s in st], "gbar2": [s[1] for s in st], "cov": [s[2] for s in st]}
+            if tr:
+                entry["traces"] = tr
+        # the realised δ (float32 for big models: 1e-7 relative, far below the O(‖δ‖²) term)
+        src = dict(_weights(ld.module))
+        delta = {k: (w.detach().double() - src[k].detach().double()).to(ddtype) for k, w in _weights(qm)}
+        first, second = [], []
+        tick = note_every(f"{key} first order")
+        for i, t in enumerate(trajs):
+            lam1, _, gv, _ = tops[i]
+            hv, _tv, H, T = directional(ld, pert, t, delta, eps, Gs[i] if dense else None, vec(i), gv)
+            first.append(first_order_lambda(lam1, gv, hv))
+            if dense:
+                second.append(second_order_realised(Gs[i], H, T))
+            tick(i)
+        del delta
+        entry["first_order"] = first
+        entry["second_real"] = second if dense else None
+        # expectation predictions of this scheme from its estimate
+        ek = f"{fam}/{b}" if fam == "sr-channel" else f"{fam}/4"
+        est = shard["estimates"].get(ek) if spec.predict else None
+        if est is not None:
+            c = 1.0 if fam in ("sr-channel", "nf4") else variance_scale(fam, b) / variance_scale(fam, 4)
+            entry["pred"] = [lam_fp_i + c * d for lam_fp_i, d in zip((tp[0] for tp in tops), est["term"])]
+            entry["pred_exact"] = est["exact"][str(b)] if est.get("exact") else None
+        else:
+            entry["pred"] = entry["pred_exact"] = None
+        entry["seconds"] = time.perf_counter() - t0
+        res["configs"][key] = entry
+        _save_shard(shard_path, shard)
+        progress(f"{spec.label}: {key}")
+    pert.set(None)
+    res["lambda_base"] = base
+    res["complete"] = all(k in res["configs"] for k in keys)
+    res["seconds"]["total_this_run"] = time.perf_counter() - t_start
+    shard["complete"] = res["complete"]
+    _save_shard(shard_path, shard)
+    return res
+
+
+# ----------------------------------------------------------------------------- summary
+
+
 def summarize(raw: dict) -> dict:
     """Every number of report.md from the raw per-trajectory samples of report.json."""
     q, n_boot, seed = raw["quantile"], raw["n_boot"], raw["seed"]
+    target, tbits = raw.get("ci_target", 0.05), raw.get("ci_target_bits", 4)
     out = {"models": {}}
+    cells = []
     for label, mr in raw["models"].items():
         if "skipped" in mr:
             out["models"][label] = {"skipped": mr["skipped"]}
@@ -464,29 +1070,86 @@ def summarize(raw: dict) -> dict:
         ms = {
             "lambda_base": base,
             "tau_fp": tau_fp,
+            "n_trajectories": int(lam_fp.size),
             "gbar2_fp_median": float(np.median(fp["gbar2"])),
             "cov_fp_median": float(np.median(fp["cov"])),
+            "gap_fp_median": float(np.median(fp["gap"])),
+            "configs_missing": [k for k in mr.get("configs_planned", []) if k not in mr["configs"]],
             "configs": {},
         }
         for key, c in mr["configs"].items():
             s = {"family": c["family"], "bits": c["bits"], "rel_delta": c["rel_delta"]}
+            s["rel_delta_widrow"] = c.get("rel_delta_widrow")
+            s["rel_delta_sr_expected"] = c.get("rel_delta_sr_expected")
             for which in ("self", "fixed"):
                 rho, lo, hi = ratio_ci(c[which]["lam"], lam_fp, q, n_boot, _cfg_seed(seed, label, key, which))
                 s[f"rho_{which}"], s[f"rho_{which}_lo"], s[f"rho_{which}_hi"] = rho, lo, hi
+                s[f"halfwidth_{which}"] = half_width(rho, lo, hi)
                 s[f"tau_{which}"] = quantile(np.asarray(c[which]["lam"]) / base, q)
                 s[f"gbar2_{which}_median"] = float(np.median(c[which]["gbar2"]))
                 s[f"cov_{which}_median"] = float(np.median(c[which]["cov"]))
                 g2, cv = np.asarray(c[which]["gbar2"]), np.asarray(c[which]["cov"])
                 s[f"mean_dominates_{which}"] = float(np.mean(g2 > cv))
-            if c.get("pred") is not None:
-                rp = quantile(c["pred"], q) / quantile(lam_fp, q)
-                s["rho_pred"] = rp
-                s["pred_rel_error"] = rp / s["rho_fixed"] - 1.0
-                s["pred_log10_error"] = math.log10(max(rp, 1e-300) / s["rho_fixed"])
-            else:
-                s["rho_pred"] = s["pred_rel_error"] = s["pred_log10_error"] = None
+            s["ci_target_missed"] = bool(c["bits"] == tbits and s["halfwidth_fixed"] > target)
+            den = quantile(lam_fp, q)
+            for p in PREDICTIONS:
+                vals = c.get(p)
+                if vals is None:
+                    s[f"rho_{p}"] = s[f"err_{p}"] = None
+                    continue
+                s[f"rho_{p}"] = quantile(vals, q) / den
+                s[f"err_{p}"] = s[f"rho_{p}"] / s["rho_fixed"] - 1.0
+            # names kept for readers of the earlier report: the expectation prediction
+            s["pred_rel_error"] = s["err_pred"]
+            s["pred_log10_error"] = (
+                None if s["rho_pred"] is None else math.log10(max(s["rho_pred"], 1e-300) / s["rho_fixed"])
+            )
             ms["configs"][key] = s
+            cells.append({"model": label, "key": key, **s})
         out["models"][label] = ms
+    out["skill"] = skill_table(cells)
+    out["ci"] = ci_table(cells, target, tbits)
+    out["delta_ratio_sr_rtn"] = delta_ratios(out["models"])
+    missing = [(lab, k) for lab, ms in out["models"].items() if "skipped" not in ms for k in ms["configs_missing"]]
+    absent = [lab for lab in raw.get("models_planned", []) if lab not in raw["models"]]
+    out["complete"] = not missing and not absent
+    out["missing"] = {"models": absent, "configs": [f"{lab} {k}" for lab, k in missing]}
+    return out
+
+
+def ci_table(cells: list[dict], target: float, tbits: int) -> dict:
+    """Per bit width: the number of cells and the median and largest relative CI half-width
+    of ρ_fixed and ρ_self; at ``tbits``, the fixed-data cells above ``target`` (flagged)."""
+    out = {"target": target, "target_bits": tbits, "by_bits": {}}
+    for b in sorted({c["bits"] for c in cells}, reverse=True):
+        cs = [c for c in cells if c["bits"] == b]
+        row = {"cells": len(cs)}
+        for which in ("fixed", "self"):
+            hw = [c[f"halfwidth_{which}"] for c in cs]
+            row[f"{which}_median"] = float(np.median(hw))
+            row[f"{which}_max"] = float(np.max(hw))
+            row[f"{which}_over_target"] = int(sum(h > target for h in hw))
+        out["by_bits"][str(b)] = row
+    out["missed"] = [f"{c['model']} {c['key']}" for c in cells if c["ci_target_missed"]]
+    return out
+
+
+def delta_ratios(models: dict) -> dict:
+    """Measured ‖δ_SR‖/‖δ_RTN‖ (per channel) per model and bit width, with SR's predicted
+    √E‖δ_SR‖² over the measured RTN ‖δ‖ (√2 when r is uniform and RTN's error is Widrow's)."""
+    out = {}
+    for label, ms in models.items():
+        cs = ms.get("configs", {})
+        for b in sorted({s["bits"] for s in cs.values()}, reverse=True):
+            sr, rtn = cs.get(f"sr-channel/{b}"), cs.get(f"rtn-channel/{b}")
+            if sr is None or rtn is None:
+                continue
+            out.setdefault(label, {})[str(b)] = {
+                "measured": sr["rel_delta"] / rtn["rel_delta"],
+                "sr_expected_over_rtn": sr["rel_delta_sr_expected"] / rtn["rel_delta"],
+                "sr_measured_over_expected": sr["rel_delta"] / sr["rel_delta_sr_expected"],
+                "rtn_measured_over_widrow": rtn["rel_delta"] / rtn["rel_delta_widrow"],
+            }
     return out
 
 
@@ -498,45 +1161,129 @@ def _f(x, d: int = ROUND) -> str:
     return f"{x:.{d}g}"
 
 
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2g}%"
+
+
 def render_markdown(raw: dict, summary: dict) -> str:
     """report.md from the raw data and :func:`summarize`'s numbers."""
+    status = "complete" if summary["complete"] else "**PARTIAL**"
     L = [
         f"# Quantization inflation of the σ threshold — profile `{raw['profile']}`",
         "",
-        f"q = {raw['quantile']}, trajectories per model = {raw['n_trajectories']}, "
-        f"bootstrap resamples = {raw['n_boot']} (paired, percentile 95% CI), seed = {raw['seed']}, "
-        f"device = {raw['device']}, Monte Carlo draws for the prediction = {raw['mc_draws']}.",
+        f"Run status: {status}."
+        + (
+            ""
+            if summary["complete"]
+            else " Missing: "
+            + "; ".join(summary["missing"]["models"] + summary["missing"]["configs"])
+            + " (not computed; every number below is from what ran)."
+        ),
         "",
-        "ρ = τ_q(quantized)/τ_q(full precision). *self*: the quantized model scores its own "
-        "generations; *fixed*: it scores the full-precision trajectories. ρ_pred: second-order "
-        "Widrow prediction λ_max(F + E[½D²F]) (§3(d)); error = ρ_pred/ρ_fixed − 1. "
-        "‖ḡ‖² and λ_cov = λ_max(F − ḡḡᵀ) are medians over trajectories (fixed data); "
-        "'ḡ dom.' = share of trajectories with ‖ḡ‖² > λ_cov.",
+        f"q = {raw['quantile']}, trajectories per model n = {raw['n_trajectories']}, CI = paired percentile "
+        f"bootstrap over trajectories, {raw['n_boot']} resamples, 95%; seed = {raw['seed']}, device = "
+        f"{raw['device']}, Monte Carlo draws for the expectation = {raw['mc_draws']} per trajectory (unless the "
+        f"model's row says otherwise), central-difference step ε = {raw['fd_eps']}.",
         "",
+        "ρ = τ_q(quantized)/τ_q(full precision). *self*: the quantized model scores its own generations; "
+        "*fixed*: it scores the full-precision trajectories (what the predictions predict). Predictions of "
+        "ρ_fixed: **first** = first order in the realised δ, λ1 + vᵀDF[δ]v; **E** = expectation over δ, "
+        "λ1 + vᵀE[½D²F]v with Σ = r(1−r)s² per weight for SR (exact) and Widrow s²/12 for RTN/NF4; "
+        "**E exact** = λ_max(F + E[½D²F]); **2nd real** = λ_max(F + DF[δ] + ½D²F[δ,δ]) (last two where G fits "
+        "in memory). err = ρ_pred/ρ_fixed − 1. hw = CI half-width (hi − lo)/(2ρ); ⚑ = fixed-data half-width "
+        f"above {_pct(summary['ci']['target'])} at {summary['ci']['target_bits']} bits.",
+        "",
+        "## Skill against the constant ρ = 1 (fixed data, per bit width)",
+        "",
+        "Median |err| over the model × scheme cells (constant: |1/ρ_fixed − 1| on the same cells), their ratio "
+        "(< 1: the prediction beats ρ = 1), and coverage = how many fixed-data 95% CIs contain the prediction "
+        "(and contain 1).",
+        "",
+        "| bits | prediction | cells | median abs err | constant's | ratio | inside CI | 1 inside CI |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    for b, row in summary["skill"].items():
+        for p in PREDICTIONS:
+            r = row.get(p)
+            if r is None:
+                continue
+            L.append(
+                f"| {b} | {PREDICTION_NAMES[p]} | {r['cells']} | {_pct(r['median_abs_error'])} "
+                f"| {_pct(r['constant_median_abs_error'])} | {_f(r['ratio_to_constant'], 3)} "
+                f"| {r['coverage'][0]}/{r['coverage'][1]} | {r['constant_coverage'][0]}/{r['constant_coverage'][1]} |"
+            )
+    ci = summary["ci"]
+    L += [
+        "",
+        "## CI half-widths",
+        "",
+        f"Target: fixed-data half-width ≤ {_pct(ci['target'])} at {ci['target_bits']} bits with n = "
+        f"{raw['n_trajectories']} trajectories per model. "
+        + (
+            "Met in every cell."
+            if not ci["missed"]
+            else f"**Missed in {len(ci['missed'])} cell(s):** " + ", ".join(ci["missed"]) + "."
+        ),
+        "",
+        "| bits | cells | fixed: median hw | fixed: max hw | fixed: cells over target | self: median hw "
+        "| self: max hw | self: cells over target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for b, r in ci["by_bits"].items():
+        L.append(
+            f"| {b} | {r['cells']} | {_pct(r['fixed_median'])} | {_pct(r['fixed_max'])} | {r['fixed_over_target']} "
+            f"| {_pct(r['self_median'])} | {_pct(r['self_max'])} | {r['self_over_target']} |"
+        )
+    if summary["delta_ratio_sr_rtn"]:
+        L += [
+            "",
+            "## Stochastic rounding's error size",
+            "",
+            "‖δ_SR‖/‖δ_RTN‖ measured (per channel), SR's exact √E‖δ_SR‖² = √Σ r(1−r)s² over the measured RTN "
+            "‖δ‖, the measured SR ‖δ‖ over that expectation, and the measured RTN ‖δ‖ over Widrow's √Σ s²/12.",
+            "",
+            "| model | bits | SR/RTN measured | SR expected/RTN | SR measured/expected | RTN measured/Widrow |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label, by in summary["delta_ratio_sr_rtn"].items():
+            for b, r in by.items():
+                L.append(
+                    f"| {label} | {b} | {_f(r['measured'])} | {_f(r['sr_expected_over_rtn'])} "
+                    f"| {_f(r['sr_measured_over_expected'])} | {_f(r['rtn_measured_over_widrow'])} |"
+                )
+    L.append("")
     for label, ms in summary["models"].items():
         L.append(f"## {label}")
         L.append("")
         if "skipped" in ms:
             L += [f"Skipped: {ms['skipped']}", ""]
             continue
+        mr = raw["models"][label]
+        st = mr.get("settings", {})
         L.append(
-            f"λ_base = {_f(ms['lambda_base'])}, τ_q(FP) = {_f(ms['tau_fp'])}, "
-            f"median ‖ḡ‖²(FP) = {_f(ms['gbar2_fp_median'])}, "
-            f"median λ_cov(FP) = {_f(ms['cov_fp_median'])}"
+            f"n = {ms['n_trajectories']}, P = {mr.get('P')} ({', '.join(mr.get('param_names', []))[:80]}), "
+            f"{mr.get('n_scores')} scores per trajectory, prompt {st.get('prompt_len')} + {st.get('gen_len')} "
+            f"generated, {st.get('mc_draws')} draws; λ_base = {_f(ms['lambda_base'])}, τ_q(FP) = {_f(ms['tau_fp'])}, "
+            f"median ‖ḡ‖²(FP) = {_f(ms['gbar2_fp_median'])}, median λ_cov(FP) = {_f(ms['cov_fp_median'])}, "
+            f"median relative gap (λ1 − λ2)/λ1 = {_f(ms['gap_fp_median'], 3)}"
+            + (f"; **not computed: {', '.join(ms['configs_missing'])}**" if ms["configs_missing"] else "")
         )
         L.append("")
         L.append(
-            "| scheme | bits | ‖δ‖/‖θ‖ | ρ self [95% CI] | ρ fixed [95% CI] | ρ pred | pred error "
-            "| ‖ḡ‖² | λ_cov | ḡ dom. |"
+            "| scheme | bits | ‖δ‖/‖θ‖ | ρ self [95% CI] | ρ fixed [95% CI] | hw fixed | ρ first | err first "
+            "| ρ E | err E | ρ E exact | ρ 2nd real | ‖ḡ‖² | λ_cov | ḡ dom. |"
         )
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for s in ms["configs"].values():
+            flag = " ⚑" if s["ci_target_missed"] else ""
             L.append(
                 f"| {s['family']} | {s['bits']} | {_f(s['rel_delta'], 3)} "
                 f"| {_f(s['rho_self'])} [{_f(s['rho_self_lo'], 3)}, {_f(s['rho_self_hi'], 3)}] "
                 f"| {_f(s['rho_fixed'])} [{_f(s['rho_fixed_lo'], 3)}, {_f(s['rho_fixed_hi'], 3)}] "
-                f"| {_f(s['rho_pred'])} | {_f(s['pred_rel_error'], 3)} "
+                f"| {_pct(s['halfwidth_fixed'])}{flag} "
+                f"| {_f(s['rho_first_order'])} | {_f(s['err_first_order'], 3)} "
+                f"| {_f(s['rho_pred'])} | {_f(s['err_pred'], 3)} "
+                f"| {_f(s['rho_pred_exact'])} | {_f(s['rho_second_real'])} "
                 f"| {_f(s['gbar2_fixed_median'])} | {_f(s['cov_fixed_median'])} "
                 f"| {_f(s['mean_dominates_fixed'], 2)} |"
             )
@@ -564,6 +1311,16 @@ def _save_figure(plt, fig, out: str, name: str) -> str:
     return path
 
 
+def _grid(plt, k: int):
+    cols = max(1, min(4, k))
+    rows = max(1, math.ceil(k / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
+    flat = list(axes.reshape(-1))
+    for ax in flat[k:]:
+        ax.set_visible(False)
+    return fig, flat
+
+
 def _plots(raw: dict, summary: dict, out: str) -> list[str]:
     import matplotlib
 
@@ -573,14 +1330,17 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
     files = []
     labels = [k for k, v in raw["models"].items() if "skipped" not in v]
     # 1. σ traces, FP vs 4-bit RTN per channel
-    fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(4.5 * max(1, len(labels)), 3.4), squeeze=False)
-    for ax, label in zip(axes[0], labels):
+    fig, axes = _grid(plt, len(labels))
+    for ax, label in zip(axes, labels):
         mr = raw["models"][label]
+        base = summary["models"][label]["lambda_base"]
         for i, tr in enumerate(mr["fp"]["traces"]):
+            tr = np.asarray(tr) / base
             ax.plot(range(1, len(tr) + 1), tr, color="C0", alpha=0.7, label="full precision" if i == 0 else None)
         k4 = next((k for k, c in mr["configs"].items() if c["family"] == "rtn-channel" and c["bits"] == 4), None)
         if k4 is not None:
-            for i, tr in enumerate(mr["configs"][k4]["traces"]):
+            for i, tr in enumerate(mr["configs"][k4].get("traces", [])):
+                tr = np.asarray(tr) / base
                 ax.plot(
                     range(1, len(tr) + 1),
                     tr,
@@ -595,8 +1355,8 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
         ax.legend(fontsize=7)
     files.append(_save_figure(plt, fig, out, "sigma_traces.png"))
     # 2. ρ vs bits per scheme
-    fig, axes = plt.subplots(1, max(1, len(labels)), figsize=(4.5 * max(1, len(labels)), 3.4), squeeze=False)
-    for ax, label in zip(axes[0], labels):
+    fig, axes = _grid(plt, len(labels))
+    for ax, label in zip(axes, labels):
         cs = summary["models"][label]["configs"]
         for j, fam in enumerate(raw["families"]):
             pts = sorted(
@@ -615,24 +1375,26 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
     files.append(_save_figure(plt, fig, out, "rho_vs_bits.png"))
-    # 3. predicted vs measured (fixed)
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    allv = []
-    for j, label in enumerate(labels):
-        cs = summary["models"][label]["configs"]
-        xs = [s["rho_fixed"] for s in cs.values() if s["rho_pred"] is not None]
-        ys = [s["rho_pred"] for s in cs.values() if s["rho_pred"] is not None]
-        if xs:
-            ax.scatter(xs, ys, s=18, color=f"C{j}", label=label)
-            allv += xs + ys
-    if allv:
-        lo, hi = max(min(allv), 1e-6) / 1.5, max(allv) * 1.5
-        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-    ax.set_xlabel("measured ρ (fixed trajectories)")
-    ax.set_ylabel("second-order prediction ρ")
-    ax.legend(fontsize=7)
+    # 3. predicted vs measured (fixed): first order (realised δ) and expectation
+    fig, axes = plt.subplots(1, 2, figsize=(9.2, 4.2), squeeze=False)
+    for ax, p in zip(axes[0], ("first_order", "pred")):
+        allv = []
+        for j, label in enumerate(labels):
+            cs = summary["models"][label]["configs"]
+            xs = [s["rho_fixed"] for s in cs.values() if s.get(f"rho_{p}") is not None]
+            ys = [s[f"rho_{p}"] for s in cs.values() if s.get(f"rho_{p}") is not None]
+            if xs:
+                ax.scatter(xs, ys, s=14, color=f"C{j % 10}", label=label)
+                allv += xs + ys
+        if allv:
+            lo, hi = max(min(allv), 1e-6) / 1.2, max(allv) * 1.2
+            ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("measured ρ (fixed trajectories)")
+        ax.set_ylabel("predicted ρ")
+        ax.set_title(PREDICTION_NAMES[p], fontsize=8)
+        ax.legend(fontsize=6)
     files.append(_save_figure(plt, fig, out, "rho_pred_vs_measured.png"))
     return files
 
@@ -640,86 +1402,16 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
 # ----------------------------------------------------------------------------- study
 
 
-def run_model(ld: Loaded, prof: Profile, seed: int, bar) -> dict:
-    """Raw samples of one model (see the module docstring)."""
-    n = prof.n_trajectories
-    fp_trajs = [make_trajectory(ld, ld.module, i, prof, seed) for i in range(n)]
-    Gs = [scores_of(ld, ld.module, t) for t in fp_trajs]
-    stats = [split_stats(G) for G in Gs]
-    lam_fp = [s[0] for s in stats]
-    base = float(np.mean(lam_fp))
-    res = {
-        "info": ld.info,
-        "param_names": list(ld.names),
-        "P": int(Gs[0].shape[1]),
-        "n_scores": int(Gs[0].shape[0]),
-        "fp": {
-            "lam": lam_fp,
-            "gbar2": [s[1] for s in stats],
-            "cov": [s[2] for s in stats],
-            "traces": [sigma_trace(G, base).tolist() for G in Gs[: prof.n_traces]],
-        },
-        "configs": {},
-    }
-    bar.update(1)
-    # predictions: one Monte Carlo estimate per family at 4 bits, scaled to the other widths
-    preds: dict[tuple[str, int], list[float]] = {}
-    if ld.spec.predict:
-        fams = [f for f in prof.families if f != "sr-channel"]
-        for fam in fams:
-            steps = widrow_steps(ld.module, fam, prof)
-            widths = [4] if fam == "nf4" else list(prof.bits)
-            per_w = {b: [] for b in widths}
-            for i, t in enumerate(fp_trajs):
-                G, Hs, Ts = second_order_terms(
-                    ld, t, steps, prof.mc_draws, prof.fd_eps, _cfg_seed(seed, ld.spec.label, fam, i)
-                )
-                # the draws already have the Widrow covariance diag(s_4²/12)
-                vals = predicted_lambdas(G, Hs, Ts, [variance_scale(fam, b) for b in widths])
-                for b, v in zip(widths, vals):
-                    per_w[b].append(v)
-            for b in widths:
-                preds[(fam, b)] = per_w[b]
-            bar.update(1)
-        if "sr-channel" in prof.families and "rtn-channel" in prof.families:
-            for b in prof.bits:
-                preds[("sr-channel", b)] = preds[("rtn-channel", b)]
-    for fam in prof.families:
-        widths = [4] if fam == "nf4" else list(prof.bits)
-        for b in widths:
-            key = f"{fam}/{b}"
-            qm, rel = quantize_copy(ld.module, fam, b, prof, _cfg_seed(seed, ld.spec.label, key))
-            entry = {"family": fam, "bits": b, "rel_delta": rel}
-            for which in ("self", "fixed"):
-                trajs = fp_trajs if which == "fixed" else [make_trajectory(ld, qm, i, prof, seed) for i in range(n)]
-                Gq = [scores_of(ld, qm, t) for t in trajs]
-                st = [split_stats(G) for G in Gq]
-                entry[which] = {"lam": [s[0] for s in st], "gbar2": [s[1] for s in st], "cov": [s[2] for s in st]}
-                if which == "self" and fam == "rtn-channel" and b == 4:
-                    entry["traces"] = [sigma_trace(G, base).tolist() for G in Gq[: prof.n_traces]]
-            entry["pred"] = preds.get((fam, b))
-            res["configs"][key] = entry
-            bar.update(1)
-    return res
+def _n_units(prof: Profile, specs) -> int:
+    total = 0
+    for spec in specs:
+        keys = config_keys(spec, prof)
+        total += 1 + len(keys) + (len(estimate_keys(keys)) if spec.predict else 0)
+    return total
 
 
-def _n_units(prof: Profile) -> int:
-    per = 1 + sum(1 if f == "nf4" else len(prof.bits) for f in prof.families)
-    per += sum(1 for f in prof.families if f != "sr-channel")
-    return per * len(prof.models)
-
-
-def run_study(profile: str | Profile, out: str, *, device="cpu", seed: int = 0, progress: bool = True) -> dict:
-    """Run the study, write report.json, report.md and the PNGs to ``out``; return the report."""
-    from tqdm import tqdm
-
-    prof = get_profile(profile) if isinstance(profile, str) else profile
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    dev = resolve_device(device)
-    os.makedirs(out, exist_ok=True)
-    t0 = time.perf_counter()
-    raw = {
+def _raw_header(prof: Profile, seed: int, dev) -> dict:
+    return {
         "profile": prof.name,
         "quantile": prof.quantile,
         "n_boot": prof.n_boot,
@@ -729,39 +1421,102 @@ def run_study(profile: str | Profile, out: str, *, device="cpu", seed: int = 0, 
         "fd_eps": prof.fd_eps,
         "bits": list(prof.bits),
         "families": list(prof.families),
+        "ci_target": prof.ci_target,
+        "ci_target_bits": prof.ci_target_bits,
         "device": str(dev),
+        "models_planned": [s.label for s in prof.models],
         "models": {},
     }
-    bar = tqdm(total=_n_units(prof), desc=f"inflation[{prof.name}]", unit="step", file=sys.stderr, disable=not progress)
-    threads = torch.get_num_threads()
+
+
+def run_study(
+    profile: str | Profile,
+    out: str,
+    *,
+    device="cpu",
+    seed: int = 0,
+    progress: bool = True,
+    resume: bool = False,
+    models: list[str] | None = None,
+    report_only: bool = False,
+    threads: int | None = 1,
+) -> dict:
+    """Run the study, write report.json, report.md and the PNGs to ``out``; return the report.
+
+    Each model's raw samples are checkpointed in ``out/shards/<label>.json``. ``resume``:
+    continue from shards with the same settings. ``models``: run only these labels (the
+    report then covers every model with a shard and says which are missing).
+    ``report_only``: compute nothing, build the report from the shards present. A report
+    with a model or scheme missing says ``complete: false`` and lists what is missing.
+    ``threads``: torch threads during the run (restored afterwards; None = unchanged).
+    """
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    labels = [s.label for s in prof.models]
+    if models:
+        bad = [m for m in models if m not in labels]
+        if bad:
+            raise InputError(f"unknown model {bad[0]!r} in profile {prof.name!r}; known: {', '.join(labels)}")
+    dev = resolve_device(device)
+    os.makedirs(out, exist_ok=True)
+    shard_dir = os.path.join(out, "shards")
+    os.makedirs(shard_dir, exist_ok=True)
+    t0 = time.perf_counter()
+    raw = _raw_header(prof, seed, dev)
+    todo = [] if report_only else [s for s in prof.models if not models or s.label in models]
+    bar = Progress(total=_n_units(prof, todo), desc=f"inflation[{prof.name}]", stream=None if progress else _Null())
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    timings = {}
     try:
-        for spec in prof.models:
-            bar.set_postfix_str(spec.label)
+        for spec in todo:
+            path = os.path.join(shard_dir, f"{spec.label}.json")
             try:
                 ld = load_spec(spec, prof, dev, seed)
             except (FimTheoryError, ImportError, OSError) as exc:
                 if spec.kind != "smollm2":
                     raise
-                raw["models"][spec.label] = {"skipped": f"{type(exc).__name__}: {exc}"}
-                rep = _mlp(32, 1)
-                raw["models"][rep.label] = run_model(load_spec(rep, prof, dev, seed), prof, seed, bar)
+                _save_shard(path, {"label": spec.label, "skipped": f"{type(exc).__name__}: {exc}", "complete": True})
+                bar.note(f"{spec.label}: skipped ({exc})")
                 continue
-            raw["models"][spec.label] = run_model(ld, prof, seed, bar)
+            m0 = time.perf_counter()
+            run_model(ld, prof, seed, bar, shard_path=path, resume=resume)
+            timings[spec.label] = time.perf_counter() - m0
+            del ld
     finally:
         bar.close()
-        torch.set_num_threads(threads)
+        torch.set_num_threads(old_threads)
+    # the report: every model with a shard of the current settings
+    for spec in prof.models:
+        path = os.path.join(shard_dir, f"{spec.label}.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as fh:
+            sh = json.load(fh)
+        if "skipped" in sh:
+            raw["models"][spec.label] = {"skipped": sh["skipped"]}
+            continue
+        if sh.get("fingerprint") != fingerprint(spec, prof, seed) or sh.get("result") is None:
+            continue
+        raw["models"][spec.label] = sh["result"]
     wall = time.perf_counter() - t0
     summary = summarize(raw)
     md = render_markdown(raw, summary)
     report = {
         "raw": raw,
         "summary": summary,
+        "complete": summary["complete"],
         "wall_seconds": wall,
+        "model_seconds_this_run": timings,
         "environment": {
             "torch": torch.__version__,
             "python": platform.python_version(),
-            "threads": torch.get_num_threads(),
+            "threads": int(threads) if threads else old_threads,
             "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "load_average": _load_average(),
         },
         "profile_settings": {k: v for k, v in asdict(prof).items() if k != "models"},
     }
@@ -769,18 +1524,46 @@ def run_study(profile: str | Profile, out: str, *, device="cpu", seed: int = 0, 
         json.dump(report, fh, indent=1, default=str)
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write(md)
-    report["plots"] = _plots(raw, summary, out)
+    report["plots"] = _plots(raw, summary, out) if summary["models"] else []
     return report
 
 
+def _load_average():
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return None
+
+
+class _Null:
+    def write(self, _s):
+        return 0
+
+    def flush(self):
+        return None
+
+
 def inflation_command(args) -> int:
-    """Entry point of ``fimtheory inflation`` (args: profile, out, device, seed)."""
+    """Entry point of ``fimtheory inflation`` (args: profile, out, device, seed, resume,
+    model, report_only)."""
     profile = getattr(args, "profile", "quick") or "quick"
     if profile not in ("quick", "paper"):
         raise InputError(f"unknown profile {profile!r}; expected 'quick' or 'paper'")
     out = getattr(args, "out", None) or os.path.join("results", f"inflation-{profile}")
     seed = getattr(args, "seed", 0)
     seed = 0 if seed is None else seed
-    rep = run_study(profile, out, device=getattr(args, "device", "cpu") or "cpu", seed=int(seed))
-    print(f"inflation: wrote {out}/report.json, report.md and {len(rep['plots'])} plots in {rep['wall_seconds']:.0f} s")
+    rep = run_study(
+        profile,
+        out,
+        device=getattr(args, "device", "cpu") or "cpu",
+        seed=int(seed),
+        resume=bool(getattr(args, "resume", False)),
+        models=getattr(args, "model", None),
+        report_only=bool(getattr(args, "report_only", False)),
+    )
+    state = "complete" if rep["complete"] else "PARTIAL (see report.md: missing models/schemes)"
+    print(
+        f"inflation: wrote {out}/report.json, report.md and {len(rep['plots'])} plots in "
+        f"{rep['wall_seconds']:.0f} s; {state}"
+    )
     return 0
