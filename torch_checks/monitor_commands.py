@@ -160,6 +160,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress on stderr")
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     add_seed_argument(r, "seed of the sampling (temperature > 0)")
+    b = sub.add_parser("bench-streaming", help="measure the streaming push time at t = 64 and 1024 → JSON")
+    b.add_argument("--json", required=True, type=output_file, metavar="OUT", help="e.g. results/streaming.json")
+    b.add_argument("--quick", action="store_true", help="tiny model, t = 16 and 128 only (a smoke run)")
+    add_seed_argument(b, "seed of the models and the sampling")
 
 
 # --------------------------------------------------------------------------- calibration
@@ -428,6 +432,108 @@ def _run(args) -> int:
     return 1 if (args.fail_on_alert and alerts) else 0
 
 
+# --------------------------------------------------------------------------- benchmark
+
+BENCH_MODELS = {
+    # GPT-2-shaped Hugging Face models built from a config (random weights, seeded)
+    "tiny": {"vocab_size": 256, "n_embd": 64, "n_layer": 2, "n_head": 2},
+    "gpt2-small-shaped": {"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12},
+}
+
+
+def _bench_model(name: str, n_positions: int, seed: int):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_positions=n_positions, bos_token_id=0, eos_token_id=0, **BENCH_MODELS[name])
+    return GPT2LMHeadModel(cfg).double().eval()
+
+
+def _bench(args) -> int:
+    import platform
+
+    import torch
+
+    from fimtheory.errors import require
+
+    from . import param_groups as PG
+    from .streaming import measure_stream, validate_stream
+
+    require("transformers", "monitor bench-streaming", "torch")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(1)
+    prog = ProgressLines("bench-streaming", interval=10.0)
+    at = (16, 128) if args.quick else (64, 1024)
+    n_tok = at[-1] + 16
+    runs = [("tiny", "@default", None), ("tiny", "@default", 64), ("tiny", "transformer.h.0.mlp.*", 16)]
+    if not args.quick:
+        runs += [("gpt2-small-shaped", "@default", None), ("gpt2-small-shaped", "@default", 64)]
+    models: dict = {}
+    out_runs = []
+    for name, group, window in runs:
+        if name not in models:
+            models[name] = _bench_model(name, n_tok + 64, args.seed)
+        m = models[name]
+        names = PG.select_params(m, group)
+        prog.step(f"{name} {group} window {window}: {n_tok} tokens")
+        r = measure_stream(m, names, n_tokens=n_tok, at=at, window=window, seed=args.seed, progress=prog.tick)
+        r.update(model=name, group=group)
+        out_runs.append(r)
+        prog.step(f"{name} {group} window {window}: {r['mode']}, ratio t={at[-1]}/t={at[0]} = {r['ratio']:.3f}")
+    tiny = models["tiny"]
+    checks = []
+    for group, window, n in (("@default", None, 160), ("@default", 16, 160), ("transformer.h.0.mlp.*", None, 48)):
+        prog.step(f"validate {group} window {window} against the dense full-prefix Gram ({n} tokens)")
+        v = validate_stream(tiny, PG.select_params(tiny, group), n_tokens=n, window=window, seed=args.seed)
+        v.update(model="tiny", group=group)
+        checks.append(v)
+    out = {
+        "what": (
+            "milliseconds per StreamingSigma.push (one token: model forward with the KV cache + score, then the "
+            "Gram column and warm Lanczos), median over 16 pushes around each t, CPU time of the process (ratio) "
+            "and wall clock (ratio_wall); GPT-2-shaped Hugging Face models built from a config (random weights), "
+            "float64, torch threads 1, CPU"
+        ),
+        "command": "fimtheory monitor bench-streaming --json results/streaming.json"
+        + (" --quick" if args.quick else ""),
+        "seed": args.seed,
+        "quick": bool(args.quick),
+        "target": f"push time ratio t={at[-1]} / t={at[0]} <= 1.5 for position-wise groups",
+        "models": {
+            k: {**BENCH_MODELS[k], "n_parameters": sum(p.numel() for p in m.parameters())} for k, m in models.items()
+        },
+        "runs": out_runs,
+        "validation": checks,
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+    }
+    with open(args.json, "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
+    prog.close("done")
+    for r in out_runs:
+        a, b = r["at"][0], r["at"][-1]
+        print(
+            f"{r['model']:<18} {r['group']:<22} window {str(r['window']):>4} {r['mode']:<9} "
+            f"t={a['t']}: {a['median_push_cpu_ms']:.2f} ms (model {a['median_model_cpu_ms']:.2f}), "
+            f"t={b['t']}: {b['median_push_cpu_ms']:.2f} ms (model {b['median_model_cpu_ms']:.2f}), "
+            f"ratio {r['ratio']:.3f} (CPU time; wall {r['ratio_wall']:.3f}); the model's own cached forward "
+            f"{a.get('bare_forward_cpu_ms', float('nan')):.2f} → {b.get('bare_forward_cpu_ms', float('nan')):.2f} ms, "
+            f"monitor overhead ratio {r['ratio_monitor_overhead'] or float('nan'):.3f}"
+        )
+    for v in checks:
+        print(f"validation {v['group']} window {v['window']}: max rel error {v['max_rel_error']:.2e} ({v['mode']})")
+    return 0
+
+
 def _run_command(args: argparse.Namespace) -> int:
     from fimtheory.errors import require
 
@@ -436,6 +542,8 @@ def _run_command(args: argparse.Namespace) -> int:
     require("torch", "monitor", "torch")
     if args.monitor_command == "calibrate":
         return _calibrate(args)
+    if args.monitor_command == "bench-streaming":
+        return _bench(args)
     return _run(args)
 
 

@@ -331,7 +331,8 @@ class PushRecord:
     """One token of the stream: position t (0-based index of the token), its id, σ_t (NaN for
     the first token, which nothing predicts), λ_max(F_t), whether σ_t > the threshold (with at
     least ``min_scores`` scores), the number of scores in F_t, and the
-    seconds spent in the model (forward + score) and in the Gram/eigen update."""
+    seconds spent in the model (forward + score) and in the Gram/eigen update (wall clock, and
+    CPU time of this process: with one torch thread, insensitive to other processes' load)."""
 
     t: int
     token: int
@@ -341,6 +342,8 @@ class PushRecord:
     n_scores: int
     model_seconds: float
     gram_seconds: float
+    model_cpu_seconds: float = float("nan")
+    gram_cpu_seconds: float = float("nan")
 
 
 class StreamingSigma:
@@ -366,7 +369,9 @@ class StreamingSigma:
         Keep only the last ``window`` scores in F_t.
     mode : {"auto", "kv-cache", "recompute"}
         "auto" runs :func:`classify_group` on ``probe_tokens`` (default: 8 seeded random ids).
-    tol, max_iter : Lanczos relative tolerance and steps per token.
+    tol, max_iter : float, int
+        Lanczos relative residual tolerance (λ_max(F_t) is returned within 10·tol relative of
+        an eigenvalue of F_t; the tests compare it with the dense reference) and steps per token.
 
     Attributes
     ----------
@@ -389,7 +394,7 @@ class StreamingSigma:
         min_scores: int = 1,
         window: int | None = None,
         mode: str = "auto",
-        tol: float = 1e-10,
+        tol: float = 1e-8,
         max_iter: int = 60,
         probe_tokens: torch.Tensor | None = None,
     ):
@@ -411,6 +416,7 @@ class StreamingSigma:
         if not tol > 0:
             raise InputError(f"tol must be positive, got {tol!r}")
         self.model = model
+        self._params = list(model.parameters())
         self.param_names = tuple(param_names)
         self.comps = plan_components(model, self.param_names)
         self.lambda_base = lb
@@ -463,12 +469,12 @@ class StreamingSigma:
 
     def _frozen(self, keep: Sequence[torch.Tensor] = ()):
         """Context: every parameter with requires_grad False except ``keep`` (restored after)."""
-        model = self.model
+        params = self._params
         keep_ids = {id(t) for t in keep}
 
         class _Ctx:
             def __enter__(self_):
-                self_.flags = [(p, p.requires_grad) for p in model.parameters()]
+                self_.flags = [(p, p.requires_grad) for p in params]
                 for p, _ in self_.flags:
                     p.requires_grad_(id(p) in keep_ids)
 
@@ -608,7 +614,7 @@ class StreamingSigma:
         """Append one token; return σ_t (NaN for the very first token)."""
         token = self._check_token(token)
         self._check_context(1)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         self.tokens.append(token)
         factors = None
         if self.mode == "kv-cache":
@@ -627,16 +633,18 @@ class StreamingSigma:
                     nxt = self._prefix_logits()[-1]
             self._pending = "recompute"
             self.next_logits = nxt.detach()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         if factors is None:
             sigma, lam = float("nan"), float("nan")
         else:
             lam = self._update(factors)
             sigma = lam / self.lambda_base
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         armed = self.store.n >= self.min_scores
         alert = bool(self.threshold is not None and armed and sigma > self.threshold)
-        self.records.append(PushRecord(len(self.tokens) - 1, token, sigma, lam, alert, self.store.n, t1 - t0, t2 - t1))
+        self.records.append(
+            PushRecord(len(self.tokens) - 1, token, sigma, lam, alert, self.store.n, t1 - t0, t2 - t1, c1 - c0, c2 - c1)
+        )
         return sigma
 
     def _recompute_score(self, token: int):
@@ -801,3 +809,119 @@ def classify_group(model: nn.Module, param_names: Sequence[str], probe_tokens=No
     if err <= rtol * scale:
         return "kv-cache", f"position-wise: cached-path Gram equals the full-prefix Gram ({what})"
     return "recompute", f"not position-wise: the cached path misses uses of θ through the cache ({what})"
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def push_profile(records: Sequence[PushRecord], at: int, span: int = 16) -> dict:
+    """Median milliseconds per push (total, model, Gram/eigen; CPU time and wall clock) over the
+    scored pushes with t in [at − span/2, at + span/2)."""
+    sel = [r for r in records if at - span // 2 <= r.t < at + span // 2 and not math.isnan(r.sigma)]
+    if not sel:
+        raise InputError(f"no scored push near t = {at}")
+
+    def med(xs):
+        return 1e3 * float(np.median(xs))
+
+    return {
+        "t": at,
+        "pushes": len(sel),
+        "n_scores": int(np.median([r.n_scores for r in sel])),
+        "median_push_cpu_ms": med([r.model_cpu_seconds + r.gram_cpu_seconds for r in sel]),
+        "median_model_cpu_ms": med([r.model_cpu_seconds for r in sel]),
+        "median_gram_eig_cpu_ms": med([r.gram_cpu_seconds for r in sel]),
+        "median_push_wall_ms": med([r.model_seconds + r.gram_seconds for r in sel]),
+        "median_model_wall_ms": med([r.model_seconds for r in sel]),
+        "median_gram_eig_wall_ms": med([r.gram_seconds for r in sel]),
+    }
+
+
+def measure_stream(
+    model: nn.Module,
+    param_names: Sequence[str],
+    *,
+    n_tokens: int,
+    at: Sequence[int] = (64, 1024),
+    window: int | None = None,
+    mode: str = "auto",
+    seed: int = 0,
+    span: int = 16,
+    progress=None,
+) -> dict:
+    """Generate ``n_tokens`` tokens (sampling at temperature 1, seeded) while streaming σ_t, and
+    report the push times near each t in ``at`` and their ratio last/first."""
+    s = StreamingSigma(model, param_names, 1.0, window=window, mode=mode)
+    t0 = time.perf_counter()
+    s.push(0)
+
+    def tick(rec):
+        if progress is not None and rec.t % 128 == 0:
+            progress(f"t = {rec.t}: {1e3 * (rec.model_cpu_seconds + rec.gram_cpu_seconds):.2f} ms CPU/push")
+
+    s.generate(n_tokens - 1, temperature=1.0, seed=seed, on_token=tick)
+    prof = [push_profile(s.records, t, span) for t in at]
+    if supports_kv_cache(model):
+        for p in prof:  # the model's own generation step at the same t, without the monitor
+            p["bare_forward_cpu_ms"] = bare_forward_cpu_ms(model, s.tokens, p["t"], span)
+            p["monitor_overhead_cpu_ms"] = p["median_push_cpu_ms"] - p["bare_forward_cpu_ms"]
+    return {
+        "mode": s.mode,
+        "mode_reason": s.mode_reason,
+        "window": window,
+        "P": int(sum(dict(model.named_parameters())[n].numel() for n in param_names)),
+        "params": list(param_names),
+        "at": prof,
+        "ratio": prof[-1]["median_push_cpu_ms"] / prof[0]["median_push_cpu_ms"],
+        "ratio_wall": prof[-1]["median_push_wall_ms"] / prof[0]["median_push_wall_ms"],
+        "ratio_model_part": prof[-1]["median_model_cpu_ms"] / prof[0]["median_model_cpu_ms"],
+        "ratio_monitor_overhead": (
+            prof[-1]["monitor_overhead_cpu_ms"] / prof[0]["monitor_overhead_cpu_ms"]
+            if "monitor_overhead_cpu_ms" in prof[0]
+            else None
+        ),
+        "ratio_bare_forward": (
+            prof[-1]["bare_forward_cpu_ms"] / prof[0]["bare_forward_cpu_ms"]
+            if "bare_forward_cpu_ms" in prof[0]
+            else None
+        ),
+        "lanczos_steps_median_last": float(np.median(s.iterations[-span:])),
+        "fallbacks": s.fallbacks,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+@torch.no_grad()
+def bare_forward_cpu_ms(model: nn.Module, tokens: Sequence[int], at: int, span: int = 16) -> float:
+    """Median CPU milliseconds of the model's own single-token forward with the KV cache (no
+    monitor, no gradient) for the tokens at t in [at − span/2, at + span/2): what generation
+    costs without the monitor at that t."""
+    kw = _cache_kwarg(model)
+    start = max(1, at - span // 2)
+    out = model(torch.tensor([list(tokens[:start])]), use_cache=True)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    times = []
+    for tok in tokens[start : start + span]:
+        c0 = time.process_time()
+        out = model(torch.tensor([[int(tok)]]), use_cache=True, **{kw: cache})
+        times.append(time.process_time() - c0)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    return 1e3 * float(np.median(times))
+
+
+def validate_stream(model: nn.Module, param_names: Sequence[str], *, n_tokens: int, window=None, seed: int = 0):
+    """max over t of |λ_stream(t) − λ_dense(t)| / λ_dense(t) on a generated sequence, the dense
+    reference being :func:`full_prefix_lambdas` (float64 eigvalsh of every prefix's Gram)."""
+    s = StreamingSigma(model, param_names, 1.0, window=window)
+    s.push(0)
+    s.generate(n_tokens - 1, temperature=1.0, seed=seed)
+    ref = full_prefix_lambdas(model, param_names, torch.tensor(s.tokens), window=window)
+    got = np.asarray(s.lambdas[1:])
+    return {
+        "mode": s.mode,
+        "window": window,
+        "tokens": n_tokens,
+        "max_rel_error": float(np.max(np.abs(got - ref) / ref)),
+        "tol": s.tol,
+        "fallbacks": s.fallbacks,
+    }

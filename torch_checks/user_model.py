@@ -232,6 +232,12 @@ class UserModel:
         ids = self.tokenizer.encode(text)
         if not ids:
             raise InputError("the text encodes to no tokens")
+        V = self.vocab_size
+        if V is not None and max(ids) >= V:
+            raise InputError(
+                f"the tokenizer gives id {max(ids)} but the model's vocabulary has {V} tokens "
+                "(tokenizer and model do not belong together)"
+            )
         return torch.tensor(ids, dtype=torch.int64)
 
     def decode(self, ids) -> str:
@@ -255,6 +261,18 @@ def _require_transformers(feature: str):
     return transformers
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "merges.txt")
+
+
+def _tokenizer_size(tok) -> int | None:
+    for get in (lambda t: len(t), lambda t: t.get_vocab_size()):
+        try:
+            return int(get(tok))
+        except (TypeError, AttributeError):
+            continue
+    return None
+
+
 def _load_hf_directory(path: str):
     tf = _require_transformers("loading a Hugging Face model directory")
     try:
@@ -262,14 +280,19 @@ def _load_hf_directory(path: str):
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: transformers cannot load this model directory ({exc})") from None
     tok = None
-    try:
-        tok = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError):
-        tj = os.path.join(path, "tokenizer.json")
-        if os.path.isfile(tj):
-            from tokenizers import Tokenizer
+    # only with tokenizer files: transformers builds an empty tokenizer from a bare config
+    if any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES):
+        try:
+            tok = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            tj = os.path.join(path, "tokenizer.json")
+            if os.path.isfile(tj):
+                from tokenizers import Tokenizer
 
-            tok = Tokenizer.from_file(tj)
+                tok = Tokenizer.from_file(tj)
+        size = _tokenizer_size(tok)
+        if size is not None and size < 2:
+            raise InputError(f"{path}: the tokenizer files define {size} token(s)")
     with open(os.path.join(path, "config.json"), "rb") as f:
         cfg_digest = hashlib.sha256(f.read()).hexdigest()
     return model, tok, cfg_digest
