@@ -389,11 +389,12 @@ class _Call:
     """One recorded call of a hooked module: its input, the probe added to its output, and the
     tensor each θ role was read from during the call."""
 
-    __slots__ = ("name", "mod", "kind", "order", "inp", "version", "probe", "out_fn", "targets", "entry")
+    __slots__ = ("name", "mod", "kind", "order", "inp", "version", "probe", "out_fn", "targets", "entry", "shared")
 
     def __init__(self, name, mod, kind, order):
         self.name, self.mod, self.kind, self.order = name, mod, kind, order
         self.inp = self.version = self.probe = self.out_fn = None
+        self.shared = False
         self.targets: dict[str, torch.Tensor] = {}
         self.entry: dict[str, int] = {}
 
@@ -704,6 +705,22 @@ def structured_gram_details(
     """:func:`structured_gram` returning a :class:`StructuredGram` (K, P, structure, checks)."""
     if isinstance(check_rows, bool) or not isinstance(check_rows, int) or check_rows < 0:
         raise InputError(f"check_rows must be a non-negative integer, got {check_rows!r}")
+    entries, calls, lp, substituted, substitutes, leaves = _record_forward(model, per_sample_logp, param_names)
+    try:
+        return _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted, substitutes)
+    finally:
+        leaves.clear()
+
+
+def _record_forward(model, fn, param_names, *, windows: int | None = None):
+    """Run ``fn()`` (a forward of ``model``) with hooks on every module holding a θ tensor.
+
+    Returns (entries, calls, out, substituted, substitutes, leaves). Each recorded call's output
+    gets a zero probe added (its gradient is the call's output signal). With ``windows`` = m,
+    a call whose output has no leading axis of length m (a position embedding called once for
+    a batch of m windows) gets a probe broadcast to (m, *out.shape[-2:]) instead, so that its
+    output signal is per window; the caller checks that the forward's values did not change.
+    """
     entries, holders = _resolve_theta(model, param_names)
     entry_of_id = {id(t): i for i, (_, t) in enumerate(entries)}
     # modules to hook (each once, even if it holds several θ tensors or appears under 2 names)
@@ -757,7 +774,19 @@ def structured_gram_details(
             call.inp = args[0].detach()
             call.version = args[0]._version
             call.out_fn = out.grad_fn
-            call.probe = torch.zeros_like(out, requires_grad=True)
+            shape = out.shape
+            if windows is not None and (out.ndim < 3 or out.shape[0] != windows):
+                if out.ndim == 3 and out.shape[0] == 1:
+                    shape = (windows, *out.shape[1:])
+                elif out.ndim == 2 and kind in ("embedding", "linear", "hf_conv1d"):
+                    shape = (windows, *out.shape)
+                else:
+                    raise HypothesesNotMet(
+                        f"{mname or 'model'}: output of shape {tuple(out.shape)} has no window axis of "
+                        f"length {windows} and is not a per-position call shared by all windows"
+                    )
+                call.shared = True
+            call.probe = torch.zeros(shape, dtype=out.dtype, device=out.device, requires_grad=True)
             return out + call.probe
 
         return pre, post
@@ -772,7 +801,7 @@ def structured_gram_details(
             handles.append(mod.register_forward_pre_hook(pre))
             handles.append(mod.register_forward_hook(post))
         with torch.enable_grad():
-            lp = per_sample_logp()
+            lp = fn()
     finally:
         for h in handles:
             h.remove()
@@ -780,11 +809,8 @@ def structured_gram_details(
             m._parameters[role] = t
         for t in forced:
             t.requires_grad_(False)
-    try:
-        substitutes = {id(t): entries[ei][0] for t, _, ei in leaves.values() if t.is_leaf and t.requires_grad}
-        return _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted[0], substitutes)
-    finally:
-        leaves.clear()
+    substitutes = {id(t): entries[ei][0] for t, _, ei in leaves.values() if t.is_leaf and t.requires_grad}
+    return entries, calls, lp, substituted[0], substitutes, leaves
 
 
 def _describe_uses(name, uses, n) -> str:
@@ -1000,3 +1026,557 @@ def lambda_max_structured(
         return LambdaMaxResult(lam, "structured-gram", 0, res, n, P, "K", None, sg.structure)
     r = lanczos(lambda v: K @ v, n, dtype=K.dtype, device=K.device, tol=tol)
     return LambdaMaxResult(r.value, "structured-gram-lanczos", r.iterations, r.residual, n, P, "K", None, sg.structure)
+
+
+# --------------------------------------------------------------------------------------
+# per-token structured Gram for every layer of a causal LM: per-target output signals
+# --------------------------------------------------------------------------------------
+#
+# Samples are the positions t of m independent windows; sample (b, t) has the score
+# g_bt = Σ_calls Σ_s δ^{bt}_{b,s} ⊗ a_{b,s}, with a_{b,s} the call's input at row s of window b
+# and δ^{bt}_{b,s} = ∂ log p_bt / ∂z_{b,s} the signal of target (b, t) at that output row
+# (zero for s > t in a causal model, zero in other windows). One backward with the cotangent
+# "target t in every window" yields δ^{bt}_{b,·} for all b at once (windows do not mix), so T
+# backwards (batched with is_grads_batched) give every signal. Per θ tensor the Gram is then
+#
+#   diagonal     every use has δ^{bt}_{b,s} = 0 for s ≠ t (only position-wise ops follow):
+#                rank one per sample, K = Σ (δ_bt·δ_b't')(a_bt·a_b't'), cost n²(d_in + d_out)
+#   structured   K_(bt),(b't') = Σ_{s,s'} (a_bs·a_b's')(δ^{bt}_bs·δ^{b't'}_b's'), contracted as
+#                Y = A·Δ then Δ·Y: about 2·n²·R·d_out + n²·d_in flops (R rows per window), G never
+#                formed
+#   explicit     the tensor's block of G, g_bt = Σ_s δ^{bt}_bs ⊗ a_bs, built a chunk of its
+#                dim-0 at a time and accumulated as G_c G_cᵀ: n·R·d_in·d_out + n²·d_in·d_out
+#                flops (all uses of a tied tensor summed in the parameter's layout)
+#
+# chosen per tensor by the smaller flop count times a measured cost per flop of each kernel.
+
+PER_TOKEN_PATHS = ("auto", "structured", "explicit")
+_FLOP_COST: dict = {}
+
+
+def _measured_flop_costs(dtype, device) -> dict[str, float]:
+    """Seconds per flop of the structured contraction (batched einsum) and of the explicit
+    path's GEMM, measured once per (dtype, device) on small representative shapes."""
+    key = (dtype, str(device))
+    if key in _FLOP_COST:
+        return _FLOP_COST[key]
+    import time
+
+    gen = torch.Generator().manual_seed(0)
+
+    def t(fn, flops):
+        fn()
+        best = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - t0)
+        return best / flops
+
+    m, R, d = 2, 32, 32
+    D = torch.randn(R, m, R, d, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    Y = torch.randn(m, m, R, d, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    Gc = torch.randn(m * R, 2048, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    cost = {
+        "structured": t(lambda: torch.einsum("tbso,xbso->btx", D, Y), 2 * R * m * m * R * d),
+        "explicit": t(lambda: Gc @ Gc.T, 2 * (m * R) ** 2 * 2048),
+    }
+    _FLOP_COST[key] = cost
+    return cost
+
+
+class _Use:
+    """One use of a θ tensor by a call, per window: the static factor X (m, R, d_x) — dense, an
+    index tensor (m, R) of one-hot rows, or None for a bias — and the output signals of every
+    target Δ (m, T, R, d_δ) = δ^{bt}_{b,s} (window, target, row, output), contiguous so that
+    the products below are batched GEMMs over windows. ``delta_dim0``: the signal side is the
+    parameter's dim 0. A diagonal use (δ^{bt}_{b,s} = 0 for s ≠ t) keeps only dd (m, T, d_δ)."""
+
+    __slots__ = ("call", "role", "X", "size", "delta", "delta_dim0", "diagonal", "dd", "d_delta", "R")
+
+    def __init__(self, call, role, X, size, delta, delta_dim0, dd=None):
+        self.call, self.role, self.X, self.size = call, role, X, size
+        self.delta, self.delta_dim0 = delta, delta_dim0
+        _, T, self.R, self.d_delta = delta.shape
+        # dd given: only position-wise operations follow; keep δ^{bt}_{bt} (m, T, d) alone
+        self.diagonal, self.dd = dd is not None, dd
+        if dd is not None:
+            self.delta = None
+
+    @property
+    def d_x(self) -> int:
+        return 1 if self.X is None else (self.size if self.X.dtype == torch.long else self.X.shape[-1])
+
+    def signal(self):
+        """(Δ (b, t, s, o), einsum letters) — the diagonal form as (b, t, o) with s = t."""
+        return (self.dd, "bso") if self.diagonal else (self.delta, "btso")
+
+    def values(self, V: torch.Tensor) -> torch.Tensor:
+        """(m, R, d_δ): the parameter-layout tensor V applied to every row's static factor."""
+        if self.X is None:
+            return V
+        if self.X.dtype == torch.long:
+            out = V[self.X]
+            if self.call.kind == "embedding" and self.call.mod.padding_idx is not None:
+                out = out * (self.X != self.call.mod.padding_idx)[..., None].to(out.dtype)
+            return out
+        return self.X @ (V.T if self.delta_dim0 else V)
+
+    def matvec(self, V: torch.Tensor) -> torch.Tensor:
+        """(G_use v)_{bt} = Σ_s δ^{bt}_bs · (V a_bs), an (m, T) tensor."""
+        Va = self.values(V)
+        if self.diagonal:
+            return (self.dd * Va).sum(-1)
+        m, T, R, o = self.delta.shape
+        if self.X is None:
+            return (self.delta.view(m, T * R, o) @ Va).view(m, T, R).sum(-1)
+        return torch.bmm(self.delta.view(m, T, R * o), Va.reshape(m, R * o, 1)).view(m, T)
+
+    def rmatvec(self, w: torch.Tensor) -> torch.Tensor:
+        """Σ_{b,t} w_bt g_bt restricted to this use, in the parameter's layout."""
+        if self.diagonal:
+            S = w[..., None] * self.dd
+        else:
+            m, T, R, o = self.delta.shape
+            S = torch.bmm(w.view(m, 1, T), self.delta.view(m, T, R * o)).view(m, R, o)
+        if self.X is None:
+            return S.sum((0, 1))
+        if self.X.dtype == torch.long:
+            idx = self.X.reshape(-1)
+            S = S.reshape(-1, S.shape[-1])
+            if self.call.kind == "embedding" and self.call.mod.padding_idx is not None:
+                S = S * (idx != self.call.mod.padding_idx)[:, None].to(S.dtype)
+            return torch.zeros(self.size, S.shape[-1], dtype=S.dtype, device=S.device).index_add_(0, idx, S)
+        if self.delta_dim0:
+            return torch.einsum("bso,bsi->oi", S, self.X)
+        return torch.einsum("bsi,bso->io", self.X, S)
+
+    def onehot(self, i0: int, i1: int, dtype) -> torch.Tensor:
+        """(m, R, i1 − i0) one-hot rows of the index factor restricted to columns i0:i1."""
+        idx = self.X
+        oh = (idx[..., None] == torch.arange(i0, i1, device=idx.device)).to(dtype)
+        if self.call.kind == "embedding" and self.call.mod.padding_idx is not None:
+            oh = oh * (idx != self.call.mod.padding_idx)[..., None].to(dtype)
+        return oh
+
+
+def _per_token_uses(call: _Call, delta: torch.Tensor, m: int, dtype) -> dict[str, _Use]:
+    """The uses of one call from its batched output signal ``delta`` (m, T, *probe.shape[1:])."""
+    T = delta.shape[1]
+    x, kind = call.inp, call.kind
+    if kind in ("conv1d", "conv2d"):
+        raise HypothesesNotMet(f"{call.name}: convolutions are not supported by the per-token structured Gram")
+    d = delta.reshape(m, T, -1, delta.shape[-1]).to(dtype)  # (b, t, s, o)
+    R = d.shape[2]
+    dd = None
+    if R == T and not bool(torch.linalg.vector_norm(d, dim=(0, 3)).fill_diagonal_(0).any()):
+        ar = torch.arange(T, device=d.device)
+        dd = d[:, ar, ar].contiguous()  # δ^{bt}_{b,s} = 0 for s ≠ t: the diagonal is all
+    if kind == "embedding":
+        idx = x.long()
+        idx = idx.reshape(-1, R).expand(m, R) if call.shared else idx.reshape(m, R)
+        return {"weight": _Use(call, "weight", idx, call.mod.num_embeddings, d, False, dd)}
+    a = x.reshape(-1, R, x.shape[-1]).to(dtype)
+    if call.shared:
+        a = a.expand(m, R, a.shape[-1])
+    elif a.shape[0] != m:
+        raise HypothesesNotMet(f"{call.name}: input rows {tuple(x.shape)} do not match {m} windows")
+    out = {"weight": _Use(call, "weight", a, 0, d, kind == "linear", dd)}
+    if call.mod._parameters.get("bias") is not None:
+        out["bias"] = _Use(call, "bias", None, 0, d, True, dd)
+    return out
+
+
+def _per_token_signals(lp, probes, chunk: int):
+    """Δ for every target: grads of lp (m, T) w.r.t. ``probes`` under the cotangents "position t
+    of every window", t = 0..T−1, in batches of ``chunk`` (vmapped backward; a plain loop if a
+    batching rule is missing). Returns a list (per probe, probe shape (m, …)) of (m, T, …)
+    tensors — window, target, then the probe's own axes — or None for a probe that log p does
+    not depend on."""
+    m, T = lp.shape
+    out: list = [None] * len(probes)
+    batched = True
+    for t0 in range(0, T, chunk):
+        t1 = min(T, t0 + chunk)
+        E = torch.zeros(t1 - t0, m, T, dtype=lp.dtype, device=lp.device)
+        E[torch.arange(t1 - t0), :, torch.arange(t0, t1)] = 1.0
+        gs = None
+        if batched:
+            try:
+                gs = torch.autograd.grad(
+                    lp, probes, grad_outputs=E, retain_graph=True, allow_unused=True, is_grads_batched=True
+                )
+            except RuntimeError:
+                batched = False
+        if gs is None:
+            per = [torch.autograd.grad(lp, probes, grad_outputs=e, retain_graph=True, allow_unused=True) for e in E]
+            gs = tuple(None if per[0][j] is None else torch.stack([p[j] for p in per]) for j in range(len(probes)))
+        for j, g in enumerate(gs):
+            if g is None:
+                continue
+            if out[j] is None:  # every target chunk writes its slice: no zero fill needed
+                out[j] = torch.empty((m, T, *probes[j].shape[1:]), dtype=lp.dtype, device=lp.device)
+            out[j][:, t0:t1] = g.transpose(0, 1)
+        del gs
+    return out
+
+
+def _pt_cost(uses, n: int, T: int, cost: dict) -> dict[str, float]:
+    """Estimated seconds of each path for one θ tensor (flops × measured seconds per flop)."""
+    explicit = 0.0
+    d0d1 = uses[0].d_x * uses[0].d_delta
+    for u in uses:
+        explicit += 2 * n * (1 if u.diagonal else u.R) * d0d1
+    explicit += 2 * n * n * d0d1
+    est = {"explicit": explicit * cost["explicit"]}
+    if len(uses) == 1 and uses[0].X is not None:
+        u = uses[0]
+        R = u.R
+        m = n // T
+        est["structured"] = (4 * n * n * R * u.d_delta) * cost["structured"] + 2 * (m * R) ** 2 * u.d_x * cost[
+            "explicit"
+        ]
+    return est
+
+
+def _pt_explicit(uses, m: int, T: int, dtype, device) -> torch.Tensor:
+    """Σ over dim-0 chunks of G_c G_cᵀ, G_c (n × chunk·d1) the tensor's block of G (rows b·T + t)."""
+    n = m * T
+    u0 = uses[0]
+    d0 = u0.d_delta if u0.delta_dim0 else u0.d_x
+    d1 = u0.d_x if u0.delta_dim0 else u0.d_delta
+    if u0.X is None:  # bias: g_bt = Σ_s δ^{bt}_bs
+        Gb = sum(u.dd.reshape(n, -1) if u.diagonal else u.delta.sum(2).reshape(n, -1) for u in uses)
+        return Gb @ Gb.T
+    step = max(1, _BLOCK_ENTRIES // max(1, n * d1))
+    K = torch.zeros(n, n, dtype=dtype, device=device)
+    for i0 in range(0, d0, step):
+        i1 = min(d0, i0 + step)
+        Gc = None
+        for u in uses:
+            D, lt = u.signal()  # lt: "tbso" (all rows s of the window) or "bso" (s = t)
+            out_rows = "bs" if u.diagonal else "bt"
+            if u.X.dtype == torch.long:  # one-hot rows (dim 0 = vocabulary), signals dim 1
+                part = torch.einsum(f"bsv,{lt}->{out_rows}vo", u.onehot(i0, i1, dtype), D)
+            elif u.delta_dim0:  # nn.Linear: (out, in)
+                part = torch.einsum(f"{lt},bsi->{out_rows}oi", D[..., i0:i1], u.X)
+            else:  # Conv1D: (in, out)
+                part = torch.einsum(f"bsi,{lt}->{out_rows}io", u.X[..., i0:i1], D)
+            part = part.reshape(n, -1)
+            Gc = part if Gc is None else Gc.add_(part)
+        K.addmm_(Gc, Gc.T)
+    return K
+
+
+def _pt_structured(u: _Use, m: int, T: int, dtype, device) -> torch.Tensor:
+    """Σ_{s,s'} (a_bs·a_b's')(δ^{bt}_bs·δ^{b't'}_b's') without the block of G (one dense use)."""
+    n = m * T
+    R = u.R
+    if u.X.dtype == torch.long:
+        f = u.X.reshape(-1)
+        A = (f[:, None] == f[None, :]).to(dtype)
+        if u.call.kind == "embedding" and u.call.mod.padding_idx is not None:
+            keep = (f != u.call.mod.padding_idx).to(dtype)
+            A = A * keep[:, None] * keep[None, :]
+    else:
+        Xf = u.X.reshape(m * R, -1)
+        A = Xf @ Xf.T
+    A3 = A.reshape(m, R, m, R)  # (b, s, b', s')
+    D = u.delta  # (b, t, s, o)
+    K = torch.empty(m, T, m, T, dtype=dtype, device=device)
+    step = max(1, _BLOCK_ENTRIES // max(1, m * m * R * u.d_delta))
+    for c0 in range(0, T, step):
+        c1 = min(T, c0 + step)
+        # Y[c, b', b, s, o] = Σ_s' A[b, s, b', s'] Δ[b', c, s', o]
+        Y = torch.einsum("bsxr,xcro->cxbso", A3, D[:, c0:c1])
+        K[:, :, :, c0:c1] = torch.einsum("btso,cxbso->btxc", D, Y)
+    return K.reshape(n, n)
+
+
+def structured_gram_per_token(
+    model: torch.nn.Module,
+    per_token_logp,
+    param_names,
+    *,
+    check_rows: int = 1,
+    seed: int = 0,
+    path: str = "auto",
+    target_chunk: int | None = None,
+) -> StructuredGram:
+    """K = GGᵀ/n of the per-token scores of every Linear / Conv1D / Embedding of a causal LM,
+    without forming G where that is cheaper.
+
+    Samples are the positions of m independent windows: ``per_token_logp()`` runs the model once
+    on an (m, T) batch and returns the (m, T) log-probabilities log p(x_{b,t+1} | x_{b,≤t}); the
+    score of sample (b, t) (row b·T + t of G) is ∇θ of that entry. Each use of a θ tensor is a
+    recorded call z = W a (+ b); the output signals δ^{bt} of every target come from T backwards
+    with the cotangents "position t in every window" (vmapped, ``target_chunk`` targets at a
+    time), and each θ tensor's Gram is formed by the cheapest of three exact routes (see the
+    section comment): *diagonal* (only position-wise operations follow the call), *structured*
+    (Σ_{s,s'} (a_s·a_s')(δ_{t,s}·δ_{t',s'}), G never formed) or *explicit* (the tensor's block of
+    G, a chunk at a time; always used for a tensor with several non-diagonal uses, e.g. a tied
+    embedding and LM head). The choice is by flop counts times a per-flop cost measured once per
+    dtype/device; ``path`` forces "structured" (where applicable) or "explicit".
+
+    A call whose output has no window axis (a position embedding called once with positions
+    0..T−1) gets a probe broadcast over the m windows; the hooked forward must then reproduce
+    log p of a plain forward exactly (checked: a dry forward runs first).
+
+    Hypotheses (checked): (H1) θ is used only through recorded calls of supported modules (on
+    the autograd graph, as in :func:`structured_gram`); (H2) windows do not interact: for
+    ``check_rows`` sampled targets and one random combination of all targets, the
+    vector–Jacobian products at every recorded output equal those predicted by the per-target
+    signals (to 1024·eps·max|w|·max|δ|). Causality is not needed for exactness (it only makes
+    δ^{bt}_{b,s} zero for s > t). Models must be deterministic (eval mode).
+
+    Memory: the signals of every target, T·n·Σ_calls d_out floats, plus the backward's batch of
+    ``target_chunk`` cotangents.
+
+    Returns
+    -------
+    StructuredGram with ``structure`` naming each tensor's route and estimated costs.
+
+    Raises
+    ------
+    fimtheory.errors.HypothesesNotMet, fimtheory.errors.InputError
+    """
+    if path not in PER_TOKEN_PATHS:
+        raise InputError(f"unknown path {path!r}; expected one of {PER_TOKEN_PATHS}")
+    lp0 = _validate_lp0(per_token_logp)
+    m, T = lp0.shape
+    n = m * T
+    entries, uses, checks = _record_per_token(model, per_token_logp, param_names, lp0, check_rows, seed, target_chunk)
+    dtype, device = lp0.dtype, lp0.device
+    K, structure = _per_token_gram(entries, uses, m, T, path, dtype, device)
+    P = sum(t.numel() for _, t in entries)
+    return StructuredGram(K / n, P, tuple(structure), checks)
+
+
+def _validate_lp0(per_token_logp):
+    with torch.no_grad():
+        lp0 = per_token_logp()
+    if not isinstance(lp0, torch.Tensor) or lp0.ndim != 2 or not lp0.is_floating_point() or lp0.numel() == 0:
+        got = tuple(lp0.shape) if isinstance(lp0, torch.Tensor) else type(lp0).__name__
+        raise InputError(f"per_token_logp() must return a non-empty floating (m, T) tensor, got {got}")
+    if not bool(torch.isfinite(lp0).all()):
+        raise InputError("per_token_logp() returned a NaN or inf log-probability")
+    return lp0
+
+
+def _record_per_token(model, per_token_logp, param_names, lp0, check_rows, seed, target_chunk):
+    if isinstance(check_rows, bool) or not isinstance(check_rows, int) or check_rows < 0:
+        raise InputError(f"check_rows must be a non-negative integer, got {check_rows!r}")
+    bad_chunk = isinstance(target_chunk, bool) or not isinstance(target_chunk, int) or target_chunk < 1
+    if target_chunk is not None and bad_chunk:
+        raise InputError(f"target_chunk must be a positive integer, got {target_chunk!r}")
+    m, T = lp0.shape
+    entries, calls, lp, _, substitutes, leaves = _record_forward(model, per_token_logp, param_names, windows=m)
+    try:
+        uses, checks = _per_token_factors(entries, calls, lp, lp0, substitutes, check_rows, seed, target_chunk, m, T)
+    finally:
+        leaves.clear()
+    return entries, uses, checks
+
+
+def _per_token_factors(entries, calls, lp, lp0, substitutes, check_rows, seed, target_chunk, m, T):
+    """(uses per θ tensor, checks) of one hooked forward; see :func:`structured_gram_per_token`."""
+    if not isinstance(lp, torch.Tensor) or lp.shape != lp0.shape or not lp.requires_grad:
+        raise InputError("per_token_logp() must return an (m, T) tensor with an autograd graph")
+    dtype = lp.dtype
+    eps = torch.finfo(dtype).eps
+    gap = float((lp.detach() - lp0).abs().max())
+    if gap > 64 * eps * max(1.0, float(lp0.abs().max())):
+        raise HypothesesNotMet(
+            f"the hooked forward changed log p by {gap:.3g} (a call shared by all windows was given a "
+            "per-window probe and the forward does not broadcast it back; or the model is not deterministic)"
+        )
+    for c in calls:
+        if c.inp is not None and c.inp._version != c.version:
+            raise HypothesesNotMet(f"the input of {c.name} (call #{c.order}) was modified in place after the call")
+    _check_coverage(lp, entries, calls, substitutes)
+    live = [c for c in calls if c.probe is not None and c.out_fn is not None]
+    chunk = target_chunk or max(1, min(T, 16))
+    deltas = _per_token_signals(lp, [c.probe for c in live], chunk) if live else []
+    uses: dict[int, list[_Use]] = {i: [] for i in range(len(entries))}
+    for c, d in zip(live, deltas):
+        if d is None or not bool(d.any()):
+            continue  # the call does not reach log p
+        for role, u in _per_token_uses(c, d, m, dtype).items():
+            if role in c.targets:
+                uses[c.entry[role]].append(u)
+    checks = "none (check_rows=0)"
+    if check_rows:
+        checks = _verify_per_token(lp, live, deltas, m, T, check_rows, seed)
+    del deltas
+    return uses, checks
+
+
+def _per_token_gram(entries, uses, m, T, path, dtype, device):
+    """(K unnormalised GGᵀ, structure lines) from the uses."""
+    n = m * T
+    cost = _measured_flop_costs(dtype, device)
+    K = torch.zeros(n, n, dtype=dtype, device=device)
+    structure = []
+    for ei, (name, _) in enumerate(entries):
+        us = uses[ei]
+        if not us:
+            structure.append(f"{name}: no call reaches log p (zero scores)")
+            continue
+        calls_desc = " + ".join(f"{u.call.name or 'model'}#{u.call.order}({u.call.kind})" for u in us)
+        if all(u.diagonal for u in us):
+            blocks = []
+            for u in us:
+                dd = u.dd.reshape(n, -1)  # δ^{bt}_{bt}, rows b·T + t
+                if u.X is None:
+                    blocks.append((None, dd, None))
+                    continue
+                X = _Index(u.X.reshape(-1), u.size) if u.X.dtype == torch.long else u.X.reshape(n, -1)
+                if u.X.dtype == torch.long and u.call.kind == "embedding" and u.call.mod.padding_idx is not None:
+                    dd = dd * (u.X.reshape(-1) != u.call.mod.padding_idx)[:, None].to(dtype)
+                blocks.append((None, dd, X) if u.delta_dim0 else (None, X, dd))
+            K.add_(_entry_gram_structured(blocks, n, dtype, device, {}))
+            structure.append(f"{name}: {len(us)} call(s) {calls_desc}; route diagonal (position-wise)")
+            continue
+        est = _pt_cost(us, n, T, cost)
+        if path == "auto":
+            route = min(est, key=est.get)
+        elif path == "structured" and "structured" in est:
+            route = "structured"
+        else:
+            route = "explicit"
+        if route == "structured":
+            part = _pt_structured(us[0], m, T, dtype, device)
+        else:
+            part = _pt_explicit(us, m, T, dtype, device)
+        K.add_(part)
+        del part
+        costs = ", ".join(f"{k} {v:.2g} s" for k, v in sorted(est.items()))
+        structure.append(f"{name}: {len(us)} call(s) {calls_desc}; route {route} (estimated {costs})")
+    return 0.5 * (K + K.T), structure
+
+
+def _verify_per_token(lp, live, deltas, m, T, check_rows, seed) -> str:
+    """H2 for windows: VJPs of sampled single targets and of one random combination of all
+    targets must equal the combinations of the per-target signals at every recorded output."""
+    gen = torch.Generator().manual_seed(int(seed))
+    n = m * T
+    idx = torch.randperm(n, generator=gen)[: min(check_rows, n)]
+    W = torch.zeros(len(idx) + 1, n, dtype=lp.dtype)
+    W[torch.arange(len(idx)), idx] = 1.0
+    W[-1] = torch.randn(n, generator=gen, dtype=torch.float64).to(lp.dtype)
+    W = W.reshape(-1, m, T).to(lp.device)
+    probes = [c.probe for c in live]
+    eps = torch.finfo(lp.dtype).eps
+    dmaxes: dict = {}
+    for q, w in enumerate(W):
+        got = torch.autograd.grad(lp, probes, grad_outputs=w, retain_graph=True, allow_unused=True)
+        for c, d, g in zip(live, deltas, got):
+            if d is None:
+                continue
+            # predicted: Σ_t w[b, t] δ^{bt} at the rows of window b
+            pred = torch.bmm(w.view(m, 1, T), d.reshape(m, T, -1)).view(m, -1)
+            act = torch.zeros_like(pred) if g is None else g.reshape(m, -1)
+            err = float(torch.linalg.vector_norm(act - pred, ord=math.inf))
+            dmax = dmaxes.setdefault(id(d), float(torch.linalg.vector_norm(d, ord=math.inf)))
+            tol = 1024 * eps * float(w.abs().max()) * max(dmax, 1e-300) * T
+            if err > tol:
+                what = f"target {int(idx[q])}" if q < len(idx) else "a random combination of all targets"
+                raise HypothesesNotMet(
+                    f"per-token structured Gram hypotheses not met at {c.name or 'model'} (call #{c.order}): "
+                    f"windows interact (autograd check on {what}: error {err:.3g} > {tol:.3g}); the m rows "
+                    "of the batch must be independent sequences (no batch-norm in training mode, no "
+                    "cross-window attention)"
+                )
+    return (
+        f"H2 (independent windows) verified with autograd on {len(idx)} sampled targets and one random "
+        f"combination of all {n}; H1 on the autograd graph"
+    )
+
+
+def layer_param_names(model: torch.nn.Module, *, kinds=("linear", "hf_conv1d", "embedding")) -> tuple[str, ...]:
+    """Names of every weight and bias held by a supported layer of the given ``kinds`` (a tied
+    tensor listed once, under its first name), in ``named_modules`` order."""
+    out, seen = [], set()
+    for mname, mod in model.named_modules():
+        if _layer_kind(mod) not in kinds:
+            continue
+        for role in ("weight", "bias"):
+            p = mod._parameters.get(role)
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                out.append(f"{mname}.{role}" if mname else role)
+    return tuple(out)
+
+
+class _PerTokenOperator:
+    """v ↦ K v = G(Gᵀ v)/n on Rⁿ from the per-target signals, never forming K or G: per product
+    about 4·Σ_uses n·(R·d_δ + d_x·d_δ) flops (R = 1 for a diagonal use)."""
+
+    def __init__(self, uses, m, T):
+        self.groups = [us for us in uses.values() if us]
+        self.m, self.T, self.n = m, T, m * T
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        w = v.reshape(self.m, self.T)
+        out = torch.zeros_like(w)
+        for us in self.groups:
+            g = None
+            for u in us:
+                r = u.rmatvec(w)
+                g = r if g is None else g.add_(r)
+            for u in us:
+                out.add_(u.matvec(g))
+        return out.reshape(-1) / self.n
+
+
+def lambda_max_per_token(
+    model: torch.nn.Module,
+    per_token_logp,
+    param_names,
+    *,
+    method: str = "auto",
+    tol: float = 1e-10,
+    check_rows: int = 1,
+    seed: int = 0,
+    target_chunk: int | None = None,
+    dense_max: int = 512,
+) -> LambdaMaxResult:
+    """λ_max(F) of the per-token scores of every Linear / Conv1D / Embedding of a causal LM
+    (same hypotheses and checks as :func:`structured_gram_per_token`), G never formed.
+
+    ``method``: ``"gram"`` forms K (per tensor by the cheapest exact route) and takes its top
+    eigenvalue (``eigvalsh`` for n ≤ ``dense_max``, Lanczos on K above); ``"lanczos"`` runs
+    Lanczos (full reorthogonalisation, residual-checked to ``tol``) on the factored operator
+    v ↦ Σ_θ G_θ(G_θᵀ v)/n built from the per-target signals, K never formed; ``"auto"`` takes
+    "gram" for n ≤ ``dense_max`` and "lanczos" above.
+    """
+    if method not in ("auto", "gram", "lanczos"):
+        raise InputError(f"unknown method {method!r}; expected auto, gram or lanczos")
+    lp0 = _validate_lp0(per_token_logp)
+    m, T = lp0.shape
+    n = m * T
+    entries, uses, checks = _record_per_token(model, per_token_logp, param_names, lp0, check_rows, seed, target_chunk)
+    P = sum(t.numel() for _, t in entries)
+    dtype, device = lp0.dtype, lp0.device
+    if method == "auto":
+        method = "gram" if n <= dense_max else "lanczos"
+    if method == "gram":
+        K, structure = _per_token_gram(entries, uses, m, T, "auto", dtype, device)
+        K = K / n
+        if n <= dense_max:
+            lam, _, res = _top_eigh(K, want_vector=False)
+            return LambdaMaxResult(lam, "per-token-gram", 0, res, n, P, "K", None, tuple(structure))
+        r = lanczos(lambda v: K @ v, n, dtype=dtype, device=device, tol=tol, seed=seed)
+        return LambdaMaxResult(
+            r.value, "per-token-gram-lanczos", r.iterations, r.residual, n, P, "K", None, tuple(structure)
+        )
+    op = _PerTokenOperator(uses, m, T)
+    r = lanczos(op, n, dtype=dtype, device=device, tol=tol, seed=seed)
+    structure = tuple(
+        f"{entries[ei][0]}: {len(us)} call(s); {'diagonal' if all(u.diagonal for u in us) else 'per-target signals'}"
+        for ei, us in uses.items()
+        if us
+    )
+    return LambdaMaxResult(r.value, "per-token-lanczos", r.iterations, r.residual, n, P, "K", None, structure)

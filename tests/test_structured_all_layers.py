@@ -1,0 +1,218 @@
+"""The per-token structured Gram of every Linear / Conv1D / Embedding of a causal LM (G never
+formed on the structured route) equals the Gram of per-token scores formed explicitly by an
+autograd loop (one backward per token, float64), on every layer kind and route."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs torch (pip install -e '.[torch]')")
+
+from fimtheory.errors import HypothesesNotMet, InputError  # noqa: E402
+from torch_checks.engines import (  # noqa: E402
+    gram_matrix,
+    lambda_max_per_token,
+    layer_param_names,
+    structured_gram_per_token,
+)
+from torch_checks.scores import per_sample_scores_loop  # noqa: E402
+
+EPS = torch.finfo(torch.float64).eps
+
+
+def _reference_gram(model, names, x, y):
+    """K = GGᵀ/n with G from one autograd backward per token, window after window (float64)."""
+    G = torch.cat([per_sample_scores_loop(model, names, xb, yb, per_token=True).G for xb, yb in zip(x, y)])
+    return gram_matrix(G), G
+
+
+def _assert_close(K, K_ref, n, factor=64):
+    scale = float(torch.linalg.matrix_norm(K_ref, 2))
+    err = float((K - K_ref).abs().max())
+    assert err <= factor * EPS * n * scale, (err, EPS * n * scale)
+
+
+def _windows(m, T, vocab, seed):
+    ctx = torch.randint(0, vocab, (m, T + 1), generator=torch.Generator().manual_seed(seed))
+    return ctx[:, :-1], ctx[:, 1:]
+
+
+def _logp_fn(model, x, y, logits=lambda out: out):
+    def logp():
+        return torch.log_softmax(logits(model(x)), -1).gather(-1, y[..., None]).squeeze(-1)
+
+    return logp
+
+
+# ---------------------------------------------------------------------- models as test data
+
+
+def _byte_lm():
+    from torch_checks.models import ByteLM, ByteLMConfig
+
+    torch.manual_seed(1)
+    lm = ByteLM(ByteLMConfig.tiny(n_layers=2, d_model=16, d_ff=32, context=8)).double().eval()
+    x, y = _windows(3, 8, 256, 0)
+    return lm, x, y, _logp_fn(lm, x, y)
+
+
+def _gpt2():
+    transformers = pytest.importorskip("transformers", reason="GPT-2 needs transformers (the [lm] extra)")
+    cfg = transformers.GPT2Config(
+        vocab_size=23, n_positions=16, n_embd=8, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+    )
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).double().eval()
+    assert model.lm_head.weight is model.transformer.wte.weight
+    x, y = _windows(2, 7, 23, 1)
+    return model, x, y, _logp_fn(model, x, y, lambda out: out.logits)
+
+
+class _CausalToy(torch.nn.Module):
+    """Embedding (with a padding row) → Linear → causal prefix mean → HF-free Linear head;
+    a bias-free Linear and a tied input/output embedding."""
+
+    def __init__(self, vocab=11, d=5, tied=False):
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, d, padding_idx=0)
+        self.fc = torch.nn.Linear(d, d)
+        self.mix = torch.nn.Linear(d, d, bias=False)
+        self.head = torch.nn.Linear(d, vocab, bias=False)
+        if tied:
+            self.head.weight = self.emb.weight
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(self.emb(x)))
+        T = h.shape[1]
+        prefix = torch.cumsum(h, dim=1) / torch.arange(1, T + 1, dtype=h.dtype)[:, None]
+        return self.head(torch.tanh(self.mix(prefix)) + h)
+
+
+def _toy(tied):
+    def make():
+        torch.manual_seed(2)
+        model = _CausalToy(tied=tied).double().eval()
+        x, y = _windows(3, 6, 11, 2)
+        x[0, 2] = 0  # a padding token: its embedding row receives no gradient
+        return model, x, y, _logp_fn(model, x, y)
+
+    return make
+
+
+CASES = {
+    "toy (Embedding with padding_idx, Linear, bias-free Linear)": _toy(False),
+    "toy with tied embedding / LM head": _toy(True),
+    "byte LM, 2 layers (Linear, token and position Embedding)": _byte_lm,
+    "tiny GPT-2 from a config (HF Conv1D, tied wte / lm_head, wpe)": _gpt2,
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES), ids=list(CASES))
+def case(request):
+    model, x, y, logp = CASES[request.param]()
+    names = layer_param_names(model)
+    K_ref, G = _reference_gram(model, names, x, y)
+    return model, x, y, logp, names, K_ref, G
+
+
+@pytest.mark.parametrize("path", ["auto", "structured", "explicit"])
+def test_every_layer_per_token_gram_equals_the_autograd_loop(case, path):
+    model, x, y, logp, names, K_ref, G = case
+    sg = structured_gram_per_token(model, logp, names, check_rows=2, path=path)
+    assert sg.P == G.shape[1]
+    _assert_close(sg.K, K_ref, G.shape[0])
+    assert torch.equal(sg.K, sg.K.T)
+    assert "H2" in sg.checks
+    routes = " ".join(sg.structure)
+    assert "diagonal" in routes  # the last layers are followed by position-wise ops only
+    if path != "auto":
+        assert f"route {path}" in routes or path == "structured"  # multi-use tensors go explicit
+
+
+@pytest.mark.parametrize("method", ["gram", "lanczos"])
+def test_every_layer_per_token_lambda_max(case, method):
+    model, x, y, logp, names, K_ref, G = case
+    ref = float(torch.linalg.eigvalsh(K_ref)[-1])
+    r = lambda_max_per_token(model, logp, names, method=method, tol=1e-12)
+    n = G.shape[0]
+    assert r.n == n and r.P == G.shape[1]
+    assert abs(r.value - ref) <= 1e-10 * ref
+    assert r.method.startswith("per-token")
+
+
+def test_structured_route_is_taken_and_exact_when_forced():
+    """On the byte LM's first block the structured contraction (no block of G) is used for
+    single-use tensors and agrees with the explicit block route and the loop."""
+    model, x, y, logp = _byte_lm()
+    names = ["blocks.0.attn.qkv.weight", "blocks.0.mlp.proj.weight", "tok.weight", "pos.weight"]
+    K_ref, G = _reference_gram(model, names, x, y)
+    sg = structured_gram_per_token(model, logp, names, path="structured")
+    assert sum("route structured" in s for s in sg.structure) == 4
+    _assert_close(sg.K, K_ref, G.shape[0])
+
+
+def test_subset_of_layers_and_only_position_wise_layers():
+    model, x, y, logp = _byte_lm()
+    names = ["head.weight", "blocks.1.mlp.fc.bias"]
+    K_ref, G = _reference_gram(model, names, x, y)
+    sg = structured_gram_per_token(model, logp, names)
+    assert all("diagonal" in s for s in sg.structure)
+    _assert_close(sg.K, K_ref, G.shape[0])
+
+
+class _MixesWindows(torch.nn.Module):
+    """Subtracts the batch mean: window b's log-probabilities depend on the other windows."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(7, 4)
+        self.head = torch.nn.Linear(4, 7)
+
+    def forward(self, x):
+        h = self.emb(x)
+        return self.head(h - h.mean(0, keepdim=True))
+
+
+def test_interacting_windows_are_refused():
+    torch.manual_seed(3)
+    model = _MixesWindows().double().eval()
+    x, y = _windows(3, 5, 7, 3)
+    with pytest.raises(HypothesesNotMet, match="windows interact"):
+        structured_gram_per_token(model, _logp_fn(model, x, y), ["emb.weight", "head.weight"])
+
+
+def test_nondeterministic_forward_is_refused():
+    model, x, y, logp = _byte_lm()
+    drop = torch.nn.Dropout(0.5).train()
+
+    def noisy():
+        return torch.log_softmax(drop(model(x)), -1).gather(-1, y[..., None]).squeeze(-1)
+
+    torch.manual_seed(0)
+    with pytest.raises(HypothesesNotMet, match="changed log p"):
+        structured_gram_per_token(model, noisy, ["head.weight"])
+
+
+def test_bad_arguments():
+    model, x, y, logp = _byte_lm()
+    with pytest.raises(InputError, match=r"\(m, T\)"):
+        structured_gram_per_token(model, lambda: logp().reshape(-1), ["head.weight"])
+    with pytest.raises(InputError, match="unknown path"):
+        structured_gram_per_token(model, logp, ["head.weight"], path="fast")
+    with pytest.raises(InputError, match="target_chunk"):
+        structured_gram_per_token(model, logp, ["head.weight"], target_chunk=0)
+    with pytest.raises(InputError, match="NaN"):
+        structured_gram_per_token(model, lambda: logp() * math.nan, ["head.weight"])
+    with pytest.raises(HypothesesNotMet, match="LayerNorm"):
+        structured_gram_per_token(model, logp, ["blocks.0.ln1.weight"])
+
+
+def test_target_chunks_do_not_change_the_result():
+    model, x, y, logp = _byte_lm()
+    names = layer_param_names(model)
+    K1 = structured_gram_per_token(model, logp, names, target_chunk=1).K
+    K8 = structured_gram_per_token(model, logp, names, target_chunk=8).K
+    assert float((K1 - K8).abs().max()) <= 64 * EPS * K1.shape[0] * float(torch.linalg.matrix_norm(K8, 2))
