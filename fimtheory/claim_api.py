@@ -54,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -260,6 +261,17 @@ def exact_mp(evaluate):
 _exact_mp = exact_mp
 
 
+def _wraps(run, evaluate):
+    """``run`` under the name, module and docstring of the evaluator it wraps (as
+    :func:`functools.wraps`), so reports and docs name the family's function."""
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        value = getattr(evaluate, attr, None)
+        if value is not None or attr == "__doc__":
+            setattr(run, attr, value)
+    run.__wrapped__ = evaluate
+    return run
+
+
 def _with_hypothesis_margins(evaluate, margins_of):
     """Wrap a float evaluator: attach the hypothesis margins to a met Outcome and mark it for
     adjudication when one lies within HYPOTHESIS_BAND of its boundary (or return the exact
@@ -275,10 +287,7 @@ def _with_hypothesis_margins(evaluate, margins_of):
         near = any(not v > HYPOTHESIS_BAND for v in margins.values())
         return replace(out, hypothesis_margins=margins, needs_adjudication=out.needs_adjudication or near)
 
-    run.__name__ = getattr(evaluate, "__name__", "evaluate")
-    run.__doc__ = getattr(evaluate, "__doc__", None)
-    run.__wrapped__ = evaluate
-    return run
+    return _wraps(run, evaluate)
 
 
 def _with_hypothesis_checks(evaluate, checks):
@@ -302,10 +311,7 @@ def _with_hypothesis_checks(evaluate, checks):
         merged = {**out.hypothesis_margins, **margins}
         return replace(out, hypothesis_margins=merged, needs_adjudication=out.needs_adjudication or near)
 
-    run.__name__ = getattr(evaluate, "__name__", "evaluate")
-    run.__doc__ = getattr(evaluate, "__doc__", None)
-    run.__wrapped__ = evaluate
-    return run
+    return _wraps(run, evaluate)
 
 
 def _interval_evaluator(enclosure, subject_id: str):
@@ -538,7 +544,14 @@ def declare_claim(
         note=note,
         evaluate_iv=evaluate_iv,
         instance_type=instance_type,
+        source=_caller_module(),
     )
+
+
+def _caller_module() -> str:
+    """The module that called :func:`declare_claim` (the claim's ``source``)."""
+    frame = sys._getframe(2)
+    return str(frame.f_globals.get("__name__", ""))
 
 
 # --------------------------------------------------------------------------------------

@@ -386,12 +386,38 @@ _TABLE = {
 
 def strategy_for(name: str) -> st.SearchStrategy:
     """The strategy registered under ``name`` — a claim id, a weakening id, or a
-    ``properties.claim_strategies:ID`` reference as stored in the claim registry."""
-    key = name.split(":", 1)[1] if ":" in name else name
+    ``properties.claim_strategies:ID`` reference as stored in the claim registry. A
+    ``module:attr`` reference to another module (a claim declared with
+    :func:`fimtheory.claim_api.declare_claim`) names a Hypothesis strategy there, or a
+    zero-argument function returning one."""
+    module, sep, key = name.rpartition(":") if ":" in name else ("", "", name)
+    if sep and module != __name__:
+        return _external_strategy(name, module, key)
     try:
         return _TABLE[key]()
     except KeyError:
         raise UnknownIdError(f"no instance strategy named {key!r}; known: {', '.join(_TABLE)}") from None
+
+
+def _external_strategy(name: str, module: str, attr: str) -> st.SearchStrategy:
+    import importlib
+
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as exc:
+        raise UnknownIdError(f"strategy {name!r}: cannot import {module!r} ({exc})") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UnknownIdError(f"strategy {name!r}: {module!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, st.SearchStrategy) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, st.SearchStrategy):
+        raise UnknownIdError(
+            f"strategy {name!r} is not a Hypothesis strategy (nor a function returning one): {type(obj).__name__}"
+        )
+    return obj
 
 
 # --------------------------------------------------------------------------------------

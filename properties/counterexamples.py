@@ -120,6 +120,9 @@ class _Recorder:
         self._w = w
         self.id = w.id
         self.strict = w.strict
+        # a weakening's own rigorous evaluator (claims declared with an enclosure); the
+        # built-ins' are found by id in fimtheory.enclosures.ENCLOSURES
+        self.evaluate_iv = getattr(w, "evaluate_iv", None)
         self.best = None
         self.best_margin = math.inf
 

@@ -60,14 +60,31 @@ _TYPES = {
 }
 
 
+def _declared_types() -> dict:
+    """``module:qualname`` → class of the instance types that registered claims declare
+    (``instance_type=`` of :func:`fimtheory.claim_api.declare_claim`)."""
+    from fimtheory.claim_api import instance_types
+
+    return instance_types()
+
+
 def instance_to_json(inst) -> dict:
-    """{'type': name, 'fields': {...}} with floats in hex; any object with A/E falls back to a pair."""
+    """{'type': name, 'fields': {...}} with floats in hex; any object with A/E falls back to a pair.
+    An instance type a registered claim declares is named ``module:qualname``."""
     if dataclasses.is_dataclass(inst) and type(inst).__name__ in _TYPES:
         fields = {f.name: _enc(getattr(inst, f.name)) for f in dataclasses.fields(inst)}
         return {"type": type(inst).__name__, "fields": fields}
+    if dataclasses.is_dataclass(inst) and not isinstance(inst, type):
+        name = f"{type(inst).__module__}:{type(inst).__qualname__}"
+        if _declared_types().get(name) is type(inst):
+            fields = {f.name: _enc(getattr(inst, f.name)) for f in dataclasses.fields(inst)}
+            return {"type": name, "fields": fields}
     if hasattr(inst, "A") and hasattr(inst, "E"):
         return {"type": type(inst).__name__, "fields": {"A": _enc(np.asarray(inst.A)), "E": _enc(np.asarray(inst.E))}}
-    raise InputError(f"cannot serialise instance of type {type(inst).__name__}")
+    raise InputError(
+        f"cannot serialise instance of type {type(inst).__name__}: declare its dataclass as the claim's "
+        "instance_type (fimtheory.claim_api.declare_claim)"
+    )
 
 
 def instance_from_json(obj: dict):
@@ -79,6 +96,9 @@ def instance_from_json(obj: dict):
         from properties.claim_strategies import _IndefinitePair
 
         return _IndefinitePair(fields["A"], fields["E"])
+    declared = _declared_types().get(name) if isinstance(name, str) and ":" in name else None
+    if declared is not None:
+        return declared(**fields)
     raise InputError(f"unknown instance type {name!r}")
 
 
