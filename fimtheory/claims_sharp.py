@@ -1013,19 +1013,10 @@ T43C_S = Claim(
 
 def _register() -> None:
     """Add KT, LL, S3, S3L, T4.3b-S and T4.3c-S to the registry and S-no-disc to the
-    weakenings of S (idempotent)."""
-    reg = _claims.REGISTRY
+    weakenings of S (idempotent), through the public API (fimtheory.claim_api)."""
     for c in (KT, LL, S3, S3L, T43B_S, T43C_S):
-        if c.id not in reg:
-            _claims._CLAIMS.append(c)
-            reg[c.id] = c
-    s = reg.get("S")
-    if s is not None and all(w.id != S_NO_DISC.id for w in s.weakenings):
-        from dataclasses import replace
-
-        new = replace(s, weakenings=(*s.weakenings, S_NO_DISC))
-        reg["S"] = new
-        _claims._CLAIMS[:] = [new if c.id == "S" else c for c in _claims._CLAIMS]
+        _claims.register_claim(c)
+    _claims.add_weakenings("S", S_NO_DISC)
 
 
 _register()
