@@ -728,8 +728,17 @@ def _via_own_enclosure(subject):
 
 
 def supported(weakening_id: str) -> bool:
-    """Whether :func:`certify` knows how to enclose this weakening's margin."""
-    return weakening_id in _CERTIFIERS or weakening_id.startswith("C-")
+    """Whether :func:`certify` knows how to enclose this weakening's margin (a certifier here,
+    or the registered weakening's own rigorous ``evaluate_iv``)."""
+    if weakening_id in _CERTIFIERS or weakening_id.startswith("C-"):
+        return True
+    from fimtheory.claims import REGISTRY
+
+    return any(
+        w.id == weakening_id and getattr(w, "evaluate_iv", None) is not None
+        for c in REGISTRY.values()
+        for w in c.weakenings
+    )
 
 
 def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificate:
@@ -766,6 +775,7 @@ def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificat
             return Certificate(None, None, dps, "exact", strict, note=f"hypotheses not met: {out.reason}")
         m = mpmath.mpf(out.margin)
         return Certificate(m, m, dps, "exact", strict, exact_zero=(m == 0), note=out.reason)
+    own = wid not in _CERTIFIERS
     certifier = _CERTIFIERS.get(wid) or _via_own_enclosure(weakening)
     if certifier is None:
         raise UnknownIdError(f"no certifier for weakening {wid!r}")
@@ -793,7 +803,9 @@ def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificat
             except (InputError, ZeroDivisionError) as exc:
                 cert = Certificate(None, None, d, _METHOD.get(wid, "eigenvalues"), strict, note=str(exc))
                 continue
-            cert = Certificate(_lo(m), _hi(m), d, _METHOD.get(wid, "eigenvalues"), strict)
+            # an own rigorous enclosure [0, 0] proves the margin exactly 0 (e.g. T4.3c-S-no-genericity)
+            zero = own and _lo(m) == 0 and _hi(m) == 0
+            cert = Certificate(_lo(m), _hi(m), d, _METHOD.get(wid, "exact" if zero else "eigenvalues"), strict, zero)
         if cert.certified or cert.sign is not None:
             return cert
     return cert

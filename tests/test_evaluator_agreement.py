@@ -1464,6 +1464,11 @@ REFERENCE_ELSEWHERE = {
     "S-no-disc": "tests/test_sharp_bounds.py",
     "S3L": "tests/test_sharp_bounds.py",
     "S3L-second-order": "tests/test_sharp_bounds.py",
+    "T4.3b-S": "tests/test_sharp_t43.py",
+    "T4.3b-S-second-order": "tests/test_sharp_t43.py",
+    "T4.3b-S-no-cubic": "tests/test_sharp_t43.py",
+    "T4.3c-S": "tests/test_sharp_t43.py",
+    "T4.3c-S-no-genericity": "tests/test_sharp_t43.py",
 }
 
 
