@@ -411,8 +411,11 @@ def _external_strategy(name: str, module: str, attr: str) -> st.SearchStrategy:
             obj = getattr(obj, part)
         except AttributeError:
             raise UnknownIdError(f"strategy {name!r}: {module!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, st.SearchStrategy) and callable(obj):
-        obj = obj()
+    if not isinstance(obj, st.SearchStrategy) and callable(obj) and not isinstance(obj, type):
+        try:
+            obj = obj()
+        except TypeError as exc:
+            raise UnknownIdError(f"strategy {name!r}: calling it without arguments failed ({exc})") from None
     if not isinstance(obj, st.SearchStrategy):
         raise UnknownIdError(
             f"strategy {name!r} is not a Hypothesis strategy (nor a function returning one): {type(obj).__name__}"

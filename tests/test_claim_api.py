@@ -276,6 +276,46 @@ def test_enclosure_is_wrapped_with_the_registry_checks():
             enclosures.margin_enclosure(claim, 0.5, 30)
 
 
+def test_strategy_references_outside_properties_resolve_or_fail_clearly():
+    from hypothesis import strategies as st
+
+    from properties.claim_strategies import strategy_for
+
+    assert isinstance(strategy_for(STRATEGY), st.SearchStrategy)
+    assert isinstance(strategy_for("properties.claim_strategies:W"), st.SearchStrategy)
+    for ref, match in (
+        ("no_such_module_xyz:s", "cannot import"),
+        ("custom_claim.strategies:nope", "has no attribute"),
+        ("custom_claim.instances:SymmetricMatrix", "is not a Hypothesis strategy"),
+        ("custom_claim.claims:_row_sum_bound", "without arguments"),
+        ("custom_claim.claims:STRATEGY", "is not a Hypothesis strategy"),
+    ):
+        with pytest.raises(UnknownIdError, match=match):
+            strategy_for(ref)
+
+
+def test_only_declared_instance_types_are_serialised_and_rebuilt():
+    from dataclasses import dataclass
+
+    from properties.serialize import instance_from_json, instance_to_json
+
+    inst = SymmetricMatrix(np.array([[1.0, 2.0**-1074], [2.0**-1074, -0.0]]), origin="x")
+    js = instance_to_json(inst)
+    assert js["type"] == "custom_claim.instances:SymmetricMatrix"
+    back = instance_from_json(json.loads(json.dumps(js)))
+    assert isinstance(back, SymmetricMatrix) and back.origin == "x"
+    assert np.array_equal(back.A, inst.A) and np.signbit(back.A[1, 1])  # bit-exact, -0.0 kept
+
+    @dataclass
+    class Undeclared:
+        A: np.ndarray
+
+    with pytest.raises(InputError, match="instance_type"):
+        instance_to_json(Undeclared(np.eye(2)))
+    with pytest.raises(InputError, match="unknown instance type"):
+        instance_from_json({"type": "os:system", "fields": {}})
+
+
 # --------------------------------------------------------------------------------------
 # registration
 # --------------------------------------------------------------------------------------
