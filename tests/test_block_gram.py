@@ -132,3 +132,120 @@ def test_shard_plan_covers_every_parameter_once():
         spans = sorted(seen[n])
         assert spans[0][0] == 0 and spans[-1][1] == params[n].shape[0]
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+class _Windowed(torch.nn.Module):
+    """A window classifier run as a causal LM (positions independent given their windows)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.core = torch.nn.Sequential(
+            torch.nn.Embedding(11, 4),
+            torch.nn.Flatten(),
+            torch.nn.Linear(12, 6),
+            torch.nn.Tanh(),
+            torch.nn.Linear(6, 11),
+        ).double()
+
+    def position_inputs(self, idx):
+        pad = torch.cat([torch.zeros(2, dtype=idx.dtype), idx])
+        return pad.unfold(0, 3, 1)[: idx.shape[0]]
+
+    def forward(self, idx):
+        return torch.stack([self.core(self.position_inputs(r)) for r in idx])
+
+
+def test_per_position_route_equals_dense_scores():
+    m = _Windowed().eval()
+    names = select_params(m, "@all")
+    g = torch.Generator().manual_seed(0)
+    trajs = [torch.randint(0, 11, (8,), generator=g) for _ in range(2)]
+    G = dense_G(m, names, trajs)
+    res = joint_gram([(m, trajs)], names, budget_bytes=14 * 8 * 30)
+    assert res.route == "per-position" and res.shards > 1
+    K = (G @ G.T).numpy()
+    assert np.abs(res.M - K).max() <= 64 * G.shape[1] * EPS * np.abs(K).max()
+
+
+def _tiny_bundle(**kw):
+    from torch_checks.models import ModelBundle
+
+    m = tiny_llama(layers=2)
+    g = torch.Generator().manual_seed(5)
+    calib = torch.randint(0, 37, (kw.get("n_calibration", 4), kw.get("length", 8) + 1), generator=g)
+
+    def displace(rate, seed=0):
+        gen = torch.Generator().manual_seed(seed + 11)
+        mask = torch.rand(calib.shape, generator=gen) < rate
+        return torch.where(mask, torch.randint(0, 37, calib.shape, generator=gen), calib)
+
+    return ModelBundle("tiny", "lm", m, (), calib, displace, {})
+
+
+def test_block_path_of_check_models_agrees_with_the_qr_path(monkeypatch):
+    """The block path (joint Gram, REAL_MODELS) and the existing Gram/QR path of
+    check_quantization decide T4.3a/S2 on the same real quantization with the same numbers."""
+    from torch_checks import checks as C
+    from torch_checks.decisions import Adjudicator
+
+    def other(bundle, m, seed):
+        return bundle.displace(1.0, seed + 99)[:m]
+
+    spec = C.RealModel(
+        "tiny-block",
+        "nothing",
+        "none",
+        lambda: True,
+        _tiny_bundle,
+        "@last-block",
+        length=8,
+        budget_bytes=200_000,
+        other_corpus=other,
+    )
+    monkeypatch.setitem(C.REAL_MODELS, "tiny-block", spec)
+    prof = C.with_overrides(
+        C.get_profile("quick"),
+        lm_fim_contexts=3,
+        sr_draws=2,
+        departure_inputs=2,
+        corruption_rates=(0.0, 0.5, 1.0),
+        dense_max=10,
+    )
+    model = C.load_for_checks("tiny-block", prof, torch.device("cpu"))
+    assert model.real is spec and model.header["P"] == sum(
+        dict(model.module.named_parameters())[n].numel() for n in model.param_names
+    )
+    state = C.BlockState(model, 3)
+    try:
+        for scheme in ("rtn-int4-sym-channel", "sr-int4-sym-channel"):
+            block = C.check_quantization_block(model, scheme, 4, prof, Adjudicator(0, 30), state)
+            ref_model = C.LoadedModel(
+                "tiny-block", "lm", model.module, model.param_names, model.fim_data, model.bundle, {}
+            )
+            ref = C.check_quantization(ref_model, scheme, 4, prof, Adjudicator(0, 30))
+            by = {r.claim: r for r in ref}
+            for r in block:
+                if r.claim in ("T4.3a", "S2"):
+                    assert r.status == by[r.claim].status
+                    assert (
+                        abs(
+                            r.details.get("eta", r.details.get("max_margin", 0))
+                            - by[r.claim].details.get("eta", by[r.claim].details.get("max_margin", 0))
+                        )
+                        <= 1e-8
+                    )
+                if r.claim == "T4.3-SR":
+                    np.testing.assert_allclose(r.details["ci95"], by[r.claim].details["ci95"], rtol=1e-8, atol=1e-10)
+                if r.claim == "lowers-lambda-max":
+                    assert abs(r.details["lambda_q"] - by[r.claim].details["lambda_q"]) <= 1e-9 * r.details["lambda_q"]
+            claims = {r.claim for r in block}
+            if scheme.startswith("sr"):
+                assert {"T4.3b", "T4.3c"} <= claims
+                assert all(r.status != "skipped" for r in block if r.claim in ("T4.3b", "T4.3c"))
+    finally:
+        state.close()
+    res = C.run_checks(["tiny-block"], [("rtn-int4-sym-channel", 4)], prof)
+    claims = {r.claim for r in res.rows}
+    assert {"T4.3a", "S2", "P3.2", "P3.2-other-corpus", "C"} <= claims
+    assert res.header["models"]["tiny-block"]["base_scores"]["route"] == "head-free"

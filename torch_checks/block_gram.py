@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev
+from torch.func import functional_call, grad, jacrev, vmap
 
 from fimtheory.errors import InputError, UnknownIdError
 
@@ -163,14 +163,18 @@ class ShardScorer:
         for checks.
     tokens : int64 tensor ``(T + 1,)``
         Inputs ``tokens[:-1]``, targets ``tokens[1:]``.
-    route : ``"auto"``, ``"head-free"`` or ``"full"``
-        ``auto``: head-free when :func:`head_free_applies`.
+    route : ``"auto"``, ``"head-free"``, ``"per-position"`` or ``"full"``
+        ``auto``: per-position for a model whose positions are independent given their own
+        inputs (it has ``core`` and ``position_inputs(idx)``: position t's logits are
+        ``core(position_inputs(idx)[t])``, e.g. a window classifier run as an LM; one
+        backward per position instead of T VJPs through all positions), else head-free when
+        :func:`head_free_applies`, else full.
     names : the group (to decide the route and the first block).
     head_chunk : positions per chunk of the head when computing g_t.
     """
 
     def __init__(self, module, tokens, names, *, route: str = "auto", head_chunk: int = 64, chunk_size=None):
-        if route not in ("auto", "head-free", "full"):
+        if route not in ("auto", "head-free", "per-position", "full"):
             raise InputError(f"unknown score route {route!r}")
         if tokens.ndim != 1 or tokens.shape[0] < 2:
             raise InputError("a trajectory must be a 1-D tensor of at least 2 tokens")
@@ -181,11 +185,21 @@ class ShardScorer:
         self.y = tokens[1:].to(dev).long()
         self.chunk_size = chunk_size
         free = head_free_applies(module, names)
+        positional = hasattr(module, "core") and hasattr(module, "position_inputs")
         if route == "head-free" and not free:
             raise InputError("the head-free route needs hidden/logits_from_hidden and a group inside the blocks")
-        self.route = "head-free" if (route == "head-free" or (route == "auto" and free)) else "full"
+        if route == "per-position" and not positional:
+            raise InputError("the per-position route needs core and position_inputs")
+        if route == "auto":
+            route = "per-position" if positional else ("head-free" if free else "full")
+        self.route = route
         if self.route == "head-free":
             self._prepare_head_free(names, head_chunk)
+        elif self.route == "per-position":
+            if any(not n.startswith("core.") for n in names):
+                raise InputError("the per-position route scores parameters of the core only")
+            with torch.no_grad():
+                self.inputs = module.position_inputs(self.x)
 
     def _prepare_head_free(self, names, head_chunk):
         m = self.module
@@ -246,6 +260,18 @@ class ShardScorer:
                 h = functional_call(self.wrapper, over, (self.inputs,))[0]
                 return (h * g).sum(-1)
 
+        elif self.route == "per-position":
+            core, y_all = self.module.core, self.y
+
+            def logp_one(v, inp, y):
+                over = {k[len("core.") :]: t for k, t in self._full_params(v, shard).items()}
+                out = _logits(functional_call(core, over, (inp[None],))).reshape(-1)
+                return torch.log_softmax(out, dim=-1).gather(0, y.reshape(1)).squeeze(0)
+
+            with torch.no_grad():
+                J = vmap(grad(logp_one), in_dims=(None, 0, 0), chunk_size=self.chunk_size)(init, self.inputs, y_all)
+            T = self.x.shape[0]
+            return torch.cat([J[f"{pc.name}[{pc.start}:{pc.stop}]"].reshape(T, -1) for pc in shard.pieces], dim=1)
         else:
 
             def objective(v):
@@ -257,6 +283,44 @@ class ShardScorer:
             J = jacrev(objective, chunk_size=self.chunk_size)(init)
         T = self.x.shape[0]
         return torch.cat([J[f"{pc.name}[{pc.start}:{pc.stop}]"].reshape(T, -1) for pc in shard.pieces], dim=1)
+
+
+class ScoreStore:
+    """Shard scores of one score set kept on disk (``.npy`` files in ``directory``), so a set
+    used in several joint Grams (the model beside each quantized copy) is scored once.
+
+    Reading a shard back maps the file (``mmap_mode="r"``): resident memory stays within the
+    budget. The files are removed by :meth:`close` (or when the store is garbage-collected).
+    """
+
+    def __init__(self, directory: str | None = None):
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="fimtheory-scores-", dir=directory)
+        self.directory = self._tmp.name
+        self.plan: tuple | None = None
+        self.bytes_written = 0
+
+    def _path(self, k: int) -> str:
+        import os
+
+        return os.path.join(self.directory, f"shard{k:05d}.npy")
+
+    def has(self, k: int) -> bool:
+        import os
+
+        return os.path.exists(self._path(k))
+
+    def put(self, k: int, S: torch.Tensor) -> None:
+        a = S.detach().cpu().numpy()
+        np.save(self._path(k), a)
+        self.bytes_written += a.nbytes
+
+    def get(self, k: int, device) -> torch.Tensor:
+        return torch.from_numpy(np.load(self._path(k), mmap_mode="r").copy()).to(device)
+
+    def close(self) -> None:
+        self._tmp.cleanup()
 
 
 @dataclass
@@ -296,12 +360,18 @@ def joint_gram(
     route: str = "auto",
     progress: Callable[[str], None] | None = None,
     chunk_size: int | None = None,
+    stores: Sequence[ScoreStore | None] | None = None,
+    shards: Sequence[Shard] | None = None,
 ) -> GramResult:
     """Gram matrix of the stacked per-token scores of several (module, trajectories) sets.
 
     Every module must have the parameters ``names`` with the same shapes (a model and its
     quantized copy). The scores of all sets for one shard — at most ``budget_bytes`` — are
-    resident at a time; the Gram is accumulated in float64.
+    resident at a time; the Gram is accumulated in float64. ``stores[i]`` (a
+    :class:`ScoreStore`, or None) keeps set i's shard scores on disk: a store filled by an
+    earlier call with the same shard plan is read instead of recomputed. ``shards`` fixes the
+    plan (e.g. one planned for the largest joint Gram to come, so stores can be reused); the
+    resident scores are then checked against the budget as they come.
 
     Raises
     ------
@@ -324,30 +394,58 @@ def joint_gram(
         raise InputError("no token to score")
     dtype = ref[names[0]].dtype
     item = torch.finfo(dtype).bits // 8
-    shards = plan_shards(sets[0][0], names, N, budget_bytes, item)
+    if shards is None:
+        shards = plan_shards(sets[0][0], names, N, budget_bytes, item)
+    shards = list(shards)
+    if sum(sh.numel for sh in shards) != sum(ref[n].numel() for n in names):
+        raise InputError("the shard plan does not cover the parameter group")
     dev = ref[names[0]].device
-    scorers = [[ShardScorer(mod, tr, names, route=route, chunk_size=chunk_size) for tr in trajs] for mod, trajs in sets]
+    stores = list(stores or [None] * len(sets))
+    if len(stores) != len(sets):
+        raise InputError(f"{len(stores)} stores for {len(sets)} score sets")
+    plan = (tuple(shards), tuple(rows))
+    cached = []
+    for st, r in zip(stores, rows):
+        if st is not None and st.plan is not None and st.plan != (plan[0], r):
+            raise InputError("a score store was filled with another shard plan")
+        cached.append(st is not None and st.plan is not None)
+    scorers = [
+        [] if hit else [ShardScorer(mod, tr, names, route=route, chunk_size=chunk_size) for tr in trajs]
+        for hit, (mod, trajs) in zip(cached, sets)
+    ]
     M = torch.zeros((N, N), dtype=torch.float64, device=dev)
     peak = 0
     for k, sh in enumerate(shards):
         S = torch.empty((N, sh.numel), dtype=dtype, device=dev)
         i = 0
-        for per_set in scorers:
+        for j, per_set in enumerate(scorers):
+            if cached[j]:
+                S[i : i + rows[j]] = stores[j].get(k, dev)
+                i += rows[j]
+                continue
+            i0 = i
             for sc in per_set:
                 g = sc.scores(sh)
                 S[i : i + g.shape[0]] = g
                 i += g.shape[0]
                 del g
+            if stores[j] is not None:
+                stores[j].put(k, S[i0:i])
         peak = max(peak, S.numel() * item)
+        if S.numel() * item > budget_bytes:
+            raise InputError(f"shard {k} holds {S.numel() * item} bytes of scores, over the budget of {budget_bytes}")
         S64 = S if S.dtype == torch.float64 else S.double()
         M.addmm_(S64, S64.T)
         del S, S64
         if progress is not None:
             progress(f"shard {k + 1}/{len(shards)} ({sh.numel} parameters)")
+    for st, r, hit in zip(stores, rows, cached):
+        if st is not None and not hit:
+            st.plan = (plan[0], r)
     P = sum(ref[n].numel() for n in names)
     M = M.cpu().numpy()
     M = 0.5 * (M + M.T)
-    route_used = scorers[0][0].route if scorers[0] else route
+    route_used = next((per[0].route for per in scorers if per), route)
     return GramResult(M, rows, len(shards), int(P), int(budget_bytes), int(peak), time.perf_counter() - t0, route_used)
 
 
@@ -407,3 +505,27 @@ def gram_pair(M: np.ndarray, n: int) -> GramPair:
     A = 0.5 * (A + A.T)
     Aq = 0.5 * (Aq + Aq.T)
     return GramPair(lam1, gap, lam_q, e11, A, Aq - A, w0[::-1] / n)
+
+
+def reduce_family(M: np.ndarray, n: int, k: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """F and E_j = F̃_j − F (j = 1…k) reduced to the span of the rows of G, G̃_1, …, G̃_k,
+    from their joint Gram M ((k+1)n square, unnormalised), as in :func:`gram_pair`: one
+    common orthonormal basis, so any combination F + Σ c_j E_j keeps its nonzero spectrum."""
+    M = np.asarray(M, dtype=np.float64)
+    if M.shape != ((k + 1) * n, (k + 1) * n):
+        raise InputError(f"the joint Gram must be {(k + 1) * n} square, got {M.shape}")
+    mu, W = np.linalg.eigh(0.5 * (M + M.T))
+    keep = mu > (k + 1) * n * np.finfo(np.float64).eps * max(float(mu[-1]), 0.0)
+    R = np.sqrt(mu[keep])[:, None] * W[:, keep].T
+    blocks = []
+    for j in range(k + 1):
+        Rj = R[:, j * n : (j + 1) * n]
+        B = Rj @ Rj.T / n
+        blocks.append(0.5 * (B + B.T))
+    return blocks[0], [B - blocks[0] for B in blocks[1:]]
+
+
+def sub_gram(M: np.ndarray, n: int, i: int, j: int) -> np.ndarray:
+    """The joint Gram of score sets i and j (n rows each) taken out of a larger joint Gram."""
+    idx = np.r_[i * n : (i + 1) * n, j * n : (j + 1) * n]
+    return M[np.ix_(idx, idx)]

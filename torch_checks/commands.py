@@ -20,7 +20,7 @@ import time
 from fimtheory.cli import Command, add_seed_argument, check_output_dir, output_dir, output_file
 from fimtheory.errors import UnknownIdError
 
-MODEL_CHOICES = ("logistic", "mlp-digits", "byte-lm", "smollm2")
+MODEL_CHOICES = ("logistic", "mlp-digits", "byte-lm", "smollm2", "smollm2-block", "gemma3", "textgenrnn")
 
 
 def _check_models_add_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,7 +96,9 @@ def _check_models_run(args: argparse.Namespace) -> int:
     # a tqdm bar on a terminal, one plain line per step otherwise (logs, CI)
     bar = R.Progress(total=len(models) * (len(schemes) + 2))
     try:
-        result = C.run_checks(models, schemes, profile, device=device, seed=args.seed, progress=bar)
+        result = C.run_checks(
+            models, schemes, profile, device=device, seed=args.seed, progress=bar, model_schemes=not args.scheme
+        )
     finally:
         bar.close()
     rows = [r.to_json() for r in result.rows]

@@ -88,9 +88,11 @@ def _note(row: dict) -> str:
     if c == "lowers-lambda-max":
         eff = d.get("effect") or ("lowers" if d.get("lowers") else "raises")
         return {"lowers": "lowers λ_max", "raises": "raises λ_max"}.get(eff, f"{eff}: neither")
-    if c == "P3.2":
+    if c == "P3.2" or (c == "P3.2-other-corpus" and "lcm_share" in d):  # the other-corpus path is a P3.2 row
         fail = d["conclusion_on_lcm_failing_inputs"]
         held_anyway = fail.get("pointwise_share")
+        if not isinstance(held_anyway, float):  # NaN is stored as the string 'nan' (no LCM-failing input)
+            held_anyway = float("nan")
         extra = "" if held_anyway != held_anyway else f"; conclusion held on {held_anyway:.0%} of LCM-failing"
         return f"LCM share {d['lcm_share']:.0%} (res {d['resolution']:.3g}){extra}"
     if c == "P3.2-other-corpus":
