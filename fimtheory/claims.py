@@ -24,7 +24,7 @@ this order:
 :mod:`fimtheory.claims_departure`      P3.2
 :mod:`fimtheory.claims_approx`         AH, AB
 :mod:`fimtheory.claims_partition`      C
-:mod:`fimtheory.claims_sharp`          KT, LL, S3, S3L (and S's weakening S-no-disc)
+:mod:`fimtheory.claims_sharp`          KT, LL, S3, S3L, T4.3b-S, T4.3c-S (and S-no-disc of S)
 :mod:`fimtheory.claims_eq1`            EQ1-M-BOUNDS, EQ1-RATIO, KL-SORTED
 =====================================  ==========================================
 
@@ -102,8 +102,8 @@ def _register_builtins() -> None:
         for name in FAMILIES:
             for claim in importlib.import_module(name).claims():
                 register_claim(claim, source=name)
-        # The sharp one-sided bounds (KT, LL, S3, S3L) and the weakening S-no-disc of S: the
-        # module registers them when imported.
+        # The sharp bounds (KT, LL, S3, S3L, T4.3b-S, T4.3c-S) and the weakening S-no-disc of S:
+        # the module registers them (register_claim, add_weakenings) when imported.
         importlib.import_module("fimtheory.claims_sharp")
         from fimtheory import claims_eq1
 
