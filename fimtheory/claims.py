@@ -17,7 +17,7 @@ Claims are declared with the public API :mod:`fimtheory.claim_api` (``declare_cl
 The built-in claims are declared with it too, one theorem family per module, registered in
 this order:
 
-=====================================  ==========================================
+=====================================  ======================================================
 :mod:`fimtheory.claims_weyl`           W, R
 :mod:`fimtheory.claims_series`         S, S2, SIGN
 :mod:`fimtheory.claims_quantization`   T4.3a, T4.3b, T4.3c, T4.3d (critical_scale)
@@ -26,7 +26,7 @@ this order:
 :mod:`fimtheory.claims_partition`      C
 :mod:`fimtheory.claims_sharp`          KT, LL, S3, S3L, T4.3b-S, T4.3c-S (and S-no-disc of S)
 :mod:`fimtheory.claims_eq1`            EQ1-M-BOUNDS, EQ1-RATIO, KL-SORTED
-=====================================  ==========================================
+=====================================  ======================================================
 
 Their rigorous enclosures stay in :mod:`fimtheory.enclosures`, linked by claim id
 (:data:`fimtheory.enclosures.ENCLOSURES`). Claims of installed packages are registered
