@@ -159,6 +159,58 @@ def run_kron_gram(wl: Workload) -> dict:
 
     if not wl.info.get("rank_one_scores"):
         raise NotImplementedError("scores are not rank one per Linear layer for this workload")
+    if wl.info.get("structured") == "per-token":
+        raise NotImplementedError("per-token workloads use run_structured")
     p = wl.params()
     r = lambda_max_structured(wl.model, lambda: wl.logp(p), wl.names)
     return {"value": r.value, "iterations": 0}
+
+
+# ---------------------------------------------------------------------- (f) the score floor
+
+
+def run_floor(wl: Workload) -> dict:
+    """One forward + backward over the same samples/tokens: ∇θ Σ_i log p_i (what any method that
+    needs per-sample information costs at least once)."""
+    p = {k: v.detach().requires_grad_(True) for k, v in wl.params().items()}
+    with torch.enable_grad():
+        lp = wl.logp(p)
+        torch.autograd.grad(lp.sum(), list(p.values()))
+    return {"value": None}
+
+
+# ---------------------------------------------------------------------- structured, every layer
+
+
+def structured_applicability(wl: Workload) -> str | None:
+    """Why the structured (no-G) path does not apply to the workload, or None."""
+    kind = wl.info.get("structured")
+    if kind == "per-sample" and wl.info.get("rank_one_scores", True):
+        return None
+    if kind == "per-token":
+        return None
+    return "no structured route for this workload"
+
+
+def run_structured(wl: Workload) -> dict:
+    """Per-sample workloads: :func:`torch_checks.engines.lambda_max_structured` (independent
+    samples; Linear/Conv2d rows per sample). Per-token workloads with every layer scored:
+    :func:`torch_checks.engines.lambda_max_per_token` with ``method="gram"`` (K formed per tensor by
+    the cheapest exact route, G never formed; ``eigvalsh``/Lanczos on K)."""
+    from torch_checks.engines import lambda_max_per_token
+
+    if wl.info.get("structured") == "per-token":
+        r = lambda_max_per_token(wl.model, wl.logp_windows, wl.names, method="gram", tol=1e-12)
+        return {"value": r.value, "iterations": r.iterations, "structure": list(r.structure or ())}
+    return run_kron_gram(wl)
+
+
+def run_structured_lanczos(wl: Workload, tol: float) -> dict:
+    """Per-token workloads: Lanczos on the factored operator of
+    :func:`torch_checks.engines.lambda_max_per_token` (``method="lanczos"``): neither G nor K."""
+    from torch_checks.engines import lambda_max_per_token
+
+    if wl.info.get("structured") != "per-token":
+        raise NotImplementedError("the factored per-token operator is for per-token workloads")
+    r = lambda_max_per_token(wl.model, wl.logp_windows, wl.names, method="lanczos", tol=tol)
+    return {"value": r.value, "iterations": r.iterations}

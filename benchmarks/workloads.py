@@ -86,6 +86,11 @@ class Workload:
         lp = torch.log_softmax(out, dim=-1)
         return lp.gather(-1, self.targets.unsqueeze(-1)).reshape(-1)
 
+    def logp_windows(self) -> torch.Tensor:
+        """LM only: the (m, T) log-probabilities from one plain forward of the model."""
+        lp = torch.log_softmax(self.model(self.inputs), dim=-1)
+        return lp.gather(-1, self.targets.unsqueeze(-1)).squeeze(-1)
+
     # ------------------------------------------------------------------ curvlinops view
     def curvlinops_problem(self):
         """(model_func, loss_func, params, data) such that curvlinops' EF equals F = GᵀG/n.
@@ -99,7 +104,7 @@ class Workload:
             func = self.model
         else:
             func = _ClassAxisSecond(self.model)
-        allp = dict(func.named_parameters())
+        allp = dict(func.named_parameters(remove_duplicate=False))
         prefix = "" if self.kind == "classifier" else "lm."
         params = [allp[prefix + k] for k in self.names]
         return func, loss, params, [(self.inputs, self.targets)]
@@ -217,6 +222,7 @@ def mlp_workload(n: int, device: torch.device, *, hidden: int = 256, steps: int 
         f"all parameters (P={sum(p.numel() for p in model.parameters())}); float64"
     )
     info["rank_one_scores"] = True  # every θ tensor is a Linear weight/bias, samples unmixed
+    info["structured"] = "per-sample"
     return Workload("mlp", "classifier", model, names, Xs, ys, desc, info)
 
 
@@ -251,10 +257,17 @@ def lm_workload(n: int, device: torch.device, *, config=None, seed: int = 0) -> 
     # each per-token score is rank one (δ_t ⊗ a_t)
     last = f"blocks.{config.n_layers - 1}.mlp.proj."
     info["rank_one_scores"] = all(k.startswith(last) for k in names)
+    info["structured"] = "per-sample" if info["rank_one_scores"] else "per-token"
     return Workload("byte-lm", "lm", model, names, ctx[:, :-1].to(device), ctx[:, 1:].to(device), desc, info)
 
 
+WORKLOADS = ("byte-lm", "mlp", "byte-lm-all", "gpt2-all", "cnn")
+
+
 def make_workload(name: str, n: int, device, **kw) -> Workload:
+    wl = _make_workload_all(name, n, device)
+    if wl is not None:
+        return wl
     if name == "mlp":
         return mlp_workload(n, device, **kw)
     if name == "byte-lm":
@@ -264,3 +277,127 @@ def make_workload(name: str, n: int, device, **kw) -> Workload:
 
 def rel(a: float, b: float) -> float:
     return abs(a - b) / abs(b) if b else math.inf
+
+
+# ---------------------------------------------------------------------- every layer scored
+
+
+class LogitsOnly(nn.Module):
+    """A Hugging Face causal LM returning its ``.logits`` tensor (so functional_call, the
+    curvlinops view and the log-probabilities see a plain tensor)."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, x):
+        return self.lm(x).logits
+
+
+def _byte_windows(n: int, T: int, seed: int, corpus="auto", held_out_fraction=0.1):
+    from torch_checks import data as D
+
+    if n % T:
+        raise ValueError(f"LM n must be a multiple of the context {T}, got {n}")
+    ctx = D.calibration_contexts(n // T, T + 1, corpus=corpus, seed=seed, held_out_fraction=held_out_fraction)
+    return ctx[:, :-1], ctx[:, 1:]
+
+
+def lm_all_workload(n: int, device: torch.device, *, seed: int = 0) -> Workload:
+    """The trained byte LM with every Linear and Embedding weight and bias scored."""
+    from torch_checks.engines import layer_param_names
+    from torch_checks.models import ByteLMConfig, load_byte_lm
+
+    config = ByteLMConfig()
+    key = repr(config)
+    if key not in _LM_CACHE:
+        _LM_CACHE[key] = load_byte_lm(config, device="cpu")
+    model, info = _LM_CACHE[key]
+    model = copy.deepcopy(model).to(device=device, dtype=DTYPE).eval()
+    x, y = _byte_windows(n, config.context, seed, config.corpus, config.held_out_fraction)
+    names = layer_param_names(model)
+    P = sum(dict(model.named_parameters())[k].numel() for k in names)
+    info = {k: v for k, v in info.items() if isinstance(v, (int, float, str))}
+    info["structured"] = "per-token"
+    desc = (
+        f"byte LM (d_model {config.d_model}, {config.n_layers} layers, context {config.context}); θ = every "
+        f"Linear and Embedding weight and bias ({len(names)} tensors, P={P}; LayerNorms excluded); "
+        f"n/{config.context} held-out windows; float64"
+    )
+    return Workload("byte-lm-all", "lm", model, names, x.to(device), y.to(device), desc, info)
+
+
+def gpt2_all_workload(n: int, device: torch.device, *, seed: int = 0) -> Workload:
+    """A GPT-2-shaped Hugging Face model built from a config (d 64, 2 layers, 4 heads, byte
+    vocabulary, context 64, tied wte / lm_head, eager attention), seeded random initialisation
+    (not trained), every Conv1D and Embedding weight and bias scored."""
+    import transformers
+
+    from torch_checks.engines import layer_param_names
+
+    T = 64
+    cfg = transformers.GPT2Config(
+        vocab_size=256, n_positions=T, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+    )
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = LogitsOnly(transformers.GPT2LMHeadModel(cfg)).to(device=device, dtype=DTYPE).eval()
+    x, y = _byte_windows(n, T, seed)
+    names = layer_param_names(model)
+    P = sum(dict(model.named_parameters())[k].numel() for k in names)
+    desc = (
+        f"GPT-2-shaped transformers.GPT2LMHeadModel from a config (n_embd 64, 2 layers, 4 heads, vocab 256, "
+        f"context {T}, tied wte/lm_head, seeded random init); θ = every Conv1D and Embedding weight and bias "
+        f"({len(names)} tensors, P={P}); n/{T} byte windows; float64"
+    )
+    return Workload("gpt2-all", "lm", model, names, x.to(device), y.to(device), desc, {"structured": "per-token"})
+
+
+class SmallCNN(nn.Module):
+    """28×28 → Conv2d(1→16, 5, stride 2) → tanh → Conv2d(16→32, 3, stride 2) → tanh → Linear(800→10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 16, 5, stride=2)
+        self.c2 = nn.Conv2d(16, 32, 3, stride=2)
+        self.fc = nn.Linear(800, 10)
+
+    def forward(self, x):
+        h = torch.tanh(self.c2(torch.tanh(self.c1(x.reshape(-1, 1, 28, 28)))))
+        return self.fc(h.reshape(h.shape[0], -1))
+
+
+def cnn_workload(n: int, device: torch.device, *, steps: int = 200, seed: int = 0) -> Workload:
+    X, y = digits28(seed)
+    torch.manual_seed(seed)
+    model = SmallCNN()
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    Xtr, ytr = X[5000:], y[5000:]
+    for _ in range(steps):
+        idx = torch.randint(0, len(Xtr), (128,), generator=g)
+        loss = F.cross_entropy(model(Xtr[idx]), ytr[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model = model.to(device=device, dtype=DTYPE).eval()
+    Xs, ys = X[:n].to(device=device, dtype=DTYPE), y[:n].to(device)
+    names = tuple(k for k, _ in model.named_parameters())
+    P = sum(p.numel() for p in model.parameters())
+    desc = (
+        f"small CNN (Conv2d 1→16 k5 s2, Conv2d 16→32 k3 s2, Linear 800→10, tanh) on 28×28 digits, "
+        f"{steps} seeded Adam steps; all parameters (P={P}); float64"
+    )
+    info = {"train_steps": steps, "final_train_loss_nats": float(loss.detach()), "structured": "per-sample"}
+    info["rank_one_scores"] = True  # per sample, conv rows are summed exactly by the structured path
+    return Workload("cnn", "classifier", model, names, Xs, ys, desc, info)
+
+
+def _make_workload_all(name, n, device, **kw):
+    if name == "byte-lm-all":
+        return lm_all_workload(n, device)
+    if name == "gpt2-all":
+        return gpt2_all_workload(n, device)
+    if name == "cnn":
+        return cnn_workload(n, device)
+    return None
