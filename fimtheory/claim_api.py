@@ -663,7 +663,33 @@ def register_claim(claim: Claim, *, source: str = "") -> Claim:
             )
     dict.__setitem__(REGISTRY, claim.id, claim)
     _CLAIMS.append(claim)
+    _keep_family_order()
     return claim
+
+
+#: Modules of the built-in families in registry order (set by :mod:`fimtheory.claims`); claims
+#: of other modules (plugins) follow them.
+BUILTIN_ORDER: list = []
+
+
+def _rank(claim: Claim) -> int:
+    module = claim.source or getattr(claim.evaluate, "__module__", "") or ""
+    return BUILTIN_ORDER.index(module) if module in BUILTIN_ORDER else len(BUILTIN_ORDER)
+
+
+def _keep_family_order() -> None:
+    """Keep the registry in family order whatever the import order: a family imported on its
+    own before :mod:`fimtheory.claims` registers after families that come later in the list
+    (a stable sort by family; plugins keep their own order at the end)."""
+    claims = list(dict.values(REGISTRY))
+    ranks = [_rank(c) for c in claims]
+    if ranks == sorted(ranks):
+        return
+    ordered = [c for _, c in sorted(zip(ranks, claims), key=lambda pair: pair[0])]
+    dict.clear(REGISTRY)
+    for c in ordered:
+        dict.__setitem__(REGISTRY, c.id, c)
+    _CLAIMS[:] = ordered
 
 
 def add_weakenings(claim_id: str, *weakenings: Weakening) -> Claim:

@@ -98,6 +98,7 @@ FAMILIES = (
 
 def _register_builtins() -> None:
     _api._mark_builtins("loading")
+    _api.BUILTIN_ORDER[:] = [*FAMILIES, "fimtheory.claims_sharp", "fimtheory.claims_eq1"]
     try:
         for name in FAMILIES:
             for claim in importlib.import_module(name).claims():

@@ -143,6 +143,15 @@ def test_names_imported_from_fimtheory_claims_still_resolve():
         _ = claims.no_such_name
 
 
+@pytest.mark.parametrize("first", ["fimtheory.claims_sharp", "fimtheory.claims_eq1", "fimtheory.claims_series"])
+def test_registry_order_does_not_depend_on_which_family_is_imported_first(first):
+    code = f"import {first}; from fimtheory.claims import REGISTRY; print(' '.join(REGISTRY))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == list(REGISTRY)
+    assert [w.id for w in REGISTRY["S"].weakenings] == ["S-no-disc"]
+
+
 def test_importing_the_registry_imports_no_torch_sympy_or_hypothesis():
     code = (
         "import sys, fimtheory.claims as c; c.get_claim('W'); "
