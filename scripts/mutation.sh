@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Mutation testing of fimtheory's numeric core (issue 8); results in docs/mutation.md.
+# Mutation testing (mutmut 3); results in docs/mutation.md.
 #
 # Never mutates the working tree: the repository at HEAD (plus the working-tree copies of
-# the mutation test files and setup.cfg, so uncommitted killers are included) is exported to
-# $MUT_WORKDIR and mutmut runs there. Config: the [mutmut] section of setup.cfg.
+# setup.cfg and tests/test_mutation_killers*.py, so uncommitted killers are included) is
+# exported to $MUT_WORKDIR and mutmut runs there. Config: setup.cfg — [mutmut] is the numeric
+# core; each [mutmut:GROUP] section is one more run, selected with --group GROUP.
 #
-#   scripts/mutation.sh                      # full run, all 7 modules
-#   MUT_CHILDREN=1 scripts/mutation.sh       # parallel workers (default 2)
-#   scripts/mutation.sh 'fimtheory.fim*'     # only mutants matching a glob (mutmut names)
-#   scripts/mutation.sh s2-ratio ci 0        # worst S2 second-order ratio search (see below)
+#   scripts/mutation.sh                            # numeric core (7 modules)
+#   scripts/mutation.sh --group certify            # properties/certify.py, serialize.py, counterexamples.py
+#   scripts/mutation.sh --group verify             # properties/verify.py
+#   scripts/mutation.sh --group adjudication       # fimtheory/adjudication.py, highprec.py, enclosures.py
+#   scripts/mutation.sh --group torch              # torch_checks/engines.py, monitor.py, quantizers.py, scores.py
+#   scripts/mutation.sh --group certify 'properties.serialize*'   # only mutants matching a glob
+#   MUT_CHILDREN=1 scripts/mutation.sh ...         # parallel workers (default 2)
+#   scripts/mutation.sh s2-ratio ci 0              # worst S2 second-order ratio search (see below)
 #
-# Output: $MUT_WORKDIR/mutmut-results.txt (mutmut results --all true) and
-# $MUT_WORKDIR/mutants/mutmut-cicd-stats.json (totals), plus a per-module summary on stdout.
+# Output in $MUT_WORKDIR (default /tmp/fimtheory-mut-GROUP, /tmp/fimtheory-mut for the core):
+# mutmut-results.txt (mutmut results --all true), summary.txt (per-module counts and scores),
+# run-info.txt (group, HEAD commit, start/end UTC, wall seconds, workers).
 set -euo pipefail
 REPO=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 WORK=${MUT_WORKDIR:-/tmp/fimtheory-mut}
@@ -66,19 +72,55 @@ print(f"profile={profile} seed={seed} examples={rep.examples} status={rep.status
 PY
 fi
 
+GROUP=""
+if [ "${1:-}" = "--group" ]; then
+    GROUP=${2:?--group needs a name (a [mutmut:NAME] section of setup.cfg)}
+    shift 2
+    WORK=${MUT_WORKDIR:-/tmp/fimtheory-mut-$GROUP}
+fi
+
 rm -rf "$WORK"
 mkdir -p "$WORK"
+HEAD_COMMIT=$(git -C "$REPO" rev-parse --short HEAD)
 git -C "$REPO" archive HEAD | tar -x -C "$WORK"
-for f in setup.cfg tests/test_mutation_killers.py; do
-    [ -f "$REPO/$f" ] && cp "$REPO/$f" "$WORK/$f"
+cp "$REPO/setup.cfg" "$WORK/setup.cfg"
+for f in "$REPO"/tests/test_mutation_killers*.py; do
+    [ -f "$f" ] && cp "$f" "$WORK/tests/"
 done
 cd "$WORK"
+# The group's section becomes [mutmut] in the copy (keys it lacks come from [mutmut]); test
+# files named in the selection that do not exist (a killers file not written yet) are dropped.
+"$PY" - "$GROUP" <<'PY'
+import configparser, os, sys
+group = sys.argv[1]
+cp = configparser.ConfigParser(interpolation=None)
+cp.read("setup.cfg")
+if group:
+    name = f"mutmut:{group}"
+    if not cp.has_section(name):
+        groups = [s.split(":", 1)[1] for s in cp.sections() if s.startswith("mutmut:")]
+        sys.exit(f"mutation.sh: no [{name}] section in setup.cfg (groups: {', '.join(groups)})")
+    for key, value in cp.items(name):
+        cp.set("mutmut", key, value)
+key = "pytest_add_cli_args_test_selection"
+tests = [t for t in cp.get("mutmut", key).split("\n") if t.strip()]
+cp.set("mutmut", key, "\n" + "\n".join(t for t in tests if os.path.exists(t)))
+for s in [s for s in cp.sections() if s != "mutmut"]:
+    cp.remove_section(s)
+with open("setup.cfg", "w") as fh:
+    cp.write(fh)
+print(open("setup.cfg").read())
+PY
 # mutmut puts $WORK/mutants first on sys.path, ahead of the editable install of /work/main.
 "$MUTMUT" --version
-time "$MUTMUT" run --max-children "$CHILDREN" "$@" || true
+START=$(date -u +%FT%TZ); T0=$(date +%s)
+"$MUTMUT" run --max-children "$CHILDREN" "$@" || true
+T1=$(date +%s); END=$(date -u +%FT%TZ)
+printf 'group=%s head=%s start=%s end=%s wall_s=%s children=%s filter=%s\n' \
+    "${GROUP:-core}" "$HEAD_COMMIT" "$START" "$END" "$((T1 - T0))" "$CHILDREN" "${*:-all}" | tee run-info.txt
 "$MUTMUT" results --all true > mutmut-results.txt || true
 "$MUTMUT" export-cicd-stats || true
-"$PY" - <<'PY'
+"$PY" - <<'PY' | tee summary.txt
 import collections, re
 rows = [l.strip() for l in open("mutmut-results.txt") if ":" in l]
 by = collections.defaultdict(collections.Counter)
