@@ -216,7 +216,7 @@ def test_block_path_of_check_models_agrees_with_the_qr_path(monkeypatch):
     assert model.real is spec and model.header["P"] == sum(
         dict(model.module.named_parameters())[n].numel() for n in model.param_names
     )
-    state = C.BlockState(model, 3)
+    state = C.BlockState(model, 2)
     try:
         for scheme in ("rtn-int4-sym-channel", "sr-int4-sym-channel"):
             block = C.check_quantization_block(model, scheme, 4, prof, Adjudicator(0, 30), state)
@@ -249,3 +249,23 @@ def test_block_path_of_check_models_agrees_with_the_qr_path(monkeypatch):
     claims = {r.claim for r in res.rows}
     assert {"T4.3a", "S2", "P3.2", "P3.2-other-corpus", "C"} <= claims
     assert res.header["models"]["tiny-block"]["base_scores"]["route"] == "head-free"
+
+
+def test_gram_from_stores_equals_the_joint_gram():
+    from torch_checks.block_gram import ScoreStore, gram_from_stores
+
+    m, q = tiny_llama(0), tiny_llama(1)
+    names = select_params(m, "@last-block")
+    trajs = trajectories(2, 6)
+    n = 12
+    shards = plan_shards(m, names, 2 * n, 2 * n * 8 * 200)
+    stores = [ScoreStore(), ScoreStore()]
+    try:
+        ref = joint_gram([(m, trajs), (q, trajs)], names, budget_bytes=2 * n * 8 * 200, shards=shards, stores=stores)
+        again = joint_gram([(m, trajs), (q, trajs)], names, budget_bytes=2 * n * 8 * 200, shards=shards, stores=stores)
+        M = gram_from_stores(stores, len(shards))
+        np.testing.assert_array_equal(again.M, ref.M)  # read back, not recomputed: identical
+        np.testing.assert_allclose(M, ref.M, rtol=0, atol=1e-12 * np.abs(ref.M).max())
+    finally:
+        for st in stores:
+            st.close()

@@ -529,3 +529,29 @@ def sub_gram(M: np.ndarray, n: int, i: int, j: int) -> np.ndarray:
     """The joint Gram of score sets i and j (n rows each) taken out of a larger joint Gram."""
     idx = np.r_[i * n : (i + 1) * n, j * n : (j + 1) * n]
     return M[np.ix_(idx, idx)]
+
+
+def gram_from_stores(stores: Sequence[ScoreStore], n_shards: int, device="cpu") -> np.ndarray:
+    """Joint Gram of the score sets kept in ``stores`` (filled with one shard plan), summed
+    over the shards with two sets' shard scores resident at a time (each S_i S_jᵀ, i ≤ j)."""
+    if not stores or any(st is None or st.plan is None for st in stores):
+        raise InputError("every store must hold a complete score set")
+    rows = [st.plan[1] for st in stores]
+    if len({st.plan[0] for st in stores}) != 1:
+        raise InputError("the stores were filled with different shard plans")
+    off = np.concatenate([[0], np.cumsum(rows)])
+    N = int(off[-1])
+    M = torch.zeros((N, N), dtype=torch.float64, device=device)
+    for k in range(n_shards):
+        for i in range(len(stores)):
+            Si = stores[i].get(k, device).double()
+            for j in range(i, len(stores)):
+                Sj = Si if j == i else stores[j].get(k, device).double()
+                B = Si @ Sj.T
+                M[off[i] : off[i + 1], off[j] : off[j + 1]] += B
+                if j != i:
+                    M[off[j] : off[j + 1], off[i] : off[i + 1]] += B.T
+                del Sj, B
+            del Si
+    M = M.cpu().numpy()
+    return 0.5 * (M + M.T)

