@@ -269,3 +269,43 @@ def test_gram_from_stores_equals_the_joint_gram():
     finally:
         for st in stores:
             st.close()
+
+
+def test_without_a_store_the_base_is_recomputed_and_the_sr_family_skipped(monkeypatch):
+    from torch_checks import checks as C
+    from torch_checks.decisions import Adjudicator
+
+    spec = C.RealModel(
+        "tiny-nostore",
+        "nothing",
+        "none",
+        lambda: True,
+        _tiny_bundle,
+        "@last-block",
+        length=8,
+        budget_bytes=200_000,
+        store_max_bytes=0,
+    )
+    monkeypatch.setitem(C.REAL_MODELS, "tiny-nostore", spec)
+    prof = C.with_overrides(C.get_profile("quick"), lm_fim_contexts=2, sr_draws=2)
+    model = C.load_for_checks("tiny-nostore", prof, torch.device("cpu"))
+    state = C.BlockState(model, 2)
+    assert state.store is None
+    rows = {
+        r.claim: r for r in C.check_quantization_block(model, "sr-int4-sym-channel", 4, prof, Adjudicator(0, 30), state)
+    }
+    assert rows["T4.3b"].status == "skipped" and "store_max_bytes" in rows["T4.3b"].reason
+    assert rows["T4.3a"].status in ("verified", "inconclusive") and rows["T4.3a"].examples == 2
+
+
+def test_params_option_replaces_the_score_subset(monkeypatch):
+    from torch_checks import checks as C
+
+    spec = C.RealModel(
+        "tiny-p", "nothing", "none", lambda: True, _tiny_bundle, "@last-block", length=8, budget_bytes=200_000
+    )
+    monkeypatch.setitem(C.REAL_MODELS, "tiny-p", spec)
+    prof = C.with_overrides(C.get_profile("quick"), lm_fim_contexts=2, departure_inputs=2, corruption_rates=(0.0, 1.0))
+    res = C.run_checks(["tiny-p"], [("rtn-int4-sym-channel", 4)], prof, params="model.layers.1.mlp.down_proj.*")
+    h = res.header["models"]["tiny-p"]
+    assert h["param_subset"] == ["model.layers.1.mlp.down_proj.weight"] and h["P"] == 16 * 24

@@ -356,6 +356,8 @@ class RealModel:
     other_corpus : callable or None
         ``(bundle, m, seed) → (m, length+1)`` trajectories of the other corpus (the end of
         the other-corpus path), or None.
+    store_max_bytes : int
+        Largest base score matrix kept on disk (above it: recomputed per pair, no SR family).
     """
 
     name: str
@@ -368,6 +370,7 @@ class RealModel:
     budget_bytes: int = 512 * 2**20
     schemes: tuple[str, ...] | None = None
     other_corpus: Callable | None = None
+    store_max_bytes: int = 16 * 2**30
 
 
 def _smollm_available():
@@ -1339,10 +1342,13 @@ class BlockState:
 
         self.model = model
         self.note = note or (lambda _m: None)
-        self.store = ScoreStore()
         n = sum(int(t.shape[0]) - 1 for t in model.fim_data)
-        # One plan for every joint Gram of this model (up to max_sets score sets), so the
-        # base scores are computed once and read back from the store.
+        P = sum(dict(model.module.named_parameters())[k].numel() for k in model.param_names)
+        # The base scores go to disk (read back beside each quantized copy) unless they would
+        # exceed store_max_bytes (e.g. a whole model): then they are recomputed for each pair
+        # and the SR family (T4.3b/c), which needs every draw's scores, is skipped.
+        self.store = ScoreStore() if n * P * 8 <= model.real.store_max_bytes else None
+        # One plan for every joint Gram of this model (up to max_sets score sets).
         self.shards = plan_shards(model.module, model.param_names, max_sets * n, model.real.budget_bytes)
         t0 = time.perf_counter()
         res = joint_gram(
@@ -1369,7 +1375,7 @@ class BlockState:
             "route": res.route,
             "seconds": round(res.seconds, 2),
             "seconds_per_token": round(res.seconds / self.n, 4),
-            "store_bytes": self.store.bytes_written,
+            "store_bytes": self.store.bytes_written if self.store else 0,
         }
 
     def joint(self, qmod: nn.Module, store=None):
@@ -1395,7 +1401,8 @@ class BlockState:
         return gram_from_stores([self.store, *stores], len(self.shards), next(self.model.module.parameters()).device)
 
     def close(self):
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
 
 
 def _decide_pair(model: LoadedModel, A, E, lam1, lam_q, e11, n, adj, summary, exact_zero: bool) -> dict:
@@ -1483,7 +1490,7 @@ def check_quantization_block(
                 results.append(_decide_pair(model, A0, np.zeros_like(A0), lam1, lam1, 0.0, n, adj, summ, True))
                 continue
             # one quantized copy alive at a time; SR draws keep their scores on disk for T4.3b/c
-            st = ScoreStore() if scheme.stochastic else None
+            st = ScoreStore() if scheme.stochastic and state.store is not None else None
             M2 = state.joint(q, st).M
             del q
             if st is not None:
@@ -1515,6 +1522,8 @@ def check_quantization_block(
                 )
             return rows
         why = f"reduced dimension {F_red.shape[0]} > {profile.block_ensemble_max_dim}"
+    elif state.store is None:
+        why = f"the scores ({n} × {state.gram.P} float64) exceed store_max_bytes: the SR family is not kept"
     else:
         why = "an SR draw changed no weight (its E = 0 is not in the joint Gram)"
     for c in ("T4.3b", "T4.3c"):
@@ -2023,11 +2032,13 @@ def run_checks(
     progress: Callable[[str], None] | None = None,
     quantizer: Callable | None = None,
     model_schemes: bool = False,
+    params: str | Sequence[str] | None = None,
 ) -> RunResult:
     """Run every check on ``models`` × ``schemes`` (pairs from :func:`expand_schemes`).
 
     With ``model_schemes`` (the schemes are the profile's defaults), a :data:`REAL_MODELS`
-    entry with its own ``schemes`` runs those instead (at the same bit widths).
+    entry with its own ``schemes`` runs those instead (at the same bit widths). ``params``
+    (a :mod:`torch_checks.param_groups` spec) replaces every model's score subset.
 
     A model whose optional package is missing gives one ``skipped`` row with the reason; a
     check that crashes gives an ``error`` row (the run goes on). CPU work runs on
@@ -2044,6 +2055,7 @@ def run_checks(
             progress=progress,
             quantizer=quantizer,
             model_schemes=model_schemes,
+            params=params,
         )
 
 
@@ -2062,7 +2074,9 @@ def _score_threads(profile: Profile) -> int | None:
     return profile.score_threads
 
 
-def _run_checks(models, schemes, base_profile, *, device, seed, progress, quantizer, model_schemes=False) -> RunResult:
+def _run_checks(
+    models, schemes, base_profile, *, device, seed, progress, quantizer, model_schemes=False, params=None
+) -> RunResult:
     dev = resolve_device(device)
     profile = base_profile
     adj = Adjudicator(profile.mp_max_dim, profile.mp_dps, profile.mp_budget)
@@ -2099,6 +2113,8 @@ def _run_checks(models, schemes, base_profile, *, device, seed, progress, quanti
             for _ in schemes:
                 tick(f"{name}: skipped")
             continue
+        if params:
+            _use_param_group(model, params)
         if dev.type == "cpu":
             model.score_threads = _score_threads(profile)
             header["threads"]["scores"] = model.score_threads
@@ -2140,6 +2156,15 @@ def _run_checks(models, schemes, base_profile, *, device, seed, progress, quanti
     header["mp_adjudications"] = adj.used
     header["peak_rss_mib"] = _peak_rss_mib()
     return RunResult(rows, header)
+
+
+def _use_param_group(model: LoadedModel, spec) -> None:
+    """Score the parameter group ``spec`` of ``model`` instead of its default subset."""
+    from .param_groups import describe
+
+    g = describe(model.module, spec)
+    model.param_names = tuple(g["names"])
+    model.header.update(P=g["P"], param_group=g["spec"], param_subset=list(g["names"]))
 
 
 def _run_real_model(model, schemes, profile, adj, rows, header, seed, tick, note, quantizer, model_schemes):

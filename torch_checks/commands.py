@@ -47,6 +47,13 @@ def _check_models_add_arguments(p: argparse.ArgumentParser) -> None:
         "4 8 3 2 in full); 4-bit formats (nf4, fp4, gguf) run only with 4",
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument(
+        "--params",
+        metavar="SPEC",
+        default=None,
+        help="score this parameter group instead of each model's default: glob patterns over parameter "
+        "names, comma-separated, or @default/@last-block/@attention/@mlp/@embeddings-norms/@all",
+    )
     p.add_argument("--profile", default="quick", help="quick (default) or full")
     p.add_argument(
         "--json", metavar="PATH", type=output_file, help="write the results as JSON to PATH (its directory must exist)"
@@ -97,7 +104,14 @@ def _check_models_run(args: argparse.Namespace) -> int:
     bar = R.Progress(total=len(models) * (len(schemes) + 2))
     try:
         result = C.run_checks(
-            models, schemes, profile, device=device, seed=args.seed, progress=bar, model_schemes=not args.scheme
+            models,
+            schemes,
+            profile,
+            device=device,
+            seed=args.seed,
+            progress=bar,
+            model_schemes=not args.scheme,
+            params=args.params,
         )
     finally:
         bar.close()
