@@ -65,7 +65,9 @@ STRICT_PROFILES = frozenset({"ci", "thorough"})
 # after a few hundred valid examples. S3 stopped the same way under thorough (4,273 of
 # 10,000 valid, 427,759 overruns). Switched off only where measured to hurt; see
 # TARGETING_MEASUREMENT for the numbers behind each entry.
-TARGETING: dict[str, bool] = {"T4.3c": False, "S3": False, "T4.3c-S": False}  # T4.3c-S: T4.3c's strategy
+# T4.3c-S draws T4.3c's ensembles: with the target phase, 2000 requested examples (seed 1) were
+# not reached in 900 s; without it, 10,000 in 418 s.
+TARGETING: dict[str, bool] = {"T4.3c": False, "S3": False, "T4.3c-S": False}
 TARGETING_DEFAULT = True
 TARGETING_MEASUREMENT = (
     "valid examples reached of 2000 requested, seed 1, with / without the target phase; "
