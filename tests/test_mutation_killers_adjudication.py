@@ -1,0 +1,215 @@
+"""Tests written against surviving mutants of fimtheory/adjudication.py (see docs/mutation.md):
+the enclosure escalation, the enclosure verdict rule, the near-boundary hypothesis re-check
+and the implementation/reference disagreement rule, each checked case by case against the
+rule stated in the module's docstrings (the rigorous evaluator is replaced by a scripted one,
+so each case is exactly the situation the rule speaks of).
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import mpmath
+import pytest
+
+from fimtheory import adjudication as AJ
+from fimtheory import enclosures
+from fimtheory.claim_api import Outcome
+
+MP = mpmath.mpf
+
+
+class _Script:
+    """A scripted ``enclosures.margin_enclosure``: answers by precision, records the calls."""
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def __call__(self, subject, instance, dps):
+        self.calls.append(dps)
+        a = self.answers.get(dps, self.answers.get("else"))
+        if isinstance(a, Exception):
+            raise a
+        return MP(a[0]), MP(a[1])
+
+
+def _subject(strict=False):
+    return SimpleNamespace(id="scripted", strict=strict, evaluate_iv=lambda inst, dps: None)
+
+
+# ----------------------------------------------------------------- the enclosure verdict rule
+
+# (lo, hi, strict, verdict): non-strict holds iff margin ≥ 0, strict iff margin > 0;
+# violated needs hi < 0 (strict: hi ≤ 0), holds needs lo ≥ 0 (strict: lo > 0).
+VERDICT_CASES = [
+    (-2, -1, False, "violated"),
+    (-2, -1, True, "violated"),
+    (-1, 0, False, None),
+    (-1, 0, True, "violated"),
+    (0, 0, False, "holds"),
+    (0, 0, True, "violated"),
+    (0, 1, False, "holds"),
+    (0, 1, True, None),
+    (1, 2, False, "holds"),
+    (1, 2, True, "holds"),
+    (-1, 1, False, None),
+    (-1, 1, True, None),
+]
+
+
+@pytest.mark.parametrize("lo,hi,strict,verdict", VERDICT_CASES)
+def test_enclosure_verdict_table(lo, hi, strict, verdict):
+    assert AJ._enclosure_verdict((MP(lo), MP(hi)), strict) == verdict
+
+
+# ----------------------------------------------------------------- enclosure escalation
+
+
+@pytest.mark.parametrize(
+    "first,strict,excludes",
+    [
+        ((-1, 0), False, False),  # touches 0 from below: a non-strict margin may be 0
+        ((-1, 0), True, True),  # strict: hi ≤ 0 decides
+        ((0, 1), False, True),  # non-strict: lo ≥ 0 decides
+        ((0, 1), True, False),
+        ((-2, -1), False, True),
+        ((1, 2), True, True),
+        ((-1, 1), False, False),
+        ((-1, 1), True, False),
+    ],
+)
+def test_enclose_stops_exactly_when_the_enclosure_excludes_zero(monkeypatch, first, strict, excludes):
+    script = _Script({50: first, 100: (-3, -2)})
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
+    enc, d, note, failed = AJ._enclose(_subject(strict), None, 50, strict, attempts=3)
+    assert failed is False
+    if excludes:
+        assert script.calls == [50] and enc == (MP(first[0]), MP(first[1])) and d == 50 and note == ""
+    else:
+        assert script.calls == [50, 100] and enc == (MP(-3), MP(-2)) and d == 100 and note == ""
+
+
+def test_enclose_that_never_excludes_zero_reports_the_last_enclosure_and_its_precision(monkeypatch):
+    script = _Script({"else": ("-1e-30", "2e-30")})
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
+    enc, d, note, failed = AJ._enclose(_subject(), None, 60, False, attempts=3)
+    assert script.calls == [60, 120, 240]
+    assert enc == (MP("-1e-30"), MP("2e-30")) and d == 240 and failed is False
+    assert note == "the enclosure [-1.0e-30, 2.0e-30] at 240 digits does not exclude 0"
+
+
+def test_enclose_retries_at_doubled_precision_after_an_enclosure_error(monkeypatch):
+    script = _Script({50: enclosures.EnclosureError("cluster not separated"), 100: (-2, -1)})
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
+    enc, d, note, failed = AJ._enclose(_subject(), None, 50, False, attempts=3)
+    assert script.calls == [50, 100] and enc == (MP(-2), MP(-1)) and d == 100 and note == "" and not failed
+
+
+def test_enclose_that_keeps_failing_keeps_the_error_message(monkeypatch):
+    script = _Script({"else": enclosures.EnclosureError("cluster not separated")})
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
+    enc, _, note, failed = AJ._enclose(_subject(), None, 50, False, attempts=3)
+    assert script.calls == [50, 100, 200] and enc is None and note == "cluster not separated" and not failed
+
+
+def test_enclose_stops_at_no_enclosure_and_at_a_failed_hypothesis(monkeypatch):
+    script = _Script({50: (-1, 1), 100: enclosures.NoEnclosure("no evaluator")})
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
+    enc, d, note, failed = AJ._enclose(_subject(), None, 50, False, attempts=4)
+    assert script.calls == [50, 100] and enc == (MP(-1), MP(1)) and note == "no evaluator" and failed is False
+    script = _Script({50: enclosures.HypothesisFails("2η < γ fails")})
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
+    enc, d, note, failed = AJ._enclose(_subject(), None, 50, False, attempts=4)
+    assert enc is None and failed is True and note == "2η < γ fails" and d == 50
+
+
+def test_enclose_tries_the_highest_precision_but_not_above_it(monkeypatch):
+    top = AJ.ADJUDICATION_MAX_DPS
+    script = _Script({"else": (-1, 1)})
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
+    AJ._enclose(_subject(), None, top, False, attempts=3)
+    assert script.calls == [top]
+    script.calls.clear()
+    AJ._enclose(_subject(), None, top // 2, False, attempts=5)
+    assert script.calls == [top // 2, top]
+
+
+# ----------------------------------------------------------------- hypotheses near their boundary
+
+
+def test_near_hypotheses_are_those_at_or_below_the_band():
+    band = AJ.HYPOTHESIS_BAND
+    out = Outcome(True, 1.0, hypothesis_margins={"a": band, "b": 2 * band, "c": 0.0, "d": -1.0, "e": math.nan})
+    assert AJ._near_hypotheses(out) == ["a", "c", "d", "e"]
+    assert AJ._near_hypotheses(SimpleNamespace()) == []  # an outcome without hypothesis margins
+
+
+def _adj(verdict="holds"):
+    return AJ.Adjudication(verdict, True, MP("0.5"), None, 80, "margin 0.5 ≥ 0", ladder=((40, MP("0.5")),))
+
+
+def _near_outcome():
+    return Outcome(True, 0.5, hypothesis_margins={"2η < γ": 0.0, "γ > 0": 0.0, "far": 1.0})
+
+
+def test_recheck_without_near_hypotheses_returns_the_adjudication_unchanged(monkeypatch):
+    monkeypatch.setattr(enclosures, "margin_enclosure", _Script({}))
+    adj = _adj()
+    assert AJ._recheck_hypotheses(_subject(), None, Outcome(True, 0.5), adj, False) is adj
+
+
+def test_recheck_without_a_rigorous_evaluator_is_undecided(monkeypatch):
+    monkeypatch.setattr(enclosures, "has_enclosure", lambda s: False)
+    adj = _adj()
+    got = AJ._recheck_hypotheses(_subject(), None, _near_outcome(), adj, False)
+    assert got.verdict == "undecided" and got.holds is None and got.hypotheses_met is True
+    assert got.reason == "hypotheses 2η < γ, γ > 0 near their boundary and no rigorous evaluator to re-decide them"
+    assert (got.margin, got.dps, got.ladder) == (adj.margin, adj.dps, adj.ladder)
+
+
+def test_recheck_that_proves_a_hypothesis_false_is_hypotheses_not_met(monkeypatch):
+    monkeypatch.setattr(enclosures, "has_enclosure", lambda s: True)
+    monkeypatch.setattr(enclosures, "margin_enclosure", _Script({80: enclosures.HypothesisFails("γ > 0 fails")}))
+    got = AJ._recheck_hypotheses(_subject(), None, _near_outcome(), _adj(), False)
+    assert got.verdict == "undecided" and got.holds is None and got.hypotheses_met is False
+    assert got.dps == 80 and got.reason == "hypotheses not met at high precision: γ > 0 fails"
+
+
+def test_recheck_that_cannot_enclose_is_undecided_at_the_precision_reached(monkeypatch):
+    monkeypatch.setattr(enclosures, "has_enclosure", lambda s: True)
+    script = _Script({"else": enclosures.EnclosureError("not separated")})
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
+    got = AJ._recheck_hypotheses(_subject(), None, _near_outcome(), _adj(), False)
+    assert script.calls == [80, 160]  # two attempts from the adjudication's precision
+    assert got.verdict == "undecided" and got.holds is None and got.hypotheses_met is True
+    assert got.dps >= 160 and "2η < γ, γ > 0 near their boundary could not be re-decided: not separated" in got.reason
+
+
+def test_recheck_passes_the_claims_strictness_to_the_enclosure(monkeypatch):
+    """A strict claim's enclosure [−1, 0] already decides (hi ≤ 0); the re-check keeps it."""
+    monkeypatch.setattr(enclosures, "has_enclosure", lambda s: True)
+    script = _Script({80: (-1, 0), 160: (-3, -2)})
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
+    got = AJ._recheck_hypotheses(_subject(True), None, _near_outcome(), _adj(), True)
+    assert script.calls == [80] and got.enclosure == (MP(-1), MP(0)) and got.verdict == "holds"
+    assert got.reason.endswith("; hypotheses 2η < γ, γ > 0 re-decided in interval arithmetic")
+
+
+# ----------------------------------------------------------------- implementation/reference disagreement
+
+
+@pytest.mark.parametrize(
+    "margin,resolved,holds_hp,expected",
+    [
+        (-0.5, True, True, True),  # float resolves a clear violation the reference rejects
+        (-0.5, False, True, False),  # float did not resolve it
+        (-0.5, True, False, False),  # the reference agrees it is violated
+        (-AJ.ADJUDICATION_RTOL, True, True, False),  # at the tolerance: not "clearly" violated
+        (0.0, True, True, False),
+        (0.5, True, True, False),
+    ],
+)
+def test_disagrees_table(margin, resolved, holds_hp, expected):
+    out = Outcome(True, margin, float_resolved=resolved)
+    assert AJ.disagrees(out, holds_hp) is expected
