@@ -309,3 +309,32 @@ def test_params_option_replaces_the_score_subset(monkeypatch):
     res = C.run_checks(["tiny-p"], [("rtn-int4-sym-channel", 4)], prof, params="model.layers.1.mlp.down_proj.*")
     h = res.header["models"]["tiny-p"]
     assert h["param_subset"] == ["model.layers.1.mlp.down_proj.weight"] and h["P"] == 16 * 24
+
+
+@pytest.mark.parametrize("name", ["smollm2-block", "gemma3", "textgenrnn"])
+def test_a_missing_pretrained_model_is_one_skipped_row_naming_its_package(monkeypatch, name):
+    from dataclasses import replace
+
+    from torch_checks import checks as C
+
+    monkeypatch.setitem(C.REAL_MODELS, name, replace(C.REAL_MODELS[name], available=lambda: False))
+    res = C.run_checks([name], [("rtn-int4-sym-channel", 4)], C.get_profile("quick"))
+    row = res.rows[0]
+    assert (row.model, row.status) == (name, "skipped")
+    assert C.REAL_MODELS[name].package.split(" ")[0] in row.reason
+    assert not res.falsified
+
+
+def test_the_other_corpus_path_is_nested_from_calibration_to_the_other_text():
+    from torch_checks.checks import mixed_contexts, other_corpus_text
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 50, (3, 20), generator=g), torch.randint(50, 99, (3, 20), generator=g)
+    assert torch.equal(mixed_contexts(a, b, 0.0, 1), a) and torch.equal(mixed_contexts(a, b, 1.0, 1), b)
+    lo, hi = mixed_contexts(a, b, 0.3, 1), mixed_contexts(a, b, 0.7, 1)
+    assert bool(((lo == b) <= (hi == b)).all())  # what is replaced at 0.3 is replaced at 0.7
+    assert torch.equal(mixed_contexts(a, b, 1.0, 1, keep_first=True)[:, 0], a[:, 0])
+    with pytest.raises(InputError):
+        mixed_contexts(a, b[:, :5], 0.5, 1)
+    name, text = other_corpus_text()
+    assert name in ("fortunes", "python-licence") and len(text) > 10_000
