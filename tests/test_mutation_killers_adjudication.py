@@ -11,6 +11,7 @@ import math
 from types import SimpleNamespace
 
 import mpmath
+import numpy as np
 import pytest
 
 from fimtheory import adjudication as AJ
@@ -95,7 +96,7 @@ def test_enclose_that_never_excludes_zero_reports_the_last_enclosure_and_its_pre
     monkeypatch.setattr(enclosures, "margin_enclosure", script)
     enc, d, note, failed = AJ._enclose(_subject(), None, 60, False, attempts=3)
     assert script.calls == [60, 120, 240]
-    assert enc == (MP("-1e-30"), MP("2e-30")) and d == 240 and failed is False
+    assert enc == (MP("-1e-30"), MP("2e-30")) and d == 240 and type(d) is int and failed is False
     assert note == "the enclosure [-1.0e-30, 2.0e-30] at 240 digits does not exclude 0"
 
 
@@ -133,6 +134,22 @@ def test_enclose_tries_the_highest_precision_but_not_above_it(monkeypatch):
     script.calls.clear()
     AJ._enclose(_subject(), None, top // 2, False, attempts=5)
     assert script.calls == [top // 2, top]
+
+
+def test_enclose_above_the_highest_precision_tries_nothing_and_says_nothing(monkeypatch):
+    """No attempt (start above ADJUDICATION_MAX_DPS): no enclosure and an empty note, so the
+    caller's reason reads "no rigorous enclosure"."""
+    script = _Script({"else": (-2, -1)})
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
+    top = AJ.ADJUDICATION_MAX_DPS
+    assert AJ._enclose(_subject(), None, 2 * top, False, attempts=3) == (None, 2 * top, "", False)
+    assert script.calls == []
+
+
+def test_adjudications_compare_by_their_fields():
+    a, b = _adj(), _adj()
+    assert a == b and not (a != b)
+    assert a != _adj("tie") and a == (True, MP("0.5"))
 
 
 # ----------------------------------------------------------------- hypotheses near their boundary
@@ -213,3 +230,34 @@ def test_recheck_passes_the_claims_strictness_to_the_enclosure(monkeypatch):
 def test_disagrees_table(margin, resolved, holds_hp, expected):
     out = Outcome(True, margin, float_resolved=resolved)
     assert AJ.disagrees(out, holds_hp) is expected
+
+
+# ----------------------------------------------------------------- the ladder's starting precision
+
+
+def _reference_start(arrays, dps):
+    """max(dps, min(MAX_START, ⌈log10(max/min nonzero finite |entry|)⌉ + GUARD)) over the
+    numeric (float/int) arrays, computed entry by entry."""
+    vals = [abs(float(v)) for a in arrays if a.dtype.kind in "fiu" for v in a.ravel() if np.isfinite(v) and v != 0]
+    if not vals:
+        return dps
+    digits = math.ceil(math.log10(max(vals)) - math.log10(min(vals)))
+    return max(dps, min(AJ.ADJUDICATION_MAX_START_DPS, digits + AJ.ADJUDICATION_GUARD_DIGITS))
+
+
+def test_start_dps_follows_the_dynamic_range_of_every_numeric_array():
+    inst = SimpleNamespace(
+        empty=np.zeros((0,)),  # skipped, and does not stop the scan
+        flags=np.array([True, False]),  # not numeric: skipped
+        A=np.array([[1e-3, 0.0], [np.inf, 2e-3]]),
+        tiny=np.array([1e-9]),  # a single entry counts
+        counts=np.array([0, 3], dtype=np.int64),
+        seq=(np.array([5e-4]),),
+    )
+    arrays = [inst.empty, inst.flags, inst.A, inst.tiny, inst.counts, inst.seq[0]]
+    got = AJ.start_dps(inst, 20)
+    assert got == _reference_start(arrays, 20) == 40  # 1e-9 … 3: 10 digits + 30
+    small = SimpleNamespace(A=np.array([1e-5, 1e-3]))  # all entries below 1
+    assert AJ.start_dps(small, 20) == _reference_start([small.A], 20) == 32
+    assert AJ.start_dps(SimpleNamespace(A=np.zeros(3)), 50) == 50
+    assert AJ.start_dps(7, 50) == 50  # an instance without attributes has no arrays

@@ -271,3 +271,32 @@ def test_every_certificate_encloses_the_high_precision_margin(wid):
 
     prop()
     assert seen, f"no instance of {wid} was certified to a usable enclosure"
+
+
+# ----------------------------------------------------------------- the replay agreement rule
+
+
+def _cert(lo, hi, method="eigenvalues", strict=False, exact_zero=False):
+    return Certificate(mpmath.mpf(lo), mpmath.mpf(hi), 50, method, strict, exact_zero)
+
+
+# (stored, new, agree): both must certify, with the same method and exact-zero proof, and the
+# two intervals must intersect (two rigorous enclosures of one exact margin always do).
+AGREE_CASES = [
+    (_cert(-2, -1), _cert(-2, -1), True),
+    (_cert(-2, -1), _cert("-1.5", "-0.5"), True),  # overlapping
+    (_cert(-2, -1), _cert(-1, "-0.5"), True),  # touching at one point
+    (_cert(-2, -1), _cert("-0.9", "-0.5"), False),  # disjoint, new above
+    (_cert("-0.9", "-0.5"), _cert(-2, -1), False),  # disjoint, new below
+    (_cert(-2, -1), _cert(-2, -1, method="top-pair"), False),
+    (_cert(0, 0, strict=True, exact_zero=True), _cert(0, 0, strict=True, exact_zero=False), False),
+    (_cert(0, 0, strict=True, exact_zero=True), _cert(0, 0, strict=True, exact_zero=True), True),
+    (_cert(-2, -1), _cert(-2, 1), False),  # the new enclosure does not certify
+    (_cert(-2, 1), _cert(-2, -1), False),  # the stored one does not
+]
+
+
+@pytest.mark.parametrize("stored,new,agree", AGREE_CASES)
+def test_enclosures_agree_table(stored, new, agree):
+    assert cx.enclosures_agree(stored, new) is agree
+    assert cx.enclosures_agree(new, stored) is agree  # the rule is symmetric

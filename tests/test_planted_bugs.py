@@ -202,6 +202,53 @@ PLANTS = {
                 ),
             ),
         ),
+        # --- one plant per verdict decision function (certificate sign, precision escalation,
+        # status assignment, replay comparison, hypothesis re-check)
+        Plant(
+            "certificate-nonstrict-touching-zero",
+            "Certificate.certified: a non-strict weakening certified by hi ≤ 0 (an enclosure touching 0 "
+            "from below, which the weakening's margin ≥ 0 allows, counted as a violation)",
+            "properties/certify.py",
+            (
+                (
+                    "        return bool(self.hi <= 0) if self.strict else bool(self.hi < 0)\n",
+                    "        return bool(self.hi <= 0)\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "ladder-settles-without-absolute-band",
+            "adjudication ladder: two rungs 'settle' when they agree relatively (|Δ| ≤ |m|/4) even if the "
+            "difference is above 10^−d/2 (a margin below the resolution of d digits is read at d digits)",
+            "fimtheory/adjudication.py",
+            (
+                (
+                    "                if diff <= band and diff <= abs(m) / 4:\n",
+                    "                if diff <= abs(m) / 4:\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "short-run-verified",
+            "status assignment: a run that stopped before the requested number of examples stays 'verified'",
+            "properties/verify.py",
+            (("    if report.examples < report.examples_requested:\n", "    if False:\n", 1),),
+        ),
+        Plant(
+            "replay-ignores-disjoint-enclosures",
+            "replay comparison: a re-certified enclosure disjoint from the stored one still 'agrees'",
+            "properties/counterexamples.py",
+            (("        and stored.lo <= new.hi\n        and new.lo <= stored.hi\n", "", 1),),
+        ),
+        Plant(
+            "near-boundary-hypotheses-not-rechecked",
+            "adjudication: hypotheses within HYPOTHESIS_BAND of their boundary are never re-decided in "
+            "interval arithmetic",
+            "fimtheory/adjudication.py",
+            (("    return sorted(k for k, v in margins.items() if not v > HYPOTHESIS_BAND)\n", "    return []\n", 1),),
+        ),
         Plant(
             "rayleigh-unnormalised-v",
             "R: a given top vector v not normalised (λ1 + vᵀEv with |v| ≠ 1)",
@@ -237,6 +284,19 @@ CHECKS = [
     ("ab-row-sum-without-abs", "pytest", "tests/test_core_approx.py", None),
     ("sr-biased", "pytest", "tests/test_quantize.py", None),
     ("rayleigh-unnormalised-v", "pytest", "tests/test_core_spectral.py", None),
+    ("certificate-nonstrict-touching-zero", "pytest", "tests/test_certify.py", None),
+    ("ladder-settles-without-absolute-band", "pytest", "tests/test_adjudication.py", None),
+    ("short-run-verified", "pytest", "tests/test_properties_verify.py", None),
+    (
+        "replay-ignores-disjoint-enclosures",
+        "pytest",
+        "tests/test_replay_tamper.py",
+        "masked: replay's step 5 (the independent adjudicator's enclosure must intersect the stored "
+        "one) rejects every disjoint stored enclosure the tamper tests build, so no replay test "
+        "depends on enclosures_agree's intersection test",
+    ),
+    ("replay-ignores-disjoint-enclosures", "pytest", "tests/test_mutation_killers_verdicts.py", None),
+    ("near-boundary-hypotheses-not-rechecked", "pytest", "tests/test_adjudication.py", None),
 ]
 NEEDS = {"tests/test_torch_quantizers.py": "torch"}
 
