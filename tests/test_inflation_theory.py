@@ -163,6 +163,28 @@ def test_first_order_and_expectation_terms_match_finite_differences_of_a_dense_f
     assert torch.equal(model.lin.weight, W)
 
 
+def test_lambda_max_span_equals_dense_eigh_of_the_expectation_matrix():
+    """λ_max(F + c·mean_j(H_jᵀH_j + ½(GᵀT_j + T_jᵀG))/n) from the Gram route of the study equals
+    dense eigh in R^{P×P} and the QR-span route."""
+    gen = torch.Generator().manual_seed(2)
+    n, P, d, c = 6, 30, 3, 2.5
+    G = torch.randn(n, P, generator=gen, dtype=torch.float64)
+    Hs = [0.3 * torch.randn(n, P, generator=gen, dtype=torch.float64) for _ in range(d)]
+    Ts = [0.1 * torch.randn(n, P, generator=gen, dtype=torch.float64) for _ in range(d)]
+    D = sum(H.T @ H + 0.5 * (G.T @ T + T.T @ G) for H, T in zip(Hs, Ts)) / (d * n)
+    dense = float(torch.linalg.eigvalsh(G.T @ G / n + c * D)[-1])
+    coef = {(0, 0): 1 / n, (0, 1): 0.5 * c / n, **{(2 + j, 2 + j): c / (n * d) for j in range(d)}}
+    assert S.lambda_max_span([G, sum(Ts) / d, *Hs], coef) == pytest.approx(dense, rel=1e-11)
+    assert S.predicted_lambdas(G, Hs, Ts, [c])[0] == pytest.approx(dense, rel=1e-11)
+    # negative on the span of 6 rows in R^30: λ_max is the 0 of the complement, not −λ_min(GᵀG)
+    assert S.lambda_max_span([G], {(0, 0): -1.0}) == 0.0
+    assert S.predicted_lambdas(-G, [G], [2 * G], [10.0])[0] == pytest.approx(0.0, abs=1e-12)  # F + 10·D = −9F
+    # ... while with as many independent rows as P the span is everything and the value is negative
+    Gf = torch.randn(P, P, generator=gen, dtype=torch.float64)
+    full = float(torch.linalg.eigvalsh(-Gf.T @ Gf)[-1])
+    assert full < 0 and S.lambda_max_span([Gf], {(0, 0): -1.0}) == pytest.approx(full, rel=1e-8)
+
+
 def test_expectation_prediction_is_linear_in_the_variance(softmax_case):
     """E[½D²F] is linear in Σ: the RTN rescaling across bit widths by (q_max(4)/q_max(b))²."""
     W, X, y, dW, model, ld = softmax_case

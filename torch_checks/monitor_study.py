@@ -109,8 +109,9 @@ DENSE_LIMIT = 50_000_000  # n·P·trajectories above which G is not kept (no exa
 class ModelSpec:
     """One model of a profile: ``kind`` in {"byte-lm", "mlp-digits", "smollm2"}.
 
-    ``overrides``: (name, value) pairs replacing the profile's ``prompt_len``, ``gen_len``,
-    ``mc_draws``, ``n_traces`` or ``configs`` (a tuple of "family/bits" keys) for this model.
+    ``overrides``: (name, value) pairs replacing the profile's ``n_trajectories``,
+    ``prompt_len``, ``gen_len``, ``mc_draws``, ``n_traces`` or ``configs`` (a tuple of
+    "family/bits" keys) for this model.
     """
 
     label: str
@@ -167,27 +168,30 @@ def _mlp(hidden: int, seed: int) -> ModelSpec:
     return ModelSpec(f"mlp-digits-h{hidden}-s{seed}", "mlp-digits", M.DigitsConfig(seed=seed, hidden=hidden))
 
 
-#: SmolLM2 in the paper profile: what one CPU trajectory costs (measured, docs/inflation.md)
-#: limits it to 8 + 8 tokens, one Monte Carlo draw (shared by the trajectories) and four
-#: schemes, run in this order (each checkpointed; a run that stops early reports the rest
-#: as not computed).
+#: SmolLM2 in the paper profile. What one trajectory costs on a CPU (measured: ≈ 10 s of one
+#: unloaded core for the full-precision pass, one scheme and its expectation estimate, at 15
+#: scored tokens; docs/inflation.md) limits it to 24 trajectories of 12 + 4 tokens, one Monte
+#: Carlo draw (shared by the trajectories) and three 4-bit schemes, run in this order (each
+#: checkpointed; a run that stops early reports the rest as not computed).
 SMOLLM2_OVERRIDES = (
-    ("prompt_len", 8),
-    ("gen_len", 8),
+    ("n_trajectories", 24),
+    ("prompt_len", 12),
+    ("gen_len", 4),
     ("mc_draws", 1),
     ("n_traces", 3),
-    ("configs", ("rtn-channel/4", "nf4/4", "sr-channel/4", "rtn-channel/8")),
+    ("configs", ("rtn-channel/4", "nf4/4", "sr-channel/4")),
 )
 
 
 def get_profile(name: str) -> Profile:
     """The named profile.
 
-    * ``"paper"``: 12 models × 90 trajectories (= 1,080): byte LMs of 3 sizes × 3 seeds,
-      digits MLPs with 32 and 64 hidden units, and SmolLM2-135M (when the ``[lm]`` extra is
-      installed; otherwise a third MLP, seed 1, takes its place), q = 0.95.
-    * ``"quick"``: 3 models × 64 trajectories (2 byte LMs, 1 MLP), q = 0.9; ≤ 10 minutes on
-      2 CPU cores from a cold cache (measured: see docs/inflation.md).
+    * ``"paper"``: 12 models, q = 0.95: byte LMs of 3 sizes × 3 seeds and digits MLPs with 32
+      and 64 hidden units, 90 trajectories each, and SmolLM2-135M with
+      :data:`SMOLLM2_OVERRIDES` (24 trajectories; when the ``[lm]`` extra is missing a third
+      MLP, seed 1, with 90 takes its place).
+    * ``"quick"``: 3 models × 90 trajectories (2 byte LMs, 1 MLP), q = 0.9 (measured wall
+      time from a cold cache: docs/inflation.md).
     * ``"test"``: 1 tiny byte LM (40 training steps) × 6 short trajectories, 2 families.
 
     Raises
@@ -209,7 +213,7 @@ def get_profile(name: str) -> Profile:
         return Profile(
             "quick",
             (_byte("d32", 0), _byte("d48", 1), _mlp(64, 0)),
-            n_trajectories=64,
+            n_trajectories=90,
             gen_len=16,
             batch=24,
             mc_draws=2,
@@ -406,7 +410,7 @@ class Loaded:
 
 def load_spec(spec: ModelSpec, prof: Profile, dev: torch.device, seed: int) -> Loaded:
     """Load (training and caching if needed) the model of ``spec`` and draw its prompts."""
-    n = prof.n_trajectories
+    n = spec.get(prof, "n_trajectories")
     plen = spec.get(prof, "prompt_len")
     if spec.kind == "byte-lm":
         model, info = M.load_byte_lm(spec.config, device="cpu")
@@ -627,7 +631,8 @@ def predicted_lambdas(G: torch.Tensor, Hs: list, Ts: list, scales: list[float]) 
     """λ_max(F + c·D) for each c in ``scales``, D = mean_j (1/n) Σ_i (h h ᵀ + ½(g tᵀ + t gᵀ)).
 
     Exact symmetric eigh on the span of the rows of [G; H_j; T_j] (F and D are never formed
-    in R^{P×P})."""
+    in R^{P×P}; 0, the eigenvalue on the complement of the span, counts when the span is not
+    all of R^P)."""
     n = G.shape[0]
     Z = torch.cat([G, *Hs, *Ts], dim=0)
     Q, _ = torch.linalg.qr(Z.T)  # P × m orthonormal basis of the row span
@@ -639,9 +644,11 @@ def predicted_lambdas(G: torch.Tensor, Hs: list, Ts: list, scales: list[float]) 
         Dm += (Hp.T @ Hp + 0.5 * (Gp.T @ Tp + Tp.T @ Gp)) / n
     Dm /= len(Hs)
     out = []
+    partial = Q.shape[1] < G.shape[1]
     for c in scales:
         A = F + c * Dm
-        out.append(float(torch.linalg.eigvalsh(0.5 * (A + A.T))[-1]))
+        top = float(torch.linalg.eigvalsh(0.5 * (A + A.T))[-1])
+        out.append(max(top, 0.0) if partial else top)
     return out
 
 
@@ -672,7 +679,10 @@ def lambda_max_span(blocks: list[torch.Tensor], coef: dict[tuple[int, int], floa
     w, U = torch.linalg.eigh(0.5 * (K + K.T))
     root = (U * w.clamp_min(0).sqrt()) @ U.T
     B = root @ Mfull @ root
-    return float(torch.linalg.eigvalsh(0.5 * (B + B.T))[-1])
+    top = float(torch.linalg.eigvalsh(0.5 * (B + B.T))[-1])
+    rank = int((w > w.max() * 1e-12 * w.numel()).sum())
+    # A vanishes on the orthogonal complement of the span: 0 is an eigenvalue when rank < P
+    return max(top, 0.0) if rank < Z.shape[1] else top
 
 
 def lambda_max_operator(terms: list[tuple[float, torch.Tensor, torch.Tensor]], v0: torch.Tensor, *, tol=1e-12) -> float:
@@ -797,7 +807,7 @@ def fingerprint(spec: ModelSpec, prof: Profile, seed: int) -> str:
         "version": STUDY_VERSION,
         "spec": repr(spec),
         "seed": seed,
-        "n": prof.n_trajectories,
+        "n": spec.get(prof, "n_trajectories"),
         "batch": prof.batch,
         "group": prof.group_size,
         "nf4": prof.nf4_block,
@@ -837,7 +847,7 @@ def run_model(ld: Loaded, prof: Profile, seed: int, progress, *, shard_path: str
     after the full-precision stage, each Monte Carlo estimate and each scheme; with
     ``resume`` a shard of the same :func:`fingerprint` is continued."""
     spec = ld.spec
-    n = prof.n_trajectories
+    n = spec.get(prof, "n_trajectories")
     keys = config_keys(spec, prof)
     fpr = fingerprint(spec, prof, seed)
     shard = None
@@ -1462,7 +1472,7 @@ def run_study(
     os.makedirs(out, exist_ok=True)
     shard_dir = os.path.join(out, "shards")
     os.makedirs(shard_dir, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     raw = _raw_header(prof, seed, dev)
     todo = [] if report_only else [s for s in prof.models if not models or s.label in models]
     bar = Progress(total=_n_units(prof, todo), desc=f"inflation[{prof.name}]", stream=None if progress else _Null())
@@ -1509,6 +1519,7 @@ def run_study(
         "summary": summary,
         "complete": summary["complete"],
         "wall_seconds": wall,
+        "cpu_seconds": time.process_time() - c0,
         "model_seconds_this_run": timings,
         "environment": {
             "torch": torch.__version__,
