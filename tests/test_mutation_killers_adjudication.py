@@ -92,12 +92,12 @@ def test_enclose_stops_exactly_when_the_enclosure_excludes_zero(monkeypatch, fir
 
 
 def test_enclose_that_never_excludes_zero_reports_the_last_enclosure_and_its_precision(monkeypatch):
-    script = _Script({"else": ("-1e-30", "2e-30")})
+    script = _Script({"else": ("-1.234567e-30", "2e-30")})
     monkeypatch.setattr(enclosures, "margin_enclosure", script)
     enc, d, note, failed = AJ._enclose(_subject(), None, 60, False, attempts=3)
     assert script.calls == [60, 120, 240]
-    assert enc == (MP("-1e-30"), MP("2e-30")) and d == 240 and type(d) is int and failed is False
-    assert note == "the enclosure [-1.0e-30, 2.0e-30] at 240 digits does not exclude 0"
+    assert enc == (MP("-1.234567e-30"), MP("2e-30")) and d == 240 and type(d) is int and failed is False
+    assert note == "the enclosure [-1.2346e-30, 2.0e-30] at 240 digits does not exclude 0"  # 5 digits
 
 
 def test_enclose_retries_at_doubled_precision_after_an_enclosure_error(monkeypatch):
@@ -187,10 +187,11 @@ def test_recheck_without_a_rigorous_evaluator_is_undecided(monkeypatch):
 
 def test_recheck_that_proves_a_hypothesis_false_is_hypotheses_not_met(monkeypatch):
     monkeypatch.setattr(enclosures, "has_enclosure", lambda s: True)
-    monkeypatch.setattr(enclosures, "margin_enclosure", _Script({80: enclosures.HypothesisFails("γ > 0 fails")}))
+    script = _Script({80: (-1, 1), 160: enclosures.HypothesisFails("γ > 0 fails")})
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
     got = AJ._recheck_hypotheses(_subject(), None, _near_outcome(), _adj(), False)
     assert got.verdict == "undecided" and got.holds is None and got.hypotheses_met is False
-    assert got.dps == 80 and got.reason == "hypotheses not met at high precision: γ > 0 fails"
+    assert got.dps == 160 and got.reason == "hypotheses not met at high precision: γ > 0 fails"
 
 
 def test_recheck_that_cannot_enclose_is_undecided_at_the_precision_reached(monkeypatch):
@@ -257,7 +258,7 @@ def test_start_dps_follows_the_dynamic_range_of_every_numeric_array():
     arrays = [inst.empty, inst.flags, inst.A, inst.tiny, inst.counts, inst.seq[0]]
     got = AJ.start_dps(inst, 20)
     assert got == _reference_start(arrays, 20) == 40  # 1e-9 … 3: 10 digits + 30
-    small = SimpleNamespace(A=np.array([1e-5, 1e-3]))  # all entries below 1
-    assert AJ.start_dps(small, 20) == _reference_start([small.A], 20) == 32
+    small = SimpleNamespace(A=np.array([1e-5, 1e-3]), flags=np.array([True]))  # all entries below 1
+    assert AJ.start_dps(small, 20) == _reference_start([small.A, small.flags], 20) == 32
     assert AJ.start_dps(SimpleNamespace(A=np.zeros(3)), 50) == 50
     assert AJ.start_dps(7, 50) == 50  # an instance without attributes has no arrays

@@ -73,6 +73,7 @@ def test_integer_arrays_round_trip_with_dtype_shape_and_values():
     obj = instance_to_json(inst)
     y = obj["fields"]["y"]
     assert y == {"ndarray": [0, 1, 1, 0, 1], "dtype": "int64", "shape": [5]}
+    assert all(type(v) is int for v in y["ndarray"])  # stored as JSON integers, not 0.0/1.0
     back = instance_from_json(obj)
     assert back.y.dtype == np.int64 and back.y.shape == (5,) and np.array_equal(back.y, inst.y)
     assert np.array_equal(back.X, inst.X) and np.array_equal(back.theta, inst.theta)
@@ -115,6 +116,8 @@ def test_an_undeclared_dataclass_with_a_and_e_is_stored_as_the_pair_only():
 def test_unserialisable_instances_and_fields_are_refused_naming_the_type():
     with pytest.raises(InputError, match="cannot serialise instance of type object"):
         instance_to_json(object())
+    with pytest.raises(InputError, match="cannot serialise instance of type SimpleNamespace"):
+        instance_to_json(SimpleNamespace(A=np.eye(2)))  # an A without an E is no pair
     bad = MatrixPerturbation(np.eye(2), np.zeros((2, 2)))
     object.__setattr__(bad, "v", {1, 2})  # a set is not a stored value type
     with pytest.raises(InputError, match="cannot serialise set"):
