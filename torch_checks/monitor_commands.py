@@ -450,6 +450,25 @@ def _bench_model(name: str, n_positions: int, seed: int):
     return GPT2LMHeadModel(cfg).double().eval()
 
 
+def _code_version() -> dict:
+    """The git commit of the working tree and whether the measured modules differ from it."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "streaming.py", "monitor_commands.py", "monitor.py"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+    return {"commit": head.stdout.strip() or None, "measured_modules_modified": bool(dirty.stdout.strip())}
+
+
 def _bench(args) -> int:
     import platform
 
@@ -500,6 +519,7 @@ def _bench(args) -> int:
         "command": "fimtheory monitor bench-streaming --json results/streaming.json"
         + (" --quick" if args.quick else ""),
         "seed": args.seed,
+        "code": _code_version(),
         "quick": bool(args.quick),
         "target": f"push time ratio t={at[-1]} / t={at[0]} <= 1.5 for position-wise groups",
         "models": {

@@ -175,6 +175,19 @@ def _cache_kwarg(model: nn.Module) -> str | None:
     return None
 
 
+def _detach_cache(cache) -> bool:
+    """Detach the cached keys/values in place (no autograd graph is kept across tokens); True
+    if some of them required grad, i.e. θ (or a probe on a θ layer) reaches the cache."""
+    leaked = False
+    for layer in getattr(cache, "layers", None) or ():
+        for attr in ("keys", "values"):
+            t = getattr(layer, attr, None)
+            if isinstance(t, torch.Tensor) and t.requires_grad:
+                leaked = True
+                setattr(layer, attr, t.detach())
+    return leaked
+
+
 def _is_hf(model: nn.Module) -> bool:
     cfg = getattr(model, "config", None)
     return cfg is not None and hasattr(cfg, "use_cache")
@@ -445,6 +458,7 @@ class StreamingSigma:
         """Forget the stream (tokens, cache, scores)."""
         self.tokens: list[int] = []
         self._cache = None
+        self.cache_depends_on_theta = False
         self._pending = None  # (logits, probes, captured) of the last forward
         self.next_logits: torch.Tensor | None = None
         comps = self.comps
@@ -513,6 +527,8 @@ class StreamingSigma:
                 h.remove()
         if use_cache:
             self._cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            if _detach_cache(self._cache):
+                self.cache_depends_on_theta = True
         logits = _logits(out)[0]
         return logits, captured
 
@@ -527,6 +543,7 @@ class StreamingSigma:
                 )
             probes.append(calls[0][1])
             slots.append(i)
+        self._require_called(captured)
         dense_idx = [i for i, c in enumerate(self.comps) if c.kind == "dense"]
         inputs = probes + [self.comps[i].tensor for i in dense_idx]
         grads = torch.autograd.grad(logp, inputs, allow_unused=True) if logp.requires_grad else [None] * len(inputs)
@@ -547,13 +564,16 @@ class StreamingSigma:
             g = grads[len(slots) + j]
             t = self.comps[i].tensor
             out[i] = {"g": (torch.zeros_like(t) if g is None else g).reshape(-1).to(f64)}
-        for i, c in enumerate(self.comps):  # a layer not reached by this forward: zero score
-            if not out[i]:
-                raise HypothesesNotMet(
-                    f"{c.module_name or c.names[0]} was not called in the forward: its parameters "
-                    f"{list(c.names)} cannot influence log p (remove them from the group)"
-                )
         return out
+
+    def _require_called(self, captured) -> None:
+        """Every hooked layer of θ must have been called by the forward."""
+        for i, c in enumerate(self.comps):
+            if c.kind != "dense" and i not in captured:
+                raise HypothesesNotMet(
+                    f"{c.module_name} was not called in the forward: its parameters {list(c.names)} "
+                    "cannot influence log p (remove them from the group)"
+                )
 
     # ------------------------------------------------------------------ pushes
 
@@ -585,9 +605,9 @@ class StreamingSigma:
         self._pending = None
         self.tokens.extend(ids)
         if self.mode == "kv-cache":
-            logits, _ = self._forward(torch.tensor(ids), use_cache=True, with_probes=False)
-            # the next token's score needs the probe graph of the last position: redo it
-            self._cache_crop(len(self.tokens) - 1)
+            if len(ids) > 1:  # one no-grad forward for all but the last token
+                self._forward(torch.tensor(ids[:-1]), use_cache=True, with_probes=False)
+            # the next token's score needs the probe graph of the last position
             logits, captured = self._forward(torch.tensor(ids[-1:]), use_cache=True, with_probes=True)
             self._pending = (logits[-1], captured)
             self.next_logits = logits[-1].detach()
@@ -595,12 +615,6 @@ class StreamingSigma:
             self._pending = "recompute"
             with torch.no_grad():
                 self.next_logits = self._prefix_logits()[-1].detach()
-
-    def _cache_crop(self, length: int) -> None:
-        crop = getattr(self._cache, "crop", None)
-        if crop is None:
-            raise InputError("the model's cache cannot be cropped; skip() needs a DynamicCache")
-        crop(length)
 
     def _prefix(self) -> torch.Tensor:
         toks = self.tokens if self.max_context is None else self.tokens[-self.max_context :]
@@ -659,6 +673,7 @@ class StreamingSigma:
     def _dense_factors(self, logp, captured) -> list[dict[str, torch.Tensor]]:
         """Dense score rows for the recompute path: Σ over positions of δ_s ⊗ a_s per layer."""
         out: list[dict[str, torch.Tensor]] = [{} for _ in self.comps]
+        self._require_called(captured)
         order = [(i, k) for i, calls in captured.items() for k in range(len(calls))]
         dense_idx = [i for i, c in enumerate(self.comps) if c.kind == "dense"]
         inputs = [captured[i][k][1] for i, k in order] + [self.comps[i].tensor for i in dense_idx]
@@ -684,12 +699,6 @@ class StreamingSigma:
                     pieces.append(d.sum(0))
             row = torch.cat(pieces)
             parts[i] = row if i not in parts else parts[i] + row
-        for i, c in enumerate(self.comps):
-            if c.kind != "dense" and i not in parts:
-                raise HypothesesNotMet(
-                    f"{c.module_name} was not called in the forward: its parameters {list(c.names)} "
-                    "cannot influence log p (remove them from the group)"
-                )
         for i, row in parts.items():
             out[i] = {"g": row}
         for j, i in enumerate(dense_idx):
@@ -784,10 +793,11 @@ def _probe_sequence(model: nn.Module, length: int = 8, seed: int = 0) -> torch.T
 def classify_group(model: nn.Module, param_names: Sequence[str], probe_tokens=None) -> tuple[str, str]:
     """("kv-cache" or "recompute", reason) for θ on ``model``.
 
-    "kv-cache" when the model has the cache interface and the Gram matrix of the cached-path
-    scores of ``probe_tokens`` (default: 8 seeded random ids) equals the dense full-prefix one
-    to :data:`CLASSIFY_RTOL` (the cached path drops every use of θ through cached keys/values,
-    so a general group disagrees).
+    "kv-cache" when the model has the cache interface, no cached key/value depends on θ (the
+    cache tensors do not require grad when only θ's layers carry probes), and the Gram matrix of
+    the cached-path scores of ``probe_tokens`` (default: 8 seeded random ids) equals the dense
+    full-prefix one to :data:`CLASSIFY_RTOL` (the cached path drops every use of θ through
+    cached keys/values, so a general group disagrees).
     """
     if not supports_kv_cache(model):
         return "recompute", "the model has no past_key_values / use_cache interface"
@@ -806,6 +816,8 @@ def classify_group(model: nn.Module, param_names: Sequence[str], probe_tokens=No
     what = f"{tok.numel()} probe tokens: max |K_cache − K_dense| = {err:.3g}, max |K_dense| = {scale:.3g}"
     if scale == 0.0:
         raise HypothesesNotMet("every score of the probe tokens is zero: θ does not influence log p")
+    if s.cache_depends_on_theta:
+        return "recompute", f"not position-wise: θ reaches the cached keys/values ({what})"
     if err <= rtol * scale:
         return "kv-cache", f"position-wise: cached-path Gram equals the full-prefix Gram ({what})"
     return "recompute", f"not position-wise: the cached path misses uses of θ through the cache ({what})"
