@@ -1,8 +1,10 @@
 """The paper's Eq. 1 and the companion's KL statistic as claims, side by side.
 
-Three claims (registered in :mod:`fimtheory.claims`), each with a float64 evaluator, a
-high-precision evaluator (``evaluate_mp``: the same margin at ``dps`` digits from the exact
-float inputs) and a rigorous interval evaluator (:mod:`fimtheory.enclosures`, by id):
+Three claims, declared with :func:`fimtheory.claim_api.declare_claim` (their weakenings with
+:func:`fimtheory.claim_api.declare_weakening`) and registered in :mod:`fimtheory.claims`, each
+with a float64 evaluator, a high-precision evaluator (``evaluate_mp``: the same margin at
+``dps`` digits from the exact float inputs) and a rigorous interval evaluator
+(:mod:`fimtheory.enclosures`, by id):
 
 ``EQ1-M-BOUNDS``
     L* ≤ λ_max(M(p)) ≤ U* for M(p) = diag(p) − ppᵀ (:func:`fimtheory.eq1.softmax_fisher_sharp_bounds`),
@@ -33,6 +35,7 @@ import mpmath
 import numpy as np
 
 from fimtheory import eq1
+from fimtheory.claim_api import Outcome, declare_claim, declare_weakening, outcome
 from fimtheory.instances import KLPairInstance, ProbabilityInstance
 
 #: The readings of "Eq. 1 approximates λ_max" that the weakenings test: relative tolerances.
@@ -49,14 +52,10 @@ EPS_RTOL = 0.10
 
 
 def _outcome(margin: float, **details):
-    from fimtheory.claims import Outcome, _outcome
-
-    return _outcome(margin, True, **details) if math.isfinite(margin) else Outcome.not_met("non-finite margin")
+    return outcome(margin, True, **details) if math.isfinite(margin) else Outcome.not_met("non-finite margin")
 
 
 def _not_met(reason: str):
-    from fimtheory.claims import Outcome
-
     return Outcome.not_met(reason)
 
 
@@ -364,121 +363,125 @@ def _kl_eps_mp(inst, dps):
 # --------------------------------------------------------------------------------------
 # the family
 # --------------------------------------------------------------------------------------
+#
+# Each hypothesis is checked inside its evaluator, which names the failing hypothesis with
+# the values involved ("p does not sum to 1 (sum …)"); the declarations state them in words.
+
+_S = "properties.claim_strategies:"
+_W10, _W10_MP = _within(WITHIN_10)
+_W25, _W25_MP = _within(WITHIN_25)
+
+EQ1_M_BOUNDS = declare_claim(
+    "EQ1-M-BOUNDS",
+    title="closed-form two-sided bounds on λ_max of the softmax Fisher M(p) = diag(p) − ppᵀ",
+    statement="For a probability vector p sorted p₁ ≥ p₂ ≥ … with m positive entries, S = Σp, s = S − p₁: "
+    "max(p₂, μ₂, R(u)) ≤ λ_max(M(p)) ≤ min(p₁, tr M [if S ≤ 1], max_i p_i(1 + S − 2p_i)); μ₂ the top "
+    "eigenvalue of M on span{e₁, e₂}, R(u) the Rayleigh quotient at u = e₁ − (m − 1)⁻¹Σ_{i≥2, p_i>0} e_i "
+    "(= p₁(1 − p₁)m/(m − 1) when S = 1).",
+    hypotheses=("p non-negative, Σp = 1 to 64·n·eps",),
+    evaluate=_m_bounds,
+    evaluate_mp=_m_bounds_mp,
+    strategy=_S + "EQ1-M-BOUNDS",
+    paper_label="Eq. 1's matrix (expected logit Fisher)",
+    note="Exact cases: m = 2 (μ₂ = λ_max, and 2p₁p₂ = 2p₁(1 − p₁) when S = 1), p₁ = p₂ (λ_max = p₁), the "
+    "uniform distribution on m tokens (R(u) = λ_max = 1/m), a point mass (all 0).",
+)
+
+EQ1_RATIO = declare_claim(
+    "EQ1-RATIO",
+    title="½ < λ̂/λ_max(M(q)) ≤ 1.5(1 − 1/m) for Eq. 1 on the renormalised top-K q",
+    statement="For q = the k largest entries of p renormalised to sum 1, with m ≥ 2 positive entries, "
+    "λ̂ = q₁(1 − q₁)(1 + ½H(q)/log m) satisfies ½ < λ̂/λ_max(M(q)) ≤ 1.5(1 − 1/m) ≤ 1.5(1 − 1/k).",
+    hypotheses=("m ≥ 2 positive entries among the top k",),
+    evaluate=_ratio,
+    evaluate_mp=_ratio_mp,
+    strategy=_S + "EQ1-RATIO",
+    paper_label="Eq. 1 (companion code, module2_fisher_estimation)",
+    note="Proved, not conjectured: Gershgorin (λ_max ≤ 2q₁(1 − q₁)) and the Rayleigh quotient at "
+    "e₁ − (m − 1)⁻¹Σ_{i≥2} e_i (λ_max ≥ q₁(1 − q₁)m/(m − 1)) give ½(1 + ½H_norm) ≤ λ̂/λ_max ≤ "
+    "(1 − 1/m)(1 + ½H_norm); the lower end is > ½ because H_norm > 0 for m ≥ 2, the upper is attained by "
+    "the uniform q, and the infimum ½ is approached as q → a point mass. For m = 2 the ratio is exactly "
+    "½(1 + ½H_norm). So Eq. 1 is within 50% of λ_max(M(q)), not within 25% or 10%.",
+    weakenings=(
+        declare_weakening(
+            "EQ1-RATIO-within-10pct",
+            title="Eq. 1 within 10% of λ_max(M(q)): |λ̂/λ_max − 1| ≤ 0.1",
+            dropped="the tolerance 50% (conclusion strengthened to 10%)",
+            evaluate=_W10,
+            evaluate_mp=_W10_MP,
+            strategy=_S + "EQ1-RATIO",
+        ),
+        declare_weakening(
+            "EQ1-RATIO-within-25pct",
+            title="Eq. 1 within 25% of λ_max(M(q)): |λ̂/λ_max − 1| ≤ 0.25",
+            dropped="the tolerance 50% (conclusion strengthened to 25%)",
+            evaluate=_W25,
+            evaluate_mp=_W25_MP,
+            strategy=_S + "EQ1-RATIO",
+        ),
+        declare_weakening(
+            "EQ1-FULL-within-50pct",
+            title="Eq. 1 from the top-k within 50% of λ_max(M(p)) of the full distribution p",
+            dropped="the renormalised top-K q as the matrix's distribution (top-K truncation)",
+            evaluate=_full,
+            evaluate_mp=_full_mp,
+            strategy=_S + "EQ1-FULL-within-50pct",
+        ),
+        declare_weakening(
+            "EQ1-EMPIRICAL-within-10x",
+            title="Eq. 1 within a factor 10 of the empirical logit Fisher ‖e_y − p‖²",
+            dropped="the expected Fisher M(q) as the target (the emitted token's empirical one instead)",
+            evaluate=_empirical,
+            evaluate_mp=_empirical_mp,
+            strategy=_S + "EQ1-EMPIRICAL-within-10x",
+        ),
+    ),
+)
+
+KL_SORTED = declare_claim(
+    "KL-SORTED",
+    title="the companion's sorted-padded KL never exceeds the token-aligned ε-KL",
+    statement="For p, q ≥ 0 over the same n tokens and ε ≥ 0, with p̂, q̂ their renormalisations: "
+    "Σ p̂↓_i log((p̂↓_i + ε)/(q̂↓_i + ε)) ≤ Σ p̂_i log((p̂_i + ε)/(q̂_i + ε)) (↓: sorted descending).",
+    hypotheses=("p and q over the same tokens (equal lengths)", "ε > 0"),
+    evaluate=_kl_sorted,
+    evaluate_mp=_kl_sorted_mp,
+    strategy=_S + "KL-SORTED",
+    paper_label="the statistic behind the 244× (companion calibration_kl_threshold)",
+    note="Rearrangement inequality: the entropy part Σ p̂ log(p̂ + ε) does not depend on the alignment, "
+    "and the cross term −Σ p̂_i log(q̂_σ(i) + ε) is smallest when both are sorted alike. Sorting therefore "
+    "minimises the divergence over all ways of matching the tokens: it is the KL of the probability "
+    "profiles, not of the predictive distributions.",
+    weakenings=(
+        declare_weakening(
+            "KL-zero-iff-equal",
+            title="the sorted-padded KL is 0 only when the two predictive distributions agree",
+            dropped="sorting (the statistic only sees the sorted profiles)",
+            evaluate=_kl_zero,
+            evaluate_mp=_kl_zero_mp,
+            strategy=_S + "KL-zero-iff-equal",
+            strict=True,
+        ),
+        declare_weakening(
+            "KL-nonnegative",
+            title="the sorted-padded KL is ≥ 0, like a divergence",
+            dropped="ε outside the logarithm (with ε inside, a KL of renormalised vectors can be < 0)",
+            evaluate=_kl_nonnegative,
+            evaluate_mp=_kl_zero_mp,
+            strategy=_S + "KL-nonnegative",
+        ),
+        declare_weakening(
+            "KL-eps-insensitive",
+            title="the sorted-padded KL is insensitive to the padding ε (ε → eps_alt moves it by ≤ 10%)",
+            dropped="equal supports (padding and zeros make ε matter)",
+            evaluate=_kl_eps,
+            evaluate_mp=_kl_eps_mp,
+            strategy=_S + "KL-eps-insensitive",
+        ),
+    ),
+)
 
 
 def claims() -> list:
-    """The three claims, for :data:`fimtheory.claims.REGISTRY`."""
-    from fimtheory.claims import Claim, Weakening
-
-    S = "properties.claim_strategies:"
-    w10, w10_mp = _within(WITHIN_10)
-    w25, w25_mp = _within(WITHIN_25)
-    return [
-        Claim(
-            "EQ1-M-BOUNDS",
-            "closed-form two-sided bounds on λ_max of the softmax Fisher M(p) = diag(p) − ppᵀ",
-            "For a probability vector p sorted p₁ ≥ p₂ ≥ … with m positive entries, S = Σp, s = S − p₁: "
-            "max(p₂, μ₂, R(u)) ≤ λ_max(M(p)) ≤ min(p₁, tr M [if S ≤ 1], max_i p_i(1 + S − 2p_i)); μ₂ the top "
-            "eigenvalue of M on span{e₁, e₂}, R(u) the Rayleigh quotient at u = e₁ − (m − 1)⁻¹Σ_{i≥2, p_i>0} e_i "
-            "(= p₁(1 − p₁)m/(m − 1) when S = 1).",
-            ("p non-negative, Σp = 1 to 64·n·eps",),
-            _m_bounds,
-            _m_bounds_mp,
-            S + "EQ1-M-BOUNDS",
-            "Eq. 1's matrix (expected logit Fisher)",
-            note="Exact cases: m = 2 (μ₂ = λ_max, and 2p₁p₂ = 2p₁(1 − p₁) when S = 1), p₁ = p₂ (λ_max = p₁), the "
-            "uniform distribution on m tokens (R(u) = λ_max = 1/m), a point mass (all 0).",
-        ),
-        Claim(
-            "EQ1-RATIO",
-            "½ < λ̂/λ_max(M(q)) ≤ 1.5(1 − 1/m) for Eq. 1 on the renormalised top-K q",
-            "For q = the k largest entries of p renormalised to sum 1, with m ≥ 2 positive entries, "
-            "λ̂ = q₁(1 − q₁)(1 + ½H(q)/log m) satisfies ½ < λ̂/λ_max(M(q)) ≤ 1.5(1 − 1/m) ≤ 1.5(1 − 1/k).",
-            ("m ≥ 2 positive entries among the top k",),
-            _ratio,
-            _ratio_mp,
-            S + "EQ1-RATIO",
-            "Eq. 1 (companion code, module2_fisher_estimation)",
-            note="Proved, not conjectured: Gershgorin (λ_max ≤ 2q₁(1 − q₁)) and the Rayleigh quotient at "
-            "e₁ − (m − 1)⁻¹Σ_{i≥2} e_i (λ_max ≥ q₁(1 − q₁)m/(m − 1)) give ½(1 + ½H_norm) ≤ λ̂/λ_max ≤ "
-            "(1 − 1/m)(1 + ½H_norm); the lower end is > ½ because H_norm > 0 for m ≥ 2, the upper is attained by "
-            "the uniform q, and the infimum ½ is approached as q → a point mass. For m = 2 the ratio is exactly "
-            "½(1 + ½H_norm). So Eq. 1 is within 50% of λ_max(M(q)), not within 25% or 10%.",
-            weakenings=(
-                Weakening(
-                    "EQ1-RATIO-within-10pct",
-                    "Eq. 1 within 10% of λ_max(M(q)): |λ̂/λ_max − 1| ≤ 0.1",
-                    "the tolerance 50% (conclusion strengthened to 10%)",
-                    w10,
-                    w10_mp,
-                    S + "EQ1-RATIO",
-                ),
-                Weakening(
-                    "EQ1-RATIO-within-25pct",
-                    "Eq. 1 within 25% of λ_max(M(q)): |λ̂/λ_max − 1| ≤ 0.25",
-                    "the tolerance 50% (conclusion strengthened to 25%)",
-                    w25,
-                    w25_mp,
-                    S + "EQ1-RATIO",
-                ),
-                Weakening(
-                    "EQ1-FULL-within-50pct",
-                    "Eq. 1 from the top-k within 50% of λ_max(M(p)) of the full distribution p",
-                    "the renormalised top-K q as the matrix's distribution (top-K truncation)",
-                    _full,
-                    _full_mp,
-                    S + "EQ1-FULL-within-50pct",
-                ),
-                Weakening(
-                    "EQ1-EMPIRICAL-within-10x",
-                    "Eq. 1 within a factor 10 of the empirical logit Fisher ‖e_y − p‖²",
-                    "the expected Fisher M(q) as the target (the emitted token's empirical one instead)",
-                    _empirical,
-                    _empirical_mp,
-                    S + "EQ1-EMPIRICAL-within-10x",
-                ),
-            ),
-        ),
-        Claim(
-            "KL-SORTED",
-            "the companion's sorted-padded KL never exceeds the token-aligned ε-KL",
-            "For p, q ≥ 0 over the same n tokens and ε ≥ 0, with p̂, q̂ their renormalisations: "
-            "Σ p̂↓_i log((p̂↓_i + ε)/(q̂↓_i + ε)) ≤ Σ p̂_i log((p̂_i + ε)/(q̂_i + ε)) (↓: sorted descending).",
-            ("p and q over the same tokens (equal lengths)", "ε > 0"),
-            _kl_sorted,
-            _kl_sorted_mp,
-            S + "KL-SORTED",
-            "the statistic behind the 244× (companion calibration_kl_threshold)",
-            note="Rearrangement inequality: the entropy part Σ p̂ log(p̂ + ε) does not depend on the alignment, "
-            "and the cross term −Σ p̂_i log(q̂_σ(i) + ε) is smallest when both are sorted alike. Sorting therefore "
-            "minimises the divergence over all ways of matching the tokens: it is the KL of the probability "
-            "profiles, not of the predictive distributions.",
-            weakenings=(
-                Weakening(
-                    "KL-zero-iff-equal",
-                    "the sorted-padded KL is 0 only when the two predictive distributions agree",
-                    "sorting (the statistic only sees the sorted profiles)",
-                    _kl_zero,
-                    _kl_zero_mp,
-                    S + "KL-zero-iff-equal",
-                    strict=True,
-                ),
-                Weakening(
-                    "KL-nonnegative",
-                    "the sorted-padded KL is ≥ 0, like a divergence",
-                    "ε outside the logarithm (with ε inside, a KL of renormalised vectors can be < 0)",
-                    _kl_nonnegative,
-                    _kl_zero_mp,
-                    S + "KL-nonnegative",
-                ),
-                Weakening(
-                    "KL-eps-insensitive",
-                    "the sorted-padded KL is insensitive to the padding ε (ε → eps_alt moves it by ≤ 10%)",
-                    "equal supports (padding and zeros make ε matter)",
-                    _kl_eps,
-                    _kl_eps_mp,
-                    S + "KL-eps-insensitive",
-                ),
-            ),
-        ),
-    ]
+    """The three claims, in registry order (:mod:`fimtheory.claims` registers them)."""
+    return [EQ1_M_BOUNDS, EQ1_RATIO, KL_SORTED]

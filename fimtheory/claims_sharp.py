@@ -36,7 +36,13 @@ Weakenings (each must be falsified with a certified counterexample):
   (a_k = 0 for k ≥ 2), so the statement reads λ' = λ1 + E_11: false once another diagonal
   entry crosses the top one (possible only when 2η ≥ γ).
 
-Interval evaluators live in :mod:`fimtheory.enclosures` (``ENCLOSURES``), certifiers in
+Every claim and weakening is declared with :func:`fimtheory.claim_api.declare_claim` /
+:func:`fimtheory.claim_api.declare_weakening` and registered (with S-no-disc added to S) through
+:func:`fimtheory.claim_api.register_claim` and :func:`fimtheory.claim_api.add_weakenings`. The
+hypotheses are checked inside the evaluators (their "not met" reasons name the values involved);
+the float margins of those float64 can approach are declared as ``hypothesis_margins``.
+T4.3b-S, T4.3c-S and their weakenings declare their interval enclosures (``enclosure=``); the
+others' live in :mod:`fimtheory.enclosures` (``ENCLOSURES``), certifiers in
 ``properties.certify``; strategies in ``properties.claim_strategies``.
 """
 
@@ -49,11 +55,11 @@ import numpy as np
 
 from fimtheory import claims as _claims
 from fimtheory import spectral
+from fimtheory.claim_api import Outcome, add_weakenings, declare_claim, declare_weakening, register_claim
 from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
 from fimtheory.instances import MatrixPerturbation, NoiseEnsemble
 from fimtheory.validation import EPS64
 
-Claim, Weakening, Outcome = _claims.Claim, _claims.Weakening, _claims.Outcome
 TINY = _claims.TINY
 _S = "properties.claim_strategies:"
 
@@ -708,26 +714,6 @@ def _t43c_sharp_no_genericity_mp(inst, dps):
 # ---- interval enclosures (rigorous adjudication and certification) -------------------------
 
 
-def _iv_runner(fn):
-    """``evaluate_iv`` from an interval margin ``fn(inst)``: (lo, hi) mpf at ``dps`` digits."""
-
-    def run(inst, dps):
-        from fimtheory import enclosures as enc
-
-        with working_precision(dps):
-            try:
-                x = fn(inst)
-            except ZeroDivisionError as exc:
-                raise enc.EnclosureError(f"division by an interval containing 0 at {dps} digits") from exc
-            a, b = enc.lo(x), enc.hi(x)
-        if mpmath.isnan(a) or mpmath.isnan(b):
-            raise enc.EnclosureError(f"the enclosure is not finite at {dps} digits")
-        return a, b
-
-    run.__name__ = getattr(fn, "__name__", "evaluate_iv")
-    return run
-
-
 def _iv_ensemble(inst: NoiseEnsemble, need_tops: bool = True):
     """Interval λ1, γ, TopEigen of F and per draw a2, η, ‖P⊥Ev‖² (and λ_max(F + E))."""
     from fimtheory import enclosures as enc
@@ -831,87 +817,89 @@ def _m_t43c_sharp_factory(require_generic: bool):
 # --------------------------------------------------------------------------------------
 
 
-def _wrap(evaluate, margins_of):
-    return _claims._with_hypothesis_margins(evaluate, margins_of)
-
-
-S_NO_DISC = Weakening(
+S_NO_DISC = declare_weakening(
     "S-no-disc",
-    "S without 2η < γ: the series summed at t = 1 is λ' (on diagonal pairs: λ' = λ1 + E_11)",
-    "2η < γ",
-    _s_no_disc,
-    _s_no_disc_mp,
-    _S + "S-no-disc",
+    title="S without 2η < γ: the series summed at t = 1 is λ' (on diagonal pairs: λ' = λ1 + E_11)",
+    dropped="2η < γ",
+    evaluate=_s_no_disc,
+    evaluate_mp=_s_no_disc_mp,
+    strategy=_S + "S-no-disc",
 )
 
-KT = Claim(
+KT = declare_claim(
     "KT",
-    "Kato–Temple: 0 ≤ λ' − λ1 − a ≤ ‖P⊥Ev‖²/(γ + a − η)",
-    "For symmetric A with γ > 0, symmetric E with a = vᵀEv, η = ‖E‖₂ and γ + a − η > 0: "
+    title="Kato–Temple: 0 ≤ λ' − λ1 − a ≤ ‖P⊥Ev‖²/(γ + a − η)",
+    statement="For symmetric A with γ > 0, symmetric E with a = vᵀEv, η = ‖E‖₂ and γ + a − η > 0: "
     "0 ≤ λ_max(A+E) − λ1 − a ≤ ‖P⊥Ev‖²/(γ + a − η) (Kato–Temple at the Rayleigh quotient λ1 + a, "
     "with λ2(A+E) ≤ λ2 + η).",
-    ("A symmetric (PSD in our instances)", "E symmetric", "γ > 0", "γ + a − η > 0 (implied by 2η < γ)"),
-    _wrap(_kt, _kt_margins),
-    _kt_mp,
-    _S + "KT",
-    "Kato–Temple (literature)",
+    hypotheses=("A symmetric (PSD in our instances)", "E symmetric", "γ > 0", "γ + a − η > 0 (implied by 2η < γ)"),
+    evaluate=_kt,
+    evaluate_mp=_kt_mp,
+    hypothesis_margins=_kt_margins,
+    strategy=_S + "KT",
+    paper_label="Kato–Temple (literature)",
     weakenings=(
-        Weakening(
+        declare_weakening(
             "KT-unperturbed-gap",
-            "λ' − λ1 − a ≤ ‖P⊥Ev‖²/γ (the gap of A)",
-            "the shift a − η of the Kato–Temple gap",
-            _wrap(_kt_unperturbed_gap, _gap_margins),
-            _kt_unperturbed_gap_mp,
-            _S + "KT-unperturbed-gap",
+            title="λ' − λ1 − a ≤ ‖P⊥Ev‖²/γ (the gap of A)",
+            dropped="the shift a − η of the Kato–Temple gap",
+            evaluate=_kt_unperturbed_gap,
+            evaluate_mp=_kt_unperturbed_gap_mp,
+            hypothesis_margins=_gap_margins,
+            strategy=_S + "KT-unperturbed-gap",
         ),
     ),
     note="sharper than S2's first-order bound: ‖P⊥Ev‖²/(γ + a − η) ≤ η²/(γ − 2η)",
 )
 
-LL = Claim(
+LL = declare_claim(
     "LL",
-    "Li–Li: 0 ≤ λ' − λ1 − a ≤ 2‖w‖²/(g + √(g² + 4‖w‖²)), g = λ1 + a − λ_max(Λ₂ + D)",
-    "For symmetric A with γ > 0 and symmetric E, with a = vᵀEv, w = P⊥Ev and g the gap between "
+    title="Li–Li: 0 ≤ λ' − λ1 − a ≤ 2‖w‖²/(g + √(g² + 4‖w‖²)), g = λ1 + a − λ_max(Λ₂ + D)",
+    statement="For symmetric A with γ > 0 and symmetric E, with a = vᵀEv, w = P⊥Ev and g the gap between "
     "the diagonal blocks of A + E in A's eigenbasis: 0 ≤ λ_max(A+E) − λ1 − a ≤ "
     "(√(g² + 4‖w‖²) − g)/2, with equality for n = 2.",
-    ("A symmetric (PSD in our instances)", "E symmetric", "γ > 0"),
-    _wrap(_ll, _gap_margins),
-    _ll_mp,
-    _S + "LL",
-    "Li & Li, LAA 2005 (literature)",
+    hypotheses=("A symmetric (PSD in our instances)", "E symmetric", "γ > 0"),
+    evaluate=_ll,
+    evaluate_mp=_ll_mp,
+    hypothesis_margins=_gap_margins,
+    strategy=_S + "LL",
+    paper_label="Li & Li, LAA 2005 (literature)",
     weakenings=(
-        Weakening(
+        declare_weakening(
             "LL-unperturbed-gap",
-            "Li–Li with the gap γ of A in place of the block gap g",
-            "the perturbation of the block gap (a and D)",
-            _wrap(_ll_unperturbed_gap, _gap_margins),
-            _ll_unperturbed_gap_mp,
-            _S + "LL-unperturbed-gap",
+            title="Li–Li with the gap γ of A in place of the block gap g",
+            dropped="the perturbation of the block gap (a and D)",
+            evaluate=_ll_unperturbed_gap,
+            evaluate_mp=_ll_unperturbed_gap_mp,
+            hypothesis_margins=_gap_margins,
+            strategy=_S + "LL-unperturbed-gap",
         ),
     ),
     note="attained (equality) for n = 2; holds for every sign of g",
 )
 
 
-S3 = Claim(
+S3 = declare_claim(
     "S3",
-    "sharp second-order remainder: |λ'−λ1−a1−a2| ≤ (4/(3√3))η³/γ² + 8η⁴/(γ²(γ−2η))",
-    "For symmetric A with γ > 0 and symmetric E with 2η < γ: |λ_max(A+E) − λ1 − a1 − a2| ≤ "
+    title="sharp second-order remainder: |λ'−λ1−a1−a2| ≤ (4/(3√3))η³/γ² + 8η⁴/(γ²(γ−2η))",
+    statement="For symmetric A with γ > 0 and symmetric E with 2η < γ: |λ_max(A+E) − λ1 − a1 − a2| ≤ "
     "Kη³/γ² + 8η⁴/(γ²(γ − 2η)), K = 4/(3√3), the sharp constant of the η³ term (|a3| ≤ Kη³/γ², "
     "equality on the 2 × 2 family E ∝ [[c, s], [s, −c]], c = ±1/√3).",
-    ("A symmetric (PSD in our instances)", "E symmetric", "γ > 0", "2η < γ"),
-    _wrap(_s3, _claims._gap_eta_margins),
-    _s3_mp,
-    _S + "S3",
-    "sharp third-order constant (S3)",
+    hypotheses=("A symmetric (PSD in our instances)", "E symmetric", "γ > 0", "2η < γ"),
+    evaluate=_s3,
+    evaluate_mp=_s3_mp,
+    hypothesis_margins=_claims._gap_eta_margins,
+    strategy=_S + "S3",
+    paper_label="sharp third-order constant (S3)",
     weakenings=(
-        Weakening(
+        declare_weakening(
             "S3-leading-only",
-            "|λ'−λ1−a1−a2| ≤ (4/(3√3))η³/γ² (the leading term alone)",
-            "the η⁴ correction 8η⁴/(γ²(γ−2η))",
-            _wrap(_s3_leading_only, _claims._gap_eta_margins),
-            _s3_leading_only_mp,
-            _S + "S3-leading-only",
+            title="|λ'−λ1−a1−a2| ≤ (4/(3√3))η³/γ² (the leading term alone)",
+            dropped="the η⁴ correction 8η⁴/(γ²(γ−2η))",
+            evaluate=_s3_leading_only,
+            evaluate_mp=_s3_leading_only_mp,
+            hypothesis_margins=_claims._gap_eta_margins,
+            strategy=_S + "S3-leading-only",
         ),
     ),
     note=(
@@ -921,93 +909,105 @@ S3 = Claim(
 )
 
 
-S3L = Claim(
+S3L = declare_claim(
     "S3L",
-    "lower side, every n and η: λ'−λ1−a1−a2 ≥ −(4/(3√3))η³/γ² − ‖P⊥Ev‖⁴/γ³",
-    "For symmetric A with γ > 0 and any symmetric E: λ_max(A+E) − λ1 − a1 − a2 ≥ −Kη³/γ² − "
+    title="lower side, every n and η: λ'−λ1−a1−a2 ≥ −(4/(3√3))η³/γ² − ‖P⊥Ev‖⁴/γ³",
+    statement="For symmetric A with γ > 0 and any symmetric E: λ_max(A+E) − λ1 − a1 − a2 ≥ −Kη³/γ² − "
     "‖P⊥Ev‖⁴/γ³ (the Rayleigh quotient at v + Rw, R the reduced resolvent, and |a3| ≤ Kη³/γ²); "
     "for 2η < γ this is the lower half of the conjecture |λ'−λ1−a1−a2| ≤ Kη³/(γ(γ−2η)).",
-    ("A symmetric (PSD in our instances)", "E symmetric", "γ > 0"),
-    _wrap(_s3l, _gap_margins),
-    _s3l_mp,
-    _S + "S3L",
-    "sharp third-order constant, lower side (S3L)",
+    hypotheses=("A symmetric (PSD in our instances)", "E symmetric", "γ > 0"),
+    evaluate=_s3l,
+    evaluate_mp=_s3l_mp,
+    hypothesis_margins=_gap_margins,
+    strategy=_S + "S3L",
+    paper_label="sharp third-order constant, lower side (S3L)",
     weakenings=(
-        Weakening(
+        declare_weakening(
             "S3L-second-order",
-            "λ' ≥ λ1 + a1 + a2 (the second-order truncation is a lower bound)",
-            "the third-order term −Kη³/γ² − ‖P⊥Ev‖⁴/γ³",
-            _wrap(_s3l_second_order, _gap_margins),
-            _s3l_second_order_mp,
-            _S + "S3L-second-order",
+            title="λ' ≥ λ1 + a1 + a2 (the second-order truncation is a lower bound)",
+            dropped="the third-order term −Kη³/γ² − ‖P⊥Ev‖⁴/γ³",
+            evaluate=_s3l_second_order,
+            evaluate_mp=_s3l_second_order_mp,
+            hypothesis_margins=_gap_margins,
+            strategy=_S + "S3L-second-order",
         ),
     ),
     note="with 2η < γ it proves the lower half of the sharp conjecture for every n (2K ≥ 1)",
 )
 
 
-T43B_S = Claim(
+T43B_S = declare_claim(
     "T4.3b-S",
-    "sharp, in expectation: E λ_max(F+E) ≥ λ1 + E[a2] − (4/(3√3))E[η³]/γ² − E[‖P⊥Ev‖⁴]/γ³",
-    "For F symmetric with γ > 0 and a finite distribution of symmetric E with mean exactly zero: "
+    title="sharp, in expectation: E λ_max(F+E) ≥ λ1 + E[a2] − (4/(3√3))E[η³]/γ² − E[‖P⊥Ev‖⁴]/γ³",
+    statement="For F symmetric with γ > 0 and a finite distribution of symmetric E with mean exactly zero: "
     "E λ_max(F+E) ≥ λ1 + E[a2] − K·E[η³]/γ² − E[‖P⊥Ev‖⁴]/γ³, K = 4/(3√3), for every size of E "
     "(S3L averaged; E[a1] = 0). It replaces T4.3b(ii)'s 4E[η³]/(γ(γ − 2η̄)) and needs no 2η̄ < γ.",
-    ("F symmetric (PSD in our instances)", "E[E] = 0 exactly", "γ > 0"),
-    _wrap(_t43b_sharp, _ensemble_gap_margins),
-    _t43b_sharp_mp,
-    _S + "T4.3b-S",
-    "Thm 4.3 (b), sharp constant (T4.3b-S)",
+    hypotheses=("F symmetric (PSD in our instances)", "E[E] = 0 exactly", "γ > 0"),
+    evaluate=_t43b_sharp,
+    evaluate_mp=_t43b_sharp_mp,
+    enclosure=_m_t43b_sharp_like(True, True),
+    hypothesis_margins=_ensemble_gap_margins,
+    strategy=_S + "T4.3b-S",
+    paper_label="Thm 4.3 (b), sharp constant (T4.3b-S)",
     weakenings=(
-        Weakening(
+        declare_weakening(
             "T4.3b-S-second-order",
-            "E λ_max(F+E) ≥ λ1 + E[a2] (the second-order truncation in expectation)",
-            "the correction −K·E[η³]/γ² − E[‖P⊥Ev‖⁴]/γ³",
-            _wrap(_t43b_sharp_second_order, _ensemble_gap_margins),
-            _t43b_sharp_second_order_mp,
-            _S + "T4.3b-S-second-order",
-            evaluate_iv=_iv_runner(_m_t43b_sharp_like(False, False)),
+            title="E λ_max(F+E) ≥ λ1 + E[a2] (the second-order truncation in expectation)",
+            dropped="the correction −K·E[η³]/γ² − E[‖P⊥Ev‖⁴]/γ³",
+            evaluate=_t43b_sharp_second_order,
+            evaluate_mp=_t43b_sharp_second_order_mp,
+            enclosure=_m_t43b_sharp_like(False, False),
+            hypothesis_margins=_ensemble_gap_margins,
+            strategy=_S + "T4.3b-S-second-order",
         ),
-        Weakening(
+        declare_weakening(
             "T4.3b-S-no-cubic",
-            "E λ_max(F+E) ≥ λ1 + E[a2] − E[‖P⊥Ev‖⁴]/γ³ (the K·E[η³]/γ² term dropped)",
-            "the cubic term K·E[η³]/γ² (needed when the ensemble is not symmetric, E[a3] ≠ 0)",
-            _wrap(_t43b_sharp_no_cubic, _ensemble_gap_margins),
-            _t43b_sharp_no_cubic_mp,
-            _S + "T4.3b-S-no-cubic",
-            evaluate_iv=_iv_runner(_m_t43b_sharp_like(False, True)),
+            title="E λ_max(F+E) ≥ λ1 + E[a2] − E[‖P⊥Ev‖⁴]/γ³ (the K·E[η³]/γ² term dropped)",
+            dropped="the cubic term K·E[η³]/γ² (needed when the ensemble is not symmetric, E[a3] ≠ 0)",
+            evaluate=_t43b_sharp_no_cubic,
+            evaluate_mp=_t43b_sharp_no_cubic_mp,
+            enclosure=_m_t43b_sharp_like(False, True),
+            hypothesis_margins=_ensemble_gap_margins,
+            strategy=_S + "T4.3b-S-no-cubic",
         ),
     ),
     note="on antithetic ensembles {±E_k} E[a3] = 0 and the bound is loose; the cubic term is needed otherwise",
-    evaluate_iv=_iv_runner(_m_t43b_sharp_like(True, True)),
 )
 
-T43C_S = Claim(
+T43C_S = declare_claim(
     "T4.3c-S",
-    "sharp critical scale: E λ_max(F+sE) > λ_max(F) for 0 < s < s_c^S = 2E[a2]/(B₁ + √(B₁² + 4B₂E[a2]))",
-    "For F symmetric with γ > 0 and a finite zero-mean distribution of E with P⊥Ev ≠ 0 for some "
+    title="sharp critical scale: E λ_max(F+sE) > λ_max(F) for 0 < s < s_c^S = 2E[a2]/(B₁ + √(B₁² + 4B₂E[a2]))",
+    statement="For F symmetric with γ > 0 and a finite zero-mean distribution of E with P⊥Ev ≠ 0 for some "
     "draw: E λ_max(F+sE) > λ_max(F) for every 0 < s < s_c^S, the positive root of "
     "E[a2] − sB₁ − s²B₂ with B₁ = K·E[η³]/γ², B₂ = E[‖P⊥Ev‖⁴]/γ³ (T4.3b-S applied to sE); "
     "s_c^S > s_c of T4.3c always and needs no 2sη̄ < γ. Checked at s = s_c^S/2 and 0.9·s_c^S.",
-    ("F symmetric (PSD in our instances)", "γ > 0", "E[E] = 0 exactly", "genericity: P⊥Ev ≠ 0 for some draw"),
-    _wrap(_t43c_sharp, _ensemble_gap_margins),
-    _t43c_sharp_mp,
-    _S + "T4.3c-S",
-    "Thm 4.3 (c), sharp critical scale (T4.3c-S)",
+    hypotheses=(
+        "F symmetric (PSD in our instances)",
+        "γ > 0",
+        "E[E] = 0 exactly",
+        "genericity: P⊥Ev ≠ 0 for some draw",
+    ),
+    evaluate=_t43c_sharp,
+    evaluate_mp=_t43c_sharp_mp,
+    enclosure=_m_t43c_sharp_factory(True),
+    hypothesis_margins=_ensemble_gap_margins,
+    strategy=_S + "T4.3c-S",
+    paper_label="Thm 4.3 (c), sharp critical scale (T4.3c-S)",
     strict=True,
     weakenings=(
-        Weakening(
+        declare_weakening(
             "T4.3c-S-no-genericity",
-            "strict elevation without genericity (E commuting with F)",
-            "genericity",
-            _wrap(_t43c_sharp_no_genericity, _ensemble_gap_margins),
-            _t43c_sharp_no_genericity_mp,
-            _S + "T4.3c-S-no-genericity",
+            title="strict elevation without genericity (E commuting with F)",
+            dropped="genericity",
+            evaluate=_t43c_sharp_no_genericity,
+            evaluate_mp=_t43c_sharp_no_genericity_mp,
+            enclosure=_m_t43c_sharp_factory(False),
+            hypothesis_margins=_ensemble_gap_margins,
+            strategy=_S + "T4.3c-S-no-genericity",
             strict=True,
-            evaluate_iv=_iv_runner(_m_t43c_sharp_factory(False)),
         ),
     ),
     note="the interval evaluator certifies each tested s below an interval enclosure of s_c^S",
-    evaluate_iv=_iv_runner(_m_t43c_sharp_factory(True)),
 )
 
 
@@ -1015,8 +1015,8 @@ def _register() -> None:
     """Add KT, LL, S3, S3L, T4.3b-S and T4.3c-S to the registry and S-no-disc to the
     weakenings of S (idempotent), through the public API (fimtheory.claim_api)."""
     for c in (KT, LL, S3, S3L, T43B_S, T43C_S):
-        _claims.register_claim(c)
-    _claims.add_weakenings("S", S_NO_DISC)
+        register_claim(c)
+    add_weakenings("S", S_NO_DISC)
 
 
 _register()
