@@ -609,7 +609,9 @@ def load_for_checks(name: str, profile: Profile, device: torch.device, seed: int
 
     if name in REAL_MODELS:
         return _load_real_model(REAL_MODELS[name], profile, device, seed)
-    if name not in M.MODELS:
+    from .user_model import is_model_spec, user_model_bundle
+
+    if name not in M.MODELS and not is_model_spec(name):
         raise UnknownIdError(f"unknown model {name!r}; known: {', '.join(list(M.MODELS) + list(REAL_MODELS))}")
     kw: dict = {"device": device}
     if name == "byte-lm":
@@ -625,7 +627,11 @@ def load_for_checks(name: str, profile: Profile, device: torch.device, seed: int
         kw["length"] = 32
         kw["seed"] = seed
         kw["dtype"] = F64  # loaded as float64 once: no float32 model kept beside the copy
-    bundle = M.load_model(name, **kw)
+    if name in M.MODELS:
+        bundle = M.load_model(name, **kw)
+    else:  # a model the user brings: Hugging Face directory, .gguf file or module:callable
+        m = max(profile.lm_fim_contexts, profile.departure_inputs or 8)
+        bundle = user_model_bundle(name, device=device, n_calibration=m, length=32, seed=seed)
     if _is_float64_on(bundle.module, device):
         module = bundle.module.eval()  # already what the checks need: no second copy
     else:

@@ -28,7 +28,8 @@ def _check_models_add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         action="append",
         metavar="NAME",
-        help=f"model to check (repeatable; one of {', '.join(MODEL_CHOICES)}; default: the profile's models)",
+        help=f"model to check (repeatable; one of {', '.join(MODEL_CHOICES)}, or your own: a Hugging Face "
+        "directory, a .gguf file or module:callable; default: the profile's models)",
     )
     p.add_argument(
         "--scheme",
@@ -87,7 +88,12 @@ def _check_models_run(args: argparse.Namespace) -> int:
     if args.byte_lm:
         profile = C.with_overrides(profile, byte_lm=args.byte_lm)
     models = list(args.model or profile.models)
-    bad = [m for m in models if m not in MODEL_CHOICES]
+    from .user_model import check_model_spec, is_model_spec
+
+    for m in models:  # a model the user brings: InputError (exit 2) for a bad path, before any work
+        if m not in MODEL_CHOICES and is_model_spec(m):
+            check_model_spec(m)
+    bad = [m for m in models if m not in MODEL_CHOICES and not is_model_spec(m)]
     if bad:
         raise UnknownIdError(f"unknown model {bad[0]!r}; known: {', '.join(MODEL_CHOICES)}")
     device = resolve_device(args.device)  # InputError (exit 2) for cuda without CUDA
