@@ -262,3 +262,60 @@ def test_start_dps_follows_the_dynamic_range_of_every_numeric_array():
     assert AJ.start_dps(small, 20) == _reference_start([small.A, small.flags], 20) == 32
     assert AJ.start_dps(SimpleNamespace(A=np.zeros(3)), 50) == 50
     assert AJ.start_dps(7, 50) == 50  # an instance without attributes has no arrays
+
+
+# ----------------------------------------------------------------- the precision ladder, scripted
+
+
+class _Ladder:
+    """A subject whose mp margin at each precision is scripted (values as strings)."""
+
+    def __init__(self, values, **attrs):
+        self.values, self.calls, self.id = values, [], "scripted"
+        self.__dict__.update(attrs)
+
+    def evaluate_mp(self, instance, dps):
+        self.calls.append(dps)
+        return MP(self.values.get(dps, self.values.get("else")))
+
+
+_NO_ARRAYS = SimpleNamespace()  # start_dps(…) = dps
+
+
+def test_adjudicate_accepts_integer_precisions_from_20_only():
+    s = _Ladder({"else": "1"}, strict=False)
+    assert AJ.adjudicate(s, _NO_ARRAYS, Outcome(True, 1.0), 20).verdict == "holds"
+    for bad in (19, 50.0, True, "50"):
+        with pytest.raises(AJ.InputError):
+            AJ.adjudicate(s, _NO_ARRAYS, Outcome(True, 1.0), bad)
+
+
+def test_a_subject_without_strict_is_non_strict():
+    """A margin that collapses to 0 is a tie (holds) for a non-strict claim, the default."""
+    s = _Ladder({"else": "0"})
+    adj = AJ.adjudicate(s, _NO_ARRAYS, Outcome(True, 0.0, True), 40)
+    assert adj.verdict == "tie" and adj.holds is True and adj.margin == 0
+
+
+def test_settled_and_unsettled_ladders_report_their_rungs():
+    s = _Ladder({"else": "0.25"}, strict=False)
+    adj = AJ.adjudicate(s, _NO_ARRAYS, Outcome(True, 0.25), 40)
+    assert adj.reason == "margin 0.25 ≥ 0, agreeing at 40 and 80 digits" and adj.dps == 80
+    s = _Ladder({"else": "0.25"}, strict=True)
+    assert AJ.adjudicate(s, _NO_ARRAYS, Outcome(True, 0.25), 40).reason.startswith("margin 0.25 > 0,")
+    alternating = {40: "1", 80: "-1", 160: "1", 320: "-1", 640: "1", 1280: "-1"}
+    s = _Ladder(alternating, strict=False)
+    adj = AJ.adjudicate(s, _NO_ARRAYS, Outcome(True, -1.0, True), 40)
+    assert adj.verdict == "undecided" and adj.holds is None and adj.margin == -1 and adj.dps == 1280
+    assert adj.reason == (
+        "mp margins did not settle up to 1280 digits (1.0 at 40, -1.0 at 80, 1.0 at 160, -1.0 at 320, "
+        "1.0 at 640, -1.0 at 1280)"
+    )
+
+
+def test_a_jump_then_a_slow_approach_settles_normally():
+    """A rung far from the previous one (|Δ| > |m|/4) resets the stall detector; the next
+    near-agreement starts a fresh comparison and the ladder then settles."""
+    s = _Ladder({40: "1", 80: "2", 160: "2.1", "else": "2.1"}, strict=False)
+    adj = AJ.adjudicate(s, _NO_ARRAYS, Outcome(True, 2.0, True), 40)
+    assert adj.verdict == "holds" and s.calls == [40, 80, 160, 320] and adj.dps == 320
