@@ -235,3 +235,21 @@ def test_committed_streaming_results_are_consistent():
     small = [r for r in res["runs"] if r["model"] == "gpt2-small-shaped" and r["mode"] == "kv-cache"]
     assert small and all(r["ratio"] <= 1.5 for r in small)
     assert all(v["max_rel_error"] <= REL_TOL for v in res["validation"])
+
+
+@pytest.mark.skipif(not os.path.exists(RESULTS), reason="results/streaming.json not produced yet")
+def test_docs_figures_come_from_the_committed_results():
+    """docs/byo_model.md: the push-cost table is the rendering of results/streaming.json, and the
+    figures quoted in its text are those of the file."""
+    from torch_checks.monitor_commands import streaming_table
+
+    with open(RESULTS) as f:
+        res = json.load(f)
+    with open(os.path.join(os.path.dirname(RESULTS), "..", "docs", "byo_model.md"), encoding="utf-8") as f:
+        doc = f.read()
+    assert streaming_table(res) in doc
+    worst = max(v["max_rel_error"] for v in res["validation"])
+    assert f"≤ {worst:.2g} relative" in doc
+    tiny = next(r for r in res["runs"] if r["model"] == "tiny" and r["window"] is None)
+    a, b = tiny["at"][0]["median_gram_eig_cpu_ms"], tiny["at"][-1]["median_gram_eig_cpu_ms"]
+    assert f"{a:.2f} →\n{b:.2f} ms" in doc or f"{a:.2f} → {b:.2f} ms" in doc
