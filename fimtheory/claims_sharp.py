@@ -1011,10 +1011,15 @@ T43C_S = declare_claim(
 )
 
 
+def claims() -> list:
+    """The family's claims, in registry order (S-no-disc is a weakening of S)."""
+    return [KT, LL, S3, S3L, T43B_S, T43C_S]
+
+
 def _register() -> None:
     """Add KT, LL, S3, S3L, T4.3b-S and T4.3c-S to the registry and S-no-disc to the
     weakenings of S (idempotent), through the public API (fimtheory.claim_api)."""
-    for c in (KT, LL, S3, S3L, T43B_S, T43C_S):
+    for c in claims():
         register_claim(c)
     add_weakenings("S", S_NO_DISC)
 
