@@ -149,3 +149,21 @@ def test_parameter_groups(dirs):
     plain = load_user_model("tests.byo_models:factory_plain")
     with pytest.raises(InputError, match="no numbered blocks"):
         plain.select(None)
+
+
+@torch.no_grad()
+def test_check_models_takes_a_user_model(dirs, capsys):
+    """check-models --model PATH: the user model is prepared like a registry model (float64,
+    @default group, held-out windows tokenised with its own tokenizer); a bad path is exit 2."""
+    from fimtheory.cli import main
+    from torch_checks import checks as C
+
+    lm = C.load_for_checks(dirs["llama"], C.get_profile("quick"), torch.device("cpu"))
+    assert lm.kind == "lm" and lm.param_names == load_user_model(dirs["llama"]).select(None)
+    assert lm.header["P"] == 3 * 32 * 64
+    assert lm.fim_data.dtype == torch.int64 and lm.fim_data.shape[1] == 33
+    assert int(lm.fim_data.max()) < B.VOCAB
+    assert all(p.dtype == torch.float64 for p in lm.module.parameters())
+    rc = main(["check-models", "--model", "/no/such/model/"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "not a Hugging Face model directory" in err
