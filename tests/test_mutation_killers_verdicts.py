@@ -323,3 +323,66 @@ def test_iv_quantile_encloses_numpys_linear_quantile(q, n):
         enc = _iv_quantile(vals, vals, q)
         assert enc.a <= mpmath.mpf(ref) + tol and enc.b >= mpmath.mpf(ref) - tol
         assert enc.b - enc.a <= mpmath.mpf(10) ** -40 * (1 + abs(ref))  # the exact value, rounded outward
+
+
+# ----------------------------------------------------------------- certificate JSON details
+
+
+def test_certificate_note_and_non_mpf_endpoints_round_trip():
+    cert = Certificate(mpmath.mpf(-2), mpmath.mpf(-1), 50, "eigenvalues", note="escalated once")
+    back = Certificate.from_json(cert.to_json())
+    assert back.note == "escalated once" and back.certified
+    obj = cert.to_json()
+    del obj["note"]
+    assert Certificate.from_json(obj).note == ""  # an older file without a note
+    with pytest.raises(InputError, match="certificate is not an object"):
+        Certificate.from_json([1, 2])
+    assert exact_str(0.5) == "1*2^-1" and exact_str(3) == "3*2^0" and exact_str(-0.75) == "-3*2^-2"
+
+
+# ----------------------------------------------------------------- status of an unfalsified run
+
+
+def _unfalsified(examples, requested, *, rejected=0, undecided=0, stopped="max_examples", overrun=None, **kw):
+    rep = V.ClaimReport("X", examples_requested=requested, examples=examples, rejected=rejected, **kw)
+    rep.undecided = undecided
+    if undecided:
+        rep.undecided_instances = [{"reason": "margins did not settle"}]
+    hs = {"stopped_because": stopped}
+    if overrun is not None:
+        hs["generate"] = {"overrun": overrun}
+    rep.hypothesis_statistics = hs
+    return rep
+
+
+def test_settle_unfalsified_status_table():
+    rep = _unfalsified(100, 100)
+    V._settle_unfalsified(rep, False)
+    assert rep.status == "verified" and rep.stop_reason == ""
+
+    rep = _unfalsified(0, 100, rejected=40)
+    V._settle_unfalsified(rep, True)
+    assert rep.status == "hypotheses not met" and rep.stop_reason.startswith("no drawn instance met the hypotheses")
+
+    rep = _unfalsified(100, 100, undecided=2)
+    V._settle_unfalsified(rep, False)
+    assert rep.status == "inconclusive"
+    assert rep.stop_reason == "2 of 100 instances undecided at the highest precision (first: margins did not settle)"
+
+    rep = _unfalsified(3, 50, stopped="nothing left to do")
+    V._settle_unfalsified(rep, False)
+    assert (
+        rep.status == "inconclusive" and "search space was exhausted after 3 distinct examples of 50" in rep.stop_reason
+    )
+
+    rep = _unfalsified(40, 100, rejected=9, overrun=7, stopped="max_iterations", targeting=False)
+    V._settle_unfalsified(rep, False)
+    assert rep.status == "inconclusive"
+    assert rep.stop_reason == (
+        "40 of 100 requested examples ran; Hypothesis stopped: max_iterations; 9 drawn instances missed "
+        "the hypotheses, 7 draws overran Hypothesis' choice budget; target phase off"
+    )
+
+    rep = _unfalsified(0, 100)
+    V._settle_unfalsified(rep, True)
+    assert rep.status == "inconclusive" and rep.stop_reason.startswith("no valid example: 0 of 100 requested")
