@@ -168,11 +168,12 @@ def _mlp(hidden: int, seed: int) -> ModelSpec:
     return ModelSpec(f"mlp-digits-h{hidden}-s{seed}", "mlp-digits", M.DigitsConfig(seed=seed, hidden=hidden))
 
 
-#: SmolLM2 in the paper profile. What one trajectory costs on a CPU (measured: ≈ 10 s of one
-#: unloaded core for the full-precision pass, one scheme and its expectation estimate, at 15
-#: scored tokens; docs/inflation.md) limits it to 24 trajectories of 12 + 4 tokens, one Monte
-#: Carlo draw (shared by the trajectories) and three 4-bit schemes, run in this order (each
-#: checkpointed; a run that stops early reports the rest as not computed).
+#: SmolLM2 in the paper profile. What it costs on a CPU limits it to 24 trajectories of 12 + 4
+#: tokens, one Monte Carlo draw (shared by the trajectories) and three 4-bit schemes, run in this
+#: order, each checkpointed (a run that stops early reports the rest as not computed). Measured
+#: on the shared 2-core machine at load ≈ 18, one thread: the full-precision pass of the 24
+#: trajectories 431 s, the rtn-channel/4 estimate 420 s, the rtn-channel/4 scheme (self, fixed,
+#: first order) 1,201 s of wall time; unloaded, one score of 31 tokens is 1.1 s (docs/inflation.md).
 SMOLLM2_OVERRIDES = (
     ("n_trajectories", 24),
     ("prompt_len", 12),
@@ -1178,6 +1179,11 @@ def _pct(x) -> str:
 def render_markdown(raw: dict, summary: dict) -> str:
     """report.md from the raw data and :func:`summarize`'s numbers."""
     status = "complete" if summary["complete"] else "**PARTIAL**"
+    ns = {lab: ms["n_trajectories"] for lab, ms in summary["models"].items() if "skipped" not in ms}
+    odd = {lab: k for lab, k in ns.items() if k != raw["n_trajectories"]}
+    n_text = f"{raw['n_trajectories']}" + (
+        " (" + ", ".join(f"{lab}: {k}" for lab, k in odd.items()) + ")" if odd else ""
+    )
     L = [
         f"# Quantization inflation of the σ threshold — profile `{raw['profile']}`",
         "",
@@ -1190,7 +1196,7 @@ def render_markdown(raw: dict, summary: dict) -> str:
             + " (not computed; every number below is from what ran)."
         ),
         "",
-        f"q = {raw['quantile']}, trajectories per model n = {raw['n_trajectories']}, CI = paired percentile "
+        f"q = {raw['quantile']}, trajectories per model n = {n_text}, CI = paired percentile "
         f"bootstrap over trajectories, {raw['n_boot']} resamples, 95%; seed = {raw['seed']}, device = "
         f"{raw['device']}, Monte Carlo draws for the expectation = {raw['mc_draws']} per trajectory (unless the "
         f"model's row says otherwise), central-difference step ε = {raw['fd_eps']}.",
@@ -1228,7 +1234,7 @@ def render_markdown(raw: dict, summary: dict) -> str:
         "## CI half-widths",
         "",
         f"Target: fixed-data half-width ≤ {_pct(ci['target'])} at {ci['target_bits']} bits with n = "
-        f"{raw['n_trajectories']} trajectories per model. "
+        f"{n_text} trajectories per model. "
         + (
             "Met in every cell."
             if not ci["missed"]
