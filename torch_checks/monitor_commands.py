@@ -115,7 +115,12 @@ _temperature.__name__ = "temperature"
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="monitor_command", metavar="STEP", parser_class=type(p))
+    sub = p.add_subparsers(
+        dest="monitor_command",
+        metavar="STEP",
+        parser_class=type(p),
+        help="calibrate (→ JSON), run (σ_t per token against a calibration) or bench-streaming",
+    )
     c = sub.add_parser("calibrate", help="λ_base and τ_q on the full-precision model → JSON")
     c.add_argument(
         "--model", required=True, type=_model_spec, metavar="SPEC", help="HF directory, .gguf or module:callable"
