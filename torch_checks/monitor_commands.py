@@ -491,6 +491,7 @@ def _bench(args) -> int:
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(1)
+    code = _code_version()  # at the start: the code that runs
     prog = ProgressLines("bench-streaming", interval=10.0)
     at = (16, 128) if args.quick else (64, 1024)
     n_tok = at[-1] + 16
@@ -526,7 +527,7 @@ def _bench(args) -> int:
         "command": "fimtheory monitor bench-streaming --json results/streaming.json"
         + (" --quick" if args.quick else ""),
         "seed": args.seed,
-        "code": _code_version(),
+        "code": code,
         "quick": bool(args.quick),
         "target": f"push time ratio t={at[-1]} / t={at[0]} <= 1.5 for position-wise groups",
         "models": {
