@@ -319,3 +319,81 @@ def test_a_jump_then_a_slow_approach_settles_normally():
     s = _Ladder({40: "1", 80: "2", 160: "2.1", "else": "2.1"}, strict=False)
     adj = AJ.adjudicate(s, _NO_ARRAYS, Outcome(True, 2.0, True), 40)
     assert adj.verdict == "holds" and s.calls == [40, 80, 160, 320] and adj.dps == 320
+
+
+# ----------------------------------------------------------------- adjudicate's enclosure branch, scripted
+
+
+def _adjudicate(values, answers, strict, monkeypatch, outcome=None):
+    script = _Script(answers)
+    monkeypatch.setattr(enclosures, "margin_enclosure", script)
+    s = _Ladder(values, strict=strict)
+    out = outcome or Outcome(True, -0.5, True)
+    return AJ.adjudicate(s, _NO_ARRAYS, out, 40), script
+
+
+def test_settled_violation_is_violated_only_with_a_certifying_enclosure(monkeypatch):
+    adj, _ = _adjudicate({"else": "-0.5"}, {80: ("-0.6", "-0.4")}, False, monkeypatch)
+    assert (adj.verdict, adj.holds, adj.dps, adj.enclosure) == ("violated", False, 80, (MP("-0.6"), MP("-0.4")))
+    assert adj.margin == MP("-0.5") and adj.ladder == ((40, MP("-0.5")), (80, MP("-0.5")))
+    assert adj.reason == "violation certified at 80 digits: margin in [-0.6, -0.4]"
+
+
+def test_strict_tie_proved_exactly_zero_is_violated(monkeypatch):
+    adj, _ = _adjudicate({"else": "0"}, {80: ("0", "0")}, True, monkeypatch)
+    assert adj.verdict == "violated" and adj.margin == 0 and adj.dps == 80
+    assert adj.reason == "exact tie proved at 80 digits (enclosure [0, 0]): fails the strict claim"
+
+
+def test_strict_tie_whose_enclosure_is_positive_holds(monkeypatch):
+    adj, script = _adjudicate({"else": "0"}, {80: ("1e-90", "1e-85")}, True, monkeypatch)
+    assert (
+        adj.verdict == "holds" and adj.holds is True and adj.margin == 0 and adj.enclosure == (MP("1e-90"), MP("1e-85"))
+    )
+    assert (
+        adj.reason
+        == "strict claim with margin 0 to 40 digits, but the rigorous enclosure [1.0e-90, 1.0e-85] at 80 digits is > 0"
+    )
+
+
+def test_strict_tie_gets_two_enclosure_attempts(monkeypatch):
+    adj, script = _adjudicate({"else": "0"}, {"else": ("-1", "1")}, True, monkeypatch)
+    assert script.calls == [80, 160] and adj.verdict == "undecided" and adj.holds is None and adj.margin == 0
+    assert adj.reason.startswith("strict claim with margin 0 to 40 digits, but the enclosure [-1.0, 1.0] at 160")
+
+
+def test_settled_violation_escalates_the_enclosure_to_the_highest_precision(monkeypatch):
+    adj, script = _adjudicate({"else": "-0.5"}, {"else": ("-1", "1")}, False, monkeypatch)
+    assert script.calls == [80, 160, 320, 640, 1280] and adj.verdict == "undecided" and adj.dps == 1280
+    assert adj.margin == MP("-0.5") and adj.enclosure == (MP(-1), MP(1))
+    assert adj.reason == "mp margin -0.5 at 80 digits, but the enclosure [-1.0, 1.0] at 1280 digits does not exclude 0"
+
+
+def test_no_enclosure_is_undecided_never_violated(monkeypatch):
+    adj, _ = _adjudicate({"else": "-0.5"}, {"else": enclosures.NoEnclosure("")}, False, monkeypatch)
+    assert adj.verdict == "undecided" and adj.enclosure is None
+    assert adj.reason == "mp margin -0.5 at 80 digits, but no rigorous enclosure"
+
+
+def test_a_hypothesis_failing_at_high_precision_is_hypotheses_not_met(monkeypatch):
+    adj, _ = _adjudicate(
+        {"else": "-0.5"}, {80: (-1, 1), 160: enclosures.HypothesisFails("γ > 0 fails")}, False, monkeypatch
+    )
+    assert (adj.verdict, adj.holds, adj.hypotheses_met, adj.enclosure, adj.dps) == ("undecided", None, False, None, 160)
+    assert adj.margin == MP("-0.5") and adj.reason == "hypotheses not met at high precision: γ > 0 fails"
+    assert len(adj.ladder) == 2
+
+
+def test_a_settled_violation_the_enclosure_excludes_is_a_reference_disagreement(monkeypatch):
+    out = Outcome(True, -0.5, True)
+    with pytest.raises(AJ.ReferenceDisagreement, match="disagrees with the reference enclosure"):
+        _adjudicate({"else": "-0.5"}, {80: ("0.1", "0.2")}, False, monkeypatch, out)
+    assert "the 80-digit mp margin -0.5 settled on a violation" in out.details[AJ.REFERENCE_DISAGREEMENT]
+    assert AJ.disagrees(out, True)
+
+
+def test_a_strict_claim_settled_on_a_positive_margin_holds_without_an_enclosure(monkeypatch):
+    adj, script = _adjudicate({"else": "0.5"}, {"else": ("0.4", "0.6")}, True, monkeypatch, Outcome(True, 0.5, True))
+    assert adj.verdict == "holds" and adj.enclosure is None and script.calls == []
+    adj, script = _adjudicate({"else": "0.5"}, {"else": ("0.4", "0.6")}, False, monkeypatch, Outcome(True, 0.5, True))
+    assert adj.verdict == "holds" and adj.enclosure is None and script.calls == []
