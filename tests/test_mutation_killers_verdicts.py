@@ -386,3 +386,21 @@ def test_settle_unfalsified_status_table():
     rep = _unfalsified(0, 100)
     V._settle_unfalsified(rep, True)
     assert rep.status == "inconclusive" and rep.stop_reason.startswith("no valid example: 0 of 100 requested")
+
+
+def test_certificate_short_form_rounds_outward_with_the_requested_digits():
+    from fractions import Fraction
+
+    lo, hi = mpmath.mpf("-1.234567891"), mpmath.mpf("-1.234560001")
+    cert = Certificate(lo, hi, 50, "eigenvalues")
+    for digits in (3, 6, 9):
+        text = cert.short(digits)
+        assert text.startswith("[") and text.endswith("]")
+        dlo, dhi = text[1:-1].split(", ")
+        assert Fraction(dlo) <= Fraction(str(lo)) and Fraction(dhi) >= Fraction(str(hi))  # outward
+        for d in (dlo, dhi):
+            assert len(d.split("e")[0].lstrip("-").replace(".", "")) <= digits
+    assert cert.short(6) == "[-1.23457e+0, -1.23456e+0]"
+    assert Certificate(None, None, 50, "eigenvalues").short() == "—"
+    zero = Certificate(mpmath.mpf(0), mpmath.mpf(0), 50, "exact", strict=True, exact_zero=True)
+    assert zero.short() == "= 0 (exact)"
