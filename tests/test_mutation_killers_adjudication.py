@@ -397,3 +397,21 @@ def test_a_strict_claim_settled_on_a_positive_margin_holds_without_an_enclosure(
     assert adj.verdict == "holds" and adj.enclosure is None and script.calls == []
     adj, script = _adjudicate({"else": "0.5"}, {"else": ("0.4", "0.6")}, False, monkeypatch, Outcome(True, 0.5, True))
     assert adj.verdict == "holds" and adj.enclosure is None and script.calls == []
+
+
+def test_a_tie_reports_margin_zero_its_rungs_and_is_rechecked(monkeypatch):
+    s = _Ladder({"else": "1e-60"})
+    adj = AJ.adjudicate(s, _NO_ARRAYS, Outcome(True, 0.0, True), 40)
+    assert (adj.verdict, adj.holds, adj.margin, adj.dps) == ("tie", True, 0, 80)
+    assert adj.ladder == ((40, MP("1e-60")), (80, MP("1e-60")))
+    assert adj.reason == "tie: |margin| ≤ 1e-40 at 80 digits (value 1.0e-60); counted as holding"
+    monkeypatch.setattr(enclosures, "has_enclosure", lambda subject: False)
+    near = Outcome(True, 0.0, True, hypothesis_margins={"γ > 0": 0.0})
+    assert AJ.adjudicate(s, _NO_ARRAYS, near, 40).verdict == "undecided"  # near-boundary re-check ran
+    settled = _Ladder({"else": "0.5"})
+    assert AJ.adjudicate(settled, _NO_ARRAYS, near, 40).verdict == "undecided"
+
+
+def test_a_strict_tie_reports_margin_zero(monkeypatch):
+    adj, _ = _adjudicate({"else": "1e-60"}, {80: ("0", "0")}, True, monkeypatch)
+    assert adj.verdict == "violated" and adj.margin == 0 and adj.ladder[-1] == (80, MP("1e-60"))
