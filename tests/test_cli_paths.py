@@ -118,7 +118,7 @@ def test_every_option_of_every_command_has_help():
     assert not missing, f"options without help: {missing}"
 
 
-SEED_COMMANDS = ["verify", "counterexamples", "check-models", "inflation", "eq1-study"]
+SEED_COMMANDS = ["verify", "counterexamples", "check-models", "inflation", "eq1-study", "sharp-study"]
 
 
 def test_every_command_with_a_seed_validates_it_the_same_way():
