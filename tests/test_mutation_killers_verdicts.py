@@ -404,3 +404,26 @@ def test_certificate_short_form_rounds_outward_with_the_requested_digits():
     assert Certificate(None, None, 50, "eigenvalues").short() == "—"
     zero = Certificate(mpmath.mpf(0), mpmath.mpf(0), 50, "exact", strict=True, exact_zero=True)
     assert zero.short() == "= 0 (exact)"
+
+
+def test_parse_exact_and_decimal_encloses_refuse_what_they_cannot_read():
+    """A zero mantissa is 0 whatever the exponent; non-strings and malformed strings are refused
+    with a message naming them; unparsable decimal endpoints never 'enclose' (so a stored
+    certificate with a garbled decimal endpoint is malformed, not accepted)."""
+    assert parse_exact("0*2^7") == 0 and parse_exact("-0*2^-3") == 0
+    with pytest.raises(InputError, match="exact endpoint must be a string, got float"):
+        parse_exact(0.5)
+    with pytest.raises(InputError, match=r"exact endpoint '12\*3' is not 'man\*2\^exp'"):
+        parse_exact("12*3")
+    from properties.certify import decimal_encloses
+
+    lo, hi = mpmath.mpf(-2), mpmath.mpf(-1)
+    assert decimal_encloses("-2", "-1", lo, hi) and not decimal_encloses("garbage", "-1", lo, hi)
+    obj = Certificate(lo, hi, 50, "eigenvalues").to_json()
+    obj["lo"] = "garbage"
+    with pytest.raises(InputError, match="do not enclose"):
+        Certificate.from_json(obj)
+    obj = Certificate(lo, hi, 50, "eigenvalues").to_json()
+    obj["dps"] = "fifty"
+    with pytest.raises(InputError, match="certificate field unreadable: ValueError"):
+        Certificate.from_json(obj)
