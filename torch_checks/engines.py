@@ -18,6 +18,11 @@ Paths
 
 Everything runs on G's device and in G's dtype (float64 recommended for checks); the small
 tridiagonal eigenproblems of Lanczos are solved on the CPU in float64.
+
+Without G: :func:`structured_gram` / :func:`lambda_max_structured` (per-sample scores whose layer
+outputs belong to one sample each) and :func:`structured_gram_per_token` /
+:func:`lambda_max_per_token` (per-token scores of every Linear / Conv1D / Embedding of a causal
+LM, from the per-target output signals of T batched backwards).
 """
 
 from __future__ import annotations
