@@ -772,7 +772,7 @@ def render_benchmarks(path: str, command: str) -> list[str]:
                 f"{_num(med('curvlinops/lanczos_total'), 2)}×",
             ]
         )
-    targets = doc.get("targets", [])
+    targets = [t for t in doc.get("targets", []) if t.get("met") is not None]  # "reported" rows have no verdict
     met = sum(1 for t in targets if t.get("met"))
     stream = doc.get("streaming", {})
     monitors = stream.get("monitors", [])
@@ -804,8 +804,8 @@ def render_benchmarks(path: str, command: str) -> list[str]:
     )
     lines += [
         "",
-        f"{met} of {len(targets)} (method, case) targets met (≤ 1.5× the score time; ≥ 5× faster than "
-        "curvlinops + eigsh). "
+        f"{met} of {len(targets)} (method, case) targets met (relative error ≤ 1e-6; best exact path ≥ 3× faster "
+        "than curvlinops + eigsh; its peak memory ≤ curvlinops' on the every-layer LMs). "
         + (
             f"Streaming σ_t update at t = {stream.get('t')}: {_num(speed, 3)}× faster than recomputing. "
             if speed
