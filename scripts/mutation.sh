@@ -72,6 +72,42 @@ print(f"profile={profile} seed={seed} examples={rep.examples} status={rep.status
 PY
 fi
 
+# scripts/mutation.sh score [WORKDIR] [FUNCTION-SUBSTRING...]
+# Per-module counts from the mutants' .meta files of a run (also while it is still running:
+# "not checked" counts the mutants not reached yet); with substrings, per-function rows too.
+if [ "${1:-}" = "score" ]; then
+    shift
+    DIR=${1:-$WORK}
+    shift || true
+    exec "$PY" - "$DIR" "$@" <<'PY'
+import collections, glob, json, os, re, sys
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+          36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", None: "not checked"}
+cols = ["killed", "survived", "timeout", "no tests", "not checked", "suspicious"]
+by_mod, by_fn = collections.defaultdict(collections.Counter), collections.defaultdict(collections.Counter)
+for meta in sorted(glob.glob(os.path.join(sys.argv[1], "mutants", "**", "*.py.meta"), recursive=True)):
+    for key, code in json.load(open(meta))["exit_code_by_key"].items():
+        st = STATUS.get(code, "suspicious")
+        mod = re.sub(r"\.x[_ǁ].*", "", key)
+        by_mod[mod][st] += 1
+        by_fn[re.sub(r"__mutmut_\d+$", "", key)][st] += 1
+def row(name, c):
+    n = sum(c.values()); done = n - c["not checked"]; k = c["killed"] + c["timeout"]
+    score = f"{k / done:.1%}" if done else "—"
+    return f"| {name} | " + " | ".join(str(c[x]) for x in cols) + f" | {n} | {score} |"
+head = "| {} | " + " | ".join(cols) + " | total | score (of checked) |"
+print(head.format("module")); print("|---" * (len(cols) + 3) + "|")
+for mod in sorted(by_mod):
+    print(row(mod, by_mod[mod]))
+subs = sys.argv[2:]
+if subs:
+    print(); print(head.format("function")); print("|---" * (len(cols) + 3) + "|")
+    for fn in sorted(by_fn):
+        if any(s in fn for s in subs):
+            print(row(fn, by_fn[fn]))
+PY
+fi
+
 GROUP=""
 if [ "${1:-}" = "--group" ]; then
     GROUP=${2:?--group needs a name (a [mutmut:NAME] section of setup.cfg)}
