@@ -87,9 +87,11 @@ SOURCES = {
             "results/verify-thorough-sharp-kt-ll.json",
             "results/verify-thorough-sharp-s3.json",
             "results/verify-thorough-sharp-s3l.json",
+            "results/verify-thorough-sharp-t43b.json",
+            "results/verify-thorough-sharp-t43c.json",
         ],
         "fimtheory verify --claim KT --claim LL --profile thorough --seed 1 "
-        "--json results/verify-thorough-sharp-kt-ll.json (likewise --claim S3, --claim S3L)",
+        "--json results/verify-thorough-sharp-kt-ll.json (likewise --claim S3, S3L, T4.3b-S, T4.3c-S)",
     ),
     "sharp-conjecture": (
         ["results/sharp-conjecture.json"],
@@ -98,6 +100,36 @@ SOURCES = {
     "sharp-critical-scale": (
         ["results/sharp-critical-scale.json"],
         "python -m properties.sharp_critical_scale --n-instances 400 --seed 0 --json results/sharp-critical-scale.json",
+    ),
+    "check-models-smollm2-block-quick": (
+        ["results/check-models-smollm2-block-quick.json"],
+        "fimtheory check-models --model smollm2-block --profile quick --seed 0 "
+        "--json results/check-models-smollm2-block-quick.json",
+    ),
+    "check-models-gemma3-quick": (
+        ["results/check-models-gemma3-quick.json"],
+        "fimtheory check-models --model gemma3 --profile quick --seed 0 --json results/check-models-gemma3-quick.json",
+    ),
+    "check-models-textgenrnn-quick": (
+        ["results/check-models-textgenrnn-quick.json"],
+        "fimtheory check-models --model textgenrnn --profile quick --seed 0 "
+        "--json results/check-models-textgenrnn-quick.json",
+    ),
+    "inflation-paper": (
+        ["results/inflation-paper/report.json"],
+        "fimtheory inflation --profile paper --seed 0 --out results/inflation-paper",
+    ),
+    "sharp-sc-real": (
+        ["results/sharp-sc-real.json"],
+        "fimtheory sharp-study sc --model byte-lm --model smollm2 --seed 0 --json results/sharp-sc-real.json",
+    ),
+    "ab-tightness": (
+        ["results/ab-tightness.json"],
+        "fimtheory sharp-study ab --model byte-lm --model smollm2 --seed 0 --json results/ab-tightness.json",
+    ),
+    "streaming": (
+        ["results/streaming.json"],
+        "fimtheory monitor bench-streaming --json results/streaming.json",
     ),
     "inflation-quick-report": (
         ["results/inflation-quick/report.md"],
@@ -607,10 +639,10 @@ def render_check_models(path: str, command: str) -> list[str]:
 
 
 def render_check_models_smollm2(path: str, command: str) -> list[str]:
-    """The SmolLM2 check-models report, and the GNU time measurement of the same run when
-    ``results/check-models-smollm2-quick-time.json`` is committed."""
+    """A pretrained model's check-models report, and the GNU time measurement of the same run
+    when ``<report>-time.json`` is committed beside it."""
     lines = render_check_models(path, command)
-    timing = "results/check-models-smollm2-quick-time.json"
+    timing = path[: -len(".json")] + "-time.json"
     if os.path.exists(os.path.join(ROOT, timing)):
         t = _load(timing)
         lines += [
@@ -632,9 +664,84 @@ _INFLATION_COLUMNS = (
 )
 
 
-def render_inflation(path: str, command: str) -> list[str]:
-    doc = _load(path)
-    raw, summary = doc.get("raw", {}), doc.get("summary", {})
+def _pct2(x) -> str:
+    """A fraction as a percentage with two significant digits ("—" when absent)."""
+    return "—" if x is None else f"{_num(100 * x, 2)}%"
+
+
+def _inflation_skill_lines(summary: dict) -> list[str]:
+    """Each prediction's skill against the constant ρ = 1, per bit width, and the CI widths."""
+    skill = summary.get("skill") or {}
+    if not skill:
+        return []
+
+    def cell(p):
+        if not p:
+            return "—"
+        cov = p.get("coverage") or ["—", "—"]
+        return f"{_pct2(p.get('median_abs_error'))} (×{_num(p.get('ratio_to_constant'), 2)}), {cov[0]}/{cov[1]}"
+
+    rows = []
+    for bits in sorted(skill, key=int, reverse=True):
+        s = skill[bits]
+        c = s.get("constant") or {}
+        cov = c.get("coverage") or ["—", "—"]
+        rows.append(
+            [
+                bits,
+                s.get("cells"),
+                cell(s.get("first_order")),
+                cell(s.get("pred")),
+                f"{_pct2(c.get('median_abs_error'))}, {cov[0]}/{cov[1]}",
+                cell(s.get("second_real")),
+            ]
+        )
+    lines = [
+        "",
+        "Skill of each prediction of ρ_fixed (the quantized model scoring the full-precision model's "
+        "trajectories) against the constant ρ = 1: median |ρ_pred/ρ_fixed − 1| over the cells, "
+        "(× that of ρ = 1), and how many of the cells' 95% CIs contain the prediction:",
+        "",
+        *_table(
+            [
+                "bits",
+                "cells",
+                "first order, realised δ",
+                "expectation E_δ (second order)",
+                "constant ρ = 1",
+                "exact realised second order",
+            ],
+            rows,
+        ),
+    ]
+    ci = summary.get("ci") or {}
+    by_bits = ci.get("by_bits") or {}
+    target_bits = str(ci.get("target_bits"))
+    if target_bits in by_bits:
+        b = by_bits[target_bits]
+        lines += [
+            "",
+            f"CI half-width target at {target_bits} bits: ≤ {_pct2(ci.get('target'))} of ρ. Measured (fixed data): "
+            f"median {_pct2(b.get('fixed_median'))}, largest {_pct2(b.get('fixed_max'))}; "
+            f"**{b.get('fixed_over_target')} of {b.get('cells')} cells miss the target** "
+            "(listed under `summary.ci.missed`).",
+        ]
+    ratios = [
+        v.get("measured")
+        for per_model in (summary.get("delta_ratio_sr_rtn") or {}).values()
+        for v in per_model.values()
+        if v.get("measured") is not None
+    ]
+    if ratios:
+        lines += [
+            "",
+            f"‖δ_SR‖/‖δ_RTN‖ over every model and bit width: {_num(min(ratios), 3)}–{_num(max(ratios), 3)} "
+            "(stochastic rounding's variance r(1−r)s² averages s²/6 against RTN's s²/12: √2 = 1.414).",
+        ]
+    return lines
+
+
+def _inflation_rho_table(summary: dict) -> list[str]:
     rows = []
     for label, ms in summary.get("models", {}).items():
         if "skipped" in ms:
@@ -650,31 +757,44 @@ def render_inflation(path: str, command: str) -> list[str]:
                 "—" if s is None else f"{_num(s['rho_self'])} [{_num(s['rho_self_lo'])}, {_num(s['rho_self_hi'])}]"
             )
         rows.append(line)
+    return _table(["model", *(c[2] for c in _INFLATION_COLUMNS)], rows)
+
+
+def _inflation_trajectories(raw: dict, summary: dict) -> str:
+    counts = Counter(ms.get("n_trajectories", raw.get("n_trajectories")) for ms in summary.get("models", {}).values())
+    if len(counts) <= 1:
+        return f"{raw.get('n_trajectories')} trajectories per model"
+    return ", ".join(f"{n} trajectories for {k} model{'s' if k > 1 else ''}" for n, k in counts.most_common())
+
+
+def _inflation_cold_time(path: str) -> list[str]:
+    tpath = os.path.join(os.path.dirname(path), "time.json")
+    if not os.path.exists(os.path.join(ROOT, tpath)):
+        return []
+    runs = _load(tpath).get("runs", [])
+    parts = [
+        f"{_secs(r.get('elapsed_seconds'))} s wall ({_secs(r.get('user_seconds'))} s CPU, load {r.get('load_average')})"
+        for r in runs
+    ]
+    return ["", f"Cold-cache runs of this command (`{tpath}`): " + "; ".join(parts) + "."] if parts else []
+
+
+def render_inflation(path: str, command: str) -> list[str]:
+    doc = _load(path)
+    raw, summary = doc.get("raw", {}), doc.get("summary", {})
     lines = [
         f"`{command}` — profile {raw.get('profile')}, seed {raw.get('seed')}; "
         f"ρ = τ_q(quantized)/τ_q(full precision), q = {raw.get('quantile')}, "
-        f"{raw.get('n_trajectories')} trajectories per model, the quantized model scoring its own "
+        f"{_inflation_trajectories(raw, summary)}, the quantized model scoring its own "
         f'generations ("self"), paired bootstrap 95% CI ({raw.get("n_boot")} resamples), '
-        f"device {raw.get('device')}, {_secs(doc.get('wall_seconds'))} s wall:",
+        f"device {raw.get('device')}"
+        + ("" if doc.get("complete", True) else "; **PARTIAL: " + json.dumps(summary.get("missing")) + "**")
+        + ":",
         "",
     ]
-    lines += _table(["model", *(c[2] for c in _INFLATION_COLUMNS)], rows)
-    errs = []
-    for ms in summary.get("models", {}).values():
-        for s in ms.get("configs", {}).values():
-            if s.get("pred_rel_error") is not None:
-                errs.append((s["bits"], abs(s["pred_rel_error"])))
-    if errs:
-        med = []
-        for b in sorted({b for b, _ in errs}, reverse=True):
-            v = sorted(e for bb, e in errs if bb == b)
-            mid = len(v) // 2
-            m = v[mid] if len(v) % 2 else 0.5 * (v[mid - 1] + v[mid])
-            med.append(f"{b} bits {100 * m:.2g}%")
-        lines += [
-            "",
-            "Median |ρ_pred/ρ_fixed − 1| of the second-order prediction λ_max(F + E[½D²F]): " + ", ".join(med) + ".",
-        ]
+    lines += _inflation_rho_table(summary)
+    lines += _inflation_skill_lines(summary)
+    lines += _inflation_cold_time(path)
     lines += ["", _source_line(path, command)]
     return lines
 
@@ -944,6 +1064,14 @@ def render_sharp_critical_scale(path: str, command: str) -> list[str]:
         f"(upper limit 4/K = {_num(doc.get('upper_limit_4_over_K'), 4)});",
         f"- s_c from the conjectured bound / s_c from S2's bound: {stats(doc.get('conjectured_over_old', {}))}.",
     ]
+    if doc.get("t43c_s_over_old"):
+        lines.append(f"- T4.3c-S's s_c^S (no disc condition) / s_c from S2's bound: {stats(doc['t43c_s_over_old'])}.")
+    if doc.get("t43b_s_at_s1_all_instances"):
+        t = doc["t43b_s_at_s1_all_instances"]
+        lines.append(
+            f"- T4.3b-S's lower bound at s = 1 is positive (elevation certified) on {t.get('bound_positive')} of "
+            f"all {t.get('instances')} ensembles."
+        )
     t = doc.get("t43b_second_order_at_s1")
     if t:
         lines.append(
@@ -1013,6 +1141,136 @@ def render_claims_code(path: str, command: str) -> list[str]:
     return lines
 
 
+def render_sharp_sc_real(path: str, command: str) -> list[str]:
+    doc = _load(path)
+    rows = []
+    for model, m in doc.get("models", {}).items():
+        for scheme, r in m.get("schemes", {}).items():
+            if r.get("status") != "measured":
+                rows.append([model, scheme, r.get("status"), "", "", "", "", "", ""])
+                continue
+            sc = r.get("s_c", {})
+            chk = r.get("check_at_0.9_sc_sharp") or {}
+            rows.append(
+                [
+                    model,
+                    scheme,
+                    r.get("draws"),
+                    _num(sc.get("old")),
+                    _num(sc.get("s3")),
+                    _num(sc.get("sharp")),
+                    f"{_num(r.get('ratio_sharp_over_old'), 3)}×",
+                    _num(r.get("eta_bar_over_gap"), 3),
+                    "yes" if chk.get("positive") else "no",
+                ]
+            )
+    a = doc.get("ratio_sharp_over_old_all", {})
+    inside = sum(
+        bool((r.get("s1_inside") or {}).get("sharp"))
+        for m in doc.get("models", {}).values()
+        for r in m.get("schemes", {}).values()
+    )
+    lines = [
+        f"`{command}` — T4.3c's critical scale on real FIMs (the scored matrix's per-token Gram, float64; "
+        "the quantizers' δ as the noise direction), s_c from S2's remainder (old), from S3's, and T4.3c-S's s_c^S:",
+        "",
+        *_table(
+            [
+                "model",
+                "scheme",
+                "draws",
+                "s_c old",
+                "s_c S3",
+                "s_c^S",
+                "s_c^S / old",
+                "η̄/γ at s = 1",
+                "elevated at 0.9·s_c^S",
+            ],
+            rows,
+        ),
+        "",
+        f"s_c^S / s_c over the {a.get('n')} cells: min {_num(a.get('min'), 3)}, median {_num(a.get('median'), 3)}, "
+        f"max {_num(a.get('max'), 3)}. Cells where the real quantizer itself (s = 1) lies inside the certified "
+        f"region: {inside} of {len(rows)}. These s_c are float64 values, not interval-certified.",
+        "",
+        _source_line(path, command),
+    ]
+    return lines
+
+
+def render_ab_tightness(path: str, command: str) -> list[str]:
+    doc = _load(path)
+    rows = []
+    for model, m in doc.get("models", {}).items():
+        d, c = m.get("default_k3_q4", {}), m.get("cheapest") or {}
+        rows.append(
+            [
+                model,
+                m.get("n"),
+                m.get("P"),
+                _num(m.get("lambda_max_exact"), 6),
+                _num(d.get("U_over_L"), 4),
+                f"({c.get('k')}, {c.get('q')})" if c else "none in the grid",
+                _num(c.get("U_over_L"), 5),
+                _num(c.get("L_over_lambda"), 5),
+                _num(c.get("U_over_lambda"), 5),
+            ]
+        )
+    target = doc.get("target_U_over_L")
+    return [
+        f"`{command}` — AB's two-sided bracket L ≤ λ_max ≤ U on the unquantized FIMs over Lanczos steps k and "
+        f"trace powers q, against the float64 eigvalsh of the n×n Gram; cheapest = fewest flops beyond the Gram "
+        f"with U/L ≤ {_num(target, 3)}:",
+        "",
+        *_table(
+            ["model", "n", "P", "λ_max", "U/L at (k, q) = (3, 4)", "cheapest (k, q)", "U/L", "L/λ_max", "U/λ_max"],
+            rows,
+        ),
+        "",
+        _source_line(path, command),
+    ]
+
+
+def render_streaming(path: str, command: str) -> list[str]:
+    doc = _load(path)
+    rows = []
+    for r in doc.get("runs", []):
+        at = {a.get("t"): a for a in r.get("at", [])}
+        lo, hi = at.get(min(at)) if at else {}, at.get(max(at)) if at else {}
+        rows.append(
+            [
+                r.get("model"),
+                r.get("group"),
+                r.get("window") or "none",
+                r.get("mode"),
+                f"{_num(lo.get('median_push_cpu_ms'), 3)} ms",
+                f"{_num(hi.get('median_push_cpu_ms'), 3)} ms",
+                f"**{_num(r.get('ratio'), 3)}**",
+                f"{_num(lo.get('bare_forward_cpu_ms'), 3)} → {_num(hi.get('bare_forward_cpu_ms'), 3)} ms",
+            ]
+        )
+    errs = [v.get("max_rel_error") for v in doc.get("validation", []) if v.get("max_rel_error") is not None]
+    load = (doc.get("machine") or {}).get("load_average")
+    ts = sorted({a.get("t") for r in doc.get("runs", []) for a in r.get("at", [])})
+    lines = [
+        f"`{command}` — per-token σ_t push time (median CPU ms over 16 pushes) at t = "
+        f"{' and '.join(str(t) for t in ts)}; target: {doc.get('target')}; load average {load} on 2 cores:",
+        "",
+    ]
+    if ts:
+        head = ["model", "group", "window", "path", f"push at t={ts[0]}", f"push at t={ts[-1]}"]
+        head += ["ratio", "bare forward"]
+        lines += _table(head, rows)
+    if errs:
+        lines += [
+            "",
+            f"Streaming λ_max against the dense float64 full-prefix Gram: max relative error {_num(max(errs), 2)} "
+            f"over {len(errs)} validation streams.",
+        ]
+    lines += ["", _source_line(path, command)]
+    return lines
+
+
 RENDERERS = {
     "verify-quick": render_verify,
     "verify-thorough": render_verify,
@@ -1022,6 +1280,13 @@ RENDERERS = {
     "check-models-quick": render_check_models,
     "check-models-smollm2-quick": render_check_models_smollm2,
     "inflation-quick": render_inflation,
+    "inflation-paper": render_inflation,
+    "check-models-smollm2-block-quick": render_check_models_smollm2,
+    "check-models-gemma3-quick": render_check_models_smollm2,
+    "check-models-textgenrnn-quick": render_check_models_smollm2,
+    "sharp-sc-real": render_sharp_sc_real,
+    "ab-tightness": render_ab_tightness,
+    "streaming": render_streaming,
     "inflation-quick-report": render_inflation_report,
     "eq1-study": render_eq1_study,
     "eq1-study-smollm2-quick": render_eq1_study,
