@@ -248,7 +248,7 @@ def test_every_certificate_encloses_the_high_precision_margin(wid):
     seen = []
 
     @settings(
-        max_examples=8,
+        max_examples=20,
         deadline=None,
         database=None,
         derandomize=True,
@@ -272,7 +272,8 @@ def test_every_certificate_encloses_the_high_precision_margin(wid):
                 assert m <= tol if cert.strict else m < tol, (wid, cert.short(), m)
         seen.append(cert)
 
-    prop()
+    with V._without_local_constants():  # the draws must not depend on which modules are imported
+        prop()
     assert seen, f"no instance of {wid} was certified to a usable enclosure"
 
 
