@@ -78,7 +78,7 @@ from fimtheory.quantize import QuantScheme, parse_scheme
 from .decisions import Adjudicator
 from .device import resolve_device
 from .engines import fisher_matrix, gram_matrix, lanczos
-from .quantizers import quantize_tensor
+from .quantizers import is_hf_conv1d, quantize_tensor
 from .report import ROW_KEYS  # noqa: F401  (the row schema, re-exported)
 from .scores import per_sample_scores, per_token_scores
 
@@ -722,7 +722,23 @@ def _score_matrix(model, module, data, out):
 def _quantizable(name: str, mod: nn.Module) -> bool:
     from .models import LogisticRegression
 
-    return isinstance(mod, (nn.Linear, LogisticRegression, nn.LSTM))
+    return isinstance(mod, (nn.Linear, LogisticRegression, nn.LSTM)) or is_hf_conv1d(mod)
+
+
+def _not_quantized(module: nn.Module, quantized_ids: set[int]) -> tuple[str, ...]:
+    """``"name (ModuleType)"`` of every parameter of ≥ 2 dimensions left in full precision:
+    embeddings (by design; a tied embedding is quantized through its ``nn.Linear`` head) and
+    any module type no quantizer here knows the layout of (e.g. ``nn.Conv2d``,
+    ``nn.MultiheadAttention.in_proj_weight``)."""
+    owner = {}
+    for mname, mod in module.named_modules():
+        for pname, p in mod.named_parameters(recurse=False):
+            owner.setdefault(id(p), (f"{mname}.{pname}" if mname else pname, type(mod).__name__))
+    return tuple(
+        f"{owner[id(p)][0]} ({owner[id(p)][1]})"
+        for p in module.parameters()
+        if p.ndim >= 2 and id(p) not in quantized_ids and id(p) in owner
+    )
 
 
 def _quantized_weights(mod: nn.Module) -> list[str]:
@@ -749,11 +765,18 @@ class QuantizationSummary:
         max |Q(θ) − θ| over every quantized weight (0.0 exactly for a no-op).
     changed, total : int
         Weight entries that changed, and entries quantized.
+    quantized : tuple of str
+        Names of the weight tensors quantized (a tensor shared by several modules, once).
+    not_quantized : tuple of str
+        ``"name (ModuleType)"`` of every parameter of ≥ 2 dimensions left in full precision
+        (embeddings by design; any module type whose layout no quantizer here knows).
     """
 
     max_abs_delta: float
     changed: int
     total: int
+    quantized: tuple[str, ...] = ()
+    not_quantized: tuple[str, ...] = ()
 
     @property
     def no_op(self) -> bool:
@@ -770,8 +793,13 @@ def quantize_model(
 ) -> tuple[nn.Module, dict]:
     """A quantized float64 copy of ``module`` and its δ = Q(θ) − θ per weight.
 
-    The ``weight`` of every ``nn.Linear`` and the input and recurrent kernels of every
-    ``nn.LSTM`` are quantized (biases are not). The logistic model's
+    The ``weight`` of every ``nn.Linear`` and Hugging Face ``Conv1D`` and the input and
+    recurrent kernels of every ``nn.LSTM`` are quantized (biases are not); a ``Conv1D``
+    weight is (in, out), so it is quantized as its transpose (rows = output channels, groups
+    and GGUF blocks along the input dimension) and transposed back. A weight shared by
+    several modules is quantized once. Other ≥ 2-D parameters (embeddings, unknown module
+    types) stay in full precision and are named in :attr:`QuantizationSummary.not_quantized`.
+    The logistic model's
     weight (1, d) is quantized on its first d − 1 columns; the last one multiplies the
     constant feature, i.e. it is the bias. NF4 / FP4 blocks that do not divide a row are
     taken over the flattened tensor, as bitsandbytes does (e.g. NF4-b64 on a 10 × 32 layer);
@@ -801,6 +829,18 @@ def quantized_copy(
     return q, summary
 
 
+def _summary_details(summary: QuantizationSummary) -> dict:
+    """A row's record of what was quantized: δ's size, the tensors quantized and those left."""
+    out = {
+        "max_abs_delta": summary.max_abs_delta,
+        "weights_changed": summary.changed,
+        "weight_tensors_quantized": len(summary.quantized),
+    }
+    if summary.not_quantized:
+        out["weights_not_quantized"] = list(summary.not_quantized)
+    return out
+
+
 def _quantized_copy(module, scheme, generator, quantizer, *, keep_deltas: bool):
     from .models import LogisticRegression
 
@@ -818,26 +858,35 @@ def _quantized_copy(module, scheme, generator, quantizer, *, keep_deltas: bool):
         q = copy.deepcopy(module, memo)
     deltas: dict[str, torch.Tensor] = {}
     dmax, changed, total = 0.0, 0, 0
-    targets = [
-        (name, mod, a) for name, mod in q.named_modules() if _quantizable(name, mod) for a in _quantized_weights(mod)
-    ]
+    targets, seen = [], set()
+    for name, mod in q.named_modules():
+        for a in _quantized_weights(mod) if _quantizable(name, mod) else ():
+            if id(getattr(mod, a)) not in seen:  # a shared (tied) weight is quantized once
+                seen.add(id(getattr(mod, a)))
+                targets.append((name, mod, a))
+    names = []
     for name, mod, attr in targets:
         w = getattr(mod, attr)
         pname = f"{name}.{attr}" if name else attr
+        names.append(pname)
+        transposed = is_hf_conv1d(mod)  # weight (in, out): quantize (out, in), rows = output channels
         target = w.detach()[:, :-1] if isinstance(mod, LogisticRegression) else w.detach()
+        if transposed:
+            target = target.T.contiguous()
+        how = f", a Conv1D quantized as its transpose {tuple(target.shape)}" if transposed else ""
         try:
             qt = quantizer(target, scheme, generator=generator)
         except InputError as exc:
             if not _flattened_blocks_apply(scheme, target):
-                raise InputError(f"cannot quantize {pname} (shape {tuple(w.shape)}): {exc}") from exc
-            # bitsandbytes-style block formats block the flattened tensor, across rows.
+                raise InputError(f"cannot quantize {pname} (shape {tuple(w.shape)}{how}): {exc}") from exc
+            # bitsandbytes-style block formats block the flattened (out, in) tensor, across rows.
             qt = quantizer(target.reshape(-1), scheme, generator=generator).reshape(target.shape)
         with torch.no_grad():
             if isinstance(mod, LogisticRegression):
                 new = w.detach().clone()
                 new[:, :-1] = qt
             else:
-                new = qt.to(dtype=w.dtype, device=w.device)
+                new = (qt.T if transposed else qt).to(dtype=w.dtype, device=w.device)
             diff = new.to(F64) - w.detach().to(F64)
             dmax = max(dmax, float(diff.abs().max()) if diff.numel() else 0.0)
             changed += int(torch.count_nonzero(diff))
@@ -847,7 +896,8 @@ def _quantized_copy(module, scheme, generator, quantizer, *, keep_deltas: bool):
             del diff
             w.copy_(new)
             del new, qt
-    return q, deltas, QuantizationSummary(dmax, changed, total)
+    summary = QuantizationSummary(dmax, changed, total, tuple(names), _not_quantized(q, seen))
+    return q, deltas, summary
 
 
 # --------------------------------------------------------------------------- spectral pieces
@@ -1090,8 +1140,7 @@ def _r_and_s2(
     if why:
         common["no_op_reason"] = why
     if summary is not None:
-        common["max_abs_delta"] = summary.max_abs_delta
-        common["weights_changed"] = summary.changed
+        common.update(_summary_details(summary))
     return {
         "R": _decided("T4.3a", inst, adj, common),
         "S2": _decided("S2", inst, adj, common),
@@ -1429,8 +1478,7 @@ def _decide_pair(model: LoadedModel, A, E, lam1, lam_q, e11, n, adj, summary, ex
         "gram_margin": lam_q - lam1 - e11,
     }
     if summary is not None:
-        common["max_abs_delta"] = summary.max_abs_delta
-        common["weights_changed"] = summary.changed
+        common.update(_summary_details(summary))
     if exact_zero:
         common["no_op_reason"] = "Q(θ) = θ bit for bit (every weight already on the grid)"
     return {

@@ -26,6 +26,7 @@ grid properties (exact levels, idempotence) hold only up to that rounding.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 
 import torch
@@ -44,6 +45,7 @@ from fimtheory.quantize import (
 
 __all__ = [
     "MODULE_KINDS",
+    "is_hf_conv1d",
     "quantize_module_",
     "quantize_tensor",
     "sr_quantize_tensor_with_uniforms",
@@ -54,6 +56,20 @@ F64 = torch.float64
 _FP16_MAX = 65504.0
 #: Module types :func:`quantize_module_` can select, by name.
 MODULE_KINDS: dict[str, type[nn.Module]] = {"linear": nn.Linear, "embedding": nn.Embedding}
+
+
+def is_hf_conv1d(mod: nn.Module) -> bool:
+    """Whether ``mod`` is a Hugging Face ``transformers.pytorch_utils.Conv1D`` (GPT-2 family).
+
+    Its ``weight`` is (in_features, out_features), the transpose of ``nn.Linear``'s, so its
+    output channels are the *columns*: quantize ``weight.T`` (rows = output channels, blocks
+    along the input dimension, as llama.cpp's GPT-2 converter and bitsandbytes do after their
+    own transpose) and transpose back. Never imports transformers: a Conv1D instance exists
+    only once its module is imported.
+    """
+    utils = sys.modules.get("transformers.pytorch_utils")
+    cls = getattr(utils, "Conv1D", None)
+    return isinstance(cls, type) and isinstance(mod, cls)
 
 
 # --------------------------------------------------------------------------------------
@@ -291,7 +307,7 @@ def step_sizes_tensor(w: torch.Tensor, scheme) -> torch.Tensor:
 def _selector(include) -> Callable[[str, nn.Module], bool]:
     if include is None:
         types = tuple(MODULE_KINDS.values())
-        return lambda _name, mod: isinstance(mod, types)
+        return lambda _name, mod: isinstance(mod, types) or is_hf_conv1d(mod)
     if callable(include) and not isinstance(include, type):
         return include
     items = [include] if isinstance(include, (str, type)) else list(include)
@@ -327,11 +343,12 @@ def quantize_module_(
         Modified in place (``weight.data`` replaced by ``Q(weight)``, same dtype/device).
     scheme : QuantScheme or str
     include : optional
-        Which submodules: ``None`` (default) = every ``nn.Linear`` and ``nn.Embedding``;
-        a kind name ``'linear'`` / ``'embedding'``, an ``nn.Module`` subclass, an iterable
-        of those, or a callable ``(qualified_name, module) -> bool``. ``nn.Linear`` weights
-        are (out, in); ``nn.Embedding`` weights are (num_embeddings, dim), so their rows
-        (one per token) play the role of output channels.
+        Which submodules: ``None`` (default) = every ``nn.Linear``, ``nn.Embedding`` and
+        Hugging Face ``Conv1D``; a kind name ``'linear'`` / ``'embedding'``, an ``nn.Module``
+        subclass, an iterable of those, or a callable ``(qualified_name, module) -> bool``.
+        ``nn.Linear`` weights are (out, in); ``nn.Embedding`` weights are (num_embeddings,
+        dim), so their rows (one per token) play the role of output channels; a ``Conv1D``
+        weight is (in, out) and is quantized as its transpose (:func:`is_hf_conv1d`).
     generator : torch.Generator, optional
         Required for stochastic rounding.
 
@@ -363,10 +380,15 @@ def quantize_module_(
             continue
         seen.add(id(weight))
         pname = f"{name}.weight" if name else "weight"
+        transposed = is_hf_conv1d(mod)  # (in, out): rows must be output channels
+        target = weight.detach().T.contiguous() if transposed else weight.detach()
         try:
-            q = quantize_tensor(weight.detach(), scheme, generator=generator)
+            q = quantize_tensor(target, scheme, generator=generator)
         except InputError as exc:
-            raise InputError(f"cannot quantize {pname} (shape {tuple(weight.shape)}): {exc}") from exc
+            how = f", a Conv1D quantized as its transpose {tuple(target.shape)}" if transposed else ""
+            raise InputError(f"cannot quantize {pname} (shape {tuple(weight.shape)}{how}): {exc}") from exc
+        if transposed:
+            q = q.T
         with torch.no_grad():
             delta = q.to(F64) - weight.detach().to(F64)
             weight.copy_(q)
