@@ -163,7 +163,11 @@ def test_per_channel_scale_follows_the_output_column():
 
 def test_summary_names_what_was_and_was_not_quantized():
     model = _gpt2()
-    _, summary = C.quantized_copy(model, "rtn-int4-sym-channel")
+    before = {n: p.detach().clone() for n, p in _params(model).items()}
+    q, summary = C.quantized_copy(model, "rtn-int4-sym-channel")
+    assert all(torch.equal(before[n], p) for n, p in _params(model).items())  # the original is untouched
+    shared = [n for n, p in _params(q).items() if p is _params(model)[n]]
+    assert not set(shared) & set(_conv1d_names(model))  # Conv1D weights are copied, not shared
     ref, names = _linear_reference(model)
     assert summary.quantized == tuple(names)
     assert len(summary.quantized) == 9  # 8 Conv1D + the head (tied to wte, quantized once)
