@@ -72,7 +72,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -107,7 +107,7 @@ DENSE_LIMIT = 50_000_000  # n·P·trajectories above which G is not kept (no exa
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a profile: ``kind`` in {"byte-lm", "mlp-digits", "smollm2"}.
+    """One model of a profile: ``kind`` in {"byte-lm", "mlp-digits", "smollm2", "gemma3", "textgenrnn"}.
 
     ``overrides``: (name, value) pairs replacing the profile's ``n_trajectories``,
     ``prompt_len``, ``gen_len``, ``mc_draws``, ``n_traces`` or ``configs`` (a tuple of
@@ -275,13 +275,23 @@ def scheme_for(family: str, bits: int, row_len: int, prof: Profile) -> QuantSche
 
 
 def _weights(module: nn.Module):
+    """The quantized weights: every Linear/Embedding ``weight`` and every ``nn.LSTM``'s input
+    and recurrent kernels (``weight_ih_l*``, ``weight_hh_l*``; biases are not), except the
+    names listed in the root module's ``unquantized_weights`` attribute (if any)."""
     types = tuple(MODULE_KINDS.values())
+    skip = set(getattr(module, "unquantized_weights", ()))
     seen = set()
     for name, mod in module.named_modules():
-        w = getattr(mod, "weight", None)
-        if isinstance(mod, types) and isinstance(w, torch.Tensor) and id(w) not in seen:
-            seen.add(id(w))
-            yield (f"{name}.weight" if name else "weight"), w
+        pre = f"{name}." if name else ""
+        if isinstance(mod, nn.LSTM):
+            items = [(f"{pre}{k}", getattr(mod, k)) for k in mod._flat_weights_names if k.startswith("weight_")]
+        else:
+            w = getattr(mod, "weight", None)
+            items = [(f"{pre}weight", w)] if isinstance(mod, types) and isinstance(w, torch.Tensor) else []
+        for key, w in items:
+            if id(w) not in seen and key not in skip:
+                seen.add(id(w))
+                yield key, w
 
 
 def quantize_into(work: nn.Module, base: nn.Module, family: str, bits: int, prof: Profile, seed: int) -> float:
@@ -407,6 +417,8 @@ class Loaded:
     max_context: int | None
     info: dict
     last_linear: str | None = None  # module name for :func:`last_linear_scores`
+    tail_linears: tuple[str, ...] | None = None  # module names for :func:`tail_linear_scores`
+    position_core: str | None = None  # submodule scoring each position's input: :func:`position_core_scores`
 
 
 def load_spec(spec: ModelSpec, prof: Profile, dev: torch.device, seed: int) -> Loaded:
@@ -459,7 +471,83 @@ def load_spec(spec: ModelSpec, prof: Profile, dev: torch.device, seed: int) -> L
             dict(bundle.info),
             last_linear=last,
         )
+    if spec.kind in REAL_KINDS:
+        return _load_real(spec, prof, dev, seed, n, plen)
     raise InputError(f"unknown model kind {spec.kind!r}")
+
+
+#: Pretrained models the study loads besides SmolLM2 (``fimtheory inflation --model LABEL``
+#: adds them to any profile). Gemma 3 270M: θ = the last block's MLP (gate, up, down:
+#: 3,932,160 weights), scored by :func:`tail_linear_scores` (nothing after that MLP mixes
+#: positions, so the 262,144-token head enters only through one VJP, never a per-token
+#: Jacobian); every block's Linear weight is quantized, the tied embedding/head (167,772,160
+#: of the 268M weights) is kept at full precision, as the Q4_K_M file keeps it at 8 bits
+#: (Q8_0). textgenrnn: θ = the whole model (462,717 parameters), every Linear, Embedding and
+#: LSTM kernel quantized (biases, the attention vector: not). Both at 4 bits only (RTN per
+#: channel, NF4, SR per channel), with one Monte Carlo draw shared by the trajectories; the
+#: trajectory counts are what a 2-core CPU allows (docs/inflation.md, results/inflation-real/).
+REAL_KINDS = ("gemma3", "textgenrnn")
+REAL_OVERRIDES = {
+    "gemma3": (
+        ("n_trajectories", 24),
+        ("prompt_len", 12),
+        ("gen_len", 4),
+        ("mc_draws", 1),
+        ("n_traces", 3),
+        ("shared_draws", True),
+        ("configs", ("rtn-channel/4", "nf4/4", "sr-channel/4")),
+    ),
+    "textgenrnn": (
+        ("n_trajectories", 32),
+        ("prompt_len", 12),
+        ("gen_len", 8),
+        ("mc_draws", 1),
+        ("n_traces", 3),
+        ("shared_draws", True),
+        ("configs", ("rtn-channel/4", "nf4/4", "sr-channel/4")),
+    ),
+}
+
+
+def real_spec(label: str) -> ModelSpec:
+    """The :class:`ModelSpec` of a pretrained model of :data:`REAL_KINDS` (label = kind)."""
+    if label not in REAL_KINDS:
+        raise InputError(f"unknown pretrained model {label!r}; known: {', '.join(REAL_KINDS)}")
+    return ModelSpec(label, label, None, overrides=REAL_OVERRIDES[label])
+
+
+def _real_bundle(kind: str, dev: torch.device, n: int, plen: int, seed: int):
+    """The registry bundle of a pretrained model of :data:`REAL_KINDS` (tests replace it)."""
+    if kind == "gemma3":
+        from .gemma import load_gemma_bundle
+
+        # float32 reference (1 GB); the study's working copy is float64 (:func:`run_model`)
+        return load_gemma_bundle(device=dev, dtype=torch.float32, n_calibration=n, length=plen, seed=seed)
+    from .textgenrnn_lstm import load_textgenrnn_bundle
+
+    # float64 from the start (the float32 weights are exact in float64; 3.7 MB)
+    return load_textgenrnn_bundle(device=dev, dtype=torch.float64, n_calibration=n, length=plen, seed=seed)
+
+
+def real_loaded(spec: ModelSpec, bundle, plen: int) -> Loaded:
+    """The study's view of a Gemma 3 / textgenrnn bundle (see :data:`REAL_OVERRIDES`):
+    Gemma: the tied embedding not quantized, scores by :func:`tail_linear_scores` over the
+    bundle's parameter group (Linear weights of a position-wise tail); textgenrnn: scores by
+    :func:`position_core_scores` of its window classifier ``core``."""
+    module = bundle.module.eval()
+    names = tuple(bundle.param_names)
+    prompts = torch.as_tensor(bundle.calibration)[:, :plen].cpu()
+    info = dict(bundle.info)
+    if spec.kind == "gemma3":
+        module.unquantized_weights = ("model.embed_tokens.weight",)
+        info["unquantized"] = list(module.unquantized_weights)
+        tail = tuple(k.rsplit(".", 1)[0] for k in names)
+        return Loaded(spec, module, names, "lm", prompts, None, info, tail_linears=tail)
+    return Loaded(spec, module, names, "lm", prompts, None, info, position_core="core")
+
+
+def _load_real(spec: ModelSpec, prof: Profile, dev: torch.device, seed: int, n: int, plen: int) -> Loaded:
+    return real_loaded(spec, _real_bundle(spec.kind, dev, n, plen, seed), plen)
 
 
 @torch.no_grad()
@@ -535,12 +623,89 @@ def last_linear_scores(model: nn.Module, linear: str, inputs: torch.Tensor, targ
     return (u[:, :, None] * a[:, None, :]).reshape(u.shape[0], -1)
 
 
+def tail_linear_scores(model: nn.Module, linears, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token scores w.r.t. the weights of several bias-free ``nn.Linear`` modules when
+    nothing from their inputs on mixes positions (e.g. the last block's whole MLP): as
+    :func:`last_linear_scores`, the score of token t for each is u_t a_tᵀ, u_t = ∂ log p_t/∂o_t
+    from one backward of Σ_t log p_t (o_s does not reach log p_t for s ≠ t). Columns: the
+    modules in the order given, each row-major (as :func:`per_token_scores` on their weights).
+    The hypothesis (position-wise tail) is the caller's; a test checks it against a
+    per-token autograd loop.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(T, Σ out·in)``, the dtype of the model.
+    """
+    table = dict(model.named_modules())
+    mods = [table.get(k) for k in linears]
+    for k, mod in zip(linears, mods):
+        if not isinstance(mod, nn.Linear) or mod.bias is not None:
+            raise InputError(f"{k!r} is not a bias-free nn.Linear of the model")
+    store: dict = {}
+
+    def make_hook(j):
+        def hook(_mod, inp, out):
+            # o + z with a zero leaf z: ∂/∂z = ∂/∂o, and the graph through o stays intact
+            # (an earlier module of the tail feeds a later one)
+            z = torch.zeros_like(out, requires_grad=True)
+            store[j] = (inp[0].detach(), z)
+            return out + z
+
+        return hook
+
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    handles = [mod.register_forward_hook(make_hook(j)) for j, mod in enumerate(mods)]
+    try:
+        with torch.enable_grad():
+            dev = mods[0].weight.device
+            x, y = inputs.to(dev).long(), targets.to(dev).long()
+            lp = torch.log_softmax(_logits(model(x[None]))[0], dim=-1).gather(-1, y[:, None]).squeeze(-1)
+            grads = torch.autograd.grad(lp.sum(), [store[j][1] for j in range(len(mods))])
+    finally:
+        for h in handles:
+            h.remove()
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    blocks = []
+    for j, u in enumerate(grads):
+        u, a = u[0], store[j][0][0]
+        blocks.append((u[:, :, None] * a[:, None, :]).reshape(u.shape[0], -1))
+    return torch.cat(blocks, dim=1)
+
+
+def position_core_scores(model: nn.Module, core: str, names, inputs: torch.Tensor, targets: torch.Tensor):
+    """Per-token scores of an LM whose position t is ``core(model.position_inputs(inputs)[t])``
+    (the textgenrnn LM: the core classifies the 40-character window ending at t), as
+    per-sample scores of the core over the positions' inputs: one vmapped gradient per
+    position instead of T backward passes through all T windows. ``names`` are the model's
+    (prefixed ``core.``); columns in their order, as :func:`per_token_scores`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(T, P)`` float64.
+    """
+    pre = f"{core}."
+    if any(not k.startswith(pre) for k in names):
+        raise InputError(f"every scored parameter must belong to {core!r}")
+    sub = getattr(model, core)
+    X = model.position_inputs(inputs.to(next(sub.parameters()).device).long())
+    return per_sample_scores(sub, [k[len(pre) :] for k in names], X, targets, dtype=torch.float64).G
+
+
 def scores_of(ld: Loaded, module: nn.Module, traj) -> torch.Tensor:
     """G (n × P, float64) of a trajectory under ``module``."""
     if ld.kind == "lm":
         t = traj.to(next(module.parameters()).device)
         if ld.last_linear is not None:
             return last_linear_scores(module, ld.last_linear, t[:-1], t[1:]).double()
+        if ld.tail_linears is not None:
+            return tail_linear_scores(module, ld.tail_linears, t[:-1], t[1:]).double()
+        if ld.position_core is not None:
+            return position_core_scores(module, ld.position_core, ld.names, t[:-1], t[1:])
         return per_token_scores(module, ld.names, t[:-1], t[1:], dtype=torch.float64).G
     X, y = traj
     return per_sample_scores(module, ld.names, X, y, dtype=torch.float64).G
@@ -1470,6 +1635,13 @@ def run_study(
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     labels = [s.label for s in prof.models]
+    # pretrained models of REAL_KINDS named in ``models`` join the profile; when only such
+    # models are named, the report covers just them
+    extra = [real_spec(m) for m in dict.fromkeys(models or ()) if m not in labels and m in REAL_KINDS]
+    if extra:
+        keep = () if all(m in REAL_KINDS and m not in labels for m in models) else prof.models
+        prof = replace(prof, models=tuple(keep) + tuple(extra))
+        labels = [s.label for s in prof.models]
     if models:
         bad = [m for m in models if m not in labels]
         if bad:
@@ -1492,7 +1664,7 @@ def run_study(
             try:
                 ld = load_spec(spec, prof, dev, seed)
             except (FimTheoryError, ImportError, OSError) as exc:
-                if spec.kind != "smollm2":
+                if spec.kind != "smollm2" and spec.kind not in REAL_KINDS:
                     raise
                 _save_shard(path, {"label": spec.label, "skipped": f"{type(exc).__name__}: {exc}", "complete": True})
                 bar.note(f"{spec.label}: skipped ({exc})")
