@@ -317,3 +317,61 @@ def test_digest_of_an_array_with_an_empty_dimension():
     assert inputs_digest({"p": _arr([], shape=[0, 3])}) != inputs_digest({"p": _arr([], shape=[3, 0])})
     with pytest.raises(InputError):
         inputs_digest({"p": _arr([ONE], shape=[0])})
+
+
+# ----------------------------------------------------------------- verify.decide
+
+
+class _Recorder:
+    def __init__(self, result):
+        self.result, self.calls = result, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.result
+
+
+def test_decide_passes_subject_instance_outcome_and_dps_to_the_adjudicator(monkeypatch):
+    from properties import verify as V
+
+    rec = _Recorder((True, 1))
+    monkeypatch.setattr(V, "adjudicate", rec)
+    subject, instance, outcome = object(), object(), object()
+    V.decide(subject, instance, outcome, 77)
+    assert len(rec.calls) == 1
+    args, kwargs = rec.calls[0]
+    assert args == (subject, instance, outcome, 77) and kwargs == {}
+
+
+class _Minimal:
+    """An adjudication carrying only verdict, holds and margin (the optional fields absent)."""
+
+    def __init__(self, verdict, holds, margin):
+        self.verdict, self.holds, self.margin = verdict, holds, margin
+
+
+def test_decide_fills_absent_optional_fields_with_their_documented_defaults(monkeypatch):
+    from properties import verify as V
+
+    monkeypatch.setattr(V, "adjudicate", _Recorder(_Minimal("holds", True, 0.5)))
+    d = V.decide(object(), object(), object(), 64)
+    assert d.verdict == "holds" and d.holds is True and d.margin == 0.5
+    assert d.enclosure is None and d.dps == 64 and d.reason == "" and d.hypotheses_met is True
+
+
+@pytest.mark.parametrize(
+    "pair,verdict,holds",
+    [
+        ((None, 0.3), "undecided", None),
+        ((True, 0), "tie", True),
+        ((True, 2), "holds", True),
+        ((False, -1), "violated", False),
+    ],
+)
+def test_decide_reads_a_legacy_pair(monkeypatch, pair, verdict, holds):
+    from properties import verify as V
+
+    monkeypatch.setattr(V, "adjudicate", _Recorder(pair))
+    d = V.decide(object(), object(), object(), 50)
+    assert d.verdict == verdict and d.holds is holds and d.margin == pair[1]
+    assert d.enclosure is None and d.dps == 50
