@@ -119,6 +119,10 @@ SOURCES = {
         ["results/inflation-paper/report.json"],
         "fimtheory inflation --profile paper --seed 0 --out results/inflation-paper",
     ),
+    "inflation-real": (
+        ["results/inflation-real/report.json"],
+        "fimtheory inflation --profile quick --model gemma3 --model textgenrnn --out results/inflation-real",
+    ),
     "sharp-sc-real": (
         ["results/sharp-sc-real.json"],
         "fimtheory sharp-study sc --model byte-lm --model smollm2 --seed 0 --json results/sharp-sc-real.json",
@@ -1281,6 +1285,7 @@ RENDERERS = {
     "check-models-smollm2-quick": render_check_models_smollm2,
     "inflation-quick": render_inflation,
     "inflation-paper": render_inflation,
+    "inflation-real": render_inflation,
     "check-models-smollm2-block-quick": render_check_models_smollm2,
     "check-models-gemma3-quick": render_check_models_smollm2,
     "check-models-textgenrnn-quick": render_check_models_smollm2,
