@@ -375,3 +375,4 @@ def test_decide_reads_a_legacy_pair(monkeypatch, pair, verdict, holds):
     d = V.decide(object(), object(), object(), 50)
     assert d.verdict == verdict and d.holds is holds and d.margin == pair[1]
     assert d.enclosure is None and d.dps == 50
+    assert isinstance(d.reason, str) and (verdict != "undecided" or d.reason)  # an undecided pair says why
