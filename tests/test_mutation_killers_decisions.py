@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import decimal
 import hashlib
+import json
 import re
 from fractions import Fraction
+from pathlib import Path
 
 import mpmath
 import pytest
@@ -376,3 +378,57 @@ def test_decide_reads_a_legacy_pair(monkeypatch, pair, verdict, holds):
     assert d.verdict == verdict and d.holds is holds and d.margin == pair[1]
     assert d.enclosure is None and d.dps == 50
     assert isinstance(d.reason, str) and (verdict != "undecided" or d.reason)  # an undecided pair says why
+
+
+# ----------------------------------------------------------------- counterexamples.replay_file
+
+CORPUS_FILE = Path(__file__).parent / "counterexamples" / "AH-accurate.json"
+
+
+def _replay_edited(tmp_path, edit):
+    from properties import counterexamples as cx
+
+    rec = json.loads(CORPUS_FILE.read_text(encoding="utf-8"))
+    edit(rec)
+    f = tmp_path / "edited.json"
+    f.write_text(json.dumps(rec), encoding="utf-8")
+    return f, cx.replay_file(f)
+
+
+def _flip_strict(rec):
+    rec["certificate"]["strict"] = not rec["certificate"].get("strict", False)
+
+
+def _uncertify(rec):
+    rec["certificate"]["certified"] = False
+
+
+def _bad_digest(rec):
+    rec["inputs_sha256"] = "0" * 64
+
+
+@pytest.mark.parametrize(
+    "edit,words", [(_flip_strict, "strict="), (_uncertify, "does not certify"), (_bad_digest, "digest")]
+)
+def test_replay_rejects_an_edited_record_naming_the_file_and_the_reason(tmp_path, edit, words):
+    """A stored counterexample whose certificate's strictness, certified flag or digest was
+    edited does not reproduce; the result names the file and says what changed."""
+    f, r = _replay_edited(tmp_path, edit)
+    assert r.status == "not reproduced" and r.path == str(f)
+    assert isinstance(r.message, str) and r.message.startswith("does not reproduce:") and words in r.message
+
+
+def test_replay_of_a_file_that_is_not_json_is_malformed_naming_the_file(tmp_path):
+    from properties import counterexamples as cx
+
+    f = tmp_path / "broken.json"
+    f.write_text("{not json", encoding="utf-8")
+    r = cx.replay_file(f)
+    assert r.status == "malformed" and r.path == str(f) and isinstance(r.message, str) and r.message
+
+
+def test_replay_of_the_untouched_corpus_file_reproduces():
+    from properties import counterexamples as cx
+
+    r = cx.replay_file(CORPUS_FILE)
+    assert r.status == "reproduced" and r.path == str(CORPUS_FILE)
