@@ -7,6 +7,7 @@ input is one line and exit 2 before the work."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -164,6 +165,13 @@ def test_quantile_ci_coverage_is_exact_binomial():
     def below(k):  # P(Binomial(m, q) <= k)
         return sum(comb(m, j) * q**j * (1 - q) ** (m - j) for j in range(k + 1))
 
-    assert 1 - below(lo - 1) >= 0.975 and below(hi - 1) >= 0.975
-    assert 1 - below(lo) < 0.975 and below(hi - 2) < 0.975
+    from scipy.stats import binom
+
+    assert math.isclose(below(lo - 1), binom.cdf(lo - 1, m, q), rel_tol=1e-9, abs_tol=1e-15)
+    lower_side, upper_side = 1 - below(lo - 1), below(hi - 1)  # P(X >= lo), P(X <= hi - 1)
+    assert lower_side >= 0.975, (lo, lower_side)
+    assert upper_side >= 0.975, (hi, upper_side)
+    lower_inward, upper_inward = 1 - below(lo), below(hi - 2)  # each end moved one rank inwards
+    assert lower_inward < 0.975, (lo, lower_inward)
+    assert upper_inward < 0.975, (hi, upper_inward)
     assert quantile_ci(np.ones(3), 0.95)["upper"] is None
