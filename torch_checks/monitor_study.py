@@ -12,7 +12,8 @@ For each model of a profile:
 2. **Full precision.** Per trajectory: Λ = λ_max(F) = λ1, F = GᵀG/n of the per-token scores
    of θ (the model's default parameter subset), its unit top eigenvector v, ‖ḡ‖² (mean-score
    part) and λ_max(F − ḡḡᵀ) (covariance part). λ_base = mean Λ; τ_q = q-quantile of Λ/λ_base.
-3. **Quantized.** Every ``nn.Linear`` / ``nn.Embedding`` weight quantized by each scheme ×
+3. **Quantized.** Every ``nn.Linear`` / ``nn.Embedding`` weight (a Hugging Face ``Conv1D``
+   weight as its transpose, as ``check-models`` does) quantized by each scheme ×
    bit width (RTN per channel, RTN group-wise, SR per channel, NF4 at 4 bits; the group size
    is the largest divisor of the row length ≤ the nominal one). *self*: the quantized model
    scores trajectories it generated itself (same prompts and sampling seeds: the deployed
@@ -85,7 +86,7 @@ from . import data as D
 from . import models as M
 from .device import resolve_device
 from .monitor import sigma_trace
-from .quantizers import MODULE_KINDS, quantize_tensor, step_sizes_tensor
+from .quantizers import MODULE_KINDS, is_hf_conv1d, quantize_tensor, step_sizes_tensor
 from .report import Progress
 from .scores import _logits, per_sample_scores, per_token_scores
 
@@ -275,28 +276,52 @@ def scheme_for(family: str, bits: int, row_len: int, prof: Profile) -> QuantSche
 
 
 def _weights(module: nn.Module):
-    """The quantized weights: every Linear/Embedding ``weight`` and every ``nn.LSTM``'s input
-    and recurrent kernels (``weight_ih_l*``, ``weight_hh_l*``; biases are not), except the
-    names listed in the root module's ``unquantized_weights`` attribute (if any)."""
+    """The quantized weights: every Linear/Embedding ``weight``, every Hugging Face ``Conv1D``
+    ``weight`` (GPT-2) and every ``nn.LSTM``'s input and recurrent kernels (``weight_ih_l*``,
+    ``weight_hh_l*``; biases are not), except the names listed in the root module's
+    ``unquantized_weights`` attribute (if any); a weight shared by several modules once.
+
+    A ``Conv1D`` weight is (in, out), the transpose of ``nn.Linear``'s, so it is yielded as its
+    transpose ``weight.T`` (a view, rows = output channels): per-channel scales, groups and
+    NF4 blocks then run along the input dimension, exactly as ``check-models`` quantizes it
+    (:func:`torch_checks.checks.quantize_model`), and writes into the view land in the weight.
+    Every consumer here (quantizer, Σ, δ, the perturbed copy) sees that same orientation."""
     types = tuple(MODULE_KINDS.values())
     skip = set(getattr(module, "unquantized_weights", ()))
     seen = set()
     for name, mod in module.named_modules():
         pre = f"{name}." if name else ""
         if isinstance(mod, nn.LSTM):
-            items = [(f"{pre}{k}", getattr(mod, k)) for k in mod._flat_weights_names if k.startswith("weight_")]
+            items = [(f"{pre}{k}", getattr(mod, k), False) for k in mod._flat_weights_names if k.startswith("weight_")]
         else:
             w = getattr(mod, "weight", None)
-            items = [(f"{pre}weight", w)] if isinstance(mod, types) and isinstance(w, torch.Tensor) else []
-        for key, w in items:
+            conv1d = is_hf_conv1d(mod)
+            ok = (isinstance(mod, types) or conv1d) and isinstance(w, torch.Tensor)
+            items = [(f"{pre}weight", w, conv1d)] if ok else []
+        for key, w, transposed in items:
             if id(w) not in seen and key not in skip:
                 seen.add(id(w))
-                yield key, w
+                yield key, (w.T if transposed else w)
+
+
+def weights_not_quantized(module: nn.Module) -> list[str]:
+    """``"name (ModuleType)"`` of every parameter of ≥ 2 dimensions the study leaves in full
+    precision (not reached by :func:`_weights`: a module type whose layout is not known, such
+    as ``nn.Conv2d``, a bare ``nn.Parameter``, or a name in ``unquantized_weights``)."""
+    done = set()
+    for _, w in _weights(module):
+        done.add(id(w._base) if w._base is not None else id(w))
+    owner = {}
+    for mname, mod in module.named_modules():
+        for pname, p in mod.named_parameters(recurse=False):
+            owner.setdefault(id(p), f"{mname}.{pname} ({type(mod).__name__})" if mname else f"{pname}")
+    return [owner[id(p)] for p in module.parameters() if p.ndim >= 2 and id(p) not in done and id(p) in owner]
 
 
 def quantize_into(work: nn.Module, base: nn.Module, family: str, bits: int, prof: Profile, seed: int) -> float:
     """Write Q(θ) into ``work`` (a copy of ``base`` with the same parameter names) for every
-    Linear/Embedding weight; return ‖δ‖/‖θ‖ over those weights. SR draws come from one
+    weight of :func:`_weights` (Linear, Embedding, Conv1D as its transpose, LSTM kernels);
+    return ‖δ‖/‖θ‖ over those weights. SR draws come from one
     seeded generator walking the weights in module order."""
     src = dict(_weights(base))
     gen = None
@@ -1093,6 +1118,7 @@ def run_model(ld: Loaded, prof: Profile, seed: int, progress, *, shard_path: str
             "P": int(tops[0][1].shape[0]),
             "n_scores": int(tops[0][2].shape[0]),
             "quantized_weights": _numel(ld.module),
+            "weights_not_quantized": weights_not_quantized(ld.module),
             "settings": {k: spec.get(prof, k) for k in ("prompt_len", "gen_len", "mc_draws", "n_traces")},
             "configs_planned": keys,
             "trajectories": [_traj_to_json(ld, t) for t in trajs],
