@@ -182,6 +182,15 @@ def _inflation_add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="compute nothing: build the report from the checkpoints in DIR/shards (partial if some are missing)",
     )
+    p.add_argument(
+        "--ci-pilot",
+        dest="ci_pilot",
+        metavar="PILOT_DIR",
+        default=None,
+        help="second stage of the two-stage CI design: size each model's n from PILOT_DIR/report.json's "
+        "half-widths at the target bits and run only those cells on a fresh sample of trajectories "
+        "(default --out results/inflation-<profile>-ci4)",
+    )
 
 
 def _inflation_run(args: argparse.Namespace) -> int:
