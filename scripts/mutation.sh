@@ -108,6 +108,38 @@ if subs:
 PY
 fi
 
+# scripts/mutation.sh check WORKDIR 'PYTEST-SELECTION' MUTANT...
+# Kill check of new tests against a finished run's mutated copy: copies the working-tree
+# tests/test_mutation_killers*.py into WORKDIR/mutants/tests/, runs the selection (pytest
+# arguments, e.g. 'tests/test_mutation_killers_core.py -k golden') on the original code
+# (MUTANT_UNDER_TEST empty: must pass) and then once per mutant (must fail). Prints one line
+# per mutant, "killed" or "SURVIVED", and exits 1 if the original fails or a mutant survives.
+if [ "${1:-}" = "check" ]; then
+    DIR=${2:?check needs the run directory}
+    SEL=${3:?check needs a pytest selection}
+    shift 3
+    for f in "$REPO"/tests/test_mutation_killers*.py; do
+        [ -f "$f" ] && cp "$f" "$DIR/mutants/tests/"
+    done
+    cd "$DIR/mutants"
+    rc=0
+    # shellcheck disable=SC2086
+    if MUTANT_UNDER_TEST="" "$PY" -m pytest $SEL -q -x -p no:cacheprovider >/dev/null 2>&1; then
+        echo "original: passes"
+    else
+        echo "original: FAILS ($SEL)"; exit 1
+    fi
+    for m in "$@"; do
+        # shellcheck disable=SC2086
+        if MUTANT_UNDER_TEST="$m" "$PY" -m pytest $SEL -q -x -p no:cacheprovider >/dev/null 2>&1; then
+            echo "$m: SURVIVED"; rc=1
+        else
+            echo "$m: killed"
+        fi
+    done
+    exit $rc
+fi
+
 GROUP=""
 if [ "${1:-}" = "--group" ]; then
     GROUP=${2:?--group needs a name (a [mutmut:NAME] section of setup.cfg)}
