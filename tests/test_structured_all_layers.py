@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch", reason="needs torch (pip install -e '.[torc
 from fimtheory.errors import HypothesesNotMet, InputError  # noqa: E402
 from torch_checks.engines import (  # noqa: E402
     gram_matrix,
+    lambda_max_autodiff,
     lambda_max_per_token,
     layer_param_names,
     structured_gram_per_token,
@@ -216,3 +217,109 @@ def test_target_chunks_do_not_change_the_result():
     K1 = structured_gram_per_token(model, logp, names, target_chunk=1).K
     K8 = structured_gram_per_token(model, logp, names, target_chunk=8).K
     assert float((K1 - K8).abs().max()) <= 64 * EPS * K1.shape[0] * float(torch.linalg.matrix_norm(K8, 2))
+
+
+# ---------------------------------------------------------------------- matrix-free, any layer
+
+
+def _all_param_names(model):
+    return tuple(k for k, _ in model.named_parameters())  # tied tensors once; LayerNorms included
+
+
+class _ConvNetWithSpare(torch.nn.Sequential):
+    def __init__(self):
+        super().__init__(torch.nn.Conv2d(1, 3, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 4))
+        self.spare = torch.nn.Linear(2, 2)  # held by the model, never called
+
+    def forward(self, x):
+        return self[3](self[2](self[1](self[0](x))))
+
+
+@pytest.mark.parametrize("every_parameter", [False, True], ids=["layers", "every parameter"])
+def test_autodiff_lanczos_equals_the_autograd_loop(case, every_parameter):
+    """λ_max by Lanczos on K with Gᵀv by backward and G w by reverse-over-reverse equals the top
+    eigenvalue of the float64 per-token autograd loop, on every layer kind (and LayerNorm)."""
+    model, x, y, logp, names, K_ref, G = case
+    if every_parameter:
+        names = _all_param_names(model)
+        K_ref, G = _reference_gram(model, names, x, y)
+    ref = float(torch.linalg.eigvalsh(K_ref)[-1])
+    r = lambda_max_autodiff(model, logp, names, tol=1e-12)
+    assert r.n == G.shape[0] and r.P == G.shape[1]
+    assert r.method == "autodiff-lanczos" and r.operator == "K"
+    assert abs(r.value - ref) <= 1e-10 * ref, (r.value, ref)
+    assert r.residual <= 1e-9 * ref
+    assert "held on all" in r.structure[0]
+
+
+def test_autodiff_lanczos_per_sample_classifier_and_unused_tensor():
+    """Independent samples (a CNN with a conv and a linear layer): λ_max equals the dense F; a
+    θ tensor that does not reach log p is reported with zero scores."""
+    torch.manual_seed(3)
+    net = _ConvNetWithSpare().double()
+    x = torch.randn(7, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    names = ("0.weight", "0.bias", "3.weight", "spare.weight")
+    live = names[:3]
+    G = torch.cat([per_sample_scores_loop(net, live, x[i : i + 1], y[i : i + 1]).G for i in range(7)])
+    ref = float(torch.linalg.eigvalsh(G.T @ G / 7)[-1])
+
+    def logp():
+        return torch.log_softmax(net(x), -1).gather(-1, y[:, None]).squeeze(-1)
+
+    r = lambda_max_autodiff(net, logp, names, tol=1e-12)
+    assert abs(r.value - ref) <= 1e-10 * ref
+    assert r.P == G.shape[1] + 4 and "spare.weight" in r.structure[-1]
+
+
+class _WrongDoubleBackward(torch.autograd.Function):
+    """y = x²; the backward is right, but its own derivative in grad_output is dropped."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g.detach() + 0.5 * x * g
+
+
+class _NoDoubleBackward(_WrongDoubleBackward):
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+@pytest.mark.parametrize("fn", [_WrongDoubleBackward, _NoDoubleBackward], ids=["wrong", "missing"])
+def test_autodiff_lanczos_refuses_a_bad_double_backward(fn):
+    torch.manual_seed(4)
+    lin = torch.nn.Linear(3, 2).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+
+    def logp():
+        return torch.log_softmax(fn.apply(lin(x)), -1)[:, 0]
+
+    with pytest.raises(HypothesesNotMet, match="reverse-over-reverse|not differentiable"):
+        lambda_max_autodiff(lin, logp, ("weight", "bias"))
+
+
+def test_autodiff_lanczos_bad_input():
+    torch.manual_seed(5)
+    lin = torch.nn.Linear(3, 2).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.raises(InputError, match="callable"):
+        lambda_max_autodiff(lin, 3.0, ("weight",))
+    with pytest.raises(InputError, match="graph"):
+        lambda_max_autodiff(lin, lambda: lin(x).detach()[:, 0], ("weight",))
+    with pytest.raises(InputError, match="NaN or inf"):
+        lambda_max_autodiff(lin, lambda: lin(x)[:, 0] * math.inf, ("weight",))
+    with pytest.raises(InputError, match="non-empty"):
+        lambda_max_autodiff(lin, lambda: lin(x)[:0, 0], ("weight",))
+    drop = torch.nn.Sequential(lin, torch.nn.Dropout(0.5)).train()
+    with pytest.raises(InputError, match="training mode"):
+        lambda_max_autodiff(drop, lambda: drop(x)[:, 0], ("0.weight",))
+    assert lambda_max_autodiff(drop.eval(), lambda: drop(x)[:, 0], ("0.weight",)).value > 0

@@ -1585,3 +1585,161 @@ def lambda_max_per_token(
         if us
     )
     return LambdaMaxResult(r.value, "per-token-lanczos", r.iterations, r.residual, n, P, "K", None, structure)
+
+
+# --------------------------------------------------------------------------------------
+# matrix-free λ_max from automatic differentiation on one recorded forward
+# --------------------------------------------------------------------------------------
+#
+# K = GGᵀ/n with G the Jacobian of the n log-probabilities w.r.t. θ. Both products of G come
+# from the graph of one forward, never re-run: Gᵀv = ∂(v·log p)/∂θ is a backward with the
+# cotangent v (graph retained), and G w = ∂/∂u ⟨Gᵀu, w⟩ is a backward through the graph of the
+# linear map u ↦ Gᵀu, built once with create_graph=True (reverse-over-reverse). A step of
+# Lanczos on K therefore costs two backward passes and no forward; per-token scores of a
+# causal LM cost no more than per-sample ones (a cotangent over all (window, position) pairs).
+
+
+class _AutodiffGram:
+    """v ↦ K v = G(Gᵀv)/n from the recorded graph, checking ⟨G Gᵀv, v⟩ = ‖Gᵀv‖² on every call
+    (the two products must be each other's transposes; a wrong double-backward formula breaks
+    it)."""
+
+    def __init__(self, flat, thetas, u, gt):
+        self.flat, self.thetas, self.u, self.gt = flat, thetas, u, gt
+        self.n = flat.numel()
+        self.eps = torch.finfo(flat.dtype).eps
+        self.worst = 0.0
+        self.calls = 0
+
+    def gt_product(self, v):
+        return torch.autograd.grad(self.flat, self.thetas, grad_outputs=v, retain_graph=True)
+
+    def g_product(self, ws):
+        (out,) = torch.autograd.grad(self.gt, self.u, grad_outputs=ws, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(self.u) if out is None else out
+
+    def __call__(self, v):
+        g = self.gt_product(v)
+        sq = sum(float(torch.sum(x * x)) for x in g)
+        Gg = self.g_product(g)
+        self.calls += 1
+        ip = float(torch.dot(Gg, v))
+        scale = float(torch.linalg.vector_norm(Gg)) * float(torch.linalg.vector_norm(v)) + sq
+        err = abs(ip - sq)
+        if scale > 0:
+            self.worst = max(self.worst, err / scale)
+        if err > 4096 * self.eps * scale:
+            raise HypothesesNotMet(
+                f"the reverse-over-reverse product G w is not the transpose of the backward Gᵀv "
+                f"(⟨G Gᵀv, v⟩ = {ip:.17g} vs ‖Gᵀv‖² = {sq:.17g}): an operation in the forward has a wrong "
+                "or non-linear double-backward formula; use a G-based or structured path"
+            )
+        return Gg / self.n
+
+
+def _refuse_stochastic(model) -> None:
+    nn = torch.nn
+    for name, mod in model.named_modules():
+        if not mod.training:
+            continue
+        if isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0:
+            raise InputError(f"{name or 'model'} is a {type(mod).__name__} in training mode: call model.eval() first")
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            raise InputError(
+                f"{name or 'model'} is a {type(mod).__name__} in training mode (samples interact): call model.eval()"
+            )
+
+
+def lambda_max_autodiff(
+    model: torch.nn.Module,
+    logp,
+    param_names,
+    *,
+    tol: float = 1e-10,
+    max_iter: int | None = None,
+    seed: int = 0,
+) -> LambdaMaxResult:
+    """λ_max(F) = λ_max(K), K = GGᵀ/n, by Lanczos on K with both products of G taken by
+    automatic differentiation on one recorded forward — neither G nor K is formed, and the
+    forward is never re-run.
+
+    The n samples are the entries of ``logp()`` (any shape, row-major: an (m, T) tensor of
+    per-token log-probabilities gives the samples b·T + t, as :func:`lambda_max_per_token`); the
+    score of sample i is ∇θ of entry i. Gᵀv is the backward of log p with the cotangent v (graph
+    retained); G w is the backward, with respect to u, of the graph of u ↦ Gᵀu built once with
+    ``create_graph=True`` (reverse-over-reverse). Each Lanczos step therefore costs about two
+    backward passes, whatever the layers (Linear, Conv1D, Embedding, LayerNorm, attention, tied
+    or shared tensors: autograd sums every use) and whatever the sample structure.
+
+    Checks: every product verifies ⟨G Gᵀv, v⟩ = ‖Gᵀv‖² (to 4096·eps relative), so a forward
+    operation whose double-backward formula is wrong or missing raises instead of returning a
+    number; the Ritz residual is recomputed explicitly (``residual``); training-mode dropout or
+    batch-norm is refused (the scores would be those of one random or batch-coupled forward).
+
+    Parameters
+    ----------
+    model : the module whose parameters ``logp`` reads (requires_grad is restored).
+    logp : callable () → tensor of the n log-probabilities, with an autograd graph to θ.
+    param_names : names of the θ tensors (a tied tensor listed once, under any of its names).
+    tol, max_iter, seed : :func:`lanczos` options (relative residual tolerance, iterations,
+        start-vector seed).
+
+    Memory: the forward's saved activations and the graph of the first backward (about twice
+    the activations of one forward + backward), plus Lanczos' basis (iterations × n floats).
+
+    Raises
+    ------
+    fimtheory.errors.InputError
+        ``logp`` does not return a finite floating tensor with a graph; stochastic layers in
+        training mode; unknown or repeated parameter names.
+    fimtheory.errors.HypothesesNotMet
+        The double-backward products are not consistent (see Checks).
+    """
+    if not callable(logp):
+        raise InputError(f"logp must be a callable returning log-probabilities, got {type(logp).__name__}")
+    entries, _ = _resolve_theta(model, param_names)
+    _refuse_stochastic(model)
+    thetas = [t for _, t in entries]
+    forced = [t for t in thetas if not t.requires_grad]
+    try:
+        for t in forced:
+            t.requires_grad_(True)
+        with torch.enable_grad():
+            lp = logp()
+            if not isinstance(lp, torch.Tensor) or not lp.is_floating_point() or lp.numel() == 0:
+                got = tuple(lp.shape) if isinstance(lp, torch.Tensor) else type(lp).__name__
+                raise InputError(f"logp() must return a non-empty floating tensor, got {got}")
+            if not bool(torch.isfinite(lp).all()):
+                raise InputError("logp() returned a NaN or inf log-probability")
+            if not lp.requires_grad:
+                raise InputError("logp() returned a tensor without an autograd graph to θ")
+            flat = lp.reshape(-1)
+            n = flat.numel()
+            P = sum(t.numel() for t in thetas)
+            u = torch.zeros(n, dtype=flat.dtype, device=flat.device, requires_grad=True)
+            gt = torch.autograd.grad(flat, thetas, grad_outputs=u, create_graph=True, allow_unused=True)
+    finally:
+        for t in forced:
+            t.requires_grad_(False)
+    flat_ops = [entries[i][0] for i, g in enumerate(gt) if g is not None and not g.requires_grad]
+    if flat_ops:
+        raise HypothesesNotMet(
+            f"the backward to {', '.join(map(repr, flat_ops))} is not differentiable (an operation in the "
+            "forward has a backward that autograd cannot differentiate again, e.g. a custom Function with "
+            "once_differentiable or a detached backward): G w cannot be taken by reverse-over-reverse; use "
+            "a G-based or structured path"
+        )
+    live = [i for i, g in enumerate(gt) if g is not None]
+    dead = [entries[i][0] for i, g in enumerate(gt) if g is None]
+    if not live:
+        detail = "no θ tensor reaches log p: every score is zero"
+        return LambdaMaxResult(0.0, "autodiff-lanczos", 0, 0.0, n, P, "K", None, (detail,))
+    op = _AutodiffGram(flat, [thetas[i] for i in live], u, [gt[i] for i in live])
+    r = lanczos(op, n, dtype=flat.dtype, device=flat.device, tol=tol, max_iter=max_iter, seed=seed)
+    structure = [
+        f"{len(live)} θ tensor(s), P = {P}: Gᵀv by backward, G w by reverse-over-reverse on one recorded "
+        f"forward; ⟨G Gᵀv, v⟩ = ‖Gᵀv‖² held on all {op.calls} products (worst relative gap {op.worst:.2g})"
+    ]
+    if dead:
+        structure.append(f"not reaching log p (zero scores): {', '.join(dead)}")
+    return LambdaMaxResult(r.value, "autodiff-lanczos", r.iterations, r.residual, n, P, "K", None, tuple(structure))
