@@ -25,6 +25,13 @@ exact
     C-* (the float evaluation is a sequence of exact float comparisons) and the diagonal case
     of T4.3c-no-genericity (eigenvalues of a diagonal matrix are its entries; the mean is
     computed in :class:`fractions.Fraction`, which proves the margin is exactly 0).
+declared-enclosure
+    The weakening's own rigorous evaluator certified it: the ``enclosure=`` of a claim
+    declared with :mod:`fimtheory.claim_api` (e.g. T4.3b-S-no-cubic), or the interval
+    evaluator of a claim bound to a user's subject (:mod:`properties.subjects`). Files
+    written before this name existed say ``eigenvalues`` for these; replay accepts that
+    spelling as the same method (:data:`LEGACY_METHODS`). An own enclosure of exactly [0, 0]
+    is recorded as ``exact``.
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ iv = mpmath.iv
 #: Precisions tried in turn until the sign is certain.
 DPS_LADDER = (50, 100, 200)
 
+#: Method of a certificate computed by the weakening's own rigorous evaluator.
+DECLARED_ENCLOSURE = "declared-enclosure"
+#: Older spellings of a method, as stored files may hold them: {old name: current name}.
+LEGACY_METHODS = {"eigenvalues": DECLARED_ENCLOSURE}
+
 
 # --------------------------------------------------------------------------------------
 # the certificate
@@ -63,7 +75,8 @@ class Certificate:
     dps : int
         Decimal digits of the interval arithmetic.
     method : str
-        ``'eigenvalues'``, ``'top-pair'`` or ``'exact'`` (see the module docstring).
+        ``'eigenvalues'``, ``'top-pair'``, ``'exact'``, ``'interval'`` or
+        ``'declared-enclosure'`` (see the module docstring).
     strict : bool
         Whether the weakening is strict (it holds iff margin > 0, so margin 0 is a violation).
     exact_zero : bool
@@ -790,22 +803,21 @@ def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificat
         if not weakening.evaluate(instance).hypotheses_met:
             return Certificate(None, None, dps, "exact", strict, note="hypotheses not met")
         return Certificate(mpmath.mpf(0), mpmath.mpf(0), dps, "exact", strict, exact_zero=True)
+    method = _METHOD.get(wid, DECLARED_ENCLOSURE if own else "eigenvalues")
     out = weakening.evaluate(instance)
     if not out.hypotheses_met:
-        return Certificate(
-            None, None, dps, _METHOD.get(wid, "eigenvalues"), strict, note=f"hypotheses not met: {out.reason}"
-        )
+        return Certificate(None, None, dps, method, strict, note=f"hypotheses not met: {out.reason}")
     cert = None
     for d in sorted({dps, *[x for x in ladder if x > dps]}):
         with working_precision(d):
             try:
                 m = certifier(instance)
             except (InputError, ZeroDivisionError) as exc:
-                cert = Certificate(None, None, d, _METHOD.get(wid, "eigenvalues"), strict, note=str(exc))
+                cert = Certificate(None, None, d, method, strict, note=str(exc))
                 continue
             # an own rigorous enclosure [0, 0] proves the margin exactly 0 (e.g. T4.3c-S-no-genericity)
             zero = own and _lo(m) == 0 and _hi(m) == 0
-            cert = Certificate(_lo(m), _hi(m), d, _METHOD.get(wid, "exact" if zero else "eigenvalues"), strict, zero)
+            cert = Certificate(_lo(m), _hi(m), d, _METHOD.get(wid, "exact" if zero else method), strict, zero)
         if cert.certified or cert.sign is not None:
             return cert
     return cert

@@ -47,9 +47,20 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--subject",
         metavar="MODULE:CALLABLE",
-        help="check the --claim ids on your implementation: a λ_max engine (W, R, AB) or a rounding rule "
-        "(T4.3a, T4.3b); see properties.subjects. A certified counterexample is written to "
-        ".fimtheory/counterexamples/",
+        help="check the --claim ids on your implementation: a λ_max engine (W, R, AB), a rounding rule "
+        "(T4.3a, T4.3b), a score function (EF, W) or a torch model (T4.3a, ENGINE); see properties.subjects. "
+        "A certified counterexample is written to .fimtheory/counterexamples/",
+    )
+    p.add_argument(
+        "--subject-kind",
+        choices=["lambda_max", "quantizer", "score", "torch_model"],
+        help="what --subject is (default: its fimtheory_subject_kind attribute, else the claim's first kind: "
+        "lambda_max for W/R/AB, quantizer for T4.3a/T4.3b)",
+    )
+    p.add_argument(
+        "--score-model",
+        choices=["logistic", "softmax"],
+        help="the model a score subject computes the scores of (default: its fimtheory_model attribute)",
     )
     p.add_argument(
         "--progress-interval",
@@ -95,6 +106,10 @@ def _verify_run(args) -> int:
     from fimtheory.errors import InputError
     from properties.verify import exit_status, format_table, verify
 
+    if not getattr(args, "subject", None) and (
+        getattr(args, "subject_kind", None) or getattr(args, "score_model", None)
+    ):
+        raise InputError("--subject-kind and --score-model apply only with --subject")
     if getattr(args, "subject", None):
         from properties.subjects import verify_subject_command
 

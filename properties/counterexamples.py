@@ -583,15 +583,24 @@ def _fail(path, why: str) -> ReplayResult:
     return ReplayResult(str(path), "not reproduced", f"does not reproduce: {why}")
 
 
+def same_method(stored: str, new: str) -> bool:
+    """Whether a stored certificate's method names the method of a fresh one: equal names, or
+    a stored older spelling of it (:data:`properties.certify.LEGACY_METHODS`: files written
+    before ``declared-enclosure`` existed say ``eigenvalues`` for a weakening's own enclosure)."""
+    from properties.certify import LEGACY_METHODS
+
+    return stored == new or LEGACY_METHODS.get(stored) == new
+
+
 def enclosures_agree(stored: Certificate, new: Certificate) -> bool:
-    """The agreement rule of replay: both enclosures usable and certifying, same method, same
-    exact-zero proof, and the intervals intersect (stored.lo ≤ new.hi and new.lo ≤ stored.hi).
-    Two rigorous enclosures of the same exact margin always intersect, so disjoint intervals
-    mean that the inputs or the certifier changed."""
+    """The agreement rule of replay: both enclosures usable and certifying, same method
+    (:func:`same_method`), same exact-zero proof, and the intervals intersect (stored.lo ≤
+    new.hi and new.lo ≤ stored.hi). Two rigorous enclosures of the same exact margin always
+    intersect, so disjoint intervals mean that the inputs or the certifier changed."""
     return (
         stored.certified
         and new.certified
-        and stored.method == new.method
+        and same_method(stored.method, new.method)
         and stored.exact_zero == new.exact_zero
         and stored.lo <= new.hi
         and new.lo <= stored.hi

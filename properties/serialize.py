@@ -64,8 +64,9 @@ def _declared_types() -> dict:
     """``module:qualname`` → class of the instance types that registered claims declare
     (``instance_type=`` of :func:`fimtheory.claim_api.declare_claim`)."""
     from fimtheory.claim_api import instance_types
+    from properties.subjects import INSTANCE_TYPES  # instances of claims bound to a torch-model subject
 
-    return instance_types()
+    return {**instance_types(), **INSTANCE_TYPES}
 
 
 def instance_to_json(inst) -> dict:

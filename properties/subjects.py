@@ -67,7 +67,7 @@ from fimtheory import spectral
 from fimtheory.claims import ADJUDICATION_RTOL, Outcome, get_claim
 from fimtheory.errors import InputError, UnknownIdError
 from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
-from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, ScoreInstance
+from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, ParameterEnsemble, ScoreInstance
 from fimtheory.validation import EPS64
 
 #: An engine may err by ENGINE_TOLERANCE·n·eps·scale (a backward-stable solver's bound is
@@ -76,8 +76,27 @@ ENGINE_TOLERANCE = 64
 
 LAMBDA_MAX_CLAIMS = ("W", "R", "AB")
 QUANTIZER_CLAIMS = ("T4.3a", "T4.3b")
-#: Subject kind of each claim that accepts one.
-SUBJECT_KINDS = {**{c: "lambda_max" for c in LAMBDA_MAX_CLAIMS}, **{c: "quantizer" for c in QUANTIZER_CLAIMS}}
+SCORE_CLAIMS = ("EF", "W")
+TORCH_MODEL_CLAIMS = ("T4.3a", "ENGINE")
+#: The subject kinds: what the user's callable is.
+KINDS = ("lambda_max", "quantizer", "score", "torch_model")
+#: The kinds of subject each claim accepts; the first is the claim's default kind, used when
+#: neither ``kind=`` (``--subject-kind``) nor the subject's ``fimtheory_subject_kind``
+#: attribute names one.
+CLAIM_KINDS = {
+    "W": ("lambda_max", "score"),
+    "R": ("lambda_max",),
+    "AB": ("lambda_max",),
+    "T4.3a": ("quantizer", "torch_model"),
+    "T4.3b": ("quantizer",),
+    "EF": ("score",),
+    "ENGINE": ("torch_model",),
+}
+#: Default subject kind of each claim that accepts one.
+SUBJECT_KINDS = {c: kinds[0] for c, kinds in CLAIM_KINDS.items()}
+#: Attribute a subject may carry to declare its kind (set by :func:`score_function` and
+#: :func:`torch_model`).
+KIND_ATTRIBUTE = "fimtheory_subject_kind"
 
 
 class SubjectError(InputError):
@@ -135,7 +154,8 @@ def _import_ref(ref: str):
 
 
 def load_subject(ref: str) -> Callable:
-    """Import the callable named ``module:callable`` (the current directory is tried too)."""
+    """Import the callable named ``module:callable`` (the current directory is tried too).
+    An ``nn.Module`` instance is callable, so a torch-model subject may name one."""
     return _import_ref(ref)
 
 
@@ -186,29 +206,77 @@ class SubjectClaim:
         return {"id": self.id, "claim": self.claim_id, "subject": self.ref, "kind": self.kind, "title": self.title}
 
 
-def bind(claim_id: str, subject, *, ref: str | None = None) -> SubjectClaim:
-    """The claim ``claim_id`` (one of :data:`SUBJECT_KINDS`) evaluated on ``subject``.
+def _split_claim(claim_id: str) -> tuple[str, str | None]:
+    """``'W[score]'`` → ('W', 'score'); ``'W'`` → ('W', None)."""
+    m = re.fullmatch(r"([^\[\]@]+)(?:\[([a-z_]+)\])?", str(claim_id))
+    if not m:
+        raise UnknownIdError(f"claim {claim_id!r}: expected CLAIM or CLAIM[kind]")
+    return m.group(1), m.group(2)
 
-    ``subject`` is a callable (see the module docstring for the protocol of each kind) or a
-    ``module:callable`` string. ``ref`` overrides the name stored in counterexamples.
-    """
-    if claim_id not in SUBJECT_KINDS:
+
+def subject_kind(claim_id: str, subject, kind: str | None = None) -> str:
+    """The kind the subject is checked as: ``kind`` when given, else the subject's declared
+    ``fimtheory_subject_kind``, else the claim's default kind (:data:`CLAIM_KINDS`). Both
+    given and different, or a kind the claim does not take, is an error — never a guess."""
+    if claim_id not in CLAIM_KINDS:
         raise UnknownIdError(
             f"claim {claim_id!r} takes no subject; claims with subjects: "
-            + ", ".join(f"{c} ({k})" for c, k in SUBJECT_KINDS.items())
+            + ", ".join(f"{c} ({'/'.join(k)})" for c, k in CLAIM_KINDS.items())
         )
+    declared = getattr(subject, KIND_ATTRIBUTE, None) if not isinstance(subject, str) else None
+    for name, value in (("kind", kind), (KIND_ATTRIBUTE, declared)):
+        if value is not None and value not in KINDS:
+            raise SubjectError(f"subject {name} {value!r} is not one of {', '.join(KINDS)}")
+    if kind is not None and declared is not None and kind != declared:
+        raise SubjectError(f"--subject-kind {kind} but the subject declares {KIND_ATTRIBUTE} = {declared!r}")
+    chosen = kind or declared or CLAIM_KINDS[claim_id][0]
+    if chosen not in CLAIM_KINDS[claim_id]:
+        takes = [c for c, k in CLAIM_KINDS.items() if chosen in k]
+        raise UnknownIdError(
+            f"claim {claim_id!r} takes a subject of kind {'/'.join(CLAIM_KINDS[claim_id])}, not {chosen!r}"
+            + (f"; {chosen} subjects are checked by {', '.join(takes)}" if takes else "")
+        )
+    return chosen
+
+
+def bind(claim_id: str, subject, *, ref: str | None = None, kind: str | None = None, **options) -> SubjectClaim:
+    """The claim ``claim_id`` (one of :data:`CLAIM_KINDS`) evaluated on ``subject``.
+
+    ``subject`` is a callable (see the module docstring for the protocol of each kind; a torch
+    model may also be an ``nn.Module``) or a ``module:callable`` string. ``kind`` selects the
+    subject kind where the claim takes several (see :func:`subject_kind`); ``claim_id`` may
+    also spell it, ``'W[score]'``. ``ref`` overrides the name stored in counterexamples.
+    ``options``: ``model=`` for a score subject (else its ``fimtheory_model`` attribute).
+    """
+    base, spelled = _split_claim(claim_id)
+    if spelled is not None and kind is not None and spelled != kind:
+        raise SubjectError(f"claim {claim_id!r} names kind {spelled!r} but kind={kind!r} was given")
+    if base not in CLAIM_KINDS:
+        subject_kind(base, None)  # raises the listing of claims with subjects
     if isinstance(subject, str):
         ref = ref or subject
         subject = load_subject(subject)
     elif not callable(subject):
         raise SubjectError(f"subject must be a callable or 'module:callable', got {type(subject).__name__}")
+    kind = subject_kind(base, subject, kind or spelled)
     ref = ref or subject_ref(subject)
     name = ref or f"<unimportable {getattr(subject, '__qualname__', type(subject).__name__)}>"
-    ev, ev_mp, ev_iv, strat, title, statement = _TABLE[claim_id]
+    if kind == "torch_model":
+        from properties import subject_torch
+
+        entry = subject_torch.table_entry(base, subject, **options)
+    elif kind == "score":
+        entry = _score_entry(base, subject, **options)
+    else:
+        if options:
+            raise SubjectError(f"a {kind} subject takes no options, got {sorted(options)}")
+        entry = _TABLE[base]
+    ev, ev_mp, ev_iv, strat, title, statement = entry
+    shown = base if kind == CLAIM_KINDS[base][0] else f"{base}[{kind}]"
     return SubjectClaim(
-        id=f"{claim_id}@{name}",
-        claim_id=claim_id,
-        kind=SUBJECT_KINDS[claim_id],
+        id=f"{shown}@{name}",
+        claim_id=base,
+        kind=kind,
         title=title,
         statement=statement,
         subject=subject,
@@ -221,13 +289,18 @@ def bind(claim_id: str, subject, *, ref: str | None = None) -> SubjectClaim:
 
 
 def resolve(claim_id: str, bound_id: str) -> SubjectClaim:
-    """The :class:`SubjectClaim` a stored id ``CLAIM@module:callable`` names (imports it)."""
-    base, _, ref = str(bound_id).partition("@")
+    """The :class:`SubjectClaim` a stored id ``CLAIM@module:callable`` (or
+    ``CLAIM[kind]@module:callable``) names (imports it)."""
+    shown, _, ref = str(bound_id).partition("@")
+    try:
+        base, kind = _split_claim(shown)
+    except UnknownIdError:
+        base, kind = None, None
     if base != claim_id or not ref:
         raise SubjectError(f"{bound_id!r} is not a subject-bound id of claim {claim_id!r}")
     if ref.startswith("<"):
         raise SubjectError(f"{bound_id!r}: the subject was not importable by name, so it cannot be replayed")
-    return bind(base, ref, ref=ref)
+    return bind(base, ref, ref=ref, kind=kind or CLAIM_KINDS.get(base, ("",))[0])
 
 
 # --------------------------------------------------------------------------------------
@@ -605,6 +678,310 @@ def _t43a_iv(rule, inst, dps):
 
 
 # --------------------------------------------------------------------------------------
+# score functions: EF[score], W[score]
+# --------------------------------------------------------------------------------------
+
+#: Models whose per-sample scores the suite has three independent references for: float64
+#: (the symbolic derivation's generated code), mpmath and interval arithmetic.
+SCORE_MODELS = ("logistic", "softmax")
+#: The suite's quantizers (:func:`fimtheory.quantize.quantize`) that move θ in W[score].
+SCORE_SCHEMES = ("rtn-int4-sym-tensor", "rtn-int3-sym-tensor", "nf4-tensor", "rtn-int8-sym-tensor")
+#: Float margins of the score claims at or below this (in units of the allowance) are
+#: adjudicated at high precision.
+SCORE_BAND = 0.05
+
+
+def score_function(*, model: str):
+    """Decorator: declare a function a score subject of ``model`` (one of :data:`SCORE_MODELS`).
+
+    Sets ``fimtheory_subject_kind = 'score'`` and ``fimtheory_model = model`` on the function,
+    so ``fimtheory verify --subject module:fn --claim EF`` needs no further option."""
+    if model not in SCORE_MODELS:
+        raise UnknownIdError(f"score model {model!r}; known: {', '.join(SCORE_MODELS)}")
+
+    def mark(fn):
+        setattr(fn, KIND_ATTRIBUTE, "score")
+        fn.fimtheory_model = model
+        return fn
+
+    return mark
+
+
+def _score_model(subject, model):
+    declared = getattr(subject, "fimtheory_model", None)
+    if model is not None and declared is not None and model != declared:
+        raise SubjectError(f"--score-model {model} but the subject declares fimtheory_model = {declared!r}")
+    model = model or declared
+    if model is None:
+        raise SubjectError(
+            "a score subject must name its model: --score-model, model=, or the attribute fimtheory_model "
+            f"(@properties.subjects.score_function(model=...)); one of {', '.join(SCORE_MODELS)}"
+        )
+    if model not in SCORE_MODELS:
+        raise SubjectError(f"score model {model!r} is not one of {', '.join(SCORE_MODELS)}")
+    return model
+
+
+def score_value(score, model: str, X: np.ndarray, y: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """The subject's G = score(θ, X, y), checked: float64, shape (n, P), finite."""
+    n = X.shape[0]
+    try:
+        raw = score(np.array(theta, copy=True), np.array(X, copy=True), np.array(y, copy=True))
+    except SubjectError:
+        raise
+    except (TypeError, ValueError, IndexError, ArithmeticError) as exc:
+        raise SubjectError(f"the score function failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(raw, np.ndarray):
+        raise SubjectError(f"the score function returned {type(raw).__name__}, expected a float64 numpy array")
+    if raw.dtype != np.float64:
+        raise SubjectError(f"the score function returned dtype {raw.dtype}, expected float64")
+    if raw.shape != (n, theta.size):
+        raise SubjectError(
+            f"the score function returned shape {raw.shape}, expected (n, P) = ({n}, {theta.size}) for {model}"
+        )
+    if not np.all(np.isfinite(raw)):
+        raise SubjectError("the score function returned NaN or inf for finite input")
+    return raw
+
+
+def _points(inst: ParameterEnsemble) -> list[np.ndarray]:
+    """θ and each quantized θ + δ_k (as float64 sums: the instance's exact parameter points)."""
+    return [inst.theta] + [inst.theta + d for d in inst.deltas]
+
+
+def score_allowance(inst: ParameterEnsemble, theta: np.ndarray) -> float:
+    """a = ENGINE_TOLERANCE·(n + P + d)·eps·M, M = (1/n)Σ_i max_j x_ij²·(1 + max_c Σ_j |W_cj x_ij|):
+    the error a float64 implementation of the canonical-link score (e_y − μ(Wx)) ⊗ x may make in
+    an entry of F = GᵀG/n (the residual's error is about eps·(1 + |Wx|), including saturated
+    cases where F itself is tiny). A float64 number, used exactly by all three evaluators."""
+    X = inst.X
+    n, d = X.shape
+    W = np.abs(theta.reshape(-1, d))
+    rho = 1.0 + np.max(np.abs(X) @ W.T, axis=1)
+    M = float(np.mean(np.max(X * X, axis=1) * rho))
+    return ENGINE_TOLERANCE * (n + theta.size + d) * EPS64 * M
+
+
+def _fim_user(G: np.ndarray) -> np.ndarray:
+    return G.T @ G / G.shape[0]
+
+
+def _ef_float(score, inst: ParameterEnsemble) -> Outcome:
+    from fimtheory import models
+
+    worst, where = math.inf, 0
+    for k, t in enumerate(_points(inst)):
+        a = score_allowance(inst, t)
+        Fu = _fim_user(score_value(score, inst.model, inst.X, inst.y, t))
+        Fr = models.fim(inst.model, inst.X, inst.y, t)
+        m = 1.0 - float(np.max(np.abs(Fu - Fr))) / a
+        if m < worst:
+            worst, where = m, k
+    return Outcome(True, float(worst), not worst > SCORE_BAND, "", {"point": float(where)})
+
+
+def _mp_fim_of(G) -> mpmath.matrix:
+    n = G.rows
+    return (G.T * G) * (mpmath.mpf(1) / n)
+
+
+def _ef_mp(score, inst: ParameterEnsemble, dps: int):
+    from fimtheory import models
+
+    worst = None
+    with working_precision(dps):
+        for t in _points(inst):
+            a = mpmath.mpf(score_allowance(inst, t))
+            Fu = _mp_fim_of(mp_matrix(score_value(score, inst.model, inst.X, inst.y, t)))
+            Fr = _mp_fim_of(models.mp_scores(inst.model, inst.X, inst.y, t))
+            P = Fu.rows
+            D = max(abs(Fu[i, j] - Fr[i, j]) for i in range(P) for j in range(P))
+            m = 1 - D / a
+            worst = m if worst is None else min(worst, m)
+    return worst
+
+
+def _iv_fim_of(G):
+    n = G.rows
+    return (G.T * G) * (iv.mpf(1) / n)
+
+
+def _iv_user_scores(G: np.ndarray):
+    from properties.certify import iv_matrix
+
+    return iv_matrix(G)
+
+
+def _ef_iv_margin(score, inst: ParameterEnsemble):
+    from properties.certify import iv_abs, iv_max, iv_min, iv_scores
+
+    ms = []
+    for t in _points(inst):
+        a = iv.mpf(score_allowance(inst, t))
+        Fu = _iv_fim_of(_iv_user_scores(score_value(score, inst.model, inst.X, inst.y, t)))
+        Fr = _iv_fim_of(iv_scores(inst.model, inst.X, inst.y, t))
+        P = Fu.rows
+        D = iv_max([iv_abs(Fu[i, j] - Fr[i, j]) for i in range(P) for j in range(P)])
+        ms.append(1 - D / a)
+    return iv_min(ms)
+
+
+def _w_score_parts_float(score, inst: ParameterEnsemble):
+    from fimtheory import models
+
+    t0, t1 = inst.theta, inst.theta + inst.deltas[0]
+    A = models.fim(inst.model, inst.X, inst.y, t0)
+    E = models.fim(inst.model, inst.X, inst.y, t1) - A
+    lam_u = float(np.linalg.eigvalsh(_fim_user(score_value(score, inst.model, inst.X, inst.y, t1)))[-1])
+    return A, E, lam_u
+
+
+def _w_score_tolerance(inst: ParameterEnsemble, scale):
+    """P·a(θ + δ) (the user's F may err by the allowance a in each entry, so its λ_max by
+    P·a) plus a backward-stable eigensolver's ENGINE_TOLERANCE·P·eps·scale."""
+    t1 = inst.theta + inst.deltas[0]
+    P = inst.theta.size
+    return P * score_allowance(inst, t1), ENGINE_TOLERANCE * P * EPS64
+
+
+def _w_score_float(score, inst: ParameterEnsemble) -> Outcome:
+    if len(inst.deltas) != 1:
+        return Outcome.not_met("W[score] takes one quantization step δ")
+    A, E, lam_u = _w_score_parts_float(score, inst)
+    wa, we = np.linalg.eigvalsh(A), np.linalg.eigvalsh(E)
+    scale = max(abs(wa[0]), abs(wa[-1])) + max(abs(we[0]), abs(we[-1]))
+    if not scale > 0:
+        return Outcome.not_met("F(θ) = F(θ + δ) = 0")
+    lower, upper = wa[-1] + we[0], wa[-1] + we[-1]
+    absolute, rel = _w_score_tolerance(inst, scale)
+    m = (min(lam_u - lower, upper - lam_u) + absolute + rel * scale) / scale
+    return _outcome(m, lambda_max_user=lam_u, lower=lower, upper=upper)
+
+
+def _w_score_mp(score, inst: ParameterEnsemble, dps: int):
+    from fimtheory import models
+
+    t0, t1 = inst.theta, inst.theta + inst.deltas[0]
+    with working_precision(dps):
+        A = _mp_fim_of(models.mp_scores(inst.model, inst.X, inst.y, t0))
+        E = _mp_fim_of(models.mp_scores(inst.model, inst.X, inst.y, t1)) - A
+        Fu = _mp_fim_of(mp_matrix(score_value(score, inst.model, inst.X, inst.y, t1)))
+        la = sorted(mpmath.eigsy(A, eigvals_only=True))
+        le = sorted(mpmath.eigsy(E, eigvals_only=True))
+        lam_u = max(mpmath.eigsy(Fu, eigvals_only=True))
+        scale = max(abs(la[0]), abs(la[-1])) + max(abs(le[0]), abs(le[-1]))
+        absolute, rel = _w_score_tolerance(inst, None)
+        m = min(lam_u - (la[-1] + le[0]), (la[-1] + le[-1]) - lam_u) + mpmath.mpf(absolute)
+        m = m + mpmath.mpf(rel) * scale
+        return m / scale if scale > 0 else m
+
+
+def _w_score_iv_margin(score, inst: ParameterEnsemble):
+    from properties.certify import iv_eigenvalue_enclosures, iv_lambda_max, iv_min, iv_scores, iv_sym_norm
+
+    t0, t1 = inst.theta, inst.theta + inst.deltas[0]
+    A = _iv_fim_of(iv_scores(inst.model, inst.X, inst.y, t0))
+    E = _iv_fim_of(iv_scores(inst.model, inst.X, inst.y, t1)) - A
+    lam_u = iv_lambda_max(_iv_fim_of(_iv_user_scores(score_value(score, inst.model, inst.X, inst.y, t1))))
+    ea, ee = iv_eigenvalue_enclosures(A), iv_eigenvalue_enclosures(E)  # descending
+    scale = iv_sym_norm(ea) + iv_sym_norm(ee)
+    absolute, rel = _w_score_tolerance(inst, None)
+    m = iv_min([lam_u - (ea[0] + ee[-1]), (ea[0] + ee[0]) - lam_u]) + iv.mpf(absolute) + iv.mpf(rel) * scale
+    return _iv_divide(m, scale)
+
+
+@st.composite
+def score_model_instances(draw, *, model: str):
+    """A logistic or softmax model at θ with n ≤ 8 samples of d ≤ 3 features (seeded Gaussian X,
+    θ, labels uniform) and δ = Q(θ) − θ for one of the suite's quantizers :data:`SCORE_SCHEMES`
+    (per-tensor RTN at 3, 4 and 8 bits, NF4): a :class:`fimtheory.instances.ParameterEnsemble`
+    with one δ, ``labels='empirical'``."""
+    from fimtheory.quantize import quantize
+
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = draw(st.integers(1, 8))
+    d = draw(st.integers(1, 3))
+    k = 1 if model == "logistic" else draw(st.integers(2, 3))
+    X = rng.standard_normal((n, d)) * float(draw(st.sampled_from([1.0, 0.3, 3.0])))
+    theta = rng.standard_normal(k * d) * float(draw(st.sampled_from([0.5, 1.0, 2.0])))
+    y = rng.integers(0, 2, n).astype(float) if model == "logistic" else rng.integers(0, k, n)
+    scheme = draw(st.sampled_from(SCORE_SCHEMES))
+    delta = quantize(theta, scheme) - theta
+    return ParameterEnsemble(model, X, y, theta, (delta,), labels="empirical", origin=f"quantizer {scheme}")
+
+
+def _score_entry(claim_id: str, subject, *, model: str | None = None):
+    model = _score_model(subject, model)
+
+    def strategy(_subject):
+        return score_model_instances(model=model)
+
+    if claim_id == "EF":
+        return (
+            _ef_float,
+            _ef_mp,
+            _iv(_ef_iv_margin),
+            strategy,
+            f"the user's scores give the empirical FIM of the {model} model",
+            "max_kl |(GᵀG/n)_kl − F_kl| ≤ a at θ and at Q(θ); margin 1 − max|ΔF|/a, a the float64 allowance",
+        )
+    return (
+        _w_score_float,
+        _w_score_mp,
+        _iv(_w_score_iv_margin),
+        strategy,
+        f"Weyl's bounds hold for λ_max of the user's FIM of the {model} model at the quantized θ",
+        "λ1(F(θ)) + λ_min(E) − τ ≤ λ_max(GᵤᵀGᵤ/n at Q(θ)) ≤ λ1(F(θ)) + λ_max(E) + τ, E = F(Q(θ)) − F(θ)",
+    )
+
+
+# --------------------------------------------------------------------------------------
+# torch models: T4.3a[torch_model], ENGINE[torch_model] (evaluators in properties.subject_torch)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TorchModelInstance:
+    """Inputs drawn for a torch-model subject: X (n × d float64), labels y (n int64), the
+    suite's quantizer ``scheme`` and the SHA-256 of the model's float64 weights."""
+
+    X: np.ndarray
+    y: np.ndarray
+    scheme: str
+    weights_sha256: str
+    origin: str = ""
+
+    def __post_init__(self):
+        X = np.asarray(self.X, dtype=np.float64)
+        y = np.asarray(self.y)
+        if X.ndim != 2 or not np.all(np.isfinite(X)):
+            raise InputError(f"X must be a finite 2-D float array, got shape {X.shape}")
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            raise InputError("y must be a 1-D integer array")
+        object.__setattr__(self, "X", X)
+        object.__setattr__(self, "y", y.astype(np.int64))
+
+
+#: Instance types of subject-bound claims that stored counterexamples name ``module:qualname``.
+INSTANCE_TYPES = {f"{__name__}:TorchModelInstance": TorchModelInstance}
+
+
+def torch_model(fn=None, *, input_dim: int | None = None, params=None):
+    """Decorator (on a model factory or an ``nn.Module`` class instance): declare a torch-model
+    subject, optionally with ``fimtheory_input_dim`` and ``fimtheory_params``."""
+
+    def mark(obj):
+        setattr(obj, KIND_ATTRIBUTE, "torch_model")
+        if input_dim is not None:
+            obj.fimtheory_input_dim = input_dim
+        if params is not None:
+            obj.fimtheory_params = tuple(params)
+        return obj
+
+    return mark if fn is None else mark(fn)
+
+
+# --------------------------------------------------------------------------------------
 # the table
 # --------------------------------------------------------------------------------------
 
@@ -684,6 +1061,54 @@ _TABLE = {
 COUNTEREXAMPLE_DIR = ".fimtheory/counterexamples"
 
 
+_PROTOCOLS = {
+    "lambda_max": "engine(M) -> float",
+    "quantizer": "rule(x, u) -> array of grid units",
+    "score": "score(theta, X, y) -> G of shape (n, P), float64",
+    "torch_model": "an nn.Module, or factory() -> nn.Module",
+}
+
+
+def _check_signature(kind: str, subject, nargs: int) -> None:
+    import inspect
+
+    try:
+        sig = inspect.signature(subject)
+    except (TypeError, ValueError):  # builtins and ufuncs without a signature: the call decides
+        return
+    try:
+        sig.bind(*([None] * nargs))
+    except TypeError as exc:
+        raise SubjectError(f"a {kind} subject is called as {_PROTOCOLS[kind]}: {exc}") from None
+
+
+def probe_subject(kind: str, subject, *, model: str | None = None) -> None:
+    """Call the subject once on a small valid input of its kind and check the answer's type,
+    shape, dtype and finiteness; raises :class:`SubjectError` naming the problem (the CLI's one
+    line and exit 2, before any work)."""
+    if kind == "torch_model":
+        from properties import subject_torch
+
+        subject_torch.prepared(subject)
+        return
+    if kind == "lambda_max":
+        _check_signature(kind, subject, 1)
+        _engine_value(subject, np.diag([2.0, 1.0, 0.5]))
+    elif kind == "quantizer":
+        _check_signature(kind, subject, 2)
+        _round_on_grid(subject, np.array([[0.25, -1.5], [-1.5, 3.0]]), 0.5)
+    elif kind == "score":
+        _check_signature(kind, subject, 3)
+        model = _score_model(subject, model)
+        X = np.array([[0.5, -1.0], [1.5, 0.25], [-0.75, 0.5]])
+        if model == "logistic":
+            score_value(subject, model, X, np.array([1.0, 0.0, 1.0]), np.array([0.3, -0.2]))
+        else:
+            score_value(subject, model, X, np.array([0, 2, 1]), np.linspace(-0.5, 0.5, 6))
+    else:
+        raise SubjectError(f"unknown subject kind {kind!r}")
+
+
 def verify_subject_command(args) -> int:
     """CLI: check each ``--claim`` on the subject. Exit codes as ``fimtheory verify``."""
     from pathlib import Path
@@ -691,16 +1116,30 @@ def verify_subject_command(args) -> int:
     from properties.pytest_plugin import FimtheoryConfig, format_result, run_check
     from properties.verify import exit_status, format_table
 
+    known = ", ".join(f"{c} ({'/'.join(k)})" for c, k in CLAIM_KINDS.items())
     if not args.claim:
-        raise InputError(f"--subject needs --claim (one of {', '.join(SUBJECT_KINDS)})")
+        raise InputError(f"--subject needs --claim (one of {known})")
     for cid in args.claim:
-        if cid not in SUBJECT_KINDS:
-            raise UnknownIdError(f"claim {cid!r} takes no subject; known: {', '.join(SUBJECT_KINDS)}")
+        if _split_claim(cid)[0] not in CLAIM_KINDS:
+            raise UnknownIdError(f"claim {cid!r} takes no subject; known: {known}")
     if args.dps < 40:
         raise InputError(f"--dps must be >= 40 for adjudication, got {args.dps}")
-    load_subject(args.subject)  # an unimportable subject fails before any work
+    kind_arg = getattr(args, "subject_kind", None)
+    model = getattr(args, "score_model", None)
+    subject = load_subject(args.subject)  # an unimportable subject fails before any work
+    bound, probed = [], set()
+    for cid in args.claim:
+        base, spelled = _split_claim(cid)
+        kind = subject_kind(base, subject, kind_arg or spelled)
+        if kind not in probed:
+            probe_subject(kind, subject, model=model)  # a wrong signature or answer fails before any work
+            probed.add(kind)
+        if model is not None and kind != "score":
+            raise InputError(f"--score-model applies to score subjects, but {base} checks a {kind} subject")
+        options = {"model": model} if kind == "score" else {}
+        bound.append(bind(base, subject, ref=args.subject, kind=kind, **options))
     cfg = FimtheoryConfig(args.profile, args.seed, Path(COUNTEREXAMPLE_DIR), dps=args.dps)
-    results = [run_check(cid, cfg, subject=args.subject) for cid in args.claim]
+    results = [run_check(b, cfg) for b in bound]
     reports = [r.report for r in results]
     if args.json:
         import json
