@@ -152,7 +152,7 @@ def test_pilot_then_fresh_second_stage(tmp_path, monkeypatch):
     spec = prof.models[0]
     assert spec.get(prof, "n_trajectories") == n_expect
     assert S.config_keys(spec, prof) == ["rtn-channel/4", "sr-channel/4"]
-    assert prof.sample_stream == 1 and prof.name == "test-ci4" and spec.predict is False
+    assert prof.sample_stream == 1 and prof.name == "test-ci4-s1" and spec.predict is False
     assert len(d["pilot_sha256"]) == 64
     with pytest.raises(InputError, match="pilot's seed"):
         S.run_study(prof, str(tmp_path / "bad"), seed=1, progress=False)
@@ -178,9 +178,21 @@ def test_pilot_then_fresh_second_stage(tmp_path, monkeypatch):
         assert c["met"] == (summ[k]["halfwidth_fixed"] <= 0.05)
         assert summ[k]["ci_target_missed"] == (not c["met"])
     assert chk["n_run"] == n_expect and chk["n_planned"] == n_expect
-    # a second stage cannot be a pilot, and a directory without a report is refused
-    with pytest.raises(InputError, match="itself a second stage"):
-        S.ci_profile(str(out), base=base)
+    # the self-generated ρ is not measured in a stage; ρ_fixed and first order are
+    assert "self" not in raw["configs"]["sr-channel/4"]
+    assert summ["sr-channel/4"]["rho_self"] is None and summ["sr-channel/4"]["halfwidth_self"] is None
+    assert rep["summary"]["ci"]["by_bits"]["4"]["self_median"] is None
+    # a stage can size the next one: a fresh stream above it, n from its own half-widths
+    nxt = S.ci_profile(str(out), base=base, margin=1.2, first_order=False)
+    dn = nxt.extra["design"]
+    assert nxt.sample_stream == 2 and dn["pilot_sample_stream"] == 1 and dn["base_profile"] == "test"
+    hw2 = max(summ[k]["halfwidth_fixed"] for k in ("rtn-channel/4", "sr-channel/4"))
+    assert dn["models"]["byte-lm-ci"]["n"] == max(S.CI_MIN_N, math.ceil(1.2 * n_expect * (hw2 / 0.05) ** 2))
+    assert nxt.models[0].measures("first_order") is False and nxt.models[0].measures("measure_self") is False
+    assert S.sample_seed(nxt, 0) != S.sample_seed(prof, 0)
+    with pytest.raises(InputError, match="above the pilot's"):
+        S.ci_profile(str(out), base=base, stream=1)
+    # a directory without a report is refused
     with pytest.raises(InputError, match="no report.json"):
         S.ci_profile(str(tmp_path / "nothing"))
     with pytest.raises(InputError, match="not 'quick'"):

@@ -187,9 +187,31 @@ def _inflation_add_arguments(p: argparse.ArgumentParser) -> None:
         dest="ci_pilot",
         metavar="PILOT_DIR",
         default=None,
-        help="second stage of the two-stage CI design: size each model's n from PILOT_DIR/report.json's "
-        "half-widths at the target bits and run only those cells on a fresh sample of trajectories "
-        "(default --out results/inflation-<profile>-ci4)",
+        help="next stage of the two-stage CI design: size each model's n from PILOT_DIR/report.json's "
+        "half-widths at the target bits and run only those cells (rho_fixed and the first-order prediction) "
+        "on a fresh sample of trajectories (default --out results/inflation-<profile>-ci4-s<stream>)",
+    )
+    p.add_argument(
+        "--ci-margin",
+        dest="ci_margin",
+        type=float,
+        default=1.5,
+        metavar="M",
+        help="with --ci-pilot: n = ceil(M * n_pilot * (hw_pilot/target)^2) (default 1.5)",
+    )
+    p.add_argument(
+        "--ci-stream",
+        dest="ci_stream",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --ci-pilot: the fresh sample's stream (default: the pilot's + 1)",
+    )
+    p.add_argument(
+        "--ci-no-first-order",
+        dest="ci_first_order",
+        action="store_false",
+        help="with --ci-pilot: measure rho_fixed only (a sizing stage)",
     )
 
 

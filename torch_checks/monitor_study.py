@@ -112,7 +112,8 @@ class ModelSpec:
 
     ``overrides``: (name, value) pairs replacing the profile's ``n_trajectories``,
     ``prompt_len``, ``gen_len``, ``mc_draws``, ``n_traces`` or ``configs`` (a tuple of
-    "family/bits" keys) for this model.
+    "family/bits" keys) for this model; ``("measure_self", False)`` skips the self-generated
+    ρ and ``("first_order", False)`` the first-order prediction (both measured by default).
     """
 
     label: str
@@ -123,6 +124,10 @@ class ModelSpec:
 
     def get(self, prof: Profile, key: str):
         return dict(self.overrides).get(key, getattr(prof, key))
+
+    def measures(self, part: str) -> bool:
+        """Whether ``part`` ("measure_self" or "first_order") is measured (default yes)."""
+        return bool(dict(self.overrides).get(part, True))
 
 
 @dataclass(frozen=True)
@@ -1235,7 +1240,7 @@ def run_model(ld: Loaded, prof: Profile, seed: int, progress, *, shard_path: str
             "rel_delta_sr_expected": norms["sr_expected"] / norms["theta"] if "sr_expected" in norms else None,
         }
         tick = note_every(f"{key} self/fixed")
-        for which in ("self", "fixed"):
+        for which in ("self", "fixed") if spec.measures("measure_self") else ("fixed",):
             st, tr = [], []
             for i in range(n):
                 t = trajs[i] if which == "fixed" else make_trajectory(ld, qm, i, prof, seed)
@@ -1252,7 +1257,7 @@ def run_model(ld: Loaded, prof: Profile, seed: int, progress, *, shard_path: str
         delta = {k: (w.detach().double() - src[k].detach().double()).to(ddtype) for k, w in _weights(qm)}
         first, second = [], []
         tick = note_every(f"{key} first order")
-        for i, t in enumerate(trajs):
+        for i, t in enumerate(trajs if spec.measures("first_order") else ()):
             lam1, _, gv, _ = tops[i]
             hv, _tv, H, T = directional(ld, pert, t, delta, eps, Gs[i] if dense else None, vec(i), gv)
             first.append(first_order_lambda(lam1, gv, hv))
@@ -1260,8 +1265,8 @@ def run_model(ld: Loaded, prof: Profile, seed: int, progress, *, shard_path: str
                 second.append(second_order_realised(Gs[i], H, T))
             tick(i)
         del delta
-        entry["first_order"] = first
-        entry["second_real"] = second if dense else None
+        entry["first_order"] = first if spec.measures("first_order") else None
+        entry["second_real"] = second if dense and spec.measures("first_order") else None
         # expectation predictions of this scheme from its estimate
         ek = f"{fam}/{b}" if fam == "sr-channel" else f"{fam}/4"
         est = shard["estimates"].get(ek) if spec.predict else None
@@ -1363,6 +1368,8 @@ def ci_design(pilot: dict, *, source: str = "", margin: float = CI_MARGIN, strea
         "fresh trajectories (sample_stream), CI from the fresh sample alone",
         "pilot": source,
         "pilot_profile": raw["profile"],
+        "pilot_sample_stream": int(raw.get("sample_stream", 0)),
+        "base_profile": (raw.get("design") or {}).get("base_profile", raw["profile"]),
         "pilot_seed": raw["seed"],
         "quantile": raw["quantile"],
         "target": target,
@@ -1378,23 +1385,29 @@ def ci_profile(
     pilot_dir: str,
     *,
     margin: float = CI_MARGIN,
-    stream: int = 1,
+    stream: int | None = None,
+    first_order: bool = True,
     expectation: bool = False,
     base: Profile | None = None,
 ) -> Profile:
-    """The second-stage profile of :func:`ci_design` for the pilot in ``pilot_dir``
-    (its report.json): the pilot's profile, its models and its cells at the target bit width
-    only, each model at its n, ``sample_stream`` = ``stream``, named ``<profile>-ci<bits>``.
-    The first-order prediction is computed on the fresh sample; the expectation (its Monte
-    Carlo estimates cost 4 of the 5 score evaluations per trajectory and scheme) only with
+    """The next stage of the two-stage CI design (:func:`ci_design`) for the pilot in
+    ``pilot_dir`` (its report.json): the pilot's models and its cells at the target bit
+    width only, each model at its n, a fresh ``sample_stream`` (default: the pilot's + 1),
+    named ``<base profile>-ci<bits>-s<stream>``. The pilot may itself be such a stage (a
+    sizing stage: its n ≥ 300 half-widths are steadier than the first pilot's n = 90 ones);
+    every stage's trajectories are fresh and its CIs are from it alone.
+
+    A stage measures ρ_fixed (the target's quantity), not the self-generated ρ; the
+    first-order prediction unless ``first_order`` is False; the expectation (its Monte Carlo
+    estimates cost 16 score evaluations per trajectory for the four 4-bit schemes) only with
     ``expectation``. The design (with the pilot file's SHA-256) is in ``extra["design"]``.
-    ``base``: the pilot's profile when it is not a named one (tests); its name must match.
+    ``base``: the first pilot's profile when it is not a named one (tests); names must match.
 
     Raises
     ------
     InputError
-        No report.json in ``pilot_dir``, a pilot of another kind than a :func:`run_study`
-        report of a named profile (or of ``base``), or a pilot that is itself a second stage.
+        No report.json in ``pilot_dir``, a pilot that is not a :func:`run_study` report of a
+        named profile (or of ``base``), or a stream not above the pilot's.
     """
     path = os.path.join(pilot_dir, "report.json")
     if not os.path.isfile(path):
@@ -1404,11 +1417,13 @@ def ci_profile(
     try:
         pilot = json.loads(blob)
         raw = pilot["raw"]
-        pname = raw["profile"]
-    except (ValueError, KeyError, TypeError) as exc:
+        pname = (raw.get("design") or {}).get("base_profile", raw["profile"])
+        pstream = int(raw.get("sample_stream", 0))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"pilot {path!r} is not an inflation report: {exc}") from exc
-    if raw.get("design") or raw.get("sample_stream"):
-        raise InputError(f"pilot {path!r} is itself a second stage; give the first stage's directory")
+    stream = pstream + 1 if stream is None else stream
+    if not (isinstance(stream, int) and stream > pstream):
+        raise InputError(f"the fresh sample's stream must be an integer above the pilot's ({pstream}), got {stream!r}")
     if base is None:
         if pname not in PROFILES:
             raise InputError(f"pilot {path!r} has profile {pname!r}; expected one of {PROFILES}")
@@ -1417,6 +1432,7 @@ def ci_profile(
         raise InputError(f"pilot {path!r} has profile {pname!r}, not {base.name!r}")
     design = ci_design(pilot, source=path, margin=margin, stream=stream)
     design["pilot_sha256"] = hashlib.sha256(blob).hexdigest()
+    design["measured"] = ["fixed"] + (["first_order"] if first_order else []) + (["expectation"] if expectation else [])
     by_label = {sp.label: sp for sp in base.models}
     specs = []
     for label, d in design["models"].items():
@@ -1424,11 +1440,16 @@ def ci_profile(
         if sp is None:
             raise InputError(f"pilot model {label!r} is not in profile {pname!r}")
         keep = tuple(kv for kv in sp.overrides if kv[0] not in ("n_trajectories", "configs"))
-        ov = keep + (("n_trajectories", d["n"]), ("configs", tuple(d["cells"])))
+        ov = keep + (
+            ("n_trajectories", d["n"]),
+            ("configs", tuple(d["cells"])),
+            ("measure_self", False),
+            ("first_order", bool(first_order)),
+        )
         specs.append(replace(sp, overrides=ov, predict=bool(expectation) and sp.predict))
     return replace(
         base,
-        name=f"{pname}-ci{design['bits']}",
+        name=f"{pname}-ci{design['bits']}-s{stream}",
         models=tuple(specs),
         bits=(design["bits"],),
         sample_stream=stream,
@@ -1468,6 +1489,13 @@ def summarize(raw: dict) -> dict:
             s["rel_delta_widrow"] = c.get("rel_delta_widrow")
             s["rel_delta_sr_expected"] = c.get("rel_delta_sr_expected")
             for which in ("self", "fixed"):
+                if which not in c:  # not measured (a stage of the two-stage CI design)
+                    w = which
+                    for name in (f"rho_{w}", f"rho_{w}_lo", f"rho_{w}_hi", f"halfwidth_{w}", f"tau_{w}"):
+                        s[name] = None
+                    for name in (f"gbar2_{w}_median", f"cov_{w}_median", f"mean_dominates_{w}"):
+                        s[name] = None
+                    continue
                 rho, lo, hi = ratio_ci(c[which]["lam"], lam_fp, q, n_boot, _cfg_seed(seed, label, key, which))
                 s[f"rho_{which}"], s[f"rho_{which}_lo"], s[f"rho_{which}_hi"] = rho, lo, hi
                 s[f"halfwidth_{which}"] = half_width(rho, lo, hi)
@@ -1541,10 +1569,10 @@ def ci_table(cells: list[dict], target: float, tbits: int) -> dict:
         cs = [c for c in cells if c["bits"] == b]
         row = {"cells": len(cs)}
         for which in ("fixed", "self"):
-            hw = [c[f"halfwidth_{which}"] for c in cs]
-            row[f"{which}_median"] = float(np.median(hw))
-            row[f"{which}_max"] = float(np.max(hw))
-            row[f"{which}_over_target"] = int(sum(h > target for h in hw))
+            hw = [c[f"halfwidth_{which}"] for c in cs if c[f"halfwidth_{which}"] is not None]
+            row[f"{which}_median"] = float(np.median(hw)) if hw else None
+            row[f"{which}_max"] = float(np.max(hw)) if hw else None
+            row[f"{which}_over_target"] = int(sum(h > target for h in hw)) if hw else None
         out["by_bits"][str(b)] = row
     out["missed"] = [f"{c['model']} {c['key']}" for c in cells if c["ci_target_missed"]]
     return out
@@ -1654,7 +1682,7 @@ def render_markdown(raw: dict, summary: dict) -> str:
     for b, r in ci["by_bits"].items():
         L.append(
             f"| {b} | {r['cells']} | {_pct(r['fixed_median'])} | {_pct(r['fixed_max'])} | {r['fixed_over_target']} "
-            f"| {_pct(r['self_median'])} | {_pct(r['self_max'])} | {r['self_over_target']} |"
+            f"| {_pct(r['self_median'])} | {_pct(r['self_max'])} | {_f(r['self_over_target'])} |"
         )
     if summary["delta_ratio_sr_rtn"]:
         L += [
@@ -1724,13 +1752,14 @@ def _design_lines(raw: dict, summary: dict) -> list[str]:
     L = [
         "## Two-stage design",
         "",
-        f"Stage 1 (pilot): `{d['pilot']}` (profile {d['pilot_profile']}, seed {d['pilot_seed']}, "
-        f"SHA-256 {d.get('pilot_sha256', '—')[:16]}…). Per model, n = max({d['min_n']}, ⌈{d['margin']} · n_pilot · "
-        f"(hw_pilot/{_pct(d['target'])})²⌉) over its {d['bits']}-bit cells (the largest cell decides; 1/√n "
-        f"scaling, margin {d['margin']} fixed before stage 2). Stage 2 (this report): a fresh sample of that size, "
-        f"sample stream {d['sample_stream']} (prompts and sampling seeds independent of the pilot's; the same "
-        "quantized models, SR draws included); every CI below is from stage 2 alone, the pilot's trajectories "
-        "are not reused, so the CI is not biased by adaptive stopping.",
+        f"Pilot: `{d['pilot']}` (profile {d['pilot_profile']}, sample stream {d.get('pilot_sample_stream', 0)}, "
+        f"seed {d['pilot_seed']}, SHA-256 {d.get('pilot_sha256', '—')[:16]}…). Per model, n = max({d['min_n']}, "
+        f"⌈{d['margin']} · n_pilot · (hw_pilot/{_pct(d['target'])})²⌉) over its {d['bits']}-bit cells (the largest "
+        f"cell decides; 1/√n scaling, margin {d['margin']} fixed before this stage ran). This report: a fresh "
+        f"sample of that size, sample stream {d['sample_stream']} (prompts and sampling seeds independent of every "
+        "earlier stream; the same quantized models, SR draws included); every CI below is from this sample alone, "
+        "no earlier trajectory is reused, so the CI is not biased by adaptive stopping. Measured: "
+        f"{', '.join(d.get('measured', ['fixed']))} (not the self-generated ρ).",
         "",
         f"**Target met in {met} of {len(ran)} cells run**"
         + (f" ({len(cells) - len(ran)} cells of models not run)." if len(ran) < len(cells) else "."),
@@ -1825,8 +1854,9 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
     for ax, label in zip(axes, labels):
         cs = summary["models"][label]["configs"]
         for j, fam in enumerate(raw["families"]):
+            which = "self" if all(s["rho_self"] is not None for s in cs.values()) else "fixed"
             pts = sorted(
-                (s["bits"], s["rho_self"], s["rho_self_lo"], s["rho_self_hi"])
+                (s["bits"], s[f"rho_{which}"], s[f"rho_{which}_lo"], s[f"rho_{which}_hi"])
                 for s in cs.values()
                 if s["family"] == fam
             )
@@ -1837,7 +1867,7 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_yscale("log")
         ax.set_xlabel("bits")
-        ax.set_ylabel("ρ (self)")
+        ax.set_ylabel("ρ (self)" if all(s["rho_self"] is not None for s in cs.values()) else "ρ (fixed)")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
     files.append(_save_figure(plt, fig, out, "rho_vs_bits.png"))
@@ -2037,7 +2067,12 @@ def inflation_command(args) -> int:
         raise InputError(f"unknown profile {profile!r}; expected 'quick' or 'paper'")
     pilot = getattr(args, "ci_pilot", None)
     if pilot:  # the second stage of the two-stage CI design, sized from the pilot's report
-        profile = ci_profile(pilot)
+        profile = ci_profile(
+            pilot,
+            margin=float(getattr(args, "ci_margin", None) or CI_MARGIN),
+            stream=getattr(args, "ci_stream", None),
+            first_order=bool(getattr(args, "ci_first_order", True)),
+        )
     name = profile.name if isinstance(profile, Profile) else profile
     out = getattr(args, "out", None) or os.path.join("results", f"inflation-{name}")
     seed = getattr(args, "seed", 0)
