@@ -89,13 +89,26 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+_LAST_CPU = [0.0]
+
+
 def timed(fn, device):
-    """(result, seconds) of ``fn()``, device-synchronised on both ends."""
+    """(result, wall seconds) of ``fn()``, device-synchronised on both ends; the process CPU
+    seconds of the same call are kept for :func:`last_cpu_seconds`."""
     sync(device)
+    c0 = time.process_time()
     t0 = time.perf_counter()
     out = fn()
     sync(device)
-    return out, time.perf_counter() - t0
+    t1 = time.perf_counter()
+    _LAST_CPU[0] = time.process_time() - c0
+    return out, t1 - t0
+
+
+def last_cpu_seconds() -> float:
+    """Process CPU seconds (user + system, all threads) of the last :func:`timed` call: on a
+    shared machine the wall clock includes time the process waited for a core; this does not."""
+    return _LAST_CPU[0]
 
 
 def summary(xs) -> dict:

@@ -4,6 +4,8 @@
 * ``gram`` / ``lanczos``: :func:`torch_checks.engines.lambda_max` on G (totals add the scores).
 * ``curvlinops``: ``curvlinops.EFLinearOperator`` (reduction "mean", so EF = F) exported with
   ``to_scipy`` and ``scipy.sparse.linalg.eigsh(k=1, which="LA", tol=…)``.
+* ``autodiff``: Lanczos on K with Gᵀv by a backward and G w by reverse-over-reverse on one
+  recorded forward (:func:`torch_checks.engines.lambda_max_autodiff`); neither G nor K.
 * ``power``: matrix-free power iteration on F; every product F v = Gᵀ(G v)/n recomputes the
   per-sample gradients implicitly: G v by one batched forward-mode product (``torch.func.jvp``
   of the n-vector of log-probabilities), Gᵀ u by one reverse-mode product (``vjp``), as
@@ -214,3 +216,16 @@ def run_structured_lanczos(wl: Workload, tol: float) -> dict:
         raise NotImplementedError("the factored per-token operator is for per-token workloads")
     r = lambda_max_per_token(wl.model, wl.logp_windows, wl.names, method="lanczos", tol=tol)
     return {"value": r.value, "iterations": r.iterations}
+
+
+# ---------------------------------------------------------------------- ours: autodiff Lanczos
+
+
+def run_autodiff(wl: Workload, tol: float, seed: int = 0) -> dict:
+    """:func:`torch_checks.engines.lambda_max_autodiff`: Lanczos on K = GGᵀ/n with Gᵀv by a
+    backward and G w by reverse-over-reverse on one recorded forward (no G, no K, no structural
+    hypotheses: any differentiable model, per-sample or per-token samples)."""
+    from torch_checks.engines import lambda_max_autodiff
+
+    r = lambda_max_autodiff(wl.model, wl.logp_model, wl.names, tol=tol, seed=seed)
+    return {"value": r.value, "iterations": r.iterations, "products_with_G": 2 * (r.iterations + 2)}

@@ -31,6 +31,7 @@ from . import measure as M
 from .methods import (
     curvlinops_version,
     import_curvlinops,
+    run_autodiff,
     run_curvlinops,
     run_floor,
     run_gram,
@@ -44,10 +45,18 @@ from .workloads import make_workload, rel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET_ERR = 1e-6
-TOLS = (1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-12)
-METHODS = ("floor", "scores", "gram", "lanczos", "curvlinops", "power", "kron", "kron_lanczos")
+TOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-12)
+METHODS = ("floor", "scores", "gram", "lanczos", "curvlinops", "power", "kron", "kron_lanczos", "autodiff")
 #: the suite's exact paths (the best of them is compared with curvlinops + eigsh)
-OURS = ("gram", "lanczos", "kron", "kron_lanczos")
+OURS = ("gram", "lanczos", "kron", "kron_lanczos", "autodiff")
+#: per-repeat ratio key of curvlinops over each of ours
+VS_CURVLINOPS = {
+    "gram": "curvlinops/gram_total",
+    "lanczos": "curvlinops/lanczos_total",
+    "kron": "curvlinops/kron",
+    "kron_lanczos": "curvlinops/kron_lanczos",
+    "autodiff": "curvlinops/autodiff",
+}
 LABELS = {
     "floor": "(f) score floor: one forward + backward, ∇θ Σ log p",
     "scores": "(c) scores alone",
@@ -57,6 +66,7 @@ LABELS = {
     "power": "(b) power iteration (jvp+vjp)",
     "kron": "structured Gram, no G (lambda_max_structured / lambda_max_per_token gram)",
     "kron_lanczos": "structured Lanczos, no G, no K (lambda_max_per_token lanczos)",
+    "autodiff": "ours: autodiff Lanczos, no G, no K (lambda_max_autodiff: Gᵀv backward, G w reverse-over-reverse)",
 }
 
 
@@ -132,6 +142,18 @@ def _wkw(wname: str, args) -> dict:
     return {"hidden": args.mlp_hidden, "steps": args.mlp_steps} if wname == "mlp" else {}
 
 
+def _skipped_at(args, n: int) -> set[str]:
+    """Methods that ``--skip-at "N:m1,m2;N2:m3"`` says not to run at size n."""
+    out: set[str] = set()
+    for part in (args.skip_at or "").split(";"):
+        if not part.strip():
+            continue
+        size, _, names = part.partition(":")
+        if int(size) == n:
+            out.update(x.strip() for x in names.split(",") if x.strip())
+    return out
+
+
 def _lanczos_tol(G, tol):
     return run_lanczos(G, tol)
 
@@ -163,10 +185,14 @@ def run_case(wname: str, n: int, device, args) -> dict:
         if why_structured is None
         else f"not applicable: {why_structured}",
         "kron_lanczos": "applies (per-token, every layer)" if per_token else "not applicable: per-token workloads only",
+        "autodiff": "applies (any differentiable model and θ; no structural hypotheses)",
     }
     applies["gram"] = applies["lanczos"] = applies["scores"]
+    skip_here = _skipped_at(args, n)
     for m in METHODS:
         meth[m]["applicability"] = applies[m]
+        if m in skip_here and applies[m].startswith("applies"):
+            applies[m] = meth[m]["applicability"] = f"applies, not run at n = {n} (--skip-at {args.skip_at})"
 
     # --- warm-up pass: scores, reference, memory, tolerance calibration (untimed)
     gc.collect()
@@ -208,15 +234,29 @@ def run_case(wname: str, n: int, device, args) -> dict:
         for m in ("scores", "gram", "lanczos"):
             meth[m]["skipped"] = applies[m]
     gc.collect()
-    cl_ok = import_curvlinops()[0] is not None and not args.skip_curvlinops
+    cl_ok = import_curvlinops()[0] is not None and not args.skip_curvlinops and "curvlinops" not in skip_here
     if cl_ok:
         tol_c, out, _, pk = _calibrate(lambda t: run_curvlinops(wl, t), ref, device)
         meth["curvlinops"].update(tol=tol_c, peak_bytes=pk)
     else:
-        meth["curvlinops"]["skipped"] = import_curvlinops()[1] if not args.skip_curvlinops else "--skip-curvlinops"
-    tol_p, out, _, pk = _calibrate(lambda t: run_power(wl, t), ref, device)
-    meth["power"].update(tol=tol_p, peak_bytes=pk)
-    kron_ok = why_structured is None
+        meth["curvlinops"]["skipped"] = (
+            applies["curvlinops"]
+            if "curvlinops" in skip_here
+            else (import_curvlinops()[1] if not args.skip_curvlinops else "--skip-curvlinops")
+        )
+    ad_ok = "autodiff" not in skip_here
+    if ad_ok:
+        tol_a, out, _, pk = _calibrate(lambda t: run_autodiff(wl, t), ref, device)
+        meth["autodiff"].update(tol=tol_a, peak_bytes=pk)
+    else:
+        meth["autodiff"]["skipped"] = applies["autodiff"]
+    power_ok = "power" not in skip_here
+    if power_ok:
+        tol_p, out, _, pk = _calibrate(lambda t: run_power(wl, t), ref, device)
+        meth["power"].update(tol=tol_p, peak_bytes=pk)
+    else:
+        meth["power"]["skipped"] = applies["power"]
+    kron_ok = why_structured is None and "kron" not in skip_here
     if kron_ok:
         _, out, _, pk = _calibrate(lambda t: run_structured(wl), ref, device, tols=(None,))
         meth["kron"].update(tol=None, peak_bytes=pk)
@@ -224,50 +264,64 @@ def run_case(wname: str, n: int, device, args) -> dict:
             meth["kron"]["structure"] = out["structure"]
     else:
         meth["kron"]["skipped"] = applies["kron"]
-    if per_token:
+    kl_ok = per_token and "kron_lanczos" not in skip_here
+    if kl_ok:
         tol_kl, out, _, pk = _calibrate(lambda t: run_structured_lanczos(wl, t), ref, device)
         meth["kron_lanczos"].update(tol=tol_kl, peak_bytes=pk)
     else:
         meth["kron_lanczos"]["skipped"] = applies["kron_lanczos"]
 
-    # --- timed repeats, all methods side by side in each repeat
+    # --- timed repeats, all methods side by side in each repeat (wall and process CPU seconds)
     times: dict[str, list] = {m: [] for m in METHODS}
+    cpu: dict[str, list] = {m: [] for m in METHODS}
     engine: dict[str, list] = {"gram": [], "lanczos": []}
     last: dict[str, dict] = {}
     t_rep = time.perf_counter()
+
+    def run(m, fn):
+        last[m], t = M.timed(fn, device)
+        times[m].append(t)
+        cpu[m].append(M.last_cpu_seconds())
+        return t
+
     for r in range(args.repeats):
         gc.collect()
-        last["floor"], tf = M.timed(lambda: run_floor(wl), device)
-        times["floor"].append(tf)
+        run("floor", lambda: run_floor(wl))
         if g_ok:
             G, ts = M.timed(wl.scores, device)
+            cs = M.last_cpu_seconds()
             last["scores"] = {"value": None}
             last["gram"], tg = M.timed(partial(run_gram, G), device)
+            cg = M.last_cpu_seconds()
             last["lanczos"], tl = M.timed(partial(run_lanczos, G, tol_l), device)
+            cl_ = M.last_cpu_seconds()
             G = None
             gc.collect()
             times["scores"].append(ts)
+            cpu["scores"].append(cs)
             engine["gram"].append(tg)
             engine["lanczos"].append(tl)
             times["gram"].append(ts + tg)
             times["lanczos"].append(ts + tl)
+            cpu["gram"].append(cs + cg)
+            cpu["lanczos"].append(cs + cl_)
         if cl_ok:
-            last["curvlinops"], tc = M.timed(lambda: run_curvlinops(wl, tol_c), device)
-            times["curvlinops"].append(tc)
-        last["power"], tp = M.timed(lambda: run_power(wl, tol_p), device)
-        times["power"].append(tp)
+            run("curvlinops", lambda: run_curvlinops(wl, tol_c))
+        if ad_ok:  # right after curvlinops: the ratio of the two is measured back to back
+            run("autodiff", lambda: run_autodiff(wl, tol_a))
+        if power_ok:
+            run("power", lambda: run_power(wl, tol_p))
         if kron_ok:
-            last["kron"], tk = M.timed(lambda: run_structured(wl), device)
-            times["kron"].append(tk)
-        if per_token:
-            last["kron_lanczos"], tk = M.timed(lambda: run_structured_lanczos(wl, tol_kl), device)
-            times["kron_lanczos"].append(tk)
+            run("kron", lambda: run_structured(wl))
+        if kl_ok:
+            run("kron_lanczos", lambda: run_structured_lanczos(wl, tol_kl))
         if r + 1 >= args.min_repeats and time.perf_counter() - t_rep > args.case_budget:
             break
     for m in METHODS:
         if not times[m]:
             continue
         meth[m]["seconds"] = M.summary(times[m])
+        meth[m]["cpu_seconds"] = M.summary(cpu[m])
         if m in last and last[m].get("value") is not None:
             meth[m]["value"] = last[m]["value"]
             meth[m]["rel_error"] = rel(last[m]["value"], ref)
@@ -280,10 +334,12 @@ def run_case(wname: str, n: int, device, args) -> dict:
     # ratios of per-repeat times (measured back to back in the same repeat)
     R = len(times["floor"])
     ratios = {}
+    cpu_ratios = {}
 
     def ratio(name, a, b):
         if len(times[a]) == R and len(times[b]) == R and R:
             ratios[name] = M.summary([x / y for x, y in zip(times[a], times[b])])
+            cpu_ratios[name] = M.summary([x / y for x, y in zip(cpu[a], cpu[b])])
 
     ratio("gram_total/scores", "gram", "scores")
     ratio("lanczos_total/scores", "lanczos", "scores")
@@ -295,12 +351,15 @@ def run_case(wname: str, n: int, device, args) -> dict:
     ratio("kron/scores", "kron", "scores")
     ratio("curvlinops/kron", "curvlinops", "kron")
     ratio("curvlinops/kron_lanczos", "curvlinops", "kron_lanczos")
+    ratio("curvlinops/autodiff", "curvlinops", "autodiff")
+    ratio("curvlinops/power", "curvlinops", "power")
     for m in METHODS:
         if m != "floor":
             ratio(f"{m}/floor", m, "floor")
     case.update(
         methods=meth,
         ratios=ratios,
+        cpu_ratios=cpu_ratios,
         repeats=R,
         load_average_end=M.load_average(),
         seconds_total=time.perf_counter() - t_case,
@@ -491,14 +550,18 @@ def _cprofile(fn, path, title):
 
 
 def _best_ours(c) -> tuple[str | None, float | None]:
-    """(method, median s) of the fastest of the suite's exact paths that met the accuracy."""
+    """(method, median s) of the fastest of the suite's exact paths that met the accuracy: the
+    largest median per-repeat ratio curvlinops / path where curvlinops ran, else the smallest
+    median time."""
     best = None
     for m in OURS:
         d = c["methods"][m]
         if "seconds" in d and d.get("accuracy_met"):
-            if best is None or d["seconds"]["median"] < best[1]:
-                best = (m, d["seconds"]["median"])
-    return best or (None, None)
+            r = c.get("ratios", {}).get(VS_CURVLINOPS[m])
+            key = -r["median"] if r else d["seconds"]["median"]
+            if best is None or key < best[2]:
+                best = (m, d["seconds"]["median"], key)
+    return (best[0], best[1]) if best else (None, None)
 
 
 def evaluate_targets(results: dict) -> list[dict]:
@@ -541,7 +604,9 @@ def evaluate_targets(results: dict) -> list[dict]:
                     }
                 )
             else:
-                v = cl["seconds"]["median"] / tb
+                key = VS_CURVLINOPS[best]
+                r, rc = c.get("ratios", {}).get(key), c.get("cpu_ratios", {}).get(key)
+                v = r["median"] if r else cl["seconds"]["median"] / tb
                 out.append(
                     {
                         "target": "best exact path ≥ 3× faster than curvlinops+eigsh",
@@ -550,6 +615,12 @@ def evaluate_targets(results: dict) -> list[dict]:
                         "value": v,
                         "met": v >= 3.0,
                         "path": best,
+                        "how": "median of per-repeat wall-clock ratios (back to back)"
+                        if r
+                        else "ratio of median wall times",
+                        "cpu_value": rc["median"] if rc else None,
+                        "cpu_q1_q3": [rc["q1"], rc["q3"]] if rc else None,
+                        "wall_q1_q3": [r["q1"], r["q3"]] if r else None,
                     }
                 )
         if w.endswith("-all") and best is not None and cl.get("peak_bytes") is not None:
@@ -565,7 +636,7 @@ def evaluate_targets(results: dict) -> list[dict]:
                         "path": best,
                     }
                 )
-        for m in ("kron", "kron_lanczos"):
+        for m in ("kron", "kron_lanczos", "autodiff"):
             k = f"{m}/floor"
             if k in c["ratios"]:
                 out.append(
@@ -618,6 +689,9 @@ def _all_methods(wl, case, device):
     if "seconds" in m["kron_lanczos"]:
         with record_function("## structured lanczos"):
             run_structured_lanczos(wl, m["kron_lanczos"].get("tol") or 1e-6)
+    if "seconds" in m["autodiff"]:
+        with record_function("## autodiff lanczos"):
+            run_autodiff(wl, m["autodiff"].get("tol") or 1e-6)
 
 
 def write_profiles(results, device, args) -> dict:
@@ -628,9 +702,10 @@ def write_profiles(results, device, args) -> dict:
     prof = {}
     missed: dict[str, list] = {}
     for t in results["targets"]:
-        if t["met"] is False and t["target"].startswith("best exact path"):
-            missed.setdefault(t["workload"], []).append(t["n"])
-    for w in sorted(missed):
+        ns = missed.setdefault(t["workload"], [])
+        if t["met"] is False and t["target"].startswith("best exact path") and t["n"] not in ns:
+            ns.append(t["n"])
+    for w in sorted(k for k, v in missed.items() if v):
         cases = [c for c in results["cases"] if c["workload"] == w and c["n"] in missed[w]]
         cheap = [
             c
@@ -660,6 +735,12 @@ def write_profiles(results, device, args) -> dict:
             "(CPU total column); the rest are the aten ops by self time.\n\nTimed medians of "
             "this case in the benchmark run:\n  " + "\n  ".join(lines),
         )
+        if "seconds" in case["methods"]["autodiff"]:
+            p = os.path.join(HERE, "profiles", f"{w}-n{n}-autodiff-cprofile.txt")
+            tol_a = case["methods"]["autodiff"].get("tol") or 1e-6
+            prof[f"{w} n={n} autodiff"] = _cprofile(
+                partial(run_autodiff, wl, tol_a), p, f"cProfile of the autodiff Lanczos path, {w} n={n} P={case['P']}"
+            )
         if "seconds" in case["methods"]["kron"]:
             p = os.path.join(HERE, "profiles", f"{w}-n{n}-structured-cprofile.txt")
             prof[f"{w} n={n} structured"] = _cprofile(
@@ -699,9 +780,9 @@ def _fmt_s(s):
 
 def table(results: dict) -> str:
     lines = [
-        "| workload | n | P | method | applicability | median s | IQR s | peak MiB | rel. error | accuracy "
-        "| iters | tol | × fwd+bwd | curvlinops / this |",
-        "|---|---:|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| workload | n | P | method | applicability | median s | IQR s | CPU s | peak MiB | rel. error | accuracy "
+        "| iters | tol | × fwd+bwd | curvlinops / this (per-repeat wall; CPU) |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for c in results["cases"]:
         tf = c["methods"]["floor"]["seconds"]["median"]
@@ -712,7 +793,7 @@ def table(results: dict) -> str:
             if "seconds" not in d:
                 lines.append(
                     f"| {c['workload']} | {c['n']} | {c['P']} | {d['label']} | {d.get('skipped', app)} "
-                    "| — | | | | | | | | |"
+                    "| — | | | | | | | | | |"
                 )
                 continue
             med, iqr = d["seconds"]["median"], d["seconds"]["iqr"]
@@ -720,17 +801,23 @@ def table(results: dict) -> str:
             err = d.get("rel_error")
             acc = "—" if err is None else ("ok" if d.get("accuracy_met") else "**FAIL (> 1e-6)**")
             vs = "—" if (tc is None or m in ("floor", "scores", "curvlinops")) else f"{tc / med:.2f}"
+            rk = VS_CURVLINOPS.get(m) if m != "power" else "curvlinops/power"
+            rw, rc = c.get("ratios", {}).get(rk), c.get("cpu_ratios", {}).get(rk)
+            if rw and rc:
+                vs = f"{rw['median']:.2f}; {rc['median']:.2f}"
+            cs = d.get("cpu_seconds", {}).get("median")
             lines.append(
                 f"| {c['workload']} | {c['n']} | {c['P']} | {d['label']} | {app} | {_fmt_s(med)} | "
-                f"{_fmt_s(iqr)} | {'—' if mem is None else f'{mem / 2**20:.0f}'} | "
+                f"{_fmt_s(iqr)} | {_fmt_s(cs)} | {'—' if mem is None else f'{mem / 2**20:.0f}'} | "
                 f"{'—' if err is None else f'{err:.1e}'} | {acc} | {d.get('iterations', '—')} | "
                 f"{d.get('tol') or '—'} | {med / tf:.2f} | {vs} |"
             )
     lines += [
         "",
         "| workload | n | best exact path (accuracy met) | its median s | curvlinops+eigsh median s | "
-        "curvlinops / best | best peak MiB | curvlinops peak MiB | best / fwd+bwd | repeats |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "curvlinops / best (per-repeat wall) | same, CPU s | best peak MiB | curvlinops peak MiB | best / fwd+bwd "
+        "| repeats | load (start, end) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in results["cases"]:
         best, tb = _best_ours(c)
@@ -739,10 +826,16 @@ def table(results: dict) -> str:
         tf = c["methods"]["floor"]["seconds"]["median"]
         pb = c["methods"][best].get("peak_bytes") if best else None
         pc = cl.get("peak_bytes")
+        rw = c.get("ratios", {}).get(VS_CURVLINOPS.get(best, ""))
+        rc = c.get("cpu_ratios", {}).get(VS_CURVLINOPS.get(best, ""))
+        wall = rw["median"] if rw else (tcl / tb if (tb and tcl) else None)
+        la0, la1 = c.get("load_average_start") or [None], c.get("load_average_end") or [None]
         lines.append(
             f"| {c['workload']} | {c['n']} | {LABELS[best] if best else 'none'} | {_fmt_s(tb)} | {_fmt_s(tcl)} | "
-            f"{'—' if not (tb and tcl) else f'{tcl / tb:.2f}'} | {'—' if pb is None else f'{pb / 2**20:.0f}'} | "
-            f"{'—' if pc is None else f'{pc / 2**20:.0f}'} | {'—' if not tb else f'{tb / tf:.1f}'} | {c['repeats']} |"
+            f"{'—' if wall is None else f'{wall:.2f}'} | {'—' if not rc else format(rc['median'], '.2f')} | "
+            f"{'—' if pb is None else f'{pb / 2**20:.0f}'} | "
+            f"{'—' if pc is None else f'{pc / 2**20:.0f}'} | {'—' if not tb else f'{tb / tf:.1f}'} | {c['repeats']} "
+            f"| {la0[0]}, {la1[0]} |"
         )
     s = results.get("streaming")
     if s:
@@ -790,6 +883,8 @@ def table(results: dict) -> str:
         for t in tg:
             met = "reported" if t["met"] is None else ("yes" if t["met"] else "NO")
             v = f"{t['value']:.2e}" if "relative error" in t["target"] else f"{t['value']:.2f}"
+            if t.get("cpu_value") is not None:
+                v += f" (CPU {t['cpu_value']:.2f})"
             lines.append(f"| {t['target']} | {t['workload']} | {t['n']} | {v} | {t.get('path') or ''} | {met} |")
     return "\n".join(lines)
 
@@ -839,6 +934,11 @@ def parse_args(argv=None):
         "barriers of 2-thread kernels stall when the other thread is descheduled",
     )
     ap.add_argument("--skip-curvlinops", action="store_true")
+    ap.add_argument(
+        "--skip-at",
+        default="",
+        help='methods not run at a size, e.g. "2048:power,kron" (each row then says so); sizes separated by ";"',
+    )
     ap.add_argument("--no-streaming", action="store_true")
     ap.add_argument("--no-suite", action="store_true")
     ap.add_argument("--no-profiles", action="store_true")
@@ -910,9 +1010,10 @@ def main(argv=None) -> dict:
         "accuracy": f"every method at relative error ≤ {TARGET_ERR:g} vs the float64 dense "
         "reference; iterative tolerances chosen as the first of "
         f"{list(TOLS)} reaching it in an untimed calibration run",
-        "timing": "wall clock (device-synchronised), median and IQR over repeats; in each "
-        "repeat all methods run back to back; Gram/Lanczos totals = scores time + "
-        "engine time of the same repeat; ratios are medians of per-repeat ratios",
+        "timing": "wall clock (device-synchronised) and process CPU seconds (time.process_time), median "
+        "and IQR over repeats; in each repeat all methods run back to back (autodiff right after "
+        "curvlinops); Gram/Lanczos totals = scores time + engine time of the same repeat; ratios "
+        "(ratios: wall, cpu_ratios: CPU) are medians of per-repeat ratios",
         "memory": (
             "torch.cuda.max_memory_allocated delta"
             if device.type == "cuda"

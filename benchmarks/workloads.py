@@ -86,6 +86,14 @@ class Workload:
         lp = torch.log_softmax(out, dim=-1)
         return lp.gather(-1, self.targets.unsqueeze(-1)).reshape(-1)
 
+    def logp_model(self) -> torch.Tensor:
+        """log p of every sample from one plain forward of the model's own parameters: the n-vector
+        (classifier) or the (m, T) per-token tensor (LM)."""
+        if self.kind == "lm":
+            return self.logp_windows()
+        lp = torch.log_softmax(self.model(self.inputs), dim=-1)
+        return lp.gather(-1, self.targets.unsqueeze(-1)).reshape(-1)
+
     def logp_windows(self) -> torch.Tensor:
         """LM only: the (m, T) log-probabilities from one plain forward of the model."""
         lp = torch.log_softmax(self.model(self.inputs), dim=-1)
