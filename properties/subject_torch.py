@@ -32,8 +32,8 @@ ENGINE[torch_model]
     agree with λ_ref = λ_max(G_ref G_refᵀ/n) of the scores of an independent float64
     autograd loop (:func:`torch_checks.scores.per_sample_scores_loop`, one backward pass per
     sample) to within τ·λ_ref, τ = :data:`ENGINE_RTOL` + 64·(n + P)·eps. Margin
-    1 − max_e |e − λ_ref| / (τ·λ_ref), in units of the allowance; λ_ref is enclosed in
-    interval arithmetic from the loop's float scores.
+    (τλ_ref − w)/(τλ_ref + w) ∈ (−1, 1], w = max_e |e − λ_ref| (positive iff w < τλ_ref);
+    λ_ref is enclosed in interval arithmetic from the loop's float scores.
 
 Replays are bit-exact on the torch build and thread settings that stored the file (the FIM
 entries are torch float64 reductions).
@@ -330,7 +330,8 @@ def _engine_float(subject, inst) -> Outcome:
         return Outcome.not_met("F = 0 on the batch")
     values = engine_values(pm, inst)
     worst = max(abs(v - lam) for v in values.values())
-    m = 1.0 - worst / (_engine_tau(inst, pm.P) * lam)
+    allowed = _engine_tau(inst, pm.P) * lam
+    m = (allowed - worst) / (allowed + worst)
     return Outcome(True, float(m), not m > SCORE_BAND, "", {"lambda_ref": lam, **values})
 
 
@@ -346,7 +347,8 @@ def _engine_mp(subject, inst, dps):
     with working_precision(dps):
         lam = max(mpmath.eigsy(_mp_gram(G), eigvals_only=True))
         worst = max(abs(mpmath.mpf(v) - lam) for v in values.values())
-        return 1 - worst / (mpmath.mpf(_engine_tau(inst, pm.P)) * lam)
+        allowed = mpmath.mpf(_engine_tau(inst, pm.P)) * lam
+        return (allowed - worst) / (allowed + worst)
 
 
 def _engine_iv_margin(subject, inst):
@@ -359,7 +361,8 @@ def _engine_iv_margin(subject, inst):
     lam = iv_lambda_max((G * G.T) * (iv.mpf(1) / G.rows))
     values = engine_values(pm, inst)
     worst = iv_max([iv_abs(iv.mpf(v) - lam) for v in values.values()])
-    return 1 - _iv_divide(worst, iv.mpf(_engine_tau(inst, pm.P)) * lam)
+    allowed = iv.mpf(_engine_tau(inst, pm.P)) * lam
+    return _iv_divide(allowed - worst, allowed + worst)
 
 
 # --------------------------------------------------------------------------------------

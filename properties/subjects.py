@@ -1,4 +1,5 @@
-"""Claims evaluated on an implementation the user brings: a λ_max engine or a quantizer.
+"""Claims evaluated on an implementation the user brings: a λ_max engine, a quantizer, a score
+function or a torch model.
 
 A *subject* is a user's callable; :func:`bind` turns a claim id and a subject into a
 :class:`SubjectClaim`, an object with the protocol of a claim (``id``, ``strict``,
@@ -42,6 +43,42 @@ Quantizers (claims T4.3a, T4.3b)
                 whose zero-mean hypothesis is the rule's unbiasedness. Every unbiased rule
                 satisfies it; a certified violation proves the rule biased on the instance
                 (the mean noise is reported).
+
+Score functions (claims EF, W; kind ``score``)
+    ``score(theta, X, y) -> G``: the per-sample scores of one of :data:`SCORE_MODELS`, float64
+    of shape (n, P) — row i = ∇_θ log p(y_i | x_i; θ) (the gradient of the per-sample loss,
+    −row i, gives the same FIM: both claims consume G only through F = GᵀG/n). ``theta`` is
+    the float64 parameter vector (softmax: W.reshape(-1), W of shape (K, d)), ``X`` the (n, d)
+    inputs, ``y`` the labels (logistic: floats 0/1; softmax: ints 0..K−1). The subject names its
+    model with ``@score_function(model=...)`` (attribute ``fimtheory_model``), ``model=`` or
+    ``--score-model``. Instances are :class:`fimtheory.instances.ParameterEnsemble` with one δ =
+    Q(θ) − θ from one of the suite's quantizers (:data:`SCORE_SCHEMES`).
+
+    EF[score]   the empirical-FIM identity: at θ and at θ + δ, every entry of the user's
+                GᵀG/n equals the suite's F = (1/n)Σ g_i g_iᵀ (float64 from the symbolic
+                derivation's code, mpmath, interval arithmetic: three independent references)
+                to within the float64 allowance a (:func:`score_allowance`); margin
+                (a − D)/(a + D) ∈ (−1, 1], D = max|ΔF| (positive iff D < a). A wrong score
+                function (a missing sigmoid, the batch mean in every row, parameters in the
+                wrong order) has D ≫ a: margin near −1, with a certified enclosure.
+    W[score]    Weyl's bounds at the quantized parameters, λ_max from the user's scores and
+                the bracket from the reference: λ1(A) + λ_min(E) − τ ≤ λ_max(GᵤᵀGᵤ/n at θ + δ)
+                ≤ λ1(A) + λ_max(E) + τ, A = F(θ), E = F(θ + δ) − F(θ); τ = P·a +
+                ENGINE_TOLERANCE·P·eps·scale, margin relative to scale = ‖A‖₂ + ‖E‖₂. Weaker
+                than EF (a permutation of the parameters keeps every eigenvalue), it checks the
+                quantity a λ_max monitor consumes.
+
+Torch models (claims T4.3a, ENGINE; kind ``torch_model``)
+    An ``nn.Module`` or a factory returning one; see :mod:`properties.subject_torch` for the
+    protocol and the two claims (T4.3a on the model's FIM under the suite's quantizers; the
+    suite's λ_max engines against a float64 autograd loop). torch is imported only then.
+
+Kinds are never guessed from the callable: ``kind=`` (``--subject-kind``), else the subject's
+``fimtheory_subject_kind`` attribute (set by :func:`score_function` and :func:`torch_model`),
+else the claim's first kind in :data:`CLAIM_KINDS` (lambda_max for W, R, AB; quantizer for
+T4.3a, T4.3b). A claim checked on a kind other than its first is named ``CLAIM[kind]``
+(``W[score]@module:fn``), so replay binds the same kind again. :func:`probe_subject` calls a
+subject once on a small valid input and rejects a wrong signature, shape, dtype or a NaN.
 
 Every evaluation re-runs the subject on the instance (a stored instance whose noise is not
 the subject's output is "hypotheses not met"), so a counterexample replays against the code
@@ -774,7 +811,8 @@ def _ef_float(score, inst: ParameterEnsemble) -> Outcome:
         a = score_allowance(inst, t)
         Fu = _fim_user(score_value(score, inst.model, inst.X, inst.y, t))
         Fr = models.fim(inst.model, inst.X, inst.y, t)
-        m = 1.0 - float(np.max(np.abs(Fu - Fr))) / a
+        D = float(np.max(np.abs(Fu - Fr)))
+        m = (a - D) / (a + D)
         if m < worst:
             worst, where = m, k
     return Outcome(True, float(worst), not worst > SCORE_BAND, "", {"point": float(where)})
@@ -796,7 +834,7 @@ def _ef_mp(score, inst: ParameterEnsemble, dps: int):
             Fr = _mp_fim_of(models.mp_scores(inst.model, inst.X, inst.y, t))
             P = Fu.rows
             D = max(abs(Fu[i, j] - Fr[i, j]) for i in range(P) for j in range(P))
-            m = 1 - D / a
+            m = (a - D) / (a + D)
             worst = m if worst is None else min(worst, m)
     return worst
 
@@ -822,7 +860,7 @@ def _ef_iv_margin(score, inst: ParameterEnsemble):
         Fr = _iv_fim_of(iv_scores(inst.model, inst.X, inst.y, t))
         P = Fu.rows
         D = iv_max([iv_abs(Fu[i, j] - Fr[i, j]) for i in range(P) for j in range(P)])
-        ms.append(1 - D / a)
+        ms.append((a - D) / (a + D))
     return iv_min(ms)
 
 
@@ -923,7 +961,7 @@ def _score_entry(claim_id: str, subject, *, model: str | None = None):
             _iv(_ef_iv_margin),
             strategy,
             f"the user's scores give the empirical FIM of the {model} model",
-            "max_kl |(GᵀG/n)_kl − F_kl| ≤ a at θ and at Q(θ); margin 1 − max|ΔF|/a, a the float64 allowance",
+            "D = max_kl |(GᵀG/n)_kl − F_kl| ≤ a at θ and at Q(θ); margin (a − D)/(a + D), a the float64 allowance",
         )
     return (
         _w_score_float,
