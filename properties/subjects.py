@@ -337,7 +337,8 @@ def resolve(claim_id: str, bound_id: str) -> SubjectClaim:
         raise SubjectError(f"{bound_id!r} is not a subject-bound id of claim {claim_id!r}")
     if ref.startswith("<"):
         raise SubjectError(f"{bound_id!r}: the subject was not importable by name, so it cannot be replayed")
-    return bind(base, ref, ref=ref, kind=kind or CLAIM_KINDS.get(base, ("",))[0])
+    kind = kind or CLAIM_KINDS.get(base, ("",))[0]
+    return bind(base, ref, ref=ref, kind=kind, **({"replay": True} if kind == "score" else {}))
 
 
 # --------------------------------------------------------------------------------------
@@ -948,10 +949,19 @@ def score_model_instances(draw, *, model: str):
     return ParameterEnsemble(model, X, y, theta, (delta,), labels="empirical", origin=f"quantizer {scheme}")
 
 
-def _score_entry(claim_id: str, subject, *, model: str | None = None):
-    model = _score_model(subject, model)
+def _score_entry(claim_id: str, subject, *, model: str | None = None, replay: bool = False):
+    """``replay``: bound again for a stored instance, which names its model itself; then a
+    subject without a declared model is accepted (only drawing new instances needs it)."""
+    try:
+        model = _score_model(subject, model)
+    except SubjectError:
+        if not replay:
+            raise
+        model = None
 
     def strategy(_subject):
+        if model is None:
+            _score_model(_subject, None)  # raises: drawing instances needs the model
         return score_model_instances(model=model)
 
     if claim_id == "EF":
@@ -960,7 +970,7 @@ def _score_entry(claim_id: str, subject, *, model: str | None = None):
             _ef_mp,
             _iv(_ef_iv_margin),
             strategy,
-            f"the user's scores give the empirical FIM of the {model} model",
+            f"the user's scores give the empirical FIM of the {model or 'stored'} model",
             "D = max_kl |(GᵀG/n)_kl − F_kl| ≤ a at θ and at Q(θ); margin (a − D)/(a + D), a the float64 allowance",
         )
     return (
@@ -968,7 +978,7 @@ def _score_entry(claim_id: str, subject, *, model: str | None = None):
         _w_score_mp,
         _iv(_w_score_iv_margin),
         strategy,
-        f"Weyl's bounds hold for λ_max of the user's FIM of the {model} model at the quantized θ",
+        f"Weyl's bounds hold for λ_max of the user's FIM of the {model or 'stored'} model at the quantized θ",
         "λ1(F(θ)) + λ_min(E) − τ ≤ λ_max(GᵤᵀGᵤ/n at Q(θ)) ≤ λ1(F(θ)) + λ_max(E) + τ, E = F(Q(θ)) − F(θ)",
     )
 
