@@ -79,7 +79,7 @@ def test_t43a_on_the_model_verifies_and_its_margin_matches_mpmath():
         v = Q[:, k]
         lam_sum = max(mpmath.eigsy(A + E, eigvals_only=True))
         raw = lam_sum - w[k] - (v.T * E * v)[0, 0]
-        assert raw >= -mpmath.mpf(10) ** -40 * (1 + abs(w[k]))
+        assert raw >= -(mpmath.mpf(10) ** -40) * (1 + abs(w[k]))
     out = b.evaluate(inst)
     assert out.hypotheses_met and out.margin >= 0
 
