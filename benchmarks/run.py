@@ -142,6 +142,16 @@ def _wkw(wname: str, args) -> dict:
     return {"hidden": args.mlp_hidden, "steps": args.mlp_steps} if wname == "mlp" else {}
 
 
+#: why a method may be left out at a size with --skip-at (stated in its row)
+SKIP_REASONS = {
+    "power": "its product count at these spectral gaps (over 100 jvp+vjp pairs at n = 512 on the every-layer LMs) "
+    "makes one run take minutes",
+    "kron": "the per-target signals take T·n·Σ d_out floats (gigabytes at n = 2048), over this run's memory budget",
+    "kron_lanczos": "the per-target signals take T·n·Σ d_out floats (gigabytes at n = 2048), over this run's "
+    "memory budget",
+}
+
+
 def _skipped_at(args, n: int) -> set[str]:
     """Methods that ``--skip-at "N:m1,m2;N2:m3"`` says not to run at size n."""
     out: set[str] = set()
@@ -151,6 +161,16 @@ def _skipped_at(args, n: int) -> set[str]:
         size, _, names = part.partition(":")
         if int(size) == n:
             out.update(x.strip() for x in names.split(",") if x.strip())
+    return out
+
+
+def _sizes_for(args) -> dict[str, list[int]]:
+    """``--sizes-for "cnn:128,512;gpt2-all:128"`` → {workload: sizes}."""
+    out = {}
+    for part in (args.sizes_for or "").split(";"):
+        if part.strip():
+            w, _, ns = part.partition(":")
+            out[w.strip()] = [int(x) for x in ns.split(",") if x.strip()]
     return out
 
 
@@ -192,7 +212,8 @@ def run_case(wname: str, n: int, device, args) -> dict:
     for m in METHODS:
         meth[m]["applicability"] = applies[m]
         if m in skip_here and applies[m].startswith("applies"):
-            applies[m] = meth[m]["applicability"] = f"applies, not run at n = {n} (--skip-at {args.skip_at})"
+            why = SKIP_REASONS.get(m, "left out of this run")
+            applies[m] = meth[m]["applicability"] = f"applies; not run at n = {n} (--skip-at): {why}"
 
     # --- warm-up pass: scores, reference, memory, tolerance calibration (untimed)
     gc.collect()
@@ -211,6 +232,12 @@ def run_case(wname: str, n: int, device, args) -> dict:
         gram_peak = pm.peak
         ref = float(np.linalg.eigvalsh(K.cpu().numpy())[-1])
         del K, ev
+    elif g_bytes <= args.max_ref_g_bytes:
+        G = _scores_in_place(wl)
+        ref = float(np.linalg.eigvalsh(gram_matrix(G).cpu().numpy())[-1])
+        G = None
+        gc.collect()
+        ref_how += " (G held for the reference only: the G-based methods are not run above --max-g-bytes)"
     else:
         ref = reference_blockwise(wl)
         ref_how = (
@@ -271,7 +298,9 @@ def run_case(wname: str, n: int, device, args) -> dict:
     else:
         meth["kron_lanczos"]["skipped"] = applies["kron_lanczos"]
 
-    # --- timed repeats, all methods side by side in each repeat (wall and process CPU seconds)
+    # --- timed repeats, all methods side by side in each repeat (wall and process CPU seconds),
+    # with malloc reusing freed heap (the memory runs above map every large block afresh)
+    timing_malloc = M.malloc_for_timing() if getattr(args, "malloc_tuned", False) else False
     times: dict[str, list] = {m: [] for m in METHODS}
     cpu: dict[str, list] = {m: [] for m in METHODS}
     engine: dict[str, list] = {"gram": [], "lanczos": []}
@@ -317,6 +346,8 @@ def run_case(wname: str, n: int, device, args) -> dict:
             run("kron_lanczos", lambda: run_structured_lanczos(wl, tol_kl))
         if r + 1 >= args.min_repeats and time.perf_counter() - t_rep > args.case_budget:
             break
+    if timing_malloc:
+        M.malloc_for_memory()
     for m in METHODS:
         if not times[m]:
             continue
@@ -369,6 +400,20 @@ def run_case(wname: str, n: int, device, args) -> dict:
         + ", ".join(f"{m} {meth[m]['seconds']['median']:.3g}s" for m in METHODS if "seconds" in meth[m])
     )
     return case
+
+
+def _scores_in_place(wl) -> torch.Tensor:
+    """G (n × P, float64) written window by window into one preallocated tensor (peak: G plus one
+    window's rows, not twice G as a concatenation would take)."""
+    from torch_checks.scores import per_token_scores
+
+    if wl.kind == "classifier":
+        return wl.scores()
+    T = wl.targets.shape[1]
+    G = torch.empty(wl.n, wl.P, dtype=torch.float64, device=wl.device)
+    for b, (x, y) in enumerate(zip(wl.inputs, wl.targets)):
+        G[b * T : (b + 1) * T] = per_token_scores(wl.model, wl.names, x, y, dtype=torch.float64).G
+    return G
 
 
 def reference_blockwise(wl) -> float:
@@ -699,6 +744,8 @@ def write_profiles(results, device, args) -> dict:
     of every method (scopes ``## …``) and a cProfile of the structured path, at the largest missed
     n whose curvlinops time is ≤ --profile-max-seconds (else the smallest missed n)."""
     os.makedirs(os.path.join(HERE, "profiles"), exist_ok=True)
+    if getattr(args, "malloc_tuned", False):
+        M.malloc_for_timing()  # profiles explain the timed runs: same allocator settings
     prof = {}
     missed: dict[str, list] = {}
     for t in results["targets"]:
@@ -907,6 +954,12 @@ def parse_args(argv=None):
         default=2**30,
         help="G-based methods are not run (and say so) when G would exceed this many bytes (1 GiB)",
     )
+    ap.add_argument(
+        "--max-ref-g-bytes",
+        type=float,
+        default=2.5 * 2**30,
+        help="the reference forms G whole up to this many bytes (2.5 GiB), else one θ tensor at a time",
+    )
     ap.add_argument("--sizes-all", default=None, help="n for byte-lm-all, gpt2-all and cnn (default: --sizes)")
     ap.add_argument("--repeats", type=int, default=5, help="max timed repeats per case (default 5)")
     ap.add_argument("--min-repeats", type=int, default=3)
@@ -934,6 +987,7 @@ def parse_args(argv=None):
         "barriers of 2-thread kernels stall when the other thread is descheduled",
     )
     ap.add_argument("--skip-curvlinops", action="store_true")
+    ap.add_argument("--sizes-for", default="", help='per-workload sizes, e.g. "cnn:128,512" (overrides the others)')
     ap.add_argument(
         "--skip-at",
         default="",
@@ -983,6 +1037,7 @@ def main(argv=None) -> dict:
     if args.profiles_from:
         return profiles_from(args)
     malloc_tuned = M.tune_malloc()
+    args.malloc_tuned = malloc_tuned
     blas_limit = None
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -1019,7 +1074,9 @@ def main(argv=None) -> dict:
             if device.type == "cuda"
             else "peak RSS delta sampled every 0.5 ms (/proc/self/statm), glibc mallopt "
             f"mmap/trim threshold 1 MiB (applied: {malloc_tuned}); Gram/Lanczos totals "
-            "= max(scores peak, bytes(G) + engine peak); measured in the calibration run"
+            "= max(scores peak, bytes(G) + engine peak); measured in the calibration run. The timed "
+            "repeats run with mmap threshold 32 MiB and trim threshold 1 GiB (freed heap reused, "
+            "no page faults per allocation); the heap is trimmed before the next memory run"
         ),
         "cases": [],
     }
@@ -1034,6 +1091,8 @@ def main(argv=None) -> dict:
     for w in wnames:
         if w == "mlp" and args.mlp_sizes:
             ns = [int(s) for s in args.mlp_sizes.split(",") if s.strip()]
+        elif w in _sizes_for(args):
+            ns = _sizes_for(args)[w]
         elif w in ("byte-lm-all", "gpt2-all", "cnn") and args.sizes_all:
             ns = [int(s) for s in args.sizes_all.split(",") if s.strip()]
         else:

@@ -22,7 +22,9 @@ tridiagonal eigenproblems of Lanczos are solved on the CPU in float64.
 Without G: :func:`structured_gram` / :func:`lambda_max_structured` (per-sample scores whose layer
 outputs belong to one sample each) and :func:`structured_gram_per_token` /
 :func:`lambda_max_per_token` (per-token scores of every Linear / Conv1D / Embedding of a causal
-LM, from the per-target output signals of T batched backwards).
+LM, from the per-target output signals of T batched backwards). Without G, K or any structural
+hypothesis: :func:`lambda_max_autodiff` (Lanczos on K with Gᵀv by a backward and G w by
+reverse-over-reverse on one recorded forward; about two backward passes per step).
 """
 
 from __future__ import annotations
