@@ -614,8 +614,9 @@ def evaluate_targets(results: dict) -> list[dict]:
 
     * accuracy: every λ_max method at relative error ≤ 1e-6 (a method that misses it is failing,
       and is not a candidate for the speed targets);
-    * speed: the suite's best exact path ≥ 3× faster than curvlinops + eigsh (median time of
-      curvlinops / median time of that path) on every case with n ≤ 2048;
+    * speed: the suite's best exact path ≥ 3× faster than curvlinops + eigsh on every case with
+      n ≤ 2048: the median of per-repeat ratios (measured back to back), in wall-clock and in
+      process CPU seconds — both must reach 3;
     * memory: that path's peak ≤ curvlinops' peak on the every-layer LM workloads;
     * the structured path's time relative to one forward + backward (reported, no threshold).
     """
@@ -658,9 +659,11 @@ def evaluate_targets(results: dict) -> list[dict]:
                         "workload": w,
                         "n": n,
                         "value": v,
-                        "met": v >= 3.0,
+                        # conservative on a shared machine: wall and CPU ratios must both reach 3
+                        "met": v >= 3.0 and (rc is None or rc["median"] >= 3.0),
                         "path": best,
-                        "how": "median of per-repeat wall-clock ratios (back to back)"
+                        "how": "median of per-repeat wall-clock ratios (back to back); met only if the "
+                        "median per-repeat CPU-seconds ratio also reaches 3"
                         if r
                         else "ratio of median wall times",
                         "cpu_value": rc["median"] if rc else None,
