@@ -11,7 +11,7 @@ import mpmath
 import numpy as np
 
 from fimtheory._generated import series as _series
-from fimtheory.highprec import mp_eigh
+from fimtheory.highprec import mp_eigh, mp_matmul
 from fimtheory.instances import MatrixPerturbation
 from fimtheory.validation import EPS64
 
@@ -30,7 +30,7 @@ def _mp_sym_norm(m) -> mpmath.mpf:
 def _mp_coefficients(eig, E_mp, order: int):
     """a1..a_order at mp precision, through the generated series on object arrays."""
     V = eig.eigenvectors
-    M = V.T * E_mp * V
+    M = mp_matmul(mp_matmul(V, E_mp, transpose_a=True), V)  # V.T * E_mp * V, bit for bit
     n = M.rows
     Mo = np.empty((n, n), dtype=object)
     for i in range(n):

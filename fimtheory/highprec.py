@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import mpmath
 import numpy as np
 
+from fimtheory import highprec_eigsy
 from fimtheory.errors import InputError
 from fimtheory.validation import as_symmetric
 
@@ -89,7 +90,29 @@ class MpEigen:
 
 
 def _sorted_eigsy(m, vectors: bool):
-    """mpmath.eigsy, eigenvalues in descending order (and the eigenvector columns to match)."""
+    """mpmath.eigsy, eigenvalues in descending order (and the eigenvector columns to match).
+
+    Computed by :func:`fimtheory.highprec_eigsy.eigsy_raw` (mpmath's algorithm on raw mpf
+    tuples, bit for bit its results at the current precision, several times faster), or by
+    ``mpmath.eigsy`` itself (:func:`_sorted_eigsy_mpmath`) where that transcription does not
+    apply."""
+    if not highprec_eigsy.MATCHES_MPMATH:
+        return _sorted_eigsy_mpmath(m, vectors)
+    ctx = mpmath.mp
+    n = m.rows
+    raw = [[m[i, j]._mpf_ for j in range(n)] for i in range(n)]
+    d, Q = highprec_eigsy.eigsy_raw(raw, vectors=vectors, prec=ctx.prec, dps=ctx.dps)
+    make = ctx.make_mpf
+    w = [make(x) for x in d]
+    order = sorted(range(n), key=lambda k: w[k], reverse=True)
+    if not vectors:
+        return [w[k] for k in order], None
+    vecs = mpmath.matrix([[make(Q[r][k]) for k in order] for r in range(n)])
+    return [w[k] for k in order], vecs
+
+
+def _sorted_eigsy_mpmath(m, vectors: bool):
+    """:func:`_sorted_eigsy` through ``mpmath.eigsy`` (the reference of the raw-tuple path)."""
     if not vectors:
         w = mpmath.eigsy(m, eigvals_only=True)
         return sorted((w[k] for k in range(len(w))), reverse=True), None
@@ -117,6 +140,44 @@ def mp_eigh(A, dps: int = DEFAULT_DPS) -> MpEigen:
             return MpEigen([mpmath.mpf(0)] * m.rows, mpmath.eye(m.rows), dps)
         vals, _ = _sorted_eigsy(m, vectors=False)
         return MpEigen(vals, None, dps, m)
+
+
+def _raw_entries(m) -> list | None:
+    """The raw mpf tuples of an mp matrix, row by row; None if an entry is not real."""
+    out = []
+    for i in range(m.rows):
+        row = []
+        for j in range(m.cols):
+            x = m[i, j]
+            raw = getattr(x, "_mpf_", None)
+            if raw is None:
+                return None
+            row.append(raw)
+        out.append(row)
+    return out
+
+
+def mp_matmul(A, B, *, transpose_a: bool = False) -> mpmath.matrix:
+    """``A * B`` (``A.T * B`` with ``transpose_a``) of real mp matrices at the working precision:
+    bit for bit mpmath's product, whose every entry is ``mpmath.fdot`` of a row and a column
+    (exact products, one rounded ``mpf_sum`` in index order), done on raw tuples without the
+    matrix indexing and the operator dispatch. Falls back to mpmath's ``*`` for complex entries."""
+    a, b = _raw_entries(A), _raw_entries(B)
+    if a is None or b is None:
+        return (A.T if transpose_a else A) * B
+    if transpose_a:
+        a = [list(col) for col in zip(*a)] if a else []
+    inner = len(b)
+    if any(len(row) != inner for row in a):
+        raise ValueError("dimensions not compatible for multiplication")
+    prec, rnd = mpmath.mp._prec_rounding
+    mul, fsum, make = mpmath.libmp.mpf_mul, mpmath.libmp.mpf_sum, mpmath.mp.make_mpf
+    cols = [[b[k][j] for k in range(inner)] for j in range(B.cols)]
+    out = mpmath.matrix(len(a), B.cols)
+    for i, row in enumerate(a):
+        for j, col in enumerate(cols):
+            out[i, j] = make(fsum([mul(x, y) for x, y in zip(row, col)], prec, rnd))
+    return out
 
 
 def mp_lambda_max(A, dps: int = DEFAULT_DPS):

@@ -1,0 +1,107 @@
+"""The raw-tuple paths of fimtheory.highprec give mpmath's own numbers bit for bit, at every precision:
+eigsy (fimtheory.highprec_eigsy, eigenvalues and eigenvectors) on matrices of every structure the
+claims meet, mp_eigh / eigenvalue_enclosures through it against the mpmath.eigsy path, and
+mp_matmul against mpmath's matrix product."""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+
+from fimtheory import highprec as H
+from fimtheory import highprec_eigsy
+
+
+def _cases():
+    rng = np.random.default_rng(20261201)
+    out = []
+    for n in (2, 3, 4, 5, 7, 9):
+        B = rng.standard_normal((n, n))
+        Q, _ = np.linalg.qr(B)
+        out += [
+            ("symmetric", B + B.T),
+            ("psd", B @ B.T),
+            ("diagonal", np.diag(rng.standard_normal(n))),
+            ("rank one", np.outer(B[:, 0], B[:, 0])),
+            ("clustered", Q @ np.diag(np.r_[1.0, 1.0 + 1e-12, np.arange(n - 2.0)]) @ Q.T),
+            ("graded", np.diag(np.logspace(-8, 8, n)) + 1e-3 * (B + B.T)),
+            ("zero column", np.pad(B[:-1, :-1] @ B[:-1, :-1].T, ((0, 1), (0, 1)))),
+        ]
+    out.append(("identity", np.eye(4)))
+    out.append(("tridiagonal", np.diag(np.ones(5)) + np.diag(np.full(4, 0.5), 1) + np.diag(np.full(4, 0.5), -1)))
+    return out
+
+
+CASES = _cases()
+
+
+def _raw(m):
+    return [[m[i, j]._mpf_ for j in range(m.cols)] for i in range(m.rows)]
+
+
+@pytest.mark.parametrize("dps", [20, 50, 67, 150])
+@pytest.mark.parametrize("name, A", CASES, ids=[f"{c[0]}-{c[1].shape[0]}" for c in CASES])
+def test_raw_eigsy_is_mpmath_eigsy_bit_for_bit(name, A, dps):
+    A = (A + A.T) / 2
+    with H.working_precision(dps):
+        m = H.to_mp_symmetric(A)
+        w_ref = mpmath.eigsy(m, eigvals_only=True)
+        w_ref_v, Q_ref = mpmath.eigsy(m)
+        d, none = highprec_eigsy.eigsy_raw(_raw(m), vectors=False, prec=mpmath.mp.prec, dps=mpmath.mp.dps)
+        d_v, Q = highprec_eigsy.eigsy_raw(_raw(m), vectors=True, prec=mpmath.mp.prec, dps=mpmath.mp.dps)
+    n = m.rows
+    assert none is None
+    assert d == [w_ref[k]._mpf_ for k in range(n)]
+    assert d_v == [w_ref_v[k]._mpf_ for k in range(n)]
+    assert d == d_v  # the eigenvalues do not depend on whether the vectors are accumulated
+    assert Q == _raw(Q_ref)
+    # and the decomposition is one: A Q ≈ Q diag(d) to the working precision
+    with H.working_precision(dps):
+        Qm = mpmath.matrix([[mpmath.mp.make_mpf(x) for x in row] for row in Q])
+        R = m * Qm - Qm * mpmath.diag([mpmath.mp.make_mpf(x) for x in d_v])
+        assert mpmath.mnorm(R, 1) <= mpmath.mpf(10) ** (5 - dps) * (1 + mpmath.mnorm(m, 1))
+
+
+def test_input_array_is_not_modified():
+    A = CASES[1][1]
+    with H.working_precision(40):
+        raw = _raw(H.to_mp_symmetric(A))
+        copy = [list(r) for r in raw]
+        highprec_eigsy.eigsy_raw(raw, vectors=True, prec=mpmath.mp.prec, dps=40)
+    assert raw == copy
+
+
+@pytest.mark.parametrize("dps", [30, 80])
+def test_mp_eigh_equals_the_mpmath_eigsy_path(dps, monkeypatch):
+    rng = np.random.default_rng(7)
+    B = rng.standard_normal((6, 6))
+    A = B @ B.T
+    fast = H.mp_eigh(A, dps)
+    fast_vecs = fast.eigenvectors
+    fast_enc = H.eigenvalue_enclosures(A, dps)
+    monkeypatch.setattr(highprec_eigsy, "MATCHES_MPMATH", False)  # forces mpmath.eigsy itself
+    ref = H.mp_eigh(A, dps)
+    assert [x._mpf_ for x in fast.eigenvalues] == [x._mpf_ for x in ref.eigenvalues]
+    assert _raw(fast_vecs) == _raw(ref.eigenvectors)
+    assert H.eigenvalue_enclosures(A, dps) == fast_enc
+
+
+@pytest.mark.parametrize("dps", [20, 64])
+@pytest.mark.parametrize("shape", [(3, 3, 3), (4, 2, 5), (1, 6, 1), (6, 1, 2)])
+def test_mp_matmul_is_mpmath_product_bit_for_bit(shape, dps):
+    rng = np.random.default_rng(sum(shape) + dps)
+    r, k, c = shape
+    a = rng.standard_normal((r, k)) * np.logspace(-30, 30, k)
+    a[0, 0] = 0.0
+    b = rng.standard_normal((k, c))
+    with H.working_precision(dps):
+        A, B = H.mp_matrix(a), H.mp_matrix(b)
+        A = A * mpmath.mpf(1) / 3  # entries of the working precision, not just doubles
+        ref = A * B
+        got = H.mp_matmul(A, B)
+        assert (got.rows, got.cols) == (r, c) and _raw(got) == _raw(ref)
+        At = A.T
+        assert _raw(H.mp_matmul(At, B, transpose_a=True)) == _raw(ref)
+        with pytest.raises(ValueError, match="dimensions"):
+            H.mp_matmul(mpmath.matrix(2, 3), mpmath.matrix(2, 3))
