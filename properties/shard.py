@@ -5,9 +5,12 @@ independent Hypothesis runs (tasks) whose example counts add up to the profile's
 (N//k, the first N mod k getting one more) and whose seeds are derived from the run seed alone:
 task 0 uses the run seed itself (so k = 1 is exactly ``fimtheory verify --seed S``), task j ≥ 1
 the first 8 bytes of SHA-256("fimtheory-verify:<run seed>:<claim>:<j>") mod 2³¹. Tasks are dealt
-round-robin to N shards in (claim, j) order, so what a task computes never depends on N or on the
-shard that runs it, and the merge of the shards' reports equals the merge of the same tasks run
-serially (:func:`serial_document`), field for field except the wall-clock ``seconds``.
+to N shards by longest-processing-time-first on a fixed table of measured CPU cost per example
+(:data:`CLAIM_COST`, :func:`shard_of`): the costliest task goes to the least-loaded shard, so the
+shards finish together. The assignment is a function of the task list and N alone; what a task
+computes never depends on N or on the shard that runs it, and the merge of the shards' reports
+equals the merge of the same tasks run serially (:func:`serial_document`), field for field except
+the timings (``seconds``, ``cpu_seconds``).
 
 Merging the k runs of one claim: counts add up; worst margin and dps take min / max; kept
 adjudications and undecided instances are concatenated in task order (20 kept); the verdict is
@@ -30,6 +33,7 @@ import hashlib
 import json
 import math
 import os
+import time
 
 from fimtheory.errors import InputError
 
@@ -85,20 +89,74 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+#: CPU seconds per 1,000 examples of each claim (one ``--seeds-per-claim 4`` task of the thorough
+#: profile, threads 1, ``python -m benchmarks.verify_throughput tasks``): the weights with which
+#: :func:`shard_of` balances the shards. Only the assignment depends on them, never a result; a
+#: claim not listed weighs the median of the table.
+CLAIM_COST = {
+    "W": 2.0,
+    "R": 2.0,
+    "S": 6.0,
+    "S2": 4.0,
+    "SIGN": 3.0,
+    "T4.3a": 3.0,
+    "T4.3b": 16.0,
+    "T4.3c": 6.0,
+    "T4.3d": 4.0,
+    "P3.2": 5.0,
+    "AH": 3.0,
+    "AB": 5.0,
+    "C": 4.0,
+    "KT": 4.0,
+    "LL": 4.0,
+    "S3": 3.0,
+    "S3L": 2.0,
+    "T4.3b-S": 6.0,
+    "T4.3c-S": 6.0,
+    "EQ1-M-BOUNDS": 0.5,
+    "EQ1-RATIO": 0.2,
+    "KL-SORTED": 0.2,
+}
+
+
+def task_cost(task: dict) -> float:
+    """The balancing weight of a task: its examples times its claim's :data:`CLAIM_COST`."""
+    known = sorted(CLAIM_COST.values())
+    per_example = CLAIM_COST.get(task["claim"], known[len(known) // 2])
+    return per_example * task["max_examples"]
+
+
+def assign_shards(tasks: list[dict], count: int) -> list[int]:
+    """The shard (1-based) of each task: longest processing time first — tasks by decreasing
+    :func:`task_cost` (ties in list order), each to the least-loaded shard so far (ties to the
+    lowest index). Deterministic in ``tasks`` and ``count``."""
+    order = sorted(range(len(tasks)), key=lambda i: (-task_cost(tasks[i]), i))
+    load = [0.0] * count
+    shard = [0] * len(tasks)
+    for i in order:
+        s = min(range(count), key=lambda k: (load[k], k))
+        shard[i] = s + 1
+        load[s] += task_cost(tasks[i])
+    return shard
+
+
 def shard_of(tasks: list[dict], index: int, count: int) -> list[dict]:
-    """Shard ``index`` (1-based) of ``count``: tasks index-1, index-1+count, ... (round-robin)."""
-    return tasks[index - 1 :: count]
+    """Shard ``index`` (1-based) of ``count``: its tasks under :func:`assign_shards`, in list order."""
+    return [t for t, s in zip(tasks, assign_shards(tasks, count)) if s == index]
 
 
 def run_tasks(tasks, *, profile: str, dps: int, on_task=None) -> list[dict]:
     """Run each task with :func:`properties.verify.check_property`; ``[task + {"report": json}]``."""
     from fimtheory.claims import get_claim
+    from properties import hypothesis_speed
     from properties.claim_strategies import strategy_for
     from properties.verify import check_property
 
+    hypothesis_speed.install()  # a speed-up only: the same draws, labels and reports
     out = []
     for t in tasks:
         claim = get_claim(t["claim"])
+        cpu0 = time.process_time()
         rep = check_property(
             claim,
             strategy_for(claim.strategy),
@@ -107,7 +165,7 @@ def run_tasks(tasks, *, profile: str, dps: int, on_task=None) -> list[dict]:
             dps=dps,
             max_examples=t["max_examples"],
         )
-        done = {**t, "report": rep.to_json()}
+        done = {**t, "cpu_seconds": round(time.process_time() - cpu0, 3), "report": rep.to_json()}
         out.append(done)
         if on_task:
             on_task(done)
@@ -156,6 +214,7 @@ def _merge_claim(cid: str, runs: list[dict]) -> dict:
         "undecided_instances": [a for r in reps for a in r["undecided_instances"]][:KEEP],
         "counterexample": None,
         "seconds": round(sum(r["seconds"] for r in reps), 3),
+        "cpu_seconds": round(sum(t.get("cpu_seconds") or 0.0 for t in runs), 3),
         "not_met_reasons": dict(sorted(reasons.items())),
         "targeting": all(r["targeting"] for r in reps),
         "stop_reason": "",
@@ -253,10 +312,13 @@ def serial_document(claim_ids, *, profile, run_seed, seeds_per_claim=1, dps=50) 
     return merge_results(header, run_tasks(tasks, profile=profile, dps=dps))
 
 
+TIMING_KEYS = frozenset({"seconds", "cpu_seconds"})
+
+
 def without_timings(doc):
-    """``doc`` without its wall-clock ``seconds`` fields (what equal runs may differ in)."""
+    """``doc`` without its timings (``seconds``, ``cpu_seconds``: what equal runs may differ in)."""
     if isinstance(doc, dict):
-        return {k: without_timings(v) for k, v in doc.items() if k != "seconds"}
+        return {k: without_timings(v) for k, v in doc.items() if k not in TIMING_KEYS}
     if isinstance(doc, list):
         return [without_timings(v) for v in doc]
     return doc
