@@ -113,6 +113,19 @@ def test_a_wrong_engine_fails_engine_with_a_certificate(monkeypatch, tmp_path):
     assert result.report.status == "falsified" and result.certificate.certified
     assert result.certificate.method == "declared-enclosure"
     assert result.certificate.hi < 0
+    # the stored file holds a TorchModelInstance bit-exactly, and replays (the planted engine still in place)
+    from properties.counterexamples import load_counterexample, replay_file
+
+    _, inst, rec = load_counterexample(result.path)
+    assert rec["instance"]["type"] == "properties.subjects:TorchModelInstance"
+    assert (
+        isinstance(inst, subjects.TorchModelInstance)
+        and inst.weights_sha256 == subject_torch.prepared(sp.small_mlp).digest
+    )
+    assert replay_file(result.path).status == "reproduced"
+    monkeypatch.setattr(subject_torch, "engine_values", real)  # the engine fixed: no longer reproduces
+    subject_torch._CACHE.clear()
+    assert replay_file(result.path).status == "not reproduced"
 
 
 @pytest.mark.parametrize(
