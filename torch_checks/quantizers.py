@@ -189,8 +189,11 @@ def _fp16(x: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def _inverse(d: torch.Tensor) -> torch.Tensor:
+    """1/d, and 0 where d = 0 or 1/d overflows (a subnormal d), as
+    :func:`fimtheory.quantize._inverse_scale`: such a block dequantizes to zero, never NaN."""
     ones = torch.ones_like(d)
-    return torch.where(d == 0, torch.zeros_like(d), ones / torch.where(d == 0, ones, d))
+    inv = ones / torch.where(d == 0, ones, d)
+    return torch.where((d == 0) | ~torch.isfinite(inv), torch.zeros_like(d), inv)
 
 
 def _gguf(g: torch.Tensor, scheme: QuantScheme, *, want_step: bool = False):

@@ -1,0 +1,501 @@
+"""Mutation killers for the torch verdict code (torch_checks scores, quantizers, monitor,
+streaming, engines): each test was written from a surviving mutant of a mutmut run and checked
+to fail on that mutant and pass on the original (docs/mutation_torch.md lists them).
+
+References are independent of the code under test: per-sample autograd loops written here,
+closed forms, dense float64 eigendecompositions, the numpy quantizers of fimtheory.quantize.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch_checks needs the [torch] extra")
+
+from torch import nn  # noqa: E402
+
+from fimtheory.errors import InputError, UnknownIdError  # noqa: E402
+from torch_checks import scores as S  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+F64 = torch.float64
+
+
+def _close(A, B, rel=1e-12):
+    scale = max(float(A.detach().abs().max()), float(B.detach().abs().max()), 1e-300)
+    return float((A.detach().double() - B.detach().double()).abs().max()) <= rel * scale
+
+
+def _autograd_rows(model, names, inputs, targets, *, per_token=False):
+    """Reference scores: a float64 copy of the model, one torch.autograd.grad per sample."""
+    ref = copy.deepcopy(model).double()
+    params = dict(ref.named_parameters())
+    sub = [params[n] for n in names]
+    rows = []
+    for i in range(targets.shape[0]):
+        if per_token:
+            out = ref(inputs.long()[None])[0, i]
+        else:
+            x = inputs[i : i + 1]
+            out = ref(x.double() if x.is_floating_point() else x).reshape(-1)
+        lp = torch.log_softmax(out, dim=-1)[int(targets[i])]
+        rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(lp, sub)]))
+    return torch.stack(rows)
+
+
+class _TokenClassifier(nn.Module):
+    """Integer token inputs (n, L) → mean of permuted embeddings → logits; the permutation is
+    an int64 buffer (casting it to a float dtype breaks the indexing)."""
+
+    def __init__(self, vocab=11, dim=4, classes=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.out = nn.Linear(dim, classes)
+        self.register_buffer("perm", torch.tensor([2, 0, 3, 1], dtype=torch.long))
+
+    def forward(self, x):
+        return self.out(self.emb(x)[..., self.perm].mean(dim=1))
+
+
+class _TinyLM(nn.Module):
+    """Causal: logits at t depend on token t only (embedding → linear head)."""
+
+    def __init__(self, vocab=7, dim=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, x):
+        return self.head(self.emb(x))
+
+
+def _mlp32(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).eval()  # float32
+
+
+# --------------------------------------------------------------------------------------
+# torch_checks.scores
+# --------------------------------------------------------------------------------------
+
+
+def test_scores_errors_name_the_problem():
+    m = _mlp32()
+    X = torch.randn(3, 5)
+    y = torch.tensor([0, 1, 2])
+    with pytest.raises(InputError, match=r"^the parameter subset is empty$"):
+        S.per_sample_scores(m, [], X, y)
+    with pytest.raises(InputError, match=r"^duplicate parameter names in \('0.bias', '0.bias'\)$"):
+        S.per_sample_scores(m, ["0.bias", "0.bias"], X, y)
+    deep = nn.Sequential(*[nn.Linear(2, 2) for _ in range(5)])  # 10 parameters
+    allnames = [n for n, _ in deep.named_parameters()]
+    with pytest.raises(UnknownIdError) as exc:
+        S.per_sample_scores(deep, ["nope"], torch.randn(2, 2), torch.tensor([0, 1]))
+    assert str(exc.value) == f"unknown parameter(s) ['nope']; the model has {allnames[:8]}..."
+    for fn in (S.per_sample_scores, S.per_sample_scores_loop):
+        with pytest.raises(InputError, match=r"^scores dtype must be float64 or float32, got torch.int32$"):
+            fn(m, ["0.bias"], X, y, dtype=torch.int32)
+    tok = torch.tensor([1, 2, 3, 4])
+    with pytest.raises(InputError, match=r"^scores dtype must be float64 or float32, got torch.int32$"):
+        S.per_token_scores(_TinyLM(), ["head.weight"], tok[:-1], tok[1:], dtype=torch.int32)
+    with pytest.raises(InputError) as exc:
+        S.per_sample_scores(m, ["0.bias"], X, y[:2])
+    assert str(exc.value) == "inputs (3, 5) and targets (2,) must have the same length n and targets must be 1-D"
+    with pytest.raises(InputError) as exc:
+        S.per_token_scores(_TinyLM(), ["head.weight"], tok, tok[:3])
+    assert str(exc.value) == "inputs (4,) and targets (3,) must be 1-D of the same length T"
+
+
+def test_integer_inputs_and_buffers_are_never_cast():
+    torch.manual_seed(1)
+    m = _TokenClassifier().eval()  # float32 parameters, int64 buffer
+    X = torch.randint(0, 11, (6, 5))
+    y = torch.randint(0, 3, (6,))
+    names = ["emb.weight", "out.weight", "out.bias"]
+    ref = _autograd_rows(m, names, X, y)
+    for fn in (S.per_sample_scores, S.per_sample_scores_loop):
+        G = fn(m, names, X, y).G
+        assert G.dtype == F64 and _close(G, ref)
+
+
+def test_float32_model_and_inputs_are_scored_in_float64():
+    m = _mlp32()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    X = torch.randn(7, 5)  # float32 inputs
+    y = torch.randint(0, 3, (7,))
+    names = ["2.weight", "0.bias"]
+    ref = _autograd_rows(m, names, X, y)
+    for fn in (S.per_sample_scores, S.per_sample_scores_loop):
+        out = fn(m, names, X, y)
+        assert out.G.dtype == F64 and _close(out.G, ref)
+        assert out.names == tuple(names) and out.shapes == (torch.Size([3, 4]), torch.Size([4]))
+    # the reference loop works on a copy: the caller's float32 model is left as it was
+    assert all(v.dtype == before[k].dtype and torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    # one parameter only, and dtype=None on a float64 model (scored as is)
+    one = S.per_sample_scores_loop(m, ["2.bias"], X, y)
+    assert _close(one.G, _autograd_rows(m, ["2.bias"], X, y))
+    m64 = _mlp32().double()
+    X64 = X.double()
+    none = S.per_sample_scores_loop(m64, names, X64, y, dtype=None)
+    assert none.G.dtype == F64 and _close(none.G, ref, rel=1e-6)
+    assert _close(none.G, _autograd_rows(m64, names, X64, y))
+
+
+def test_per_token_scores_record_names_and_shapes():
+    torch.manual_seed(2)
+    lm = _TinyLM().eval()
+    tok = torch.randint(0, 7, (9,))
+    names = ["head.bias", "emb.weight"]
+    ref = _autograd_rows(lm, names, tok[:-1], tok[1:], per_token=True)
+    for out in (
+        S.per_token_scores(lm, names, tok[:-1], tok[1:]),
+        S.per_sample_scores_loop(lm, names, tok[:-1], tok[1:], per_token=True),
+    ):
+        assert out.G.dtype == F64 and _close(out.G, ref)
+        assert out.names == tuple(names) and out.shapes == (torch.Size([7]), torch.Size([7, 3]))
+        parts = out.unflatten(out.G[0])
+        assert parts["emb.weight"].shape == (7, 3)
+
+
+def _documented_chunk(n, P, dtype):
+    """About 128 MiB of gradients per chunk, at least 1, at most n."""
+    item = torch.empty((), dtype=dtype or F64).element_size()
+    return max(1, min(n, (128 * 1024 * 1024) // (P * item)))
+
+
+@pytest.mark.parametrize(
+    ("n", "P", "dtype"),
+    [
+        (10**6, 1000, F64),
+        (10**6, 1000, torch.float32),
+        (10**6, 1000, None),
+        (5, 1000, F64),
+        (1, 2**30, F64),
+        (100, 2**25, torch.float32),
+        (10**9, 3, F64),
+    ],
+)
+def test_default_chunk_is_about_128_MiB_of_gradients(n, P, dtype):
+    assert S._default_chunk(n, P, dtype) == _documented_chunk(n, P, dtype)
+
+
+def test_chunk_sizes_reach_the_vectorised_calls(monkeypatch):
+    m = _mlp32()
+    X = torch.randn(12, 5)
+    y = torch.randint(0, 3, (12,))
+    ref = _autograd_rows(m, ["0.weight"], X, y)
+    batches = []
+    real_vmap = S.vmap
+
+    def spy_vmap(fn, **kw):
+        inner = real_vmap(fn, **kw)
+
+        def call(p, x, t):
+            batches.append(x.shape[0])
+            return inner(p, x, t)
+
+        return call
+
+    monkeypatch.setattr(S, "vmap", spy_vmap)
+    assert _close(S.per_sample_scores(m, ["0.weight"], X, y, chunk_size=5).G, ref)
+    assert batches == [5, 5, 2]
+    asked = []
+    real_chunk = S._default_chunk
+
+    def spy_chunk(n, P, dtype):
+        asked.append((n, P, dtype))
+        return real_chunk(n, P, dtype)
+
+    monkeypatch.setattr(S, "_default_chunk", spy_chunk)
+    S.per_sample_scores(m, ["0.weight"], X, y, dtype=torch.float32)
+    assert asked == [(12, 20, torch.float32)]
+
+    lm = _TinyLM()
+    tok = torch.randint(0, 7, (9,))
+    seen = []
+    real_jacrev = S.jacrev
+
+    def spy_jacrev(fn, **kw):
+        seen.append(kw.get("chunk_size"))
+        return real_jacrev(fn, **kw)
+
+    monkeypatch.setattr(S, "jacrev", spy_jacrev)
+    S.per_token_scores(lm, ["head.weight"], tok[:-1], tok[1:], chunk_size=3)
+    S.per_token_scores(lm, ["head.weight"], tok[:-1], tok[1:], dtype=torch.float32)
+    assert seen == [3, _documented_chunk(8, 21, torch.float32)]
+    assert asked[-1] == (8, 21, torch.float32)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_scores_move_cpu_inputs_to_the_model_device():
+    torch.manual_seed(3)
+    m = _TokenClassifier().eval()
+    X = torch.randint(0, 11, (4, 5))
+    y = torch.randint(0, 3, (4,))
+    names = ["emb.weight", "out.bias"]
+    ref = _autograd_rows(m, names, X, y)
+    mc = copy.deepcopy(m).cuda()
+    for fn in (S.per_sample_scores, S.per_sample_scores_loop):
+        G = fn(mc, names, X, y).G  # inputs and targets on the CPU
+        assert G.is_cuda and _close(G.cpu(), ref, rel=1e-10)
+    lm = _TinyLM().eval()
+    tok = torch.randint(0, 7, (9,))
+    ref = _autograd_rows(lm, ["head.weight"], tok[:-1], tok[1:], per_token=True)
+    lmc = copy.deepcopy(lm).cuda()
+    for out in (
+        S.per_token_scores(lmc, ["head.weight"], tok[:-1], tok[1:]),
+        S.per_sample_scores_loop(lmc, ["head.weight"], tok[:-1], tok[1:], per_token=True),
+    ):
+        assert out.G.is_cuda and _close(out.G.cpu(), ref, rel=1e-10)
+
+
+# --------------------------------------------------------------------------------------
+# torch_checks.quantizers (reference: the numpy quantizers of fimtheory.quantize/kquants)
+# --------------------------------------------------------------------------------------
+
+from fimtheory import kquants  # noqa: E402
+from fimtheory import quantize as NQ  # noqa: E402
+from torch_checks import quantizers as TQ  # noqa: E402
+
+TINY = 5e-324  # the smallest subnormal float64
+
+
+def _bits_equal(t, a):
+    """torch result equals the numpy float64 result bit for bit (NaN never equal)."""
+    a = np.asarray(a, dtype=np.float64)
+    return t.dtype == F64 and t.shape == a.shape and np.array_equal(t.numpy().view(np.int64), a.view(np.int64))
+
+
+def _values_equal(t, a):
+    return t.shape == a.shape and bool(np.all(t.double().numpy() == a))
+
+
+@pytest.mark.parametrize(
+    "spec", ["rtn-int4-sym-channel", "rtn-int4-asym-channel", "gguf-q4_0", "gguf-q4_1", "nf4-b32", "fp4-b32"]
+)
+def test_subnormal_weights_match_numpy_and_are_never_nan(spec):
+    """Subnormal weights: the scale (or 1/scale) under- or overflows; the clamps and the
+    zero-inverse rule are what keep the levels in range. torch = numpy bit for bit."""
+    w = np.array([[10, -3, 7, 0, 1, 2, -9, 4] * 4, [0.5, -11, 3, 6, -1, 0, 2, 5] * 4]) * TINY
+    ref = NQ.quantize(w, spec)
+    out = TQ.quantize_tensor(torch.tensor(w), spec)
+    assert not bool(torch.isnan(out).any())
+    assert _values_equal(out, ref)
+    steps = TQ.step_sizes_tensor(torch.tensor(w), spec)
+    assert steps.dtype == F64 and _values_equal(steps, NQ.step_sizes(w, spec))
+
+
+@pytest.mark.parametrize("spec", ["rtn-int4-sym-channel", "rtn-int4-asym-channel", "sr-int4-sym-channel"])
+def test_a_unit_scale_is_a_scale_like_any_other(spec):
+    """s = 1 exactly (max |w| = qmax = 7, or range = 15): the weights are still quantized."""
+    w = np.array([[7.0, 0.3, -2.6, 1.49, -7.0, 5.51, 0.0, 3.2]])
+    if "asym" in spec:
+        w = np.array([[15.0, 0.3, 2.6, 1.49, 0.0, 5.51, 7.5, 3.2]])
+    if spec.startswith("sr"):
+        u = np.linspace(0.05, 0.95, w.size).reshape(w.shape)
+        ref = NQ.sr_quantize_with_uniforms(w, spec, u)
+        out = TQ.sr_quantize_tensor_with_uniforms(torch.tensor(w), spec, torch.tensor(u))
+    else:
+        ref = NQ.quantize(w, spec)
+        out = TQ.quantize_tensor(torch.tensor(w), spec)
+    assert _bits_equal(out, ref)
+    assert not np.array_equal(ref, w)  # really quantized
+
+
+def test_q4_0_unit_scale_and_fp16_max_scale_match_numpy():
+    for m in (-8.0, -8.0 * 65504.0):  # d = 1, and d = 65504 = the largest float16 (not an overflow)
+        w = np.array([[m, 0.3 * m, -0.26 * m, 0.149 * m] * 8])
+        assert _bits_equal(TQ.quantize_tensor(torch.tensor(w), "gguf-q4_0"), NQ.quantize(w, "gguf-q4_0"))
+        steps = TQ.step_sizes_tensor(torch.tensor(w), "gguf-q4_0")
+        assert _bits_equal(steps, NQ.step_sizes(w, "gguf-q4_0"))
+
+
+def test_q4_scale_rounds_to_float16_through_float32():
+    """d = 1 + 2^-11 + 2^-30: float64 → float16 directly rounds up, via float32 (as gguf
+    stores it) it is a tie that rounds to even, d16 = 1."""
+    d = 1.0 + 2.0**-11 + 2.0**-30
+    w = np.array([[-8.0 * d, 3.0, -2.0, 1.0] * 8])
+    ref = NQ.quantize(w, "gguf-q4_0")
+    assert _bits_equal(TQ.quantize_tensor(torch.tensor(w), "gguf-q4_0"), ref)
+    assert float(np.abs(NQ.step_sizes(w, "gguf-q4_0")).max()) == 1.0
+    assert float(TQ.step_sizes_tensor(torch.tensor(w), "gguf-q4_0").max()) == 1.0
+
+
+def test_q4_overflowing_scales_are_errors_naming_the_field():
+    cases = [
+        ("gguf-q4_0", -8.0 * 70000.0, "gguf Q4_0 scale d 70000 overflows the float16 it is stored in (max 65504.0)"),
+        ("gguf-q4_1", None, "gguf Q4_1 scale d 100000 overflows the float16 it is stored in (max 65504.0)"),
+        ("gguf-q4_1", -70000.0, "gguf Q4_1 minimum m 70000 overflows the float16 it is stored in (max 65504.0)"),
+    ]
+    for spec, m, msg in cases:
+        if m is None:
+            w = np.array([[0.0, 1.5e6] * 16])  # (mx - mn) / 15 = 1e5
+        else:
+            w = np.full((1, 32), m)
+            w[0, 1] = m / 2 if spec == "gguf-q4_0" else m  # q4_1: constant block, d = 0, m overflows
+        for fn in (TQ.quantize_tensor, TQ.step_sizes_tensor):
+            with pytest.raises(InputError) as exc:
+                fn(torch.tensor(w), spec)
+            assert str(exc.value) == msg
+        with pytest.raises(InputError, match="overflows the float16"):
+            NQ.quantize(w, spec)
+
+
+def test_q4_1_range_at_the_top_level_matches_numpy():
+    """(g − mn)/d at 15 (and rounding to just above it) stays at level 15."""
+    w = np.array([[0.0, 1.0, 14.9999999, 15.0, 7.4999999, 7.5] * 5 + [3.0, 2.0]])
+    assert _bits_equal(TQ.quantize_tensor(torch.tensor(w), "gguf-q4_1"), NQ.quantize(w, "gguf-q4_1"))
+
+
+@pytest.mark.parametrize("kind", ["q4_k", "q6_k", "q8_0", "q4_k-or-q5_0"])
+def test_kquants_route_through_fimtheory_kquants(kind):
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(2, 256, generator=g, dtype=F64) * 0.05
+    out = TQ.quantize_tensor(w.float(), f"gguf-{kind}")
+    ref = kquants.fake_quantize(w.float().double().numpy(), kind)
+    assert out.dtype == torch.float32 and _values_equal(out, ref.astype(np.float32).astype(np.float64))
+    steps = TQ.step_sizes_tensor(w, f"gguf-{kind}")
+    assert _bits_equal(steps, kquants.sub_block_steps(w.numpy(), kind))
+
+
+def test_sr_rounds_up_only_when_u_is_below_the_fraction():
+    """u < frac rounds up: a grid value (frac = 0) never moves, even with u = 0; u = frac
+    exactly rounds down."""
+    w = np.array([[7.0, 2.5, -3.0, 1.25, -0.5, 0.0, 4.0, -7.0]])  # s = 1 for int4 sym
+    spec = "sr-int4-sym-channel"
+    at_frac = np.array([[0.0, 0.5, 0.0, 0.25, 0.5, 0.0, 0.0, 0.0]])  # u = frac exactly (0 on the grid)
+    for u, expected in ((np.zeros_like(w), np.ceil(w)), (at_frac, np.floor(w))):
+        ref = NQ.sr_quantize_with_uniforms(w, spec, u)
+        out = TQ.sr_quantize_tensor_with_uniforms(torch.tensor(w), spec, torch.tensor(u))
+        assert _bits_equal(out, ref)
+        assert np.array_equal(ref, expected)
+
+
+def test_sr_draws_torch_rand_float64_from_the_generator():
+    w = torch.randn(4, 32, generator=torch.Generator().manual_seed(5), dtype=F64)
+    spec = "sr-int4-asym-g32"
+    u = torch.rand((4, 32), generator=torch.Generator().manual_seed(6), dtype=F64)
+    got = TQ.quantize_tensor(w, spec, generator=torch.Generator().manual_seed(6))
+    assert _bits_equal(got, NQ.sr_quantize_with_uniforms(w.numpy(), spec, u.numpy()))
+
+
+def test_quantizer_errors_name_the_problem():
+    w = torch.randn(2, 8, dtype=F64)
+    cases = [
+        (lambda: TQ.quantize_tensor(w, 3), "scheme must be a QuantScheme or a spec string, got int"),
+        (lambda: TQ.quantize_tensor([1.0], "rtn-int4-sym-channel"), "w must be a torch.Tensor, got list"),
+        (lambda: TQ.quantize_tensor(torch.zeros(0), "rtn-int4-sym-channel"), "w is empty (shape (0,))"),
+        (
+            lambda: TQ.quantize_tensor(torch.tensor([1.0, float("nan"), 2.0]), "rtn-int4-sym-channel"),
+            "w has a non-finite entry nan at index (1,)",
+        ),
+        (
+            lambda: TQ.quantize_tensor(w, "sr-int4-sym-channel"),
+            "stochastic rounding needs generator=torch.Generator (seeded, on the device of w), got NoneType",
+        ),
+        (
+            lambda: TQ.sr_quantize_tensor_with_uniforms(w, "rtn-int4-sym-channel", torch.zeros(2, 8)),
+            "sr_quantize_tensor_with_uniforms needs an 'sr' scheme, got 'rtn-int4-sym-channel'",
+        ),
+        (
+            lambda: TQ.sr_quantize_tensor_with_uniforms(w, "sr-int4-sym-channel", [[0.0] * 8] * 2),
+            "u must be a tensor of the shape of w (2, 8)",
+        ),
+        (
+            lambda: TQ.sr_quantize_tensor_with_uniforms(w, "sr-int4-sym-channel", torch.zeros(8, 2)),
+            "u must be a tensor of the shape of w (2, 8)",
+        ),
+        (lambda: TQ.quantize_module_(3, "rtn-int4-sym-channel"), "module must be a torch.nn.Module, got int"),
+        (
+            lambda: TQ.quantize_module_(nn.Linear(2, 2), "rtn-int4-sym-channel", include=[5]),
+            "include entries must be kind names or nn.Module types, got 5",
+        ),
+        (
+            lambda: TQ.quantize_module_(nn.Linear(2, 2), "rtn-int4-sym-channel", include=[int]),
+            "include entries must be kind names or nn.Module types, got <class 'int'>",
+        ),
+    ]
+    for u_bad in (1.0, 1.5, -0.25):
+        u = torch.zeros(2, 8, dtype=F64)
+        u[1, 3] = u_bad
+        bad_u = lambda u=u: TQ.sr_quantize_tensor_with_uniforms(w, "sr-int4-sym-channel", u)  # noqa: E731
+        cases.append((bad_u, "u must lie in [0, 1)"))
+    for fn, msg in cases:
+        with pytest.raises(InputError) as exc:
+            fn()
+        assert str(exc.value) == msg
+
+
+class _FakeConv1D(nn.Module):
+    """Shape of Hugging Face's Conv1D: weight (in, out), y = x W + b."""
+
+    def __init__(self, nx, nf):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(nx, nf, dtype=F64))
+        self.bias = nn.Parameter(torch.zeros(nf, dtype=F64))
+
+    def forward(self, x):
+        return x @ self.weight + self.bias
+
+
+def _fake_transformers(monkeypatch):
+    import types
+
+    mod = types.ModuleType("transformers.pytorch_utils")
+    mod.Conv1D = _FakeConv1D
+    monkeypatch.setitem(__import__("sys").modules, "transformers.pytorch_utils", mod)
+
+
+def test_conv1d_weights_are_quantized_as_their_transpose(monkeypatch):
+    _fake_transformers(monkeypatch)
+    torch.manual_seed(7)
+    net = nn.Sequential(_FakeConv1D(8, 4), nn.Linear(4, 3).double())
+    w_conv = net[0].weight.detach().numpy().copy()
+    w_lin = net[1].weight.detach().numpy().copy()
+    assert TQ.is_hf_conv1d(net[0]) and not TQ.is_hf_conv1d(net[1])
+    spec = "rtn-int4-sym-channel"
+    deltas = TQ.quantize_module_(net, spec)  # default selection includes Conv1D
+    assert sorted(deltas) == ["0.weight", "1.weight"]
+    ref_conv = NQ.quantize(w_conv.T, spec).T  # rows of the transpose = output channels
+    assert not np.array_equal(ref_conv, NQ.quantize(w_conv, spec))
+    assert _bits_equal(deltas["0.weight"], ref_conv - w_conv)
+    assert np.array_equal(net[0].weight.detach().numpy(), ref_conv)
+    assert _bits_equal(deltas["1.weight"], NQ.quantize(w_lin, spec) - w_lin)
+    # a Conv1D whose transpose the scheme cannot quantize: the message says so
+    bad = nn.Sequential(_FakeConv1D(6, 4))
+    with pytest.raises(InputError) as exc:
+        TQ.quantize_module_(bad, "rtn-int4-sym-g4")
+    how = "cannot quantize 0.weight (shape (6, 4), a Conv1D quantized as its transpose (4, 6)): "
+    assert str(exc.value).startswith(how)
+
+
+def test_quantize_module_without_transformers_names_and_ties(monkeypatch):
+    monkeypatch.delitem(__import__("sys").modules, "transformers.pytorch_utils", raising=False)
+    spec = "rtn-int4-sym-channel"
+    root = nn.Linear(4, 3).double()
+    w = root.weight.detach().numpy().copy()
+    deltas = TQ.quantize_module_(root, spec)
+    assert list(deltas) == ["weight"] and _bits_equal(deltas["weight"], NQ.quantize(w, spec) - w)
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(5, 4).double()
+            self.head = nn.Linear(4, 5, bias=False).double()
+            self.head.weight = self.emb.weight
+            self.z = nn.Linear(4, 4).double()
+
+    t = Tied()
+    wz = t.z.weight.detach().numpy().copy()
+    deltas = TQ.quantize_module_(t, spec)
+    assert list(deltas) == ["emb.weight", "z.weight"]  # the tied head once, and z after it
+    assert _bits_equal(deltas["z.weight"], NQ.quantize(wz, spec) - wz)
+    lin = nn.Sequential(nn.Linear(6, 3).double())
+    with pytest.raises(InputError) as exc:
+        TQ.quantize_module_(lin, "rtn-int4-sym-g4")
+    assert str(exc.value).startswith("cannot quantize 0.weight (shape (3, 6)): ")
