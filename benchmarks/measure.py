@@ -4,11 +4,15 @@ Peak memory
 -----------
 * CUDA: ``torch.cuda.max_memory_allocated()`` minus the allocation at the start of the call
   (after ``reset_peak_memory_stats``): bytes held by tensors, caching-allocator slack excluded.
-* CPU: the process's resident set size (``/proc/self/statm``) sampled every 0.5 ms by a
-  background thread during the call, peak minus the value at the start. glibc is told
+* CPU: the process's peak resident set size during the call minus the value at its start: the
+  kernel's high-water mark (VmHWM, reset through ``/proc/self/clear_refs`` before the call; exact)
+  where Linux allows it, and always also the RSS (``/proc/self/statm``) sampled every 0.5 ms by a
+  background thread. Before the call ``malloc_trim`` returns freed heap pages to the system, so
+  that reused heap is counted again. glibc is told
   (``mallopt``) to serve every allocation of ≥ 1 MiB by ``mmap`` and to trim freed memory,
   so that freed tensors leave the RSS and later calls' peaks are not hidden by recycled heap.
-  Samples can miss a spike shorter than the sampling period; that bias is downward.
+  Without the high-water mark, samples can miss a spike shorter than the sampling period (a
+  downward bias; under heavy load the sampling thread runs rarely).
 """
 
 from __future__ import annotations
@@ -60,6 +64,35 @@ def malloc_for_memory() -> bool:
     return ok
 
 
+def _trim_heap() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux ≥ 4.0:
+    ``/proc/self/clear_refs`` ← 5); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return _peak_rss_bytes() > 0
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as fh:
@@ -82,6 +115,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
             return self
+        _trim_heap()  # freed heap pages left resident would hide this block's allocations
+        self._hwm = _reset_peak_rss()
         self._start = rss_bytes()
         self._max = self._start
         self._stop = threading.Event()
@@ -105,6 +140,8 @@ class PeakMemory:
         self._max = max(self._max, rss_bytes())
         self._stop.set()
         self._thread.join()
+        if self._hwm:  # the kernel's exact high-water mark since the reset (no sampling gaps)
+            self._max = max(self._max, _peak_rss_bytes())
         self.peak = int(max(0, self._max - self._start))
         return False
 

@@ -45,7 +45,7 @@ from .workloads import make_workload, rel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET_ERR = 1e-6
-TOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-12)
+TOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-12)
 METHODS = ("floor", "scores", "gram", "lanczos", "curvlinops", "power", "kron", "kron_lanczos", "autodiff")
 #: the suite's exact paths (the best of them is compared with curvlinops + eigsh)
 OURS = ("gram", "lanczos", "kron", "kron_lanczos", "autodiff")
@@ -1176,7 +1176,9 @@ def main(argv=None) -> dict:
         "memory": (
             "torch.cuda.max_memory_allocated delta"
             if device.type == "cuda"
-            else "peak RSS delta sampled every 0.5 ms (/proc/self/statm), glibc mallopt "
+            else "peak RSS delta: the kernel's high-water mark VmHWM (reset via /proc/self/clear_refs "
+            "before the call; exact) and RSS sampled every 0.5 ms (/proc/self/statm), heap trimmed "
+            "before the call, glibc mallopt "
             f"mmap/trim threshold 1 MiB (applied: {malloc_tuned}); Gram/Lanczos totals "
             "= max(scores peak, bytes(G) + engine peak); measured in the calibration run. The timed "
             "repeats run with mmap threshold 32 MiB and trim threshold 1 GiB (freed heap reused, "
