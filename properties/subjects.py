@@ -1178,6 +1178,8 @@ def verify_subject_command(args) -> int:
     bound, probed = [], set()
     for cid in args.claim:
         base, spelled = _split_claim(cid)
+        if kind_arg and spelled and kind_arg != spelled:
+            raise InputError(f"--subject-kind {kind_arg} but the claim {cid!r} names kind {spelled!r}")
         kind = subject_kind(base, subject, kind_arg or spelled)
         if kind not in probed:
             probe_subject(kind, subject, model=model)  # a wrong signature or answer fails before any work

@@ -189,8 +189,19 @@ def _cli(*args, cwd=ROOT):
         (["--subject", "tests.subjects_planted:undeclared_score", "--claim", "W"], "engine(M)"),
         (["--subject", "tests.subjects_planted:logistic_score", "--claim", "R"], "not 'score'"),
         (["--subject-kind", "score", "--claim", "EF"], "only with --subject"),
+        (
+            [
+                "--subject",
+                "tests.subjects_planted:logistic_score",
+                "--subject-kind",
+                "lambda_max",
+                "--claim",
+                "W[score]",
+            ],
+            "names kind 'score'",
+        ),
     ],
-    ids=["nan", "float32", "signature", "no-model", "default-kind", "wrong-claim", "kind-without-subject"],
+    ids=["nan", "float32", "signature", "no-model", "default-kind", "wrong-claim", "kind-without-subject", "two-kinds"],
 )
 def test_cli_refuses_bad_subjects_with_one_line_and_exit_2(args, message, tmp_path):
     proc = _cli("verify", *args)
