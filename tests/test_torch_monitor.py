@@ -119,6 +119,7 @@ def test_calibration_quantile(byte_lm):
     ],
 )
 def test_monitor_bad_input(byte_lm, kw):
+    kw = dict(kw)  # the parameter dict is shared by every run of the test in one process
     lb = kw.pop("lambda_base")
     with pytest.raises(InputError):
         SigmaMonitor(byte_lm, None, lb, **kw)
