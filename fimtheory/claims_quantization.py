@@ -128,11 +128,20 @@ def _t43b(inst: NoiseEnsemble) -> Outcome:
     return _outcome(m, _resolved(jensen if jensen else TINY, scale, inst.F.shape[0]), **margins)
 
 
+def _second_order_part_likely(inst: NoiseEnsemble) -> bool:
+    """Whether T4.3b's second part (γ > 0, 2η̄ < γ) applies in float64: only a hint for computing
+    F's eigenvectors at once (the mp margin never depends on it)."""
+    if inst.F.shape[0] < 2:
+        return False
+    w = np.linalg.eigvalsh(inst.F)
+    return 2 * max((_norm2(E) for E in inst.scaled()), default=0.0) < float(w[-1] - w[-2])
+
+
 def _t43b_mp(inst: NoiseEnsemble, dps):
     with working_precision(dps):
         F = mp_matrix(inst.F)
         Es = [mp_matrix(E) for E in inst.scaled()]
-        eig = mp_eigh(F, dps)
+        eig = mp_eigh(F, dps, vectors=_second_order_part_likely(inst))
         tops = [mp_eigh(F + E, dps).lambda_max for E in Es]
         etas = [_mp_sym_norm(E) for E in Es]
         mean_top = sum(tops) / len(tops)

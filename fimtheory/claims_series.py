@@ -98,7 +98,7 @@ def _series_claim_mp(inst, dps):
     order = _series_order()
     with working_precision(dps):
         A, E = mp_matrix(inst.A), mp_matrix(inst.E)
-        eig = mp_eigh(A, dps)
+        eig = mp_eigh(A, dps, vectors=True)
         eta = _mp_sym_norm(E)
         a = _mp_coefficients(eig, E, order)
         cb = [_series.coefficient_bound(k, eta, eig.gap) for k in range(1, order + 1)]
@@ -154,7 +154,7 @@ def _s2(inst: MatrixPerturbation) -> Outcome:
 def _s2_mp(inst, dps):
     with working_precision(dps):
         A, E = mp_matrix(inst.A), mp_matrix(inst.E)
-        eig = mp_eigh(A, dps)
+        eig = mp_eigh(A, dps, vectors=True)
         eta = _mp_sym_norm(E)
         a1, a2 = _mp_coefficients(eig, E, 2)
         top = mp_eigh(A + E, dps).lambda_max
@@ -246,7 +246,7 @@ def _sign(inst: MatrixPerturbation) -> Outcome:
 def _mp_a2_and_residual(inst, dps):
     """(mp eigen-data of A, a2, ‖P⊥Ev‖²) at the current working precision."""
     A, E = mp_matrix(inst.A), mp_matrix(inst.E)
-    eig = mp_eigh(A, dps)
+    eig = mp_eigh(A, dps, vectors=True)
     a2 = _mp_coefficients(eig, E, 2)[1]
     v = eig.vector(0)
     Ev = E * v

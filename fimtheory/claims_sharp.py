@@ -56,7 +56,7 @@ import numpy as np
 from fimtheory import claims as _claims
 from fimtheory import spectral
 from fimtheory.claim_api import Outcome, add_weakenings, declare_claim, declare_weakening, register_claim
-from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
+from fimtheory.highprec import mp_eigh, mp_matmul, mp_matrix, working_precision
 from fimtheory.instances import MatrixPerturbation, NoiseEnsemble
 from fimtheory.validation import EPS64
 
@@ -108,10 +108,10 @@ def _blocks(inst: MatrixPerturbation) -> dict:
 def _mp_blocks(inst: MatrixPerturbation, dps: int) -> dict:
     """The same quantities at ``dps`` digits (call inside working_precision)."""
     A, E = mp_matrix(inst.A), mp_matrix(inst.E)
-    eig = mp_eigh(A, dps)
+    eig = mp_eigh(A, dps, vectors=True)
     lam = eig.eigenvalues
     V = eig.eigenvectors
-    M = V.T * E * V
+    M = mp_matmul(mp_matmul(V, E, transpose_a=True), V)  # V.T * E * V, bit for bit
     n = M.rows
     a = M[0, 0]
     w2 = mpmath.fsum(((M[j, 0] + M[0, j]) / 2) ** 2 for j in range(1, n))
@@ -373,7 +373,7 @@ def _s3_like(inst, bound_of) -> Outcome:
 def _s3_like_mp(inst, dps, bound_of):
     with working_precision(dps):
         A, E = mp_matrix(inst.A), mp_matrix(inst.E)
-        eig = mp_eigh(A, dps)
+        eig = mp_eigh(A, dps, vectors=True)
         eta = _claims._mp_sym_norm(E)
         a1, a2 = _claims._mp_coefficients(eig, E, 2)
         top = mp_eigh(A + E, dps).lambda_max
@@ -443,7 +443,7 @@ def _s3l(inst) -> Outcome:
 def _s3l_mp(inst, dps):
     with working_precision(dps):
         A, E = mp_matrix(inst.A), mp_matrix(inst.E)
-        eig = mp_eigh(A, dps)
+        eig = mp_eigh(A, dps, vectors=True)
         eta = _claims._mp_sym_norm(E)
         if eta == 0:
             return mpmath.mpf(0)
@@ -470,7 +470,7 @@ def _s3l_second_order(inst) -> Outcome:
 def _s3l_second_order_mp(inst, dps):
     with working_precision(dps):
         A, E = mp_matrix(inst.A), mp_matrix(inst.E)
-        eig = mp_eigh(A, dps)
+        eig = mp_eigh(A, dps, vectors=True)
         eta = _claims._mp_sym_norm(E)
         if eta == 0:
             return mpmath.mpf(0)
@@ -575,7 +575,7 @@ def _t43b_sharp_like(inst: NoiseEnsemble, with_cubic: bool, with_quartic: bool) 
 def _t43b_sharp_like_mp(inst: NoiseEnsemble, dps, with_cubic: bool, with_quartic: bool):
     with working_precision(dps):
         F = mp_matrix(inst.F)
-        eig = mp_eigh(F, dps)
+        eig = mp_eigh(F, dps, vectors=True)
         a2s, eta3, w4, tops = [], [], [], []
         v = eig.vector(0)
         for E in inst.scaled():

@@ -127,7 +127,7 @@ def _directional_mp(inst: MatrixPerturbation, dps: int):
     with working_precision(dps):
         A, E = mp_matrix(inst.A), mp_matrix(inst.E)
         top = mp_eigh(A + E, dps).lambda_max
-        eig = mp_eigh(A, dps)
+        eig = mp_eigh(A, dps, vectors=inst.v is None)
         if inst.v is None:
             # The same top cluster as the float evaluation (its size from the float spectrum):
             # min of the Rayleigh quotient of A+E over its span, λ_min(UᵀEU) + λ1 when the

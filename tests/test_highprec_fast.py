@@ -105,3 +105,25 @@ def test_mp_matmul_is_mpmath_product_bit_for_bit(shape, dps):
         assert _raw(H.mp_matmul(At, B, transpose_a=True)) == _raw(ref)
         with pytest.raises(ValueError, match="dimensions"):
             H.mp_matmul(mpmath.matrix(2, 3), mpmath.matrix(2, 3))
+
+
+def test_remembered_decompositions_are_the_computed_ones_and_fresh_objects():
+    rng = np.random.default_rng(11)
+    B = rng.standard_normal((5, 5))
+    A = B + B.T
+    H._EIGSY_CACHE.clear()
+    first = H.mp_eigh(A, 60)
+    vals_then = [x._mpf_ for x in first.eigenvalues]
+    vecs = first.eigenvectors  # a full decomposition, remembered
+    vecs[0, 0] = 12345  # a caller scribbling on its matrix does not reach the cache
+    again = H.mp_eigh(A, 60)
+    assert [x._mpf_ for x in again.eigenvalues] == vals_then
+    assert again.eigenvectors[0, 0] != 12345
+    other = H.mp_eigh(A, 61)  # another precision is another decomposition
+    assert len(H._EIGSY_CACHE) == 2 and [x._mpf_ for x in other.eigenvalues] != vals_then
+    H._EIGSY_CACHE.clear()
+    fresh = H.mp_eigh(A, 60)
+    assert _raw(fresh.eigenvectors) == _raw(again.eigenvectors)
+    for _ in range(H.EIGSY_CACHE_SIZE + 5):  # bounded
+        H._sorted_eigsy(H.mp_matrix(np.diag(rng.standard_normal(2))), False)
+    assert len(H._EIGSY_CACHE) == H.EIGSY_CACHE_SIZE
