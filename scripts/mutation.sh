@@ -112,8 +112,11 @@ fi
 # Kill check of new tests against a finished run's mutated copy: copies the working-tree
 # tests/test_mutation_killers*.py into WORKDIR/mutants/tests/, runs the selection (pytest
 # arguments, e.g. 'tests/test_mutation_killers_core.py -k golden') on the original code
-# (MUTANT_UNDER_TEST empty: must pass) and then once per mutant (must fail). Prints one line
-# per mutant, "killed" or "SURVIVED", and exits 1 if the original fails or a mutant survives.
+# (MUTANT_UNDER_TEST empty: must pass) and then once per mutant (must fail), all in one Python
+# process (mutmut's trampolines read MUTANT_UNDER_TEST at every call). A mutant of a function
+# that runs only at import (a factory building an evaluator) is active only when set before
+# the import: MUT_FRESH=1 runs every mutant in a fresh process instead. Prints one line per
+# mutant, "killed" or "SURVIVED"; exits 1 if the original fails or a mutant survives.
 if [ "${1:-}" = "check" ]; then
     DIR=${2:?check needs the run directory}
     SEL=${3:?check needs a pytest selection}
@@ -122,22 +125,30 @@ if [ "${1:-}" = "check" ]; then
         [ -f "$f" ] && cp "$f" "$DIR/mutants/tests/"
     done
     cd "$DIR/mutants"
-    rc=0
-    # shellcheck disable=SC2086
-    if MUTANT_UNDER_TEST="" "$PY" -m pytest $SEL -q -x -p no:cacheprovider >/dev/null 2>&1; then
-        echo "original: passes"
-    else
-        echo "original: FAILS ($SEL)"; exit 1
-    fi
-    for m in "$@"; do
-        # shellcheck disable=SC2086
-        if MUTANT_UNDER_TEST="$m" "$PY" -m pytest $SEL -q -x -p no:cacheprovider >/dev/null 2>&1; then
-            echo "$m: SURVIVED"; rc=1
-        else
-            echo "$m: killed"
-        fi
-    done
-    exit $rc
+    exec "$PY" - "$SEL" "$@" <<'PY'
+import os, shlex, subprocess, sys
+sel, mutants = shlex.split(sys.argv[1]), sys.argv[2:]
+args = [*sel, "-q", "-x", "-p", "no:cacheprovider", "--no-header"]
+fresh = os.environ.get("MUT_FRESH") == "1"
+def passes(name):
+    env = dict(os.environ, MUTANT_UNDER_TEST=name)
+    if fresh:
+        r = subprocess.run([sys.executable, "-m", "pytest", *args], env=env, capture_output=True)
+        return r.returncode == 0
+    import contextlib, io, pytest
+    os.environ["MUTANT_UNDER_TEST"] = name
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return pytest.main(args) == 0
+if not passes(""):
+    print(f"original: FAILS ({' '.join(sel)})"); sys.exit(1)
+print("original: passes")
+rc = 0
+for m in mutants:
+    ok = passes(m)
+    print(f"{m}: {'SURVIVED' if ok else 'killed'}", flush=True)
+    rc |= ok
+sys.exit(rc)
+PY
 fi
 
 GROUP=""

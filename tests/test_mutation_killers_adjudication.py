@@ -415,3 +415,196 @@ def test_a_tie_reports_margin_zero_its_rungs_and_is_rechecked(monkeypatch):
 def test_a_strict_tie_reports_margin_zero(monkeypatch):
     adj, _ = _adjudicate({"else": "1e-60"}, {80: ("0", "0")}, True, monkeypatch)
     assert adj.verdict == "violated" and adj.margin == 0 and adj.ladder[-1] == (80, MP("1e-60"))
+
+
+# ----------------------------------------------------------------- the ladder's thresholds, at the threshold
+#
+# _mp_ladder's docstring states its rules with ≤: settled iff |m_2d − m_d| ≤ min(10^−d/2, |m_2d|/4),
+# tie iff |m_d| ≤ 10^−d/2 and |m_2d| ≤ 10^−d, stalled when twice in a row the difference is
+# ≤ |m|/4 (but above the band) and shrinks by less than 1000×. Each case below sits exactly on
+# one threshold (values exact in binary, or built at the ladder's own precision) or between a
+# threshold and its neighbour, and the rung at which the ladder stops tells the rule apart.
+
+
+class _Exact:
+    """A subject whose mp margin at each precision is a prepared mpf (returned as is)."""
+
+    def __init__(self, values):
+        self.values, self.id = values, "scripted"
+
+    def evaluate_mp(self, instance, dps):
+        return self.values.get(dps, self.values.get("else"))
+
+
+def _ladder(values, d0=20):
+    kind, m, D, rungs = AJ._mp_ladder(_Exact(values), _NO_ARRAYS, d0)
+    return kind, D
+
+
+def _at(dps, fn):
+    with AJ.working_precision(dps):
+        return fn()
+
+
+_X = MP(2) ** -40  # exact in binary, < 10^-10 (the band at d = 20)
+
+
+def test_ladder_tie_band_is_ten_to_minus_half_the_digits():
+    """|m_20| = 0.9e-10 ≤ 10^-10 and |m_40| = 0.5e-20 ≤ 10^-20: a tie at 40 (not with 11^-k)."""
+    vals = {20: _at(40, lambda: MP("0.9e-10")), 40: _at(40, lambda: MP("0.5e-20")), "else": MP(0)}
+    assert _ladder(vals) == ("tie", 40)
+
+
+def test_ladder_band_of_an_odd_precision_rounds_the_half_down():
+    """d = 25: the band is 10^-(25 // 2) = 1e-12, so |m_25| = 5e-13 is inside it (10^-12.5 is not)."""
+    vals = {25: _at(50, lambda: MP("5e-13")), 50: _at(50, lambda: MP("1e-26")), "else": MP(0)}
+    assert _ladder(vals, d0=25) == ("tie", 50)
+
+
+def test_ladder_tie_at_exactly_the_band():
+    vals = {20: _at(40, lambda: MP(10) ** -10), "else": MP(0)}
+    assert _ladder(vals) == ("tie", 40)
+
+
+def test_ladder_tie_at_exactly_ten_to_minus_d():
+    vals = {20: MP(0), "else": _at(40, lambda: MP(10) ** -20)}
+    assert _ladder(vals) == ("tie", 40)
+
+
+def test_ladder_settles_at_a_difference_exactly_the_band():
+    """|m_40 − m_20| = 10^-10 exactly (at 40 digits) and ≤ |m_40|/4: settled at 40."""
+
+    def build():
+        band = MP(10) ** -10
+        for k in range(4, 400):
+            m = band * k
+            prev = m - band
+            if m - prev == band and prev > band:
+                return prev, m
+        raise AssertionError("no exact pair found")
+
+    prev, m = _at(40, build)
+    assert _ladder({20: prev, "else": m}) == ("settled", 40)
+
+
+def test_ladder_settles_at_a_difference_exactly_a_quarter_of_the_margin():
+    assert _ladder({20: 3 * _X, "else": 4 * _X}) == ("settled", 40)
+
+
+def test_ladder_does_not_settle_on_a_difference_above_a_quarter_of_the_margin():
+    """|Δ| = 2^-35 ≤ band but 4× the quarter of |m_40| = 2^-36: not settled at 40."""
+    assert _ladder({20: 3 * MP(2) ** -36, "else": MP(2) ** -36}) == ("settled", 80)
+
+
+def test_ladder_stall_counts_a_difference_of_exactly_a_quarter():
+    """3, 4, 5: |Δ| = 1 = |4|/4, then 1 ≤ |5|/4 without shrinking: stalled at 80."""
+    assert _ladder({20: MP(3), 40: MP(4), "else": MP(5)}) == ("stalled", 80)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "kind", "D"),
+    [(1000, "stalled", 80), (MP(2001) / 2, "settled", 160)],
+    ids=["shrinks-exactly-1000x", "shrinks-1000.5x"],
+)
+def test_ladder_stalls_when_the_difference_shrinks_by_at_most_1000x(ratio, kind, D):
+    x = MP(2) ** -20
+    y = ratio * x  # exact: 1000·2^-20 and 2001·2^-21
+    assert _ladder({20: MP(4), 40: 4 + y, "else": 4 + y + x}) == (kind, D)
+
+
+# ----------------------------------------------------------------- strictness and identity passed on
+
+
+class _Recorder:
+    """A scripted enclosure that also records which subject and instance it was asked about."""
+
+    def __init__(self, answers):
+        self.answers, self.calls, self.seen = answers, [], []
+
+    def __call__(self, subject, instance, dps):
+        self.calls.append(dps)
+        self.seen.append((subject, instance))
+        a = self.answers.get(dps, self.answers.get("else"))
+        return MP(a[0]), MP(a[1])
+
+
+_NEAR = {"γ > 0": 0.0}
+
+
+def test_settled_holding_strict_claim_near_its_hypotheses_rechecks_with_strict_rule(monkeypatch):
+    """A strict claim: an enclosure [0, 1] does not decide it (needs lo > 0), so the re-check
+    goes on to 160 digits."""
+    rec = _Recorder({80: ("0", "1"), 160: ("1e-30", "1")})
+    monkeypatch.setattr(enclosures, "margin_enclosure", rec)
+    monkeypatch.setattr(enclosures, "has_enclosure", lambda s: True)
+    s = _Ladder({"else": "0.5"}, strict=True)
+    adj = AJ.adjudicate(s, _NO_ARRAYS, Outcome(True, 0.5, True, hypothesis_margins=_NEAR), 40)
+    assert adj.verdict == "holds" and rec.calls == [80, 160] and adj.enclosure == (MP("1e-30"), MP(1))
+
+
+def test_strict_tie_enclosure_escalates_past_an_enclosure_touching_zero(monkeypatch):
+    rec = _Recorder({80: ("0", "1"), 160: ("1e-30", "1")})
+    monkeypatch.setattr(enclosures, "margin_enclosure", rec)
+    s = _Ladder({"else": "0"}, strict=True)
+    adj = AJ.adjudicate(s, _NO_ARRAYS, Outcome(True, 0.0, True), 40)
+    assert (adj.verdict, adj.dps, rec.calls) == ("holds", 160, [80, 160])
+    assert adj.ladder == ((40, MP(0)), (80, MP(0)))
+
+
+def test_tie_near_its_hypotheses_rechecks_this_subject_and_instance(monkeypatch):
+    rec = _Recorder({"else": ("0", "1")})
+    asked = []
+    monkeypatch.setattr(enclosures, "margin_enclosure", rec)
+    monkeypatch.setattr(enclosures, "has_enclosure", lambda s: asked.append(s) or True)
+    s, inst = _Ladder({"else": "0"}), SimpleNamespace()
+    adj = AJ.adjudicate(s, inst, Outcome(True, 0.0, True, hypothesis_margins=_NEAR), 40)
+    assert adj.verdict == "tie" and asked == [s] and rec.seen == [(s, inst)]
+
+
+# ----------------------------------------------------------------- what an adjudication reports
+
+
+def test_unsettled_and_stalled_ladders_report_eight_digits_and_their_rungs():
+    vals = {40: "0.123456789", 80: "-0.123456789", 160: "0.123456789", 320: "-0.123456789"}
+    vals.update({640: "0.123456789", 1280: "-0.123456789"})
+    adj = AJ.adjudicate(_Ladder(vals), _NO_ARRAYS, Outcome(True, -0.1, True), 40)
+    assert adj.reason.endswith("(0.12345679 at 40, -0.12345679 at 80, 0.12345679 at 160, -0.12345679 at 320, "
+                               "0.12345679 at 640, -0.12345679 at 1280)")  # fmt: skip
+    assert [d for d, _ in adj.ladder] == [40, 80, 160, 320, 640, 1280]
+    stalled = AJ.adjudicate(_Exact({40: MP(3), 80: MP(4), "else": MP(5)}), _NO_ARRAYS, Outcome(True, 3.0, True), 40)
+    assert stalled.verdict == "undecided" and stalled.reason.startswith(
+        "the mp margin does not converge as the precision doubles (the mp evaluator loses precision) (3.0 at 40"
+    )
+    assert [d for d, _ in stalled.ladder] == [40, 80, 160]
+
+
+def test_tie_reason_gives_the_value_to_three_digits():
+    adj = AJ.adjudicate(_Ladder({"else": "1.23456e-60"}), _NO_ARRAYS, Outcome(True, 0.0, True), 40)
+    assert adj.reason == "tie: |margin| ≤ 1e-40 at 80 digits (value 1.23e-60); counted as holding"
+
+
+def test_undecided_enclosure_result_keeps_the_ladder(monkeypatch):
+    adj, _ = _adjudicate({"else": "-0.5"}, {"else": enclosures.NoEnclosure("")}, False, monkeypatch)
+    assert adj.ladder == ((40, MP("-0.5")), (80, MP("-0.5")))
+
+
+def test_strict_tie_held_by_an_enclosure_reports_its_precision_and_ladder(monkeypatch):
+    adj, _ = _adjudicate({"else": "0"}, {80: ("1e-90", "1e-85")}, True, monkeypatch)
+    assert adj.dps == 80 and adj.ladder == ((40, MP(0)), (80, MP(0)))
+
+
+def test_reference_disagreement_names_both_ends_of_the_enclosure(monkeypatch):
+    with pytest.raises(AJ.ReferenceDisagreement, match=r"enclosure \[0\.1, 0\.2\] at 80 digits is ≥ 0"):
+        _adjudicate({"else": "-0.5"}, {80: ("0.1", "0.2")}, False, monkeypatch)
+
+
+def test_reference_disagreement_with_an_outcome_that_has_no_details(monkeypatch):
+    """Only ``hypothesis_margins`` and ``details`` are read, each optional."""
+    bare = SimpleNamespace(hypothesis_margins=None)
+    with pytest.raises(AJ.ReferenceDisagreement):
+        _adjudicate({"else": "-0.5"}, {80: ("0.1", "0.2")}, False, monkeypatch, bare)
+
+
+def test_nstr_spells_mp_values_to_the_digits_asked_and_others_by_repr():
+    assert AJ._nstr(MP("0.123456789"), 8) == "0.12345679" and AJ._nstr(MP("0.123456789")) == "0.12346"
+    assert AJ._nstr(0.5) == "0.5" and AJ._nstr(None) == "None"

@@ -6,6 +6,8 @@ a result is computed at, the error raised for bad input, and the rigour of an en
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import mpmath
 import numpy as np
 import pytest
@@ -119,3 +121,144 @@ def test_a_far_from_orthogonal_eigenvector_matrix_is_refused(monkeypatch):
     _fake_eigen(monkeypatch, [1.0, 0.5], [[2.0, 0.0], [0.0, 2.0]])
     with pytest.raises(InputError, match=r"^eigenvector matrix too far from orthogonal for a certified enclosure$"):
         highprec.eigenvalue_enclosures(np.diag([1.0, 0.5]), 50)
+
+
+# ---- fimtheory.enclosures -----------------------------------------------------------------
+
+from fimtheory import claims, enclosures  # noqa: E402
+from fimtheory.instances import KLPairInstance, MatrixPerturbation, ScoreInstance  # noqa: E402
+
+
+def _subject(cid, weakening=None):
+    claim = claims.get_claim(cid)
+    return claim.weakening(weakening) if weakening else claim
+
+
+_KT = ("KT", None)
+_KT_GAP = ("KT", "KT-unperturbed-gap")
+_LL = ("LL", None)
+_LL_GAP = ("LL", "LL-unperturbed-gap")
+_S3L = ("S3L", None)
+_S3L_2 = ("S3L", "S3L-second-order")
+_A2, _E2 = np.diag([1.0, 0.0]), np.array([[0.0, 0.1], [0.1, -0.9]])  # γ + a − η small: KT loose
+# the compression of A + E to v⊥ has eigenvalues 0.5 and about −5, w couples v to the lower one:
+# r = λ' − λ1 − a lies well below the LL bound, and c = 1 + |λ1| + 2η is needed in full
+_A3, _E3 = np.diag([1.0, 0.0, 0.0]), np.array([[0.0, 0.0, 1.0], [0.0, 0.5, 0.0], [1.0, 0.0, -5.0]])
+# ‖E‖ = 1 exactly (E diagonal), A's top eigenvector (1, 1)/√2 not an eigenvector of E
+_A4, _E4 = np.array([[2.0, 1.0], [1.0, 2.0]]), np.diag([1.0, -0.5])
+_SHARP_CASES = [
+    (_KT, _A2, _E2),
+    (_KT_GAP, _A2, _E2),
+    (_LL_GAP, _A2, _E2),
+    (_KT_GAP, _A3, _E3),
+    (_LL, _A3, _E3),
+    (_LL_GAP, _A3, _E3),
+    (_KT, _A4, _E4),
+    (_LL, _A4, _E4),
+    (_S3L, _A4, _E4),
+    (_S3L_2, _A4, _E4),
+]
+
+
+@pytest.mark.parametrize(
+    ("ids", "A", "E"),
+    _SHARP_CASES,
+    ids=[f"{w or c}-{A.shape[0]}x{A.shape[0]}-{i}" for i, ((c, w), A, _) in enumerate(_SHARP_CASES)],
+)
+def test_sharp_enclosures_contain_the_mp_margin_where_the_bounds_are_loose(ids, A, E):
+    """KT/LL (two-sided: min(r, bound − r)) and their one-sided weakenings on instances where
+    r is *not* close to the bound, so the two readings differ; S3L with ‖E‖ exactly 1."""
+    subject = _subject(*ids)
+    inst = MatrixPerturbation(A, E)
+    lo, hi = enclosures.margin_enclosure(subject, inst, 60)
+    m = subject.evaluate_mp(inst, 100)
+    assert lo <= m <= hi, (subject.id, lo, m, hi)
+    assert hi - lo <= MP(10) ** -25 * (1 + abs(m))
+
+
+@pytest.mark.parametrize("ids", [_KT, _KT_GAP, _LL, _LL_GAP, _S3L, _S3L_2], ids=lambda t: t[1] or t[0])
+def test_sharp_enclosures_of_a_zero_perturbation_are_exactly_zero(ids):
+    lo, hi = enclosures.margin_enclosure(_subject(*ids), MatrixPerturbation(_A4, np.zeros((2, 2))), 60)
+    assert lo == hi == 0
+
+
+def test_kt_names_its_failed_hypothesis():
+    with pytest.raises(enclosures.HypothesisFails, match=r"^γ \+ a − η > 0 fails at 60 digits"):
+        enclosures.margin_enclosure(_subject(*_KT), MatrixPerturbation(_A3, _E3), 60)
+
+
+def test_compression_top_refuses_a_shift_that_does_not_bound_the_compression():
+    """Called with c = 1 + |λ1| + 2η too small for A (λ1 = 0, η = 0 but A has −5 on v⊥): the v
+    direction (−c = −1) would be taken for the compression's top (−5); it must refuse."""
+    with highprec.working_precision(50):
+        A_iv = enclosures.iv_matrix(np.diag([0.0, -5.0]))
+        te = enclosures.top_eigen(A_iv)
+        eta = enclosures.iv.mpf(0)
+        with pytest.raises(
+            enclosures.EnclosureError, match=r"^compression eigenvalue not separated from the shifted v direction$"
+        ):
+            enclosures._compression_top(te, A_iv, enclosures.iv_matrix(np.zeros((2, 2))), eta)
+
+
+@pytest.mark.parametrize(
+    ("G", "steps"), [([[1.0, 2.0], [1.1, -2.0]], 1), ([[1.0, 3.0], [1.0, -3.0]], 2)], ids=["near-mean", "exact-mean"]
+)
+def test_ah_enclosure_where_the_lower_side_is_the_binding_one(G, steps):
+    """Rows whose mean is (nearly) F's top direction's complement: F^k ḡ's Rayleigh quotient
+    is at (or near) ‖ḡ‖², so min(rq − ‖ḡ‖², λ − rq) is the lower side."""
+    subject, inst = _subject("AH"), ScoreInstance(np.array(G), power_steps=steps)
+    lo, hi = enclosures.margin_enclosure(subject, inst, 60)
+    m = subject.evaluate_mp(inst, 100)
+    assert lo <= m <= hi and hi - lo <= MP(10) ** -25 * (1 + abs(m))
+
+
+def test_ab_numerical_rank_names_a_zero_score_matrix():
+    with pytest.raises(enclosures.HypothesisFails, match=r"^G = 0$"):
+        enclosures.margin_enclosure(_subject("AB", "AB-numerical-rank"), ScoreInstance(np.zeros((2, 3))), 60)
+
+
+_S_NO_DISC = ("S", "S-no-disc")
+
+
+@pytest.mark.parametrize(
+    ("A", "E", "want"),
+    [
+        (np.diag([0.25, 0.0]), np.diag([0.0, 0.75]), -0.5),  # scale |d_k| + max|e| = 1 exactly
+        (np.diag([1.0, 3.0]), np.diag([0.5, 0.1]), 0.0),  # A's top entry is not the first
+        (np.diag([0.0, -1.0]), np.zeros((2, 2)), 0.0),  # scale 0
+        (np.diag([2.0, 0.5, 1.0]), np.diag([-1.5, 0.25, 0.0]), Fraction(-1, 7)),
+    ],
+)
+def test_s_no_disc_exact_margin_on_diagonal_pairs(A, E, want):
+    """On diagonal pairs the margin is −|max(d + e) − d_k − e_k| / (|d_k| + max|e|), k = argmax d."""
+    lo, hi = enclosures.margin_enclosure(_subject(*_S_NO_DISC), MatrixPerturbation(A, E), 50)
+    with highprec.working_precision(60):
+        w = MP(Fraction(want).numerator) / Fraction(want).denominator
+        assert lo <= w <= hi and hi - lo < MP(10) ** -45
+
+
+@pytest.mark.parametrize(
+    ("A", "E", "msg"),
+    [
+        (np.array([[1.0, 0.5], [0.5, 0.0]]), np.zeros((2, 2)), r"^S-no-disc is checked on diagonal pairs only$"),
+        (np.diag([1.0, 0.0]), np.array([[0.0, 0.5], [0.5, 0.0]]), r"^S-no-disc is checked on diagonal pairs only$"),
+        (np.diag([2.0, 2.0]), np.diag([0.5, 0.0]), r"^γ = 0 \(top diagonal entry of A repeated\)$"),
+        (np.diag([1.0, 2.0, 2.0]), np.zeros((3, 3)), r"^γ = 0 \(top diagonal entry of A repeated\)$"),
+    ],
+)
+def test_s_no_disc_refuses_what_it_cannot_decide(A, E, msg):
+    with pytest.raises(enclosures.HypothesisFails, match=msg):
+        enclosures.margin_enclosure(_subject(*_S_NO_DISC), MatrixPerturbation(A, E), 50)
+
+
+@pytest.mark.parametrize("weakening", [None, "KL-zero-iff-equal", "KL-nonnegative"])
+def test_kl_enclosures_refuse_vectors_over_different_tokens(weakening):
+    inst = KLPairInstance(np.array([0.5, 0.5]), np.array([0.2, 0.3, 0.5]))
+    with pytest.raises(enclosures.HypothesisFails, match=r"^p and q are not over the same tokens$"):
+        enclosures.margin_enclosure(_subject("KL-SORTED", weakening), inst, 50)
+
+
+def test_kl_zero_refuses_equal_distributions():
+    inst = KLPairInstance(np.array([0.25, 0.75]), np.array([0.5, 1.5]))  # equal after renormalising
+    with pytest.raises(enclosures.HypothesisFails, match=r"^the two distributions are equal$"):
+        enclosures.margin_enclosure(_subject("KL-SORTED", "KL-zero-iff-equal"), inst, 50)
