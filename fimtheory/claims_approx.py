@@ -17,7 +17,7 @@ from fimtheory import approx, spectral
 from fimtheory.claim_api import Outcome, declare_claim, declare_weakening
 from fimtheory.claim_api import outcome as _outcome
 from fimtheory.claim_support import TINY
-from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
+from fimtheory.highprec import mp_eigh, mp_matmul, mp_matpow, mp_matrix, working_precision
 from fimtheory.instances import ScoreInstance
 
 _S = "properties.claim_strategies:"
@@ -30,8 +30,8 @@ def _mp_scores(G):
 def _mp_fim_parts(G: np.ndarray, dps: int):
     Gm = _mp_scores(G)
     n = G.shape[0]
-    K = Gm * Gm.T / n
-    F = Gm.T * Gm / n
+    K = mp_matmul(Gm, Gm.T) / n  # Gm * Gm.T / n, bit for bit
+    F = mp_matmul(Gm, Gm, transpose_a=True) / n  # Gm.T * Gm / n
     small = K if G.shape[0] <= G.shape[1] else F
     lam = mp_eigh(small, dps).lambda_max
     gbar = mpmath.matrix([[sum(Gm[i, j] for i in range(n)) / n] for j in range(G.shape[1])])
@@ -76,9 +76,9 @@ def _ah_mp(inst: ScoreInstance, dps):
         x = gbar
         gn2 = (gbar.T * gbar)[0, 0]
         for _ in range(inst.power_steps):
-            x = F * x
+            x = mp_matmul(F, x)
             x = x / mpmath.sqrt((x.T * x)[0, 0])
-        rq = (x.T * F * x)[0, 0] / (x.T * x)[0, 0]
+        rq = (mp_matmul(mp_matmul(x, F, transpose_a=True), x))[0, 0] / (x.T * x)[0, 0]
         return min(rq - gn2, lam - rq) / lam
 
 
@@ -95,9 +95,9 @@ def _ah_exact_mp(inst, dps):
         _, _, F, lam, gbar = _mp_fim_parts(inst.G, dps)
         x = gbar
         for _ in range(inst.power_steps):
-            x = F * x
+            x = mp_matmul(F, x)
             x = x / mpmath.sqrt((x.T * x)[0, 0])
-        rq = (x.T * F * x)[0, 0] / (x.T * x)[0, 0]
+        rq = (mp_matmul(mp_matmul(x, F, transpose_a=True), x))[0, 0] / (x.T * x)[0, 0]
         return rq / lam - mpmath.mpf("0.99")
 
 
@@ -161,8 +161,8 @@ def _ab_mp(inst: ScoreInstance, dps):
         row = [sum(Gm[i, j] ** 2 for j in range(p)) for i in range(n)]
         diagF = [F[j, j] for j in range(p)]
         y = mp_matrix(ritz_vec.reshape(-1, 1))
-        ritz = (y.T * K * y)[0, 0] / (y.T * y)[0, 0]
-        Kq = K**inst.q
+        ritz = (mp_matmul(mp_matmul(y, K, transpose_a=True), y))[0, 0] / (y.T * y)[0, 0]
+        Kq = mp_matpow(K, inst.q)
         trq = sum(Kq[i, i] for i in range(n))
         rank = approx.structural_rank_bound(inst.G)
         lows = [max(row) / n, (gbar.T * gbar)[0, 0], max(diagF), ritz, (trq / rank) ** (mpmath.mpf(1) / inst.q)]
@@ -203,9 +203,9 @@ def _ab_numerical_rank_mp(inst: ScoreInstance, dps):
     with working_precision(dps):
         Gm = mp_matrix(inst.G)
         n = inst.G.shape[0]
-        K = Gm * Gm.T / n
+        K = mp_matmul(Gm, Gm.T) / n
         lam = mp_eigh(K, dps).lambda_max
-        Kq = K**inst.q
+        Kq = mp_matpow(K, inst.q)
         trq = sum(Kq[i, i] for i in range(n))
         return (lam - (trq / r) ** (mpmath.mpf(1) / inst.q)) / lam
 

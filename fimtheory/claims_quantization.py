@@ -29,7 +29,7 @@ from fimtheory.claim_support import (
     _resolved,
 )
 from fimtheory.claims_weyl import _directional, _directional_mp
-from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
+from fimtheory.highprec import mp_eigh, mp_matmul, mp_matrix, working_precision
 from fimtheory.instances import MatrixPerturbation, NoiseEnsemble, ParameterEnsemble
 from fimtheory.validation import EPS64
 
@@ -344,7 +344,7 @@ def _mp_param_lambdas(inst: ParameterEnsemble, dps: int):
     def fim_mp(theta_eval):
         if inst.labels == "empirical":
             G = models.mp_scores(inst.model, inst.X, inst.y, theta_eval)
-            return G.T * G / n
+            return mp_matmul(G, G, transpose_a=True) / n  # G.T * G / n, bit for bit
         pi = models.mp_predictive(inst.model, inst.X, inst.theta)
         F = None
         for c in range(len(pi[0])):
@@ -353,7 +353,7 @@ def _mp_param_lambdas(inst: ParameterEnsemble, dps: int):
             for i in range(n):
                 for j in range(G.cols):
                     G[i, j] *= mpmath.sqrt(pi[i][c])
-            term = G.T * G / n
+            term = mp_matmul(G, G, transpose_a=True) / n
             F = term if F is None else F + term
         return F
 

@@ -206,6 +206,26 @@ def mp_matmul(A, B, *, transpose_a: bool = False) -> mpmath.matrix:
     return out
 
 
+def mp_matpow(A, q: int) -> mpmath.matrix:
+    """``A ** q`` (q ≥ 0) of a square real mp matrix: mpmath's binary powering (the same products in
+    the same order, the first factor ``1 * A``), each product by :func:`mp_matmul` — bit for bit
+    ``A ** q``."""
+    if isinstance(q, bool) or not isinstance(q, int) or q < 0:
+        raise ValueError(f"only non-negative integer exponents are supported, got {q!r}")
+    if A.rows != A.cols:
+        raise ValueError("only powers of square matrices are defined")
+    if q == 0:
+        return mpmath.eye(A.rows)
+    y, z, i = None, A.copy(), q
+    while i:
+        if i % 2 == 1:
+            y = 1 * z if y is None else mp_matmul(y, z)
+        i //= 2
+        if i:  # mpmath squares once more after the last factor; that square is never used
+            z = mp_matmul(z, z)
+    return y
+
+
 def mp_lambda_max(A, dps: int = DEFAULT_DPS):
     """λ_max at ``dps`` digits (mpf)."""
     return mp_eigh(A, dps).lambda_max

@@ -127,3 +127,14 @@ def test_remembered_decompositions_are_the_computed_ones_and_fresh_objects():
     for _ in range(H.EIGSY_CACHE_SIZE + 5):  # bounded
         H._sorted_eigsy(H.mp_matrix(np.diag(rng.standard_normal(2))), False)
     assert len(H._EIGSY_CACHE) == H.EIGSY_CACHE_SIZE
+
+
+@pytest.mark.parametrize("q", [0, 1, 2, 3, 4, 5, 8])
+def test_mp_matpow_is_mpmath_power_bit_for_bit(q):
+    rng = np.random.default_rng(q)
+    B = rng.standard_normal((4, 4))
+    with H.working_precision(40):
+        K = H.mp_matrix(B @ B.T) / 7  # entries rounded to the working precision
+        assert _raw(H.mp_matpow(K, q)) == _raw(K**q)
+    with pytest.raises(ValueError):
+        H.mp_matpow(K, -1)
