@@ -9,6 +9,7 @@ closed forms, dense float64 eigendecompositions, the numpy quantizers of fimtheo
 from __future__ import annotations
 
 import copy
+import types
 
 import numpy as np
 import pytest
@@ -276,14 +277,29 @@ def _values_equal(t, a):
 
 
 @pytest.mark.parametrize(
-    "spec", ["rtn-int4-sym-channel", "rtn-int4-asym-channel", "gguf-q4_0", "gguf-q4_1", "nf4-b32", "fp4-b32"]
+    "spec",
+    [
+        "rtn-int4-sym-channel",
+        "rtn-int4-asym-channel",
+        "sr-int4-sym-channel",
+        "sr-int4-asym-channel",
+        "gguf-q4_0",
+        "gguf-q4_1",
+        "nf4-b32",
+        "fp4-b32",
+    ],
 )
 def test_subnormal_weights_match_numpy_and_are_never_nan(spec):
     """Subnormal weights: the scale (or 1/scale) under- or overflows; the clamps and the
     zero-inverse rule are what keep the levels in range. torch = numpy bit for bit."""
     w = np.array([[10, -3, 7, 0, 1, 2, -9, 4] * 4, [0.5, -11, 3, 6, -1, 0, 2, 5] * 4]) * TINY
-    ref = NQ.quantize(w, spec)
-    out = TQ.quantize_tensor(torch.tensor(w), spec)
+    if spec.startswith("sr"):
+        u = np.full(w.shape, 0.5)
+        ref = NQ.sr_quantize_with_uniforms(w, spec, u)
+        out = TQ.sr_quantize_tensor_with_uniforms(torch.tensor(w), spec, torch.tensor(u))
+    else:
+        ref = NQ.quantize(w, spec)
+        out = TQ.quantize_tensor(torch.tensor(w), spec)
     assert not bool(torch.isnan(out).any())
     assert _values_equal(out, ref)
     steps = TQ.step_sizes_tensor(torch.tensor(w), spec)
@@ -399,6 +415,14 @@ def test_quantizer_errors_name_the_problem():
             "stochastic rounding needs generator=torch.Generator (seeded, on the device of w), got NoneType",
         ),
         (
+            lambda: TQ.quantize_tensor(w, "sr-int4-sym-channel", generator=7),
+            "stochastic rounding needs generator=torch.Generator (seeded, on the device of w), got int",
+        ),
+        (
+            lambda: TQ._gguf(torch.zeros(1, 32, dtype=F64), types.SimpleNamespace(kind="q8_0")),
+            "no torch quantizer for scheme kind 'q8_0'",
+        ),
+        (
             lambda: TQ.sr_quantize_tensor_with_uniforms(w, "rtn-int4-sym-channel", torch.zeros(2, 8)),
             "sr_quantize_tensor_with_uniforms needs an 'sr' scheme, got 'rtn-int4-sym-channel'",
         ),
@@ -444,8 +468,6 @@ class _FakeConv1D(nn.Module):
 
 
 def _fake_transformers(monkeypatch):
-    import types
-
     mod = types.ModuleType("transformers.pytorch_utils")
     mod.Conv1D = _FakeConv1D
     monkeypatch.setitem(__import__("sys").modules, "transformers.pytorch_utils", mod)
