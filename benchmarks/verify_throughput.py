@@ -224,6 +224,59 @@ def library_versions() -> dict:
     return {"hypothesis": hypothesis.__version__, "numpy": numpy.__version__, "mpmath": mpmath.__version__}
 
 
+def compare_mode(args) -> dict:
+    """Before / after records of ``tasks`` (same task of every claim): CPU seconds per claim, whether
+    each claim's outcome digest and report are unchanged, and the projected CPU seconds per shard
+    of the full run (each claim's K tasks costing its measured task, dealt as ``--shard`` deals)."""
+    from properties import shard as S
+
+    docs = {}
+    for name, path in (
+        ("before", args.before),
+        ("after", args.after),
+        *((("after_gmpy2", args.after_gmpy2),) if args.after_gmpy2 else ()),
+    ):
+        with open(path, encoding="utf-8") as fh:
+            docs[name] = {r["claim"]: r for r in json.load(fh)["tasks"]}
+    k = args.seeds_per_claim
+    claims = list(docs["before"])
+    rows = []
+    for cid in claims:
+        row = {"claim": cid, "examples_per_task": docs["before"][cid]["max_examples"]}
+        for name, d in docs.items():
+            r = d.get(cid)
+            row[f"cpu_seconds_{name}"] = None if r is None else r["cpu_seconds"]
+            if name != "before" and r is not None:
+                row[f"identical_{name}"] = (r["outcome_digest"], r["report_digest"]) == (
+                    docs["before"][cid]["outcome_digest"],
+                    docs["before"][cid]["report_digest"],
+                )
+        rows.append(row)
+    projection = {}
+    for name, d in docs.items():
+        tasks = [{"claim": c, "j": j, "max_examples": d[c]["max_examples"]} for c in claims if c in d for j in range(k)]
+        cost = {c: d[c]["cpu_seconds"] for c in claims if c in d}
+        shards = S.assign_shards(tasks, args.shards)
+        per_shard = [0.0] * args.shards
+        for t, sh in zip(tasks, shards):
+            per_shard[sh - 1] += cost[t["claim"]]
+        projection[name] = {
+            "claims": len(cost),
+            "cpu_seconds_total": round(sum(cost.values()) * k, 1),
+            "cpu_seconds_per_shard": [round(x, 1) for x in per_shard],
+            "load_average_during": sorted({tuple(d[c]["load_average_end"]) for c in cost})[-1:],
+        }
+    return {
+        "mode": "compare",
+        "what": f"one task per claim (j = {docs['before'][claims[0]].get('j', 0)} of --seeds-per-claim {k}) measured "
+        "before and after the speed-ups; the full-run figures are a PROJECTION (each claim's K tasks cost "
+        "its measured task; shards dealt by properties.shard.assign_shards), not a measurement",
+        "records": {"before": args.before, "after": args.after, "after_gmpy2": args.after_gmpy2},
+        "per_claim": rows,
+        "projection": projection,
+    }
+
+
 def _git_head() -> str:
     try:
         return subprocess.run(
@@ -409,6 +462,13 @@ def main(argv=None) -> int:
         q.add_argument("--seeds-per-claim", type=int, default=4)
         q.add_argument("--profile", default="thorough")
         q.add_argument("--out", help=f"record JSON (default for full: {DEFAULT_OUT.relative_to(ROOT)})")
+    c = sub.add_parser("compare", help="before / after tasks records: per claim and projected per shard")
+    c.add_argument("--before", required=True)
+    c.add_argument("--after", required=True)
+    c.add_argument("--after-gmpy2")
+    c.add_argument("--seeds-per-claim", type=int, default=4)
+    c.add_argument("--shards", type=int, default=2)
+    c.add_argument("--out")
     g = sub.add_parser("fingerprints", help="outcome digests of a short run of every claim (a regression record)")
     g.add_argument("--seed", type=int, default=20261201)
     g.add_argument("--max-examples", type=int, default=40)
@@ -432,11 +492,14 @@ def main(argv=None) -> int:
             fh.write("\n")
         print(f"wrote {args.out}")
         return 0
-    if args.mode == "tasks" and args.task not in range(args.seeds_per_claim):
+    if args.mode == "compare":
+        pass
+    elif args.mode == "tasks" and args.task not in range(args.seeds_per_claim):
         p.error(f"--task must be in 0..{args.seeds_per_claim - 1}")
     if args.mode == "full" and args.profile != "thorough":
         p.error("full measures the thorough profile only")
-    doc = tasks_mode(args) if args.mode == "tasks" else full_mode(args)
+    modes = {"tasks": tasks_mode, "full": full_mode, "compare": compare_mode}
+    doc = modes[args.mode](args)
     out = args.out or (str(DEFAULT_OUT) if args.mode == "full" else None)
     if out:
         with open(out, "w", encoding="utf-8") as fh:

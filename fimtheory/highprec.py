@@ -45,9 +45,13 @@ def mp_matrix(A) -> mpmath.matrix:
     """Exact mpmath copy of a float64 matrix."""
     a = np.asarray(A, dtype=float)
     m = mpmath.matrix(a.shape[0], a.shape[1])
-    for i in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            m[i, j] = mpmath.mpf(float(a[i, j]))
+    # mpmath.mpf(x) of a Python float x, without the constructor's dispatch: mpf_pos(from_float(x))
+    # at the working precision (exact for every double once the precision has >= 53 bits).
+    prec, rnd = mpmath.mp._prec_rounding
+    pos, from_float, make = mpmath.libmp.mpf_pos, mpmath.libmp.from_float, mpmath.mp.make_mpf
+    for i, row in enumerate(a.tolist()):
+        for j, x in enumerate(row):
+            m[i, j] = make(pos(from_float(x), prec, rnd))
     return m
 
 

@@ -138,3 +138,12 @@ def test_mp_matpow_is_mpmath_power_bit_for_bit(q):
         assert _raw(H.mp_matpow(K, q)) == _raw(K**q)
     with pytest.raises(ValueError):
         H.mp_matpow(K, -1)
+
+
+@pytest.mark.parametrize("dps", [None, 20, 100])
+def test_mp_matrix_entries_are_mpmath_mpf_of_each_double(dps):
+    a = np.array([[0.1, -2.5e-300, 5e-324], [np.finfo(float).max, 0.0, -0.0], [1 / 3, np.inf, -7.0]])
+    with H.working_precision(dps) if dps else mpmath.workprec(53):
+        m = H.mp_matrix(a)
+        ref = [[mpmath.mpf(float(x)) for x in row] for row in a]
+        assert _raw(m) == [[x._mpf_ for x in row] for row in ref]
