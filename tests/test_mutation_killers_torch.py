@@ -521,3 +521,186 @@ def test_quantize_module_without_transformers_names_and_ties(monkeypatch):
     with pytest.raises(InputError) as exc:
         TQ.quantize_module_(lin, "rtn-int4-sym-g4")
     assert str(exc.value).startswith("cannot quantize 0.weight (shape (3, 6)): ")
+
+
+# --------------------------------------------------------------------------------------
+# torch_checks.monitor (reference: dense float64 eigvalsh of the autograd-loop scores)
+# --------------------------------------------------------------------------------------
+
+from torch_checks import monitor as MON  # noqa: E402
+
+
+def _dense_lam(G):
+    G = G.detach().double().numpy()
+    return float(np.linalg.eigvalsh(G @ G.T / G.shape[0])[-1])
+
+
+class _SubsetLM(_TinyLM):
+    """A model naming its own default parameter subset (head only)."""
+
+    def default_param_names(self):
+        return ["head.weight", "head.bias"]
+
+
+def _clf64(seed=5):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double().eval()
+
+
+def test_monitor_default_names_come_from_the_model():
+    torch.manual_seed(8)
+    lm = _SubsetLM().eval()
+    tok = torch.randint(0, 7, (7,))
+    mon = MON.SigmaMonitor(lm, None, 1.0)
+    assert mon.param_names == ("head.weight", "head.bias") and mon.P == 7 * 3 + 7
+    G = _autograd_rows(lm, ["head.weight", "head.bias"], tok[:-1], tok[1:], per_token=True)
+    assert MON.context_lambda_max(lm, tok) == pytest.approx(_dense_lam(G), rel=1e-10)
+    base, _, _ = MON.calibrate(lm, [tok, tok.flip(0)])
+    G2 = _autograd_rows(lm, ["head.weight", "head.bias"], tok.flip(0)[:-1], tok.flip(0)[1:], per_token=True)
+    assert base == pytest.approx((_dense_lam(G) + _dense_lam(G2)) / 2, rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "expected"),
+    [
+        (dict(context=1), 1),
+        (dict(context=0, max_position_embeddings=5), 5),
+        (dict(max_position_embeddings=9), 9),
+        (dict(n_positions=4), 4),
+        (dict(context="12", n_positions=3), 3),
+        (dict(), None),
+    ],
+)
+def test_monitor_max_context_from_the_model_config(cfg, expected):
+    lm = _TinyLM().eval()
+    lm.config = types.SimpleNamespace(**cfg)
+    assert MON.SigmaMonitor(lm, ["head.bias"], 1.0).max_context == expected
+
+
+def test_monitor_max_context_truncates_like_a_recomputation():
+    torch.manual_seed(9)
+    lm = _TinyLM().eval()
+    lm.config = types.SimpleNamespace(n_positions=3)
+    tok = torch.randint(0, 7, (8,))
+    mon = MON.SigmaMonitor(lm, ["head.weight"], 1.0)
+    mon.push(tok)
+    # the score of position t sees only the last 3 inputs; _TinyLM is position-free, so the
+    # scores are those of the whole prefix
+    G = _autograd_rows(lm, ["head.weight"], tok[:-1], tok[1:], per_token=True)
+    assert mon.lambdas[-1] == pytest.approx(_dense_lam(G), rel=1e-9)
+
+
+def test_monitor_classifier_samples_cast_to_the_monitor_dtype():
+    m = _clf64()
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(5, 4, generator=g)  # float32 inputs, float64 monitor
+    y = torch.randint(0, 3, (5,), generator=g)
+    names = ["2.weight", "0.bias"]
+    mon = MON.SigmaMonitor(m, names, 2.0)
+    for i in range(5):
+        mon.push((X[i], int(y[i])))
+    G = _autograd_rows(m, names, X, y)
+    assert mon.lambdas[-1] == pytest.approx(_dense_lam(G), rel=1e-10)
+    assert mon.sigmas[-1] == pytest.approx(_dense_lam(G) / 2.0, rel=1e-10)
+
+
+def test_sigma_trace_window_and_lambda_base_checks():
+    g = torch.Generator().manual_seed(4)
+    G = torch.randn(9, 6, generator=g, dtype=F64)
+    sig = MON.sigma_trace(G, 0.5, window=3)
+    ref = [_dense_lam(G[max(0, t - 3) : t]) / 0.5 for t in range(1, 10)]
+    np.testing.assert_allclose(sig, ref, rtol=1e-9)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(InputError) as exc:
+            MON.sigma_trace(G, bad)
+        assert str(exc.value) == f"lambda_base must be positive and finite, got {bad!r}"
+
+
+def test_context_lambda_max_classifier_window_and_dtype():
+    m = _clf64()
+    g = torch.Generator().manual_seed(6)
+    X = torch.randn(7, 4, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (7,), generator=g)
+    names = ["0.weight", "2.bias"]
+    G = _autograd_rows(m, names, X, y)
+    assert MON.context_lambda_max(m, (X, y), names) == pytest.approx(_dense_lam(G), rel=1e-10)
+    assert MON.context_lambda_max(m, (X, y), names, window=3) == pytest.approx(_dense_lam(G[-3:]), rel=1e-10)
+    # a float32 model scored in float64 (default) is float64-accurate; dtype=float32 computes in float32
+    m32 = copy.deepcopy(m).float()
+    G32 = _autograd_rows(m32, names, X.float(), y)
+    lam64 = MON.context_lambda_max(m32, (X.float(), y), names)
+    assert lam64 == pytest.approx(_dense_lam(G32), rel=1e-10)
+    lam32 = MON.context_lambda_max(m32, (X.float(), y), names, dtype=torch.float32)
+    assert lam32 == pytest.approx(_dense_lam(G32), rel=1e-4) and lam32 != pytest.approx(_dense_lam(G32), rel=1e-12)
+
+
+def test_context_lambda_max_lm_contexts():
+    torch.manual_seed(10)
+    lm = _TinyLM().eval()
+    names = ["head.weight"]
+    two = torch.tensor([3, 5])  # two tokens: one score
+    G = _autograd_rows(lm, names, two[:-1], two[1:], per_token=True)
+    assert MON.context_lambda_max(lm, two, names) == pytest.approx(_dense_lam(G), rel=1e-10)
+    tok = torch.randint(0, 7, (9,))
+    G = _autograd_rows(lm, names, tok[:-1], tok[1:], per_token=True)
+    assert MON.context_lambda_max(lm, tok, names, window=4) == pytest.approx(_dense_lam(G[-4:]), rel=1e-10)
+    lm32 = _TinyLM().eval()  # float32 parameters
+    G32 = _autograd_rows(lm32, names, tok[:-1], tok[1:], per_token=True)
+    assert MON.context_lambda_max(lm32, tok, names) == pytest.approx(_dense_lam(G32), rel=1e-10)
+    lam32 = MON.context_lambda_max(lm32, tok, names, dtype=torch.float32)
+    assert lam32 == pytest.approx(_dense_lam(G32), rel=1e-4) and lam32 != pytest.approx(_dense_lam(G32), rel=1e-12)
+    for bad in (torch.tensor([3]), torch.tensor([[1, 2, 3]])):
+        with pytest.raises(InputError) as exc:
+            MON.context_lambda_max(lm, bad, names)
+        assert str(exc.value) == "an LM context must be a 1-D tensor of at least 2 tokens"
+
+
+def test_calibrate_quantiles_window_dtype_and_errors():
+    torch.manual_seed(11)
+    lm = _TinyLM().eval()
+    names = ["head.weight", "emb.weight"]
+    ctx = torch.randint(0, 7, (5, 8))
+    Gs = [_autograd_rows(lm, names, c[:-1], c[1:], per_token=True) for c in ctx]
+    lams = np.array([_dense_lam(G) for G in Gs])
+    base, tau, sig = MON.calibrate(lm, ctx, param_names=names)  # default q = 0.95
+    assert base == pytest.approx(lams.mean(), rel=1e-10)
+    np.testing.assert_allclose(sig, lams / lams.mean(), rtol=1e-10)
+    assert tau == pytest.approx(np.quantile(lams / lams.mean(), 0.95), rel=1e-10)
+    for q, expected in ((0.0, (lams / lams.mean()).min()), (1.0, (lams / lams.mean()).max())):
+        assert MON.calibrate(lm, ctx, quantile=q, param_names=names)[1] == pytest.approx(expected, rel=1e-10)
+    lw = np.array([_dense_lam(G[-3:]) for G in Gs])
+    assert MON.calibrate(lm, ctx, param_names=names, window=3)[0] == pytest.approx(lw.mean(), rel=1e-10)
+    b32 = MON.calibrate(lm, ctx, param_names=names, dtype=torch.float32)[0]
+    assert b32 == pytest.approx(lams.mean(), rel=1e-4) and b32 != pytest.approx(lams.mean(), rel=1e-12)
+    cases = [
+        (dict(quantile=1.5), "quantile must be in [0, 1], got 1.5"),
+        (dict(quantile=-0.1), "quantile must be in [0, 1], got -0.1"),
+        (dict(statistic="mode"), "statistic must be 'mean' or 'median', got 'mode'"),
+    ]
+    for kw, msg in cases:
+        with pytest.raises(InputError) as exc:
+            MON.calibrate(lm, ctx, param_names=names, **kw)
+        assert str(exc.value) == msg
+    with pytest.raises(InputError) as exc:
+        MON.calibrate(lm, [], param_names=names)
+    assert str(exc.value) == "no calibration contexts"
+    one_class = nn.Linear(3, 1).double().eval()  # log p = log softmax of one logit = 0: all scores 0
+    X = torch.randn(4, 3, dtype=F64)
+    with pytest.raises(InputError) as exc:
+        MON.calibrate(one_class, [(X, torch.zeros(4, dtype=torch.long))])
+    assert str(exc.value) == "λ_base = 0.0 is not positive (all scores zero?)"
+
+
+def test_calibrate_and_context_lambda_max_name_themselves_for_a_training_model():
+    torch.manual_seed(12)
+    lm = nn.Sequential(nn.Embedding(7, 3), nn.Dropout(0.5), nn.Linear(3, 7))  # training mode
+    tok = torch.randint(0, 7, (6,))
+    with pytest.raises(InputError, match=r"^context_lambda_max needs a model in eval mode"):
+        MON.context_lambda_max(lm, tok, ["2.weight"])
+    with pytest.raises(InputError, match=r"^calibrate needs a model in eval mode"):
+        MON.calibrate(lm, [tok], param_names=["2.weight"])
+    with pytest.warns(UserWarning, match="calibrate: switched the model to eval mode"):
+        base, _, _ = MON.calibrate(lm, [tok], param_names=["2.weight"], training="eval")
+    assert not lm.training
+    G = _autograd_rows(lm, ["2.weight"], tok[:-1], tok[1:], per_token=True)
+    assert base == pytest.approx(_dense_lam(G), rel=1e-10)
