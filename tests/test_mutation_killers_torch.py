@@ -704,3 +704,21 @@ def test_calibrate_and_context_lambda_max_name_themselves_for_a_training_model()
     assert not lm.training
     G = _autograd_rows(lm, ["2.weight"], tok[:-1], tok[1:], per_token=True)
     assert base == pytest.approx(_dense_lam(G), rel=1e-10)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_quantizers_keep_cuda_tensors_on_the_device():
+    w = torch.randn(2, 256, generator=torch.Generator().manual_seed(8), dtype=F64)
+    wc = w.cuda()
+    for spec in ("nf4-b32", "fp4-b32", "gguf-q4_k", "gguf-q8_0"):
+        q, s = TQ.quantize_tensor(wc, spec), TQ.step_sizes_tensor(wc, spec)
+        assert q.is_cuda and s.is_cuda
+        assert _bits_equal(q.cpu(), NQ.quantize(w.numpy(), spec))
+        assert _bits_equal(s.cpu(), NQ.step_sizes(w.numpy(), spec))
+    spec = "sr-int4-sym-channel"
+    u = torch.rand(w.shape, generator=torch.Generator().manual_seed(9), dtype=F64)  # on the CPU
+    q = TQ.sr_quantize_tensor_with_uniforms(wc, spec, u)
+    assert q.is_cuda and _bits_equal(q.cpu(), NQ.sr_quantize_with_uniforms(w.numpy(), spec, u.numpy()))
+    q = TQ.quantize_tensor(wc, spec, generator=torch.Generator(device="cuda").manual_seed(1))
+    assert q.is_cuda
