@@ -277,6 +277,13 @@ def compare_mode(args) -> dict:
     }
 
 
+def _mpmath_backend() -> str:
+    """'gmpy' when the optional gmpy2 accelerator is used by mpmath, else 'python'."""
+    import mpmath.libmp
+
+    return str(mpmath.libmp.BACKEND)
+
+
 def _git_head() -> str:
     try:
         return subprocess.run(
@@ -311,6 +318,8 @@ def tasks_mode(args) -> dict:
     per_claim = {r["claim"]: round(r["cpu_seconds"] * k, 1) for r in rows}
     return {
         "mode": "tasks",
+        "mpmath_backend": _mpmath_backend(),
+        "libraries": library_versions(),
         "command": "python -m benchmarks.verify_throughput " + " ".join(sys.argv[2:]),
         "git_head": _git_head(),
         "python": platform.python_version(),
@@ -355,6 +364,11 @@ def full_mode(args) -> dict:
             samples.append(_loadavg()[0] if _loadavg() else None)
 
     load0 = _loadavg()
+    if load0 and load0[0] >= args.quiet_load:
+        print(
+            f"warning: load average {load0[0]} >= {args.quiet_load} at the start: the wall time will be contended",
+            file=sys.stderr,
+        )
     t0 = time.perf_counter()
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -414,6 +428,8 @@ def full_mode(args) -> dict:
         "then fimtheory verify --merge; recorded by python -m benchmarks.verify_throughput full",
         "git_head": _git_head(),
         "python": platform.python_version(),
+        "libraries": library_versions(),
+        "mpmath_backend": _mpmath_backend(),
         "machine": f"{os.cpu_count()} logical cores ({platform.machine()})",
         "complete": all(c == 0 for c in codes) and merge.returncode == 0,
         "shard_exit_codes": codes,
@@ -457,6 +473,7 @@ def main(argv=None) -> int:
     f.add_argument("--claim", action="append", help="claim id (repeatable; default: every claim)")
     f.add_argument("--shards", type=int, default=2)
     f.add_argument("--target-seconds", type=int, default=TARGET_SECONDS)
+    f.add_argument("--quiet-load", type=float, default=2.5, help="warn when the start load average is above this")
     for q in (t, f):
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--seeds-per-claim", type=int, default=4)
