@@ -9,6 +9,7 @@ closed forms, dense float64 eigendecompositions, the numpy quantizers of fimtheo
 from __future__ import annotations
 
 import copy
+import math
 import types
 
 import numpy as np
@@ -602,6 +603,12 @@ def test_monitor_classifier_samples_cast_to_the_monitor_dtype():
     G = _autograd_rows(m, names, X, y)
     assert mon.lambdas[-1] == pytest.approx(_dense_lam(G), rel=1e-10)
     assert mon.sigmas[-1] == pytest.approx(_dense_lam(G) / 2.0, rel=1e-10)
+    # a sample given as a list of Python floats is taken in float64, not rounded to float32 first
+    X64 = torch.randn(3, 4, generator=g, dtype=F64)
+    lst = MON.SigmaMonitor(m, names, 1.0)
+    for i in range(3):
+        lst.push((X64[i].tolist(), int(y[i])))
+    assert lst.lambdas[-1] == pytest.approx(_dense_lam(_autograd_rows(m, names, X64, y[:3])), rel=1e-12)
 
 
 def test_sigma_trace_window_and_lambda_base_checks():
@@ -722,3 +729,111 @@ def test_quantizers_keep_cuda_tensors_on_the_device():
     assert q.is_cuda and _bits_equal(q.cpu(), NQ.sr_quantize_with_uniforms(w.numpy(), spec, u.numpy()))
     q = TQ.quantize_tensor(wc, spec, generator=torch.Generator(device="cuda").manual_seed(1))
     assert q.is_cuda
+
+
+def _stream_scores(P=6, n=7, seed=13):
+    return torch.randn(n, P, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+def test_monitor_dense_fallback_when_lanczos_stops_short():
+    """max_iter = 1: from t = 2 on one Lanczos step cannot reach tol = 1e-10, so every push
+    falls back to the dense eigh — the values stay exact and the fallbacks are counted."""
+    G = _stream_scores()
+    mon = MON._ScoreStream(6, 1.0, max_iter=1)
+    for t in range(1, 8):
+        mon.push_score(G[t - 1])
+        assert mon.lambdas[-1] == pytest.approx(_dense_lam(G[:t]), rel=1e-12)
+        # the stored warm-start vector is the top eigenvector of K_t (up to sign)
+        K = (G[:t] @ G[:t].T).numpy()
+        top = np.linalg.eigh(K)[1][:, -1]
+        assert abs(float(np.dot(mon._u.numpy(), top))) == pytest.approx(1.0, abs=1e-9)
+    assert mon.iterations == [0] + [1] * 6 or mon.iterations == [1] * 7
+    assert mon.fallbacks == 6
+
+
+def test_monitor_warm_start_is_the_padded_top_vector():
+    """A rank-one stream g_t = c_t v: the padded previous top vector (new coordinate
+    k·u/λ) is exactly the new top vector, so every warm-started push converges in one
+    Lanczos step; a cold start (all-ones, c of mixed signs) needs two. Scores are small
+    (λ < 1) on purpose."""
+    v = torch.tensor([0.1, -0.1, 0.05], dtype=F64)
+    c = torch.tensor([1.0, -2.0, 0.5, 1.5, -1.0, 0.7], dtype=F64)
+    mon = MON._ScoreStream(3, 1.0)
+    for t, ct in enumerate(c, start=1):
+        mon.push_score(ct * v)
+        assert mon.lambdas[-1] == pytest.approx(float((c[:t] ** 2).sum() * (v**2).sum()) / t, rel=1e-12)
+    assert mon._lam_unnorm < 1.0
+    assert mon.iterations[1:] == [1] * 5 and mon.fallbacks == 0
+
+
+def test_monitor_zero_first_score_then_a_real_one():
+    G = _stream_scores(n=4)
+    G[0] = 0.0
+    mon = MON._ScoreStream(6, 1.0)
+    for t in range(1, 5):
+        mon.push_score(G[t - 1])
+        assert math.isfinite(mon.lambdas[-1])
+        assert mon.lambdas[-1] == pytest.approx(_dense_lam(G[:t]), rel=1e-12, abs=1e-300)
+
+
+def test_monitor_tolerance_reaches_lanczos():
+    """tol = 100: the first Ritz pair is accepted (residual ≤ λ_max ≤ 100·θ here), one step
+    per push; with the default 1e-10 it would need more."""
+    G = _stream_scores(n=6)
+    mon = MON._ScoreStream(6, 1.0, tol=100.0)
+    for row in G:
+        mon.push_score(row)
+    assert mon.iterations[1:] == [1] * 5 and mon.fallbacks == 0
+    tight = MON._ScoreStream(6, 1.0)
+    for row in G:
+        tight.push_score(row)
+    assert max(tight.iterations) > 1
+
+
+def test_monitor_push_score_casts_and_checks():
+    G = _stream_scores(n=3)
+    mon = MON._ScoreStream(6, 2.0)
+    mon.push_score(G[0].float())  # float32 score into a float64 stream
+    mon.push_score(G[1].numpy())  # numpy array
+    mon.push_score(G[2].tolist())  # list
+    G32 = torch.stack([G[0].float().double(), G[1], G[2]])
+    assert mon.lambdas[-1] == pytest.approx(_dense_lam(G32), rel=1e-12)
+    with pytest.raises(InputError) as exc:
+        mon.push_score(torch.ones(5))
+    assert str(exc.value) == "score has length 5, expected P = 6"
+    bad = G[0].clone()
+    bad[2] = float("inf")
+    with pytest.raises(InputError) as exc:
+        mon.push_score(bad)
+    assert str(exc.value) == "score has NaN or inf entries"
+
+
+def test_monitor_push_rejects_non_tokens_with_the_reason():
+    lm = _TinyLM().eval()
+    mon = MON.SigmaMonitor(lm, ["head.bias"], 1.0)
+    msg = "push expects integer token(s): an int, a 0-d or 1-D integer tensor, or a classifier pair (x, y)"
+    for bad in (torch.tensor([[1, 2], [3, 4]]), torch.tensor([1.0, 2.0]), torch.tensor([1 + 2j])):
+        with pytest.raises(InputError) as exc:
+            mon.push(bad)
+        assert str(exc.value) == msg
+    with pytest.raises(InputError) as exc:
+        mon.push((torch.zeros(3), 1, 2))
+    assert str(exc.value) == "a classifier sample must be a pair (x, y)"
+
+
+def test_top_eig_warm_defaults_and_start_vector():
+    g = torch.Generator().manual_seed(14)
+    A = torch.randn(12, 12, generator=g, dtype=F64)
+    K = A @ A.T
+    w, V = np.linalg.eigh(K.numpy())
+    val, vec, it, ok = MON.top_eig_warm(K, None)  # default tol 1e-10
+    assert ok and val == pytest.approx(w[-1], rel=1e-9)
+    assert float(np.linalg.norm(K.numpy() @ vec.numpy() - val * vec.numpy())) <= 1e-10 * val * 1.0001
+    top = torch.from_numpy(V[:, -1].copy())
+    for start in (top, 3.0 * top):  # the exact top vector (unit norm, or not): one step
+        val, vec, it, ok = MON.top_eig_warm(K, start)
+        assert ok and it == 1 and val == pytest.approx(w[-1], rel=1e-12)
+    val, vec, it, ok = MON.top_eig_warm(K, torch.zeros(12))  # zero start → all-ones start
+    assert ok and val == pytest.approx(w[-1], rel=1e-9)
+    val, vec, it, ok = MON.top_eig_warm(K, None, max_iter=1)
+    assert it == 1 and not ok
