@@ -323,3 +323,30 @@ def test_autodiff_lanczos_bad_input():
     with pytest.raises(InputError, match="training mode"):
         lambda_max_autodiff(drop, lambda: drop(x)[:, 0], ("0.weight",))
     assert lambda_max_autodiff(drop.eval(), lambda: drop(x)[:, 0], ("0.weight",)).value > 0
+
+
+def test_autodiff_lanczos_frozen_parameters_batch_norm_and_reproducibility():
+    """θ tensors with requires_grad=False are scored and left frozen; batch-norm in training mode
+    (samples interact) is refused; a seed fixes the result bit for bit; max_iter caps the steps."""
+    torch.manual_seed(6)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).double().eval()
+    x = torch.randn(9, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    names = ("0.weight", "0.bias", "2.weight", "2.bias")
+    G = torch.cat([per_sample_scores_loop(net, names, x[i : i + 1], y[i : i + 1]).G for i in range(9)])
+    ref = float(torch.linalg.eigvalsh(G @ G.T / 9)[-1])
+    for p in net.parameters():
+        p.requires_grad_(False)
+
+    def logp():
+        return torch.log_softmax(net(x), -1).gather(-1, y[:, None]).squeeze(-1)
+
+    r1 = lambda_max_autodiff(net, logp, names, tol=1e-12, seed=3)
+    r2 = lambda_max_autodiff(net, logp, names, tol=1e-12, seed=3)
+    assert abs(r1.value - ref) <= 1e-10 * ref and r1.value == r2.value
+    assert not any(p.requires_grad for p in net.parameters())
+    capped = lambda_max_autodiff(net, logp, names, tol=1e-12, max_iter=2)
+    assert capped.iterations == 2 and capped.value <= ref * (1 + 1e-12)
+    bn = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).double().train()
+    with pytest.raises(InputError, match="BatchNorm1d in training mode"):
+        lambda_max_autodiff(bn, lambda: bn(x)[:, 0], ("0.weight",))
