@@ -1703,26 +1703,30 @@ def lambda_max_autodiff(
     _refuse_stochastic(model)
     thetas = [t for _, t in entries]
     forced = [t for t in thetas if not t.requires_grad]
-    try:
+    try:  # frozen θ tensors require grad for the whole run (every product differentiates them)
         for t in forced:
             t.requires_grad_(True)
-        with torch.enable_grad():
-            lp = logp()
-            if not isinstance(lp, torch.Tensor) or not lp.is_floating_point() or lp.numel() == 0:
-                got = tuple(lp.shape) if isinstance(lp, torch.Tensor) else type(lp).__name__
-                raise InputError(f"logp() must return a non-empty floating tensor, got {got}")
-            if not bool(torch.isfinite(lp).all()):
-                raise InputError("logp() returned a NaN or inf log-probability")
-            if not lp.requires_grad:
-                raise InputError("logp() returned a tensor without an autograd graph to θ")
-            flat = lp.reshape(-1)
-            n = flat.numel()
-            P = sum(t.numel() for t in thetas)
-            u = torch.zeros(n, dtype=flat.dtype, device=flat.device, requires_grad=True)
-            gt = torch.autograd.grad(flat, thetas, grad_outputs=u, create_graph=True, allow_unused=True)
+        return _autodiff_lanczos(entries, thetas, logp, tol, max_iter, seed)
     finally:
         for t in forced:
             t.requires_grad_(False)
+
+
+def _autodiff_lanczos(entries, thetas, logp, tol, max_iter, seed) -> LambdaMaxResult:
+    with torch.enable_grad():
+        lp = logp()
+        if not isinstance(lp, torch.Tensor) or not lp.is_floating_point() or lp.numel() == 0:
+            got = tuple(lp.shape) if isinstance(lp, torch.Tensor) else type(lp).__name__
+            raise InputError(f"logp() must return a non-empty floating tensor, got {got}")
+        if not bool(torch.isfinite(lp).all()):
+            raise InputError("logp() returned a NaN or inf log-probability")
+        if not lp.requires_grad:
+            raise InputError("logp() returned a tensor without an autograd graph to θ")
+        flat = lp.reshape(-1)
+        n = flat.numel()
+        P = sum(t.numel() for t in thetas)
+        u = torch.zeros(n, dtype=flat.dtype, device=flat.device, requires_grad=True)
+        gt = torch.autograd.grad(flat, thetas, grad_outputs=u, create_graph=True, allow_unused=True)
     flat_ops = [entries[i][0] for i, g in enumerate(gt) if g is not None and not g.requires_grad]
     if flat_ops:
         raise HypothesesNotMet(
