@@ -117,6 +117,8 @@ fi
 # that runs only at import (a factory building an evaluator) is active only when set before
 # the import: MUT_FRESH=1 runs every mutant in a fresh process instead. Prints one line per
 # mutant, "killed" or "SURVIVED"; exits 1 if the original fails or a mutant survives.
+# A selection 'auto [FILES]' runs, per mutant, the tests the run's stats pass recorded for the
+# mutated function (what mutmut itself runs) plus FILES.
 if [ "${1:-}" = "check" ]; then
     DIR=${2:?check needs the run directory}
     SEL=${3:?check needs a pytest selection}
@@ -130,7 +132,22 @@ import os, shlex, subprocess, sys
 sel, mutants = shlex.split(sys.argv[1]), sys.argv[2:]
 args = [*sel, "-q", "-x", "-p", "no:cacheprovider", "--no-header"]
 fresh = os.environ.get("MUT_FRESH") == "1"
+auto = sel and sel[0].startswith("auto")
+if auto:  # the tests mutmut's stats pass saw reaching the mutated function, plus the files named
+    import json, re
+    stats = json.load(open("mutmut-stats.json"))["tests_by_mangled_function_name"]
+    extra = sel[1:]
+def selection(name):
+    if not auto:
+        return args
+    tests = sorted(stats.get(re.sub(r"__mutmut_\d+$", "", name), [])) if name else []
+    return [*tests, *extra, "-q", "-x", "-p", "no:cacheprovider", "--no-header"]
 def passes(name):
+    if auto and not name:  # the original: every test any of the mutants will run
+        union = sorted({t for m in mutants for t in selection(m)[: -5 - len(extra)]})
+        args = [*union, *extra, "-q", "-p", "no:cacheprovider", "--no-header"]
+    else:
+        args = selection(name)
     env = dict(os.environ, MUTANT_UNDER_TEST=name)
     if fresh:
         r = subprocess.run([sys.executable, "-m", "pytest", *args], env=env, capture_output=True)

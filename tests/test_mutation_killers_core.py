@@ -262,3 +262,80 @@ def test_kl_zero_refuses_equal_distributions():
     inst = KLPairInstance(np.array([0.25, 0.75]), np.array([0.5, 1.5]))  # equal after renormalising
     with pytest.raises(enclosures.HypothesisFails, match=r"^the two distributions are equal$"):
         enclosures.margin_enclosure(_subject("KL-SORTED", "KL-zero-iff-equal"), inst, 50)
+
+
+# ---- every table enclosure against its mp margin, on draws that do not depend on the process --
+#
+# The per-subject enclosure tests elsewhere draw their instances with Hypothesis, whose pool of
+# "local constants" depends on which modules the process has imported: in a process that has
+# already run other tests (mutmut's forked workers) they draw other instances than in a fresh
+# one, and several enclosure mutants were killed only in a fresh process. Here the pool is
+# pinned empty (as properties.verify does), so the instances are the same in every process.
+
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+
+from properties import verify as _verify  # noqa: E402
+from properties.claim_strategies import strategy_for  # noqa: E402
+
+_TABLE_SUBJECTS = [
+    s
+    for c in claims.REGISTRY.values()
+    for s in (c, *c.weakenings)
+    if getattr(s, "evaluate_iv", None) is None and s.id in enclosures.ENCLOSURES and s.evaluate_mp is not None
+]
+_FLOAT_EXACT = {"P3.2", "P3.2-no-LCM", "C", "C-repeated-thresholds", "C-no-nan-cell", "C-open-top", "C-closed-cells"}
+
+
+def _pinned_instances(subject, k=5, examples=60):
+    found = []
+
+    @settings(
+        max_examples=examples,
+        database=None,
+        derandomize=True,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate],
+    )
+    @given(strategy_for(subject.strategy))
+    def collect(inst):
+        if len(found) < k and subject.evaluate(inst).hypotheses_met:
+            found.append(inst)
+
+    with _verify._without_local_constants():
+        collect()
+    return found
+
+
+@pytest.mark.parametrize("subject", _TABLE_SUBJECTS, ids=[s.id for s in _TABLE_SUBJECTS])
+def test_table_enclosure_contains_the_mp_margin_on_pinned_draws(subject):
+    insts = _pinned_instances(subject)
+    assert insts, f"no instance of {subject.id} met the hypotheses"
+    enclosed = 0
+    for inst in insts:
+        try:
+            lo, hi = enclosures.margin_enclosure(subject, inst, 60)
+        except enclosures.EnclosureError:
+            continue
+        enclosed += 1
+        if subject.id in _FLOAT_EXACT:
+            m = MP(float(subject.evaluate(inst).margin))
+            assert lo - MP(10) ** -12 * (1 + abs(m)) <= m <= hi + MP(10) ** -12 * (1 + abs(m)), (subject.id, lo, m, hi)
+            continue
+        m = subject.evaluate_mp(inst, 100)
+        with highprec.working_precision(100):
+            assert lo <= m <= hi, (subject.id, lo, m, hi)
+            assert hi - lo <= MP(10) ** -25 * (1 + abs(m)), (subject.id, lo, hi)
+    assert enclosed >= 1, subject.id
+
+
+def test_weyl_enclosure_where_the_lower_bound_binds():
+    """3×3 (for n = 2 the lower bound λ1(A+E) ≥ λ1(A) + λ_min(E) equals a Weyl pair term by the
+    trace): here it is the smallest of the Weyl terms by 0.19, with λ_min(E) ≈ −0.87."""
+    A = np.diag([1.9, 0.1, 1.1])
+    E = np.array([[-0.7, -0.1, 0.0], [-0.1, 0.6, 0.4], [0.0, 0.4, -0.5]])
+    subject, inst = _subject("W"), MatrixPerturbation(A, E)
+    lo, hi = enclosures.margin_enclosure(subject, inst, 60)
+    m = subject.evaluate_mp(inst, 100)
+    with highprec.working_precision(100):
+        assert lo <= m <= hi and hi - lo <= MP(10) ** -25
