@@ -131,7 +131,7 @@ def _sorted_eigsy(m, vectors: bool):
     w = [make(x) for x in d]
     order = sorted(range(n), key=lambda k: w[k], reverse=True)
     w = [w[k] for k in order]
-    vecs = mpmath.matrix([[make(Q[r][k]) for k in order] for r in range(n)]) if vectors else None
+    vecs = _matrix_from_raw(n, n, [[Q[r][k] for k in order] for r in range(n)]) if vectors else None
     _EIGSY_CACHE[key] = (tuple(w), vecs)
     _EIGSY_CACHE.move_to_end(key)
     while len(_EIGSY_CACHE) > EIGSY_CACHE_SIZE:
@@ -173,17 +173,46 @@ def mp_eigh(A, dps: int = DEFAULT_DPS, *, vectors: bool = False) -> MpEigen:
 
 
 def _raw_entries(m) -> list | None:
-    """The raw mpf tuples of an mp matrix, row by row; None if an entry is not real."""
+    """The raw mpf tuples of an mp matrix, row by row; None if an entry is not real.
+
+    Read from the matrix's sparse dict of nonzero entries (``_matrix__data``, which mpmath's own
+    copy constructor reads) where it exists, else entry by entry."""
+    data = getattr(m, "_matrix__data", None)
+    if isinstance(data, dict):
+        out = [[mpmath.libmp.fzero] * m.cols for _ in range(m.rows)]
+        for (i, j), x in data.items():
+            raw = getattr(x, "_mpf_", None)
+            if raw is None:
+                return None
+            out[i][j] = raw
+        return out
     out = []
     for i in range(m.rows):
         row = []
         for j in range(m.cols):
-            x = m[i, j]
-            raw = getattr(x, "_mpf_", None)
+            raw = getattr(m[i, j], "_mpf_", None)
             if raw is None:
                 return None
             row.append(raw)
         out.append(row)
+    return out
+
+
+def _matrix_from_raw(rows: int, cols: int, raw: list) -> mpmath.matrix:
+    """The mp matrix of raw mpf tuples (what ``m[i, j] = mpf`` stores: the nonzero entries)."""
+    out = mpmath.matrix(rows, cols)
+    make = mpmath.mp.make_mpf
+    data = getattr(out, "_matrix__data", None)
+    if not isinstance(data, dict):
+        for i in range(rows):
+            for j in range(cols):
+                out[i, j] = make(raw[i][j])
+        return out
+    zero = mpmath.libmp.fzero
+    for i, row in enumerate(raw):
+        for j, x in enumerate(row):
+            if x != zero:
+                data[(i, j)] = make(x)
     return out
 
 
@@ -201,13 +230,10 @@ def mp_matmul(A, B, *, transpose_a: bool = False) -> mpmath.matrix:
     if any(len(row) != inner for row in a):
         raise ValueError("dimensions not compatible for multiplication")
     prec, rnd = mpmath.mp._prec_rounding
-    mul, fsum, make = mpmath.libmp.mpf_mul, mpmath.libmp.mpf_sum, mpmath.mp.make_mpf
+    mul, fsum = mpmath.libmp.mpf_mul, mpmath.libmp.mpf_sum
     cols = [[b[k][j] for k in range(inner)] for j in range(B.cols)]
-    out = mpmath.matrix(len(a), B.cols)
-    for i, row in enumerate(a):
-        for j, col in enumerate(cols):
-            out[i, j] = make(fsum([mul(x, y) for x, y in zip(row, col)], prec, rnd))
-    return out
+    raw = [[fsum([mul(x, y) for x, y in zip(row, col)], prec, rnd) for col in cols] for row in a]
+    return _matrix_from_raw(len(a), B.cols, raw)
 
 
 def mp_matpow(A, q: int) -> mpmath.matrix:

@@ -147,3 +147,12 @@ def test_mp_matrix_entries_are_mpmath_mpf_of_each_double(dps):
         m = H.mp_matrix(a)
         ref = [[mpmath.mpf(float(x)) for x in row] for row in a]
         assert _raw(m) == [[x._mpf_ for x in row] for row in ref]
+
+
+def test_raw_entries_and_matrix_from_raw_are_mpmath_indexing():
+    with H.working_precision(30):
+        m = mpmath.matrix([[1, 0, mpmath.mpf(1) / 3], [0, 0, -2]])
+        assert H._raw_entries(m) == [[m[i, j]._mpf_ for j in range(3)] for i in range(2)]
+        back = H._matrix_from_raw(2, 3, H._raw_entries(m))
+        assert back == m and back.tolist() == m.tolist()
+        assert H._raw_entries(mpmath.matrix([[mpmath.mpc(1, 2)]])) is None  # complex: mpmath's own path
