@@ -763,7 +763,24 @@ def test_monitor_warm_start_is_the_padded_top_vector():
         mon.push_score(ct * v)
         assert mon.lambdas[-1] == pytest.approx(float((c[:t] ** 2).sum() * (v**2).sum()) / t, rel=1e-12)
     assert mon._lam_unnorm < 1.0
-    assert mon.iterations[1:] == [1] * 5 and mon.fallbacks == 0
+    # the start is the padded top vector plus a small seeded random component: K has rank one,
+    # so two Lanczos steps span the top vector
+    assert mon.iterations[1:] == [2] * 5 and mon.fallbacks == 0
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_monitor_score_orthogonal_to_the_previous_ones(window):
+    """g_2 ⟂ g_1 with |g_2| > |g_1|: the warm start (u, k·u/λ) = (1, 0) spans an invariant
+    subspace of K = diag(1, 9), where Lanczos converges to the eigenvalue 1 with residual 0.
+    λ_max(F_2) is 9/2 (this was reported as 1/2). The same with a 2-D block: the start lies in
+    the block of eigenvalue 8, the top eigenvalue 9 is in the other one."""
+    mon = MON._ScoreStream(2, 1.0, window=window)
+    mon.push_score(torch.tensor([1.0, 0.0], dtype=F64))
+    mon.push_score(torch.tensor([0.0, 3.0], dtype=F64))
+    assert mon.lambdas == [pytest.approx(1.0, rel=1e-12), pytest.approx(4.5, rel=1e-12)]
+    G = torch.tensor([[8**0.5, 0, 0], [0, 5**0.5, 0], [0, 4 / 5**0.5, (5 - 16 / 5) ** 0.5]], dtype=F64)
+    assert MON.sigma_trace(G, 1.0, window=window)[-1] == pytest.approx(_dense_lam(G[-3:]), rel=1e-12)
+    assert _dense_lam(G) == pytest.approx(3.0, rel=1e-12)
 
 
 def test_monitor_zero_first_score_then_a_real_one():

@@ -307,6 +307,7 @@ class SigmaMonitor:
         self.lambdas: list[float] = []
         self.iterations: list[int] = []
         self.fallbacks = 0
+        self._rng = torch.Generator().manual_seed(0)  # the warm start's random component
 
     @property
     def sigma(self) -> float:
@@ -437,9 +438,15 @@ class SigmaMonitor:
             new = torch.dot(k, u) / lam_prev
             start = torch.cat([u, new.reshape(1)])
         else:
-            start = None
+            start = torch.ones(t, dtype=self.dtype, device=self.device)
+        # A seeded random component keeps every eigen-direction in the Krylov space: a warm start
+        # orthogonal to the new top eigenvector (a score orthogonal to the previous ones) would
+        # otherwise converge to a lower eigenvalue with a zero residual (as fimtheory.monitor does).
+        noise = torch.randn(t, generator=self._rng, dtype=torch.float64) / math.sqrt(t)
+        start = start / torch.linalg.vector_norm(start) + 1e-2 * noise.to(device=self.device, dtype=self.dtype)
         val, vec, iters, ok = top_eig_warm(Kn, start, tol=self.tol, max_iter=self.max_iter)
-        if not ok:
+        # λ_max ≥ the largest diagonal entry: a Ritz value below it is not the top eigenvalue
+        if not ok or val < float(Kn.diagonal().max()) * (1 - 1e-12):
             self.fallbacks += 1
             w, V = torch.linalg.eigh(Kn)
             val, vec = float(w[-1]), V[:, -1]
