@@ -250,6 +250,69 @@ def test_autodiff_lanczos_equals_the_autograd_loop(case, every_parameter):
     assert abs(r.value - ref) <= 1e-10 * ref, (r.value, ref)
     assert r.residual <= 1e-9 * ref
     assert "held on all" in r.structure[0]
+    dropped = int(r.structure[1].split(": ")[1].split(" ")[0])
+    assert dropped > 0 and "not kept" in r.structure[1]
+
+
+def test_autodiff_lanczos_first_backward_keeps_no_cotangent_dependent_tensor(case):
+    """The graph of u ↦ Gᵀu keeps no saved tensor that depends on u (the backpropagated signals
+    are autograd's largest saved tensors; G w never reads them): recorded with the same pruning
+    hooks, every tensor still saved there is one that does not depend on u, and the product G w
+    from the pruned graph equals the dense float64 G times w."""
+    from torch_checks.engines import _CotangentPruner, _resolve_theta
+
+    model, x, y, logp, names, K_ref, G = case
+    thetas = [t for _, t in _resolve_theta(model, names)[0]]
+    flat = logp().reshape(-1)
+    u = torch.zeros(flat.numel(), dtype=flat.dtype, requires_grad=True)
+    pruner = _CotangentPruner(u)
+    kept = []
+
+    def pack(t):
+        out = pruner.pack(t)
+        if out is t:
+            kept.append(t)
+        return out
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, pruner.unpack):
+        gt = torch.autograd.grad(flat, thetas, grad_outputs=u, create_graph=True)
+    assert pruner.dropped > 0
+    for t in kept:  # not differentiable in u: a u-dependent tensor would have a u-reaching graph
+        assert t is not u
+        if t.requires_grad:
+            (d,) = torch.autograd.grad(t.sum(), u, retain_graph=True, allow_unused=True)
+            assert d is None or not bool(d.any())
+    w = [torch.randn(t.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7)) for t in thetas]
+    (Gw,) = torch.autograd.grad(gt, u, grad_outputs=w)
+    ref = G @ torch.cat([t.reshape(-1) for t in w])
+    assert torch.allclose(Gw, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
+
+
+class _CotangentReadingDoubleBackward(torch.autograd.Function):
+    """y = x²; the backward multiplies by sign(grad_output) (not linear in grad_output), so its
+    derivative in grad_output reads a tensor that depends on the cotangent."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g * torch.sign(g + 1.0)
+
+
+def test_autodiff_lanczos_refuses_a_double_backward_that_reads_the_cotangent():
+    torch.manual_seed(4)
+    lin = torch.nn.Linear(3, 2).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+
+    def logp():
+        return torch.log_softmax(_CotangentReadingDoubleBackward.apply(lin(x)), -1)[:, 0]
+
+    with pytest.raises(HypothesesNotMet, match="not finite"):
+        lambda_max_autodiff(lin, logp, ("weight", "bias"))
 
 
 def test_autodiff_lanczos_per_sample_classifier_and_unused_tensor():

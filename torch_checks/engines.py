@@ -1601,6 +1601,75 @@ def lambda_max_per_token(
 # causal LM cost no more than per-sample ones (a cotangent over all (window, position) pairs).
 
 
+class _CotangentPruner:
+    """Saved-tensor hooks for the first backward (u ↦ Gᵀu, recorded with create_graph): a tensor
+    that the recorded backward saves and that depends on the cotangent u is not kept.
+
+    Gᵀu is linear in u, so its derivative with respect to u (the only one ever taken: G w) does
+    not depend on u; an autograd formula saves a u-dependent tensor only for the derivative with
+    respect to another input (θ, or an activation of the forward), which is never requested.
+    Such tensors (the backpropagated signals of every layer, about as large as the forward's
+    activations) are replaced by a placeholder that unpacks to a NaN tensor of the same shape
+    (one stored element): should a double-backward formula read one after all, G w comes out
+    NaN and :class:`_AutodiffGram` raises. Values are never rounded (float64 stays float64).
+    """
+
+    def __init__(self, u):
+        self.u = u
+        self.u_node = None
+        self.dep: dict = {}  # autograd node → whether it depends on u (nodes kept alive while recording)
+        self.dropped = 0
+        self.dropped_bytes = 0
+
+    def _depends(self, node) -> bool:
+        if node is None:
+            return False
+        dep = self.dep
+        if node in dep:
+            return dep[node]
+        stack = [(node, iter(node.next_functions))]
+        dep[node] = False
+        while stack:
+            cur, it = stack[-1]
+            for nxt, _ in it:
+                if nxt is None:
+                    continue
+                if nxt not in dep:
+                    if getattr(nxt, "variable", None) is self.u:
+                        dep[nxt] = True
+                    else:
+                        dep[nxt] = False
+                        stack.append((nxt, iter(nxt.next_functions)))
+                        break
+                if dep[nxt]:
+                    dep[cur] = True
+            else:
+                stack.pop()
+                if stack and dep[cur]:
+                    dep[stack[-1][0]] = True
+        return dep[node]
+
+    def pack(self, t):
+        if t is self.u or (t.requires_grad and self._depends(t.grad_fn)):
+            self.dropped += 1
+            self.dropped_bytes += t.numel() * t.element_size()
+            return (_PRUNED, tuple(t.shape), t.dtype, t.device)
+        return t
+
+    @staticmethod
+    def unpack(x):
+        if isinstance(x, tuple) and x and x[0] is _PRUNED:
+            _, shape, dtype, device = x
+            return torch.full((), math.nan, dtype=dtype, device=device).expand(shape)
+        return x
+
+    def done(self) -> None:
+        self.dep = {}
+
+
+_PRUNED = object()
+
+
 class _AutodiffGram:
     """v ↦ K v = G(Gᵀv)/n from the recorded graph, checking ⟨G Gᵀv, v⟩ = ‖Gᵀv‖² on every call
     (the two products must be each other's transposes; a wrong double-backward formula breaks
@@ -1625,6 +1694,12 @@ class _AutodiffGram:
         sq = sum(float(torch.sum(x * x)) for x in g)
         Gg = self.g_product(g)
         self.calls += 1
+        if not bool(torch.isfinite(Gg).all()):
+            raise HypothesesNotMet(
+                "the reverse-over-reverse product G w is not finite: a double-backward formula of an operation "
+                "in the forward reads a tensor that depends on the cotangent (or overflows); use a G-based or "
+                "structured path"
+            )
         ip = float(torch.dot(Gg, v))
         scale = float(torch.linalg.vector_norm(Gg)) * float(torch.linalg.vector_norm(v)) + sq
         err = abs(ip - sq)
@@ -1686,8 +1761,12 @@ def lambda_max_autodiff(
     tol, max_iter, seed : :func:`lanczos` options (relative residual tolerance, iterations,
         start-vector seed).
 
-    Memory: the forward's saved activations and the graph of the first backward (about twice
-    the activations of one forward + backward), plus Lanczos' basis (iterations × n floats).
+    Memory: the forward's saved activations and the graph of the first backward, plus Lanczos'
+    basis (iterations × n floats). The first backward's graph keeps only what G w reads: the
+    tensors it would save that depend on u (every layer's backpropagated signal, saved by
+    autograd for derivatives with respect to θ and the activations, which are never taken) are
+    dropped by saved-tensor hooks at full precision; so the lasting memory is about one
+    forward's activations plus the backward's tensors that depend on the forward alone.
 
     Raises
     ------
@@ -1726,7 +1805,10 @@ def _autodiff_lanczos(entries, thetas, logp, tol, max_iter, seed) -> LambdaMaxRe
         n = flat.numel()
         P = sum(t.numel() for t in thetas)
         u = torch.zeros(n, dtype=flat.dtype, device=flat.device, requires_grad=True)
-        gt = torch.autograd.grad(flat, thetas, grad_outputs=u, create_graph=True, allow_unused=True)
+        pruner = _CotangentPruner(u)
+        with torch.autograd.graph.saved_tensors_hooks(pruner.pack, pruner.unpack):
+            gt = torch.autograd.grad(flat, thetas, grad_outputs=u, create_graph=True, allow_unused=True)
+        pruner.done()
     flat_ops = [entries[i][0] for i, g in enumerate(gt) if g is not None and not g.requires_grad]
     if flat_ops:
         raise HypothesesNotMet(
@@ -1746,6 +1828,10 @@ def _autodiff_lanczos(entries, thetas, logp, tol, max_iter, seed) -> LambdaMaxRe
         f"{len(live)} θ tensor(s), P = {P}: Gᵀv by backward, G w by reverse-over-reverse on one recorded "
         f"forward; ⟨G Gᵀv, v⟩ = ‖Gᵀv‖² held on all {op.calls} products (worst relative gap {op.worst:.2g})"
     ]
+    structure.append(
+        f"first backward's graph: {pruner.dropped} saved tensor(s) depending on the cotangent "
+        f"({pruner.dropped_bytes / 2**20:.1f} MiB) not kept (never read by G w)"
+    )
     if dead:
         structure.append(f"not reaching log p (zero scores): {', '.join(dead)}")
     return LambdaMaxResult(r.value, "autodiff-lanczos", r.iterations, r.residual, n, P, "K", None, tuple(structure))
