@@ -470,6 +470,7 @@ class StreamingSigma:
         self.records: list[PushRecord] = []
         self.fallbacks = 0
         self.iterations: list[int] = []
+        self._rng = torch.Generator().manual_seed(0)  # the warm start's random component
 
     @property
     def sigmas(self) -> list[float]:
@@ -722,8 +723,17 @@ class StreamingSigma:
                 start[slot] = 0.0
                 start[slot] = torch.dot(col, start) / theta_prev
         K = self.store.active()
+        # A seeded random component keeps every eigen-direction in the Krylov space: a warm start
+        # orthogonal to the new top eigenvector (a score orthogonal to the stored ones, e.g. the
+        # embedding rows of distinct tokens) would otherwise converge to a lower eigenvalue with a
+        # zero residual (as fimtheory.monitor does).
+        if start is None or not bool(torch.isfinite(start).all()) or float(torch.linalg.vector_norm(start)) == 0.0:
+            start = torch.ones(n, dtype=K.dtype, device=K.device)
+        noise = torch.randn(n, generator=self._rng, dtype=torch.float64) / math.sqrt(n)
+        start = start / torch.linalg.vector_norm(start) + 1e-2 * noise.to(device=K.device, dtype=K.dtype)
         theta, vec, steps, ok = _lanczos_top(K, start, self.tol, self.max_iter)
-        if not ok:
+        # λ_max ≥ the largest diagonal entry: a Ritz value below it is not the top eigenvalue
+        if not ok or theta < float(K.diagonal().max()) * (1 - 1e-12):
             self.fallbacks += 1
             w, V = torch.linalg.eigh(K)
             theta, vec = float(w[-1]), V[:, -1]
