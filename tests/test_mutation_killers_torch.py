@@ -878,3 +878,94 @@ def test_streaming_embedding_scores_of_distinct_tokens(window, seed):
     G = _autograd_rows(lm, ["emb.weight"], torch.tensor(toks[:-1]), torch.tensor(toks[1:]), per_token=True)
     ref = [_dense_lam(G[(0 if window is None else max(0, t - window)) : t]) for t in range(1, len(toks))]
     np.testing.assert_allclose(st.lambdas[1:], ref, rtol=1e-10)
+
+
+def test_require_eval_mode_messages_and_warning_location():
+    def model(n_drop, root_eval=False):
+        m = nn.Sequential(nn.Linear(2, 2), *[nn.Dropout(0.1) for _ in range(n_drop)])
+        if root_eval:  # the root in eval mode, its dropouts still training
+            m.eval()
+            for d in list(m)[1:]:
+                d.train()
+        return m
+
+    tail = (
+        " in training mode (dropout or batch statistics would change every score); call model.eval() "
+        "first, or pass training='eval' to let it switch the model to eval mode"
+    )
+    with pytest.raises(InputError) as exc:
+        MON.require_eval_mode(model(1))
+    assert str(exc.value) == "the monitor needs a model in eval mode, but 1 (Dropout) is" + tail
+    with pytest.raises(InputError) as exc:
+        MON.require_eval_mode(model(4, root_eval=True), what="X")
+    assert (
+        str(exc.value)
+        == "X needs a model in eval mode, but 1 (Dropout), 2 (Dropout), 3 (Dropout), 4 (Dropout) are" + tail
+    )
+    with pytest.raises(InputError) as exc:
+        MON.require_eval_mode(model(6), what="X")
+    shown = "1 (Dropout), 2 (Dropout), 3 (Dropout), 4 (Dropout) and 2 more"
+    assert str(exc.value) == f"X needs a model in eval mode, but {shown} are" + tail
+    with pytest.raises(InputError, match=r"^SigmaMonitor needs a model in eval mode, but 1 \(Dropout\) is"):
+        MON.SigmaMonitor(model(1), ["0.bias"], 1.0)
+    with pytest.warns(UserWarning) as rec:
+        MON.SigmaMonitor(model(1), ["0.bias"], 1.0, training="eval")
+    assert rec[0].filename == __file__  # attributed to the caller of SigmaMonitor
+    assert str(rec[0].message) == "SigmaMonitor: switched the model to eval mode (1 (Dropout) in training mode)"
+
+
+def test_monitor_constructor_checks_name_the_argument():
+    lm = _TinyLM().eval()
+    cases = [
+        (dict(model=3), "model must be a torch.nn.Module, got int"),
+        (dict(lambda_base=0.0), "lambda_base must be positive and finite, got 0.0"),
+        (dict(window=0), "window must be a positive integer or None, got 0"),
+        (dict(window=True), "window must be a positive integer or None, got True"),
+        (dict(window=2.5), "window must be a positive integer or None, got 2.5"),
+        (dict(dtype=torch.int64), "dtype must be torch.float64 or torch.float32, got torch.int64"),
+        (dict(tol=0.0), "tol must be positive, got 0.0"),
+        (dict(max_context=0), "max_context must be a positive integer or None, got 0"),
+    ]
+    for kw, msg in cases:
+        args = dict(model=lm, lambda_base=1.0)
+        args.update(kw)
+        model, lb = args.pop("model"), args.pop("lambda_base")
+        with pytest.raises(InputError) as exc:
+            MON.SigmaMonitor(model, ["head.bias"], lb, **args)
+        assert str(exc.value) == msg
+    # the smallest legal values are accepted: window 1 (every F_t has one score), max_context 1
+    torch.manual_seed(15)
+    lm = _TinyLM().double().eval()
+    tok = torch.randint(0, 7, (6,))
+    mon = MON.SigmaMonitor(lm, ["head.weight"], 1.0, window=1, max_context=1)
+    mon.push(tok)
+    G = _autograd_rows(lm, ["head.weight"], tok[:-1], tok[1:], per_token=True)
+    np.testing.assert_allclose(mon.lambdas, [float(G[t] @ G[t]) for t in range(5)], rtol=1e-12)
+
+
+def test_monitor_float32_model_scored_in_float64():
+    torch.manual_seed(16)
+    lm = _TinyLM().eval()  # float32 parameters
+    tok = torch.randint(0, 7, (7,))
+    mon = MON.SigmaMonitor(lm, ["head.weight", "emb.weight"], 1.0)
+    mon.push(tok)
+    G = _autograd_rows(lm, ["head.weight", "emb.weight"], tok[:-1], tok[1:], per_token=True)
+    assert mon.lambdas[-1] == pytest.approx(_dense_lam(G), rel=1e-12)
+
+
+def test_top_eig_warm_small_scale_float32_and_zero_matrix():
+    g = torch.Generator().manual_seed(17)
+    A = torch.randn(10, 10, generator=g, dtype=F64)
+    for scale in (1e-6, 1e6):
+        K = scale * (A @ A.T)
+        w = np.linalg.eigvalsh(K.numpy())
+        val, vec, it, ok = MON.top_eig_warm(K, None, tol=1e-10)
+        res = float(np.linalg.norm(K.numpy() @ vec.numpy() - val * vec.numpy()))
+        assert ok and res <= 1e-10 * val and val == pytest.approx(w[-1], rel=1e-9)
+        assert float(torch.linalg.vector_norm(vec)) == pytest.approx(1.0, abs=1e-12)
+    K32 = (A @ A.T).float()
+    val, vec, it, ok = MON.top_eig_warm(K32, None, tol=1e-5)
+    assert vec.dtype == torch.float32 and val == pytest.approx(
+        float(np.linalg.eigvalsh(K32.double().numpy())[-1]), rel=1e-5
+    )
+    assert MON.top_eig_warm(torch.zeros(4, 4, dtype=F64), None) == (0.0, pytest.approx(torch.full((4,), 0.5)), 0, True)
