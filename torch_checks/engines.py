@@ -1830,7 +1830,7 @@ def _autodiff_lanczos(entries, thetas, logp, tol, max_iter, seed) -> LambdaMaxRe
     ]
     structure.append(
         f"first backward's graph: {pruner.dropped} saved tensor(s) depending on the cotangent "
-        f"({pruner.dropped_bytes / 2**20:.1f} MiB) not kept (never read by G w)"
+        f"({pruner.dropped_bytes / 2**20:.1f} MiB summed over the tensors) not kept (never read by G w)"
     )
     if dead:
         structure.append(f"not reaching log p (zero scores): {', '.join(dead)}")
