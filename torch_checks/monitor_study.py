@@ -1890,7 +1890,8 @@ def _plots(raw: dict, summary: dict, out: str) -> list[str]:
         ax.set_xlabel("measured ρ (fixed trajectories)")
         ax.set_ylabel("predicted ρ")
         ax.set_title(PREDICTION_NAMES[p], fontsize=8)
-        ax.legend(fontsize=6)
+        if allv:  # a stage without this prediction has nothing to label
+            ax.legend(fontsize=6)
     files.append(_save_figure(plt, fig, out, "rho_pred_vs_measured.png"))
     return files
 
