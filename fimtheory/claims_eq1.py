@@ -75,6 +75,41 @@ def mp_secular_root(q1, head, rest, guess: float | None = None):
     as the caller computes it without cancellation), by bisection to 2^−(prec+8) relative,
     started from a float ``guess`` when g brackets it."""
 
+    # g(λ) = head − λ − (q1 − λ)·fsum(r²/(r − λ)) and the bisection on raw mpf tuples: each step the
+    # libmp call (same precision and rounding) that the mpf expression makes, so the root is bit for
+    # bit that of the mpf code (_mp_secular_root_mpf; tests/test_highprec_fast.py), without the dispatch.
+    lib = mpmath.libmp
+    prec, rnd = mpmath.mp._prec_rounding
+    add, sub, mul, div, fsum = lib.mpf_add, lib.mpf_sub, lib.mpf_mul, lib.mpf_div, lib.mpf_sum
+    gt, lt, le, zero, two = lib.mpf_gt, lib.mpf_lt, lib.mpf_le, lib.fzero, lib.from_int(2)
+    q1r, headr, restr = q1._mpf_, head._mpf_, [r._mpf_ for r in rest]
+    squares = [mul(r, r, prec, rnd) for r in restr]
+
+    def g(lam):
+        s = fsum([div(r2, sub(r, lam, prec, rnd), prec, rnd) for r, r2 in zip(restr, squares)], prec, rnd)
+        return sub(sub(headr, lam, prec, rnd), mul(sub(q1r, lam, prec, rnd), s, prec, rnd), prec, rnd)
+
+    lo, hi = restr[0], q1r
+    if guess is not None and guess > 0:
+        a, b = mpmath.mpf(guess) * (1 - mpmath.mpf(2) ** -30), mpmath.mpf(guess) * (1 + mpmath.mpf(2) ** -30)
+        a, b = a._mpf_, b._mpf_
+        if lt(lo, a) and lt(a, b) and lt(b, hi) and gt(g(a), zero) and lt(g(b), zero):
+            lo, hi = a, b
+    tol = (mpmath.mpf(2) ** -(mpmath.mp.prec + 8))._mpf_
+    for _ in range(40 * mpmath.mp.prec):
+        mid = div(add(lo, hi, prec, rnd), two, prec, rnd)
+        if le(sub(hi, lo, prec, rnd), mul(tol, hi, prec, rnd)) or not (lt(lo, mid) and lt(mid, hi)):
+            break
+        if gt(g(mid), zero):
+            lo = mid
+        else:
+            hi = mid
+    return mpmath.mp.make_mpf(div(add(lo, hi, prec, rnd), two, prec, rnd))
+
+
+def _mp_secular_root_mpf(q1, head, rest, guess: float | None = None):
+    """:func:`mp_secular_root` in mpf arithmetic (the reference of its raw-tuple loop)."""
+
     def g(lam):
         return head - lam - (q1 - lam) * mpmath.fsum(r * r / (r - lam) for r in rest)
 

@@ -156,3 +156,21 @@ def test_raw_entries_and_matrix_from_raw_are_mpmath_indexing():
         back = H._matrix_from_raw(2, 3, H._raw_entries(m))
         assert back == m and back.tolist() == m.tolist()
         assert H._raw_entries(mpmath.matrix([[mpmath.mpc(1, 2)]])) is None  # complex: mpmath's own path
+
+
+@pytest.mark.parametrize("dps", [30, 60])
+def test_eq1_secular_root_raw_loop_is_the_mpf_loop_bit_for_bit(dps):
+    from fimtheory import claims_eq1
+
+    rng = np.random.default_rng(dps)
+    with H.working_precision(dps):
+        for trial in range(12):
+            p = np.sort(rng.dirichlet(np.ones(2 + trial % 5)))[::-1]
+            if trial % 3 == 0:
+                p[1] = p[1] * 0.999999  # a close second entry
+            q = [mpmath.mpf(float(x)) for x in p]
+            head = q[0] * (1 - q[0])
+            for guess in (None, float(p[0] * 0.99), float((p[0] + p[1]) / 2)):
+                got = claims_eq1.mp_secular_root(q[0], head, q[1:], guess)
+                ref = claims_eq1._mp_secular_root_mpf(q[0], head, q[1:], guess)
+                assert got._mpf_ == ref._mpf_, (trial, guess)
