@@ -264,7 +264,7 @@ def compare_mode(args) -> dict:
             "claims": len(cost),
             "cpu_seconds_total": round(sum(cost.values()) * k, 1),
             "cpu_seconds_per_shard": [round(x, 1) for x in per_shard],
-            "load_average_during": sorted({tuple(d[c]["load_average_end"]) for c in cost})[-1:],
+            "load_average_highest_seen": max((d[c]["load_average_end"] for c in cost), default=None),
         }
     return {
         "mode": "compare",
