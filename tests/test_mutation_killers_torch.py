@@ -969,3 +969,17 @@ def test_top_eig_warm_small_scale_float32_and_zero_matrix():
         float(np.linalg.eigvalsh(K32.double().numpy())[-1]), rel=1e-5
     )
     assert MON.top_eig_warm(torch.zeros(4, 4, dtype=F64), None) == (0.0, pytest.approx(torch.full((4,), 0.5)), 0, True)
+
+
+def test_streaming_dense_fallback_when_lanczos_stops_short():
+    """max_iter = 1: from two scores on, one Lanczos step cannot reach the tolerance, so every
+    push falls back to eigh — values exact, fallbacks counted."""
+    torch.manual_seed(18)
+    lm = _TinyLM().double().eval()
+    toks = torch.randint(0, 7, (8,)).tolist()
+    st = STR.StreamingSigma(lm, ["head.weight"], 1.0, max_iter=1)
+    for t in toks:
+        st.push(t)
+    G = _autograd_rows(lm, ["head.weight"], torch.tensor(toks[:-1]), torch.tensor(toks[1:]), per_token=True)
+    np.testing.assert_allclose(st.lambdas[1:], [_dense_lam(G[:t]) for t in range(1, 8)], rtol=1e-12)
+    assert st.fallbacks == 6
