@@ -982,3 +982,41 @@ def test_streaming_dense_fallback_when_lanczos_stops_short():
     G = _autograd_rows(lm, ["head.weight"], torch.tensor(toks[:-1]), torch.tensor(toks[1:]), per_token=True)
     np.testing.assert_allclose(st.lambdas[1:], [_dense_lam(G[:t]) for t in range(1, 8)], rtol=1e-12)
     assert st.fallbacks == 6
+
+
+# --------------------------------------------------------------------------------------
+# torch_checks.engines
+# --------------------------------------------------------------------------------------
+
+from torch_checks import engines as ENG  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("n", "P", "method", "operator"), [(9, 4, "dense", "F"), (4, 9, "gram", "K"), (4, 9, "dense", "F")]
+)
+def test_lambda_max_result_records_what_was_computed(n, P, method, operator):
+    G = torch.randn(n, P, generator=torch.Generator().manual_seed(19), dtype=F64)
+    ref = _dense_lam(G)
+    r = ENG.lambda_max(G, method=method)
+    assert r.value == pytest.approx(ref, rel=1e-12)
+    assert (r.method, r.iterations, r.n, r.P, r.operator, r.vector) == (method, 0, n, P, operator, None)
+    auto = ENG.lambda_max(G)  # small: a dense eigh of the smaller of F and K
+    assert auto.method == ("dense" if P <= n else "gram") and auto.vector is None
+    lz = ENG.lambda_max(G, method="lanczos")
+    assert lz.value == pytest.approx(ref, rel=1e-9)
+    assert (lz.method, lz.n, lz.P, lz.operator) == ("lanczos", n, P, "K" if n < P else "F")
+
+
+def test_engine_input_errors_name_the_problem():
+    cases = [
+        ([[1.0]], "G must be a torch.Tensor, got list"),
+        (torch.zeros(0, 3), "G must be a non-empty 2-D (n, P) tensor, got shape (0, 3)"),
+        (torch.zeros(3, dtype=torch.int64).reshape(1, 3), "G must be a real floating tensor, got torch.int64"),
+    ]
+    bad = torch.ones(2, 3, dtype=F64)
+    bad[1, 2] = float("nan")
+    cases.append((bad, "G has a NaN or inf entry at index (1, 2)"))
+    for G, msg in cases:
+        with pytest.raises(InputError) as exc:
+            ENG.lambda_max(G)
+        assert str(exc.value) == msg
