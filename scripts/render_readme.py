@@ -123,6 +123,16 @@ SOURCES = {
         ["results/inflation-real/report.json"],
         "fimtheory inflation --profile quick --model gemma3 --model textgenrnn --out results/inflation-real",
     ),
+    "inflation-ci4": (
+        ["results/inflation-paper-ci4-s2/report.json"],
+        "fimtheory inflation --ci-pilot results/inflation-paper-ci4-s1 --out results/inflation-paper-ci4-s2 "
+        "(one process per model with --model M --resume, then --report-only)",
+    ),
+    "check-models-smollm2-kquant-quick": (
+        ["results/check-models-smollm2-kquant-quick.json"],
+        "fimtheory check-models --model smollm2 --scheme gguf-q4_k-or-q5_0 --scheme gguf-q5_k-or-q5_1 "
+        "--scheme gguf-q6_k-or-q8_0 --scheme gguf-q8_0 --json results/check-models-smollm2-kquant-quick.json",
+    ),
     "sharp-sc-real": (
         ["results/sharp-sc-real.json"],
         "fimtheory sharp-study sc --model byte-lm --model smollm2 --seed 0 --json results/sharp-sc-real.json",
@@ -805,6 +815,63 @@ def render_inflation(path: str, command: str) -> list[str]:
     return lines
 
 
+def render_inflation_ci_design(path: str, command: str) -> list[str]:
+    """The reported stage of the two-stage 4-bit CI design: per model n, per cell ρ_fixed, CI, half-width."""
+    doc = _load(path)
+    raw, summary = doc.get("raw", {}), doc.get("summary", {})
+    design = raw.get("design", {})
+    check = summary.get("design_check", {})
+    rows = []
+    for model, entry in summary.get("models", {}).items():
+        d = check.get(model, {})
+        for cell, c in entry.get("configs", {}).items():
+            if c.get("bits") != design.get("bits"):
+                continue
+            hw = c.get("halfwidth_fixed")
+            rows.append(
+                [
+                    model,
+                    cell,
+                    f"{d.get('n_pilot')} → {d.get('n_run')}",
+                    f"{_num(c.get('rho_fixed'), 4)} "
+                    f"[{_num(c.get('rho_fixed_lo'), 4)}, {_num(c.get('rho_fixed_hi'), 4)}]",
+                    "—" if hw is None else f"{100 * hw:.1f}%",
+                    "missed" if c.get("ci_target_missed") else "met",
+                    _num(c.get("rho_first_order"), 4),
+                ]
+            )
+    by_bits = summary.get("ci", {}).get("by_bits", {}).get(str(design.get("bits")), {})
+    skill = summary.get("skill", {}).get(str(design.get("bits")), {})
+    first = skill.get("first_order") or {}
+    cov, ccov = first.get("coverage") or [None, None], first.get("constant_coverage") or [None, None]
+    lines = [
+        f"`{command}` — fresh sample stream {raw.get('sample_stream')}, sized from "
+        f"`{design.get('pilot')}` by n = max({design.get('min_n')}, ⌈{design.get('margin')}·n₁·(hw₁/"
+        f"{100 * design.get('target', 0):.0f}%)²⌉) over each model's {design.get('bits')}-bit cells; "
+        f"ρ_fixed = τ_q(quantized)/τ_q(full precision) on the same prompts, q = {raw.get('quantile')}, "
+        f"paired bootstrap 95% CI ({raw.get('n_boot')} resamples); the CIs come from this sample alone:",
+        "",
+    ]
+    lines += _table(
+        ["model", "cell", "n (sizing → reported)", "ρ_fixed [95% CI]", "half-width", "≤ 5%", "ρ first order"], rows
+    )
+    lines += [
+        "",
+        f"Half-width ≤ {100 * design.get('target', 0):.0f}% in "
+        f"{by_bits.get('cells', 0) - by_bits.get('fixed_over_target', 0)} "
+        f"of {by_bits.get('cells')} cells (median {100 * by_bits.get('fixed_median', float('nan')):.1f}%, "
+        f"max {100 * by_bits.get('fixed_max', float('nan')):.1f}%); missed: "
+        f"{', '.join(summary.get('ci', {}).get('missed', [])) or 'none'}. First-order prediction: median |error| "
+        f"{100 * first.get('median_abs_error', float('nan')):.2f}% against "
+        f"{100 * first.get('constant_median_abs_error', float('nan')):.2f}% for ρ = 1 (ratio "
+        f"{_num(first.get('ratio_to_constant'), 2)}); inside {cov[0]} of {cov[1]} CIs, "
+        f"ρ = 1 inside {ccov[0]} of {ccov[1]}.",
+        "",
+        _source_line(path, command),
+    ]
+    return lines
+
+
 def render_inflation_report(path: str, command: str) -> list[str]:
     """The report.md the inflation command writes, its headings moved two levels down."""
     with open(os.path.join(ROOT, path), encoding="utf-8") as fh:
@@ -1318,6 +1385,8 @@ RENDERERS = {
     "check-models-smollm2-block-quick": render_check_models_smollm2,
     "check-models-gemma3-quick": render_check_models_smollm2,
     "check-models-textgenrnn-quick": render_check_models_smollm2,
+    "inflation-ci4": render_inflation_ci_design,
+    "check-models-smollm2-kquant-quick": render_check_models_smollm2,
     "sharp-sc-real": render_sharp_sc_real,
     "ab-tightness": render_ab_tightness,
     "streaming": render_streaming,
