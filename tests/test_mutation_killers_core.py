@@ -339,3 +339,50 @@ def test_weyl_enclosure_where_the_lower_bound_binds():
     m = subject.evaluate_mp(inst, 100)
     with highprec.working_precision(100):
         assert lo <= m <= hi and hi - lo <= MP(10) ** -25
+
+
+# ---- highprec's raw-tuple products (mp_matmul, mp_matpow) ----------------------------------
+
+
+def _rand_mp(rows, cols, seed):
+    return highprec.mp_matrix(np.random.default_rng(seed).standard_normal((rows, cols)))
+
+
+@pytest.mark.parametrize("transpose_a", [False, True])
+def test_mp_matmul_is_mpmaths_product_bit_for_bit(transpose_a):
+    with highprec.working_precision(50):
+        A, B = _rand_mp(3, 3, 1), _rand_mp(3, 2, 2)
+        got, want = highprec.mp_matmul(A, B, transpose_a=transpose_a), (A.T if transpose_a else A) * B
+        assert [[got[i, j] for j in range(2)] for i in range(3)] == [[want[i, j] for j in range(2)] for i in range(3)]
+
+
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("complex_side", ["A", "B"])
+def test_mp_matmul_falls_back_to_mpmath_for_complex_entries(transpose_a, complex_side):
+    with highprec.working_precision(30):
+        A, B = _rand_mp(2, 2, 3), _rand_mp(2, 2, 4)
+        if complex_side == "A":
+            A[0, 1] = mpmath.mpc(1, 2)
+        else:
+            B[1, 0] = mpmath.mpc(-1, 0.5)
+        got, want = highprec.mp_matmul(A, B, transpose_a=transpose_a), (A.T if transpose_a else A) * B
+        assert all(got[i, j] == want[i, j] for i in range(2) for j in range(2))
+
+
+def test_mp_matmul_refuses_incompatible_shapes():
+    with highprec.working_precision(30):
+        with pytest.raises(ValueError, match=r"^dimensions not compatible for multiplication$"):
+            highprec.mp_matmul(_rand_mp(2, 3, 5), _rand_mp(2, 3, 6))
+
+
+def test_mp_matpow_powers_and_refusals():
+    with highprec.working_precision(30):
+        A = _rand_mp(3, 3, 7)
+        assert highprec.mp_matpow(A, 0) == mpmath.eye(3)
+        assert highprec.mp_matpow(A, 1) == A
+        assert highprec.mp_matpow(A, 3) == A**3
+        for bad in (-1, True, 1.0):
+            with pytest.raises(ValueError, match=r"^only non-negative integer exponents are supported, got "):
+                highprec.mp_matpow(A, bad)
+        with pytest.raises(ValueError, match=r"^only powers of square matrices are defined$"):
+            highprec.mp_matpow(_rand_mp(2, 3, 8), 2)
