@@ -133,6 +133,11 @@ SOURCES = {
         "fimtheory check-models --model smollm2 --scheme gguf-q4_k-or-q5_0 --scheme gguf-q5_k-or-q5_1 "
         "--scheme gguf-q6_k-or-q8_0 --scheme gguf-q8_0 --json results/check-models-smollm2-kquant-quick.json",
     ),
+    "verify-throughput": (
+        ["benchmarks/verify-thorough-throughput.json", "benchmarks/verify-thorough-throughput-plain-mpmath.json"],
+        "python -m benchmarks.verify_throughput full (and MPMATH_NOGMPY=1 python -m benchmarks.verify_throughput "
+        "full --out benchmarks/verify-thorough-throughput-plain-mpmath.json)",
+    ),
     "sharp-sc-real": (
         ["results/sharp-sc-real.json"],
         "fimtheory sharp-study sc --model byte-lm --model smollm2 --seed 0 --json results/sharp-sc-real.json",
@@ -872,6 +877,49 @@ def render_inflation_ci_design(path: str, command: str) -> list[str]:
     return lines
 
 
+def render_verify_throughput(name: str) -> list[str]:
+    """Wall and CPU seconds of the sharded thorough verification, one row per recorded run."""
+    paths, command = SOURCES[name]
+    rows = []
+    for path in paths:
+        doc = _load(path)
+        cpu = doc.get("cpu_seconds_per_shard") or {}
+        samples = doc.get("load_average_1min_samples_every_30s") or {}
+        rows.append(
+            [
+                doc.get("mpmath_backend"),
+                f"{_num(doc.get('wall_seconds'), 4)} s",
+                f"{_num(doc.get('target_seconds'), 3)} s",
+                "met" if doc.get("target_met_measured") else "missed",
+                ", ".join(f"{_num(v, 4)}" for v in cpu.values()),
+                f"{_num(samples.get('min'), 3)}–{_num(samples.get('max'), 3)}",
+                doc.get("merged_status"),
+                str(doc.get("git_head", ""))[:7],
+            ]
+        )
+    lines = [
+        "`fimtheory verify --profile thorough` (every claim at 10⁴ examples) as 2 `--shard I/2 "
+        "--seeds-per-claim 4` processes (threads 1) and `--merge`, on the project's 2-core machine with "
+        "nothing else running:",
+        "",
+    ]
+    lines += _table(
+        [
+            "mpmath backend",
+            "wall",
+            "target",
+            "",
+            "CPU s per shard (GNU time)",
+            "load (1 min, every 30 s)",
+            "merged",
+            "commit",
+        ],
+        rows,
+    )
+    lines += ["", "*Rendered from " + ", ".join(f"`{p}`" for p in paths) + f" (written by `{command}`).*"]
+    return lines
+
+
 def render_inflation_report(path: str, command: str) -> list[str]:
     """The report.md the inflation command writes, its headings moved two levels down."""
     with open(os.path.join(ROOT, path), encoding="utf-8") as fh:
@@ -1387,6 +1435,7 @@ RENDERERS = {
     "check-models-textgenrnn-quick": render_check_models_smollm2,
     "inflation-ci4": render_inflation_ci_design,
     "check-models-smollm2-kquant-quick": render_check_models_smollm2,
+    "verify-throughput": lambda path, command: render_verify_throughput("verify-throughput"),
     "sharp-sc-real": render_sharp_sc_real,
     "ab-tightness": render_ab_tightness,
     "streaming": render_streaming,
