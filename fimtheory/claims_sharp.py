@@ -52,6 +52,7 @@ import math
 
 import mpmath
 import numpy as np
+from mpmath import libmp
 
 from fimtheory import claims as _claims
 from fimtheory import spectral
@@ -573,6 +574,18 @@ def _t43b_sharp_like(inst: NoiseEnsemble, with_cubic: bool, with_quartic: bool) 
 
 
 def _t43b_sharp_like_mp(inst: NoiseEnsemble, dps, with_cubic: bool, with_quartic: bool):
+    """The T4.3b-S margin at ``dps`` digits of *result*: the margin divides a difference of O(λ1)
+    terms by a bound that can be far below λ1 (η ~ 1e-17 gives η³/γ² ~ 1e-51), so the working
+    precision is raised by the digits that division costs."""
+    value, ratio = _t43b_sharp_like_mp_at(inst, dps, with_cubic, with_quartic)
+    if ratio is None or ratio <= 1:
+        return value
+    extra = int(mpmath.ceil(mpmath.log10(ratio))) + 5
+    value, _ = _t43b_sharp_like_mp_at(inst, dps + extra, with_cubic, with_quartic)
+    return value
+
+
+def _t43b_sharp_like_mp_at(inst: NoiseEnsemble, dps, with_cubic: bool, with_quartic: bool):
     with working_precision(dps):
         F = mp_matrix(inst.F)
         eig = mp_eigh(F, dps, vectors=True)
@@ -592,10 +605,10 @@ def _t43b_sharp_like_mp(inst: NoiseEnsemble, dps, with_cubic: bool, with_quartic
         b = (b1 if with_cubic else 0) + (b2 if with_quartic else 0)
         eta_bar = max(eta3) ** (mpmath.mpf(1) / 3)
         if eta_bar == 0:
-            return mpmath.mpf(0)
+            return mpmath.mpf(0), None
         rem = mpmath.fsum(tops) / m - eig.lambda_max - mpmath.fsum(a2s) / m
         scale = b if b > 0 else eta_bar**3 / gap**2
-        return (rem + b) / scale
+        return (rem + b) / scale, (abs(eig.lambda_max) + 1) / scale
 
 
 def _t43b_sharp(inst):
@@ -742,13 +755,13 @@ def _iv_mean(xs):
 
 
 def _m_t43b_sharp_like(with_cubic: bool, with_quartic: bool):
-    def margin(inst):
+    def margin_at_current_precision(inst):
         from fimtheory import enclosures as enc
 
         _, te, a2s, etas, w2s, tops = _iv_ensemble(inst)
         eta_bar = enc.iv_max(etas)
         if enc.hi(eta_bar) == 0:
-            return mpmath.iv.mpf(0)
+            return mpmath.iv.mpf(0), None
         gap = te.gap
         b1, b2 = sharp_lower_terms(
             gap, _iv_mean([e**3 for e in etas]), _iv_mean([enc.iv_sq(w) for w in w2s]), sharp_constant(mpmath.iv)
@@ -757,10 +770,40 @@ def _m_t43b_sharp_like(with_cubic: bool, with_quartic: bool):
         b = (b1 if with_cubic else zero) + (b2 if with_quartic else zero)
         rem = _iv_mean(tops) - te.lam1 - _iv_mean(a2s)
         if enc.lo(b) > 0:
-            return enc.iv_div(rem + b, b, "the T4.3b-S bound")
-        if enc.hi(b) == 0:
-            return enc.iv_div(rem, eta_bar**3 / gap**2, "η̄³/γ²")
-        raise enc.EnclosureError("the sign of the bound (0 or > 0) is undecided")
+            denominator = b
+        elif enc.hi(b) == 0:
+            denominator = eta_bar**3 / gap**2
+        else:
+            raise enc.EnclosureError("the sign of the bound (0 or > 0) is undecided")
+        # rem is a difference of O(λ1) terms divided by a denominator that can be many orders
+        # below λ1 (η ~ 1e-17 gives η³/γ² ~ 1e-51): report how many digits that division costs
+        smallest = enc.lo(abs(denominator))
+        scale = (enc.hi(abs(te.lam1)) + 1) / smallest if smallest > 0 else None
+        return enc.iv_div(rem + (b if enc.lo(b) > 0 else zero), denominator, "the T4.3b-S bound"), scale
+
+    def margin(inst):
+        value, scale = margin_at_current_precision(inst)
+        if scale is None or scale <= 1:
+            return value
+        # precision adapted to the scale of the terms: the relative width of the result then
+        # matches the working precision instead of losing log10(scale) digits
+        extra = int(mpmath.ceil(mpmath.log10(scale))) + 5
+        old_mp, old_iv = mpmath.mp.dps, mpmath.iv.dps
+        mpmath.mp.dps, mpmath.iv.dps = old_mp + extra, old_iv + extra
+        try:
+            value, _ = margin_at_current_precision(inst)
+        finally:
+            mpmath.mp.dps, mpmath.iv.dps = old_mp, old_iv
+        # round the endpoints outward to the caller's precision: a later conversion at that
+        # precision would otherwise round them to nearest and could cut off the true value
+        a, b = value._mpi_
+        prec = mpmath.iv.prec
+        return mpmath.iv.mpf(
+            [
+                mpmath.mpf(libmp.mpf_pos(a, prec, libmp.round_floor)),
+                mpmath.mpf(libmp.mpf_pos(b, prec, libmp.round_ceiling)),
+            ]
+        )
 
     return margin
 

@@ -246,3 +246,19 @@ def test_interval_evaluator_encloses_the_mp_margin(sid):
 def test_stored_counterexample_replays(name):
     res = cx.replay_file(CORPUS / f"{name}.json")
     assert res.code == 0, res
+
+
+def test_t43b_sharp_enclosure_stays_tight_when_the_bound_is_tiny():
+    """η ~ 1e-17 makes the bound η³/γ² ~ 1e-51, far below λ1: the margin divides a difference of
+    O(λ1) terms by it. The enclosure must adapt its precision to that scale (at a fixed 50 digits
+    it was 3e-3 wide) and still contain the 80-digit margin."""
+    F = np.array([[0.1168187, 0.01686374], [0.01686374, 0.33832747]])
+    E = np.array([[-5.55111512e-17, -4.16333634e-17], [-4.16333634e-17, 0.0]])
+    inst = NoiseEnsemble(F=F, perturbations=(E, -E), t=1.0, origin="tiny rounding noise")
+    subj = _subject("T4.3b-S")
+    assert subj.evaluate(inst).hypotheses_met
+    lo, hi = subj.evaluate_iv(inst, 50)
+    m = subj.evaluate_mp(inst, 80)
+    assert lo <= m <= hi
+    width = hi - lo
+    assert width <= 1e-20 * max(1, abs(m))
