@@ -303,16 +303,21 @@ class _CotangentReadingDoubleBackward(torch.autograd.Function):
         return 2 * x * g * torch.sign(g + 1.0)
 
 
-def test_autodiff_lanczos_refuses_a_double_backward_that_reads_the_cotangent():
+def _autodiff_lanczos_through(fn):
+    """lambda_max_autodiff on a small Linear whose logits pass through the autograd.Function fn."""
     torch.manual_seed(4)
     lin = torch.nn.Linear(3, 2).double()
     x = torch.randn(5, 3, dtype=torch.float64)
 
     def logp():
-        return torch.log_softmax(_CotangentReadingDoubleBackward.apply(lin(x)), -1)[:, 0]
+        return torch.log_softmax(fn.apply(lin(x)), -1)[:, 0]
 
+    return lambda_max_autodiff(lin, logp, ("weight", "bias"))
+
+
+def test_autodiff_lanczos_refuses_a_double_backward_that_reads_the_cotangent():
     with pytest.raises(HypothesesNotMet, match="not finite"):
-        lambda_max_autodiff(lin, logp, ("weight", "bias"))
+        _autodiff_lanczos_through(_CotangentReadingDoubleBackward)
 
 
 def test_autodiff_lanczos_per_sample_classifier_and_unused_tensor():
@@ -359,15 +364,8 @@ class _NoDoubleBackward(_WrongDoubleBackward):
 
 @pytest.mark.parametrize("fn", [_WrongDoubleBackward, _NoDoubleBackward], ids=["wrong", "missing"])
 def test_autodiff_lanczos_refuses_a_bad_double_backward(fn):
-    torch.manual_seed(4)
-    lin = torch.nn.Linear(3, 2).double()
-    x = torch.randn(5, 3, dtype=torch.float64)
-
-    def logp():
-        return torch.log_softmax(fn.apply(lin(x)), -1)[:, 0]
-
     with pytest.raises(HypothesesNotMet, match="reverse-over-reverse|not differentiable"):
-        lambda_max_autodiff(lin, logp, ("weight", "bias"))
+        _autodiff_lanczos_through(fn)
 
 
 def test_autodiff_lanczos_bad_input():
