@@ -577,12 +577,34 @@ def _t43b_sharp_like_mp(inst: NoiseEnsemble, dps, with_cubic: bool, with_quartic
     """The T4.3b-S margin at ``dps`` digits of *result*: the margin divides a difference of O(λ1)
     terms by a bound that can be far below λ1 (η ~ 1e-17 gives η³/γ² ~ 1e-51), so the working
     precision is raised by the digits that division costs."""
-    value, ratio = _t43b_sharp_like_mp_at(inst, dps, with_cubic, with_quartic)
-    if ratio is None or ratio <= 1:
-        return value
-    extra = int(mpmath.ceil(mpmath.log10(ratio))) + 5
-    value, _ = _t43b_sharp_like_mp_at(inst, dps + extra, with_cubic, with_quartic)
+    extra = _t43b_scale_digits(inst, with_cubic, with_quartic)
+    value, ratio = _t43b_sharp_like_mp_at(inst, dps + extra, with_cubic, with_quartic)
+    needed = _digits_for_ratio(ratio)
+    if needed > extra:  # the float estimate of the bound was too coarse: one more pass
+        value, _ = _t43b_sharp_like_mp_at(inst, dps + needed, with_cubic, with_quartic)
     return value
+
+
+def _digits_for_ratio(ratio) -> int:
+    """Digits lost to dividing O(λ1) terms by a bound ``ratio`` times smaller (plus 5 guard)."""
+    if ratio is None or ratio <= 1:
+        return 0
+    return int(mpmath.ceil(mpmath.log10(ratio))) + 5
+
+
+def _t43b_scale_digits(inst: NoiseEnsemble, with_cubic: bool, with_quartic: bool) -> int:
+    """A float64 estimate of :func:`_digits_for_ratio` for the T4.3b-S margin, so the
+    high-precision evaluators usually need one pass (they re-check with the exact ratio)."""
+    p, _ = _ensemble_setup(inst)
+    if p is None:
+        return 0
+    gap, lam1 = float(p["eig"].gap), float(p["eig"].lambda_max)
+    b1, b2 = sharp_lower_terms(gap, float(np.mean(p["eta"] ** 3)), float(np.mean(p["w2"] ** 2)), sharp_constant())
+    b = (b1 if with_cubic else 0.0) + (b2 if with_quartic else 0.0)
+    scale = b if b > 0 else float(p["eta"].max()) ** 3 / gap**2
+    if not (scale > 0 and math.isfinite(scale)):
+        return 0
+    return _digits_for_ratio(mpmath.mpf(abs(lam1) + 1) / mpmath.mpf(scale))
 
 
 def _t43b_sharp_like_mp_at(inst: NoiseEnsemble, dps, with_cubic: bool, with_quartic: bool):
@@ -781,19 +803,22 @@ def _m_t43b_sharp_like(with_cubic: bool, with_quartic: bool):
         scale = (enc.hi(abs(te.lam1)) + 1) / smallest if smallest > 0 else None
         return enc.iv_div(rem + (b if enc.lo(b) > 0 else zero), denominator, "the T4.3b-S bound"), scale
 
-    def margin(inst):
-        value, scale = margin_at_current_precision(inst)
-        if scale is None or scale <= 1:
-            return value
-        # precision adapted to the scale of the terms: the relative width of the result then
-        # matches the working precision instead of losing log10(scale) digits
-        extra = int(mpmath.ceil(mpmath.log10(scale))) + 5
+    def at_extra_digits(inst, extra):
         old_mp, old_iv = mpmath.mp.dps, mpmath.iv.dps
         mpmath.mp.dps, mpmath.iv.dps = old_mp + extra, old_iv + extra
         try:
-            value, _ = margin_at_current_precision(inst)
+            return margin_at_current_precision(inst)
         finally:
             mpmath.mp.dps, mpmath.iv.dps = old_mp, old_iv
+
+    def margin(inst):
+        # precision adapted to the scale of the terms: the relative width of the result then
+        # matches the working precision instead of losing log10(scale) digits
+        extra = _t43b_scale_digits(inst, with_cubic, with_quartic)
+        value, scale = at_extra_digits(inst, extra)
+        needed = _digits_for_ratio(scale)
+        if needed > extra:
+            value, _ = at_extra_digits(inst, needed)
         # round the endpoints outward to the caller's precision: a later conversion at that
         # precision would otherwise round them to nearest and could cut off the true value
         a, b = value._mpi_
