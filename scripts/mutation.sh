@@ -116,7 +116,8 @@ fi
 # process (mutmut's trampolines read MUTANT_UNDER_TEST at every call). A mutant of a function
 # that runs only at import (a factory building an evaluator) is active only when set before
 # the import: MUT_FRESH=1 runs every mutant in a fresh process instead. Prints one line per
-# mutant, "killed" or "SURVIVED"; exits 1 if the original fails or a mutant survives.
+# mutant, "killed" or "SURVIVED"; exits 1 if the original fails or a mutant survives. Each
+# result is appended to WORKDIR/kill-checks.jsonl (read by scripts/mutation_ledger.py).
 # A selection 'auto [FILES]' runs, per mutant, the tests the run's stats pass recorded for the
 # mutated function (what mutmut itself runs) plus FILES.
 if [ "${1:-}" = "check" ]; then
@@ -156,12 +157,27 @@ def passes(name):
     os.environ["MUTANT_UNDER_TEST"] = name
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return pytest.main(args) == 0
+import datetime, glob, hashlib, json as _json
+# Every kill check is appended to ../kill-checks.jsonl (the run directory): the mutant, the
+# selection, the result and the digests of the killer files used, so that
+# scripts/mutation_ledger.py can count a survivor as killed only by a recorded check.
+killers = {os.path.relpath(f, "."): hashlib.sha256(open(f, "rb").read()).hexdigest()
+           for f in sorted(glob.glob("tests/test_mutation_killers*.py"))}
+def record(mutant, result):
+    line = {"mutant": mutant, "result": result, "selection": sys.argv[1], "fresh": fresh,
+            "utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "killers_sha256": killers}
+    with open(os.path.join("..", "kill-checks.jsonl"), "a") as fh:
+        fh.write(_json.dumps(line, ensure_ascii=False) + "\n")
 if not passes(""):
+    record("", "original-fails")
     print(f"original: FAILS ({' '.join(sel)})"); sys.exit(1)
+record("", "original-passes")
 print("original: passes")
 rc = 0
 for m in mutants:
     ok = passes(m)
+    record(m, "survived" if ok else "killed")
     print(f"{m}: {'SURVIVED' if ok else 'killed'}", flush=True)
     rc |= ok
 sys.exit(rc)

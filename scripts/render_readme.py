@@ -160,6 +160,11 @@ SOURCES = {
         '--sizes-for "byte-lm-all:128,512,2048;gpt2-all:128,512,2048" '
         '--skip-at "2048:power,kron,kron_lanczos" --repeats 5 --min-repeats 3 --case-budget 60',
     ),
+    "mutation": (
+        ["results/mutation"],
+        "python scripts/mutation_ledger.py collect MODULE RUN_DIR… --equivalent results/mutation/equivalent/NAME.json "
+        "(one file per module, from the runs of scripts/mutation.sh and their recorded kill checks)",
+    ),
     "claims-code": (
         ["fimtheory/claims.py"],
         "the claim registry fimtheory.claims.REGISTRY",
@@ -1419,7 +1424,52 @@ def render_streaming(path: str, command: str) -> list[str]:
     return lines
 
 
+def render_mutation(path: str, command: str) -> list[str]:
+    entries = []
+    for f in sorted(os.listdir(path)):
+        if f.endswith(".json"):
+            entries.append(_load(os.path.join(path, f)))
+    entries.sort(key=lambda e: e["module"])
+    rows = []
+    for e in entries:
+        c = e["counts"]
+        run = e["runs"][-1]
+        heads = sorted({r.get("head", "?") for r in e["runs"]})
+        wall = sum(int(r.get("wall_s", 0)) for r in e["runs"])
+        rows.append(
+            [
+                f"`{e['module']}`",
+                f"{c['mutants']:,}",
+                f"{c['checked']:,}",
+                f"{c['killed_by_run'] + c['killed_by_checked_tests']:,} "
+                f"({c['killed_by_run']:,} + {c['killed_by_checked_tests']:,})",
+                c["equivalent"],
+                c["open"],
+                c["not_reached"],
+                f"**{_pct(c['score'])}**",
+                _pct(c["score_excluding_equivalent"]),
+                f"{', '.join(heads)}{' (changed since)' if e.get('changed_since_run') else ''}",
+                f"{len(e['runs'])} run(s), {wall / 60:.0f} min wall, group {run.get('group')}",
+            ]
+        )
+    lines = [
+        "Per module, from the committed ledger `results/mutation/*.json`: **killed** = killed by the mutmut run "
+        "(timeouts included) + survivors killed by a kill check recorded by `scripts/mutation.sh check` (the "
+        "selection passed on the original and failed with the mutant active); **equivalent** = survivors with a "
+        "written argument (`results/mutation/equivalent/`); **score** = killed / checked, and with the equivalent "
+        "mutants counted out. A module marked *changed since* was edited after its run: the score is that of "
+        "the version the run mutated.",
+        "",
+    ]
+    head = ["module", "mutants", "checked", "killed (run + checks)", "equivalent", "open", "not reached"]
+    head += ["score", "excl. equiv.", "HEAD of the run", "runs"]
+    lines += _table(head, rows)
+    lines += ["", _source_line(path, command)]
+    return lines
+
+
 RENDERERS = {
+    "mutation": render_mutation,
     "verify-quick": render_verify,
     "verify-thorough": render_verify,
     "counterexamples": render_counterexamples,

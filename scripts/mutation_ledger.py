@@ -1,0 +1,265 @@
+"""The mutation ledger: per-module mutation scores as committed results.
+
+A mutation run (``scripts/mutation.sh``) leaves in its work directory the mutants' ``.meta``
+files (mutmut's exit code per mutant), ``run-info.txt`` (group, HEAD, start/end, wall seconds)
+and ``kill-checks.jsonl`` (every ``scripts/mutation.sh check``: mutant, pytest selection,
+result, digests of the killer files). ``collect`` turns the runs of one module into
+``results/mutation/<module>.json`` (e.g. ``properties.certify.json``):
+
+* every mutant's status in the run (killed, timeout, survived, no tests, not checked, …);
+* for each survivor, its disposition: **killed** by a recorded kill check (the selection passed
+  on the original and failed with the mutant active, in the same ``check`` invocation),
+  **equivalent** (the argument, from a committed equivalents file), or **open**;
+* the counts and the score: killed (by the run or by a recorded check) / checked, and the same
+  with the equivalent mutants counted out.
+
+A survivor counts as killed only through a recorded check: nothing is entered by hand. The
+README region ``mutation`` and ``tests/test_mutation_ledger.py`` read these files.
+
+Usage::
+
+    python scripts/mutation_ledger.py collect properties/certify.py RUN_DIR [RUN_DIR ...] \\
+        [--equivalent results/mutation/equivalent/properties.certify.json] [--out results/mutation/properties.certify.json]
+    python scripts/mutation_ledger.py table            # per-module table of the committed ledger
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LEDGER_DIR = os.path.join(ROOT, "results", "mutation")
+
+#: mutmut 3's exit codes in the ``.meta`` files (as ``scripts/mutation.sh score`` reads them)
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    36: "timeout",
+    -24: "timeout",
+    24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    None: "not checked",
+}
+SURVIVING = ("survived", "no tests")
+
+
+class LedgerError(Exception):
+    """A run directory or an equivalents file cannot back a ledger entry."""
+
+
+def module_name(path: str) -> str:
+    """``properties/certify.py`` -> ``properties.certify`` (mutmut's prefix of its mutant names)."""
+    if not path.endswith(".py"):
+        raise LedgerError(f"{path!r} is not a Python module path")
+    return path[: -len(".py")].replace("/", ".")
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def read_run_info(run_dir: str) -> dict:
+    path = os.path.join(run_dir, "run-info.txt")
+    if not os.path.exists(path):
+        raise LedgerError(f"{run_dir}: no run-info.txt (an unfinished run, or not one of scripts/mutation.sh)")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read().strip()
+    info = dict(re.findall(r"(\w+)=(\S+)", text.split(" filter=")[0]))
+    info["filter"] = text.split(" filter=", 1)[1] if " filter=" in text else "all"
+    return info
+
+
+def run_statuses(run_dir: str, module: str) -> dict[str, str]:
+    """Mutant name -> status, for the mutants of ``module`` in the run's ``.meta`` files."""
+    out = {}
+    prefix = module + ".x"
+    for meta in glob.glob(os.path.join(run_dir, "mutants", "**", "*.py.meta"), recursive=True):
+        with open(meta, encoding="utf-8") as fh:
+            codes = json.load(fh)["exit_code_by_key"]
+        for key, code in codes.items():
+            if key.startswith(prefix):
+                out[key] = STATUS.get(code, "suspicious")
+    return out
+
+
+def recorded_kills(run_dir: str) -> dict[str, dict]:
+    """Mutant -> the first recorded check that killed it (after its original passed)."""
+    path = os.path.join(run_dir, "kill-checks.jsonl")
+    kills: dict[str, dict] = {}
+    if not os.path.exists(path):
+        return kills
+    original_ok = False
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if rec["mutant"] == "":
+                original_ok = rec["result"] == "original-passes"
+                continue
+            if original_ok and rec["result"] == "killed" and rec["mutant"] not in kills:
+                kills[rec["mutant"]] = {"selection": rec["selection"], "utc": rec["utc"], "fresh": rec["fresh"]}
+    return kills
+
+
+def _selection_files(selection: str) -> list[str]:
+    return [t.split("::")[0] for t in selection.split() if t.startswith("tests/") and ".py" in t]
+
+
+def collect(module_path: str, run_dirs: list[str], equivalent_path: str | None = None) -> dict:
+    """The ledger entry of ``module_path`` from ``run_dirs`` (later runs take precedence per mutant)."""
+    if not run_dirs:
+        raise LedgerError("collect needs at least one run directory")
+    module = module_name(module_path)
+    statuses: dict[str, str] = {}
+    kills: dict[str, dict] = {}
+    runs, shas = [], set()
+    for d in run_dirs:
+        info = read_run_info(d)
+        src = os.path.join(d, module_path)
+        if not os.path.exists(src):
+            raise LedgerError(f"{d}: the run's copy has no {module_path}")
+        shas.add(_sha256(src))
+        st = run_statuses(d, module)
+        if not st:
+            raise LedgerError(f"{d}: no mutants of {module} in this run")
+        statuses.update({k: v for k, v in st.items() if v != "not checked" or k not in statuses})
+        for k, v in recorded_kills(d).items():
+            kills.setdefault(k, v)
+        runs.append({"dir": os.path.basename(os.path.normpath(d)), **info, "mutants_of_module": len(st)})
+    if len(shas) != 1:
+        raise LedgerError(f"the runs mutated different versions of {module_path}; collect runs of one version")
+    equivalent = {}
+    if equivalent_path:
+        with open(equivalent_path, encoding="utf-8") as fh:
+            equivalent = json.load(fh)
+        unknown = sorted(set(equivalent) - set(statuses))
+        if unknown:
+            raise LedgerError(f"{equivalent_path}: not mutants of {module}: {', '.join(unknown[:5])}")
+        for m, arg in equivalent.items():
+            if statuses[m] not in SURVIVING:
+                raise LedgerError(f"{equivalent_path}: {m} is {statuses[m]!r} in the run, not a survivor")
+            if not (isinstance(arg, str) and arg.strip()):
+                raise LedgerError(f"{equivalent_path}: {m} has no argument")
+    survivors = {}
+    for m in sorted(statuses, key=_natural):
+        st = statuses[m]
+        if st not in SURVIVING:
+            continue
+        if m in kills:
+            survivors[m] = {"run": st, "disposition": "killed", **kills[m]}
+        elif m in equivalent:
+            survivors[m] = {"run": st, "disposition": "equivalent", "argument": equivalent[m]}
+        else:
+            survivors[m] = {"run": st, "disposition": "open"}
+    head = runs[-1].get("head", "")
+    changed = None
+    if head:
+        r = subprocess.run(["git", "-C", ROOT, "diff", "--quiet", head, "HEAD", "--", module_path], capture_output=True)
+        changed = {0: False, 1: True}.get(r.returncode)
+    entry = {
+        "module": module_path,
+        "source_sha256": shas.pop(),
+        "changed_since_run": changed,
+        "runs": runs,
+        "run_status_counts": dict(collections.Counter(statuses.values())),
+        "survivors": survivors,
+    }
+    entry["counts"] = counts(entry)
+    return entry
+
+
+def _natural(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def counts(entry: dict) -> dict:
+    """Mutants, checked, killed (run / checks), equivalent, open, not reached and the two scores."""
+    rs = collections.Counter(entry["run_status_counts"])
+    disp = collections.Counter(s["disposition"] for s in entry["survivors"].values())
+    total = sum(rs.values())
+    not_reached = rs["not checked"] + rs["skipped"]
+    checked = total - not_reached
+    killed_run = rs["killed"] + rs["timeout"]
+    killed = killed_run + disp["killed"]
+    eq = disp["equivalent"]
+    return {
+        "mutants": total,
+        "checked": checked,
+        "killed_by_run": killed_run,
+        "killed_by_checked_tests": disp["killed"],
+        "equivalent": eq,
+        "open": disp["open"],
+        "suspicious": rs["suspicious"],
+        "not_reached": not_reached,
+        "score": killed / checked if checked else None,
+        "score_excluding_equivalent": killed / (checked - eq) if checked - eq else None,
+    }
+
+
+def load_ledger(directory: str = LEDGER_DIR) -> list[dict]:
+    out = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        with open(path, encoding="utf-8") as fh:
+            out.append(json.load(fh))
+    return out
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def table(directory: str = LEDGER_DIR) -> list[str]:
+    """The README region's table (``scripts/render_readme.py``) of the ledger in ``directory``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_readme", os.path.join(ROOT, "scripts", "render_readme.py"))
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    return render.render_mutation(directory, "python scripts/mutation_ledger.py collect …")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mutation_ledger", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect", help="write results/mutation/<name>.json from run directories")
+    c.add_argument("module", help="the mutated module, e.g. properties/certify.py")
+    c.add_argument("runs", nargs="+", help="run directories of scripts/mutation.sh")
+    c.add_argument("--equivalent", help="JSON object: mutant -> the argument that it is equivalent")
+    c.add_argument("--out", help="output path (default results/mutation/<dotted module>.json)")
+    sub.add_parser("table", help="print the per-module table of the committed ledger")
+    a = p.parse_args(argv)
+    try:
+        if a.cmd == "collect":
+            out = a.out or os.path.join(LEDGER_DIR, module_name(a.module) + ".json")
+            outdir = os.path.dirname(os.path.abspath(out))
+            if not os.path.isdir(outdir) or not os.access(outdir, os.W_OK):
+                raise LedgerError(f"cannot write {out}: {outdir} is not a writable directory")
+            entry = collect(a.module, a.runs, a.equivalent)
+            with open(out, "w", encoding="utf-8") as fh:
+                json.dump(entry, fh, indent=1, ensure_ascii=False)
+                fh.write("\n")
+            c = entry["counts"]
+            print(f"{out}: {c['checked']}/{c['mutants']} checked, score {_pct(c['score'])}, {c['open']} open")
+        else:
+            print("\n".join(table()))
+    except (LedgerError, OSError, json.JSONDecodeError) as exc:
+        print(f"mutation_ledger: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The mutation ledger (``scripts/mutation_ledger.py``): scores only from recorded evidence.
+
+Two parts: ``collect`` on synthetic run directories laid out as ``scripts/mutation.sh`` leaves
+them (counts worked out by hand below), and the committed ledger ``results/mutation/*.json``,
+whose counts must follow from its own per-mutant records and whose kill checks must name test
+files that exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("mutation_ledger", os.path.join(ROOT, "scripts", "mutation_ledger.py"))
+L = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(L)
+
+MOD = "pkg/mod.py"
+
+
+def _run_dir(tmp_path, name, codes, *, source="def f():\n    return 1\n", checks=(), head="abc1234"):
+    d = tmp_path / name
+    (d / "pkg").mkdir(parents=True)
+    (d / "pkg" / "mod.py").write_text(source)
+    (d / "mutants" / "pkg").mkdir(parents=True)
+    (d / "mutants" / "pkg" / "mod.py.meta").write_text(json.dumps({"exit_code_by_key": codes}))
+    (d / "run-info.txt").write_text(
+        f"group=g head={head} start=2026-12-01T10:00:00Z end=2026-12-01T10:10:00Z wall_s=600 children=1 filter=all\n"
+    )
+    if checks:
+        with open(d / "kill-checks.jsonl", "w") as fh:
+            for mutant, result in checks:
+                rec = {"mutant": mutant, "result": result, "selection": "tests/test_k.py -k x", "fresh": False}
+                fh.write(json.dumps({**rec, "utc": "2026-12-01T11:00:00Z", "killers_sha256": {}}) + "\n")
+    return str(d)
+
+
+def _m(i):
+    return f"pkg.mod.x_f__mutmut_{i}"
+
+
+CODES = {_m(1): 1, _m(2): 0, _m(3): 0, _m(4): 0, _m(5): 36, _m(6): None, _m(7): 33, _m(8): 3}
+
+
+def test_counts_from_run_checks_and_equivalents(tmp_path):
+    checks = [("", "original-passes"), (_m(2), "killed"), (_m(3), "survived")]
+    d = _run_dir(tmp_path, "r", CODES, checks=checks)
+    eq = tmp_path / "eq.json"
+    eq.write_text(json.dumps({_m(4): "reads the same value"}))
+    e = L.collect(MOD, [d], str(eq))
+    c = e["counts"]
+    # 8 mutants; _6 not checked -> 7 checked; run kills _1, _8 and the timeout _5 -> 3;
+    # survivors _2 (checked kill), _3 (check survived: open), _4 (equivalent), _7 (no tests: open).
+    assert (c["mutants"], c["checked"], c["not_reached"]) == (8, 7, 1)
+    assert (c["killed_by_run"], c["killed_by_checked_tests"], c["equivalent"], c["open"]) == (3, 1, 1, 2)
+    assert c["score"] == pytest.approx(4 / 7)
+    assert c["score_excluding_equivalent"] == pytest.approx(4 / 6)
+    assert e["survivors"][_m(2)]["disposition"] == "killed"
+    assert e["survivors"][_m(3)]["disposition"] == "open"
+    assert e["survivors"][_m(7)] == {"run": "no tests", "disposition": "open"}
+    assert e["survivors"][_m(4)]["argument"] == "reads the same value"
+
+
+def test_a_kill_after_a_failing_original_does_not_count(tmp_path):
+    checks = [("", "original-fails"), (_m(2), "killed"), ("", "original-passes"), (_m(3), "killed")]
+    e = L.collect(MOD, [_run_dir(tmp_path, "r", CODES, checks=checks)])
+    assert e["survivors"][_m(2)]["disposition"] == "open"
+    assert e["survivors"][_m(3)]["disposition"] == "killed"
+
+
+def test_later_runs_fill_in_mutants_not_reached(tmp_path):
+    a = _run_dir(tmp_path, "a", {_m(1): 1, _m(2): None, _m(3): None})
+    b = _run_dir(tmp_path, "b", {_m(1): None, _m(2): 0, _m(3): 1})
+    c = L.collect(MOD, [a, b])["counts"]
+    assert (c["checked"], c["killed_by_run"], c["open"], c["not_reached"]) == (3, 2, 1, 0)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no-run-info",
+        "other-module-version",
+        "equivalent-not-a-survivor",
+        "equivalent-unknown",
+        "equivalent-without-argument",
+        "no-mutants",
+    ],
+)
+def test_bad_input_is_refused(tmp_path, case):
+    d = _run_dir(tmp_path, "r", CODES)
+    eq = None
+    runs = [d]
+    if case == "no-run-info":
+        os.remove(os.path.join(d, "run-info.txt"))
+    elif case == "other-module-version":
+        runs.append(_run_dir(tmp_path, "r2", CODES, source="def f():\n    return 2\n"))
+    elif case.startswith("equivalent"):
+        eq = tmp_path / "eq.json"
+        arg = {"equivalent-not-a-survivor": {_m(1): "x"}, "equivalent-unknown": {_m(99): "x"}}
+        eq.write_text(json.dumps(arg.get(case, {_m(2): " "})))
+    elif case == "no-mutants":
+        runs = [_run_dir(tmp_path, "r3", {"other.mod.x_g__mutmut_1": 1})]
+    with pytest.raises(L.LedgerError):
+        L.collect(MOD, runs, str(eq) if eq else None)
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert L.main(["collect", MOD, str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mutation_ledger: ")
+    d = _run_dir(tmp_path, "r", CODES)
+    assert L.main(["collect", MOD, d, "--out", str(tmp_path / "no" / "such" / "dir" / "x.json")]) == 2
+
+
+# ----------------------------------------------------------------------------- committed ledger
+
+LEDGER = sorted(f for f in os.listdir(L.LEDGER_DIR) if f.endswith(".json")) if os.path.isdir(L.LEDGER_DIR) else []
+
+
+@pytest.mark.parametrize("name", LEDGER)
+def test_committed_ledger_counts_follow_from_its_records(name):
+    with open(os.path.join(L.LEDGER_DIR, name), encoding="utf-8") as fh:
+        e = json.load(fh)
+    assert e["counts"] == L.counts(e)
+    rs = e["run_status_counts"]
+    assert sum(rs.values()) == e["counts"]["mutants"]
+    assert all(r["mutants_of_module"] == e["counts"]["mutants"] for r in e["runs"])
+    assert len(e["survivors"]) == sum(rs.get(s, 0) for s in L.SURVIVING)
+    for m, s in e["survivors"].items():
+        assert m.startswith(L.module_name(e["module"]) + ".x")
+        assert s["disposition"] in ("killed", "equivalent", "open")
+        if s["disposition"] == "killed":
+            files = L._selection_files(s["selection"])
+            assert files, f"{m}: the kill check names no test file: {s['selection']!r}"
+            for f in files:
+                assert os.path.exists(os.path.join(ROOT, f)), f"{m}: killer file {f} is not in the repository"
+        if s["disposition"] == "equivalent":
+            assert s["argument"].strip()
+    current = L._sha256(os.path.join(ROOT, e["module"]))
+    if current != e["source_sha256"]:
+        assert e["changed_since_run"], f"{e['module']} differs from the version its runs mutated: mark it changed"
+
+
+def test_committed_ledger_has_one_file_per_module():
+    modules = []
+    for name in LEDGER:
+        with open(os.path.join(L.LEDGER_DIR, name), encoding="utf-8") as fh:
+            modules.append(json.load(fh)["module"])
+    assert len(modules) == len(set(modules))
