@@ -19,7 +19,8 @@ README region ``mutation`` and ``tests/test_mutation_ledger.py`` read these file
 Usage::
 
     python scripts/mutation_ledger.py collect properties/certify.py RUN_DIR [RUN_DIR ...] \\
-        [--equivalent results/mutation/equivalent/properties.certify.json] [--out results/mutation/properties.certify.json]
+        [--equivalent results/mutation/equivalent/properties.certify.json] \\
+        [--out results/mutation/properties.certify.json]
     python scripts/mutation_ledger.py table            # per-module table of the committed ledger
 """
 
