@@ -138,6 +138,18 @@ def top_eig_warm(
     (value, vector, iterations, converged)
         ``vector`` is a unit Ritz vector; if not converged the caller should fall back
         to a dense eigensolver.
+
+    Notes
+    -----
+    When the Krylov space of the start becomes invariant before it spans the whole space
+    (a start orthogonal to the range of K, or to the top eigenvector), its Ritz values are
+    eigenvalues of K with a zero residual but need not include the largest one. There the
+    rest of the spectrum is bounded by ‖K restricted to the orthogonal complement‖_F =
+    (‖K‖_F² − ‖T‖_F²)^½ (T the tridiagonal matrices so far); when that bound is above the
+    best Ritz value, Lanczos restarts from a seeded random vector orthogonal to the space
+    spanned so far, in the same step budget. The result is the largest Ritz value of all
+    restarts; a restarted run is converged when the current block's top Ritz pair meets the
+    residual test, i.e. with the same standard as Lanczos from any start.
     """
     t = K.shape[0]
     if start is None or float(torch.linalg.vector_norm(start)) == 0.0:
@@ -145,11 +157,15 @@ def top_eig_warm(
     q = start / torch.linalg.vector_norm(start)
     m = min(t, max(1, int(max_iter)))
     Q = torch.zeros(m, t, dtype=K.dtype, device=K.device)
-    alphas: list[float] = []
+    alphas: list[float] = []  # the current block's tridiagonal matrix
     betas: list[float] = []
     scale = float(torch.linalg.matrix_norm(K, ord="fro"))
     if scale == 0.0:
         return 0.0, q, 0, True
+    first = 0  # first Lanczos vector of the current block (a restart begins a new block)
+    kept: tuple[float, torch.Tensor, float] | None = None  # best Ritz pair of finished blocks, its residual
+    kept_frob2 = 0.0  # ‖T‖_F² of the finished (invariant) blocks
+    rng = None
     theta, y = 0.0, q
     for k in range(m):
         Q[k] = q
@@ -160,23 +176,43 @@ def top_eig_warm(
             w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
         beta = float(torch.linalg.vector_norm(w))
         T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if k > 0:
+        if betas:
             off = torch.tensor(betas, dtype=torch.float64)
             T = T + torch.diag(off, 1) + torch.diag(off, -1)
         ev, evec = torch.linalg.eigh(T)
         theta = float(ev[-1])
         s = evec[:, -1].to(device=K.device, dtype=K.dtype)
-        y = Q[: k + 1].T @ s
+        y = Q[first : k + 1].T @ s
         y = y / torch.linalg.vector_norm(y)
         res = float(torch.linalg.vector_norm(K @ y - theta * y))
-        if res <= tol * max(abs(theta), 1e-300):
-            return theta, y, k + 1, True
-        if beta <= 1e-14 * scale or k + 1 == t:
-            # invariant subspace or the whole space spanned: Ritz value is exact up to
-            # rounding, but the residual test above failed, so report non-convergence
-            return theta, y, k + 1, res <= 1e3 * tol * max(abs(theta), 1e-300)
+        best, best_y, best_res = theta, y, res
+        if kept is not None and kept[0] > theta:
+            best, best_y, best_res = kept
+        invariant = beta <= 1e-14 * scale and k + 1 < t
+        if not invariant and res <= tol * max(abs(theta), 1e-300):
+            return best, best_y, k + 1, True
+        if k + 1 == t:
+            # the whole space spanned: Ritz value exact up to rounding, but the residual test
+            # above failed, so report non-convergence
+            return best, best_y, k + 1, best_res <= 1e3 * tol * max(abs(best), 1e-300)
+        if invariant:
+            kept = (best, best_y, best_res)
+            kept_frob2 += sum(a * a for a in alphas) + 2.0 * sum(b * b for b in betas)
+            rest = (max(scale * scale - kept_frob2, 0.0)) ** 0.5
+            if rest <= best:  # every eigenvalue outside the spanned space is ≤ rest ≤ best
+                return best, best_y, k + 1, best_res <= 1e3 * tol * max(abs(best), 1e-300)
+            if rng is None:
+                rng = torch.Generator().manual_seed(0)
+            w = torch.randn(t, generator=rng, dtype=torch.float64).to(device=K.device, dtype=K.dtype)
+            for _ in range(2):
+                w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
+            first, alphas, betas = k + 1, [], []
+            q = w / torch.linalg.vector_norm(w)
+            continue
         betas.append(beta)
         q = w / beta
+    if kept is not None and kept[0] > theta:
+        return kept[0], kept[1], m, False
     return theta, y, m, False
 
 
