@@ -22,6 +22,7 @@ Usage::
         [--equivalent results/mutation/equivalent/properties.certify.json] \\
         [--out results/mutation/properties.certify.json]
     python scripts/mutation_ledger.py table            # per-module table of the committed ledger
+    python scripts/mutation_ledger.py recheck results/mutation/properties.certify.json  # re-run its kill checks
 """
 
 from __future__ import annotations
@@ -111,7 +112,12 @@ def recorded_kills(run_dir: str) -> dict[str, dict]:
                 original_ok = rec["result"] == "original-passes"
                 continue
             if original_ok and rec["result"] == "killed" and rec["mutant"] not in kills:
-                kills[rec["mutant"]] = {"selection": rec["selection"], "utc": rec["utc"], "fresh": rec["fresh"]}
+                kills[rec["mutant"]] = {
+                    "selection": rec["selection"],
+                    "utc": rec["utc"],
+                    "fresh": rec["fresh"],
+                    "check_dir": os.path.basename(os.path.normpath(run_dir)),
+                }
     return kills
 
 
@@ -232,6 +238,25 @@ def table(directory: str = LEDGER_DIR) -> list[str]:
     return render.render_mutation(directory, "python scripts/mutation_ledger.py collect …")
 
 
+def recheck(entry: dict, runs_root: str = "/tmp") -> int:
+    """Re-run every recorded kill check of ``entry`` (``scripts/mutation.sh check``, grouped by
+    selection); 0 when the originals pass and every mutant is killed again."""
+    groups = collections.defaultdict(list)
+    for m, s in entry["survivors"].items():
+        if s["disposition"] == "killed":
+            groups[(s["check_dir"], s["selection"], s["fresh"])].append(m)
+    rc = 0
+    for (d, sel, fresh), mutants in sorted(groups.items()):
+        run_dir = os.path.join(runs_root, d)
+        if not os.path.isdir(os.path.join(run_dir, "mutants")):
+            raise LedgerError(f"{run_dir}: no such run directory (re-run the module's runs first)")
+        env = dict(os.environ, MUT_FRESH="1" if fresh else "0")
+        cmd = [os.path.join(ROOT, "scripts", "mutation.sh"), "check", run_dir, sel, *mutants]
+        print(f"check {d} {sel!r}: {len(mutants)} mutant(s)", flush=True)
+        rc |= subprocess.run(cmd, env=env).returncode
+    return rc
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mutation_ledger", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -241,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--equivalent", help="JSON object: mutant -> the argument that it is equivalent")
     c.add_argument("--out", help="output path (default results/mutation/<dotted module>.json)")
     sub.add_parser("table", help="print the per-module table of the committed ledger")
+    r = sub.add_parser("recheck", help="re-run the recorded kill checks of a ledger file")
+    r.add_argument("ledger", help="results/mutation/<module>.json")
+    r.add_argument("--runs-root", default="/tmp", help="where the run directories are (default /tmp)")
     a = p.parse_args(argv)
     try:
         if a.cmd == "collect":
@@ -254,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                 fh.write("\n")
             c = entry["counts"]
             print(f"{out}: {c['checked']}/{c['mutants']} checked, score {_pct(c['score'])}, {c['open']} open")
+        elif a.cmd == "recheck":
+            with open(a.ledger, encoding="utf-8") as fh:
+                return recheck(json.load(fh), a.runs_root)
         else:
             print("\n".join(table()))
     except (LedgerError, OSError, json.JSONDecodeError) as exc:

@@ -1464,7 +1464,23 @@ def render_mutation(path: str, command: str) -> list[str]:
     head = ["module", "mutants", "checked", "killed (run + checks)", "equivalent", "open", "not reached"]
     head += ["score", "excl. equiv.", "HEAD of the run", "runs"]
     lines += _table(head, rows)
-    lines += ["", _source_line(path, command)]
+    lines += ["", "Reproduce a row (each run on a `git archive` copy of HEAD, then the recorded kill checks):", ""]
+    lines += ["```bash"]
+    for e in entries:
+        lines.append(f"# {e['module']}")
+        dirs = []
+        for r in e["runs"]:
+            group = "" if r.get("group") in (None, "core") else f" --group {r['group']}"
+            filt = "" if r.get("filter", "all") == "all" else " " + " ".join(f"'{g}'" for g in r["filter"].split())
+            lines.append(f"MUT_CHILDREN=1 MUT_WORKDIR=/tmp/{r['dir']} scripts/mutation.sh{group}{filt}")
+            dirs.append(f"/tmp/{r['dir']}")
+        dotted = e["module"][:-3].replace("/", ".")
+        eq = f" --equivalent results/mutation/equivalent/{dotted}.json"
+        eq = eq if e["counts"]["equivalent"] else ""
+        lines.append(f"python scripts/mutation_ledger.py collect {e['module']} {' '.join(dirs)}{eq}")
+        if e["counts"]["killed_by_checked_tests"]:
+            lines.append(f"python scripts/mutation_ledger.py recheck results/mutation/{dotted}.json")
+    lines += ["```", "", _source_line(path, command)]
     return lines
 
 

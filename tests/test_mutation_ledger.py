@@ -151,3 +151,11 @@ def test_committed_ledger_has_one_file_per_module():
         with open(os.path.join(L.LEDGER_DIR, name), encoding="utf-8") as fh:
             modules.append(json.load(fh)["module"])
     assert len(modules) == len(set(modules))
+
+
+def test_recheck_refuses_a_missing_run_directory(tmp_path):
+    checks = [("", "original-passes"), (_m(2), "killed")]
+    e = L.collect(MOD, [_run_dir(tmp_path, "r", CODES, checks=checks)])
+    assert e["survivors"][_m(2)]["check_dir"] == "r"
+    with pytest.raises(L.LedgerError, match="no such run directory"):
+        L.recheck(e, str(tmp_path / "elsewhere"))
