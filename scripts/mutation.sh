@@ -216,7 +216,7 @@ if group:
         cp.set("mutmut", key, value)
 key = "pytest_add_cli_args_test_selection"
 tests = [t for t in cp.get("mutmut", key).split("\n") if t.strip()]
-cp.set("mutmut", key, "\n" + "\n".join(t for t in tests if os.path.exists(t)))
+cp.set("mutmut", key, "\n" + "\n".join(t for t in tests if t.startswith("-") or os.path.exists(t)))  # "-…": pytest options (--deselect=…)
 for s in [s for s in cp.sections() if s != "mutmut"]:
     cp.remove_section(s)
 with open("setup.cfg", "w") as fh:
