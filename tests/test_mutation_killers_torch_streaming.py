@@ -1,0 +1,257 @@
+"""Mutation killers for torch_checks.streaming (the KV-cache σ_t stream, its Gram store, its
+Lanczos and its measurement helpers).
+
+Each test was written from a surviving mutant of a mutmut run and checked to fail on that
+mutant and pass on the original (docs/mutation_torch.md lists them). References are
+independent of the code under test: per-token autograd loops written here, dense float64
+eigendecompositions (numpy), closed forms.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch_checks needs the [torch] extra")
+
+from torch import nn  # noqa: E402
+
+from fimtheory.errors import InputError  # noqa: E402
+from torch_checks import streaming as STR  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+F64 = torch.float64
+
+
+# --------------------------------------------------------------------------------------
+# push_profile: medians of the push times near t (closed form on hand-made records)
+# --------------------------------------------------------------------------------------
+
+
+def _records(n=40, nan_at=(0, 21)):
+    out = []
+    for t in range(n):
+        out.append(
+            STR.PushRecord(
+                t=t,
+                token=t % 7,
+                sigma=float("nan") if t in nan_at else 0.5 + t,
+                lam=1.0 + t,
+                alert=False,
+                n_scores=t,
+                model_seconds=0.001 * (t + 1),
+                gram_seconds=0.0005 * t * t,
+                model_cpu_seconds=0.002 * t + 0.0001 * (t % 3),
+                gram_cpu_seconds=0.003 * (t % 5),
+            )
+        )
+    return out
+
+
+def _expected_profile(recs, ts, at):
+    sel = [r for r in recs if r.t in ts]
+    return {
+        "t": at,
+        "pushes": len(sel),
+        "n_scores": int(np.median([r.n_scores for r in sel])),
+        "median_push_cpu_ms": 1e3 * float(np.median([r.model_cpu_seconds + r.gram_cpu_seconds for r in sel])),
+        "median_model_cpu_ms": 1e3 * float(np.median([r.model_cpu_seconds for r in sel])),
+        "median_gram_eig_cpu_ms": 1e3 * float(np.median([r.gram_cpu_seconds for r in sel])),
+        "median_push_wall_ms": 1e3 * float(np.median([r.model_seconds + r.gram_seconds for r in sel])),
+        "median_model_wall_ms": 1e3 * float(np.median([r.model_seconds for r in sel])),
+        "median_gram_eig_wall_ms": 1e3 * float(np.median([r.gram_seconds for r in sel])),
+    }
+
+
+@pytest.mark.parametrize(
+    "at, span, ts",
+    [
+        (20, 6, [17, 18, 19, 20, 22]),  # t in [17, 23), without the unscored push at 21
+        (20, 5, [18, 19, 20]),  # an odd span: half = 5 // 2 = 2, t in [18, 22)
+        (8, None, list(range(1, 16))),  # default span 16: t in [0, 16), without the first push
+        (30, 2, [29, 30]),
+        (39, 4, [37, 38, 39]),  # the window runs past the last record
+    ],
+)
+def test_push_profile_medians_over_the_scored_pushes_near_t(at, span, ts):
+    recs = _records()
+    got = STR.push_profile(recs, at) if span is None else STR.push_profile(recs, at, span)
+    want = _expected_profile(recs, ts, at)
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-12, abs=0), k
+        assert type(got[k]) is type(v), k
+
+
+def test_push_profile_refuses_a_window_with_only_unscored_pushes():
+    recs = _records(nan_at=tuple(range(40)))
+    with pytest.raises(InputError) as exc:
+        STR.push_profile(recs, 10, 4)
+    assert str(exc.value) == "no scored push near t = 10"
+
+
+def test_push_profile_an_odd_span_of_one_selects_nothing():
+    with pytest.raises(InputError) as exc:  # half = 1 // 2 = 0: t in [30, 30) is empty
+        STR.push_profile(_records(), 30, 1)
+    assert str(exc.value) == "no scored push near t = 30"
+
+
+# --------------------------------------------------------------------------------------
+# measure_stream / validate_stream on a tiny GPT-2 (KV cache) and a plain module (recompute)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    pytest.importorskip("transformers", reason="the Hugging Face models need transformers")
+    from tests import byo_models as B
+
+    return B.gpt2_model(n_positions=160).double()
+
+
+class _PlainLM(nn.Module):
+    """No cache interface: logits at t depend on tokens ≤ t (embedding, causal cumulative mean)."""
+
+    def __init__(self, vocab=11, dim=4):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, x):
+        h = self.emb(x)
+        h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype)[None, :, None]
+        return self.head(torch.tanh(h))
+
+
+def _recording(monkeypatch):
+    made = []
+
+    class Recording(STR.StreamingSigma):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(STR, "StreamingSigma", Recording)
+    return made
+
+
+def _replica(model, names, n_tokens, *, window, mode, seed):
+    s = STR.StreamingSigma(model, names, 1.0, window=window, mode=mode)
+    s.push(0)
+    s.generate(n_tokens - 1, temperature=1.0, seed=seed)
+    return s
+
+
+GPT2_NAMES = ("transformer.ln_f.weight", "transformer.ln_f.bias", "transformer.h.1.mlp.c_proj.weight")
+
+
+def test_measure_stream_reports_what_it_measured(gpt2, monkeypatch):
+    made = _recording(monkeypatch)
+    ticks = []
+    r = STR.measure_stream(
+        gpt2, GPT2_NAMES, n_tokens=131, at=(16, 120), window=None, seed=4, span=8, progress=ticks.append
+    )
+    s = made[-1]  # (mode "auto" makes a probe stream first)
+    ref = _replica(gpt2, GPT2_NAMES, 131, window=None, mode="auto", seed=4)
+    assert s.tokens == ref.tokens and len(s.tokens) == 131 and s.tokens[0] == 0
+    assert s.lambda_base == 1.0 and s.window is None
+    assert r["mode"] == "kv-cache" == s.mode and r["mode_reason"] == s.mode_reason
+    assert r["mode_reason"].startswith("position-wise")
+    assert r["window"] is None
+    params = dict(gpt2.named_parameters())
+    assert r["P"] == sum(params[n].numel() for n in GPT2_NAMES) == 32 + 32 + 128 * 32
+    assert r["params"] == list(GPT2_NAMES)
+    assert [p["t"] for p in r["at"]] == [16, 120]
+    for p in r["at"]:
+        # records t − 4 … t + 3 hold t − 4 … t + 3 scores: median t − 0.5, as an int t − 1
+        assert p["pushes"] == 8 and p["n_scores"] == p["t"] - 1
+        assert p["bare_forward_cpu_ms"] >= 0
+        assert p["monitor_overhead_cpu_ms"] == p["median_push_cpu_ms"] - p["bare_forward_cpu_ms"]
+    lo, hi = r["at"]
+    assert r["ratio"] == hi["median_push_cpu_ms"] / lo["median_push_cpu_ms"]
+    assert r["ratio_wall"] == hi["median_push_wall_ms"] / lo["median_push_wall_ms"]
+    assert r["ratio_model_part"] == hi["median_model_cpu_ms"] / lo["median_model_cpu_ms"]
+    assert r["ratio_monitor_overhead"] == hi["monitor_overhead_cpu_ms"] / lo["monitor_overhead_cpu_ms"]
+    assert r["ratio_bare_forward"] == hi["bare_forward_cpu_ms"] / lo["bare_forward_cpu_ms"]
+    assert r["lanczos_steps_median_last"] == float(np.median(ref.iterations[-8:]))
+    assert r["fallbacks"] == 0 == ref.fallbacks
+    assert r["seconds"] > 0 and r["seconds"] == round(r["seconds"], 2)
+    assert len(ticks) == 1 and ticks[0].startswith("t = 128: ") and ticks[0].endswith(" ms CPU/push")
+    float(ticks[0][len("t = 128: ") : -len(" ms CPU/push")])
+
+
+def test_measure_stream_without_a_cache_interface(monkeypatch):
+    torch.manual_seed(3)
+    lm = _PlainLM().double().eval()
+    made = _recording(monkeypatch)
+    r = STR.measure_stream(lm, ["head.weight"], n_tokens=12, at=(4, 9), window=3, mode="recompute", seed=1, span=4)
+    s = made[-1]  # (mode "auto" makes a probe stream first)
+    ref = _replica(lm, ["head.weight"], 12, window=3, mode="recompute", seed=1)
+    assert s.tokens == ref.tokens and s.window == 3
+    assert r["mode"] == "recompute" and r["mode_reason"] == "requested" and r["window"] == 3
+    assert r["P"] == 44 and r["params"] == ["head.weight"]
+    assert [(p["t"], p["pushes"], p["n_scores"]) for p in r["at"]] == [(4, 4, 3), (9, 4, 3)]
+    assert all("bare_forward_cpu_ms" not in p and "monitor_overhead_cpu_ms" not in p for p in r["at"])
+    assert r["ratio_monitor_overhead"] is None and r["ratio_bare_forward"] is None
+    assert r["lanczos_steps_median_last"] == float(np.median(ref.iterations[-4:]))
+
+
+def _autograd_token_rows(model, names, tokens):
+    """Reference per-token scores: a float64 copy, one torch.autograd.grad per position."""
+    ref = copy.deepcopy(model).double()
+    params = dict(ref.named_parameters())
+    rows = []
+    for i in range(len(tokens) - 1):
+        out = ref(torch.as_tensor(tokens[: i + 1])[None])
+        out = getattr(out, "logits", out)[0, -1]
+        lp = torch.log_softmax(out, dim=-1)[int(tokens[i + 1])]
+        rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(lp, [params[n] for n in names])]))
+    return torch.stack(rows)
+
+
+def _dense_lams(G, window):
+    G = G.detach().numpy()
+    out = []
+    for t in range(1, G.shape[0] + 1):
+        rows = G[:t] if window is None else G[max(0, t - window) : t]
+        out.append(float(np.linalg.eigvalsh(rows @ rows.T)[-1]) / rows.shape[0])
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("window", [None, 4])
+def test_validate_stream_error_is_the_largest_relative_error(monkeypatch, window):
+    """The reference is replaced by the autograd-loop λ's times (1 + d_t) with known d_t: the
+    reported error must be max_t |λ_t − λ_t(1 + d_t)| / (λ_t(1 + d_t)), from the stream of
+    push(0) and a seeded temperature-1 generation."""
+    torch.manual_seed(5)
+    lm = _PlainLM().double().eval()
+    names = ["head.weight", "emb.weight"]
+    seen = {}
+    d = None
+
+    def fake(model, param_names, tokens, *, window=None):
+        seen.update(tokens=tokens.tolist(), window=window, names=tuple(param_names))
+        lams = _dense_lams(_autograd_token_rows(model, list(param_names), tokens.tolist()), window)
+        return lams * (1 + d[: len(lams)])
+
+    d = np.array([1e-3, -2e-3, 5e-4, 3e-3, -1e-4, 2.5e-3, 0.0, 1e-3, -3e-3, 2e-4])
+    monkeypatch.setattr(STR, "full_prefix_lambdas", fake)
+    made = _recording(monkeypatch)
+    r = STR.validate_stream(lm, names, n_tokens=11, window=window, seed=2)
+    s = made[-1]  # (mode "auto" makes a probe stream first)
+    ref = _replica(lm, names, 11, window=window, mode="auto", seed=2)
+    assert seen == {"tokens": ref.tokens, "window": window, "names": tuple(names)}
+    assert s.tokens == ref.tokens and len(s.tokens) == 11 and s.tokens[0] == 0
+    want = float(np.max(np.abs(d) / (1 + d)))
+    assert r["max_rel_error"] == pytest.approx(want, rel=1e-8)
+    assert r == {
+        "mode": "recompute",
+        "window": window,
+        "tokens": 11,
+        "max_rel_error": r["max_rel_error"],
+        "tol": 1e-8,
+        "fallbacks": 0,
+    }
