@@ -1061,3 +1061,365 @@ def test_certify_lowering_encloses_the_float_difference():
             assert abs(float((cert.lo + cert.hi) / 2) - diff) <= 1e-9 * scale
             assert cert.hi - cert.lo <= mpmath.mpf(10) ** (-30) * scale
             assert cert.lo <= cert.hi
+
+
+# ----------------------------------------------------------------- replay: every branch, every message
+
+_FILE = CORPUS / "AH-accurate.json"
+
+
+class _Replay:
+    """A copy of a corpus file, optionally edited, replayed with scripted steps: the
+    weakening's evaluate, the re-certifier and the independent adjudicator (each call and its
+    arguments recorded). Unscripted steps are the real ones."""
+
+    def __init__(self, monkeypatch, tmp_path, *, edit=None, evaluate=None, certify=None, adjudicate=None):
+        import dataclasses
+
+        self.rec = json.loads(_FILE.read_text(encoding="utf-8"))
+        if edit is not None:
+            edit(self.rec)
+        self.path = tmp_path / "edited.json"
+        self.path.write_text(json.dumps(self.rec), encoding="utf-8")
+        self.stored = Certificate.from_json(json.loads(_FILE.read_text(encoding="utf-8"))["certificate"])
+        self.calls = {"certify": [], "adjudicate": []}
+        real = cx._weakening_of(json.loads(_FILE.read_text(encoding="utf-8")))
+        self.w = dataclasses.replace(real, evaluate=evaluate) if evaluate is not None else real
+        if evaluate is not None:
+            monkeypatch.setattr(cx, "_weakening_of", lambda rec: self.w)
+        if certify is not None:
+
+            def fake_certify(w, inst, dps, **kw):
+                self.calls["certify"].append((w, inst, dps, kw))
+                if isinstance(certify, Exception):
+                    raise certify
+                return certify
+
+            monkeypatch.setattr(cx, "certify", fake_certify)
+        if adjudicate is not None:
+
+            def fake_adjudicate(w, inst, out, dps):
+                self.calls["adjudicate"].append((w, inst, out, dps))
+                if isinstance(adjudicate, Exception):
+                    raise adjudicate
+                return adjudicate
+
+            monkeypatch.setattr(cx, "adjudicate", fake_adjudicate)
+
+    def run(self, as_path=True):
+        return cx.replay_file(self.path if as_path else str(self.path))
+
+
+_HEX = json.loads(_FILE.read_text(encoding="utf-8"))["float_margin_hex"]
+
+
+def _stored_margin(inst):
+    return Outcome(True, float.fromhex(_HEX))
+
+
+def _adj(holds=False, enclosure="default", reason="violated at 60 digits", **extra):
+    if isinstance(enclosure, str):
+        enclosure = (mpmath.mpf(-0.5), mpmath.mpf(-0.4))
+    return types.SimpleNamespace(holds=holds, enclosure=enclosure, reason=reason, **extra)
+
+
+def _nfail(r, path, why):
+    assert r.status == "not reproduced" and r.path == str(path) and r.code == 1, r
+    assert r.message == f"does not reproduce: {why}", r.message
+
+
+def test_replay_untouched_file_reproduces_with_the_documented_message(tmp_path, monkeypatch):
+    rp = _Replay(monkeypatch, tmp_path)
+    r = rp.run()
+    assert r.status == "reproduced" and r.code == 0 and r.path == str(rp.path)
+    digest = rp.rec["inputs_sha256"]
+    w, inst, _ = cx.load_counterexample(rp.path)
+    margin = w.evaluate(inst).margin
+    from fimtheory.claims import adjudicate
+
+    reason = adjudicate(w, inst, w.evaluate(inst), 50).reason
+    assert r.message == (
+        f"reproduces: inputs sha256 {digest[:12]}… match, float margin {margin:.6g} bit-identical, "
+        f"re-certified at 50 digits {rp.stored.short()} (identical to the stored enclosure), "
+        f"independently confirmed ({reason})"
+    )
+
+
+def test_replay_scripted_success_overlapping_and_without_a_reason(tmp_path, monkeypatch):
+    """A fresh enclosure that overlaps (not equal) the stored one; an adjudicator result
+    without a reason attribute; the arguments of each step: certify(w, inst, stored dps,
+    ladder=()) and adjudicate(w, inst, out, stored dps)."""
+    lo, hi = rp_lo_hi = (mpmath.mpf(-0.47), mpmath.mpf(-0.466))
+    new = Certificate(lo, hi, 50, "eigenvalues")
+    adj = types.SimpleNamespace(holds=False, enclosure=(mpmath.mpf(-0.4661), mpmath.mpf(-0.4660)))
+    rp = _Replay(monkeypatch, tmp_path, evaluate=_stored_margin, certify=new, adjudicate=adj)
+    r = rp.run(as_path=False)
+    assert r.status == "reproduced", r
+    ((w, inst, dps, kw),) = rp.calls["certify"]
+    assert w is rp.w and dps == 50 and kw == {"ladder": ()}
+    ((w2, inst2, out, dps2),) = rp.calls["adjudicate"]
+    assert w2 is rp.w and inst2 is inst and dps2 == 50 and out.margin == float.fromhex(_HEX)
+    assert r.message == (
+        f"reproduces: inputs sha256 {rp.rec['inputs_sha256'][:12]}… match, float margin {float.fromhex(_HEX):.6g} "
+        f"bit-identical, re-certified at 50 digits {new.short()} (overlaps the stored enclosure), "
+        "independently confirmed (violated)"
+    )
+    assert rp_lo_hi
+
+
+def test_replay_touching_enclosures_agree(tmp_path, monkeypatch):
+    """Intersection is inclusive on both sides: a fresh enclosure and an adjudicator
+    enclosure that only touch the stored one at an endpoint still agree."""
+    s = Certificate.from_json(json.loads(_FILE.read_text(encoding="utf-8"))["certificate"])
+    with mpmath.workdps(60):
+        cases = (((s.lo - 1, s.lo), (s.hi, s.hi + 1)), ((s.hi, s.hi / 2), (s.lo - 1, s.lo)))
+    for new_enc, adj_enc in cases:
+        new = Certificate(new_enc[0], new_enc[1], 50, "eigenvalues")
+        rp = _Replay(monkeypatch, tmp_path, evaluate=_stored_margin, certify=new, adjudicate=_adj(enclosure=adj_enc))
+        assert rp.run().status == "reproduced"
+
+
+def _set(path, value):
+    def edit(rec):
+        d = rec
+        for key in path[:-1]:
+            d = d[key]
+        if value is _DELETE:
+            del d[path[-1]]
+        else:
+            d[path[-1]] = value
+
+    return edit
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    "edit,words",
+    [
+        (lambda rec: rec.pop("certificate"), "missing field 'certificate'"),
+        (lambda rec: rec.pop("format"), "missing field 'format'"),
+        (_set(["format"], 1), "format 1, expected 2 (regenerate the file)"),
+        (_set(["format"], "2"), "format '2', expected 2 (regenerate the file)"),
+        (_set(["weakening"], "AH-no-such"), "AH-no-such"),
+        (_set(["claim"], "NO-SUCH-CLAIM"), "NO-SUCH-CLAIM"),
+    ],
+)
+def test_replay_malformed_records(tmp_path, monkeypatch, edit, words):
+    rp = _Replay(monkeypatch, tmp_path, edit=edit)
+    r = rp.run()
+    assert r.status == "malformed" and r.code == 2 and r.path == str(rp.path) and words in r.message, r
+
+
+def test_replay_malformed_files(tmp_path):
+    for name, text, words in (
+        ("list.json", "[1, 2]", "top level is not an object"),
+        ("broken.json", "{not json", "not readable JSON ("),
+        ("latin.json", b"\xff\xfe{", "not readable JSON ("),
+        ("missing.json", None, "not readable JSON ("),
+    ):
+        f = tmp_path / name
+        if isinstance(text, bytes):
+            f.write_bytes(text)
+        elif text is not None:
+            f.write_text(text, encoding="utf-8")
+        r = cx.replay_file(f)
+        assert r.status == "malformed" and r.path == str(f) and r.message.startswith(words), (name, r)
+
+
+def test_replay_malformed_margin_hex_and_certificate(tmp_path, monkeypatch):
+    """Fields outside the digest that cannot be decoded make the file malformed (not 'changed'),
+    the message naming the exception type."""
+    rp = _Replay(monkeypatch, tmp_path, edit=_set(["float_margin_hex"], "not-hex"))
+    r = rp.run()
+    assert r.status == "malformed" and r.message.startswith("ValueError: "), r
+    with pytest.raises(cx.MalformedCounterexample, match=r"^ValueError: "):
+        cx.load_counterexample(rp.path)
+    rp = _Replay(monkeypatch, tmp_path, edit=_set(["certificate"], "not an object"))
+    r = rp.run()
+    assert r.status == "malformed" and r.code == 2 and r.message, r
+
+
+def test_load_counterexample_names_the_exception_type(tmp_path):
+    """The message is "<exception type>: <exception text>" of what decoding raised (the
+    reference: the same decoding step called directly)."""
+    rec = json.loads(_FILE.read_text(encoding="utf-8"))
+    for key, value, decode in (
+        ("instance", {"type": "NoSuchInstance"}, instance_from_json),
+        ("instance", 5, instance_from_json),
+        ("float_margin_hex", 3.5, float.fromhex),
+        ("float_margin_hex", "0x1.zz", float.fromhex),
+    ):
+        r = json.loads(json.dumps(rec))
+        r[key] = value
+        f = tmp_path / "x.json"
+        f.write_text(json.dumps(r), encoding="utf-8")
+        with pytest.raises(Exception) as ref:
+            decode(value)
+        with pytest.raises(cx.MalformedCounterexample) as exc:
+            cx.load_counterexample(f)
+        assert str(exc.value) == f"{type(ref.value).__name__}: {ref.value}"
+    w, inst, got = cx.load_counterexample(_FILE)
+    assert got == rec and w.id == "AH-accurate" and instance_to_json(inst) == rec["instance"]
+
+
+def test_replay_digest_mismatch_message(tmp_path, monkeypatch):
+    def edit(rec):
+        rec["inputs_sha256"] = "ab" * 32
+
+    rp = _Replay(monkeypatch, tmp_path, edit=edit)
+    r = rp.run()
+    digest = inputs_digest(counterexample_inputs("AH", "AH-accurate", rp.rec["instance"]))
+    _nfail(r, rp.path, f"inputs changed (digest mismatch: stored {'ab' * 8}…, computed {digest[:16]}…)")
+
+
+def test_replay_strictness_and_certified_flag(tmp_path, monkeypatch):
+    rp = _Replay(monkeypatch, tmp_path, edit=_set(["certificate", "strict"], True))
+    _nfail(rp.run(), rp.path, "stored certificate has strict=True, the weakening strict=False")
+    for value in (False, "true", 1, _DELETE):
+        rp = _Replay(monkeypatch, tmp_path, edit=_set(["certificate", "certified"], value))
+        r = rp.run()
+        if value is _DELETE:  # a missing flag: from_json may refuse the record or replay must not trust it
+            assert r.status in ("not reproduced", "malformed") and r.code != 0, r
+            continue
+        _nfail(r, rp.path, f"stored enclosure {rp.stored.short()} does not certify a violation")
+
+
+def test_replay_stored_enclosure_that_does_not_certify(tmp_path, monkeypatch):
+    def edit(rec):
+        c = Certificate(mpmath.mpf(-1), mpmath.mpf(1), 50, "eigenvalues").to_json()
+        c["certified"] = True
+        rec["certificate"] = c
+
+    rp = _Replay(monkeypatch, tmp_path, edit=edit)
+    r = rp.run()
+    if r.status == "malformed":  # from_json may refuse a flag that contradicts the endpoints
+        return
+    straddling = Certificate(mpmath.mpf(-1), mpmath.mpf(1), 50, "eigenvalues")
+    _nfail(r, rp.path, f"stored enclosure {straddling.short()} does not certify a violation")
+
+
+@pytest.mark.parametrize(
+    "exc", [FimTheoryError("fim"), ValueError("val"), ZeroDivisionError("zero"), np.linalg.LinAlgError("lin")]
+)
+def test_replay_evaluation_error_does_not_reproduce(tmp_path, monkeypatch, exc):
+    def evaluate(inst):
+        raise exc
+
+    rp = _Replay(monkeypatch, tmp_path, evaluate=evaluate)
+    _nfail(rp.run(), rp.path, f"evaluation failed: {type(exc).__name__}: {exc}")
+
+
+def test_replay_hypotheses_and_float_margin(tmp_path, monkeypatch):
+    rp = _Replay(monkeypatch, tmp_path, evaluate=lambda inst: Outcome.not_met("gap closed"))
+    _nfail(rp.run(), rp.path, "hypotheses no longer met: gap closed")
+    other = math.nextafter(float.fromhex(_HEX), 0.0)
+    rp = _Replay(monkeypatch, tmp_path, evaluate=lambda inst: Outcome(True, other))
+    _nfail(rp.run(), rp.path, f"float margin {other.hex()} != stored {_HEX}")
+
+
+def test_replay_stored_precision_below_50_digits(tmp_path, monkeypatch):
+    new = Certificate(mpmath.mpf(-0.47), mpmath.mpf(-0.466), 49, "eigenvalues")
+    rp = _Replay(monkeypatch, tmp_path, edit=_set(["certificate", "dps"], 49), certify=new, adjudicate=_adj())
+    _nfail(rp.run(), rp.path, "stored precision 49 < 50 digits")
+    assert not rp.calls["certify"]
+    new = Certificate(mpmath.mpf(-0.47), mpmath.mpf(-0.466), 51, "eigenvalues")
+    rp = _Replay(monkeypatch, tmp_path, edit=_set(["certificate", "dps"], 51), certify=new, adjudicate=_adj())
+    assert rp.run().status == "reproduced"
+    assert rp.calls["certify"][0][2] == 51 and rp.calls["adjudicate"][0][3] == 51
+
+
+@pytest.mark.parametrize(
+    "exc", [FimTheoryError("fim"), ValueError("val"), OverflowError("big"), np.linalg.LinAlgError("lin")]
+)
+def test_replay_recertification_error(tmp_path, monkeypatch, exc):
+    rp = _Replay(monkeypatch, tmp_path, evaluate=_stored_margin, certify=exc)
+    _nfail(rp.run(), rp.path, f"re-certification failed: {type(exc).__name__}: {exc}")
+
+
+def test_replay_recertification_that_does_not_certify(tmp_path, monkeypatch):
+    for note in ("", "the interval straddles 0"):
+        new = Certificate(mpmath.mpf(-0.5), mpmath.mpf(0.25), 50, "eigenvalues", note=note)
+        rp = _Replay(monkeypatch, tmp_path, evaluate=_stored_margin, certify=new, adjudicate=_adj())
+        suffix = f" ({note})" if note else ""
+        _nfail(
+            rp.run(), rp.path, f"re-certified enclosure {new.short()} at 50 digits does not certify a violation{suffix}"
+        )
+        assert not rp.calls["adjudicate"]
+
+
+@pytest.mark.parametrize("case", ["below", "above", "method"])
+def test_replay_recertification_that_disagrees(tmp_path, monkeypatch, case):
+    s = Certificate.from_json(json.loads(_FILE.read_text(encoding="utf-8"))["certificate"])
+    with mpmath.workdps(60):
+        tiny = mpmath.mpf(2) ** -150
+        below = Certificate(s.lo - 1, s.lo - tiny, 50, "eigenvalues")
+        above = Certificate(s.hi + tiny, s.hi / 2, 50, "eigenvalues")
+    new = {
+        "below": below,
+        "above": above,
+        "method": Certificate(s.lo, s.hi, 50, "interval"),
+    }[case]
+    rp = _Replay(monkeypatch, tmp_path, evaluate=_stored_margin, certify=new, adjudicate=_adj())
+    _nfail(
+        rp.run(),
+        rp.path,
+        f"re-certified enclosure {new.short(12)} ({new.method}) disagrees with stored {s.short(12)} (eigenvalues)",
+    )
+    assert not rp.calls["adjudicate"]
+
+
+@pytest.mark.parametrize(
+    "exc", [FimTheoryError("fim"), ValueError("val"), ArithmeticError("ari"), np.linalg.LinAlgError("lin")]
+)
+def test_replay_adjudication_error(tmp_path, monkeypatch, exc):
+    s = Certificate.from_json(json.loads(_FILE.read_text(encoding="utf-8"))["certificate"])
+    rp = _Replay(monkeypatch, tmp_path, evaluate=_stored_margin, certify=s, adjudicate=exc)
+    _nfail(rp.run(), rp.path, f"independent adjudication failed: {type(exc).__name__}: {exc}")
+
+
+def test_replay_adjudicator_that_does_not_certify(tmp_path, monkeypatch):
+    s = Certificate.from_json(json.loads(_FILE.read_text(encoding="utf-8"))["certificate"])
+    enc = (s.lo, s.hi)
+    for adj, why in (
+        (_adj(holds=True, enclosure=enc, reason="holds at 60 digits"), "holds at 60 digits"),
+        (_adj(holds=None, enclosure=enc, reason="undecided"), "undecided"),
+        (_adj(holds=False, enclosure=None, reason="no enclosure"), "no enclosure"),
+        (types.SimpleNamespace(holds=None), "None"),
+        (types.SimpleNamespace(holds=True, enclosure=enc), "True"),
+        (types.SimpleNamespace(enclosure=enc), "None"),
+        (_adj(holds=0, enclosure=enc, reason="zero is not False"), "zero is not False"),
+    ):
+        rp = _Replay(monkeypatch, tmp_path, evaluate=_stored_margin, certify=s, adjudicate=adj)
+        _nfail(rp.run(), rp.path, f"the independent adjudicator does not certify the violation: {why}")
+
+
+@pytest.mark.parametrize("side", ["below", "above"])
+def test_replay_adjudicator_enclosure_that_disagrees(tmp_path, monkeypatch, side):
+    s = Certificate.from_json(json.loads(_FILE.read_text(encoding="utf-8"))["certificate"])
+    with mpmath.workdps(60):
+        eps = mpmath.mpf(2) ** -150
+        enc = (s.lo - 1, s.lo - eps) if side == "below" else (s.hi + eps, s.hi + 1)
+    rp = _Replay(monkeypatch, tmp_path, evaluate=_stored_margin, certify=s, adjudicate=_adj(enclosure=enc))
+    _nfail(
+        rp.run(),
+        rp.path,
+        f"the independent adjudicator's enclosure [{mpmath.nstr(enc[0], 12)}, {mpmath.nstr(enc[1], 12)}] "
+        f"disagrees with stored {s.short(12)}",
+    )
+
+
+def test_replay_parameter_level_files_are_delegated(tmp_path, monkeypatch):
+    import properties.parameter_level as pl
+
+    seen = []
+    monkeypatch.setattr(pl, "replay_file_check", lambda p: seen.append(p) or ("not reproduced", "scripted message"))
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps({"format": "fimtheory.parameter_level/1"}), encoding="utf-8")
+    r = cx.replay_file(f)
+    assert seen == [f] and r == cx.ReplayResult(str(f), "not reproduced", "scripted message")
+    g = tmp_path / "q.json"
+    g.write_text(json.dumps({"format": "x-fimtheory.parameter_level/1"}), encoding="utf-8")
+    r = cx.replay_file(g)
+    assert len(seen) == 1 and r.status == "malformed" and r.message == "missing field 'claim'"
