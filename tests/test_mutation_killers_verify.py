@@ -301,8 +301,17 @@ def test_a_hypothesis_failing_at_high_precision_is_rejected_not_an_example(monke
 
 def test_float_resolved_violation_that_the_reference_holds_is_an_error(monkeypatch):
     monkeypatch.setattr(V, "adjudicate", lambda *a: _Adj("holds", True, mpmath.mpf("0.25"), None, 77, "settled"))
-    rep = _run(lambda i: Outcome(True, -0.5, False, "float says violated", {"first_ratio": 1.5}), 10)
+    monkeypatch.setattr(V, "time", _Clock(0.0))
+    got = []
+    rep = _run(
+        lambda i: Outcome(True, -0.5, False, "float says violated", {"first_ratio": 1.5}),
+        10,
+        progress=got.append,
+        progress_interval=0.0,
+    )
     assert rep.status == "error"
+    # the first example fails; shrinking afterwards is neither counted nor reported as progress
+    assert rep.adjudicated == len(rep.adjudications) == 1 and len(got) == 1 and rep.examples == 0
     assert rep.error == (
         "STUB: float64 margin -0.5 (resolved) but the 77-digit reference gives 0.25: "
         "the implementation disagrees with the reference"
@@ -337,8 +346,16 @@ def test_a_reference_disagreement_raised_by_the_adjudicator_is_an_error_without_
         raise ReferenceDisagreement("mp and enclosure disagree on STUB")
 
     monkeypatch.setattr(V, "adjudicate", fake)
-    rep = _run(lambda i: Outcome(True, 0.0, True, "", {"x": mpmath.mpf(2), "y": "s"}), 10)
+    monkeypatch.setattr(V, "time", _Clock(0.0))
+    got = []
+    rep = _run(
+        lambda i: Outcome(True, 0.0, True, "", {"x": mpmath.mpf(2), "y": "s"}),
+        10,
+        progress=got.append,
+        progress_interval=0,
+    )
     assert rep.status == "error" and rep.error == "mp and enclosure disagree on STUB"
+    assert len(got) == 1  # the first example fails; shrinking is not reported as progress
     assert rep.counterexample == {
         "kind": "implementation disagreement",
         "instance": instance_to_json(_inst(0)),
@@ -817,7 +834,10 @@ def test_format_table_text():
     assert lines[9:] == ["  LONGER-ID-1: short", "  N: none met", "  E: Boom: x"]
     assert len(lines) == 12
     short = V.format_table([V.ClaimReport("W")]).splitlines()
-    assert short[0].startswith("claim    ") and len(short) == 3  # column at least 8 wide
+    assert len(short) == 3 and short[0] == (  # the claim column is at least 8 wide
+        "claim       examples  not met  worst margin adjud.  ties undec.  status                   s"
+    )
+    assert short[1] == "-" * len(short[0])
 
 
 # --------------------------------------------------------------------- verify, verify_claim
@@ -860,3 +880,22 @@ def test_verify_passes_its_options_and_reports_progress(monkeypatch):
     out = V.verify()
     assert [c[0] for c in calls] == list(REGISTRY)
     assert calls[0][1] == {"profile": "quick", "seed": 0, "dps": 50, "progress": None, "progress_interval": 30.0}
+
+
+def test_defaults_precision_kept_adjudications_and_seed(monkeypatch):
+    asked = []
+    monkeypatch.setattr(V, "adjudicate", lambda s, i, o, d: asked.append(d) or _Adj("holds", True, 1))
+    rep = V.check_property(_claim(lambda i: Outcome(True, 0.5, True)), INTS, profile="ci", max_examples=25)
+    assert set(asked) == {50} and rep.adjudicated == 25 and len(rep.adjudications) == 20
+
+    def drawn(**kw):
+        seen = []
+
+        def ev(inst):
+            seen.append(_tag(inst))
+            return Outcome(True, 1.0, False)
+
+        V.check_property(_claim(ev), INTS, profile="quick", max_examples=10, **kw)
+        return seen
+
+    assert drawn() == drawn(seed=0) != drawn(seed=1)
