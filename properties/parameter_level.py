@@ -1289,7 +1289,7 @@ def build_counterexample(name: str, draws: int = 100_000, seed: int = 0, path=No
     }
     path = Path(path) if path else counterexample_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1, default=_json_default, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps(obj, indent=1, default=_json_default, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
 
@@ -1303,7 +1303,7 @@ def _json_default(o):
 
 def load_counterexample(path) -> dict:
     """Read a stored counterexample back: exact X, y, θ, step and the stored record."""
-    obj = json.loads(Path(path).read_text())
+    obj = json.loads(Path(path).read_text(encoding="utf-8"))
     X = np.array([float.fromhex(h) for h in obj["X"]["hex"]]).reshape(obj["X"]["shape"])
     y = np.array(obj["y"], dtype=int)
     if obj["model"] != "softmax":

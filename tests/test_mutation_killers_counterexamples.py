@@ -1423,3 +1423,33 @@ def test_replay_parameter_level_files_are_delegated(tmp_path, monkeypatch):
     g.write_text(json.dumps({"format": "x-fimtheory.parameter_level/1"}), encoding="utf-8")
     r = cx.replay_file(g)
     assert len(seen) == 1 and r.status == "malformed" and r.message == "missing field 'claim'"
+
+
+def test_replay_reads_utf8_whatever_the_locale(tmp_path):
+    """Stored files are UTF-8: a file with non-ASCII text (outside the digested inputs) replays
+    the same under an ASCII locale (LC_ALL=C without Python's UTF-8 mode or locale coercion),
+    for a weakening's file and for a parameter-level one (whose format is peeked first)."""
+    import os
+    import subprocess
+    import sys
+
+    files = []
+    for name in ("AH-accurate.json", "param-logistic.json"):
+        rec = json.loads((CORPUS / name).read_text(encoding="utf-8"))
+        rec["remark"] = "λ_max(F_q) − λ_max(F) < 0, σ < 1"
+        f = tmp_path / name
+        f.write_bytes(json.dumps(rec, ensure_ascii=False).encode("utf-8"))
+        files.append(str(f))
+    root = str(Path(cx.__file__).resolve().parents[1])
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0", PYTHONPATH=root)
+    script = (
+        "import sys, locale; from properties import counterexamples as cx; "
+        "print(locale.getpreferredencoding(False)); "
+        "[print(cx.replay_file(f).status) for f in sys.argv[1:]]"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, *files], env=env, capture_output=True, text=True, encoding="utf-8", timeout=300
+    )
+    lines = out.stdout.split("\n")
+    assert lines[0].lower() in ("ansi_x3.4-1968", "ascii", "us-ascii"), out
+    assert lines[1:3] == ["reproduced", "reproduced"], out
