@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch_checks needs the [torch] extra")
 
-from fimtheory.errors import InputError  # noqa: E402
+from fimtheory.errors import HypothesesNotMet, InputError  # noqa: E402
 from torch_checks import engines as ENG  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -361,3 +361,441 @@ def test_unknown_method_message():
     with pytest.raises(InputError) as exc:
         ENG.lambda_max(torch.ones(2, 2, dtype=F64), method="power")
     assert str(exc.value) == "unknown method 'power'; expected one of ('auto', 'dense', 'gram', 'lanczos')"
+
+
+def test_gram_vector_is_normalised_whatever_the_scale_of_the_scores():
+    """‖Gᵀu‖ < 1 (small scores) still gives a unit top eigenvector of F."""
+    G = 1e-3 * torch.randn(5, 9, generator=_gen(4), dtype=F64)
+    r = ENG.lambda_max(G, method="gram", return_vector=True)
+    assert abs(float(torch.linalg.vector_norm(r.vector)) - 1.0) <= 1e-13
+    F = G.T @ G / 5
+    assert float(torch.linalg.vector_norm(F @ r.vector - r.value * r.vector)) <= 1e-10 * r.value
+
+
+# --------------------------------------------------------------------------------------
+# references for the model-based engines: one autograd backward per sample, dense eigh
+# --------------------------------------------------------------------------------------
+
+
+def _loop_G(logp_of, params, n):
+    """G (n × P) with row i = ∇θ logp_of(i), one torch.autograd.grad per sample (float64)."""
+    rows = []
+    for i in range(n):
+        g = torch.autograd.grad(logp_of(i), params, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(p) if d is None else d).reshape(-1) for p, d in zip(params, g)]))
+    return torch.stack(rows).double()
+
+
+def _ref_lam(G):
+    Gn = G.detach().numpy()
+    return _np_top(Gn @ Gn.T / Gn.shape[0])
+
+
+class _MLPWithSpare(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 4)
+        self.out = torch.nn.Linear(4, 3)
+        self.spare = torch.nn.Linear(2, 2)  # never called
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.fc(x)))
+
+
+def _classifier(n=6, scale=1.0, dtype=F64):
+    torch.manual_seed(7)
+    net = _MLPWithSpare().to(dtype).eval()
+    x = torch.randn(n, 3, generator=_gen(2), dtype=F64).to(dtype)
+    y = torch.arange(n) % 3
+
+    def logp():
+        return scale * torch.log_softmax(net(x), -1).gather(-1, y[:, None]).squeeze(-1)
+
+    def logp_of(i):
+        return scale * torch.log_softmax(net(x[i : i + 1]), -1)[0, y[i]]
+
+    return net, logp, logp_of
+
+
+NAMES = ("fc.weight", "fc.bias", "out.weight", "out.bias")
+
+
+# --------------------------------------------------------------------------------------
+# lambda_max_autodiff
+# --------------------------------------------------------------------------------------
+
+
+def test_autodiff_result_against_the_loop_and_its_records():
+    net, logp, logp_of = _classifier()
+    params = [dict(net.named_parameters())[k] for k in NAMES]
+    G = _loop_G(logp_of, params, 6)
+    ref = _ref_lam(G)
+    r = ENG.lambda_max_autodiff(net, logp, NAMES, tol=1e-12, seed=2)
+    assert r.value == pytest.approx(ref, rel=1e-10)
+    assert (r.method, r.n, r.P, r.operator, r.vector) == ("autodiff-lanczos", 6, G.shape[1], "K", None)
+    assert r.residual <= 1e-9 * ref and r.iterations >= 1
+    head = (
+        f"4 θ tensor(s), P = {G.shape[1]}: Gᵀv by backward, G w by reverse-over-reverse on one recorded "
+        f"forward; ⟨G Gᵀv, v⟩ = ‖Gᵀv‖² held on all {r.iterations + 1} products (worst relative gap "
+    )
+    assert r.structure[0].startswith(head) and r.structure[0].endswith(")")
+    worst = float(r.structure[0][len(head) : -1])
+    assert 0.0 <= worst <= 4096 * EPS
+    assert len(r.structure) == 2 and r.structure[1].startswith("first backward's graph: ")
+    assert all(p.requires_grad for p in net.parameters())  # trainable tensors stay trainable
+    # defaults: tol 1e-10, seed 0 (and another seed is another start)
+    d = ENG.lambda_max_autodiff(net, logp, NAMES)
+    e = ENG.lambda_max_autodiff(net, logp, NAMES, tol=1e-10, seed=0)
+    assert (d.value, d.iterations, d.residual) == (e.value, e.iterations, e.residual)
+    o = ENG.lambda_max_autodiff(net, logp, NAMES, tol=1e-10, seed=1)
+    assert (o.value, o.iterations, o.residual) != (e.value, e.iterations, e.residual)
+    assert d.value == pytest.approx(ref, rel=1e-9)
+
+
+def test_autodiff_unused_tensors_and_no_live_tensor():
+    net, logp, logp_of = _classifier()
+    names = (*NAMES, "spare.weight")
+    r = ENG.lambda_max_autodiff(net, logp, names, tol=1e-12)
+    assert r.structure[-1] == "not reaching log p (zero scores): spare.weight"
+    assert r.P == 3 * 4 + 4 + 4 * 3 + 3 + 4
+    z = ENG.lambda_max_autodiff(net, logp, ("spare.weight", "spare.bias"))
+    assert z == ENG.LambdaMaxResult(
+        0.0, "autodiff-lanczos", 0, 0.0, 6, 6, "K", None, ("no θ tensor reaches log p: every score is zero",)
+    )
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e-3])
+def test_autodiff_transpose_check_is_relative_to_the_scale(scale):
+    """Scores scaled by 10^±3: λ scales by 10^±6, no false refusal (the check is relative), and
+    the recorded worst gap is a positive rounding-level number whatever the scale."""
+    net, logp, logp_of = _classifier(scale=scale)
+    params = [dict(net.named_parameters())[k] for k in NAMES]
+    ref = _ref_lam(_loop_G(logp_of, params, 6))
+    r = ENG.lambda_max_autodiff(net, logp, NAMES, tol=1e-12)
+    assert r.value == pytest.approx(ref, rel=1e-10)
+    worst = float(r.structure[0].rsplit("worst relative gap ", 1)[1][:-1])
+    assert 0.0 < worst <= 4096 * EPS
+
+
+class _ZeroBackward(torch.autograd.Function):
+    """Identity whose backward declares a zero gradient computed from the input alone (it does
+    not read the cotangent): Gᵀu then has a graph to θ but none to u."""
+
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return 0.0 * z
+
+
+def test_autodiff_scores_that_are_zero_by_the_backward_give_zero():
+    torch.manual_seed(4)
+    lin = torch.nn.Linear(3, 2).double()
+    x = torch.randn(5, 3, dtype=F64, generator=_gen(1))
+
+    def logp():
+        return torch.log_softmax(_ZeroBackward.apply(lin(x)), -1)[:, 0]
+
+    r = ENG.lambda_max_autodiff(lin, logp, ("weight", "bias"))
+    assert (r.value, r.method, r.n, r.P) == (0.0, "autodiff-lanczos", 5, 8)
+    assert r.residual == 0.0 and r.iterations == 1
+
+
+class _SlightlyWrongDoubleBackward(torch.autograd.Function):
+    """y = x²; the backward's value is right but its derivative in grad_output is off by a
+    relative 1e-8: far above 4096·eps(float64), far below any float32 tolerance."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2e-8 * x * g.detach() + (2 - 2e-8) * x * g
+
+
+class _CotangentReading(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g * torch.sign(g + 1.0)
+
+
+class _DetachedBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2.0 * g.detach()
+
+
+def _through(fn, names=("weight", "bias")):
+    torch.manual_seed(4)
+    lin = torch.nn.Linear(3, 2).double()
+    x = torch.randn(5, 3, dtype=F64, generator=_gen(1))
+    return ENG.lambda_max_autodiff(lin, lambda: torch.log_softmax(fn.apply(lin(x)), -1)[:, 0], names)
+
+
+def test_autodiff_refusals_name_the_problem_exactly():
+    with pytest.raises(HypothesesNotMet) as exc:
+        _through(_SlightlyWrongDoubleBackward)
+    msg = str(exc.value)
+    assert msg.startswith(
+        "the reverse-over-reverse product G w is not the transpose of the backward Gᵀv (⟨G Gᵀv, v⟩ = "
+    )
+    assert msg.endswith(
+        "): an operation in the forward has a wrong or non-linear double-backward formula; use a G-based or "
+        "structured path"
+    )
+    with pytest.raises(HypothesesNotMet) as exc:
+        _through(_CotangentReading)
+    assert str(exc.value) == (
+        "the reverse-over-reverse product G w is not finite: a double-backward formula of an operation "
+        "in the forward reads a tensor that depends on the cotangent (or overflows); use a G-based or "
+        "structured path"
+    )
+    with pytest.raises(HypothesesNotMet) as exc:
+        _through(_DetachedBackward)
+    assert str(exc.value) == (
+        "the backward to 'weight', 'bias' is not differentiable (an operation in the forward has a backward "
+        "that autograd cannot differentiate again, e.g. a custom Function with once_differentiable or a "
+        "detached backward): G w cannot be taken by reverse-over-reverse; use a G-based or structured path"
+    )
+
+
+def test_autodiff_input_errors_name_the_problem_exactly():
+    net, logp, _ = _classifier()
+    cases = [
+        (3.0, "logp must be a callable returning log-probabilities, got float"),
+        (lambda: [1.0], "logp() must return a non-empty floating tensor, got list"),
+        (lambda: torch.zeros(4, dtype=torch.long), "logp() must return a non-empty floating tensor, got (4,)"),
+        (lambda: logp()[:0], "logp() must return a non-empty floating tensor, got (0,)"),
+        (lambda: logp() * math.nan, "logp() returned a NaN or inf log-probability"),
+        (lambda: logp().detach(), "logp() returned a tensor without an autograd graph to θ"),
+    ]
+    for fn, msg in cases:
+        with pytest.raises(InputError) as exc:
+            ENG.lambda_max_autodiff(net, fn, NAMES)
+        assert str(exc.value) == msg
+
+
+class _DropoutRoot(torch.nn.Dropout):
+    def __init__(self, p):
+        super().__init__(p)
+        self.lin = torch.nn.Linear(3, 2).double()
+
+
+class _BatchNormRoot(torch.nn.BatchNorm1d):
+    def __init__(self):
+        super().__init__(2)
+        self.lin = torch.nn.Linear(3, 2).double()
+
+
+def test_autodiff_stochastic_layers_in_training_mode():
+    x = torch.randn(4, 3, dtype=F64, generator=_gen(3))
+    seq = torch.nn.Sequential(torch.nn.Linear(3, 2).double(), torch.nn.Dropout(0.5))
+    seq.eval()
+    seq[1].train()  # the root in eval mode does not hide a training child
+    cases = [
+        (seq, ("0.weight",), "1 is a Dropout in training mode: call model.eval() first"),
+        (_DropoutRoot(0.5), ("lin.weight",), "model is a _DropoutRoot in training mode: call model.eval() first"),
+        (
+            _BatchNormRoot(),
+            ("lin.weight",),
+            "model is a _BatchNormRoot in training mode (samples interact): call model.eval()",
+        ),
+        (
+            torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)).double(),
+            ("0.weight",),
+            "1 is a BatchNorm1d in training mode (samples interact): call model.eval()",
+        ),
+    ]
+    for model, names, msg in cases:
+        with pytest.raises(InputError) as exc:
+            ENG.lambda_max_autodiff(model, lambda m=model: m(x)[:, 0], names)
+        assert str(exc.value) == msg
+    # Dropout(p=0) in training mode is the identity: accepted, same λ as in eval mode
+    zero = torch.nn.Sequential(torch.nn.Linear(3, 2).double(), torch.nn.Dropout(0.0)).train()
+    a = ENG.lambda_max_autodiff(zero, lambda: zero(x)[:, 0], ("0.weight",), tol=1e-12)
+    zero.eval()
+    b = ENG.lambda_max_autodiff(zero, lambda: zero(x)[:, 0], ("0.weight",), tol=1e-12)
+    assert a.value == b.value > 0
+
+
+def test_cotangent_pruner_drops_exactly_the_tensors_that_depend_on_the_cotangent():
+    """Every tensor the recorded backward saves is dropped iff u is reachable from it in the
+    autograd graph (checked here by differentiating it w.r.t. u); the counts and bytes match."""
+    torch.manual_seed(2)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 5), torch.nn.Sigmoid(), torch.nn.Linear(5, 3)
+    ).double()
+    x = torch.randn(6, 3, dtype=F64, generator=_gen(5))
+    y = torch.arange(6) % 3
+    thetas = list(net.parameters())
+    flat = torch.log_softmax(net(x), -1).gather(-1, y[:, None]).squeeze(-1)
+    u = torch.zeros(6, dtype=F64, requires_grad=True)
+    pruner = ENG._CotangentPruner(u)
+    packed = []
+
+    def pack(t):
+        out = pruner.pack(t)
+        packed.append((t, out is not t))
+        return out
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, pruner.unpack):
+        torch.autograd.grad(flat, thetas, grad_outputs=u, create_graph=True)
+    dropped_ref, nbytes = 0, 0
+    for t, dropped in packed:
+        depends = t is u or (
+            t.requires_grad and torch.autograd.grad(t.sum(), u, retain_graph=True, allow_unused=True)[0] is not None
+        )
+        assert dropped == depends, (tuple(t.shape), t.grad_fn)
+        if depends:
+            dropped_ref += 1
+            nbytes += t.numel() * t.element_size()
+    assert 0 < dropped_ref < len(packed)
+    assert (pruner.dropped, pruner.dropped_bytes) == (dropped_ref, nbytes)
+
+
+def test_cotangent_pruner_placeholder_unpacks_to_nan_of_the_shape_and_dtype():
+    u = torch.zeros(3, dtype=F64, requires_grad=True)
+    pruner = ENG._CotangentPruner(u)
+    t = (u * 2.0).reshape(3, 1).expand(3, 4)
+    box = pruner.pack(t)
+    out = pruner.unpack(box)
+    assert out.shape == (3, 4) and out.dtype == F64 and out.device == t.device
+    assert bool(torch.isnan(out).all())
+    assert (pruner.dropped, pruner.dropped_bytes) == (1, 12 * 8)
+    for kept in (torch.tensor(1.0), torch.ones(2, 2), (1, 2)):
+        assert pruner.unpack(kept) is kept
+    assert isinstance(pruner.pack(u), tuple)  # the cotangent itself is never kept
+
+
+# --------------------------------------------------------------------------------------
+# lambda_max_structured / lambda_max_per_token
+# --------------------------------------------------------------------------------------
+
+
+def _classifier_reference(n, dtype=F64):
+    net, logp, logp_of = _classifier(n=n, dtype=dtype)
+    params = [dict(net.named_parameters())[k] for k in NAMES]
+    G = _loop_G(logp_of, params, n)
+    Gn = G.numpy()
+    return net, logp, G, Gn @ Gn.T / n
+
+
+def test_structured_lambda_max_dense_and_lanczos_records():
+    n = 40
+    net, logp, G, K = _classifier_reference(n)
+    ref = _np_top(K)
+    P = G.shape[1]
+    r = ENG.lambda_max_structured(net, logp, NAMES)
+    assert r.value == pytest.approx(ref, rel=1e-12)
+    assert (r.method, r.iterations, r.n, r.P, r.operator, r.vector) == ("structured-gram", 0, n, P, "K", None)
+    assert r.residual == pytest.approx(n * EPS * np.linalg.norm(K, "fro"), rel=1e-10)  # eigvalsh's a-priori bound
+    assert len(r.structure) == 4 and r.structure[0].startswith("fc.weight: 1 call(s) ")
+    eq = ENG.lambda_max_structured(net, logp, NAMES, dense_max=n)  # n ≤ dense_max: still eigvalsh
+    assert eq.method == "structured-gram"
+    lz = ENG.lambda_max_structured(net, logp, NAMES, dense_max=n - 1, tol=1e-12)
+    assert (lz.method, lz.n, lz.P, lz.operator, lz.vector, lz.structure) == (
+        "structured-gram-lanczos",
+        n,
+        P,
+        "K",
+        None,
+        r.structure,
+    )
+    assert lz.value == pytest.approx(ref, rel=1e-10) and lz.residual <= 1e-10 * ref and lz.iterations >= 1
+    direct = ENG.lanczos(lambda v: torch.as_tensor(K) @ v, n, tol=1e-12)
+    assert lz.iterations == pytest.approx(direct.iterations, abs=2)
+    loose = ENG.lambda_max_structured(net, logp, NAMES, dense_max=n - 1, tol=1e-2)
+    assert loose.iterations < lz.iterations
+
+
+def test_structured_lambda_max_default_dense_max_is_512():
+    for n, method in ((512, "structured-gram"), (513, "structured-gram-lanczos")):
+        net, logp, _ = _classifier(n=n)
+        assert ENG.lambda_max_structured(net, logp, NAMES).method == method
+
+
+def test_structured_lambda_max_float32_lanczos_and_options_reach_the_gram():
+    net, logp, G, K = _classifier_reference(12, dtype=torch.float32)
+    ref = _np_top(K)
+    r = ENG.lambda_max_structured(net, logp, NAMES, dense_max=4)
+    assert r.method == "structured-gram-lanczos" and r.value == pytest.approx(ref, rel=1e-5)
+    # the keyword options reach structured_gram: score rows that disagree are refused
+    with pytest.raises(HypothesesNotMet, match="disagrees with the score rows"):
+        ENG.lambda_max_structured(net, logp, NAMES, score_rows=lambda idx: 2 * G[idx])
+
+
+class _TokenLM(torch.nn.Module):
+    """Causal and position-wise: logits at t depend on token t only."""
+
+    def __init__(self, vocab=7, d=3):
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, d)
+        self.head = torch.nn.Linear(d, vocab)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.emb(x)))
+
+
+def _token_lm(m, T, seed=0):
+    torch.manual_seed(seed)
+    lm = _TokenLM().double().eval()
+    ctx = torch.randint(0, 7, (m, T + 1), generator=_gen(seed))
+    x, y = ctx[:, :-1], ctx[:, 1:]
+
+    def logp():
+        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
+
+    def logp_of(i):
+        b, t = divmod(i, T)
+        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+
+    return lm, logp, logp_of
+
+
+def test_per_token_lambda_max_defaults_records_and_errors():
+    m, T = 3, 4
+    lm, logp, logp_of = _token_lm(m, T)
+    names = ("emb.weight", "head.weight", "head.bias")
+    params = [dict(lm.named_parameters())[k] for k in names]
+    G = _loop_G(logp_of, params, m * T)
+    ref = _ref_lam(G)
+    K = G.numpy() @ G.numpy().T / (m * T)
+    r = ENG.lambda_max_per_token(lm, logp, names)  # default: auto → gram (n ≤ 512)
+    assert r.value == pytest.approx(ref, rel=1e-12)
+    assert (r.method, r.iterations, r.n, r.P, r.operator, r.vector) == ("per-token-gram", 0, 12, G.shape[1], "K", None)
+    assert r.residual == pytest.approx(12 * EPS * np.linalg.norm(K, "fro"), rel=1e-10)
+    lz = ENG.lambda_max_per_token(lm, logp, names, method="lanczos", tol=1e-12)
+    assert lz.value == pytest.approx(ref, rel=1e-10) and lz.method == "per-token-lanczos"
+    d = ENG.lambda_max_per_token(lm, logp, names, method="lanczos")
+    e = ENG.lambda_max_per_token(lm, logp, names, method="lanczos", tol=1e-10, seed=0)
+    assert (d.value, d.iterations, d.residual) == (e.value, e.iterations, e.residual)
+    o = ENG.lambda_max_per_token(lm, logp, names, method="lanczos", tol=1e-10, seed=1)
+    assert (o.value, o.iterations, o.residual) != (e.value, e.iterations, e.residual)
+    gl = ENG.lambda_max_per_token(lm, logp, names, method="gram", dense_max=11, tol=1e-12)
+    assert gl.method == "per-token-gram-lanczos" and gl.value == pytest.approx(ref, rel=1e-10)
+    with pytest.raises(InputError) as exc:
+        ENG.lambda_max_per_token(lm, logp, names, method="dense")
+    assert str(exc.value) == "unknown method 'dense'; expected auto, gram or lanczos"
+
+
+def test_per_token_lambda_max_default_dense_max_is_512():
+    lm, logp, _ = _token_lm(27, 19)  # n = 513
+    r = ENG.lambda_max_per_token(lm, logp, ("head.weight",))
+    assert (r.n, r.method) == (513, "per-token-lanczos")
