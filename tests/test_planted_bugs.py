@@ -8,8 +8,9 @@ the checker that must catch the bug against the copy only:
 - ``verify``: ``python -m fimtheory verify --claim ID --profile ci --json R`` with
   PYTHONPATH (and cwd) pointing to the copy; the bug is caught when the exit status is
   non-zero **and** the report says ``falsified`` for that claim (a crash is not a catch);
-- ``pytest``: ``python -m pytest -x <test file>`` run inside the copy; caught when it fails
-  with test failures (exit status 1), not with a collection/usage error.
+- ``pytest``: ``python -m pytest -x <test file or FILE::TEST>`` run inside the copy; caught when it
+  fails with test failures (exit status 1), not with a collection/usage error. A single test is
+  named where it states the decision's rule (the control then runs that same test unpatched).
 
 Two guards make a "caught" meaningful: every run first checks that ``fimtheory``,
 ``fimtheory._generated.series`` and ``properties`` are imported from the copy, and the
@@ -249,6 +250,198 @@ PLANTS = {
             "fimtheory/adjudication.py",
             (("    return sorted(k for k, v in margins.items() if not v > HYPOTHESIS_BAND)\n", "    return []\n", 1),),
         ),
+        # --- more verdict decision functions (one plant each): certificate sign logic, the
+        # method of an own enclosure, precision escalation, status assignment, exit codes,
+        # replay comparison and tamper evidence, hypothesis checks, the subject probe, the
+        # T4.3b-S precision adaptation
+        Plant(
+            "certificate-usable-non-finite",
+            "Certificate.usable: an enclosure with a non-finite endpoint counted as usable (so [−inf, −inf] "
+            "'certifies' a violation)",
+            "properties/certify.py",
+            (
+                (
+                    "        return bool(mpmath.isfinite(self.lo) and mpmath.isfinite(self.hi))\n",
+                    "        return True\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "certificate-sign-touching-zero",
+            "Certificate.sign: an enclosure touching 0 from below (hi = 0) read as certainly negative",
+            "properties/certify.py",
+            (
+                (
+                    "        if self.hi < 0:\n            return -1\n",
+                    "        if self.hi <= 0:\n            return -1\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "certificate-own-enclosure-method",
+            "certify(): a weakening's own rigorous enclosure recorded as method 'eigenvalues' instead of "
+            "'declared-enclosure'",
+            "properties/certify.py",
+            (
+                (
+                    '    method = _METHOD.get(wid, DECLARED_ENCLOSURE if own else "eigenvalues")\n',
+                    '    method = _METHOD.get(wid, "eigenvalues")\n',
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "enclosure-verdict-nonstrict-touching-zero",
+            "adjudication._enclosure_verdict: a non-strict claim's enclosure with hi = 0 read as 'violated'",
+            "fimtheory/adjudication.py",
+            (
+                (
+                    '    if hi <= 0 if strict else hi < 0:\n        return "violated"\n',
+                    '    if hi <= 0:\n        return "violated"\n',
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "enclosure-precision-not-escalated",
+            "adjudication._enclose: an enclosure that does not exclude 0 is retried at the same precision "
+            "instead of doubling it",
+            "fimtheory/adjudication.py",
+            (('does not exclude 0"\n        d *= 2\n', 'does not exclude 0"\n', 1),),
+        ),
+        Plant(
+            "start-dps-ignores-dynamic-range",
+            "adjudication.start_dps: the ladder always starts at the requested digits, whatever the "
+            "instance's dynamic range",
+            "fimtheory/adjudication.py",
+            (
+                (
+                    "    return max(dps, min(ADJUDICATION_MAX_START_DPS, digits + ADJUDICATION_GUARD_DIGITS))\n",
+                    "    return dps\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "recheck-ignores-failed-hypothesis",
+            "adjudication._recheck_hypotheses: a hypothesis proved false in interval arithmetic is ignored",
+            "fimtheory/adjudication.py",
+            (
+                (
+                    "strict, attempts=2)\n    if failed:\n",
+                    "strict, attempts=2)\n    if False:\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "disagreement-threshold-huge",
+            "adjudication.disagrees: a resolved float violation disagrees with the reference only below −1e300",
+            "fimtheory/adjudication.py",
+            (("        and outcome.margin < -ADJUDICATION_RTOL\n", "        and outcome.margin < -1e300\n", 1),),
+        ),
+        Plant(
+            "strict-zero-margin-holds",
+            "verify.check_property: a strict claim's float margin exactly 0 counted as holding (never adjudicated)",
+            "properties/verify.py",
+            (("        holds = (margin > 0) if strict else (margin >= 0)\n", "        holds = margin >= 0\n", 1),),
+        ),
+        Plant(
+            "disagreement-not-reported",
+            "verify.check_property: a float64-resolved violation the reference says holds is not reported",
+            "properties/verify.py",
+            (("            if disagrees(out, bool(holds)):\n", "            if False:\n", 1),),
+        ),
+        Plant(
+            "undecided-falsifies",
+            "verify.check_property: an undecided adjudication is not set aside (holds=None then reads as a violation)",
+            "properties/verify.py",
+            (('            if decision.verdict == "undecided":\n', "            if False:\n", 1),),
+        ),
+        Plant(
+            "exit-status-inconclusive-passes",
+            "verify.exit_status: an inconclusive claim under ci/thorough exits 0",
+            "properties/verify.py",
+            (
+                (
+                    '    if profile in STRICT_PROFILES and statuses & {"inconclusive", "error"}:\n',
+                    '    if profile in STRICT_PROFILES and statuses & {"error"}:\n',
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "decide-old-contract-undecided-holds",
+            "verify.decide: an older adjudicator's undecided answer (holds None) read as 'holds'",
+            "properties/verify.py",
+            (
+                (
+                    '        return Decision("undecided", None, margin, None, dps, "adjudicator could not decide")\n',
+                    '        return Decision("holds", True, margin, None, dps, "adjudicator could not decide")\n',
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "digest-blind-to-last-bits",
+            "serialize._canonical: floats canonicalised at 12 significant digits (a 1-ulp change of an input "
+            "keeps the digest)",
+            "properties/serialize.py",
+            (
+                (
+                    "                vals = [float.fromhex(v).hex() for v in vals]\n",
+                    '                vals = [float(f"{float.fromhex(v):.12g}").hex() for v in vals]\n',
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "replay-skips-digest",
+            "replay_file: the inputs' digest is not compared with the stored one",
+            "properties/counterexamples.py",
+            (('    if digest != rec["inputs_sha256"]:\n', "    if False:\n", 1),),
+        ),
+        Plant(
+            "replay-legacy-method-refused",
+            "replay comparison (same_method): a stored 'eigenvalues' no longer matches a fresh "
+            "'declared-enclosure' (files written before that name stop replaying)",
+            "properties/counterexamples.py",
+            (("    return stored == new or LEGACY_METHODS.get(stored) == new\n", "    return stored == new\n", 1),),
+        ),
+        Plant(
+            "hunt-undecided-is-a-counterexample",
+            "counterexamples._confirm: an undecided adjudication (holds None) confirmed as a violation",
+            "properties/counterexamples.py",
+            (("    return holds is False, out.margin\n", "    return not holds, out.margin\n", 1),),
+        ),
+        Plant(
+            "s2-hypothesis-eta-below-gap",
+            "S2's hypothesis check 2η < γ weakened to η < γ (the remainder bounds are used where they do not hold)",
+            "fimtheory/claims_series.py",
+            (("    if not 2 * eta < eig.gap:\n", "    if not eta < eig.gap:\n", 1),),
+        ),
+        Plant(
+            "score-probe-skipped",
+            "subjects.probe_subject: a logistic score function is not called by the probe (a wrong dtype, "
+            "shape or NaN answer is not refused before the work)",
+            "properties/subjects.py",
+            (
+                (
+                    "            score_value(subject, model, X, np.array([1.0, 0.0, 1.0]), np.array([0.3, -0.2]))\n",
+                    "            pass\n",
+                    1,
+                ),
+            ),
+        ),
+        Plant(
+            "t43b-s-precision-not-adapted",
+            "T4.3b-S evaluators: no extra digits for a bound far below λ1 (the precision does not adapt to "
+            "the scale of the bound)",
+            "fimtheory/claims_sharp.py",
+            (("    if ratio is None or ratio <= 1:\n        return 0\n", "    if True:\n        return 0\n", 1),),
+        ),
         Plant(
             "rayleigh-unnormalised-v",
             "R: a given top vector v not normalised (λ1 + vᵀEv with |v| ≠ 1)",
@@ -297,6 +490,115 @@ CHECKS = [
     ),
     ("replay-ignores-disjoint-enclosures", "pytest", "tests/test_mutation_killers_verdicts.py", None),
     ("near-boundary-hypotheses-not-rechecked", "pytest", "tests/test_adjudication.py", None),
+    # a pytest target may be one test (FILE::TEST): the test that states the decision's rule
+    (
+        "certificate-usable-non-finite",
+        "pytest",
+        "tests/test_mutation_killers_verdicts.py::test_a_stored_non_finite_enclosure_reads_back_and_certifies_nothing",
+        None,
+    ),
+    ("certificate-sign-touching-zero", "pytest", "tests/test_certify.py::test_certificate_decision_table", None),
+    ("certificate-own-enclosure-method", "pytest", "tests/test_subjects_certificate_method.py", None),
+    (
+        "enclosure-verdict-nonstrict-touching-zero",
+        "pytest",
+        "tests/test_mutation_killers_adjudication.py::test_enclosure_verdict_table",
+        None,
+    ),
+    (
+        "enclosure-precision-not-escalated",
+        "pytest",
+        "tests/test_adjudication.py::test_enclosure_that_narrows_with_precision_is_used_once_it_excludes_zero",
+        None,
+    ),
+    (
+        "start-dps-ignores-dynamic-range",
+        "pytest",
+        "tests/test_adjudication.py::test_start_dps_follows_the_dynamic_range",
+        None,
+    ),
+    (
+        "recheck-ignores-failed-hypothesis",
+        "pytest",
+        "tests/test_adjudication.py::test_hypothesis_failing_in_exact_arithmetic_is_not_met_never_violated",
+        None,
+    ),
+    (
+        "disagreement-threshold-huge",
+        "pytest",
+        "tests/test_mutation_killers_adjudication.py::test_disagrees_table",
+        None,
+    ),
+    (
+        "strict-zero-margin-holds",
+        "pytest",
+        "tests/test_mutation_killers_verify.py::test_margin_zero_goes_to_the_adjudicator_only_for_a_strict_claim",
+        None,
+    ),
+    (
+        "disagreement-not-reported",
+        "pytest",
+        "tests/test_mutation_killers_verify.py::test_float_resolved_violation_that_the_reference_holds_is_an_error",
+        None,
+    ),
+    (
+        "undecided-falsifies",
+        "pytest",
+        "tests/test_properties_verify.py::test_a_float_violation_is_falsified_only_through_the_adjudicator",
+        None,
+    ),
+    ("exit-status-inconclusive-passes", "pytest", "tests/test_properties_verify.py::test_exit_status_by_profile", None),
+    (
+        "decide-old-contract-undecided-holds",
+        "pytest",
+        "tests/test_mutation_killers_verify.py::test_decide_reads_the_old_pair_contract",
+        None,
+    ),
+    (
+        "digest-blind-to-last-bits",
+        "pytest",
+        "tests/test_replay_tamper.py::test_every_one_ulp_input_change_does_not_reproduce",
+        None,
+    ),
+    (
+        "replay-skips-digest",
+        "pytest",
+        "tests/test_replay_tamper.py::test_every_one_ulp_input_change_does_not_reproduce",
+        None,
+    ),
+    (
+        "replay-legacy-method-refused",
+        "pytest",
+        "tests/test_subjects_certificate_method.py::test_old_files_saying_eigenvalues_replay_and_are_recertified_as_declared",
+        None,
+    ),
+    (
+        "hunt-undecided-is-a-counterexample",
+        "pytest",
+        "tests/test_mutation_killers_verdicts.py::test_confirm_routes_float_violations_to_the_adjudicator",
+        None,
+    ),
+    (
+        "s2-hypothesis-eta-below-gap",
+        "verify",
+        "S2",
+        "masked: S2's strategy draws only instances that meet 2η < γ (400 of 400 derandomized draws, none "
+        "with γ/2 ≤ η < γ), so verify never reaches the hypothesis boundary; bounds.remainder_bounds "
+        "re-checks 2η < γ and would raise on such an instance",
+    ),
+    ("s2-hypothesis-eta-below-gap", "pytest", "tests/test_core_claims.py::test_hypotheses_not_met", None),
+    (
+        "score-probe-skipped",
+        "pytest",
+        "tests/test_subjects_scores.py::test_bad_score_functions_are_refused_by_the_probe",
+        None,
+    ),
+    (
+        "t43b-s-precision-not-adapted",
+        "pytest",
+        "tests/test_sharp_t43.py::test_t43b_sharp_enclosure_stays_tight_when_the_bound_is_tiny",
+        None,
+    ),
 ]
 NEEDS = {"tests/test_torch_quantizers.py": "torch"}
 
