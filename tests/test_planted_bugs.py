@@ -443,6 +443,19 @@ PLANTS = {
             (("    if ratio is None or ratio <= 1:\n        return 0\n", "    if True:\n        return 0\n", 1),),
         ),
         Plant(
+            "certify-no-precision-ladder",
+            "certify(): only the starting precision is tried (no escalation up DPS_LADDER when the sign is undecided)",
+            "properties/certify.py",
+            (("    for d in sorted({dps, *[x for x in ladder if x > dps]}):\n", "    for d in [dps]:\n", 1),),
+        ),
+        Plant(
+            "strict-tie-holds",
+            "adjudicate: a strict claim whose margin collapses to 0 is counted as a holding tie (no "
+            "rigorous enclosure asked)",
+            "fimtheory/adjudication.py",
+            (('    if kind == "tie" and not strict:\n', '    if kind == "tie":\n', 1),),
+        ),
+        Plant(
             "rayleigh-unnormalised-v",
             "R: a given top vector v not normalised (λ1 + vᵀEv with |v| ≠ 1)",
             "fimtheory/bounds.py",
@@ -587,6 +600,13 @@ CHECKS = [
         "re-checks 2η < γ and would raise on such an instance",
     ),
     ("s2-hypothesis-eta-below-gap", "pytest", "tests/test_core_claims.py::test_hypotheses_not_met", None),
+    (
+        "certify-no-precision-ladder",
+        "pytest",
+        "tests/test_certify.py::test_exact_tie_of_non_strict_weakening_is_not_certified",
+        None,
+    ),
+    ("strict-tie-holds", "pytest", "tests/test_adjudication.py::test_strict_exact_tie_is_proved_and_violated", None),
     (
         "score-probe-skipped",
         "pytest",
