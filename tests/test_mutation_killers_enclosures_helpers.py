@@ -617,6 +617,9 @@ def test_rayleigh_quotient_against_fractions():
         ([1.0, 1.0 - 2**-47, -1.0], 2),  # within 16·n·eps·max|w| = 48·2^-52·1
         ([1.0, 1.0 - 2**-46, -1.0], 1),
         ([1.0, 1.0 - 47 * 2**-52, 0.0], 2),  # tol = 16·3·2^-52 with n = 3
+        ([1.0, 1.0 - 48 * 2**-52, 0.0], 2),  # exactly at λ1 − tol: counted (≥)
+        ([4.0, 4.0 - 192 * 2**-52, 0.0], 2),
+        ([2.0], 1),  # 1×1
         ([1.0, 1.0 - 49 * 2**-52, 0.0], 1),
         ([1.0, 1.0 - 2**-45, -8.0], 2),  # the scale is max(|λ1|, |λn|) = 8
         ([1.0, 1.0 - 2**-42, -8.0], 1),
@@ -809,6 +812,9 @@ def _frac_quantile(vals, q):
         ([-1.0, 4.0, 2.5, 0.125, 7.0], [-0.5, 4.5, 2.75, 0.25, 7.0], 0.3),
         ([2.0], [3.0], 0.7),
         ([1.0, 1e-300, -1e300], [1.0, 1e-299, -1e299], 0.6),
+        ([-3.0, -1.0, 2.0], [-2.5, -1.0, 2.0], 0.25),  # interpolating between negative values
+        ([-3.0, 0.0, 2.0], [-3.0, 0.0, 2.5], 0.5),  # an exact zero
+        ([0.0, 0.0, 1.0], [0.0, 0.5, 1.0], 0.2),
     ],
 )
 def test_iv_quantile_against_fractions(lo_vals, hi_vals, q):
@@ -913,12 +919,26 @@ def test_compression_top_against_mpmath(A, E):
     check(mu, ref, scale=scale, k=TIGHT * 1e3)
 
 
-@pytest.mark.parametrize("g, w2", [(2.0, 0.5), (-2.0, 0.5), (0.0, 0.25), (1e-3, 1e-8), (-1e-3, 1e-8), (3.0, 0.0)])
+@pytest.mark.parametrize(
+    "g, w2",
+    [(2.0, 0.5), (-2.0, 0.5), (0.0, 0.25), (1e-3, 1e-8), (-1e-3, 1e-8), (3.0, 0.0), (0.5, 1e-30), (-0.5, 1e-30)],
+)
 def test_li_li_against_mpmath(g, w2):
+    # (√(g² + 4w²) − g)/2, tight relative to the value itself: for g > 0 the cancelling
+    # difference must be taken in the rationalised form 2w²/(g + √(g² + 4w²))
     x = X._li_li_iv(iv.mpf(g), iv.mpf(w2))
     with mpmath.workdps(REF):
         ref = (mpmath.sqrt(mpmath.mpf(g) ** 2 + 4 * mpmath.mpf(w2)) - g) / 2
-    check(x, ref, scale=max(abs(g), math.sqrt(w2), 1e-300), k=100)
+    if ref == 0:
+        assert ends(x) == (0, 0)
+    else:
+        check(x, ref, k=100)
+
+
+def test_li_li_of_zeros_is_zero():
+    assert ends(X._li_li_iv(iv.mpf(0), iv.mpf(0))) == (0, 0)
+    x = X._li_li_iv(iv.mpf([0, 1]), iv.mpf(0))
+    assert ends(x) == (Fraction(-1, 2), Fraction(1, 2))
 
 
 def test_li_li_of_a_gap_interval_straddling_zero():
@@ -1016,10 +1036,17 @@ def test_has_enclosure():
 def test_margin_enclosure_keeps_a_claims_own_mpf_ends_exactly():
     with mpmath.workdps(60):
         a = mpmath.mpf(1) / 3
-    s = _Subject("own", evaluate_iv=lambda inst, dps: (a, 0.5))
+    seen = []
+
+    def own(inst, dps):
+        seen.append((inst, dps))
+        return a, 0.5
+
+    s = _Subject("own", evaluate_iv=own)
     with mpmath.workdps(15):
-        out = X.margin_enclosure(s, None, 60)
+        out = X.margin_enclosure(s, "the instance", 60)
     assert out[0] is a and isinstance(out[1], mpmath.mpf) and out[1] == 0.5
+    assert seen == [("the instance", 60)]
 
 
 def test_margin_enclosure_of_the_table(monkeypatch):
@@ -1027,11 +1054,12 @@ def test_margin_enclosure_of_the_table(monkeypatch):
 
     def fn(inst):
         seen["dps"] = (mpmath.mp.dps, mpmath.iv.dps)
+        seen["inst"] = inst
         return iv.mpf([1, 2]) / 3
 
     monkeypatch.setitem(X.ENCLOSURES, "FAKE", fn)
-    a, b = X.margin_enclosure(_Subject("FAKE"), None, 70)
-    assert seen["dps"] == (70, 70)
+    a, b = X.margin_enclosure(_Subject("FAKE"), "the instance", 70)
+    assert seen["dps"] == (70, 70) and seen["inst"] == "the instance"
     assert isinstance(a, mpmath.mpf) and isinstance(b, mpmath.mpf)
     assert _mpf_frac(a) <= Fraction(1, 3) and Fraction(2, 3) <= _mpf_frac(b)
     assert _mpf_frac(a) > Fraction(1, 3) - Fraction(1, 10**65) and _mpf_frac(b) < Fraction(2, 3) + Fraction(1, 10**65)
