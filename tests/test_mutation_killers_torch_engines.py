@@ -799,3 +799,208 @@ def test_per_token_lambda_max_default_dense_max_is_512():
     lm, logp, _ = _token_lm(27, 19)  # n = 513
     r = ENG.lambda_max_per_token(lm, logp, ("head.weight",))
     assert (r.n, r.method) == (513, "per-token-lanczos")
+
+
+# --------------------------------------------------------------------------------------
+# structured Gram: what it refuses (exact reasons) and the layer kinds it accepts
+# --------------------------------------------------------------------------------------
+
+_SUPPORTED = "nn.Linear, nn.Conv1d/nn.Conv2d (groups=1, zero padding), nn.Embedding, transformers Conv1D"
+
+
+class _Wrap(torch.nn.Module):
+    """One layer, its input, and the per-sample log-probability of class 0 of a flattened
+    readout: the structured Gram of the layer's tensors and the loop reference."""
+
+    def __init__(self, layer, x):
+        super().__init__()
+        self.layer = layer.double()
+        self.x = x
+
+    def forward(self, x):
+        return self.layer(x)
+
+    def logp(self):
+        out = self(self.x).reshape(self.x.shape[0], -1)
+        return torch.log_softmax(out, -1)[:, 0]
+
+    def logp_of(self, i):
+        out = self(self.x[i : i + 1]).reshape(1, -1)
+        return torch.log_softmax(out, -1)[0, 0]
+
+
+def _wrap(layer, shape, seed=0, integer=None):
+    torch.manual_seed(seed)
+    if integer is not None:
+        x = torch.randint(0, integer, shape, generator=_gen(seed))
+    else:
+        x = torch.randn(shape, generator=_gen(seed), dtype=F64)
+    return _Wrap(layer, x)
+
+
+def _refusal(model, names):
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(model, model.logp, names)
+    return str(exc.value)
+
+
+class _OverridingLinear(torch.nn.Linear):
+    def forward(self, x):
+        return super().forward(x) * 2.0
+
+
+class Conv1D(torch.nn.Module):
+    """Named like transformers' Conv1D but not from transformers: not supported."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(3, 2, dtype=F64))
+
+    def forward(self, x):
+        return x @ self.weight
+
+
+def test_structured_gram_refuses_unsupported_layers_with_the_reason():
+    def msg(name, holder, role, why):
+        return f"structured Gram cannot score {name!r} (held by {holder} as {role!r}): {why}"
+
+    ln = _wrap(torch.nn.LayerNorm(3), (4, 3))
+    assert _refusal(ln, ["layer.weight"]) == msg(
+        "layer.weight",
+        "layer",
+        "weight",
+        f"it is owned by a LayerNorm, not one of {_SUPPORTED} (or by a subclass that overrides forward)",
+    )
+    ov = _wrap(_OverridingLinear(3, 2), (4, 3))
+    assert "it is owned by a _OverridingLinear, not one of" in _refusal(ov, ["layer.weight"])
+    fake = _wrap(Conv1D(), (4, 3))
+    assert "it is owned by a Conv1D, not one of" in _refusal(fake, ["layer.weight"])
+    extra = _wrap(torch.nn.Linear(3, 2), (4, 3))
+    extra.layer.scale = torch.nn.Parameter(torch.ones(2, dtype=F64))
+    assert _refusal(extra, ["layer.scale"]) == msg(
+        "layer.scale", "layer", "scale", "'scale' is not the weight or bias of the Linear"
+    )
+    par = _wrap(torch.nn.Linear(3, 2), (4, 3))
+    torch.nn.utils.parametrize.register_parametrization(par.layer, "weight", _Identity())
+    assert _refusal(par, ["layer.bias"]) == msg(
+        "layer.bias", "layer", "bias", "the module is parametrized (torch.nn.utils.parametrize)"
+    )
+    grouped = _wrap(torch.nn.Conv1d(2, 2, 3, groups=2), (4, 2, 6))
+    assert _refusal(grouped, ["layer.weight"]) == msg(
+        "layer.weight", "layer", "weight", "grouped convolution (groups=2) is not supported"
+    )
+    refl = _wrap(torch.nn.Conv1d(2, 2, 3, padding=1, padding_mode="reflect"), (4, 2, 6))
+    assert _refusal(refl, ["layer.weight"]) == msg(
+        "layer.weight", "layer", "weight", "padding_mode='reflect' is not supported (only 'zeros')"
+    )
+    for conv in (torch.nn.Conv1d(2, 2, 4, padding="same"), torch.nn.Conv2d(1, 2, (3, 4), padding="same")):
+        shape = (4, 2, 7) if isinstance(conv, torch.nn.Conv1d) else (4, 1, 5, 6)
+        assert _refusal(_wrap(conv, shape), ["layer.weight"]) == msg(
+            "layer.weight", "layer", "weight", "padding='same' with an even effective kernel pads asymmetrically"
+        )
+    emb = _wrap(torch.nn.Embedding(5, 3, max_norm=1.0), (4,), integer=5)
+    assert _refusal(emb, ["layer.weight"]) == msg(
+        "layer.weight", "layer", "weight", "Embedding(max_norm=...) renormalises its weight in the forward"
+    )
+    freq = _wrap(torch.nn.Embedding(5, 3, scale_grad_by_freq=True), (4,), integer=5)
+    assert _refusal(freq, ["layer.weight"]) == msg(
+        "layer.weight", "layer", "weight", "Embedding(scale_grad_by_freq=True) scales gradients by batch frequencies"
+    )
+
+
+class _Identity(torch.nn.Module):
+    def forward(self, w):
+        return w
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "integer"),
+    [
+        (lambda: torch.nn.Conv1d(2, 3, 3, padding="same"), (5, 2, 7), None),
+        (lambda: torch.nn.Conv1d(2, 3, 2, dilation=2, padding="same"), (5, 2, 7), None),  # d·(k−1) = 2: symmetric
+        (lambda: torch.nn.Conv1d(2, 3, 4, padding="valid"), (5, 2, 7), None),
+        (lambda: torch.nn.Conv1d(2, 3, 3, stride=2, padding=1), (5, 2, 8), None),
+        (lambda: torch.nn.Conv2d(1, 2, 3, padding="same"), (5, 1, 4, 5), None),
+        (lambda: torch.nn.Conv2d(1, 2, (2, 3), stride=(1, 2), padding=(1, 0)), (5, 1, 4, 5), None),
+        (lambda: torch.nn.Linear(3, 4), (5, 3), None),
+        (lambda: torch.nn.Linear(3, 4), (5, 2, 3), None),  # 2 rows per sample
+        (lambda: torch.nn.Embedding(6, 3), (5, 2), 6),
+        (lambda: torch.nn.Embedding(6, 3, padding_idx=1), (5, 2), 6),
+    ],
+)
+def test_structured_gram_of_accepted_layers_equals_the_loop(layer, shape, integer):
+    model = _wrap(layer(), shape, seed=3, integer=integer)
+    if integer is not None:
+        model.x[0, 0] = 1  # a padding token where there is one
+    names = [k for k, _ in model.named_parameters()]
+    params = [dict(model.named_parameters())[k] for k in names]
+    n = shape[0]
+    G = _loop_G(model.logp_of, params, n)
+    K_ref = G.numpy() @ G.numpy().T / n
+    sg = ENG.structured_gram_details(model, model.logp, names, check_rows=n, score_rows=lambda idx: G[idx])
+    assert np.abs(sg.K.numpy() - K_ref).max() <= 256 * EPS * n * np.abs(K_ref).max()
+    assert torch.equal(sg.K, sg.K.T)
+    assert sg.P == G.shape[1]
+    assert sg.checks == (
+        f"H2 verified with autograd on {n} sampled samples and one random combination of all {n}; "
+        f"H1 on the autograd graph; K[idx, idx] equals score_rows on {n} rows"
+    )
+
+
+def test_per_token_argument_errors_name_the_value():
+    lm, logp, _ = _token_lm(2, 3)
+    names = ("head.weight",)
+    for kw, msg in (
+        ({"check_rows": True}, "check_rows must be a non-negative integer, got True"),
+        ({"check_rows": -1}, "check_rows must be a non-negative integer, got -1"),
+        ({"check_rows": 1.5}, "check_rows must be a non-negative integer, got 1.5"),
+        ({"target_chunk": 0}, "target_chunk must be a positive integer, got 0"),
+        ({"target_chunk": True}, "target_chunk must be a positive integer, got True"),
+        ({"target_chunk": 2.5}, "target_chunk must be a positive integer, got 2.5"),
+    ):
+        with pytest.raises(InputError) as exc:
+            ENG.structured_gram_per_token(lm, logp, names, **kw)
+        assert str(exc.value) == msg
+    base = ENG.structured_gram_per_token(lm, logp, names).K
+    for kw in ({"check_rows": 0}, {"target_chunk": 1}, {"target_chunk": 2}):
+        sg = ENG.structured_gram_per_token(lm, logp, names, **kw)
+        assert float((sg.K - base).abs().max()) <= 64 * EPS * float(base.abs().max())
+    assert ENG.structured_gram_per_token(lm, logp, names, check_rows=0).checks == "none (check_rows=0)"
+    for fn, msg in (
+        (lambda: logp().reshape(-1), "per_token_logp() must return a non-empty floating (m, T) tensor, got (6,)"),
+        (lambda: [0.0], "per_token_logp() must return a non-empty floating (m, T) tensor, got list"),
+        (lambda: logp()[:, :0], "per_token_logp() must return a non-empty floating (m, T) tensor, got (2, 0)"),
+        (lambda: logp().long(), "per_token_logp() must return a non-empty floating (m, T) tensor, got (2, 3)"),
+        (lambda: logp() / 0.0, "per_token_logp() returned a NaN or inf log-probability"),
+    ):
+        with pytest.raises(InputError) as exc:
+            ENG.lambda_max_per_token(lm, fn, names)
+        assert str(exc.value) == msg
+
+
+def test_structured_gram_sample_assignment_is_refused_with_the_shape():
+    """A Linear applied to a (T, n, d) input (time-first) has T·n rows that cannot be assigned to
+    the n samples; a single sample given as a 1-D input is one row."""
+
+    class TimeFirst(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2).double()
+
+        def forward(self, x):  # x (n, 4, 3) → (4, n, 2) → per-sample mean over time
+            return self.lin(x.transpose(0, 1)).mean(0)
+
+    model = TimeFirst()
+    x = torch.randn(5, 4, 3, dtype=F64, generator=_gen(1))
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(model, lambda: torch.log_softmax(model(x), -1)[:, 0], ["lin.weight"])
+    assert str(exc.value) == (
+        "lin (call #0): its 20 output rows (leading shape (4, 5)) cannot be assigned to the n = 5 samples "
+        "(neither one row per sample nor a batch-first axis of length n)"
+    )
+    lin = torch.nn.Linear(3, 2).double()
+    v = torch.randn(3, dtype=F64, generator=_gen(2))
+    K = ENG.structured_gram(lin, lambda: torch.log_softmax(lin(v), -1)[:1], ["weight", "bias"])
+    g = torch.autograd.grad(torch.log_softmax(lin(v), -1)[0], [lin.weight, lin.bias])
+    ref = float(sum((t * t).sum() for t in g))
+    assert K.shape == (1, 1) and float(K[0, 0]) == pytest.approx(ref, rel=1e-13)
