@@ -805,10 +805,10 @@ def test_replay_command_prints_each_file_and_returns_the_worst_code(monkeypatch,
 def test_main_runs_the_readings_and_writes_json(monkeypatch, tmp_path, capsys):
     seen = []
     monkeypatch.setattr(cx, "stronger_readings", lambda *, profile, seed: seen.append((profile, seed)) or {"k": 1})
-    monkeypatch.setattr(cx, "format_readings", lambda rep: "TABLE")
+    monkeypatch.setattr(cx, "format_readings", lambda rep: f"TABLE {rep['k']}")
     out = tmp_path / "r.json"
     assert cx.main(["readings", "--profile", "ci", "--seed", "3", "--json", str(out)]) == 0
-    assert seen == [("ci", 3)] and capsys.readouterr().out == "TABLE\n"
+    assert seen == [("ci", 3)] and capsys.readouterr().out == "TABLE 1\n"
     assert out.read_text() == json.dumps({"k": 1}, indent=1) + "\n"
     assert cx.main(["readings"]) == 0 and seen[-1] == ("quick", 0)
     with pytest.raises(SystemExit):
@@ -1453,3 +1453,18 @@ def test_replay_reads_utf8_whatever_the_locale(tmp_path):
     lines = out.stdout.split("\n")
     assert lines[0].lower() in ("ansi_x3.4-1968", "ascii", "us-ascii"), out
     assert lines[1:3] == ["reproduced", "reproduced"], out
+
+
+def test_main_usage_text(capsys, monkeypatch):
+    """The usage line names the program and the --json metavar PATH (a wide terminal, so
+    argparse does not wrap it)."""
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exc:
+        cx.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    usage = (
+        "usage: python -m properties.counterexamples [-h] [--profile {quick,ci,thorough}] "
+        "[--seed SEED] [--json PATH] {readings}"
+    )
+    assert out.split("\n")[0] == usage, out
