@@ -1,0 +1,334 @@
+"""Tests written against surviving mutants of ``properties/certify.py`` and
+``properties/serialize.py`` (see docs/mutation_certify.md).
+
+:func:`properties.certify.certify` is driven here by weakenings whose rigorous evaluator is
+scripted (a fixed enclosure, or an error, per precision), so every branch of the precision
+ladder is checked against the documented rule: precisions tried in increasing order from
+``dps``, each inside its own working precision; the first certificate whose sign is decided
+(or that certifies) is returned; a failed precision is recorded with its reason and the next
+one tried; an own enclosure of exactly [0, 0] is a proved zero (method ``exact``). Registered
+weakenings are checked on instances whose exact margin is known by hand (0 by construction)
+or against the weakening's own 60-digit mp evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import mpmath
+import numpy as np
+import pytest
+
+from fimtheory import enclosures
+from fimtheory.claim_api import Outcome
+from fimtheory.claims import REGISTRY
+from fimtheory.errors import InputError, UnknownIdError
+from fimtheory.instances import KLPairInstance, NoiseEnsemble, PartitionInstance
+from properties.certify import DECLARED_ENCLOSURE, certify
+
+mpf = mpmath.mpf
+WEAKENINGS = {w.id: w for c in REGISTRY.values() for w in c.weakenings}
+
+
+def _frac(x) -> Fraction:
+    """Exact value of a finite mpf (independent of the module's own conversion)."""
+    sign, man, exp, _ = (x if isinstance(x, mpf) else mpf(x))._mpf_  # re-wrapping would round to mp.prec
+    return (-1) ** sign * Fraction(int(man)) * Fraction(2) ** int(exp)
+
+
+# ----------------------------------------------------------------- a scripted weakening
+
+
+@dataclass
+class Scripted:
+    """A weakening with its own rigorous evaluator ``evaluate_iv``: ``plan[dps]`` is the
+    enclosure (lo, hi) it returns at that precision, or an exception it raises. Records
+    (requested dps, working dps, instance) of every call."""
+
+    id: str = "X-scripted"
+    strict: bool = False
+    plan: dict = field(default_factory=dict)
+    met: bool = True
+    reason: str = ""
+    calls: list = field(default_factory=list)
+    evaluated: list = field(default_factory=list)
+
+    def evaluate(self, inst):
+        self.evaluated.append(inst)
+        return Outcome(self.met, -1.0 if self.met else float("nan"), True, self.reason)
+
+    def evaluate_iv(self, inst, dps):
+        self.calls.append((dps, mpmath.mp.dps, inst))
+        r = self.plan[dps]
+        if isinstance(r, BaseException):
+            raise r
+        return mpf(r[0]), mpf(r[1])
+
+
+INST = object()
+
+
+def _rungs(w):
+    return [c[0] for c in w.calls]
+
+
+@pytest.mark.parametrize(
+    "dps, ladder, rungs",
+    [
+        (50, (50, 100, 200), [50, 100, 200]),
+        (100, (50, 100, 200), [100, 200]),
+        (60, (50, 100), [60, 100]),
+        (50, (200, 100), [50, 100, 200]),
+        (50, (), [50]),
+        (200, (50, 100, 200), [200]),
+    ],
+)
+def test_ladder_tries_dps_then_every_larger_precision_in_order(dps, ladder, rungs):
+    """An enclosure straddling 0 at every precision: every rung is tried, in increasing order,
+    each at its own working precision, and the last rung's certificate is returned."""
+    w = Scripted(plan={d: (-1, 1) for d in (50, 60, 100, 200)})
+    cert = certify(w, INST, dps, ladder=ladder)
+    assert _rungs(w) == rungs
+    assert [c[1] for c in w.calls] == rungs  # evaluated at that working precision
+    assert all(c[2] is INST for c in w.calls) and w.evaluated == [INST]
+    assert cert.dps == rungs[-1] and cert.lo == -1 and cert.hi == 1
+    assert cert.sign is None and not cert.certified and cert.method == DECLARED_ENCLOSURE
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("lo, hi, sign", [(-3, -1, -1), (1, 2, 1)])
+def test_ladder_stops_at_the_first_decided_sign(strict, lo, hi, sign):
+    w = Scripted(strict=strict, plan={50: (-1, 1), 100: (lo, hi), 200: (-5, -4)})
+    cert = certify(w, INST, 50)
+    assert _rungs(w) == [50, 100]
+    assert (cert.lo, cert.hi, cert.dps, cert.sign, cert.certified) == (lo, hi, 100, sign, sign == -1)
+    assert cert.strict is strict and cert.exact_zero is False and cert.method == DECLARED_ENCLOSURE
+    assert cert.note == ""
+
+
+def test_touching_zero_from_below_certifies_a_strict_weakening_at_once():
+    """[−1, 0]: sign undecided, but a strict weakening is certainly violated (margin ≤ 0), so
+    the ladder stops; a non-strict one is not, so it goes on."""
+    strict = Scripted(strict=True, plan={50: (-1, 0), 100: (-1, 0), 200: (-1, 0)})
+    cert = certify(strict, INST, 50)
+    assert _rungs(strict) == [50] and cert.certified and cert.sign is None and cert.strict is True
+    assert (cert.lo, cert.hi, cert.dps, cert.exact_zero, cert.method) == (-1, 0, 50, False, DECLARED_ENCLOSURE)
+    loose = Scripted(strict=False, plan={50: (-1, 0), 100: (-1, 0), 200: (-1, 0)})
+    cert = certify(loose, INST, 50)
+    assert _rungs(loose) == [50, 100, 200] and not cert.certified and cert.dps == 200
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_an_own_enclosure_of_exactly_zero_is_a_proved_zero(strict):
+    w = Scripted(strict=strict, plan={50: (0, 0), 100: (-1, -1)})
+    cert = certify(w, INST, 50)
+    assert _rungs(w) == [50]
+    assert cert.exact_zero is True and cert.method == "exact" and cert.lo == 0 and cert.hi == 0
+    assert cert.sign == 0 and cert.certified is strict and cert.dps == 50 and cert.strict is strict
+
+
+@pytest.mark.parametrize("lo, hi", [(0, 1), (-1, 0)])
+def test_an_own_enclosure_touching_zero_at_one_end_is_not_a_proved_zero(lo, hi):
+    w = Scripted(plan={50: (lo, hi), 100: (lo, hi), 200: (lo, hi)})
+    cert = certify(w, INST, 50)
+    assert cert.exact_zero is False and cert.method == DECLARED_ENCLOSURE and (cert.lo, cert.hi) == (lo, hi)
+
+
+def test_a_failed_precision_is_recorded_and_the_next_one_tried():
+    w = Scripted(
+        plan={
+            50: enclosures.EnclosureError("eigenvalues not separated"),
+            100: ZeroDivisionError("interval division by an interval containing 0"),
+            200: (-2, -1),
+        }
+    )
+    cert = certify(w, INST, 50)
+    assert _rungs(w) == [50, 100, 200]
+    assert cert.certified and (cert.lo, cert.hi, cert.dps, cert.note) == (-2, -1, 200, "")
+
+
+def test_when_every_precision_fails_the_last_failure_is_returned_with_its_reason():
+    w = Scripted(
+        strict=True,
+        plan={
+            50: enclosures.EnclosureError("first failure"),
+            100: enclosures.HypothesisFails("γ not bounded away from 0"),
+            200: ZeroDivisionError("division by zero at the top"),
+        },
+    )
+    cert = certify(w, INST, 50)
+    assert _rungs(w) == [50, 100, 200]
+    assert cert.lo is None and cert.hi is None and not cert.usable and not cert.certified
+    assert (cert.dps, cert.method, cert.strict, cert.note) == (
+        200,
+        DECLARED_ENCLOSURE,
+        True,
+        "division by zero at the top",
+    )
+    w = Scripted(plan={50: enclosures.HypothesisFails("γ not bounded away from 0")})
+    cert = certify(w, INST, 50, ladder=())
+    assert cert.note == "X-scripted: γ not bounded away from 0" and cert.dps == 50 and cert.strict is False
+
+
+def test_hypotheses_not_met_give_an_empty_certificate_without_evaluating():
+    w = Scripted(strict=True, met=False, reason="γ = 0", plan={})
+    cert = certify(w, INST, 100)
+    assert w.calls == [] and cert.lo is None and cert.hi is None and not cert.certified
+    assert (cert.dps, cert.method, cert.strict, cert.note) == (
+        100,
+        DECLARED_ENCLOSURE,
+        True,
+        "hypotheses not met: γ = 0",
+    )
+
+
+def test_dps_below_fifty_is_refused_and_fifty_accepted():
+    w = Scripted(plan={49: (-2, -1), 50: (-2, -1)})
+    with pytest.raises(InputError, match="certification needs dps >= 50, got 49"):
+        certify(w, INST, 49)
+    assert w.calls == []
+    assert certify(w, INST, 50).dps == 50
+
+
+def test_a_weakening_without_any_certifier_is_an_unknown_id():
+    @dataclass
+    class Bare:
+        id: str = "X-no-enclosure"
+
+        def evaluate(self, inst):
+            return Outcome(True, -1.0)
+
+    with pytest.raises(UnknownIdError, match="no certifier for weakening 'X-no-enclosure'"):
+        certify(Bare(), INST)
+
+
+# ----------------------------------------------------------------- the exact paths
+
+
+@dataclass
+class ExactC:
+    """A C-* weakening (exact float comparisons) without a ``strict`` attribute."""
+
+    id: str = "C-scripted"
+    margin: float = -1.0
+    met: bool = True
+    reason: str = "cell 2 is empty"
+
+    def evaluate(self, inst):
+        return Outcome(self.met, self.margin if self.met else float("nan"), False, self.reason)
+
+
+@pytest.mark.parametrize("margin, zero, certified", [(-1.0, False, True), (0.0, True, False), (1.0, False, False)])
+def test_c_weakening_certificate_is_the_exact_float_margin(margin, zero, certified):
+    cert = certify(ExactC(margin=margin), INST, 70)
+    assert cert.lo == cert.hi == margin and isinstance(cert.lo, mpmath.mpf)
+    assert (cert.dps, cert.method, cert.strict, cert.exact_zero, cert.note) == (
+        70,
+        "exact",
+        False,
+        zero,
+        "cell 2 is empty",
+    )
+    assert cert.certified is certified
+
+
+def test_c_weakening_hypotheses_not_met():
+    cert = certify(ExactC(met=False, reason="thresholds must be finite"), INST, 80)
+    assert cert.lo is None and cert.hi is None and not cert.certified
+    assert (cert.dps, cert.method, cert.strict, cert.note) == (
+        80,
+        "exact",
+        False,
+        "hypotheses not met: thresholds must be finite",
+    )
+
+
+@pytest.mark.parametrize("wid", ["C-repeated-thresholds", "C-no-nan-cell", "C-open-top", "C-closed-cells"])
+def test_registered_c_weakenings_on_instances_with_a_known_outcome(wid):
+    """Thresholds [0, 1] and σ ∈ {−1, 0.5, 2}: the naive partition's answer is decided by hand
+    (1 holds / −1 violated); non-finite thresholds miss the hypotheses."""
+    w = WEAKENINGS[wid]
+    inst = PartitionInstance((0.0, 1.0), (-1.0, 0.5, 2.0, 0.0, 1.0, float("nan")), ())
+    out = w.evaluate(inst)
+    cert = certify(w, inst, 60)
+    assert cert.lo == cert.hi == out.margin and out.margin in (-1.0, 1.0)
+    assert cert.method == "exact" and cert.dps == 60 and cert.note == out.reason and cert.strict is False
+    assert cert.certified is (out.margin < 0)
+    bad = PartitionInstance((0.0, float("inf")), (0.5,), ())
+    cert = certify(w, bad, 60)
+    assert cert.lo is None and cert.note == "hypotheses not met: thresholds must be finite" and cert.dps == 60
+
+
+def test_t43c_diagonal_case_is_exact_with_the_requested_precision():
+    """Diagonal F and noise: in the non-generic branch s·η ≤ γ/4, so the top entry stays on
+    top and the mean of ±E is exactly 0: margin exactly 0, a strict violation."""
+    w = WEAKENINGS["T4.3c-no-genericity"]
+    E = np.diag([0.25, -0.5, 0.125])
+    cert = certify(w, NoiseEnsemble(np.diag([2.0, 1.0, 0.5]), (E, -E), t=1.0), 70)
+    assert (cert.dps, cert.method, cert.strict, cert.exact_zero) == (70, "exact", True, True)
+    assert cert.lo == 0 and cert.hi == 0 and cert.certified and cert.sign == 0
+
+
+def test_t43c_diagonal_case_with_rounded_noise_encloses_the_mp_margin():
+    """Three draws 3, −1, −2 (exact mean 0) scaled by s = 1/12 (rounded) give floats whose sum
+    is not 0: the exact margin is the tiny rational 1/(3·2^57), not a float; the certificate is
+    its outward rounding at the requested precision (lo < hi, relative width below 1e-55) and
+    agrees with the weakening's own 60-digit evaluation (whose absolute error is ~1e-60)."""
+    w = WEAKENINGS["T4.3c-no-genericity"]
+    Es = tuple(np.diag([v, 0.0, 0.0]) for v in (3.0, -1.0, -2.0))
+    inst = NoiseEnsemble(np.diag([2.0, 1.0, 0.5]), Es, t=1.0)
+    assert w.evaluate(inst).hypotheses_met
+    cert = certify(w, inst, 60)
+    assert _frac(cert.lo) < Fraction(1, 3 * 2**57) < _frac(cert.hi)
+    ref = w.evaluate_mp(inst, 60)
+    assert cert.method == "exact" and cert.dps == 60 and cert.usable
+    lo, hi = _frac(cert.lo), _frac(cert.hi)
+    assert lo <= hi and hi - lo <= Fraction(1, 10**55) * max(abs(lo), Fraction(1, 10**300))
+    with mpmath.workdps(60):
+        tol = mpf(10) ** -55  # the mp evaluation's absolute error (terms of order 1)
+        assert cert.lo - tol <= ref <= cert.hi + tol and abs(ref) > mpf(10) ** -19
+    assert cert.exact_zero is (lo == hi == 0)
+
+
+def test_kl_zero_iff_equal_on_a_permutation_is_a_proved_zero():
+    """q a permutation of p: the sorted profiles are equal, so the statistic is exactly 0 while
+    the distributions differ (the hypotheses hold): a certified violation of the strict claim."""
+    w = WEAKENINGS["KL-zero-iff-equal"]
+    inst = KLPairInstance(np.array([0.5, 0.3, 0.2]), np.array([0.2, 0.5, 0.3]))
+    cert = certify(w, inst, 70)
+    assert (cert.dps, cert.method, cert.strict, cert.exact_zero) == (70, "exact", True, True)
+    assert cert.lo == 0 and cert.hi == 0 and cert.certified
+
+
+def test_kl_zero_iff_equal_on_equal_distributions_misses_the_hypotheses():
+    w = WEAKENINGS["KL-zero-iff-equal"]
+    p = np.array([0.5, 0.3, 0.2])
+    cert = certify(w, KLPairInstance(p, p.copy()), 70)
+    assert cert.lo is None and cert.hi is None and not cert.certified
+    assert (cert.dps, cert.method, cert.strict, cert.note) == (70, "exact", True, "hypotheses not met")
+
+
+def test_kl_nonnegative_on_equal_profiles_is_an_interval_zero_not_a_proof():
+    """The same statistic (0 on equal sorted profiles) for the non-strict weakening goes through
+    the interval certifier: [0, 0], method 'interval', not recorded as a proved zero, not a
+    violation (margin 0 holds)."""
+    w = WEAKENINGS["KL-nonnegative"]
+    inst = KLPairInstance(np.array([0.5, 0.3, 0.2]), np.array([0.2, 0.5, 0.3]))
+    cert = certify(w, inst, 70)
+    assert (cert.dps, cert.method, cert.strict, cert.exact_zero) == (70, "interval", False, False)
+    assert cert.lo == 0 and cert.hi == 0 and not cert.certified and cert.sign == 0
+
+
+@pytest.mark.parametrize("wid, method", [("W-no-lambda-min", "eigenvalues"), ("SIGN-lambda1-denominator", "top-pair")])
+def test_registered_certifiers_name_their_method(wid, method):
+    from fimtheory.instances import MatrixPerturbation
+
+    w = WEAKENINGS[wid]
+    A = np.diag([3.0, 1.0, 0.5])
+    E = np.array([[0.0, 0.1, 0.0], [0.1, 0.0, 0.05], [0.0, 0.05, -0.2]])
+    cert = certify(w, MatrixPerturbation(A, E), 60)
+    assert cert.method == method and cert.dps == 60 and cert.exact_zero is False and cert.usable
+    ref = w.evaluate_mp(MatrixPerturbation(A, E), 80)
+    with mpmath.workdps(80):
+        assert cert.lo <= ref <= cert.hi
