@@ -913,6 +913,10 @@ def test_stronger_readings_counts_against_scripted_draws(monkeypatch):
             "enclosure": Certificate(mpmath.mpf(-6), mpmath.mpf(-5), 50, "eigenvalues").short(8),
         }
     assert len(certified) == 3 and all(q is draws[5] for q, _ in certified)
+    collected.clear()
+    rep = cx.stronger_readings()  # the defaults: profile quick, seed 0
+    assert (rep["profile"], rep["seed"], rep["draws_per_cell"]) == ("quick", 0, 6)
+    assert [seed for _, _, seed in collected] == [0, 17, 34] * 3
 
 
 def test_stronger_readings_without_lowering_or_draws(monkeypatch):
