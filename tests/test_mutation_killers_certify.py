@@ -13,6 +13,7 @@ or against the weakening's own 60-digit mp evaluation.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -332,3 +333,52 @@ def test_registered_certifiers_name_their_method(wid, method):
     ref = w.evaluate_mp(MatrixPerturbation(A, E), 80)
     with mpmath.workdps(80):
         assert cert.lo <= ref <= cert.hi
+
+
+# ----------------------------------------------------------------- canonical form and digest
+
+
+def test_canonical_bytes_escape_non_ascii_text():
+    """Text is written with ASCII escapes (json's \\uXXXX), so the bytes are ASCII whatever
+    the note says."""
+    from properties.serialize import canonical_bytes, inputs_digest
+
+    assert canonical_bytes({"note": "σ ≥ 0"}) == b'{"note":"\\u03c3 \\u2265 0"}'
+    assert inputs_digest({"note": "σ"}) == hashlib.sha256(b'{"note":"\\u03c3"}').hexdigest()
+
+
+def test_a_float_or_seq_key_beside_other_keys_is_an_ordinary_mapping():
+    """Only a mapping whose single key is 'float' ('seq') is an encoded float (sequence); with
+    other keys beside it, every key is kept and the values are canonicalised as they are."""
+    from properties.serialize import canonical_bytes
+
+    assert canonical_bytes({"float": "0x1p-1", "k": 1}) == b'{"float":"0x1p-1","k":1}'
+    assert canonical_bytes({"seq": [0.5], "k": 1}) == b'{"k":1,"seq":[{"float":"0x1.0000000000000p-1"}]}'
+    assert canonical_bytes({"float": "0x1p-1"}) == b'{"float":"0x1.0000000000000p-1"}'
+    assert canonical_bytes({"seq": ("a", 2)}) == b'{"seq":["a",2]}'
+
+
+def test_digest_errors_name_the_problem():
+    from properties.serialize import inputs_digest
+
+    with pytest.raises(InputError, match=r"array of shape \[3\] has 2 entries$"):
+        inputs_digest({"ndarray": ["0x1p+0", "0x1p+1"], "dtype": "float64", "shape": [3]})
+    with pytest.raises(InputError, match=r"InputError: cannot canonicalise object$"):
+        inputs_digest({"x": object()})
+    with pytest.raises(InputError, match=r"InputError: cannot canonicalise set$"):
+        inputs_digest([{1, 2}])
+    with pytest.raises(InputError, match=r"^inputs cannot be canonicalised: KeyError: 'dtype'$"):
+        inputs_digest({"ndarray": ["0x1p+0"], "shape": [1]})
+    with pytest.raises(InputError, match=r"^inputs cannot be canonicalised: ValueError: "):
+        inputs_digest({"float": "one half"})
+
+
+def test_counterexample_inputs_cover_claim_weakening_and_instance():
+    from properties.serialize import counterexample_inputs
+
+    inst = {"type": "MatrixPerturbation", "fields": {}}
+    assert counterexample_inputs("W", "W-no-lambda-min", inst) == {
+        "claim": "W",
+        "weakening": "W-no-lambda-min",
+        "instance": inst,
+    }
