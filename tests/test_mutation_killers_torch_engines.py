@@ -1004,3 +1004,102 @@ def test_structured_gram_sample_assignment_is_refused_with_the_shape():
     g = torch.autograd.grad(torch.log_softmax(lin(v), -1)[0], [lin.weight, lin.bias])
     ref = float(sum((t * t).sum() for t in g))
     assert K.shape == (1, 1) and float(K[0, 0]) == pytest.approx(ref, rel=1e-13)
+
+
+class _TwoNames(torch.nn.Module):
+    """One Linear registered under two names (``a`` and its alias ``b``), called once through
+    ``a``; with ``direct`` its weight is also read directly by F.linear."""
+
+    def __init__(self, direct=False):
+        super().__init__()
+        self.a = torch.nn.Linear(3, 3).double()
+        self.b = self.a
+        self.c = torch.nn.Linear(3, 2).double()
+        self.direct = direct
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        if self.direct:
+            h = h + torch.nn.functional.linear(x, self.a.weight)
+        return self.c(h)
+
+
+def test_parameter_names_resolution_errors_name_the_problem():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, dtype=F64, generator=_gen(0))
+    model = torch.nn.Sequential(*[torch.nn.Linear(3, 3) for _ in range(5)]).double()
+
+    def logp():
+        return torch.log_softmax(model(x), -1)[:, 0]
+
+    every = [k for k, _ in model.named_parameters()]
+    for names, msg in (
+        ("0.weight", "param_names must be a sequence of names, not a string"),
+        ([], "the parameter subset is empty"),
+    ):
+        with pytest.raises(InputError) as exc:
+            ENG.structured_gram(model, logp, names)
+        assert str(exc.value) == msg
+    from fimtheory.errors import UnknownIdError
+
+    with pytest.raises(UnknownIdError) as exc:
+        ENG.lambda_max_autodiff(model, logp, ["0.weight", "nope"])
+    assert str(exc.value) == f"unknown parameter(s) ['nope']; the model has {every[:8]}..."
+    tied = _TwoNames()
+    with pytest.raises(InputError) as exc:
+        ENG.structured_gram(tied, lambda: torch.log_softmax(tied(x), -1)[:, 0], ["a.weight", "b.weight"])
+    assert str(exc.value) == "'b.weight' and 'a.weight' are the same tensor (tied); list it once"
+    # an alias name alone is a name of the tensor: accepted, same K as under its first name
+    K_b = ENG.structured_gram(tied, lambda: torch.log_softmax(tied(x), -1)[:, 0], ["b.weight"])
+    K_a = ENG.structured_gram(tied, lambda: torch.log_softmax(tied(x), -1)[:, 0], ["a.weight"])
+    assert torch.equal(K_a, K_b)
+    shared = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)).double()
+    shared[1].weight = torch.nn.Parameter(shared[0].weight.detach())  # same storage, distinct parameter
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(shared, lambda: torch.log_softmax(shared(x), -1)[:, 0], ["0.weight"])
+    assert str(exc.value) == (
+        "'0.weight' shares storage with the distinct parameter '1.weight': autograd treats them as separate "
+        "tensors, so the scores of one do not include the uses of the other; tie them (assign the same "
+        "nn.Parameter) or untie"
+    )
+
+
+def test_direct_use_of_a_theta_tensor_is_refused_with_the_counts():
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, dtype=F64, generator=_gen(1))
+    model = _TwoNames(direct=True)
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(model, lambda: torch.log_softmax(model(x), -1)[:, 0], ["b.weight", "c.weight"])
+    assert str(exc.value) == (
+        "'b.weight' is used 2 time(s) in the graph of log p but only 1 use(s) are calls of a supported "
+        "module: it is also used directly (e.g. F.linear(x, weight) or a weight read by another module), "
+        "which the structured Gram cannot see"
+    )
+
+
+class _CalledTwice(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3).double()
+        self.out = torch.nn.Linear(3, 2).double()
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.lin(torch.tanh(self.lin(x)))))
+
+
+def test_a_module_called_twice_is_two_recorded_uses():
+    torch.manual_seed(2)
+    model = _CalledTwice()
+    x = torch.randn(5, 3, dtype=F64, generator=_gen(2))
+    names = ["lin.weight", "lin.bias", "out.weight"]
+    params = [dict(model.named_parameters())[k] for k in names]
+
+    def logp_of(i):
+        return torch.log_softmax(model(x[i : i + 1]), -1)[0, 0]
+
+    G = _loop_G(logp_of, params, 5)
+    sg = ENG.structured_gram_details(model, lambda: torch.log_softmax(model(x), -1)[:, 0], names)
+    K_ref = G.numpy() @ G.numpy().T / 5
+    assert np.abs(sg.K.numpy() - K_ref).max() <= 256 * EPS * 5 * np.abs(K_ref).max()
+    assert sg.structure[0] == "lin.weight: 2 call(s) lin#0(linear) + lin#1(linear)"
+    assert sg.structure[2] == "out.weight: 1 call(s) out#2(linear)"
