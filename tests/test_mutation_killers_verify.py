@@ -562,6 +562,13 @@ def test_settle_hypotheses_not_met_text():
     )
 
 
+def test_settle_one_rejected_draw_and_no_example_is_hypotheses_not_met():
+    rep = _report(0, 10, rejected=1)
+    V._settle_unfalsified(rep, False)
+    assert rep.status == "hypotheses not met"
+    assert rep.stop_reason.startswith("no drawn instance met the hypotheses (1 drawn instances missed")
+
+
 def test_settle_undecided_before_short_run_and_its_text():
     rep = _report(3, 10, undecided=2)  # short and undecided: the undecided reason wins
     V._settle_unfalsified(rep, False)
