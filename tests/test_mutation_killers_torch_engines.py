@@ -62,7 +62,7 @@ def test_lanczos_dim_below_one_is_refused_with_the_value():
         ENG.lanczos(lambda v: v, 0)
     assert str(exc.value) == "dim must be >= 1, got 0"
     r = ENG.lanczos(lambda v: 3.0 * v, 1)  # dim 1 is valid: exact after one step
-    assert r.value == pytest.approx(3.0, rel=1e-15) and r.iterations == 1 and r.converged
+    assert r.value == pytest.approx(3.0, rel=1e-15, abs=0) and r.iterations == 1 and r.converged
 
 
 def test_lanczos_ritz_pair_against_a_dense_eigh():
@@ -95,13 +95,13 @@ def test_lanczos_first_step_is_the_rayleigh_quotient_of_the_seeded_start(dtype):
         r = ENG.lanczos(lambda v: A @ v, 7, dtype=dtype, max_iter=1, **kw)
         rq = float(q.double() @ A.double() @ q.double())
         tol = 1e-13 if dtype == F64 else 1e-5
-        assert r.value == pytest.approx(rq, rel=tol)
+        assert r.value == pytest.approx(rq, rel=tol, abs=0)
         assert r.vector.dtype == dtype
         assert float((r.vector.double() - q.double()).abs().max()) <= tol
         assert (r.iterations, r.converged) == (1, False)
         res = float(torch.linalg.vector_norm(A.double() @ q.double() - rq * q.double()))
-        assert r.residual == pytest.approx(res, rel=tol * 100)
-        assert r.residual_estimate == pytest.approx(res, rel=tol * 100)
+        assert r.residual == pytest.approx(res, rel=tol * 100, abs=0)
+        assert r.residual_estimate == pytest.approx(res, rel=tol * 100, abs=0)
 
 
 def test_lanczos_is_invariant_under_power_of_two_scaling():
@@ -117,7 +117,7 @@ def test_lanczos_is_invariant_under_power_of_two_scaling():
         assert (r.iterations, r.converged) == (base.iterations, base.converged)
         assert r.value == base.value * c
         # (the tridiagonal eigenvector comes from LAPACK, which rescales internally: to rounding)
-        assert r.residual_estimate == pytest.approx(base.residual_estimate * c, rel=1e-6)
+        assert r.residual_estimate == pytest.approx(base.residual_estimate * c, rel=1e-6, abs=0)
         assert float((r.vector - base.vector).abs().max()) <= 1e-12
 
 
@@ -148,7 +148,7 @@ def test_lanczos_tolerance_and_iteration_cap():
     d = torch.tensor([0.5, 1.0, 2.0, 4.0, 3.0], dtype=F64)
     full = ENG.lanczos(lambda v: d * v, 5, tol=0.0, max_iter=50)
     assert full.iterations <= 5 and full.converged
-    assert full.value == pytest.approx(4.0, rel=1e-14)
+    assert full.value == pytest.approx(4.0, rel=1e-14, abs=0)
 
 
 def test_lanczos_default_cap_is_500_steps():
@@ -166,7 +166,7 @@ def test_lanczos_breakdown_and_zero_operator():
     d = torch.tensor([1.0, 2.0, 5.0] * 10, dtype=F64)
     r = ENG.lanczos(lambda v: d * v, 30, tol=0.0)
     assert (r.iterations, r.converged) == (3, True)
-    assert r.value == pytest.approx(5.0, rel=1e-14)
+    assert r.value == pytest.approx(5.0, rel=1e-14, abs=0)
     assert r.residual <= 1e-13
     z = ENG.lanczos(lambda v: torch.zeros_like(v), 9)
     assert (z.value, z.iterations, z.converged, z.residual) == (0.0, 1, True, 0.0)
@@ -291,7 +291,7 @@ def test_lambda_max_lanczos_is_lanczos_on_the_smaller_operator(n, P, operator):
             operator,
         )
         assert r.value <= ref * (1 + 1e-13)
-    assert ENG.lambda_max(G, method="lanczos").value == pytest.approx(ref, rel=1e-10)
+    assert ENG.lambda_max(G, method="lanczos").value == pytest.approx(ref, rel=1e-10, abs=0)
 
 
 @pytest.mark.parametrize("method", ["dense", "gram"])
@@ -303,12 +303,12 @@ def test_eigh_paths_report_the_backward_error_bound_or_the_residual(method):
     A = Gn.T @ Gn / 9 if method == "dense" else Gn @ Gn.T / 9
     ref = _np_top(A)
     r = ENG.lambda_max(G, method=method)
-    assert r.value == pytest.approx(ref, rel=1e-13)
-    assert r.residual == pytest.approx(A.shape[0] * EPS * np.linalg.norm(A, "fro"), rel=1e-12)
+    assert r.value == pytest.approx(ref, rel=1e-13, abs=0)
+    assert r.residual == pytest.approx(A.shape[0] * EPS * np.linalg.norm(A, "fro"), rel=1e-12, abs=0)
     rv = ENG.lambda_max(G, method=method, return_vector=True)
     v = rv.vector.numpy()
     F = Gn.T @ Gn / 9
-    assert rv.value == pytest.approx(ref, rel=1e-13)
+    assert rv.value == pytest.approx(ref, rel=1e-13, abs=0)
     assert abs(np.linalg.norm(v) - 1.0) <= 1e-13
     assert np.linalg.norm(F @ v - ref * v) <= 1e-12 * ref
     assert 0.0 <= rv.residual <= 64 * EPS * A.shape[0] * ref
@@ -431,7 +431,7 @@ def test_autodiff_result_against_the_loop_and_its_records():
     G = _loop_G(logp_of, params, 6)
     ref = _ref_lam(G)
     r = ENG.lambda_max_autodiff(net, logp, NAMES, tol=1e-12, seed=2)
-    assert r.value == pytest.approx(ref, rel=1e-10)
+    assert r.value == pytest.approx(ref, rel=1e-10, abs=0)
     assert (r.method, r.n, r.P, r.operator, r.vector) == ("autodiff-lanczos", 6, G.shape[1], "K", None)
     assert r.residual <= 1e-9 * ref and r.iterations >= 1
     head = (
@@ -449,7 +449,7 @@ def test_autodiff_result_against_the_loop_and_its_records():
     assert (d.value, d.iterations, d.residual) == (e.value, e.iterations, e.residual)
     o = ENG.lambda_max_autodiff(net, logp, NAMES, tol=1e-10, seed=1)
     assert (o.value, o.iterations, o.residual) != (e.value, e.iterations, e.residual)
-    assert d.value == pytest.approx(ref, rel=1e-9)
+    assert d.value == pytest.approx(ref, rel=1e-9, abs=0)
 
 
 def test_autodiff_unused_tensors_and_no_live_tensor():
@@ -472,7 +472,7 @@ def test_autodiff_transpose_check_is_relative_to_the_scale(scale):
     params = [dict(net.named_parameters())[k] for k in NAMES]
     ref = _ref_lam(_loop_G(logp_of, params, 6))
     r = ENG.lambda_max_autodiff(net, logp, NAMES, tol=1e-12)
-    assert r.value == pytest.approx(ref, rel=1e-10)
+    assert r.value == pytest.approx(ref, rel=1e-10, abs=0)
     worst = float(r.structure[0].rsplit("worst relative gap ", 1)[1][:-1])
     assert 0.0 < worst <= 4096 * EPS
 
@@ -703,9 +703,11 @@ def test_structured_lambda_max_dense_and_lanczos_records():
     ref = _np_top(K)
     P = G.shape[1]
     r = ENG.lambda_max_structured(net, logp, NAMES)
-    assert r.value == pytest.approx(ref, rel=1e-12)
+    assert r.value == pytest.approx(ref, rel=1e-12, abs=0)
     assert (r.method, r.iterations, r.n, r.P, r.operator, r.vector) == ("structured-gram", 0, n, P, "K", None)
-    assert r.residual == pytest.approx(n * EPS * np.linalg.norm(K, "fro"), rel=1e-10)  # eigvalsh's a-priori bound
+    assert r.residual == pytest.approx(
+        n * EPS * np.linalg.norm(K, "fro"), rel=1e-10, abs=0
+    )  # eigvalsh's a-priori bound
     assert len(r.structure) == 4 and r.structure[0].startswith("fc.weight: 1 call(s) ")
     eq = ENG.lambda_max_structured(net, logp, NAMES, dense_max=n)  # n ≤ dense_max: still eigvalsh
     assert eq.method == "structured-gram"
@@ -718,7 +720,7 @@ def test_structured_lambda_max_dense_and_lanczos_records():
         None,
         r.structure,
     )
-    assert lz.value == pytest.approx(ref, rel=1e-10) and lz.residual <= 1e-10 * ref and lz.iterations >= 1
+    assert lz.value == pytest.approx(ref, rel=1e-10, abs=0) and lz.residual <= 1e-10 * ref and lz.iterations >= 1
     direct = ENG.lanczos(lambda v: torch.as_tensor(K) @ v, n, tol=1e-12)
     assert lz.iterations == pytest.approx(direct.iterations, abs=2)
     loose = ENG.lambda_max_structured(net, logp, NAMES, dense_max=n - 1, tol=1e-2)
@@ -735,7 +737,7 @@ def test_structured_lambda_max_float32_lanczos_and_options_reach_the_gram():
     net, logp, G, K = _classifier_reference(12, dtype=torch.float32)
     ref = _np_top(K)
     r = ENG.lambda_max_structured(net, logp, NAMES, dense_max=4)
-    assert r.method == "structured-gram-lanczos" and r.value == pytest.approx(ref, rel=1e-5)
+    assert r.method == "structured-gram-lanczos" and r.value == pytest.approx(ref, rel=1e-5, abs=0)
     # the keyword options reach structured_gram: score rows that disagree are refused
     with pytest.raises(HypothesesNotMet, match="disagrees with the score rows"):
         ENG.lambda_max_structured(net, logp, NAMES, score_rows=lambda idx: 2 * G[idx])
@@ -778,18 +780,18 @@ def test_per_token_lambda_max_defaults_records_and_errors():
     ref = _ref_lam(G)
     K = G.numpy() @ G.numpy().T / (m * T)
     r = ENG.lambda_max_per_token(lm, logp, names)  # default: auto → gram (n ≤ 512)
-    assert r.value == pytest.approx(ref, rel=1e-12)
+    assert r.value == pytest.approx(ref, rel=1e-12, abs=0)
     assert (r.method, r.iterations, r.n, r.P, r.operator, r.vector) == ("per-token-gram", 0, 12, G.shape[1], "K", None)
-    assert r.residual == pytest.approx(12 * EPS * np.linalg.norm(K, "fro"), rel=1e-10)
+    assert r.residual == pytest.approx(12 * EPS * np.linalg.norm(K, "fro"), rel=1e-10, abs=0)
     lz = ENG.lambda_max_per_token(lm, logp, names, method="lanczos", tol=1e-12)
-    assert lz.value == pytest.approx(ref, rel=1e-10) and lz.method == "per-token-lanczos"
+    assert lz.value == pytest.approx(ref, rel=1e-10, abs=0) and lz.method == "per-token-lanczos"
     d = ENG.lambda_max_per_token(lm, logp, names, method="lanczos")
     e = ENG.lambda_max_per_token(lm, logp, names, method="lanczos", tol=1e-10, seed=0)
     assert (d.value, d.iterations, d.residual) == (e.value, e.iterations, e.residual)
     o = ENG.lambda_max_per_token(lm, logp, names, method="lanczos", tol=1e-10, seed=1)
     assert (o.value, o.iterations, o.residual) != (e.value, e.iterations, e.residual)
     gl = ENG.lambda_max_per_token(lm, logp, names, method="gram", dense_max=11, tol=1e-12)
-    assert gl.method == "per-token-gram-lanczos" and gl.value == pytest.approx(ref, rel=1e-10)
+    assert gl.method == "per-token-gram-lanczos" and gl.value == pytest.approx(ref, rel=1e-10, abs=0)
     with pytest.raises(InputError) as exc:
         ENG.lambda_max_per_token(lm, logp, names, method="dense")
     assert str(exc.value) == "unknown method 'dense'; expected auto, gram or lanczos"
@@ -1003,7 +1005,7 @@ def test_structured_gram_sample_assignment_is_refused_with_the_shape():
     K = ENG.structured_gram(lin, lambda: torch.log_softmax(lin(v), -1)[:1], ["weight", "bias"])
     g = torch.autograd.grad(torch.log_softmax(lin(v), -1)[0], [lin.weight, lin.bias])
     ref = float(sum((t * t).sum() for t in g))
-    assert K.shape == (1, 1) and float(K[0, 0]) == pytest.approx(ref, rel=1e-13)
+    assert K.shape == (1, 1) and float(K[0, 0]) == pytest.approx(ref, rel=1e-13, abs=0)
 
 
 class _TwoNames(torch.nn.Module):
