@@ -20,7 +20,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from fimtheory import enclosures
+from fimtheory import enclosures, highprec
 from fimtheory.enclosures import EnclosureError, HypothesisFails, NoEnclosure
 from fimtheory.instances import (
     MatrixPerturbation,
@@ -97,11 +97,30 @@ def _enclosure(sid, inst, dps=DPS):
     return enclosures.margin_enclosure(SimpleNamespace(id=sid), inst, dps)
 
 
+# Evaluators the table builds with a factory at import; built again at call time here, so a
+# test sees a change to the factory in the same process (mutmut activates a mutant after import).
+_FACTORIES = {
+    "T4.3c": lambda: enclosures._m_t43c_factory(True),
+    "T4.3c-no-genericity": lambda: enclosures._m_t43c_factory(False),
+    "EQ1-RATIO-within-10pct": lambda: enclosures._m_eq1_within(0.10),
+    "EQ1-RATIO-within-25pct": lambda: enclosures._m_eq1_within(0.25),
+}
+
+
+def _enclosure_built_now(sid, inst, dps=DPS):
+    fn = _FACTORIES[sid]()
+    with highprec.working_precision(dps):
+        x = fn(inst)
+        return enclosures.lo(x), enclosures.hi(x)
+
+
 def _assert_encloses(sid, inst, ref, dps=DPS):
-    lo, hi = _enclosure(sid, inst, dps)
-    with mpmath.workdps(REF_DPS):
-        assert lo <= ref <= hi, (sid, lo, ref, hi)
-        assert hi - lo <= TIGHT * (1 + abs(ref)), (sid, lo, hi)
+    ways = [_enclosure] + ([_enclosure_built_now] if sid in _FACTORIES else [])
+    for way in ways:
+        lo, hi = way(sid, inst, dps)
+        with mpmath.workdps(REF_DPS):
+            assert lo <= ref <= hi, (sid, lo, ref, hi)
+            assert hi - lo <= TIGHT * (1 + abs(ref)), (sid, lo, hi)
 
 
 def _assert_not_met(sid, inst, hypothesis):
@@ -161,6 +180,8 @@ def ref_sign_lambda1(A, E):
     lam, _ = _eig(A)
     a2 = _coefficients(A, E, 2)[1]
     r2 = _off_top_sq(A, E)
+    if r2 == 0:
+        return MP(0)
     return (a2 - r2 / lam[0]) / (r2 / (lam[0] - lam[1]))
 
 
@@ -366,6 +387,46 @@ def test_sign_lambda1_undecided_when_the_residual_vanishes_off_a_rotated_basis()
     A = np.array([[2.0, 1.0], [1.0, 2.0]])
     with pytest.raises(EnclosureError, match="^" + re.escape("‖P⊥Ev‖²/γ is not bounded away from 0")):
         _enclosure("SIGN-lambda1-denominator", MatrixPerturbation(A, A / 8))
+
+
+# ---- LL (Li–Li) ----------------------------------------------------------------------------
+
+
+def ref_ll(A, E):
+    """LL: r = λ' − λ1 − v1ᵀEv1 against the Li–Li bound (√(g² + 4w²) − g)/2, w² = ‖P⊥Ev1‖² and
+    g = λ1 + v1ᵀEv1 − μ, μ the top eigenvalue of A + E compressed to v1⊥; two-sided,
+    min(r, bound − r)/(η²/γ)."""
+    lam, vecs = _eig(A)
+    n = len(lam)
+    S = _mpm(A) + _mpm(E)
+    Q = mpmath.matrix(n, n - 1)
+    for j in range(1, n):
+        for i in range(n):
+            Q[i, j - 1] = vecs[j][i]
+    mu = _lmax(Q.T * S * Q)
+    a = (vecs[0].T * _mpm(E) * vecs[0])[0, 0]
+    w2 = _off_top_sq(A, E)
+    g = lam[0] + a - mu
+    bound = (mpmath.sqrt(g**2 + 4 * w2) - g) / 2
+    r = _lmax(S) - lam[0] - a
+    eta = _norm2(E)
+    return min(r, bound - r) / (eta**2 / (lam[0] - lam[1]))
+
+
+_ROT = np.linalg.qr(np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [1.5, 0.2, 1.0]]))[0]
+_A3_ROTATED = (_ROT @ _A3 @ _ROT.T + (_ROT @ _A3 @ _ROT.T).T) / 2
+
+
+@pytest.mark.parametrize(
+    "E",
+    [
+        np.diag([1.0, -1.0, 0.0]),  # η = 1 exactly (exact enclosure): not the E = 0 shortcut
+        np.array([[0.1, 0.2, -0.3], [0.2, 0.05, 0.1], [-0.3, 0.1, 0.2]]),
+    ],
+    ids=["eta=1", "generic"],
+)
+def test_ll_enclosure_on_a_rotated_pair(E):
+    _assert_encloses("LL", MatrixPerturbation(_A3_ROTATED, E), _ref(ref_ll, _A3_ROTATED, E))
 
 
 # ---- T4.3b and T4.3b-nonzero-mean ----------------------------------------------------------
@@ -627,14 +688,16 @@ def test_t43c_diagonal_case_is_exact():
     """Diagonal F and noise: the margin is the exact rational (E λ_max(F + sE) − λ1)/|λ1|."""
     inst = _T43C_DIAGONAL
     ref = _t43c_ref(inst, False)
-    lo, hi = _enclosure("T4.3c-no-genericity", inst)
-    with mpmath.workdps(REF_DPS):
-        assert lo <= ref <= hi and hi - lo <= MP(10) ** -55 * (1 + abs(ref))
+    for way in (_enclosure, _enclosure_built_now):
+        lo, hi = way("T4.3c-no-genericity", inst)
+        with mpmath.workdps(REF_DPS):
+            assert lo <= ref <= hi and hi - lo <= MP(10) ** -55 * (1 + abs(ref))
 
 
 def test_t43c_non_generic_noise_is_reported():
-    with pytest.raises(HypothesisFails, match="^" + re.escape("genericity fails: P⊥Ev = 0 for every draw") + "$"):
-        _enclosure("T4.3c", _T43C_DIAGONAL)
+    for way in (_enclosure, _enclosure_built_now):
+        with pytest.raises(HypothesisFails, match="^" + re.escape("genericity fails: P⊥Ev = 0 for every draw") + "$"):
+            way("T4.3c", _T43C_DIAGONAL)
 
 
 @pytest.mark.parametrize(
@@ -788,3 +851,70 @@ def test_ab_enclosure(inst):
 def test_ab_row_sum_case_has_margin_zero():
     inst = ScoreInstance(np.array([[1.0, 1.0, 0.0], [0.0, -1.0, 1.0]]), lanczos_steps=1)
     assert abs(_ref(ref_ab, inst)) < MP(10) ** -70
+
+
+# ---- pinned Hypothesis draws of the claims' own strategies ----------------------------------
+#
+# Hypothesis' pool of local constants depends on the modules a process has imported, so draws
+# differ between a fresh process and mutmut's forked workers; the pool is pinned empty here (as
+# properties.verify does), so these instances are the same in every process.
+
+_PINNED_REFS = {
+    "S": lambda inst: min(ref_series(inst.A, inst.E)),
+    "S2": lambda inst: min(ref_s2(inst.A, inst.E)),
+    "SIGN": lambda inst: ref_sign(inst.A, inst.E),
+    "SIGN-lambda1-denominator": lambda inst: ref_sign_lambda1(inst.A, inst.E),
+    "T4.3b": lambda inst: ref_t43b(inst.F, inst.scaled()),
+    "T4.3b-nonzero-mean": lambda inst: ref_t43b_parts(inst.F, inst.scaled()),
+    "EQ1-M-BOUNDS": lambda inst: ref_m_bounds(inst.p),
+    "AB": ref_ab,
+}
+
+
+def _pinned(subject, k=4, examples=40):
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    from properties import verify
+    from properties.claim_strategies import strategy_for
+
+    found = []
+
+    @settings(
+        max_examples=examples,
+        database=None,
+        derandomize=True,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate],
+    )
+    @given(strategy_for(subject.strategy))
+    def collect(inst):
+        if len(found) < k and subject.evaluate(inst).hypotheses_met:
+            found.append(inst)
+
+    with verify._without_local_constants():
+        collect()
+    return found
+
+
+@pytest.mark.parametrize("sid", list(_PINNED_REFS))
+def test_enclosure_contains_the_independent_margin_on_pinned_draws(sid):
+    from fimtheory import claims
+
+    claim_id = sid.split("-")[0] if sid not in claims.REGISTRY else sid
+    claim = claims.get_claim(claim_id)
+    subject = claim if claim.id == sid else claim.weakening(sid)
+    insts = _pinned(subject)
+    assert insts, sid
+    enclosed = 0
+    for inst in insts:
+        try:
+            lo, hi = _enclosure(sid, inst)
+        except EnclosureError:
+            continue
+        enclosed += 1
+        ref = _ref(_PINNED_REFS[sid], inst)
+        with mpmath.workdps(REF_DPS):
+            assert lo <= ref <= hi, (sid, inst, lo, ref, hi)
+            assert hi - lo <= TIGHT * (1 + abs(ref)), (sid, lo, hi)
+    assert enclosed >= 1, sid
