@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -382,3 +383,154 @@ def test_counterexample_inputs_cover_claim_weakening_and_instance():
         "weakening": "W-no-lambda-min",
         "instance": inst,
     }
+
+
+# ----------------------------------------------------------------- Certificate refusals
+
+
+def test_certificate_refusals_say_exactly_what_is_wrong():
+    from properties.certify import Certificate
+
+    with pytest.raises(InputError, match=r"^a certificate needs both endpoints or neither$"):
+        Certificate(mpf(-1), None, 50, "exact")
+    with pytest.raises(InputError, match=r"^certificate endpoints out of order: lo 1\.0 > hi -1\.0$"):
+        Certificate(mpf(1), mpf(-1), 50, "exact")
+    with pytest.raises(InputError, match=r"^exact_zero certificate must have lo = hi = 0, got \[-1\.0, 0\.0\]$"):
+        Certificate(mpf(-1), mpf(0), 50, "exact", True, exact_zero=True)
+
+
+def test_defaults_start_at_fifty_digits_and_print_six():
+    """certify starts at 50 digits (the first rung of DPS_LADDER) unless told otherwise; the short
+    form has 6 significant digits by default."""
+    from properties.certify import DPS_LADDER, Certificate
+
+    w = Scripted(plan={50: (-2, -1)})
+    assert certify(w, INST).dps == 50 == DPS_LADDER[0] and _rungs(w) == [50]
+    with mpmath.workdps(30):
+        cert = Certificate(-mpf(2) / 3, mpf(1) / 7, 50, "eigenvalues")
+    assert cert.short() == "[-6.66667e-1, 1.42858e-1]"  # −2/3 rounded down, 1/7 up, 6 digits
+
+
+# ----------------------------------------------------------------- exact JSON form of instances
+
+CORPUS = Path(__file__).parent / "counterexamples"
+RECORDS = [p for p in sorted(CORPUS.glob("*.json")) if not p.stem.startswith("param-")]
+
+
+def _decode_by_hand(obj):
+    """The stored encoding read independently of properties.serialize: float arrays as hex
+    strings (flat, with shape), integer arrays with their dtype, floats as hex, sequences."""
+    if isinstance(obj, dict) and "ndarray" in obj:
+        if obj["dtype"] == "float64":
+            flat = [float.fromhex(h) for h in obj["ndarray"]]
+            return ("f8", tuple(obj["shape"]), [v.hex() for v in flat])
+        return (obj["dtype"], tuple(obj["shape"]), np.asarray(obj["ndarray"]).reshape(-1).tolist())
+    if isinstance(obj, dict) and set(obj) == {"float"}:
+        return ("float", float.fromhex(obj["float"]).hex())
+    if isinstance(obj, dict) and set(obj) == {"seq"}:
+        return ("seq", [_decode_by_hand(v) for v in obj["seq"]])
+    return ("plain", obj)
+
+
+def _value_by_hand(v):
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind == "f":
+            return ("f8", v.shape, [float(x).hex() for x in v.ravel()])
+        return (str(v.dtype), v.shape, v.reshape(-1).tolist())
+    if isinstance(v, float | np.floating):
+        return ("float", float(v).hex())
+    if isinstance(v, tuple | list):
+        return ("seq", [_value_by_hand(x) for x in v])
+    return ("plain", v)
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=lambda p: p.stem)
+def test_stored_instances_read_back_bit_exactly_and_write_back_identically(path):
+    """Every stored counterexample's instance: the object read back has exactly the stored
+    type, field values (bit for bit, dtype and shape kept), and writing it again gives the
+    stored JSON and the stored SHA-256 of the inputs."""
+    import json
+
+    from properties.serialize import counterexample_inputs, inputs_digest, instance_from_json, instance_to_json
+
+    rec = json.loads(path.read_text(encoding="utf-8"))
+    stored = rec["instance"]
+    inst = instance_from_json(stored)
+    name = stored["type"]
+    assert (f"{type(inst).__module__}:{type(inst).__qualname__}" if ":" in name else type(inst).__name__) == name
+    if hasattr(inst, "__dataclass_fields__"):
+        for key, enc in stored["fields"].items():
+            assert _value_by_hand(getattr(inst, key)) == _decode_by_hand(enc), key
+    assert instance_to_json(inst) == stored
+    digest = inputs_digest(counterexample_inputs(rec["claim"], rec["weakening"], stored))
+    assert digest == rec["inputs_sha256"]
+
+
+def test_serialisation_refusals_name_the_type():
+    from properties.serialize import _enc, instance_from_json, instance_to_json
+
+    with pytest.raises(InputError, match=r"^cannot serialise object$"):
+        _enc(object())
+
+    class NotAnInstance:
+        pass
+
+    with pytest.raises(
+        InputError,
+        match=r"^cannot serialise instance of type NotAnInstance: declare its dataclass as the claim's "
+        r"instance_type \(fimtheory\.claim_api\.declare_claim\)$",
+    ):
+        instance_to_json(NotAnInstance())
+    with pytest.raises(InputError, match=r"^unknown instance type 'NoSuchInstance'$"):
+        instance_from_json({"type": "NoSuchInstance", "fields": {}})
+    with pytest.raises(InputError, match=r"^unknown instance type 'no.such:Type'$"):
+        instance_from_json({"type": "no.such:Type", "fields": {}})
+
+
+def test_scalars_and_sequences_encode_to_their_documented_form():
+    from properties.serialize import _dec, _enc
+
+    assert _enc(0.1) == {"float": (0.1).hex()} and _enc(np.float32(0.5)) == {"float": "0x1.0000000000000p-1"}
+    assert _enc((1, None, True, "a", 2.0)) == {"seq": [1, None, True, "a", {"float": "0x1.0000000000000p+1"}]}
+    assert _enc(np.array([[1, 2]], dtype=np.int16)) == {"ndarray": [[1, 2]], "dtype": "int16", "shape": [1, 2]}
+    assert _enc(np.array([True, False])) == {"ndarray": [1, 0], "dtype": "bool", "shape": [2]}
+    f32 = _enc(np.array([0.1], dtype=np.float32))
+    assert f32 == {"ndarray": [float(np.float32(0.1)).hex()], "dtype": "float64", "shape": [1]}
+    back = _dec({"ndarray": [[1, 2]], "dtype": "int16", "shape": [1, 2]})
+    assert back.dtype == np.int16 and back.shape == (1, 2) and back.tolist() == [[1, 2]]
+    back = _dec({"ndarray": ["0x1p-1", "-0x0p+0"], "dtype": "float64", "shape": [2, 1]})
+    assert back.dtype == np.float64 and back.shape == (2, 1) and np.signbit(back[1, 0]) and back[0, 0] == 0.5
+    assert _dec({"seq": [{"float": "0x1p+1"}, 3]}) == (2.0, 3) and _dec({"float": "-0x1p-2"}) == -0.25
+    assert _dec({"other": 1}) == {"other": 1} and _dec("s") == "s"
+
+
+def test_a_declared_instance_type_is_stored_under_module_and_qualname():
+    """An instance type that a registered claim declares (here the torch-model subject's
+    inputs) is written as ``module:qualname`` with every field, and read back bit-exactly; an
+    undeclared dataclass without A/E is refused."""
+    from properties.serialize import instance_from_json, instance_to_json
+    from properties.subjects import TorchModelInstance
+
+    X = np.array([[0.1, -2.5], [3.0, 1e-300]])
+    inst = TorchModelInstance(X, np.array([1, 0]), "int4-symmetric", "ab" * 32, origin="drawn")
+    obj = instance_to_json(inst)
+    assert obj == {
+        "type": "properties.subjects:TorchModelInstance",
+        "fields": {
+            "X": {"ndarray": [float(v).hex() for v in X.ravel()], "dtype": "float64", "shape": [2, 2]},
+            "y": {"ndarray": [1, 0], "dtype": "int64", "shape": [2]},
+            "scheme": "int4-symmetric",
+            "weights_sha256": "ab" * 32,
+            "origin": "drawn",
+        },
+    }
+    back = instance_from_json(obj)
+    assert type(back) is TorchModelInstance and back.X.tobytes() == X.tobytes() and back.y.tolist() == [1, 0]
+    assert (back.scheme, back.weights_sha256, back.origin) == ("int4-symmetric", "ab" * 32, "drawn")
+
+    @dataclass(frozen=True)
+    class Undeclared:
+        X: np.ndarray
+
+    with pytest.raises(InputError, match="cannot serialise instance of type Undeclared"):
+        instance_to_json(Undeclared(X))
