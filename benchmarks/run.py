@@ -261,28 +261,31 @@ def run_case(wname: str, n: int, device, args) -> dict:
         for m in ("scores", "gram", "lanczos"):
             meth[m]["skipped"] = applies[m]
     gc.collect()
+
+    def calibrated(name, ok, fn, skipped=None):
+        """The method's tolerance from an untimed calibration run (and its peak), or its skip reason."""
+        if not ok:
+            meth[name]["skipped"] = applies[name] if skipped is None else skipped()
+            return None
+        tol, _, _, pk = _calibrate(fn, ref, device)
+        meth[name].update(tol=tol, peak_bytes=pk)
+        return tol
+
     cl_ok = import_curvlinops()[0] is not None and not args.skip_curvlinops and "curvlinops" not in skip_here
-    if cl_ok:
-        tol_c, out, _, pk = _calibrate(lambda t: run_curvlinops(wl, t), ref, device)
-        meth["curvlinops"].update(tol=tol_c, peak_bytes=pk)
-    else:
-        meth["curvlinops"]["skipped"] = (
+    tol_c = calibrated(
+        "curvlinops",
+        cl_ok,
+        lambda t: run_curvlinops(wl, t),
+        skipped=lambda: (
             applies["curvlinops"]
             if "curvlinops" in skip_here
             else (import_curvlinops()[1] if not args.skip_curvlinops else "--skip-curvlinops")
-        )
+        ),
+    )
     ad_ok = "autodiff" not in skip_here
-    if ad_ok:
-        tol_a, out, _, pk = _calibrate(lambda t: run_autodiff(wl, t), ref, device)
-        meth["autodiff"].update(tol=tol_a, peak_bytes=pk)
-    else:
-        meth["autodiff"]["skipped"] = applies["autodiff"]
+    tol_a = calibrated("autodiff", ad_ok, lambda t: run_autodiff(wl, t))
     power_ok = "power" not in skip_here
-    if power_ok:
-        tol_p, out, _, pk = _calibrate(lambda t: run_power(wl, t), ref, device)
-        meth["power"].update(tol=tol_p, peak_bytes=pk)
-    else:
-        meth["power"]["skipped"] = applies["power"]
+    tol_p = calibrated("power", power_ok, lambda t: run_power(wl, t))
     kron_ok = why_structured is None and "kron" not in skip_here
     if kron_ok:
         _, out, _, pk = _calibrate(lambda t: run_structured(wl), ref, device, tols=(None,))
@@ -292,11 +295,7 @@ def run_case(wname: str, n: int, device, args) -> dict:
     else:
         meth["kron"]["skipped"] = applies["kron"]
     kl_ok = per_token and "kron_lanczos" not in skip_here
-    if kl_ok:
-        tol_kl, out, _, pk = _calibrate(lambda t: run_structured_lanczos(wl, t), ref, device)
-        meth["kron_lanczos"].update(tol=tol_kl, peak_bytes=pk)
-    else:
-        meth["kron_lanczos"]["skipped"] = applies["kron_lanczos"]
+    tol_kl = calibrated("kron_lanczos", kl_ok, lambda t: run_structured_lanczos(wl, t))
 
     # --- timed repeats, all methods side by side in each repeat (wall and process CPU seconds),
     # with malloc reusing freed heap (the memory runs above map every large block afresh)
