@@ -534,3 +534,17 @@ def test_a_declared_instance_type_is_stored_under_module_and_qualname():
 
     with pytest.raises(InputError, match="cannot serialise instance of type Undeclared"):
         instance_to_json(Undeclared(X))
+
+
+@pytest.mark.parametrize("met", [True, False])
+def test_c_weakening_certificate_records_a_strict_weakening(met):
+    """The certificate carries the weakening's strictness on the exact path too (a strict C-*
+    weakening violated by an exact 0 is certified)."""
+
+    @dataclass
+    class StrictC(ExactC):
+        strict: bool = True
+
+    cert = certify(StrictC(margin=0.0, met=met), INST, 50)
+    assert cert.strict is True and cert.method == "exact"
+    assert cert.certified is met and cert.exact_zero is met
