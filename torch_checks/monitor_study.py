@@ -1070,10 +1070,23 @@ def _numel(module: nn.Module) -> int:
     return sum(w.numel() for _, w in _weights(module))
 
 
-def run_model(ld: Loaded, prof: Profile, seed: int, progress, *, shard_path: str | None = None, resume=False) -> dict:
+def run_model(
+    ld: Loaded,
+    prof: Profile,
+    seed: int,
+    progress,
+    *,
+    shard_path: str | None = None,
+    resume=False,
+    factored: bool | None = None,
+) -> dict:
     """Raw samples of one model (see the module docstring), checkpointed to ``shard_path``
     after the full-precision stage, each Monte Carlo estimate and each scheme; with
-    ``resume`` a shard of the same :func:`fingerprint` is continued."""
+    ``resume`` a shard of the same :func:`fingerprint` is continued. ``factored``: take
+    :func:`run_model_factored` (same samples, cheaper; default: when
+    :func:`uses_factored_path`), False forces the dense path."""
+    if factored or (factored is None and uses_factored_path(ld)):
+        return run_model_factored(ld, prof, seed, progress, shard_path=shard_path, resume=resume)
     spec = ld.spec
     n = spec.get(prof, "n_trajectories")
     keys = config_keys(spec, prof)
@@ -1286,6 +1299,342 @@ def run_model(ld: Loaded, prof: Profile, seed: int, progress, *, shard_path: str
     res["seconds"]["total_this_run"] = time.perf_counter() - t_start
     shard["complete"] = res["complete"]
     _save_shard(shard_path, shard)
+    return res
+
+
+# ----------------------------------------------------------------------------- fixed-data stages of big LMs
+
+#: Trajectories per checkpoint of :func:`run_model_factored` (each chunk re-quantizes the
+#: model once per scheme: ≈ 12 CPU-s for SmolLM2's three 4-bit schemes).
+FACTORED_CHUNK = 96
+#: Trajectories per batched forward/backward of :func:`run_model_factored`.
+FACTORED_BATCH = 16
+
+
+def linear_factors(model: nn.Module, linears, inputs: torch.Tensor, targets: torch.Tensor) -> list:
+    """Batched factors of the per-token scores of bias-free ``nn.Linear`` weights of a
+    position-wise tail (as :func:`tail_linear_scores`; one module = :func:`last_linear_scores`):
+    the score of token t of sequence b w.r.t. module j is u_{b,t} a_{b,t}ᵀ, u = ∂ log p_{b,t}/∂o_{b,t}
+    from one backward of Σ_{b,t} log p_{b,t} (sequences do not interact), a the module's input.
+    ``inputs``/``targets``: int64 ``(B, T)``. The dense (T, out·in) block of sequence b is
+    ``(u[b][:, :, None] * a[b][:, None, :]).reshape(T, -1)`` (:func:`factor_dense`).
+
+    Returns
+    -------
+    list of (u, a)
+        per module, ``u`` of shape (B, T, out) and ``a`` of shape (B, T, in), the model's dtype.
+    """
+    table = dict(model.named_modules())
+    mods = [table.get(k) for k in linears]
+    for k, mod in zip(linears, mods):
+        if not isinstance(mod, nn.Linear) or mod.bias is not None:
+            raise InputError(f"{k!r} is not a bias-free nn.Linear of the model")
+    if inputs.ndim != 2 or inputs.shape != targets.shape:
+        raise InputError(f"inputs and targets must both be (B, T), got {tuple(inputs.shape)}, {tuple(targets.shape)}")
+    store: dict = {}
+
+    def make_hook(j):
+        def hook(_mod, inp, out):
+            z = torch.zeros_like(out, requires_grad=True)  # ∂/∂z = ∂/∂o; o's graph stays intact
+            store[j] = (inp[0].detach(), z)
+            return out + z
+
+        return hook
+
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    handles = [mod.register_forward_hook(make_hook(j)) for j, mod in enumerate(mods)]
+    try:
+        with torch.enable_grad():
+            dev = mods[0].weight.device
+            x, y = inputs.to(dev).long(), targets.to(dev).long()
+            lp = torch.log_softmax(_logits(model(x)), dim=-1).gather(-1, y[..., None]).squeeze(-1)
+            grads = torch.autograd.grad(lp.sum(), [store[j][1] for j in range(len(mods))])
+    finally:
+        for h in handles:
+            h.remove()
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    return [(u, store[j][0]) for j, u in enumerate(grads)]
+
+
+def factor_gram(blocks) -> torch.Tensor:
+    """G Gᵀ (T × T) of G = [u_t ⊗ a_t]_j from its factors: Σ_j (U_j U_jᵀ) ∘ (A_j A_jᵀ)."""
+    return sum((U @ U.T) * (A @ A.T) for U, A in blocks)
+
+
+def factor_dense(blocks) -> torch.Tensor:
+    """The dense G (T × Σ out·in, row-major per block, blocks in order) of its factors."""
+    return torch.cat([(U[:, :, None] * A[:, None, :]).reshape(U.shape[0], -1) for U, A in blocks], dim=1)
+
+
+def factor_matvec(blocks, Vs) -> torch.Tensor:
+    """G v for v given per block as an (out × in) matrix V_j: (G v)_t = Σ_j u_tᵀ V_j a_t."""
+    return sum(((U @ V) * A).sum(-1) for (U, A), V in zip(blocks, Vs))
+
+
+def gram_split_top(K: torch.Tensor) -> tuple[float, float, float, float, torch.Tensor]:
+    """From K = G Gᵀ (n × n): λ1 = λ_max(GᵀG/n), ‖ḡ‖² = 1ᵀK1/n², λ_max(F − ḡḡᵀ) (the top
+    eigenvalue of C K C/n, C = I − 11ᵀ/n: the Gram matrix of the centred rows, clipped at 0),
+    the relative gap (λ1 − λ2)/λ1 and the top unit eigenvector w of K/n (as
+    :func:`split_stats` and :func:`top_pair`, without forming G)."""
+    n = K.shape[0]
+    evals, evecs = torch.linalg.eigh(K / n)
+    C = torch.eye(n, dtype=K.dtype, device=K.device) - 1.0 / n
+    cov = float(torch.linalg.eigvalsh(C @ K @ C / n)[-1])
+    lam = float(evals[-1])
+    gap = float((evals[-1] - evals[-2]) / evals[-1]) if n > 1 and lam > 0 else float("nan")
+    return lam, float(K.sum()) / n**2, max(cov, 0.0), gap, evecs[:, -1]
+
+
+def factor_top_vector(blocks, w: torch.Tensor, dtype) -> list:
+    """v = Gᵀw/‖Gᵀw‖ per block as (out × in) matrices, rounded to ``dtype`` (as the dense
+    path stores v) and returned in float64."""
+    Vs = [(U * w[:, None]).T @ A for U, A in blocks]
+    norm = torch.sqrt(sum((V * V).sum() for V in Vs))
+    return [(V / norm).to(dtype).double() for V in Vs]
+
+
+@torch.no_grad()
+def generate_batch(module: nn.Module, prompts: torch.Tensor, n_new: int, seeds, max_context: int | None):
+    """:func:`generate` for a batch of prompts of equal length (``(B, L)`` int64), one seeded
+    generator per row (seed ``seeds[b]``): the same tokens as B calls of :func:`generate` up
+    to the round-off of a batched forward (a draw changes only if its uniform variate lies
+    within that round-off of a cumulative probability). Only the last position's logits are
+    formed when the model has ``hidden``/``logits_from_hidden``."""
+    dev = next(module.parameters()).device
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    seq = prompts.clone().cpu()
+    split = hasattr(module, "hidden") and hasattr(module, "logits_from_hidden")
+    for _ in range(n_new):
+        ctx = (seq if max_context is None else seq[:, -max_context:]).to(dev)
+        logits = module.logits_from_hidden(module.hidden(ctx)[:, -1:])[:, -1] if split else _logits(module(ctx))[:, -1]
+        p = torch.softmax(logits.double().cpu(), dim=-1)
+        nxt = torch.stack([torch.multinomial(p[b], 1, generator=g) for b, g in enumerate(gens)])
+        seq = torch.cat([seq, nxt], dim=1)
+    return seq
+
+
+def uses_factored_path(ld: Loaded) -> bool:
+    """Whether :func:`run_model` takes :func:`run_model_factored` for ``ld``: an LM scored on a
+    position-wise tail of Linear weights (SmolLM2, Gemma 3), measuring only ρ_fixed and the
+    first-order prediction (the stages of :func:`ci_profile`)."""
+    spec = ld.spec
+    tail = ld.last_linear is not None or ld.tail_linears is not None
+    return ld.kind == "lm" and tail and not spec.measures("measure_self") and not spec.predict
+
+
+def run_model_factored(
+    ld: Loaded,
+    prof: Profile,
+    seed: int,
+    progress,
+    *,
+    shard_path: str | None = None,
+    resume=False,
+    chunk: int = FACTORED_CHUNK,
+    batch: int = FACTORED_BATCH,
+) -> dict:
+    """:func:`run_model` for a fixed-data stage of a big LM (:func:`uses_factored_path`): the
+    same raw samples (full precision Λ, ‖ḡ‖², λ_cov, gap, σ traces; per scheme the fixed-data
+    Λ, ‖ḡ‖², λ_cov and the first-order prediction λ1 + (2/n) Σ (g·v)(h·v) from central
+    differences at ±ε), equal to the dense path to float64 round-off (a test checks it), at a
+    fraction of its cost:
+
+    * G is never formed: its Gram matrix is Σ_j (UUᵀ)∘(AAᵀ) and G v = Σ_j u_tᵀV a_t from the
+      factors u_t, a_t of :func:`linear_factors` (λ, ‖ḡ‖², λ_cov, v from the Gram matrix);
+    * trajectories are generated, scored and differenced in batches of ``batch``;
+    * the perturbed copy is set to θ ± εδ once per chunk of ``chunk`` trajectories, not twice
+      per trajectory, and v is kept for one chunk only (SmolLM2: 3.5 MB a trajectory).
+
+    Checkpointed after every chunk (``shard["partial"]``; ``result`` is written when all n are
+    done); ``resume`` continues a shard of the same :func:`fingerprint` from its last chunk.
+    """
+    spec = ld.spec
+    n = spec.get(prof, "n_trajectories")
+    keys = config_keys(spec, prof)
+    fpr = fingerprint(spec, prof, seed)
+    if not (isinstance(chunk, int) and chunk >= 1 and isinstance(batch, int) and batch >= 1):
+        raise InputError(f"chunk and batch must be positive integers, got {chunk!r}, {batch!r}")
+    shard = None
+    if resume and shard_path and os.path.exists(shard_path):
+        with open(shard_path) as fh:
+            old = json.load(fh)
+        if old.get("fingerprint") == fpr and (old.get("complete") or old.get("partial") is not None):
+            shard = old
+    if shard is not None and shard.get("complete"):
+        for _ in range(1 + len(keys)):
+            progress(f"{spec.label}: complete in its checkpoint")
+        return shard["result"]
+    linears = (ld.last_linear,) if ld.last_linear is not None else tuple(ld.tail_linears)
+    big = _numel(ld.module) > 5_000_000
+    vdtype = torch.float32 if big else torch.float64
+    eps = prof.fd_eps
+    gen_len = spec.get(prof, "gen_len")
+    n_traces = spec.get(prof, "n_traces")
+    pert = Perturbed(ld.module)
+    if big:
+        pert.work = pert.work.double()
+        pert._dst = dict(_weights(pert.work))
+    src = dict(_weights(ld.module))
+    if shard is None:
+        part = {
+            "done": 0,
+            "trajectories": [],
+            "fp": {"lam": [], "gbar2": [], "cov": [], "gap": [], "traces": []},
+            "configs": {k: {"fixed": {"lam": [], "gbar2": [], "cov": []}, "first_order": []} for k in keys},
+            "seconds": {"fp": 0.0, **{k: 0.0 for k in keys}},
+            "cpu_seconds": 0.0,
+            "norms": {},
+        }
+        shard = {"fingerprint": fpr, "label": spec.label, "complete": False, "result": None, "partial": part}
+    part = shard["partial"]
+    if "meta" not in part:  # what the result needs besides the samples (a stopped run reports from it)
+        part["meta"] = {
+            "info": ld.info,
+            "param_names": list(ld.names),
+            "P": int(sum(dict(ld.module.named_parameters())[k].numel() for k in ld.names)),
+            "quantized_weights": _numel(ld.module),
+            "weights_not_quantized": weights_not_quantized(ld.module),
+            "settings": {k: spec.get(prof, k) for k in ("prompt_len", "gen_len", "mc_draws", "n_traces")},
+            "configs_planned": keys,
+            "n_planned": n,
+            "first_order": bool(spec.measures("first_order")),
+            "path": f"factored (chunks of {chunk}, batches of {batch})",
+        }
+    s0 = sample_seed(prof, seed) * 100_003
+    first_order = spec.measures("first_order")
+
+    def factors(module, X):
+        out = []
+        for b0 in range(0, X.shape[0], batch):
+            xb = X[b0 : b0 + batch]
+            fb = linear_factors(module, linears, xb[:, :-1], xb[:, 1:])
+            out += [[(u[b].double(), a[b].double()) for u, a in fb] for b in range(xb.shape[0])]
+        return out
+
+    last_note = [time.perf_counter()]
+
+    def tick(what):  # a line at most once a minute inside a chunk (logs off a terminal)
+        if time.perf_counter() - last_note[0] > 60:
+            last_note[0] = time.perf_counter()
+            progress.note(f"{spec.label}: {what} done")
+
+    while part["done"] < n:
+        lo, hi = part["done"], min(n, part["done"] + chunk)
+        t_chunk, c_chunk = time.perf_counter(), time.process_time()
+        t0 = time.perf_counter()
+        fp = pert.set(None)
+        X = generate_batch(fp, ld.prompts[lo:hi], gen_len, [s0 + i for i in range(lo, hi)], ld.max_context)
+        tops = []
+        for j, blocks in enumerate(factors(fp, X)):
+            lam, gb, cov, gap, w = gram_split_top(factor_gram(blocks))
+            Vs = factor_top_vector(blocks, w, vdtype)
+            tops.append((lam, [V.to(vdtype) for V in Vs], factor_matvec(blocks, Vs)))
+            for k, x in zip(("lam", "gbar2", "cov", "gap"), (lam, gb, cov, gap)):
+                part["fp"][k].append(x)
+            if lo + j < n_traces:
+                part["fp"]["traces"].append(sigma_trace(factor_dense(blocks), 1.0).tolist())
+        part["trajectories"] += X.tolist()
+        part["seconds"]["fp"] += time.perf_counter() - t0
+        tick(f"full precision of trajectories {lo + 1}-{hi}")
+        for key in keys:
+            t0 = time.perf_counter()
+            fam, b = key.split("/")[0], int(key.split("/")[1])
+            qm = pert.work
+            rel = quantize_into(qm, ld.module, fam, b, prof, _cfg_seed(seed, spec.label, key))
+            if key not in part["norms"]:
+                part["norms"][key] = {"rel": rel, **delta_norms(ld.module, fam, b, prof)}
+            dest = part["configs"][key]
+            for blocks in factors(qm, X):
+                lam, gb, cov, _gap, _w = gram_split_top(factor_gram(blocks))
+                for k, x in zip(("lam", "gbar2", "cov"), (lam, gb, cov)):
+                    dest["fixed"][k].append(x)
+            if first_order:
+                delta = {k: (w.detach().double() - src[k].detach().double()).to(vdtype) for k, w in _weights(qm)}
+                pv = [
+                    factor_matvec(bl, [V.double() for V in tp[1]])
+                    for bl, tp in zip(factors(pert.set(delta, eps), X), tops)
+                ]
+                mv = [
+                    factor_matvec(bl, [V.double() for V in tp[1]])
+                    for bl, tp in zip(factors(pert.set(delta, -eps), X), tops)
+                ]
+                del delta
+                for (lam1, _Vs, gv), p_, m_ in zip(tops, pv, mv):
+                    dest["first_order"].append(first_order_lambda(lam1, gv, (p_ - m_) / (2 * eps)))
+            part["seconds"][key] += time.perf_counter() - t0
+            tick(f"{key} of trajectories {lo + 1}-{hi}")
+        part["done"] = hi
+        part["cpu_seconds"] += time.process_time() - c_chunk
+        del tops
+        _save_shard(shard_path, shard)
+        last_note[0] = time.perf_counter()
+        dt = time.perf_counter() - t_chunk
+        cpu = time.process_time() - c_chunk
+        progress.note(
+            f"{spec.label}: trajectories {hi}/{n} (chunk of {hi - lo}: {dt:.0f} s wall, "
+            f"{cpu / (hi - lo):.2f} CPU-s per trajectory; {part['cpu_seconds']:.0f} CPU-s so far)"
+        )
+    pert.set(None)
+    progress(f"{spec.label}: full precision ({n} trajectories)")
+    for key in keys:
+        progress(f"{spec.label}: {key}")
+    res = factored_result(shard)
+    shard.update(result=res, complete=True, partial=None)
+    _save_shard(shard_path, shard)
+    return res
+
+
+def factored_result(shard: dict) -> dict:
+    """The raw result of a :func:`run_model_factored` checkpoint from its ``partial`` part:
+    complete when all planned trajectories are done; a stopped run's result covers the
+    trajectories of its finished chunks (``n_planned`` says how many were planned: its
+    trajectory count did not depend on the samples, so its CIs are those of a smaller
+    fresh sample).
+
+    Raises
+    ------
+    InputError
+        No partial part with finished trajectories and the run's metadata.
+    """
+    part = shard.get("partial") or {}
+    meta = part.get("meta")
+    if not meta or not part.get("done"):
+        raise InputError(f"checkpoint of {shard.get('label')!r} has no finished chunk to report")
+    first_order = meta["first_order"]
+    res = {k: meta[k] for k in ("info", "param_names", "P", "quantized_weights", "weights_not_quantized")}
+    res.update(
+        n_scores=len(part["trajectories"][0]) - 1,
+        settings=meta["settings"],
+        configs_planned=meta["configs_planned"],
+        trajectories=part["trajectories"],
+        fp=part["fp"],
+        configs={},
+        seconds={"fp": part["seconds"]["fp"], "total_this_run": sum(part["seconds"].values())},
+        path=meta["path"],
+        cpu_seconds=part["cpu_seconds"],
+        n_planned=meta["n_planned"],
+    )
+    for key in meta["configs_planned"]:
+        fam, b = key.split("/")[0], int(key.split("/")[1])
+        nm, got = part["norms"][key], part["configs"][key]
+        res["configs"][key] = {
+            "family": fam,
+            "bits": b,
+            "rel_delta": nm["rel"],
+            "rel_delta_widrow": nm["widrow"] / nm["theta"],
+            "rel_delta_sr_expected": nm["sr_expected"] / nm["theta"] if "sr_expected" in nm else None,
+            "fixed": got["fixed"],
+            "first_order": got["first_order"] if first_order else None,
+            "second_real": None,
+            "pred": None,
+            "pred_exact": None,
+            "seconds": part["seconds"][key],
+        }
+    res["lambda_base"] = float(np.mean(res["fp"]["lam"]))
+    res["complete"] = part["done"] >= meta["n_planned"]
     return res
 
 
@@ -1528,8 +1877,15 @@ def summarize(raw: dict) -> dict:
         out["design_check"] = design_check(raw["design"], out["models"])
     missing = [(lab, k) for lab, ms in out["models"].items() if "skipped" not in ms for k in ms["configs_missing"]]
     absent = [lab for lab in raw.get("models_planned", []) if lab not in raw["models"]]
-    out["complete"] = not missing and not absent
-    out["missing"] = {"models": absent, "configs": [f"{lab} {k}" for lab, k in missing]}
+    short = [  # a stopped factored run (:func:`factored_result`): fewer trajectories than planned
+        f"{lab} trajectories: {ms['n_trajectories']} of {mr['n_planned']} (stopped)"
+        for lab, mr in raw["models"].items()
+        if "skipped" not in mr
+        for ms in [out["models"][lab]]
+        if mr.get("n_planned") and ms["n_trajectories"] < mr["n_planned"]
+    ]
+    out["complete"] = not missing and not absent and not short
+    out["missing"] = {"models": absent, "configs": [f"{lab} {k}" for lab, k in missing] + short}
     return out
 
 
@@ -2013,7 +2369,12 @@ def run_study(
         if "skipped" in sh:
             raw["models"][spec.label] = {"skipped": sh["skipped"]}
             continue
-        if sh.get("fingerprint") != fingerprint(spec, prof, seed) or sh.get("result") is None:
+        if sh.get("fingerprint") != fingerprint(spec, prof, seed):
+            continue
+        if sh.get("result") is None and ((sh.get("partial") or {}).get("meta") and sh["partial"].get("done")):
+            raw["models"][spec.label] = factored_result(sh)  # a stopped factored run: its finished chunks
+            continue
+        if sh.get("result") is None:
             continue
         raw["models"][spec.label] = sh["result"]
     wall = time.perf_counter() - t0
