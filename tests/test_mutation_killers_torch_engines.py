@@ -1105,3 +1105,66 @@ def test_a_module_called_twice_is_two_recorded_uses():
     assert np.abs(sg.K.numpy() - K_ref).max() <= 256 * EPS * 5 * np.abs(K_ref).max()
     assert sg.structure[0] == "lin.weight: 2 call(s) lin#0(linear) + lin#1(linear)"
     assert sg.structure[2] == "out.weight: 1 call(s) out#2(linear)"
+
+
+class _PrefixLM(torch.nn.Module):
+    """Causal with mixing: the logits at t read the mean of the embeddings at positions ≤ t (the
+    embedding's use is not position-wise), then a position-wise head."""
+
+    def __init__(self, vocab=7, d=3):
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, d)
+        self.head = torch.nn.Linear(d, vocab)
+
+    def forward(self, x):
+        h = self.emb(x)
+        T = h.shape[1]
+        prefix = torch.cumsum(h, dim=1) / torch.arange(1, T + 1, dtype=h.dtype)[:, None]
+        return self.head(torch.tanh(prefix))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_per_token_lanczos_paths_record_what_was_computed(dtype):
+    m, T = 3, 4
+    torch.manual_seed(5)
+    lm = _PrefixLM().to(dtype).eval()
+    ctx = torch.randint(0, 7, (m, T + 1), generator=_gen(5))
+    x, y = ctx[:, :-1], ctx[:, 1:]
+
+    def logp():
+        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
+
+    def logp_of(i):
+        b, t = divmod(i, T)
+        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+
+    names = ("emb.weight", "head.weight", "head.bias")
+    params = [dict(lm.named_parameters())[k] for k in names]
+    ref = _ref_lam(_loop_G(logp_of, params, m * T))
+    P = 7 * 3 + 3 * 7 + 7
+    rel = 1e-10 if dtype == F64 else 1e-4
+    tol = 1e-12 if dtype == F64 else 1e-6
+    lz = ENG.lambda_max_per_token(lm, logp, names, method="lanczos", tol=tol, seed=3)
+    assert (lz.method, lz.n, lz.P, lz.operator, lz.vector) == ("per-token-lanczos", 12, P, "K", None)
+    assert lz.structure == (
+        "emb.weight: 1 call(s); per-target signals",
+        "head.weight: 1 call(s); diagonal",
+        "head.bias: 1 call(s); diagonal",
+    )
+    assert lz.value == pytest.approx(ref, rel=rel, abs=0) and 1 <= lz.iterations <= 12
+    assert lz.residual <= (1e-9 if dtype == F64 else 1e-5) * ref
+    sg = ENG.structured_gram_per_token(lm, logp, names)
+    K = sg.K
+    gl = ENG.lambda_max_per_token(lm, logp, names, method="gram", dense_max=11, tol=tol, seed=3)
+    direct = ENG.lanczos(lambda v: K @ v, 12, dtype=dtype, tol=tol, seed=3)
+    assert (gl.value, gl.iterations, gl.residual) == (direct.value, direct.iterations, direct.residual)
+    assert (gl.method, gl.n, gl.P, gl.operator, gl.vector, gl.structure) == (
+        "per-token-gram-lanczos",
+        12,
+        P,
+        "K",
+        None,
+        sg.structure,
+    )
+    with pytest.raises(InputError, match="target_chunk must be a positive integer, got 0"):
+        ENG.lambda_max_per_token(lm, logp, names, target_chunk=0)
