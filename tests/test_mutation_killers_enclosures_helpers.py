@@ -292,6 +292,8 @@ def test_require_positive():
         X.require_positive("h-name", iv.mpf([-1, 0]))
     with pytest.raises(X.HypothesisFails, match=r"^h-name fails at .* upper end -0\.5\)"):
         X.require_positive("h-name", iv.mpf([-1, -0.5]))
+    with pytest.raises(X.HypothesisFails, match=r"upper end -0\.12346\)$"):  # 5 significant digits
+        X.require_positive("h-name", iv.mpf([-1, -0.1234567]))
     with pytest.raises(X.EnclosureError, match=f"^hypothesis h-name undecided at {DPS} digits$") as info:
         X.require_positive("h-name", iv.mpf([0, 1]))
     assert not isinstance(info.value, X.HypothesisFails)
@@ -907,6 +909,7 @@ def _ref_compression_top(A, E):
         (TOP_CASES[1], sym(4, 51, 3.0)),
         (TOP_CASES[3], sym(2, 52, 1e-7)),
         (np.diag([1.0, -3.0, -5.0]), sym(3, 53, 5.0)),  # compression eigenvalues of either sign
+        (np.diag([1.0, -3.0, -5.0]), sym(3, 54, 0.1)),  # a negative definite compression (μ ≈ −3)
     ],
 )
 def test_compression_top_against_mpmath(A, E):
@@ -975,7 +978,40 @@ def test_iv_secular_top_uses_the_poles_when_the_trial_points_cross_them():
     lam = _ref_secular(q)
     x = X.iv_secular_top(q1, q1 * (1 - q1), rest, mpmath.mpf(lam))
     assert encloses(x, lam)
-    assert ends(x)[0] == Fraction(q[1]) or ends(x)[1] == Fraction(q[0])
+    assert ends(x) == (Fraction(q[1]), Fraction(q[0]))  # [q2, q1]: the root lies between the poles
+
+
+def test_iv_secular_top_at_a_trial_point_exactly_on_the_poles():
+    # q1 − q2 = 10^-35 ≪ λ*·10^(10−dps): both trial points lie beyond the poles. With λ_mp chosen
+    # so that λ_mp(1 − rel) is exactly q2, the left end is the pole q2 itself (g is not evaluated
+    # at its pole, where it is unbounded)
+    q1 = mpmath.mpf("0.5")
+    q2 = q1 - mpmath.mpf("1e-35")
+    q3 = mpmath.mpf("1e-35")
+    rel = mpmath.mpf(10) ** (10 - DPS)
+    lam = q2 / (1 - rel)
+    for _ in range(64):
+        if lam * (1 - rel) == q2:
+            break
+        lam = mpmath.mpf(lam + (q2 - lam * (1 - rel)))
+    assert lam * (1 - rel) == q2
+    x = X.iv_secular_top(iv.mpf(q1), iv.mpf(q1) * (1 - iv.mpf(q1)), [iv.mpf(q2), iv.mpf(q3)], lam)
+    assert ends(x) == (_mpf_frac(q2), _mpf_frac(q1))
+
+
+def test_iv_secular_top_trial_points_are_the_documented_ones():
+    # away from the poles the enclosure is [λ_mp(1 − 10^(10−dps)), λ_mp(1 + 10^(10−dps))]
+    q = [0.5, 0.3, 0.2]
+    q1, rest = iv.mpf(q[0]), [iv.mpf(v) for v in q[1:]]
+    lam = mpmath.mpf(_ref_secular(q))
+    x = X.iv_secular_top(q1, q1 * (1 - q1), rest, lam)
+    rel = mpmath.mpf(10) ** (10 - DPS)
+    assert ends(x) == (_mpf_frac(lam * (1 - rel)), _mpf_frac(lam * (1 + rel)))
+    # one remaining value (the rest has no second entry to fall back on)
+    q = [0.7, 0.3]
+    q1, rest = iv.mpf(q[0]), [iv.mpf(q[1])]
+    lam = mpmath.mpf(_ref_secular(q))
+    check(X.iv_secular_top(q1, q1 * (1 - q1), rest, lam), lam, k=10**11)
 
 
 def test_iv_secular_top_refuses_a_wrong_root():
