@@ -906,3 +906,22 @@ def test_defaults_precision_kept_adjudications_and_seed(monkeypatch):
         return seen
 
     assert drawn() == drawn(seed=0) != drawn(seed=1)
+
+
+@pytest.mark.parametrize(
+    ("targeting", "cid", "phase_on"), [(None, "T4.3c", False), (None, "W", True), (False, "W", False)]
+)
+def test_the_run_uses_the_target_phase_its_report_states(monkeypatch, targeting, cid, phase_on):
+    built = []
+    real = V.hypothesis_settings
+
+    def spy(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(V, "hypothesis_settings", spy)
+    rep = V.check_property(
+        _claim(lambda i: Outcome(True, 1.0, False), cid=cid), INTS, profile="ci", max_examples=3, targeting=targeting
+    )
+    assert rep.targeting is phase_on and len(built) == 1
+    assert (Phase.target in built[0].phases) is phase_on
