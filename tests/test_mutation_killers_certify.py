@@ -548,3 +548,13 @@ def test_c_weakening_certificate_records_a_strict_weakening(met):
     cert = certify(StrictC(margin=0.0, met=met), INST, 50)
     assert cert.strict is True and cert.method == "exact"
     assert cert.certified is met and cert.exact_zero is met
+
+
+def test_hypotheses_not_met_keep_the_registered_method():
+    """A registered certifier's method is recorded even when no enclosure is computed: lengths
+    that differ miss KL-nonnegative's hypotheses; its certificate still says 'interval'."""
+    w = WEAKENINGS["KL-nonnegative"]
+    cert = certify(w, KLPairInstance(np.array([0.5, 0.5]), np.array([0.2, 0.3, 0.5])), 60)
+    assert cert.lo is None and not cert.certified and cert.dps == 60
+    assert cert.method == "interval"
+    assert cert.note == "hypotheses not met: p and q are not over the same tokens (lengths differ)"
