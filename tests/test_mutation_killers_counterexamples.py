@@ -1244,12 +1244,12 @@ def test_replay_malformed_margin_hex_and_certificate(tmp_path, monkeypatch):
     the message naming the exception type."""
     rp = _Replay(monkeypatch, tmp_path, edit=_set(["float_margin_hex"], "not-hex"))
     r = rp.run()
-    assert r.status == "malformed" and r.message.startswith("ValueError: "), r
+    assert r.status == "malformed" and r.path == str(rp.path) and r.message.startswith("ValueError: "), r
     with pytest.raises(cx.MalformedCounterexample, match=r"^ValueError: "):
         cx.load_counterexample(rp.path)
     rp = _Replay(monkeypatch, tmp_path, edit=_set(["certificate"], "not an object"))
     r = rp.run()
-    assert r.status == "malformed" and r.code == 2 and r.message, r
+    assert r.status == "malformed" and r.code == 2 and r.path == str(rp.path) and r.message, r
 
 
 def test_load_counterexample_names_the_exception_type(tmp_path):
