@@ -1168,3 +1168,29 @@ def test_per_token_lanczos_paths_record_what_was_computed(dtype):
     )
     with pytest.raises(InputError, match="target_chunk must be a positive integer, got 0"):
         ENG.lambda_max_per_token(lm, logp, names, target_chunk=0)
+
+
+class _Zoo(torch.nn.Module):
+    """A bias-free Linear, a LayerNorm, a Conv1d, an Embedding tied to a head, a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln = torch.nn.LayerNorm(3)
+        self.a = torch.nn.Linear(3, 3, bias=False)
+        self.conv = torch.nn.Conv1d(1, 1, 2)
+        self.emb = torch.nn.Embedding(4, 3)
+        self.head = torch.nn.Linear(3, 4)
+        self.head.weight = self.emb.weight
+
+
+def test_layer_param_names_lists_every_supported_tensor_once():
+    z = _Zoo()
+    assert ENG.layer_param_names(z) == ("a.weight", "emb.weight", "head.bias")
+    assert ENG.layer_param_names(z, kinds=("conv1d", "linear")) == (
+        "a.weight",
+        "conv.weight",
+        "conv.bias",
+        "head.weight",
+        "head.bias",
+    )
+    assert ENG.layer_param_names(torch.nn.Linear(2, 2)) == ("weight", "bias")  # the root module: no prefix
