@@ -751,8 +751,14 @@ def test_hunt_command_exit_codes_report_and_json(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setattr(cx, "hunt", hunt)
     report = tmp_path / "hunt.json"
+    import time
+
+    t0 = time.perf_counter()
     code = cx.hunt_command(_Args(claim=["W"], profile="ci", seed=7, out=str(tmp_path), json=str(report)))
+    wall = time.perf_counter() - t0
     cap = capsys.readouterr()
+    progress = cap.err.strip("\n").split("\n")
+    assert len(progress) == 3 and all(line.startswith("counterexamples [") for line in progress), cap.err
     assert code == 3 and got == {"ids": ["W"], "profile": "ci", "seed": 7, "out": str(tmp_path)}
     assert "[1/2] W-no-lambda-min" in cap.err and "[2/2] W-other" in cap.err and "[2/2] done" in cap.err
     table = cx.format_hunt_table(results)
@@ -761,7 +767,8 @@ def test_hunt_command_exit_codes_report_and_json(monkeypatch, tmp_path, capsys):
     assert cap.out.rstrip("\n").endswith("NOT falsified/certified (inconclusive or error, exit 3): W-other")
     doc = json.loads(report.read_text(encoding="utf-8"))
     assert doc["statuses"] == {"falsified": 1, "inconclusive": 1} and doc["profile"] == "ci" and doc["seed"] == 7
-    assert report.read_text(encoding="utf-8").endswith("}\n")
+    assert report.read_text(encoding="utf-8") == json.dumps(doc, indent=1) + "\n"
+    assert 0 <= doc["seconds"] <= wall
     results[:] = [ok]
     code = cx.hunt_command(_Args(claim=["W"], profile="quick", seed=0, out=str(tmp_path), json=None))
     cap = capsys.readouterr()
@@ -776,7 +783,7 @@ def test_hunt_command_refuses_unknown_claims_and_empty_selections(monkeypatch):
     monkeypatch.setattr(cx, "hunt", lambda *a, **k: pytest.fail("must not hunt"))
     with pytest.raises(UnknownIdError):
         cx.hunt_command(_Args(claim=["NO-SUCH-CLAIM"], profile="quick", seed=0, out=".", json=None))
-    monkeypatch.setattr(cx, "all_weakenings", lambda ids=None: [])
+    monkeypatch.setattr(cx, "all_weakenings", lambda ids=None: [] if ids == ["W"] else [("claim", "weakening")])
     with pytest.raises(InputError, match=r"no weakenings for claims \['W'\]"):
         cx.hunt_command(_Args(claim=["W"], profile="quick", seed=0, out=".", json=None))
 
