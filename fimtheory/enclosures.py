@@ -898,14 +898,17 @@ def _sharp_parts(inst):
 
 def _compression_top(te, A_iv, E_iv, eta):
     """μ = λ_max of A + E compressed to v⊥ (= λ_max(Λ₂ + D)): the top eigenvalue of
-    S = P⊥(A+E)P⊥ − c·vvᵀ, P⊥ = I − vvᵀ over the box of v, with c = 1 + |λ1| + 2η bounding
-    |every eigenvalue of the compression| + 1 (v is then an eigenvector of S for −c, below all)."""
+    S = P⊥(A+E)P⊥ − c·vvᵀ, P⊥ = I − vvᵀ over the box of v, with c = 1 + ‖A‖₂ + 2η bounding
+    |every eigenvalue of the compression| + 1 (they lie in [λn − η, λ1 + η]; v is then an
+    eigenvector of S for −c, below all). ‖A‖₂ = max(|λ1|, |λn|), not |λ1|: for an A that is not
+    PSD, λn can be the larger in magnitude."""
     n = A_iv.rows
     v = te.v
     P = v * v.T * iv.mpf(-1)
     for i in range(n):
         P[i, i] = P[i, i] + 1
-    c = iv.mpf(hi(iv.mpf(1) + iv_abs(te.lam1) + 2 * eta))
+    norm_a = iv_max([iv_abs(te.lam1), iv_abs(te.eigenvalues[-1])])
+    c = iv.mpf(hi(iv.mpf(1) + norm_a + 2 * eta))
     S = P * (A_iv + E_iv) * P - v * v.T * c
     for i in range(n):  # symmetric box (the exact matrix is symmetric)
         for j in range(i + 1, n):

@@ -188,11 +188,12 @@ def test_kt_names_its_failed_hypothesis():
 
 
 def test_compression_top_refuses_a_shift_that_does_not_bound_the_compression():
-    """Called with c = 1 + |λ1| + 2η too small for A (λ1 = 0, η = 0 but A has −5 on v⊥): the v
-    direction (−c = −1) would be taken for the compression's top (−5); it must refuse."""
+    """Called with a shift c = 1 + ‖A‖₂ + 2η too small for A (λ1 = 0, η = 0 and a — wrong — λ2
+    enclosure [−1, −0.5] give c = 2, but A has −5 on v⊥): the v direction (−c = −2) would be
+    taken for the compression's top (−5); it must refuse."""
     with highprec.working_precision(50):
         A_iv = enclosures.iv_matrix(np.diag([0.0, -5.0]))
-        te = enclosures.top_eigen(A_iv)
+        te = enclosures.top_eigen(A_iv, [enclosures.iv.mpf(0), enclosures.iv.mpf([-1, -0.5])])
         eta = enclosures.iv.mpf(0)
         with pytest.raises(
             enclosures.EnclosureError, match=r"^compression eigenvalue not separated from the shifted v direction$"
