@@ -665,6 +665,13 @@ def test_library_versions_name_the_installed_libraries():
     }
 
 
+def test_library_versions_of_an_unversioned_install(monkeypatch):
+    import fimtheory
+
+    monkeypatch.delattr(fimtheory, "__version__", raising=False)
+    assert cx.library_versions()["fimtheory"] == "unknown"
+
+
 def _row(wid, claim, found, status, source, encl, meth, secs):
     cells = [wid.ljust(26), claim.ljust(6), found.ljust(5), status.ljust(14), source.ljust(10), encl.ljust(32)]
     return " ".join([*cells, meth.ljust(11), secs.rjust(6)])
@@ -739,7 +746,8 @@ class _Args:
 
 def test_hunt_command_exit_codes_report_and_json(monkeypatch, tmp_path, capsys):
     ok, bad = _falsified_result(), cx.HuntResult("W", "W-other", status="inconclusive", reason="budget")
-    results = [ok, bad]
+    err = cx.HuntResult("W", "W-third", status="error", error="boom")
+    results = [ok, bad, err]
     got = {}
 
     def hunt(ids, *, profile, seed, out_dir, progress):
@@ -763,10 +771,14 @@ def test_hunt_command_exit_codes_report_and_json(monkeypatch, tmp_path, capsys):
     assert "[1/2] W-no-lambda-min" in cap.err and "[2/2] W-other" in cap.err and "[2/2] done" in cap.err
     table = cx.format_hunt_table(results)
     assert cap.out.count(table) == 2
-    assert "1/2 weakenings falsified and certified in " in cap.out and f"; written to {tmp_path}\n" in cap.out
-    assert cap.out.rstrip("\n").endswith("NOT falsified/certified (inconclusive or error, exit 3): W-other")
+    assert "1/3 weakenings falsified and certified in " in cap.out and f"; written to {tmp_path}\n" in cap.out
+    assert cap.out.rstrip("\n").endswith("NOT falsified/certified (inconclusive or error, exit 3): W-other, W-third")
     doc = json.loads(report.read_text(encoding="utf-8"))
-    assert doc["statuses"] == {"falsified": 1, "inconclusive": 1} and doc["profile"] == "ci" and doc["seed"] == 7
+    assert (
+        doc["statuses"] == {"falsified": 1, "inconclusive": 1, "error": 1}
+        and doc["profile"] == "ci"
+        and doc["seed"] == 7
+    )
     assert report.read_text(encoding="utf-8") == json.dumps(doc, indent=1) + "\n"
     assert 0 <= doc["seconds"] <= wall
     results[:] = [ok]
