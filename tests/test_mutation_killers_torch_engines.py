@@ -1194,3 +1194,35 @@ def test_layer_param_names_lists_every_supported_tensor_once():
         "head.bias",
     )
     assert ENG.layer_param_names(torch.nn.Linear(2, 2)) == ("weight", "bias")  # the root module: no prefix
+
+
+def _off_by(a):
+    """A Function whose backward has the value (1 + a)·g but the derivative 1 in g: for one
+    sample and one parameter every product is exact in float64 (dyadic a), so the transpose
+    check sees the relative gap a / (2 + 3a) exactly (|⟨GGᵀv, v⟩ − ‖Gᵀv‖²| = a, scale 2 + 3a)."""
+
+    class OffBy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z):
+            return z.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return a * g.detach() + g
+
+    class One(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1, dtype=F64))
+
+    model = One()
+    return ENG.lambda_max_autodiff(model, lambda: OffBy.apply(model.w), ("w",))
+
+
+def test_autodiff_transpose_tolerance_is_4096_eps_relative():
+    """Gap a = 8193·2⁻⁵² (just above 4096·eps·scale = 2⁻³⁹·(1 + 1.5a)): refused; a = 8191·2⁻⁵²
+    (just below): accepted, λ = 1 + a."""
+    with pytest.raises(HypothesesNotMet, match="is not the transpose of the backward"):
+        _off_by(8193 * 2.0**-52)
+    r = _off_by(8191 * 2.0**-52)
+    assert r.value == 1.0 + 8191 * 2.0**-52
