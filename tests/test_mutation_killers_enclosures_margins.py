@@ -946,3 +946,14 @@ def test_enclosure_contains_the_independent_margin_on_pinned_draws(sid):
             assert lo - slack <= ref <= hi + slack, (sid, inst, lo, ref, hi)
             assert hi - lo <= TIGHT * (1 + abs(ref)), (sid, lo, hi)
     assert enclosed >= 1, sid
+
+
+@pytest.mark.parametrize("sid", ["KL-zero-iff-equal", "KL-nonnegative"])
+def test_sorted_kl_of_equal_profiles_is_exactly_zero(sid):
+    """Disjoint tokens with the same profile: the sorted padded vectors are equal floats, every
+    logarithm is log 1, and the statistic is exactly 0 (not an interval around 0)."""
+    from fimtheory.instances import KLPairInstance
+
+    inst = KLPairInstance(np.array([0.5, 0.3, 0.2, 0.0]), np.array([0.0, 0.2, 0.3, 0.5]))
+    lo, hi = _enclosure(sid, inst)
+    assert lo == 0 and hi == 0
