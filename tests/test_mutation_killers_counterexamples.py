@@ -358,6 +358,8 @@ def test_recorder_keeps_the_lowest_finite_margin_with_hypotheses_met():
     iv = _weakening(lambda i: None)
     iv = Weakening(iv.id, iv.title, iv.dropped, iv.evaluate, iv.evaluate_mp, iv.strategy, False, evaluate_iv=len)
     assert cx._Recorder(iv).evaluate_iv is len and cx._Recorder(iv).strict is False
+    duck = types.SimpleNamespace(id="duck", strict=False, evaluate=None, evaluate_mp=None)  # no evaluate_iv at all
+    assert cx._Recorder(duck).evaluate_iv is None
 
 
 def test_all_weakenings_against_the_registry():
@@ -523,6 +525,9 @@ def test_hunt_weakening_error_stops_the_search(monkeypatch):
     assert len(s.calls) == 1 and not s.opt_calls and not s.cert_calls
     assert (res.status, res.error, res.reason, res.examples) == ("error", "boom", "", 3)
     assert not res.ok
+    s = _Script(monkeypatch, [_rep("error", error="x")])
+    cx.hunt_weakening(_CLAIM, w)  # the defaults: quick, seed 0, 50 digits
+    assert s.calls[0][2] == {"profile": "quick", "seed": 0, "dps": 50, "max_examples": 100, "report_id": "FAKE-w"}
 
 
 def test_hunt_weakening_uncertified_or_failed_certification_is_inconclusive(monkeypatch):
