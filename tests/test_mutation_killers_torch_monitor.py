@@ -9,6 +9,7 @@ autograd loops written here, closed forms.
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ torch = pytest.importorskip("torch", reason="torch_checks needs the [torch] extr
 
 from torch import nn  # noqa: E402
 
+from fimtheory.errors import InputError  # noqa: E402
 from torch_checks import monitor as MON  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -92,3 +94,223 @@ def test_top_eig_warm_start_in_an_invariant_subspace_missing_the_top(case):
     assert _residual(K, val, vec) <= 1e-11 * val
     assert float(torch.linalg.vector_norm(vec)) == pytest.approx(1.0, abs=1e-12)
     assert 1 <= it <= K.shape[0]
+
+
+def _diag(*d):
+    return torch.diag(torch.tensor(d, dtype=F64))
+
+
+@pytest.mark.parametrize(
+    "d, start, steps",
+    [
+        # start = the top eigenvector, but ‖K‖_F² − 3² = 4 + 5.29 > 3²: the rest of the spectrum is
+        # not bounded below 3 by the Frobenius certificate, so Lanczos restarts and spans all 3
+        ((3.0, 2.0, 2.3), (1.0, 0.0, 0.0), 3),
+        # a 2-step invariant block {e1, e2} (β = 0.8): rest² = 2·4.65 = 9.3 > 9 → restart; the next
+        # block (c·I on {e3, e4}) is invariant after one step and rest² = 4.65 < 9 → certified at 3
+        ((3.0, 1.0, 4.65**0.5, 4.65**0.5), (1.0, 2.0, 0.0, 0.0), 3),
+        # the same block with rest² = 8 ≤ 9: certified after 2 steps, no restart
+        ((3.0, 1.0, 2.0, 2.0), (1.0, 2.0, 0.0, 0.0), 2),
+        # top eigenvector start, rest² = 12 > 9 → restart; the second block (2·I) is invariant
+        # after one step and the certificate holds (rest² = 8): the kept first block is the answer
+        ((3.0, 2.0, 2.0, 2.0), (1.0, 0.0, 0.0, 0.0), 2),
+        ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), 3),
+        ((1.0, 2.0, 0.0, 3.0), (1.0, 0.0, 1.0, 0.0), 4),
+    ],
+)
+def test_top_eig_warm_invariant_blocks_step_counts(d, start, steps):
+    """Step counts of the invariant-subspace handling, from the Frobenius certificate
+    rest = (‖K‖_F² − Σ‖T_block‖_F²)^½ computed by hand for each case (see the comments): the
+    value is the dense λ_max and the vector its eigenvector, whatever the path."""
+    K = _diag(*d)
+    val, vec, it, ok = MON.top_eig_warm(K, torch.tensor(start, dtype=F64), tol=1e-12)
+    assert (val, it, ok) == (pytest.approx(max(d), rel=1e-14), steps, True)
+    top = int(np.argmax(d))
+    assert abs(float(vec[top])) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_top_eig_warm_breakdown_convergence_flag_is_the_relaxed_residual_test(scale):
+    """At an invariant breakdown (certified) and at the whole space, the pair is accepted when
+    ‖K y − θ y‖ ≤ 10³·tol·|θ|: the residual there is at rounding level (~1e-16·θ), so tol = 1e-17
+    accepts it at every scale and tol = 1e-21 refuses it at every scale."""
+    A = torch.tensor([[1.0, 0.2, -0.4], [0.3, 1.5, 0.1], [-0.7, 0.2, 0.9]], dtype=F64)
+    cases = [
+        (scale * _diag(3.0, 1.0, 2.0, 2.0), torch.tensor([1.0, 2.0, 0.0, 0.0], dtype=F64), 2),  # certified
+        (scale * (A @ A.T), None, 3),  # the whole space
+    ]
+    for K, start, steps in cases:
+        for tol, want in ((1e-17, True), (1e-21, False)):
+            val, vec, it, ok = MON.top_eig_warm(K, start, tol=tol)
+            res = _residual(K, val, vec)
+            assert 0 < res <= 1e-14 * val  # rounding level: far from both thresholds
+            assert (it, ok) == (steps, want), (tol, res / val)
+            assert val == pytest.approx(_top(K), rel=1e-13)
+
+
+def test_top_eig_warm_default_max_iter_is_60():
+    """t = 61 with a tolerance no Ritz pair can meet: 60 steps by default, then not converged."""
+    K = torch.diag(torch.arange(1.0, 62.0, dtype=F64))
+    val, vec, it, ok = MON.top_eig_warm(K, None, tol=1e-300)
+    assert (it, ok) == (60, False)
+    assert MON.top_eig_warm(K, None, tol=1e-300, max_iter=61)[2] == 61
+
+
+# --------------------------------------------------------------------------------------
+# SigmaMonitor / _ScoreStream: buffers, warm start after a zero score, seeded noise, dtypes
+# --------------------------------------------------------------------------------------
+
+
+def _dense_lam(G):
+    G = G.detach().double().numpy()
+    return float(np.linalg.eigvalsh(G @ G.T / G.shape[0])[-1])
+
+
+def _stream_caps(window, n=120, P=5, seed=0):
+    m = MON._ScoreStream(P, 1.0, window=window)
+    g = torch.Generator().manual_seed(seed)
+    rows, caps = [], []
+    for _ in range(n):
+        rows.append(torch.randn(P, generator=g, dtype=F64))
+        m.push_score(rows[-1])
+        caps.append(m._Gbuf.shape[0])
+        assert m._Kbuf.shape == (caps[-1], caps[-1])
+    G = torch.stack(rows)
+    ref = [_dense_lam(G[(0 if window is None else max(0, t - window)) : t]) for t in range(1, n + 1)]
+    np.testing.assert_allclose(m.lambdas, ref, rtol=1e-9)
+    return caps
+
+
+def test_monitor_buffers_double_when_full():
+    """No window: capacity 16, doubled whenever full (the smallest 16·2^k ≥ n after n pushes)."""
+    caps = _stream_caps(None)
+    assert caps == [16 * 2 ** max(0, math.ceil(math.log2(n / 16))) for n in range(1, 121)]
+
+
+@pytest.mark.parametrize("window", [1, 3, 7, 20])
+def test_monitor_window_buffers_start_at_window_plus_one_and_stay_bounded(window):
+    """A window W starts with min(16, W + 1) rows; rows dropped at the front are reused
+    (compaction), so the capacity stops growing: at most 4(W + 1) rows, constant after 4W pushes."""
+    caps = _stream_caps(window)
+    assert caps[0] == min(16, window + 1)
+    assert max(caps) <= 4 * (window + 1)
+    assert len(set(caps[4 * window :])) == 1
+
+
+def test_monitor_after_a_zero_first_score_needs_no_fallback():
+    """A zero first score gives λ = 0 and a zero previous eigenvalue: the next start is the
+    all-ones vector (no division by λ = 0), so no push falls back to eigh."""
+    g = torch.Generator().manual_seed(4)
+    rows = [torch.zeros(6, dtype=F64)] + [torch.randn(6, generator=g, dtype=F64) for _ in range(6)]
+    m = MON._ScoreStream(6, 2.0)
+    for r in rows:
+        m.push_score(r)
+    G = torch.stack(rows)
+    assert m.lambdas[0] == 0.0
+    np.testing.assert_allclose(m.lambdas[1:], [_dense_lam(G[:t]) for t in range(2, 8)], rtol=1e-10)
+    assert m.fallbacks == 0
+
+
+def test_monitor_noise_is_seeded_per_stream_and_by_reset():
+    """The warm start's random component comes from the stream's own seeded generator: two
+    streams (and one stream after reset) give bit-identical λ's and iteration counts, whatever
+    the global torch seed."""
+    g = torch.Generator().manual_seed(5)
+    G = torch.randn(25, 30, generator=g, dtype=F64)
+    out = []
+    for seed in (0, 123):
+        torch.manual_seed(seed)
+        m = MON._ScoreStream(30, 1.0)
+        for r in G:
+            m.push_score(r)
+        out.append((list(m.lambdas), list(m.iterations)))
+        torch.manual_seed(seed + 7)
+        m.reset()
+        for r in G:
+            m.push_score(r)
+        out.append((list(m.lambdas), list(m.iterations)))
+    assert all(o == out[0] for o in out)
+    np.testing.assert_allclose(out[0][0], [_dense_lam(G[:t]) for t in range(1, 26)], rtol=1e-9)
+
+
+def test_float32_monitor_runs_in_float32():
+    g = torch.Generator().manual_seed(6)
+    G = torch.randn(12, 9, generator=g, dtype=F64)
+    m = MON._ScoreStream(9, 1.0, dtype=torch.float32, tol=1e-5)
+    for r in G:
+        m.push_score(r.float())
+    assert m._Gbuf.dtype == torch.float32 and m._u.dtype == torch.float32
+    np.testing.assert_allclose(m.lambdas, [_dense_lam(G[:t]) for t in range(1, 13)], rtol=1e-4)
+    sig = MON.sigma_trace(G.float(), 2.0, tol=1e-5)
+    np.testing.assert_allclose(sig, [_dense_lam(G[:t]) / 2.0 for t in range(1, 13)], rtol=1e-4)
+
+
+def test_score_stream_without_a_model_refuses_push():
+    m = MON._ScoreStream(3, 1.0)
+    with pytest.raises(InputError) as exc:
+        m.push(1)
+    assert str(exc.value) == "this stream has no model; use push_score"
+
+
+def test_monitor_default_max_iter_is_60_steps_per_push():
+    """61 scores of length 70 with a tolerance no Ritz pair meets: push 61 stops after 60
+    Lanczos steps (the default) and falls back to eigh — the value is still the dense one."""
+    g = torch.Generator().manual_seed(7)
+    G = torch.randn(61, 70, generator=g, dtype=F64)
+    m = MON._ScoreStream(70, 1.0, tol=1e-300)
+    torch.manual_seed(16)
+    lm = _TinyLM(vocab=11, dim=6).double().eval()
+    mon = MON.SigmaMonitor(lm, None, 1.0, tol=1e-300)
+    assert mon.P == 11 * 6 + 6 * 11 + 11
+    Gm = torch.randn(61, mon.P, generator=g, dtype=F64)
+    for r, rm in zip(G, Gm):
+        m.push_score(r)
+        mon.push_score(rm)
+    for stream, rows in ((m, G), (mon, Gm)):
+        assert stream.iterations[-1] == 60 and stream.fallbacks == 60  # t = 1: the whole space
+        assert stream.lambdas[-1] == pytest.approx(_dense_lam(rows), rel=1e-12)
+
+
+def test_classifier_sample_tensors_that_numpy_cannot_hold():
+    """x given as a tensor is used as a tensor: one that requires grad, or is bfloat16, works
+    (np.asarray would refuse both); the score equals the autograd reference."""
+    torch.manual_seed(9)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double().eval()
+    names = ["2.weight", "2.bias"]
+    x = torch.randn(4, dtype=F64, requires_grad=True)
+    xb = torch.randn(4).to(torch.bfloat16)
+    mon = MON.SigmaMonitor(net, names, 1.0)
+    mon.push((x, 1))
+    mon.push((xb, 2))
+    ref = copy.deepcopy(net)
+    params = dict(ref.named_parameters())
+    rows = []
+    for xi, yi in ((x.detach(), 1), (xb.double(), 2)):
+        lp = torch.log_softmax(ref(xi[None]).reshape(-1), dim=-1)[yi]
+        rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(lp, [params[n] for n in names])]))
+    assert mon.lambdas[-1] == pytest.approx(_dense_lam(torch.stack(rows)), rel=1e-12)
+    # the stored scores are data: no autograd graph through x is kept from push to push
+    assert not mon._Gbuf.requires_grad and not mon._Kbuf.requires_grad
+
+
+def test_push_score_keeps_no_autograd_graph():
+    w = torch.randn(6, dtype=F64, requires_grad=True)
+    m = MON._ScoreStream(6, 1.0)
+    for k in range(3):
+        m.push_score(w * (k + 1.0) + k)
+    assert not m._Gbuf.requires_grad and not m._Kbuf.requires_grad and not m._u.requires_grad
+    G = torch.stack([w.detach() * (k + 1.0) + k for k in range(3)])
+    assert m.lambdas[-1] == pytest.approx(_dense_lam(G), rel=1e-12)
+
+
+def test_sigma_trace_passes_its_tolerance_on():
+    """A loose tol (0.5) stops Lanczos early: some σ differs from the tight-tol value (which is the
+    dense one), yet each is within the documented bound of an eigenvalue of K_t / t."""
+    g = torch.Generator().manual_seed(10)
+    G = torch.randn(20, 40, generator=g, dtype=F64)
+    tight = MON.sigma_trace(G, 1.0)
+    loose = MON.sigma_trace(G, 1.0, tol=0.5)
+    ref = np.array([_dense_lam(G[:t]) for t in range(1, 21)])
+    np.testing.assert_allclose(tight, ref, rtol=1e-9)
+    assert np.max(np.abs(loose - ref) / ref) > 1e-9
+    assert np.all(loose <= ref * (1 + 1e-12))

@@ -406,7 +406,8 @@ class SigmaMonitor:
 
     def _sample_score(self, x: torch.Tensor, y) -> torch.Tensor:
         self._check_mode()
-        x = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x)).to(self.device)  # list: float64
+        # list: float64; detached: x is data, no autograd graph through it is kept in the buffers
+        x = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x)).to(self.device).detach()
         if x.is_floating_point():
             x = x.to(self.dtype)
         y = int(y)
@@ -446,7 +447,7 @@ class SigmaMonitor:
     def push_score(self, g: torch.Tensor) -> float:
         """Append a precomputed score vector g (length P) and return σ_t."""
         # dtype given to as_tensor: a list of Python floats would otherwise become float32 first
-        g = torch.as_tensor(g, dtype=self.dtype).to(device=self.device).reshape(-1)
+        g = torch.as_tensor(g, dtype=self.dtype).to(device=self.device).reshape(-1).detach()
         if g.shape[0] != self.P:
             raise InputError(f"score has length {g.shape[0]}, expected P = {self.P}")
         if not bool(torch.isfinite(g).all()):
