@@ -1226,3 +1226,15 @@ def test_autodiff_transpose_tolerance_is_4096_eps_relative():
         _off_by(8193 * 2.0**-52)
     r = _off_by(8191 * 2.0**-52)
     assert r.value == 1.0 + 8191 * 2.0**-52
+
+
+def test_autodiff_float32_and_tolerance_reach_lanczos():
+    net, logp, logp_of = _classifier(dtype=torch.float32)
+    params = [dict(net.named_parameters())[k] for k in NAMES]
+    ref = _ref_lam(_loop_G(logp_of, params, 6))
+    r = ENG.lambda_max_autodiff(net, logp, NAMES, tol=1e-6)
+    assert r.value == pytest.approx(ref, rel=1e-5, abs=0)
+    net64, logp64, _ = _classifier()
+    tight = ENG.lambda_max_autodiff(net64, logp64, NAMES, tol=1e-13)
+    loose = ENG.lambda_max_autodiff(net64, logp64, NAMES, tol=1e-2)
+    assert loose.iterations < tight.iterations
