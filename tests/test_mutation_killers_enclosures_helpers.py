@@ -410,7 +410,7 @@ def _ref_top(A):
 def _in_box_some_sign(box, vec):
     n = box.rows
     for s in (1, -1):
-        if all(encloses(box[i, 0], s * vec[i]) for i in range(n)):
+        if all(encloses(box[i, 0], s * _mpf_frac(vec[i])) for i in range(n)):  # exact: no rounding of vec
             return s
     return 0
 
@@ -1234,3 +1234,38 @@ def test_top_eigen_properties():
     te = X.top_eigen(X.iv_matrix(A))
     assert te.lam1 is te.eigenvalues[0]
     assert ends(te.gap) == ends(te.eigenvalues[0] - te.eigenvalues[1])
+
+
+def test_top_eigen_repeated_threshold_at_its_exact_boundary():
+    # hi(λ1) − lo(λ2) exactly equal to the threshold 10^-(dps//2)·(1 + |hi λ1|): not "repeated"
+    # (strict <), so the undecided EnclosureError, not NoEnclosure; the scale is |hi λ1| (here 0),
+    # not |hi λ2|
+    tol = mpmath.mpf(10) ** (-(DPS // 2)) * (1 + abs(mpmath.mpf(0)))
+    enc = [iv.mpf([-tol / 2, 0]), iv.mpf([-tol, -tol / 3])]
+    assert X.hi(enc[0]) - X.lo(enc[1]) == tol
+    with pytest.raises(X.EnclosureError, match="not certified simple at") as info:
+        X.top_eigen(X.iv_matrix(np.diag([0.0, -1.0])), enc)
+    assert not isinstance(info.value, X.NoEnclosure)
+
+
+def test_top_eigen_repeated_threshold_at_an_odd_precision():
+    # dps = 41: the threshold is 10^-20 (integer division), not 10^-20.5
+    with working_precision(41):
+        d = 2 * mpmath.mpf(10) ** mpmath.mpf("-20.25")  # the threshold is 2·10^-20 with |λ1| = 1
+        enc = [iv.mpf([1 - d / 2, 1]), iv.mpf([1 - d, 1 - d / 3])]
+        with pytest.raises(X.NoEnclosure):
+            X.top_eigen(X.iv_matrix(np.diag([1.0, 0.0])), enc)
+
+
+def test_top_eigen_vector_is_computed_at_the_working_precision():
+    A = TOP_CASES[1]
+    with working_precision(90):
+        te = X.top_eigen(X.iv_matrix(A))
+        assert te.sin_bound < mpmath.mpf(10) ** -80
+    with mpmath.workdps(180):
+        w, V = mpmath.eigsy(mp_ref(A))
+        k = max(range(len(w)), key=lambda j: w[j])
+        top = [V[r, k] for r in range(V.rows)]
+    s = _in_box_some_sign(te.v, top)
+    assert s != 0
+    assert all(ends(te.v[i, 0])[1] - ends(te.v[i, 0])[0] < Fraction(1, 10**78) for i in range(te.v.rows))
