@@ -925,3 +925,11 @@ def test_the_run_uses_the_target_phase_its_report_states(monkeypatch, targeting,
     )
     assert rep.targeting is phase_on and len(built) == 1
     assert (Phase.target in built[0].phases) is phase_on
+
+
+def test_a_subject_without_strict_is_non_strict(monkeypatch):
+    asked = []
+    monkeypatch.setattr(V, "adjudicate", lambda *a: asked.append(1) or _Adj("holds", True, 1))
+    subject = SimpleNamespace(id="PLAIN", evaluate=lambda inst: Outcome(True, 0.0, False))  # no `strict`
+    rep = V.check_property(subject, INTS, profile="ci", max_examples=5)
+    assert rep.status == "verified" and rep.examples == 5 and asked == [] and rep.worst_margin == 0.0
