@@ -1238,3 +1238,25 @@ def test_autodiff_float32_and_tolerance_reach_lanczos():
     tight = ENG.lambda_max_autodiff(net64, logp64, NAMES, tol=1e-13)
     loose = ENG.lambda_max_autodiff(net64, logp64, NAMES, tol=1e-2)
     assert loose.iterations < tight.iterations
+
+
+def test_lanczos_options_must_be_valid_numbers():
+    """max_iter 0, negative or fractional, and a NaN, infinite or negative tol are bad input: a
+    clear InputError (before: max_iter=0 silently meant 500, -1 and 2.5 failed inside torch.zeros,
+    tol=NaN silently disabled the residual test)."""
+    d = torch.arange(1.0, 6.0, dtype=F64)
+    for kw, msg in (
+        ({"max_iter": 0}, "max_iter must be a positive integer or None, got 0"),
+        ({"max_iter": -1}, "max_iter must be a positive integer or None, got -1"),
+        ({"max_iter": 2.5}, "max_iter must be a positive integer or None, got 2.5"),
+        ({"max_iter": True}, "max_iter must be a positive integer or None, got True"),
+        ({"tol": math.nan}, "tol must be a finite number >= 0, got nan"),
+        ({"tol": math.inf}, "tol must be a finite number >= 0, got inf"),
+        ({"tol": -1e-3}, "tol must be a finite number >= 0, got -0.001"),
+    ):
+        with pytest.raises(InputError) as exc:
+            ENG.lanczos(lambda v: d * v, 5, **kw)
+        assert str(exc.value) == msg
+        with pytest.raises(InputError):
+            ENG.lambda_max(torch.ones(3, 4, dtype=F64), method="lanczos", **kw)
+    assert ENG.lanczos(lambda v: d * v, 5, max_iter=1, tol=0.0).iterations == 1

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -171,9 +172,10 @@ def lanczos(
     tol : float
         Relative stopping tolerance: stop when the Ritz residual β_k·|s_k| ≤ tol_eff·‖A‖~,
         with ‖A‖~ the largest of |θ|, |α_j|, β_j seen so far (= θ for PSD A) and
-        tol_eff = max(tol, 64·eps(dtype)) (a float32 run cannot resolve 1e-10).
+        tol_eff = max(tol, 64·eps(dtype)) (a float32 run cannot resolve 1e-10). Finite, ≥ 0.
     max_iter : int, optional
-        Default min(dim, 500). Reaching ``dim`` steps spans the whole space: exact.
+        Default min(dim, 500); a positive integer. Reaching ``dim`` steps spans the whole space:
+        exact.
     seed : int
         Seeds the (Gaussian) start vector, drawn on the CPU for device independence.
 
@@ -189,6 +191,10 @@ def lanczos(
     """
     if dim < 1:
         raise InputError(f"dim must be >= 1, got {dim}")
+    if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, Integral) or max_iter < 1):
+        raise InputError(f"max_iter must be a positive integer or None, got {max_iter!r}")
+    if not math.isfinite(float(tol)) or float(tol) < 0:
+        raise InputError(f"tol must be a finite number >= 0, got {tol!r}")
     eps = torch.finfo(dtype).eps
     tol_eff = max(float(tol), 64.0 * eps)
     m = min(dim, max_iter or 500)
