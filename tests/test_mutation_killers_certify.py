@@ -558,3 +558,27 @@ def test_hypotheses_not_met_keep_the_registered_method():
     assert cert.lo is None and not cert.certified and cert.dps == 60
     assert cert.method == "interval"
     assert cert.note == "hypotheses not met: p and q are not over the same tokens (lengths differ)"
+
+
+@pytest.mark.parametrize(
+    "x",
+    [Fraction(1, 10**443), Fraction(-1, 10**446), Fraction(3, 10**452), 9.999999999999999e22, Fraction(10**40 - 1)],
+    ids=["1e-443", "-1e-446", "3e-452", "1e23-ulp", "1e40-1"],
+)
+@pytest.mark.parametrize("direction", ["down", "up"])
+def test_outward_str_when_the_float_log_estimate_of_the_exponent_is_off_by_one(x, direction):
+    """float log10 puts 10^-443 at −443.00000000000006 (one decade too low) and 10^23 − 2^23 at
+    23.0 (one too high): the exponent is corrected both ways, and the string is the directed
+    rounding (reference: the decimal module at 3 digits)."""
+    import decimal
+
+    from properties.certify import outward_str
+
+    f = Fraction(x)
+    ctx = decimal.Context(
+        prec=3, rounding=decimal.ROUND_FLOOR if direction == "down" else decimal.ROUND_CEILING, Emin=-9999, Emax=9999
+    )
+    want = ctx.divide(decimal.Decimal(f.numerator), decimal.Decimal(f.denominator))
+    got = outward_str(x, direction, 3)
+    assert decimal.Decimal(got) == want
+    assert Fraction(decimal.Decimal(got)) <= f if direction == "down" else Fraction(decimal.Decimal(got)) >= f
