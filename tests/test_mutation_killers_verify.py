@@ -933,3 +933,20 @@ def test_a_subject_without_strict_is_non_strict(monkeypatch):
     subject = SimpleNamespace(id="PLAIN", evaluate=lambda inst: Outcome(True, 0.0, False))  # no `strict`
     rep = V.check_property(subject, INTS, profile="ci", max_examples=5)
     assert rep.status == "verified" and rep.examples == 5 and asked == [] and rep.worst_margin == 0.0
+
+
+@pytest.mark.parametrize("profile", ["default", "ci"])
+def test_settings_do_not_depend_on_the_loaded_hypothesis_profile(profile):
+    # The test suite loads its own profile (no deadline, no database); `fimtheory verify` runs
+    # under Hypothesis' default one (200 ms deadline, a directory database) or, on a CI machine,
+    # its "ci" one (print_blob on). The runner's settings must be the same under each.
+    from hypothesis import settings
+
+    before = settings._current_profile
+    settings.load_profile(profile)
+    try:
+        s = V.hypothesis_settings("quick")
+    finally:
+        settings.load_profile(before)
+    assert s.deadline is None and s.database is None and s.print_blob is False
+    assert s.report_multiple_bugs is False and s.derandomize is False and s.max_examples == 100
