@@ -311,8 +311,43 @@ def test_optimise_converges_under_the_tolerances(monkeypatch):
     assert len(calls) == len(n_ref) < 5000
     assert 0 <= m + 1.0 < 1e-20
     calls.clear()
-    cx.optimise(_weakening(lambda i: Outcome(True, -float(np.sum(np.abs(i[1]))))), object(), seed=0)
-    assert 195 <= len(calls) <= 201  # unbounded below: stops at the default maxfev = 200
+    cx.optimise(_weakening(lambda i: Outcome(True, -float(np.sum(np.abs(i[1]))))), object())
+    assert seen[-1] == np.random.default_rng(0).standard_normal()  # the default seed is 0
+    n_ref.clear()
+    minimize(
+        lambda c: n_ref.append(1) or -float(np.sum(np.abs(c))),
+        np.zeros(2),
+        method="Nelder-Mead",
+        options={"maxfev": 200, "initial_simplex": simplex, "xatol": 1e-12, "fatol": 1e-14},
+    )
+    assert len(calls) == len(n_ref)  # unbounded below: stops at the default maxfev = 200
+    # a steep kink: the simplex is small in x long before the margins agree to 1e-14, so the
+    # f-tolerance decides when it stops
+    kink = np.array([0.3, -0.2])
+
+    def steep(c):
+        return 1e3 * float(np.sum(np.abs(c - kink))) - 1.0
+
+    for fatol in (1e-14, 1e-4):
+        calls.clear()
+        cx.optimise(_weakening(lambda i: Outcome(True, steep(np.array(i[1])))), object(), evals=20000)
+        n_ref.clear()
+        minimize(
+            lambda c: n_ref.append(1) or steep(np.asarray(c)),
+            np.zeros(2),
+            method="Nelder-Mead",
+            options={"maxfev": 20000, "initial_simplex": simplex, "xatol": 1e-12, "fatol": fatol},
+        )
+        assert (len(calls) == len(n_ref)) is (fatol == 1e-14), (len(calls), len(n_ref), fatol)
+
+
+def test_optimise_keeps_the_first_of_equal_margins(monkeypatch):
+    """A later point with the same margin does not replace the best one: on a flat margin the
+    returned point is the start, c = 0."""
+    seen = []
+    calls = _scripted_family(monkeypatch, 2, seen)
+    inst, m = cx.optimise(_weakening(lambda i: Outcome(True, -0.5)), object(), evals=30)
+    assert len(calls) > 3 and m == -0.5 and inst == ("point", (0.0, 0.0))
 
 
 def test_optimise_without_a_family_returns_none_and_inf(monkeypatch):
@@ -482,7 +517,8 @@ def test_hunt_weakening_optimiser_fallback_over_every_extra_seed(monkeypatch, pr
     assert all(kw["max_examples"] == cx.BUDGETS[profile]["max_examples"] and kw["dps"] == 50 for _, _, kw in s.calls)
     ((ow, oinst, evals, oseed),) = s.opt_calls
     assert ow is w and float(oinst.E[0, 0]) == 0.5 and evals == cx.BUDGETS[profile]["opt_evals"] and oseed == 3
-    ((_, cinst, cdps),) = s.confirm_calls
+    ((cw, cinst, cdps),) = s.confirm_calls
+    assert cw is w
     assert cinst is not opt_point and instance_to_json(cinst) == instance_to_json(opt_point) and cdps == 50
     assert res.status == "falsified" and res.source == "optimizer" and res.extra["hypothesis_seed"] == 3
     assert res.examples == sum(10 + j for j in range(n)) and res.rejected == sum(range(n))
