@@ -582,3 +582,14 @@ def test_outward_str_when_the_float_log_estimate_of_the_exponent_is_off_by_one(x
     got = outward_str(x, direction, 3)
     assert decimal.Decimal(got) == want
     assert Fraction(decimal.Decimal(got)) <= f if direction == "down" else Fraction(decimal.Decimal(got)) >= f
+
+
+@pytest.mark.parametrize("entry", [1.5, 2, None])
+def test_digest_refuses_a_float_array_entry_that_is_not_a_hex_string(entry):
+    """Float arrays hold ``float.hex`` strings; any other entry (a number, None) is an
+    unparsable float and refused, not read through a string conversion (1.5 would read as
+    0x1.5 = 1.3125)."""
+    from properties.serialize import inputs_digest
+
+    with pytest.raises(InputError, match="inputs cannot be canonicalised"):
+        inputs_digest({"ndarray": ["0x1p+0", entry], "dtype": "float64", "shape": [2]})
