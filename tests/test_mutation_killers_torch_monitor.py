@@ -289,7 +289,15 @@ def test_classifier_sample_tensors_that_numpy_cannot_hold():
         lp = torch.log_softmax(ref(xi[None]).reshape(-1), dim=-1)[yi]
         rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(lp, [params[n] for n in names])]))
     assert mon.lambdas[-1] == pytest.approx(_dense_lam(torch.stack(rows)), rel=1e-12)
-    # the stored scores are data: no autograd graph through x is kept from push to push
+
+
+def test_classifier_sample_keeps_no_autograd_graph():
+    """The stored scores are data: no autograd graph through x is kept from push to push."""
+    torch.manual_seed(9)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double().eval()
+    mon = MON.SigmaMonitor(net, ["2.weight", "2.bias"], 1.0)
+    for k in range(3):
+        mon.push((torch.randn(4, dtype=F64, requires_grad=True), k))
     assert not mon._Gbuf.requires_grad and not mon._Kbuf.requires_grad
 
 

@@ -148,15 +148,35 @@ def _replica(model, names, n_tokens, *, window, mode, seed):
 GPT2_NAMES = ("transformer.ln_f.weight", "transformer.ln_f.bias", "transformer.h.1.mlp.c_proj.weight")
 
 
+def test_measure_stream_without_a_cache_interface(monkeypatch):
+    torch.manual_seed(3)
+    lm = _PlainLM().double().eval()
+    made = _recording(monkeypatch)
+    ticks = []
+    r = STR.measure_stream(
+        lm, ["head.weight"], n_tokens=130, at=(4, 9), window=3, mode="recompute", seed=1, span=4, progress=ticks.append
+    )
+    (s,) = made
+    assert len(s.tokens) == 130 and s.tokens[0] == 0 and s.window == 3
+    assert r["mode"] == "recompute" and r["mode_reason"] == "requested" and r["window"] == 3
+    assert r["P"] == 44 and r["params"] == ["head.weight"]
+    assert [(p["t"], p["pushes"], p["n_scores"]) for p in r["at"]] == [(4, 4, 3), (9, 4, 3)]
+    assert all("bare_forward_cpu_ms" not in p and "monitor_overhead_cpu_ms" not in p for p in r["at"])
+    assert r["ratio_monitor_overhead"] is None and r["ratio_bare_forward"] is None
+    assert r["lanczos_steps_median_last"] == float(np.median(s.iterations[-4:]))
+    assert len(ticks) == 1 and ticks[0].startswith("t = 128: ") and ticks[0].endswith(" ms CPU/push")
+    assert float(ticks[0][len("t = 128: ") : -len(" ms CPU/push")]) >= 0
+
+
 def test_measure_stream_reports_what_it_measured(gpt2, monkeypatch):
     made = _recording(monkeypatch)
     ticks = []
     r = STR.measure_stream(
-        gpt2, GPT2_NAMES, n_tokens=131, at=(16, 120), window=None, seed=4, span=8, progress=ticks.append
+        gpt2, GPT2_NAMES, n_tokens=40, at=(12, 30), window=None, seed=4, span=8, progress=ticks.append
     )
     s = made[-1]  # (mode "auto" makes a probe stream first)
-    ref = _replica(gpt2, GPT2_NAMES, 131, window=None, mode="auto", seed=4)
-    assert s.tokens == ref.tokens and len(s.tokens) == 131 and s.tokens[0] == 0
+    ref = _replica(gpt2, GPT2_NAMES, 40, window=None, mode="auto", seed=4)
+    assert s.tokens == ref.tokens and len(s.tokens) == 40 and s.tokens[0] == 0
     assert s.lambda_base == 1.0 and s.window is None
     assert r["mode"] == "kv-cache" == s.mode and r["mode_reason"] == s.mode_reason
     assert r["mode_reason"].startswith("position-wise")
@@ -164,7 +184,7 @@ def test_measure_stream_reports_what_it_measured(gpt2, monkeypatch):
     params = dict(gpt2.named_parameters())
     assert r["P"] == sum(params[n].numel() for n in GPT2_NAMES) == 32 + 32 + 128 * 32
     assert r["params"] == list(GPT2_NAMES)
-    assert [p["t"] for p in r["at"]] == [16, 120]
+    assert [p["t"] for p in r["at"]] == [12, 30]
     for p in r["at"]:
         # records t − 4 … t + 3 hold t − 4 … t + 3 scores: median t − 0.5, as an int t − 1
         assert p["pushes"] == 8 and p["n_scores"] == p["t"] - 1
@@ -179,24 +199,7 @@ def test_measure_stream_reports_what_it_measured(gpt2, monkeypatch):
     assert r["lanczos_steps_median_last"] == float(np.median(ref.iterations[-8:]))
     assert r["fallbacks"] == 0 == ref.fallbacks
     assert r["seconds"] > 0 and r["seconds"] == round(r["seconds"], 2)
-    assert len(ticks) == 1 and ticks[0].startswith("t = 128: ") and ticks[0].endswith(" ms CPU/push")
-    float(ticks[0][len("t = 128: ") : -len(" ms CPU/push")])
-
-
-def test_measure_stream_without_a_cache_interface(monkeypatch):
-    torch.manual_seed(3)
-    lm = _PlainLM().double().eval()
-    made = _recording(monkeypatch)
-    r = STR.measure_stream(lm, ["head.weight"], n_tokens=12, at=(4, 9), window=3, mode="recompute", seed=1, span=4)
-    s = made[-1]  # (mode "auto" makes a probe stream first)
-    ref = _replica(lm, ["head.weight"], 12, window=3, mode="recompute", seed=1)
-    assert s.tokens == ref.tokens and s.window == 3
-    assert r["mode"] == "recompute" and r["mode_reason"] == "requested" and r["window"] == 3
-    assert r["P"] == 44 and r["params"] == ["head.weight"]
-    assert [(p["t"], p["pushes"], p["n_scores"]) for p in r["at"]] == [(4, 4, 3), (9, 4, 3)]
-    assert all("bare_forward_cpu_ms" not in p and "monitor_overhead_cpu_ms" not in p for p in r["at"])
-    assert r["ratio_monitor_overhead"] is None and r["ratio_bare_forward"] is None
-    assert r["lanczos_steps_median_last"] == float(np.median(ref.iterations[-4:]))
+    assert ticks == []  # progress only at t = 0 mod 128
 
 
 def _autograd_token_rows(model, names, tokens):
@@ -255,3 +258,251 @@ def test_validate_stream_error_is_the_largest_relative_error(monkeypatch, window
         "tol": 1e-8,
         "fallbacks": 0,
     }
+
+
+# --------------------------------------------------------------------------------------
+# generate: defaults, validation, sampling against a reference loop, eos, on_token
+# --------------------------------------------------------------------------------------
+
+
+def _full_logits(model, toks):
+    with torch.no_grad():
+        out = model(torch.tensor([toks]))
+    return getattr(out, "logits", out)[0, -1].double()
+
+
+def test_generate_default_is_greedy_and_default_seed_is_zero(gpt2):
+    names = GPT2_NAMES
+    s = STR.StreamingSigma(gpt2, names, 1.0)
+    s.push(7)
+    recs = s.generate(5)  # temperature 0 by default: the argmax of the full-prefix logits
+    for i in range(1, 6):
+        assert s.tokens[i] == int(_full_logits(gpt2, s.tokens[:i]).argmax())
+    assert [r.token for r in recs] == s.tokens[1:]
+    a = STR.StreamingSigma(gpt2, names, 1.0)
+    a.push(7)
+    b = STR.StreamingSigma(gpt2, names, 1.0)
+    b.push(7)
+    assert [r.token for r in a.generate(6, temperature=1.0)] == [
+        r.token for r in b.generate(6, temperature=1.0, seed=0)
+    ]
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_generate_samples_softmax_of_logits_over_temperature(gpt2, temperature):
+    """Reference: the full-prefix float64 logits, softmax(logits / T), one torch.multinomial draw
+    per token from a CPU generator seeded with ``seed``."""
+    s = STR.StreamingSigma(gpt2, GPT2_NAMES, 1.0)
+    s.push(11)
+    s.generate(8, temperature=temperature, seed=9)
+    gen = torch.Generator().manual_seed(9)
+    toks = [11]
+    for _ in range(8):
+        p = torch.softmax(_full_logits(gpt2, toks) / temperature, dim=-1)
+        toks.append(int(torch.multinomial(p, 1, generator=gen)))
+    assert s.tokens == toks
+
+
+def test_generate_stops_at_eos_and_calls_on_token_with_each_record(gpt2):
+    s = STR.StreamingSigma(gpt2, GPT2_NAMES, 1.0)
+    s.push(7)
+    greedy = s.generate(6)
+    eos = greedy[2].token
+    first = next(i for i, r in enumerate(greedy) if r.token == eos)
+    seen = []
+    s2 = STR.StreamingSigma(gpt2, GPT2_NAMES, 1.0)
+    s2.push(7)
+    recs = s2.generate(6, eos=eos, on_token=seen.append)
+    assert [r.token for r in recs] == [r.token for r in greedy[: first + 1]]
+    assert seen == recs and all(a is b for a, b in zip(seen, s2.records[1:]))
+    s3 = STR.StreamingSigma(gpt2, GPT2_NAMES, 1.0)
+    s3.push(7)
+    never = next(v for v in range(300) if v not in [r.token for r in greedy])
+    assert [r.token for r in s3.generate(6, eos=never)] == [r.token for r in greedy]
+    s4 = STR.StreamingSigma(gpt2, GPT2_NAMES, 1.0)
+    s4.push(7)
+    assert s4.generate(0) == [] and s4.tokens == [7]
+
+
+def test_generate_refusals_name_the_argument(gpt2):
+    s = STR.StreamingSigma(gpt2, GPT2_NAMES, 1.0)
+    with pytest.raises(InputError) as exc:
+        s.generate(3)
+    assert str(exc.value) == "push at least one token (the prompt) before generating"
+    s.push(1)
+    for bad in (-1, True, 2.5, None):
+        with pytest.raises(InputError) as exc:
+            s.generate(bad)
+        assert str(exc.value) == f"n_new must be a non-negative integer, got {bad!r}"
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(InputError) as exc:
+            s.generate(2, temperature=bad)
+        assert str(exc.value) == f"temperature must be finite and >= 0, got {bad!r}"
+    assert s.tokens == [1]
+
+
+# --------------------------------------------------------------------------------------
+# skip and the recompute path's next-token logits
+# --------------------------------------------------------------------------------------
+
+
+def _forward_lengths(model):
+    seen = []
+
+    def pre(m, args, kwargs):
+        x = kwargs.get("input_ids", args[0] if args else None)
+        seen.append(int(x.shape[-1]))
+
+    return seen, model.register_forward_pre_hook(pre, with_kwargs=True)
+
+
+@pytest.mark.parametrize("n_skip", [1, 2, 3])
+def test_skip_forwards_the_prompt_once_and_scores_like_the_full_sequence(gpt2, n_skip):
+    """kv-cache: skip(k tokens) = one forward of k − 1 tokens (none for k = 1) and one of the last
+    token; next_logits are the full-prefix logits; the scores after it are those of the whole
+    sequence (autograd reference)."""
+    toks = [5, 17, 42, 8, 99, 3, 61][: n_skip + 4]
+    s = STR.StreamingSigma(gpt2, GPT2_NAMES, 1.0, mode="kv-cache")
+    seen, h = _forward_lengths(gpt2)
+    try:
+        s.skip(toks[:n_skip])
+    finally:
+        h.remove()
+    assert seen == ([n_skip - 1] if n_skip > 1 else []) + [1]
+    torch.testing.assert_close(s.next_logits, _full_logits(gpt2, toks[:n_skip]), rtol=1e-12, atol=1e-12)
+    for t in toks[n_skip:]:
+        s.push(t)
+    G = _autograd_token_rows(gpt2, list(GPT2_NAMES), toks)[n_skip - 1 :]
+    np.testing.assert_allclose(s.lambdas[1:] if n_skip == 0 else s.lambdas, _dense_lams(G, None), rtol=1e-10)
+
+
+def test_recompute_next_logits_are_the_full_prefix_logits(gpt2):
+    """recompute (a general group): after push and after skip, next_logits are the last-position
+    logits of a forward of the whole sequence so far; a later skip must not reuse a cache."""
+    names = ("transformer.h.0.mlp.c_fc.weight",)
+    s = STR.StreamingSigma(gpt2, names, 1.0, mode="recompute")
+    toks = [4, 250, 13]
+    s.push(toks[0])
+    torch.testing.assert_close(s.next_logits, _full_logits(gpt2, toks[:1]), rtol=1e-12, atol=1e-12)
+    s.push(toks[1])
+    torch.testing.assert_close(s.next_logits, _full_logits(gpt2, toks[:2]), rtol=1e-12, atol=1e-12)
+    s.skip([toks[2], 77])
+    torch.testing.assert_close(s.next_logits, _full_logits(gpt2, toks + [77]), rtol=1e-12, atol=1e-12)
+    s.push(9)
+    torch.testing.assert_close(s.next_logits, _full_logits(gpt2, toks + [77, 9]), rtol=1e-12, atol=1e-12)
+    G = _autograd_token_rows(gpt2, list(names), toks + [77, 9])
+    np.testing.assert_allclose(s.lambdas[1:], _dense_lams(G[[0, 3]], None), rtol=1e-10)
+
+
+# --------------------------------------------------------------------------------------
+# the recompute path's dense rows: layers called twice, unused outputs, dense tensors, dtypes
+# --------------------------------------------------------------------------------------
+
+
+class _TwiceLM(nn.Module):
+    """``mid`` is called twice per forward; ``aux`` (Linear) and ``aux_norm`` (LayerNorm) are
+    called but their outputs never reach the logits; ``norm`` has two dense tensors."""
+
+    def __init__(self, vocab=9, dim=4):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.mid = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.aux = nn.Linear(dim, 2)
+        self.aux_norm = nn.LayerNorm(2)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, x):
+        h = self.emb(x)
+        h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype)[None, :, None]
+        h = self.mid(torch.tanh(self.mid(h)))
+        self.last_aux = self.aux_norm(self.aux(h)).detach()  # computed, not used by the logits
+        return self.head(self.norm(torch.tanh(h)))
+
+
+def _autograd_rows_allow_unused(model, names, tokens):
+    ref = copy.deepcopy(model).double()
+    params = dict(ref.named_parameters())
+    rows = []
+    for i in range(len(tokens) - 1):
+        out = ref(torch.as_tensor(tokens[: i + 1])[None])[0, -1]
+        lp = torch.log_softmax(out, dim=-1)[int(tokens[i + 1])]
+        sub = [params[n] for n in names]
+        gs = torch.autograd.grad(lp, sub, allow_unused=True)
+        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(sub, gs)]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["mid.weight", "mid.bias"],  # a layer called twice: the row is the sum over both calls
+        ["norm.weight", "norm.bias", "head.weight"],  # two dense tensors after the hooked ones
+        ["head.bias", "aux.weight", "aux_norm.weight"],  # outputs that never reach the logits
+        ["emb.weight", "mid.weight"],
+    ],
+)
+@pytest.mark.parametrize("window", [None, 3])
+def test_recompute_rows_equal_the_autograd_scores(names, window):
+    torch.manual_seed(8)
+    lm = _TwiceLM().double().eval()
+    toks = [1, 4, 4, 7, 0, 2, 8]
+    s = STR.StreamingSigma(lm, names, 1.0, mode="recompute", window=window)
+    for t in toks:
+        s.push(t)
+    G = _autograd_rows_allow_unused(lm, names, toks)
+    np.testing.assert_allclose(s.lambdas[1:], _dense_lams(G, window), rtol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["recompute", "kv-cache"])
+def test_float32_model_rows_are_stored_in_float64(gpt2, mode):
+    """The Gram store holds float64 factors whatever the model dtype (its docstring)."""
+    m32 = copy.deepcopy(gpt2).float()
+    names = ("transformer.h.1.mlp.c_proj.weight", "transformer.ln_f.weight", "transformer.wte.weight")
+    names = names[:2] if mode == "kv-cache" else names
+    s = STR.StreamingSigma(m32, names, 1.0, mode=mode)
+    for t in [3, 9, 27, 81]:
+        s.push(t)
+    dtypes = {k: b.dtype for bufs in s.store.bufs for k, b in bufs.items() if k != "idx"}
+    assert dtypes and set(dtypes.values()) == {torch.float64}, dtypes
+    assert s.store.K.dtype == torch.float64
+
+
+# --------------------------------------------------------------------------------------
+# _GramStore: capacity doubling, ring slots, the Gram entries of every component kind
+# --------------------------------------------------------------------------------------
+
+
+def test_gram_store_doubles_its_capacity_and_keeps_the_gram():
+    comp = STR.Component("dense", ("x",))
+    store = STR._GramStore([comp], None, torch.device("cpu"))
+    g = torch.Generator().manual_seed(2)
+    rows = torch.randn(37, 5, generator=g, dtype=F64)
+    caps = []
+    for r in rows:
+        store.add([{"g": r}])
+        caps.append(store.cap)
+    assert caps == [16] * 16 + [32] * 16 + [64] * 5
+    np.testing.assert_allclose(store.active().numpy(), (rows @ rows.T).numpy(), rtol=1e-13, atol=1e-13)
+    assert store.bufs[0]["g"].shape == (64, 5)
+    np.testing.assert_array_equal(store.bufs[0]["g"][:37].numpy(), rows.numpy())
+
+
+# --------------------------------------------------------------------------------------
+# full_prefix_lambdas: the dense reference itself
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", [None, 2])
+def test_full_prefix_lambdas_against_autograd_rows(window):
+    """Two tokens are enough (one score: λ = ‖g‖²); a float32 model is scored in float64."""
+    torch.manual_seed(12)
+    lm = _PlainLM()  # float32
+    for toks in ([3, 5], [3, 5, 1, 1, 9]):
+        got = STR.full_prefix_lambdas(lm, ["head.weight", "emb.weight"], toks, window=window)
+        G = _autograd_token_rows(lm, ["head.weight", "emb.weight"], toks)
+        np.testing.assert_allclose(got, _dense_lams(G.double(), window), rtol=1e-10)
+        assert got.dtype == np.float64 and got.shape == (len(toks) - 1,)
+    with pytest.raises(InputError) as exc:
+        STR.full_prefix_lambdas(lm, ["head.weight"], [3])
+    assert str(exc.value) == "need at least 2 tokens"
