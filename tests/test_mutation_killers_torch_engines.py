@@ -1260,3 +1260,20 @@ def test_lanczos_options_must_be_valid_numbers():
         with pytest.raises(InputError):
             ENG.lambda_max(torch.ones(3, 4, dtype=F64), method="lanczos", **kw)
     assert ENG.lanczos(lambda v: d * v, 5, max_iter=1, tol=0.0).iterations == 1
+
+
+def test_gram_matrix_passes_its_block_size(monkeypatch):
+    """The row-block size reaches _gram (default 2048): blocking changes K's rounding (not its
+    accuracy), so the option is observed where it is used."""
+    seen = []
+    real = ENG._gram
+
+    def spy(G, block_size=2048):
+        seen.append(block_size)
+        return real(G, block_size)
+
+    monkeypatch.setattr(ENG, "_gram", spy)
+    G = torch.randn(6, 4, generator=_gen(9), dtype=F64)
+    ENG.gram_matrix(G)
+    ENG.gram_matrix(G, block_size=5)
+    assert seen == [2048, 5]
