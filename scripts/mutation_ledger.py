@@ -55,7 +55,7 @@ STATUS = {
     255: "timeout",
     None: "not checked",
 }
-SURVIVING = ("survived", "no tests")
+SURVIVING = ("survived", "no tests", "not reached by the run; checked")
 
 
 class LedgerError(Exception):
@@ -98,6 +98,23 @@ def run_statuses(run_dir: str, module: str) -> dict[str, str]:
     return out
 
 
+def recorded_checks(run_dir: str) -> set[str]:
+    """The mutants a recorded check ran (killed or survived) after its original passed."""
+    path = os.path.join(run_dir, "kill-checks.jsonl")
+    seen: set[str] = set()
+    if not os.path.exists(path):
+        return seen
+    original_ok = False
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if rec["mutant"] == "":
+                original_ok = rec["result"] == "original-passes"
+            elif original_ok and rec["result"] in ("killed", "survived"):
+                seen.add(rec["mutant"])
+    return seen
+
+
 def recorded_kills(run_dir: str) -> dict[str, dict]:
     """Mutant -> the first recorded check that killed it (after its original passed)."""
     path = os.path.join(run_dir, "kill-checks.jsonl")
@@ -132,6 +149,7 @@ def collect(module_path: str, run_dirs: list[str], equivalent_path: str | None =
     module = module_name(module_path)
     statuses: dict[str, str] = {}
     kills: dict[str, dict] = {}
+    checked_by_check: set[str] = set()
     runs, shas = [], set()
     for d in run_dirs:
         info = read_run_info(d)
@@ -145,9 +163,13 @@ def collect(module_path: str, run_dirs: list[str], equivalent_path: str | None =
         statuses.update({k: v for k, v in st.items() if v != "not checked" or k not in statuses})
         for k, v in recorded_kills(d).items():
             kills.setdefault(k, v)
+        checked_by_check |= recorded_checks(d)
         runs.append({"dir": os.path.basename(os.path.normpath(d)), **info, "mutants_of_module": len(st)})
     if len(shas) != 1:
         raise LedgerError(f"the runs mutated different versions of {module_path}; collect runs of one version")
+    # A mutant the run did not reach but a recorded check ran is checked: killed or surviving.
+    for m in checked_by_check & {k for k, v in statuses.items() if v == "not checked"}:
+        statuses[m] = "not reached by the run; checked"
     equivalent = {}
     if equivalent_path:
         with open(equivalent_path, encoding="utf-8") as fh:

@@ -159,3 +159,14 @@ def test_recheck_refuses_a_missing_run_directory(tmp_path):
     assert e["survivors"][_m(2)]["check_dir"] == "r"
     with pytest.raises(L.LedgerError, match="no such run directory"):
         L.recheck(e, str(tmp_path / "elsewhere"))
+
+
+def test_a_mutant_the_run_did_not_reach_counts_once_a_recorded_check_ran_it(tmp_path):
+    codes = {_m(1): 1, _m(2): None, _m(3): None, _m(4): None}
+    checks = [("", "original-passes"), (_m(2), "killed"), (_m(3), "survived")]
+    e = L.collect(MOD, [_run_dir(tmp_path, "r", codes, checks=checks)])
+    c = e["counts"]
+    # _2 checked and killed, _3 checked and open, _4 never run anywhere: not reached.
+    assert (c["checked"], c["killed_by_checked_tests"], c["open"], c["not_reached"]) == (3, 1, 1, 1)
+    assert e["survivors"][_m(2)]["run"] == "not reached by the run; checked"
+    assert c["score"] == pytest.approx(2 / 3)
