@@ -562,14 +562,22 @@ def test_hypotheses_not_met_keep_the_registered_method():
 
 @pytest.mark.parametrize(
     "x",
-    [Fraction(1, 10**443), Fraction(-1, 10**446), Fraction(3, 10**452), 9.999999999999999e22, Fraction(10**40 - 1)],
-    ids=["1e-443", "-1e-446", "3e-452", "1e23-ulp", "1e40-1"],
+    [
+        Fraction(1, 10**443),
+        Fraction(-1, 10**446),
+        Fraction(3, 10**452),
+        Fraction(10**445 + 1, 10**443),
+        Fraction(-(10**447) - 1, 10**443),
+        9.999999999999999e22,
+        Fraction(10**40 - 1),
+    ],
+    ids=["1e-443", "-1e-446", "3e-452", "100+", "-1e4-", "1e23-ulp", "1e40-1"],
 )
 @pytest.mark.parametrize("direction", ["down", "up"])
 def test_outward_str_when_the_float_log_estimate_of_the_exponent_is_off_by_one(x, direction):
-    """float log10 puts 10^-443 at −443.00000000000006 (one decade too low) and 10^23 − 2^23 at
-    23.0 (one too high): the exponent is corrected both ways, and the string is the directed
-    rounding (reference: the decimal module at 3 digits)."""
+    """float log10 puts 10^-443 at −443.00000000000006 and (10^445 + 1)/10^443 at 1.99999999999994
+    (one decade too low), 10^23 − 2^23 at 23.0 (one too high): the exponent is corrected both
+    ways, and the string is the directed rounding (reference: the decimal module, 3 digits)."""
     import decimal
 
     from properties.certify import outward_str
