@@ -128,6 +128,11 @@ SOURCES = {
         "fimtheory inflation --ci-pilot results/inflation-paper-ci4-s1 --out results/inflation-paper-ci4-s2 "
         "(one process per model with --model M --resume, then --report-only)",
     ),
+    "inflation-ci4-smollm2": (
+        ["results/inflation-paper-ci4-smollm2/report.json"],
+        "fimtheory inflation --ci-pilot results/inflation-paper --model smollm2 "
+        "--out results/inflation-paper-ci4-smollm2 --resume (then --report-only)",
+    ),
     "check-models-smollm2-kquant-quick": (
         ["results/check-models-smollm2-kquant-quick.json"],
         "fimtheory check-models --model smollm2 --scheme gguf-q4_k-or-q5_0 --scheme gguf-q5_k-or-q5_1 "
@@ -876,9 +881,15 @@ def render_inflation_ci_design(path: str, command: str) -> list[str]:
         f"{100 * first.get('constant_median_abs_error', float('nan')):.2f}% for ρ = 1 (ratio "
         f"{_num(first.get('ratio_to_constant'), 2)}); inside {cov[0]} of {cov[1]} CIs, "
         f"ρ = 1 inside {ccov[0]} of {ccov[1]}.",
-        "",
-        _source_line(path, command),
     ]
+    for model, m in raw.get("models", {}).items():
+        n_run = check.get(model, {}).get("n_run")
+        if m.get("cpu_seconds") and n_run:
+            lines.append(
+                f"Cost of {model}: {_num(m['cpu_seconds'], 4)} CPU-s for {n_run} trajectories, "
+                f"{_num(m['cpu_seconds'] / n_run, 3)} CPU-s per trajectory (one thread, float64)."
+            )
+    lines += ["", _source_line(path, command)]
     return lines
 
 
@@ -1500,6 +1511,7 @@ RENDERERS = {
     "check-models-gemma3-quick": render_check_models_smollm2,
     "check-models-textgenrnn-quick": render_check_models_smollm2,
     "inflation-ci4": render_inflation_ci_design,
+    "inflation-ci4-smollm2": render_inflation_ci_design,
     "check-models-smollm2-kquant-quick": render_check_models_smollm2,
     "verify-throughput": lambda path, command: render_verify_throughput("verify-throughput"),
     "sharp-sc-real": render_sharp_sc_real,
