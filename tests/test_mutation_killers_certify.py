@@ -601,3 +601,11 @@ def test_digest_refuses_a_float_array_entry_that_is_not_a_hex_string(entry):
 
     with pytest.raises(InputError, match="inputs cannot be canonicalised"):
         inputs_digest({"ndarray": ["0x1p+0", entry], "dtype": "float64", "shape": [2]})
+
+
+def test_a_certificate_that_is_not_an_object_is_refused_with_that_message():
+    from properties.certify import Certificate
+
+    for obj in ([1, 2], "lo=-1", None):
+        with pytest.raises(InputError, match=r"^certificate is not an object$"):
+            Certificate.from_json(obj)
