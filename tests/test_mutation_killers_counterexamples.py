@@ -1539,3 +1539,16 @@ def test_main_usage_text(capsys, monkeypatch):
         "[--seed SEED] [--json PATH] {readings}"
     )
     assert out.split("\n")[0] == usage, out
+
+
+def test_replay_calls_an_enclosure_identical_only_when_both_ends_are(tmp_path, monkeypatch):
+    s = Certificate.from_json(json.loads(_FILE.read_text(encoding="utf-8"))["certificate"])
+    with mpmath.workdps(60):
+        cases = ((s.lo, s.hi / 2), (s.lo * 2, s.hi), (s.lo, s.hi))
+    for (lo, hi), word in zip(cases, ("overlaps", "overlaps", "identical to")):
+        new = Certificate(lo, hi, 50, "eigenvalues")
+        rp = _Replay(
+            monkeypatch, tmp_path, evaluate=_stored_margin, certify=new, adjudicate=_adj(enclosure=(s.lo, s.hi))
+        )
+        r = rp.run()
+        assert r.status == "reproduced" and f"({word} the stored enclosure)" in r.message, r.message
