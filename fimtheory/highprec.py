@@ -42,8 +42,12 @@ def working_precision(dps: int):
 
 
 def mp_matrix(A) -> mpmath.matrix:
-    """Exact mpmath copy of a float64 matrix."""
-    a = np.asarray(A, dtype=float)
+    """Exact mpmath copy of a float64 matrix (real entries: complex input is refused, since the
+    cast to float would drop the imaginary part)."""
+    a = np.asarray(A)
+    if np.iscomplexobj(a):
+        raise InputError("mp_matrix needs real entries, got a complex array")
+    a = np.asarray(a, dtype=float)
     m = mpmath.matrix(a.shape[0], a.shape[1])
     # mpmath.mpf(x) of a Python float x, without the constructor's dispatch: mpf_pos(from_float(x))
     # at the working precision (exact for every double once the precision has >= 53 bits).

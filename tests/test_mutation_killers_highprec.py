@@ -430,3 +430,30 @@ def test_lambda_enclosures_pick_the_extreme_ends():
     assert lo <= w[-1] <= hi and hi - lo < mpmath.mpf(10) ** -35
     lo, hi = H.lambda_min_enclosure(A, 40)
     assert lo <= w[0] <= hi and hi - lo < mpmath.mpf(10) ** -35
+
+
+@pytest.mark.parametrize(
+    "A",
+    [np.diag([2.0, 2.0, 1.0]), np.diag([1.0, 3.0, 3.0, 3.0]), np.diag([-1.0, 0.5, -1.0]), np.eye(3)],
+    ids=["top-pair", "top-triple", "bottom-pair", "identity"],
+)
+def test_repeated_eigenvalues_same_columns_in_both_paths(A, empty_cache):
+    # equal eigenvalues: both paths order the columns by a stable descending sort of eigsy's
+    # (ascending) output, so the fast path and the fallback agree bit for bit here too
+    with H.working_precision(30):
+        m = H.mp_matrix(A)
+        w, V = H._sorted_eigsy(m, True)
+        rw, rV = H._sorted_eigsy_mpmath(m, True)
+        assert [x._mpf_ for x in w] == [x._mpf_ for x in rw]
+        assert _raw(V) == _raw(rV)
+        ref_w, ref_V = _ref_sorted(m, True)
+        assert _raw(rV) == [[x._mpf_ for x in row] for row in ref_V]
+
+
+@pytest.mark.parametrize("A", [np.array([[1 + 2j]]), [[1.0, 2j], [2j, 1.0]], np.array([[1 + 0j]])])
+def test_mp_matrix_refuses_complex_input(A):
+    # np.asarray(complex, dtype=float) would drop the imaginary part (with only a warning)
+    from fimtheory.errors import InputError
+
+    with pytest.raises(InputError, match="^mp_matrix needs real entries, got a complex array$"):
+        H.mp_matrix(A)
