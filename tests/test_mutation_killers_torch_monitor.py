@@ -116,6 +116,8 @@ def _diag(*d):
         ((3.0, 2.0, 2.0, 2.0), (1.0, 0.0, 0.0, 0.0), 2),
         ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), 3),
         ((1.0, 2.0, 0.0, 3.0), (1.0, 0.0, 1.0, 0.0), 4),
+        # the invariant block {e1, e2} ends one step before the whole space
+        ((1.0, 2.0, 5.0), (1.0, 1.0, 0.0), 3),
     ],
 )
 def test_top_eig_warm_invariant_blocks_step_counts(d, start, steps):
@@ -338,3 +340,12 @@ def test_monitor_window_compaction_is_amortised(window):
     compactions = sum(1 for a, b in zip(heads, heads[1:]) if b < a)
     assert compactions >= 1
     assert compactions * window <= 2 * n
+
+
+@pytest.mark.parametrize("scale", [1e8, 1e-8])
+def test_top_eig_warm_breakdown_threshold_is_relative_to_the_norm_of_K(scale):
+    """At ‖K‖ ~ 1e9 the rounding-level β after one step from an eigenvector is ~1e-7: still an
+    invariant subspace (β ≤ 1e-14·‖K‖_F), so the restart must happen and find λ_max = 10·scale."""
+    K, start = _rotated_case()
+    val, vec, it, ok = MON.top_eig_warm(scale * K, start, tol=1e-12)
+    assert ok and val == pytest.approx(10.0 * scale, rel=1e-12) and it == 3
