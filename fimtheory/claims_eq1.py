@@ -183,7 +183,9 @@ def mp_sharp_bounds(p: np.ndarray):
     """(L*, U*) of :func:`fimtheory.eq1.softmax_fisher_sharp_bounds` at the current precision."""
     x = [mpmath.mpf(float(v)) for v in np.sort(p)[::-1]]
     p1 = x[0]
-    p2 = x[1] if len(x) > 1 else mpmath.mpf(0)
+    if len(x) == 1:  # M(p) is the 1×1 matrix p₁(1 − p₁): no compression, no padding
+        return p1 * (1 - p1), p1 * (1 - p1)
+    p2 = x[1]
     a, b, c = p1 * (1 - p1), p2 * (1 - p2), -p1 * p2
     mu2 = (a + b) / 2 + mpmath.sqrt(((a - b) / 2) ** 2 + c * c)
     lows, ups = [p2, mu2], [p1]

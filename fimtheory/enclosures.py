@@ -1194,7 +1194,9 @@ def _m_eq1_m_bounds(inst):
     x = np.sort(inst.p)[::-1]
     xs = [ivf(float(v)) for v in x]
     p1 = xs[0]
-    p2 = xs[1] if len(xs) > 1 else iv.mpf(0)
+    if len(xs) == 1:  # M(p) is the 1×1 matrix p₁(1 − p₁): λ = L* = U*, the margin is 0
+        return iv.mpf(0)
+    p2 = xs[1]
     a, b, c = p1 * (1 - p1), p2 * (1 - p2), -p1 * p2
     mu2 = (a + b) / 2 + iv.sqrt(iv_sq((a - b) / 2) + iv_sq(c))
     lows, ups = [p2, mu2], [p1]

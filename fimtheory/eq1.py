@@ -118,9 +118,16 @@ def softmax_fisher_bounds(p) -> tuple[float, float]:
     Each is evaluated in float64 to within a few ulps of its exact value.
 
     Both are attained: p = (½, ½) gives L = U = ½; a point mass gives 0.
+
+    A single entry (n = 1) has no second coordinate to compress to: M(p) is the 1×1 matrix
+    p₁(1 − p₁), and L = U = p₁(1 − p₁) (padding p₂ = 0 would give L = max(p₁(1 − p₁), 0),
+    above λ_max when the accepted sum 1 ± 64·eps puts p₁ above 1).
     """
     p = np.sort(_prob_vector(p))[::-1]
     p1 = float(p[0])
+    if p.size == 1:
+        head = p1 * (1.0 - p1)
+        return head, head
     p2 = float(p[1]) if p.size > 1 else 0.0
     a, b, c = p1 * (1.0 - p1), p2 * (1.0 - p2), -p1 * p2
     mu2 = 0.5 * (a + b) + math.hypot(0.5 * (a - b), c)

@@ -348,3 +348,25 @@ def test_hypotheses_not_met_are_said():
     assert not get_claim("EQ1-M-BOUNDS").evaluate(ProbabilityInstance(np.array([0.5, 0.6]))).hypotheses_met
     assert not get_claim("KL-SORTED").evaluate(KLPairInstance(np.ones(3), np.ones(2))).hypotheses_met
     assert all(c in REGISTRY for c in FAMILY)
+
+
+@pytest.mark.parametrize("p1", [1 + 2**-52, 1 - 2**-53, 1.0])
+def test_a_single_entry_is_its_own_bound(p1):
+    """n = 1: M(p) is the 1×1 matrix p₁(1 − p₁), so L* = U* = λ_max. The accepted sum 1 ± 64·eps
+    lets p₁ exceed 1, where p₁(1 − p₁) < 0: padding p₂ = 0 gave L* = 0 > λ_max there, and the
+    adjudicator certified a violation of the (proved) claim at [−2.2e−16, −2.2e−16]."""
+    from fractions import Fraction
+
+    exact = Fraction(p1) * (1 - Fraction(p1))
+    lower, upper = eq1.softmax_fisher_bounds(np.array([p1]))
+    assert lower == upper and abs(Fraction(lower) - exact) <= abs(exact) * 2**-52
+    assert eq1.softmax_fisher_sharp_bounds(np.array([p1])) == (lower, upper)
+    with mpmath.workdps(50):
+        lo_mp, hi_mp = ce.mp_sharp_bounds(np.array([p1]))
+        assert lo_mp == hi_mp == mpmath.mpf(exact.numerator) / exact.denominator
+    claim = get_claim("EQ1-M-BOUNDS")
+    inst = ProbabilityInstance(np.array([p1]), k=1)
+    out = claim.evaluate(inst)
+    assert out.hypotheses_met and out.margin == 0.0 and claim.evaluate_mp(inst, 60) == 0
+    assert enclosures.margin_enclosure(claim, inst, 60) == (0, 0)
+    assert adjudicate(claim, inst, out).verdict != "violated"
