@@ -1269,3 +1269,71 @@ def test_top_eigen_vector_is_computed_at_the_working_precision():
     s = _in_box_some_sign(te.v, top)
     assert s != 0
     assert all(ends(te.v[i, 0])[1] - ends(te.v[i, 0])[0] < Fraction(1, 10**78) for i in range(te.v.rows))
+
+
+def test_eigenvalue_enclosure_whose_exact_value_is_its_lower_end(monkeypatch):
+    # A = [[1]], X = [[9/8]] (θ = XᵀX = 81/64 = 1 + ν), D = [81/64 + 1/4] (δ = 1/4): the exact
+    # eigenvalue 1 = (XᵀAX)/θ = lo_b/θ_hi is exactly the lower end of the enclosure
+    _fake_decomposition(monkeypatch, [81 / 64 + 1 / 4], [[9 / 8]])
+    (e,) = X.iv_eigenvalue_enclosures(X.iv_matrix(np.array([[1.0]])))
+    assert encloses(e, Fraction(1))
+    assert ends(e)[0] == 1
+
+
+def test_top_eigen_normalises_the_mp_vector(monkeypatch):
+    # an mp eigenvector of norm 3 (a valid direction): u is normalised in interval arithmetic
+    from fimtheory.highprec import MpEigen
+
+    A = TOP_CASES[0]
+    w, V = ref_eigh(A)
+
+    def fake(m, dps):
+        return MpEigen(
+            [mpmath.mpf(x) for x in w], mpmath.matrix([[3 * V[k][r] for k in range(3)] for r in range(3)]), dps
+        )
+
+    enc = X.float_eigenvalue_enclosures(A)
+    monkeypatch.setattr(X, "mp_eigh", fake)
+    te = X.top_eigen(X.iv_matrix(A), enc)
+    s = _in_box_some_sign(te.v, V[0])
+    assert s != 0
+    for i in range(3):
+        check(te.v[i, 0], s * _mpf_frac(V[0][i]), scale=1, k=TIGHT * 100)
+
+
+@pytest.mark.parametrize(
+    "diag, k", [([3.0, 1.0, 0.0], 0), ([1.0, 0.5, 0.0], 1)], ids=["gap-2-error-on-v1", "gap-half-error-on-v2"]
+)
+def test_resolve_error_bound_divides_by_min_one_gamma(monkeypatch, diag, k):
+    # N = λ1 I − A + v1v1ᵀ has N v1 = v1 and N v2 = γ v2: an mp solve wrong by w = 10^-3·v_k leaves
+    # the residual N w, and the true error is w; the bound ‖res‖/min(1, γ) must cover it (and
+    # would not with min(2, γ) for γ = 2, or with λ1 + λ2 in place of γ = 1/2)
+    A = np.diag(diag)
+    real = mpmath.lu_solve
+
+    def wrong_solve(Nm, b):
+        z = real(Nm, b)
+        z[k, 0] += mpmath.mpf("1e-3")
+        return z
+
+    te = X.top_eigen(X.iv_matrix(A))
+    monkeypatch.setattr(mpmath, "lu_solve", wrong_solve)
+    x = np.array([0.3, -1.1, 0.7])
+    z = te.resolve(X.iv_column(x))
+    ref = [Fraction(0)] + [Fraction(x[j]) / (Fraction(diag[0]) - Fraction(diag[j])) for j in (1, 2)]
+    for i in range(3):
+        assert encloses(z[i, 0], ref[i]), i
+
+
+def test_top_eigen_refuses_an_exact_tie_of_the_rayleigh_quotient_and_lambda2():
+    # μ = 2 exactly and hi(λ2) = 2 (given): δ = 0 is not a separation
+    with pytest.raises(X.EnclosureError, match="^Rayleigh quotient not separated from λ2$"):
+        X.top_eigen(X.iv_matrix(np.diag([2.0, 1.0])), [iv.mpf([2.5, 3.0]), iv.mpf([0.5, 2.0])])
+
+
+def test_top_eigen_refuses_an_angle_bound_of_exactly_one_quarter():
+    # off-diagonal box [−1/4, 1/4], μ = 2, hi(λ2) = 1: ε = ‖Su − μu‖/δ = (1/4)/1 exactly
+    M = X.iv_matrix(np.diag([2.0, 1.0]))
+    M[0, 1] = M[1, 0] = iv.mpf([-0.25, 0.25])
+    with pytest.raises(X.EnclosureError, match="^top eigenvector angle bound too large$"):
+        X.top_eigen(M, [iv.mpf([1.9, 2.1]), iv.mpf([0.9, 1.0])])
