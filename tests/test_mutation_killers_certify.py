@@ -609,3 +609,16 @@ def test_a_certificate_that_is_not_an_object_is_refused_with_that_message():
     for obj in ([1, 2], "lo=-1", None):
         with pytest.raises(InputError, match=r"^certificate is not an object$"):
             Certificate.from_json(obj)
+
+
+def test_decimal_encloses_reads_string_endpoints_and_refuses_non_finite_ends():
+    """Endpoints given as decimal strings (binary-exact ones here) are read as mpf and compared
+    exactly; a non-finite endpoint has no exact value, so nothing encloses it."""
+    from properties.certify import _as_fraction, decimal_encloses
+
+    assert decimal_encloses("1", "2", "1.5", "1.75")
+    assert not decimal_encloses("1.6", "2", "1.5", "1.75")
+    assert _as_fraction("-0.375") == Fraction(-3, 8)
+    assert not decimal_encloses("-1", "1", mpf("-inf"), mpf(0))
+    with pytest.raises(InputError, match=r"^non-finite endpoint \+inf$"):
+        _as_fraction(mpf("inf"))
