@@ -457,3 +457,12 @@ def test_mp_matrix_refuses_complex_input(A):
 
     with pytest.raises(InputError, match="^mp_matrix needs real entries, got a complex array$"):
         H.mp_matrix(A)
+
+
+def test_mp_matrix_converts_like_numpys_float_cast():
+    # whatever np.asarray(·, dtype=float) accepts (numeric strings, bools, object arrays) is
+    # converted to that double
+    for a in (np.array([["0.1", "-1e-300"]]), np.array([[True, False]]), np.array([[1, 0.5]], dtype=object)):
+        with H.working_precision(30):
+            m = H.mp_matrix(a)
+            assert _raw(m) == [[mpmath.mpf(float(x))._mpf_ for x in np.asarray(a, dtype=float)[0]]]
