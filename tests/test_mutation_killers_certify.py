@@ -622,3 +622,29 @@ def test_decimal_encloses_reads_string_endpoints_and_refuses_non_finite_ends():
     assert not decimal_encloses("-1", "1", mpf("-inf"), mpf(0))
     with pytest.raises(InputError, match=r"^non-finite endpoint \+inf$"):
         _as_fraction(mpf("inf"))
+
+
+def test_integer_arrays_with_one_digest_decode_to_one_array():
+    """A flat and a nested integer list of the same shape have one canonical form (one digest),
+    so they must decode to the same array: the stored shape is applied to either."""
+    from properties.serialize import _dec, inputs_digest
+
+    flat = {"ndarray": [1, 2, 3, 4, 5, 6], "dtype": "int64", "shape": [2, 3]}
+    nested = {"ndarray": [[1, 2, 3], [4, 5, 6]], "dtype": "int64", "shape": [2, 3]}
+    assert inputs_digest(flat) == inputs_digest(nested)
+    a, b = _dec(flat), _dec(nested)
+    assert a.shape == b.shape == (2, 3) and a.dtype == b.dtype == np.int64 and np.array_equal(a, b)
+
+
+def test_an_object_with_only_one_of_a_and_e_is_refused():
+    from properties.serialize import instance_to_json
+
+    class OnlyA:
+        A = np.eye(2)
+
+    class OnlyE:
+        E = np.eye(2)
+
+    for obj in (OnlyA(), OnlyE()):
+        with pytest.raises(InputError, match=f"^cannot serialise instance of type {type(obj).__name__}: declare"):
+            instance_to_json(obj)
