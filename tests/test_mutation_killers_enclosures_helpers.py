@@ -1337,3 +1337,8 @@ def test_top_eigen_refuses_an_angle_bound_of_exactly_one_quarter():
     M[0, 1] = M[1, 0] = iv.mpf([-0.25, 0.25])
     with pytest.raises(X.EnclosureError, match="^top eigenvector angle bound too large$"):
         X.top_eigen(M, [iv.mpf([1.9, 2.1]), iv.mpf([0.9, 1.0])])
+
+
+def test_iv_matrix_of_an_empty_list_is_0x0():
+    m = X.iv_matrix([])
+    assert (m.rows, m.cols) == (0, 0)
