@@ -648,3 +648,14 @@ def test_an_object_with_only_one_of_a_and_e_is_refused():
     for obj in (OnlyA(), OnlyE()):
         with pytest.raises(InputError, match=f"^cannot serialise instance of type {type(obj).__name__}: declare"):
             instance_to_json(obj)
+
+
+def test_an_instance_record_without_fields_is_read_by_its_type_alone():
+    """``fields`` may be absent (a type without fields): the type still decides, so an unknown
+    one is refused by name rather than failing on the missing key."""
+    from properties.serialize import instance_from_json
+
+    with pytest.raises(InputError, match=r"^unknown instance type 'NoSuchInstance'$"):
+        instance_from_json({"type": "NoSuchInstance"})
+    with pytest.raises(InputError, match=r"^unknown instance type None$"):
+        instance_from_json({})
