@@ -56,7 +56,7 @@ import mpmath
 import numpy as np
 
 from fimtheory._generated import series as _series
-from fimtheory.errors import FimTheoryError, UnknownIdError
+from fimtheory.errors import FimTheoryError, InputError, UnknownIdError
 from fimtheory.highprec import iv_from_mp, mp_eigh, working_precision
 from fimtheory.validation import EPS64
 
@@ -101,6 +101,14 @@ def ivf(x):
     return iv.mpf(x)
 
 
+def _real_array(a, what: str) -> np.ndarray:
+    """``np.asarray(a, dtype=float)``, refusing complex input (the cast would drop the imaginary part)."""
+    a = np.asarray(a)
+    if np.iscomplexobj(a):
+        raise InputError(f"{what} needs real entries, got a complex array")
+    return np.asarray(a, dtype=float)
+
+
 def iv_matrix(a) -> mpmath.matrix:
     """Exact interval copy of a 2-D float array, or of a list of lists of intervals."""
     if isinstance(a, list):
@@ -110,7 +118,7 @@ def iv_matrix(a) -> mpmath.matrix:
             for j in range(cols):
                 m[i, j] = ivf(a[i][j])
         return m
-    a = np.asarray(a, dtype=float)
+    a = _real_array(a, "iv_matrix")
     m = iv.matrix(a.shape[0], a.shape[1])
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
@@ -120,7 +128,7 @@ def iv_matrix(a) -> mpmath.matrix:
 
 def iv_column(v) -> mpmath.matrix:
     """Exact interval column of a float vector."""
-    v = np.asarray(v, dtype=float).reshape(-1)
+    v = _real_array(v, "iv_column").reshape(-1)
     m = iv.matrix(v.shape[0], 1)
     for i, x in enumerate(v):
         m[i, 0] = iv.mpf(float(x))

@@ -1342,3 +1342,12 @@ def test_top_eigen_refuses_an_angle_bound_of_exactly_one_quarter():
 def test_iv_matrix_of_an_empty_list_is_0x0():
     m = X.iv_matrix([])
     assert (m.rows, m.cols) == (0, 0)
+
+
+@pytest.mark.parametrize("fn", [X.iv_matrix, X.iv_column])
+def test_complex_input_is_refused(fn):
+    # np.asarray(complex, dtype=float) would drop the imaginary part with only a warning
+    from fimtheory.errors import InputError
+
+    with pytest.raises(InputError, match="needs real entries, got a complex array$"):
+        fn(np.array([[1.0, 2j], [2j, 1.0]]))
