@@ -90,6 +90,8 @@ def instance_to_json(inst) -> dict:
 
 def instance_from_json(obj: dict):
     name = obj.get("type")
+    if not isinstance(name, str):  # also an unhashable name, which the lookups below cannot take
+        raise InputError(f"unknown instance type {name!r}")
     fields = {k: _dec(v) for k, v in obj.get("fields", {}).items()}
     if name in _TYPES:
         return _TYPES[name](**fields)

@@ -659,3 +659,5 @@ def test_an_instance_record_without_fields_is_read_by_its_type_alone():
         instance_from_json({"type": "NoSuchInstance"})
     with pytest.raises(InputError, match=r"^unknown instance type None$"):
         instance_from_json({})
+    with pytest.raises(InputError, match=r"^unknown instance type \['MatrixPerturbation'\]$"):
+        instance_from_json({"type": ["MatrixPerturbation"], "fields": {}})  # not even a hashable name
