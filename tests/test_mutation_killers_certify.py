@@ -659,5 +659,13 @@ def test_an_instance_record_without_fields_is_read_by_its_type_alone():
         instance_from_json({"type": "NoSuchInstance"})
     with pytest.raises(InputError, match=r"^unknown instance type None$"):
         instance_from_json({})
-    with pytest.raises(InputError, match=r"^unknown instance type \['MatrixPerturbation'\]$"):
-        instance_from_json({"type": ["MatrixPerturbation"], "fields": {}})  # not even a hashable name
+
+
+def test_a_non_string_instance_type_is_refused_as_unknown():
+    """A type that is not a string (a list is not even hashable) is an unknown type, refused
+    with InputError; it was a TypeError from the type lookup before."""
+    from properties.serialize import instance_from_json
+
+    for name in (["MatrixPerturbation"], 7, {"type": "MatrixPerturbation"}):
+        with pytest.raises(InputError, match=r"^unknown instance type "):
+            instance_from_json({"type": name, "fields": {}})
