@@ -367,3 +367,12 @@ def test_top_eig_warm_restart_is_seeded_and_keeps_the_dtype():
     assert outs[0][0] == pytest.approx(w[-1], rel=1e-12) and outs[0][2] > 1
     val, vec, it, ok = MON.top_eig_warm(K.float(), start.float(), tol=1e-5)
     assert vec.dtype == torch.float32 and val == pytest.approx(w[-1], rel=1e-5) and it > 1
+
+
+def test_top_eig_warm_step_budget_ends_during_a_restart():
+    """diag(3, 2, 2.3) from e1 with max_iter = 2: step 1 is an uncertified invariant block
+    (θ = 3), step 2 the first step of the restart (a Ritz value in [2, 2.3]); the budget ends
+    there: the best pair so far (3, ±e1) is returned, not converged."""
+    val, vec, it, ok = MON.top_eig_warm(_diag(3.0, 2.0, 2.3), torch.tensor([1.0, 0.0, 0.0], dtype=F64), max_iter=2)
+    assert (val, it, ok) == (3.0, 2, False)
+    assert torch.equal(vec.abs(), torch.tensor([1.0, 0.0, 0.0], dtype=F64))
