@@ -1349,5 +1349,14 @@ def test_complex_input_is_refused(fn):
     # np.asarray(complex, dtype=float) would drop the imaginary part with only a warning
     from fimtheory.errors import InputError
 
-    with pytest.raises(InputError, match="needs real entries, got a complex array$"):
+    with pytest.raises(InputError, match=f"^{fn.__name__} needs real entries, got a complex array$"):
         fn(np.array([[1.0, 2j], [2j, 1.0]]))
+
+
+@pytest.mark.parametrize("fn", [X.iv_matrix, X.iv_column])
+def test_real_input_is_numpys_float_cast(fn):
+    for a in (np.array([["0.1", "-1e-300"]]), np.array([[True, False]]), np.array([[1, 0.5]], dtype=object)):
+        m = fn(a)
+        want = np.asarray(a, dtype=float).reshape(-1)
+        got = [m[i, j] for i in range(m.rows) for j in range(m.cols)]
+        assert [ends(x) for x in got] == [(Fraction(w), Fraction(w)) for w in want]
