@@ -792,8 +792,8 @@ def certify(weakening, instance, dps: int = 50, ladder=DPS_LADDER) -> Certificat
     certifier = _CERTIFIERS.get(wid) or _via_own_enclosure(weakening)
     if certifier is None:
         raise UnknownIdError(f"no certifier for weakening {wid!r}")
-    if wid == "T4.3c-no-genericity":
-        exact = _exact_diagonal_t43c(instance)
+    if wid == "T4.3c-no-genericity" and weakening.evaluate(instance).hypotheses_met:
+        exact = _exact_diagonal_t43c(instance)  # (its matrices exist only when the hypotheses hold)
         if exact is not None:
             with working_precision(dps):
                 lo, hi = _frac_down(exact), _frac_up(exact)

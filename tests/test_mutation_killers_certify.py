@@ -669,3 +669,16 @@ def test_a_non_string_instance_type_is_refused_as_unknown():
     for name in (["MatrixPerturbation"], 7, {"type": "MatrixPerturbation"}):
         with pytest.raises(InputError, match=r"^unknown instance type "):
             instance_from_json({"type": name, "fields": {}})
+
+
+def test_t43c_instance_missing_the_hypotheses_gets_an_empty_certificate():
+    """Like every other weakening, T4.3c-no-genericity on an instance whose noise mean is not
+    exactly zero gets a certificate without enclosure that says why (it raised InputError from
+    the exact diagonal path before)."""
+    w = WEAKENINGS["T4.3c-no-genericity"]
+    E = np.diag([0.25, -0.5, 0.125])
+    inst = NoiseEnsemble(np.diag([2.0, 1.0, 0.5]), (E, -0.5 * E), t=1.0)
+    assert not w.evaluate(inst).hypotheses_met
+    cert = certify(w, inst, 60)
+    assert cert.lo is None and cert.hi is None and not cert.certified and cert.dps == 60 and cert.strict is True
+    assert cert.note == "hypotheses not met: the noise ensemble's mean is not exactly zero"
