@@ -682,3 +682,27 @@ def test_t43c_instance_missing_the_hypotheses_gets_an_empty_certificate():
     cert = certify(w, inst, 60)
     assert cert.lo is None and cert.hi is None and not cert.certified and cert.dps == 60 and cert.strict is True
     assert cert.note == "hypotheses not met: the noise ensemble's mean is not exactly zero"
+
+
+def test_t43c_off_diagonal_case_is_enclosed_not_taken_as_exact():
+    """F with an off-diagonal entry is not the exact diagonal case: the certificate comes from
+    the eigenvalue enclosures and contains the weakening's own 60-digit evaluation."""
+    w = WEAKENINGS["T4.3c-no-genericity"]
+    F = np.array([[2.0, 0.1, 0.0], [0.1, 1.0, 0.0], [0.0, 0.0, 0.5]])
+    E = np.diag([0.25, -0.5, 0.125])
+    inst = NoiseEnsemble(F, (E, -E), t=1.0)
+    assert w.evaluate(inst).hypotheses_met
+    cert = certify(w, inst, 50)
+    ref = w.evaluate_mp(inst, 60)
+    assert cert.method == "eigenvalues" and cert.exact_zero is False and cert.usable
+    with mpmath.workdps(60):
+        tol = mpf(10) ** -45
+        assert cert.lo - tol <= ref <= cert.hi + tol and cert.hi - cert.lo < mpf(10) ** -30
+
+
+def test_t43c_matrices_refuse_an_instance_missing_the_hypotheses():
+    from properties.certify import _t43c_matrices
+
+    E = np.diag([0.25, -0.5, 0.125])
+    with pytest.raises(InputError, match=r"^hypotheses not met: the noise ensemble's mean is not exactly zero$"):
+        _t43c_matrices(NoiseEnsemble(np.diag([2.0, 1.0, 0.5]), (E, -0.5 * E), t=1.0))
