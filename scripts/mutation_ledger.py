@@ -142,31 +142,98 @@ def _selection_files(selection: str) -> list[str]:
     return [t.split("::")[0] for t in selection.split() if t.startswith("tests/") and ".py" in t]
 
 
-def collect(module_path: str, run_dirs: list[str], equivalent_path: str | None = None) -> dict:
-    """The ledger entry of ``module_path`` from ``run_dirs`` (later runs take precedence per mutant)."""
+def function_sources(path: str) -> dict[str, str]:
+    """mutmut's function key (``x_f``, ``xǁClassǁmethod``) -> the source text of that function."""
+    import ast
+
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    out = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out[f"x_{node.name}"] = ast.get_source_segment(text, node)
+        elif isinstance(node, ast.ClassDef):
+            for sub in node.body:
+                if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    out[f"xǁ{node.name}ǁ{sub.name}"] = ast.get_source_segment(text, sub)
+    return out
+
+
+def _function_key(module: str, mutant: str) -> str:
+    return re.sub(r"__mutmut_\d+$", "", mutant[len(module) + 1 :])
+
+
+def collect(
+    module_path: str, run_dirs: list[str], equivalent_path: str | None = None, check_dirs: list[str] = ()
+) -> dict:
+    """The ledger entry of ``module_path`` from ``run_dirs`` (later runs take precedence per mutant).
+
+    The version scored is the last run's copy of the module. mutmut numbers the mutants of each
+    function from that function's code alone, so an earlier run's result (and a check recorded on
+    its copy) is used for a function only where that function's source is the same in both copies;
+    the other functions' mutants must come from a run of the scored version.
+
+    ``check_dirs``: copies of a run directory where kill checks were made (a run still going, or
+    stopped before it wrote ``run-info.txt``); each counts for the run whose mutated module
+    (``mutants/<module>``) is byte for byte the same.
+    """
     if not run_dirs:
         raise LedgerError("collect needs at least one run directory")
     module = module_name(module_path)
-    statuses: dict[str, str] = {}
-    kills: dict[str, dict] = {}
-    checked_by_check: set[str] = set()
-    runs, shas = [], set()
+    sources = []
     for d in run_dirs:
-        info = read_run_info(d)
         src = os.path.join(d, module_path)
         if not os.path.exists(src):
             raise LedgerError(f"{d}: the run's copy has no {module_path}")
-        shas.add(_sha256(src))
+        sources.append(function_sources(src))
+    final = sources[-1]
+    statuses: dict[str, str] = {}
+    kills: dict[str, dict] = {}
+    checked_by_check: set[str] = set()
+    runs, shas = [], []
+    mutated = {}
+    for d in run_dirs:
+        path = os.path.join(d, "mutants", module_path)
+        mutated.setdefault(_sha256(path) if os.path.exists(path) else None, []).append(d)
+    extra_checks = collections.defaultdict(list)
+    for c in check_dirs:
+        path = os.path.join(c, "mutants", module_path)
+        owners = mutated.get(_sha256(path) if os.path.exists(path) else None) or []
+        if not owners or not os.path.exists(path):
+            raise LedgerError(f"{c}: its mutated {module_path} is not that of any of the runs given")
+        extra_checks[owners[-1]].append(c)
+    for d, fns in zip(run_dirs, sources):
+        info = read_run_info(d)
+        shas.append(_sha256(os.path.join(d, module_path)))
         st = run_statuses(d, module)
         if not st:
             raise LedgerError(f"{d}: no mutants of {module} in this run")
-        statuses.update({k: v for k, v in st.items() if v != "not checked" or k not in statuses})
-        for k, v in recorded_kills(d).items():
-            kills.setdefault(k, v)
-        checked_by_check |= recorded_checks(d)
-        runs.append({"dir": os.path.basename(os.path.normpath(d)), **info, "mutants_of_module": len(st)})
-    if len(shas) != 1:
-        raise LedgerError(f"the runs mutated different versions of {module_path}; collect runs of one version")
+
+        def same(mutant, fns=fns):
+            key = _function_key(module, mutant)
+            return key in final and fns.get(key) == final[key]
+
+        stale = sorted({_function_key(module, k) for k in st if not same(k)})
+        for k, v in st.items():
+            if same(k) and (v != "not checked" or k not in statuses):
+                statuses[k] = v
+        for c in [d, *extra_checks[d]]:
+            for k, v in recorded_kills(c).items():
+                if same(k):
+                    kills.setdefault(k, v)
+            checked_by_check |= {k for k in recorded_checks(c) if same(k)}
+        runs.append(
+            {
+                "dir": os.path.basename(os.path.normpath(d)),
+                **info,
+                "mutants_of_module": len(st),
+                "source_sha256": shas[-1],
+                "functions_not_used": stale,
+            }
+        )
+    missing = sorted({_function_key(module, k) for k in statuses} ^ {_function_key(module, k) for k in st})
+    if missing:
+        raise LedgerError(f"the last run's mutants and the collected ones differ in {', '.join(missing[:5])}")
     # A mutant the run did not reach but a recorded check ran is checked: killed or surviving.
     for m in checked_by_check & {k for k, v in statuses.items() if v == "not checked"}:
         statuses[m] = "not reached by the run; checked"
@@ -200,9 +267,10 @@ def collect(module_path: str, run_dirs: list[str], equivalent_path: str | None =
         changed = {0: False, 1: True}.get(r.returncode)
     entry = {
         "module": module_path,
-        "source_sha256": shas.pop(),
+        "source_sha256": shas[-1],
         "changed_since_run": changed,
         "runs": runs,
+        "check_dirs": [os.path.basename(os.path.normpath(c)) for c in check_dirs],
         "run_status_counts": dict(collections.Counter(statuses.values())),
         "survivors": survivors,
     }
@@ -286,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("module", help="the mutated module, e.g. properties/certify.py")
     c.add_argument("runs", nargs="+", help="run directories of scripts/mutation.sh")
     c.add_argument("--equivalent", help="JSON object: mutant -> the argument that it is equivalent")
+    c.add_argument(
+        "--checks-from",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a copy of a run directory whose recorded kill checks count for that run (repeatable)",
+    )
     c.add_argument("--out", help="output path (default results/mutation/<dotted module>.json)")
     sub.add_parser("table", help="print the per-module table of the committed ledger")
     r = sub.add_parser("recheck", help="re-run the recorded kill checks of a ledger file")
@@ -298,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             outdir = os.path.dirname(os.path.abspath(out))
             if not os.path.isdir(outdir) or not os.access(outdir, os.W_OK):
                 raise LedgerError(f"cannot write {out}: {outdir} is not a writable directory")
-            entry = collect(a.module, a.runs, a.equivalent)
+            entry = collect(a.module, a.runs, a.equivalent, a.checks_from)
             with open(out, "w", encoding="utf-8") as fh:
                 json.dump(entry, fh, indent=1, ensure_ascii=False)
                 fh.write("\n")

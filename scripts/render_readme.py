@@ -1488,7 +1488,8 @@ def render_mutation(path: str, command: str) -> list[str]:
         dotted = e["module"][:-3].replace("/", ".")
         eq = f" --equivalent results/mutation/equivalent/{dotted}.json"
         eq = eq if e["counts"]["equivalent"] else ""
-        lines.append(f"python scripts/mutation_ledger.py collect {e['module']} {' '.join(dirs)}{eq}")
+        checks = "".join(f" --checks-from /tmp/{c}" for c in e.get("check_dirs", []))
+        lines.append(f"python scripts/mutation_ledger.py collect {e['module']} {' '.join(dirs)}{eq}{checks}")
         if e["counts"]["killed_by_checked_tests"]:
             lines.append(f"python scripts/mutation_ledger.py recheck results/mutation/{dotted}.json")
     lines += ["```", "", _source_line(path, command)]

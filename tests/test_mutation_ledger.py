@@ -83,7 +83,6 @@ def test_later_runs_fill_in_mutants_not_reached(tmp_path):
     "case",
     [
         "no-run-info",
-        "other-module-version",
         "equivalent-not-a-survivor",
         "equivalent-unknown",
         "equivalent-without-argument",
@@ -96,8 +95,6 @@ def test_bad_input_is_refused(tmp_path, case):
     runs = [d]
     if case == "no-run-info":
         os.remove(os.path.join(d, "run-info.txt"))
-    elif case == "other-module-version":
-        runs.append(_run_dir(tmp_path, "r2", CODES, source="def f():\n    return 2\n"))
     elif case.startswith("equivalent"):
         eq = tmp_path / "eq.json"
         arg = {"equivalent-not-a-survivor": {_m(1): "x"}, "equivalent-unknown": {_m(99): "x"}}
@@ -170,3 +167,50 @@ def test_a_mutant_the_run_did_not_reach_counts_once_a_recorded_check_ran_it(tmp_
     assert (c["checked"], c["killed_by_checked_tests"], c["open"], c["not_reached"]) == (3, 1, 1, 1)
     assert e["survivors"][_m(2)]["run"] == "not reached by the run; checked"
     assert c["score"] == pytest.approx(2 / 3)
+
+
+def test_an_earlier_run_counts_only_for_functions_unchanged_since(tmp_path):
+    """Two runs of two versions: g is the same in both, f changed. The earlier run's results and
+    recorded checks are used for g only; f's come from the run of the scored (last) version."""
+    old_src = "def f():\n    return 1\n\n\ndef g():\n    return 3\n"
+    new_src = "def f():\n    return 2\n\n\ndef g():\n    return 3\n"
+    g = "pkg.mod.x_g__mutmut_{}".format
+    first = {_m(1): 1, _m(2): 1, g(1): 1, g(2): 0}
+    second = {_m(1): 0, _m(2): None, g(1): None, g(2): None}
+    checks_old = [("", "original-passes"), (g(2), "killed"), (_m(1), "killed")]
+    a = _run_dir(tmp_path, "a", first, source=old_src, checks=checks_old)
+    b = _run_dir(tmp_path, "b", second, source=new_src)
+    e = L.collect(MOD, [a, b])
+    c = e["counts"]
+    # g: 1 killed by run a, 2 killed by a's recorded check; f: 1 survived in b (a's kill of f_1 is
+    # for the old f), 2 not reached in b (a's result for the old f_2 is not used).
+    assert (c["mutants"], c["checked"], c["not_reached"]) == (4, 3, 1)
+    assert (c["killed_by_run"], c["killed_by_checked_tests"], c["open"]) == (1, 1, 1)
+    assert e["survivors"][_m(1)]["disposition"] == "open"
+    assert e["runs"][0]["functions_not_used"] == ["x_f"] and e["runs"][1]["functions_not_used"] == []
+    assert e["source_sha256"] == e["runs"][1]["source_sha256"] != e["runs"][0]["source_sha256"]
+
+
+def test_function_sources_keys_follow_mutmut_names(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def a():\n    pass\n\n\nclass K:\n    def b(self):\n        return 1\n")
+    assert set(L.function_sources(str(f))) == {"x_a", "xǁKǁb"}
+
+
+def test_checks_made_in_a_copy_of_the_run_count_for_that_run(tmp_path):
+    import shutil
+
+    d = _run_dir(tmp_path, "r", CODES)
+    (tmp_path / "r" / "mutants" / "pkg" / "mod.py").write_text("mutated\n")
+    copy = tmp_path / "r-check"
+    shutil.copytree(d, copy)
+    os.remove(copy / "run-info.txt")
+    with open(copy / "kill-checks.jsonl", "w") as fh:
+        for mutant, result in [("", "original-passes"), (_m(2), "killed")]:
+            rec = {"mutant": mutant, "result": result, "selection": "tests/test_k.py", "fresh": False, "utc": "x"}
+            fh.write(json.dumps({**rec, "killers_sha256": {}}) + "\n")
+    e = L.collect(MOD, [d], check_dirs=[str(copy)])
+    assert e["survivors"][_m(2)] == {**e["survivors"][_m(2)], "disposition": "killed", "check_dir": "r-check"}
+    (copy / "mutants" / "pkg" / "mod.py").write_text("another mutated copy\n")
+    with pytest.raises(L.LedgerError, match="not that of any of the runs"):
+        L.collect(MOD, [d], check_dirs=[str(copy)])
