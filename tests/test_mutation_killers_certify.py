@@ -706,3 +706,11 @@ def test_t43c_matrices_refuse_an_instance_missing_the_hypotheses():
     E = np.diag([0.25, -0.5, 0.125])
     with pytest.raises(InputError, match=r"^hypotheses not met: the noise ensemble's mean is not exactly zero$"):
         _t43c_matrices(NoiseEnsemble(np.diag([2.0, 1.0, 0.5]), (E, -0.5 * E), t=1.0))
+
+
+def test_t43c_diagonal_case_with_top_eigenvalue_one_is_exact():
+    """λ₁ = 1 is an ordinary scale (only λ₁ = 0 has no relative margin): still the exact path."""
+    w = WEAKENINGS["T4.3c-no-genericity"]
+    E = np.diag([0.25, -0.5, 0.125])
+    cert = certify(w, NoiseEnsemble(np.diag([1.0, 0.5, 0.25]), (E, -E), t=1.0), 50)
+    assert cert.method == "exact" and cert.exact_zero and cert.lo == cert.hi == 0 and cert.certified
