@@ -53,9 +53,13 @@ STATUS = {
     24: "timeout",
     152: "timeout",
     255: "timeout",
+    -11: "segfault",
+    -9: "segfault",
     None: "not checked",
 }
-SURVIVING = ("survived", "no tests", "not reached by the run; checked")
+#: statuses that need a disposition (a recorded kill check, an equivalence argument, or open). A
+#: segfault (SIGSEGV, or SIGKILL from a loaded machine's OOM killer) is not taken as a kill by itself.
+SURVIVING = ("survived", "no tests", "segfault", "not reached by the run; checked")
 
 
 class LedgerError(Exception):

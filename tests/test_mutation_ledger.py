@@ -46,6 +46,14 @@ def _m(i):
 CODES = {_m(1): 1, _m(2): 0, _m(3): 0, _m(4): 0, _m(5): 36, _m(6): None, _m(7): 33, _m(8): 3}
 
 
+def test_a_segfault_counts_as_killed_only_through_a_recorded_check(tmp_path):
+    codes = {_m(1): -11, _m(2): -11}
+    checks = [("", "original-passes"), (_m(1), "killed")]
+    e = L.collect(MOD, [_run_dir(tmp_path, "r", codes, checks=checks)])
+    assert e["survivors"][_m(1)]["disposition"] == "killed" and e["survivors"][_m(2)]["disposition"] == "open"
+    assert e["counts"]["killed_by_run"] == 0 and e["counts"]["score"] == pytest.approx(1 / 2)
+
+
 def test_counts_from_run_checks_and_equivalents(tmp_path):
     checks = [("", "original-passes"), (_m(2), "killed"), (_m(3), "survived")]
     d = _run_dir(tmp_path, "r", CODES, checks=checks)
@@ -125,7 +133,7 @@ def test_committed_ledger_counts_follow_from_its_records(name):
     assert e["counts"] == L.counts(e)
     rs = e["run_status_counts"]
     assert sum(rs.values()) == e["counts"]["mutants"]
-    assert all(r["mutants_of_module"] == e["counts"]["mutants"] for r in e["runs"])
+    assert e["runs"][-1]["mutants_of_module"] == e["counts"]["mutants"]  # the scored version's count
     assert len(e["survivors"]) == sum(rs.get(s, 0) for s in L.SURVIVING)
     for m, s in e["survivors"].items():
         assert m.startswith(L.module_name(e["module"]) + ".x")
