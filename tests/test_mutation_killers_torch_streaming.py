@@ -322,6 +322,10 @@ def test_generate_stops_at_eos_and_calls_on_token_with_each_record(gpt2):
     s4 = STR.StreamingSigma(gpt2, GPT2_NAMES, 1.0)
     s4.push(7)
     assert s4.generate(0) == [] and s4.tokens == [7]
+    seen4 = []
+    recs4 = s4.generate(4, temperature=1.0, seed=3, on_token=seen4.append)
+    assert len(recs4) == 4 and all(a is b for a, b in zip(seen4, recs4)) and len(seen4) == 4
+    assert [r.t for r in seen4] == [1, 2, 3, 4]
 
 
 def test_generate_refusals_name_the_argument(gpt2):
