@@ -714,3 +714,23 @@ def test_t43c_diagonal_case_with_top_eigenvalue_one_is_exact():
     E = np.diag([0.25, -0.5, 0.125])
     cert = certify(w, NoiseEnsemble(np.diag([1.0, 0.5, 0.25]), (E, -E), t=1.0), 50)
     assert cert.method == "exact" and cert.exact_zero and cert.lo == cert.hi == 0 and cert.certified
+
+
+def test_supported_knows_every_registered_weakening_and_nothing_else():
+    """Every registered weakening can be certified (a certifier here, the C-* exact path, or its
+    own rigorous evaluator); an unknown id cannot."""
+    from properties.certify import supported
+
+    assert all(supported(wid) for wid in WEAKENINGS)
+    assert supported("C-any-new-partition-weakening")
+    assert not supported("X-unknown") and not supported("c-lowercase")
+
+
+def test_kl_zero_iff_equal_on_lengths_that_differ_is_not_taken_as_equal_profiles():
+    """p and a q one entry longer whose padding makes the sorted vectors equal: the lengths
+    differ, so the hypotheses fail on the general path (method 'interval', the reason named),
+    not on the exact shortcut for equal profiles."""
+    w = WEAKENINGS["KL-zero-iff-equal"]
+    cert = certify(w, KLPairInstance(np.array([0.5, 0.5]), np.array([0.5, 0.5, 1e-12])), 50)
+    assert cert.lo is None and cert.method == "interval"
+    assert cert.note == "hypotheses not met: p and q are not over the same tokens (lengths differ)"
