@@ -516,7 +516,9 @@ def _lam_m(p):
 def ref_m_bounds(p):
     """EQ1-M-BOUNDS: min(λ − L*, U* − λ)/U* (L*, U* of docs/theory.md)."""
     x = sorted((MP(float(v)) for v in p), reverse=True)
-    p1, p2 = x[0], (x[1] if len(x) > 1 else MP(0))
+    if len(x) == 1:  # M(p) = [p₁(1 − p₁)]: λ_max = L* = U*
+        return MP(0)
+    p1, p2 = x[0], x[1]
     a, b, c = p1 * (1 - p1), p2 * (1 - p2), -p1 * p2
     mu2 = (a + b) / 2 + mpmath.sqrt(((a - b) / 2) ** 2 + c**2)
     lows, ups = [p2, mu2], [p1]
@@ -584,6 +586,9 @@ _M_BOUNDS_CASES = {
     "zeros": np.array([0.5, 0.25, 0.25, 0.0]),
     "uniform": np.full(4, 0.25),
     "skewed": np.array([0.9, 0.05, 0.03, 0.02]),
+    # Σp = 1 + 2⁻⁵² exactly, a tie: M is not PSD (det = −p₁p₂(Σp − 1)), tr M = 2p₁(1 − p₁) < λ_max = p₁,
+    # so U* must leave tr M out (Σp > 1); with it, U* < λ_max and the margin would be negative
+    "sum>1-tie": np.full(2, 0.5 + 2.0**-53),
 }
 
 
