@@ -734,3 +734,15 @@ def test_kl_zero_iff_equal_on_lengths_that_differ_is_not_taken_as_equal_profiles
     cert = certify(w, KLPairInstance(np.array([0.5, 0.5]), np.array([0.5, 0.5, 1e-12])), 50)
     assert cert.lo is None and cert.method == "interval"
     assert cert.note == "hypotheses not met: p and q are not over the same tokens (lengths differ)"
+
+
+def test_a_series_formula_that_falls_back_to_floats_is_refused_by_name():
+    from properties.certify import _series_iv
+
+    def remainder_bound_first(eta, gap):
+        return 0.5  # a float: rigour lost
+
+    with pytest.raises(
+        InputError, match=r"^remainder_bound_first did not evaluate in interval arithmetic \(got float\)$"
+    ):
+        _series_iv(remainder_bound_first, mpmath.iv.mpf(1), mpmath.iv.mpf(2))
