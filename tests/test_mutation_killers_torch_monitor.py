@@ -376,3 +376,14 @@ def test_top_eig_warm_step_budget_ends_during_a_restart():
     val, vec, it, ok = MON.top_eig_warm(_diag(3.0, 2.0, 2.3), torch.tensor([1.0, 0.0, 0.0], dtype=F64), max_iter=2)
     assert (val, it, ok) == (3.0, 2, False)
     assert torch.equal(vec.abs(), torch.tensor([1.0, 0.0, 0.0], dtype=F64))
+
+
+def test_sigma_trace_streams_in_the_dtype_of_G():
+    """sigma_trace is a model-free monitor in G's dtype: for a float32 G it equals, bit for bit, a
+    float32 stream of the same rows."""
+    g = torch.Generator().manual_seed(12)
+    G = torch.randn(10, 7, generator=g, dtype=F64).float()
+    m = MON._ScoreStream(7, 2.0, dtype=torch.float32, tol=1e-5)
+    for r in G:
+        m.push_score(r)
+    np.testing.assert_array_equal(MON.sigma_trace(G, 2.0, tol=1e-5), np.asarray(m.sigmas))
