@@ -81,7 +81,9 @@ def _sha256(path: str) -> str:
 def read_run_info(run_dir: str) -> dict:
     path = os.path.join(run_dir, "run-info.txt")
     if not os.path.exists(path):
-        raise LedgerError(f"{run_dir}: no run-info.txt (an unfinished run, or not one of scripts/mutation.sh)")
+        if os.path.isdir(os.path.join(run_dir, "mutants")):  # stopped before it wrote run-info.txt
+            return {"group": "unknown", "head": "", "filter": "run stopped before it wrote run-info.txt"}
+        raise LedgerError(f"{run_dir}: no run-info.txt and no mutants/ (not a run of scripts/mutation.sh)")
     with open(path, encoding="utf-8") as fh:
         text = fh.read().strip()
     info = dict(re.findall(r"(\w+)=(\S+)", text.split(" filter=")[0]))
@@ -99,6 +101,12 @@ def run_statuses(run_dir: str, module: str) -> dict[str, str]:
         for key, code in codes.items():
             if key.startswith(prefix):
                 out[key] = STATUS.get(code, "suspicious")
+    if not out:  # a run stopped before mutmut wrote its status files: the mutants, none checked
+        src = os.path.join(run_dir, "mutants", *module.split(".")) + ".py"
+        if os.path.exists(src):
+            with open(src, encoding="utf-8") as fh:
+                names = re.findall(r"^\s*def (x[_ǁ]\S+?__mutmut_\d+)\(", fh.read(), flags=re.M)
+            out = {f"{module}.{n}": "not checked" for n in names}
     return out
 
 
@@ -264,11 +272,8 @@ def collect(
             survivors[m] = {"run": st, "disposition": "equivalent", "argument": equivalent[m]}
         else:
             survivors[m] = {"run": st, "disposition": "open"}
-    head = runs[-1].get("head", "")
-    changed = None
-    if head:
-        r = subprocess.run(["git", "-C", ROOT, "diff", "--quiet", head, "HEAD", "--", module_path], capture_output=True)
-        changed = {0: False, 1: True}.get(r.returncode)
+    current = os.path.join(ROOT, module_path)
+    changed = _sha256(current) != shas[-1] if os.path.exists(current) else None
     entry = {
         "module": module_path,
         "source_sha256": shas[-1],

@@ -101,8 +101,11 @@ def test_bad_input_is_refused(tmp_path, case):
     d = _run_dir(tmp_path, "r", CODES)
     eq = None
     runs = [d]
-    if case == "no-run-info":
+    if case == "no-run-info":  # and no mutants/: not a run at all
+        import shutil
+
         os.remove(os.path.join(d, "run-info.txt"))
+        shutil.rmtree(os.path.join(d, "mutants"))
     elif case.startswith("equivalent"):
         eq = tmp_path / "eq.json"
         arg = {"equivalent-not-a-survivor": {_m(1): "x"}, "equivalent-unknown": {_m(99): "x"}}
@@ -222,3 +225,21 @@ def test_checks_made_in_a_copy_of_the_run_count_for_that_run(tmp_path):
     (copy / "mutants" / "pkg" / "mod.py").write_text("another mutated copy\n")
     with pytest.raises(L.LedgerError, match="not that of any of the runs"):
         L.collect(MOD, [d], check_dirs=[str(copy)])
+
+
+def test_a_run_stopped_before_its_status_files_is_enumerated_from_its_mutated_copy(tmp_path):
+    d = tmp_path / "r"
+    (d / "pkg").mkdir(parents=True)
+    (d / "pkg" / "mod.py").write_text("def f():\n    return 1\n\n\nclass K:\n    def g(self):\n        pass\n")
+    (d / "mutants" / "pkg").mkdir(parents=True)
+    (d / "mutants" / "pkg" / "mod.py").write_text(
+        "def x_f__mutmut_1():\n    return 2\n\n\nclass K:\n    def xǁKǁg__mutmut_1(self):\n        pass\n"
+    )
+    with open(d / "kill-checks.jsonl", "w") as fh:
+        for mutant, result in [("", "original-passes"), (_m(1), "killed")]:
+            rec = {"mutant": mutant, "result": result, "selection": "tests/test_k.py", "fresh": False, "utc": "x"}
+            fh.write(json.dumps({**rec, "killers_sha256": {}}) + "\n")
+    e = L.collect(MOD, [str(d)])
+    c = e["counts"]
+    assert (c["mutants"], c["checked"], c["killed_by_checked_tests"], c["not_reached"]) == (2, 1, 1, 1)
+    assert e["runs"][0]["filter"].startswith("run stopped")
