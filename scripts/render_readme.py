@@ -182,6 +182,7 @@ FILES = {
     THEORY: ["claims-code"],
     "docs/counterexamples.md": ["counterexamples", "readings"],
     "docs/inflation.md": ["inflation-quick-report"],
+    "docs/mutation.md": ["mutation"],
 }
 
 
