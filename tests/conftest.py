@@ -40,3 +40,18 @@ def tol():
 @pytest.fixture
 def rng():
     return np.random.default_rng(20260611)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hypothesis_without_local_constants():
+    """Every Hypothesis test draws without the pool of "local constants".
+
+    Hypothesis draws some values from the numeric constants in the source of the project modules
+    that happen to be in ``sys.modules``, so a derandomized test would draw other examples when
+    run alone than in the full suite, or in a mutation tester's worker. With the pool pinned empty
+    (as ``fimtheory verify`` runs) a test's examples depend on its own code and seed only.
+    """
+    from properties.verify import _without_local_constants
+
+    with _without_local_constants():
+        yield

@@ -69,7 +69,9 @@ def test_critical_scale_is_the_supremum_of_positive_lower_bounds(a2, eta, spread
         A, B, H, G = (mpmath.mpf(x) for x in (a2, eta3, eta_bar, gap))
         ref = _sup_positive_scale(A, B, H, G)
         assert abs(mpmath.mpf(sc) - ref) <= 8 * EPS * ref
-        assert mpmath.mpf(sc) < G / (2 * H)
+        # the exact supremum is inside the disc; the float s_c may round onto its edge when
+        # 4E[η³] ≪ 2E[a2]γη̄ (then s_c → γ/(2η̄) from below)
+        assert ref < G / (2 * H) and mpmath.mpf(sc) <= G / (2 * H) * (1 + 8 * EPS)
         for frac in ("1e-6", "0.1", "0.5", "0.9", "0.999999"):
             s = ref * mpmath.mpf(frac)
             assert _lower_elevation(s, A, B, H, G) > 0
