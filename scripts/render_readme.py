@@ -1446,7 +1446,7 @@ def render_mutation(path: str, command: str) -> list[str]:
     for e in entries:
         c = e["counts"]
         run = e["runs"][-1]
-        heads = sorted({r.get("head", "?") for r in e["runs"]})
+        heads = sorted({r.get("head") or "a stopped run" for r in e["runs"]})
         wall = sum(int(r.get("wall_s", 0)) for r in e["runs"])
         rows.append(
             [
@@ -1461,7 +1461,8 @@ def render_mutation(path: str, command: str) -> list[str]:
                 f"**{_pct(c['score'])}**",
                 _pct(c["score_excluding_equivalent"]),
                 f"{', '.join(heads)}{' (changed since)' if e.get('changed_since_run') else ''}",
-                f"{len(e['runs'])} run(s), {wall / 60:.0f} min wall, group {run.get('group')}",
+                f"{len(e['runs'])} run(s), {wall / 60:.0f} min wall"
+                + (f", last group {run.get('group')}" if run.get("head") else ""),
             ]
         )
     lines = [
@@ -1482,6 +1483,10 @@ def render_mutation(path: str, command: str) -> list[str]:
         lines.append(f"# {e['module']}")
         dirs = []
         for r in e["runs"]:
+            if not r.get("head"):
+                lines.append(f"# /tmp/{r['dir']}: stopped before it wrote run-info.txt (command: the module's page)")
+                dirs.append(f"/tmp/{r['dir']}")
+                continue
             group = "" if r.get("group") in (None, "core") else f" --group {r['group']}"
             filt = "" if r.get("filter", "all") == "all" else " " + " ".join(f"'{g}'" for g in r["filter"].split())
             lines.append(f"MUT_CHILDREN=1 MUT_WORKDIR=/tmp/{r['dir']} scripts/mutation.sh{group}{filt}")
