@@ -110,43 +110,37 @@ def run_statuses(run_dir: str, module: str) -> dict[str, str]:
     return out
 
 
-def recorded_checks(run_dir: str) -> set[str]:
-    """The mutants a recorded check ran (killed or survived) after its original passed."""
+def _valid_checks(run_dir: str):
+    """The records of ``run_dir/kill-checks.jsonl`` for mutants, each after its original passed."""
     path = os.path.join(run_dir, "kill-checks.jsonl")
-    seen: set[str] = set()
     if not os.path.exists(path):
-        return seen
+        return
     original_ok = False
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             rec = json.loads(line)
             if rec["mutant"] == "":
                 original_ok = rec["result"] == "original-passes"
-            elif original_ok and rec["result"] in ("killed", "survived"):
-                seen.add(rec["mutant"])
-    return seen
+            elif original_ok:
+                yield rec
+
+
+def recorded_checks(run_dir: str) -> set[str]:
+    """The mutants a recorded check ran (killed or survived) after its original passed."""
+    return {r["mutant"] for r in _valid_checks(run_dir) if r["result"] in ("killed", "survived")}
 
 
 def recorded_kills(run_dir: str) -> dict[str, dict]:
     """Mutant -> the first recorded check that killed it (after its original passed)."""
-    path = os.path.join(run_dir, "kill-checks.jsonl")
     kills: dict[str, dict] = {}
-    if not os.path.exists(path):
-        return kills
-    original_ok = False
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            if rec["mutant"] == "":
-                original_ok = rec["result"] == "original-passes"
-                continue
-            if original_ok and rec["result"] == "killed" and rec["mutant"] not in kills:
-                kills[rec["mutant"]] = {
-                    "selection": rec["selection"],
-                    "utc": rec["utc"],
-                    "fresh": rec["fresh"],
-                    "check_dir": os.path.basename(os.path.normpath(run_dir)),
-                }
+    for rec in _valid_checks(run_dir):
+        if rec["result"] == "killed" and rec["mutant"] not in kills:
+            kills[rec["mutant"]] = {
+                "selection": rec["selection"],
+                "utc": rec["utc"],
+                "fresh": rec["fresh"],
+                "check_dir": os.path.basename(os.path.normpath(run_dir)),
+            }
     return kills
 
 
