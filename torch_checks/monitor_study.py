@@ -697,43 +697,10 @@ def tail_linear_scores(model: nn.Module, linears, inputs: torch.Tensor, targets:
     torch.Tensor
         ``(T, Σ out·in)``, the dtype of the model.
     """
-    table = dict(model.named_modules())
-    mods = [table.get(k) for k in linears]
-    for k, mod in zip(linears, mods):
-        if not isinstance(mod, nn.Linear) or mod.bias is not None:
-            raise InputError(f"{k!r} is not a bias-free nn.Linear of the model")
-    store: dict = {}
-
-    def make_hook(j):
-        def hook(_mod, inp, out):
-            # o + z with a zero leaf z: ∂/∂z = ∂/∂o, and the graph through o stays intact
-            # (an earlier module of the tail feeds a later one)
-            z = torch.zeros_like(out, requires_grad=True)
-            store[j] = (inp[0].detach(), z)
-            return out + z
-
-        return hook
-
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    handles = [mod.register_forward_hook(make_hook(j)) for j, mod in enumerate(mods)]
-    try:
-        with torch.enable_grad():
-            dev = mods[0].weight.device
-            x, y = inputs.to(dev).long(), targets.to(dev).long()
-            lp = torch.log_softmax(_logits(model(x[None]))[0], dim=-1).gather(-1, y[:, None]).squeeze(-1)
-            grads = torch.autograd.grad(lp.sum(), [store[j][1] for j in range(len(mods))])
-    finally:
-        for h in handles:
-            h.remove()
-        for p, flag in flags:
-            p.requires_grad_(flag)
-    blocks = []
-    for j, u in enumerate(grads):
-        u, a = u[0], store[j][0][0]
-        blocks.append((u[:, :, None] * a[:, None, :]).reshape(u.shape[0], -1))
-    return torch.cat(blocks, dim=1)
+    if inputs.ndim != 1 or inputs.shape != targets.shape:
+        raise InputError(f"inputs and targets must both be (T,), got {tuple(inputs.shape)}, {tuple(targets.shape)}")
+    blocks = linear_factors(model, linears, inputs[None], targets[None])  # one sequence of a batch
+    return factor_dense([(u[0], a[0]) for u, a in blocks])
 
 
 def position_core_scores(model: nn.Module, core: str, names, inputs: torch.Tensor, targets: torch.Tensor):
