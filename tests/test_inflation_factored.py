@@ -227,3 +227,89 @@ def test_factored_path_rejects_bad_chunk_sizes():
     ld, prof = _stage("llama")
     with pytest.raises(InputError):
         S.run_model_factored(ld, prof, 0, _Quiet(), chunk=0)
+
+
+def _full(kind: str, *, draws: int = 2, shared: bool = True):
+    """As :func:`_stage`, plus the self-generated ρ and the expectation prediction (shared draws)."""
+    ld, prof = _stage(kind)
+    ov = tuple(kv for kv in ld.spec.overrides if kv[0] not in ("measure_self",)) + (
+        ("measure_self", True),
+        ("mc_draws", draws),
+        ("shared_draws", shared),
+    )
+    spec = S.replace(ld.spec, predict=True, overrides=ov)
+    ld.spec = spec
+    return ld, S.replace(prof, models=(spec,), sample_stream=0)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma"])
+def test_factored_self_and_expectation_equal_the_dense_path(kind, tmp_path):
+    ld, prof = _full(kind)
+    de = S.run_model(ld, prof, 0, _Quiet(), factored=False)
+    fa = S.run_model_factored(ld, prof, 0, _Quiet(), shard_path=str(tmp_path / "s.json"), chunk=2, batch=2)
+    assert fa["trajectories"] == de["trajectories"]
+    for k in ("lam", "gbar2", "cov"):
+        assert fa["fp"][k] == pytest.approx(de["fp"][k], rel=1e-9), k
+    for key, e in de["configs"].items():
+        f = fa["configs"][key]
+        for which in ("self", "fixed"):
+            for k in ("lam", "gbar2", "cov"):
+                assert f[which][k] == pytest.approx(e[which][k], rel=1e-9), (key, which, k)
+        assert f["first_order"] == pytest.approx(e["first_order"], rel=1e-9), key
+        # the expectation: same shared Rademacher draws, same Σ, same central differences
+        assert f["pred"] == pytest.approx(e["pred"], rel=1e-9), key
+        assert f["pred_exact"] is None and f["second_real"] is None  # dense-only (G not formed)
+        assert ("traces" in f) == ("traces" in e)
+        if "traces" in e:
+            assert len(f["traces"]) == len(e["traces"]) == 2
+            for a, b in zip(f["traces"], e["traces"]):
+                assert a == pytest.approx(b, rel=1e-9)
+    # the pieces are not trivial: some quantized model samples other tokens than the full
+    # precision one (self ≠ fixed), and E moves Λ off λ1 (not by round-off)
+    assert any(
+        abs(a / b - 1) > 1e-6 for c in fa["configs"].values() for a, b in zip(c["self"]["lam"], c["fixed"]["lam"])
+    )
+    rtn = fa["configs"]["rtn-channel/4"]
+    assert any(abs(a / b - 1) > 1e-6 for a, b in zip(rtn["pred"], fa["fp"]["lam"]))
+    # the summary takes the factored result as it takes the dense one
+    raw = S._raw_header(prof, 0, torch.device("cpu"))
+    raw["models"][ld.spec.label] = fa
+    summ = S.summarize(raw)
+    cell = summ["models"][ld.spec.label]["configs"]["nf4/4"]
+    assert cell["rho_self"] is not None and cell["rho_pred"] is not None and summ["complete"]
+
+
+def test_factored_expectation_needs_shared_draws_and_the_path_rule():
+    ld, prof = _full("llama", shared=False)
+    with pytest.raises(InputError, match="shared_draws"):
+        S.run_model_factored(ld, prof, 0, _Quiet())
+    assert not S.uses_factored_path(ld, prof)  # per-trajectory draws: the dense path
+    ld, prof = _full("llama")
+    # a tiny model's G fits in memory: the dense path also gives the exact-eigh predictions
+    assert not S.uses_factored_path(ld, prof)
+    assert not S.uses_factored_path(ld)  # without the profile only a fixed-data stage qualifies
+
+
+def test_factored_path_taken_when_the_dense_path_keeps_no_G(monkeypatch, tmp_path):
+    ld, prof = _full("gemma", draws=1)
+    monkeypatch.setattr(S, "DENSE_LIMIT", 0)
+    assert S.uses_factored_path(ld, prof)
+    path = str(tmp_path / "s.json")
+
+    class Stop(_Quiet):
+        def note(self, message):
+            super().note(message)
+            if "trajectories 2/" in message:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # stopped after its first chunk of 2
+        S.run_model_factored(ld, prof, 0, Stop(), shard_path=path, chunk=2, batch=3)
+    sh = json.loads(open(path).read())
+    assert sh["partial"]["done"] == 2 and len(sh["partial"]["estimates"]["sr-channel/4"]["term"]) == 2
+    got = S.run_model(ld, prof, 0, _Quiet(), shard_path=path, resume=True)  # the rest, on the factored path
+    de = S.run_model(ld, prof, 0, _Quiet(), factored=False)
+    for key, e in de["configs"].items():
+        f = got["configs"][key]
+        assert f["self"]["lam"] == pytest.approx(e["self"]["lam"], rel=1e-9), key
+        assert f["pred"] == pytest.approx(e["pred"], rel=1e-9), key
+    assert got["seconds"]["E sr-channel/4"] > 0

@@ -178,29 +178,33 @@ def _mlp(hidden: int, seed: int) -> ModelSpec:
     return ModelSpec(f"mlp-digits-h{hidden}-s{seed}", "mlp-digits", M.DigitsConfig(seed=seed, hidden=hidden))
 
 
-#: SmolLM2 in the paper profile. What it costs on a CPU limits it to 24 trajectories of 12 + 4
-#: tokens, one Monte Carlo draw (shared by the trajectories) and three 4-bit schemes, run in this
-#: order, each checkpointed (a run that stops early reports the rest as not computed). Measured
-#: on the shared 2-core machine at load ≈ 18, one thread: the full-precision pass of the 24
-#: trajectories 431 s, the rtn-channel/4 estimate 420 s, the rtn-channel/4 scheme (self, fixed,
-#: first order) 1,201 s of wall time; unloaded, one score of 31 tokens is 1.1 s (docs/inflation.md).
+#: SmolLM2 in the paper profile: 90 trajectories of 12 + 4 tokens, one Monte Carlo draw (shared by
+#: the trajectories) and three 4-bit schemes, self-generated and fixed-data ρ, the first-order and
+#: the expectation prediction, all on the factored path (:func:`run_model_factored`: the scores'
+#: factors of the last down-projection; measured ≈ 1.4 CPU-s per trajectory for ρ_fixed and first
+#: order at n = 1,093, docs/inflation.md). An earlier paper run had 24 trajectories on the dense path.
 SMOLLM2_OVERRIDES = (
-    ("n_trajectories", 24),
+    ("n_trajectories", 90),
     ("prompt_len", 12),
     ("gen_len", 4),
     ("mc_draws", 1),
     ("n_traces", 3),
     ("configs", ("rtn-channel/4", "nf4/4", "sr-channel/4")),
 )
+#: Gemma 3 270M and the textgenrnn LSTM in the paper profile: as :data:`REAL_OVERRIDES` (4 bits,
+#: three schemes, one shared Monte Carlo draw), at 90 trajectories each. Gemma takes the factored
+#: path (its last MLP is a position-wise tail of three Linears), textgenrnn the dense one.
+PAPER_REAL_N = 90
 
 
 def get_profile(name: str) -> Profile:
     """The named profile.
 
-    * ``"paper"``: 12 models, q = 0.95: byte LMs of 3 sizes × 3 seeds and digits MLPs with 32
-      and 64 hidden units, 90 trajectories each, and SmolLM2-135M with
-      :data:`SMOLLM2_OVERRIDES` (24 trajectories; when the ``[lm]`` extra is missing a third
-      MLP, seed 1, with 90 takes its place).
+    * ``"paper"``: 14 models × 90 trajectories, q = 0.95: byte LMs of 3 sizes × 3 seeds,
+      digits MLPs with 32 and 64 hidden units, and the pretrained LMs SmolLM2-135M
+      (:data:`SMOLLM2_OVERRIDES`; when the ``[lm]`` extra is missing a third MLP, seed 1,
+      takes its place), Gemma 3 270M and the textgenrnn LSTM (:data:`REAL_OVERRIDES` at
+      :data:`PAPER_REAL_N` trajectories; a missing extra: a "skipped" checkpoint).
     * ``"quick"``: 3 models × 90 trajectories (2 byte LMs, 1 MLP), q = 0.9 (measured wall
       time from a cold cache: docs/inflation.md).
     * ``"test"``: 1 tiny byte LM (40 training steps) × 6 short trajectories, 2 families.
@@ -219,6 +223,11 @@ def get_profile(name: str) -> Profile:
             models.append(ModelSpec("smollm2", "smollm2", None, overrides=SMOLLM2_OVERRIDES))
         else:
             models.append(_mlp(32, 1))
+        # the other pretrained LMs: a missing extra makes the run write a "skipped" checkpoint
+        # naming the package (the report lists the model as skipped, never silently absent)
+        for kind in REAL_KINDS:
+            ov = tuple(kv for kv in REAL_OVERRIDES[kind] if kv[0] != "n_trajectories")
+            models.append(ModelSpec(kind, kind, None, overrides=(("n_trajectories", PAPER_REAL_N), *ov)))
         return Profile("paper", tuple(models), n_trajectories=90, quantile=0.95, mc_draws=2, exact_expectation=False)
     if name == "quick":
         return Profile(
@@ -1052,7 +1061,7 @@ def run_model(
     ``resume`` a shard of the same :func:`fingerprint` is continued. ``factored``: take
     :func:`run_model_factored` (same samples, cheaper; default: when
     :func:`uses_factored_path`), False forces the dense path."""
-    if factored or (factored is None and uses_factored_path(ld)):
+    if factored or (factored is None and uses_factored_path(ld, prof)):
         return run_model_factored(ld, prof, seed, progress, shard_path=shard_path, resume=resume)
     spec = ld.spec
     n = spec.get(prof, "n_trajectories")
@@ -1383,13 +1392,26 @@ def generate_batch(module: nn.Module, prompts: torch.Tensor, n_new: int, seeds, 
     return seq
 
 
-def uses_factored_path(ld: Loaded) -> bool:
+def uses_factored_path(ld: Loaded, prof: Profile | None = None) -> bool:
     """Whether :func:`run_model` takes :func:`run_model_factored` for ``ld``: an LM scored on a
-    position-wise tail of Linear weights (SmolLM2, Gemma 3), measuring only ρ_fixed and the
-    first-order prediction (the stages of :func:`ci_profile`)."""
+    position-wise tail of Linear weights (SmolLM2, Gemma 3) that either measures only ρ_fixed
+    and the first-order prediction (the stages of :func:`ci_profile`), or (given ``prof``)
+    whose dense path would not keep G (n·T·P above :data:`DENSE_LIMIT`: no exact-eigh or
+    second-order predictions, so the factored path loses nothing) and whose expectation, if
+    predicted, uses Monte Carlo draws shared by the trajectories (``shared_draws``)."""
     spec = ld.spec
     tail = ld.last_linear is not None or ld.tail_linears is not None
-    return ld.kind == "lm" and tail and not spec.measures("measure_self") and not spec.predict
+    if not (ld.kind == "lm" and tail):
+        return False
+    if not spec.measures("measure_self") and not spec.predict:
+        return True
+    if prof is None:
+        return False
+    params = dict(ld.module.named_parameters())
+    P = sum(params[k].numel() for k in ld.names)
+    T = spec.get(prof, "prompt_len") + spec.get(prof, "gen_len") - 1
+    shared = dict(spec.overrides).get("shared_draws", _numel(ld.module) > 5_000_000)
+    return spec.get(prof, "n_trajectories") * T * P > DENSE_LIMIT and (shared or not spec.predict)
 
 
 def run_model_factored(
@@ -1403,10 +1425,15 @@ def run_model_factored(
     chunk: int = FACTORED_CHUNK,
     batch: int = FACTORED_BATCH,
 ) -> dict:
-    """:func:`run_model` for a fixed-data stage of a big LM (:func:`uses_factored_path`): the
-    same raw samples (full precision Λ, ‖ḡ‖², λ_cov, gap, σ traces; per scheme the fixed-data
+    """:func:`run_model` for a big LM scored on a position-wise tail (:func:`uses_factored_path`):
+    the same raw samples (full precision Λ, ‖ḡ‖², λ_cov, gap, σ traces; per scheme the fixed-data
     Λ, ‖ḡ‖², λ_cov and the first-order prediction λ1 + (2/n) Σ (g·v)(h·v) from central
-    differences at ±ε), equal to the dense path to float64 round-off (a test checks it), at a
+    differences at ±ε; unless the spec turns them off, the self-generated Λ, ‖ḡ‖², λ_cov (the
+    quantized model's own batched generations, σ traces for RTN per channel at 4 bits), and
+    with ``spec.predict`` the expectation prediction λ1 + vᵀE[½D²F]v from Monte Carlo draws
+    shared by the trajectories: the dense path's seeds, one perturbation θ ± εδ_j per draw and
+    chunk), equal to the dense path to float64 round-off (a test checks it; self-generated
+    trajectories up to the round-off of a batched forward, :func:`generate_batch`), at a
     fraction of its cost:
 
     * G is never formed: its Gram matrix is Σ_j (UUᵀ)∘(AAᵀ) and G v = Σ_j u_tᵀV a_t from the
@@ -1431,12 +1458,21 @@ def run_model_factored(
         if old.get("fingerprint") == fpr and (old.get("complete") or old.get("partial") is not None):
             shard = old
     if shard is not None and shard.get("complete"):
-        for _ in range(1 + len(keys)):
+        for _ in range(1 + len(keys) + (len(estimate_keys(keys)) if spec.predict else 0)):
             progress(f"{spec.label}: complete in its checkpoint")
         return shard["result"]
     linears = (ld.last_linear,) if ld.last_linear is not None else tuple(ld.tail_linears)
     big = _numel(ld.module) > 5_000_000
     vdtype = torch.float32 if big else torch.float64
+    measure_self = spec.measures("measure_self")
+    predict = bool(spec.predict)
+    draws = spec.get(prof, "mc_draws")
+    if predict and not dict(spec.overrides).get("shared_draws", big):
+        raise InputError(
+            f"{spec.label}: the factored path estimates the expectation from Monte Carlo draws shared by "
+            "the trajectories (shared_draws); per-trajectory draws take the dense path"
+        )
+    ests = [f"{f}/{b}" for f, b in estimate_keys(keys)] if predict else []
     eps = prof.fd_eps
     gen_len = spec.get(prof, "gen_len")
     n_traces = spec.get(prof, "n_traces")
@@ -1455,6 +1491,11 @@ def run_model_factored(
             "cpu_seconds": 0.0,
             "norms": {},
         }
+        if measure_self:
+            for k in keys:
+                part["configs"][k].update(self={"lam": [], "gbar2": [], "cov": []}, traces=[])
+        if ests:
+            part["estimates"] = {ek: {"term": [], "seconds": 0.0} for ek in ests}
         shard = {"fingerprint": fpr, "label": spec.label, "complete": False, "result": None, "partial": part}
     part = shard["partial"]
     if "meta" not in part:  # what the result needs besides the samples (a stopped run reports from it)
@@ -1468,6 +1509,9 @@ def run_model_factored(
             "configs_planned": keys,
             "n_planned": n,
             "first_order": bool(spec.measures("first_order")),
+            "measure_self": bool(measure_self),
+            "predict": predict,
+            "mc_draws_shared": draws if predict else None,
             "path": f"factored (chunks of {chunk}, batches of {batch})",
         }
     s0 = sample_seed(prof, seed) * 100_003
@@ -1480,6 +1524,9 @@ def run_model_factored(
             fb = linear_factors(module, linears, xb[:, :-1], xb[:, 1:])
             out += [[(u[b].double(), a[b].double()) for u, a in fb] for b in range(xb.shape[0])]
         return out
+
+    def matvecs(module, X, tops):  # G(module) v per trajectory of X, v its full-precision top vector
+        return [factor_matvec(bl, [V.double() for V in tp[1]]) for bl, tp in zip(factors(module, X), tops)]
 
     last_note = [time.perf_counter()]
 
@@ -1506,6 +1553,27 @@ def run_model_factored(
         part["trajectories"] += X.tolist()
         part["seconds"]["fp"] += time.perf_counter() - t0
         tick(f"full precision of trajectories {lo + 1}-{hi}")
+        for ek in ests:  # vᵀE[½D²F]v = mean_j (1/n)(|H_j v|² + (Gv)·(T_j v)), shared draws δ_j = ξ_j ⊙ √Σ
+            t0 = time.perf_counter()
+            fam, b = ek.split("/")[0], int(ek.split("/")[1])
+            var = expectation_variances(ld.module, fam, b, prof)
+            sd = {k: v.sqrt().to(vdtype) for k, v in var.items()}
+            del var
+            hvs, tvs = [[] for _ in tops], [[] for _ in tops]
+            for j in range(draws):
+                delta = rademacher_delta(sd, _cfg_seed(seed, spec.label, ek, "shared", j))
+                if j == draws - 1:
+                    sd = None  # one perturbation resident at a time (Gemma 3: 0.4 GB each)
+                pv = matvecs(pert.set(delta, eps), X, tops)
+                mv = matvecs(pert.set(delta, -eps), X, tops)
+                del delta
+                for i, (tp, p_, m_) in enumerate(zip(tops, pv, mv)):
+                    hvs[i].append((p_ - m_) / (2 * eps))
+                    tvs[i].append((p_ - 2 * tp[2] + m_) / eps**2)
+            est = part["estimates"][ek]
+            est["term"] += [expectation_term(tp[2], hv, tv) for tp, hv, tv in zip(tops, hvs, tvs)]
+            est["seconds"] += time.perf_counter() - t0
+            tick(f"E[½D²F] {ek} of trajectories {lo + 1}-{hi}")
         for key in keys:
             t0 = time.perf_counter()
             fam, b = key.split("/")[0], int(key.split("/")[1])
@@ -1518,16 +1586,19 @@ def run_model_factored(
                 lam, gb, cov, _gap, _w = gram_split_top(factor_gram(blocks))
                 for k, x in zip(("lam", "gbar2", "cov"), (lam, gb, cov)):
                     dest["fixed"][k].append(x)
+            if measure_self:  # the quantized model's own trajectories: same prompts and sampling seeds
+                Xs = generate_batch(qm, ld.prompts[lo:hi], gen_len, [s0 + i for i in range(lo, hi)], ld.max_context)
+                for j, blocks in enumerate(factors(qm, Xs)):
+                    lam, gb, cov, _gap, _w = gram_split_top(factor_gram(blocks))
+                    for k, x in zip(("lam", "gbar2", "cov"), (lam, gb, cov)):
+                        dest["self"][k].append(x)
+                    if fam == "rtn-channel" and b == 4 and lo + j < n_traces:
+                        dest["traces"].append(sigma_trace(factor_dense(blocks), 1.0).tolist())
+                del Xs
             if first_order:
                 delta = {k: (w.detach().double() - src[k].detach().double()).to(vdtype) for k, w in _weights(qm)}
-                pv = [
-                    factor_matvec(bl, [V.double() for V in tp[1]])
-                    for bl, tp in zip(factors(pert.set(delta, eps), X), tops)
-                ]
-                mv = [
-                    factor_matvec(bl, [V.double() for V in tp[1]])
-                    for bl, tp in zip(factors(pert.set(delta, -eps), X), tops)
-                ]
+                pv = matvecs(pert.set(delta, eps), X, tops)
+                mv = matvecs(pert.set(delta, -eps), X, tops)
                 del delta
                 for (lam1, _Vs, gv), p_, m_ in zip(tops, pv, mv):
                     dest["first_order"].append(first_order_lambda(lam1, gv, (p_ - m_) / (2 * eps)))
@@ -1546,6 +1617,8 @@ def run_model_factored(
         )
     pert.set(None)
     progress(f"{spec.label}: full precision ({n} trajectories)")
+    for ek in ests:
+        progress(f"{spec.label}: E[½D²F] {ek} ({draws} shared draws)")
     for key in keys:
         progress(f"{spec.label}: {key}")
     res = factored_result(shard)
@@ -1571,6 +1644,7 @@ def factored_result(shard: dict) -> dict:
     if not meta or not part.get("done"):
         raise InputError(f"checkpoint of {shard.get('label')!r} has no finished chunk to report")
     first_order = meta["first_order"]
+    ests = part.get("estimates") or {}  # absent in checkpoints without the expectation
     res = {k: meta[k] for k in ("info", "param_names", "P", "quantized_weights", "weights_not_quantized")}
     res.update(
         n_scores=len(part["trajectories"][0]) - 1,
@@ -1579,7 +1653,11 @@ def factored_result(shard: dict) -> dict:
         trajectories=part["trajectories"],
         fp=part["fp"],
         configs={},
-        seconds={"fp": part["seconds"]["fp"], "total_this_run": sum(part["seconds"].values())},
+        seconds={
+            "fp": part["seconds"]["fp"],
+            **({f"E {ek}": e["seconds"] for ek, e in ests.items()}),
+            "total_this_run": sum(part["seconds"].values()) + sum(e["seconds"] for e in ests.values()),
+        },
         path=meta["path"],
         cpu_seconds=part["cpu_seconds"],
         n_planned=meta["n_planned"],
@@ -1587,7 +1665,7 @@ def factored_result(shard: dict) -> dict:
     for key in meta["configs_planned"]:
         fam, b = key.split("/")[0], int(key.split("/")[1])
         nm, got = part["norms"][key], part["configs"][key]
-        res["configs"][key] = {
+        entry = {
             "family": fam,
             "bits": b,
             "rel_delta": nm["rel"],
@@ -1600,6 +1678,15 @@ def factored_result(shard: dict) -> dict:
             "pred_exact": None,
             "seconds": part["seconds"][key],
         }
+        if meta.get("measure_self"):
+            entry["self"] = got["self"]
+            if got.get("traces"):
+                entry["traces"] = got["traces"]
+        est = ests.get(f"{fam}/{b}" if fam == "sr-channel" else f"{fam}/4")
+        if meta.get("predict") and est is not None:  # as run_model: RTN's 4-bit estimate rescaled
+            c = 1.0 if fam in ("sr-channel", "nf4") else variance_scale(fam, b) / variance_scale(fam, 4)
+            entry["pred"] = [lam + c * d for lam, d in zip(part["fp"]["lam"], est["term"])]
+        res["configs"][key] = entry
     res["lambda_base"] = float(np.mean(res["fp"]["lam"]))
     res["complete"] = part["done"] >= meta["n_planned"]
     return res
