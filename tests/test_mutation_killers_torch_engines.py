@@ -27,6 +27,29 @@ F64 = torch.float64
 EPS = float(np.finfo(np.float64).eps)
 
 
+@pytest.fixture(autouse=True)
+def _mutant_time_limit():
+    """Under a mutant (``MUTANT_UNDER_TEST`` set, as in a kill check, which has no timeout of its
+    own), a test that runs past 30 s fails instead of stalling the check (a mutant that loops)."""
+    import os
+    import signal
+
+    if not os.environ.get("MUTANT_UNDER_TEST") or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def _stop(signum, frame):
+        raise TimeoutError("test ran past 30 s under a mutant")
+
+    previous = signal.signal(signal.SIGALRM, _stop)
+    signal.alarm(30)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
