@@ -510,3 +510,54 @@ def test_full_prefix_lambdas_against_autograd_rows(window):
     with pytest.raises(InputError) as exc:
         STR.full_prefix_lambdas(lm, ["head.weight"], [3])
     assert str(exc.value) == "need at least 2 tokens"
+
+
+# --------------------------------------------------------------------------------------
+# _lanczos_top: a start whose Krylov space is invariant and misses the top eigenvector
+# --------------------------------------------------------------------------------------
+
+
+def _diag64(*d):
+    return torch.diag(torch.tensor(d, dtype=F64))
+
+
+def _rotated_pair():
+    # K = 10 v1 v1ᵀ + 9.9 v2 v2ᵀ with v1 = 1/√3: λ_2 = 9.9 exceeds max diag(K) = 8.28, so the
+    # stream's diagonal floor cannot tell the wrong Ritz value; the start is v2
+    v1 = torch.ones(3, dtype=F64) / 3**0.5
+    v2 = torch.tensor([1.0, -1.0, 0.0], dtype=F64) / 2**0.5
+    return 10.0 * torch.outer(v1, v1) + 9.9 * torch.outer(v2, v2), v2.clone()
+
+
+@pytest.mark.parametrize(
+    "K, start",
+    [
+        (_diag64(1.0, 0.0, 0.0), torch.tensor([0.0, 1.0, 0.0], dtype=F64)),  # start in the null space
+        (_diag64(1.0, 2.0, 0.0, 3.0), torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=F64)),  # block {e1, e3}
+        _rotated_pair(),
+        (_diag64(3.0, 2.0, 2.3), torch.tensor([1.0, 0.0, 0.0], dtype=F64)),  # the top eigenvector itself
+        (_diag64(1.0, 2.0, 5.0), torch.tensor([1.0, 1.0, 0.0], dtype=F64)),  # block {e1, e2}, then e3
+    ],
+)
+def test_lanczos_top_start_in_an_invariant_subspace_missing_the_top(K, start):
+    """The Ritz value of an invariant Krylov space is an eigenvalue with a zero residual, but not
+    necessarily the largest: the result must be the dense float64 λ_max (these spaces are small
+    enough for Lanczos to reach it) with its eigenvector, reported as converged."""
+    top = float(np.linalg.eigvalsh(K.numpy())[-1])
+    theta, vec, steps, ok = STR._lanczos_top(K, start, 1e-12, 60)
+    assert ok
+    assert theta == pytest.approx(top, rel=1e-12)
+    assert float(torch.linalg.vector_norm(K @ vec - top * vec)) <= 1e-10 * top
+    assert float(torch.linalg.vector_norm(vec)) == pytest.approx(1.0, abs=1e-12)
+    assert 1 <= steps <= K.shape[0]
+
+
+def test_lanczos_top_budget_spent_in_an_uncertified_invariant_block_is_not_converged():
+    """diag(1, 2, 0, 3) from e1 + e3: the Krylov space {e1, e3} closes after 2 steps with θ = 1,
+    and ‖K‖_F² − ‖T‖_F² = 14 − 1 leaves room for a larger eigenvalue. With a budget of 2 steps
+    nothing more can be learnt: the result must say "not converged" (the stream then falls
+    back to eigvalsh), not return 1 as λ_max = 3."""
+    K = _diag64(1.0, 2.0, 0.0, 3.0)
+    theta, vec, steps, ok = STR._lanczos_top(K, torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=F64), 1e-12, 2)
+    assert not ok or theta == pytest.approx(3.0, rel=1e-12)
+    assert steps <= 2

@@ -299,6 +299,15 @@ def _lanczos_top(K: torch.Tensor, start: torch.Tensor | None, tol: float, max_it
 
     Returns (θ, unit vector, steps, converged); converged means the explicit residual
     ‖K y − θ y‖ ≤ 10·tol·θ.
+
+    When the Krylov space of the start becomes invariant before it spans the whole space (a
+    start in the null space of K, or orthogonal to the top eigenvector), its Ritz values are
+    eigenvalues of K with a zero residual that need not include the largest one. There the rest
+    of the spectrum is bounded by (‖K‖_F² − Σ‖T‖_F²)^½ (the tridiagonal matrices so far); when
+    that bound is above the best Ritz value, Lanczos restarts from a seeded random vector
+    orthogonal to the space spanned so far, in the same step budget (as
+    :func:`torch_checks.monitor.top_eig_warm`). A budget spent before that bound is met is
+    reported as not converged.
     """
     n = K.shape[0]
     if start is None or not bool(torch.isfinite(start).all()) or float(torch.linalg.vector_norm(start)) == 0.0:
@@ -306,8 +315,14 @@ def _lanczos_top(K: torch.Tensor, start: torch.Tensor | None, tol: float, max_it
     q = start / torch.linalg.vector_norm(start)
     m = min(n, max(1, int(max_iter)))
     Q = torch.empty(m, n, dtype=K.dtype, device=K.device)
-    alphas: list[float] = []
+    alphas: list[float] = []  # the current block's tridiagonal matrix
     betas: list[float] = []
+    scale2 = float(torch.linalg.matrix_norm(K, ord="fro")) ** 2
+    first = 0  # first Lanczos vector of the current block (a restart begins a new block)
+    kept: tuple[float, torch.Tensor] | None = None  # best Ritz pair of the finished (invariant) blocks
+    kept_frob2 = 0.0  # their ‖T‖_F²
+    exhausted = False  # True: the budget ran out before the rest of the spectrum was bounded
+    rng = None
     theta, s, steps = 0.0, np.ones(1), 0
     for k in range(m):
         Q[k] = q
@@ -318,22 +333,47 @@ def _lanczos_top(K: torch.Tensor, start: torch.Tensor | None, tol: float, max_it
             w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
         beta = float(torch.linalg.vector_norm(w))
         T = np.diag(alphas)
-        if k:
+        if len(alphas) > 1:
             T += np.diag(betas, 1) + np.diag(betas, -1)
         ev, evec = np.linalg.eigh(T)
         theta, s, steps = float(ev[-1]), evec[:, -1], k + 1
-        if theta <= 0.0:
+        invariant = beta <= 1e-14 * scale2**0.5
+        if not invariant and theta > 0.0 and beta * abs(s[-1]) <= tol * theta:
             break
-        if beta * abs(s[-1]) <= tol * theta or beta <= 1e-14 * theta or k + 1 == n:
+        if k + 1 == n:  # the blocks span the whole space: the best of their Ritz values is λ_max
             break
+        if invariant:
+            y = Q[first : k + 1].T @ torch.as_tensor(s, dtype=K.dtype, device=K.device)
+            if kept is None or theta > kept[0]:
+                kept = (theta, y / torch.linalg.vector_norm(y))
+            kept_frob2 += sum(a * a for a in alphas) + 2.0 * sum(b * b for b in betas)
+            if max(scale2 - kept_frob2, 0.0) ** 0.5 <= kept[0]:  # every eigenvalue outside ≤ kept θ
+                break
+            if k + 1 == m:
+                exhausted = True
+                break
+            if rng is None:
+                rng = torch.Generator().manual_seed(0)
+            w = torch.randn(n, generator=rng, dtype=torch.float64).to(device=K.device, dtype=K.dtype)
+            for _ in range(2):
+                w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
+            first, alphas, betas = k + 1, [], []
+            q = w / torch.linalg.vector_norm(w)
+            continue
         betas.append(beta)
         q = w / beta
-    y = Q[:steps].T @ torch.as_tensor(s, dtype=K.dtype, device=K.device)
+    else:
+        exhausted = True
+    y = Q[first:steps].T @ torch.as_tensor(s, dtype=K.dtype, device=K.device)
     y = y / torch.linalg.vector_norm(y)
+    certified = True  # the current block's Ritz pair: Lanczos' usual residual standard
+    if kept is not None and kept[0] >= theta:
+        theta, y = kept
+        certified = not exhausted  # an invariant block's pair, certified only by the bound
     if theta <= 0.0:
         return 0.0, y, steps, bool(float(K.abs().max()) == 0.0)
     res = float(torch.linalg.vector_norm(K @ y - theta * y))
-    return theta, y, steps, res <= 10 * tol * theta
+    return theta, y, steps, certified and res <= 10 * tol * theta
 
 
 # --------------------------------------------------------------------------- the stream
