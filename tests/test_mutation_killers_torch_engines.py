@@ -1300,3 +1300,439 @@ def test_gram_matrix_passes_its_block_size(monkeypatch):
     ENG.gram_matrix(G)
     ENG.gram_matrix(G, block_size=5)
     assert seen == [2048, 5]
+
+
+# --------------------------------------------------------------------------------------
+# Gram builders against the autograd loop: every layer kind, row layout and route at once
+# (small float64 models; K compared entrywise with 256·eps·n·‖K‖_max)
+# --------------------------------------------------------------------------------------
+
+
+def _hf_conv1d(nf, nx):
+    pytorch_utils = pytest.importorskip("transformers.pytorch_utils")
+    return pytorch_utils.Conv1D(nf, nx)
+
+
+def _close(K, K_ref, n):
+    K = K.detach().numpy() if isinstance(K, torch.Tensor) else K
+    return float(np.abs(K - K_ref).max()) <= 256 * EPS * n * float(np.abs(K_ref).max())
+
+
+class _GramZoo(torch.nn.Module):
+    """Per-sample scores through every supported layer: a Linear called on one row and on two
+    rows per sample, a strided padded Conv1d, a padded Conv2d, an Embedding with padding_idx tied
+    to a later Linear head, a Linear tied to a later Embedding, a transformers Conv1D, and one
+    Linear that is never called."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 4)
+        self.conv1 = torch.nn.Conv1d(2, 2, 3, stride=2, padding=1)
+        self.conv2 = torch.nn.Conv2d(1, 2, (2, 3), padding=(1, 0))
+        self.emb = torch.nn.Embedding(5, 3, padding_idx=1)
+        self.head = torch.nn.Linear(3, 5, bias=False)
+        self.head.weight = self.emb.weight
+        self.pre = torch.nn.Linear(3, 5, bias=False)
+        self.emb2 = torch.nn.Embedding(5, 3)
+        self.emb2.weight = self.pre.weight
+        self.hf = _hf_conv1d(3, 2)
+        self.spare = torch.nn.Linear(2, 2)
+        self.register_buffer("read", torch.randn(5 + 4 + 4 + 8 + 30 + 5 + 3 + 3, 4, generator=_gen(11), dtype=F64))
+
+    def forward(self, x, seq, sig, img, tok):
+        f = [
+            self.pre(x),
+            self.lin(x),
+            self.lin(seq).sum(1),
+            self.conv1(sig).flatten(1),
+            self.conv2(img).flatten(1),
+            self.head(torch.tanh(self.emb(tok))).sum(1),
+            self.emb2(tok).sum(1),
+            self.hf(x[:, :2]),
+        ]
+        return torch.tanh(torch.cat(f, -1)) @ self.read
+
+
+def _gram_zoo(n=5):
+    torch.manual_seed(4)
+    model = _GramZoo().double().eval()
+    g = _gen(6)
+    inputs = (
+        torch.randn(n, 3, generator=g, dtype=F64),
+        torch.randn(n, 2, 3, generator=g, dtype=F64),
+        torch.randn(n, 2, 7, generator=g, dtype=F64),
+        torch.randn(n, 1, 4, 5, generator=g, dtype=F64),
+        torch.randint(0, 5, (n, 2), generator=g),
+    )
+    inputs[4][0, 0] = 1  # the padding token
+    inputs[4][2, 1] = 1
+    y = torch.arange(n) % 4
+
+    def logp():
+        return torch.log_softmax(model(*inputs), -1).gather(-1, y[:, None]).squeeze(-1)
+
+    def logp_of(i):
+        return torch.log_softmax(model(*(t[i : i + 1] for t in inputs)), -1)[0, y[i]]
+
+    names = [k for k, _ in model.named_parameters()]
+    params = [dict(model.named_parameters())[k] for k in names]
+    G = _loop_G(logp_of, params, n)
+    return model, logp, names, G
+
+
+_ZOO_STRUCTURE = (
+    "lin.weight: 2 call(s) lin#1(linear) + lin#2(linear, 2 rows/sample)",
+    "lin.bias: 2 call(s) lin#1(linear) + lin#2(linear, 2 rows/sample)",
+    "conv1.weight: 1 call(s) conv1#3(conv1d, 4 rows/sample)",
+    "conv1.bias: 1 call(s) conv1#3(conv1d, 4 rows/sample)",
+    "conv2.weight: 1 call(s) conv2#4(conv2d, 15 rows/sample)",
+    "conv2.bias: 1 call(s) conv2#4(conv2d, 15 rows/sample)",
+    "emb.weight: 2 call(s) emb#5(embedding, 2 rows/sample) + head#6(linear, 2 rows/sample)",
+    "pre.weight: 2 call(s) pre#0(linear) + emb2#7(embedding, 2 rows/sample)",
+    "hf.weight: 1 call(s) hf#8(hf_conv1d)",
+    "hf.bias: 1 call(s) hf#8(hf_conv1d)",
+    "spare.weight: 0 call(s) ",
+    "spare.bias: 0 call(s) ",
+)
+
+
+@pytest.mark.parametrize("route", ["default", "chunked", "chunked-structured"])
+def test_gram_builder_per_sample_zoo_equals_the_loop(route, monkeypatch):
+    """K of the per-sample structured Gram equals G Gᵀ/n of the loop's scores, on every layer kind,
+    with the default routes (explicit for the convolutions and the 1 + 2 rows Linear), with row
+    blocks of 7 entries, and with the explicit route refused (every tensor by row blocks)."""
+    n = 5
+    model, logp, names, G = _gram_zoo(n)
+    K_ref = G.numpy() @ G.numpy().T / n
+    if route != "default":
+        monkeypatch.setattr(ENG, "_BLOCK_ENTRIES", 7)
+    if route == "chunked-structured":
+        monkeypatch.setattr(ENG, "_use_explicit", lambda blocks, n: False)
+    sg = ENG.structured_gram_details(model, logp, names, check_rows=n, score_rows=lambda idx: G[idx])
+    assert _close(sg.K, K_ref, n)
+    assert torch.equal(sg.K, sg.K.T) and sg.K.dtype == F64 and sg.K.shape == (n, n)
+    assert sg.P == G.shape[1] == 12 + 4 + 12 + 2 + 12 + 2 + 15 + 15 + 6 + 3 + 4 + 2
+    assert sg.structure == _ZOO_STRUCTURE
+    assert sg.checks == (
+        f"H2 verified with autograd on {n} sampled samples and one random combination of all {n}; "
+        f"H1 on the autograd graph; K[idx, idx] equals score_rows on {n} rows"
+    )
+    assert all(p.requires_grad for p in model.parameters())
+    if route == "default":
+        K1 = ENG.structured_gram(model, logp, names)
+        assert torch.equal(K1, sg.K)
+        assert ENG.structured_gram_details(model, logp, names, check_rows=0).checks == "none (check_rows=0)"
+        # the route decision itself, against the documented flop counts
+        assert not ENG._use_explicit([(None, torch.zeros(n, 4), torch.zeros(n, 3))], n)  # one row per sample
+        blocks = [(torch.arange(n).repeat_interleave(4), torch.zeros(4 * n, 2), torch.zeros(4 * n, 6))]
+        assert ENG._use_explicit(blocks, n)  # 16n²·8/2 > 4n·12 + 12n²
+        wide = [(torch.arange(n).repeat_interleave(2), torch.zeros(2 * n, 40), torch.zeros(2 * n, 40))]
+        assert not ENG._use_explicit(wide, n)  # 4n²·80/2 = 160n² < 2n·1600 + 1600n²
+        idx = [(None, ENG._Index(torch.zeros(2 * n, dtype=torch.long), 5), torch.zeros(2 * n, 3))]
+        assert not ENG._use_explicit(idx, n)
+
+
+def test_gram_builder_parts_against_dense_formulas():
+    """The factor helpers on their own: Gram of factor blocks (dense, one-hot, bias), widths,
+    rows, the chunked accumulation over segments, the explicit per-sample gradients."""
+    g = _gen(8)
+    X = torch.randn(6, 3, generator=g, dtype=F64)
+    Y = torch.randn(4, 3, generator=g, dtype=F64)
+    i_x = ENG._Index(torch.tensor([0, 2, 2, 1, 0, 3]), 4)
+    i_y = ENG._Index(torch.tensor([2, 0, 3, 3]), 4)
+    OX, OY = torch.eye(4, dtype=F64)[i_x.idx], torch.eye(4, dtype=F64)[i_y.idx]
+    assert ENG._fgram(None, Y, 0, 6) is None
+    assert torch.equal(ENG._fgram(X, Y, 1, 5), X[1:5] @ Y.T)
+    assert torch.equal(ENG._fgram(i_x, i_y, 1, 5).to(F64), OX[1:5] @ OY.T)
+    Z = torch.randn(4, 4, generator=g, dtype=F64)  # rows of a dense factor of width 4 (= the index size)
+    assert torch.allclose(ENG._fgram(i_x, Z, 1, 5), OX[1:5] @ Z.T, rtol=0, atol=0)
+    assert torch.allclose(ENG._fgram(Z, i_y, 1, 3), Z[1:3] @ OY.T, rtol=0, atol=0)
+    assert (ENG._rows_of(X), ENG._rows_of(i_x), ENG._width(X), ENG._width(i_x), ENG._width(None)) == (6, 6, 3, 4, 1)
+    keep = torch.tensor([True, False, True, True, False, True])
+    assert ENG._filter_rows(None, keep) is None
+    assert torch.equal(ENG._filter_rows(X, keep), X[keep])
+    fi = ENG._filter_rows(i_x, keep)
+    assert torch.equal(fi.idx, i_x.idx[keep]) and fi.size == 4
+    # a parameter of layout (3 × 2) used by two calls: 6 rows in 3 samples (2 each), and 3 rows (1 each)
+    n = 3
+    u1, v1 = torch.randn(6, 3, generator=g, dtype=F64), torch.randn(6, 2, generator=g, dtype=F64)
+    u2, v2 = torch.randn(3, 3, generator=g, dtype=F64), torch.randn(3, 2, generator=g, dtype=F64)
+    s1 = torch.tensor([0, 0, 1, 1, 2, 2])
+    Gp = torch.zeros(n, 6, dtype=F64)
+    Gp.index_add_(0, s1, (u1[:, :, None] * v1[:, None, :]).reshape(6, 6))
+    Gp += (u2[:, :, None] * v2[:, None, :]).reshape(3, 6)
+    K_ref = (Gp @ Gp.T).numpy()
+    for blocks in ([(s1, u1, v1), (None, u2, v2)], [(None, u2, v2), (s1, u1, v1)]):
+        for entries in (2**24, 5, 1):
+            ENG._BLOCK_ENTRIES, saved = entries, ENG._BLOCK_ENTRIES
+            try:
+                Ks = ENG._entry_gram_structured(blocks, n, F64, "cpu", {})
+                Ke = ENG._entry_gram_explicit(blocks, n, F64, "cpu")
+            finally:
+                ENG._BLOCK_ENTRIES = saved
+            assert _close(Ks, K_ref, n) and _close(Ke, K_ref, n)
+    # biases (v = None) and one row per sample: the Gram of u alone, and the fast path's cache
+    cache = {}
+    Kb = ENG._entry_gram_structured([(None, u2, None)], n, F64, "cpu", cache)
+    assert _close(Kb, (u2 @ u2.T).numpy(), n)
+    Kb.zero_()  # a new tensor: the cached Gram of u is untouched
+    Kb2 = ENG._entry_gram_structured([(None, u2, v2)], n, F64, "cpu", cache)
+    assert _close(Kb2, ((u2 @ u2.T) * (v2 @ v2.T)).numpy(), n)
+    Kx = ENG._entry_gram_explicit([(None, u2, None)], n, F64, "cpu")
+    assert _close(Kx, (u2 @ u2.T).numpy(), n)
+    # one-hot rows in the fast path: the bool Gram is cast to the dtype
+    i3 = ENG._Index(torch.tensor([1, 1, 0]), 2)
+    Ki = ENG._entry_gram_structured([(None, i3, v2)], n, F64, "cpu", {})
+    O3 = torch.eye(2, dtype=F64)[i3.idx]
+    assert Ki.dtype == F64 and _close(Ki, ((O3 @ O3.T) * (v2 @ v2.T)).numpy(), n)
+
+
+def test_gram_builder_row_helpers_of_each_layer_kind():
+    """_call_rows / _delta_rows / _conv_padding / _segments on recorded calls, against the
+    layers' own unfold and the documented layouts (weight factors (δ, a) for nn.Linear, (a, δ)
+    for Conv1D)."""
+    lin = torch.nn.Linear(3, 2).double()
+    c = ENG._Call("lin", lin, "linear", 0)
+    c.inp = torch.randn(4, 2, 3, generator=_gen(1), dtype=F64)
+    delta = torch.randn(4, 2, 2, generator=_gen(2), dtype=F64)
+    lead, fac = ENG._call_rows(c, delta)
+    assert lead == (4, 2)
+    assert torch.equal(fac["weight"][0], delta.reshape(8, 2)) and torch.equal(fac["weight"][1], c.inp.reshape(8, 3))
+    assert torch.equal(fac["bias"][0], delta.reshape(8, 2)) and fac["bias"][1] is None
+    c.kind = "hf_conv1d"
+    _, fac = ENG._call_rows(c, delta)
+    assert torch.equal(fac["weight"][0], c.inp.reshape(8, 3)) and torch.equal(fac["weight"][1], delta.reshape(8, 2))
+    emb = torch.nn.Embedding(5, 2, padding_idx=3).double()
+    e = ENG._Call("emb", emb, "embedding", 1)
+    e.inp = torch.tensor([[0, 3], [4, 1]])
+    lead, fac = ENG._call_rows(e, torch.ones(2, 2, 2, dtype=F64))
+    assert (
+        lead == (2, 2) and fac["weight"][0].size == 5 and torch.equal(fac["weight"][0].idx, torch.tensor([0, 3, 4, 1]))
+    )
+    assert torch.equal(fac["_keep"], torch.tensor([True, False, True, True]))
+    emb.padding_idx = None
+    assert "_keep" not in ENG._call_rows(e, torch.ones(2, 2, 2, dtype=F64))[1]
+    for conv, shape in (
+        (torch.nn.Conv1d(2, 3, 3, stride=2, padding=1, dilation=1), (4, 2, 7)),
+        (torch.nn.Conv1d(2, 3, 2, dilation=2, padding="same"), (4, 2, 7)),
+        (torch.nn.Conv1d(2, 3, 3, padding="valid"), (2, 7)),  # unbatched
+        (torch.nn.Conv2d(2, 3, (2, 3), stride=(2, 1), padding=(1, 0)), (4, 2, 5, 6)),
+        (torch.nn.Conv2d(2, 3, 3, padding="same", dilation=(1, 2)), (4, 2, 5, 6)),
+    ):
+        conv = conv.double()
+        kind = "conv1d" if isinstance(conv, torch.nn.Conv1d) else "conv2d"
+        cc = ENG._Call("conv", conv, kind, 2)
+        cc.inp = torch.randn(shape, generator=_gen(3), dtype=F64)
+        out = conv(cc.inp)
+        d = torch.randn(out.shape, generator=_gen(4), dtype=F64)
+        lead, fac = ENG._call_rows(cc, d)
+        xb = cc.inp if len(shape) == conv.weight.ndim else cc.inp[None]
+        db = d if len(shape) == conv.weight.ndim else d[None]
+        N = xb.shape[0]
+        L = math.prod(db.shape[2:])
+        assert lead == (N, L)
+        # Σ_r δ_r ⊗ a_r is the weight gradient of ⟨δ, conv(x)⟩, computed here by autograd
+        w = conv.weight.detach().clone().requires_grad_(True)
+        if kind == "conv1d":
+            y = torch.nn.functional.conv1d(xb, w, None, conv.stride, conv.padding, conv.dilation)
+        else:
+            y = torch.nn.functional.conv2d(xb, w, None, conv.stride, conv.padding, conv.dilation)
+        (gw,) = torch.autograd.grad((y * db).sum(), w)
+        du, a = fac["weight"]
+        assert du.shape == (N * L, 3)
+        assert torch.allclose((du.T @ a).reshape(gw.shape), gw, rtol=1e-12, atol=1e-12)
+        assert torch.equal(ENG._delta_rows(cc, d), db.reshape(N, 3, L).transpose(1, 2).reshape(-1, 3))
+        assert fac["bias"][1] is None and torch.equal(fac["bias"][0], du)
+        pad = ENG._conv_padding(conv)
+        if isinstance(conv.padding, str) and conv.padding == "valid":
+            assert pad == (0,)
+        elif isinstance(conv.padding, str):
+            assert pad == tuple(dl * (k - 1) // 2 for dl, k in zip(conv.dilation, conv.kernel_size))
+        else:
+            assert pad == tuple(conv.padding)
+    bad = ENG._Call("conv", torch.nn.Conv1d(2, 3, 3).double(), "conv1d", 2)
+    bad.inp = torch.randn(4, 2, 7, dtype=F64)
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG._call_rows(bad, torch.zeros(4, 3, 6, dtype=F64))
+    assert str(exc.value) == "conv: unfolded patches (5) do not match the output positions (1, 6)"
+    assert ENG._segments((5,), 5, "w") is None and ENG._segments((), 1, "w") is None
+    assert torch.equal(ENG._segments((3, 2), 3, "w"), torch.tensor([0, 0, 1, 1, 2, 2]))
+    for lead, n in (((2, 3), 3), ((), 2), ((6,), 3)):
+        with pytest.raises(HypothesesNotMet) as exc:
+            ENG._segments(lead, n, "lin (call #0)")
+        R = math.prod(lead) if lead else 1
+        assert str(exc.value) == (
+            f"lin (call #0): its {R} output rows (leading shape {lead}) cannot be assigned to the n = {n} "
+            "samples (neither one row per sample nor a batch-first axis of length n)"
+        )
+    assert ENG._describe_uses("w", [(c, "weight", 8), (e, "weight", 4)], 4) == (
+        "w: 2 call(s) lin#0(hf_conv1d, 2 rows/sample) + emb#1(embedding)"
+    )
+    anon = ENG._Call("", lin, "linear", 3)
+    assert ENG._describe_uses("bias", [(anon, "bias", 4)], 4) == "bias: 1 call(s) model#3(linear)"
+    fresh = ENG._Call("m", lin, "linear", 7)
+    assert (fresh.name, fresh.mod, fresh.kind, fresh.order) == ("m", lin, "linear", 7)
+    assert (fresh.inp, fresh.version, fresh.probe, fresh.out_fn, fresh.shared) == (None, None, None, None, False)
+    assert fresh.targets == {} and fresh.entry == {}
+
+
+class _PTZoo(torch.nn.Module):
+    """A causal LM through every per-token use: a token Embedding (padding_idx) tied to the LM
+    head, a position Embedding called once for all windows, a Linear and a transformers Conv1D
+    before a causal prefix mean (signals over all earlier positions), a Linear and a second
+    Embedding after it (position-wise: diagonal), the head's bias, and a Linear never called."""
+
+    def __init__(self, V=6, d=3, T=4):
+        super().__init__()
+        self.tok = torch.nn.Embedding(V, d, padding_idx=0)
+        self.pos = torch.nn.Embedding(T, d)
+        self.inp = torch.nn.Linear(d, d)
+        self.hf = _hf_conv1d(d, d)
+        self.post = torch.nn.Linear(d, d)
+        self.tok2 = torch.nn.Embedding(V, d, padding_idx=0)
+        self.head = torch.nn.Linear(d, V)
+        self.head.weight = self.tok.weight
+        self.spare = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        T = x.shape[-1]
+        h = self.tok(x) + self.pos(torch.arange(T))
+        u = torch.tanh(self.inp(h)) * self.hf(h)
+        prefix = torch.cumsum(u, dim=-2) / torch.arange(1, T + 1, dtype=u.dtype)[:, None]
+        z = torch.tanh(self.post(prefix)) + self.tok2(x)
+        return self.head(z)
+
+
+_PT_NAMES = (
+    "tok.weight",
+    "pos.weight",
+    "inp.weight",
+    "inp.bias",
+    "hf.weight",
+    "hf.bias",
+    "post.weight",
+    "post.bias",
+    "tok2.weight",
+    "head.bias",
+    "spare.weight",
+)
+
+
+def _pt_zoo(m=2, T=4):
+    torch.manual_seed(9)
+    lm = _PTZoo(T=T).double().eval()
+    ctx = torch.randint(0, 6, (m, T + 1), generator=_gen(9))
+    ctx[0, 1] = 0  # padding tokens
+    ctx[1, 3] = 0
+    x, y = ctx[:, :-1], ctx[:, 1:]
+
+    def logp():
+        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
+
+    def logp_of(i):
+        b, t = divmod(i, T)
+        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+
+    params = [dict(lm.named_parameters())[k] for k in _PT_NAMES]
+    G = _loop_G(logp_of, params, m * T)
+    return lm, logp, G
+
+
+def _pt_lines(path):
+    pre = {
+        "tok.weight": "tok.weight: 2 call(s) tok#0(embedding) + head#6(linear); route ",
+        "pos.weight": "pos.weight: 1 call(s) pos#1(embedding); route ",
+        "inp.weight": "inp.weight: 1 call(s) inp#2(linear); route ",
+        "inp.bias": "inp.bias: 1 call(s) inp#2(linear); route ",
+        "hf.weight": "hf.weight: 1 call(s) hf#3(hf_conv1d); route ",
+        "hf.bias": "hf.bias: 1 call(s) hf#3(hf_conv1d); route ",
+    }
+    diag = {
+        "post.weight": "post.weight: 1 call(s) post#4(linear); route diagonal (position-wise)",
+        "post.bias": "post.bias: 1 call(s) post#4(linear); route diagonal (position-wise)",
+        "tok2.weight": "tok2.weight: 1 call(s) tok2#5(embedding); route diagonal (position-wise)",
+        "head.bias": "head.bias: 1 call(s) head#6(linear); route diagonal (position-wise)",
+        "spare.weight": "spare.weight: no call reaches log p (zero scores)",
+    }
+    return pre, diag
+
+
+@pytest.mark.parametrize(
+    ("path", "chunk", "entries"),
+    [("auto", None, None), ("structured", 3, None), ("explicit", 1, None), ("structured", 2, 7), ("explicit", 3, 7)],
+)
+def test_gram_builder_per_token_zoo_equals_the_loop(path, chunk, entries, monkeypatch):
+    """The per-token Gram K = G Gᵀ/n on every use kind equals the loop's, by every route, with
+    target chunks of 1–3 of the 4 positions and row/column blocks of 7 entries; each tensor's
+    route is the one asked for (where it applies), else the cheaper estimate."""
+    m, T = 2, 4
+    n = m * T
+    lm, logp, G = _pt_zoo(m, T)
+    K_ref = G.numpy() @ G.numpy().T / n
+    if entries is not None:
+        monkeypatch.setattr(ENG, "_BLOCK_ENTRIES", entries)
+    sg = ENG.structured_gram_per_token(lm, logp, _PT_NAMES, check_rows=n, seed=1, path=path, target_chunk=chunk)
+    assert _close(sg.K, K_ref, n)
+    assert torch.equal(sg.K, sg.K.T) and sg.K.dtype == F64 and sg.K.shape == (n, n)
+    assert sg.P == G.shape[1] == 18 + 12 + 9 + 3 + 9 + 3 + 9 + 3 + 18 + 6 + 4
+    assert sg.checks == (
+        f"H2 (independent windows) verified with autograd on {n} sampled targets and one random "
+        f"combination of all {n}; H1 on the autograd graph"
+    )
+    pre, diag = _pt_lines(path)
+    assert len(sg.structure) == len(_PT_NAMES)
+    for name, line in zip(_PT_NAMES, sg.structure):
+        if name in diag:
+            assert line == diag[name]
+            continue
+        assert line.startswith(pre[name]), line
+        route, costs = line[len(pre[name]) :].split(" (estimated ")
+        assert costs.endswith(" s)")
+        est = dict(item.rsplit(" ", 2)[:2] for item in costs[:-1].split(", "))
+        est = {k: float(v) for k, v in est.items()}
+        # one dense use has both routes; a bias or a tied tensor (two uses) only the explicit one
+        keys = {"explicit", "structured"} if name in ("pos.weight", "inp.weight", "hf.weight") else {"explicit"}
+        assert set(est) == keys and all(v > 0 for v in est.values())
+        if path == "auto":
+            assert route == min(est, key=est.get)
+        else:
+            assert route == (path if path in est else "explicit")
+
+
+def test_gram_builder_per_token_operator_and_lanczos_against_the_loop():
+    """The factored operator v ↦ K v (every use's matvec / rmatvec) against K_ref v, and the
+    Lanczos λ_max on it against the dense top eigenvalue."""
+    m, T = 2, 4
+    n = m * T
+    lm, logp, G = _pt_zoo(m, T)
+    K_ref = G.numpy() @ G.numpy().T / n
+    lp0 = ENG._validate_lp0(logp)
+    entries, uses, checks = ENG._record_per_token(lm, logp, _PT_NAMES, lp0, 0, 0, None)
+    assert checks == "none (check_rows=0)" and [k for k, _ in entries] == list(_PT_NAMES)
+    op = ENG._PerTokenOperator(uses, m, T)
+    V = torch.randn(n, 3, generator=_gen(12), dtype=F64)
+    for v in V.T:
+        assert np.abs(op(v).numpy() - K_ref @ v.numpy()).max() <= 256 * EPS * n * np.abs(K_ref).max() * float(
+            v.abs().max()
+        )
+    # each tensor's own block: G_θ(G_θᵀ w) from its uses
+    col = 0
+    for ei, (_name, t) in enumerate(entries):
+        Gi = G[:, col : col + t.numel()].numpy()
+        col += t.numel()
+        w = V[:, 0]
+        if not uses[ei]:
+            assert not Gi.any()
+            continue
+        W = w.reshape(m, T)
+        g = sum(u.rmatvec(W) for u in uses[ei])
+        assert g.shape == t.shape
+        assert np.abs(g.reshape(-1).numpy() - Gi.T @ w.numpy()).max() <= 1e-12 * (1 + np.abs(Gi).max())
+        back = sum(u.matvec(g) for u in uses[ei])
+        assert back.shape == (m, T)
+        assert np.abs(back.reshape(-1).numpy() - Gi @ (Gi.T @ w.numpy())).max() <= 1e-12 * (1 + np.abs(Gi).max()) ** 2
+    ref = _np_top(K_ref)
+    lz = ENG.lambda_max_per_token(lm, logp, _PT_NAMES, method="lanczos", tol=1e-13, check_rows=2)
+    assert lz.value == pytest.approx(ref, rel=1e-10, abs=0)
+    gr = ENG.lambda_max_per_token(lm, logp, _PT_NAMES, method="gram")
+    assert gr.value == pytest.approx(ref, rel=1e-12, abs=0)
