@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from fimtheory.errors import UnknownIdError
+from fimtheory.errors import InputError, UnknownIdError
 from fimtheory.instances import (
     DepartureInstance,
     MatrixPerturbation,
@@ -72,6 +72,62 @@ def s2_near_worst_case(draw):
     A = (Q * lam) @ Q.T
     E = Q @ E @ Q.T
     return MatrixPerturbation(0.5 * (A + A.T), 0.5 * (E + E.T), origin="S2 near-worst case")
+
+
+#: The regions of ρ = η/γ that :func:`s2_hypothesis_band` draws from, around S2's hypothesis
+#: 2η < γ: just below its boundary (met), the band γ/2 ≤ η < γ (not met, but η < γ) and just
+#: above γ (not met).
+S2_BAND_REGIONS = ("below", "band", "above")
+
+
+@st.composite
+def s2_hypothesis_band(draw, *, regions=S2_BAND_REGIONS):
+    """Pairs around S2's hypothesis 2η < γ, so that a run of S2 tests the hypothesis check too.
+
+    A = Q diag(λ1, λ1 − γ, lower…) Qᵀ (n = 2..5, λ1 ∈ {1, 10⁻³, 10³}, γ/λ1 ∈ [0.05, 1], lower
+    eigenvalues in [0, λ1 − γ], so A ⪰ 0) and E = Q B Qᵀ with ‖E‖₂ = ρ·γ, where B is a random
+    symmetric matrix or the extremal block [[−1/√3, √(2/3)], [√(2/3), 1/√3]] of the worst case
+    (:func:`s2_near_worst_case`) in the top two coordinates, and ρ is drawn in one region:
+
+    - ``"below"``: ρ = (1 − 10^−u)/2, u ∈ [1, 6] — the hypothesis holds, close to its boundary
+      (γ − 2η ≥ 10⁻⁶γ, far above float resolution, so no draw is a rounding tie);
+    - ``"band"``: ρ = (1 + x)/2, x ∈ [10⁻⁶, 1 − 10⁻⁶] — γ/2 < η < γ: the hypothesis fails
+      although η < γ. There the remainder bounds 2η²/(γ − 2η) and 4η³/(γ(γ − 2η)) are negative
+      while the remainders are ≥ 0, so an evaluator whose check let these through (e.g. one
+      testing η < γ) would apply false bounds;
+    - ``"above"``: ρ = 1 + x, x ∈ [10⁻⁶, 0.25] — η > γ.
+
+    A run counts the last two as "hypotheses not met". ρ = 1/2 and ρ = 1 themselves are never
+    drawn: in a rotated basis float64 cannot place an instance exactly on either boundary.
+    """
+    bad = [r for r in regions if r not in S2_BAND_REGIONS]
+    if not regions or bad:
+        raise InputError(f"regions must be a non-empty subset of {S2_BAND_REGIONS}, got {regions!r}")
+    region = draw(st.sampled_from(tuple(regions)))
+    if region == "below":
+        rho = 0.5 * (1.0 - 10.0 ** -draw(st.floats(1.0, 6.0)))
+    elif region == "band":
+        rho = 0.5 * (1.0 + draw(st.floats(1e-6, 1.0 - 1e-6)))
+    else:
+        rho = 1.0 + draw(st.floats(1e-6, 0.25))
+    n = draw(st.integers(2, 5))
+    rng = np.random.default_rng(draw(_SEEDS))
+    lam1 = float(draw(st.sampled_from([1.0, 1e-3, 1e3])))
+    gap = lam1 * draw(st.floats(0.05, 1.0))
+    lower = (lam1 - gap) * np.sort(rng.uniform(0.0, 1.0, n - 2))[::-1]
+    lam = np.concatenate([[lam1, lam1 - gap], lower])
+    if draw(st.booleans()):
+        B = np.zeros((n, n))
+        B[:2, :2] = [[-1 / np.sqrt(3), np.sqrt(2 / 3)], [np.sqrt(2 / 3), 1 / np.sqrt(3)]]
+    else:
+        B = rng.standard_normal((n, n))
+        B = 0.5 * (B + B.T)
+    B *= rho * gap / np.max(np.abs(np.linalg.eigvalsh(B)))
+    Q, R = np.linalg.qr(rng.standard_normal((n, n)))
+    Q = Q * np.sign(np.diag(R))
+    A = (Q * lam) @ Q.T
+    E = Q @ B @ Q.T
+    return MatrixPerturbation(0.5 * (A + A.T), 0.5 * (E + E.T), origin=f"S2 hypothesis band: {region}")
 
 
 @st.composite
@@ -343,6 +399,7 @@ _TABLE = {
     "S2": lambda: st.one_of(
         _generic_pairs(min_gap=1e-3, relative_norm=(1e-6, 0.49), relative_to="gap", n=(2, 8)),
         s2_near_worst_case(),
+        s2_hypothesis_band(),
     ),
     "S2-repeated-top": lambda: repeated_top_with_vector(relative_to_gap=True),
     "SIGN": lambda: _generic_pairs(min_gap=1e-3, relative_norm=(1e-6, 1.0), n=(2, 8)),

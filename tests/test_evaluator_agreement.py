@@ -290,8 +290,11 @@ def ref_s2(inst):
         b1 = 2 * eta**2 / (gap - 2 * eta)
         b2 = 4 * eta**3 / (gap * (gap - 2 * eta))
         r1, r2 = abs(top - lam - a1), abs(top - lam - a1 - a2)
-        k1 = (1 + na / float(gap)) * (na + ne) / float(b1)
-        k2 = (1 + na / float(gap)) * (na + ne) / float(b2)
+        # Near the hypothesis boundary γ − 2η cancels: the float γ and η, each off by ~n·eps·(‖A‖ + ‖E‖),
+        # move b1 and b2 relatively by ~(‖A‖ + 2‖E‖)/(γ − 2η), hence r/b by r/b times that.
+        cancel = (na + 2 * ne) / float(gap - 2 * eta)
+        k1 = (1 + na / float(gap)) * (na + ne) / float(b1) + float(r1 / b1) * cancel
+        k2 = (1 + na / float(gap)) * (na + ne) / float(b2) + float(r2 / b2) * cancel
         tol = C_TOL * inst.n * EPS
         details = {"first_ratio": (r1 / b1, tol * k1), "second_ratio": (r2 / b2, tol * k2)}
         return Ref(

@@ -5,6 +5,10 @@ digest) and the same report as the code before them (tests/data/verify_outcomes_
 written by ``python -m benchmarks.verify_throughput fingerprints`` on the tree before the raw-tuple
 eigensolver, the raw matrix product and the composite cache).
 
+S2's entry was re-recorded (``outcome_fingerprints(["S2"])``) when S2's strategy began to draw
+around its hypothesis 2η < γ (properties.claim_strategies.s2_hypothesis_band): new draws, two of
+them "hypotheses not met", every adjudicated outcome still "holds"; no other entry changed.
+
 A different Hypothesis / numpy / mpmath version draws or rounds differently: the record is then
 not a reference, and the test says so (skip) instead of comparing."""
 
