@@ -393,7 +393,7 @@ def top_pair_enclosure(A, E) -> TopPair:
     |wᵀN⁻¹w − w̃ᵀÑ⁻¹w̃| ≤ η²τ/(m0(m0 − τ)) + 2√2 ε η²/(m0 − τ).
     Call inside :func:`working_precision`.
     """
-    A = np.asarray(A, dtype=float)
+    A = _enc._real_array(A, "top_pair_enclosure")  # refuses complex input (a cast drops the imaginary part)
     n = A.shape[0]
     if n < 2:
         raise InputError("top_pair_enclosure needs n ≥ 2")

@@ -746,3 +746,215 @@ def test_a_series_formula_that_falls_back_to_floats_is_refused_by_name():
         InputError, match=r"^remainder_bound_first did not evaluate in interval arithmetic \(got float\)$"
     ):
         _series_iv(remainder_bound_first, mpmath.iv.mpf(1), mpmath.iv.mpf(2))
+
+
+# ----------------------------------------------------------------- top_pair_enclosure
+# A diagonal A = diag(λ) has v1 = e1, so every quantity is a closed form in the float entries
+# (exact as a Fraction): E_11, ‖P⊥Ev1‖² = Σ_{j≥2} E_1j², a2 = Σ_{j≥2} E_1j²/(λ1 − λj). The
+# enclosure's argument holds for *any* unit vector u near v1 (Parlett's gap theorem), so the
+# mp eigenvector is replaced by u = cos θ e1 + sin θ e2 (scaled by 3: the function normalises
+# it): the errors of uᵀEu and of the resolvent form are then of the size the enclosure must
+# cover, and for this u, ρ/δ = ‖Au − μu‖ / (μ − λ2) = tan θ exactly.
+
+
+class _GivenTopVector:
+    """What mp_eigh returns, with a chosen top eigenvector."""
+
+    def __init__(self, x):
+        self._x = mpmath.matrix([[mpf(float(t))] for t in x])
+
+    def vector(self, i):
+        assert i == 0
+        return self._x
+
+
+def _top_pair_given(monkeypatch, lam, E, theta, dps=30, z_shift=0.0):
+    """top_pair_enclosure(diag(lam), E) with u = 3(cos θ e1 + sin θ e2) as the top eigenvector;
+    z_shift moves the solve's z by that multiple of the bottom eigenvector of Ñ (the bound
+    [Φ, Φ + ‖Ñz − w̃‖²/(m0 − τ)] holds for every z, and is attained for r along it)."""
+    import properties.certify as C
+
+    n = len(lam)
+    x = np.zeros(n)
+    x[0], x[1] = 3 * np.cos(theta), 3 * np.sin(theta)
+    monkeypatch.setattr(C, "mp_eigh", lambda A, d=None: _GivenTopVector(x))
+    if z_shift:
+        solve = mpmath.lu_solve
+
+        def shifted(M, b):
+            vals, vecs = mpmath.eigsy(M)
+            k = min(range(M.rows), key=lambda i: vals[i])
+            return solve(M, b) + mpf(z_shift) * vecs[:, k]
+
+        monkeypatch.setattr(mpmath, "lu_solve", shifted)
+    from fimtheory.highprec import working_precision
+
+    with working_precision(dps):
+        return C.top_pair_enclosure(np.diag(np.asarray(lam, dtype=float)), E)
+
+
+def _ends(x):
+    return _frac(mpf(x.a)), _frac(mpf(x.b))
+
+
+def _swap(eta, n=4):
+    """η(e1e2ᵀ + e2e1ᵀ): ‖E‖ = η, E_12 = η, the worst case for uᵀEu."""
+    E = np.zeros((n, n))
+    E[0, 1] = E[1, 0] = eta
+    return E
+
+
+def _through_third(a, n=4):
+    """E_13 = E_23 = a (E_11 = E_12 = 0): ‖E‖ = √2 a, and ‖Eu‖² moves at first order in θ."""
+    E = np.zeros((n, n))
+    E[0, 2] = E[2, 0] = E[1, 2] = E[2, 1] = a
+    return E
+
+
+def _reflection(eta, phi, n=4):
+    E = np.zeros((n, n))
+    E[0, 0], E[1, 1] = -eta * np.cos(phi), eta * np.cos(phi)
+    E[0, 1] = E[1, 0] = eta * np.sin(phi)
+    E[2, 3] = E[3, 2] = eta / 2
+    return E
+
+
+_TOP_CASES = [
+    ((3.0, 2.0, 1.0, -1.0), _swap(8.0)),
+    ((3.0, 2.0, 1.0, -1.0), _swap(0.125)),
+    ((3.0, 2.5, 1.0, -1.0), _swap(8.0)),  # gap 1/2: m0 = 1/2, ρ/δ ≠ ρ·δ
+    ((10.0, 2.0, 1.0, 0.0), _swap(0.125)),  # gap 8 > 1: m0 = 1 (λ_min(N) is N's eigenvalue 1 on v1)
+    ((3.0, 2.0, 1.0, -1.0), _through_third(6.0)),
+    ((3.0, 2.0, 1.0, -1.0), _through_third(0.0625)),
+    ((2.0, 1.75, -0.5, -3.0), _reflection(2.0, 0.7)),
+    ((2.0, 1.75, -0.5, -3.0), _reflection(0.25, 0.7)),
+    ((1.5, 1.0, 0.5, 0.0), _reflection(4.0, 1.2)),
+]
+
+
+def _closed_forms(lam, E):
+    f = [Fraction(float(v)) for v in lam]
+    e = [[Fraction(float(v)) for v in row] for row in E]
+    n = len(f)
+    e11 = e[0][0]
+    r2 = sum(e[0][j] ** 2 for j in range(1, n))
+    a2 = sum(e[0][j] ** 2 / (f[0] - f[j]) for j in range(1, n))
+    return f, e11, r2, a2
+
+
+def _eta_mp(E, dps=60):
+    with mpmath.workdps(dps):
+        vals = mpmath.eigsy(mpmath.matrix(E.tolist()), eigvals_only=True)
+        return max(abs(v) for v in vals)
+
+
+@pytest.mark.parametrize("case", range(len(_TOP_CASES)))
+@pytest.mark.parametrize("theta", [1e-6, -1e-6, 3e-4])
+def test_top_pair_enclosure_contains_the_closed_forms_for_a_perturbed_eigenvector(monkeypatch, case, theta):
+    """Every field encloses its exact value (λ1, λ2, λ_min, γ, η, E_11, ‖P⊥Ev1‖², a2), and
+    sin_bound bounds the true sin∠(u, v1), for u off v1 by ±1e-6 and 3e-4 rad."""
+    lam, E = _TOP_CASES[case]
+    tp = _top_pair_given(monkeypatch, lam, E, theta)
+    f, e11, r2, a2 = _closed_forms(lam, E)
+    for name, value in [("lam1", f[0]), ("lam2", f[1]), ("lam_min", f[-1]), ("gap", f[0] - f[1])]:
+        lo, hi = _ends(getattr(tp, name))
+        assert lo <= value <= hi, (name, lo, hi, value)
+    for name, value in [("e11", e11), ("r2", r2), ("a2", a2)]:
+        lo, hi = _ends(getattr(tp, name))
+        assert lo <= value <= hi, (name, float(lo), float(hi), float(value))
+    eta = _eta_mp(E)
+    assert tp.eta.a <= eta <= tp.eta.b
+    with mpmath.workdps(60):
+        assert tp.sin_bound.a >= abs(mpmath.sin(mpmath.mpf(theta))) * (1 - mpf(10) ** -20)
+
+
+@pytest.mark.parametrize("case", range(len(_TOP_CASES)))
+def test_top_pair_enclosure_is_no_wider_than_its_documented_bounds(monkeypatch, case):
+    """The half-widths are those of the docstring, computed here in closed form with
+    ε = tan θ (= ρ/δ for this u), η = ‖E‖, τ = ε (λ1 is exact), m0 = min(1, γ):
+    E_11 ± 2√2 ε η; ‖Ev1‖² ± 2√2 ε η² (minus the square of the E_11 interval);
+    a2 ± (η²τ/(m0(m0 − τ)) + 2√2 ε η²/(m0 − τ)) (plus the solve's residual, here ~10^-30)."""
+    lam, E = _TOP_CASES[case]
+    theta = 1e-6
+    tp = _top_pair_given(monkeypatch, lam, E, theta)
+    _, e11, _, _ = _closed_forms(lam, E)
+    with mpmath.workdps(60):
+        eps = abs(mpmath.tan(mpmath.mpf(theta)))
+        eta = _eta_mp(E)
+        s2 = mpmath.sqrt(2)
+        slack = 1 + mpf(10) ** -12
+        tiny = mpf(10) ** -24
+        m0 = min(mpf(1), mpf(lam[0]) - mpf(lam[1]))
+        w_e11 = 2 * (2 * s2 * eps * eta) * slack + tiny
+        assert tp.e11.b - tp.e11.a <= w_e11
+        e11_abs = abs(mpf(float(e11))) + w_e11
+        w_sq = 2 * e11_abs * w_e11 + w_e11**2
+        assert tp.r2.b - tp.r2.a <= 2 * (2 * s2 * eps * eta**2) * slack + w_sq + tiny
+        err = eta**2 * eps / (m0 * (m0 - eps)) + 2 * s2 * eps * eta**2 / (m0 - eps)
+        assert tp.a2.b - tp.a2.a <= 2 * err * slack + w_sq + tiny
+        assert tp.sin_bound.b <= eps * slack
+
+
+@pytest.mark.parametrize("z_shift", [0.5, 10.0])
+@pytest.mark.parametrize("theta", [0.0, 1e-9])
+def test_top_pair_a2_bound_holds_for_any_z_and_is_attained(monkeypatch, z_shift, theta):
+    """The resolvent form's enclosure [Φ, Φ + ‖Ñz − w̃‖²/(m0 − τ)] holds for every z: with z
+    moved along Ñ's bottom eigenvector (eigenvalue m0 = γ = 1/2) the exact w̃ᵀÑ⁻¹w̃ is its upper
+    end, and a2 (E small, so its own error term is negligible) still encloses the exact value."""
+    lam, E = (3.0, 2.5, 1.0, -1.0), _swap(2.0**-10)
+    tp = _top_pair_given(monkeypatch, lam, E, theta, z_shift=z_shift)
+    _, _, _, a2 = _closed_forms(lam, E)
+    lo, hi = _ends(tp.a2)
+    assert lo <= a2 <= hi, (float(lo), float(hi), float(a2))
+
+
+def test_top_pair_enclosure_tightens_with_the_working_precision():
+    """At 100 digits (no substitution: the module's own mp eigenvector) the enclosures of a
+    non-diagonal case are ~10^-90 wide and contain the 150-digit values."""
+    from fimtheory.claims import _mp_coefficients
+    from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
+    from properties.certify import top_pair_enclosure
+
+    rng = np.random.default_rng(7)
+    Q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    A = Q @ np.diag([2.0, 1.0, 0.5, -1.0]) @ Q.T
+    A = 0.5 * (A + A.T)
+    E = rng.standard_normal((4, 4))
+    E = 0.5 * (E + E.T)
+    with working_precision(100):
+        tp = top_pair_enclosure(A, E)
+    with working_precision(150):
+        eig = mp_eigh(A, 150)
+        a2 = _mp_coefficients(eig, mp_matrix(E), 2)[1]
+        v = eig.vector(0)
+        e11 = (v.T * mp_matrix(E) * v)[0, 0]
+        for name, value in [("a2", a2), ("e11", e11), ("lam1", eig.eigenvalues[0]), ("lam_min", eig.eigenvalues[-1])]:
+            x = getattr(tp, name)
+            assert x.a <= value <= x.b, name
+            assert x.b - x.a < mpf(10) ** -85, (name, x.b - x.a)
+
+
+def test_top_pair_enclosure_refusals_name_the_problem(monkeypatch):
+    from properties.certify import top_pair_enclosure
+
+    with mpmath.workdps(30):
+        with pytest.raises(InputError, match=r"^top_pair_enclosure needs n ≥ 2$"):
+            top_pair_enclosure(np.eye(1), np.eye(1))
+        with pytest.raises(InputError, match=r"^top eigenvalue not certified simple$"):
+            top_pair_enclosure(np.diag([2.0, 2.0, 1.0]), _swap(0.5, 3))
+    # u at 60° from v1 is nearer v2: the Rayleigh quotient is not separated from λ2
+    with pytest.raises(InputError, match=r"^Rayleigh quotient not separated from λ2$"):
+        _top_pair_given(monkeypatch, (3.0, 2.0, 1.0, -1.0), _swap(1.0), np.pi / 3)
+    # u at 30° with γ = 1/2: ε = tan 30° > m0, the a2 enclosure cannot be formed
+    with pytest.raises(InputError, match=r"^eigenvector error too large for the a2 enclosure$"):
+        _top_pair_given(monkeypatch, (3.0, 2.5, 1.0, -1.0), _swap(1.0), np.pi / 6)
+
+
+def test_top_pair_enclosure_refuses_a_complex_matrix():
+    """A Hermitian A = [[3, i], [−i, 1]] (λ1 = 2 + √2) is refused by name, not enclosed as the
+    real part diag(3, 1) with λ1 = 3 (casting to float discards the imaginary part)."""
+    from properties.certify import top_pair_enclosure
+
+    A = np.array([[3.0, 1j], [-1j, 1.0]])
+    with mpmath.workdps(30), pytest.raises(InputError, match=r"^top_pair_enclosure needs real entries"):
+        top_pair_enclosure(A, np.eye(2))
