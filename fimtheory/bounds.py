@@ -177,8 +177,10 @@ def _sign_bounds_error(n, beta, lam1, lam2, lamn, r2, eta, unit):
     theta = beta / (gap - 2 * beta)
     du = 3 * eta * theta + n * unit * eta
     dr2 = 2 * r2**0.5 * du + du * du
-    err_hi = dr2 / (gap - 2 * beta) + r2 * 2 * beta / ((gap - 2 * beta) * gap)
-    err_lo = dr2 / (spread - 2 * beta) + r2 * 2 * beta / ((spread - 2 * beta) * spread)
+    # r2·2β/((d − 2β)·d) as (r2/d)·(2β/(d − 2β)): the product of two denominators underflows
+    # to 0 for ‖A‖ ≲ 1e-154, each factor here is in range wherever the bound itself is.
+    err_hi = dr2 / (gap - 2 * beta) + r2 / gap * (2 * beta / (gap - 2 * beta))
+    err_lo = dr2 / (spread - 2 * beta) + r2 / spread * (2 * beta / (spread - 2 * beta))
     return err_lo, err_hi
 
 
@@ -241,8 +243,10 @@ def sign_bounds(A, E, eig: EigenData | None = None, *, rtol: float = 1e-8) -> tu
             ev = em * v
             u = ev - v * (v.T * ev)[0, 0]
             r2m = (u.T * u)[0, 0]
-            lo_m, hi_m = _series.sign_bounds(lam[0], lam[1], lam[-1], r2m)
             elo, ehi = _sign_bounds_error(n, beta, lam[0], lam[1], lam[-1], r2m, mpmath.mpf(eta), unit)
+            if not ehi < float("inf"):  # γ ≤ 4β at this precision (λ1 repeated?): no bounds to form
+                continue
+            lo_m, hi_m = _series.sign_bounds(lam[0], lam[1], lam[-1], r2m)
             if ok(float(lo_m), float(hi_m), float(elo), float(ehi), float(lam[0] - lam[1]), float(lam[0] - lam[-1])):
                 return float(lo_m), float(hi_m)
     raise HypothesesNotMet(f"SIGN bounds: not accurate to rtol {rtol:g} even at 160 digits (γ = {eig.gap:.3g})")

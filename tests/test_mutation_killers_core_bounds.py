@@ -1,0 +1,384 @@
+"""Kill tests for the survivors of the numeric core's re-run in fimtheory/bounds.py, fim.py and
+the generated series (docs/mutation_core_bounds.md).
+
+Every test states a documented property against an independent reference: mpmath eigen-data
+at 60 digits (mpmath.eigsy, not fimtheory.highprec), exact rational arithmetic
+(fractions.Fraction) for the documented error estimate of SIGN, closed forms (1×1 and diagonal
+problems, hand-computed residuals), and the documented error messages (anchored). All are
+deterministic and fast (a few seconds in all).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from fractions import Fraction
+
+import mpmath
+import numpy as np
+import pytest
+
+from fimtheory import bounds, fim
+from fimtheory._generated import series
+from fimtheory.errors import HypothesesNotMet, InputError
+from fimtheory.spectral import HIGH_PRECISION_MAX_N, eigen_data
+
+EPS = float(np.finfo(float).eps)
+BIG = 1e308  # A + E with two such entries overflows float64; each alone is finite
+
+
+def _raises(exc, pattern, fn, *args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stray RuntimeWarning is not the documented error
+        with pytest.raises(exc) as info:
+            fn(*args, **kw)
+    assert re.search(pattern, str(info.value)), str(info.value)
+    return info.value
+
+
+def _mp_sign_reference(a, e, dps=60):
+    """(lower, upper) = ‖P⊥Ev‖²/(λ1 − λn), ‖P⊥Ev‖²/(λ1 − λ2) from mpmath.eigsy at ``dps`` digits."""
+    with mpmath.workdps(dps):
+        am, em = mpmath.matrix(a.tolist()), mpmath.matrix(e.tolist())
+        w, V = mpmath.eigsy(am)
+        order = sorted(range(len(w)), key=lambda i: -w[i])
+        v = V[:, order[0]]
+        ev = em * v
+        u = ev - v * (v.T * ev)[0, 0]
+        r2 = (u.T * u)[0, 0]
+        l1, l2, ln = w[order[0]], w[order[1]], w[order[-1]]
+        return float(r2 / (l1 - ln)), float(r2 / (l1 - l2)), float(l1 - ln), float(l1 - l2)
+
+
+def _eta(e):
+    return float(np.max(np.abs(np.linalg.eigvalsh(e))))
+
+
+# --------------------------------------------------------------------------------------
+# _pair: A + E overflowing float64 is bad input, reported as such (no RuntimeWarning)
+# --------------------------------------------------------------------------------------
+
+OVER_A = np.diag([BIG, 0.0])
+OVER_E = np.diag([BIG, 0.0])  # a + e overflows; a − e = 0 does not
+
+
+@pytest.mark.parametrize(
+    "fn", [bounds.weyl_bounds, bounds.weyl_index_margins, bounds.directional_lower_bound, bounds.sign_bounds]
+)
+def test_pair_rejects_a_sum_that_overflows_with_the_documented_message(fn):
+    _raises(InputError, r"^A \+ E overflows float64; rescale A and E$", fn, OVER_A, OVER_E)
+
+
+def test_pair_accepts_the_largest_sum_that_is_finite():
+    # 2·(max/2) = max is finite: accepted; Weyl's bounds are then attained (E commutes with A):
+    # λ_max(A + E) = max, lower λ1(A) + λmin(E) = max/2 (to eigvalsh's rounding).
+    half = np.finfo(float).max / 2
+    lo, hi = bounds.weyl_bounds(np.diag([half, 0.0]), np.diag([half, 0.0]))
+    assert np.isfinite(hi) and hi == pytest.approx(2 * half, rel=8 * EPS) and lo == pytest.approx(half, rel=8 * EPS)
+
+
+# --------------------------------------------------------------------------------------
+# _sign_bounds_error: the documented estimate, evaluated in exact rational arithmetic
+# --------------------------------------------------------------------------------------
+
+
+def _documented_estimate(n, beta, lam1, lam2, lamn, r2_sqrt, eta, unit):
+    """The docstring's estimate: θ = β/(γ − 2β), δu = 3ηθ + n·unit·η, δ(‖u‖²) = 2‖u‖δu + δu²;
+    a bound r2/d with d moved by 2β: δr2/(d − 2β) + r2·2β/((d − 2β)·d). Exact (Fractions)."""
+    F = Fraction
+    beta, lam1, lam2, lamn, ru, eta, unit = (F(x) for x in (beta, lam1, lam2, lamn, r2_sqrt, eta, unit))
+    r2 = ru * ru
+    gap, spread = lam1 - lam2, lam1 - lamn
+    theta = beta / (gap - 2 * beta)
+    du = 3 * eta * theta + n * unit * eta
+    dr2 = 2 * ru * du + du * du
+    hi = dr2 / (gap - 2 * beta) + r2 * 2 * beta / ((gap - 2 * beta) * gap)
+    lo = dr2 / (spread - 2 * beta) + r2 * 2 * beta / ((spread - 2 * beta) * spread)
+    return float(lo), float(hi)
+
+
+@pytest.mark.parametrize(
+    "n,beta,lam1,lam2,lamn,r2_sqrt,eta,unit",
+    [
+        (3, 0.0625, 3.0, 2.0, 0.5, 0.375, 0.75, 2.0**-10),  # dyadic: every input exact
+        (5, 1e-3, 7.0, 6.5, 1.25, 0.3, 2.5, 1e-4),
+        (2, 0.25, 4.0, 2.5, 2.5, 1.5, 3.0, 0.125),  # n = 2: λ2 = λn
+    ],
+)
+def test_sign_bounds_error_is_the_documented_estimate(n, beta, lam1, lam2, lamn, r2_sqrt, eta, unit):
+    got = bounds._sign_bounds_error(n, beta, lam1, lam2, lamn, r2_sqrt**2, eta, unit)
+    want = _documented_estimate(n, beta, lam1, lam2, lamn, r2_sqrt, eta, unit)
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_sign_bounds_error_is_infinite_once_the_gap_is_not_above_4_beta():
+    # At γ = 4β exactly (dyadic: no rounding) the estimate refuses; just above it is finite.
+    assert bounds._sign_bounds_error(3, 0.25, 2.0, 1.0, 0.0, 0.25, 1.0, EPS) == (float("inf"), float("inf"))
+    lo, hi = bounds._sign_bounds_error(3, 0.25, 2.125, 1.0, 0.0, 0.25, 1.0, EPS)  # γ = 4.5β
+    assert np.isfinite(lo) and np.isfinite(hi)
+    assert (lo, hi) == pytest.approx(_documented_estimate(3, 0.25, 2.125, 1.0, 0.0, 0.5, 1.0, EPS), rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# sign_bounds: argument checks
+# --------------------------------------------------------------------------------------
+
+A3 = np.diag([3.0, 1.0, 0.5])
+E3 = np.array([[0.2, 0.1, 0.05], [0.1, -0.3, 0.0], [0.05, 0.0, 0.1]])
+
+
+BAD_RTOLS = [0.0, 1e-17, 4 * EPS * (1 - EPS), 1.0, 1.5, 2.0, -1e-8, float("nan"), "1e-8", None, True]
+
+
+@pytest.mark.parametrize("rtol", BAD_RTOLS)
+def test_sign_bounds_rejects_an_rtol_outside_4eps_to_1(rtol):
+    _raises(InputError, r"^rtol must be a number in \[4·eps, 1\), got ", bounds.sign_bounds, A3, E3, rtol=rtol)
+
+
+@pytest.mark.parametrize("rtol", [4 * EPS, 1e-8, 0.5, 1 - EPS])
+def test_sign_bounds_accepts_rtol_from_4eps_up_to_below_1_and_meets_it(rtol):
+    lo, hi = bounds.sign_bounds(A3, E3, rtol=rtol)
+    rlo, rhi, spread, gap = _mp_sign_reference(A3, E3)
+    eta = _eta(E3)
+    assert abs(lo - rlo) <= rtol * (abs(rlo) + EPS * eta**2 / spread) + 2 * EPS * abs(rlo)
+    assert abs(hi - rhi) <= rtol * (abs(rhi) + EPS * eta**2 / gap) + 2 * EPS * abs(rhi)
+
+
+def test_sign_bounds_rejects_eigen_data_of_another_size_naming_both_sizes():
+    other = eigen_data(np.diag([4.0, 3, 2, 1]))
+    _raises(InputError, r"^eig has 4 eigenvalues, A is 3×3$", bounds.sign_bounds, A3, E3, other)
+
+
+def test_sign_bounds_reports_eigen_data_that_do_not_belong_to_a():
+    # eig of another matrix (same size): the a-posteriori estimate sees it (huge backward error),
+    # the mpmath fallback finds A's top eigenvalue repeated, and no precision can help.
+    A = np.diag([1.0, 1.0, 0.0])
+    _raises(
+        HypothesesNotMet,
+        r"^SIGN bounds: not accurate to rtol 1e-08 even at 160 digits \(γ = 0\.5\)$",
+        bounds.sign_bounds,
+        A,
+        E3,
+        eigen_data(np.diag([1.0, 0.5, 0.0])),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# sign_bounds: exact zeros (E = 0, and E commuting with a diagonal A) in float64, any n
+# --------------------------------------------------------------------------------------
+
+
+def test_sign_bounds_of_a_zero_perturbation_are_exactly_zero():
+    big = np.diag(np.r_[1.0, np.linspace(0.5, 0.0, HIGH_PRECISION_MAX_N)])  # n > the mpmath limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bounds.sign_bounds(A3, np.zeros((3, 3))) == (0.0, 0.0)
+        assert bounds.sign_bounds(big, np.zeros_like(big)) == (0.0, 0.0)
+
+
+def _commuting_case(eta, scale):
+    """n = 65 (above the mpmath limit), A diagonal with γ = 0.1·scale, spread = 0.15·scale, and a
+    diagonal E (‖E‖ = eta): P⊥Ev = 0, so both bounds are exactly 0. eigh is exact on diagonal
+    input, so the backward error is n·eps·‖A‖ and the documented estimate, ≈ (2015·eps)²·η²/d,
+    is ~0.2 of the contract's absolute term rtol·eps·η²/d at rtol = 4e-9."""
+    n = HIGH_PRECISION_MAX_N + 1
+    lam = np.r_[1.0, 0.9, np.linspace(0.85, 0.9, n - 2, endpoint=False)] * scale
+    e = np.diag(np.r_[eta, np.linspace(-0.5, 0.5, n - 1) * eta])
+    return np.diag(lam), e
+
+
+@pytest.mark.parametrize("eta", [1e-2, 1.0, 1e2])
+@pytest.mark.parametrize("scale", [1e-3, 1.0])
+def test_sign_bounds_deliver_exact_zero_bounds_in_float64_for_n_above_the_mpmath_limit(eta, scale):
+    a, e = _commuting_case(eta, scale)
+    assert bounds.sign_bounds(a, e, rtol=4e-9) == (0.0, 0.0)
+
+
+def test_sign_bounds_above_the_mpmath_limit_say_so_when_float64_cannot_deliver_rtol():
+    a, e = _commuting_case(1.0, 1.0)
+    _raises(
+        HypothesesNotMet,
+        r"^SIGN bounds: float64 error estimate \S+ exceeds rtol 1e-12 of 0 \(γ = 0\.1\); "
+        r"the high-precision fallback is limited to n ≤ 64$",
+        bounds.sign_bounds,
+        a,
+        e,
+        rtol=1e-12,
+    )
+
+
+class _FallbackEntered(Exception):
+    pass
+
+
+def test_sign_bounds_fall_back_to_mpmath_up_to_exactly_the_documented_size(monkeypatch):
+    # n = HIGH_PRECISION_MAX_N takes the mpmath path (stubbed: only whether it is entered matters).
+    import fimtheory.highprec as hp
+
+    def entered(*args, **kw):
+        raise _FallbackEntered
+
+    monkeypatch.setattr(hp, "mp_eigh", entered)
+    n = HIGH_PRECISION_MAX_N
+    a = np.diag(np.r_[1.0, 0.9, np.linspace(0.85, 0.9, n - 2, endpoint=False)])
+    e = np.diag(np.linspace(-1.0, 1.0, n))
+    with pytest.raises(_FallbackEntered):
+        bounds.sign_bounds(a, e, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# sign_bounds: the stated accuracy near a small gap (float64 is not enough; mpmath is used)
+# --------------------------------------------------------------------------------------
+
+
+def _near_degenerate(sign, gap=1e-4, scale=1.0):
+    """γ = 1e-4·scale, E = ±wwᵀ with w 1e-3 off the top eigenvector: float64's bounds are off by
+    ~1e-9 relative, so at rtol = 1e-10 the estimate must send them to mpmath. ‖E‖ = 1 comes from
+    the single eigenvalue ±1 (the other two are 0)."""
+    rng = np.random.default_rng(20261201)
+    Q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    a = Q @ np.diag(np.array([1.0, 1.0 - gap, 0.3]) * scale) @ Q.T
+    a = 0.5 * (a + a.T)
+    eig = eigen_data(a)
+    w = eig.top_vector + 1e-3 * eig.eigenvectors[:, 1]
+    w /= np.linalg.norm(w)
+    return a, sign * np.outer(w, w)
+
+
+@pytest.mark.parametrize("sign,scale", [(1.0, 1.0), (-1.0, 1.0), (1.0, 1e-200)])
+def test_sign_bounds_meet_rtol_near_a_small_gap(sign, scale):
+    # scale 1e-200: ‖A‖ far below 1 (the contract is scale-covariant in A at fixed E)
+    a, e = _near_degenerate(sign, scale=scale)
+    rtol = 1e-10
+    lo, hi = bounds.sign_bounds(a, e, rtol=rtol)
+    rlo, rhi, spread, gap = _mp_sign_reference(a, e)
+    eta = _eta(e)
+    assert abs(lo - rlo) <= rtol * (abs(rlo) + EPS * eta**2 / spread)
+    assert abs(hi - rhi) <= rtol * (abs(rhi) + EPS * eta**2 / gap)
+    assert 0 < lo < hi  # a real bracket: λ1 − λn > γ
+
+
+def test_float64_alone_is_not_accurate_enough_in_the_small_gap_case():
+    # The premise of the test above: float64's bounds miss rtol = 1e-10 there.
+    from fimtheory.spectral import off_top_residual_norm_sq
+
+    a, e = _near_degenerate(1.0)
+    eig = eigen_data(a)
+    r2 = off_top_residual_norm_sq(eig, e)
+    hi64 = r2 / (eig.lambda_max - eig.eigenvalues[1])
+    _, rhi, _, _ = _mp_sign_reference(a, e)
+    assert abs(hi64 - rhi) > 1e-10 * abs(rhi)
+
+
+# --------------------------------------------------------------------------------------
+# second_coefficient and coefficient_bounds
+# --------------------------------------------------------------------------------------
+
+
+def test_second_coefficient_names_a2_when_the_top_eigenvalue_is_repeated():
+    _raises(HypothesesNotMet, r"^a2 needs a simple top eigenvalue", bounds.second_coefficient, np.eye(3), E3)
+
+
+@pytest.mark.parametrize("rtol", [0.0, 1.0, 2.0])
+def test_second_coefficient_passes_rtol_on(rtol):
+    with pytest.raises(InputError, match="rtol"):
+        bounds.second_coefficient(A3, E3, rtol=rtol)
+
+
+def test_second_coefficient_needs_only_a2_accurate_for_n_above_the_mpmath_limit():
+    # n = 65, A diagonal, E an "arrow" (first row and column, E11 = 1e-4, no other entries):
+    # a2 = Σ_j E1j²/(λ1 − λj) is large and float64 delivers it to rtol = 1e-8;
+    # a3 = −E11·Σ_j E1j²/d_j² (≈ −3e-5) is below what float64 can certify at that rtol — which
+    # does not concern a2: second_coefficient must not raise HypothesesNotMet for it.
+    n = HIGH_PRECISION_MAX_N + 1
+    lam = np.r_[1.0, 0.9, np.linspace(0.85, 0.9, n - 2, endpoint=False)]
+    row = np.linspace(0.5, 1.0, n - 1) * 1e-2
+    e = np.zeros((n, n))
+    e[0, 1:] = e[1:, 0] = row
+    e[0, 0] = 1e-4
+    want = float(np.sum(row**2 / (1.0 - lam[1:])))
+    assert bounds.second_coefficient(np.diag(lam), e) == pytest.approx(want, rel=1e-10)
+
+
+def test_second_coefficient_is_the_closed_form_a2():
+    # a2 = Σ_j M_{1j}²/(λ1 − λj) for diagonal A (M = E).
+    want = 0.1**2 / (3.0 - 1.0) + 0.05**2 / (3.0 - 0.5)
+    assert bounds.second_coefficient(A3, E3, rtol=1e-12) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("order", [0, -2])
+def test_coefficient_bounds_name_the_order_argument(order):
+    _raises(InputError, rf"^order must be >= 1, got {order}$", bounds.coefficient_bounds, 1.0, 2.0, order)
+
+
+# --------------------------------------------------------------------------------------
+# directional_lower_bound and top_vector_tolerance
+# --------------------------------------------------------------------------------------
+
+
+def test_top_vector_tolerance_is_16_n_eps_times_the_largest_eigenvalue_magnitude():
+    # Any symmetric A's eigen-data (indefinite here): 16·n·eps·max(|λ1|, |λn|), no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bounds.top_vector_tolerance(eigen_data(np.diag([1.0, -5.0, 2.0]))) == 16 * 3 * EPS * 5.0
+        assert bounds.top_vector_tolerance(eigen_data(np.diag([7.0, 0.0]))) == 16 * 2 * EPS * 7.0
+
+
+def test_directional_lower_bound_accepts_a_deficit_equal_to_the_tolerance():
+    # A = diag(1, 1 − 2⁻⁴⁷), v = e2: deficit λ1 − vᵀAv = 2⁻⁴⁷ = 16·2·eps·1 exactly ("must not exceed").
+    a = np.diag([1.0, 1.0 - 2.0**-47])
+    e = np.array([[0.0, 0.25], [0.25, 0.5]])
+    assert bounds.top_vector_tolerance(eigen_data(a)) == 2.0**-47
+    assert bounds.directional_lower_bound(a, e, np.array([0.0, 1.0])) == 1.0 + 0.5
+    # one ulp more deficit is refused
+    with pytest.raises(HypothesesNotMet):
+        bounds.directional_lower_bound(np.diag([1.0, 1.0 - 2.0**-47 - 2.0**-53]), e, np.array([0.0, 1.0]))
+
+
+def test_directional_lower_bound_reports_deficit_tolerance_and_residual_of_a_wrong_vector():
+    # A = diag(3, 1, 0), v = (0.6, 0.8, 0): deficit 3 − (1.08 + 0.64) = 1.28, Av − 3v = (0, −1.6, 0).
+    a = np.diag([3.0, 1.0, 0.0])
+    tol = 16 * 3 * EPS * 3.0
+    _raises(
+        HypothesesNotMet,
+        r"^v is not a top eigenvector of A: Rayleigh deficit λ1 − vᵀAv = 1\.28 exceeds "
+        rf"{re.escape(f'{tol:.3g}')} \(16·n·eps·‖A‖\), residual ‖Av − λ1v‖ = 1\.6; R needs a unit top eigenvector$",
+        bounds.directional_lower_bound,
+        a,
+        np.eye(3),
+        np.array([0.6, 0.8, 0.0]),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# fim: overflow is reported naming the quantity
+# --------------------------------------------------------------------------------------
+
+HUGE_G = np.full((2, 3), 1e200)  # GᵀG/n and GGᵀ/n have entries 1e400 (P = 3 > n = 2: Gram path)
+
+
+@pytest.mark.parametrize(
+    "fn,what",
+    [
+        (fim.empirical_fim, "the empirical FIM GᵀG/n"),
+        (fim.gram_matrix, "the Gram matrix GGᵀ/n"),
+        (fim.fim_spectrum, "the FIM spectrum"),
+    ],
+)
+def test_fim_overflow_names_the_quantity(fn, what):
+    _raises(InputError, rf"^{re.escape(what)} overflows float64 \(its largest entry exceeds ", fn, HUGE_G)
+
+
+def test_fim_spectrum_overflow_named_on_the_fim_path_too():
+    _raises(InputError, r"^the FIM spectrum overflows float64", fim.fim_spectrum, HUGE_G.T)  # n = 3 > P = 2
+
+
+# --------------------------------------------------------------------------------------
+# generated series: n = 1 (a 1×1 matrix: λ(a + tm) = a + tm exactly)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_series_coefficients_of_a_1x1_matrix_are_m_then_zeros(order):
+    got = series.series_coefficients([2.5], [[-0.75]], order)
+    assert list(got) == [-0.75] + [0.0] * (order - 1)
