@@ -1736,3 +1736,221 @@ def test_gram_builder_per_token_operator_and_lanczos_against_the_loop():
     assert lz.value == pytest.approx(ref, rel=1e-10, abs=0)
     gr = ENG.lambda_max_per_token(lm, logp, _PT_NAMES, method="gram")
     assert gr.value == pytest.approx(ref, rel=1e-12, abs=0)
+
+
+# --------------------------------------------------------------------------------------
+# Gram builders: what they refuse, with the exact reasons
+# --------------------------------------------------------------------------------------
+
+
+class _Mix(torch.nn.Module):
+    """A Linear whose output rows are mixed across samples by a fixed matrix M after the call."""
+
+    def __init__(self, M):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+        self.register_buffer("M", M)
+
+    def forward(self, x):
+        return self.M @ self.lin(x)
+
+
+def _mix_model(M, n=5):
+    torch.manual_seed(3)
+    model = _Mix(M).double()
+    x = torch.randn(n, 3, generator=_gen(3), dtype=F64)
+
+    def logp():
+        return torch.log_softmax(model(x), -1)[:, 0]
+
+    return model, logp
+
+
+def test_gram_builder_per_sample_refusals_name_the_problem():
+    n = 5
+    first = int(torch.randperm(n, generator=_gen(0))[0])  # the sample verified first (seed 0)
+    tail = (
+        "the per-sample scores are not rank one per row for this model/subset (a mixing layer such as "
+        "attention, batch-norm in training mode, or an embedding whose rows feed later positions)"
+    )
+    head = "structured Gram hypotheses not met for 'lin.bias', 'lin.weight': the output of lin (call #0) "
+    model, logp = _mix_model(torch.eye(n, dtype=F64) + 0.5)
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(model, logp, ["lin.weight", "lin.bias"])
+    msg = str(exc.value)
+    pre = head + f"influences other samples' log-probabilities than its own rows' (autograd check on sample {first}: "
+    assert msg.startswith(pre) and msg.endswith("); " + tail), msg
+    err, tol = msg[len(pre) : -len(tail) - 3].split(" > ")
+    assert float(err[len("error ") :]) > 1e-3 and 0 < float(tol) < 1e-10
+    # samples a, b ≠ the verified one mixed with each other: only the random combination sees it
+    a, b = [i for i in range(n) if i != first][:2]
+    M = torch.eye(n, dtype=F64)
+    M[a, b] = M[b, a] = 0.5
+    model, logp = _mix_model(M)
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(model, logp, ["lin.weight", "lin.bias"], check_rows=1)
+    assert "(autograd check on a random combination of all samples: error " in str(exc.value)
+    # nothing verified with check_rows=0: the mixed model's Gram is returned unverified
+    assert ENG.structured_gram_details(model, logp, ["lin.weight"], check_rows=0).checks == "none (check_rows=0)"
+    # a mixing just above / below the 1024·eps·max|w|·max|δ| tolerance
+    lin_only = torch.nn.Linear(3, 2).double()
+    x = torch.randn(n, 3, generator=_gen(4), dtype=F64)
+    for c, refused in ((1e-9, True), (1e-17, False)):
+        Mc = torch.eye(n, dtype=F64) + c * (torch.ones(n, n, dtype=F64) - torch.eye(n, dtype=F64))
+
+        def lp(Mc=Mc):
+            return torch.log_softmax(Mc @ lin_only(x), -1)[:, 0]
+
+        if refused:
+            with pytest.raises(HypothesesNotMet, match="influences other samples"):
+                ENG.structured_gram(lin_only, lp, ["weight"], check_rows=n)
+        else:
+            ENG.structured_gram(lin_only, lp, ["weight"], check_rows=n)
+    for bad in (torch.ones(n, dtype=torch.long), [0.0] * n):
+        with pytest.raises(InputError) as exc:
+            ENG.structured_gram(lin_only, lambda bad=bad: bad, ["weight"])
+        assert str(exc.value) == "per_sample_logp() must return a floating tensor of n log-probabilities"
+    with pytest.raises(InputError) as exc:
+        ENG.structured_gram(lin_only, lambda: lin_only(x)[:0, 0], ["weight"])
+    assert str(exc.value) == "per_sample_logp() returned no log-probabilities"
+    with pytest.raises(InputError) as exc:
+        ENG.structured_gram(lin_only, lambda: lin_only(x)[:, 0] / 0.0, ["weight"])
+    assert str(exc.value) == "per_sample_logp() returned a NaN or inf log-probability"
+    with pytest.raises(InputError) as exc:
+        ENG.structured_gram(lin_only, lambda: lin_only(x)[:, 0].detach(), ["weight"])
+    assert str(exc.value) == (
+        "per_sample_logp() returned a tensor without an autograd graph (computed under torch.no_grad or detached?)"
+    )
+    for rows in (True, -1, 1.5):
+        with pytest.raises(InputError) as exc:
+            ENG.structured_gram(lin_only, lambda: lin_only(x)[:, 0], ["weight"], check_rows=rows)
+        assert str(exc.value) == f"check_rows must be a non-negative integer, got {rows!r}"
+
+    def inplace():
+        h = x.clone()
+        out = lin_only(h)
+        h.add_(1.0)
+        return out[:, 0]
+
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(lin_only, inplace, ["weight"])
+    assert str(exc.value) == (
+        "the input of  (call #0) was modified in place after the call; the recorded activations are not those used"
+    )
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(lin_only, lambda: lin_only(input=x)[:, 0], ["weight"])
+    assert str(exc.value) == ": expected one tensor input and one tensor output"
+
+
+def test_gram_builder_score_rows_comparison():
+    """score_rows: compared on the sampled rows (seeded), to 1e-8·‖K‖_max; skipped with check_rows=0."""
+    n = 5
+    model, logp, names, G = _gram_zoo(n)
+    K_ref = G.numpy() @ G.numpy().T / n
+    seen = []
+
+    def rows(scale):
+        def f(idx):
+            seen.append(idx.clone())
+            return scale * G[idx]
+
+        return f
+
+    sg = ENG.structured_gram_details(model, logp, names, check_rows=2, seed=3, score_rows=rows(1 + 2.5e-9))
+    assert torch.equal(seen[-1], torch.randperm(n, generator=_gen(3))[:2])
+    assert sg.checks.endswith("; K[idx, idx] equals score_rows on 2 rows")
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram_details(model, logp, names, check_rows=n, score_rows=rows(2.0))
+    err, scale = 3 * np.abs(K_ref).max(), np.abs(K_ref).max()
+    assert str(exc.value) == (
+        f"structured Gram disagrees with the score rows by {err:.3g} (‖K‖_max {scale:.3g}): "
+        "the per-sample scores are not rank one per layer call for this model/subset"
+    )
+    with pytest.raises(HypothesesNotMet, match="disagrees with the score rows"):
+        ENG.structured_gram_details(model, logp, names, check_rows=n, score_rows=rows(1 + 1e-6))
+    quiet = ENG.structured_gram_details(model, logp, names, check_rows=0, score_rows=rows(2.0))
+    assert quiet.checks == "none (check_rows=0)" and _close(quiet.K, K_ref, n)
+
+
+def test_gram_builder_theta_never_called_gives_zero_scores():
+    """θ held only by a module the forward never calls: every score is zero, K = 0 (no recorded
+    call to differentiate), for the per-sample and the per-token Gram."""
+    n = 5
+    model, logp, names, G = _gram_zoo(n)
+    zero = ENG.structured_gram_details(model, logp, ["spare.weight", "spare.bias"])
+    assert torch.equal(zero.K, torch.zeros(n, n, dtype=F64))
+    assert zero.structure == ("spare.weight: 0 call(s) ", "spare.bias: 0 call(s) ") and zero.P == 6
+    lm, lp, _ = _pt_zoo(2, 4)
+    pt = ENG.structured_gram_per_token(lm, lp, ["spare.weight"])
+    assert torch.equal(pt.K, torch.zeros(8, 8, dtype=F64))
+    assert pt.structure == ("spare.weight: no call reaches log p (zero scores)",)
+
+
+class _Crosstalk(torch.nn.Module):
+    """An Embedding and a head, with the windows mixed (a batch mean) before the head."""
+
+    def __init__(self, V=6, d=3):
+        super().__init__()
+        self.emb = torch.nn.Embedding(V, d)
+        self.head = torch.nn.Linear(d, V)
+
+    def forward(self, x):
+        h = self.emb(x)
+        return self.head(h + 0.5 * h.mean(0, keepdim=True))
+
+
+def test_gram_builder_per_token_refusals_name_the_problem():
+    m, T = 2, 3
+    x = torch.randint(0, 6, (m, T), generator=_gen(5))
+    torch.manual_seed(5)
+    ct = _Crosstalk().double().eval()
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram_per_token(ct, lambda: torch.log_softmax(ct(x), -1)[..., 0], ["emb.weight"])
+    first = int(torch.randperm(m * T, generator=_gen(0))[0])
+    msg = str(exc.value)
+    pre = (
+        "per-token structured Gram hypotheses not met at emb (call #0): windows interact "
+        f"(autograd check on target {first}: error "
+    )
+    tail = (
+        "); the m rows of the batch must be independent sequences (no batch-norm in training mode, no "
+        "cross-window attention)"
+    )
+    assert msg.startswith(pre) and msg.endswith(tail), msg
+    err, tol = msg[len(pre) : -len(tail)].split(" > ")
+    assert float(err) > 1e-3 and 0 < float(tol) < 1e-10
+    lm, logp, _ = _pt_zoo(2, 4)
+    with pytest.raises(InputError) as exc:
+        ENG.structured_gram_per_token(lm, logp, ["head.bias"], path="fast")
+    assert str(exc.value) == "unknown path 'fast'; expected one of ('auto', 'structured', 'explicit')"
+    # a call with no window axis whose output the forward does not broadcast back
+    torch.manual_seed(6)
+    pos = torch.nn.Embedding(T, 3).double()
+    head = torch.nn.Linear(3, 6).double()
+
+    def not_broadcast():
+        h = pos(torch.arange(T))[0] + 0.0 * x[..., None]
+        return torch.log_softmax(head(h), -1)[..., 0]
+
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram_per_token(pos, not_broadcast, ["weight"])
+    assert str(exc.value).startswith("the hooked forward changed log p by ") and str(exc.value).endswith(
+        " (a call shared by all windows was given a per-window probe and the forward does not broadcast it "
+        "back; or the model is not deterministic)"
+    )
+    lin = torch.nn.Linear(3, 3).double()
+    e = torch.randn(T + 1, m, 3, generator=_gen(7), dtype=F64)
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram_per_token(lin, lambda: lin(e).sum(-1).T[:, :T], ["weight"])
+    assert str(exc.value) == (
+        f"output of shape {(T + 1, m, 3)} has no window axis of length {m} and is not a per-position "
+        "call shared by all windows"
+    ).join(["model: ", ""])
+    conv = torch.nn.Conv1d(m, m, 1).double()
+    s = torch.randn(m, m, T, generator=_gen(8), dtype=F64)
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram_per_token(conv, lambda: conv(s).sum(1), ["weight"])
+    assert str(exc.value) == ": convolutions are not supported by the per-token structured Gram"
+    with pytest.raises(InputError) as exc:
+        ENG.structured_gram_per_token(lin, lambda: lin(e[:m]).sum(-1).detach(), ["weight"])
+    assert str(exc.value) == "per_token_logp() must return an (m, T) tensor with an autograd graph"

@@ -898,7 +898,10 @@ def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted, sub
     _check_coverage(lp, entries, calls, substitutes)
     live = [c for c in calls if c.probe is not None]
     verify = check_rows > 0 and bool(live)
-    grads = torch.autograd.grad(lp.sum(), [c.probe for c in live], allow_unused=True, retain_graph=verify)
+    # no recorded call (θ held only by modules the forward never calls): nothing to differentiate
+    grads = (
+        torch.autograd.grad(lp.sum(), [c.probe for c in live], allow_unused=True, retain_graph=verify) if live else ()
+    )
     dtype, device = lp.dtype, lp.device
     used = [(c, g) for c, g in zip(live, grads) if g is not None]
     # per θ tensor: its row blocks (segments, u, v) and a description of each use
@@ -1420,7 +1423,7 @@ def _per_token_factors(entries, calls, lp, lp0, substitutes, check_rows, seed, t
             if role in c.targets:
                 uses[c.entry[role]].append(u)
     checks = "none (check_rows=0)"
-    if check_rows:
+    if check_rows and live:  # no live call: no signal to verify (every score is zero)
         checks = _verify_per_token(lp, live, deltas, m, T, check_rows, seed)
     del deltas
     return uses, checks
