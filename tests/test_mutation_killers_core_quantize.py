@@ -1,0 +1,440 @@
+"""Mutation killers for fimtheory/quantize.py, fimtheory/approx.py and fimtheory/monitor.py.
+
+Each test asserts a documented property against an independent reference: the scheme rules of
+:class:`~fimtheory.quantize.QuantScheme` with their exact messages, the spec grammar of
+:func:`~fimtheory.quantize.parse_scheme`, integer grids and codebooks near the top of the float64
+range against exact rational arithmetic (:class:`fractions.Fraction`), gguf Q8_0 against the gguf
+package's own quantizer and the float32/float16 arithmetic of its scale, no stray floating-point
+warnings on the error paths, the heuristic and Lanczos edge cases against closed forms, and the
+streaming monitor's default seed and overflow messages.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from fimtheory import quantize as qz
+from fimtheory.approx import heuristic, lanczos_ritz
+from fimtheory.errors import InputError, UnknownIdError
+from fimtheory.monitor import StreamingLambdaMax
+
+EPS = np.finfo(float).eps
+FMAX = float(np.finfo(float).max)
+
+
+def _raises_exactly(exc, pattern, fn, *args, **kwargs):
+    """``fn(*args)`` raises ``exc`` whose whole message matches ``pattern`` (re.fullmatch)."""
+    with pytest.raises(exc) as info:
+        fn(*args, **kwargs)
+    msg = str(info.value)
+    assert re.fullmatch(pattern, msg, flags=re.DOTALL), msg
+
+
+# --------------------------------------------------------------------------------------
+# QuantScheme: every valid combination is accepted, every invalid one names its rule
+# --------------------------------------------------------------------------------------
+
+VALID_SCHEMES = [
+    *[("rtn", b, "channel", None, True) for b in range(2, 9)],
+    *[("sr", b, "tensor", None, False) for b in (2, 8)],
+    ("rtn", 4, "group", 1, False),
+    ("rtn", np.int64(3), "group", np.int64(7), np.bool_(True)),
+    ("sr", 4, "group", 32, True),
+    ("nf4", 4, "group", 64, True),
+    ("nf4", 4, "channel", None, True),
+    ("fp4", 4, "tensor", None, True),
+    ("q4_0", 4, "group", 32, True),
+    ("q4_1", 4, "group", 32, False),
+    ("q8_0", 8, "group", 32, True),
+    ("q5_0", 5, "group", 32, True),
+    ("q5_1", 5, "group", 32, False),
+    ("q4_k", 4, "group", 256, False),
+    ("q5_k", 5, "group", 256, False),
+    ("q6_k", 6, "group", 256, True),
+    ("q4_k-or-q5_0", 4, "group", 256, False),
+    ("q5_k-or-q5_1", 5, "group", 256, False),
+    ("q6_k-or-q8_0", 6, "group", 256, True),
+]
+
+
+@pytest.mark.parametrize("fields", VALID_SCHEMES, ids=lambda f: f"{f[0]}-{f[1]}-{f[2]}-{f[3]}-{f[4]}")
+def test_every_valid_scheme_is_accepted_with_its_fields(fields):
+    s = qz.QuantScheme(*fields)
+    assert (s.kind, s.bits, s.granularity, s.group_size, s.symmetric) == fields
+
+
+def _kinds():
+    return re.escape(repr(qz.KINDS))
+
+
+INVALID_SCHEMES = [
+    (("int4", 4, "channel"), rf"unknown quantizer kind 'int4'; expected one of {_kinds()}"),
+    (("rtn", 4.0, "channel"), r"bits must be an integer, got 4\.0"),
+    (("rtn", True, "channel"), r"bits must be an integer, got True"),
+    (("rtn", 1, "channel"), r"bits must be in 2\.\.8 for 'rtn', got 1"),
+    (("rtn", 9, "channel"), r"bits must be in 2\.\.8 for 'rtn', got 9"),
+    (("sr", 9, "channel"), r"bits must be in 2\.\.8 for 'sr', got 9"),
+    (("q8_0", 4, "group", 32), r"'q8_0' is a 8-bit format; bits must be 8, got 4"),
+    (("nf4", 3, "group", 64), r"'nf4' is a 4-bit format; bits must be 4, got 3"),
+    (("q4_0", 5, "group", 32), r"'q4_0' is a 4-bit format; bits must be 4, got 5"),
+    (("rtn", 4, "row"), r"unknown granularity 'row'; expected one of \('tensor', 'channel', 'group'\)"),
+    (("rtn", 4, "group", None), r"granularity 'group' needs a positive integer group_size, got None"),
+    (("rtn", 4, "group", 0), r"granularity 'group' needs a positive integer group_size, got 0"),
+    (("rtn", 4, "group", 2.5), r"granularity 'group' needs a positive integer group_size, got 2\.5"),
+    (("rtn", 4, "group", True), r"granularity 'group' needs a positive integer group_size, got True"),
+    (
+        ("rtn", 4, "channel", 32),
+        r"group_size=32 given with granularity 'channel'; it is only meaningful with granularity 'group'",
+    ),
+    (("rtn", 4, "channel", None, 1), r"symmetric must be a bool, got 1"),
+    (("nf4", 4, "group", 64, False), r"'nf4' is a symmetric \(absmax\) format; symmetric must be True"),
+    (("fp4", 4, "group", 32, False), r"'fp4' is a symmetric \(absmax\) format; symmetric must be True"),
+    (("q4_0", 4, "group", 32, False), r"'q4_0' is a symmetric \(absmax\) format; symmetric must be True"),
+    (("q4_1", 4, "group", 32, True), r"'q4_1' is an asymmetric \(min/scale\) format; symmetric must be False"),
+    (("q4_0", 4, "channel"), r"'q4_0' uses blocks of 32: granularity must be 'group' with group_size=32"),
+    (("q4_0", 4, "group", 64), r"'q4_0' uses blocks of 32: granularity must be 'group' with group_size=32"),
+    (("q4_1", 4, "group", 16, False), r"'q4_1' uses blocks of 32: granularity must be 'group' with group_size=32"),
+    (("q8_0", 8, "group", 64), r"'q8_0' uses blocks of 32: granularity must be 'group' with group_size=32"),
+    (("q8_0", 8, "tensor"), r"'q8_0' uses blocks of 32: granularity must be 'group' with group_size=32"),
+    (("q4_k", 4, "group", 32, False), r"'q4_k' uses blocks of 256: granularity must be 'group' with group_size=256"),
+    (
+        ("q4_k-or-q5_0", 4, "group", 32, False),
+        r"'q4_k-or-q5_0' uses blocks of 256: granularity must be 'group' with group_size=256",
+    ),
+    (("q5_1", 5, "group", 32, True), r"'q5_1' needs symmetric=False"),
+    (("q8_0", 8, "group", 32, False), r"'q8_0' needs symmetric=True"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), INVALID_SCHEMES, ids=[m[:40] for _, m in INVALID_SCHEMES])
+def test_every_invalid_scheme_is_rejected_naming_its_rule(args, message):
+    _raises_exactly(InputError, message, qz.QuantScheme, *args)
+
+
+# --------------------------------------------------------------------------------------
+# parse_scheme: the spec grammar of the module docstring
+# --------------------------------------------------------------------------------------
+
+PARSED = {
+    "nf4": ("nf4", 4, "group", 64, True),
+    "nf4-b16": ("nf4", 4, "group", 16, True),
+    "fp4": ("fp4", 4, "group", 32, True),
+    "fp4-b8": ("fp4", 4, "group", 8, True),
+    "nf4-tensor": ("nf4", 4, "tensor", None, True),
+    "gguf-q4_0": ("q4_0", 4, "group", 32, True),
+    "gguf-q4_1": ("q4_1", 4, "group", 32, False),
+    "gguf-q8_0": ("q8_0", 8, "group", 32, True),
+    "gguf-q5_0": ("q5_0", 5, "group", 32, True),
+    "gguf-q5_1": ("q5_1", 5, "group", 32, False),
+    "gguf-q4_k": ("q4_k", 4, "group", 256, False),
+    "gguf-q5_k": ("q5_k", 5, "group", 256, False),
+    "gguf-q6_k": ("q6_k", 6, "group", 256, True),
+    "gguf-q4_k-or-q5_0": ("q4_k-or-q5_0", 4, "group", 256, False),
+    "gguf-q5_k-or-q5_1": ("q5_k-or-q5_1", 5, "group", 256, False),
+    "gguf-q6_k-or-q8_0": ("q6_k-or-q8_0", 6, "group", 256, True),
+}
+
+
+@pytest.mark.parametrize("spec", list(PARSED))
+def test_parse_scheme_gives_the_documented_fields(spec):
+    s = qz.parse_scheme(spec)
+    assert (s.kind, s.bits, s.granularity, s.group_size, s.symmetric) == PARSED[spec]
+    assert qz.parse_scheme(s.name) == s
+
+
+def test_parse_scheme_error_messages_name_the_spec_and_the_valid_forms():
+    forms = re.escape(qz._VALID_FORMS)
+    _raises_exactly(
+        UnknownIdError,
+        r"invalid quantization scheme 'rtn-int9-sym-channel': bits must be in 2\.\.8 for 'rtn', got 9; " + forms,
+        qz.parse_scheme,
+        "rtn-int9-sym-channel",
+    )
+    _raises_exactly(UnknownIdError, r"unknown quantization scheme 'gguf-q3_k'; " + forms, qz.parse_scheme, "gguf-q3_k")
+
+
+# --------------------------------------------------------------------------------------
+# integer grids and codebooks near the top of the float64 range, against exact rationals
+# --------------------------------------------------------------------------------------
+
+
+def _round_half_even(x: Fraction) -> int:
+    f = x.numerator // x.denominator
+    rest = x - f
+    return f + 1 if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and f % 2 == 1) else f
+
+
+#: rows = channels (one group each): +max, −max, a big row of absmax max/2, rows of ordinary size
+#: (computed on the plain path) and zero. For absmax max and max/2 the float scale times the top
+#: code rounds above the absmax (fl(qmax·fl(a/qmax)) > a), so the clip to [−absmax, absmax] matters.
+NEAR_MAX = np.array(
+    [
+        [FMAX, -0.3 * FMAX, 0.2 * FMAX, 1.0, 0.0, -1e300, 0.7 * FMAX, 0.1 * FMAX],
+        [-FMAX, 0.4 * FMAX, -0.9 * FMAX, 0.0, 2.0, 1e307, -0.05 * FMAX, 0.6 * FMAX],
+        [0.5 * FMAX, -0.2 * FMAX, 0.1 * FMAX, 3.0, -0.45 * FMAX, 0.0, 0.33 * FMAX, -0.01 * FMAX],
+        [0.75, -1.5, 0.25, 2.0, -0.125, 1.0, -2.0, 0.5],
+        [1e-3, -3e-3, 2e-3, 0.0, 5e-4, -1e-3, 3e-3, -2e-3],
+        [0.0] * 8,
+    ]
+)
+INT_NEAR_MAX = [
+    ("rtn-int4-sym-channel", 4, True),
+    ("rtn-int8-sym-channel", 8, True),
+    ("rtn-int3-asym-channel", 3, False),
+    ("rtn-int8-asym-channel", 8, False),
+]
+
+
+def _exact_grid(row, bits, symmetric):
+    fr = [Fraction(float(x)) for x in row]
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        return max(abs(x) for x in fr) / qmax, Fraction(0), -qmax, qmax, fr
+    qmax = 2**bits - 1
+    return (max(fr) - min(fr)) / qmax, min(fr), 0, qmax, fr
+
+
+def _quantize_quietly(w, spec, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or invalid-value warning on the way
+        return qz.quantize(w, spec, **kw)
+
+
+@pytest.mark.parametrize(("spec", "bits", "symmetric"), INT_NEAR_MAX)
+def test_rtn_near_float64_max_equals_exact_rationals_row_by_row(spec, bits, symmetric):
+    got = _quantize_quietly(NEAR_MAX, spec)
+    assert got.shape == NEAR_MAX.shape and np.all(np.isfinite(got))
+    for row, qrow in zip(NEAR_MAX, got):
+        a = np.max(np.abs(row))
+        assert np.max(np.abs(qrow)) <= a  # inside the group's [−absmax, absmax]
+        np.testing.assert_array_equal(qrow, qz.quantize(row, spec))  # groups are independent
+        if a == 0:
+            np.testing.assert_array_equal(qrow, row)
+            continue
+        s, off, lo, hi, fr = _exact_grid(row, bits, symmetric)
+        for x, g in zip(fr, qrow):
+            q = min(max(_round_half_even((x - off) / s), lo), hi)
+            assert abs(Fraction(float(g)) - (q * s + off)) <= Fraction(8 * EPS) * Fraction(float(a))
+    steps = qz.step_sizes(NEAR_MAX, spec)
+    for row, srow in zip(NEAR_MAX, steps):
+        if np.max(np.abs(row)) == 0:
+            assert np.all(srow == 0)
+            continue
+        s = _exact_grid(row, bits, symmetric)[0]
+        assert np.all(srow == srow[0]) and abs(Fraction(float(srow[0])) - s) <= Fraction(2 * EPS) * s
+
+
+@pytest.mark.parametrize(
+    ("spec", "bits", "symmetric"), [("sr-int4-sym-channel", 4, True), ("sr-int3-asym-channel", 3, False)]
+)
+def test_sr_near_float64_max_lands_on_an_adjacent_exact_grid_point(spec, bits, symmetric):
+    u = np.random.default_rng(3).random(NEAR_MAX.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = qz.sr_quantize_with_uniforms(NEAR_MAX, spec, u)
+    assert np.all(np.isfinite(got))
+    for row, urow, qrow in zip(NEAR_MAX, u, got):
+        a = np.max(np.abs(row))
+        assert np.max(np.abs(qrow)) <= a
+        np.testing.assert_array_equal(qrow, qz.sr_quantize_with_uniforms(row, spec, urow))
+        if a == 0:
+            np.testing.assert_array_equal(qrow, row)
+            continue
+        s, off, lo, hi, fr = _exact_grid(row, bits, symmetric)
+        for x, g in zip(fr, qrow):
+            y = (x - off) / s
+            f = y.numerator // y.denominator
+            near = min(abs(Fraction(float(g)) - (min(max(f + d, lo), hi) * s + off)) for d in (0, 1))
+            assert near <= Fraction(8 * EPS) * Fraction(float(a))
+
+
+def _exact_codebook(row, kind):
+    a = Fraction(float(np.max(np.abs(row))))
+    if kind == "nf4":
+        scale, code = a, [Fraction(float(c)) for c in qz.NF4_CODE]
+    else:
+        scale, code = a / 6, [Fraction(float(c)) for c in qz.FP4_E2M1_VALUES]
+    out = []
+    for x in row:
+        y = Fraction(float(x)) / scale
+        ranked = sorted(code, key=lambda c: abs(c - y))
+        near_tie = abs(abs(ranked[0] - y) - abs(ranked[1] - y)) < Fraction(1, 10**9)
+        out.append([c * scale for c in (ranked[:2] if near_tie else ranked[:1])])  # a near tie: either
+    return out, a
+
+
+@pytest.mark.parametrize("kind", ["nf4", "fp4"])
+def test_codebooks_near_float64_max_equal_exact_rationals_row_by_row(kind):
+    spec = f"{kind}-channel"
+    got = _quantize_quietly(NEAR_MAX, spec)
+    assert np.all(np.isfinite(got))
+    for row, qrow in zip(NEAR_MAX, got):
+        np.testing.assert_array_equal(qrow, qz.quantize(row, spec))
+        if not np.any(row):
+            np.testing.assert_array_equal(qrow, row)
+            continue
+        ref, a = _exact_codebook(row, kind)
+        assert np.max(np.abs(qrow)) <= float(a)
+        for g, candidates in zip(qrow, ref):
+            assert min(abs(Fraction(float(g)) - r) for r in candidates) <= Fraction(8 * EPS) * a
+    steps = qz.step_sizes(NEAR_MAX, spec)
+    assert np.all(np.isfinite(steps)) and np.all(steps >= 0)
+    for row, srow in zip(NEAR_MAX, steps):
+        a = float(np.max(np.abs(row)))
+        assert np.all(srow <= a)
+
+
+# --------------------------------------------------------------------------------------
+# gguf: the gguf package's quantizer, the scale's float32/float16 arithmetic, clean errors
+# --------------------------------------------------------------------------------------
+
+
+def test_gguf_q8_0_equals_the_gguf_package_and_its_step_is_the_stored_scale():
+    w = np.random.default_rng(7).standard_normal((3, 64)) * np.array([[1.0], [1e-3], [40.0]])
+    steps = qz.step_sizes(w, "gguf-q8_0")
+    # Q8_0's stored scale: d = absmax/127 in float32, stored as float16 (ggml's reference quantizer)
+    amax = np.abs(w.astype(np.float32)).reshape(-1, 32).max(axis=1)
+    d16 = (amax / np.float32(127)).astype(np.float16).astype(np.float64)
+    np.testing.assert_array_equal(steps.reshape(-1, 32), np.repeat(d16[:, None], 32, axis=1))
+    got = qz.quantize(w, "gguf-q8_0")
+    assert got.dtype == np.float64 and got.shape == w.shape
+    codes = got.reshape(-1, 32) / d16[:, None]
+    np.testing.assert_array_equal(codes, np.round(codes))  # on the stored grid
+    assert np.max(np.abs(codes)) <= 127
+    gguf = pytest.importorskip("gguf", reason="the gguf package is not installed")
+    from gguf import quants
+
+    t = gguf.GGMLQuantizationType.Q8_0
+    ref = quants.dequantize(quants.quantize(w.astype(np.float32), t), t).astype(np.float64)
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("spec", ["gguf-q4_0", "gguf-q4_1"])
+def test_gguf_subnormal_blocks_give_zero_without_warnings(spec):
+    """1/d overflows for a subnormal scale d: ggml's ``id = d ? 1/d : 0`` dequantizes to zero."""
+    w = np.tile([5e-324, -5e-324, 1e-310, 0.0], 8)
+    got = _quantize_quietly(w, spec)
+    np.testing.assert_array_equal(np.abs(got), np.zeros(32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        steps = qz.step_sizes(w, spec)
+    np.testing.assert_array_equal(steps, np.zeros(32))  # float16 cannot hold the scale
+
+
+def test_gguf_overflowing_range_is_a_clear_error_without_warnings():
+    w = np.resize(np.array([1e308, -1e308, 3e307, 0.0]), 32)
+    for spec, what in (("gguf-q4_1", "Q4_1 scale d"), ("gguf-q4_0", "Q4_0 scale d")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(InputError, match=re.escape(f"gguf {what} ") + r".* overflows the float16"):
+                qz.quantize(w, spec)
+
+
+def test_zero_and_constant_gguf_blocks_are_reproduced():
+    w = np.concatenate([np.zeros(32), np.full(32, 0.75)])
+    np.testing.assert_array_equal(_quantize_quietly(w, "gguf-q4_0")[:32], np.zeros(32))
+    np.testing.assert_array_equal(_quantize_quietly(w, "gguf-q4_1"), w)  # 0.75 is a float16 value
+
+
+def test_sr_uniforms_must_be_numeric_with_the_message():
+    _raises_exactly(
+        InputError,
+        r"u must be a real numeric array, got dtype <U1",
+        qz.sr_quantize_with_uniforms,
+        np.ones(4),
+        "sr-int4-sym-channel",
+        np.array(["a"] * 4),
+    )
+
+
+def test_finite_result_guard_names_the_scheme_and_the_quantity():
+    scheme = qz.parse_scheme("rtn-int4-sym-channel")
+    _raises_exactly(
+        InputError,
+        r"Q\(w\) of scheme 'rtn-int4-sym-channel' is not finite for these finite weights \(overflow\)",
+        qz._finite_result,
+        np.array([1.0, np.inf]),
+        scheme,
+        "Q(w)",
+    )
+
+
+# --------------------------------------------------------------------------------------
+# approx: heuristic overflow messages, Lanczos input messages and its invariant-subspace rule
+# --------------------------------------------------------------------------------------
+
+
+def test_heuristic_overflow_names_the_heuristic_value():
+    G = np.full((3, 2), 1e160)  # λ̂_H = 2e320 > max
+    _raises_exactly(InputError, r"the heuristic λ̂_H overflows float64 \(its largest entry exceeds .*\)", heuristic, G)
+
+
+def test_heuristic_overflow_of_the_mean_score_norm_names_it():
+    """One column (x = ±1 exactly): at unit scale λ̂_H = fl(mean g²) = (2 − 2⁻⁵²)·2⁻³ while
+    fl(ḡ)² = 2⁻² (the mean 0.5 − 2⁻⁵⁵ rounds to 0.5); scaled by c = 2⁵¹³ λ̂_H is the float64
+    maximum and ‖fl(ḡ)‖² = 2¹⁰²⁴ overflows — the error names ‖ḡ‖², not λ̂_H."""
+    G = np.array([[0.5], [0.5 - 2.0**-54]]) * 2.0**513
+    mean = G.mean(axis=0) / 2.0**513
+    assert mean[0] == 0.5  # the float64 mean (exact mean 0.5 − 2⁻⁵⁵ rounds up)
+    assert float((Fraction(G[0, 0]) ** 2 + Fraction(G[1, 0]) ** 2) / 2) == FMAX  # λ̂_H rounds to max: it fits
+    _raises_exactly(InputError, r"‖ḡ‖² overflows float64 \(its largest entry exceeds .*\)", heuristic, G)
+
+
+def test_lanczos_messages_name_the_matrix_k():
+    _raises_exactly(
+        InputError,
+        r"K is not symmetric: \|K\[0,1\] - K\[1,0\]\| = .* exceeds tolerance .*",
+        lanczos_ritz,
+        np.array([[1.0, 2.0], [0.0, 1.0]]),
+        2,
+        np.ones(2),
+    )
+
+
+def test_lanczos_stops_at_the_documented_invariant_subspace_threshold():
+    """β₀ = 1e-14·|α₀| exactly (b ≤ threshold): the second step adds nothing, so two steps give
+    exactly the one-step Ritz pair (α₀, e₁)."""
+    K = np.array([[1.0, 1e-14], [1e-14, 0.0]])
+    e1 = np.array([1.0, 0.0])
+    one = lanczos_ritz(K, 1, e1)
+    two = lanczos_ritz(K, 2, e1)
+    assert one[0] == two[0] == 1.0
+    np.testing.assert_array_equal(two[1], e1)
+    np.testing.assert_array_equal(one[1], e1)
+
+
+# --------------------------------------------------------------------------------------
+# monitor: the default seed, and the overflow error without floating-point warnings
+# --------------------------------------------------------------------------------------
+
+
+def test_streaming_default_seed_is_zero():
+    """``seed=0`` is the documented default: a stream without a seed reproduces seed 0 bit for bit
+    (and differs from seed 1 on this stream, so the seed is really used)."""
+    r = np.random.default_rng(5)
+    scores = r.standard_normal((12, 3))
+    runs = [StreamingLambdaMax(3), StreamingLambdaMax(3, seed=0), StreamingLambdaMax(3, seed=1)]
+    values = [[m.push(g) for g in scores] for m in runs]
+    assert values[0] == values[1]
+    assert values[0] != values[2]
+    dense = np.array([np.linalg.eigvalsh(scores[: t + 1] @ scores[: t + 1].T / (t + 1))[-1] for t in range(12)])
+    np.testing.assert_allclose(values[0], dense, rtol=1e-9)
+
+
+def test_streaming_overflowing_inner_products_raise_the_clear_error_without_warnings():
+    m = StreamingLambdaMax(2)
+    m.push(np.array([1e150, -1e150]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # s·g = inf − inf: no 'invalid value' warning first
+        _raises_exactly(
+            InputError,
+            r"score inner products overflow float64 \(entries up to 1e\+200\); "
+            r"rescale the scores before streaming them",
+            m.push,
+            np.array([1e200, 1e200]),
+        )
