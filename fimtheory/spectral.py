@@ -13,7 +13,15 @@ import numpy as np
 
 from fimtheory._generated import series as _series
 from fimtheory.errors import HypothesesNotMet, InputError
-from fimtheory.validation import EPS64, as_psd, as_symmetric, as_vector, check_finite_scalar, check_same_shape
+from fimtheory.validation import (
+    EPS64,
+    as_matrix,
+    as_psd,
+    as_symmetric,
+    as_vector,
+    check_finite_scalar,
+    check_same_shape,
+)
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,14 @@ class SeriesCoefficients:
     dps: int | None
 
 
+def _power(x, m: int):
+    """x**m for x ≥ 0 (float or mpf); a float power beyond float64 is inf, not OverflowError."""
+    try:
+        return x**m
+    except OverflowError:
+        return float("inf")
+
+
 def _coefficient_error_estimates(n, order, beta, gap, eta, eps_e, unit):
     """A-posteriori error estimates of a_1..a_order (see :func:`series_coefficients_with_errors`).
 
@@ -134,9 +150,9 @@ def _coefficient_error_estimates(n, order, beta, gap, eta, eps_e, unit):
             continue
         if not gap_lo > 2 * (k + 1) * beta:
             errs.append(float("inf"))
-            scales.append(eta * (2 * eta / gap) ** (k - 1))
+            scales.append(eta * _power(2 * eta / gap, k - 1))
             continue
-        c_k = eta * (2 * eta / gap_lo) ** (k - 1)
+        c_k = eta * _power(2 * eta / gap_lo, k - 1)
         # f(s, t) = λ_max(A + sD + tE), ‖D‖ = 1, is analytic with |f − λ1| ≤ |s| + |t|η on
         # |s| + |t|η < γ/2; Cauchy in t and Schwarz in s (radii (1−x)γ/2, xγ/(2η),
         # x = k/(k+1)) give |a_k(A + ΔA) − a_k(A)| ≤ (k+1)(1+1/k)^k (4β/γ) C_k.
@@ -157,9 +173,11 @@ def _accepted(coeffs, errs, scales, rtol) -> bool:
 def backward_error(A, eig: EigenData) -> float:
     """β with the computed eigen-data exact for some A + ΔA, ‖ΔA‖₂ ≲ β (an a-posteriori estimate):
     ‖AV − VΛ‖_F + ‖A‖₂‖VᵀV − I‖_F + n·eps·‖A‖₂ (the last term covers rounding in the residual)."""
-    a = np.asarray(A, dtype=float)
-    n = a.shape[0]
+    a = as_matrix(A, "A", square=True)
     V, lam = eig.eigenvectors, eig.eigenvalues
+    n = lam.shape[0]
+    if a.shape != (n, n):
+        raise InputError(f"A must have the shape of the eigen-data, ({n}, {n}), got {a.shape}")
     norm_a = max(abs(eig.lambda_max), abs(eig.lambda_min))
     nonorth = V.T @ V - np.eye(n)
     return float(np.linalg.norm(a @ V - V * lam) + norm_a * np.linalg.norm(nonorth) + n * EPS64 * norm_a)
@@ -175,7 +193,8 @@ def _float_attempt(a, e, eig: EigenData, order: int):
     absV = np.abs(V)
     eps_e = float(2 * n * EPS64 * np.max(np.sum(absV.T @ np.abs(e) @ absV, axis=1)) + 2 * eta * np.linalg.norm(nonorth))
     M = perturbation_in_eigenbasis(eig, e)
-    coeffs = np.asarray(_series.series_coefficients(lam, M, order), dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf: the caller checks isfinite
+        coeffs = np.asarray(_series.series_coefficients(lam, M, order), dtype=float)
     errs, scales = _coefficient_error_estimates(n, order, beta, eig.gap, eta, eps_e, EPS64)
     return coeffs, np.array(errs, float), np.array(scales, float), eta
 
@@ -263,7 +282,9 @@ def series_coefficients_with_errors(A, E, order: int = 3, *, rtol: float = 1e-8)
     coeffs, errs, scales, eta = _float_attempt(a, e, eig, order)
     if np.all(np.isfinite(coeffs)) and _accepted(coeffs, errs, scales, rtol):
         return SeriesCoefficients(eig.lambda_max, coeffs, errs, scales, None)
-    worst = int(np.argmax(errs / np.maximum(rtol * (np.abs(coeffs) + EPS64 * scales), np.finfo(float).tiny)))
+    with np.errstate(over="ignore", invalid="ignore"):  # inf/inf estimates (overflowing C_k) give nan
+        worst = int(np.argmax(errs / np.maximum(rtol * (np.abs(coeffs) + EPS64 * scales), np.finfo(float).tiny)))
+        ratio = float(np.max(np.where(scales > 0, errs / np.maximum(EPS64 * scales, np.finfo(float).tiny), 0.0)))
     why = (
         f"float64 cannot deliver a{worst + 1} to rtol {rtol:g}: estimated error {errs[worst]:.3g} "
         f"for a value {coeffs[worst]:.6g} (γ = {eig.gap:.3g}, "
@@ -274,7 +295,6 @@ def series_coefficients_with_errors(A, E, order: int = 3, *, rtol: float = 1e-8)
             f"{why}; the high-precision fallback is limited to n ≤ {HIGH_PRECISION_MAX_N}, got n = {n}"
         )
     # Errors scale with the unit roundoff: choose digits so that even the absolute floor is met.
-    ratio = float(np.max(np.where(scales > 0, errs / np.maximum(EPS64 * scales, np.finfo(float).tiny), 0.0)))
     need = 16 + (math.log10(ratio) if np.isfinite(ratio) and ratio > 1 else 16.0)
     dps = int(min(_MAX_DPS, max(30, math.ceil(need - math.log10(rtol) + 10))))
     while True:
