@@ -26,7 +26,15 @@ from fimtheory import enclosures
 from fimtheory.claim_api import Outcome
 from fimtheory.claims import REGISTRY
 from fimtheory.errors import InputError, UnknownIdError
-from fimtheory.instances import KLPairInstance, NoiseEnsemble, PartitionInstance
+from fimtheory.instances import (
+    KLPairInstance,
+    MatrixPerturbation,
+    NoiseEnsemble,
+    ParameterEnsemble,
+    PartitionInstance,
+    ProbabilityInstance,
+    ScoreInstance,
+)
 from properties.certify import DECLARED_ENCLOSURE, certify
 
 mpf = mpmath.mpf
@@ -958,3 +966,283 @@ def test_top_pair_enclosure_refuses_a_complex_matrix():
     A = np.array([[3.0, 1j], [-1j, 1.0]])
     with mpmath.workdps(30), pytest.raises(InputError, match=r"^top_pair_enclosure needs real entries"):
         top_pair_enclosure(A, np.eye(2))
+
+
+# ----------------------------------------------------------------- each certifier against its mp margin
+# The certified enclosure at 50 digits must contain the weakening's own margin evaluated at 100
+# digits (an independent mp code path: eigenvalues by mpmath's Jacobi iteration, logs and
+# softmax in mp) and be tight (width ≤ 10^-40 · (1 + |m|)).
+
+
+def _g(seed, shape, scale=1.0):
+    return np.random.default_rng(seed).standard_normal(shape) * scale
+
+
+def _sym(seed, n, scale=1.0):
+    e = _g(seed, (n, n), scale)
+    return 0.5 * (e + e.T)
+
+
+def _deltas(seed, p):
+    d1, d2 = np.round(_g(seed, p, 2.0)) / 16, np.round(_g(seed + 1, p, 2.0)) / 16
+    return (d1, d2, -d1 - d2)  # dyadic: the mean is exactly zero, and the set is not symmetric
+
+
+def _two_levels():
+    # 16 entries 2^-5 and 64 entries 2^-7: Σ = 1 exactly, 80 > DENSE_MAX entries
+    return np.array([2.0**-5] * 16 + [2.0**-7] * 64)
+
+
+_MARGIN_CASES = {
+    "EQ1-RATIO-within-10pct/4": (
+        "EQ1-RATIO-within-10pct",
+        lambda: ProbabilityInstance(np.array([0.5, 0.3, 0.15, 0.05])),
+    ),
+    "EQ1-RATIO-within-25pct/2": ("EQ1-RATIO-within-25pct", lambda: ProbabilityInstance(np.array([0.7, 0.3]))),
+    "EQ1-RATIO-within-25pct/6": (
+        "EQ1-RATIO-within-25pct",
+        lambda: ProbabilityInstance(np.array([4.0, 2.0, 1.0, 0.5, 0.25, 0.25]), k=5),
+    ),
+    "EQ1-FULL-within-50pct/80": ("EQ1-FULL-within-50pct", lambda: ProbabilityInstance(_two_levels(), k=20)),
+    "EQ1-FULL-within-50pct/5": (
+        "EQ1-FULL-within-50pct",
+        lambda: ProbabilityInstance(np.array([0.5, 0.25, 0.125, 0.0625, 0.0625])),
+    ),
+    "EQ1-EMPIRICAL-within-10x/y1": (
+        "EQ1-EMPIRICAL-within-10x",
+        lambda: ProbabilityInstance(np.array([0.5, 0.3, 0.15, 0.05]), y=1),
+    ),
+    "EQ1-EMPIRICAL-within-10x/y0": (
+        "EQ1-EMPIRICAL-within-10x",
+        lambda: ProbabilityInstance(np.array([0.6, 0.2, 0.1, 0.1]), y=0),
+    ),
+    "AB-numerical-rank/q4": ("AB-numerical-rank", lambda: ScoreInstance(_g(1, (5, 3)), q=4)),
+    "AB-numerical-rank/q2": ("AB-numerical-rank", lambda: ScoreInstance(_g(2, (4, 6)), q=2)),
+    "AB-numerical-rank/q3": ("AB-numerical-rank", lambda: ScoreInstance(_g(3, (3, 3)), q=3)),
+    "AH-accurate/wide": ("AH-accurate", lambda: ScoreInstance(_g(4, (4, 6)), power_steps=2)),
+    "AH-accurate/tall": ("AH-accurate", lambda: ScoreInstance(_g(5, (7, 3)), power_steps=1)),
+    "AH-accurate/square": ("AH-accurate", lambda: ScoreInstance(_g(6, (4, 4)), power_steps=0)),
+    "T4.3d-empirical-labels/logistic": (
+        "T4.3d-empirical-labels",
+        lambda: ParameterEnsemble("logistic", _g(7, (5, 3)), np.array([0, 1, 1, 0, 1]), _g(8, 3), _deltas(9, 3)),
+    ),
+    "T4.3d-empirical-labels/softmax": (
+        "T4.3d-empirical-labels",
+        lambda: ParameterEnsemble("softmax", _g(10, (4, 2)), np.array([0, 2, 1, 2]), _g(11, 6), _deltas(12, 6)),
+    ),
+    "KL-eps-insensitive": (
+        "KL-eps-insensitive",
+        lambda: KLPairInstance(np.array([0.5, 0.3, 0.2]), np.array([0.6, 0.25, 0.15]), eps=1e-3, eps_alt=1e-2),
+    ),
+    "KL-nonnegative": ("KL-nonnegative", lambda: KLPairInstance(np.array([0.5, 0.3, 0.2]), np.array([0.7, 0.2, 0.1]))),
+    "S2-repeated-top": (
+        "S2-repeated-top",
+        lambda: MatrixPerturbation(np.diag([2.0, 2.0, 1.0, 0.0]), _sym(13, 4, 0.01), v=np.array([1.0, 0, 0, 0])),
+    ),
+    "S2-repeated-top/simple": (
+        "S2-repeated-top",
+        lambda: MatrixPerturbation(np.diag([3.0, 1.0, 0.5, -1.0]), _sym(14, 4, 0.05), v=np.array([1.0, 0, 0, 0])),
+    ),
+    "T4.3a-per-draw": ("T4.3a-per-draw", lambda: MatrixPerturbation(np.diag([2.0, 1.0, 0.5, 0.0]), _sym(15, 4, 0.05))),
+    "T4.3a-per-draw/negative": (
+        "T4.3a-per-draw",
+        lambda: MatrixPerturbation(np.diag([-1.0, -2.0, -3.0]), _sym(16, 3, 0.2)),
+    ),
+    "T4.3b-nonzero-mean": (
+        "T4.3b-nonzero-mean",
+        lambda: NoiseEnsemble(np.diag([2.0, 1.0, 0.5]), (_sym(17, 3, 0.1), _sym(18, 3, 0.1)), t=0.5),
+    ),
+    "T4.3b-nonzero-mean/negative": (
+        "T4.3b-nonzero-mean",
+        lambda: NoiseEnsemble(
+            np.diag([-0.5, -1.0, -2.0]), (_sym(19, 3, 0.3), _sym(20, 3, 0.1), _sym(21, 3, 0.2)), t=2.0
+        ),
+    ),
+    "T4.3c-no-genericity": (
+        "T4.3c-no-genericity",
+        lambda: NoiseEnsemble(_sym(22, 3) + 3 * np.eye(3), (_sym(23, 3, 0.1), -_sym(23, 3, 0.1)), t=1.0),
+    ),
+    "T4.3c-no-genericity/three": (
+        "T4.3c-no-genericity",
+        lambda: NoiseEnsemble(
+            np.diag([-2.0, -1.0, -3.0]),
+            (np.diag([0.5, 0, 0]), np.diag([-0.25, 0.0, 0.0]), np.diag([-0.25, 0, 0])),
+            t=1.0,
+        ),
+    ),
+}
+
+
+def _mp_margin(w, inst, dps=100):
+    with mpmath.workdps(dps):
+        return mpf(w.evaluate_mp(inst, dps))
+
+
+@pytest.mark.parametrize("name", sorted(_MARGIN_CASES))
+def test_certified_margin_encloses_the_100_digit_margin_tightly(name):
+    wid, build = _MARGIN_CASES[name]
+    w, inst = WEAKENINGS[wid], build()
+    out = w.evaluate(inst)
+    assert out.hypotheses_met, out.reason
+    cert = certify(w, inst, 50, ladder=(50,))
+    assert cert.usable, cert.note
+    m = _mp_margin(w, inst)
+    with mpmath.workdps(100):
+        tol = mpf(10) ** -40 * (1 + abs(m))
+        assert cert.lo - tol <= m <= cert.hi + tol, (name, cert.short(12), mpmath.nstr(m, 20))
+        assert cert.hi - cert.lo <= tol, (name, cert.short(12))
+        assert cert.sign == (1 if m > tol else -1 if m < -tol else cert.sign)
+
+
+# ----------------------------------------------------------------- P3.2-no-LCM against an mp reference
+# Linear-Gaussian model, g_i = (y_i − θᵀx_i) x_i; Λ(X) = λ_max((1/n) Σ g_i g_iᵀ) at 60 digits
+# (mpmath's Jacobi eigenvalues) on the float grid inputs X + t_k U, t = linspace(0, T, steps + 1);
+# margin = min over k ≥ 1 of min(pointwise, mean, q-quantile difference), divided by max Λ.
+
+
+def _mp_lambda_linear(X, y, theta):
+    n, d = X.shape
+    rows = []
+    for i in range(n):
+        x = [mpf(float(v)) for v in X[i]]
+        r = mpf(float(y[i])) - mpmath.fsum(mpf(float(theta[j])) * x[j] for j in range(d))
+        rows.append([r * xj for xj in x])
+    G = mpmath.matrix(rows)
+    F = (G.T * G) / n
+    return max(mpmath.eigsy(F, eigvals_only=True))
+
+
+def _mp_quantile(vals, q):
+    v = sorted(vals)
+    h = (len(v) - 1) * mpf(q)
+    f = int(mpmath.floor(h))
+    if f + 1 >= len(v):
+        return v[-1]
+    return v[f] + (h - f) * (v[f + 1] - v[f])
+
+
+def _mp_p32_margin(inst):
+    with mpmath.workdps(60):
+        t = np.linspace(0.0, inst.T, inst.steps + 1)
+        vals = [
+            [_mp_lambda_linear(X + tk * U, y, inst.theta) for tk in t]
+            for X, y, U in zip(inst.inputs, inst.labels, inst.directions)
+        ]
+        worst = None
+        for k in range(1, len(t)):
+            base, disp = [v[0] for v in vals], [v[k] for v in vals]
+            cand = min(
+                min(d - b for d, b in zip(disp, base)),
+                mpmath.fsum(disp) / len(disp) - mpmath.fsum(base) / len(base),
+                _mp_quantile(disp, inst.quantile) - _mp_quantile(base, inst.quantile),
+            )
+            worst = cand if worst is None else min(worst, cand)
+        return worst / max(abs(v) for row in vals for v in row)
+
+
+def _departure(kind):
+    from fimtheory.instances import DepartureInstance
+
+    theta = np.array([0.5, -0.25])
+    Xs = [_g(30 + i, (3, 2)) * (1 + i) for i in range(3)]
+    if kind == "growing":  # y = 0, U ∝ X: g scales by (1 + t)², every Λ grows, least at k = 1
+        ys = [np.zeros(3)] * 3
+        Us = [X / np.linalg.norm(X) for X in Xs]
+        T = 1.0
+    elif kind == "shrinking":  # U ∝ −X: every Λ shrinks
+        ys = [np.zeros(3)] * 3
+        Us = [-X / np.linalg.norm(X) for X in Xs]
+        T = 0.5
+    else:  # random labels and directions: a path that goes up and down
+        ys = [_g(40 + i, 3) for i in range(3)]
+        Us = [_g(50 + i, (3, 2)) for i in range(3)]
+        Us = [U / np.linalg.norm(U) for U in Us]
+        T = 2.0
+    return DepartureInstance("linear", theta, tuple(Xs), tuple(ys), tuple(Us), T=T, steps=4, quantile=0.5)
+
+
+@pytest.mark.parametrize("kind", ["growing", "shrinking", "mixed"])
+def test_p32_certificate_encloses_the_mp_reference_margin(kind):
+    w, inst = WEAKENINGS["P3.2-no-LCM"], _departure(kind)
+    assert w.evaluate(inst).hypotheses_met
+    cert = certify(w, inst, 50, ladder=(50,))
+    m = _mp_p32_margin(inst)
+    with mpmath.workdps(60):
+        tol = mpf(10) ** -40 * (1 + abs(m))
+        assert cert.usable and cert.lo - tol <= m <= cert.hi + tol, (kind, cert.short(12), mpmath.nstr(m, 20))
+        assert cert.hi - cert.lo <= tol
+    if kind == "growing":
+        assert m > 0
+    if kind == "shrinking":
+        assert m < 0
+
+
+# ----------------------------------------------------------------- refusals inside the certifiers
+
+
+def test_eq1_certifier_refuses_a_distribution_with_one_positive_entry():
+    from fimtheory.highprec import working_precision
+    from properties.certify import _CERTIFIERS
+
+    with (
+        working_precision(50),
+        pytest.raises(InputError, match=r"^the top-k distribution has fewer than 2 positive entries$"),
+    ):
+        _CERTIFIERS["EQ1-RATIO-within-10pct"](ProbabilityInstance(np.array([1.0, 0.0, 0.0])))
+
+
+def test_eq1_ratio_on_more_entries_than_the_dense_enclosure_takes_is_refused_not_guessed():
+    """k = 60 keeps 60 entries: M(q) is too large for the dense enclosure and the renormalised q
+    has no exact float form for the secular one, so no certificate — with the reason."""
+    p = np.linspace(1.0, 2.0, 60)
+    w = WEAKENINGS["EQ1-RATIO-within-10pct"]
+    inst = ProbabilityInstance(p / p.sum(), k=60)
+    assert w.evaluate(inst).hypotheses_met
+    cert = certify(w, inst, 50, ladder=(50,))
+    assert cert.lo is None and cert.note == "60 entries: too many for the dense enclosure of M(q)"
+
+
+def test_iv_scores_refuses_an_unknown_model_by_name():
+    from fimtheory.highprec import working_precision
+    from properties.certify import iv_scores
+
+    with working_precision(50), pytest.raises(UnknownIdError, match=r"^unknown model 'probit'$"):
+        iv_scores("probit", np.ones((2, 2)), np.zeros(2), np.ones(2))
+
+
+def test_a_failed_registry_enclosure_is_an_input_error_naming_the_weakening(monkeypatch):
+    from properties.certify import _from_enclosure
+
+    def fails(inst):
+        raise enclosures.EnclosureError("the gap is not certified")
+
+    monkeypatch.setitem(enclosures.ENCLOSURES, "X-registry", fails)
+    with pytest.raises(InputError, match=r"^X-registry: the gap is not certified$"):
+        _from_enclosure("X-registry")(INST)
+    seen = []
+    monkeypatch.setitem(enclosures.ENCLOSURES, "X-registry", lambda inst: seen.append(inst) or mpmath.iv.mpf(1))
+    assert _from_enclosure("X-registry")(INST) == mpmath.iv.mpf(1) and seen == [INST]
+
+
+def test_a_failed_interval_eigenvalue_enclosure_keeps_its_reason(monkeypatch):
+    from properties.certify import iv_eigenvalue_enclosures
+
+    def fails(M):
+        raise enclosures.EnclosureError("Weyl radius not finite")
+
+    monkeypatch.setattr(enclosures, "iv_eigenvalue_enclosures", fails)
+    with pytest.raises(InputError, match=r"^Weyl radius not finite$"):
+        iv_eigenvalue_enclosures(mpmath.iv.matrix(2, 2))
+
+
+def test_float_eigenvalue_enclosures_tighten_with_the_working_precision():
+    from fimtheory.highprec import mp_eigh, working_precision
+    from properties.certify import float_eigenvalue_enclosures
+
+    A = _sym(60, 4)
+    with working_precision(100):
+        enc = float_eigenvalue_enclosures(A)
+    ref = mp_eigh(A, 150).eigenvalues
+    with mpmath.workdps(150):
+        for x, lam in zip(enc, ref):
+            assert x.a <= lam <= x.b and x.b - x.a < mpf(10) ** -90
