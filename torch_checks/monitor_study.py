@@ -113,7 +113,11 @@ class ModelSpec:
     ``overrides``: (name, value) pairs replacing the profile's ``n_trajectories``,
     ``prompt_len``, ``gen_len``, ``mc_draws``, ``n_traces`` or ``configs`` (a tuple of
     "family/bits" keys) for this model; ``("measure_self", False)`` skips the self-generated
-    ρ and ``("first_order", False)`` the first-order prediction (both measured by default).
+    ρ and ``("first_order", False)`` the first-order prediction (both measured by default);
+    ``("shared_draws", True)`` shares the expectation's Monte Carlo draws between the
+    trajectories; ``("factored_batch", B)`` and ``("factored_chunk", C)`` set the batch and
+    the chunk of :func:`run_model_factored` (memory: Gemma 3's 262,144-token head costs 31 MB
+    of float64 logits per sequence in a batch, its top vector v 15.7 MB per trajectory of a chunk).
     """
 
     label: str
@@ -178,9 +182,13 @@ def _mlp(hidden: int, seed: int) -> ModelSpec:
     return ModelSpec(f"mlp-digits-h{hidden}-s{seed}", "mlp-digits", M.DigitsConfig(seed=seed, hidden=hidden))
 
 
+#: The schemes of the pretrained LMs in the paper profile: the three 4-bit ones of
+#: :data:`REAL_OVERRIDES` and, where the cost allows (SmolLM2, textgenrnn; not Gemma 3), RTN and SR
+#: per channel at 8 bits, where δ is 16× smaller: does the first-order prediction hold there?
+PAPER_REAL_CONFIGS = ("rtn-channel/4", "nf4/4", "sr-channel/4", "rtn-channel/8", "sr-channel/8")
 #: SmolLM2 in the paper profile: 90 trajectories of 12 + 4 tokens, one Monte Carlo draw (shared by
-#: the trajectories) and three 4-bit schemes, self-generated and fixed-data ρ, the first-order and
-#: the expectation prediction, all on the factored path (:func:`run_model_factored`: the scores'
+#: the trajectories), :data:`PAPER_REAL_CONFIGS`, self-generated and fixed-data ρ, the first-order
+#: and the expectation prediction, all on the factored path (:func:`run_model_factored`: the scores'
 #: factors of the last down-projection; measured ≈ 1.4 CPU-s per trajectory for ρ_fixed and first
 #: order at n = 1,093, docs/inflation.md). An earlier paper run had 24 trajectories on the dense path.
 SMOLLM2_OVERRIDES = (
@@ -189,22 +197,30 @@ SMOLLM2_OVERRIDES = (
     ("gen_len", 4),
     ("mc_draws", 1),
     ("n_traces", 3),
-    ("configs", ("rtn-channel/4", "nf4/4", "sr-channel/4")),
+    ("configs", PAPER_REAL_CONFIGS),
 )
 #: Gemma 3 270M and the textgenrnn LSTM in the paper profile: as :data:`REAL_OVERRIDES` (4 bits,
 #: three schemes, one shared Monte Carlo draw), at 90 trajectories each. Gemma takes the factored
 #: path (its last MLP is a position-wise tail of three Linears), textgenrnn the dense one.
 PAPER_REAL_N = 90
+#: Gemma 3 on the factored path in batches of 8 and chunks of 30 (not 16 and 96), to stay under
+#: 6 GB of RSS: its float64 logits over 262,144 tokens and their gradient are 31 MB per sequence of a
+#: batch each, and the float32 top vectors v of a chunk 15.7 MB per trajectory (1.4 GB for 90;
+#: measured 6.8 GB of RSS in chunks of 90, 3.6 GB of it the float32 reference and float64 copy).
+PAPER_REAL_EXTRA = {"gemma3": (("factored_batch", 8), ("factored_chunk", 30))}
+#: textgenrnn's schemes in the paper profile (Gemma 3 keeps the three 4-bit ones: measured cost).
+PAPER_REAL_SCHEMES = {"textgenrnn": PAPER_REAL_CONFIGS}
 
 
 def get_profile(name: str) -> Profile:
     """The named profile.
 
     * ``"paper"``: 14 models × 90 trajectories, q = 0.95: byte LMs of 3 sizes × 3 seeds,
-      digits MLPs with 32 and 64 hidden units, and the pretrained LMs SmolLM2-135M
-      (:data:`SMOLLM2_OVERRIDES`; when the ``[lm]`` extra is missing a third MLP, seed 1,
-      takes its place), Gemma 3 270M and the textgenrnn LSTM (:data:`REAL_OVERRIDES` at
-      :data:`PAPER_REAL_N` trajectories; a missing extra: a "skipped" checkpoint).
+      digits MLPs with 32 and 64 hidden units (13 schemes each), and the pretrained LMs
+      SmolLM2-135M (:data:`SMOLLM2_OVERRIDES`; when the ``[lm]`` extra is missing a third
+      MLP, seed 1, takes its place), Gemma 3 270M and the textgenrnn LSTM
+      (:data:`REAL_OVERRIDES` at :data:`PAPER_REAL_N` trajectories, textgenrnn with
+      :data:`PAPER_REAL_SCHEMES`; a missing extra: a "skipped" checkpoint).
     * ``"quick"``: 3 models × 90 trajectories (2 byte LMs, 1 MLP), q = 0.9 (measured wall
       time from a cold cache: docs/inflation.md).
     * ``"test"``: 1 tiny byte LM (40 training steps) × 6 short trajectories, 2 families.
@@ -226,8 +242,13 @@ def get_profile(name: str) -> Profile:
         # the other pretrained LMs: a missing extra makes the run write a "skipped" checkpoint
         # naming the package (the report lists the model as skipped, never silently absent)
         for kind in REAL_KINDS:
-            ov = tuple(kv for kv in REAL_OVERRIDES[kind] if kv[0] != "n_trajectories")
-            models.append(ModelSpec(kind, kind, None, overrides=(("n_trajectories", PAPER_REAL_N), *ov)))
+            ov = tuple(
+                (k, PAPER_REAL_SCHEMES.get(kind, v) if k == "configs" else v)
+                for k, v in REAL_OVERRIDES[kind]
+                if k != "n_trajectories"
+            )
+            ov = (("n_trajectories", PAPER_REAL_N), *ov, *PAPER_REAL_EXTRA.get(kind, ()))
+            models.append(ModelSpec(kind, kind, None, overrides=ov))
         return Profile("paper", tuple(models), n_trajectories=90, quantile=0.95, mc_draws=2, exact_expectation=False)
     if name == "quick":
         return Profile(
@@ -531,6 +552,8 @@ def load_spec(spec: ModelSpec, prof: Profile, dev: torch.device, seed: int) -> L
 #: channel, NF4, SR per channel), with one Monte Carlo draw shared by the trajectories; the
 #: trajectory counts are what a 2-core CPU allows (measured: results/inflation-real/NOTES.md).
 REAL_KINDS = ("gemma3", "textgenrnn")
+#: The labels of the pretrained models (report.md gives their skill table separately too).
+PRETRAINED_LABELS = ("smollm2", *REAL_KINDS)
 REAL_OVERRIDES = {
     "gemma3": (
         ("n_trajectories", 24),
@@ -1062,7 +1085,11 @@ def run_model(
     :func:`run_model_factored` (same samples, cheaper; default: when
     :func:`uses_factored_path`), False forces the dense path."""
     if factored or (factored is None and uses_factored_path(ld, prof)):
-        return run_model_factored(ld, prof, seed, progress, shard_path=shard_path, resume=resume)
+        ov = dict(ld.spec.overrides)
+        chunk, batch = int(ov.get("factored_chunk", FACTORED_CHUNK)), int(ov.get("factored_batch", FACTORED_BATCH))
+        return run_model_factored(
+            ld, prof, seed, progress, shard_path=shard_path, resume=resume, chunk=chunk, batch=batch
+        )
     spec = ld.spec
     n = spec.get(prof, "n_trajectories")
     keys = config_keys(spec, prof)
@@ -1925,6 +1952,12 @@ def summarize(raw: dict) -> dict:
             cells.append({"model": label, "key": key, **s})
         out["models"][label] = ms
     out["skill"] = skill_table(cells)
+    pre = [c for c in cells if c["model"] in PRETRAINED_LABELS]
+    if pre and len(pre) < len(cells):  # a report mixing pretrained and small models: each group alone too
+        out["skill_by_group"] = {
+            "pretrained": skill_table(pre),
+            "small": skill_table([c for c in cells if c["model"] not in PRETRAINED_LABELS]),
+        }
     out["ci"] = ci_table(cells, target, tbits)
     out["delta_ratio_sr_rtn"] = delta_ratios(out["models"])
     if raw.get("design"):
@@ -2062,16 +2095,18 @@ def render_markdown(raw: dict, summary: dict) -> str:
         "| bits | prediction | cells | median abs err | constant's | ratio | inside CI | 1 inside CI |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for b, row in summary["skill"].items():
-        for p in PREDICTIONS:
-            r = row.get(p)
-            if r is None:
-                continue
-            L.append(
-                f"| {b} | {PREDICTION_NAMES[p]} | {r['cells']} | {_pct(r['median_abs_error'])} "
-                f"| {_pct(r['constant_median_abs_error'])} | {_f(r['ratio_to_constant'], 3)} "
-                f"| {r['coverage'][0]}/{r['coverage'][1]} | {r['constant_coverage'][0]}/{r['constant_coverage'][1]} |"
-            )
+    L += _skill_rows(summary["skill"])
+    groups = summary.get("skill_by_group")
+    if groups:
+        for name, title in (("pretrained", "the pretrained LMs"), ("small", "the small trained models")):
+            L += [
+                "",
+                f"### Skill on {title} alone ({', '.join(sorted({c for c in _group_models(raw, name)}))})",
+                "",
+                "| bits | prediction | cells | median abs err | constant's | ratio | inside CI | 1 inside CI |",
+                "|---|---|---|---|---|---|---|---|",
+                *_skill_rows(groups[name]),
+            ]
     ci = summary["ci"]
     L += [
         "",
@@ -2149,6 +2184,27 @@ def render_markdown(raw: dict, summary: dict) -> str:
             )
         L.append("")
     return "\n".join(L) + "\n"
+
+
+def _skill_rows(skill: dict) -> list[str]:
+    """The rows of a skill table (:func:`skill_table`) in report.md."""
+    L = []
+    for b, row in skill.items():
+        for p in PREDICTIONS:
+            r = row.get(p)
+            if r is None:
+                continue
+            L.append(
+                f"| {b} | {PREDICTION_NAMES[p]} | {r['cells']} | {_pct(r['median_abs_error'])} "
+                f"| {_pct(r['constant_median_abs_error'])} | {_f(r['ratio_to_constant'], 3)} "
+                f"| {r['coverage'][0]}/{r['coverage'][1]} | {r['constant_coverage'][0]}/{r['constant_coverage'][1]} |"
+            )
+    return L
+
+
+def _group_models(raw: dict, group: str) -> list[str]:
+    labels = [k for k, v in raw["models"].items() if "skipped" not in v]
+    return [k for k in labels if (k in PRETRAINED_LABELS) == (group == "pretrained")]
 
 
 def _design_lines(raw: dict, summary: dict) -> list[str]:
