@@ -56,7 +56,10 @@ def heuristic(G, *, power_steps: int = 0) -> HeuristicEstimate:
     gbar = Gs.mean(axis=0)
     if not np.any(gbar):
         raise HypothesesNotMet("AH needs a nonzero mean score ḡ (the start vector ḡ/‖ḡ‖)")
-    x = gbar / np.linalg.norm(gbar)
+    # ‖ḡ‖ can underflow although ḡ ≠ 0 (entries below 1e-154): normalise ḡ scaled by a power
+    # of two (exact; the same x bit for bit wherever ‖ḡ‖² does not underflow).
+    u = gbar / power_of_two_scale(gbar)
+    x = u / np.linalg.norm(u)
     for _ in range(steps):
         y = _fim_matvec(Gs, x)
         ny = np.linalg.norm(y)

@@ -438,3 +438,21 @@ def test_streaming_overflowing_inner_products_raise_the_clear_error_without_warn
             m.push,
             np.array([1e200, 1e200]),
         )
+
+
+@pytest.mark.parametrize("power_steps", [0, 1, 3])
+def test_heuristic_when_the_mean_score_norm_underflows(power_steps):
+    """ḡ = (0, 1e-200) ≠ 0 but ‖ḡ‖² = 1e-400 underflows: before, x = ḡ/‖ḡ‖ = ḡ/0 gave a NaN λ̂_H.
+    The estimate is the Rayleigh quotient of the unit vector e₂ ∝ ḡ, e₂ᵀFe₂ = 1e-400 → 0 in
+    float64, inside [‖ḡ‖², λ_max] = [0, 1] (F = diag(1, 1e-400), dense)."""
+    G = np.array([[1.0, 1e-200], [-1.0, 1e-200]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = heuristic(G, power_steps=power_steps)
+    F = G.T @ G / 2
+    lam = np.linalg.eigvalsh(F)[-1]
+    assert lam == 1.0
+    np.testing.assert_array_equal(est.vector, [0.0, 1.0])
+    assert est.value == float(est.vector @ F @ est.vector) == 0.0
+    assert est.mean_score_norm_sq == 0.0 <= est.value <= lam
+    assert est.power_steps == power_steps
