@@ -1246,3 +1246,25 @@ def test_float_eigenvalue_enclosures_tighten_with_the_working_precision():
     with mpmath.workdps(150):
         for x, lam in zip(enc, ref):
             assert x.a <= lam <= x.b and x.b - x.a < mpf(10) ** -90
+
+
+def test_outward_str_exponent_corrections_end_within_a_second():
+    """The decade-off inputs again, each under a 2 s alarm (the correction loops must terminate:
+    a loop that never reaches 10^e ≤ |f| < 10^(e+1) is a hang, reported here as a failure)."""
+    import signal
+
+    from properties.certify import outward_str
+
+    def hang(signum, frame):
+        raise TimeoutError("outward_str did not return")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    try:
+        for x, want in [(Fraction(10**445 + 1, 10**443), "1e+2"), (Fraction(10**40 - 1), "9.99e+39")]:
+            signal.setitimer(signal.ITIMER_REAL, 2.0)
+            try:
+                assert outward_str(x, "down", 3) == want
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, old)
