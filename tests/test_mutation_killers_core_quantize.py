@@ -396,6 +396,33 @@ def test_lanczos_messages_name_the_matrix_k():
     )
 
 
+def test_lanczos_ritz_value_overflow_names_it():
+    """λ_max(0.9·max·[[1, 1], [1, 1]]) = 1.8·max is not representable."""
+    K = np.full((2, 2), 0.9 * FMAX)
+    _raises_exactly(
+        InputError, r"the Ritz value overflows float64 \(its largest entry exceeds .*\)", lanczos_ritz, K, 2, np.ones(2)
+    )
+
+
+def test_two_sided_overflow_names_the_term():
+    """Lower terms first: with scores of 1e160 every term (≈ 1e320) overflows, the first named is
+    max_i ‖g_i‖²/n. With four orthogonal scores a·e_i, a²/4 = 0.6·max, every lower term is a²/4
+    (finite) and the upper term tr F = a² = 2.4·max overflows."""
+    from fimtheory.approx import two_sided
+
+    _raises_exactly(
+        InputError,
+        r"AB term max_row_norm_sq_over_n overflows float64 \(its largest entry exceeds .*\)",
+        two_sided,
+        np.full((3, 2), 1e160),
+    )
+    a = float(np.sqrt(2.4) * np.sqrt(FMAX))
+    assert np.isfinite((a / 2) ** 2) and Fraction(a) ** 2 > Fraction(FMAX)
+    _raises_exactly(
+        InputError, r"AB term trace overflows float64 \(its largest entry exceeds .*\)", two_sided, a * np.eye(4)
+    )
+
+
 def test_lanczos_stops_at_the_documented_invariant_subspace_threshold():
     """β₀ = 1e-14·|α₀| exactly (b ≤ threshold): the second step adds nothing, so two steps give
     exactly the one-step Ritz pair (α₀, e₁)."""
@@ -456,3 +483,19 @@ def test_heuristic_when_the_mean_score_norm_underflows(power_steps):
     assert est.value == float(est.vector @ F @ est.vector) == 0.0
     assert est.mean_score_norm_sq == 0.0 <= est.value <= lam
     assert est.power_steps == power_steps
+
+
+@pytest.mark.parametrize("spec", ["rtn-int4-sym-channel", "rtn-int8-asym-channel", "sr-int4-sym-channel"])
+def test_groups_whose_scale_is_zero_are_reproduced_exactly(spec):
+    """The module docstring: a group whose scale is zero has step 0 and is reproduced exactly —
+    here the scale absmax/qmax (resp. range/qmax) underflows to 0 for entries of one ulp of the
+    smallest subnormal, next to an all-zero group and a constant group."""
+    tiny = 5e-324
+    w = np.array([[tiny, -tiny, 0.0, tiny], [0.0] * 4, [0.25] * 4])
+    steps = qz.step_sizes(w, spec)
+    assert np.all(steps[:2] == 0)
+    got = _quantize_quietly(w, spec, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(got[:2], w[:2])
+    if not qz.parse_scheme(spec).symmetric:
+        assert np.all(steps[2] == 0)
+        np.testing.assert_array_equal(got[2], w[2])
