@@ -589,6 +589,10 @@ _M_BOUNDS_CASES = {
     # Σp = 1 + 2⁻⁵² exactly, a tie: M is not PSD (det = −p₁p₂(Σp − 1)), tr M = 2p₁(1 − p₁) < λ_max = p₁,
     # so U* must leave tr M out (Σp > 1); with it, U* < λ_max and the margin would be negative
     "sum>1-tie": np.full(2, 0.5 + 2.0**-53),
+    # Σp = 1 + 5.6e-17 with a third entry 1e-19: tr M is below the Gershgorin term and below λ_max
+    # (M is not PSD), so with tr M in U* the clamp U* = L* < λ would flip the margin's sign
+    # (+4.5e-39 → −4.5e-39, a false violation)
+    "sum>1-three": np.array([0.7, 0.3000000000000001, 1e-19]),
 }
 
 

@@ -164,19 +164,53 @@ def test_measure_stream_without_a_cache_interface(monkeypatch):
     assert all("bare_forward_cpu_ms" not in p and "monitor_overhead_cpu_ms" not in p for p in r["at"])
     assert r["ratio_monitor_overhead"] is None and r["ratio_bare_forward"] is None
     assert r["lanczos_steps_median_last"] == float(np.median(s.iterations[-4:]))
-    assert len(ticks) == 1 and ticks[0].startswith("t = 128: ") and ticks[0].endswith(" ms CPU/push")
-    assert float(ticks[0][len("t = 128: ") : -len(" ms CPU/push")]) >= 0
+    rec = s.records[128]
+    assert ticks == [f"t = 128: {1e3 * (rec.model_cpu_seconds + rec.gram_cpu_seconds):.2f} ms CPU/push"]
+
+
+def _sampled_tokens(model, first, n, *, temperature, seed):
+    """Reference generation: softmax(full-prefix logits / T), one multinomial draw per token."""
+    gen = torch.Generator().manual_seed(seed)
+    toks = [first]
+    for _ in range(n - 1):
+        with torch.no_grad():
+            out = model(torch.tensor([toks]))
+        logits = getattr(out, "logits", out)[0, -1].double()
+        toks.append(int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen)))
+    return toks
+
+
+def test_measure_stream_defaults_seed_0_temperature_1_span_16(monkeypatch):
+    """The default seed (0), the sampling temperature (1) and the default span (16): the tokens
+    are the reference sampling loop's, and the Lanczos median is over the last 16 pushes (for 19
+    tokens the last 16 and last 17 step counts have different medians, 8.5 and 8)."""
+    torch.manual_seed(3)
+    lm = _PlainLM().double().eval()
+    made = _recording(monkeypatch)
+    r = STR.measure_stream(lm, ["head.weight"], n_tokens=19, at=(8, 12), mode="recompute")
+    (s,) = made
+    assert s.tokens == _sampled_tokens(lm, 0, 19, temperature=1.0, seed=0)
+    assert [(p["t"], p["pushes"]) for p in r["at"]] == [(8, 15), (12, 15)]  # t in [at − 8, at + 8), t ≥ 1
+    assert r["lanczos_steps_median_last"] == float(np.median(s.iterations[-16:]))
+    assert float(np.median(s.iterations[-16:])) != float(np.median(s.iterations[-17:]))
 
 
 def test_measure_stream_reports_what_it_measured(gpt2, monkeypatch):
     made = _recording(monkeypatch)
+    bare_calls = []
+    real_bare = STR.bare_forward_cpu_ms
+
+    def bare(model, tokens, at, span=16):
+        bare_calls.append((model, list(tokens), at, span))
+        return real_bare(model, tokens, at, span)
+
+    monkeypatch.setattr(STR, "bare_forward_cpu_ms", bare)
     ticks = []
     r = STR.measure_stream(
         gpt2, GPT2_NAMES, n_tokens=40, at=(12, 30), window=None, seed=4, span=8, progress=ticks.append
     )
     s = made[-1]  # (mode "auto" makes a probe stream first)
-    ref = _replica(gpt2, GPT2_NAMES, 40, window=None, mode="auto", seed=4)
-    assert s.tokens == ref.tokens and len(s.tokens) == 40 and s.tokens[0] == 0
+    assert s.tokens == _sampled_tokens(gpt2, 0, 40, temperature=1.0, seed=4)
     assert s.lambda_base == 1.0 and s.window is None
     assert r["mode"] == "kv-cache" == s.mode and r["mode_reason"] == s.mode_reason
     assert r["mode_reason"].startswith("position-wise")
@@ -185,6 +219,8 @@ def test_measure_stream_reports_what_it_measured(gpt2, monkeypatch):
     assert r["P"] == sum(params[n].numel() for n in GPT2_NAMES) == 32 + 32 + 128 * 32
     assert r["params"] == list(GPT2_NAMES)
     assert [p["t"] for p in r["at"]] == [12, 30]
+    # the model's own forward is timed at each t over the same span, on the stream's tokens
+    assert bare_calls == [(gpt2, s.tokens, 12, 8), (gpt2, s.tokens, 30, 8)]
     for p in r["at"]:
         # records t − 4 … t + 3 hold t − 4 … t + 3 scores: median t − 0.5, as an int t − 1
         assert p["pushes"] == 8 and p["n_scores"] == p["t"] - 1
@@ -196,8 +232,8 @@ def test_measure_stream_reports_what_it_measured(gpt2, monkeypatch):
     assert r["ratio_model_part"] == hi["median_model_cpu_ms"] / lo["median_model_cpu_ms"]
     assert r["ratio_monitor_overhead"] == hi["monitor_overhead_cpu_ms"] / lo["monitor_overhead_cpu_ms"]
     assert r["ratio_bare_forward"] == hi["bare_forward_cpu_ms"] / lo["bare_forward_cpu_ms"]
-    assert r["lanczos_steps_median_last"] == float(np.median(ref.iterations[-8:]))
-    assert r["fallbacks"] == 0 == ref.fallbacks
+    assert r["lanczos_steps_median_last"] == float(np.median(s.iterations[-8:]))
+    assert len(s.iterations) == 39 and r["fallbacks"] == s.fallbacks == 0
     assert r["seconds"] > 0 and r["seconds"] == round(r["seconds"], 2)
     assert ticks == []  # progress only at t = 0 mod 128
 
@@ -224,11 +260,11 @@ def _dense_lams(G, window):
     return np.asarray(out)
 
 
-@pytest.mark.parametrize("window", [None, 4])
-def test_validate_stream_error_is_the_largest_relative_error(monkeypatch, window):
+@pytest.mark.parametrize("window, seed", [(None, 2), (4, None)])
+def test_validate_stream_error_is_the_largest_relative_error(monkeypatch, window, seed):
     """The reference is replaced by the autograd-loop λ's times (1 + d_t) with known d_t: the
     reported error must be max_t |λ_t − λ_t(1 + d_t)| / (λ_t(1 + d_t)), from the stream of
-    push(0) and a seeded temperature-1 generation."""
+    push(0) and a seeded temperature-1 generation (seed None: the default, 0)."""
     torch.manual_seed(5)
     lm = _PlainLM().double().eval()
     names = ["head.weight", "emb.weight"]
@@ -243,9 +279,10 @@ def test_validate_stream_error_is_the_largest_relative_error(monkeypatch, window
     d = np.array([1e-3, -2e-3, 5e-4, 3e-3, -1e-4, 2.5e-3, 0.0, 1e-3, -3e-3, 2e-4])
     monkeypatch.setattr(STR, "full_prefix_lambdas", fake)
     made = _recording(monkeypatch)
-    r = STR.validate_stream(lm, names, n_tokens=11, window=window, seed=2)
+    r = STR.validate_stream(lm, names, n_tokens=11, window=window, **({} if seed is None else {"seed": seed}))
     s = made[-1]  # (mode "auto" makes a probe stream first)
-    ref = _replica(lm, names, 11, window=window, mode="auto", seed=2)
+    ref = _replica(lm, names, 11, window=window, mode="auto", seed=0 if seed is None else seed)
+    assert s.tokens == _sampled_tokens(lm, 0, 11, temperature=1.0, seed=0 if seed is None else seed)
     assert seen == {"tokens": ref.tokens, "window": window, "names": tuple(names)}
     assert s.tokens == ref.tokens and len(s.tokens) == 11 and s.tokens[0] == 0
     want = float(np.max(np.abs(d) / (1 + d)))
