@@ -776,16 +776,29 @@ class _GivenTopVector:
         return self._x
 
 
-def _top_pair_given(monkeypatch, lam, E, theta, dps=30, z_shift=0.0):
-    """top_pair_enclosure(diag(lam), E) with u = 3(cos θ e1 + sin θ e2) as the top eigenvector;
-    z_shift moves the solve's z by that multiple of the bottom eigenvector of Ñ (the bound
-    [Φ, Φ + ‖Ñz − w̃‖²/(m0 − τ)] holds for every z, and is attained for r along it)."""
+def _top_pair_given(monkeypatch, lam, E, theta, dps=30, z_shift=0.0, x=None, widen_top=None):
+    """top_pair_enclosure(diag(lam), E) with u = 3(cos θ e1 + sin θ e2) (or the vector ``x``) as
+    the top eigenvector; z_shift moves the solve's z by that multiple of the bottom eigenvector
+    of Ñ (the bound [Φ, Φ + ‖Ñz − w̃‖²/(m0 − τ)] holds for every z, and is attained for r along
+    it); widen_top = (below, above) replaces λ1's enclosure by the valid [λ1 − below, λ1 + above]
+    (its midpoint μ̂ is then off λ1, and Ñ = μ̂I − A + uuᵀ is off N by a multiple of I)."""
     import properties.certify as C
 
     n = len(lam)
-    x = np.zeros(n)
-    x[0], x[1] = 3 * np.cos(theta), 3 * np.sin(theta)
+    if x is None:
+        x = np.zeros(n)
+        x[0], x[1] = 3 * np.cos(theta), 3 * np.sin(theta)
     monkeypatch.setattr(C, "mp_eigh", lambda A, d=None: _GivenTopVector(x))
+    if widen_top is not None:
+        enclose = C.float_eigenvalue_enclosures
+
+        def widened(M):
+            enc = enclose(M)
+            if np.array_equal(M, np.diag(np.asarray(lam, dtype=float))):
+                enc[0] = mpmath.iv.mpf([mpf(lam[0]) - mpf(widen_top[0]), mpf(lam[0]) + mpf(widen_top[1])])
+            return enc
+
+        monkeypatch.setattr(C, "float_eigenvalue_enclosures", widened)
     if z_shift:
         solve = mpmath.lu_solve
 
@@ -837,6 +850,7 @@ _TOP_CASES = [
     ((2.0, 1.75, -0.5, -3.0), _reflection(2.0, 0.7)),
     ((2.0, 1.75, -0.5, -3.0), _reflection(0.25, 0.7)),
     ((1.5, 1.0, 0.5, 0.0), _reflection(4.0, 1.2)),
+    ((3.0, 1.0), _swap(0.5, 2)),  # n = 2, the smallest size taken
 ]
 
 
@@ -905,11 +919,13 @@ def test_top_pair_enclosure_is_no_wider_than_its_documented_bounds(monkeypatch, 
 
 @pytest.mark.parametrize("z_shift", [0.5, 10.0])
 @pytest.mark.parametrize("theta", [0.0, 1e-9])
-def test_top_pair_a2_bound_holds_for_any_z_and_is_attained(monkeypatch, z_shift, theta):
+@pytest.mark.parametrize("lam", [(3.0, 2.5, 1.0, -1.0), (10.0, 2.0, 1.0, 0.0)])
+def test_top_pair_a2_bound_holds_for_any_z_and_is_attained(monkeypatch, z_shift, theta, lam):
     """The resolvent form's enclosure [Φ, Φ + ‖Ñz − w̃‖²/(m0 − τ)] holds for every z: with z
-    moved along Ñ's bottom eigenvector (eigenvalue m0 = γ = 1/2) the exact w̃ᵀÑ⁻¹w̃ is its upper
-    end, and a2 (E small, so its own error term is negligible) still encloses the exact value."""
-    lam, E = (3.0, 2.5, 1.0, -1.0), _swap(2.0**-10)
+    moved along Ñ's bottom eigenvector (eigenvalue m0 = min(1, γ): 1/2, or 1 on u when γ = 8)
+    the exact w̃ᵀÑ⁻¹w̃ is its upper end, and a2 (E small, so its own error term is negligible)
+    still encloses the exact value."""
+    E = _swap(2.0**-10)
     tp = _top_pair_given(monkeypatch, lam, E, theta, z_shift=z_shift)
     _, _, _, a2 = _closed_forms(lam, E)
     lo, hi = _ends(tp.a2)
@@ -1268,3 +1284,43 @@ def test_outward_str_exponent_corrections_end_within_a_second():
                 signal.setitimer(signal.ITIMER_REAL, 0)
     finally:
         signal.signal(signal.SIGALRM, old)
+
+
+def test_top_pair_a2_error_term_covers_a_midpoint_off_lambda1(monkeypatch):
+    """λ1's enclosure [λ1 − 10^-9, λ1 + 10^-7] (valid, lopsided): μ̂ = its midpoint is ≈ 5·10^-8
+    above λ1, so Ñ = N + (μ̂ − λ1)I and, with w = Ev1 = η e2 on N's bottom eigenvector (γ = 1/4),
+    w̃ᵀÑ⁻¹w̃ = η²/(γ + μ̂ − λ1) falls short of a2 = η²/γ by nearly the documented η²τ/(m0(m0 − τ))
+    (τ = 5.05·10^-8 here): a2 sits at the upper end of its enclosure."""
+    lam, E = (3.0, 2.75, 1.0, -1.0), _swap(0.5)
+    tp = _top_pair_given(monkeypatch, lam, E, 0.0, widen_top=(1e-9, 1e-7))
+    _, _, _, a2 = _closed_forms(lam, E)
+    lo, hi = _ends(tp.a2)
+    assert lo <= a2 <= hi, (float(lo), float(hi), float(a2))
+    assert float((a2 - lo) / (hi - lo)) > 0.95  # the exact value sits at the upper end
+
+
+def test_top_pair_refuses_an_eigenvector_error_equal_to_m0(monkeypatch):
+    """A tie τ = m0: u = (3, 1, …, 1)/4 exactly (dyadic), A = diag(2, ¼ ×6, −½): μ = 19/16,
+    δ = μ − λ2 = 15/16 = ρ, so ε = 1 = m0 = min(1, γ = 7/4) exactly; m0 − τ = 0 leaves no
+    bound on Ñ⁻¹ and the enclosure must be refused, not divided by zero."""
+    lam = (2.0,) + (0.25,) * 6 + (-0.5,)
+    x = np.array([3.0] + [1.0] * 7)
+    with pytest.raises(InputError, match=r"^eigenvector error too large for the a2 enclosure$"):
+        _top_pair_given(monkeypatch, lam, _swap(0.5, 8), 0.0, x=x)
+
+
+def test_top_pair_takes_a_rayleigh_quotient_midway_between_lambda2_and_lambda1_as_separated(monkeypatch):
+    """u = (3, 1, …, 1)/4, A = diag(3, 2 ×6, 1): μ = 5/2 is exactly midway (λ1 − μ = μ − λ2 = ½).
+    The gap theorem sin θ ≤ ρ/δ needs only δ = μ − λ2 > 0, and the check is λ1 − μ ≤ δ, so u is
+    accepted there; it is then its error ε = ρ/δ = √6/2 > m0 = 1 that refuses the a2 enclosure."""
+    lam = (3.0,) + (2.0,) * 6 + (1.0,)
+    x = np.array([3.0] + [1.0] * 7)
+    with pytest.raises(InputError, match=r"^eigenvector error too large for the a2 enclosure$"):
+        _top_pair_given(monkeypatch, lam, _swap(0.5, 8), 0.0, x=x)
+
+
+def test_top_pair_refuses_a_non_square_matrix_as_such():
+    from properties.certify import top_pair_enclosure
+
+    with mpmath.workdps(30), pytest.raises(InputError, match="square"):
+        top_pair_enclosure(np.ones((3, 1)), np.ones((3, 1)))
