@@ -488,6 +488,9 @@ def _int_bounds(scheme: QuantScheme) -> tuple[int, int]:
 
 #: Groups whose largest magnitude exceeds this are computed on g/4 (see :func:`_range_safe`).
 _WIDE = float(np.finfo(np.float64).max) / 8
+#: Nonzero groups whose largest magnitude is below this are computed on g·2^600 (see :func:`_range_safe`).
+_TINY = 2.0**-960
+_TINY_UP = 2.0**600
 
 
 def _range_safe(g: np.ndarray, core, *extra: np.ndarray, clip: bool = True) -> np.ndarray:
@@ -499,14 +502,24 @@ def _range_safe(g: np.ndarray, core, *extra: np.ndarray, clip: bool = True) -> n
     scale-covariant — and multiplied back by 4; with ``clip`` the scaled result is first
     clipped to the group's [−absmax, absmax], where the exact Q(w) lies. Other groups are
     computed unchanged (bit-identical to the plain formulas).
+
+    A nonzero group whose magnitude is below 2^-960 would get a scale (absmax/qmax, range/qmax,
+    absmax/6) with few significant bits, or none, in the subnormal range: such groups are computed
+    on g·2^600 (exact) and the result is multiplied by 2^-600, one final rounding.
     """
-    big = np.max(np.abs(g), axis=1) > _WIDE
-    if not np.any(big):
+    amax = np.max(np.abs(g), axis=1)
+    big = amax > _WIDE
+    tiny = (amax < _TINY) & (amax > 0)
+    if not np.any(big) and not np.any(tiny):
         return core(g, *extra)
     out = np.empty(g.shape, dtype=np.float64)
-    small = ~big
+    small = ~(big | tiny)
     if np.any(small):
         out[small] = core(g[small], *(x[small] for x in extra))
+    if np.any(tiny):
+        out[tiny] = np.asarray(core(g[tiny] * _TINY_UP, *(x[tiny] for x in extra)), dtype=np.float64) / _TINY_UP
+    if not np.any(big):
+        return out
     gb = g[big] * 0.25
     qb = np.asarray(core(gb, *(x[big] for x in extra)), dtype=np.float64)
     if clip:

@@ -499,3 +499,50 @@ def test_groups_whose_scale_is_zero_are_reproduced_exactly(spec):
     if not qz.parse_scheme(spec).symmetric:
         assert np.all(steps[2] == 0)
         np.testing.assert_array_equal(got[2], w[2])
+
+
+TINY_ROW = np.array([10.0, -10.0, 3.0, 1.0]) * 5e-324  # multiples of the smallest subnormal; no ties
+
+
+@pytest.mark.parametrize(
+    ("spec", "bits", "symmetric"), [("rtn-int4-sym-channel", 4, True), ("rtn-int4-asym-channel", 4, False)]
+)
+def test_tiny_groups_keep_full_precision_rtn(spec, bits, symmetric):
+    """A group of subnormal weights: its scale absmax/qmax has few significant bits in float64,
+    yet Q(w) must be the exact q·s (s = absmax/qmax exactly) up to one final rounding (half the
+    smallest subnormal). Before: s = fl(10u/7) = u gave Q(10u) = 7u (int4 symmetric) and Q(10u)
+    = 5u (int4 asymmetric)."""
+    got = _quantize_quietly(TINY_ROW, spec)
+    s, off, lo, hi, fr = _exact_grid(TINY_ROW, bits, symmetric)
+    half_ulp = Fraction(5e-324) / 2
+    for x, g in zip(fr, got):
+        exact = min(max(_round_half_even((x - off) / s), lo), hi) * s + off
+        assert abs(Fraction(float(g)) - exact) <= half_ulp, (float(x), float(g), float(exact))
+
+
+def test_tiny_groups_keep_full_precision_fp4_and_sr():
+    got = _quantize_quietly(TINY_ROW, "fp4-channel")
+    ref, _ = _exact_codebook(TINY_ROW, "fp4")
+    half_ulp = Fraction(5e-324) / 2
+    for g, candidates in zip(got, ref):
+        assert min(abs(Fraction(float(g)) - r) for r in candidates) <= half_ulp
+    u = np.array([0.1, 0.9, 0.5, 0.3])
+    got = qz.sr_quantize_with_uniforms(TINY_ROW, "sr-int4-sym-channel", u)
+    s, off, lo, hi, fr = _exact_grid(TINY_ROW, 4, True)
+    for x, uu, g in zip(fr, u, got):
+        y = x / s
+        f = y.numerator // y.denominator
+        exact = min(max(f + (Fraction(float(uu)) < y - f), lo), hi) * s
+        assert abs(Fraction(float(g)) - exact) <= half_ulp
+
+
+def test_streaming_pushes_emit_no_warnings():
+    """An ordinary stream raises no warning of any kind (run under warnings-as-errors) and every
+    value is λ_max of the dense Gram matrix of the scores so far."""
+    scores = np.random.default_rng(11).standard_normal((6, 4))
+    m = StreamingLambdaMax(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = [m.push(g) for g in scores]
+    dense = [np.linalg.eigvalsh(scores[: t + 1] @ scores[: t + 1].T / (t + 1))[-1] for t in range(6)]
+    np.testing.assert_allclose(values, dense, rtol=1e-9)
