@@ -387,3 +387,24 @@ def test_sigma_trace_streams_in_the_dtype_of_G():
     for r in G:
         m.push_score(r)
     np.testing.assert_array_equal(MON.sigma_trace(G, 2.0, tol=1e-5), np.asarray(m.sigmas))
+
+
+# --------------------------------------------------------------------------------------
+# require_eval_mode: the refusal accounts for every module in training mode
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 4, 5, 6])
+def test_require_eval_mode_names_four_modules_and_counts_the_rest(k):
+    """k dropout layers in training mode (inside an eval-mode container): the message names the
+    first min(k, 4) and counts the other k − 4 ("and 1 more" for exactly five)."""
+    model = nn.Sequential(*[nn.Dropout(0.1) for _ in range(k)])
+    model.training = False  # the container itself is mode-independent
+    with pytest.raises(InputError) as exc:
+        MON.require_eval_mode(model, what="X")
+    msg = str(exc.value)
+    named = [i for i in range(k) if f"{i} (Dropout)" in msg]
+    assert named == list(range(min(k, 4)))
+    rest = f" and {k - 4} more" if k > 4 else ""
+    shown = ", ".join(f"{i} (Dropout)" for i in range(min(k, 4))) + rest
+    assert f"X needs a model in eval mode, but {shown} {'is' if k == 1 else 'are'} in training mode" in msg

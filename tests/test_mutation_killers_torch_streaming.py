@@ -598,3 +598,58 @@ def test_lanczos_top_budget_spent_in_an_uncertified_invariant_block_is_not_conve
     theta, vec, steps, ok = STR._lanczos_top(K, torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=F64), 1e-12, 2)
     assert not ok or theta == pytest.approx(3.0, rel=1e-12)
     assert steps <= 2
+
+
+def test_lanczos_top_budget_spent_after_a_restart_is_not_converged():
+    """diag(3, 2, 1.9, 1.8, 1.7, 1.6) from e1: e1 is invariant at once (θ = 3) but the rest of the
+    spectrum is only bounded by (‖K‖_F² − 9)^½ = 4.04 > 3, so Lanczos restarts; with a budget of
+    2 steps the restarted block cannot certify anything: θ = 3 (the best Ritz value), not
+    converged. With the default budget the same start is certified."""
+    K = _diag64(3.0, 2.0, 1.9, 1.8, 1.7, 1.6)
+    e1 = torch.zeros(6, dtype=F64)
+    e1[0] = 1.0
+    theta, vec, steps, ok = STR._lanczos_top(K, e1, 1e-12, 2)
+    assert (theta, steps, ok) == (3.0, 2, False)
+    assert abs(float(vec[0])) == pytest.approx(1.0, abs=1e-15)
+    theta, vec, steps, ok = STR._lanczos_top(K, e1, 1e-12, 60)
+    assert ok and theta == pytest.approx(3.0, rel=1e-12) and steps <= 6
+
+
+@pytest.mark.parametrize(
+    "d, start, steps",
+    [
+        # the top eigenvector, but ‖K‖_F² − 3² = 4 + 5.29 > 3²: restart, span all 3
+        ((3.0, 2.0, 2.3), (1.0, 0.0, 0.0), 3),
+        # a 2-step invariant block {e1, e2}: rest² = 2·4.65 = 9.3 > 9 → restart; the next block
+        # (c·I on {e3, e4}) is invariant after one step and rest² = 4.65 < 9 → certified at 3
+        ((3.0, 1.0, 4.65**0.5, 4.65**0.5), (1.0, 2.0, 0.0, 0.0), 3),
+        # the same block with rest² = 8 ≤ 9: certified after 2 steps, no restart
+        ((3.0, 1.0, 2.0, 2.0), (1.0, 2.0, 0.0, 0.0), 2),
+        # rest² = 12 > 9 → restart; the second block (2·I) is invariant after one step, rest² = 8
+        ((3.0, 2.0, 2.0, 2.0), (1.0, 0.0, 0.0, 0.0), 2),
+        ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), 3),
+        ((1.0, 2.0, 0.0, 3.0), (1.0, 0.0, 1.0, 0.0), 4),
+        # the invariant block {e1, e2} ends one step before the whole space
+        ((1.0, 2.0, 5.0), (1.0, 1.0, 0.0), 3),
+    ],
+)
+def test_lanczos_top_invariant_blocks_step_counts(d, start, steps):
+    """Step counts from the Frobenius certificate rest = (‖K‖_F² − Σ‖T_block‖_F²)^½ computed by
+    hand (comments); the value is the dense λ_max and the vector its eigenvector."""
+    K = _diag64(*d)
+    theta, vec, it, ok = STR._lanczos_top(K, torch.tensor(start, dtype=F64), 1e-12, 60)
+    assert (theta, it, ok) == (pytest.approx(max(d), rel=1e-14), steps, True)
+    assert abs(float(vec[int(np.argmax(d))])) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_lanczos_top_of_the_zero_matrix_and_of_a_bad_start():
+    """K = 0: λ = 0, converged, one step. A non-finite or zero start is replaced by the all-ones
+    vector (the same result as passing it)."""
+    theta, vec, it, ok = STR._lanczos_top(torch.zeros(3, 3, dtype=F64), None, 1e-12, 60)
+    assert (theta, it, ok) == (0.0, 1, True)
+    K = _rotated_pair()[0] + _diag64(0.0, 0.0, 0.5)
+    ref = STR._lanczos_top(K, torch.ones(3, dtype=F64), 1e-12, 60)
+    for bad in (None, torch.zeros(3, dtype=F64), torch.tensor([1.0, float("nan"), 0.0], dtype=F64)):
+        got = STR._lanczos_top(K, bad, 1e-12, 60)
+        assert got[0] == ref[0] and got[2:] == ref[2:] and torch.equal(got[1], ref[1])
+    assert ref[0] == pytest.approx(float(np.linalg.eigvalsh(K.numpy())[-1]), rel=1e-12)
