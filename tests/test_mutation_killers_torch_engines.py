@@ -1586,9 +1586,9 @@ class _PTZoo(torch.nn.Module):
         super().__init__()
         self.tok = torch.nn.Embedding(V, d, padding_idx=0)
         self.pos = torch.nn.Embedding(T, d)
-        self.inp = torch.nn.Linear(d, d)
-        self.hf = _hf_conv1d(d, d)
-        self.post = torch.nn.Linear(d, d)
+        self.inp = torch.nn.Linear(d, d + 1)  # not square: (out, in) and (in, out) layouts differ
+        self.hf = _hf_conv1d(d + 1, d)
+        self.post = torch.nn.Linear(d + 1, d)
         self.tok2 = torch.nn.Embedding(V, d, padding_idx=0)
         self.head = torch.nn.Linear(d, V)
         self.head.weight = self.tok.weight
@@ -1674,7 +1674,7 @@ def test_gram_builder_per_token_zoo_equals_the_loop(path, chunk, entries, monkey
     sg = ENG.structured_gram_per_token(lm, logp, _PT_NAMES, check_rows=n, seed=1, path=path, target_chunk=chunk)
     assert _close(sg.K, K_ref, n)
     assert torch.equal(sg.K, sg.K.T) and sg.K.dtype == F64 and sg.K.shape == (n, n)
-    assert sg.P == G.shape[1] == 18 + 12 + 9 + 3 + 9 + 3 + 9 + 3 + 18 + 6 + 4
+    assert sg.P == G.shape[1] == 18 + 12 + 12 + 4 + 12 + 4 + 12 + 3 + 18 + 6 + 4
     assert sg.checks == (
         f"H2 (independent windows) verified with autograd on {n} sampled targets and one random "
         f"combination of all {n}; H1 on the autograd graph"
