@@ -330,6 +330,22 @@ def test_digits_follow_the_float_estimate_at_the_boundaries(monkeypatch, ratio):
     assert calls == [expected] and res.dps == expected
 
 
+def test_digits_ignore_coefficients_whose_natural_scale_underflows(monkeypatch):
+    """E ~ 1e-200 and γ ~ 50·eps: C_2..C_4 underflow to 0 and a3, a4 have no float64 estimate at
+    all (γ_lo ≤ 2(k+1)β); the digits come from a1's estimate alone."""
+    Q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))
+    A = Q @ np.diag([1.0, 1.0 - 51 * EPS, 0.2]) @ Q.T
+    A = 0.5 * (A + A.T)
+    E = 1e-200 * _sym(3, 18)
+    _, errs, scales, _ = spectral._float_attempt(A, E, spectral.eigen_data(A), 4)
+    assert scales[0] > 0 and np.all(scales[1:] == 0) and np.all(np.isinf(errs[2:]))  # the regime
+    calls = _record_mp_attempts(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = spectral.series_coefficients_with_errors(A, E, 4)
+    assert calls[0] == _documented_first_dps(A, E, 4, 1e-8) and res.dps is not None
+
+
 def test_precision_doubles_until_accepted(monkeypatch):
     A, E = COMMUTING
     calls = _record_mp_attempts(monkeypatch, fail_first=1)
@@ -363,6 +379,23 @@ def test_refusal_beyond_the_high_precision_limit_names_the_worst_coefficient(sca
     )
     with pytest.raises(HypothesesNotMet, match=msg):
         spectral.series_coefficients_with_errors(A, E, 2)
+
+
+def test_refusal_names_the_coefficient_furthest_from_its_tolerance(monkeypatch):
+    """Estimates err = [1e-30, 1] for a = [0, 1], C = [1, 1]: a1 is within its floor rtol·eps
+    (ratio 4.5e-7), a2 misses rtol·(1 + eps) by 1e8: the message names a2."""
+    real = spectral._float_attempt
+
+    def float_attempt(a, e, eig, order):
+        _, _, _, eta = real(a, e, eig, order)
+        return np.array([0.0, 1.0]), np.array([1e-30, 1.0]), np.array([1.0, 1.0]), eta
+
+    monkeypatch.setattr(spectral, "_float_attempt", float_attempt)
+    monkeypatch.setattr(spectral, "HIGH_PRECISION_MAX_N", 1)
+    with pytest.raises(
+        HypothesesNotMet, match=r"^float64 cannot deliver a2 to rtol 1e-08: estimated error 1 for a value 1 "
+    ):
+        spectral.series_coefficients_with_errors(*COMMUTING, 2)
 
 
 def test_high_precision_limit_is_inclusive(monkeypatch):
