@@ -164,6 +164,12 @@ def test_measure_stream_without_a_cache_interface(monkeypatch):
     assert all("bare_forward_cpu_ms" not in p and "monitor_overhead_cpu_ms" not in p for p in r["at"])
     assert r["ratio_monitor_overhead"] is None and r["ratio_bare_forward"] is None
     assert r["lanczos_steps_median_last"] == float(np.median(s.iterations[-4:]))
+    lo, hi = r["at"]
+    assert r["ratio"] == hi["median_push_cpu_ms"] / lo["median_push_cpu_ms"]
+    assert r["ratio_wall"] == hi["median_push_wall_ms"] / lo["median_push_wall_ms"]
+    assert r["ratio_model_part"] == hi["median_model_cpu_ms"] / lo["median_model_cpu_ms"]
+    assert r["fallbacks"] == s.fallbacks
+    assert r["seconds"] > 0 and r["seconds"] == round(r["seconds"], 2)
     rec = s.records[128]
     assert ticks == [f"t = 128: {1e3 * (rec.model_cpu_seconds + rec.gram_cpu_seconds):.2f} ms CPU/push"]
 
