@@ -163,6 +163,17 @@ def test_sign_bounds_reports_eigen_data_that_do_not_belong_to_a():
     )
 
 
+def test_sign_bounds_with_foreign_eigen_data_are_still_those_of_a():
+    # eig of another matrix: the estimate sees its huge backward error, and the mpmath fallback
+    # recomputes A's own eigen-data. Here A's top gap is 2e-60: 40 digits cannot resolve it, 80 can.
+    d = 1e-60
+    A = np.array([[1.0, d, 0.0], [d, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    lo, hi = bounds.sign_bounds(A, E3, eigen_data(np.diag([1.0, 0.5, 0.0])))
+    rlo, rhi, _, gap = _mp_sign_reference(A, E3, dps=150)
+    assert gap == pytest.approx(2 * d, rel=1e-12)
+    assert lo == pytest.approx(rlo, rel=1e-8) and hi == pytest.approx(rhi, rel=1e-8)
+
+
 # --------------------------------------------------------------------------------------
 # sign_bounds: exact zeros (E = 0, and E commuting with a diagonal A) in float64, any n
 # --------------------------------------------------------------------------------------
