@@ -168,7 +168,8 @@ class StreamingLambdaMax:
         resid = np.linalg.norm(Ks @ vec - val * vec)
         diag_floor = float(np.max(np.diag(Ks)))
         if (
-            resid > self.tol * max(abs(val), np.finfo(float).tiny)
+            self.tol <= 0  # documented switch: dense on every push, also when the residual is exactly 0
+            or resid > self.tol * max(abs(val), np.finfo(float).tiny)
             or val < diag_floor * (1 - 1e-12)
             or val * c < floor * (1 - 1e-12)
         ):

@@ -546,3 +546,16 @@ def test_streaming_pushes_emit_no_warnings():
         values = [m.push(g) for g in scores]
     dense = [np.linalg.eigvalsh(scores[: t + 1] @ scores[: t + 1].T / (t + 1))[-1] for t in range(6)]
     np.testing.assert_allclose(values, dense, rtol=1e-9)
+
+
+@pytest.mark.parametrize("tol", [0.0, -1.0])
+def test_dense_fallback_counted_on_every_push_when_tol_is_at_most_zero(tol):
+    """tol ≤ 0 forces the dense eigensolver on every push (the documented switch). Before: with
+    tol = 0 a push whose Lanczos residual was exactly 0 (the first push: a 1×1 Gram matrix) was
+    not sent to the dense solver."""
+    scores = np.random.default_rng(2).standard_normal((5, 3))
+    m = StreamingLambdaMax(3, tol=tol)
+    values = [m.push(g) for g in scores]
+    assert m.dense_fallbacks == len(scores)
+    dense = [np.linalg.eigvalsh(scores[: t + 1] @ scores[: t + 1].T / (t + 1))[-1] for t in range(5)]
+    np.testing.assert_allclose(values, dense, rtol=1e-12)
