@@ -86,7 +86,10 @@ class ProductPartition:
         self.partitions = parts
 
     def cell(self, sigmas) -> tuple:
-        s = np.asarray(sigmas, dtype=np.float64)
+        raw = np.asarray(sigmas)
+        if raw.dtype.kind not in "fiu":
+            raise InputError(f"sigmas must be real numbers, got {sigmas!r}")
+        s = raw.astype(np.float64)
         if s.shape != (len(self.partitions),):
             raise InputError(f"expected {len(self.partitions)} statistics, got shape {s.shape}")
         return tuple(p.cell(float(x)) for p, x in zip(self.partitions, s))

@@ -559,3 +559,15 @@ def test_dense_fallback_counted_on_every_push_when_tol_is_at_most_zero(tol):
     assert m.dense_fallbacks == len(scores)
     dense = [np.linalg.eigvalsh(scores[: t + 1] @ scores[: t + 1].T / (t + 1))[-1] for t in range(5)]
     np.testing.assert_allclose(values, dense, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [[None, 0.5], ["0.5", 1.0], [1 + 2j, 0.0]], ids=["None", "string", "complex"])
+def test_product_partition_rejects_non_real_statistics(bad):
+    """Like ThresholdPartition.cell, a statistic that is not a real number is bad input. Before:
+    None became NaN (the NaN cell) and the string '0.5' the number 0.5, silently."""
+    from fimtheory.monitor import ProductPartition, ThresholdPartition
+
+    pp = ProductPartition([ThresholdPartition([1.0]), ThresholdPartition([0.0, 2.0])])
+    assert pp.cell([0.5, 1.0]) == (0, 1) and pp.cell(np.array([np.nan, 3])) == (2, 2)
+    with pytest.raises(InputError, match=r"^sigmas must be real numbers, got "):
+        pp.cell(bad)
