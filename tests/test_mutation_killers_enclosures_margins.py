@@ -593,6 +593,9 @@ _M_BOUNDS_CASES = {
     # (M is not PSD), so with tr M in U* the clamp U* = L* < λ would flip the margin's sign
     # (+4.5e-39 → −4.5e-39, a false violation)
     "sum>1-three": np.array([0.7, 0.3000000000000001, 1e-19]),
+    # four entries tied just below p₁: λ = 0.16795 sits closer to U* = p₁ = 0.17 than to
+    # L* = 0.16516, so the upper side U* − λ binds (margin 0.01204; (λ − L*)/U* would be 0.01646)
+    "upper-binds": np.array([0.17, 0.16, 0.16, 0.16, 0.16, 0.095, 0.095]),
 }
 
 

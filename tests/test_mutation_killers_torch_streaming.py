@@ -154,17 +154,25 @@ def test_measure_stream_without_a_cache_interface(monkeypatch):
     made = _recording(monkeypatch)
     ticks = []
     r = STR.measure_stream(
-        lm, ["head.weight"], n_tokens=130, at=(4, 9), window=3, mode="recompute", seed=1, span=4, progress=ticks.append
+        lm,
+        ["head.weight"],
+        n_tokens=130,
+        at=(4, 9, 60),
+        window=3,
+        mode="recompute",
+        seed=1,
+        span=4,
+        progress=ticks.append,
     )
     (s,) = made
     assert len(s.tokens) == 130 and s.tokens[0] == 0 and s.window == 3
     assert r["mode"] == "recompute" and r["mode_reason"] == "requested" and r["window"] == 3
     assert r["P"] == 44 and r["params"] == ["head.weight"]
-    assert [(p["t"], p["pushes"], p["n_scores"]) for p in r["at"]] == [(4, 4, 3), (9, 4, 3)]
+    assert [(p["t"], p["pushes"], p["n_scores"]) for p in r["at"]] == [(4, 4, 3), (9, 4, 3), (60, 4, 3)]
     assert all("bare_forward_cpu_ms" not in p and "monitor_overhead_cpu_ms" not in p for p in r["at"])
     assert r["ratio_monitor_overhead"] is None and r["ratio_bare_forward"] is None
     assert r["lanczos_steps_median_last"] == float(np.median(s.iterations[-4:]))
-    lo, hi = r["at"]
+    lo, hi = r["at"][0], r["at"][-1]  # the ratios are last / first
     assert r["ratio"] == hi["median_push_cpu_ms"] / lo["median_push_cpu_ms"]
     assert r["ratio_wall"] == hi["median_push_wall_ms"] / lo["median_push_wall_ms"]
     assert r["ratio_model_part"] == hi["median_model_cpu_ms"] / lo["median_model_cpu_ms"]
