@@ -1954,3 +1954,78 @@ def test_gram_builder_per_token_refusals_name_the_problem():
     with pytest.raises(InputError) as exc:
         ENG.structured_gram_per_token(lin, lambda: lin(e[:m]).sum(-1).detach(), ["weight"])
     assert str(exc.value) == "per_token_logp() must return an (m, T) tensor with an autograd graph"
+
+
+class _DiagLM(torch.nn.Module):
+    """Only position-wise operations after every call (every use diagonal): an Embedding without
+    padding_idx tied to the LM head, two Linears sharing one bias, and a Linear never called
+    (listed first)."""
+
+    def __init__(self, V=5, d=3):
+        super().__init__()
+        self.spare = torch.nn.Linear(2, 2)
+        self.emb = torch.nn.Embedding(V, d)
+        self.a = torch.nn.Linear(d, d)
+        self.b = torch.nn.Linear(d, d)
+        self.b.bias = self.a.bias
+        self.head = torch.nn.Linear(d, V, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, x):
+        h = self.emb(x)
+        return self.head(torch.tanh(self.a(h)) * self.b(h))
+
+
+def test_gram_builder_per_token_diagonal_ties_and_routes(monkeypatch):
+    """Diagonal uses of tied tensors (an Embedding and the head in their two layouts, one bias in
+    two Linears) against the loop, with a never-called tensor listed first; an unnamed (root)
+    call; and the route of "auto" when the per-flop costs favour one route by far."""
+    m, T = 2, 3
+    n = m * T
+    torch.manual_seed(13)
+    lm = _DiagLM().double().eval()
+    ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(13))
+    x, y = ctx[:, :-1], ctx[:, 1:]
+
+    def logp():
+        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
+
+    def logp_of(i):
+        b, t = divmod(i, T)
+        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+
+    names = ("spare.weight", "emb.weight", "a.weight", "a.bias", "b.weight")
+    params = [dict(lm.named_parameters())[k] for k in names]
+    G = _loop_G(logp_of, params, n)
+    K_ref = G.numpy() @ G.numpy().T / n
+    for path in ("auto", "explicit"):
+        sg = ENG.structured_gram_per_token(lm, logp, names, check_rows=n, path=path)
+        assert _close(sg.K, K_ref, n) and sg.P == G.shape[1]
+        assert sg.structure == (
+            "spare.weight: no call reaches log p (zero scores)",
+            "emb.weight: 2 call(s) emb#0(embedding) + head#3(linear); route diagonal (position-wise)",
+            "a.weight: 1 call(s) a#1(linear); route diagonal (position-wise)",
+            "a.bias: 2 call(s) a#1(linear) + b#2(linear); route diagonal (position-wise)",
+            "b.weight: 1 call(s) b#2(linear); route diagonal (position-wise)",
+        )
+    lz = ENG.lambda_max_per_token(lm, logp, names, method="lanczos", tol=1e-13)
+    assert lz.value == pytest.approx(_np_top(K_ref), rel=1e-10, abs=0)
+    # the root module's calls are named "model"
+    root = torch.nn.Linear(3, 4).double()
+    z = torch.randn(m, T, 3, generator=_gen(14), dtype=F64)
+    sg = ENG.structured_gram_per_token(root, lambda: torch.log_softmax(root(z), -1)[..., 0], ["weight", "bias"])
+    assert sg.structure == (
+        "weight: 1 call(s) model#0(linear); route diagonal (position-wise)",
+        "bias: 1 call(s) model#0(linear); route diagonal (position-wise)",
+    )
+    # "auto" takes the route of the smaller estimate: costs per flop that favour one by far
+    lm2, logp2, G2 = _pt_zoo(2, 4)
+    both = ("pos.weight", "inp.weight", "hf.weight")  # the tensors with both routes (one dense use)
+    Gs = torch.cat([G2[:, 18:42], G2[:, 46:58]], 1).numpy()  # their columns in the order of _PT_NAMES
+    for cheap in ("structured", "explicit"):
+        dear = "explicit" if cheap == "structured" else "structured"
+        monkeypatch.setitem(ENG._FLOP_COST, (F64, "cpu"), {cheap: 1e-30, dear: 1.0})
+        sg = ENG.structured_gram_per_token(lm2, logp2, both, check_rows=0)
+        assert _close(sg.K, Gs @ Gs.T / 8, 8)
+        for line in sg.structure:
+            assert f"; route {cheap} (estimated " in line, line
