@@ -2029,3 +2029,48 @@ def test_gram_builder_per_token_diagonal_ties_and_routes(monkeypatch):
         assert _close(sg.K, Gs @ Gs.T / 8, 8)
         for line in sg.structure:
             assert f"; route {cheap} (estimated " in line, line
+
+
+def test_gram_builder_one_sample_and_a_discarded_call():
+    """n = 1 is a valid sample count; a hooked call whose output never reaches log p (computed and
+    discarded) gives zero scores for its tensor, next to a live one."""
+    torch.manual_seed(15)
+    lin, dead = torch.nn.Linear(3, 2).double(), torch.nn.Linear(3, 2).double()
+    model = torch.nn.ModuleDict({"lin": lin, "dead": dead})
+    x = torch.randn(4, 3, generator=_gen(15), dtype=F64)
+
+    def logp(x=x):
+        dead(x)  # recorded, never used
+        return torch.log_softmax(lin(x), -1)[:, 0]
+
+    G = _loop_G(lambda i: logp(x[i : i + 1])[0], [lin.weight, lin.bias, dead.weight], 4)
+    sg = ENG.structured_gram_details(model, logp, ["lin.weight", "lin.bias", "dead.weight"], check_rows=4)
+    assert _close(sg.K, G.numpy() @ G.numpy().T / 4, 4) and not G[:, 8:].any()
+    one = ENG.structured_gram(model, lambda: logp(x[:1]), ["lin.weight", "lin.bias"])
+    assert one.shape == (1, 1) and float(one[0, 0]) == pytest.approx(float(G[0, :8] @ G[0, :8]), rel=1e-12)
+
+
+def test_gram_builder_per_token_cost_model():
+    """The estimated seconds are flop counts times the seconds per flop of each kernel (here 2 s
+    for the explicit GEMM, 0.5 s for the structured contraction): explicit 2·n·R·d0·d1 per use
+    (R = 1 for a diagonal use) + 2·n²·d0·d1; structured 4·n²·R·d_δ contracted + 2·(m·R)²·d_x by
+    GEMM (one dense use)."""
+    m, T = 2, 4
+    n = m * T
+    lm, logp, _ = _pt_zoo(m, T)
+    saved = dict(ENG._FLOP_COST)
+    ENG._FLOP_COST[(F64, "cpu")] = {"structured": 0.5, "explicit": 2.0}
+    try:
+        sg = ENG.structured_gram_per_token(lm, logp, ("tok.weight", "inp.weight", "hf.bias"), check_rows=0)
+    finally:
+        ENG._FLOP_COST.clear()
+        ENG._FLOP_COST.update(saved)
+    R = T  # rows per window of a non-diagonal use
+    tok = 2.0 * (2 * n * R * 6 * 3 + 2 * n * 1 * 6 * 3 + 2 * n * n * 6 * 3)  # embedding + head (diagonal)
+    inp_e = 2.0 * (2 * n * R * 3 * 4 + 2 * n * n * 3 * 4)
+    inp_s = 0.5 * (4 * n * n * R * 4) + 2.0 * (2 * (m * R) ** 2 * 3)
+    hfb = 2.0 * (2 * n * R * 1 * 4 + 2 * n * n * 1 * 4)
+    assert sg.structure[0].endswith(f"; route explicit (estimated explicit {tok:.2g} s)")
+    route = "explicit" if inp_e < inp_s else "structured"
+    assert sg.structure[1].endswith(f"; route {route} (estimated explicit {inp_e:.2g} s, structured {inp_s:.2g} s)")
+    assert sg.structure[2].endswith(f"; route explicit (estimated explicit {hfb:.2g} s)")
