@@ -2074,3 +2074,91 @@ def test_gram_builder_per_token_cost_model():
     route = "explicit" if inp_e < inp_s else "structured"
     assert sg.structure[1].endswith(f"; route {route} (estimated explicit {inp_e:.2g} s, structured {inp_s:.2g} s)")
     assert sg.structure[2].endswith(f"; route explicit (estimated explicit {hfb:.2g} s)")
+
+
+def test_gram_builder_defaults_and_options_reach_the_per_sample_gram():
+    """structured_gram / structured_gram_details: check_rows 1 and seed 0 by default, and
+    score_rows / seed passed on."""
+    n = 5
+    model, logp, names, G = _gram_zoo(n)
+    seen = []
+
+    def rows(scale):
+        def f(idx):
+            seen.append(idx.clone())
+            return scale * G[idx]
+
+        return f
+
+    sg = ENG.structured_gram_details(model, logp, names, score_rows=rows(1.0))
+    assert torch.equal(seen[-1], torch.randperm(n, generator=_gen(0))[:1])
+    assert sg.checks == (
+        f"H2 verified with autograd on 1 sampled samples and one random combination of all {n}; "
+        "H1 on the autograd graph; K[idx, idx] equals score_rows on 1 rows"
+    )
+    ENG.structured_gram(model, logp, names, score_rows=rows(1.0), seed=3, check_rows=2)
+    assert torch.equal(seen[-1], torch.randperm(n, generator=_gen(3))[:2])
+    with pytest.raises(HypothesesNotMet, match="disagrees with the score rows"):
+        ENG.structured_gram(model, logp, names, score_rows=rows(2.0))
+    # a mixing of the second sampled sample (seed 0) with another: only a second sampled row (or
+    # the random combination) sees it, so the default check (one row) names the combination
+    perm = torch.randperm(n, generator=_gen(0))
+    a, b = int(perm[1]), int(perm[2])
+    M = torch.eye(n, dtype=F64)
+    M[a, b] = M[b, a] = 0.5
+    mix, mlogp = _mix_model(M)
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(mix, mlogp, ["lin.weight"])
+    assert "(autograd check on a random combination of all samples: error " in str(exc.value)
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(mix, mlogp, ["lin.weight"], check_rows=2)
+    assert f"(autograd check on sample {a}: error " in str(exc.value)
+
+
+class _Prefixed(torch.nn.Module):
+    """A Linear on T + 1 rows per window (a zero row prepended), its last T rows read causally:
+    rows per window ≠ positions."""
+
+    def __init__(self, V=5, d=3):
+        super().__init__()
+        self.emb = torch.nn.Embedding(V, d)
+        self.lin = torch.nn.Linear(d, d)
+        self.head = torch.nn.Linear(d, V)
+
+    def forward(self, x):
+        h = self.emb(x)
+        h = torch.cat([torch.zeros_like(h[:, :1]), h], 1)
+        z = self.lin(h)
+        z = (z[:, 1:] + z[:, :-1]) / 2  # position t reads rows t and t + 1 of the T + 1
+        return self.head(torch.tanh(z))
+
+
+def test_gram_builder_per_token_rows_per_window_differ_from_positions_and_conv2d_refused():
+    m, T = 2, 3
+    n = m * T
+    torch.manual_seed(16)
+    lm = _Prefixed().double().eval()
+    ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(16))
+    x, y = ctx[:, :-1], ctx[:, 1:]
+
+    def logp():
+        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
+
+    def logp_of(i):
+        b, t = divmod(i, T)
+        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+
+    names = ("emb.weight", "lin.weight", "lin.bias")
+    G = _loop_G(logp_of, [dict(lm.named_parameters())[k] for k in names], n)
+    K_ref = G.numpy() @ G.numpy().T / n
+    for path in ("structured", "explicit"):
+        sg = ENG.structured_gram_per_token(lm, logp, names, check_rows=n, path=path)
+        assert _close(sg.K, K_ref, n)
+    op = ENG._PerTokenOperator(ENG._record_per_token(lm, logp, names, logp().detach(), 0, 0, None)[1], m, T)
+    v = torch.randn(n, generator=_gen(17), dtype=F64)
+    assert np.abs(op(v).numpy() - K_ref @ v.numpy()).max() <= 1e-12 * np.abs(K_ref).max() * float(v.abs().max())
+    conv = torch.nn.Conv2d(m, m, 1).double()
+    s = torch.randn(m, m, T, 1, generator=_gen(18), dtype=F64)
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram_per_token(conv, lambda: conv(s).sum((1, 3)), ["weight"])
+    assert str(exc.value) == ": convolutions are not supported by the per-token structured Gram"
