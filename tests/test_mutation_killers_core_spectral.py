@@ -398,6 +398,24 @@ def test_refusal_names_the_coefficient_furthest_from_its_tolerance(monkeypatch):
         spectral.series_coefficients_with_errors(*COMMUTING, 2)
 
 
+def test_refusal_diagnostics_of_extreme_estimates_give_no_warnings(monkeypatch):
+    """a2 = C_2 = float max (|a2| + eps·C_2 overflows) and err_3/(eps·C_3) beyond float64: the
+    message is still formed without floating-point warnings."""
+    real, big = spectral._float_attempt, np.finfo(float).max
+
+    def float_attempt(a, e, eig, order):
+        _, _, _, eta = real(a, e, eig, order)
+        # (a1 first: the acceptance test stops there, before the sums that would overflow)
+        return np.array([0.0, big, 0.0]), np.array([np.inf, 1.0, 1e300]), np.array([1e-300, big, 1e-300]), eta
+
+    monkeypatch.setattr(spectral, "_float_attempt", float_attempt)
+    monkeypatch.setattr(spectral, "HIGH_PRECISION_MAX_N", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(HypothesesNotMet, match=r"^float64 cannot deliver a\d to rtol 1e-08"):
+            spectral.series_coefficients_with_errors(*COMMUTING, 3)
+
+
 def test_high_precision_limit_is_inclusive(monkeypatch):
     monkeypatch.setattr(spectral, "HIGH_PRECISION_MAX_N", 3)
     res = spectral.series_coefficients_with_errors(*COMMUTING, 2)
@@ -419,6 +437,20 @@ def test_unrepresentable_coefficient_is_an_input_error_without_warnings(s, order
             InputError, match=r"^a series coefficient of λ_max\(A \+ tE\) is not representable in float64"
         ):
             spectral.series_coefficients_with_errors(A, E, order)
+
+
+def test_cancelling_overflowing_terms_in_float64_give_no_warnings():
+    """A = diag(1, 0), E = s·[[1, 1], [1, 1]], s = 1e110: λ_max = 1 + st + s²t² + O(t⁴) (a3 = 0),
+    but float64 forms a3 = −s·s² + s³ = −inf + inf: the float64 route is dropped quietly and
+    high precision gives the coefficients."""
+    s = 1e110
+    A, E = np.diag([1.0, 0.0]), np.full((2, 2), s)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = spectral.series_coefficients_with_errors(A, E, 3)
+    assert res.dps is not None
+    assert res.coefficients[0] == s and res.coefficients[1] == pytest.approx(s * s, rel=4 * EPS)
+    assert abs(res.coefficients[2]) <= 1e-40 * s**2  # a3 = 0 (up to the 50-digit cancellation of s³ terms)
 
 
 def test_one_by_one_series_fields():
