@@ -408,3 +408,13 @@ def test_require_eval_mode_names_four_modules_and_counts_the_rest(k):
     rest = f" and {k - 4} more" if k > 4 else ""
     shown = ", ".join(f"{i} (Dropout)" for i in range(min(k, 4))) + rest
     assert f"X needs a model in eval mode, but {shown} {'is' if k == 1 else 'are'} in training mode" in msg
+
+
+def test_top_eig_warm_float32_breakdown_is_detected():
+    """In float32 an invariant Krylov space leaves β at rounding level (~1e-7‖K‖), far above
+    1e-14‖K‖_F: the breakdown must still be seen, or the Ritz value 9.9 of the start v2 is
+    returned as converged for 10·v1v1ᵀ + 9.9·v2v2ᵀ (true λ_max 10)."""
+    K, start = _rotated_case()
+    val, vec, it, ok = MON.top_eig_warm(K.float(), start.float(), tol=1e-6)
+    assert ok and vec.dtype == torch.float32
+    assert val == pytest.approx(_top(K), rel=1e-5)

@@ -667,3 +667,14 @@ def test_lanczos_top_of_the_zero_matrix_and_of_a_bad_start():
         got = STR._lanczos_top(K, bad, 1e-12, 60)
         assert got[0] == ref[0] and got[2:] == ref[2:] and torch.equal(got[1], ref[1])
     assert ref[0] == pytest.approx(float(np.linalg.eigvalsh(K.numpy())[-1]), rel=1e-12)
+
+
+def test_lanczos_top_of_a_float32_matrix_runs_in_float32():
+    """A float32 K (also through a restart: the rotated pair from v2) gives λ_max to float32
+    accuracy and a float32 Ritz vector."""
+    K64, v2 = _rotated_pair()
+    for K, start in ((K64.float(), v2.float()), ((K64 + _diag64(0.0, 0.0, 0.5)).float(), None)):
+        top = float(np.linalg.eigvalsh(K.double().numpy())[-1])
+        theta, vec, steps, ok = STR._lanczos_top(K, start, 1e-6, 60)
+        assert vec.dtype == torch.float32 and ok
+        assert theta == pytest.approx(top, rel=1e-5)

@@ -162,6 +162,9 @@ def top_eig_warm(
     scale = float(torch.linalg.matrix_norm(K, ord="fro"))
     if scale == 0.0:
         return 0.0, q, 0, True
+    # a breakdown: β at the rounding level of K's dtype (1e-14‖K‖_F in float64, ~2e-6‖K‖_F in
+    # float32, where rounding alone leaves β ~ 1e-7‖K‖ after an invariant space)
+    breakdown = max(1e-14, 16 * torch.finfo(K.dtype).eps) * scale
     first = 0  # first Lanczos vector of the current block (a restart begins a new block)
     kept: tuple[float, torch.Tensor, float] | None = None  # best Ritz pair of finished blocks, its residual
     kept_frob2 = 0.0  # ‖T‖_F² of the finished (invariant) blocks
@@ -188,7 +191,7 @@ def top_eig_warm(
         best, best_y, best_res = theta, y, res
         if kept is not None and kept[0] > theta:
             best, best_y, best_res = kept
-        invariant = beta <= 1e-14 * scale and k + 1 < t
+        invariant = beta <= breakdown and k + 1 < t
         if not invariant and res <= tol * max(abs(theta), 1e-300):
             return best, best_y, k + 1, True
         if k + 1 == t:

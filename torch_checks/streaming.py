@@ -318,6 +318,8 @@ def _lanczos_top(K: torch.Tensor, start: torch.Tensor | None, tol: float, max_it
     alphas: list[float] = []  # the current block's tridiagonal matrix
     betas: list[float] = []
     scale2 = float(torch.linalg.matrix_norm(K, ord="fro")) ** 2
+    # a breakdown: β at the rounding level of K's dtype (1e-14‖K‖_F in float64, ~2e-6‖K‖_F in float32)
+    breakdown = max(1e-14, 16 * torch.finfo(K.dtype).eps) * scale2**0.5
     first = 0  # first Lanczos vector of the current block (a restart begins a new block)
     kept: tuple[float, torch.Tensor] | None = None  # best Ritz pair of the finished (invariant) blocks
     kept_frob2 = 0.0  # their ‖T‖_F²
@@ -337,7 +339,7 @@ def _lanczos_top(K: torch.Tensor, start: torch.Tensor | None, tol: float, max_it
             T += np.diag(betas, 1) + np.diag(betas, -1)
         ev, evec = np.linalg.eigh(T)
         theta, s, steps = float(ev[-1]), evec[:, -1], k + 1
-        invariant = beta <= 1e-14 * scale2**0.5
+        invariant = beta <= breakdown
         if not invariant and theta > 0.0 and beta * abs(s[-1]) <= tol * theta:
             break
         if k + 1 == n:  # the blocks span the whole space: the best of their Ritz values is λ_max
