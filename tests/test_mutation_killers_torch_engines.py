@@ -2162,3 +2162,52 @@ def test_gram_builder_per_token_rows_per_window_differ_from_positions_and_conv2d
     with pytest.raises(HypothesesNotMet) as exc:
         ENG.structured_gram_per_token(conv, lambda: conv(s).sum((1, 3)), ["weight"])
     assert str(exc.value) == ": convolutions are not supported by the per-token structured Gram"
+
+
+class _NoVmapTanh(torch.autograd.Function):
+    """tanh with a hand-written backward and no vmap rule: a batched (is_grads_batched) backward
+    through it fails, so the per-token signals come from the one-target-at-a-time fallback."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        assert math.isfinite(g.sum().item())  # .item() of a batched tensor: vmap refuses it
+        return g * (1 - y * y)
+
+
+def test_gram_builder_per_token_signals_without_a_batching_rule_and_root_names():
+    m, T = 2, 3
+    n = m * T
+    torch.manual_seed(19)
+    emb, head = torch.nn.Embedding(5, 3).double(), torch.nn.Linear(3, 5).double()
+    model = torch.nn.ModuleDict({"emb": emb, "head": head})
+    ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(19))
+    x, y = ctx[:, :-1], ctx[:, 1:]
+
+    def forward(x):
+        h = emb(x)
+        prefix = torch.cumsum(h, 1) / torch.arange(1, x.shape[1] + 1, dtype=F64)[:, None]
+        return torch.log_softmax(head(_NoVmapTanh.apply(prefix)), -1)
+
+    def logp():
+        return forward(x).gather(-1, y[..., None]).squeeze(-1)
+
+    def logp_of(i):
+        b, t = divmod(i, T)
+        return forward(x[b : b + 1])[0, t, y[b, t]]
+
+    names = ("emb.weight", "head.weight")
+    G = _loop_G(logp_of, [emb.weight, head.weight], n)
+    sg = ENG.structured_gram_per_token(model, logp, names, check_rows=n, target_chunk=2)
+    assert _close(sg.K, G.numpy() @ G.numpy().T / n, n)
+    # an unnamed (root) call in the per-sample structure lines
+    root = torch.nn.Linear(3, 2).double()
+    z = torch.randn(4, 3, generator=_gen(20), dtype=F64)
+    sd = ENG.structured_gram_details(root, lambda: torch.log_softmax(root(z), -1)[:, 0], ["weight"])
+    assert sd.structure == ("weight: 1 call(s) model#0(linear)",)
