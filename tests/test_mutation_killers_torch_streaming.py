@@ -678,3 +678,14 @@ def test_lanczos_top_of_a_float32_matrix_runs_in_float32():
         theta, vec, steps, ok = STR._lanczos_top(K, start, 1e-6, 60)
         assert vec.dtype == torch.float32 and ok
         assert theta == pytest.approx(top, rel=1e-5)
+
+
+def test_lanczos_top_one_step_budget_is_the_rayleigh_quotient_of_the_start():
+    """max_iter = 1: one step, θ = the Rayleigh quotient of the start ((3 + 1)/2 = 2 for
+    diag(3, 1) from (1, 1)), and not converged (the residual is 1); max_iter ≤ 0 also means 1."""
+    K = _diag64(3.0, 1.0)
+    for budget in (1, 0):
+        theta, vec, steps, ok = STR._lanczos_top(K, torch.ones(2, dtype=F64), 1e-12, budget)
+        assert (steps, ok) == (1, False)
+        assert theta == pytest.approx(2.0, rel=1e-15)
+        np.testing.assert_allclose(vec.numpy(), np.full(2, 2**-0.5), rtol=1e-15)
