@@ -501,6 +501,11 @@ def test_gap_resolved_is_strict_at_sixteen_n_eps_norm():
     assert neg.gap_resolved()
     low = spectral.EigenData(np.array([0.5, 0.5 - 16.5 * n * EPS, -1.0]), np.eye(3))  # ‖A‖ = |λ_min| = 1
     assert not low.gap_resolved()
+    # below float64's smallest normal the resolution is absolute: 16·n subnormal steps (eps·tiny)
+    step = np.finfo(float).smallest_subnormal
+    assert step == EPS * np.finfo(float).tiny
+    assert not spectral.EigenData(np.array([30 * step, 0.0]), np.eye(2)).gap_resolved()
+    assert spectral.EigenData(np.array([40 * step, 0.0]), np.eye(2)).gap_resolved()
 
 
 def test_eigen_data_and_lambda_max_against_dense_eigh():
