@@ -2211,3 +2211,36 @@ def test_gram_builder_per_token_signals_without_a_batching_rule_and_root_names()
     z = torch.randn(4, 3, generator=_gen(20), dtype=F64)
     sd = ENG.structured_gram_details(root, lambda: torch.log_softmax(root(z), -1)[:, 0], ["weight"])
     assert sd.structure == ("weight: 1 call(s) model#0(linear)",)
+
+
+def test_gram_builder_functional_call_substitutes():
+    """A forward through torch.func.functional_call with detached copies of θ (substituted
+    tensors, differentiated through leaf copies during each call only) gives the loop's K, says
+    so in the checks, and leaves the model's own parameters in place; the same with substitutes
+    that require grad, whose uses the graph check sees."""
+    n = 4
+    torch.manual_seed(21)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    x = torch.randn(n, 3, generator=_gen(21), dtype=F64)
+    names = ["0.weight", "0.bias", "2.weight"]
+    params = dict(net.named_parameters())
+    own = {k: v for k, v in params.items()}
+    G = _loop_G(lambda i: torch.log_softmax(net(x[i : i + 1]), -1)[0, 0], [params[k] for k in names], n)
+    K_ref = G.numpy() @ G.numpy().T / n
+    for grad in (False, True):
+        subs = {k: (v.detach().clone().requires_grad_(True) if grad else v.detach().clone()) for k, v in params.items()}
+
+        def logp(subs=subs):
+            return torch.log_softmax(torch.func.functional_call(net, subs, (x,)), -1)[:, 0]
+
+        sg = ENG.structured_gram_details(net, logp, names, check_rows=n)
+        assert _close(sg.K, K_ref, n)
+        assert all(net._modules[k.split(".")[0]]._parameters[k.split(".")[1]] is own[k] for k in own)
+        tail = (
+            "H1 on the autograd graph, but uses outside the hooked calls of tensors the forward substitutes "
+            "without requires_grad (functional_call with detached tensors) are not visible"
+        )
+        assert sg.checks == (
+            f"H2 verified with autograd on {n} sampled samples and one random combination of all {n}; " + tail
+        )
+        assert all(not s.requires_grad for s in subs.values()) or grad
