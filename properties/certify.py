@@ -548,8 +548,8 @@ def iv_scores(model: str, X, y, theta) -> mpmath.matrix:
     """Per-sample scores g_i = ∇_θ log p(y_i | x_i; θ) in interval arithmetic from the exact
     floats: linear-Gaussian (y − θᵀx)x, logistic (y − σ(θᵀx))x, softmax (e_y − softmax(Wx)) ⊗ x
     with θ = W.reshape(-1)."""
-    X = np.asarray(X, dtype=float)
-    theta = np.asarray(theta, dtype=float).reshape(-1)
+    X = _enc._real_array(X, "iv_scores")  # complex input refused (a cast drops the imaginary part)
+    theta = _enc._real_array(theta, "iv_scores").reshape(-1)
     n, d = X.shape
     rows = []
     for i in range(n):

@@ -1324,3 +1324,74 @@ def test_top_pair_refuses_a_non_square_matrix_as_such():
 
     with mpmath.workdps(30), pytest.raises(InputError, match="square"):
         top_pair_enclosure(np.ones((3, 1)), np.ones((3, 1)))
+
+
+# ----------------------------------------------------------------- scores and the batch Λ in interval arithmetic
+
+
+def _mp_batch_lambda(model, X, y, theta, dps=60):
+    """λ_max of the empirical FIM (1/n) Σ g_i g_iᵀ at ``dps`` digits, scores written out in mp."""
+    with mpmath.workdps(dps):
+        n, d = X.shape
+        rows = []
+        for i in range(n):
+            x = [mpf(float(v)) for v in X[i]]
+            if model == "softmax":
+                k = theta.size // d
+                W = np.asarray(theta, dtype=float).reshape(k, d)
+                z = [mpmath.fsum(mpf(float(W[c, j])) * x[j] for j in range(d)) for c in range(k)]
+                e = [mpmath.exp(t) for t in z]
+                s = mpmath.fsum(e)
+                rows.append([((1 if c == int(y[i]) else 0) - e[c] / s) * xj for c in range(k) for xj in x])
+            else:
+                t = mpmath.fsum(mpf(float(theta[j])) * x[j] for j in range(d))
+                r = mpf(float(y[i])) - (t if model == "linear" else 1 / (1 + mpmath.exp(-t)))
+                rows.append([r * xj for xj in x])
+        G = mpmath.matrix(rows)
+        return max(mpmath.eigsy((G.T * G) / n, eigvals_only=True))
+
+
+@pytest.mark.parametrize(
+    "model, shape, theta_shape",
+    [("logistic", (5, 3), (3,)), ("logistic", (2, 4), (1, 4)), ("linear", (3, 2), (2,)), ("softmax", (4, 2), (3, 2))],
+)
+def test_iv_batch_lambda_max_encloses_the_mp_lambda_max(model, shape, theta_shape):
+    """Λ = λ_max((1/n) GᵀG) of the batch (n > p and n ≤ p; θ given flat or as a matrix, which
+    the scores read flattened, θ = W.reshape(-1))."""
+    from fimtheory.highprec import working_precision
+    from properties.certify import iv_batch_lambda_max
+
+    X = _g(70, shape)
+    theta = _g(71, theta_shape)
+    y = np.array([i % 3 for i in range(shape[0])]) if model == "softmax" else (np.arange(shape[0]) % 2).astype(float)
+    with working_precision(50):
+        lam = iv_batch_lambda_max(model, X, y, theta)
+    ref = _mp_batch_lambda(model, X, y, theta.reshape(-1))
+    with mpmath.workdps(60):
+        assert lam.a <= ref <= lam.b and lam.b - lam.a < mpf(10) ** -40 * ref
+
+
+def test_iv_scores_refuses_complex_inputs():
+    """Complex X or θ are refused by name, not cast to float with the imaginary part dropped."""
+    from fimtheory.highprec import working_precision
+    from properties.certify import iv_scores
+
+    with working_precision(50):
+        with pytest.raises(InputError, match=r"^iv_scores needs real entries"):
+            iv_scores("linear", np.array([[1.0, 1j]]), np.zeros(1), np.ones(2))
+        with pytest.raises(InputError, match=r"^iv_scores needs real entries"):
+            iv_scores("linear", np.ones((1, 2)), np.zeros(1), np.array([1.0, 1j]))
+
+
+def test_eq1_ratio_on_exactly_dense_max_entries_is_enclosed_densely(monkeypatch):
+    """The dense limit is inclusive: a q of exactly DENSE_MAX entries is enclosed densely
+    (here with the limit lowered to 4, so that the dense enclosure is cheap)."""
+    import properties.certify as C
+
+    monkeypatch.setattr(C, "DENSE_MAX", 4)
+    w = WEAKENINGS["EQ1-RATIO-within-25pct"]
+    inst = ProbabilityInstance(np.array([0.4, 0.3, 0.2, 0.1]), k=4)
+    cert = certify(w, inst, 50, ladder=(50,))
+    m = _mp_margin(w, inst)
+    with mpmath.workdps(100):
+        assert cert.usable and cert.lo - mpf(10) ** -40 <= m <= cert.hi + mpf(10) ** -40, cert.note
