@@ -2244,3 +2244,147 @@ def test_gram_builder_functional_call_substitutes():
             f"H2 verified with autograd on {n} sampled samples and one random combination of all {n}; " + tail
         )
         assert all(not s.requires_grad for s in subs.values()) or grad
+
+
+def test_gram_builder_per_sample_subsets_dtypes_ties_and_direct_uses():
+    """θ subsets that skip roles or list a never-called tensor first, a float32 model scored in
+    float64, an Embedding with padding and one row per sample, a tie that functional_call breaks,
+    and a θ tensor used only directly (no recorded call at all)."""
+    n = 5
+    model, logp, names, G = _gram_zoo(n)
+    K_full = G.numpy() @ G.numpy().T / n
+    cols = {k: c for k, c in zip(names, np.cumsum([0] + [p.numel() for _, p in model.named_parameters()]))}
+
+    def block(*ks):
+        idx = np.concatenate([np.arange(cols[k], cols[k] + dict(model.named_parameters())[k].numel()) for k in ks])
+        Gs = G.numpy()[:, idx]
+        return Gs @ Gs.T / n
+
+    for sub in (["lin.bias"], ["spare.weight", "lin.weight", "hf.bias"], ["spare.bias", "emb.weight"]):
+        sg = ENG.structured_gram_details(model, logp, sub)
+        assert _close(sg.K, block(*[k for k in sub if not k.startswith("spare")]), n)
+    assert not np.isnan(K_full).any()
+    # float32 layers, log p in float64: every factor is cast, K is float64
+    torch.manual_seed(22)
+    lin32 = torch.nn.Linear(3, 2)
+    x32 = torch.randn(4, 3, generator=_gen(22))
+    lp64 = lambda: torch.log_softmax(lin32(x32), -1)[:, 0].double()  # noqa: E731
+    G32 = _loop_G(lambda i: torch.log_softmax(lin32(x32[i : i + 1]), -1)[0, 0], [lin32.bias], 4)
+    Kb = ENG.structured_gram(lin32, lp64, ["bias"], check_rows=0)
+    assert Kb.dtype == F64
+    assert np.abs(Kb.numpy() - G32.numpy() @ G32.numpy().T / 4).max() <= 1e-6 * np.abs(Kb.numpy()).max()
+    # an Embedding with padding_idx, one token per sample (some of them padding)
+    emb = torch.nn.Embedding(4, 3, padding_idx=2).double()
+    tok = torch.tensor([0, 2, 1, 2, 3])
+    elp = lambda t=tok: torch.log_softmax(torch.tanh(emb(t)), -1)[:, 0]  # noqa: E731
+    Ge = _loop_G(lambda i: elp(tok[i : i + 1])[0], [emb.weight], 5)
+    assert _close(ENG.structured_gram(emb, elp, ["weight"]), Ge.numpy() @ Ge.numpy().T / 5, 5)
+    # functional_call with tie_weights=False gives the two modules two different tensors
+    tied, tlogp, tnames, _ = _gram_zoo(n)
+    subs = {k: v.detach().clone() for k, v in tied.named_parameters(remove_duplicate=False)}
+    g = _gen(6)
+    inputs = (
+        torch.randn(n, 3, generator=g, dtype=F64),
+        torch.randn(n, 2, 3, generator=g, dtype=F64),
+        torch.randn(n, 2, 7, generator=g, dtype=F64),
+        torch.randn(n, 1, 4, 5, generator=g, dtype=F64),
+        torch.randint(0, 5, (n, 2), generator=g),
+    )
+
+    def untied():
+        out = torch.func.functional_call(tied, subs, inputs, tie_weights=False)
+        return torch.log_softmax(out, -1)[:, 0]
+
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(tied, untied, ["emb.weight"])
+    assert str(exc.value) == (
+        "'emb.weight' is tied between modules but the forward gave them 2 different tensors "
+        "(functional_call with tie_weights=False?)"
+    )
+    # a θ tensor read only directly (its module never called): 1 use in the graph, 0 recorded
+    lin = torch.nn.Linear(3, 2).double()
+    xx = torch.randn(4, 3, generator=_gen(23), dtype=F64)
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(
+            lin, lambda: torch.log_softmax(torch.nn.functional.linear(xx, lin.weight), -1)[:, 0], ["weight"]
+        )
+    assert str(exc.value) == (
+        "'weight' is used 1 time(s) in the graph of log p but only 0 use(s) are calls of a supported "
+        "module: it is also used directly (e.g. F.linear(x, weight) or a weight read by another module), "
+        "which the structured Gram cannot see"
+    )
+    # one sample as an unbatched (1-D) input: one row, no "rows/sample"
+    one = ENG.structured_gram_details(lin, lambda: torch.log_softmax(lin(xx[0]), -1)[:1], ["weight", "bias"])
+    assert one.structure == ("weight: 1 call(s) model#0(linear)", "bias: 1 call(s) model#0(linear)")
+    Gd = _loop_G(lambda i: torch.log_softmax(lin(xx[0]), -1)[0], [lin.weight, lin.bias], 1)
+    assert _close(one.K, Gd.numpy() @ Gd.numpy().T, 1)
+
+
+class _SharedLM(torch.nn.Module):
+    """Calls shared by all windows: a Linear and a transformers Conv1D on a fixed (T, d) position
+    feature table, and a position Embedding called on a (1, T) index."""
+
+    def __init__(self, V=5, d=3, T=3):
+        super().__init__()
+        self.tok = torch.nn.Embedding(V, d)
+        self.pos = torch.nn.Embedding(T, d)
+        self.proj = torch.nn.Linear(2, d)
+        self.hf = _hf_conv1d(d, 2)
+        self.head = torch.nn.Linear(d, V)
+        self.register_buffer("feats", torch.randn(T, 2, generator=_gen(24), dtype=F64))
+
+    def forward(self, x):
+        T = x.shape[1]
+        h = self.tok(x) + self.proj(self.feats) + self.hf(self.feats) + self.pos(torch.arange(T)[None])
+        prefix = torch.cumsum(h, 1) / torch.arange(1, T + 1, dtype=h.dtype)[:, None]
+        return self.head(torch.tanh(prefix))
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_gram_builder_per_token_shared_calls_and_a_float32_model(dtype):
+    m, T = 2, 3
+    n = m * T
+    torch.manual_seed(25)
+    lm = _SharedLM().to(dtype).eval()
+    ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(25))
+    x, y = ctx[:, :-1], ctx[:, 1:]
+
+    def logp():
+        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1).double()
+
+    def logp_of(i):
+        b, t = divmod(i, T)
+        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]].double()
+
+    names = ("tok.weight", "pos.weight", "proj.weight", "proj.bias", "hf.weight", "hf.bias")
+    G = _loop_G(logp_of, [dict(lm.named_parameters())[k] for k in names], n)
+    K_ref = G.numpy() @ G.numpy().T / n
+    for path in ("structured", "explicit"):
+        # (float32 layers: the H2 check is the subject of the test below)
+        sg = ENG.structured_gram_per_token(lm, logp, names, check_rows=n if dtype == F64 else 0, path=path)
+        assert sg.K.dtype == F64
+        if dtype == F64:
+            assert _close(sg.K, K_ref, n)
+        else:  # float32 signals and activations: float32 accuracy
+            assert np.abs(sg.K.numpy() - K_ref).max() <= 1e-5 * np.abs(K_ref).max()
+
+
+def test_float32_layers_scored_in_float64_pass_the_h2_check():
+    """Layers in float32 and log p cast to float64: the VJPs through the layers are float32, so the
+    H2 check's tolerance is taken in the layers' precision (it refused such models as "mixing" at
+    float64's 1024·eps before)."""
+    torch.manual_seed(22)
+    lin32 = torch.nn.Linear(3, 2)
+    x32 = torch.randn(4, 3, generator=_gen(22))
+    sg = ENG.structured_gram_details(lin32, lambda: torch.log_softmax(lin32(x32), -1)[:, 0].double(), ["bias"])
+    assert sg.K.dtype == F64 and sg.checks.startswith("H2 verified with autograd on 1 sampled samples")
+    m, T = 2, 3
+    torch.manual_seed(25)
+    lm = _SharedLM().float().eval()
+    x = torch.randint(0, 5, (m, T), generator=_gen(25))
+    pt = ENG.structured_gram_per_token(lm, lambda: torch.log_softmax(lm(x), -1)[..., 0].double(), ["tok.weight"])
+    assert pt.checks.startswith("H2 (independent windows) verified with autograd on 1 sampled targets")
+    # a genuine mixing is still refused in float32
+    mix = torch.eye(4) + 0.5
+    with pytest.raises(HypothesesNotMet, match="influences other samples"):
+        ENG.structured_gram(lin32, lambda: torch.log_softmax(mix @ lin32(x32), -1)[:, 0].double(), ["bias"])
