@@ -2388,3 +2388,15 @@ def test_float32_layers_scored_in_float64_pass_the_h2_check():
     mix = torch.eye(4) + 0.5
     with pytest.raises(HypothesesNotMet, match="influences other samples"):
         ENG.structured_gram(lin32, lambda: torch.log_softmax(mix @ lin32(x32), -1)[:, 0].double(), ["bias"])
+
+
+def test_gram_builder_measured_flop_costs_contract(monkeypatch):
+    """The per-flop costs: measured once per (dtype, device) and cached, one positive finite
+    seconds-per-flop for each route, plausible for a CPU kernel (1e-14 … 1e-5 s per flop)."""
+    monkeypatch.setattr(ENG, "_FLOP_COST", {})
+    cost = ENG._measured_flop_costs(F64, "cpu")
+    assert set(cost) == {"structured", "explicit"}
+    assert all(isinstance(v, float) and math.isfinite(v) and 1e-14 < v < 1e-5 for v in cost.values())
+    assert ENG._FLOP_COST == {(F64, "cpu"): cost} and ENG._measured_flop_costs(F64, "cpu") is cost
+    c32 = ENG._measured_flop_costs(torch.float32, torch.device("cpu"))
+    assert set(ENG._FLOP_COST) == {(F64, "cpu"), (torch.float32, "cpu")} and c32 is not cost
