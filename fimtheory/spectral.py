@@ -167,7 +167,28 @@ def _coefficient_error_estimates(n, order, beta, gap, eta, eps_e, unit):
 
 
 def _accepted(coeffs, errs, scales, rtol) -> bool:
-    return all(float(err) <= rtol * (abs(float(a)) + EPS64 * float(c)) for a, err, c in zip(coeffs, errs, scales))
+    """Whether every error estimate is finite and meets the contract rtol·(|a_k| + eps·C_k).
+
+    The bound is formed in Python floats as rtol·|a_k| + rtol·eps·C_k: each term is finite
+    (rtol < 1, C_k finite) and a sum beyond float64 is +inf, above any finite estimate, not a
+    warning. An infinite or nan estimate is never accepted.
+    """
+    r, u = float(rtol), float(EPS64)
+    return all(
+        math.isfinite(float(err)) and float(err) <= r * abs(float(a)) + r * u * float(c)
+        for a, err, c in zip(coeffs, errs, scales)
+    )
+
+
+def _check_scales_representable(scales, eta: float, gap: float) -> None:
+    """InputError where a natural scale C_k is beyond float64: the contract cannot be stated there."""
+    for k, c in enumerate(scales, start=1):
+        if not math.isfinite(float(c)):
+            raise InputError(
+                f"the natural scale C_{k} = η(2η/γ)^{k - 1} of a{k} is not representable in float64 "
+                f"(η = ‖E‖₂ = {eta:.3g}, γ = {gap:.3g}), so the accuracy of a{k} cannot be stated; "
+                f"rescale E (a_k(sE) = s^k·a_k(E)) or ask for order < {k}"
+            )
 
 
 def backward_error(A, eig: EigenData) -> float:
@@ -191,9 +212,14 @@ def _float_attempt(a, e, eig: EigenData, order: int):
     w_e = np.linalg.eigvalsh(e)
     eta = float(max(abs(w_e[0]), abs(w_e[-1])))
     absV = np.abs(V)
-    eps_e = float(2 * n * EPS64 * np.max(np.sum(absV.T @ np.abs(e) @ absV, axis=1)) + 2 * eta * np.linalg.norm(nonorth))
-    M = perturbation_in_eigenbasis(eig, e)
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf: the caller checks isfinite
+    # ‖E‖₂ near the largest float: M, ε_E and the coefficients overflow to inf (inf·0 = nan in
+    # ε_E); the caller checks the coefficients with isfinite and _accepted refuses inf and nan
+    # estimates, so such input goes to high precision (or is refused) without warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        eps_e = float(
+            2 * n * EPS64 * np.max(np.sum(absV.T @ np.abs(e) @ absV, axis=1)) + 2 * eta * np.linalg.norm(nonorth)
+        )
+        M = perturbation_in_eigenbasis(eig, e)
         coeffs = np.asarray(_series.series_coefficients(lam, M, order), dtype=float)
     errs, scales = _coefficient_error_estimates(n, order, beta, eig.gap, eta, eps_e, EPS64)
     return coeffs, np.array(errs, float), np.array(scales, float), eta
@@ -259,7 +285,8 @@ def series_coefficients_with_errors(A, E, order: int = 3, *, rtol: float = 1e-8)
         high precision cannot meet it.
     InputError
         Malformed A or E (see :func:`perturbation_coefficients`), a bad ``rtol``, or a
-        coefficient that is not representable in float64.
+        coefficient or natural scale C_k (k ≤ order) that is not representable in float64
+        (the contract cannot be stated there; a_k(sE) = s^k·a_k(E), so rescale E).
     """
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= 4:
         raise InputError(f"order must be an integer in 1..4, got {order!r}")
@@ -280,6 +307,7 @@ def series_coefficients_with_errors(A, E, order: int = 3, *, rtol: float = 1e-8)
         coeffs = np.array([e[0, 0]] + [0.0] * (order - 1))
         return SeriesCoefficients(eig.lambda_max, coeffs, np.zeros(order), np.abs(coeffs), None)
     coeffs, errs, scales, eta = _float_attempt(a, e, eig, order)
+    _check_scales_representable(scales, eta, eig.gap)
     if np.all(np.isfinite(coeffs)) and _accepted(coeffs, errs, scales, rtol):
         return SeriesCoefficients(eig.lambda_max, coeffs, errs, scales, None)
     with np.errstate(over="ignore", invalid="ignore"):  # inf/inf estimates (overflowing C_k) give nan
@@ -299,6 +327,7 @@ def series_coefficients_with_errors(A, E, order: int = 3, *, rtol: float = 1e-8)
     dps = int(min(_MAX_DPS, max(30, math.ceil(need - math.log10(rtol) + 10))))
     while True:
         lam1, mcoeffs, merrs, mscales = _mp_attempt(a, e, order, dps, eta)
+        _check_scales_representable(mscales, eta, eig.gap)
         if not np.all(np.isfinite(mcoeffs)):
             raise InputError(f"a series coefficient of λ_max(A + tE) is not representable in float64: {mcoeffs}")
         if _accepted(mcoeffs, merrs, mscales, rtol):

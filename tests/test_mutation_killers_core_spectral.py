@@ -425,32 +425,35 @@ def test_high_precision_limit_is_inclusive(monkeypatch):
         spectral.series_coefficients_with_errors(A4, E4, 2)
 
 
-@pytest.mark.parametrize(("s", "order"), [(1e200, 2), (1e120, 4)])
-def test_unrepresentable_coefficient_is_an_input_error_without_warnings(s, order):
+@pytest.mark.parametrize(("s", "order", "first_bad"), [(1e200, 2, 2), (1e120, 4, 3)])
+def test_unrepresentable_coefficient_is_an_input_error_without_warnings(s, order, first_bad):
     """λ_max(diag(1, 0) + t·s[[0, 1], [1, 0]]) = (1 + √(1 + 4s²t²))/2: a2 = s², a4 = −s⁴, beyond
-    float64 here. Before the fix: a raw OverflowError (s = 1e120: C_4 = 8s⁴ as a Python float
-    power) and RuntimeWarnings from the float64 route."""
+    float64 here, and so is the natural scale C_k = s(2s)^{k−1} (C_3 = 4e360 for s = 1e120). Before the fix: a raw
+    OverflowError (s = 1e120: C_4 = 8s⁴ as a Python float power) and RuntimeWarnings from the
+    float64 route."""
     A, E = np.diag([1.0, 0.0]), np.array([[0.0, s], [s, 0.0]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(
-            InputError, match=r"^a series coefficient of λ_max\(A \+ tE\) is not representable in float64"
+            InputError, match=rf"^the natural scale C_{first_bad} = .* of a{first_bad} is not representable"
         ):
             spectral.series_coefficients_with_errors(A, E, order)
 
 
 def test_cancelling_overflowing_terms_in_float64_give_no_warnings():
     """A = diag(1, 0), E = s·[[1, 1], [1, 1]], s = 1e110: λ_max = 1 + st + s²t² + O(t⁴) (a3 = 0),
-    but float64 forms a3 = −s·s² + s³ = −inf + inf: the float64 route is dropped quietly and
-    high precision gives the coefficients."""
+    but float64 forms a3 = −s·s² + s³ = −inf + inf, and C_3 = η(2η/γ)² = 2s(4s)² = 3.2e331 is
+    beyond float64: the float64 route is dropped without warnings and a3 is refused (its
+    accuracy rtol·(|a3| + eps·C_3) cannot be stated); a1, a2 come from high precision."""
     s = 1e110
     A, E = np.diag([1.0, 0.0]), np.full((2, 2), s)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = spectral.series_coefficients_with_errors(A, E, 3)
+        with pytest.raises(InputError, match=r"^the natural scale C_3 = η\(2η/γ\)\^2 of a3 is not representable"):
+            spectral.series_coefficients_with_errors(A, E, 3)
+        res = spectral.series_coefficients_with_errors(A, E, 2)
     assert res.dps is not None
     assert res.coefficients[0] == s and res.coefficients[1] == pytest.approx(s * s, rel=4 * EPS)
-    assert abs(res.coefficients[2]) <= 1e-40 * s**2  # a3 = 0 (up to the 50-digit cancellation of s³ terms)
 
 
 def test_one_by_one_series_fields():
@@ -556,3 +559,144 @@ def test_off_top_residual_overflow_is_an_input_error():
     with pytest.raises(InputError, match="^" + re.escape("‖P⊥Ev‖² overflows float64; rescale E") + "$"):
         spectral.off_top_residual_norm_sq(eig, np.array([[0.0, 1e200], [1e200, 0.0]]))
     assert spectral.off_top_residual_norm_sq(eig, np.array([[0.0, 1e150], [1e150, 0.0]])) == pytest.approx(1e300)
+
+
+# --------------------------------------------------------------------------------------
+# Scales near the ends of float64: a value with a finite stated error, or a clear refusal
+# --------------------------------------------------------------------------------------
+
+FMAX = np.finfo(float).max
+
+
+def _mp_first_coefficient(A, E, dps: int = 60):
+    """a1 = v1ᵀ E v1 from mp eigen-data of A (E scaled into mp without overflow)."""
+    with working_precision(dps):
+        V = mp_eigh(mp_matrix(A), dps).eigenvectors
+        v = V[:, 0]
+        return (v.T * mp_matrix(E) * v)[0, 0]
+
+
+def _near_fmax_cases():
+    rng = np.random.default_rng(7)
+    B = _sym(3, 11)
+    B /= 1.01 * np.linalg.norm(B, 2)  # ‖B‖₂ < 1: 0.6·max·B stays finite, 2‖E‖₂ does not
+    return {
+        "diag(0.75 max, 0)": (np.diag([1.0, 0.0]), np.diag([0.75 * FMAX, 0.0])),
+        "diag(-0.75 max, 0)": (np.diag([1.0, 0.0]), np.diag([-0.75 * FMAX, 0.0])),
+        "off-diagonal 0.75 max": (np.diag([1.0, 0.0]), np.array([[0.0, 0.75 * FMAX], [0.75 * FMAX, 0.0]])),
+        "diag(max(1 - 2^-30), 0)": (np.diag([1.0, 0.0]), np.diag([FMAX * (1 - 2.0**-30), 0.0])),
+        "rotated A, 0.6 max B": (_rotated([1.0, 0.5, 0.25], int(rng.integers(1000))), 0.6 * FMAX * B),
+    }
+
+
+@pytest.mark.parametrize("name", list(_near_fmax_cases()))
+def test_first_coefficient_of_a_perturbation_near_the_largest_float(name):
+    """‖E‖₂ within a factor 2 of the largest float: a1 = v1ᵀEv1 is representable and comes
+    with a finite stated error that meets the contract, without floating-point warnings. Before
+    the fix: RuntimeWarning (2η·‖VᵀV − I‖_F = inf·0 in ε_E; M = (VᵀEV + (VᵀEV)ᵀ)/2 overflowing;
+    |a1| + eps·C_1 beyond float64 in the acceptance test)."""
+    A, E = _near_fmax_cases()[name]
+    eta = float(np.linalg.svd(E, compute_uv=False)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = spectral.series_coefficients_with_errors(A, E, 1)
+    ref = _mp_first_coefficient(A, E)
+    a1, err, c1 = float(res.coefficients[0]), float(res.error_estimates[0]), float(res.natural_scales[0])
+    assert math.isfinite(err) and math.isfinite(c1)
+    assert c1 == pytest.approx(eta, rel=1e-10)  # C_1 = η (padded by 2⁻⁴⁰ at high precision)
+    with working_precision(60):
+        assert abs(mpmath.mpf(a1) - ref) <= mpmath.mpf(err) + EPS * abs(ref)  # + the final rounding
+        assert mpmath.mpf(err) <= mpmath.mpf(1e-8) * (abs(ref) + mpmath.mpf(EPS) * c1)
+
+
+@pytest.mark.parametrize("order", [2, 3, 4])
+def test_higher_orders_of_a_perturbation_near_the_largest_float_are_refused(order):
+    """C_2 = η·2η/γ = 2·(0.75 max)² overflows: a2 (and higher) cannot be given an accuracy in
+    float64; the refusal names a2 and asks for a rescaled E, without warnings (before the fix:
+    RuntimeWarning, inf·0 in ε_E)."""
+    A, E = np.diag([1.0, 0.0]), np.diag([0.75 * FMAX, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(
+            InputError,
+            match=r"^the natural scale C_2 = η\(2η/γ\)\^1 of a2 is not representable in float64 "
+            r"\(η = ‖E‖₂ = 1\.35e\+308, γ = 1\), so the accuracy of a2 cannot be stated; "
+            r"rescale E \(a_k\(sE\) = s\^k·a_k\(E\)\) or ask for order < 2$",
+        ):
+            spectral.series_coefficients_with_errors(A, E, order)
+
+
+# λ_max(diag(1, 0) + t·s·P) in closed form (x = st, γ = 1):
+#   P = [[1, 1], [1, 1]]: (1 + 2x)/2 + √(1/4 + x²) = 1 + x + x² − x⁴ + …, ‖P‖₂ = 2;
+#   P = [[0, 1], [1, 0]]: 1/2 + √(1/4 + x²)        = 1 + x² − x⁴ + …,     ‖P‖₂ = 1.
+SCALE_FAMILIES = {
+    "ones": (np.ones((2, 2)), 2, [1, 1, 0, -1]),
+    "off-diagonal": (np.array([[0.0, 1], [1, 0]]), 1, [0, 1, 0, -1]),
+}
+
+
+@pytest.mark.parametrize("family", list(SCALE_FAMILIES))
+@pytest.mark.parametrize("s", [1e50, 1e100, 1e102, 1e103, 1e110, 1e150, 1e154, 1e155, 1e200, 1e300])
+def test_large_scales_give_finite_stated_errors_or_refuse_the_first_unrepresentable_scale(family, s):
+    """For every order: where every C_k = η(2η/γ)^{k−1} (k ≤ order) is a float, the coefficients
+    are the closed form's within finite stated errors that meet the contract; where some C_k is
+    beyond float64, InputError names the first such k. Never an inf error estimate or scale
+    returned as accepted (before the fix: s = 1e110, ones, order 3 returned a3 with C_3 = inf)."""
+    P, norm_p, unit_coeffs = SCALE_FAMILIES[family]
+    A, E = np.diag([1.0, 0.0]), s * P
+    with working_precision(40):
+        eta = norm_p * mpmath.mpf(s)
+        scales = [eta * (2 * eta) ** (k - 1) for k in range(1, 5)]
+        refs = [c * mpmath.mpf(s) ** k for k, c in enumerate(unit_coeffs, start=1)]
+    for order in range(1, 5):
+        first_bad = next((k for k in range(1, order + 1) if scales[k - 1] > FMAX), None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            if first_bad is not None:
+                with pytest.raises(InputError, match=rf"^the natural scale C_{first_bad} = .* of a{first_bad} is not"):
+                    spectral.series_coefficients_with_errors(A, E, order)
+                continue
+            res = spectral.series_coefficients_with_errors(A, E, order)
+        assert np.all(np.isfinite(res.error_estimates)) and np.all(np.isfinite(res.natural_scales))
+        with working_precision(40):
+            for k in range(order):
+                got, err, ref = mpmath.mpf(res.coefficients[k]), mpmath.mpf(res.error_estimates[k]), refs[k]
+                assert float(res.natural_scales[k]) == pytest.approx(float(scales[k]), rel=1e-10)
+                assert abs(got - ref) <= err + EPS * abs(ref), (order, k + 1)
+                assert err <= mpmath.mpf(1e-8) * (abs(ref) + EPS * scales[k]), (order, k + 1)
+
+
+def test_a_high_precision_scale_beyond_float64_is_refused(monkeypatch):
+    """The high-precision route checks its own natural scales (C_k from its γ_lo and the padded η)
+    the same way: an inf there is refused, naming the coefficient, not accepted."""
+    real = spectral._mp_attempt
+
+    def mp_attempt(a, e, order, dps, eta):
+        lam1, coeffs, errs, scales = real(a, e, order, dps, eta)
+        scales = scales.copy()
+        scales[1] = np.inf
+        return lam1, coeffs, errs, scales
+
+    monkeypatch.setattr(spectral, "_mp_attempt", mp_attempt)
+    with pytest.raises(InputError, match=r"^the natural scale C_2 = η\(2η/γ\)\^1 of a2 is not representable"):
+        spectral.series_coefficients_with_errors(*COMMUTING, 3)
+
+
+def test_acceptance_never_takes_an_infinite_or_nan_estimate_and_does_not_overflow():
+    """_accepted: err ≤ rtol·(|a| + eps·C) as real numbers. |a| = C = max: the bound exceeds every
+    float, so a finite estimate is accepted, without an overflow warning (before the fix:
+    RuntimeWarning, overflow in scalar add); an inf or nan estimate is refused even where the
+    bound is beyond float64 (before the fix: inf ≤ inf accepted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for rtol in (0.5, np.float64(0.5), 1e-8):
+            assert spectral._accepted(np.array([FMAX]), np.array([1e300]), np.array([FMAX]), rtol)
+            assert spectral._accepted(np.array([-FMAX]), np.array([0.0]), np.array([FMAX]), rtol)
+            assert not spectral._accepted(np.array([FMAX]), np.array([np.inf]), np.array([FMAX]), rtol)
+            assert not spectral._accepted(np.array([1.0]), np.array([np.inf]), np.array([np.inf]), rtol)
+            assert not spectral._accepted(np.array([1.0]), np.array([np.nan]), np.array([1.0]), rtol)
+        # the bound is rtol·|a| + rtol·eps·C exactly where it is a float: equality accepted, one ulp more not
+        bound = 0.25 * 3.0 + 0.25 * EPS * 8.0
+        assert spectral._accepted([3.0], [bound], [8.0], 0.25)
+        assert not spectral._accepted([3.0], [np.nextafter(bound, 1.0)], [8.0], 0.25)
+        assert not spectral._accepted([3.0, 1.0], [0.0, 1.0], [1.0, 1.0], 0.25)  # every coefficient counts
