@@ -2400,3 +2400,77 @@ def test_gram_builder_measured_flop_costs_contract(monkeypatch):
     assert ENG._FLOP_COST == {(F64, "cpu"): cost} and ENG._measured_flop_costs(F64, "cpu") is cost
     c32 = ENG._measured_flop_costs(torch.float32, torch.device("cpu"))
     assert set(ENG._FLOP_COST) == {(F64, "cpu"), (torch.float32, "cpu")} and c32 is not cost
+
+
+class _OddLM(torch.nn.Module):
+    """A call whose output is discarded (before the live ones), a call under no_grad (its
+    tensor gets no score), and one bias shared by a Linear before a causal prefix mean and one
+    after it (a non-diagonal and a diagonal use of one tensor)."""
+
+    def __init__(self, V=5, d=3):
+        super().__init__()
+        self.dead = torch.nn.Linear(d, d)
+        self.frozen = torch.nn.Linear(d, d)
+        self.emb = torch.nn.Embedding(V, d)
+        self.a = torch.nn.Linear(d, d)
+        self.b = torch.nn.Linear(d, d)
+        self.b.bias = self.a.bias
+        self.head = torch.nn.Linear(d, V)
+
+    def forward(self, x):
+        h = self.emb(x)
+        self.dead(h)
+        with torch.no_grad():
+            f = self.frozen(h)
+        u = torch.tanh(self.a(h)) + f
+        prefix = torch.cumsum(u, 1) / torch.arange(1, x.shape[1] + 1, dtype=u.dtype)[:, None]
+        return self.head(torch.tanh(self.b(prefix)))
+
+
+def test_gram_builder_per_token_discarded_frozen_and_mixed_uses():
+    m, T = 2, 3
+    n = m * T
+    torch.manual_seed(26)
+    lm = _OddLM().double().eval()
+    ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(26))
+    x, y = ctx[:, :-1], ctx[:, 1:]
+
+    def logp():
+        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
+
+    def logp_of(i):
+        b, t = divmod(i, T)
+        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+
+    names = ("dead.weight", "frozen.weight", "a.bias", "emb.weight", "head.weight")
+    G = _loop_G(logp_of, [dict(lm.named_parameters())[k] for k in names], n)
+    assert not G[:, :18].any()  # the discarded and the no_grad calls give no scores
+    K_ref = G.numpy() @ G.numpy().T / n
+    for path in ("auto", "explicit"):
+        sg = ENG.structured_gram_per_token(lm, logp, names, check_rows=n, path=path)
+        assert _close(sg.K, K_ref, n)
+        assert sg.structure[0] == "dead.weight: no call reaches log p (zero scores)"
+        assert sg.structure[2].startswith("a.bias: 2 call(s) a#3(linear) + b#4(linear); route explicit")
+    lz = ENG.lambda_max_per_token(lm, logp, names, method="lanczos", tol=1e-13, check_rows=n)
+    assert lz.value == pytest.approx(_np_top(K_ref), rel=1e-10, abs=0)
+    # no live call at all (check_rows=0): zero K
+    z = ENG.structured_gram_per_token(lm, logp, ["dead.weight"], check_rows=0)
+    assert torch.equal(z.K, torch.zeros(n, n, dtype=F64))
+    # the input of a call modified in place after it; a log p of another shape under autograd
+    lin = torch.nn.Linear(3, 3).double()
+    e = torch.randn(m, T, 3, generator=_gen(27), dtype=F64)
+
+    def inplace():
+        h = e.clone()
+        out = lin(h).sum(-1)
+        h.add_(1.0)
+        return out
+
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram_per_token(lin, inplace, ["weight"])
+    assert str(exc.value) == "the input of  (call #0) was modified in place after the call"
+    with pytest.raises(InputError) as exc:
+        ENG.structured_gram_per_token(
+            lin, lambda: lin(e).sum(-1) if not torch.is_grad_enabled() else lin(e).sum(-1).T, ["weight"]
+        )
+    assert str(exc.value) == "per_token_logp() must return an (m, T) tensor with an autograd graph"
