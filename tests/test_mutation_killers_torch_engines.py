@@ -2454,8 +2454,9 @@ def test_gram_builder_per_token_discarded_frozen_and_mixed_uses():
     lz = ENG.lambda_max_per_token(lm, logp, names, method="lanczos", tol=1e-13, check_rows=n)
     assert lz.value == pytest.approx(_np_top(K_ref), rel=1e-10, abs=0)
     # no live call at all (check_rows=0): zero K
-    z = ENG.structured_gram_per_token(lm, logp, ["dead.weight"], check_rows=0)
-    assert torch.equal(z.K, torch.zeros(n, n, dtype=F64))
+    for sub in (["dead.weight"], ["frozen.weight"]):  # a discarded call; no live call at all
+        z = ENG.structured_gram_per_token(lm, logp, sub, check_rows=0)
+        assert torch.equal(z.K, torch.zeros(n, n, dtype=F64))
     # the input of a call modified in place after it; a log p of another shape under autograd
     lin = torch.nn.Linear(3, 3).double()
     e = torch.randn(m, T, 3, generator=_gen(27), dtype=F64)
