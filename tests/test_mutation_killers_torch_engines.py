@@ -2046,6 +2046,8 @@ def test_gram_builder_one_sample_and_a_discarded_call():
     G = _loop_G(lambda i: logp(x[i : i + 1])[0], [lin.weight, lin.bias, dead.weight], 4)
     sg = ENG.structured_gram_details(model, logp, ["lin.weight", "lin.bias", "dead.weight"], check_rows=4)
     assert _close(sg.K, G.numpy() @ G.numpy().T / 4, 4) and not G[:, 8:].any()
+    dead_only = ENG.structured_gram(model, logp, ["dead.weight"])  # no block at all: K = 0
+    assert dead_only.dtype == F64 and torch.equal(dead_only, torch.zeros(4, 4, dtype=F64))
     one = ENG.structured_gram(model, lambda: logp(x[:1]), ["lin.weight", "lin.bias"])
     assert one.shape == (1, 1) and float(one[0, 0]) == pytest.approx(float(G[0, :8] @ G[0, :8]), rel=1e-12)
 
