@@ -1880,6 +1880,17 @@ def test_gram_builder_theta_never_called_gives_zero_scores():
     zero = ENG.structured_gram_details(model, logp, ["spare.weight", "spare.bias"])
     assert torch.equal(zero.K, torch.zeros(n, n, dtype=F64))
     assert zero.structure == ("spare.weight: 0 call(s) ", "spare.bias: 0 call(s) ") and zero.P == 6
+    # a called module whose output never reaches log p: no block at all, K = 0 in lp's dtype
+    dead = torch.nn.ModuleDict({"lin": torch.nn.Linear(3, 2).double(), "dead": torch.nn.Linear(3, 2).double()})
+    x = torch.randn(4, 3, generator=_gen(15), dtype=F64)
+
+    def dead_logp():
+        dead["dead"](x)
+        return torch.log_softmax(dead["lin"](x), -1)[:, 0]
+
+    for rows in (0, 1):
+        d0 = ENG.structured_gram_details(dead, dead_logp, ["dead.weight"], check_rows=rows)
+        assert d0.K.dtype == F64 and torch.equal(d0.K, torch.zeros(4, 4, dtype=F64))
     lm, lp, _ = _pt_zoo(2, 4)
     pt = ENG.structured_gram_per_token(lm, lp, ["spare.weight"])
     assert torch.equal(pt.K, torch.zeros(8, 8, dtype=F64))
@@ -2046,8 +2057,6 @@ def test_gram_builder_one_sample_and_a_discarded_call():
     G = _loop_G(lambda i: logp(x[i : i + 1])[0], [lin.weight, lin.bias, dead.weight], 4)
     sg = ENG.structured_gram_details(model, logp, ["lin.weight", "lin.bias", "dead.weight"], check_rows=4)
     assert _close(sg.K, G.numpy() @ G.numpy().T / 4, 4) and not G[:, 8:].any()
-    dead_only = ENG.structured_gram(model, logp, ["dead.weight"])  # no block at all: K = 0
-    assert dead_only.dtype == F64 and torch.equal(dead_only, torch.zeros(4, 4, dtype=F64))
     one = ENG.structured_gram(model, lambda: logp(x[:1]), ["lin.weight", "lin.bias"])
     assert one.shape == (1, 1) and float(one[0, 0]) == pytest.approx(float(G[0, :8] @ G[0, :8]), rel=1e-12)
 

@@ -935,7 +935,9 @@ def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted, sub
                 f"{len(ids)} different tensors (functional_call with tie_weights=False?)"
             )
     checks = "none (check_rows=0)"
-    if verify:
+    if verify and not used:  # every recorded call's output is discarded: every score is zero
+        checks = "none needed (no recorded call reaches log p)"
+    elif verify:
         checks = _verify_signals(lp, used, segs, n, check_rows, seed, entries, uses, substituted)
     K = None
     cache: dict = {}
