@@ -77,7 +77,7 @@ def s2_near_worst_case(draw):
 #: The regions of ρ = η/γ that :func:`s2_hypothesis_band` draws from, around S2's hypothesis
 #: 2η < γ: just below its boundary (met), the band γ/2 ≤ η < γ (not met, but η < γ) and just
 #: above γ (not met).
-S2_BAND_REGIONS = ("below", "band", "above")
+S2_BAND_REGIONS = ("band", "below", "above")
 
 
 @st.composite
@@ -104,12 +104,16 @@ def s2_hypothesis_band(draw, *, regions=S2_BAND_REGIONS):
     if not regions or bad:
         raise InputError(f"regions must be a non-empty subset of {S2_BAND_REGIONS}, got {regions!r}")
     region = draw(st.sampled_from(tuple(regions)))
+    # One choice t ∈ [0, 1] placed in the region, so that every region draws the same sequence
+    # of choices: a region-dependent float range makes Hypothesis' mutations of the region
+    # misalign the choices after it (overruns: 3,162 instead of 219 in 2,000 thorough examples).
+    t = draw(st.floats(0.0, 1.0))
     if region == "below":
-        rho = 0.5 * (1.0 - 10.0 ** -draw(st.floats(1.0, 6.0)))
+        rho = 0.5 * (1.0 - 10.0 ** -(1.0 + 5.0 * t))
     elif region == "band":
-        rho = 0.5 * (1.0 + draw(st.floats(1e-6, 1.0 - 1e-6)))
+        rho = 0.5 * (1.0 + 1e-6 + (1.0 - 2e-6) * t)
     else:
-        rho = 1.0 + draw(st.floats(1e-6, 0.25))
+        rho = 1.0 + 1e-6 + (0.25 - 1e-6) * t
     n = draw(st.integers(2, 5))
     rng = np.random.default_rng(draw(_SEEDS))
     lam1 = float(draw(st.sampled_from([1.0, 1e-3, 1e3])))

@@ -1240,7 +1240,8 @@ def test_s2_first_and_second_order_bounds():
     # and on a 2×2 scan (η/γ ∈ (0, 0.49], E = η[[−c, s], [s, c]], c ∈ [−1, 1]); to leading order
     # |a3| ≤ 2η·a2/γ, i.e. r2/b2 ≲ r1/b1. It is compared on every instance through the
     # second_ratio detail instead; here it must have been resolved (tol < 1e-6) many times.
-    seen = run_property("S2", st.one_of(_st("S2"), s2_first_binding()), 60, ["first-order bound"])
+    # 90 examples: S2's strategy also draws instances around 2η < γ, some of which miss it.
+    seen = run_property("S2", st.one_of(_st("S2"), s2_first_binding()), 90, ["first-order bound"])
     assert seen["first-order bound"] >= 20, dict(seen)
 
 

@@ -178,7 +178,7 @@ PLANTS = {
             "ah-start-first-row",
             "AH started at the first score g_1 instead of ḡ",
             "fimtheory/approx.py",
-            (("    x = gbar / np.linalg.norm(gbar)\n", "    x = Gs[0] / np.linalg.norm(Gs[0])\n", 1),),
+            (("    u = gbar / power_of_two_scale(gbar)\n", "    u = Gs[0] / power_of_two_scale(Gs[0])\n", 1),),
         ),
         Plant(
             "ab-row-sum-without-abs",

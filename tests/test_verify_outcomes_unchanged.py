@@ -6,7 +6,7 @@ written by ``python -m benchmarks.verify_throughput fingerprints`` on the tree b
 eigensolver, the raw matrix product and the composite cache).
 
 S2's entry was re-recorded (``outcome_fingerprints(["S2"])``) when S2's strategy began to draw
-around its hypothesis 2η < γ (properties.claim_strategies.s2_hypothesis_band): new draws, two of
+around its hypothesis 2η < γ (properties.claim_strategies.s2_hypothesis_band): new draws, one of
 them "hypotheses not met", every adjudicated outcome still "holds"; no other entry changed.
 
 A different Hypothesis / numpy / mpmath version draws or rounds differently: the record is then
