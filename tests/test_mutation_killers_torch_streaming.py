@@ -207,6 +207,10 @@ def test_measure_stream_defaults_seed_0_temperature_1_span_16(monkeypatch):
     assert [(p["t"], p["pushes"]) for p in r["at"]] == [(8, 15), (12, 15)]  # t in [at − 8, at + 8), t ≥ 1
     assert r["lanczos_steps_median_last"] == float(np.median(s.iterations[-16:]))
     assert float(np.median(s.iterations[-16:])) != float(np.median(s.iterations[-17:]))
+    # one time t: the ratios are 1 (last = first), and without a cache they are None
+    one = STR.measure_stream(lm, ["head.weight"], n_tokens=19, at=(8,), mode="recompute")
+    assert one["ratio"] == one["ratio_wall"] == one["ratio_model_part"] == 1.0
+    assert one["ratio_monitor_overhead"] is None and one["ratio_bare_forward"] is None
 
 
 def test_measure_stream_reports_what_it_measured(gpt2, monkeypatch):
@@ -221,7 +225,7 @@ def test_measure_stream_reports_what_it_measured(gpt2, monkeypatch):
     monkeypatch.setattr(STR, "bare_forward_cpu_ms", bare)
     ticks = []
     r = STR.measure_stream(
-        gpt2, GPT2_NAMES, n_tokens=40, at=(12, 30), window=None, seed=4, span=8, progress=ticks.append
+        gpt2, GPT2_NAMES, n_tokens=40, at=(12, 20, 30), window=None, seed=4, span=8, progress=ticks.append
     )
     s = made[-1]  # (mode "auto" makes a probe stream first)
     assert s.tokens == _sampled_tokens(gpt2, 0, 40, temperature=1.0, seed=4)
@@ -232,15 +236,15 @@ def test_measure_stream_reports_what_it_measured(gpt2, monkeypatch):
     params = dict(gpt2.named_parameters())
     assert r["P"] == sum(params[n].numel() for n in GPT2_NAMES) == 32 + 32 + 128 * 32
     assert r["params"] == list(GPT2_NAMES)
-    assert [p["t"] for p in r["at"]] == [12, 30]
+    assert [p["t"] for p in r["at"]] == [12, 20, 30]
     # the model's own forward is timed at each t over the same span, on the stream's tokens
-    assert bare_calls == [(gpt2, s.tokens, 12, 8), (gpt2, s.tokens, 30, 8)]
+    assert bare_calls == [(gpt2, s.tokens, t, 8) for t in (12, 20, 30)]
     for p in r["at"]:
         # records t − 4 … t + 3 hold t − 4 … t + 3 scores: median t − 0.5, as an int t − 1
         assert p["pushes"] == 8 and p["n_scores"] == p["t"] - 1
         assert p["bare_forward_cpu_ms"] >= 0
         assert p["monitor_overhead_cpu_ms"] == p["median_push_cpu_ms"] - p["bare_forward_cpu_ms"]
-    lo, hi = r["at"]
+    lo, hi = r["at"][0], r["at"][-1]  # the ratios are last / first
     assert r["ratio"] == hi["median_push_cpu_ms"] / lo["median_push_cpu_ms"]
     assert r["ratio_wall"] == hi["median_push_wall_ms"] / lo["median_push_wall_ms"]
     assert r["ratio_model_part"] == hi["median_model_cpu_ms"] / lo["median_model_cpu_ms"]
