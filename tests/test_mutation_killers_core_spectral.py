@@ -700,3 +700,41 @@ def test_acceptance_never_takes_an_infinite_or_nan_estimate_and_does_not_overflo
         assert spectral._accepted([3.0], [bound], [8.0], 0.25)
         assert not spectral._accepted([3.0], [np.nextafter(bound, 1.0)], [8.0], 0.25)
         assert not spectral._accepted([3.0, 1.0], [0.0, 1.0], [1.0, 1.0], 0.25)  # every coefficient counts
+
+
+def test_refusal_diagnostics_of_infinite_coefficients_and_estimates_give_no_warnings(monkeypatch):
+    """A float64 coefficient that overflowed (inf) with an inf estimate and a finite natural scale:
+    the diagnostics (the worst coefficient, inf/inf there) are formed without floating-point
+    warnings and the high-precision route decides."""
+    real = spectral._float_attempt
+
+    def float_attempt(a, e, eig, order):
+        coeffs, errs, scales, eta = real(a, e, eig, order)
+        coeffs, errs = coeffs.copy(), errs.copy()
+        coeffs[1], errs[1] = np.inf, np.inf
+        return coeffs, errs, scales, eta
+
+    monkeypatch.setattr(spectral, "_float_attempt", float_attempt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = spectral.series_coefficients_with_errors(*COMMUTING, 3)
+    assert res.dps is not None
+    _assert_contract(*COMMUTING, res.coefficients)
+
+
+def test_a_high_precision_coefficient_beyond_float64_is_refused(monkeypatch):
+    """Where the high-precision coefficient rounds to ±inf in float64 (its natural scale a float),
+    InputError says that the coefficient is not representable; nothing is returned."""
+    real = spectral._mp_attempt
+
+    def mp_attempt(a, e, order, dps, eta):
+        lam1, coeffs, errs, scales = real(a, e, order, dps, eta)
+        coeffs = coeffs.copy()
+        coeffs[2] = -np.inf
+        return lam1, coeffs, errs, scales
+
+    monkeypatch.setattr(spectral, "_mp_attempt", mp_attempt)
+    with pytest.raises(
+        InputError, match=r"^a series coefficient of λ_max\(A \+ tE\) is not representable in float64: \["
+    ):
+        spectral.series_coefficients_with_errors(*COMMUTING, 3)
