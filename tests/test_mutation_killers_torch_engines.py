@@ -2486,3 +2486,38 @@ def test_gram_builder_per_token_discarded_frozen_and_mixed_uses():
             lin, lambda: lin(e).sum(-1) if not torch.is_grad_enabled() else lin(e).sum(-1).T, ["weight"]
         )
     assert str(exc.value) == "per_token_logp() must return an (m, T) tensor with an autograd graph"
+
+
+def test_gram_builder_frozen_theta_repeated_substitutes_and_root_refusal():
+    """θ tensors that do not require grad are scored and left frozen; a substituted tensor used
+    by two calls of one module is one tensor (one leaf copy); a refusal names the root module as
+    "the model"."""
+    n = 4
+    torch.manual_seed(28)
+    model = _CalledTwice()
+    x = torch.randn(n, 3, generator=_gen(28), dtype=F64)
+    names = ["lin.weight", "lin.bias", "out.weight"]
+    params = [dict(model.named_parameters())[k] for k in names]
+    G = _loop_G(lambda i: torch.log_softmax(model(x[i : i + 1]), -1)[0, 0], params, n)
+    K_ref = G.numpy() @ G.numpy().T / n
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        sg = ENG.structured_gram_details(model, lambda: torch.log_softmax(model(x), -1)[:, 0], names, check_rows=n)
+        assert _close(sg.K, K_ref, n)
+        assert not any(p.requires_grad for p in params)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    subs = {k: v.detach().clone() for k, v in model.named_parameters()}
+
+    def logp():
+        return torch.log_softmax(torch.func.functional_call(model, subs, (x,)), -1)[:, 0]
+
+    sub = ENG.structured_gram_details(model, logp, names, check_rows=n)
+    assert _close(sub.K, K_ref, n)
+    assert sub.structure[0] == "lin.weight: 2 call(s) lin#0(linear) + lin#1(linear)"
+    ln = torch.nn.LayerNorm(3).double()
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(ln, lambda: ln(x)[:, 0], ["weight"])
+    assert str(exc.value).startswith("structured Gram cannot score 'weight' (held by the model as 'weight'): ")
