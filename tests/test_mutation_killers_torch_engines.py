@@ -2521,3 +2521,42 @@ def test_gram_builder_frozen_theta_repeated_substitutes_and_root_refusal():
     with pytest.raises(HypothesesNotMet) as exc:
         ENG.structured_gram(ln, lambda: ln(x)[:, 0], ["weight"])
     assert str(exc.value).startswith("structured Gram cannot score 'weight' (held by the model as 'weight'): ")
+
+
+def test_gram_builder_root_module_named_model_in_refusals():
+    """The root module's calls are "model" in the refusals of both Gram builders."""
+    torch.manual_seed(29)
+    lin = torch.nn.Linear(3, 2).double()
+    x = torch.randn(5, 3, generator=_gen(29), dtype=F64)
+    M = torch.eye(5, dtype=F64) + 0.5
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(lin, lambda: torch.log_softmax(M @ lin(x), -1)[:, 0], ["weight"])
+    assert "': the output of model (call #0) influences other samples'" in str(exc.value)
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram(lin, lambda: torch.log_softmax(lin(x), -1)[:4, 0], ["weight"])
+    assert str(exc.value).startswith("model (call #0): its 5 output rows (leading shape (5,)) cannot be assigned")
+    emb = torch.nn.Embedding(5, 3).double()
+    t = torch.randint(0, 5, (2, 3), generator=_gen(30))
+
+    def crosstalk():
+        h = emb(t)
+        return torch.log_softmax(h + 0.5 * h.mean(0, keepdim=True), -1)[..., 0]
+
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram_per_token(emb, crosstalk, ["weight"])
+    assert str(exc.value).startswith(
+        "per-token structured Gram hypotheses not met at model (call #0): windows interact"
+    )
+    # a frozen θ tensor (requires_grad False) used directly is seen too (θ is made to require
+    # grad for the recorded forward)
+    lin.weight.requires_grad_(False)
+    try:
+        with pytest.raises(HypothesesNotMet, match="is used 2 time"):
+            ENG.structured_gram(
+                lin,
+                lambda: torch.log_softmax(lin(x) + torch.nn.functional.linear(x, lin.weight), -1)[:, 0],
+                ["weight"],
+            )
+        assert not lin.weight.requires_grad
+    finally:
+        lin.weight.requires_grad_(True)
