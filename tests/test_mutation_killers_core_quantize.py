@@ -571,3 +571,19 @@ def test_product_partition_rejects_non_real_statistics(bad):
     assert pp.cell([0.5, 1.0]) == (0, 1) and pp.cell(np.array([np.nan, 3])) == (2, 2)
     with pytest.raises(InputError, match=r"^sigmas must be real numbers, got "):
         pp.cell(bad)
+
+
+def test_sr_extreme_uniforms_stay_on_the_two_adjacent_grid_points():
+    """With s = fl(a/7) for a = 0.9752318481629676, a/s rounds to 7 + 2^-50 > qmax: u = 0 < frac
+    would round up to code 8 (and u = 1 − 2^-53 keep −a at code −8) without the clip. Q(w) is
+    one of the two grid points k·s, |k| ≤ qmax, adjacent to w (the module docstring)."""
+    a = 0.9752318481629676
+    s = a / 7
+    assert a / s > 7  # the overshoot the clip has to catch
+    w = np.array([a, -a, 0.5 * a, 0.0])
+    for u in (np.zeros(4), np.full(4, 1 - 2.0**-53)):
+        got = qz.sr_quantize_with_uniforms(w, "sr-int4-sym-channel", u)
+        np.testing.assert_array_equal(got[:2], [7 * s, -7 * s])
+        codes = got / s
+        np.testing.assert_array_equal(codes, np.round(codes))
+        assert np.max(np.abs(codes)) <= 7
