@@ -693,3 +693,17 @@ def test_lanczos_top_one_step_budget_is_the_rayleigh_quotient_of_the_start():
         assert (steps, ok) == (1, False)
         assert theta == pytest.approx(2.0, rel=1e-15)
         np.testing.assert_allclose(vec.numpy(), np.full(2, 2**-0.5), rtol=1e-15)
+
+
+def test_lanczos_top_is_scale_invariant():
+    """Lanczos on c·K from the same start takes the same steps for every scale c and returns
+    c·λ_max (every test in it is relative: β against ‖K‖_F, the Ritz residual against θ)."""
+    g = torch.Generator().manual_seed(4)
+    Qm = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=F64))[0]
+    K0 = Qm @ torch.diag(torch.tensor([10.0] + [1.0 / (i + 1) for i in range(29)], dtype=F64)) @ Qm.T
+    start = torch.randn(30, generator=g, dtype=F64)
+    top = float(np.linalg.eigvalsh(K0.numpy())[-1])
+    runs = [STR._lanczos_top(c * K0, start, 1e-10, 60) for c in (1e-6, 1.0, 1e6)]
+    assert len({r[2] for r in runs}) == 1 and runs[0][2] < 30, [r[2] for r in runs]
+    for c, (theta, _vec, _steps, ok) in zip((1e-6, 1.0, 1e6), runs):
+        assert ok and theta == pytest.approx(c * top, rel=1e-9)
