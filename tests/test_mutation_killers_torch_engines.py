@@ -2560,3 +2560,24 @@ def test_gram_builder_root_module_named_model_in_refusals():
         assert not lin.weight.requires_grad
     finally:
         lin.weight.requires_grad_(True)
+
+
+def test_gram_builder_per_token_interaction_only_the_random_combination_sees():
+    """Windows that interact only at positions other than the verified target's: the sampled
+    target passes and the random combination of all targets names the interaction."""
+    m, T = 2, 3
+    first = int(torch.randperm(m * T, generator=_gen(0))[0])
+    t0 = first % T
+    torch.manual_seed(31)
+    emb = torch.nn.Embedding(5, 3).double()
+    tok = torch.randint(0, 5, (m, T), generator=_gen(31))
+    mask = torch.ones(1, T, 1, dtype=F64)
+    mask[0, t0] = 0.0
+
+    def logp():
+        h = emb(tok)
+        return torch.log_softmax(h + 0.5 * mask * h.flip(0), -1)[..., 0]
+
+    with pytest.raises(HypothesesNotMet) as exc:
+        ENG.structured_gram_per_token(emb, logp, ["weight"])
+    assert "windows interact (autograd check on a random combination of all targets: error " in str(exc.value)
