@@ -41,6 +41,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Unsatisfiable
 
 from fimtheory import claims as _claims
+from fimtheory.adjudication import HYPOTHESIS_BAND
 from fimtheory.claims import REGISTRY, Claim, adjudicate, disagrees, get_claim
 from fimtheory.errors import InputError
 from properties.claim_strategies import strategy_for
@@ -270,6 +271,21 @@ def _summarise_statistics(stats: dict) -> dict:
     return out
 
 
+def contradicted_hypotheses(outcome) -> str:
+    """The hypothesis margins of an outcome that says "hypotheses met" but puts a margin below
+    −HYPOTHESIS_BAND, i.e. on the failing side beyond rounding ("" when there are none).
+
+    A float margin within HYPOTHESIS_BAND of its boundary may have either sign by rounding (the
+    adjudicator re-decides it); one clearly below it means the evaluator's hypothesis check and
+    its own margins disagree — an error of the code, never a verdict or a rejection.
+    """
+    if not outcome.hypotheses_met:
+        return ""
+    margins = getattr(outcome, "hypothesis_margins", None) or {}
+    bad = sorted((k, v) for k, v in margins.items() if v < -HYPOTHESIS_BAND)
+    return ", ".join(f"{k} = {v:.3g}" for k, v in bad)
+
+
 def check_property(
     subject,
     strategy,
@@ -340,6 +356,15 @@ def check_property(
                 report.rejected += 1
                 reasons[out.reason.split(" (")[0]] += 1
             assume(False)
+        contradicted = contradicted_hypotheses(out)
+        if contradicted:
+            _remember(failure, instance, out, None, "implementation disagrees with the reference")
+            state["failed"] = True
+            raise ImplementationDisagreement(
+                f"{subject.id}: the float evaluator says its hypotheses are met, but its own hypothesis "
+                f"margins put {contradicted} below -{HYPOTHESIS_BAND:.1e}, beyond rounding: the hypothesis "
+                "check disagrees with the reference margins"
+            )
         margin = out.margin
         holds = (margin > 0) if strict else (margin >= 0)
         decision = None

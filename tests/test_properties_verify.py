@@ -380,3 +380,44 @@ def test_examples_do_not_depend_on_which_project_modules_are_imported(tmp_path, 
         assert run() == before
     finally:
         sys.modules.pop("many_constants_mod", None)
+
+
+def _s2_with_hypothesis_margin(value: float):
+    """S2 whose outcomes claim "hypotheses met" while reporting ``value`` as the 2η < γ margin."""
+    s2 = get_claim("S2")
+
+    def evaluate(inst):
+        out = s2.evaluate(inst)
+        if not out.hypotheses_met:
+            return out
+        return dataclasses.replace(out, hypothesis_margins={**out.hypothesis_margins, "2η < γ": value})
+
+    return dataclasses.replace(s2, id="S2-margin-planted", evaluate=evaluate)
+
+
+def test_a_met_outcome_with_a_clearly_failing_hypothesis_margin_is_an_error():
+    # A hypothesis check that lets an instance through while the evaluator's own margin says the
+    # hypothesis fails beyond rounding is a bug of the code: an error with the instance, never a
+    # rejection ("hypotheses not met") and never a verdict.
+    from fimtheory.adjudication import HYPOTHESIS_BAND
+
+    report = check_property(
+        _s2_with_hypothesis_margin(-1e3 * HYPOTHESIS_BAND), strategy_for("S2"), profile="ci", seed=0, max_examples=10
+    )
+    assert report.status == "error"
+    assert "disagrees with the reference" in report.error and "2η < γ = -" in report.error
+    assert report.counterexample and report.counterexample["kind"] == "implementation disagreement"
+    assert report.rejected == 0 or "hypothesis fails at high precision" not in report.not_met_reasons
+
+
+@pytest.mark.parametrize("factor", [-0.5, 0.0, 0.5, 2.0])
+def test_hypothesis_margins_within_rounding_or_met_are_not_contradictions(factor):
+    from fimtheory.adjudication import HYPOTHESIS_BAND
+
+    out = Outcome(True, 1.0, True, hypothesis_margins={"2η < γ": factor * HYPOTHESIS_BAND, "γ > 0": 1.0})
+    assert verify_module.contradicted_hypotheses(out) == ""
+    out = Outcome(True, 1.0, True, hypothesis_margins={"2η < γ": -1.01 * HYPOTHESIS_BAND, "γ > 0": -2.0})
+    assert verify_module.contradicted_hypotheses(out) == "2η < γ = -2.24e-12, γ > 0 = -2"
+    # an outcome that already says "not met" is a rejection, not a contradiction
+    not_met = Outcome(False, float("nan"), True, reason="needs 2η < γ", hypothesis_margins={"2η < γ": -1.0})
+    assert verify_module.contradicted_hypotheses(not_met) == ""
