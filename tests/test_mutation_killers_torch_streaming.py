@@ -707,3 +707,17 @@ def test_lanczos_top_is_scale_invariant():
     assert len({r[2] for r in runs}) == 1 and runs[0][2] < 30, [r[2] for r in runs]
     for c, (theta, _vec, _steps, ok) in zip((1e-6, 1.0, 1e6), runs):
         assert ok and theta == pytest.approx(c * top, rel=1e-9)
+
+
+def test_lanczos_top_restart_is_seeded_and_the_breakdown_is_relative_to_the_norm():
+    """The rotated pair from v2, at the scales 1e-6, 1 and 1e6: the breakdown after one step is
+    seen at every scale (β is compared with ‖K‖_F, not ‖K‖_F²), λ_max = 10·c is found after the
+    restart, and the restart vector is seeded: the same bits whatever the global RNG state."""
+    K, v2 = _rotated_pair()
+    for c in (1e-6, 1.0, 1e6):
+        torch.manual_seed(1)
+        a = STR._lanczos_top(c * K, v2, 1e-12, 60)
+        torch.manual_seed(2)
+        b = STR._lanczos_top(c * K, v2, 1e-12, 60)
+        assert a[3] and a[0] == pytest.approx(10.0 * c, rel=1e-12)
+        assert a[0] == b[0] and a[2:] == b[2:] and torch.equal(a[1], b[1])
