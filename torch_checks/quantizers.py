@@ -102,6 +102,27 @@ def _check_tensor(w, name: str = "w") -> torch.Tensor:
     return x
 
 
+#: Nonzero groups whose largest magnitude is below this are computed on g·2^600 (as
+#: :func:`fimtheory.quantize._range_safe`): their scale would have few significant bits, or none.
+_TINY = 2.0**-960
+_TINY_UP = 2.0**600
+
+
+def _tiny_safe(g: torch.Tensor, core, *extra: torch.Tensor) -> torch.Tensor:
+    """``core(g, *extra)`` per group (row of g), with every nonzero group below 2^-960 computed on
+    g·2^600 (exact) and multiplied by 2^-600 (one final rounding), as the numpy reference does."""
+    amax = torch.amax(torch.abs(g), dim=1)
+    tiny = (amax < _TINY) & (amax > 0)
+    if not bool(tiny.any()):
+        return core(g, *extra)
+    out = torch.empty(g.shape, dtype=F64, device=g.device)
+    rest = ~tiny
+    if bool(rest.any()):
+        out[rest] = core(g[rest], *(x[rest] for x in extra))
+    out[tiny] = core(g[tiny] * _TINY_UP, *(x[tiny] for x in extra)) / _TINY_UP
+    return out
+
+
 def _const(values, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values.tolist(), dtype=F64, device=like.device)
 
@@ -256,7 +277,7 @@ def quantize_tensor(w: torch.Tensor, scheme, *, generator: torch.Generator | Non
     shape = group_shape(tuple(x.shape), scheme)
     g = x.reshape(shape)
     if scheme.kind == "rtn":
-        out = _rtn(g, scheme)
+        out = _tiny_safe(g, lambda x: _rtn(x, scheme))
     elif scheme.kind == "sr":
         if not isinstance(generator, torch.Generator):
             raise InputError(
@@ -264,9 +285,9 @@ def quantize_tensor(w: torch.Tensor, scheme, *, generator: torch.Generator | Non
                 f"of w), got {type(generator).__name__}"
             )
         u = torch.rand(shape, generator=generator, dtype=F64, device=x.device)
-        out = _sr(g, u, scheme)
+        out = _tiny_safe(g, lambda x, uu: _sr(x, uu, scheme), u)
     elif scheme.kind in ("nf4", "fp4"):
-        out = _codebook(g, scheme)
+        out = _tiny_safe(g, lambda x: _codebook(x, scheme))
     else:
         out = _gguf(g, scheme)
     return out.reshape(x.shape).to(w.dtype)
@@ -287,7 +308,8 @@ def sr_quantize_tensor_with_uniforms(w: torch.Tensor, scheme, u: torch.Tensor) -
     if not bool(((uu >= 0) & (uu < 1)).all()):
         raise InputError("u must lie in [0, 1)")
     shape = group_shape(tuple(x.shape), scheme)
-    return _sr(x.reshape(shape), uu.reshape(shape), scheme).reshape(x.shape).to(w.dtype)
+    out = _tiny_safe(x.reshape(shape), lambda g, u_: _sr(g, u_, scheme), uu.reshape(shape))
+    return out.reshape(x.shape).to(w.dtype)
 
 
 def step_sizes_tensor(w: torch.Tensor, scheme) -> torch.Tensor:
@@ -298,10 +320,9 @@ def step_sizes_tensor(w: torch.Tensor, scheme) -> torch.Tensor:
         return torch.from_numpy(kquants.sub_block_steps(x.cpu().numpy(), scheme.kind)).to(x.device)
     g = x.reshape(group_shape(tuple(x.shape), scheme))
     if scheme.kind in ("rtn", "sr"):
-        s, _ = _int_params(g, scheme)
-        out = s.expand(g.shape)
+        out = _tiny_safe(g, lambda x: _int_params(x, scheme)[0].expand(x.shape))
     elif scheme.kind in ("nf4", "fp4"):
-        out = _codebook(g, scheme, want_step=True)
+        out = _tiny_safe(g, lambda x: _codebook(x, scheme, want_step=True))
     else:
         out = _gguf(g, scheme, want_step=True)
     return out.reshape(x.shape).clone()
