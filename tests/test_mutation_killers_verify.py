@@ -950,3 +950,16 @@ def test_settings_do_not_depend_on_the_loaded_hypothesis_profile(profile):
         settings.load_profile(before)
     assert s.deadline is None and s.database is None and s.print_blob is False
     assert s.report_multiple_bugs is False and s.derandomize is False and s.max_examples == 100
+
+
+def test_contradicted_hypotheses_treats_the_band_edge_as_rounding_and_needs_no_margins():
+    # A margin exactly at -HYPOTHESIS_BAND is still "within the band" (as adjudication's
+    # _near_hypotheses counts it), so it goes to the adjudicator, not to an error; an outcome
+    # object without hypothesis margins has nothing to contradict.
+    from fimtheory.adjudication import HYPOTHESIS_BAND
+
+    edge = Outcome(True, 1.0, True, hypothesis_margins={"2η < γ": -HYPOTHESIS_BAND})
+    assert V.contradicted_hypotheses(edge) == ""
+    beyond = Outcome(True, 1.0, True, hypothesis_margins={"2η < γ": -HYPOTHESIS_BAND * (1 + 2**-40)})
+    assert V.contradicted_hypotheses(beyond).startswith("2η < γ = -")
+    assert V.contradicted_hypotheses(SimpleNamespace(hypotheses_met=True)) == ""
