@@ -130,7 +130,7 @@ SOURCES = {
     ),
     "inflation-ci4-smollm2": (
         ["results/inflation-paper-ci4-smollm2/report.json"],
-        "fimtheory inflation --ci-pilot results/inflation-paper --model smollm2 "
+        "fimtheory inflation --ci-pilot results/inflation-paper-v1 --model smollm2 "
         "--out results/inflation-paper-ci4-smollm2 --resume (then --report-only)",
     ),
     "check-models-smollm2-kquant-quick": (
