@@ -970,3 +970,17 @@ def test_sorted_kl_of_equal_profiles_is_exactly_zero(sid):
     inst = KLPairInstance(np.array([0.5, 0.3, 0.1, 0.0]), np.array([0.0, 0.1, 0.3, 0.5]))
     lo, hi = _enclosure(sid, inst)
     assert lo == 0 and hi == 0
+
+
+@pytest.mark.parametrize(
+    "gap, e",
+    [(2.0, 0.25), (8.0, 0.25), (3.0, 1.0)],
+    ids=["2eta*gap=1", "eta*gap=2", "3eta=gap"],
+)
+def test_series_enclosure_with_a_gap_other_than_one(gap, e):
+    """S on A = diag(γ, 0), E = [[0, e], [e, 0]] (η = e, 2η < γ) for γ ≠ 1: the tail bound
+    η(2η/γ)⁴/(1 − 2η/γ) is not scale-free in γ unless written with η/γ, and at these exact
+    values 2ηγ = 1, ηγ = 2 or 3η = γ — a tail written with ηγ, 1/(ηγ) or 3η/γ divides by 0."""
+    A = np.diag([gap, 0.0])
+    E = np.array([[0.0, e], [e, 0.0]])
+    _assert_encloses("S", MatrixPerturbation(A, E), _ref(lambda: min(ref_series(A, E))))
