@@ -49,3 +49,19 @@ def test_sr_with_uniforms_on_mixed_groups_matches_numpy(spec):
     out = TQ.sr_quantize_tensor_with_uniforms(torch.tensor(w), spec, torch.tensor(u))
     assert _same(out, ref) and bool(torch.isfinite(out).all())
     assert _same(TQ.step_sizes_tensor(torch.tensor(w), spec), NQ.step_sizes(w, spec))
+
+
+def test_top_eig_warm_float32_step_just_above_the_breakdown_level_is_not_a_breakdown():
+    """K = diag(1, 1 + δ, 0) in float32 from (1, 1, 0): the first Lanczos step leaves β = δ/2,
+    here 16.5 float32 eps·‖K‖_F — above the breakdown level 16 eps·‖K‖_F, so Lanczos goes on
+    and finds λ_max = 1 + δ to float32 rounding (a breakdown would stop at the Ritz value
+    1 + δ/2, 2.8e-6 too low). Reference: float64 eigvalsh."""
+    from torch_checks.monitor import top_eig_warm
+
+    eps = float(torch.finfo(torch.float32).eps)
+    delta = 2 * 16.5 * eps * np.sqrt(2.0)
+    K = torch.diag(torch.tensor([1.0, 1.0 + delta, 0.0], dtype=torch.float32))
+    ref = float(np.linalg.eigvalsh(K.double().numpy())[-1])
+    val, vec, it, ok = top_eig_warm(K, torch.tensor([1.0, 1.0, 0.0], dtype=torch.float32), tol=1e-6)
+    assert ok and it == 2 and vec.dtype == torch.float32
+    assert abs(val - ref) <= 1e-6 * ref
