@@ -16,6 +16,8 @@ import warnings
 import mpmath
 import numpy as np
 import pytest
+from test_core_spectral_reference import _rotated_psd as _rotated
+from test_core_spectral_reference import _sym
 
 from fimtheory import spectral
 from fimtheory.errors import HypothesesNotMet, InputError
@@ -23,17 +25,6 @@ from fimtheory.highprec import mp_eigh, mp_matrix, working_precision
 
 EPS = np.finfo(float).eps
 REF_DPS = 80
-
-
-def _rotated(eigs, seed: int) -> np.ndarray:
-    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(eigs), len(eigs))))
-    A = Q @ np.diag(eigs) @ Q.T
-    return 0.5 * (A + A.T)
-
-
-def _sym(n: int, seed: int) -> np.ndarray:
-    X = np.random.default_rng(seed).standard_normal((n, n))
-    return 0.5 * (X + X.T)
 
 
 def _mp_coefficients(A, E, dps: int = REF_DPS):

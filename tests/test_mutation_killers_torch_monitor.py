@@ -100,26 +100,29 @@ def _diag(*d):
     return torch.diag(torch.tensor(d, dtype=F64))
 
 
-@pytest.mark.parametrize(
-    "d, start, steps",
-    [
-        # start = the top eigenvector, but ‖K‖_F² − 3² = 4 + 5.29 > 3²: the rest of the spectrum is
-        # not bounded below 3 by the Frobenius certificate, so Lanczos restarts and spans all 3
-        ((3.0, 2.0, 2.3), (1.0, 0.0, 0.0), 3),
-        # a 2-step invariant block {e1, e2} (β = 0.8): rest² = 2·4.65 = 9.3 > 9 → restart; the next
-        # block (c·I on {e3, e4}) is invariant after one step and rest² = 4.65 < 9 → certified at 3
-        ((3.0, 1.0, 4.65**0.5, 4.65**0.5), (1.0, 2.0, 0.0, 0.0), 3),
-        # the same block with rest² = 8 ≤ 9: certified after 2 steps, no restart
-        ((3.0, 1.0, 2.0, 2.0), (1.0, 2.0, 0.0, 0.0), 2),
-        # top eigenvector start, rest² = 12 > 9 → restart; the second block (2·I) is invariant
-        # after one step and the certificate holds (rest² = 8): the kept first block is the answer
-        ((3.0, 2.0, 2.0, 2.0), (1.0, 0.0, 0.0, 0.0), 2),
-        ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), 3),
-        ((1.0, 2.0, 0.0, 3.0), (1.0, 0.0, 1.0, 0.0), 4),
-        # the invariant block {e1, e2} ends one step before the whole space
-        ((1.0, 2.0, 5.0), (1.0, 1.0, 0.0), 3),
-    ],
-)
+#: (diagonal of K, start, Lanczos steps): invariant Krylov blocks, restarts and the Frobenius
+#: certificate, shared by the two Lanczos routines with that handling (here and
+#: test_mutation_killers_torch_streaming.py).
+INVARIANT_BLOCK_CASES = [
+    # start = the top eigenvector, but ‖K‖_F² − 3² = 4 + 5.29 > 3²: the rest of the spectrum is
+    # not bounded below 3 by the Frobenius certificate, so Lanczos restarts and spans all 3
+    ((3.0, 2.0, 2.3), (1.0, 0.0, 0.0), 3),
+    # a 2-step invariant block {e1, e2} (β = 0.8): rest² = 2·4.65 = 9.3 > 9 → restart; the next
+    # block (c·I on {e3, e4}) is invariant after one step and rest² = 4.65 < 9 → certified at 3
+    ((3.0, 1.0, 4.65**0.5, 4.65**0.5), (1.0, 2.0, 0.0, 0.0), 3),
+    # the same block with rest² = 8 ≤ 9: certified after 2 steps, no restart
+    ((3.0, 1.0, 2.0, 2.0), (1.0, 2.0, 0.0, 0.0), 2),
+    # top eigenvector start, rest² = 12 > 9 → restart; the second block (2·I) is invariant
+    # after one step and the certificate holds (rest² = 8): the kept first block is the answer
+    ((3.0, 2.0, 2.0, 2.0), (1.0, 0.0, 0.0, 0.0), 2),
+    ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), 3),
+    ((1.0, 2.0, 0.0, 3.0), (1.0, 0.0, 1.0, 0.0), 4),
+    # the invariant block {e1, e2} ends one step before the whole space
+    ((1.0, 2.0, 5.0), (1.0, 1.0, 0.0), 3),
+]
+
+
+@pytest.mark.parametrize("d, start, steps", INVARIANT_BLOCK_CASES)
 def test_top_eig_warm_invariant_blocks_step_counts(d, start, steps):
     """Step counts of the invariant-subspace handling, from the Frobenius certificate
     rest = (‖K‖_F² − Σ‖T_block‖_F²)^½ computed by hand for each case (see the comments): the

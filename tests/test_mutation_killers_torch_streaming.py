@@ -16,6 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch_checks needs the [torch] extra")
 
+from test_mutation_killers_torch_monitor import INVARIANT_BLOCK_CASES  # noqa: E402
 from torch import nn  # noqa: E402
 
 from fimtheory.errors import InputError  # noqa: E402
@@ -634,24 +635,7 @@ def test_lanczos_top_budget_spent_after_a_restart_is_not_converged():
     assert ok and theta == pytest.approx(3.0, rel=1e-12) and steps <= 6
 
 
-@pytest.mark.parametrize(
-    "d, start, steps",
-    [
-        # the top eigenvector, but ‖K‖_F² − 3² = 4 + 5.29 > 3²: restart, span all 3
-        ((3.0, 2.0, 2.3), (1.0, 0.0, 0.0), 3),
-        # a 2-step invariant block {e1, e2}: rest² = 2·4.65 = 9.3 > 9 → restart; the next block
-        # (c·I on {e3, e4}) is invariant after one step and rest² = 4.65 < 9 → certified at 3
-        ((3.0, 1.0, 4.65**0.5, 4.65**0.5), (1.0, 2.0, 0.0, 0.0), 3),
-        # the same block with rest² = 8 ≤ 9: certified after 2 steps, no restart
-        ((3.0, 1.0, 2.0, 2.0), (1.0, 2.0, 0.0, 0.0), 2),
-        # rest² = 12 > 9 → restart; the second block (2·I) is invariant after one step, rest² = 8
-        ((3.0, 2.0, 2.0, 2.0), (1.0, 0.0, 0.0, 0.0), 2),
-        ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), 3),
-        ((1.0, 2.0, 0.0, 3.0), (1.0, 0.0, 1.0, 0.0), 4),
-        # the invariant block {e1, e2} ends one step before the whole space
-        ((1.0, 2.0, 5.0), (1.0, 1.0, 0.0), 3),
-    ],
-)
+@pytest.mark.parametrize("d, start, steps", INVARIANT_BLOCK_CASES)
 def test_lanczos_top_invariant_blocks_step_counts(d, start, steps):
     """Step counts from the Frobenius certificate rest = (‖K‖_F² − Σ‖T_block‖_F²)^½ computed by
     hand (comments); the value is the dense λ_max and the vector its eigenvector."""
