@@ -3,6 +3,14 @@
 Each function returns the bound(s); the claims in :mod:`fimtheory.claims` turn them into
 signed margins. The remainder constants come from the generated module
 (:mod:`fimtheory._generated.series`), derived in ``symbolic/``.
+
+SIGN's high-precision fallback (:func:`sign_bounds`): it recomputes A's own eigen-data with
+mpmath at 40, 80 and then 160 digits; an attempt is accepted only when its own a-posteriori
+estimate (:func:`_sign_bounds_error` with β = ‖AV − VΛ‖_F + ‖A‖‖VᵀV − I‖_F + n·10⁻ᵈᵖˢ·‖A‖ and
+unit 10⁻ᵈᵖˢ) meets the contract for both bounds, and :class:`HypothesesNotMet` is raised when
+even 160 digits do not. Because it works from A alone, eigen-data ``eig`` that are not A's
+(whose large backward error the float64 estimate sees) still give A's bounds there, up to A's
+gaps that 160 digits resolve.
 """
 
 from __future__ import annotations
@@ -75,7 +83,13 @@ TOP_VECTOR_TOLERANCE_FACTOR = 16.0
 
 
 def top_vector_tolerance(eig: EigenData) -> float:
-    """Rayleigh deficit accepted for a top eigenvector: 16·n·eps·max(|λ1|, |λn|)."""
+    """Rayleigh deficit accepted for a top eigenvector: 16·n·eps·max(|λ1|, |λn|, tiny).
+
+    ``tiny`` is the smallest normal float64 (2⁻¹⁰²²): the floor keeps the tolerance at 16·n units
+    of the smallest subnormal or more, above the absolute rounding of vᵀAv for a subnormal A, so
+    that A's own computed top eigenvector is accepted at every scale (for the zero matrix the
+    tolerance is 16·n·eps·tiny, not 0).
+    """
     n = eig.eigenvalues.shape[0]
     scale = max(abs(eig.lambda_max), abs(eig.lambda_min), np.finfo(float).tiny)
     return TOP_VECTOR_TOLERANCE_FACTOR * n * EPS64 * scale

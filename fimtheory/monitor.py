@@ -112,6 +112,16 @@ class StreamingLambdaMax:
     top Gram eigenvector, checked to a relative residual ``tol``, with a dense fallback (taken
     on every push when ``tol`` ≤ 0). Each value is within ``tol``·λ (plus rounding) of λ_max(F_t),
     tested against a 50-digit reference after every push.
+
+    The probe, per push t (K = the Gram matrix of the stored scores divided by t, scaled by a
+    power of two c): Lanczos runs min(30, t) steps from the start (previous top Gram eigenvector,
+    extended by 0 for the new score) + 10⁻²·z/√t, z the t standard normals the stream's
+    generator (seeded by ``seed``) draws at this push. Its pair (θ, v) is returned only if
+    ‖Kv − θv‖ ≤ ``tol``·max(|θ|, tiny) (so an exact pair is accepted for every ``tol`` > 0),
+    θ ≥ (1 − 10⁻¹²)·max diag(K) and, without a window, c·θ ≥ (1 − 10⁻¹²)·(t − 1)/t·λ_{t−1}
+    (interlacing of the unnormalised Gram matrix) — both hold for λ_max, and they catch a run
+    that converged to a lower eigenvalue. Otherwise the dense eigensolver gives the value and
+    ``dense_fallbacks`` is incremented.
     """
 
     def __init__(self, dim: int, *, window: int | None = None, tol: float = 1e-10, seed: int = 0):

@@ -370,6 +370,12 @@ def perturbation_coefficients(A, E, order: int = 3, *, rtol: float = 1e-8) -> tu
     HypothesesNotMet
         When the top eigenvalue of A is repeated within rounding (the series does not exist),
         or the accuracy contract cannot be met (see :func:`series_coefficients_with_errors`).
+    InputError
+        Malformed A or E (not square, not symmetric, A not PSD, shapes differ, NaN/inf), an
+        ``order`` outside 1..4 or a bad ``rtol``; or E whose coefficient scale overflows: a
+        coefficient a_k or its natural scale C_k = η(2η/γ)^{k−1} (k ≤ order) not representable in
+        float64, where the contract cannot be stated — rescale E (a_k(sE) = s^k·a_k(E)) or ask
+        for a lower order.
     """
     res = series_coefficients_with_errors(A, E, order, rtol=rtol)
     return res.lambda1, res.coefficients

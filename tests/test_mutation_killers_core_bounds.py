@@ -21,7 +21,7 @@ import pytest
 from fimtheory import bounds, fim
 from fimtheory._generated import series
 from fimtheory.errors import HypothesesNotMet, InputError
-from fimtheory.spectral import HIGH_PRECISION_MAX_N, eigen_data
+from fimtheory.spectral import HIGH_PRECISION_MAX_N, backward_error, eigen_data
 
 EPS = float(np.finfo(float).eps)
 BIG = 1e308  # A + E with two such entries overflows float64; each alone is finite
@@ -393,3 +393,141 @@ def test_fim_spectrum_overflow_named_on_the_fim_path_too():
 def test_series_coefficients_of_a_1x1_matrix_are_m_then_zeros(order):
     got = series.series_coefficients([2.5], [[-0.75]], order)
     assert list(got) == [-0.75] + [0.0] * (order - 1)
+
+
+# --------------------------------------------------------------------------------------
+# sign_bounds: float64 is used only when BOTH bounds meet the documented estimate
+# --------------------------------------------------------------------------------------
+
+
+def _decision_case():
+    """n = 65 (no mpmath fallback), A = diag(1, 1 − 2⁻¹⁸, 0, …, 0), E = diag(1, 0, …, 0): eigh is
+    exact on diagonal input, so P⊥Ev = 0 (both bounds exactly 0) and the backward error is the
+    documented n·eps·‖A‖. The two bounds' thresholds rtol* = estimate/(eps·η²/d) differ by the
+    factors d/(d − 2β) only, a band of relative width ≈ 2β/γ ≈ 7e-9 between them."""
+    n = HIGH_PRECISION_MAX_N + 1
+    lam = np.r_[1.0, 1.0 - 2.0**-18, np.zeros(n - 2)]
+    e = np.zeros((n, n))
+    e[0, 0] = 1.0
+    return np.diag(lam), e, lam
+
+
+def _documented_thresholds(n, lam1, lam2, lamn, eta):
+    """rtol at which each bound's documented estimate equals its allowance (r2 = 0), in Fractions:
+    θ = β/(γ − 2β), δu = 3ηθ + n·eps·η, estimate δu²/(d − 2β), allowance rtol·eps·η²/d."""
+    F = Fraction
+    beta = F(n) * F(EPS) * F(max(abs(lam1), abs(lamn)))  # backward_error's n·eps·‖A‖ (exact eigh)
+    gap, spread = F(lam1) - F(lam2), F(lam1) - F(lamn)
+    du = 3 * F(eta) * (beta / (gap - 2 * beta)) + F(n) * F(EPS) * F(eta)
+    t_lo = du * du / (spread - 2 * beta) / (F(EPS) * F(eta) ** 2 / spread)
+    t_hi = du * du / (gap - 2 * beta) / (F(EPS) * F(eta) ** 2 / gap)
+    return t_lo, t_hi
+
+
+def test_sign_bounds_use_float64_only_when_both_bounds_meet_the_estimate():
+    a, e, lam = _decision_case()
+    eig = eigen_data(a)
+    n = a.shape[0]
+    # premise: eigh is exact on this diagonal input (a signed permutation), so the backward error
+    # is the documented n·eps·‖A‖ alone
+    assert np.all(np.isin(eig.eigenvectors, [-1.0, 0.0, 1.0]))
+    assert backward_error(a, eig) == n * EPS * 1.0
+    t_lo, t_hi = _documented_thresholds(n, 1.0, lam[1], 0.0, 1.0)
+    assert t_lo < t_hi and 4 * EPS < t_lo and t_hi < 1 and (t_hi - t_lo) / t_hi > 1e-9
+    # rtol above both thresholds: float64's exact zeros
+    assert bounds.sign_bounds(a, e, rtol=float(t_hi * Fraction(101, 100))) == (0.0, 0.0)
+    # rtol between them: the lower bound would be accepted, the upper is not, so float64 must not
+    # be used, and n > 64 has no fallback
+    between = float((t_lo + t_hi) / 2)
+    _raises(
+        HypothesesNotMet,
+        r"^SIGN bounds: float64 error estimate \S+ exceeds rtol \S+ of 0 .*limited to n ≤ 64$",
+        bounds.sign_bounds,
+        a,
+        e,
+        rtol=between,
+    )
+    _raises(HypothesesNotMet, r"limited to n ≤ 64$", bounds.sign_bounds, a, e, rtol=float(t_lo * Fraction(99, 100)))
+
+
+# --------------------------------------------------------------------------------------
+# sign_bounds: eigen-data that are not A's, where only 160 digits resolve A's gap
+# --------------------------------------------------------------------------------------
+
+
+def test_sign_bounds_with_foreign_eigen_data_and_a_gap_only_160_digits_resolve():
+    # A's top pair 1 ± 1e-146 (γ = 2e-146): 40 and 80 digits see a repeated eigenvalue, 160 digits
+    # resolve it. λn = 1 − 2⁻⁵⁰ (spread ≈ 8.9e-16, far below λ1 + λn) and E = diag(0, 0, 1): A's
+    # top vector is (1, 1, 0)/√2 exactly, so P⊥Ev = 0 and both bounds are exactly 0 (closed form).
+    # The documented estimate at 160 digits is ~1e-3 of the allowance rtol·eps·η²/d of each bound.
+    d = 1e-146
+    a = np.array([[1.0, d, 0.0], [d, 1.0, 0.0], [0.0, 0.0, 1.0 - 2.0**-50]])
+    e = np.diag([0.0, 0.0, 1.0])
+    _, _, spread, gap = _mp_sign_reference(a, e, dps=300)
+    assert gap == pytest.approx(2 * d, rel=1e-12) and spread == pytest.approx(2.0**-50, rel=1e-12)
+    rtol = 1e-8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lo, hi = bounds.sign_bounds(a, e, eigen_data(np.diag([1.0, 0.5, 0.25])), rtol=rtol)
+    assert abs(lo - 0.0) <= rtol * EPS / spread
+    assert abs(hi - 0.0) <= rtol * EPS / gap
+
+
+# --------------------------------------------------------------------------------------
+# top_vector_tolerance: the floor at the smallest normal number (subnormal A)
+# --------------------------------------------------------------------------------------
+
+
+def test_top_vector_tolerance_is_floored_at_the_smallest_normal_number():
+    tiny = float(np.finfo(float).tiny)
+    assert bounds.top_vector_tolerance(eigen_data(np.zeros((3, 3)))) == 16 * 3 * EPS * tiny
+    sub = np.diag([3e-315, 1e-315])
+    assert bounds.top_vector_tolerance(eigen_data(sub)) == 16 * 2 * EPS * tiny
+    assert bounds.top_vector_tolerance(eigen_data(sub)) > 0
+
+
+@pytest.mark.parametrize("scale", [1e-315, 1e-318])
+def test_directional_lower_bound_accepts_the_computed_top_vector_of_a_subnormal_a(scale):
+    # vᵀAv of a subnormal A is rounded to whole units of the smallest subnormal, so the deficit of
+    # A's own computed top eigenvector can be ±1 unit while 16·n·eps·‖A‖ underflows to 0; that
+    # vector is a top eigenvector to working accuracy and must be accepted, with the value of
+    # v omitted (λ1 + vᵀEv).
+    rng = np.random.default_rng(1)
+    nonzero = 0
+    for _ in range(5):
+        x = rng.standard_normal((4, 4))
+        a = (x @ x.T) * scale
+        eig = eigen_data(a)
+        v = eig.top_vector
+        assert 16 * 4 * EPS * eig.lambda_max == 0.0  # the unfloored tolerance underflows to 0 here
+        nonzero += float(eig.lambda_max - v @ a @ v) != 0.0
+        e = np.eye(4) * scale
+        assert bounds.directional_lower_bound(a, e, v) == bounds.directional_lower_bound(a, e)
+    assert nonzero >= 1  # premise: at least one computed top vector has a nonzero deficit
+
+
+def test_sign_bounds_refuse_when_even_160_digits_do_not_meet_rtol():
+    # As above with A's gap γ = 2e-148: the documented 160-digit estimate, evaluated with only its
+    # last term n·10⁻¹⁶⁰·‖A‖ for β (the other two are ≥ 0 and the estimate grows with β), is
+    # already ~9 times the allowance of the upper bound, so no attempt meets rtol: HypothesesNotMet.
+    d = 1e-148
+    a = np.array([[1.0, d, 0.0], [d, 1.0, 0.0], [0.0, 0.0, 1.0 - 2.0**-50]])
+    e = np.diag([0.0, 0.0, 1.0])
+    rtol = 1e-8
+    with mpmath.workdps(300):
+        w = sorted(mpmath.eigsy(mpmath.matrix(a.tolist()))[0], reverse=True)
+        gap, n, eta = w[0] - w[1], 3, mpmath.mpf(1)
+        beta = n * mpmath.mpf(10) ** -160 * abs(w[0])
+        du = 3 * eta * beta / (gap - 2 * beta) + n * mpmath.mpf(10) ** -160 * eta
+        estimate_hi = du**2 / (gap - 2 * beta)  # r2 = 0: the upper bound's documented estimate
+        ratio = estimate_hi / (rtol * mpmath.mpf(EPS) * eta**2 / gap)
+    assert float(gap) == pytest.approx(2 * d, rel=1e-12) and ratio > 5
+    _raises(
+        HypothesesNotMet,
+        r"^SIGN bounds: not accurate to rtol 1e-08 even at 160 digits \(γ = 0\.5\)$",
+        bounds.sign_bounds,
+        a,
+        e,
+        eigen_data(np.diag([1.0, 0.5, 0.25])),
+        rtol=rtol,
+    )

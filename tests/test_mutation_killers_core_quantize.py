@@ -587,3 +587,191 @@ def test_sr_extreme_uniforms_stay_on_the_two_adjacent_grid_points():
         codes = got / s
         np.testing.assert_array_equal(codes, np.round(codes))
         assert np.max(np.abs(codes)) <= 7
+
+
+# --------------------------------------------------------------------------------------
+# StreamingLambdaMax: the documented probe (warm start, steps, residual test, guards)
+# --------------------------------------------------------------------------------------
+
+# Eigenvalues (1.5, 1.2, 0.3) on the orthonormal basis (1,1,1)/√3, (1,−1,0)/√2, (1,1,−2)/√6:
+# diag = (1.15, 1.15, 0.7), so λ2 = 1.2 lies above max diag (the diagonal guard cannot see it).
+_BASIS = np.column_stack(
+    [np.ones(3) / np.sqrt(3), np.array([1.0, -1.0, 0.0]) / np.sqrt(2), np.array([1.0, 1.0, -2.0]) / np.sqrt(6)]
+)
+_K_LAMBDA2_ABOVE_DIAG = _BASIS @ np.diag([1.5, 1.2, 0.3]) @ _BASIS.T
+
+
+def _relative_residual(K, value, vector):
+    """‖Kv − θv‖/|θ| of a returned pair, in 50-digit mpmath (K, θ, v as given)."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        Km, v = mpmath.matrix(K.tolist()), mpmath.matrix(vector.tolist())
+        return float(mpmath.norm(Km * v - mpmath.mpf(value) * v) / abs(mpmath.mpf(value)) / mpmath.norm(v))
+
+
+def test_top_eig_refuses_a_pair_converged_to_a_lower_eigenvalue_below_max_diag():
+    # A start that is exactly the second eigenvector: Lanczos stops at once with the exact pair
+    # (λ2, v2), residual ~0. λ2 = 0.6 < max diag ≈ 0.99: the diagonal guard sends it to dense.
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    K = q @ np.diag([1.0, 0.6, 0.1]) @ q.T
+    K = 0.5 * (K + K.T)
+    w, V = np.linalg.eigh(K)
+    assert w[1] < np.max(np.diag(K)) * 0.9  # premise
+    m = StreamingLambdaMax(3)
+    value, _ = m._top_eig(K, V[:, 1], 0.0)
+    assert m.dense_fallbacks == 1
+    assert value == pytest.approx(1.0, rel=1e-13)
+
+
+def test_top_eig_refuses_a_pair_below_the_interlacing_floor():
+    # λ2 = 1.2 ≥ max diag = 1.15 passes the diagonal guard; the floor 1.3 (> λ2) must catch it.
+    K = _K_LAMBDA2_ABOVE_DIAG
+    w, V = np.linalg.eigh(K)
+    assert np.max(np.diag(K)) < w[1] < 1.3 < w[2]  # premise
+    m = StreamingLambdaMax(3)
+    value, _ = m._top_eig(K, V[:, 1], 1.3)
+    assert m.dense_fallbacks == 1
+    assert value == pytest.approx(1.5, rel=1e-13)
+    # the same pair above the floor is a legitimate answer of the probe: accepted as it is
+    value, _ = m._top_eig(K, V[:, 1], 1.0)
+    assert m.dense_fallbacks == 1 and value == pytest.approx(1.2, rel=1e-13)
+
+
+def test_top_eig_guards_are_strict_at_exactly_their_thresholds():
+    # K = diag(1, b) with the start e2: Lanczos returns exactly (b/c, e2), residual 0 (c = 2).
+    # θ exactly (1 − 1e-12)·max diag is accepted ("θ ≥"), one ulp lower is refused.
+    at = float(0.5 * (1 - 1e-12))
+    for b, dense in [(2 * at, 0), (2 * np.nextafter(at, 0.0), 1)]:
+        m = StreamingLambdaMax(2)
+        value, _ = m._top_eig(np.diag([1.0, b]), np.array([0.0, 1.0]), 0.0)
+        assert m.dense_fallbacks == dense and value == (b if dense == 0 else 1.0)
+    # the interlacing floor: c·θ = 1 with floor·(1 − 1e-12) exactly 1 is accepted, a floor one ulp
+    # higher is refused (value 1 either way: the dense solver gives the same top eigenvalue)
+    floor = 1.0
+    while floor * (1 - 1e-12) < 1.0:
+        floor = np.nextafter(floor, 2.0)
+    assert floor * (1 - 1e-12) == 1.0  # premise: such a floor exists
+    for f, dense in [(floor, 0), (np.nextafter(floor, 2.0), 1)]:
+        m = StreamingLambdaMax(2)
+        value, _ = m._top_eig(np.diag([1.0, 0.5]), np.array([1.0, 0.0]), float(f))
+        assert (m.dense_fallbacks, value) == (dense, 1.0)
+
+
+def test_top_eig_returns_only_pairs_meeting_the_relative_residual_test():
+    # K = diag(1, 0.5) (Ks = diag(0.5, 0.25), θ = 0.5 < 1) from the start (1, 1e-14): Lanczos
+    # stops after one step (β₀ = 2.5e-15 ≤ 1e-14·α₀) with the start's pair, whose relative
+    # residual is 5e-15. With tol = 2.5e-15 it fails the test and the dense pair (1, ±e1) is returned.
+    K = np.diag([1.0, 0.5])
+    start = np.array([1.0, 1e-14])
+    tol = 2.5e-15
+    assert _relative_residual(K, 1.0, start) == pytest.approx(5e-15, rel=1e-6)  # premise
+    m = StreamingLambdaMax(2, tol=tol)
+    value, vector = m._top_eig(K, start, 0.0)
+    assert m.dense_fallbacks == 1
+    assert _relative_residual(K, value, vector) <= tol
+    # a tol above that residual accepts the Lanczos pair
+    m = StreamingLambdaMax(2, tol=1e-14)
+    value, vector = m._top_eig(K, start, 0.0)
+    assert m.dense_fallbacks == 0 and _relative_residual(K, value, vector) <= 1e-14
+
+
+def _krylov_best_relative_residual(K, start, k):
+    """min over the k-dim Krylov space of the top Ritz pair's relative residual, by Rayleigh–Ritz on
+    an orthonormal basis built in 60-digit mpmath (full reorthogonalisation)."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        Km = mpmath.matrix(K.tolist())
+        basis = []
+        q = mpmath.matrix(start.tolist())
+        for _ in range(k):
+            for b in basis:
+                q -= b * (b.T * q)[0, 0]
+            for b in basis:
+                q -= b * (b.T * q)[0, 0]
+            q /= mpmath.norm(q)
+            basis.append(q)
+            q = Km * q
+        Q = mpmath.matrix(K.shape[0], k)
+        for j, b in enumerate(basis):
+            for i in range(K.shape[0]):
+                Q[i, j] = b[i]
+        T = Q.T * Km * Q
+        w, S = mpmath.eigsy(T)
+        top = max(range(k), key=lambda i: w[i])
+        y = Q * S[:, top]
+        return float(mpmath.norm(Km * y - w[top] * y) / abs(w[top]) / mpmath.norm(y))
+
+
+def test_top_eig_runs_30_lanczos_steps_on_a_31_dimensional_problem():
+    # 31 eigenvalues 1 − (j/30)² and the start 1: the best top pair of the 30-dimensional Krylov
+    # space has a relative residual ~1e-7 > tol, so 30 steps cannot meet tol = 1e-10 and the dense
+    # solver is used (31 steps would span the whole space and meet it).
+    lam = 1.0 - (np.arange(31) / 30.0) ** 2
+    K = np.diag(lam)
+    start = np.ones(31)
+    assert _krylov_best_relative_residual(K, start, 30) > 1e3 * 1e-10  # premise
+    m = StreamingLambdaMax(31)
+    value, _ = m._top_eig(K, start, 0.0)
+    assert m.dense_fallbacks == 1 and value == 1.0
+
+
+def test_an_exact_pair_is_accepted_for_every_positive_tol():
+    # The first push of g = (1, 0): K = [[1]] scaled to [[0.5]], Lanczos gives it exactly, residual 0.
+    # With tol = 5e-324 the allowance tol·|θ| rounds to 0, and 0 ≤ 0: accepted, no dense fallback.
+    m = StreamingLambdaMax(2, tol=5e-324)
+    assert m.push([1.0, 0.0]) == 1.0
+    assert m.dense_fallbacks == 0
+
+
+def test_the_warm_start_is_the_previous_top_vector_plus_the_seeded_perturbation(monkeypatch):
+    import fimtheory.approx as approx
+
+    real, starts = approx.lanczos_ritz, []
+
+    def recording(K, steps, start):
+        starts.append(np.array(start, dtype=float))
+        return real(K, steps, start)
+
+    monkeypatch.setattr(approx, "lanczos_ritz", recording)
+    scores = np.random.default_rng(5).standard_normal((6, 4))
+    m = StreamingLambdaMax(4, seed=7)
+    for g in scores:
+        m.push(g)
+    draws = np.random.default_rng(7)
+    for t in range(1, 7):
+        perturbation = 1e-2 * draws.standard_normal(t) / np.sqrt(t)
+        if t == 1:
+            previous = np.zeros(1)
+        else:  # the top eigenvector of the previous Gram matrix (dense reference), up to sign
+            G = scores[: t - 1] @ scores[: t - 1].T
+            previous = np.append(np.linalg.eigh(G)[1][:, -1], 0.0)
+        warm = starts[t - 1] - perturbation
+        assert min(np.linalg.norm(warm - previous), np.linalg.norm(warm + previous)) < 1e-8, t
+
+
+def test_the_guards_catch_a_lanczos_run_converged_to_the_second_eigenvalue(monkeypatch):
+    # Fault injection: Lanczos returning the exact second eigenpair (a run that converged to λ2).
+    # Scores with Gram matrix _K_LAMBDA2_ABOVE_DIAG (λ2 = 1.2 ≥ max diag = 1.15): at push 3 only the
+    # interlacing floor (λ1 of the first two scores' Gram matrix)/3 catches it. Every value must
+    # still be λ_max of the dense Gram matrix.
+    import fimtheory.approx as approx
+
+    def second_pair(K, steps, start):
+        w, V = np.linalg.eigh(K)
+        i = -2 if K.shape[0] > 1 else -1
+        return float(w[i]), V[:, i]
+
+    monkeypatch.setattr(approx, "lanczos_ritz", second_pair)
+    order = [0, 2, 1]  # the first two scores' Gram block [[1.15, 0.4], [0.4, 0.7]]: λ1 ≈ 1.38 > λ2 = 1.2
+    scores = (_BASIS * np.sqrt([1.5, 1.2, 0.3]))[order]  # rows g_i with g_i·g_j = K_ij
+    l1_two = np.linalg.eigvalsh(scores[:2] @ scores[:2].T)[-1]
+    assert 1.2 < l1_two * (1 - 1e-9) and 1.2 >= l1_two / 2  # premise: λ2 between (t−2)/t and (t−1)/t floors
+    m = StreamingLambdaMax(3)
+    for t, g in enumerate(scores, start=1):
+        value = m.push(g)
+        reference = np.linalg.eigvalsh(scores[:t] @ scores[:t].T / t)[-1]
+        assert value == pytest.approx(reference, rel=1e-12), t
+    assert m.dense_fallbacks == 2
