@@ -89,6 +89,18 @@ def instance_to_json(inst) -> dict:
 
 
 def instance_from_json(obj: dict):
+    """The instance of an :func:`instance_to_json` record.
+
+    ``type`` names a built-in instance class, the indefinite test pair, or a type a registered
+    claim declares (``module:qualname``); only a name with a ``:`` is looked up among the
+    declared types, so any other name is refused as unknown without reading the claim registry
+    (a claim plugin that cannot be loaded does not change that error).
+
+    Raises
+    ------
+    InputError
+        ``unknown instance type …`` for a name that is none of these (or not a string).
+    """
     name = obj.get("type")
     if not isinstance(name, str):  # also an unhashable name, which the lookups below cannot take
         raise InputError(f"unknown instance type {name!r}")

@@ -679,6 +679,26 @@ def test_a_non_string_instance_type_is_refused_as_unknown():
             instance_from_json({"type": name, "fields": {}})
 
 
+def test_a_plain_unknown_instance_type_is_refused_without_reading_the_claim_registry(monkeypatch):
+    """Only a ``module:qualname`` name can be a declared type, so a name without ``:`` is
+    refused as unknown without loading the claim plugins: with a plugin that cannot be loaded,
+    the error is still "unknown instance type", not the plugin's failure; a declared-looking
+    name does read the registry (and then reports the plugin)."""
+    from fimtheory import claim_api
+    from properties.serialize import instance_from_json
+
+    def broken():
+        raise claim_api.ClaimPluginError("claim plugin broken-plugin cannot be loaded: ImportError: gone")
+
+    monkeypatch.setitem(claim_api._STATE, "plugins", "absent")
+    monkeypatch.setattr(claim_api, "load_plugins", broken)
+    for name in ("NoSuchInstance", "MatrixPerturbations", ""):
+        with pytest.raises(InputError, match=rf"^unknown instance type {name!r}$"):
+            instance_from_json({"type": name, "fields": {}})
+    with pytest.raises(claim_api.ClaimPluginError, match="broken-plugin"):
+        instance_from_json({"type": "some.module:Instance", "fields": {}})
+
+
 def test_t43c_instance_missing_the_hypotheses_gets_an_empty_certificate():
     """Like every other weakening, T4.3c-no-genericity on an instance whose noise mean is not
     exactly zero gets a certificate without enclosure that says why (it raised InputError from
