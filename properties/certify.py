@@ -547,7 +547,12 @@ def _m_t43c(inst):
 def iv_scores(model: str, X, y, theta) -> mpmath.matrix:
     """Per-sample scores g_i = ∇_θ log p(y_i | x_i; θ) in interval arithmetic from the exact
     floats: linear-Gaussian (y − θᵀx)x, logistic (y − σ(θᵀx))x, softmax (e_y − softmax(Wx)) ⊗ x
-    with θ = W.reshape(-1)."""
+    with θ = W.reshape(-1).
+
+    The softmax subtracts the largest logit (the upper end of its enclosure) from every
+    logit, so a class whose logit is exactly that value has exp(0) = 1 exactly: equal logits
+    (exact, of any size) give exactly the uniform probabilities 1/k — the scores are then
+    points wherever 1/k and the products with x are exact (k a power of two)."""
     X = _enc._real_array(X, "iv_scores")  # complex input refused (a cast drops the imaginary part)
     theta = _enc._real_array(theta, "iv_scores").reshape(-1)
     n, d = X.shape
@@ -581,7 +586,11 @@ def iv_scores(model: str, X, y, theta) -> mpmath.matrix:
 
 def iv_batch_lambda_max(model, X, y, theta):
     """Enclosure of Λ = λ_max of the empirical FIM on the batch, via the smaller of
-    GGᵀ/n and GᵀG/n."""
+    GGᵀ/n and GᵀG/n (GGᵀ/n when n ≤ p, n samples, p parameters): the two have the same
+    nonzero eigenvalues, and the enclosure's width grows with the size of the matrix used,
+    min(n, p). Where that matrix is diagonal with entries exact in the working precision
+    (orthogonal score rows for n ≤ p, orthogonal score columns for n > p; e.g. dyadic
+    scores and n a power of two), the enclosure is the exact Λ, a point."""
     G = iv_scores(model, X, y, theta)
     n, p = G.rows, G.cols
     small = (G * G.T) if n <= p else (G.T * G)
@@ -638,6 +647,10 @@ def _m_p32(inst):
 
 
 def _m_ah_accurate(inst):
+    """rq / Λ − 0.99 in interval arithmetic: rq the Rayleigh quotient of F^k ḡ (F = GᵀG/n,
+    ḡ the mean score, k = ``power_steps``), Λ = λ_max(F) enclosed from the smaller Gram
+    matrix as in :func:`iv_batch_lambda_max` (GGᵀ/n when n ≤ p, else F), so a diagonal one
+    with exact entries gives Λ exactly and only rq and the constant 0.99 are rounded."""
     G = iv_matrix(inst.G)
     n, p = G.rows, G.cols
     F = (G.T * G) * (iv.mpf(1) / n)
@@ -654,7 +667,11 @@ def _m_ah_accurate(inst):
 
 
 def _m_ab_numerical_rank(inst):
-    """(λ_max − (tr K^q / r)^{1/q}) / λ_max in interval arithmetic, r the float numerical rank."""
+    """(λ_max − (tr K^q / r)^{1/q}) / λ_max in interval arithmetic, r the float numerical rank,
+    K = GGᵀ/n. Exact where every operation is: for K exactly the identity (n orthogonal score
+    rows of squared norm n: the equality case of the power-mean bound, r = n) tr K^q / r = 1,
+    its log is 0, and the enclosure is [0, 0] — the margin is proved 0. (For K = cI with
+    c ≠ 1 the log and exp round and the enclosure only straddles 0.)"""
     from fimtheory.claims import numerical_rank
 
     r = numerical_rank(inst.G)

@@ -1391,6 +1391,122 @@ def test_iv_batch_lambda_max_encloses_the_mp_lambda_max(model, shape, theta_shap
         assert lam.a <= ref <= lam.b and lam.b - lam.a < mpf(10) ** -40 * ref
 
 
+# Linear-model batches whose smaller Gram matrix is diagonal with exact entries (dyadic
+# inputs, n a power of two where it divides): Λ is then that matrix's largest diagonal entry,
+# a closed form in Fraction; the other Gram matrix (same nonzero eigenvalues) is not diagonal.
+_DIAGONAL_GRAM_CASES = {
+    # n = 1 < p: GGᵀ/n is the 1 × 1 matrix ‖g‖² (GᵀG = ggᵀ is 4 × 4 of rank one)
+    "one-sample": (np.array([[0.5, 0.25, -1.5, 3.0]]), np.array([1.0]), np.array([0.5, 0.5, 0.0, 0.25])),
+    # n = p = 2, score rows (1, 1) and (2, −2) orthogonal: GGᵀ/2 = diag(1, 4), GᵀG/2 is not diagonal
+    "square-orthogonal-rows": (np.array([[1.0, 1.0], [1.0, -1.0]]), np.array([1.0, 2.0]), np.zeros(2)),
+    # n = 4 > p = 2, score columns orthogonal: GᵀG/4 = diag(1/4, 21/16), GGᵀ/4 is not diagonal
+    "tall-orthogonal-columns": (
+        np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, -0.5]]),
+        np.ones(4),
+        np.zeros(2),
+    ),
+}
+
+
+def _exact_linear_lambda(X, y, theta):
+    """Λ for a batch whose smaller Gram matrix is diagonal: its largest diagonal entry (exact)."""
+    n, p = X.shape
+    G = [
+        [(_frac(y[i]) - sum(_frac(theta[j]) * _frac(X[i, j]) for j in range(p))) * _frac(X[i, j]) for j in range(p)]
+        for i in range(n)
+    ]
+    if n <= p:
+        gram = [[sum(G[i][j] * G[k][j] for j in range(p)) / n for k in range(n)] for i in range(n)]
+    else:
+        gram = [[sum(G[i][j] * G[i][k] for i in range(n)) / n for k in range(p)] for j in range(p)]
+    m = len(gram)
+    assert all(gram[i][k] == 0 for i in range(m) for k in range(m) if i != k)  # the case is diagonal
+    return max(gram[i][i] for i in range(m))
+
+
+@pytest.mark.parametrize("case", sorted(_DIAGONAL_GRAM_CASES))
+def test_lambda_max_is_exact_when_the_smaller_gram_matrix_is_diagonal(case):
+    """Λ is enclosed from the smaller Gram matrix (GGᵀ/n for n ≤ p, n = p included, else
+    GᵀG/n); where that one is diagonal with exact entries the enclosure is the exact Λ, a
+    point (the larger one, not diagonal, goes through mp eigenvectors and rounds)."""
+    from fimtheory.highprec import working_precision
+    from properties.certify import iv_batch_lambda_max
+
+    X, y, theta = _DIAGONAL_GRAM_CASES[case]
+    with working_precision(50):
+        lam = iv_batch_lambda_max("linear", X, y, theta)
+        lo, hi = _frac(mpf(lam.a)), _frac(mpf(lam.b))
+    assert lo == _exact_linear_lambda(X, y, theta) == hi, (case, lam)
+
+
+# Scores G whose smaller Gram matrix is diagonal and whose mean score ḡ is a top eigenvector
+# of F = GᵀG/n: rq = Λ exactly, so AH's margin rq/Λ − 0.99 is exactly 1/100.
+_AH_EXACT_CASES = {
+    "one-sample": (np.array([[0.5, 0.25, -1.5, 3.0]]), 0),  # n = 1 < p: GGᵀ = ‖g‖², ḡ = g
+    "square": (np.array([[1.5, 1.5], [0.0, 0.0]]), 1),  # n = p: GGᵀ/2 = diag(9/4, 0), ḡ ∝ (1, 1)
+    "tall": (np.array([[0.5], [1.5], [-2.0], [0.75]]), 2),  # n > p = 1: F is 1 × 1
+}
+
+
+@pytest.mark.parametrize("case", sorted(_AH_EXACT_CASES))
+def test_ah_margin_takes_lambda_max_exactly_from_a_diagonal_smaller_gram_matrix(case):
+    """AH-accurate's Λ comes from the smaller Gram matrix, exact when it is diagonal with
+    exact entries: with ḡ an eigenvector for Λ, rq/Λ = 1 exactly, and the enclosure of the
+    margin 1/100 is no wider than the rounding of the constant 0.99 (twice its width)."""
+    from fimtheory.highprec import working_precision
+    from properties.certify import _m_ah_accurate
+
+    G, steps = _AH_EXACT_CASES[case]
+    with working_precision(50):
+        m = _m_ah_accurate(ScoreInstance(G, power_steps=steps))
+        c = mpmath.iv.mpf("0.99")
+        const_width = _frac(mpf(c.b)) - _frac(mpf(c.a))
+        lo, hi = _frac(mpf(m.a)), _frac(mpf(m.b))  # (read inside: mpf() rounds to the working precision)
+    assert lo <= Fraction(1, 100) <= hi
+    assert hi - lo <= 2 * const_width, (case, float(hi - lo), float(const_width))
+
+
+@pytest.mark.parametrize(
+    "W, X",
+    [
+        (np.array([[1e-300], [1e-300]]), np.array([[1.0], [0.5]])),  # tiny equal logits (1 + z rounds)
+        (np.full((4, 2), 0.75), np.array([[1.0, -2.0]])),  # four classes, equal logits −3/4
+    ],
+    ids=["two-classes-tiny-logits", "four-classes"],
+)
+def test_softmax_scores_with_equal_logits_are_the_exact_uniform_ones(W, X):
+    """The softmax subtracts the largest logit, so equal logits give exp(0) = 1 for every class
+    and the probabilities are exactly 1/k: each score (e_y − 1/k) x_j is a point, equal to its
+    closed form (k = 2, 4 and dyadic x make every product exact)."""
+    from fimtheory.highprec import working_precision
+    from properties.certify import iv_scores
+
+    k, d = W.shape
+    y = np.arange(X.shape[0]) % k
+    with working_precision(50):
+        G = iv_scores("softmax", X, y, W)
+        ends = [[(_frac(mpf(G[i, j].a)), _frac(mpf(G[i, j].b))) for j in range(G.cols)] for i in range(G.rows)]
+    for i in range(X.shape[0]):
+        exact = [
+            (Fraction(int(c == y[i])) - Fraction(1, k)) * Fraction(float(X[i, j])) for c in range(k) for j in range(d)
+        ]
+        assert ends[i] == [(e, e) for e in exact], (i, ends[i], exact)
+
+
+def test_ab_margin_on_an_identity_gram_matrix_is_proved_zero():
+    """AB-numerical-rank's equality case: orthogonal score rows of squared norm n make
+    K = GGᵀ/n exactly I (all eigenvalues 1, r = n), so tr K^q / r = 1, its log is 0 and the
+    margin (λ_max − (tr K^q / r)^{1/q}) / λ_max is exactly 0: the certificate is [0, 0] at the
+    first precision, sign 0 (for q = 2, 3, 4; n = 2 and n = 4)."""
+    from scipy.linalg import hadamard
+
+    w = WEAKENINGS["AB-numerical-rank"]
+    for G in (np.array([[1.0, 1.0], [1.0, -1.0]]), hadamard(4).astype(float)):
+        for q in (2, 3, 4):
+            cert = certify(w, ScoreInstance(G, q=q))
+            assert cert.lo == 0 and cert.hi == 0 and cert.dps == 50 and cert.sign == 0, (G.shape, q, cert)
+
+
 def test_iv_scores_refuses_complex_inputs():
     """Complex X or θ are refused by name, not cast to float with the imaginary part dropped."""
     from fimtheory.highprec import working_precision
