@@ -181,9 +181,10 @@ def top_eig_warm(
         for _ in range(2):  # full reorthogonalisation
             w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
         beta = float(torch.linalg.vector_norm(w))
-        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        # the tridiagonal eigenproblem runs on the CPU in float64, whatever the default device
+        T = torch.diag(torch.tensor(alphas, dtype=torch.float64, device="cpu"))
         if betas:
-            off = torch.tensor(betas, dtype=torch.float64)
+            off = torch.tensor(betas, dtype=torch.float64, device="cpu")
             T = T + torch.diag(off, 1) + torch.diag(off, -1)
         ev, evec = torch.linalg.eigh(T)
         theta = float(ev[-1])
@@ -209,7 +210,7 @@ def top_eig_warm(
                 return best, best_y, k + 1, best_res <= tol * max(abs(best), 1e-300)
             if rng is None:
                 rng = torch.Generator().manual_seed(0)
-            w = torch.randn(t, generator=rng, dtype=torch.float64).to(device=K.device, dtype=K.dtype)
+            w = torch.randn(t, generator=rng, dtype=torch.float64, device="cpu").to(device=K.device, dtype=K.dtype)
             for _ in range(2):
                 w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
             first, alphas, betas = k + 1, [], []
@@ -438,7 +439,7 @@ class SigmaMonitor:
             if len(context_or_token) != 2:
                 raise InputError("a classifier sample must be a pair (x, y)")
             return self.push_score(self._sample_score(*context_or_token))
-        tok = torch.as_tensor(context_or_token)
+        tok = torch.as_tensor(context_or_token, device="cpu")  # ids are read on the CPU (tolist)
         if tok.is_floating_point() or tok.is_complex() or tok.ndim > 1:
             raise InputError(
                 "push expects integer token(s): an int, a 0-d or 1-D integer tensor, or a classifier pair (x, y)"
@@ -452,8 +453,9 @@ class SigmaMonitor:
 
     def push_score(self, g: torch.Tensor) -> float:
         """Append a precomputed score vector g (length P) and return σ_t."""
-        # dtype given to as_tensor: a list of Python floats would otherwise become float32 first
-        g = torch.as_tensor(g, dtype=self.dtype).to(device=self.device).reshape(-1).detach()
+        # dtype and device given to as_tensor: a list of Python floats would otherwise become
+        # float32 first, and a tensor would first be copied to the default device
+        g = torch.as_tensor(g, dtype=self.dtype, device=self.device).reshape(-1).detach()
         if g.shape[0] != self.P:
             raise InputError(f"score has length {g.shape[0]}, expected P = {self.P}")
         if not bool(torch.isfinite(g).all()):
@@ -485,7 +487,7 @@ class SigmaMonitor:
         # A seeded random component keeps every eigen-direction in the Krylov space: a warm start
         # orthogonal to the new top eigenvector (a score orthogonal to the previous ones) would
         # otherwise converge to a lower eigenvalue with a zero residual (as fimtheory.monitor does).
-        noise = torch.randn(t, generator=self._rng, dtype=torch.float64) / math.sqrt(t)
+        noise = torch.randn(t, generator=self._rng, dtype=torch.float64, device="cpu") / math.sqrt(t)
         start = start / torch.linalg.vector_norm(start) + 1e-2 * noise.to(device=self.device, dtype=self.dtype)
         val, vec, iters, ok = top_eig_warm(Kn, start, tol=self.tol, max_iter=self.max_iter)
         # λ_max ≥ the largest diagonal entry: a Ritz value below it is not the top eigenvalue

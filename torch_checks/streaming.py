@@ -356,7 +356,7 @@ def _lanczos_top(K: torch.Tensor, start: torch.Tensor | None, tol: float, max_it
                 break
             if rng is None:
                 rng = torch.Generator().manual_seed(0)
-            w = torch.randn(n, generator=rng, dtype=torch.float64).to(device=K.device, dtype=K.dtype)
+            w = torch.randn(n, generator=rng, dtype=torch.float64, device="cpu").to(device=K.device, dtype=K.dtype)
             for _ in range(2):
                 w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
             first, alphas, betas = k + 1, [], []
@@ -771,7 +771,7 @@ class StreamingSigma:
         # zero residual (as fimtheory.monitor does).
         if start is None or not bool(torch.isfinite(start).all()) or float(torch.linalg.vector_norm(start)) == 0.0:
             start = torch.ones(n, dtype=K.dtype, device=K.device)
-        noise = torch.randn(n, generator=self._rng, dtype=torch.float64) / math.sqrt(n)
+        noise = torch.randn(n, generator=self._rng, dtype=torch.float64, device="cpu") / math.sqrt(n)
         start = start / torch.linalg.vector_norm(start) + 1e-2 * noise.to(device=K.device, dtype=K.dtype)
         theta, vec, steps, ok = _lanczos_top(K, start, self.tol, self.max_iter)
         # λ_max ≥ the largest diagonal entry: a Ritz value below it is not the top eigenvalue
@@ -839,7 +839,7 @@ def _probe_sequence(model: nn.Module, length: int = 8, seed: int = 0) -> torch.T
     V = getattr(getattr(model, "config", None), "vocab_size", None)
     if not isinstance(V, int) or V < 2:
         raise InputError("pass probe_tokens: the model has no config.vocab_size")
-    return torch.randint(0, V, (length,), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, V, (length,), generator=torch.Generator().manual_seed(seed), device="cpu")
 
 
 def classify_group(model: nn.Module, param_names: Sequence[str], probe_tokens=None) -> tuple[str, str]:
