@@ -2581,3 +2581,192 @@ def test_gram_builder_per_token_interaction_only_the_random_combination_sees():
     with pytest.raises(HypothesesNotMet) as exc:
         ENG.structured_gram_per_token(emb, logp, ["weight"])
     assert "windows interact (autograd check on a random combination of all targets: error " in str(exc.value)
+
+
+# --------------------------------------------------------------------------------------
+# Devices, dtypes and random draws: every tensor follows the inputs, never torch's defaults
+# --------------------------------------------------------------------------------------
+
+
+class _PTZooOnDevice(_PTZoo):
+    """The per-token zoo with its position indices made on the input's device (so that the model
+    itself runs under any default device; the engines are what is under test)."""
+
+    def forward(self, x):
+        T = x.shape[-1]
+        h = self.tok(x) + self.pos(torch.arange(T, device=x.device))
+        u = torch.tanh(self.inp(h)) * self.hf(h)
+        prefix = torch.cumsum(u, dim=-2) / torch.arange(1, T + 1, dtype=u.dtype, device=x.device)[:, None]
+        z = torch.tanh(self.post(prefix)) + self.tok2(x)
+        return self.head(z)
+
+
+def _pt_zoo_on_device(m=2, T=4):
+    torch.manual_seed(9)
+    lm = _PTZooOnDevice(T=T).double().eval()
+    ctx = torch.randint(0, 6, (m, T + 1), generator=_gen(9))
+    ctx[0, 1] = 0
+    ctx[1, 3] = 0
+    x, y = ctx[:, :-1], ctx[:, 1:]
+
+    def logp():
+        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
+
+    return lm, logp
+
+
+def _same(a, b):
+    """Equal results: tensors equal on the CPU (same dtype and shape), other fields equal."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.device.type == b.device.type == "cpu"
+            and a.dtype == b.dtype
+            and torch.equal(a, b)
+        )
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if hasattr(a, "__dataclass_fields__"):
+        return type(a) is type(b) and all(_same(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+def _engine_cases():
+    A, _ = _psd(9, 3)
+    G = torch.randn(7, 11, generator=_gen(5), dtype=F64)
+    zoo, zoo_logp, zoo_names, zoo_G = _gram_zoo(5)
+    lm, lm_logp = _pt_zoo_on_device()
+    net, net_logp, _ = _classifier()
+    return {
+        "lanczos": lambda: ENG.lanczos(lambda v: A @ v, 9, device="cpu", tol=1e-12),
+        "lanczos-float32": lambda: ENG.lanczos(lambda v: A.float() @ v, 9, dtype=torch.float32, device="cpu"),
+        "gram_matrix": lambda: ENG.gram_matrix(G, block_size=3),
+        "lambda_max-gram": lambda: ENG.lambda_max(G, method="gram", return_vector=True),
+        "lambda_max-lanczos": lambda: ENG.lambda_max(G, method="lanczos", return_vector=True),
+        "structured_gram": lambda: ENG.structured_gram_details(
+            zoo, zoo_logp, zoo_names, check_rows=5, score_rows=lambda idx: zoo_G[idx]
+        ),
+        "structured_gram-never-called": lambda: ENG.structured_gram_details(zoo, zoo_logp, ["spare.weight"]),
+        "lambda_max_structured-lanczos": lambda: ENG.lambda_max_structured(zoo, zoo_logp, zoo_names, dense_max=2),
+        "per_token-auto": lambda: ENG.structured_gram_per_token(lm, lm_logp, _PT_NAMES, check_rows=8),
+        "per_token-structured": lambda: ENG.structured_gram_per_token(lm, lm_logp, _PT_NAMES, path="structured"),
+        "per_token-explicit": lambda: ENG.structured_gram_per_token(lm, lm_logp, _PT_NAMES, path="explicit"),
+        "lambda_max_per_token-gram-lanczos": lambda: ENG.lambda_max_per_token(
+            lm, lm_logp, _PT_NAMES, method="gram", dense_max=2
+        ),
+        "lambda_max_per_token-operator": lambda: ENG.lambda_max_per_token(lm, lm_logp, _PT_NAMES, method="lanczos"),
+        "lambda_max_autodiff": lambda: ENG.lambda_max_autodiff(net, net_logp, NAMES),
+    }
+
+
+@pytest.mark.parametrize("route", ["default", "row-blocks"])
+def test_engines_follow_their_inputs_device_not_torchs_default_device(route, monkeypatch):
+    """With torch's default device set to another device than the inputs' (``torch.device("meta")``
+    here; ``torch.set_default_device("cuda")`` with a CPU model in practice), every engine returns
+    the same numbers on the inputs' device: each tensor it makes follows its inputs, and its
+    seeded draws (the Lanczos start, the H2 checks' samples and combination, the flop-cost probe)
+    are made on the CPU as documented. A tensor made on the default device instead mixes meta
+    with CPU tensors (an error) or leaves a meta result."""
+    if route == "row-blocks":  # the structured routes with row blocks of 7 entries
+        monkeypatch.setattr(ENG, "_BLOCK_ENTRIES", 7)
+        monkeypatch.setattr(ENG, "_use_explicit", lambda blocks, n: False)
+    # fixed per-flop costs: the per-token routes (and the estimates in the structure lines) do not
+    # depend on timings here; the probe itself runs under the meta default device below
+    monkeypatch.setitem(ENG._FLOP_COST, (F64, "cpu"), {"structured": 1e-9, "explicit": 2e-9})
+    for name, run in _engine_cases().items():
+        want = run()
+        with torch.device("meta"):
+            got = run()
+        assert _same(got, want), name
+    monkeypatch.delitem(ENG._FLOP_COST, (F64, "cpu"))
+    with torch.device("meta"):
+        cost = ENG._measured_flop_costs(F64, "cpu")
+    assert set(cost) == {"structured", "explicit"} and all(0 < v < math.inf for v in cost.values())
+
+
+def test_cotangent_pruner_placeholder_follows_the_saved_tensors_device():
+    """The NaN placeholder of a dropped saved tensor has its shape, dtype and device (the CPU
+    here, under a meta default device)."""
+    u = torch.zeros(3, dtype=F64, requires_grad=True)
+    pruner = ENG._CotangentPruner(u)
+    packed = pruner.pack(u * 2.0)
+    with torch.device("meta"):
+        out = ENG._CotangentPruner.unpack(packed)
+    assert out.device.type == "cpu" and out.dtype == F64 and out.shape == (3,) and bool(torch.isnan(out).all())
+
+
+def test_engines_leave_the_global_random_generator_alone(monkeypatch):
+    """Every random draw of the engines comes from its own generator seeded by ``seed`` (the
+    flop-cost probe's from seed 0): the global torch generator is neither read nor advanced."""
+    cases = _engine_cases()
+    for name, run in cases.items():
+        ENG._FLOP_COST.clear()
+        torch.manual_seed(123)
+        want = torch.rand(4, dtype=F64)
+        torch.manual_seed(123)
+        run()
+        assert torch.equal(torch.rand(4, dtype=F64), want), name
+
+
+class _ProbeClock(torch.overrides.TorchFunctionMode):
+    """A fake clock for the flop-cost probe: each einsum / matmul the probe runs takes the next
+    duration of its schedule (on a simulated CUDA device only once ``torch.cuda.synchronize`` is
+    called, as an asynchronous kernel launch); records the operands' shapes, dtypes and devices.
+    A ``.to(device="cuda…")`` is redirected to the meta device (no GPU needed)."""
+
+    def __init__(self, schedules, simulated_cuda=False):
+        super().__init__()
+        self.now, self.pending = 0.0, 0.0
+        self.schedules = {k: list(v) for k, v in schedules.items()}
+        self.ops, self.syncs, self.cuda = [], [], simulated_cuda
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.Tensor.to and self.cuda and str(kwargs.get("device", "")).startswith("cuda"):
+            kwargs["device"] = "meta"
+        name = getattr(func, "__name__", "")
+        kind = "structured" if name == "einsum" else "explicit" if name in ("__matmul__", "matmul") else None
+        if kind is not None:
+            ops = args[1:] if kind == "structured" else args
+            self.ops.append((kind, tuple((tuple(t.shape), t.dtype, t.device.type) for t in ops)))
+            step = self.schedules[kind].pop(0)
+            if self.cuda:
+                self.pending += step
+            else:
+                self.now += step
+        return func(*args, **kwargs)
+
+    def clock(self):
+        return self.now
+
+    def synchronize(self, device=None):
+        self.syncs.append(device)
+        self.now, self.pending = self.now + self.pending, 0.0
+
+
+@pytest.mark.parametrize(("dtype", "device"), [(torch.float32, "cpu"), (F64, "meta"), (torch.float32, "cuda:1")])
+def test_measured_flop_costs_times_the_documented_products(dtype, device, monkeypatch):
+    """The probe against its documented method, with a fake clock: the structured product is the
+    einsum of D (32, 2, 32, 32) and Y (2, 2, 32, 32), the explicit one Gc Gcᵀ of Gc (64, 2048),
+    both in the requested dtype on the requested device; one untimed warm-up, then the best of
+    three timed runs (durations 100, 7, 5, 6 | 1 here: best 5; a fourth run would give 1) over
+    2·m²R²d = 262144 and 2·(mR)²·2048 = 16777216 flops. On CUDA every timed run waits with
+    ``torch.cuda.synchronize(device)`` before the clock is read (the kernel's time is counted
+    only there: without the wait the cost would be 0)."""
+    import time
+
+    cuda = device.startswith("cuda")
+    mode = _ProbeClock({"structured": [100.0, 7.0, 5.0, 6.0, 1.0], "explicit": [50.0, 3.0, 4.0, 2.5, 0.5]}, cuda)
+    monkeypatch.setattr(ENG, "_FLOP_COST", {})
+    monkeypatch.setattr(time, "perf_counter", mode.clock)
+    monkeypatch.setattr(torch.cuda, "synchronize", mode.synchronize)
+    with mode:
+        cost = ENG._measured_flop_costs(dtype, device)
+    dev = "meta" if cuda else device
+    assert cost == {"structured": 5.0 / 262144, "explicit": 2.5 / 16777216}
+    assert mode.ops == [("structured", (((32, 2, 32, 32), dtype, dev), ((2, 2, 32, 32), dtype, dev)))] * 4 + [
+        ("explicit", (((64, 2048), dtype, dev), ((2048, 64), dtype, dev)))
+    ] * 4
+    assert mode.syncs == ([device] * 6 if cuda else [])
+    assert ENG._FLOP_COST == {(dtype, device): cost}

@@ -199,7 +199,7 @@ def lanczos(
     tol_eff = max(float(tol), 64.0 * eps)
     m = min(dim, max_iter or 500)
     gen = torch.Generator().manual_seed(int(seed))
-    q = torch.randn(dim, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    q = torch.randn(dim, generator=gen, dtype=torch.float64, device="cpu").to(device=device, dtype=dtype)
     q = q / torch.linalg.vector_norm(q)
     Q = torch.zeros(m, dim, dtype=dtype, device=device)
     alphas: list[float] = []
@@ -242,7 +242,7 @@ def lanczos(
         betas.append(beta)
         q = w / beta
     iters = k + 1
-    y = Q[:iters].T @ torch.as_tensor(s, dtype=dtype).to(device)
+    y = Q[:iters].T @ torch.as_tensor(s, dtype=dtype, device=device)
     ny = torch.linalg.vector_norm(y)
     y = y / ny if float(ny) > 0 else y
     residual = float(torch.linalg.vector_norm(matvec(y) - theta * y))
@@ -475,7 +475,7 @@ def _segments(lead: tuple[int, ...], n: int, where: str) -> torch.Tensor | None:
     if R == n:
         return None
     if lead and lead[0] == n and R % n == 0:
-        return torch.arange(n).repeat_interleave(R // n)
+        return torch.arange(n, device="cpu").repeat_interleave(R // n)
     raise HypothesesNotMet(
         f"{where}: its {R} output rows (leading shape {lead}) cannot be assigned to the n = {n} "
         "samples (neither one row per sample nor a batch-first axis of length n)"
@@ -923,7 +923,7 @@ def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted, sub
             s = seg
             if keep is not None and not bool(keep.all()):
                 u, v = _filter_rows(u, keep), _filter_rows(v, keep)
-                s = (torch.arange(keep.numel()) if seg is None else seg)[keep.cpu()]
+                s = (torch.arange(keep.numel(), device="cpu") if seg is None else seg)[keep.cpu()]
             blocks[ei].append((s, u, v))
             uses[ei].append((c, role, math.prod(lead) if lead else 1))
     # one tensor for several modules must be one tensor in every call (tie kept by the forward)
@@ -954,7 +954,7 @@ def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted, sub
         K = torch.zeros(n, n, dtype=dtype, device=device)
     K = 0.5 * (K + K.T) / n
     if score_rows is not None and check_rows:
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(check_rows, n)]
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed), device="cpu")[: min(check_rows, n)]
         Gs = score_rows(idx).to(K.dtype)
         direct = Gs @ Gs.T / n
         err = float((direct - K[idx][:, idx]).abs().max())
@@ -975,10 +975,10 @@ def _verify_signals(lp, used, segs, n, check_rows, seed, entries, uses, substitu
     combination of all samples — the VJP ∂(Σ_i w_i log p_i)/∂z of every recorded output must be
     w_{s(r)}·δ_r in every row r."""
     gen = torch.Generator().manual_seed(int(seed))
-    idx = torch.randperm(n, generator=gen)[: min(check_rows, n)]
-    W = torch.zeros(len(idx) + 1, n, dtype=lp.dtype)
-    W[torch.arange(len(idx)), idx] = 1.0
-    W[-1] = torch.randn(n, generator=gen, dtype=torch.float64).to(lp.dtype)
+    idx = torch.randperm(n, generator=gen, device="cpu")[: min(check_rows, n)]
+    W = torch.zeros(len(idx) + 1, n, dtype=lp.dtype, device="cpu")
+    W[torch.arange(len(idx), device="cpu"), idx] = 1.0
+    W[-1] = torch.randn(n, generator=gen, dtype=torch.float64, device="cpu").to(lp.dtype)
     W = W.to(lp.device)
     probes = [c.probe for c, _ in used]
     # one plain VJP per weight vector: measured faster than one vmapped (is_grads_batched)
@@ -1075,7 +1075,16 @@ _FLOP_COST: dict = {}
 
 def _measured_flop_costs(dtype, device) -> dict[str, float]:
     """Seconds per flop of the structured contraction (batched einsum) and of the explicit
-    path's GEMM, measured once per (dtype, device) on small representative shapes."""
+    path's GEMM, measured once per (dtype, device) on small representative shapes.
+
+    The structured probe is ``einsum("tbso,xbso->btx", D, Y)`` with D (R, m, R, d) and Y
+    (m, m, R, d), m = 2, R = d = 32 (2·m²·R²·d flops); the explicit one is ``Gc @ Gc.T`` with Gc
+    (m·R, 2048) (2·(m·R)²·2048 flops). The operands are float64 Gaussians of a generator seeded 0,
+    drawn on the CPU (the global generator is not touched) and moved to ``device`` in ``dtype``.
+    Each product runs once untimed (warm-up), then three timed runs — each waiting for the device
+    (``torch.cuda.synchronize(device)`` on CUDA) before the clock is read — and the shortest
+    time over the flop count is the cost. Returns ``{"structured": s/flop, "explicit": s/flop}``,
+    cached in ``_FLOP_COST`` under ``(dtype, str(device))``."""
     key = (dtype, str(device))
     if key in _FLOP_COST:
         return _FLOP_COST[key]
@@ -1095,9 +1104,9 @@ def _measured_flop_costs(dtype, device) -> dict[str, float]:
         return best / flops
 
     m, R, d = 2, 32, 32
-    D = torch.randn(R, m, R, d, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-    Y = torch.randn(m, m, R, d, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-    Gc = torch.randn(m * R, 2048, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    D = torch.randn(R, m, R, d, generator=gen, dtype=torch.float64, device="cpu").to(device=device, dtype=dtype)
+    Y = torch.randn(m, m, R, d, generator=gen, dtype=torch.float64, device="cpu").to(device=device, dtype=dtype)
+    Gc = torch.randn(m * R, 2048, generator=gen, dtype=torch.float64, device="cpu").to(device=device, dtype=dtype)
     cost = {
         "structured": t(lambda: torch.einsum("tbso,xbso->btx", D, Y), 2 * R * m * m * R * d),
         "explicit": t(lambda: Gc @ Gc.T, 2 * (m * R) ** 2 * 2048),
@@ -1220,7 +1229,7 @@ def _per_token_signals(lp, probes, chunk: int):
     for t0 in range(0, T, chunk):
         t1 = min(T, t0 + chunk)
         E = torch.zeros(t1 - t0, m, T, dtype=lp.dtype, device=lp.device)
-        E[torch.arange(t1 - t0), :, torch.arange(t0, t1)] = 1.0
+        E[torch.arange(t1 - t0, device=E.device), :, torch.arange(t0, t1, device=E.device)] = 1.0
         gs = None
         if batched:
             try:
@@ -1481,10 +1490,10 @@ def _verify_per_token(lp, live, deltas, m, T, check_rows, seed) -> str:
     targets must equal the combinations of the per-target signals at every recorded output."""
     gen = torch.Generator().manual_seed(int(seed))
     n = m * T
-    idx = torch.randperm(n, generator=gen)[: min(check_rows, n)]
-    W = torch.zeros(len(idx) + 1, n, dtype=lp.dtype)
-    W[torch.arange(len(idx)), idx] = 1.0
-    W[-1] = torch.randn(n, generator=gen, dtype=torch.float64).to(lp.dtype)
+    idx = torch.randperm(n, generator=gen, device="cpu")[: min(check_rows, n)]
+    W = torch.zeros(len(idx) + 1, n, dtype=lp.dtype, device="cpu")
+    W[torch.arange(len(idx), device="cpu"), idx] = 1.0
+    W[-1] = torch.randn(n, generator=gen, dtype=torch.float64, device="cpu").to(lp.dtype)
     W = W.reshape(-1, m, T).to(lp.device)
     probes = [c.probe for c in live]
     eps = torch.finfo(lp.dtype).eps
