@@ -83,6 +83,35 @@ class _TinyLM(nn.Module):
         return self.head(self.emb(x))
 
 
+class _ScaledMLP(nn.Module):
+    """Float inputs (n, 5) scaled elementwise by a parameter (an input left on another device
+    than the parameters raises: meta kernels check devices in elementwise ops, not in matmuls
+    or index lookups)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 5))
+        self.lin1 = nn.Linear(5, 4)
+        self.lin2 = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin2(torch.tanh(self.lin1(x * self.scale)))
+
+
+class _GainLM(nn.Module):
+    """Causal LM whose logits at t add gain · x_t to the head (the token id itself enters an
+    elementwise op with a parameter)."""
+
+    def __init__(self, vocab=7, dim=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, vocab)
+        self.gain = nn.Parameter(torch.linspace(-0.1, 0.1, vocab))
+
+    def forward(self, x):
+        return self.head(self.emb(x)) + x.unsqueeze(-1).to(self.gain.dtype) * self.gain
+
+
 # --------------------------------------------------------------------------------------
 # torch_checks.scores: G on the model's device, CPU inputs and targets moved there
 # --------------------------------------------------------------------------------------
@@ -107,6 +136,27 @@ def test_scores_of_a_meta_model_from_cpu_inputs_are_on_the_model_device():
         S.per_sample_scores_loop(lm, ["head.weight"], tok[:-1], tok[1:], per_token=True),
     ):
         assert (out.G.device, out.G.dtype, tuple(out.G.shape)) == (META, F64, (8, 21))
+
+
+def test_scores_move_cpu_inputs_to_a_meta_model():
+    """CPU inputs reach a meta model on its device: a float input scaled elementwise by a
+    parameter (per-sample scores), a token id multiplied by a parameter (per-token scores); each
+    estimator gives a meta G of shape (n, P), where an input left on the CPU raises."""
+    torch.manual_seed(4)
+    mlp = copy.deepcopy(_ScaledMLP().eval()).to(META)
+    X = torch.randn(4, 5)
+    y = torch.randint(0, 3, (4,))
+    names = ["scale", "lin1.weight"]
+    for fn in (S.per_sample_scores, S.per_sample_scores_loop):
+        G = fn(mlp, names, X, y).G
+        assert (G.device, G.dtype, tuple(G.shape)) == (META, F64, (4, 5 + 20)), fn.__name__
+    lm = copy.deepcopy(_GainLM().eval()).to(META)
+    tok = torch.randint(0, 7, (9,))
+    for out in (
+        S.per_token_scores(lm, ["gain", "head.bias"], tok[:-1], tok[1:]),
+        S.per_sample_scores_loop(lm, ["gain", "head.bias"], tok[:-1], tok[1:], per_token=True),
+    ):
+        assert (out.G.device, out.G.dtype, tuple(out.G.shape)) == (META, F64, (8, 14))
 
 
 # --------------------------------------------------------------------------------------
@@ -313,3 +363,48 @@ def test_probe_sequence_is_a_seeded_cpu_draw_whatever_the_default_device():
     with torch.device(META):
         got = STR._probe_sequence(m)
     assert _same(got, ref)
+
+
+class _PlainLM(nn.Module):
+    """No cache interface (the recompute path): logits at t depend on tokens ≤ t."""
+
+    def __init__(self, vocab=11, dim=4):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, x):
+        h = self.emb(x)
+        h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype, device=h.device)[None, :, None]
+        return self.head(torch.tanh(h))
+
+
+def test_recompute_factors_do_not_depend_on_the_default_device():
+    """The recompute path's dense score rows (an embedding's rows scattered into a zero matrix on
+    the score's device) built under a meta default device: the same λ_t as a stream built
+    without one, and λ_t the dense float64 λ_max of the per-token autograd scores."""
+    torch.manual_seed(8)
+    lm = _PlainLM().double().eval()
+    toks = [1, 4, 4, 7, 0, 2, 8, 4]
+    names = ["emb.weight", "head.bias"]
+    ref = STR.StreamingSigma(lm, names, 1.0, mode="recompute")
+    got = STR.StreamingSigma(lm, names, 1.0, mode="recompute")
+    dense_factors = got._dense_factors
+
+    def under_meta(*args):
+        with torch.device(META):
+            return dense_factors(*args)
+
+    got._dense_factors = under_meta
+    for t in toks:
+        ref.push(t)
+        got.push(t)
+    assert got.lambdas[1:] == ref.lambdas[1:]
+    params = dict(lm.named_parameters())
+    rows = []
+    for i in range(len(toks) - 1):
+        lp = torch.log_softmax(lm(torch.tensor([toks[: i + 1]]))[0, -1], dim=-1)[toks[i + 1]]
+        rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(lp, [params[n] for n in names])]))
+    for t in range(1, len(toks)):
+        R = torch.stack(rows[:t]).numpy()
+        assert ref.lambdas[t] == pytest.approx(float(np.linalg.eigvalsh(R @ R.T)[-1]) / t, rel=1e-9)
