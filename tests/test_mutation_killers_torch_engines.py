@@ -2765,8 +2765,205 @@ def test_measured_flop_costs_times_the_documented_products(dtype, device, monkey
         cost = ENG._measured_flop_costs(dtype, device)
     dev = "meta" if cuda else device
     assert cost == {"structured": 5.0 / 262144, "explicit": 2.5 / 16777216}
-    assert mode.ops == [("structured", (((32, 2, 32, 32), dtype, dev), ((2, 2, 32, 32), dtype, dev)))] * 4 + [
-        ("explicit", (((64, 2048), dtype, dev), ((2048, 64), dtype, dev)))
-    ] * 4
+    assert (
+        mode.ops
+        == [("structured", (((32, 2, 32, 32), dtype, dev), ((2, 2, 32, 32), dtype, dev)))] * 4
+        + [("explicit", (((64, 2048), dtype, dev), ((2048, 64), dtype, dev)))] * 4
+    )
     assert mode.syncs == ([device] * 6 if cuda else [])
     assert ENG._FLOP_COST == {(dtype, device): cost}
+
+
+def _lanczos_recorder(monkeypatch):
+    """The real lanczos, its keyword options recorded."""
+    calls = []
+    real = ENG.lanczos
+
+    def rec(matvec, dim, **kw):
+        calls.append(kw)
+        return real(matvec, dim, **kw)
+
+    monkeypatch.setattr(ENG, "lanczos", rec)
+    return calls
+
+
+def test_lanczos_paths_of_the_gram_builders_get_device_tol_and_seed(monkeypatch):
+    """Each Lanczos path runs on the device of its operator with the caller's ``tol`` and
+    ``seed`` (where it has one) — not lanczos' own defaults (device "cpu", tol 1e-10, seed 0)."""
+    calls = _lanczos_recorder(monkeypatch)
+    monkeypatch.setitem(ENG._FLOP_COST, (F64, "cpu"), {"structured": 1e-9, "explicit": 2e-9})
+    cpu = torch.device("cpu")
+    lm, lm_logp = _pt_zoo_on_device()
+    ENG.lambda_max_per_token(lm, lm_logp, _PT_NAMES, method="gram", dense_max=2, tol=1e-3, seed=5)
+    ENG.lambda_max_per_token(lm, lm_logp, _PT_NAMES, method="lanczos", tol=1e-4, seed=6)
+    zoo, zoo_logp, zoo_names, _ = _gram_zoo(5)
+    ENG.lambda_max_structured(zoo, zoo_logp, zoo_names, dense_max=2, tol=1e-5)
+    net, net_logp, _ = _classifier()
+    ENG.lambda_max_autodiff(net, net_logp, NAMES, tol=1e-6, seed=7, max_iter=4)
+    for kw in calls:
+        assert isinstance(kw.get("device"), torch.device) and kw["device"] == cpu and kw["dtype"] == F64
+    assert [kw["tol"] for kw in calls] == [1e-3, 1e-4, 1e-5, 1e-6]
+    assert [kw.get("seed") for kw in calls] == [5, 6, None, 7] and calls[3]["max_iter"] == 4
+
+
+def test_per_token_gram_method_records_the_auto_routes_and_the_dense_boundary(monkeypatch):
+    """``lambda_max_per_token(method="gram")`` forms K with the routes ``path="auto"`` picks (here
+    the structured contraction is the cheaper estimate wherever it applies) and records their
+    structure lines; n ≤ dense_max (equality included) takes ``eigvalsh``: method
+    "per-token-gram", also under ``method="auto"``."""
+    monkeypatch.setitem(ENG._FLOP_COST, (F64, "cpu"), {"structured": 1e-12, "explicit": 1e-9})
+    lm, lm_logp = _pt_zoo_on_device()
+    n = 8
+    sg = ENG.structured_gram_per_token(lm, lm_logp, _PT_NAMES, path="auto")
+    assert any("; route structured (" in line for line in sg.structure)
+    lam = float(np.linalg.eigvalsh(sg.K.numpy())[-1])
+    for method in ("gram", "auto"):
+        r = ENG.lambda_max_per_token(lm, lm_logp, _PT_NAMES, method=method, dense_max=n)
+        assert r.method == "per-token-gram" and r.iterations == 0
+        assert r.structure == sg.structure
+        assert r.value == pytest.approx(lam, rel=1e-12)
+    r = ENG.lambda_max_per_token(lm, lm_logp, _PT_NAMES, method="gram", dense_max=n - 1)
+    assert r.method == "per-token-gram-lanczos" and r.structure == sg.structure
+
+
+def test_per_token_default_check_rows_is_one(monkeypatch):
+    """The documented default ``check_rows=1``: one sampled target (and the random combination)."""
+    lm, lm_logp = _pt_zoo_on_device()
+    sg = ENG.structured_gram_per_token(lm, lm_logp, _PT_NAMES)
+    assert sg.checks.startswith("H2 (independent windows) verified with autograd on 1 sampled targets and ")
+    seen = []
+    real = ENG._record_per_token
+
+    def rec(model, per_token_logp, param_names, lp0, check_rows, seed, target_chunk):
+        seen.append((check_rows, seed, target_chunk))
+        return real(model, per_token_logp, param_names, lp0, check_rows, seed, target_chunk)
+
+    monkeypatch.setattr(ENG, "_record_per_token", rec)
+    ENG.lambda_max_per_token(lm, lm_logp, _PT_NAMES)
+    assert seen == [(1, 0, None)]
+
+
+def test_lambda_max_lanczos_vector_of_the_smaller_operator_F():
+    """With P < n Lanczos runs on F (P × P): the returned vector is F's top eigenvector itself
+    (up to sign), not mapped through G as a K-vector would be."""
+    G = torch.randn(9, 4, generator=_gen(21), dtype=F64)
+    r = ENG.lambda_max(G, method="lanczos", return_vector=True, tol=1e-13)
+    assert r.operator == "F" and r.vector.shape == (4,)
+    w, V = np.linalg.eigh(G.numpy().T @ G.numpy() / 9)
+    assert r.value == pytest.approx(w[-1], rel=1e-11)
+    assert abs(abs(float(np.dot(r.vector.numpy(), V[:, -1]))) - 1) < 1e-9
+
+
+def test_validate_refuses_integer_scores():
+    with pytest.raises(InputError, match=r"^G must be a real floating tensor, got torch.int64$"):
+        ENG.lambda_max(torch.ones(3, 2, dtype=torch.int64))
+
+
+def _drifting_token_logp(lm, x, y, level, delta):
+    """per_token_logp whose values are exactly ``level`` (the model's log-probabilities minus
+    themselves, so the graph and the signals are the model's) on its first call — the caller's
+    lp0 — and ``level + delta`` on every later one (the hooked forward): a planted gap."""
+    calls = []
+
+    def logp():
+        lp = torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
+        out = lp - lp.detach() + level
+        calls.append(1)
+        return out if len(calls) == 1 else out + delta
+
+    return logp
+
+
+@pytest.mark.parametrize(
+    ("level", "delta_eps", "refused"),
+    [
+        (-2.0, 128, False),  # gap = 64·eps·max|lp0| exactly: not above
+        (-2.0, 129, True),  # just above
+        (-0.5, 64, False),  # max|lp0| < 1: the threshold is 64·eps·1
+        (-0.5, 100, True),
+        (-4.0, 256, False),  # the threshold scales with max|lp0| = 4
+        (-4.0, 258, True),
+    ],
+)
+def test_per_token_hooked_forward_gap_threshold_is_64_eps_max_lp0(level, delta_eps, refused):
+    """The hooked forward must reproduce lp0 to 64·eps·max(1, max|lp0|) (documented refusal: "the
+    hooked forward changed log p by …"); planted gaps exactly at, and one or two ulps above, that
+    threshold (every value and difference here is exact in float64)."""
+    lm, _, _ = _token_lm(2, 3)
+    ctx = torch.randint(0, 7, (2, 4), generator=_gen(0))
+    logp = _drifting_token_logp(lm, ctx[:, :-1], ctx[:, 1:], level, delta_eps * EPS)
+    if refused:
+        gap = f"{delta_eps * EPS:.3g}"
+        with pytest.raises(HypothesesNotMet, match=rf"^the hooked forward changed log p by {gap} "):
+            ENG.structured_gram_per_token(lm, logp, ["emb.weight", "head.weight"])
+    else:
+        sg = ENG.structured_gram_per_token(lm, logp, ["emb.weight", "head.weight"])
+        assert sg.K.shape == (6, 6) and bool(torch.isfinite(sg.K).all())
+
+
+def _row_with_gram(n, target):
+    """A score row (a, b) whose Gram entry fl(a² + b²)/n is exactly ``target`` in float64: a² exact
+    (a has 20 significant bits) a little below n·target, b² the exact remainder to rounding."""
+    t = n * target
+    for k in range(64):
+        a = (math.floor(math.sqrt(t) * 2**32) - k) / 2**32
+        b = math.sqrt(t - a * a)
+        row = torch.tensor([[a, b]], dtype=F64)
+        if float((row @ row.T)[0, 0] / n) == target:
+            return a, b
+    raise AssertionError("no such row")
+
+
+@pytest.mark.parametrize(("err", "refused"), [(1e-8, False), (1.5e-8, True)])
+def test_gram_builder_score_rows_tolerance_is_1e8_of_max_K_or_absolute_for_K_zero(err, refused):
+    """K[idx, idx] must equal the score rows' Gram to 1e-8·‖K‖_max, and to 1e-8 absolute when K
+    is zero (a θ subset no recorded call reaches): a planted disagreement exactly at 1e-8 passes,
+    one at 1.5e-8 is refused."""
+    n = 8
+    net, logp, _ = _classifier(n)
+    a, b = _row_with_gram(n, err)
+
+    def score_rows(idx):
+        Gs = torch.zeros(len(idx), 4, dtype=F64)
+        Gs[0, 0], Gs[0, 1] = a, b
+        return Gs
+
+    if refused:
+        with pytest.raises(HypothesesNotMet, match=r"^structured Gram disagrees with the score rows by 1\.5e-08 "):
+            ENG.structured_gram_details(net, logp, ["spare.weight"], check_rows=n, score_rows=score_rows)
+    else:
+        sg = ENG.structured_gram_details(net, logp, ["spare.weight"], check_rows=n, score_rows=score_rows)
+        assert float(sg.K.abs().max()) == 0.0 and sg.checks.endswith(f"K[idx, idx] equals score_rows on {n} rows")
+
+
+def test_per_token_signals_fallback_with_a_call_log_p_does_not_reach():
+    """The one-target-at-a-time fallback (an op without a batching rule) with a recorded call
+    whose output is discarded: that probe gets no signal (zero scores), the rest equals the loop."""
+    m, T = 2, 3
+    n = m * T
+    torch.manual_seed(19)
+    emb, head, extra = torch.nn.Embedding(5, 3).double(), torch.nn.Linear(3, 5).double(), torch.nn.Linear(3, 2)
+    extra = extra.double()
+    model = torch.nn.ModuleDict({"emb": emb, "head": head, "extra": extra})
+    ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(19))
+    x, y = ctx[:, :-1], ctx[:, 1:]
+
+    def forward(x):
+        h = emb(x)
+        extra(h)  # recorded, output discarded
+        prefix = torch.cumsum(h, 1) / torch.arange(1, x.shape[1] + 1, dtype=F64)[:, None]
+        return torch.log_softmax(head(_NoVmapTanh.apply(prefix)), -1)
+
+    def logp():
+        return forward(x).gather(-1, y[..., None]).squeeze(-1)
+
+    def logp_of(i):
+        b, t = divmod(i, T)
+        return forward(x[b : b + 1])[0, t, y[b, t]]
+
+    names = ("emb.weight", "extra.weight", "head.weight")
+    G = _loop_G(logp_of, [emb.weight, extra.weight, head.weight], n)
+    assert float(G[:, 15:21].abs().max()) == 0.0
+    for chunk in (1, 2):
+        sg = ENG.structured_gram_per_token(model, logp, names, check_rows=n, target_chunk=chunk)
+        assert _close(sg.K, G.numpy() @ G.numpy().T / n, n)
