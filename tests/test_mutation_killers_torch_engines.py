@@ -2967,3 +2967,78 @@ def test_per_token_signals_fallback_with_a_call_log_p_does_not_reach():
     for chunk in (1, 2):
         sg = ENG.structured_gram_per_token(model, logp, names, check_rows=n, target_chunk=chunk)
         assert _close(sg.K, G.numpy() @ G.numpy().T / n, n)
+
+
+class _TwoScalesLM(torch.nn.Module):
+    """Position-wise LM with two Linears whose signals differ by 2⁻³⁰ (the first one's output is
+    scaled down before use): the H2 tolerance must be relative to each call's own signals."""
+
+    def __init__(self, V=5, d=3):
+        super().__init__()
+        self.emb = torch.nn.Embedding(V, d)
+        self.small = torch.nn.Linear(d, d)
+        self.big = torch.nn.Linear(d, d)
+        self.head = torch.nn.Linear(d, V)
+
+    def forward(self, x):
+        h = self.emb(x)
+        h = torch.tanh(self.small(h) * 2.0**-30 + self.big(h))
+        return self.head(torch.cumsum(h, dim=-2))
+
+
+class _WeakCrosstalk(torch.nn.Module):
+    """An Embedding and a head with the windows mixed by a tiny planted amount (1e-6 of the
+    batch mean) before the head: a violation of H2, far above rounding at every scale."""
+
+    def __init__(self, V=6, d=3):
+        super().__init__()
+        self.emb = torch.nn.Embedding(V, d)
+        self.head = torch.nn.Linear(d, V)
+
+    def forward(self, x):
+        h = self.emb(x)
+        return self.head(h + 1e-6 * h.mean(0, keepdim=True))
+
+
+@pytest.mark.parametrize("power", [-40, 0, 40])
+def test_h2_checks_are_relative_to_the_scale_of_the_signals(power):
+    """The H2 tolerances scale with the signals (1024·eps·max|w|·max|δ| per call): with log p
+    scaled by 2^power (exact), valid models still pass — K scales by 2^(2·power) exactly, also in
+    a model whose calls' signals differ by 2⁻³⁰ — and a planted mixing of 1e-6 is refused at
+    every scale, per sample and per token."""
+    s = 2.0**power
+    # per sample: the zoo (every layer kind), then a mixing of 1e-6 across samples
+    zoo, zoo_logp, zoo_names, _ = _gram_zoo(5)
+    K1 = ENG.structured_gram_details(zoo, zoo_logp, zoo_names, check_rows=5).K
+    sg = ENG.structured_gram_details(zoo, lambda: s * zoo_logp(), zoo_names, check_rows=5)
+    assert torch.equal(sg.K, K1 * s * s) and sg.checks.startswith("H2 verified with autograd on 5 sampled")
+    M = torch.eye(5, dtype=F64) + 1e-6 * torch.ones(5, 5, dtype=F64)
+    mix, mix_logp = _mix_model(M)
+    with pytest.raises(HypothesesNotMet, match=r"influences other samples' log-probabilities"):
+        ENG.structured_gram_details(mix, lambda: s * mix_logp(), ["lin.weight"], check_rows=5)
+    # per token: the zoo, the two-scales model, then a crosstalk of 1e-6 across windows
+    lm, lm_logp = _pt_zoo_on_device()
+    P1 = ENG.structured_gram_per_token(lm, lm_logp, _PT_NAMES, check_rows=8, path="explicit").K
+    sp = ENG.structured_gram_per_token(lm, lambda: s * lm_logp(), _PT_NAMES, check_rows=8, path="explicit")
+    assert torch.equal(sp.K, P1 * s * s)
+    torch.manual_seed(23)
+    two = _TwoScalesLM().double().eval()
+    ctx = torch.randint(0, 5, (3, 5), generator=_gen(23))
+    x, y = ctx[:, :-1], ctx[:, 1:]
+
+    def two_logp():
+        return s * torch.log_softmax(two(x), -1).gather(-1, y[..., None]).squeeze(-1)
+
+    names = ["small.weight", "small.bias", "big.weight", "big.bias"]
+    st = ENG.structured_gram_per_token(two, two_logp, names, check_rows=12, seed=3)
+    assert st.checks.startswith("H2 (independent windows) verified with autograd on 12 sampled targets")
+    torch.manual_seed(24)
+    weak = _WeakCrosstalk().double().eval()
+    wctx = torch.randint(0, 6, (2, 4), generator=_gen(24))
+    wx, wy = wctx[:, :-1], wctx[:, 1:]
+
+    def weak_logp():
+        return s * torch.log_softmax(weak(wx), -1).gather(-1, wy[..., None]).squeeze(-1)
+
+    with pytest.raises(HypothesesNotMet, match=r"^per-token structured Gram hypotheses not met at emb \(call #0\)"):
+        ENG.structured_gram_per_token(weak, weak_logp, ["emb.weight"], check_rows=6)
