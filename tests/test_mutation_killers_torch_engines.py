@@ -3042,3 +3042,15 @@ def test_h2_checks_are_relative_to_the_scale_of_the_signals(power):
 
     with pytest.raises(HypothesesNotMet, match=r"^per-token structured Gram hypotheses not met at emb \(call #0\)"):
         ENG.structured_gram_per_token(weak, weak_logp, ["emb.weight"], check_rows=6)
+
+
+def test_autodiff_structure_lines_pruned_size_in_mib_and_dead_tensors():
+    """The pruner's line gives the dropped saved tensors' size in MiB (2²⁰ bytes): for the 6-sample
+    classifier every tensor of the graph is a few hundred bytes, so the figure is 0.0; the tensors
+    log p does not reach are listed comma-separated."""
+    net, logp, _ = _classifier()
+    r = ENG.lambda_max_autodiff(net, logp, (*NAMES, "spare.weight", "spare.bias"), tol=1e-12)
+    head, rest = r.structure[1].split(" saved tensor(s) depending on the cotangent (")
+    assert head.startswith("first backward's graph: ") and int(head[len("first backward's graph: ") :]) >= 1
+    assert rest == "0.0 MiB summed over the tensors) not kept (never read by G w)"
+    assert r.structure[2] == "not reaching log p (zero scores): spare.weight, spare.bias"
