@@ -3054,3 +3054,59 @@ def test_autodiff_structure_lines_pruned_size_in_mib_and_dead_tensors():
     assert head.startswith("first backward's graph: ") and int(head[len("first backward's graph: ") :]) >= 1
     assert rest == "0.0 MiB summed over the tensors) not kept (never read by G w)"
     assert r.structure[2] == "not reaching log p (zero scores): spare.weight, spare.bias"
+
+
+def _rank_two_update(dim, beta, seed=0):
+    """v ↦ (I + β(q pᵀ + p qᵀ)) v with q the documented Lanczos start of ``seed`` and p a unit
+    vector orthogonal to it: the first Lanczos step has α ≈ 1 and β₀ ≈ β, the second finds the
+    invariant subspace span(q, p) (eigenvalues 1 ± β, and 1)."""
+    q = _start(dim, seed)
+    p = torch.randn(dim, generator=_gen(seed + 100), dtype=F64)
+    p = p - q * torch.dot(q, p)
+    p = p / torch.linalg.vector_norm(p)
+
+    def matvec(v):
+        return v + beta * (q * torch.dot(p, v) + p * torch.dot(q, v))
+
+    return matvec
+
+
+@pytest.mark.parametrize(
+    ("dim", "beta_eps", "iterations"),
+    [
+        (100, 100, 1),  # β₀ ≤ 16·eps·‖A‖~·√dim = 160 eps: breakdown (invariant subspace) at once
+        (100, 165, 2),  # above 160 eps (below 170): a second step, which breaks down
+        (9, 40, 1),  # dim 9: breakdown at 48 eps
+    ],
+)
+def test_lanczos_breakdown_threshold_is_16_eps_sqrt_dim(dim, beta_eps, iterations):
+    """The invariant-subspace test β ≤ 16·eps·‖A‖~·√dim (tol = 0, so only the 64·eps floor of the
+    residual test competes; β₀ sits far from both thresholds — rounding moves it by ~1 eps)."""
+    r = ENG.lanczos(_rank_two_update(dim, beta_eps * EPS), dim, tol=0.0)
+    assert r.iterations == iterations and r.converged
+    assert r.value == pytest.approx(1.0 + (beta_eps * EPS if iterations == 2 else 0.0), abs=4 * EPS)
+
+
+def test_lanczos_tol_floor_is_64_eps():
+    """tol below 64·eps(dtype) is raised to 64·eps: β₀ of about 70·eps·‖A‖~ (above the floor, above
+    the breakdown level 48 eps of dim 9) does not stop the first step, 60·eps does — with tol 0
+    and 1e-30 alike."""
+    for beta_eps, iterations in ((70, 2), (60, 1)):
+        for tol in (0.0, 1e-30):
+            r = ENG.lanczos(_rank_two_update(9, beta_eps * EPS), 9, tol=tol)
+            assert r.iterations == iterations and r.converged
+
+
+def test_lanczos_spanning_the_whole_space_is_converged():
+    """A matvec with float32 rounding (far above float64's breakdown level) never breaks down
+    nor meets tol = 1e-15: Lanczos runs dim steps, spans the space, and reports converged (exact
+    up to the operator's own rounding), with the top eigenvalue of the float32 operator."""
+    A, _ = _psd(6, 4)
+    A32 = A.float()
+
+    def matvec(v):
+        return (A32 @ v.float()).double()
+
+    r = ENG.lanczos(matvec, 6, tol=1e-15)
+    assert r.iterations == 6 and r.converged
+    assert r.value == pytest.approx(_np_top(A32.double()), abs=1e-5)
