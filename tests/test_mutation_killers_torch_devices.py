@@ -30,6 +30,7 @@ torch = pytest.importorskip("torch", reason="torch_checks needs the [torch] extr
 from torch import nn  # noqa: E402
 
 from fimtheory import quantize as NQ  # noqa: E402
+from fimtheory.errors import InputError  # noqa: E402
 from torch_checks import monitor as MON  # noqa: E402
 from torch_checks import quantizers as TQ  # noqa: E402
 from torch_checks import scores as S  # noqa: E402
@@ -349,20 +350,25 @@ def test_stream_update_does_not_depend_on_the_default_device():
 
 
 def test_probe_sequence_is_a_seeded_cpu_draw_whatever_the_default_device():
-    """The 8 probe ids of classify_group: int64 CPU ids below the vocabulary size, drawn from a
-    CPU generator seeded 0, the same under a meta default device."""
+    """The 8 probe ids of classify_group: int64 CPU ids below the vocabulary size (any size ≥ 2;
+    below 2 refused), drawn from a CPU generator seeded 0, the same under a meta default device."""
 
     class _Cfg:
         vocab_size = 50
 
     m = nn.Module()
     m.config = _Cfg()
-    ref = STR._probe_sequence(m)
-    want = torch.randint(0, 50, (8,), generator=torch.Generator().manual_seed(0))
-    assert _same(ref, want)
-    with torch.device(META):
-        got = STR._probe_sequence(m)
-    assert _same(got, ref)
+    for vocab in (50, 2):
+        m.config.vocab_size = vocab
+        ref = STR._probe_sequence(m)
+        want = torch.randint(0, vocab, (8,), generator=torch.Generator().manual_seed(0))
+        assert _same(ref, want)
+        with torch.device(META):
+            got = STR._probe_sequence(m)
+        assert _same(got, ref)
+    m.config.vocab_size = 1
+    with pytest.raises(InputError, match="vocab_size"):
+        STR._probe_sequence(m)
 
 
 class _PlainLM(nn.Module):

@@ -706,3 +706,43 @@ def test_lanczos_top_restart_is_seeded_and_the_breakdown_is_relative_to_the_norm
         b = STR._lanczos_top(c * K, v2, 1e-12, 60)
         assert a[3] and a[0] == pytest.approx(10.0 * c, rel=1e-12)
         assert a[0] == b[0] and a[2:] == b[2:] and torch.equal(a[1], b[1])
+
+
+def test_lanczos_top_float32_step_just_above_the_breakdown_level_is_not_a_breakdown():
+    """K = diag(1, 1 + δ, 0) in float32 from (1, 1, 0): the first step leaves β = δ/2 = 16.5
+    float32 eps·‖K‖_F, above the breakdown level 16 eps·‖K‖_F, so Lanczos goes on and returns
+    λ_max = 1 + δ within 10·tol (tol = 1e-7) of the float64 eigvalsh value; taken as a breakdown
+    it would end at the Ritz value 1 + δ/2 of the invariant-looking block, 2.8e-6 too low."""
+    eps = float(torch.finfo(torch.float32).eps)
+    delta = 2 * 16.5 * eps * np.sqrt(2.0)
+    K = torch.diag(torch.tensor([1.0, 1.0 + delta, 0.0], dtype=torch.float32))
+    ref = float(np.linalg.eigvalsh(K.double().numpy())[-1])
+    theta, vec, steps, ok = STR._lanczos_top(K, torch.tensor([1.0, 1.0, 0.0], dtype=torch.float32), 1e-7, 60)
+    assert ok and vec.dtype == torch.float32
+    assert abs(theta - ref) <= 10 * 1e-7 * ref
+
+
+def test_lanczos_top_breakdown_level_scales_with_the_norm_not_its_square():
+    """c·K0 (a 30 × 30 PSD matrix, ‖K0‖_F ≈ 10) at c = 1 and c = 1e12 from the same start: the
+    same step count and c·λ_max (the breakdown level is 1e-14·‖K‖_F: at c = 1e12 a level in
+    ‖K‖_F² would be ~1e12 and take ordinary steps, β ~ 1e11, for breakdowns)."""
+    g = torch.Generator().manual_seed(4)
+    Qm = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=F64))[0]
+    K0 = Qm @ torch.diag(torch.tensor([10.0] + [1.0 / (i + 1) for i in range(29)], dtype=F64)) @ Qm.T
+    start = torch.randn(30, generator=g, dtype=F64)
+    top = float(np.linalg.eigvalsh(K0.numpy())[-1])
+    runs = [STR._lanczos_top(c * K0, start, 1e-10, 60) for c in (1.0, 1e12)]
+    assert runs[0][2] == runs[1][2] < 30
+    for c, (theta, _vec, _steps, ok) in zip((1.0, 1e12), runs):
+        assert ok and theta == pytest.approx(c * top, rel=1e-9)
+
+
+def test_lanczos_top_converged_flag_is_the_ten_tol_residual_test():
+    """One step (max_iter = 1) of diag(3, 1) from (1, 1): θ = 2 with residual ‖Ky − θy‖ = 1
+    whatever tol (no step can stop earlier). Converged means residual ≤ 10·tol·θ: true for
+    tol = 1/(9.5·2), false for tol = 1/(10.5·2)."""
+    K = torch.diag(torch.tensor([3.0, 1.0], dtype=F64))
+    for tol, want in ((1 / 19.0, True), (1 / 21.0, False)):
+        theta, vec, steps, ok = STR._lanczos_top(K, torch.ones(2, dtype=F64), tol, 1)
+        assert (theta, steps, ok) == (pytest.approx(2.0, rel=1e-15), 1, want)
+        assert float(torch.linalg.vector_norm(K @ vec - theta * vec)) == pytest.approx(1.0, rel=1e-14)
