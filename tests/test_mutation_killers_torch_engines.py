@@ -3110,3 +3110,31 @@ def test_lanczos_spanning_the_whole_space_is_converged():
     r = ENG.lanczos(matvec, 6, tol=1e-15)
     assert r.iterations == 6 and r.converged
     assert r.value == pytest.approx(_np_top(A32.double()), abs=1e-5)
+
+
+def test_h2_refusals_are_the_same_under_another_default_device():
+    """The H2 checks still check under a default device other than the inputs': a planted mixing
+    across samples / windows is refused with the same message (the same sampled row flags it).
+    Index tensors made on the (meta) default device would silently index nothing — sampled
+    one-hot rows of zeros — and only the random combination would be left to see the mixing."""
+    M = torch.eye(5, dtype=F64) + 1e-6 * torch.ones(5, 5, dtype=F64)
+    mix, mix_logp = _mix_model(M)
+    torch.manual_seed(24)
+    weak = _WeakCrosstalk().double().eval()
+    wctx = torch.randint(0, 6, (2, 4), generator=_gen(24))
+    wx, wy = wctx[:, :-1], wctx[:, 1:]
+
+    def weak_logp():
+        return torch.log_softmax(weak(wx), -1).gather(-1, wy[..., None]).squeeze(-1)
+
+    runs = [
+        lambda: ENG.structured_gram_details(mix, mix_logp, ["lin.weight"], check_rows=3),
+        lambda: ENG.structured_gram_per_token(weak, weak_logp, ["emb.weight"], check_rows=3),
+    ]
+    for run in runs:
+        with pytest.raises(HypothesesNotMet) as want:
+            run()
+        assert "autograd check on sample " in str(want.value) or "autograd check on target " in str(want.value)
+        with torch.device("meta"), pytest.raises(HypothesesNotMet) as got:
+            run()
+        assert str(got.value) == str(want.value)
