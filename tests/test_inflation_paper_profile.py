@@ -49,8 +49,8 @@ def test_paper_profile_has_the_three_pretrained_lms_at_90_trajectories():
     small = [sp for sp in prof.models if sp.label not in REAL]
     assert len(small) == (11 if smollm_available() else 12)
     assert all(sp.get(prof, "n_trajectories") == 90 for sp in small)
-    # SmolLM2 and textgenrnn also at 8 bits; Gemma 3 at the three 4-bit schemes
-    assert S.config_keys(by["gemma3"], prof) == ["rtn-channel/4", "nf4/4", "sr-channel/4"]
+    # the pretrained LMs at the three 4-bit schemes and RTN/SR per channel at 8 bits
+    assert S.config_keys(by["gemma3"], prof) == list(S.PAPER_REAL_CONFIGS)
     assert S.config_keys(by["textgenrnn"], prof) == list(S.PAPER_REAL_CONFIGS)
 
 
