@@ -2638,7 +2638,17 @@ def _engine_cases():
     zoo, zoo_logp, zoo_names, zoo_G = _gram_zoo(5)
     lm, lm_logp = _pt_zoo_on_device()
     net, net_logp, _ = _classifier()
+    torch.manual_seed(12)
+    pad = torch.nn.ModuleDict({"emb": torch.nn.Embedding(5, 3, padding_idx=1), "head": torch.nn.Linear(3, 4)}).double()
+    tok = torch.tensor([1, 0, 3, 1, 4])  # one row per sample, two padding tokens
+
+    def pad_logp():
+        return torch.log_softmax(pad["head"](torch.tanh(pad["emb"](tok))), -1)[:, 0]
+
     return {
+        "structured_gram-padding-one-row": lambda: ENG.structured_gram_details(
+            pad, pad_logp, ["emb.weight", "head.weight"], check_rows=5
+        ),
         "lanczos": lambda: ENG.lanczos(lambda v: A @ v, 9, device="cpu", tol=1e-12),
         "lanczos-float32": lambda: ENG.lanczos(lambda v: A.float() @ v, 9, dtype=torch.float32, device="cpu"),
         "gram_matrix": lambda: ENG.gram_matrix(G, block_size=3),
