@@ -1891,6 +1891,7 @@ def test_gram_builder_theta_never_called_gives_zero_scores():
     for rows in (0, 1):
         d0 = ENG.structured_gram_details(dead, dead_logp, ["dead.weight"], check_rows=rows)
         assert d0.K.dtype == F64 and torch.equal(d0.K, torch.zeros(4, 4, dtype=F64))
+        assert d0.checks == ("none needed (no recorded call reaches log p)" if rows else "none (check_rows=0)")
     lm, lp, _ = _pt_zoo(2, 4)
     pt = ENG.structured_gram_per_token(lm, lp, ["spare.weight"])
     assert torch.equal(pt.K, torch.zeros(8, 8, dtype=F64))
