@@ -3109,9 +3109,9 @@ def test_lanczos_tol_floor_is_64_eps():
 
 
 def test_lanczos_spanning_the_whole_space_is_converged():
-    """A matvec with float32 rounding (far above float64's breakdown level) never breaks down
-    nor meets tol = 1e-15: Lanczos runs dim steps, spans the space, and reports converged (exact
-    up to the operator's own rounding), with the top eigenvalue of the float32 operator."""
+    """A matvec with float32 rounding, tol = 1e-15: Lanczos takes all dim steps, spans the space
+    and reports converged, with the top eigenvalue of the float32 operator (the last step's β is
+    at rounding level after the reorthogonalisation against a complete basis)."""
     A, _ = _psd(6, 4)
     A32 = A.float()
 
