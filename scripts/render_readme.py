@@ -133,6 +133,11 @@ SOURCES = {
         "fimtheory inflation --ci-pilot results/inflation-paper-v1 --model smollm2 "
         "--out results/inflation-paper-ci4-smollm2 --resume (then --report-only)",
     ),
+    "inflation-ci4-smollm2-s2": (
+        ["results/inflation-paper-ci4-smollm2-s2/report.json"],
+        "fimtheory inflation --ci-pilot results/inflation-paper-ci4-smollm2 --model smollm2 "
+        "--out results/inflation-paper-ci4-smollm2-s2 --resume (stopped at a preset time; then --report-only)",
+    ),
     "check-models-smollm2-kquant-quick": (
         ["results/check-models-smollm2-kquant-quick.json"],
         "fimtheory check-models --model smollm2 --scheme gguf-q4_k-or-q5_0 --scheme gguf-q5_k-or-q5_1 "
@@ -1519,6 +1524,7 @@ RENDERERS = {
     "check-models-textgenrnn-quick": render_check_models_smollm2,
     "inflation-ci4": render_inflation_ci_design,
     "inflation-ci4-smollm2": render_inflation_ci_design,
+    "inflation-ci4-smollm2-s2": render_inflation_ci_design,
     "check-models-smollm2-kquant-quick": render_check_models_smollm2,
     "verify-throughput": lambda path, command: render_verify_throughput("verify-throughput"),
     "sharp-sc-real": render_sharp_sc_real,
