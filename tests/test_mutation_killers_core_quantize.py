@@ -768,7 +768,9 @@ def test_the_guards_catch_a_lanczos_run_converged_to_the_second_eigenvalue(monke
     order = [0, 2, 1]  # the first two scores' Gram block [[1.15, 0.4], [0.4, 0.7]]: λ1 ≈ 1.38 > λ2 = 1.2
     scores = (_BASIS * np.sqrt([1.5, 1.2, 0.3]))[order]  # rows g_i with g_i·g_j = K_ij
     l1_two = np.linalg.eigvalsh(scores[:2] @ scores[:2].T)[-1]
-    assert 1.2 < l1_two * (1 - 1e-9) and 1.2 >= l1_two / 2  # premise: λ2 between (t−2)/t and (t−1)/t floors
+    # premise: λ2 = 1.2 lies between the (t−2)/t and (t−1)/t floors
+    assert l1_two * (1 - 1e-9) > 1.2
+    assert l1_two / 2 <= 1.2
     m = StreamingLambdaMax(3)
     for t, g in enumerate(scores, start=1):
         value = m.push(g)

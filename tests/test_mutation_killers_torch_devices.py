@@ -27,6 +27,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch_checks needs the [torch] extra")
 
+from test_mutation_killers_torch import _TinyLM, _TokenClassifier  # noqa: E402
+from test_mutation_killers_torch_streaming import _PlainLM  # noqa: E402
 from torch import nn  # noqa: E402
 
 from fimtheory import quantize as NQ  # noqa: E402
@@ -57,31 +59,6 @@ def _same(a, b):
     if isinstance(a, np.ndarray):
         return isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(a, b)
     return a == b
-
-
-class _TokenClassifier(nn.Module):
-    """Integer token inputs (n, L) → mean of permuted embeddings → logits (an int64 buffer)."""
-
-    def __init__(self, vocab=11, dim=4, classes=3):
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.out = nn.Linear(dim, classes)
-        self.register_buffer("perm", torch.tensor([2, 0, 3, 1], dtype=torch.long))
-
-    def forward(self, x):
-        return self.out(self.emb(x)[..., self.perm].mean(dim=1))
-
-
-class _TinyLM(nn.Module):
-    """Causal: logits at t depend on token t only (embedding → linear head)."""
-
-    def __init__(self, vocab=7, dim=3):
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.head = nn.Linear(dim, vocab)
-
-    def forward(self, x):
-        return self.head(self.emb(x))
 
 
 class _ScaledMLP(nn.Module):
@@ -369,20 +346,6 @@ def test_probe_sequence_is_a_seeded_cpu_draw_whatever_the_default_device():
     m.config.vocab_size = 1
     with pytest.raises(InputError, match="vocab_size"):
         STR._probe_sequence(m)
-
-
-class _PlainLM(nn.Module):
-    """No cache interface (the recompute path): logits at t depend on tokens ≤ t."""
-
-    def __init__(self, vocab=11, dim=4):
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.head = nn.Linear(dim, vocab)
-
-    def forward(self, x):
-        h = self.emb(x)
-        h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype, device=h.device)[None, :, None]
-        return self.head(torch.tanh(h))
 
 
 def test_recompute_factors_do_not_depend_on_the_default_device():

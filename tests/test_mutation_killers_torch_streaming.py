@@ -114,7 +114,8 @@ def gpt2():
 
 
 class _PlainLM(nn.Module):
-    """No cache interface: logits at t depend on tokens ≤ t (embedding, causal cumulative mean)."""
+    """No cache interface: logits at t depend on tokens ≤ t (embedding, causal cumulative mean;
+    on its inputs' device, so the device killers can build it under another default device)."""
 
     def __init__(self, vocab=11, dim=4):
         super().__init__()
@@ -123,7 +124,7 @@ class _PlainLM(nn.Module):
 
     def forward(self, x):
         h = self.emb(x)
-        h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype)[None, :, None]
+        h = h.cumsum(1) / torch.arange(1, h.shape[1] + 1, dtype=h.dtype, device=h.device)[None, :, None]
         return self.head(torch.tanh(h))
 
 
