@@ -409,6 +409,22 @@ def _loop_G(logp_of, params, n):
     return torch.stack(rows).double()
 
 
+def _next_token_logps(lm, x, y):
+    """A causal LM's next-token log-likelihoods on contexts x (m × T) with targets y: ``logp()``
+    all m·T of them at once (batched), ``logp_of(i)`` the i-th (sequence i // T, position i % T)
+    from a forward of its sequence alone (the loop reference's one sample)."""
+    T = x.shape[1]
+
+    def logp():
+        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
+
+    def logp_of(i):
+        b, t = divmod(i, T)
+        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+
+    return logp, logp_of
+
+
 def _ref_lam(G):
     Gn = G.detach().numpy()
     return _np_top(Gn @ Gn.T / Gn.shape[0])
@@ -784,12 +800,7 @@ def _token_lm(m, T, seed=0):
     ctx = torch.randint(0, 7, (m, T + 1), generator=_gen(seed))
     x, y = ctx[:, :-1], ctx[:, 1:]
 
-    def logp():
-        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
-
-    def logp_of(i):
-        b, t = divmod(i, T)
-        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+    logp, logp_of = _next_token_logps(lm, x, y)
 
     return lm, logp, logp_of
 
@@ -1154,12 +1165,7 @@ def test_per_token_lanczos_paths_record_what_was_computed(dtype):
     ctx = torch.randint(0, 7, (m, T + 1), generator=_gen(5))
     x, y = ctx[:, :-1], ctx[:, 1:]
 
-    def logp():
-        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
-
-    def logp_of(i):
-        b, t = divmod(i, T)
-        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+    logp, logp_of = _next_token_logps(lm, x, y)
 
     names = ("emb.weight", "head.weight", "head.bias")
     params = [dict(lm.named_parameters())[k] for k in names]
@@ -1626,12 +1632,7 @@ def _pt_zoo(m=2, T=4):
     ctx[1, 3] = 0
     x, y = ctx[:, :-1], ctx[:, 1:]
 
-    def logp():
-        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
-
-    def logp_of(i):
-        b, t = divmod(i, T)
-        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+    logp, logp_of = _next_token_logps(lm, x, y)
 
     params = [dict(lm.named_parameters())[k] for k in _PT_NAMES]
     G = _loop_G(logp_of, params, m * T)
@@ -1999,12 +2000,7 @@ def test_gram_builder_per_token_diagonal_ties_and_routes(monkeypatch):
     ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(13))
     x, y = ctx[:, :-1], ctx[:, 1:]
 
-    def logp():
-        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
-
-    def logp_of(i):
-        b, t = divmod(i, T)
-        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+    logp, logp_of = _next_token_logps(lm, x, y)
 
     names = ("spare.weight", "emb.weight", "a.weight", "a.bias", "b.weight")
     params = [dict(lm.named_parameters())[k] for k in names]
@@ -2153,12 +2149,7 @@ def test_gram_builder_per_token_rows_per_window_differ_from_positions_and_conv2d
     ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(16))
     x, y = ctx[:, :-1], ctx[:, 1:]
 
-    def logp():
-        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
-
-    def logp_of(i):
-        b, t = divmod(i, T)
-        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+    logp, logp_of = _next_token_logps(lm, x, y)
 
     names = ("emb.weight", "lin.weight", "lin.bias")
     G = _loop_G(logp_of, [dict(lm.named_parameters())[k] for k in names], n)
@@ -2447,12 +2438,7 @@ def test_gram_builder_per_token_discarded_frozen_and_mixed_uses():
     ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(26))
     x, y = ctx[:, :-1], ctx[:, 1:]
 
-    def logp():
-        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
-
-    def logp_of(i):
-        b, t = divmod(i, T)
-        return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]]
+    logp, logp_of = _next_token_logps(lm, x, y)
 
     names = ("dead.weight", "frozen.weight", "a.bias", "emb.weight", "head.weight")
     G = _loop_G(logp_of, [dict(lm.named_parameters())[k] for k in names], n)
