@@ -970,16 +970,44 @@ def _assemble(entries, calls, lp, check_rows, score_rows, seed, substituted, sub
     return StructuredGram(K, P, structure, checks)
 
 
+def _h2_check_weights(n: int, check_rows: int, seed, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight vectors of the H2 autograd checks (:func:`_verify_signals`, :func:`_verify_per_token`).
+
+    Parameters
+    ----------
+    n : int
+        Number of samples (of targets, for the per-token check), n ≥ 1.
+    check_rows : int
+        How many samples are checked one by one (``min(check_rows, n)`` of them), ≥ 1.
+    seed : int
+        Seed of the check's own CPU ``torch.Generator``; the global generator is not touched.
+    dtype, device
+        The dtype and device of the returned weights (those of ``log p``).
+
+    Returns
+    -------
+    idx : torch.Tensor
+        (q,) int64 on the CPU, q = ``min(check_rows, n)``: the first q entries of
+        ``torch.randperm(n)`` drawn from a generator seeded ``seed``, the samples checked one by one.
+    W : torch.Tensor
+        (q + 1, n) in ``dtype`` on ``device``: row j < q is the one-hot row of sample ``idx[j]``;
+        the last row is a standard Gaussian vector drawn next from the same generator in float64,
+        then rounded to ``dtype`` (the random combination of all samples). Drawn on the CPU, so
+        the weights are the same whatever the device, then moved to ``device``.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(n, generator=gen, device="cpu")[: min(check_rows, n)]
+    W = torch.zeros(len(idx) + 1, n, dtype=dtype, device="cpu")
+    W[torch.arange(len(idx), device="cpu"), idx] = 1.0
+    W[-1] = torch.randn(n, generator=gen, dtype=torch.float64, device="cpu").to(dtype)
+    return idx, W.to(device)
+
+
 def _verify_signals(lp, used, segs, n, check_rows, seed, entries, uses, substituted) -> str:
     """H2 with autograd: for weights w (q × n) — one-hot rows of sampled samples and one Gaussian
     combination of all samples — the VJP ∂(Σ_i w_i log p_i)/∂z of every recorded output must be
     w_{s(r)}·δ_r in every row r."""
-    gen = torch.Generator().manual_seed(int(seed))
-    idx = torch.randperm(n, generator=gen, device="cpu")[: min(check_rows, n)]
-    W = torch.zeros(len(idx) + 1, n, dtype=lp.dtype, device="cpu")
-    W[torch.arange(len(idx), device="cpu"), idx] = 1.0
-    W[-1] = torch.randn(n, generator=gen, dtype=torch.float64, device="cpu").to(lp.dtype)
-    W = W.to(lp.device)
+    idx, W = _h2_check_weights(n, check_rows, seed, lp.dtype, lp.device)
     probes = [c.probe for c, _ in used]
     # one plain VJP per weight vector: measured faster than one vmapped (is_grads_batched)
     # backward on CPU, and free of missing batching rules
@@ -1488,13 +1516,9 @@ def _per_token_gram(entries, uses, m, T, path, dtype, device):
 def _verify_per_token(lp, live, deltas, m, T, check_rows, seed) -> str:
     """H2 for windows: VJPs of sampled single targets and of one random combination of all
     targets must equal the combinations of the per-target signals at every recorded output."""
-    gen = torch.Generator().manual_seed(int(seed))
     n = m * T
-    idx = torch.randperm(n, generator=gen, device="cpu")[: min(check_rows, n)]
-    W = torch.zeros(len(idx) + 1, n, dtype=lp.dtype, device="cpu")
-    W[torch.arange(len(idx), device="cpu"), idx] = 1.0
-    W[-1] = torch.randn(n, generator=gen, dtype=torch.float64, device="cpu").to(lp.dtype)
-    W = W.reshape(-1, m, T).to(lp.device)
+    idx, W = _h2_check_weights(n, check_rows, seed, lp.dtype, lp.device)
+    W = W.reshape(-1, m, T)
     probes = [c.probe for c in live]
     eps = torch.finfo(lp.dtype).eps
     dmaxes: dict = {}
