@@ -113,6 +113,35 @@ def require_eval_mode(model: nn.Module, *, training: str = "refuse", what: str =
     return True
 
 
+def _orthogonal_restart(basis: torch.Tensor, rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Generator]:
+    """Seeded random unit vector orthogonal to a Lanczos basis (the restart after a breakdown).
+
+    Parameters
+    ----------
+    basis : torch.Tensor ``(k, n)``
+        Orthonormal rows (the Lanczos vectors spanned so far), k < n, on any device.
+    rng : torch.Generator or None
+        The CPU generator of earlier restarts of the same Lanczos run; None: a new one seeded
+        with 0 (so a run's restart vectors do not depend on the global torch seed).
+
+    Returns
+    -------
+    (vector, rng)
+        ``vector``: the next n standard normal draws of ``rng`` in float64 on the CPU, moved to
+        ``basis``'s device and dtype, with their components along the rows of ``basis`` removed
+        (classical Gram-Schmidt, two passes: orthogonal to rounding) and normalised to unit
+        2-norm. ``rng``: the generator, to pass to the next restart.
+    """
+    if rng is None:
+        rng = torch.Generator().manual_seed(0)
+    w = torch.randn(basis.shape[1], generator=rng, dtype=torch.float64, device="cpu").to(
+        device=basis.device, dtype=basis.dtype
+    )
+    for _ in range(2):
+        w = w - basis.T @ (basis @ w)
+    return w / torch.linalg.vector_norm(w), rng
+
+
 def top_eig_warm(
     K: torch.Tensor,
     start: torch.Tensor | None,
@@ -208,13 +237,8 @@ def top_eig_warm(
             rest = (max(scale * scale - kept_frob2, 0.0)) ** 0.5
             if rest <= best:  # every eigenvalue outside the spanned space is ≤ rest ≤ best
                 return best, best_y, k + 1, best_res <= tol * max(abs(best), 1e-300)
-            if rng is None:
-                rng = torch.Generator().manual_seed(0)
-            w = torch.randn(t, generator=rng, dtype=torch.float64, device="cpu").to(device=K.device, dtype=K.dtype)
-            for _ in range(2):
-                w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
+            q, rng = _orthogonal_restart(Q[: k + 1], rng)
             first, alphas, betas = k + 1, [], []
-            q = w / torch.linalg.vector_norm(w)
             continue
         betas.append(beta)
         q = w / beta

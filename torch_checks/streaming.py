@@ -59,7 +59,7 @@ from torch import nn
 from fimtheory.errors import HypothesesNotMet, InputError
 
 from .engines import _layer_kind, _refuse_layer
-from .monitor import require_eval_mode
+from .monitor import _orthogonal_restart, require_eval_mode
 from .scores import _logits, per_token_scores
 
 __all__ = [
@@ -354,13 +354,8 @@ def _lanczos_top(K: torch.Tensor, start: torch.Tensor | None, tol: float, max_it
             if k + 1 == m:
                 exhausted = True
                 break
-            if rng is None:
-                rng = torch.Generator().manual_seed(0)
-            w = torch.randn(n, generator=rng, dtype=torch.float64, device="cpu").to(device=K.device, dtype=K.dtype)
-            for _ in range(2):
-                w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
+            q, rng = _orthogonal_restart(Q[: k + 1], rng)
             first, alphas, betas = k + 1, [], []
-            q = w / torch.linalg.vector_norm(w)
             continue
         betas.append(beta)
         q = w / beta
