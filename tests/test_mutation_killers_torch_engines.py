@@ -11,6 +11,7 @@ Rayleigh quotient of the seeded start vector, exact power-of-two scalings).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -409,6 +410,28 @@ def _loop_G(logp_of, params, n):
     return torch.stack(rows).double()
 
 
+def _gram_ref(G):
+    """K_ref = G Gᵀ/n in float64 numpy, n = the number of rows of G."""
+    Gn = G.detach().numpy()
+    return Gn @ Gn.T / Gn.shape[0]
+
+
+def _params(model, names):
+    """The tensors ``names`` of ``model.named_parameters()``, in that order."""
+    own = dict(model.named_parameters())
+    return [own[k] for k in names]
+
+
+def _causal_lm(cls, seed, m, T, vocab, dtype=F64):
+    """``cls()`` built after ``torch.manual_seed(seed)``, cast to ``dtype``, in eval mode, and m
+    windows of T + 1 tokens below ``vocab`` from a generator seeded ``seed``: (lm, ctx, x, y) with
+    x = ctx[:, :-1], y = ctx[:, 1:] (views of ctx)."""
+    torch.manual_seed(seed)
+    lm = cls().to(dtype).eval()
+    ctx = torch.randint(0, vocab, (m, T + 1), generator=_gen(seed))
+    return lm, ctx, ctx[:, :-1], ctx[:, 1:]
+
+
 def _next_token_logps(lm, x, y):
     """A causal LM's next-token log-likelihoods on contexts x (m × T) with targets y: ``logp()``
     all m·T of them at once (batched), ``logp_of(i)`` the i-th (sequence i // T, position i % T)
@@ -426,8 +449,7 @@ def _next_token_logps(lm, x, y):
 
 
 def _ref_lam(G):
-    Gn = G.detach().numpy()
-    return _np_top(Gn @ Gn.T / Gn.shape[0])
+    return _np_top(_gram_ref(G))
 
 
 class _MLPWithSpare(torch.nn.Module):
@@ -466,7 +488,7 @@ NAMES = ("fc.weight", "fc.bias", "out.weight", "out.bias")
 
 def test_autodiff_result_against_the_loop_and_its_records():
     net, logp, logp_of = _classifier()
-    params = [dict(net.named_parameters())[k] for k in NAMES]
+    params = _params(net, NAMES)
     G = _loop_G(logp_of, params, 6)
     ref = _ref_lam(G)
     r = ENG.lambda_max_autodiff(net, logp, NAMES, tol=1e-12, seed=2)
@@ -508,7 +530,7 @@ def test_autodiff_transpose_check_is_relative_to_the_scale(scale):
     """Scores scaled by 10^±3: λ scales by 10^±6, no false refusal (the check is relative), and
     the recorded worst gap is a positive rounding-level number whatever the scale."""
     net, logp, logp_of = _classifier(scale=scale)
-    params = [dict(net.named_parameters())[k] for k in NAMES]
+    params = _params(net, NAMES)
     ref = _ref_lam(_loop_G(logp_of, params, 6))
     r = ENG.lambda_max_autodiff(net, logp, NAMES, tol=1e-12)
     assert r.value == pytest.approx(ref, rel=1e-10, abs=0)
@@ -730,10 +752,9 @@ def test_cotangent_pruner_placeholder_unpacks_to_nan_of_the_shape_and_dtype():
 
 def _classifier_reference(n, dtype=F64):
     net, logp, logp_of = _classifier(n=n, dtype=dtype)
-    params = [dict(net.named_parameters())[k] for k in NAMES]
+    params = _params(net, NAMES)
     G = _loop_G(logp_of, params, n)
-    Gn = G.numpy()
-    return net, logp, G, Gn @ Gn.T / n
+    return net, logp, G, _gram_ref(G)
 
 
 def test_structured_lambda_max_dense_and_lanczos_records():
@@ -795,10 +816,7 @@ class _TokenLM(torch.nn.Module):
 
 
 def _token_lm(m, T, seed=0):
-    torch.manual_seed(seed)
-    lm = _TokenLM().double().eval()
-    ctx = torch.randint(0, 7, (m, T + 1), generator=_gen(seed))
-    x, y = ctx[:, :-1], ctx[:, 1:]
+    lm, _, x, y = _causal_lm(_TokenLM, seed, m, T, 7)
 
     logp, logp_of = _next_token_logps(lm, x, y)
 
@@ -809,10 +827,10 @@ def test_per_token_lambda_max_defaults_records_and_errors():
     m, T = 3, 4
     lm, logp, logp_of = _token_lm(m, T)
     names = ("emb.weight", "head.weight", "head.bias")
-    params = [dict(lm.named_parameters())[k] for k in names]
+    params = _params(lm, names)
     G = _loop_G(logp_of, params, m * T)
     ref = _ref_lam(G)
-    K = G.numpy() @ G.numpy().T / (m * T)
+    K = _gram_ref(G)
     r = ENG.lambda_max_per_token(lm, logp, names)  # default: auto → gram (n ≤ 512)
     assert r.value == pytest.approx(ref, rel=1e-12, abs=0)
     assert (r.method, r.iterations, r.n, r.P, r.operator, r.vector) == ("per-token-gram", 0, 12, G.shape[1], "K", None)
@@ -969,10 +987,10 @@ def test_structured_gram_of_accepted_layers_equals_the_loop(layer, shape, intege
     if integer is not None:
         model.x[0, 0] = 1  # a padding token where there is one
     names = [k for k, _ in model.named_parameters()]
-    params = [dict(model.named_parameters())[k] for k in names]
+    params = _params(model, names)
     n = shape[0]
     G = _loop_G(model.logp_of, params, n)
-    K_ref = G.numpy() @ G.numpy().T / n
+    K_ref = _gram_ref(G)
     sg = ENG.structured_gram_details(model, model.logp, names, check_rows=n, score_rows=lambda idx: G[idx])
     assert np.abs(sg.K.numpy() - K_ref).max() <= 256 * EPS * n * np.abs(K_ref).max()
     assert torch.equal(sg.K, sg.K.T)
@@ -1128,14 +1146,14 @@ def test_a_module_called_twice_is_two_recorded_uses():
     model = _CalledTwice()
     x = torch.randn(5, 3, dtype=F64, generator=_gen(2))
     names = ["lin.weight", "lin.bias", "out.weight"]
-    params = [dict(model.named_parameters())[k] for k in names]
+    params = _params(model, names)
 
     def logp_of(i):
         return torch.log_softmax(model(x[i : i + 1]), -1)[0, 0]
 
     G = _loop_G(logp_of, params, 5)
     sg = ENG.structured_gram_details(model, lambda: torch.log_softmax(model(x), -1)[:, 0], names)
-    K_ref = G.numpy() @ G.numpy().T / 5
+    K_ref = _gram_ref(G)
     assert np.abs(sg.K.numpy() - K_ref).max() <= 256 * EPS * 5 * np.abs(K_ref).max()
     assert sg.structure[0] == "lin.weight: 2 call(s) lin#0(linear) + lin#1(linear)"
     assert sg.structure[2] == "out.weight: 1 call(s) out#2(linear)"
@@ -1160,15 +1178,12 @@ class _PrefixLM(torch.nn.Module):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_per_token_lanczos_paths_record_what_was_computed(dtype):
     m, T = 3, 4
-    torch.manual_seed(5)
-    lm = _PrefixLM().to(dtype).eval()
-    ctx = torch.randint(0, 7, (m, T + 1), generator=_gen(5))
-    x, y = ctx[:, :-1], ctx[:, 1:]
+    lm, _, x, y = _causal_lm(_PrefixLM, 5, m, T, 7, dtype)
 
     logp, logp_of = _next_token_logps(lm, x, y)
 
     names = ("emb.weight", "head.weight", "head.bias")
-    params = [dict(lm.named_parameters())[k] for k in names]
+    params = _params(lm, names)
     ref = _ref_lam(_loop_G(logp_of, params, m * T))
     P = 7 * 3 + 3 * 7 + 7
     rel = 1e-10 if dtype == F64 else 1e-4
@@ -1259,7 +1274,7 @@ def test_autodiff_transpose_tolerance_is_4096_eps_relative():
 
 def test_autodiff_float32_and_tolerance_reach_lanczos():
     net, logp, logp_of = _classifier(dtype=torch.float32)
-    params = [dict(net.named_parameters())[k] for k in NAMES]
+    params = _params(net, NAMES)
     ref = _ref_lam(_loop_G(logp_of, params, 6))
     r = ENG.lambda_max_autodiff(net, logp, NAMES, tol=1e-6)
     assert r.value == pytest.approx(ref, rel=1e-5, abs=0)
@@ -1381,7 +1396,7 @@ def _gram_zoo(n=5):
         return torch.log_softmax(model(*(t[i : i + 1] for t in inputs)), -1)[0, y[i]]
 
     names = [k for k, _ in model.named_parameters()]
-    params = [dict(model.named_parameters())[k] for k in names]
+    params = _params(model, names)
     G = _loop_G(logp_of, params, n)
     return model, logp, names, G
 
@@ -1409,7 +1424,7 @@ def test_gram_builder_per_sample_zoo_equals_the_loop(route, monkeypatch):
     blocks of 7 entries, and with the explicit route refused (every tensor by row blocks)."""
     n = 5
     model, logp, names, G = _gram_zoo(n)
-    K_ref = G.numpy() @ G.numpy().T / n
+    K_ref = _gram_ref(G)
     if route != "default":
         monkeypatch.setattr(ENG, "_BLOCK_ENTRIES", 7)
     if route == "chunked-structured":
@@ -1624,17 +1639,19 @@ _PT_NAMES = (
 )
 
 
-def _pt_zoo(m=2, T=4):
-    torch.manual_seed(9)
-    lm = _PTZoo(T=T).double().eval()
-    ctx = torch.randint(0, 6, (m, T + 1), generator=_gen(9))
+def _pt_zoo_lm(cls, m, T):
+    """The per-token zoo ``cls(T=T)`` (seed 9) on m windows with two padding tokens: (lm, x, y)."""
+    lm, ctx, x, y = _causal_lm(functools.partial(cls, T=T), 9, m, T, 6)
     ctx[0, 1] = 0  # padding tokens
     ctx[1, 3] = 0
-    x, y = ctx[:, :-1], ctx[:, 1:]
+    return lm, x, y
 
+
+def _pt_zoo(m=2, T=4):
+    lm, x, y = _pt_zoo_lm(_PTZoo, m, T)
     logp, logp_of = _next_token_logps(lm, x, y)
 
-    params = [dict(lm.named_parameters())[k] for k in _PT_NAMES]
+    params = _params(lm, _PT_NAMES)
     G = _loop_G(logp_of, params, m * T)
     return lm, logp, G
 
@@ -1669,7 +1686,7 @@ def test_gram_builder_per_token_zoo_equals_the_loop(path, chunk, entries, monkey
     m, T = 2, 4
     n = m * T
     lm, logp, G = _pt_zoo(m, T)
-    K_ref = G.numpy() @ G.numpy().T / n
+    K_ref = _gram_ref(G)
     if entries is not None:
         monkeypatch.setattr(ENG, "_BLOCK_ENTRIES", entries)
     sg = ENG.structured_gram_per_token(lm, logp, _PT_NAMES, check_rows=n, seed=1, path=path, target_chunk=chunk)
@@ -1706,7 +1723,7 @@ def test_gram_builder_per_token_operator_and_lanczos_against_the_loop():
     m, T = 2, 4
     n = m * T
     lm, logp, G = _pt_zoo(m, T)
-    K_ref = G.numpy() @ G.numpy().T / n
+    K_ref = _gram_ref(G)
     lp0 = ENG._validate_lp0(logp)
     entries, uses, checks = ENG._record_per_token(lm, logp, _PT_NAMES, lp0, 0, 0, None)
     assert checks == "none (check_rows=0)" and [k for k, _ in entries] == list(_PT_NAMES)
@@ -1847,7 +1864,7 @@ def test_gram_builder_score_rows_comparison():
     """score_rows: compared on the sampled rows (seeded), to 1e-8·‖K‖_max; skipped with check_rows=0."""
     n = 5
     model, logp, names, G = _gram_zoo(n)
-    K_ref = G.numpy() @ G.numpy().T / n
+    K_ref = _gram_ref(G)
     seen = []
 
     def rows(scale):
@@ -1995,17 +2012,14 @@ def test_gram_builder_per_token_diagonal_ties_and_routes(monkeypatch):
     call; and the route of "auto" when the per-flop costs favour one route by far."""
     m, T = 2, 3
     n = m * T
-    torch.manual_seed(13)
-    lm = _DiagLM().double().eval()
-    ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(13))
-    x, y = ctx[:, :-1], ctx[:, 1:]
+    lm, _, x, y = _causal_lm(_DiagLM, 13, m, T, 5)
 
     logp, logp_of = _next_token_logps(lm, x, y)
 
     names = ("spare.weight", "emb.weight", "a.weight", "a.bias", "b.weight")
-    params = [dict(lm.named_parameters())[k] for k in names]
+    params = _params(lm, names)
     G = _loop_G(logp_of, params, n)
-    K_ref = G.numpy() @ G.numpy().T / n
+    K_ref = _gram_ref(G)
     for path in ("auto", "explicit"):
         sg = ENG.structured_gram_per_token(lm, logp, names, check_rows=n, path=path)
         assert _close(sg.K, K_ref, n) and sg.P == G.shape[1]
@@ -2053,7 +2067,7 @@ def test_gram_builder_one_sample_and_a_discarded_call():
 
     G = _loop_G(lambda i: logp(x[i : i + 1])[0], [lin.weight, lin.bias, dead.weight], 4)
     sg = ENG.structured_gram_details(model, logp, ["lin.weight", "lin.bias", "dead.weight"], check_rows=4)
-    assert _close(sg.K, G.numpy() @ G.numpy().T / 4, 4) and not G[:, 8:].any()
+    assert _close(sg.K, _gram_ref(G), 4) and not G[:, 8:].any()
     one = ENG.structured_gram(model, lambda: logp(x[:1]), ["lin.weight", "lin.bias"])
     assert one.shape == (1, 1) and float(one[0, 0]) == pytest.approx(float(G[0, :8] @ G[0, :8]), rel=1e-12)
 
@@ -2144,16 +2158,13 @@ class _Prefixed(torch.nn.Module):
 def test_gram_builder_per_token_rows_per_window_differ_from_positions_and_conv2d_refused():
     m, T = 2, 3
     n = m * T
-    torch.manual_seed(16)
-    lm = _Prefixed().double().eval()
-    ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(16))
-    x, y = ctx[:, :-1], ctx[:, 1:]
+    lm, _, x, y = _causal_lm(_Prefixed, 16, m, T, 5)
 
     logp, logp_of = _next_token_logps(lm, x, y)
 
     names = ("emb.weight", "lin.weight", "lin.bias")
-    G = _loop_G(logp_of, [dict(lm.named_parameters())[k] for k in names], n)
-    K_ref = G.numpy() @ G.numpy().T / n
+    G = _loop_G(logp_of, _params(lm, names), n)
+    K_ref = _gram_ref(G)
     for path in ("structured", "explicit"):
         sg = ENG.structured_gram_per_token(lm, logp, names, check_rows=n, path=path)
         assert _close(sg.K, K_ref, n)
@@ -2208,7 +2219,7 @@ def test_gram_builder_per_token_signals_without_a_batching_rule_and_root_names()
     names = ("emb.weight", "head.weight")
     G = _loop_G(logp_of, [emb.weight, head.weight], n)
     sg = ENG.structured_gram_per_token(model, logp, names, check_rows=n, target_chunk=2)
-    assert _close(sg.K, G.numpy() @ G.numpy().T / n, n)
+    assert _close(sg.K, _gram_ref(G), n)
     # an unnamed (root) call in the per-sample structure lines
     root = torch.nn.Linear(3, 2).double()
     z = torch.randn(4, 3, generator=_gen(20), dtype=F64)
@@ -2229,7 +2240,7 @@ def test_gram_builder_functional_call_substitutes():
     params = dict(net.named_parameters())
     own = {k: v for k, v in params.items()}
     G = _loop_G(lambda i: torch.log_softmax(net(x[i : i + 1]), -1)[0, 0], [params[k] for k in names], n)
-    K_ref = G.numpy() @ G.numpy().T / n
+    K_ref = _gram_ref(G)
     for grad in (False, True):
         subs = {k: (v.detach().clone().requires_grad_(True) if grad else v.detach().clone()) for k, v in params.items()}
 
@@ -2255,7 +2266,7 @@ def test_gram_builder_per_sample_subsets_dtypes_ties_and_direct_uses():
     and a θ tensor used only directly (no recorded call at all)."""
     n = 5
     model, logp, names, G = _gram_zoo(n)
-    K_full = G.numpy() @ G.numpy().T / n
+    K_full = _gram_ref(G)
     cols = {k: c for k, c in zip(names, np.cumsum([0] + [p.numel() for _, p in model.named_parameters()]))}
 
     def block(*ks):
@@ -2347,10 +2358,7 @@ class _SharedLM(torch.nn.Module):
 def test_gram_builder_per_token_shared_calls_and_a_float32_model(dtype):
     m, T = 2, 3
     n = m * T
-    torch.manual_seed(25)
-    lm = _SharedLM().to(dtype).eval()
-    ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(25))
-    x, y = ctx[:, :-1], ctx[:, 1:]
+    lm, _, x, y = _causal_lm(_SharedLM, 25, m, T, 5, dtype)
 
     def logp():
         return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1).double()
@@ -2360,8 +2368,8 @@ def test_gram_builder_per_token_shared_calls_and_a_float32_model(dtype):
         return torch.log_softmax(lm(x[b : b + 1]), -1)[0, t, y[b, t]].double()
 
     names = ("tok.weight", "pos.weight", "proj.weight", "proj.bias", "hf.weight", "hf.bias")
-    G = _loop_G(logp_of, [dict(lm.named_parameters())[k] for k in names], n)
-    K_ref = G.numpy() @ G.numpy().T / n
+    G = _loop_G(logp_of, _params(lm, names), n)
+    K_ref = _gram_ref(G)
     for path in ("structured", "explicit"):
         # (float32 layers: the H2 check is the subject of the test below)
         sg = ENG.structured_gram_per_token(lm, logp, names, check_rows=n if dtype == F64 else 0, path=path)
@@ -2433,17 +2441,14 @@ class _OddLM(torch.nn.Module):
 def test_gram_builder_per_token_discarded_frozen_and_mixed_uses():
     m, T = 2, 3
     n = m * T
-    torch.manual_seed(26)
-    lm = _OddLM().double().eval()
-    ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(26))
-    x, y = ctx[:, :-1], ctx[:, 1:]
+    lm, _, x, y = _causal_lm(_OddLM, 26, m, T, 5)
 
     logp, logp_of = _next_token_logps(lm, x, y)
 
     names = ("dead.weight", "frozen.weight", "a.bias", "emb.weight", "head.weight")
-    G = _loop_G(logp_of, [dict(lm.named_parameters())[k] for k in names], n)
+    G = _loop_G(logp_of, _params(lm, names), n)
     assert not G[:, :18].any()  # the discarded and the no_grad calls give no scores
-    K_ref = G.numpy() @ G.numpy().T / n
+    K_ref = _gram_ref(G)
     for path in ("auto", "explicit"):
         sg = ENG.structured_gram_per_token(lm, logp, names, check_rows=n, path=path)
         assert _close(sg.K, K_ref, n)
@@ -2484,9 +2489,9 @@ def test_gram_builder_frozen_theta_repeated_substitutes_and_root_refusal():
     model = _CalledTwice()
     x = torch.randn(n, 3, generator=_gen(28), dtype=F64)
     names = ["lin.weight", "lin.bias", "out.weight"]
-    params = [dict(model.named_parameters())[k] for k in names]
+    params = _params(model, names)
     G = _loop_G(lambda i: torch.log_softmax(model(x[i : i + 1]), -1)[0, 0], params, n)
-    K_ref = G.numpy() @ G.numpy().T / n
+    K_ref = _gram_ref(G)
     for p in params:
         p.requires_grad_(False)
     try:
@@ -2589,17 +2594,8 @@ class _PTZooOnDevice(_PTZoo):
 
 
 def _pt_zoo_on_device(m=2, T=4):
-    torch.manual_seed(9)
-    lm = _PTZooOnDevice(T=T).double().eval()
-    ctx = torch.randint(0, 6, (m, T + 1), generator=_gen(9))
-    ctx[0, 1] = 0
-    ctx[1, 3] = 0
-    x, y = ctx[:, :-1], ctx[:, 1:]
-
-    def logp():
-        return torch.log_softmax(lm(x), -1).gather(-1, y[..., None]).squeeze(-1)
-
-    return lm, logp
+    lm, x, y = _pt_zoo_lm(_PTZooOnDevice, m, T)
+    return lm, _next_token_logps(lm, x, y)[0]
 
 
 def _same(a, b):
@@ -2963,7 +2959,7 @@ def test_per_token_signals_fallback_with_a_call_log_p_does_not_reach():
     assert float(G[:, 15:21].abs().max()) == 0.0
     for chunk in (1, 2):
         sg = ENG.structured_gram_per_token(model, logp, names, check_rows=n, target_chunk=chunk)
-        assert _close(sg.K, G.numpy() @ G.numpy().T / n, n)
+        assert _close(sg.K, _gram_ref(G), n)
 
 
 class _TwoScalesLM(torch.nn.Module):
@@ -3018,10 +3014,7 @@ def test_h2_checks_are_relative_to_the_scale_of_the_signals(power):
     P1 = ENG.structured_gram_per_token(lm, lm_logp, _PT_NAMES, check_rows=8, path="explicit").K
     sp = ENG.structured_gram_per_token(lm, lambda: s * lm_logp(), _PT_NAMES, check_rows=8, path="explicit")
     assert torch.equal(sp.K, P1 * s * s)
-    torch.manual_seed(23)
-    two = _TwoScalesLM().double().eval()
-    ctx = torch.randint(0, 5, (3, 5), generator=_gen(23))
-    x, y = ctx[:, :-1], ctx[:, 1:]
+    two, _, x, y = _causal_lm(_TwoScalesLM, 23, 3, 4, 5)
 
     def two_logp():
         return s * torch.log_softmax(two(x), -1).gather(-1, y[..., None]).squeeze(-1)
@@ -3029,10 +3022,7 @@ def test_h2_checks_are_relative_to_the_scale_of_the_signals(power):
     names = ["small.weight", "small.bias", "big.weight", "big.bias"]
     st = ENG.structured_gram_per_token(two, two_logp, names, check_rows=12, seed=3)
     assert st.checks.startswith("H2 (independent windows) verified with autograd on 12 sampled targets")
-    torch.manual_seed(24)
-    weak = _WeakCrosstalk().double().eval()
-    wctx = torch.randint(0, 6, (2, 4), generator=_gen(24))
-    wx, wy = wctx[:, :-1], wctx[:, 1:]
+    weak, _, wx, wy = _causal_lm(_WeakCrosstalk, 24, 2, 3, 6)
 
     def weak_logp():
         return s * torch.log_softmax(weak(wx), -1).gather(-1, wy[..., None]).squeeze(-1)
@@ -3116,13 +3106,8 @@ def test_h2_refusals_are_the_same_under_another_default_device():
     one-hot rows of zeros — and only the random combination would be left to see the mixing."""
     M = torch.eye(5, dtype=F64) + 1e-6 * torch.ones(5, 5, dtype=F64)
     mix, mix_logp = _mix_model(M)
-    torch.manual_seed(24)
-    weak = _WeakCrosstalk().double().eval()
-    wctx = torch.randint(0, 6, (2, 4), generator=_gen(24))
-    wx, wy = wctx[:, :-1], wctx[:, 1:]
-
-    def weak_logp():
-        return torch.log_softmax(weak(wx), -1).gather(-1, wy[..., None]).squeeze(-1)
+    weak, _, wx, wy = _causal_lm(_WeakCrosstalk, 24, 2, 3, 6)
+    weak_logp = _next_token_logps(weak, wx, wy)[0]
 
     runs = [
         lambda: ENG.structured_gram_details(mix, mix_logp, ["lin.weight"], check_rows=3),
