@@ -230,6 +230,21 @@ def test_lanczos_top_does_not_depend_on_the_default_device(case):
     assert _same(got, ref) and got[1].device == K.device
 
 
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_orthogonal_restart_is_on_the_basis_device(dtype):
+    """The restart vector of a meta basis is on meta, in the basis's dtype, of length n (the CPU
+    draw moved to the basis's device: a CPU vector would meet the meta basis in its matmul and
+    raise); a CPU basis under a meta default device gives the same CPU vector, bit for bit, as
+    without one (the draw is made on the CPU)."""
+    v, g = MON._orthogonal_restart(torch.eye(2, 5, dtype=dtype, device=META), None)
+    assert (v.device, v.dtype, tuple(v.shape)) == (META, dtype, (5,)) and g.device.type == "cpu"
+    B = torch.eye(2, 5, dtype=dtype)
+    ref, _ = MON._orthogonal_restart(B, None)
+    with torch.device(META):
+        got, _ = MON._orthogonal_restart(B, None)
+    assert _same(got, ref) and float(torch.linalg.vector_norm(ref)) == pytest.approx(1.0, rel=1e-6)
+
+
 # --------------------------------------------------------------------------------------
 # The σ monitor: buffers, starts and noise on the monitor's device / the CPU
 # --------------------------------------------------------------------------------------

@@ -423,3 +423,86 @@ def test_top_eig_warm_float32_breakdown_is_detected():
     val, vec, it, ok = MON.top_eig_warm(K.float(), start.float(), tol=1e-6)
     assert ok and vec.dtype == torch.float32
     assert val == pytest.approx(_top(K), rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# The seeded orthogonal restart shared by top_eig_warm and streaming._lanczos_top
+# --------------------------------------------------------------------------------------
+
+
+def restart_reference(bases):
+    """Independent reference of the restart vectors of one Lanczos run: the j-th is the j-th
+    float64 randn(n) draw of one CPU generator seeded 0, projected off the rows of the j-th basis
+    with the dense projector I − BᵀB (numpy) and normalised."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for B in bases:
+        B = B.detach().double().cpu().numpy()
+        d = torch.randn(B.shape[1], generator=g, dtype=F64).numpy()
+        r = d - B.T @ (B @ d)
+        out.append(r / np.linalg.norm(r))
+    return out
+
+
+def restart_spy(monkeypatch, module):
+    """Record every call of ``module._orthogonal_restart`` (basis, generator in, vector, generator out)."""
+    calls = []
+    real = module._orthogonal_restart
+
+    def spy(basis, rng):
+        rng_in = rng
+        vec, rng_out = real(basis, rng)
+        calls.append((basis.clone(), rng_in, vec.clone(), rng_out))
+        return vec, rng_out
+
+    monkeypatch.setattr(module, "_orthogonal_restart", spy)
+    return calls
+
+
+def check_restarts(calls):
+    """The restarts of one run: the first makes the seeded generator, each later one continues
+    the generator the previous one returned; each vector is the reference (seeded draws projected
+    off the spanned space), orthogonal to it, and becomes the next Lanczos vector (a row of the
+    next restart's basis)."""
+    assert calls and calls[0][1] is None
+    for j, (basis, rng_in, _vec, rng_out) in enumerate(calls):
+        assert isinstance(rng_out, torch.Generator) and rng_out.device.type == "cpu"
+        if j:
+            assert rng_in is calls[j - 1][3] and rng_out is rng_in
+            prev = calls[j - 1][2]
+            assert any(torch.equal(row, prev) for row in basis), "the restart vector starts the next block"
+    ref = restart_reference([c[0] for c in calls])
+    for (basis, _, vec, _), r in zip(calls, ref):
+        v = vec.detach().double().numpy()
+        assert np.max(np.abs(v - r)) <= 1e-12, (v, r)
+        assert float(np.max(np.abs(basis.double().numpy() @ v))) <= 1e-14
+
+
+def test_orthogonal_restart_is_the_next_seeded_draws_projected_off_the_basis():
+    """Direct: an orthonormal basis (numpy QR), two restarts of one run (the second basis holds
+    the first vector), the global torch seed changed between them; float64 to 1e-12 of the
+    reference, a float32 basis gives a float32 vector within float32 rounding of it."""
+    Q, _ = np.linalg.qr(np.random.default_rng(3).standard_normal((7, 3)))
+    B1 = torch.from_numpy(Q.T.copy())
+    torch.manual_seed(11)
+    v1, g1 = MON._orthogonal_restart(B1, None)
+    B2 = torch.cat([B1, v1[None]])
+    torch.manual_seed(12)
+    v2, g2 = MON._orthogonal_restart(B2, g1)
+    assert g2 is g1 and v1.dtype == F64 and v1.shape == (7,)
+    r1, r2 = restart_reference([B1, B2])
+    assert np.max(np.abs(v1.numpy() - r1)) <= 1e-12 and np.max(np.abs(v2.numpy() - r2)) <= 1e-12
+    assert float(torch.linalg.vector_norm(v2)) == pytest.approx(1.0, abs=1e-14)
+    v32, _ = MON._orthogonal_restart(B1.float(), None)
+    assert v32.dtype == torch.float32 and np.max(np.abs(v32.double().numpy() - r1)) <= 1e-6
+
+
+def test_top_eig_warm_restarts_continue_one_seeded_generator(monkeypatch):
+    """diag(1, 3, 3, 3, 3) from e1: a breakdown after every step (the 3-eigenspace holds every
+    restart's Krylov space), so the run restarts three times or more; every restart is the
+    reference vector of one seeded generator, and λ_max = 3 converged."""
+    calls = restart_spy(monkeypatch, MON)
+    val, vec, it, ok = MON.top_eig_warm(_diag(1.0, 3.0, 3.0, 3.0, 3.0), torch.eye(5, dtype=F64)[0], tol=1e-12)
+    assert ok and val == pytest.approx(3.0, rel=1e-14) and abs(float(vec[0])) <= 1e-14
+    assert len(calls) >= 3
+    check_restarts(calls)

@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch_checks needs the [torch] extra")
 
-from test_mutation_killers_torch_monitor import INVARIANT_BLOCK_CASES  # noqa: E402
+from test_mutation_killers_torch_monitor import INVARIANT_BLOCK_CASES, check_restarts, restart_spy  # noqa: E402
 from torch import nn  # noqa: E402
 
 from fimtheory.errors import InputError  # noqa: E402
@@ -747,3 +747,14 @@ def test_lanczos_top_converged_flag_is_the_ten_tol_residual_test():
         theta, vec, steps, ok = STR._lanczos_top(K, torch.ones(2, dtype=F64), tol, 1)
         assert (theta, steps, ok) == (pytest.approx(2.0, rel=1e-15), 1, want)
         assert float(torch.linalg.vector_norm(K @ vec - theta * vec)) == pytest.approx(1.0, rel=1e-14)
+
+
+def test_lanczos_top_restarts_continue_one_seeded_generator(monkeypatch):
+    """As top_eig_warm's (test_mutation_killers_torch_monitor.py): diag(1, 3, 3, 3, 3) from e1
+    restarts three times or more, every restart the reference vector of one seeded generator."""
+    calls = restart_spy(monkeypatch, STR)
+    K = torch.diag(torch.tensor([1.0, 3.0, 3.0, 3.0, 3.0], dtype=F64))
+    val, vec, it, ok = STR._lanczos_top(K, torch.eye(5, dtype=F64)[0], 1e-12, 60)
+    assert ok and val == pytest.approx(3.0, rel=1e-14) and abs(float(vec[0])) <= 1e-14
+    assert len(calls) >= 3
+    check_restarts(calls)
