@@ -384,13 +384,20 @@ def top_pair_enclosure(A, E) -> TopPair:
     eigenvalue) and E.
 
     With u the (interval-normalised) mp top eigenvector, μ = uᵀAu, ρ = ‖Au − μu‖:
-    sin∠(u, v1) ≤ ε = ρ/(μ − λ2) (Parlett's gap theorem; λ1 is the eigenvalue nearest μ
-    is checked), ‖v1 − u‖ ≤ √2 ε for the right sign of v1, so
-    |v1ᵀEv1 − uᵀEu| ≤ 2√2 ε η and |‖Ev1‖² − ‖Eu‖²| ≤ 2√2 ε η².
+    sin θ ≤ ε = ρ/(μ − λ2), θ = ∠(u, v1) (Parlett's gap theorem; λ1 is the eigenvalue nearest
+    μ is checked). The eigenvector errors rest on one lemma: for unit u, v1 (sign with
+    uᵀv1 ≥ 0) and symmetric B with 0 ≤ B ≤ β, or with ‖B‖ ≤ β/2 after a shift,
+    |v1ᵀBv1 − uᵀBu| = |(v1 − u)ᵀ(B − cI)(v1 + u)| ≤ ‖B − cI‖·‖v1 − u‖‖v1 + u‖ = ‖B − cI‖·2 sin θ
+    for every c (the two vectors are unit). With B = E, c = 0: |v1ᵀEv1 − uᵀEu| ≤ 2εη; with
+    B = E², c = η²/2: |‖Ev1‖² − ‖Eu‖²| ≤ εη². Both are attained to first order in θ (E
+    swapping the directions of v1 ± u; E² with eigenvectors at 45° to v1).
     For a2 = wᵀN⁻¹w − E_11², N = λ1I − A + v1v1ᵀ (λ_min(N) ≥ m0 = min(1, γ)), w = Ev1:
     Ñ = μ̂I − A + uuᵀ has ‖N − Ñ‖ ≤ τ = |λ1 − μ̂| + ε, and w̃ᵀÑ⁻¹w̃ (w̃ = Eu) lies in
     [Φ, Φ + ‖Ñz − w̃‖²/(m0 − τ)], Φ = 2zᵀw̃ − zᵀÑz for any z (here an mp solve);
-    |wᵀN⁻¹w − w̃ᵀÑ⁻¹w̃| ≤ η²τ/(m0(m0 − τ)) + 2√2 ε η²/(m0 − τ).
+    |wᵀN⁻¹w − w̃ᵀÑ⁻¹w̃| ≤ |w̃ᵀN⁻¹(Ñ − N)Ñ⁻¹w̃| + |v1ᵀBv1 − uᵀBu| (B = EN⁻¹E, 0 ≤ B ≤ η²/m0)
+    ≤ (η²/m0)·(τ/(m0 − τ) + ε). The first term is attained for μ̂ off λ1 (w on N's bottom
+    eigenvector, ε → 0); the ε term alone is what covers u ≠ v1 at m0 = 1, where
+    τ/(m0 − τ) = ε + O(ε²) and the error is ≈ 2E_12E_22·θ (E_11 = 0).
     Call inside :func:`working_precision`.
     """
     A = _enc._real_array(A, "top_pair_enclosure")  # refuses complex input (a cast drops the imaginary part)
@@ -415,13 +422,12 @@ def top_pair_enclosure(A, E) -> TopPair:
         raise InputError("Rayleigh quotient not separated from λ2")
     eps = iv.mpf(rho) / iv.mpf(delta)
     eps = iv.mpf(_hi(eps))
-    s2 = iv.sqrt(iv.mpf(2))
     eta_hi = iv.mpf(_hi(eta))
-    e11_err = 2 * s2 * eps * eta_hi
+    e11_err = 2 * eps * eta_hi
     wt = Eiv * u
     e11_u = iv_dot(u, wt)
     e11 = e11_u + iv.mpf([-_hi(e11_err), _hi(e11_err)])
-    ev2_err = 2 * s2 * eps * eta_hi**2
+    ev2_err = eps * eta_hi**2
     ev2 = iv_norm_sq(wt) + iv.mpf([-_hi(ev2_err), _hi(ev2_err)])
     r2 = ev2 - iv_sq(e11)
     r2 = iv.mpf([max(_lo(r2), mpmath.mpf(0)), _hi(r2)])
@@ -443,8 +449,7 @@ def top_pair_enclosure(A, E) -> TopPair:
     res = iv_norm(Nz - wt)
     lmin_t = m0 - tau
     quad = iv.mpf([_lo(phi), _hi(phi + res**2 / lmin_t)])
-    err = eta_hi**2 * tau / (m0 * lmin_t) + 2 * s2 * eps * eta_hi**2 / lmin_t
-    err = _hi(err)
+    err = _hi(eta_hi**2 / m0 * (tau / lmin_t + eps))
     a2 = quad + iv.mpf([-err, err]) - iv_sq(e11)
     return TopPair(lam1, lam2, lam_min, gap, eta, e11, r2, a2, eps)
 
@@ -626,7 +631,17 @@ def _frac_up(f: Fraction):
 
 def _m_p32(inst):
     """Exact margin of the P3.2 conclusion on the float grid inputs X + t_k U (the very
-    inputs the float evaluation used), worst over grid points, relative to max Λ."""
+    inputs the float evaluation used), worst over grid points, relative to max |Λ|.
+
+    The conclusion's margin at grid point t_k is the minimum of three differences of
+    d_i = Λ(x_i + t_k u_i) and b_i = Λ(x_i): pointwise min_i (d_i − b_i), mean(d) − mean(b)
+    and q(d) − q(b) (q the linear-interpolation quantile at the level in [0, 1]; other levels
+    are refused by the float evaluation, which :func:`certify` runs first). Only the
+    pointwise term is enclosed, because it *is* that minimum, exactly: with c = min_i (d_i −
+    b_i), d_i ≥ b_i + c for every i, so mean(d) − mean(b) ≥ c (a mean is ≥ its smallest
+    term), and q, monotone in every value and translation-equivariant, gives
+    q(d) ≥ q(b + c) = q(b) + c. Enclosing the two larger terms too could only lower the
+    enclosure's lower end (their intervals reach below c by their own rounding)."""
     t = np.linspace(0.0, inst.T, inst.steps + 1)
     vals = []
     for X, y, U in zip(inst.inputs, inst.labels, inst.directions):
@@ -634,13 +649,7 @@ def _m_p32(inst):
     m = len(vals)
     worst = None
     for k in range(1, len(t)):
-        base = [vals[i][0] for i in range(m)]
-        disp = [vals[i][k] for i in range(m)]
-        pointwise = iv_min([disp[i] - base[i] for i in range(m)])
-        mean = (sum(disp, iv.mpf(0)) - sum(base, iv.mpf(0))) / m
-        qd = _iv_quantile([_lo(x) for x in disp], [_hi(x) for x in disp], inst.quantile)
-        qb = _iv_quantile([_lo(x) for x in base], [_hi(x) for x in base], inst.quantile)
-        cand = iv_min([pointwise, mean, qd - qb])
+        cand = iv_min([vals[i][k] - vals[i][0] for i in range(m)])
         worst = cand if worst is None else iv_min([worst, cand])
     scale = iv_max([iv_abs(v) for row in vals for v in row])
     return worst / scale
@@ -650,14 +659,17 @@ def _m_ah_accurate(inst):
     """rq / Λ − 0.99 in interval arithmetic: rq the Rayleigh quotient of F^k ḡ (F = GᵀG/n,
     ḡ the mean score, k = ``power_steps``), Λ = λ_max(F) enclosed from the smaller Gram
     matrix as in :func:`iv_batch_lambda_max` (GGᵀ/n when n ≤ p, else F), so a diagonal one
-    with exact entries gives Λ exactly and only rq and the constant 0.99 are rounded."""
+    with exact entries gives Λ exactly and only rq and the constant 0.99 are rounded.
+
+    The Rayleigh quotient does not change when its vector is scaled, so the iteration starts
+    from the score sum Σ_i g_i = n ḡ itself: the division by n (a rounding unless n is a power
+    of two) is left out, and rq is that of the exact F^k ḡ direction."""
     G = iv_matrix(inst.G)
     n, p = G.rows, G.cols
     F = (G.T * G) * (iv.mpf(1) / n)
-    gbar = iv.matrix(p, 1)
+    x = iv.matrix(p, 1)
     for j in range(p):
-        gbar[j, 0] = sum((G[i, j] for i in range(n)), iv.mpf(0)) / n
-    x = gbar
+        x[j, 0] = sum((G[i, j] for i in range(n)), iv.mpf(0))
     for _ in range(inst.power_steps):
         x = F * x  # normalisation does not change the Rayleigh quotient
     rq = iv_dot(x, F * x) / iv_norm_sq(x)

@@ -852,6 +852,16 @@ def _through_third(a, n=4):
     return E
 
 
+def _corner(b, c, n=4):
+    """E_12 = b, E_22 = c, E_11 = 0: the E_11 interval straddles 0 (its square adds only
+    O(ε²)), and at γ = 1 the a2 resolvent form moves by ≈ 2bc·θ at first order — the part of
+    the a2 error that the ε term alone covers (there τ/(m0 − τ) = ε + O(ε²))."""
+    E = np.zeros((n, n))
+    E[0, 1] = E[1, 0] = b
+    E[1, 1] = c
+    return E
+
+
 def _reflection(eta, phi, n=4):
     E = np.zeros((n, n))
     E[0, 0], E[1, 1] = -eta * np.cos(phi), eta * np.cos(phi)
@@ -871,6 +881,8 @@ _TOP_CASES = [
     ((2.0, 1.75, -0.5, -3.0), _reflection(0.25, 0.7)),
     ((1.5, 1.0, 0.5, 0.0), _reflection(4.0, 1.2)),
     ((3.0, 1.0), _swap(0.5, 2)),  # n = 2, the smallest size taken
+    ((3.0, 2.0, 1.0, -1.0), _corner(0.5, 0.5)),  # m0 = 1: the a2 error is the ε term's
+    ((9.0, 1.0, 0.0, -1.0), _corner(-2.0, 4.0)),  # γ = 8: m0 = 1 again, the other signs
 ]
 
 
@@ -914,8 +926,8 @@ def test_top_pair_enclosure_contains_the_closed_forms_for_a_perturbed_eigenvecto
 def test_top_pair_enclosure_is_no_wider_than_its_documented_bounds(monkeypatch, case):
     """The half-widths are those of the docstring, computed here in closed form with
     ε = tan θ (= ρ/δ for this u), η = ‖E‖, τ = ε (λ1 is exact), m0 = min(1, γ):
-    E_11 ± 2√2 ε η; ‖Ev1‖² ± 2√2 ε η² (minus the square of the E_11 interval);
-    a2 ± (η²τ/(m0(m0 − τ)) + 2√2 ε η²/(m0 − τ)) (plus the solve's residual, here ~10^-30)."""
+    E_11 ± 2εη; ‖Ev1‖² ± εη² (minus the square of the E_11 interval);
+    a2 ± (η²/m0)(τ/(m0 − τ) + ε) (plus the solve's residual, here ~10^-30)."""
     lam, E = _TOP_CASES[case]
     theta = 1e-6
     tp = _top_pair_given(monkeypatch, lam, E, theta)
@@ -923,18 +935,53 @@ def test_top_pair_enclosure_is_no_wider_than_its_documented_bounds(monkeypatch, 
     with mpmath.workdps(60):
         eps = abs(mpmath.tan(mpmath.mpf(theta)))
         eta = _eta_mp(E)
-        s2 = mpmath.sqrt(2)
         slack = 1 + mpf(10) ** -12
         tiny = mpf(10) ** -24
         m0 = min(mpf(1), mpf(lam[0]) - mpf(lam[1]))
-        w_e11 = 2 * (2 * s2 * eps * eta) * slack + tiny
+        w_e11 = 2 * (2 * eps * eta) * slack + tiny
         assert tp.e11.b - tp.e11.a <= w_e11
         e11_abs = abs(mpf(float(e11))) + w_e11
         w_sq = 2 * e11_abs * w_e11 + w_e11**2
-        assert tp.r2.b - tp.r2.a <= 2 * (2 * s2 * eps * eta**2) * slack + w_sq + tiny
-        err = eta**2 * eps / (m0 * (m0 - eps)) + 2 * s2 * eps * eta**2 / (m0 - eps)
+        assert tp.r2.b - tp.r2.a <= 2 * (eps * eta**2) * slack + w_sq + tiny
+        err = eta**2 / m0 * (eps / (m0 - eps) + eps)
         assert tp.a2.b - tp.a2.a <= 2 * err * slack + w_sq + tiny
         assert tp.sin_bound.b <= eps * slack
+
+
+def _at_45_through_third(eta, theta, n=4):
+    """η(f e3ᵀ + e3 fᵀ), f = (cos φ, sin φ, 0, …) with φ = π/4 + θ/2: E² = η²(ffᵀ + e3e3ᵀ) has
+    its eigenvectors in the (e1, e2) plane at 45° to the middle of v1 = e1 and
+    u = cos θ e1 + sin θ e2, and uᵀEu = E_11 = 0."""
+    phi = np.pi / 4 + theta / 2
+    f = np.zeros(n)
+    f[0], f[1] = np.cos(phi), np.sin(phi)
+    h = np.zeros(n)
+    h[2] = 1.0
+    return eta * (np.outer(f, h) + np.outer(h, f))
+
+
+@pytest.mark.parametrize("theta", [1e-6, 3e-4])
+def test_top_pair_eigenvector_error_bounds_are_attained_to_first_order(monkeypatch, theta):
+    """The docstring's lemma bounds are sharp: |v1ᵀEv1 − uᵀEu| ≤ 2εη is attained by E swapping
+    e1 and e2 (uᵀEu = η sin 2θ, E_11 = 0), and |‖Ev1‖² − ‖Eu‖²| ≤ εη² by E² with eigenvectors
+    at 45° (the difference is η² sin θ): each exact value lies at the edge of its enclosure,
+    within a factor cos θ of the radius (ε = tan θ)."""
+    lam = (3.0, 2.0, 1.0, -1.0)
+    eta = 0.75
+    tp = _top_pair_given(monkeypatch, lam, _swap(eta), theta)
+    _, e11, _, _ = _closed_forms(lam, _swap(eta))
+    lo, hi = _ends(tp.e11)
+    assert lo <= e11 <= hi
+    # the enclosure is η sin 2θ ± 2η tan θ: E_11 = 0 is sin²θ/2 of its width above the lower end
+    assert float((e11 - lo) / (hi - lo)) < theta**2
+    E = _at_45_through_third(eta, theta)
+    tp = _top_pair_given(monkeypatch, lam, E, theta)
+    _, e11, r2, _ = _closed_forms(lam, E)
+    lo, hi = _ends(tp.r2)
+    assert lo <= r2 <= hi, (float(lo), float(hi), float(r2))
+    # r2's enclosure is ‖Eu‖² ± εη² less [0, (2εη)²]; ‖P⊥Ev1‖² = ‖Eu‖² − η² sin θ lies
+    # (tan θ − sin θ + 4 tan²θ)/(2 tan θ + 4 tan²θ) ≈ 2θ of its width above the lower end
+    assert float((r2 - lo) / (hi - lo)) < 3 * theta
 
 
 @pytest.mark.parametrize("z_shift", [0.5, 10.0])
