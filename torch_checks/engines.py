@@ -1384,8 +1384,10 @@ def structured_gram_per_token(
     the autograd graph, as in :func:`structured_gram`); (H2) windows do not interact: for
     ``check_rows`` sampled targets and one random combination of all targets, the
     vector–Jacobian products at every recorded output equal those predicted by the per-target
-    signals (to 1024·eps·max|w|·max|δ|). Causality is not needed for exactness (it only makes
-    δ^{bt}_{b,s} zero for s > t). Models must be deterministic (eval mode).
+    signals (largest entrywise error at most 1024·eps·T·max|w|·max|δ| per call, eps the larger
+    machine epsilon of log p's and the call's dtype, max|δ| the call's largest signal).
+    Causality is not needed for exactness (it only makes δ^{bt}_{b,s} zero for s > t). Models
+    must be deterministic (eval mode).
 
     Memory: the signals of every target, T·n·Σ_calls d_out floats, plus the backward's batch of
     ``target_chunk`` cotangents.
