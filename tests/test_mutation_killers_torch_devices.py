@@ -293,6 +293,39 @@ def test_sigma_monitor_does_not_depend_on_the_default_device(window):
     assert _same(np.asarray(got.sigmas), np.asarray(ref.sigmas)) and _same(got.lambdas, ref.lambdas)
 
 
+def test_sigma_monitor_of_a_meta_model_lives_on_meta():
+    """device=None → the model's device: a monitor of a model on meta holds its weight snapshot,
+    buffers and Gram matrix on meta (no CPU copy of a meta tensor is attempted)."""
+    lm = _TinyLM().eval().to(META)
+    mon = MON.SigmaMonitor(lm, ["head.weight", "emb.weight"], 1.0)
+    assert mon.device == META and mon.P == 7 * 3 + 7 * 3
+    assert all(v.device == META for v in [*mon._sub.values(), *mon._rest.values(), mon._Gbuf, mon._Kbuf])
+
+
+def test_sigma_monitor_device_is_explicit_or_the_models_never_auto(monkeypatch):
+    """On a machine where CUDA is available (simulated: torch.cuda.is_available → True, so that
+    resolve_device(None) / "auto" would pick CUDA), a CPU model's monitor stays on the CPU both
+    with device=None (the model's device) and with device="cpu" (the device asked for), and
+    computes the same σ_t as on a machine without CUDA."""
+    torch.manual_seed(4)
+    lm = _TinyLM().eval()
+    toks = [1, 4, 2, 2, 6, 0]
+
+    def run(**kw):
+        mon = MON.SigmaMonitor(lm, ["head.bias"], 1.0, **kw)
+        for tok in toks:
+            mon.push(tok)
+        return mon
+
+    ref = run()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert MON.resolve_device(None).type == "cuda"
+    for kw in ({}, {"device": "cpu"}):
+        got = run(**kw)
+        assert got.device == torch.device("cpu") and got._Gbuf.device == torch.device("cpu")
+        assert _same(np.asarray(got.sigmas), np.asarray(ref.sigmas))
+
+
 # --------------------------------------------------------------------------------------
 # streaming._GramStore: the grown buffers on the store's device
 # --------------------------------------------------------------------------------------

@@ -506,3 +506,131 @@ def test_top_eig_warm_restarts_continue_one_seeded_generator(monkeypatch):
     assert ok and val == pytest.approx(3.0, rel=1e-14) and abs(float(vec[0])) <= 1e-14
     assert len(calls) >= 3
     check_restarts(calls)
+
+
+# --------------------------------------------------------------------------------------
+# SigmaMonitor buffers: the compaction / doubling rule of _make_room
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", [2, 3, 4, 5, 6, 16, 17])
+def test_monitor_buffer_compacts_exactly_when_the_copy_leaves_as_many_rows_free(window):
+    """Every push's buffer event against the documented rule: when the buffer is full after the
+    window's drop, the c active rows are moved to the front iff rows were dropped (head > 0) and
+    c ≤ capacity − c, else the capacity doubles; with room, nothing moves. λ_t against dense
+    eigvalsh of the window."""
+    P, n = 3, 3 * window + 20
+    m = MON._ScoreStream(P, 1.0, window=window)
+    g = torch.Generator().manual_seed(window)
+    rows, events = [], []
+    for _ in range(n):
+        h, c, cap = m._head, m._count, m._Gbuf.shape[0]
+        if c == window:  # the oldest score leaves the window first
+            h, c = h + 1, c - 1
+        if h + c < cap:
+            want = (h, cap)
+        elif h > 0 and c <= cap - c:
+            want = (0, cap)
+        else:
+            want = (0, 2 * cap)
+        rows.append(torch.randn(P, generator=g, dtype=F64))
+        m.push_score(rows[-1])
+        events.append("compact" if want == (0, cap) and h > 0 and h + c >= cap else "")
+        assert (m._head, m._Gbuf.shape[0], m._count) == (*want, c + 1)
+        assert m._Kbuf.shape == (want[1], want[1])
+    assert "compact" in events, "the stream must reach a compaction"
+    G = torch.stack(rows)
+    np.testing.assert_allclose(m.lambdas, [_dense_lam(G[max(0, t - window) : t]) for t in range(1, n + 1)], rtol=1e-9)
+
+
+# --------------------------------------------------------------------------------------
+# SigmaMonitor.push_score: the warm start and the diagonal floor
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale, window", [(0.05, None), (0.05, 4), (3.0, None)])
+def test_monitor_warm_start_is_the_documented_vector(monkeypatch, scale, window):
+    """The start handed to top_eig_warm at every push, against the module docstring's formula
+    computed here: s = [u, k_newᵀu/λ] from the previous push's unit top eigenvector u (checked
+    against dense eigh) and unnormalised λ (or all ones for the first score), then
+    s/‖s‖ + 10⁻²·ξ/√t with ξ the next t draws of a float64 generator seeded 0. Small scores
+    (scale 0.05) keep λ < 1, where the warm start must still be used."""
+    calls = []
+    real = MON.top_eig_warm
+
+    def spy(K, start, **kw):
+        out = real(K, start, **kw)
+        calls.append((K.clone(), start.clone(), out))
+        return out
+
+    monkeypatch.setattr(MON, "top_eig_warm", spy)
+    P = 7
+    m = MON._ScoreStream(P, 1.0, window=window)
+    g = torch.Generator().manual_seed(8)
+    noise = torch.Generator().manual_seed(0)
+    rows = [scale * torch.randn(P, generator=g, dtype=F64) for _ in range(12)]
+    for i, r in enumerate(rows):
+        m.push_score(r)
+        K, start, (val, vec, _, _) = calls[-1]
+        t = K.shape[0]
+        lo = 0 if window is None else max(0, i + 1 - window)
+        Gw = torch.stack(rows[lo : i + 1]).numpy()
+        np.testing.assert_allclose(K.numpy(), Gw @ Gw.T, rtol=1e-13, atol=1e-300)
+        if i == 0:
+            s = np.ones(1)
+        else:
+            pK, _, (pval, pvec, _, _) = calls[-2]
+            w, V = np.linalg.eigh(pK.numpy())
+            assert pval == pytest.approx(w[-1], rel=1e-9) and abs(float(pvec.numpy() @ V[:, -1])) == pytest.approx(1.0)
+            u = pvec.numpy()[1:] if (window is not None and i >= window) else pvec.numpy()
+            s = np.append(u, K.numpy()[-1, :-1] @ u / pval)
+        xi = torch.randn(t, generator=noise, dtype=F64).numpy()
+        ref = s / np.linalg.norm(s) + 1e-2 * xi / math.sqrt(t)
+        np.testing.assert_allclose(start.numpy(), ref, rtol=0, atol=1e-13)
+    assert m.fallbacks == 0 and (scale > 1 or max(m.lambdas) * 12 < 1.0)
+
+
+def test_monitor_falls_back_when_lanczos_converges_below_the_largest_diagonal_entry(monkeypatch):
+    """A planted Lanczos failure: top_eig_warm returns the smallest eigenpair of K_t, converged
+    (an exact eigenpair, as Lanczos from an unlucky start can return). Its value is below
+    max diag(K_t) ≤ λ_max for every t ≥ 2 here, so every such push must fall back to dense eigh:
+    λ_t is the dense float64 λ_max, and fallbacks counts those pushes."""
+
+    def bottom(K, start, **kw):
+        w, V = torch.linalg.eigh(K)
+        return float(w[0]), V[:, 0], 1, True
+
+    monkeypatch.setattr(MON, "top_eig_warm", bottom)
+    g = torch.Generator().manual_seed(9)
+    G = torch.randn(8, 5, generator=g, dtype=F64)
+    m = MON._ScoreStream(5, 1.0)
+    low = 0
+    for t in range(1, 9):
+        m.push_score(G[t - 1])
+        K = (G[:t] @ G[:t].T).numpy()
+        low += bool(np.linalg.eigvalsh(K)[0] < K.diagonal().max() * (1 - 1e-12))
+    assert low == 7 and m.fallbacks == low
+    np.testing.assert_allclose(m.lambdas, [_dense_lam(G[:t]) for t in range(1, 9)], rtol=1e-12)
+
+
+def test_context_lambda_max_is_the_gram_eigh(monkeypatch):
+    """context_lambda_max takes Λ from the dense Gram eigh (its docstring), also where lambda_max's
+    "auto" would take the dense-F path (P ≤ n: here the P = 5 head biases, n = 11 scores): the method
+    used is "gram" and Λ is the float64 eigvalsh of the autograd rows' Gram matrix."""
+    used = []
+    real = MON._lambda_max
+
+    def spy(G, **kw):
+        r = real(G, **kw)
+        used.append(r.method)
+        return r
+
+    monkeypatch.setattr(MON, "_lambda_max", spy)
+    torch.manual_seed(2)
+    lm = _TinyLM(vocab=5, dim=3).double().eval()
+    tokens = torch.tensor([0, 3, 1, 4, 4, 2, 0, 1, 3, 2, 2, 1])
+    lam = MON.context_lambda_max(lm, tokens, ["head.bias"])
+    rows = _autograd_token_rows(lm, ["head.bias"], tokens.tolist())
+    assert rows.shape == (11, 5)
+    assert used == ["gram"]
+    assert lam == pytest.approx(_dense_lam(rows), rel=1e-12)

@@ -10,6 +10,9 @@ eigendecompositions (numpy), closed forms.
 from __future__ import annotations
 
 import copy
+import sys
+import time
+import types
 
 import numpy as np
 import pytest
@@ -758,3 +761,26 @@ def test_lanczos_top_restarts_continue_one_seeded_generator(monkeypatch):
     assert ok and val == pytest.approx(3.0, rel=1e-14) and abs(float(vec[0])) <= 1e-14
     assert len(calls) >= 3
     check_restarts(calls)
+
+
+def test_measure_stream_seconds_is_the_perf_counter_time_from_the_first_push(monkeypatch):
+    """``seconds`` (module docstring): the perf_counter time from the first push to the report,
+    rounded to 0.01 s. A fake clock that advances 0.37 s per reading (from 1000.0, so that an
+    absolute time or a sum of readings cannot pass for a difference) makes the expected value
+    exact: round(last − first of measure_stream's own two readings, 2), not near an integer."""
+    readings = []
+
+    def clock():
+        value = 1000.0 + 0.37 * len(readings)
+        readings.append((sys._getframe(1).f_code.co_name, value))
+        return value
+
+    monkeypatch.setattr(STR, "time", types.SimpleNamespace(perf_counter=clock, process_time=time.process_time))
+    torch.manual_seed(3)
+    lm = _PlainLM().double().eval()
+    r = STR.measure_stream(lm, ["head.weight"], n_tokens=9, at=(4,), mode="recompute", span=4)
+    own = [v for name, v in readings if "measure_stream" in name]
+    assert len(own) == 2 and len(readings) > 2
+    want = round(own[1] - own[0], 2)
+    assert abs(want - round(want)) > 0.05
+    assert r["seconds"] == want

@@ -10,12 +10,17 @@ classifier, ``(x, y)`` samples) one at a time; every push returns σ_t.
   column per token (t dot products of length P: O(tP) work); with a window the oldest row
   and column are dropped. F_t is never formed.
 * λ_max(F_t) = λ_max(K_t)/t is found by Lanczos (full reorthogonalisation) on the t × t
-  matrix, warm-started from the previous top eigenvector padded with the new coordinate
-  u_new = k_newᵀu / λ (one power-iteration step restricted to the new coordinate), and
-  stopped when the Ritz residual is ≤ ``tol`` · λ; if it has not converged after
-  ``max_iter`` steps a dense ``eigh`` of the t × t matrix is used instead (counted in
-  :attr:`SigmaMonitor.fallbacks`). Either way the value is a Ritz value with relative
-  residual ≤ ``tol``, hence within ``tol`` · λ of an eigenvalue of K_t / t.
+  matrix, warm-started from s = the previous top eigenvector u padded with the new coordinate
+  u_new = k_newᵀu / λ (one power-iteration step restricted to the new coordinate; s = the
+  all-ones vector for the first score and after λ = 0), plus a seeded random component: the
+  start is s/‖s‖ + 10⁻²·ξ/√t, ξ the next t float64 standard normal draws of the monitor's CPU
+  generator (seeded 0 at construction and at :meth:`SigmaMonitor.reset`). Lanczos stops when
+  the Ritz residual is ≤ ``tol`` · λ; if it has not converged after ``max_iter`` steps, or its
+  value is more than 10⁻¹² relative below the largest diagonal entry of K_t (which is
+  ≤ λ_max: the value is a lower eigenvalue), a dense ``eigh`` of the t × t matrix is used
+  instead (counted in :attr:`SigmaMonitor.fallbacks`).
+  Either way the value is a Ritz value with relative residual ≤ ``tol``, hence within
+  ``tol`` · λ of an eigenvalue of K_t / t.
 
 :func:`calibrate` computes λ_base and the threshold τ_q on a **full-precision** model from
 calibration contexts: for each context, Λ = λ_max of the FIM of all its per-token scores
@@ -398,8 +403,11 @@ class SigmaMonitor:
         return self._Kbuf[h : h + c, h : h + c]
 
     def _make_room(self) -> None:
-        """Ensure one free row after the active block: compact if rows were dropped at the
-        front (sliding window), else double the capacity."""
+        """Ensure one free row after the active block. When the buffer is full: if rows were
+        dropped at the front (sliding window) and the c active rows fill at most half of it
+        (c ≤ capacity − c), they are moved to the front (compaction); otherwise the capacity
+        doubles. A compaction of c rows thus leaves at least c rows free (amortised one row
+        copy per push at most), and the buffer grows only when a compaction could not."""
         h, c, cap = self._head, self._count, self._Gbuf.shape[0]
         if h + c < cap:
             return

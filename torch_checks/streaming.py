@@ -27,7 +27,8 @@ or the last ``window``). Two ways of computing g_t:
     re-runs the prefix (at most ``max_context`` tokens) forward and backward for every token:
     O(t) layer work and O(t²) attention per push, plus O(n·P) for the Gram column of a dense
     score row of length P. This is the cost of the exact score; it is measured in
-    ``results/streaming.json``.
+    ``results/streaming.json`` (by :func:`measure_stream`, whose ``seconds`` is the wall-clock
+    time from the first push to the report, by ``time.perf_counter``, rounded to 0.01 s).
 
 ``mode="auto"`` decides with a check, not a guess (:func:`classify_group`): the Gram matrix of
 the scores of a probe sequence computed by the cached path must equal the dense float64 Gram
