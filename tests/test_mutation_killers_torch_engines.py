@@ -3120,3 +3120,172 @@ def test_h2_refusals_are_the_same_under_another_default_device():
         with torch.device("meta"), pytest.raises(HypothesesNotMet) as got:
             run()
         assert str(got.value) == str(want.value)
+
+
+# --------------------------------------------------------------------------------------
+# the H2 checks' weights and their tolerances at the threshold (exact arithmetic)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "check_rows", "seed", "dtype"), [(5, 2, 3, F64), (7, 10, 0, torch.float32), (1, 1, 4, F64), (6, 6, 2, F64)]
+)
+def test_h2_check_weights_are_the_documented_draw(n, check_rows, seed, dtype):
+    """The H2 checks' weights as documented: a CPU generator seeded ``seed`` draws randperm(n),
+    whose first min(check_rows, n) entries are the checked samples (one-hot rows, in that order),
+    then a float64 standard Gaussian of n entries, rounded to ``dtype`` (the last row); the
+    weights are moved to the requested device, the indices stay on the CPU."""
+    gen = _gen(seed)
+    perm = torch.randperm(n, generator=gen)
+    gauss = torch.randn(n, generator=gen, dtype=F64)
+    q = min(check_rows, n)
+    idx, W = ENG._h2_check_weights(n, check_rows, seed, dtype, torch.device("cpu"))
+    assert idx.dtype == torch.int64 and idx.device.type == "cpu" and torch.equal(idx, perm[:q])
+    assert W.shape == (q + 1, n) and W.dtype == dtype and W.device.type == "cpu"
+    assert torch.equal(W[:q], torch.eye(n, dtype=dtype)[perm[:q]])
+    assert torch.equal(W[q], gauss.to(dtype))
+    if dtype == F64:  # premise: a float32 draw, cast to float64, would be another vector
+        gen32 = _gen(seed)
+        torch.randperm(n, generator=gen32)
+        assert not torch.equal(W[q], torch.randn(n, generator=gen32, dtype=torch.float32).to(F64))
+    on_meta = ENG._h2_check_weights(n, check_rows, seed, dtype, torch.device("meta"))[1]
+    assert on_meta.device.type == "meta" and on_meta.shape == (q + 1, n) and on_meta.dtype == dtype
+
+
+def test_h2_checks_draw_their_weights_in_log_ps_dtype_and_device(monkeypatch):
+    """Both H2 checks ask for their weights with (n, check_rows, seed) and log p's dtype and
+    device (float64 and float32 models; n = m·T targets for the per-token check)."""
+    seen = []
+    draw = ENG._h2_check_weights
+
+    def recording(*args):
+        seen.append(args)
+        return draw(*args)
+
+    monkeypatch.setattr(ENG, "_h2_check_weights", recording)
+    for dtype in (F64, torch.float32):
+        mix, mix_logp = _mix_model(torch.eye(5, dtype=F64))
+        mix = mix.to(dtype)
+        x = torch.randn(5, 3, generator=_gen(3), dtype=F64).to(dtype)
+        ENG.structured_gram_details(
+            mix, lambda mix=mix, x=x: torch.log_softmax(mix(x), -1)[:, 0], ["lin.weight"], check_rows=2, seed=7
+        )
+        assert seen[-1] == (5, 2, 7, dtype, torch.device("cpu"))
+        lm, _, tx, ty = _causal_lm(_DiagLM, 13, 2, 3, 5, dtype)
+        ENG.structured_gram_per_token(lm, _next_token_logps(lm, tx, ty)[0], ["emb.weight"], check_rows=3, seed=5)
+        assert seen[-1] == (6, 3, 5, dtype, torch.device("cpu"))
+
+
+class _SwapMix(torch.nn.Module):
+    """z = lin(x); log p = z[..., 0] + c·(z with its first axis reversed)[..., 1]: each sample
+    (each window, per token) also reads the other one's second output, weighted c, in a column
+    where its own signal is zero. With c·1 exact every VJP error of a one-hot check is exactly c;
+    an optional Linear ``dead`` is called first and its output discarded."""
+
+    def __init__(self, c, dead=False):
+        super().__init__()
+        self.dead = torch.nn.Linear(3, 2) if dead else None
+        self.lin = torch.nn.Linear(3, 2)
+        self.c = c
+
+    def forward(self, x):
+        if self.dead is not None:
+            self.dead(x)
+        z = self.lin(x)
+        return z[..., 0] + self.c * z.flip(0)[..., 1] - 4.0
+
+
+def _swap_mix(c, shape, dead=False):
+    torch.manual_seed(30)
+    model = _SwapMix(c, dead).double()
+    x = torch.randn(*shape, 3, generator=_gen(30), dtype=F64)
+    return model, lambda: model(x)
+
+
+def test_per_sample_h2_tolerance_is_1024_eps_max_w_max_delta_exactly():
+    """The documented per-sample tolerance, at the threshold: 2 samples, each mixing the other's
+    second output with weight c. Signals δ_r = (1, c) (max|δ| = 1); a one-hot check's largest
+    entrywise error is exactly c; the random combination w (seed 2: same signs) errs by
+    c·|w₀ − w₁| < c·max|w|. So c = 1024·eps passes (the inequality is strict: error = tolerance)
+    and c = 1024.5·eps is refused at the first sampled sample; the random combination's own
+    tolerance 1024·eps·max|w| (not divided by max|w|: |w₀ − w₁|·max|w| > 1 here) passes it."""
+    gen = _gen(2)
+    first = int(torch.randperm(2, generator=gen)[0])
+    w = torch.randn(2, generator=gen, dtype=F64)
+    assert float(w[0] * w[1]) > 0 and float((w[0] - w[1]).abs() * w.abs().max()) > 1  # premise of the seed
+    at = _swap_mix(1024 * EPS, (2,))
+    sg = ENG.structured_gram_details(*at, ["lin.weight", "lin.bias"], check_rows=2, seed=2)
+    assert sg.checks.startswith("H2 verified with autograd on 2 sampled samples and one random combination")
+    above = _swap_mix(1024.5 * EPS, (2,))
+    with pytest.raises(HypothesesNotMet, match=rf"autograd check on sample {first}: error 2\.27e-13 > 2\.27e-13\)"):
+        ENG.structured_gram_details(*above, ["lin.weight", "lin.bias"], check_rows=2, seed=2)
+
+
+@pytest.mark.parametrize("dead", [False, True])
+def test_per_token_h2_tolerance_is_1024_eps_t_max_w_max_delta_exactly(dead):
+    """The documented per-token tolerance 1024·eps·T·max|w|·max|δ|, at the threshold: 2 windows
+    of T = 2 positions, each target reading the other window's second output at its position,
+    weighted c. The per-target signals are δ^{bt} = (1, c) at row t (max|δ| = 1); a one-hot
+    check's largest entrywise error is exactly c, the random combination's (seed 2: w[0, t] and
+    w[1, t] of the same sign) c·max_t|w[0, t] − w[1, t]| < c·max|w|. So c = 1024·T·eps passes
+    (strict inequality; an error of 2-norm √2·c or a tolerance without T would refuse it) and
+    c = 1024.5·T·eps is refused at the first sampled target (a 2-norm of the signals, √(m·T)
+    times max|δ|, would pass it); max|w|·max|Δw| > 1, so the random combination's tolerance is
+    not divided by max|w|. With a discarded call recorded first (no signals), the check goes on
+    to the next call."""
+    m, T = 2, 2
+    gen = _gen(2)
+    first = int(torch.randperm(m * T, generator=gen)[0])
+    w = torch.randn(m * T, generator=gen, dtype=F64).reshape(m, T)
+    dw = (w[0] - w[1]).abs().max()
+    assert bool((w[0] * w[1] > 0).all()) and float(dw * w.abs().max()) > 1  # premise of the seed
+    names = ["dead.weight", "lin.weight", "lin.bias"] if dead else ["lin.weight", "lin.bias"]
+    at = _swap_mix(1024 * T * EPS, (m, T), dead)
+    sg = ENG.structured_gram_per_token(*at, names, check_rows=m * T, seed=2)
+    assert sg.checks.startswith("H2 (independent windows) verified with autograd on 4 sampled targets")
+    above = _swap_mix(1024.5 * T * EPS, (m, T), dead)
+    call = 1 if dead else 0
+    with pytest.raises(
+        HypothesesNotMet, match=rf"at lin \(call #{call}\): windows interact \(autograd check on target {first}: error"
+    ):
+        ENG.structured_gram_per_token(*above, names, check_rows=m * T, seed=2)
+
+
+def test_autodiff_pruned_size_in_mib_is_that_of_the_saved_tensors_depending_on_the_cotangent():
+    """The pruner's line counts the tensors the first backward saves that depend on the cotangent
+    u and gives their size in MiB (2²⁰ bytes): against a reference that records every tensor
+    autograd saves in that backward (a saved_tensors_hooks pair of its own) and asks autograd
+    whether u reaches it (``autograd.grad(t.sum(), u)`` not None), on an MLP wide enough
+    (64 samples × 2048 hidden units, float64) that the figure is above 1 MiB."""
+    torch.manual_seed(33)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2048), torch.nn.Tanh(), torch.nn.Linear(2048, 3)).double().eval()
+    x = torch.randn(64, 3, generator=_gen(33), dtype=F64)
+    y = torch.arange(64) % 3
+
+    def logp():
+        return torch.log_softmax(net(x), -1).gather(-1, y[:, None]).squeeze(-1)
+
+    names = ("0.weight", "0.bias", "2.weight", "2.bias")
+    r = ENG.lambda_max_autodiff(net, logp, names, tol=1e-8)
+    u = torch.zeros(64, dtype=F64, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        torch.autograd.grad(logp(), _params(net, names), grad_outputs=u, create_graph=True, allow_unused=True)
+
+    def depends(t):
+        if t is u:
+            return True
+        return t.requires_grad and torch.autograd.grad(t.sum(), u, allow_unused=True, retain_graph=True)[0] is not None
+
+    dropped = [t for t in saved if depends(t)]
+    nbytes = sum(t.numel() * t.element_size() for t in dropped)
+    assert nbytes > 2**20  # premise: the figure tells 2²⁰ from 2²¹ (or any other unit)
+    assert r.structure[1] == (
+        f"first backward's graph: {len(dropped)} saved tensor(s) depending on the cotangent "
+        f"({nbytes / 2**20:.1f} MiB summed over the tensors) not kept (never read by G w)"
+    )
