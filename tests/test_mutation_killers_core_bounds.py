@@ -532,3 +532,165 @@ def test_sign_bounds_refuse_when_even_160_digits_do_not_meet_rtol(d):
         eigen_data(np.diag([1.0, 0.5, 0.25])),
         rtol=rtol,
     )
+
+
+# --------------------------------------------------------------------------------------
+# sign_bounds: the fallback's documented precision ladder (40, then 80, then 160 digits)
+# --------------------------------------------------------------------------------------
+
+
+def _ladder_case(which):
+    """(A, E, eig, rtol, the digits the documented ladder tries, the attempt expected to resolve
+    A's gap). ``near``: A's own eig, γ = 1e-4 (float64 misses rtol = 1e-10, 40 digits suffice);
+    ``gap80``/``gap160``: eig not A's, A's top pair 1 ± d with d = 1e-60 (0 at 40 digits, resolved
+    at 80) and d = 1e-146 (0 at 40 and 80 digits, resolved at 160)."""
+    if which == "near":
+        a, e = _near_degenerate(1.0)
+        return a, e, None, 1e-10, [40]
+    d = {"gap80": 1e-60, "gap160": 1e-146}[which]
+    a = np.array([[1.0, d, 0.0], [d, 1.0, 0.0], [0.0, 0.0, 1.0 - 2.0**-50]])
+    if which == "gap80":
+        a[2, 2] = 0.0
+        e = E3
+    else:
+        e = np.diag([0.0, 0.0, 1.0])
+    return a, e, eigen_data(np.diag([1.0, 0.5, 0.25])), 1e-8, [40, 80] if which == "gap80" else [40, 80, 160]
+
+
+@pytest.mark.parametrize("which", ["near", "gap80", "gap160"])
+def test_sign_bounds_fallback_tries_40_then_80_then_160_digits(which, monkeypatch):
+    # The module docstring's ladder: A's eigen-data at 40, then 80, then 160 digits, each attempt
+    # accepted only when its own estimate meets the contract. Recorded here: the digits of every
+    # attempt (the precision mp_eigh is called with). Each attempt below the resolving one must be
+    # refused by the documented estimate — premise checked from that attempt's own eigenvalues:
+    # λ1 − λ2 ≤ 4·n·10⁻ᵈᵖˢ·λ1 ≤ 4β, so the estimate is infinite — and the resolving one meets rtol
+    # (the returned bounds against mpmath.eigsy at 300 digits).
+    import fimtheory.highprec as hp
+
+    a, e, eig, rtol, want = _ladder_case(which)
+    real = hp.mp_eigh
+    attempts = []
+
+    def recording(m, dps, **kw):
+        out = real(m, dps, **kw)
+        attempts.append((dps, out.eigenvalues[0], out.eigenvalues[1]))
+        return out
+
+    monkeypatch.setattr(hp, "mp_eigh", recording)
+    lo, hi = bounds.sign_bounds(a, e, eig, rtol=rtol)
+    assert [dps for dps, _, _ in attempts] == want
+    n = a.shape[0]
+    for dps, l1, l2 in attempts[:-1]:
+        with mpmath.workdps(dps):
+            assert l1 - l2 <= 4 * n * mpmath.mpf(10) ** -dps * abs(l1)
+    rlo, rhi, spread, gap = _mp_sign_reference(a, e, dps=300)
+    eta = _eta(e)
+    assert abs(lo - rlo) <= rtol * (abs(rlo) + EPS * eta**2 / spread)
+    assert abs(hi - rhi) <= rtol * (abs(rhi) + EPS * eta**2 / gap)
+
+
+# --------------------------------------------------------------------------------------
+# sign_bounds: the 40-digit attempt's acceptance where its β is known exactly
+# --------------------------------------------------------------------------------------
+
+_G = 2.0**-50  # A's top gap
+_T = 2.0**-26  # E's coupling of A's top two coordinates: ‖P⊥Ev‖² = 2⁻⁵² = eps, the worst case
+
+
+def _exact_beta_case(d):
+    """n = 64 (the mpmath limit), A = [[1, d], [d, 1 − 2⁻⁵⁰]] ⊕ 0, E = T·(e1e2ᵀ + e2e1ᵀ) + e3e3ᵀ
+    (‖E‖ = 1). At 40 digits A's eigen-data are the identity and A's diagonal exactly for d ≤ 1e-41
+    (mpmath's Jacobi sweep rotates nothing; checked from the recorded attempt), so the attempt's
+    residual AV − VΛ is A's off-diagonal part and VᵀV − I = 0, both computed exactly, and its β is
+    ‖offdiag‖_F + n·10⁻⁴⁰·1 to ~1e-40. Its top vector is e1, so ‖P⊥Ev‖² = T² = 2⁻⁵², the bounds are
+    2⁻⁵²/1 and 2⁻⁵²/2⁻⁵⁰, and every ingredient of the allowances rtol·(|b| + eps·η²/d) is a power
+    of two: the acceptance is round(estimate) ≤ rtol·(|b| + eps·η²/d) with an exact right side."""
+    n = HIGH_PRECISION_MAX_N
+    a = np.zeros((n, n))
+    a[0, 0], a[1, 1], a[0, 1], a[1, 0] = 1.0, 1.0 - _G, d, d
+    e = np.zeros((n, n))
+    e[0, 1] = e[1, 0] = _T
+    e[2, 2] = 1.0
+    return a, e
+
+
+def _attempt_thresholds(n, beta, gap, spread, r2, eta, unit):
+    """Each bound's rtol* = documented estimate / (|b| + eps·η²/d), at 300 digits: θ = β/(γ − 2β)
+    (the gap for both bounds), δu = 3ηθ + n·unit·η, δ(‖u‖²) = 2‖u‖δu + δu², estimate
+    δ(‖u‖²)/(d − 2β) + (r2/d)·2β/(d − 2β). Returns (t_lo, t_hi, estimate_lo, estimate_hi)."""
+    with mpmath.workdps(300):
+        theta = beta / (gap - 2 * beta)
+        du = 3 * eta * theta + n * unit * eta
+        dr2 = 2 * mpmath.sqrt(r2) * du + du * du
+        out = []
+        for d in (spread, gap):
+            est = dr2 / (d - 2 * beta) + r2 / d * (2 * beta / (d - 2 * beta))
+            out.append((est / (r2 / d + mpmath.mpf(EPS) * eta**2 / d), est, r2 / d + mpmath.mpf(EPS) * eta**2 / d))
+        return out
+
+
+def _block_reference(d):
+    """(lower, upper) of the case above in closed form at 100 digits: the 2×2 block's top vector
+    (cos φ, sin φ) with tan 2φ = 2d/γ0, ‖P⊥Ev‖² = T²·cos²2φ, γ = √(γ0² + 4d²), λn = 0."""
+    with mpmath.workdps(100):
+        g0, dd, t = mpmath.mpf(_G), mpmath.mpf(d), mpmath.mpf(_T)
+        root = mpmath.sqrt(g0**2 + 4 * dd**2)
+        r2 = t**2 * (g0 / root) ** 2
+        lam1 = (2 - g0 + root) / 2
+        return float(r2 / lam1), float(r2 / root), float(lam1), float(root)
+
+
+@pytest.mark.parametrize("d", [0.0, 1e-41])
+def test_sign_bounds_accept_the_40_digit_attempt_exactly_where_its_documented_estimate_meets_rtol(d, monkeypatch):
+    # The ladder's acceptance rule at the 40-digit attempt, on an input where that attempt's β
+    # (‖AV − VΛ‖_F + ‖A‖‖VᵀV − I‖_F + n·10⁻⁴⁰·‖A‖, documented) is exact: the documented estimate's
+    # threshold rtol* is computed at 300 digits; two ulps above it the 40-digit attempt must be
+    # accepted (one attempt), two below it refused (the 80-digit attempt follows). rtol* is
+    # ≈ 1.45e-15, in [4·eps, 1). The premises (exact eigen-data, exact right sides, margins above
+    # the rounding of the estimate to float64) are asserted.
+    import fimtheory.highprec as hp
+
+    a, e = _exact_beta_case(d)
+    n = a.shape[0]
+    foreign = eigen_data(np.diag(np.r_[1.0, 0.5, np.zeros(n - 2)]))
+    assert _eta(e) == 1.0
+    real = hp.mp_eigh
+    attempts = []
+
+    def recording(m, dps, **kw):
+        out = real(m, dps, **kw)
+        attempts.append((dps, out))
+        return out
+
+    monkeypatch.setattr(hp, "mp_eigh", recording)
+    with mpmath.workdps(300):
+        unit = mpmath.mpf(10) ** -40
+        beta = mpmath.sqrt(2) * mpmath.mpf(d) + n * unit * 1  # ‖offdiag‖_F + 0 + n·unit·‖A‖
+    (t_lo, est_lo, c_lo), (t_hi, est_hi, c_hi) = _attempt_thresholds(
+        n, beta, mpmath.mpf(_G), mpmath.mpf(1), mpmath.mpf(_T) ** 2, mpmath.mpf(1), unit
+    )
+    assert float(c_hi) == 0.5 and float(c_lo) == 2.0**-51  # exact right sides (powers of two)
+    t = max(t_lo, t_hi)
+    assert 4 * EPS < t < 1e-14
+    above = float(np.nextafter(np.nextafter(float(t), 1.0), 1.0))
+    below = float(np.nextafter(np.nextafter(float(t), 0.0), 0.0))
+    with mpmath.workdps(300):
+        # above: both estimates ≤ rtol·c with room for the 40-digit evaluation (≪ 1e-30)
+        assert est_lo * (1 + mpmath.mpf(10) ** -30) <= above * c_lo
+        assert est_hi * (1 + mpmath.mpf(10) ** -30) <= above * c_hi
+        # below: the larger one exceeds rtol·c by more than an ulp, so it cannot round down to it
+        worst, c = (est_hi, c_hi) if t_hi >= t_lo else (est_lo, c_lo)
+        side = float(below * c)
+        assert worst * (1 - mpmath.mpf(10) ** -30) > side + (np.nextafter(side, 1.0) - side)
+    rlo, rhi, spread, gap = _block_reference(d)
+    for rtol, want in ((above, [40]), (below, [40, 80])):
+        attempts.clear()
+        lo, hi = bounds.sign_bounds(a, e, foreign, rtol=rtol)
+        # premise, from the attempt itself: its eigen-data are exactly I and A's diagonal
+        dps, first = attempts[0]
+        V, lam = first.eigenvectors, first.eigenvalues
+        assert dps == 40 and [lam[0], lam[1], lam[-1]] == [1, 1 - mpmath.mpf(_G), 0]
+        assert all(V[i, j] == (1 if i == j else 0) for i in range(n) for j in range(n))
+        assert [dps for dps, _ in attempts] == want, rtol
+        assert abs(lo - rlo) <= rtol * (abs(rlo) + EPS / spread)
+        assert abs(hi - rhi) <= rtol * (abs(rhi) + EPS / gap)
