@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -3289,3 +3290,93 @@ def test_autodiff_pruned_size_in_mib_is_that_of_the_saved_tensors_depending_on_t
         f"first backward's graph: {len(dropped)} saved tensor(s) depending on the cotangent "
         f"({nbytes / 2**20:.1f} MiB summed over the tensors) not kept (never read by G w)"
     )
+
+
+# --------------------------------------------------------------------------------------
+# substituted tensors: an exception inside a call, direct uses the graph walk must see
+# --------------------------------------------------------------------------------------
+
+
+class _OneLinear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+        self.head = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        return torch.log_softmax(self.head(torch.tanh(self.lin(x))), -1)[:, 0]
+
+
+def _one_linear(seed=34):
+    torch.manual_seed(seed)
+    return _OneLinear().double(), torch.randn(4, 3, generator=_gen(seed), dtype=F64)
+
+
+def _raise_inside(module, args, out):
+    raise RuntimeError("raised inside the call")
+
+
+def test_an_exception_inside_a_substituted_call_leaves_the_module_its_own_tensors():
+    """A call that raises after the engine put its leaf copy of a substituted tensor in place:
+    the exception propagates and every module holds what it held before the call — its own
+    Parameter after ``functional_call`` with detached copies (which puts it back itself; the
+    engine used to overwrite it with the detached copy), the forward's own substitute when the
+    forward swapped it in by hand and never got to take it out."""
+    net, x = _one_linear()
+    own = dict(net.named_parameters())
+    detached = {k: v.detach() for k, v in own.items()}
+    hook = net.lin.register_forward_hook(_raise_inside)  # runs inside the call, before the engine's hook
+    try:
+        with pytest.raises(RuntimeError, match="^raised inside the call$"):
+            ENG.structured_gram_details(
+                net, lambda: torch.func.functional_call(net, detached, (x,)), ["lin.weight", "lin.bias"]
+            )
+        assert net.lin._parameters["weight"] is own["lin.weight"] and net.lin._parameters["bias"] is own["lin.bias"]
+        sub = torch.nn.Parameter(own["lin.weight"].detach().clone())
+
+        def by_hand():
+            net.lin._parameters["weight"] = sub
+            out = net(x)
+            net.lin._parameters["weight"] = own["lin.weight"]
+            return out
+
+        with pytest.raises(RuntimeError, match="^raised inside the call$"):
+            ENG.structured_gram_details(net, by_hand, ["lin.weight"])
+        assert net.lin._parameters["weight"] is sub and net.lin._parameters["bias"] is own["lin.bias"]
+    finally:
+        hook.remove()
+        net.lin._parameters["weight"] = own["lin.weight"]
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_direct_uses_the_graph_walk_must_see_are_refused_with_the_counts():
+    """H1 on the autograd graph, in the corners of the walk: a forward hook of the module that
+    reads the leaf copy of a detached substitute during the call (named by the call's module and
+    role); a direct use reached only after a None among an op's next functions (a constant first
+    operand); a call whose output is discarded plus a direct use (the discarded call is no use of
+    log p); a substitute that requires grad used outside the calls (named by its θ name)."""
+    want = "is used {} time(s) in the graph of log p but only {} use(s) are calls of a supported module"
+    net, x = _one_linear()
+    detached = {k: v.detach() for k, v in net.named_parameters()}
+    hook = net.lin.register_forward_hook(lambda m, args, out: out + 0.0 * m.weight.sum())
+    try:
+        with pytest.raises(HypothesesNotMet, match="^'lin.weight' " + re.escape(want.format(2, 1))):
+            ENG.structured_gram_details(net, lambda: torch.func.functional_call(net, detached, (x,)), ["lin.weight"])
+    finally:
+        hook.remove()
+    half = torch.tensor(0.5, dtype=F64)
+    with pytest.raises(HypothesesNotMet, match="^'lin.weight' " + re.escape(want.format(2, 1))):
+        ENG.structured_gram_details(net, lambda: net(x) + torch.mul(half, net.lin.weight.sum()), ["lin.weight"])
+
+    def discarded_then_direct():
+        net.lin(x)
+        h = torch.tanh(torch.nn.functional.linear(x, net.lin.weight, net.lin.bias))
+        return torch.log_softmax(net.head(h), -1)[:, 0]
+
+    with pytest.raises(HypothesesNotMet, match="^'lin.weight' " + re.escape(want.format(1, 0))):
+        ENG.structured_gram_details(net, discarded_then_direct, ["lin.weight"])
+    subs = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
+    with pytest.raises(HypothesesNotMet, match="^'lin.weight' " + re.escape(want.format(1, 0))):
+        ENG.structured_gram_details(
+            net, lambda: torch.func.functional_call(net, subs, (x,)) + 0.0 * subs["lin.weight"].sum(), ["lin.weight"]
+        )

@@ -751,7 +751,7 @@ def _record_forward(model, fn, param_names, *, windows: int | None = None):
             modules[id(mod)][3][role] = entry_of_id[id(t)]
 
     calls: list[_Call] = []
-    swapped: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
+    swapped: list[tuple[torch.nn.Module, str, torch.Tensor, torch.Tensor]] = []  # (module, role, held, leaf)
     leaves: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
     substituted = [False]
 
@@ -771,14 +771,14 @@ def _record_forward(model, fn, param_names, *, windows: int | None = None):
                     leaves[id(t)] = (t, t.detach().requires_grad_(True), ei)
                 leaf = leaves[id(t)][1]
                 m._parameters[role] = leaf
-                swapped.append((m, role, t))
+                swapped.append((m, role, t, leaf))
                 call.targets[role] = leaf
             calls.append(call)
 
         def post(m, args, out):
             call = next(c for c in reversed(calls) if c.mod is m and c.probe is None)
             for i in range(len(swapped) - 1, -1, -1):
-                sm, role, t = swapped[i]
+                sm, role, t, _ = swapped[i]
                 if sm is m:
                     sm._parameters[role] = t
                     del swapped[i]
@@ -818,8 +818,11 @@ def _record_forward(model, fn, param_names, *, windows: int | None = None):
     finally:
         for h in handles:
             h.remove()
-        for m, role, t in swapped:
-            m._parameters[role] = t
+        # a call that raised left its leaf copies in place; restore those still there (a
+        # functional_call around the forward has already put the module's own tensors back)
+        for m, role, t, leaf in swapped:
+            if m._parameters.get(role) is leaf:
+                m._parameters[role] = t
         for t in forced:
             t.requires_grad_(False)
     substitutes = {id(t): entries[ei][0] for t, _, ei in leaves.values() if t.is_leaf and t.requires_grad}
