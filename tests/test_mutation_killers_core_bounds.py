@@ -694,3 +694,57 @@ def test_sign_bounds_accept_the_40_digit_attempt_exactly_where_its_documented_es
         assert [dps for dps, _ in attempts] == want, rtol
         assert abs(lo - rlo) <= rtol * (abs(rlo) + EPS / spread)
         assert abs(hi - rhi) <= rtol * (abs(rhi) + EPS / gap)
+
+
+def test_sign_bounds_charge_the_attempt_for_its_eigenvectors_non_orthogonality(monkeypatch):
+    # Fault injection into the case above (d = 0): the 40-digit attempt's eigen-data are A's exact
+    # ones with one planted entry V[3, 2] = 2⁻¹³⁰ (two null-space vectors of A, 2⁻¹³⁰ ≈ 7e-40 from
+    # orthogonal: a few units of 10⁻⁴⁰, as an eigensolver may leave them). Then AV − VΛ = 0 and
+    # VᵀV − I has the two entries 2⁻¹³⁰ (its diagonal 2⁻²⁶⁰ is below the attempt's resolution),
+    # all exact in the attempt's arithmetic, so the documented β = ‖A‖·‖VᵀV − I‖_F + n·10⁻⁴⁰·‖A‖ =
+    # √2·2⁻¹³⁰ + 64·10⁻⁴⁰ is known; the attempt must be accepted two ulps above the documented
+    # threshold and refused two below it (then the real 80-digit attempt).
+    import fimtheory.highprec as hp
+
+    a, e = _exact_beta_case(0.0)
+    n = a.shape[0]
+    foreign = eigen_data(np.diag(np.r_[1.0, 0.5, np.zeros(n - 2)]))
+    real = hp.mp_eigh
+    attempts = []
+
+    def planted(m, dps, **kw):
+        out = real(m, dps, **kw)
+        if dps == 40:
+            V = out.eigenvectors.copy()
+            V[3, 2] = mpmath.mpf(2) ** -130
+            out = hp.MpEigen(list(out.eigenvalues), V, dps)
+        attempts.append((dps, out))
+        return out
+
+    monkeypatch.setattr(hp, "mp_eigh", planted)
+    with mpmath.workdps(300):
+        V = mpmath.eye(n)
+        V[3, 2] = mpmath.mpf(2) ** -130
+        unit = mpmath.mpf(10) ** -40
+        beta = mpmath.mnorm(V.T * V - mpmath.eye(n), "f") + n * unit * 1
+        assert abs(beta / (mpmath.sqrt(2) * mpmath.mpf(2) ** -130 + n * unit) - 1) < mpmath.mpf(10) ** -60
+    (t_lo, est_lo, c_lo), (t_hi, est_hi, c_hi) = _attempt_thresholds(
+        n, beta, mpmath.mpf(_G), mpmath.mpf(1), mpmath.mpf(_T) ** 2, mpmath.mpf(1), unit
+    )
+    t = max(t_lo, t_hi)
+    assert 4 * EPS < t < 1e-14 and float(c_hi) == 0.5 and float(c_lo) == 2.0**-51
+    above = float(np.nextafter(np.nextafter(float(t), 1.0), 1.0))
+    below = float(np.nextafter(np.nextafter(float(t), 0.0), 0.0))
+    with mpmath.workdps(300):
+        assert est_lo * (1 + mpmath.mpf(10) ** -30) <= above * c_lo
+        assert est_hi * (1 + mpmath.mpf(10) ** -30) <= above * c_hi
+        worst, c = (est_hi, c_hi) if t_hi >= t_lo else (est_lo, c_lo)
+        side = float(below * c)
+        assert worst * (1 - mpmath.mpf(10) ** -30) > side + (np.nextafter(side, 1.0) - side)
+    rlo, rhi, spread, gap = _block_reference(0.0)
+    for rtol, want in ((above, [40]), (below, [40, 80])):
+        attempts.clear()
+        lo, hi = bounds.sign_bounds(a, e, foreign, rtol=rtol)
+        assert [dps for dps, _ in attempts] == want, rtol
+        assert abs(lo - rlo) <= rtol * (abs(rlo) + EPS / spread)
+        assert abs(hi - rhi) <= rtol * (abs(rhi) + EPS / gap)
