@@ -3353,8 +3353,9 @@ def test_direct_uses_the_graph_walk_must_see_are_refused_with_the_counts():
     """H1 on the autograd graph, in the corners of the walk: a forward hook of the module that
     reads the leaf copy of a detached substitute during the call (named by the call's module and
     role); a direct use reached only after a None among an op's next functions (a constant first
-    operand); a call whose output is discarded plus a direct use (the discarded call is no use of
-    log p); a substitute that requires grad used outside the calls (named by its θ name)."""
+    operand), or only after the walk met a node a second time (a shared subexpression); a call
+    whose output is discarded plus a direct use (the discarded call is no use of log p); a
+    substitute that requires grad used outside the calls (named by its θ name)."""
     want = "is used {} time(s) in the graph of log p but only {} use(s) are calls of a supported module"
     net, x = _one_linear()
     detached = {k: v.detach() for k, v in net.named_parameters()}
@@ -3367,6 +3368,13 @@ def test_direct_uses_the_graph_walk_must_see_are_refused_with_the_counts():
     half = torch.tensor(0.5, dtype=F64)
     with pytest.raises(HypothesesNotMet, match="^'lin.weight' " + re.escape(want.format(2, 1))):
         ENG.structured_gram_details(net, lambda: net(x) + torch.mul(half, net.lin.weight.sum()), ["lin.weight"])
+
+    def direct_use_explored_after_a_shared_node():
+        out = net(x)  # reached twice by the walk (out + out) before the direct use
+        return torch.mul(half, net.lin.weight.sum()) + (out + out) / 2
+
+    with pytest.raises(HypothesesNotMet, match="^'lin.weight' " + re.escape(want.format(2, 1))):
+        ENG.structured_gram_details(net, direct_use_explored_after_a_shared_node, ["lin.weight"])
 
     def discarded_then_direct():
         net.lin(x)
