@@ -253,6 +253,41 @@ def test_sr_near_float64_max_lands_on_an_adjacent_exact_grid_point(spec, bits, s
             assert near <= Fraction(8 * EPS) * Fraction(float(a))
 
 
+def _plain_formula(row, spec, u=None):
+    """The plain per-channel RTN / SR formula in float64, operation for operation as the docstring
+    of ``_range_safe`` calls it: s = absmax/qmax (symmetric) or (max − min)/qmax with shift −min,
+    q = clip(round((w + shift)/s)) — or floor + (u < frac) for SR — and Q = q·s − shift."""
+    scheme = qz.parse_scheme(spec)
+    if scheme.symmetric:
+        s, shift, lo = np.max(np.abs(row)) / scheme.qmax, 0.0, -scheme.qmax
+    else:
+        s, shift, lo = (np.max(row) - np.min(row)) / scheme.qmax, -np.min(row), 0
+    y = (row + shift) / s
+    q = np.round(y) if u is None else np.floor(y) + (u < (y - np.floor(y)))
+    return np.clip(q, lo, scheme.qmax) * s - shift
+
+
+BOUNDARY_ROW = np.array([FMAX / 8, -FMAX / 24, FMAX / 56, 0.1])  # absmax exactly max/8
+
+
+@pytest.mark.parametrize(
+    "spec", [f"rtn-int{b}-{sym}-channel" for b in (3, 4, 8) for sym in ("sym", "asym")] + ["sr-int4-sym-channel"]
+)
+def test_a_group_of_magnitude_exactly_max_over_8_is_computed_by_the_plain_formula(spec):
+    # _range_safe's docstring: a group whose magnitude *exceeds* max/8 is computed on g/4 and
+    # clipped to ±absmax; other groups are computed unchanged, bit-identical to the plain formulas.
+    # At exactly max/8 the plain q·s of the absmax entry is qmax·fl(absmax/qmax) = absmax + 1 ulp
+    # (asserted: the boundary decides the last bit), which the g/4 path would clip.
+    u = np.random.default_rng(5).random(BOUNDARY_ROW.shape) if spec.startswith("sr") else None
+    ref = _plain_formula(BOUNDARY_ROW, spec, u)
+    if qz.parse_scheme(spec).symmetric:
+        assert np.max(np.abs(ref)) == np.nextafter(FMAX / 8, np.inf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = qz.quantize(BOUNDARY_ROW, spec) if u is None else qz.sr_quantize_with_uniforms(BOUNDARY_ROW, spec, u)
+    np.testing.assert_array_equal(got, ref)
+
+
 def _exact_codebook(row, kind):
     a = Fraction(float(np.max(np.abs(row))))
     if kind == "nf4":
