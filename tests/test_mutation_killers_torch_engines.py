@@ -3388,3 +3388,33 @@ def test_direct_uses_the_graph_walk_must_see_are_refused_with_the_counts():
         ENG.structured_gram_details(
             net, lambda: torch.func.functional_call(net, subs, (x,)) + 0.0 * subs["lin.weight"].sum(), ["lin.weight"]
         )
+
+
+@pytest.mark.parametrize("kind", ["linear", "hf_conv1d"])
+def test_float32_layers_scored_in_float64_give_the_float64_gram_of_their_factors(kind):
+    """Float32 layers, log p cast to float64: K is the float64 Gram of the float32 factors (the
+    documented accuracy), i.e. K_ref = G Gᵀ/n with the per-sample gradients of the closed form
+    (δ_i ⊗ a_i for a Linear's weight (out, in), a_i ⊗ δ_i for a transformers Conv1D's (in, out),
+    δ_i for the bias) built in float64 from the float32 inputs a_i and the float32 output signals
+    δ_i = ∂ log p_i / ∂z_i (one autograd backward per sample), to 256·eps·n·‖K_ref‖ of float64 —
+    far below the float32 rounding (~1e-7) of a Gram formed in the layers' dtype."""
+    n = 6
+    torch.manual_seed(35)
+    layer = torch.nn.Linear(5, 4) if kind == "linear" else _hf_conv1d(4, 5)
+    x32 = torch.randn(n, 5, generator=_gen(35))
+
+    def logp():
+        return torch.log_softmax(layer(x32), -1)[:, 0].double()
+
+    z = layer(x32)
+    lp = torch.log_softmax(z, -1)[:, 0].double()
+    deltas = torch.stack([torch.autograd.grad(lp[i], z, retain_graph=True)[0][i] for i in range(n)])
+    assert deltas.dtype == torch.float32 and z.dtype == torch.float32
+    d64, a64 = deltas.double(), x32.double()
+    outer = d64[:, :, None] * a64[:, None, :] if kind == "linear" else a64[:, :, None] * d64[:, None, :]
+    G = torch.cat([outer.reshape(n, -1), d64], 1)
+    K_ref = _gram_ref(G)
+    sg = ENG.structured_gram_details(layer, logp, ["weight", "bias"], check_rows=n)
+    assert sg.K.dtype == F64 and _close(sg.K, K_ref, n)
+    K32 = _gram_ref(G.float().double())  # premise: a Gram of float32-rounded products is farther off
+    assert not _close(K32, K_ref, n)

@@ -667,7 +667,9 @@ def structured_gram(
 
     Returns
     -------
-    K : (n, n) tensor, exactly symmetric.
+    K : (n, n) tensor in log p's dtype, exactly symmetric. Every product is formed in that dtype:
+        the calls' inputs and output signals (values of the layers' own dtype) are cast to it
+        first, so float32 layers scored in float64 give the float64 Gram of their float32 factors.
     """
     return structured_gram_details(
         model, per_sample_logp, param_names, check_rows=check_rows, score_rows=score_rows, seed=seed
