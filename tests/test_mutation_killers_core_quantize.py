@@ -470,6 +470,44 @@ def test_lanczos_stops_at_the_documented_invariant_subspace_threshold():
     np.testing.assert_array_equal(one[1], e1)
 
 
+def test_heuristic_is_the_rayleigh_quotient_of_a_power_iterate_whose_norm_is_inexact():
+    """G = [[ε, 1], [ε, −1]] with ε² = 1.2e-161: ḡ = (ε, 0), x₀ = e₁, and one power step gives
+    y = Fx₀ ∝ e₁ with ‖y‖² in the subnormal range (9.9e-324 at unit scale), so ‖y‖ is off by ~5%
+    and x = y/‖y‖ is not a unit vector (xᵀx = 0.91, asserted). λ̂_H must still be the Rayleigh
+    quotient xᵀFx/xᵀx = F₁₁ = ε² (exact, Fractions), which is also the documented lower guarantee
+    ‖ḡ‖² here (all rows share ε)."""
+    eps_ = float(np.sqrt(1.2e-161))
+    G = np.array([[eps_, 1.0], [eps_, -1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = heuristic(G, power_steps=1)
+    x = est.vector
+    assert x[1] == 0.0 and abs(float(x @ x) - 1) > 0.05  # premise: a power iterate of inexact norm
+    f11 = (Fraction(eps_) ** 2 + Fraction(eps_) ** 2) / 2  # e₁ᵀFe₁ = Σ G_i1²/n, exact
+    assert abs(Fraction(est.value) - f11) <= 4 * Fraction(EPS) * f11
+    assert est.value >= est.mean_score_norm_sq * (1 - 4 * EPS)
+
+
+def test_lanczos_returns_a_unit_ritz_vector_when_a_lanczos_vector_norm_is_inexact():
+    """K = [[1, τ], [τ, 0]], τ = 6e-162, start e₂: the first residual w = (τ/2, 0) at unit scale has
+    ‖w‖² in the subnormal range, so the second Lanczos vector w/‖w‖ is ~5% off unit length. With
+    k = n = 2 steps the docstring promises λ_max(K) = (1 + √(1 + 4τ²))/2 = 1 in float64, as the
+    Rayleigh quotient of the returned unit Ritz vector."""
+    tau = 6e-162
+    K = np.array([[1.0, tau], [tau, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, y = lanczos_ritz(K, 2, np.array([0.0, 1.0]))
+    w = np.array([tau / 2, 0.0])
+    assert abs(np.linalg.norm(w) / (tau / 2) - 1) > 0.04  # premise: that norm is inexact
+    assert abs(float(y @ y) - 1) <= 4 * EPS
+    assert abs(value - 1.0) <= 4 * EPS
+    yf = [Fraction(float(t)) for t in y]
+    kf = [[Fraction(float(t)) for t in row] for row in K]
+    rq = sum(yf[i] * kf[i][j] * yf[j] for i in range(2) for j in range(2)) / sum(t * t for t in yf)
+    assert abs(Fraction(value) - rq) <= 4 * Fraction(EPS) * rq
+
+
 # --------------------------------------------------------------------------------------
 # monitor: the default seed, and the overflow error without floating-point warnings
 # --------------------------------------------------------------------------------------
