@@ -385,19 +385,20 @@ def top_pair_enclosure(A, E) -> TopPair:
 
     With u the (interval-normalised) mp top eigenvector, μ = uᵀAu, ρ = ‖Au − μu‖:
     sin θ ≤ ε = ρ/(μ − λ2), θ = ∠(u, v1) (Parlett's gap theorem; λ1 is the eigenvalue nearest
-    μ is checked). The eigenvector errors rest on one lemma: for unit u, v1 (sign with
-    uᵀv1 ≥ 0) and symmetric B with 0 ≤ B ≤ β, or with ‖B‖ ≤ β/2 after a shift,
-    |v1ᵀBv1 − uᵀBu| = |(v1 − u)ᵀ(B − cI)(v1 + u)| ≤ ‖B − cI‖·‖v1 − u‖‖v1 + u‖ = ‖B − cI‖·2 sin θ
-    for every c (the two vectors are unit). With B = E, c = 0: |v1ᵀEv1 − uᵀEu| ≤ 2εη; with
-    B = E², c = η²/2: |‖Ev1‖² − ‖Eu‖²| ≤ εη². Both are attained to first order in θ (E
-    swapping the directions of v1 ± u; E² with eigenvectors at 45° to v1).
+    μ is checked; u here is the exact unit vector inside the interval u). The eigenvector
+    errors rest on one lemma: for unit u, v1 (the sign of v1 with uᵀv1 ≥ 0), symmetric B and
+    any c, |v1ᵀBv1 − uᵀBu| = |(v1 − u)ᵀ(B − cI)(v1 + u)| ≤ ‖B − cI‖·‖v1 − u‖‖v1 + u‖ =
+    ‖B − cI‖·2 sin θ (both vectors are unit, so the cI parts cancel). With B = E, c = 0:
+    |v1ᵀEv1 − uᵀEu| ≤ 2εη; with B = E² (0 ≤ E² ≤ η²), c = η²/2: |‖Ev1‖² − ‖Eu‖²| ≤ εη².
+    Both are attained to first order in θ (E swapping the directions of v1 ± u; E² with its
+    eigenvectors at 45° to those directions).
     For a2 = wᵀN⁻¹w − E_11², N = λ1I − A + v1v1ᵀ (λ_min(N) ≥ m0 = min(1, γ)), w = Ev1:
     Ñ = μ̂I − A + uuᵀ has ‖N − Ñ‖ ≤ τ = |λ1 − μ̂| + ε, and w̃ᵀÑ⁻¹w̃ (w̃ = Eu) lies in
     [Φ, Φ + ‖Ñz − w̃‖²/(m0 − τ)], Φ = 2zᵀw̃ − zᵀÑz for any z (here an mp solve);
-    |wᵀN⁻¹w − w̃ᵀÑ⁻¹w̃| ≤ |w̃ᵀN⁻¹(Ñ − N)Ñ⁻¹w̃| + |v1ᵀBv1 − uᵀBu| (B = EN⁻¹E, 0 ≤ B ≤ η²/m0)
-    ≤ (η²/m0)·(τ/(m0 − τ) + ε). The first term is attained for μ̂ off λ1 (w on N's bottom
-    eigenvector, ε → 0); the ε term alone is what covers u ≠ v1 at m0 = 1, where
-    τ/(m0 − τ) = ε + O(ε²) and the error is ≈ 2E_12E_22·θ (E_11 = 0).
+    |wᵀN⁻¹w − w̃ᵀÑ⁻¹w̃| ≤ |w̃ᵀN⁻¹(Ñ − N)Ñ⁻¹w̃| + |v1ᵀBv1 − uᵀBu| (B = EN⁻¹E, 0 ≤ B ≤ η²/m0:
+    the lemma with c = η²/(2m0)) ≤ (η²/m0)·(τ/(m0 − τ) + ε). The first term is attained for
+    μ̂ off λ1 (w on N's bottom eigenvector, ε → 0). For μ̂ = λ1 and m0 = 1 the radius is
+    ≈ 2εη² and the error, at first order in θ, 2θ·E_12E_22 when E_11 = 0 (up to θη²).
     Call inside :func:`working_precision`.
     """
     A = _enc._real_array(A, "top_pair_enclosure")  # refuses complex input (a cast drops the imaginary part)

@@ -854,8 +854,9 @@ def _through_third(a, n=4):
 
 def _corner(b, c, n=4):
     """E_12 = b, E_22 = c, E_11 = 0: the E_11 interval straddles 0 (its square adds only
-    O(ε²)), and at γ = 1 the a2 resolvent form moves by ≈ 2bc·θ at first order — the part of
-    the a2 error that the ε term alone covers (there τ/(m0 − τ) = ε + O(ε²))."""
+    O(ε²)), and at γ ≥ 1 (m0 = 1, τ = ε) the a2 resolvent form moves by ≈ 2bc·θ at first order,
+    which a2's radius (η²/m0)(τ/(m0 − τ) + ε) ≈ 2εη² must cover by itself (a radius with the
+    ε term subtracted, ≈ ε²η², misses it)."""
     E = np.zeros((n, n))
     E[0, 1] = E[1, 0] = b
     E[1, 1] = c
