@@ -3418,3 +3418,80 @@ def test_float32_layers_scored_in_float64_give_the_float64_gram_of_their_factors
     assert sg.K.dtype == F64 and _close(sg.K, K_ref, n)
     K32 = _gram_ref(G.float().double())  # premise: a Gram of float32-rounded products is farther off
     assert not _close(K32, K_ref, n)
+
+
+# --------------------------------------------------------------------------------------
+# Lanczos' stopping rule on indefinite operators: ‖A‖~ is the running max of |θ|, |α_j|, β_j
+# --------------------------------------------------------------------------------------
+
+
+def _documented_lanczos_stop(A, tol, seed=0):
+    """(iterations, θ) of the documented rule, in numpy float64: the seeded start, full
+    reorthogonalisation (two passes), and the stop at the first step k with β_k ≤ 16·eps·‖A‖~·√dim
+    (breakdown), β_k·|s_k| ≤ max(tol, 64·eps)·‖A‖~, or k + 1 = dim; ‖A‖~ = the largest of |θ_j|,
+    |α_j|, β_j for j ≤ k. Returns also the smallest relative gap between a residual and its
+    threshold over the steps (the margin of the case)."""
+    from scipy.linalg import eigh_tridiagonal
+
+    dim = A.shape[0]
+    q = _start(dim, seed).numpy()
+    Q, alphas, betas, scale, margin = np.zeros((dim, dim)), [], [], 0.0, math.inf
+    for k in range(dim):
+        Q[k] = q
+        w = A @ q
+        alphas.append(float(w @ q))
+        w = w - alphas[-1] * q - (betas[-1] * Q[k - 1] if k else 0.0)
+        for _ in range(2):
+            w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
+        beta = float(np.linalg.norm(w))
+        if k == 0:
+            theta, s_last = alphas[0], 1.0
+        else:
+            ev, sv = eigh_tridiagonal(np.array(alphas), np.array(betas), select="i", select_range=(k, k))
+            theta, s_last = float(ev[-1]), float(sv[-1, 0])
+        scale = max(scale, abs(theta), abs(alphas[-1]), beta)
+        res, thr = beta * abs(s_last), max(tol, 64 * EPS) * scale
+        margin = min(margin, abs(res - thr) / max(res, thr))
+        if beta <= 16 * EPS * scale * math.sqrt(dim) or res <= thr or k + 1 == dim:
+            return k + 1, theta, margin
+        betas.append(beta)
+        q = w / beta
+    raise AssertionError("unreachable")
+
+
+def _indefinite(case):
+    rng = np.random.default_rng(case)
+    dim = int(rng.integers(3, 6))
+    ev = rng.normal(size=dim) * rng.choice([1, 10], size=dim)
+    Qm, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    A = (Qm * ev) @ Qm.T
+    return (A + A.T) / 2
+
+
+@pytest.mark.parametrize(("case", "tol"), [(165, 0.3), (885, 0.03), (1423, 0.3)])
+def test_lanczos_stops_where_the_documented_rule_does_on_indefinite_operators(case, tol):
+    """Indefinite 3–5 dimensional operators with a loose tol, so that Lanczos stops before
+    spanning the space: the step it stops at and its θ are those of the documented rule
+    (‖A‖~ the running max of |θ|, |α_j| and β_j), computed in numpy; each case is far from the
+    thresholds (relative margin > 0.1), and chosen so that leaving one of the four terms out of
+    ‖A‖~ moves the stop (case 165: |θ|; 885: |α|; 1423: the running max, or β)."""
+    A = _indefinite(case)
+    iters, theta, margin = _documented_lanczos_stop(A, tol)
+    assert margin > 0.1 and iters < A.shape[0]  # premise: a clear-cut early stop
+    At = torch.from_numpy(A)
+    r = ENG.lanczos(lambda v: At @ v, A.shape[0], tol=tol)
+    assert r.iterations == iters and r.converged
+    assert r.value == pytest.approx(theta, rel=1e-12, abs=1e-12)
+
+
+def test_lanczos_tol_one_stops_at_the_first_step_and_the_comparison_is_inclusive():
+    """With tol = 1 the documented test β₀·1 ≤ 1·‖A‖~ holds at the first step (‖A‖~ ≥ β₀): the
+    run stops after one step with θ = α₀, also when β₀ > |α₀| (‖A‖~ = β₀ exactly, equality:
+    the comparison is ≤), here A = [[0, 1], [1, 0]] and the seed-0 start."""
+    q = _start(2, 0)
+    alpha = float(2 * q[0] * q[1])
+    assert alpha * alpha < 0.5  # premise: β₀ = √(1 − α₀²) > |α₀|
+    A = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=F64)
+    r = ENG.lanczos(lambda v: A @ v, 2, tol=1.0)
+    assert r.iterations == 1 and r.converged
+    assert r.value == pytest.approx(alpha, rel=1e-15, abs=1e-16)
