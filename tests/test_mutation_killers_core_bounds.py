@@ -4,8 +4,12 @@ the generated series (docs/mutation_core_bounds.md).
 Every test states a documented property against an independent reference: mpmath eigen-data
 at 60 digits (mpmath.eigsy, not fimtheory.highprec), exact rational arithmetic
 (fractions.Fraction) for the documented error estimate of SIGN, closed forms (1×1 and diagonal
-problems, hand-computed residuals), and the documented error messages (anchored). All are
-deterministic and fast (a few seconds in all).
+problems, hand-computed residuals), and the documented error messages (anchored). SIGN's mpmath
+fallback is observed through a wrapper of ``fimtheory.highprec.mp_eigh`` that returns the real
+result: the precisions of its attempts (the documented ladder), the attempt's own eigen-data as
+premises (exactly I and A's diagonal where its β is then exact), and once a planted fault (a
+known non-orthogonality of the attempt's eigenvectors). All are deterministic and fast (about
+5 CPU-s in all).
 """
 
 from __future__ import annotations
