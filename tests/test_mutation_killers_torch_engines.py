@@ -3495,3 +3495,40 @@ def test_lanczos_tol_one_stops_at_the_first_step_and_the_comparison_is_inclusive
     r = ENG.lanczos(lambda v: A @ v, 2, tol=1.0)
     assert r.iterations == 1 and r.converged
     assert r.value == pytest.approx(alpha, rel=1e-15, abs=1e-16)
+
+
+class _CudaAsCpu(torch.overrides.TorchFunctionMode):
+    """A simulated ``cuda:1`` for functions that take their device as an argument: every device
+    "cuda…" asked of a factory function or of ``Tensor.to`` is recorded and served on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.moves = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.Tensor.to:
+            self.moves.append(kwargs.get("device", args[1] if len(args) > 1 else None))
+        if str(kwargs.get("device", "")).startswith("cuda"):
+            kwargs["device"] = "cpu"
+        return func(*args, **kwargs)
+
+
+def test_lanczos_moves_its_cpu_drawn_start_to_the_requested_device():
+    """The start vector is drawn on the CPU and moved to ``device`` (here a simulated cuda:1: the
+    move is recorded and served on the CPU) before the first product: the operator receives the
+    documented start, asked for on cuda:1; the result is that of the plain CPU run."""
+    A = _psd(6, 3)[0]
+    seen = []
+
+    def matvec(v):
+        seen.append(v.clone())
+        return A @ v
+
+    plain = ENG.lanczos(matvec, 6, tol=1e-12)
+    seen.clear()
+    mode = _CudaAsCpu()
+    with mode:
+        r = ENG.lanczos(matvec, 6, tol=1e-12, device="cuda:1")
+    assert mode.moves[0] == "cuda:1" and torch.equal(seen[0], _start(6))
+    assert r.value == plain.value and r.iterations == plain.iterations
