@@ -3509,6 +3509,8 @@ class _CudaAsCpu(torch.overrides.TorchFunctionMode):
         kwargs = dict(kwargs or {})
         if func is torch.Tensor.to:
             self.moves.append(kwargs.get("device", args[1] if len(args) > 1 else None))
+            if len(args) > 1 and str(args[1]).startswith("cuda"):  # t.to(device)
+                args = (args[0], "cpu", *args[2:])
         if str(kwargs.get("device", "")).startswith("cuda"):
             kwargs["device"] = "cpu"
         return func(*args, **kwargs)
@@ -3532,3 +3534,27 @@ def test_lanczos_moves_its_cpu_drawn_start_to_the_requested_device():
         r = ENG.lanczos(matvec, 6, tol=1e-12, device="cuda:1")
     assert mode.moves[0] == "cuda:1" and torch.equal(seen[0], _start(6))
     assert r.value == plain.value and r.iterations == plain.iterations
+
+
+def test_row_block_grams_move_their_segment_ids_to_the_requested_device():
+    """The row-block Grams (structured and explicit) of a parameter used by two calls, one with
+    two rows per sample (segment ids made on the CPU): every tensor they move goes to the
+    requested device (a simulated cuda:1 served on the CPU), and K is the dense G Gᵀ."""
+    g = _gen(36)
+    n = 3
+    u1, v1 = torch.randn(6, 3, generator=g, dtype=F64), torch.randn(6, 2, generator=g, dtype=F64)
+    u2, v2 = torch.randn(3, 3, generator=g, dtype=F64), torch.randn(3, 2, generator=g, dtype=F64)
+    s1 = torch.tensor([0, 0, 1, 1, 2, 2])
+    Gp = torch.zeros(n, 6, dtype=F64).index_add_(0, s1, (u1[:, :, None] * v1[:, None, :]).reshape(6, 6))
+    Gp += (u2[:, :, None] * v2[:, None, :]).reshape(3, 6)
+    K_ref = (Gp @ Gp.T).numpy()
+    for blocks in ([(s1, u1, v1), (None, u2, v2)], [(None, u2, v2), (s1, u1, v1)]):
+        for gram in (
+            lambda b: ENG._entry_gram_structured(b, n, F64, "cuda:1", {}),
+            lambda b: ENG._entry_gram_explicit(b, n, F64, "cuda:1"),
+        ):
+            mode = _CudaAsCpu()
+            with mode:
+                K = gram(blocks)
+            assert mode.moves and all(d == "cuda:1" for d in mode.moves), mode.moves
+            assert _close(K, K_ref, n)
