@@ -3558,3 +3558,41 @@ def test_row_block_grams_move_their_segment_ids_to_the_requested_device():
                 K = gram(blocks)
             assert mode.moves and all(d == "cuda:1" for d in mode.moves), mode.moves
             assert _close(K, K_ref, n)
+
+
+class _OperandRecorder(torch.overrides.TorchFunctionMode):
+    """Records the operands of every einsum and matmul run under it (clones)."""
+
+    def __init__(self):
+        super().__init__()
+        self.operands = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name == "einsum":
+            self.operands.append(tuple(t.clone() for t in args[1:]))
+        elif name in ("__matmul__", "matmul"):
+            self.operands.append(tuple(t.clone() for t in args))
+        return func(*args, **(kwargs or {}))
+
+
+def test_measured_flop_costs_operands_are_the_documented_draws(monkeypatch):
+    """The probe's operands are those its docstring states: float64 Gaussians D (32, 2, 32, 32),
+    Y (2, 2, 32, 32) and Gc (64, 2048), drawn in that order from a CPU generator seeded 0, then
+    cast to the requested dtype (float64 here, so a float32 draw would show); the explicit product
+    is Gc Gcᵀ."""
+    gen = _gen(0)
+    D = torch.randn(32, 2, 32, 32, generator=gen, dtype=F64)
+    Y = torch.randn(2, 2, 32, 32, generator=gen, dtype=F64)
+    Gc = torch.randn(64, 2048, generator=gen, dtype=F64)
+    gen32 = _gen(0)  # premise: float32 draws are other numbers in float64
+    assert not torch.equal(torch.randn(32, 2, 32, 32, generator=gen32, dtype=torch.float32).double(), D)
+    monkeypatch.setattr(ENG, "_FLOP_COST", {})
+    mode = _OperandRecorder()
+    with mode:
+        ENG._measured_flop_costs(F64, "cpu")
+    assert len(mode.operands) == 8
+    for ops in mode.operands[:4]:
+        assert torch.equal(ops[0], D) and torch.equal(ops[1], Y)
+    for ops in mode.operands[4:]:
+        assert torch.equal(ops[0], Gc) and torch.equal(ops[1], Gc.T)
