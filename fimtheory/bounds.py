@@ -37,6 +37,7 @@ from fimtheory.validation import (
     check_finite_scalar,
     check_positive_int,
     check_same_shape,
+    power_of_two_scale,
 )
 
 
@@ -209,7 +210,10 @@ def sign_bounds(A, E, eig: EigenData | None = None, *, rtol: float = 1e-8) -> tu
     denominator, η = ‖E‖₂), by an a-posteriori estimate from the backward error of the eigen-data
     (the top vector's error is ≲ β/γ); when float64 cannot deliver that (small γ), the bounds are
     recomputed with mpmath (n ≤ :data:`fimtheory.spectral.HIGH_PRECISION_MAX_N`, else
-    :class:`HypothesesNotMet`).
+    :class:`HypothesesNotMet`). The estimate and the test against the allowance are homogeneous of
+    degree 2 in E and are evaluated for E/c, c a power of two with max|E/c| in [0.5, 1) (exact:
+    the same decisions wherever nothing over- or underflows): η² may exceed float64 while the
+    bounds do not.
     """
     if isinstance(rtol, bool) or not isinstance(rtol, (int, float, np.floating)) or not 4 * EPS64 <= rtol < 1:
         raise InputError(f"rtol must be a number in [4·eps, 1), got {rtol!r}")
@@ -223,17 +227,19 @@ def sign_bounds(A, E, eig: EigenData | None = None, *, rtol: float = 1e-8) -> tu
     lam1, lam2, lamn = eig.lambda_max, float(eig.eigenvalues[1]), eig.lambda_min
     lo, hi = _series.sign_bounds(lam1, lam2, lamn, r2)
     w_e = np.linalg.eigvalsh(e)
-    eta = float(max(abs(w_e[0]), abs(w_e[-1])))
-    err_lo, err_hi = _sign_bounds_error(n, backward_error(a, eig), lam1, lam2, lamn, r2, eta, EPS64)
+    c = power_of_two_scale(e)  # the estimate and its test at the scale of E/c (see the docstring)
+    eta = float(max(abs(w_e[0]), abs(w_e[-1]))) / c
+    err_lo, err_hi = _sign_bounds_error(n, backward_error(a, eig), lam1, lam2, lamn, r2 / c / c, eta, EPS64)
 
     def ok(lo_, hi_, elo, ehi, gap, spread):
+        lo_, hi_ = lo_ / c / c, hi_ / c / c
         return elo <= rtol * (abs(lo_) + EPS64 * eta**2 / spread) and ehi <= rtol * (abs(hi_) + EPS64 * eta**2 / gap)
 
     if ok(lo, hi, err_lo, err_hi, lam1 - lam2, lam1 - lamn):
         return float(lo), float(hi)
     if n > HIGH_PRECISION_MAX_N:
         raise HypothesesNotMet(
-            f"SIGN bounds: float64 error estimate {err_hi:.3g} exceeds rtol {rtol:g} of {hi:.6g} "
+            f"SIGN bounds: float64 error estimate {float(err_hi) * c * c:.3g} exceeds rtol {rtol:g} of {hi:.6g} "
             f"(γ = {eig.gap:.3g}); the high-precision fallback is limited to n ≤ {HIGH_PRECISION_MAX_N}"
         )
     import mpmath
@@ -257,7 +263,7 @@ def sign_bounds(A, E, eig: EigenData | None = None, *, rtol: float = 1e-8) -> tu
             ev = em * v
             u = ev - v * (v.T * ev)[0, 0]
             r2m = (u.T * u)[0, 0]
-            elo, ehi = _sign_bounds_error(n, beta, lam[0], lam[1], lam[-1], r2m, mpmath.mpf(eta), unit)
+            elo, ehi = _sign_bounds_error(n, beta, lam[0], lam[1], lam[-1], r2m / c / c, mpmath.mpf(eta), unit)
             if not ehi < float("inf"):  # γ ≤ 4β at this precision (λ1 repeated?): no bounds to form
                 continue
             lo_m, hi_m = _series.sign_bounds(lam[0], lam[1], lam[-1], r2m)

@@ -752,3 +752,24 @@ def test_sign_bounds_charge_the_attempt_for_its_eigenvectors_non_orthogonality(m
         assert [dps for dps, _ in attempts] == want, rtol
         assert abs(lo - rlo) <= rtol * (abs(rlo) + EPS / spread)
         assert abs(hi - rhi) <= rtol * (abs(rhi) + EPS / gap)
+
+
+# --------------------------------------------------------------------------------------
+# sign_bounds: ‖E‖ near the top of float64 (the bounds are homogeneous of degree 2 in E)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [500, 512, 600, 1000])
+def test_sign_bounds_of_a_perturbation_above_2_to_the_512_are_its_exact_bounds(k):
+    # A = diag(1, 1/2, 0), E = 2^k·e1e1ᵀ + (e1e2ᵀ + e2e1ᵀ): A's top vector is e1 exactly, P⊥Ev = e2,
+    # so the bounds are exactly 1/(1 − 0) = 1 and 1/(1 − 1/2) = 2 for every k, while η = ‖E‖₂ ≈ 2^k.
+    # For k ≥ 512 η² is not a float64 (before: a bare OverflowError from the allowance eps·η²/d);
+    # every step of the bounds is exact here, so they equal the closed form, at rtol = 1e-8 from
+    # float64 and at 4·eps from the 40-digit attempt.
+    a = np.diag([1.0, 0.5, 0.0])
+    e = np.zeros((3, 3))
+    e[0, 0], e[0, 1], e[1, 0] = 2.0**k, 1.0, 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bounds.sign_bounds(a, e) == (1.0, 2.0)
+        assert bounds.sign_bounds(a, e, rtol=4 * EPS) == (1.0, 2.0)
