@@ -3596,3 +3596,21 @@ def test_measured_flop_costs_operands_are_the_documented_draws(monkeypatch):
         assert torch.equal(ops[0], D) and torch.equal(ops[1], Y)
     for ops in mode.operands[4:]:
         assert torch.equal(ops[0], Gc) and torch.equal(ops[1], Gc.T)
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_lanczos_refuses_an_operator_that_returns_nan_or_inf(dim, bad):
+    """An operator whose A v has a NaN or inf entry is bad input: lanczos raises InputError naming
+    it (it returned a NaN or inf "converged" value, or scipy's "array must not contain infs or
+    NaNs", before), also when only one entry is bad."""
+
+    def matvec(v):
+        w = v.clone()
+        w[-1] = bad
+        return w
+
+    with pytest.raises(InputError, match=r"^the operator returned a non-finite vector at Lanczos step 0 \(α = "):
+        ENG.lanczos(matvec, dim)
+    with pytest.raises(InputError, match=r"non-finite vector at Lanczos step 0"):
+        ENG.lanczos(lambda v: v * bad, dim)

@@ -188,6 +188,12 @@ def lanczos(
     explicitly as ‖A y − θ y‖ with one extra matvec. Hypothesis for convergence to the
     *largest* eigenvalue: the start vector is not orthogonal to its eigenspace
     (probability 1 for a Gaussian start).
+
+    Raises
+    ------
+    fimtheory.errors.InputError
+        ``dim`` < 1, a bad ``max_iter`` or ``tol``, or an operator that returns a vector with a
+        NaN or inf entry (never a non-finite "converged" value).
     """
     if dim < 1:
         raise InputError(f"dim must be >= 1, got {dim}")
@@ -217,6 +223,11 @@ def lanczos(
         for _ in range(2):  # full reorthogonalisation, twice is enough
             w = w - Q[: k + 1].T @ (Q[: k + 1] @ w)
         beta = float(torch.linalg.vector_norm(w))
+        if not (math.isfinite(alpha) and math.isfinite(beta)):  # a NaN/inf entry of A q reaches one of them
+            raise InputError(
+                f"the operator returned a non-finite vector at Lanczos step {k} "
+                f"(α = {alpha!r}, β = {beta!r}): NaN or inf in A v"
+            )
         alphas.append(alpha)
         if k == 0:
             ev = np.array([alpha])
