@@ -644,20 +644,24 @@ def _block_reference(d):
         return float(r2 / lam1), float(r2 / root), float(lam1), float(root)
 
 
-@pytest.mark.parametrize("d", [0.0, 1e-41])
-def test_sign_bounds_accept_the_40_digit_attempt_exactly_where_its_documented_estimate_meets_rtol(d, monkeypatch):
+@pytest.mark.parametrize(("d", "scale"), [(0.0, 1.0), (1e-41, 1.0), (0.0, 2.0**-20), (0.0, 2.0**20)])
+def test_sign_bounds_accept_the_40_digit_attempt_exactly_where_its_documented_estimate_meets_rtol(
+    d, scale, monkeypatch
+):
     # The ladder's acceptance rule at the 40-digit attempt, on an input where that attempt's β
     # (‖AV − VΛ‖_F + ‖A‖‖VᵀV − I‖_F + n·10⁻⁴⁰·‖A‖, documented) is exact: the documented estimate's
     # threshold rtol* is computed at 300 digits; two ulps above it the 40-digit attempt must be
     # accepted (one attempt), two below it refused (the 80-digit attempt follows). rtol* is
     # ≈ 1.45e-15, in [4·eps, 1). The premises (exact eigen-data, exact right sides, margins above
-    # the rounding of the estimate to float64) are asserted.
+    # the rounding of the estimate to float64) are asserted. E scaled by a power of two gives the
+    # same thresholds (estimate and allowance are homogeneous of degree 2 in E) and bounds × scale².
     import fimtheory.highprec as hp
 
     a, e = _exact_beta_case(d)
+    e = e * scale
     n = a.shape[0]
     foreign = eigen_data(np.diag(np.r_[1.0, 0.5, np.zeros(n - 2)]))
-    assert _eta(e) == 1.0
+    assert _eta(e) == scale
     real = hp.mp_eigh
     attempts = []
 
@@ -687,6 +691,7 @@ def test_sign_bounds_accept_the_40_digit_attempt_exactly_where_its_documented_es
         side = float(below * c)
         assert worst * (1 - mpmath.mpf(10) ** -30) > side + (np.nextafter(side, 1.0) - side)
     rlo, rhi, spread, gap = _block_reference(d)
+    rlo, rhi = rlo * scale**2, rhi * scale**2
     for rtol, want in ((above, [40]), (below, [40, 80])):
         attempts.clear()
         lo, hi = bounds.sign_bounds(a, e, foreign, rtol=rtol)
@@ -696,8 +701,8 @@ def test_sign_bounds_accept_the_40_digit_attempt_exactly_where_its_documented_es
         assert dps == 40 and [lam[0], lam[1], lam[-1]] == [1, 1 - mpmath.mpf(_G), 0]
         assert all(V[i, j] == (1 if i == j else 0) for i in range(n) for j in range(n))
         assert [dps for dps, _ in attempts] == want, rtol
-        assert abs(lo - rlo) <= rtol * (abs(rlo) + EPS / spread)
-        assert abs(hi - rhi) <= rtol * (abs(rhi) + EPS / gap)
+        assert abs(lo - rlo) <= rtol * (abs(rlo) + EPS * scale**2 / spread)
+        assert abs(hi - rhi) <= rtol * (abs(rhi) + EPS * scale**2 / gap)
 
 
 def test_sign_bounds_charge_the_attempt_for_its_eigenvectors_non_orthogonality(monkeypatch):
@@ -773,3 +778,24 @@ def test_sign_bounds_of_a_perturbation_above_2_to_the_512_are_its_exact_bounds(k
         warnings.simplefilter("error")
         assert bounds.sign_bounds(a, e) == (1.0, 2.0)
         assert bounds.sign_bounds(a, e, rtol=4 * EPS) == (1.0, 2.0)
+
+
+def test_sign_bounds_report_the_float64_estimate_of_the_bounds_as_given():
+    # The decision case above with E scaled by 2^40 (the decisions are homogeneous of degree 2 in E):
+    # the refusal names the upper bound's documented estimate for this E, (2^40)² times the one at
+    # ‖E‖ = 1 (Fractions), to the three digits printed.
+    a, e, lam = _decision_case()
+    n = a.shape[0]
+    t_lo, t_hi = _documented_thresholds(n, 1.0, lam[1], 0.0, 1.0)
+    gap = Fraction(1) - Fraction(lam[1])
+    estimate = t_hi * Fraction(EPS) / gap * 2**80  # t·eps·η²/γ with η = 2^40
+    err = _raises(
+        HypothesesNotMet,
+        r"^SIGN bounds: float64 error estimate \S+ exceeds rtol \S+ of 0 .*limited to n ≤ 64$",
+        bounds.sign_bounds,
+        a,
+        e * 2.0**40,
+        rtol=float((t_lo + t_hi) / 2),
+    )
+    printed = float(re.search(r"estimate (\S+) exceeds", str(err)).group(1))
+    assert printed == pytest.approx(float(estimate), rel=5e-3)
