@@ -394,6 +394,8 @@ def test_probe_sequence_is_a_seeded_cpu_draw_whatever_the_default_device():
     m.config.vocab_size = 1
     with pytest.raises(InputError, match="vocab_size"):
         STR._probe_sequence(m)
+    with pytest.raises(InputError, match="pass probe_tokens"):  # a model without a config
+        STR._probe_sequence(nn.Module())
 
 
 def test_recompute_factors_do_not_depend_on_the_default_device():

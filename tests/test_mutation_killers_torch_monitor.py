@@ -634,3 +634,73 @@ def test_context_lambda_max_is_the_gram_eigh(monkeypatch):
     assert rows.shape == (11, 5)
     assert used == ["gram"]
     assert lam == pytest.approx(_dense_lam(rows), rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# top_eig_warm: the convergence flag and the tests at their boundaries (exact arithmetic)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("b", [1e-14, 4e-14])
+@pytest.mark.parametrize("tol", [1e-15, 3e-15, 1e-13])
+def test_top_eig_warm_converged_flag_is_the_residual_test_of_the_returned_pair(b, tol):
+    """[[3, b, 0], [b, 1, 0], [0, 0, 2.9]] from e1: β = b is a breakdown (b ≤ 1e-14‖K‖_F), so
+    the returned pair is the finished block's (3, e1), whose residual is b, while the restarted
+    block's pair converges. converged must be the docstring's test on the returned pair,
+    ‖K y − θ y‖ ≤ tol·|θ| (False for tol·3 < b), not the current block's."""
+    K = torch.tensor([[3.0, b, 0.0], [b, 1.0, 0.0], [0.0, 0.0, 2.9]], dtype=F64)
+    assert b <= 1e-14 * float(torch.linalg.matrix_norm(K))
+    val, vec, it, ok = MON.top_eig_warm(K, torch.tensor([1.0, 0.0, 0.0], dtype=F64), tol=tol)
+    assert val == pytest.approx(_top(K), rel=1e-15) and abs(float(vec[0])) == 1.0
+    assert ok == (_residual(K, val, vec) <= tol * val) == (tol * 3.0 >= b)
+
+
+def test_top_eig_warm_stops_when_the_residual_equals_tol_theta():
+    """The stop test is ‖K y − θ y‖ ≤ tol·|θ| (non-strict): K = [[1, 1/4], [1/4, 1/2]] from e1,
+    exact in binary: the first Ritz pair is (1, e1) with residual exactly 1/4, so tol = 1/4 stops
+    after one step, converged; a tol one ulp below does not (the 2 × 2 answer after step 2)."""
+    K = torch.tensor([[1.0, 0.25], [0.25, 0.5]], dtype=F64)
+    e1 = torch.tensor([1.0, 0.0], dtype=F64)
+    val, vec, it, ok = MON.top_eig_warm(K, e1, tol=0.25)
+    assert (val, vec.tolist(), it, ok) == (1.0, [1.0, 0.0], 1, True)
+    val, vec, it, ok = MON.top_eig_warm(K, e1, tol=float(np.nextafter(0.25, 0.0)))
+    assert it == 2 and ok and val == pytest.approx(_top(K), rel=1e-14)
+
+
+@pytest.mark.parametrize(
+    "d, steps",
+    [
+        ((3.0, 1.0, 1.0), 1),  # certified by the Frobenius bound √2 ≤ 3 after one step
+        ((3.0, 2.0, 2.3), 3),  # a restart, then the whole space: the kept exact pair is returned
+    ],
+)
+def test_top_eig_warm_tol_zero_accepts_an_exact_eigenpair(d, steps):
+    """tol = 0 is met only by a residual of exactly 0 (the test is ≤): from e1 the first block of
+    a diagonal K is the exact eigenpair (d_1, e1), returned converged whether the Frobenius bound
+    certifies it at once or the whole space is spanned first (where the current block's pair has
+    a rounding-level residual, not 0)."""
+    K = _diag(*d)
+    val, vec, it, ok = MON.top_eig_warm(K, torch.eye(len(d), dtype=F64)[0], tol=0.0)
+    assert (val, it, ok) == (d[0], steps, True) and vec.tolist() == [1.0] + [0.0] * (len(d) - 1)
+
+
+def test_top_eig_warm_breakdown_at_exactly_the_threshold_restarts(monkeypatch):
+    """β ≤ 1e-14‖K‖_F is a breakdown, the boundary included: K = [[3, b], [b, 4]] with
+    b = 1e-14·‖K‖_F exactly (‖K‖_F = 5 in floating point) from e1 gives β = b after one step: a
+    restart (seen by a spy on the restart helper), then λ_max = 4 converged."""
+    b = 1e-14 * 5.0
+    K = torch.tensor([[3.0, b], [b, 4.0]], dtype=F64)
+    assert float(torch.linalg.matrix_norm(K)) == 5.0
+    calls = restart_spy(monkeypatch, MON)
+    val, vec, it, ok = MON.top_eig_warm(K, torch.tensor([1.0, 0.0], dtype=F64), tol=1e-12)
+    assert len(calls) == 1 and it == 2 and ok and val == pytest.approx(4.0, rel=1e-15)
+
+
+def test_top_eig_warm_no_restart_when_the_frobenius_bound_equals_the_ritz_value(monkeypatch):
+    """The restart happens only when (‖K‖_F² − ‖T‖_F²)^½ > the best Ritz value: K = 1.125·I₂ from
+    e1, where that bound is exactly 1.125 in floating point, stops after one step, no restart."""
+    K = 1.125 * torch.eye(2, dtype=F64)
+    assert max(float(torch.linalg.matrix_norm(K)) ** 2 - 1.125**2, 0.0) ** 0.5 == 1.125
+    calls = restart_spy(monkeypatch, MON)
+    val, vec, it, ok = MON.top_eig_warm(K, torch.tensor([1.0, 0.0], dtype=F64), tol=1e-12)
+    assert (val, it, ok, len(calls)) == (1.125, 1, True, 0)

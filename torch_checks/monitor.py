@@ -231,7 +231,8 @@ def top_eig_warm(
             best, best_y, best_res = kept
         invariant = beta <= breakdown and k + 1 < t
         if not invariant and res <= tol * max(abs(theta), 1e-300):
-            return best, best_y, k + 1, True
+            # the current pair converged; the pair returned (maybe a finished block's) must too
+            return best, best_y, k + 1, best_res <= tol * max(abs(best), 1e-300)
         if k + 1 == t:
             # the whole space spanned: Ritz value exact up to rounding, but the residual test
             # above failed, so report non-convergence
