@@ -122,7 +122,9 @@ class DepartureInstance:
     ``inputs[i]`` is a batch X_i (m_i × d) with labels ``labels[i]``; Λ(X) = λ_max of the
     empirical FIM of the model on that batch. ``directions[i]`` (m_i × d, unit Frobenius
     norm) points away from the reference set; the path is X_i + t U_i, t on a uniform grid
-    of ``steps`` + 1 points in [0, T].
+    of ``steps`` + 1 points in [0, T]: T finite and > 0, ``steps`` an integer ≥ 1.
+    ``quantile`` is the level q ∈ [0, 1] of the linear-interpolation quantile over the
+    batches.
     """
 
     model: str
@@ -151,6 +153,16 @@ class DepartureInstance:
         object.__setattr__(self, "inputs", xs)
         object.__setattr__(self, "directions", us)
         object.__setattr__(self, "labels", ys)
+        T, q = _finite_float(self.T, "T"), _finite_float(self.quantile, "quantile")
+        if not T > 0:
+            raise InputError(f"T must be > 0, got {T!r}")
+        if not 0.0 <= q <= 1.0:
+            raise InputError(f"quantile must lie in [0, 1], got {q!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
+            raise InputError(f"steps must be an integer >= 1, got {self.steps!r}")
+        object.__setattr__(self, "T", T)
+        object.__setattr__(self, "quantile", q)
+        object.__setattr__(self, "steps", int(self.steps))
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,15 @@ class ParameterEnsemble:
     def exact_mean_is_zero(self) -> bool:
         """Whether Σ_k δ_k is exactly zero (rational arithmetic on the floats)."""
         return all(sum((Fraction(float(d[j])) for d in self.deltas), Fraction(0)) == 0 for j in range(self.theta.size))
+
+
+def _finite_float(x, name: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a real number, got {x!r}")
+    v = float(x)
+    if not np.isfinite(v):
+        raise InputError(f"{name} must be finite, got {v!r}")
+    return v
 
 
 def _nonnegative_vector(x, name: str) -> np.ndarray:

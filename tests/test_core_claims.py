@@ -210,6 +210,44 @@ def test_p32_saturating_logistic_fails_lcm_and_falsifies_the_weakening():
     assert w.margin < -0.99
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"quantile": 1.5}, "quantile must lie in"),
+        ({"quantile": -0.1}, "quantile must lie in"),
+        ({"quantile": float("nan")}, "quantile must be finite"),
+        ({"quantile": "0.9"}, "quantile must be a real number"),
+        ({"T": 0.0}, "T must be > 0"),
+        ({"T": -1.0}, "T must be > 0"),
+        ({"T": float("inf")}, "T must be finite"),
+        ({"steps": 0}, "steps must be an integer"),
+        ({"steps": 2.5}, "steps must be an integer"),
+        ({"steps": True}, "steps must be an integer"),
+    ],
+)
+def test_departure_instance_rejects_a_bad_path_or_quantile_level(kwargs, message):
+    """The path's length, its grid and the quantile level are checked when the instance is made,
+    so a bad one is an InputError naming it, not a numpy error deep in the evaluator."""
+    from fimtheory.errors import InputError
+    from fimtheory.instances import DepartureInstance
+
+    X = np.array([[0.5, -0.25], [1.0, 0.5]])
+    args = {"T": 0.5, "steps": 8, "quantile": 0.9, **kwargs}
+    with pytest.raises(InputError, match=message):
+        DepartureInstance("linear", np.array([0.3, -0.2]), (X,), (np.array([0.1, -0.4]),), (X / 2,), **args)
+
+
+def test_departure_instance_quantile_levels_at_the_ends_are_accepted():
+    from fimtheory.instances import DepartureInstance
+
+    X = np.array([[0.5, -0.25], [1.0, 0.5]])
+    for q in (0, 1, 0.0, 1.0):
+        inst = DepartureInstance("linear", np.array([0.3, -0.2]), (X,), (np.array([0.1, -0.4]),), (X / 2,), 0.5, 8, q)
+        assert inst.quantile == float(q) and isinstance(inst.quantile, float)
+        out = claims.get_claim("P3.2").evaluate(inst)
+        assert out.hypotheses_met and np.isfinite(out.margin)
+
+
 def test_t43d_model_label_identity_and_its_empirical_weakening():
     """T4.3d holds per draw with model labels (F_π(θ+δ) − F_π(θ) ⪰ 0); on the same data with
     observed labels, E λ_max can drop below λ1: the stored certified counterexample."""
