@@ -784,3 +784,20 @@ def test_measure_stream_seconds_is_the_perf_counter_time_from_the_first_push(mon
     want = round(own[1] - own[0], 2)
     assert abs(want - round(want)) > 0.05
     assert r["seconds"] == want
+
+
+def test_lanczos_top_stop_and_converged_tests_are_non_strict():
+    """The stop test β·|s_last| ≤ tol·θ and the converged test ‖K y − θ y‖ ≤ 10·tol·θ are
+    non-strict (module docstring), checked in exact binary arithmetic: K = [[1, 1/4], [1/4, 1/2]]
+    from e1 has β = 1/4 and the Ritz pair (1, e1) after one step, so tol = 1/4 stops there
+    (a tol one ulp below takes step 2); diag(3, 1, 1) from e1 is the exact eigenpair (3, e1)
+    after one step (Frobenius bound √2 ≤ 3), residual 0, converged even for tol = 0."""
+    K = torch.tensor([[1.0, 0.25], [0.25, 0.5]], dtype=F64)
+    e1 = torch.tensor([1.0, 0.0], dtype=F64)
+    theta, vec, steps, ok = STR._lanczos_top(K, e1, 0.25, 60)
+    assert (theta, vec.tolist(), steps, ok) == (1.0, [1.0, 0.0], 1, True)
+    theta, vec, steps, ok = STR._lanczos_top(K, e1, float(np.nextafter(0.25, 0.0)), 60)
+    assert steps == 2 and ok and theta == pytest.approx(float(np.linalg.eigvalsh(K.numpy())[-1]), rel=1e-14)
+    D = torch.diag(torch.tensor([3.0, 1.0, 1.0], dtype=F64))
+    theta, vec, steps, ok = STR._lanczos_top(D, torch.eye(3, dtype=F64)[0], 0.0, 60)
+    assert (theta, vec.tolist(), steps, ok) == (3.0, [1.0, 0.0, 0.0], 1, True)
