@@ -604,22 +604,6 @@ def iv_batch_lambda_max(model, X, y, theta):
     return iv_lambda_max(small)
 
 
-def _iv_quantile(values_lo, values_hi, q: float):
-    """Enclosure of the linear-interpolation q-quantile: monotone in every argument."""
-
-    def quant(vals):
-        v = sorted(vals)
-        h = (len(v) - 1) * Fraction(q)
-        f = math.floor(h)
-        if f + 1 >= len(v):
-            return _as_fraction(v[-1])
-        g = h - f
-        return _as_fraction(v[f]) + g * (_as_fraction(v[f + 1]) - _as_fraction(v[f]))
-
-    lo, hi = quant(values_lo), quant(values_hi)
-    return iv.mpf([_frac_down(lo), _frac_up(hi)])
-
-
 def _frac_down(f: Fraction):
     x = iv.mpf(f.numerator) / iv.mpf(f.denominator)
     return _lo(x)

@@ -792,49 +792,7 @@ def test_iv_model_label_fim_against_mpmath(model, theta_labels, theta):
             assert ends(F_[i, j]) == ends(F_[j, i])  # the symmetric box
 
 
-# ---------------------------------------------------------------------------- quantile, power, roots
-
-
-def _frac_quantile(vals, q):
-    v = sorted(Fraction(x) for x in vals)
-    h = (len(v) - 1) * Fraction(q)
-    f = h.numerator // h.denominator
-    if f + 1 >= len(v):
-        return v[-1]
-    return v[f] + (h - f) * (v[f + 1] - v[f])
-
-
-@pytest.mark.parametrize(
-    "lo_vals, hi_vals, q",
-    [
-        ([3.0, 1.0, 2.0, 5.0], [3.5, 1.25, 2.0, 6.0], 0.9),
-        ([3.0, 1.0, 2.0, 5.0], [3.5, 1.25, 2.0, 6.0], 0.5),
-        ([0.1, 0.2, 0.3], [0.1, 0.2, 0.3], 0.0),
-        ([0.1, 0.2, 0.3], [0.15, 0.25, 0.35], 1.0),
-        ([-1.0, 4.0, 2.5, 0.125, 7.0], [-0.5, 4.5, 2.75, 0.25, 7.0], 0.3),
-        ([2.0], [3.0], 0.7),
-        ([1.0, 1e-300, -1e300], [1.0, 1e-299, -1e299], 0.6),
-        ([-3.0, -1.0, 2.0], [-2.5, -1.0, 2.0], 0.25),  # interpolating between negative values
-        ([-3.0, 0.0, 2.0], [-3.0, 0.0, 2.5], 0.5),  # an exact zero
-        ([0.0, 0.0, 1.0], [0.0, 0.5, 1.0], 0.2),
-    ],
-)
-def test_iv_quantile_against_fractions(lo_vals, hi_vals, q):
-    x = X._iv_quantile(lo_vals, hi_vals, q)
-    a, b = _frac_quantile(lo_vals, q), _frac_quantile(hi_vals, q)
-    assert np.isclose(float(a), np.quantile(lo_vals, q), rtol=1e-12, atol=0)
-    check(x, a, scale=max(abs(a), abs(b)) + Fraction(1, 10**300), k=10) if a == b else None
-    assert encloses(x, a) and encloses(x, b)
-    xa, xb = ends(x)
-    s = max(abs(a), abs(b))
-    assert a - xa <= s * Fraction(10, 10**DPS) and xb - b <= s * Fraction(10, 10**DPS)
-
-
-def test_iv_quantile_of_mpf_ends():
-    third = mpmath.mpf(1) / 3
-    x = X._iv_quantile([third, mpmath.mpf(2)], [third, mpmath.mpf(2)], 0.25)
-    want = _mpf_frac(third) + Fraction(1, 4) * (2 - _mpf_frac(third))
-    check(x, want, k=10)
+# ---------------------------------------------------------------------------- power, roots
 
 
 def _ref_power(G, steps):

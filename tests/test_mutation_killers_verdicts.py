@@ -306,26 +306,6 @@ def test_enclosures_agree_table(stored, new, agree):
     assert cx.enclosures_agree(new, stored) is agree  # the rule is symmetric
 
 
-# ----------------------------------------------------------------- P3.2's quantile enclosure
-
-
-@pytest.mark.parametrize("q", [0.0, 0.1, 0.25, 0.5, 0.9, 1.0])
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
-def test_iv_quantile_encloses_numpys_linear_quantile(q, n):
-    """The enclosure of the linear-interpolation quantile (numpy's default method) of exact
-    float values contains numpy's quantile and is no wider than a few ulps."""
-    from fimtheory.highprec import working_precision
-    from properties.certify import _iv_quantile
-
-    vals = list(np.random.default_rng(n).standard_normal(n))
-    ref = float(np.quantile(np.array(vals), q))
-    tol = 8 * max(abs(v) for v in vals) * 2.0**-52  # numpy's float64 interpolation error
-    with working_precision(50):
-        enc = _iv_quantile(vals, vals, q)
-        assert enc.a <= mpmath.mpf(ref) + tol and enc.b >= mpmath.mpf(ref) - tol
-        assert enc.b - enc.a <= mpmath.mpf(10) ** -40 * (1 + abs(ref))  # the exact value, rounded outward
-
-
 # ----------------------------------------------------------------- certificate JSON details
 
 
