@@ -984,3 +984,96 @@ def test_series_enclosure_with_a_gap_other_than_one(gap, e):
     A = np.diag([gap, 0.0])
     E = np.array([[0.0, e], [e, 0.0]])
     _assert_encloses("S", MatrixPerturbation(A, E), _ref(lambda: min(ref_series(A, E))))
+
+
+# ---- the terms the enclosures leave out never bind (S2's second order, S's a3/a4, P3.2) ----
+
+
+def _random_pair(seed):
+    """A seeded symmetric pair: A = Q diag(1, λ2 ≤ 0, …) Qᵀ (γ ≥ 1 … exactly 1 − λ2) and E with
+    2η/γ spread over (0.05, 0.95), half of them with Ev1 pushed toward the gap eigenvector."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 5))
+    lam = np.concatenate([[1.0], -rng.uniform(0.0, 1.0, n - 1) * (rng.uniform() < 0.5)])
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = (Q * lam) @ Q.T
+    B = rng.standard_normal((n, n))
+    if seed % 2:
+        B[0, 1] += 3.0  # a large E_12: the second-order term carries most of the shift
+    B = Q @ (B + B.T) @ Q.T
+    gap = 1.0 - np.sort(lam)[-2]
+    x = rng.uniform(0.05, 0.95)
+    E = B * (x * gap / 2 / np.linalg.norm(B, 2))
+    inst = MatrixPerturbation(A, E)  # the exactly symmetrised floats are the instance
+    return inst.A, inst.E
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_s2_second_order_term_never_below_the_first(seed):
+    """S2's margin is min(1 − r1/b1, 1 − r2/b2); r2 ≤ (2η/γ)·r1 (Schur complement) and
+    b2 = (2η/γ)·b1 make the second ≥ the first, so the enclosure of the first alone contains the
+    margin — checked against the 80-digit reference of both terms."""
+    A, E = _random_pair(seed)
+    t1, t2 = _ref(ref_s2, A, E)
+    with mpmath.workdps(REF_DPS):
+        assert t2 >= t1 - REF_SLACK, (t1, t2)
+    _assert_encloses("S2", MatrixPerturbation(A, E), _ref(lambda: min(ref_s2(A, E))))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_series_third_and_fourth_coefficient_terms_never_below_the_second(seed):
+    """S's coefficient terms 1 − |a_k|/b_k: |a3|/b3 ≤ ½(1 + |a1|/η)·a2/b2 and
+    |a4|/b4 ≤ ¼(1 + |a1|/η)²·a2/b2 (Rayleigh–Schrödinger), so k = 3, 4 never set the minimum
+    and the enclosure of k = 1, 2 and the tail contains S's margin."""
+    A, E = _random_pair(seed)
+    ms = _ref(ref_series, A, E)
+    with mpmath.workdps(REF_DPS):
+        eta = _norm2(E)
+        s = abs(_coefficients(A, E, 1)[0]) / eta
+        r2 = 1 - ms[1]  # a2/b2
+        assert 1 - ms[2] <= (1 + s) / 2 * r2 + REF_SLACK and 1 - ms[3] <= ((1 + s) / 2) ** 2 * r2 + REF_SLACK
+        assert min(ms) == min(ms[0], ms[1], ms[4])
+    _assert_encloses("S", MatrixPerturbation(A, E), _ref(lambda: min(ref_series(A, E))))
+
+
+def test_s2_enclosure_at_a_small_perturbation_is_tight():
+    """η/γ = 10⁻⁴ on a 3×3 pair: the first-order term's enclosure (the only one computed) is
+    tight and contains the 80-digit margin of both terms."""
+    A = np.diag([1.0, 0.0, -0.5])
+    E = np.array([[0.3, 0.5, 0.1], [0.5, -0.2, 0.4], [0.1, 0.4, 0.6]])
+    E = MatrixPerturbation(A, E * (1e-4 / np.linalg.norm(E, 2))).E
+    _assert_encloses("S2", MatrixPerturbation(A, E), _ref(lambda: min(ref_s2(A, E))))
+
+
+def _linear_lambda(x):
+    """Λ of the linear model at θ = 1 on one 1×1 batch x (as in the P3.2 test above): x⁴."""
+    return Fraction(x) ** 4
+
+
+def test_p32_margin_is_the_pointwise_elevation_when_the_mean_and_quantile_are_larger():
+    """Two 1×1 batches, x = 1 → ½ (Λ: 1 → 1/16) and x = 1 → 3/2 (Λ: 1 → 81/16), T = ½, one step:
+    pointwise −15/16, mean +25/16, quantile (q = 0.9) +61/16 — the margin is the pointwise
+    elevation over max |Λ| = 81/16, i.e. −15/81, exactly (Fractions)."""
+    from fimtheory.instances import DepartureInstance
+
+    inst = DepartureInstance(
+        "linear",
+        np.array([1.0]),
+        (np.array([[1.0]]), np.array([[1.0]])),
+        (np.array([0.0]), np.array([0.0])),
+        (np.array([[-1.0]]), np.array([[1.0]])),
+        T=0.5,
+        steps=1,
+    )
+    d = [_linear_lambda(Fraction(1, 2)), _linear_lambda(Fraction(3, 2))]
+    b = [_linear_lambda(1), _linear_lambda(1)]
+    pointwise = min(di - bi for di, bi in zip(d, b))
+    mean = sum(d) / 2 - sum(b) / 2
+    q = lambda v: sorted(v)[0] + Fraction(9, 10) * (sorted(v)[1] - sorted(v)[0])  # noqa: E731
+    assert pointwise < mean and pointwise < q(d) - q(b)
+    want = min(pointwise, mean, q(d) - q(b)) / max(map(abs, d + b))
+    assert want == Fraction(-15, 81)
+    lo, hi = _enclosure("P3.2", inst)
+    with mpmath.workdps(REF_DPS):
+        ref = MP(-15) / 81
+        assert lo - REF_SLACK <= ref <= hi + REF_SLACK and hi - lo <= TIGHT
