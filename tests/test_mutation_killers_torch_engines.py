@@ -3614,3 +3614,14 @@ def test_lanczos_refuses_an_operator_that_returns_nan_or_inf(dim, bad):
         ENG.lanczos(matvec, dim)
     with pytest.raises(InputError, match=r"non-finite vector at Lanczos step 0"):
         ENG.lanczos(lambda v: v * bad, dim)
+
+
+def test_lanczos_refuses_an_operator_whose_output_norm_overflows():
+    """A finite operator of norm ~1e160: ‖A q − α q‖ overflows float64 (β = inf) while α is
+    finite. lanczos refuses it (before, β = inf passed its breakdown test and α₀ came back as a
+    converged λ_max after one step)."""
+    A = torch.tensor([[1.0, 2.0, 0.0], [2.0, -1.0, 1.0], [0.0, 1.0, 3.0]], dtype=F64) * 1e160
+    q = _start(3)
+    assert math.isfinite(float(q @ A @ q))  # premise: α₀ is finite, only β₀ overflows
+    with pytest.raises(InputError, match=r"at Lanczos step 0 \(α = [0-9.e+]+, β = inf\): NaN or inf in A v, or a norm"):
+        ENG.lanczos(lambda v: A @ v, 3)

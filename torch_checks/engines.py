@@ -193,7 +193,8 @@ def lanczos(
     ------
     fimtheory.errors.InputError
         ``dim`` < 1, a bad ``max_iter`` or ``tol``, or an operator that returns a vector with a
-        NaN or inf entry (never a non-finite "converged" value).
+        NaN or inf entry or a norm that overflows (never a non-finite or overflowed "converged"
+        value).
     """
     if dim < 1:
         raise InputError(f"dim must be >= 1, got {dim}")
@@ -226,7 +227,7 @@ def lanczos(
         if not (math.isfinite(alpha) and math.isfinite(beta)):  # a NaN/inf entry of A q reaches one of them
             raise InputError(
                 f"the operator returned a non-finite vector at Lanczos step {k} "
-                f"(α = {alpha!r}, β = {beta!r}): NaN or inf in A v"
+                f"(α = {alpha!r}, β = {beta!r}): NaN or inf in A v, or a norm that overflows"
             )
         alphas.append(alpha)
         if k == 0:
