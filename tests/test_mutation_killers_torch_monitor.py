@@ -641,18 +641,20 @@ def test_context_lambda_max_is_the_gram_eigh(monkeypatch):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("c", [1.0, 0.1])
 @pytest.mark.parametrize("b", [1e-14, 4e-14])
-@pytest.mark.parametrize("tol", [1e-15, 3e-15, 1e-13])
-def test_top_eig_warm_converged_flag_is_the_residual_test_of_the_returned_pair(b, tol):
-    """[[3, b, 0], [b, 1, 0], [0, 0, 2.9]] from e1: β = b is a breakdown (b ≤ 1e-14‖K‖_F), so
-    the returned pair is the finished block's (3, e1), whose residual is b, while the restarted
-    block's pair converges. converged must be the docstring's test on the returned pair,
-    ‖K y − θ y‖ ≤ tol·|θ| (False for tol·3 < b), not the current block's."""
-    K = torch.tensor([[3.0, b, 0.0], [b, 1.0, 0.0], [0.0, 0.0, 2.9]], dtype=F64)
-    assert b <= 1e-14 * float(torch.linalg.matrix_norm(K))
+@pytest.mark.parametrize("tol", [1e-15, 3e-15, 1e-14, 1e-13])
+def test_top_eig_warm_converged_flag_is_the_residual_test_of_the_returned_pair(c, b, tol):
+    """c·[[3, b, 0], [b, 1, 0], [0, 0, 2.9]] from e1: β = c·b is a breakdown (b ≤ 1e-14‖K‖_F/c),
+    so the returned pair is the finished block's (3c, e1), whose residual is c·b, while the
+    restarted block's pair converges. converged must be the docstring's relative test on the
+    returned pair, ‖K y − θ y‖ ≤ tol·|θ| (False for 3·tol < b, at either scale), not the current
+    block's."""
+    K = c * torch.tensor([[3.0, b, 0.0], [b, 1.0, 0.0], [0.0, 0.0, 2.9]], dtype=F64)
+    assert c * b <= 1e-14 * float(torch.linalg.matrix_norm(K))
     val, vec, it, ok = MON.top_eig_warm(K, torch.tensor([1.0, 0.0, 0.0], dtype=F64), tol=tol)
     assert val == pytest.approx(_top(K), rel=1e-15) and abs(float(vec[0])) == 1.0
-    assert ok == (_residual(K, val, vec) <= tol * val) == (tol * 3.0 >= b)
+    assert ok == (_residual(K, val, vec) <= tol * val) == (tol * 3.0 >= b * (1 + 1e-12))
 
 
 def test_top_eig_warm_stops_when_the_residual_equals_tol_theta():
