@@ -799,3 +799,49 @@ def test_sign_bounds_report_the_float64_estimate_of_the_bounds_as_given():
     )
     printed = float(re.search(r"estimate (\S+) exceeds", str(err)).group(1))
     assert printed == pytest.approx(float(estimate), rel=5e-3)
+
+
+@pytest.mark.parametrize("k", [-20, 0, 20, 40])
+def test_sign_bounds_use_float64_at_every_scale_of_e_where_its_estimate_meets_rtol(k, monkeypatch):
+    # A3, E3·2^k: the documented float64 estimate (β = the backward error of eigen_data(A3), Fractions)
+    # is far below its allowance at rtol = 1e-8 and, homogeneous of degree 2 in E, equally so at
+    # every k: float64's bounds are returned (no mpmath attempt), within the contract of the
+    # 60-digit mpmath reference.
+    import fimtheory.highprec as hp
+    from fimtheory.spectral import off_top_residual_norm_sq
+
+    eig = eigen_data(A3)
+    lam = eig.eigenvalues
+    r2 = off_top_residual_norm_sq(eig, E3)
+    eta = _eta(E3)
+    est_lo, est_hi = _documented_estimate(3, backward_error(A3, eig), lam[0], lam[1], lam[-1], r2**0.5, eta, EPS)
+    lo0, hi0 = series.sign_bounds(lam[0], lam[1], lam[-1], r2)
+    assert est_lo <= 1e-3 * 1e-8 * (lo0 + EPS * eta**2 / (lam[0] - lam[-1]))
+    assert est_hi <= 1e-3 * 1e-8 * (hi0 + EPS * eta**2 / (lam[0] - lam[1]))
+    tried = []
+    real = hp.mp_eigh
+    monkeypatch.setattr(hp, "mp_eigh", lambda m, dps, **kw: (tried.append(dps), real(m, dps, **kw))[1])
+    e = E3 * 2.0**k
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lo, hi = bounds.sign_bounds(A3, e, rtol=1e-8)
+    assert tried == []
+    rlo, rhi, spread, gap = _mp_sign_reference(A3, e)
+    assert abs(lo - rlo) <= 1e-8 * (abs(rlo) + EPS * (eta * 2.0**k) ** 2 / spread)
+    assert abs(hi - rhi) <= 1e-8 * (abs(rhi) + EPS * (eta * 2.0**k) ** 2 / gap)
+
+
+def test_sign_bounds_use_float64_only_when_both_bounds_meet_the_estimate_for_a_wide_e():
+    # The decision case with an all-ones block J/8 on coordinates 2..65 added to E: it leaves
+    # P⊥Ev = 0 and the thresholds (η cancels between estimate and allowance when P⊥Ev = 0) but
+    # makes ‖E‖₂ = 8 while max|E| = 1, so η/c = 4 at the unit scale.
+    a, e, lam = _decision_case()
+    n = a.shape[0]
+    e = e.copy()
+    e[1:, 1:] += 1.0 / 8
+    assert _eta(e) == pytest.approx(8.0, rel=1e-14)
+    t_lo, t_hi = _documented_thresholds(n, 1.0, lam[1], 0.0, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bounds.sign_bounds(a, e, rtol=float(t_hi * Fraction(101, 100))) == (0.0, 0.0)
+    _raises(HypothesesNotMet, r"limited to n ≤ 64$", bounds.sign_bounds, a, e, rtol=float((t_lo + t_hi) / 2))
