@@ -39,6 +39,8 @@ changing the model). An LM prefix longer than ``max_context`` is truncated to it
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from collections.abc import Sequence
 
@@ -83,6 +85,20 @@ def _training_modules(model: nn.Module) -> list[str]:
     return out
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _outside_stacklevel() -> int:
+    """The ``stacklevel`` that makes :func:`warnings.warn`, called by this function's caller,
+    name the first frame outside the torch_checks package (the user's call), whatever the
+    depth of the package calls in between."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        level += 1
+        frame = frame.f_back
+    return level
+
+
 def require_eval_mode(model: nn.Module, *, training: str = "refuse", what: str = "the monitor") -> bool:
     """Refuse (or, with ``training="eval"``, fix) a model left in training mode.
 
@@ -93,7 +109,8 @@ def require_eval_mode(model: nn.Module, *, training: str = "refuse", what: str =
     ----------
     training : {"refuse", "eval"}
         "refuse" (default): raise :class:`fimtheory.errors.InputError` naming the modules and the
-        fix; "eval": call ``model.eval()`` (this modifies the caller's model) and warn.
+        fix; "eval": call ``model.eval()`` (this modifies the caller's model) and warn (a
+        UserWarning located at the first caller outside torch_checks: the user's line).
 
     Returns
     -------
@@ -114,7 +131,8 @@ def require_eval_mode(model: nn.Module, *, training: str = "refuse", what: str =
             "training='eval' to let it switch the model to eval mode"
         )
     model.eval()
-    warnings.warn(f"{what}: switched the model to eval mode ({shown} in training mode)", stacklevel=3)
+    msg = f"{what}: switched the model to eval mode ({shown} in training mode)"
+    warnings.warn(msg, stacklevel=_outside_stacklevel())  # names the user's line
     return True
 
 
