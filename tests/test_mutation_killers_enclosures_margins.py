@@ -1077,3 +1077,17 @@ def test_p32_margin_is_the_pointwise_elevation_when_the_mean_and_quantile_are_la
     with mpmath.workdps(REF_DPS):
         ref = MP(-15) / 81
         assert lo - REF_SLACK <= ref <= hi + REF_SLACK and hi - lo <= TIGHT
+
+
+def test_s2_is_decided_at_30_digits_where_the_second_order_term_would_swamp_it():
+    """η/γ = 10⁻¹²: r1/b1 needs λ' to ~(η/γ)² = 10⁻²⁴ relative, r2/b2 to 10⁻³⁶ — beyond 30 digits.
+    The enclosure of the first-order term alone is ≈ 10⁻⁶ wide at 30 digits and contains the
+    80-digit margin (so 'holds' is certified there); with the second-order term also enclosed
+    the lower end was ≈ −7·10⁵ (inconclusive until 60 digits)."""
+    A = np.diag([1.0, 0.0, -0.5])
+    E = np.array([[0.3, 0.5, 0.1], [0.5, -0.2, 0.4], [0.1, 0.4, 0.6]])
+    E = MatrixPerturbation(A, E * (1e-12 / np.linalg.norm(E, 2))).E
+    ref = _ref(lambda: min(ref_s2(A, E)))
+    lo, hi = _enclosure("S2", MatrixPerturbation(A, E), dps=30)
+    with mpmath.workdps(REF_DPS):
+        assert lo <= ref <= hi and 0 < lo and hi - lo <= MP(10) ** -4, (lo, ref, hi)
