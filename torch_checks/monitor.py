@@ -85,18 +85,8 @@ def _training_modules(model: nn.Module) -> list[str]:
     return out
 
 
+#: frames of this package are skipped when a warning names the user's line
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def _outside_stacklevel() -> int:
-    """The ``stacklevel`` that makes :func:`warnings.warn`, called by this function's caller,
-    name the first frame outside the torch_checks package (the user's call), whatever the
-    depth of the package calls in between."""
-    level, frame = 1, sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
-        level += 1
-        frame = frame.f_back
-    return level
 
 
 def require_eval_mode(model: nn.Module, *, training: str = "refuse", what: str = "the monitor") -> bool:
@@ -131,8 +121,11 @@ def require_eval_mode(model: nn.Module, *, training: str = "refuse", what: str =
             "training='eval' to let it switch the model to eval mode"
         )
     model.eval()
-    msg = f"{what}: switched the model to eval mode ({shown} in training mode)"
-    warnings.warn(msg, stacklevel=_outside_stacklevel())  # names the user's line
+    # stacklevel of the first frame outside torch_checks (the user's line), whatever the depth
+    level, frame = 1, sys._getframe()
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(f"{what}: switched the model to eval mode ({shown} in training mode)", stacklevel=level)
     return True
 
 
