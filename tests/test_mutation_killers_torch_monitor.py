@@ -9,10 +9,7 @@ autograd loops written here, closed forms.
 from __future__ import annotations
 
 import copy
-import inspect
 import math
-import os
-import warnings
 
 import numpy as np
 import pytest
@@ -709,44 +706,3 @@ def test_top_eig_warm_no_restart_when_the_frobenius_bound_equals_the_ritz_value(
     calls = restart_spy(monkeypatch, MON)
     val, vec, it, ok = MON.top_eig_warm(K, torch.tensor([1.0, 0.0], dtype=F64), tol=1e-12)
     assert (val, it, ok, len(calls)) == (1.125, 1, True, 0)
-
-
-# --------------------------------------------------------------------------------------
-# require_eval_mode: the "eval" warning names the user's line
-# --------------------------------------------------------------------------------------
-
-
-class _DropoutLM(_TinyLM):
-    """_TinyLM with a dropout layer (mode-dependent): in training mode when constructed."""
-
-    def __init__(self):
-        super().__init__()
-        self.drop = nn.Dropout(0.5)
-
-    def forward(self, x):
-        return self.head(self.drop(self.emb(x)))
-
-
-@pytest.mark.parametrize("how", ["direct", "SigmaMonitor", "calibrate"])
-def test_require_eval_mode_warning_names_the_users_line(how):
-    """training="eval" warns at the user's call (the first frame outside torch_checks), whether
-    the user calls require_eval_mode itself or through SigmaMonitor or calibrate: the warning's
-    file is this test file and its line is the line of the call."""
-    lm = _DropoutLM()
-    ctx = [torch.tensor([1, 2, 3, 4])]
-    with warnings.catch_warnings(record=True) as rec:
-        warnings.simplefilter("always")
-        if how == "direct":
-            line = inspect.currentframe().f_lineno + 1
-            MON.require_eval_mode(lm, training="eval")
-        elif how == "SigmaMonitor":
-            line = inspect.currentframe().f_lineno + 1
-            MON.SigmaMonitor(lm, ["head.bias"], 1.0, training="eval")
-        else:
-            line = inspect.currentframe().f_lineno + 1
-            MON.calibrate(lm, ctx, param_names=["head.bias"], training="eval")
-    assert len(rec) == 1 and issubclass(rec[0].category, UserWarning)
-    w = rec[0]
-    assert "switched the model to eval mode" in str(w.message) and not lm.training
-    assert os.path.abspath(w.filename) == os.path.abspath(__file__)
-    assert w.lineno == line

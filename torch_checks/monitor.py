@@ -39,8 +39,6 @@ changing the model). An LM prefix longer than ``max_context`` is truncated to it
 from __future__ import annotations
 
 import math
-import os
-import sys
 import warnings
 from collections.abc import Sequence
 
@@ -85,10 +83,6 @@ def _training_modules(model: nn.Module) -> list[str]:
     return out
 
 
-#: frames of this package are skipped when a warning names the user's line
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
 def require_eval_mode(model: nn.Module, *, training: str = "refuse", what: str = "the monitor") -> bool:
     """Refuse (or, with ``training="eval"``, fix) a model left in training mode.
 
@@ -99,8 +93,7 @@ def require_eval_mode(model: nn.Module, *, training: str = "refuse", what: str =
     ----------
     training : {"refuse", "eval"}
         "refuse" (default): raise :class:`fimtheory.errors.InputError` naming the modules and the
-        fix; "eval": call ``model.eval()`` (this modifies the caller's model) and warn (a
-        UserWarning located at the first caller outside torch_checks: the user's line).
+        fix; "eval": call ``model.eval()`` (this modifies the caller's model) and warn.
 
     Returns
     -------
@@ -121,11 +114,7 @@ def require_eval_mode(model: nn.Module, *, training: str = "refuse", what: str =
             "training='eval' to let it switch the model to eval mode"
         )
     model.eval()
-    # stacklevel of the first frame outside torch_checks (the user's line), whatever the depth
-    level, frame = 1, sys._getframe()
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
-        level, frame = level + 1, frame.f_back
-    warnings.warn(f"{what}: switched the model to eval mode ({shown} in training mode)", stacklevel=level)
+    warnings.warn(f"{what}: switched the model to eval mode ({shown} in training mode)", stacklevel=3)
     return True
 
 
