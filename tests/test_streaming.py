@@ -19,6 +19,7 @@ from tests import byo_models as B  # noqa: E402
 from torch_checks.param_groups import select_params  # noqa: E402
 from torch_checks.streaming import (  # noqa: E402
     StreamingSigma,
+    StreamStateError,
     classify_group,
     full_prefix_lambdas,
     plan_components,
@@ -206,6 +207,84 @@ def test_refusals(gpt2):
         plan_components(gpt2, ["no.such.weight"])
     with pytest.raises(InputError, match="same \\(tied\\) tensor"):
         plan_components(gpt2, ["transformer.wte.weight", "lm_head.weight"])
+
+
+class _FailOnCall:
+    """Forward hook that raises ``exc`` on the ``n``-th call (1-based) of a module, after the
+    module ran: the layers before it (the attention layers, which write the KV cache in place)
+    have already done their work, as with an out-of-memory error late in a forward."""
+
+    def __init__(self, module, n, exc):
+        self.count, self.n, self.exc = 0, n, exc
+        self.handle = module.register_forward_hook(self)
+
+    def __call__(self, m, args, out):
+        self.count += 1
+        if self.count == self.n:
+            raise self.exc
+
+
+FAILURE_GROUPS = [("@default", "kv-cache"), ("transformer.h.0.mlp.*", "recompute")]
+
+
+@pytest.mark.parametrize("group, mode", FAILURE_GROUPS)
+@pytest.mark.parametrize("op", ["push", "skip"])
+@pytest.mark.parametrize("exc", [RuntimeError("simulated out of memory"), KeyboardInterrupt()])
+def test_exception_inside_push_or_skip_marks_the_stream_until_reset(gpt2, group, mode, op, exc):
+    """An exception escaping push/skip after the input checks leaves tokens, cache and scores out
+    of step: every later push/skip/generate refuses with StreamStateError; after reset() the
+    stream gives exactly the σ of a fresh stream (and the dense full-prefix λ_max)."""
+    names = select_params(gpt2, group)
+    toks = _tokens(9, seed=11)
+    s = StreamingSigma(gpt2, names, 2.0, mode=mode)
+    for t in toks[:4]:
+        s.push(t)
+    hook = _FailOnCall(gpt2.transformer.ln_f, 1, exc)
+    try:
+        with pytest.raises(type(exc)):
+            s.push(toks[4]) if op == "push" else s.skip(toks[4:6])
+    finally:
+        hook.handle.remove()
+    assert hook.count == 1
+    name = type(exc).__name__
+    for call in (lambda: s.push(toks[5]), lambda: s.skip(toks[5:7]), lambda: s.generate(2)):
+        with pytest.raises(StreamStateError, match=rf"raised {name}\b.*call reset\(\)"):
+            call()
+    with pytest.raises(StreamStateError):
+        s.push(toks[0])  # also a push that is not the failed token
+    assert issubclass(StreamStateError, RuntimeError)
+    s.reset()
+    for t in toks:
+        s.push(t)
+    fresh = _stream(gpt2, names, toks, mode=mode)
+    np.testing.assert_array_equal(s.sigmas, fresh.sigmas)
+    ref = full_prefix_lambdas(gpt2, names, torch.tensor(toks))
+    np.testing.assert_allclose(s.lambdas[1:], ref, rtol=REL_TOL, atol=0)
+    assert s.generate(2)  # generation works again after the reset
+
+
+@pytest.mark.parametrize("group, mode", FAILURE_GROUPS)
+def test_input_errors_do_not_mark_the_stream(gpt2, group, mode):
+    """A bad token id or a push past the context raises InputError before anything changes: the
+    stream continues exactly as a fresh stream on the accepted tokens."""
+    names = select_params(gpt2, group)
+    toks = _tokens(7, seed=12)
+    s = StreamingSigma(gpt2, names, 2.0, mode=mode)
+    for t in toks[:3]:
+        s.push(t)
+    for bad in (-1, B.VOCAB, 1.5, "a"):
+        with pytest.raises(InputError):
+            s.push(bad)
+        with pytest.raises(InputError):
+            s.skip([toks[3], bad])  # one bad id: none of the ids is appended
+    with pytest.raises(InputError, match="context"):
+        s.skip([1] * (s.max_context - 2))
+    with pytest.raises(InputError, match="context"):
+        s.generate(s.max_context)
+    assert s.tokens == toks[:3]
+    for t in toks[3:]:
+        s.push(t)
+    np.testing.assert_array_equal(s.sigmas, _stream(gpt2, names, toks, mode=mode).sigmas)
 
 
 def test_unused_parameter_is_refused():

@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch", reason="torch_checks needs the [torch] extr
 
 from fimtheory.errors import InputError  # noqa: E402
 from torch_checks import models as M  # noqa: E402
-from torch_checks.monitor import SigmaMonitor, calibrate, sigma_trace, top_eig_warm  # noqa: E402
+from torch_checks import monitor as monitor_module  # noqa: E402
+from torch_checks.monitor import SigmaMonitor, StreamStateError, calibrate, sigma_trace, top_eig_warm  # noqa: E402
 from torch_checks.scores import per_sample_scores, per_token_scores  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -240,3 +241,94 @@ def test_max_context_validation(byte_lm):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(InputError, match="max_context"):
             SigmaMonitor(byte_lm, NAMES, 1.0, max_context=bad)
+
+
+def _fresh_sigmas(model, toks, **kw):
+    mon = SigmaMonitor(model, NAMES, 2.0, **kw)
+    for t in toks:
+        mon.push(int(t))
+    return mon.sigmas
+
+
+@pytest.mark.parametrize("window", [None, 3])
+@pytest.mark.parametrize("exc", [RuntimeError("simulated model error"), KeyboardInterrupt()])
+def test_model_error_while_scoring_a_token_leaves_the_stream_as_before(byte_lm, window, exc):
+    """The score of a token is computed before the score store changes: an exception from the
+    model drops the failed token, and pushing it again continues exactly as a fresh stream."""
+    toks = [int(t) for t in _tokens(8, seed=3)]
+    mon = SigmaMonitor(byte_lm, NAMES, 2.0, window=window)
+    mon.push(torch.tensor(toks[:4]))
+    calls = []
+
+    def hook(m, args, out):
+        calls.append(1)
+        raise exc
+
+    h = byte_lm.ln_f.register_forward_hook(hook)
+    try:
+        with pytest.raises(type(exc)):
+            mon.push(toks[4])
+    finally:
+        h.remove()
+    assert calls == [1]
+    for t in toks[4:]:
+        mon.push(t)
+    np.testing.assert_array_equal(mon.sigmas, _fresh_sigmas(byte_lm, toks, window=window))
+
+
+@pytest.mark.parametrize("window", [None, 3])
+@pytest.mark.parametrize("exc", [RuntimeError("simulated out of memory"), KeyboardInterrupt()])
+def test_exception_inside_the_update_marks_the_stream_until_reset(byte_lm, monkeypatch, window, exc):
+    """An exception escaping push_score after the store started to change (here from the
+    Lanczos step) marks the stream: push and push_score raise StreamStateError naming the
+    original exception; after reset() the stream equals a fresh one on the same tokens."""
+    toks = [int(t) for t in _tokens(8, seed=5)]
+    mon = SigmaMonitor(byte_lm, NAMES, 2.0, window=window)
+    mon.push(torch.tensor(toks[:5]))
+    g = per_token_scores(byte_lm, NAMES, torch.tensor(toks[:5]), torch.tensor(toks[1:6])).G[-1]
+
+    def failing(*a, **k):
+        raise exc
+
+    with monkeypatch.context() as mp:
+        mp.setattr(monitor_module, "top_eig_warm", failing)
+        with pytest.raises(type(exc)):
+            mon.push(toks[5])
+    name = type(exc).__name__
+    for call in (lambda: mon.push(toks[6]), lambda: mon.push_score(g), lambda: mon.push((torch.zeros(3), 0))):
+        with pytest.raises(StreamStateError, match=rf"raised {name}\b.*call reset\(\)"):
+            call()
+    assert issubclass(StreamStateError, RuntimeError)
+    mon.reset()
+    for t in toks:
+        mon.push(t)
+    np.testing.assert_array_equal(mon.sigmas, _fresh_sigmas(byte_lm, toks, window=window))
+    # the model-free stream (sigma_trace's) is guarded the same way
+    G = per_token_scores(byte_lm, NAMES, torch.tensor(toks[:-1]), torch.tensor(toks[1:])).G
+    st = monitor_module._ScoreStream(G.shape[1], 2.0, window=window)
+    with monkeypatch.context() as mp:
+        mp.setattr(monitor_module, "top_eig_warm", failing)
+        with pytest.raises(type(exc)):
+            st.push_score(G[0])
+    with pytest.raises(StreamStateError):
+        st.push_score(G[0])
+    st.reset()
+    for row in G:
+        st.push_score(row)
+    np.testing.assert_array_equal(st.sigmas, sigma_trace(G, 2.0, window=window))
+
+
+def test_bad_scores_and_tokens_do_not_mark_the_monitor(byte_lm):
+    """Malformed scores/tokens raise InputError before anything changes."""
+    toks = [int(t) for t in _tokens(6, seed=7)]
+    mon = SigmaMonitor(byte_lm, NAMES, 2.0)
+    mon.push(torch.tensor(toks[:3]))
+    for bad in (torch.zeros(mon.P + 1), torch.full((mon.P,), float("nan"))):
+        with pytest.raises(InputError):
+            mon.push_score(bad)
+    for bad in (1.5, torch.zeros(2, 2, dtype=torch.int64), (1, 2, 3)):
+        with pytest.raises(InputError):
+            mon.push(bad)
+    for t in toks[3:]:
+        mon.push(t)
+    np.testing.assert_array_equal(mon.sigmas, _fresh_sigmas(byte_lm, toks))

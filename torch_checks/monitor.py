@@ -47,16 +47,39 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 
-from fimtheory.errors import InputError
+from fimtheory.errors import FimTheoryError, InputError
 from fimtheory.monitor import calibration_threshold
 
 from .device import resolve_device
 from .engines import lambda_max as _lambda_max
 from .scores import _logits, _split_params, per_sample_scores, per_token_scores
 
-__all__ = ["SigmaMonitor", "calibrate", "context_lambda_max", "require_eval_mode", "sigma_trace", "top_eig_warm"]
+__all__ = [
+    "SigmaMonitor",
+    "StreamStateError",
+    "calibrate",
+    "context_lambda_max",
+    "require_eval_mode",
+    "sigma_trace",
+    "top_eig_warm",
+]
 
 TRAINING_OPTIONS = ("refuse", "eval")
+
+
+class StreamStateError(FimTheoryError, RuntimeError):
+    """A stream's state is inconsistent: an exception (a model error, an out-of-memory error, a
+    KeyboardInterrupt) escaped a push after the stream had started to change its state, so its
+    tokens, cache and scores may disagree and any later σ_t could be wrong. The stream refuses
+    every later push until ``reset()``."""
+
+
+def _broken_stream_message(exc_type: str) -> str:
+    return (
+        f"the stream is inconsistent: an earlier push raised {exc_type} after the stream had started "
+        "to change its state (tokens, cache and scores may disagree); call reset() and push the tokens again"
+    )
+
 
 #: torch.nn modules whose forward differs between training and eval mode.
 _MODE_DEPENDENT = (
@@ -301,6 +324,15 @@ class SigmaMonitor:
         "eval" switches it to eval mode instead (``model.eval()``, with a warning; then
         :attr:`switched_to_eval` is True). Checked again at every push.
 
+    Notes
+    -----
+    Input errors (a malformed token or score, a model in training mode, a model error while
+    computing a token's score) leave the stream as it was before the failing token: tokens
+    pushed earlier in the same call stay pushed. An exception raised after the score store has
+    started to change (inside :meth:`push_score`'s update, e.g. an out-of-memory error or a
+    KeyboardInterrupt) marks the stream inconsistent: every later :meth:`push` /
+    :meth:`push_score` raises :class:`StreamStateError` until :meth:`reset`.
+
     Attributes
     ----------
     sigmas, lambdas : list of float
@@ -381,6 +413,11 @@ class SigmaMonitor:
         self.iterations: list[int] = []
         self.fallbacks = 0
         self._rng = torch.Generator().manual_seed(0)  # the warm start's random component
+        self._broken: str | None = None  # the exception type that left the stream inconsistent
+
+    def _require_consistent(self) -> None:
+        if self._broken is not None:
+            raise StreamStateError(_broken_stream_message(self._broken))
 
     @property
     def sigma(self) -> float:
@@ -466,8 +503,9 @@ class SigmaMonitor:
         classifier sample ``(x, y)``; return σ_t after the last one.
 
         An LM's first token has no score (nothing predicts it): σ stays NaN until the
-        second token.
+        second token. Raises :class:`StreamStateError` on an inconsistent stream (see Notes).
         """
+        self._require_consistent()
         if isinstance(context_or_token, tuple):
             if len(context_or_token) != 2:
                 raise InputError("a classifier sample must be a pair (x, y)")
@@ -481,11 +519,21 @@ class SigmaMonitor:
         for t in tok.reshape(-1).tolist():
             self._tokens.append(int(t))
             if len(self._tokens) >= 2:
-                sigma = self.push_score(self._token_score())
+                try:
+                    g = self._token_score()
+                except BaseException:
+                    self._tokens.pop()  # nothing else has changed: the stream is as before this token
+                    raise
+                sigma = self.push_score(g)
         return sigma
 
     def push_score(self, g: torch.Tensor) -> float:
-        """Append a precomputed score vector g (length P) and return σ_t."""
+        """Append a precomputed score vector g (length P) and return σ_t.
+
+        A malformed score raises :class:`~fimtheory.errors.InputError` and changes nothing; an
+        exception from the update itself marks the stream inconsistent (later pushes raise
+        :class:`StreamStateError` until :meth:`reset`)."""
+        self._require_consistent()
         # dtype and device given to as_tensor: a list of Python floats would otherwise become
         # float32 first, and a tensor would first be copied to the default device
         g = torch.as_tensor(g, dtype=self.dtype, device=self.device).reshape(-1).detach()
@@ -493,48 +541,52 @@ class SigmaMonitor:
             raise InputError(f"score has length {g.shape[0]}, expected P = {self.P}")
         if not bool(torch.isfinite(g).all()):
             raise InputError("score has NaN or inf entries")
-        u = self._u
-        if self.window is not None and self._count == self.window:
-            self._head += 1
-            self._count -= 1
-            u = u[1:]
-        self._make_room()
-        G = self._G
-        k = G @ g
-        gg = torch.dot(g, g)
-        h, c = self._head, self._count
-        self._Gbuf[h + c] = g
-        self._Kbuf[h + c, h : h + c] = k
-        self._Kbuf[h : h + c, h + c] = k
-        self._Kbuf[h + c, h + c] = gg
-        self._count = c + 1
-        t = self._count
-        Kn = self._K
-        # warm start: previous top vector, new coordinate from one power step
-        lam_prev = self._lam_unnorm
-        if u.numel() and lam_prev > 0:
-            new = torch.dot(k, u) / lam_prev
-            start = torch.cat([u, new.reshape(1)])
-        else:
-            start = torch.ones(t, dtype=self.dtype, device=self.device)
-        # A seeded random component keeps every eigen-direction in the Krylov space: a warm start
-        # orthogonal to the new top eigenvector (a score orthogonal to the previous ones) would
-        # otherwise converge to a lower eigenvalue with a zero residual (as fimtheory.monitor does).
-        noise = torch.randn(t, generator=self._rng, dtype=torch.float64, device="cpu") / math.sqrt(t)
-        start = start / torch.linalg.vector_norm(start) + 1e-2 * noise.to(device=self.device, dtype=self.dtype)
-        val, vec, iters, ok = top_eig_warm(Kn, start, tol=self.tol, max_iter=self.max_iter)
-        # λ_max ≥ the largest diagonal entry: a Ritz value below it is not the top eigenvalue
-        if not ok or val < float(Kn.diagonal().max()) * (1 - 1e-12):
-            self.fallbacks += 1
-            w, V = torch.linalg.eigh(Kn)
-            val, vec = float(w[-1]), V[:, -1]
-        self._u = vec
-        self._lam_unnorm = val
-        lam = val / t
-        self.lambdas.append(lam)
-        self.sigmas.append(lam / self.lambda_base)
-        self.iterations.append(iters)
-        return self.sigmas[-1]
+        try:
+            u = self._u
+            if self.window is not None and self._count == self.window:
+                self._head += 1
+                self._count -= 1
+                u = u[1:]
+            self._make_room()
+            G = self._G
+            k = G @ g
+            gg = torch.dot(g, g)
+            h, c = self._head, self._count
+            self._Gbuf[h + c] = g
+            self._Kbuf[h + c, h : h + c] = k
+            self._Kbuf[h : h + c, h + c] = k
+            self._Kbuf[h + c, h + c] = gg
+            self._count = c + 1
+            t = self._count
+            Kn = self._K
+            # warm start: previous top vector, new coordinate from one power step
+            lam_prev = self._lam_unnorm
+            if u.numel() and lam_prev > 0:
+                new = torch.dot(k, u) / lam_prev
+                start = torch.cat([u, new.reshape(1)])
+            else:
+                start = torch.ones(t, dtype=self.dtype, device=self.device)
+            # A seeded random component keeps every eigen-direction in the Krylov space: a warm start
+            # orthogonal to the new top eigenvector (a score orthogonal to the previous ones) would
+            # otherwise converge to a lower eigenvalue with a zero residual (as fimtheory.monitor does).
+            noise = torch.randn(t, generator=self._rng, dtype=torch.float64, device="cpu") / math.sqrt(t)
+            start = start / torch.linalg.vector_norm(start) + 1e-2 * noise.to(device=self.device, dtype=self.dtype)
+            val, vec, iters, ok = top_eig_warm(Kn, start, tol=self.tol, max_iter=self.max_iter)
+            # λ_max ≥ the largest diagonal entry: a Ritz value below it is not the top eigenvalue
+            if not ok or val < float(Kn.diagonal().max()) * (1 - 1e-12):
+                self.fallbacks += 1
+                w, V = torch.linalg.eigh(Kn)
+                val, vec = float(w[-1]), V[:, -1]
+            self._u = vec
+            self._lam_unnorm = val
+            lam = val / t
+            self.lambdas.append(lam)
+            self.sigmas.append(lam / self.lambda_base)
+            self.iterations.append(iters)
+            return self.sigmas[-1]
+        except BaseException as exc:
+            self._broken = type(exc).__name__
+            raise
 
 
 def sigma_trace(G: torch.Tensor, lambda_base: float, *, window: int | None = None, tol: float = 1e-10) -> np.ndarray:

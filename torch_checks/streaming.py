@@ -60,12 +60,13 @@ from torch import nn
 from fimtheory.errors import HypothesesNotMet, InputError
 
 from .engines import _layer_kind, _refuse_layer
-from .monitor import _orthogonal_restart, require_eval_mode
+from .monitor import StreamStateError, _broken_stream_message, _orthogonal_restart, require_eval_mode
 from .scores import _logits, per_token_scores
 
 __all__ = [
     "MODES",
     "StreamingSigma",
+    "StreamStateError",
     "Component",
     "classify_group",
     "full_prefix_lambdas",
@@ -433,6 +434,17 @@ class StreamingSigma:
         Dense eigvalsh fallbacks of the warm Lanczos.
     next_logits : torch.Tensor or None
         Logits (V,) of the next token after the last push (for generation).
+
+    Notes
+    -----
+    A bad token id or a push past the model's context raises
+    :class:`~fimtheory.errors.InputError` before anything changes. Any exception raised after
+    that inside :meth:`push` or :meth:`skip` (a model error, an out-of-memory error, a
+    KeyboardInterrupt) may leave the tokens, the KV cache and the scores out of step (the
+    tokens are appended and a cached forward may update the cache in place before the score
+    is computed), so the stream is then marked inconsistent: every later :meth:`push`,
+    :meth:`skip` and :meth:`generate` raises :class:`StreamStateError` (naming the original
+    exception type) until :meth:`reset`.
     """
 
     def __init__(
@@ -493,7 +505,8 @@ class StreamingSigma:
     # ------------------------------------------------------------------ state
 
     def reset(self) -> None:
-        """Forget the stream (tokens, cache, scores)."""
+        """Forget the stream (tokens, cache, scores) and clear an inconsistent-state mark."""
+        self._broken: str | None = None  # the exception type that left the stream inconsistent
         self.tokens: list[int] = []
         self._cache = None
         self.cache_depends_on_theta = False
@@ -616,6 +629,10 @@ class StreamingSigma:
 
     # ------------------------------------------------------------------ pushes
 
+    def _require_consistent(self) -> None:
+        if self._broken is not None:
+            raise StreamStateError(_broken_stream_message(self._broken))
+
     def _check_context(self, extra: int) -> None:
         if self.max_context is not None and len(self.tokens) + extra > self.max_context:
             raise InputError(
@@ -636,24 +653,35 @@ class StreamingSigma:
         return token
 
     def skip(self, tokens) -> None:
-        """Append tokens as context without scoring them (e.g. a prompt you do not monitor)."""
-        ids = [self._check_token(t) for t in torch.as_tensor(tokens).reshape(-1).tolist()]
+        """Append tokens as context without scoring them (e.g. a prompt you do not monitor).
+
+        Raises :class:`StreamStateError` on an inconsistent stream (see the class Notes)."""
+        self._require_consistent()
+        try:
+            flat = torch.as_tensor(tokens).reshape(-1).tolist()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"tokens must be integer ids, got {tokens!r}") from exc
+        ids = [self._check_token(t) for t in flat]
         if not ids:
             return
         self._check_context(len(ids))
-        self._pending = None
-        self.tokens.extend(ids)
-        if self.mode == "kv-cache":
-            if len(ids) > 1:  # one no-grad forward for all but the last token
-                self._forward(torch.tensor(ids[:-1]), use_cache=True, with_probes=False)
-            # the next token's score needs the probe graph of the last position
-            logits, captured = self._forward(torch.tensor(ids[-1:]), use_cache=True, with_probes=True)
-            self._pending = (logits[-1], captured)
-            self.next_logits = logits[-1].detach()
-        else:
-            self._pending = "recompute"
-            with torch.no_grad():
-                self.next_logits = self._prefix_logits()[-1].detach()
+        try:
+            self._pending = None
+            self.tokens.extend(ids)
+            if self.mode == "kv-cache":
+                if len(ids) > 1:  # one no-grad forward for all but the last token
+                    self._forward(torch.tensor(ids[:-1]), use_cache=True, with_probes=False)
+                # the next token's score needs the probe graph of the last position
+                logits, captured = self._forward(torch.tensor(ids[-1:]), use_cache=True, with_probes=True)
+                self._pending = (logits[-1], captured)
+                self.next_logits = logits[-1].detach()
+            else:
+                self._pending = "recompute"
+                with torch.no_grad():
+                    self.next_logits = self._prefix_logits()[-1].detach()
+        except BaseException as exc:
+            self._broken = type(exc).__name__
+            raise
 
     def _prefix(self) -> torch.Tensor:
         toks = self.tokens if self.max_context is None else self.tokens[-self.max_context :]
@@ -664,41 +692,50 @@ class StreamingSigma:
         return logits
 
     def push(self, token) -> float:
-        """Append one token; return σ_t (NaN for the very first token)."""
+        """Append one token; return σ_t (NaN for the very first token).
+
+        Raises :class:`StreamStateError` on an inconsistent stream (see the class Notes)."""
+        self._require_consistent()
         token = self._check_token(token)
         self._check_context(1)
-        t0, c0 = time.perf_counter(), time.process_time()
-        self.tokens.append(token)
-        factors = None
-        if self.mode == "kv-cache":
-            if self._pending is not None:
-                logits, captured = self._pending
-                logp = torch.log_softmax(logits, dim=-1)[token]
-                factors = self._factors(logp, captured)
-            logits, captured = self._forward(torch.tensor([token]), use_cache=True, with_probes=True)
-            self._pending = (logits[-1], captured)
-            self.next_logits = logits[-1].detach()
-        else:
-            if len(self.tokens) >= 2:
-                factors, nxt = self._recompute_score(token)
+        try:
+            t0, c0 = time.perf_counter(), time.process_time()
+            self.tokens.append(token)
+            factors = None
+            if self.mode == "kv-cache":
+                if self._pending is not None:
+                    logits, captured = self._pending
+                    logp = torch.log_softmax(logits, dim=-1)[token]
+                    factors = self._factors(logp, captured)
+                logits, captured = self._forward(torch.tensor([token]), use_cache=True, with_probes=True)
+                self._pending = (logits[-1], captured)
+                self.next_logits = logits[-1].detach()
             else:
-                with torch.no_grad():
-                    nxt = self._prefix_logits()[-1]
-            self._pending = "recompute"
-            self.next_logits = nxt.detach()
-        t1, c1 = time.perf_counter(), time.process_time()
-        if factors is None:
-            sigma, lam = float("nan"), float("nan")
-        else:
-            lam = self._update(factors)
-            sigma = lam / self.lambda_base
-        t2, c2 = time.perf_counter(), time.process_time()
-        armed = self.store.n >= self.min_scores
-        alert = bool(self.threshold is not None and armed and sigma > self.threshold)
-        self.records.append(
-            PushRecord(len(self.tokens) - 1, token, sigma, lam, alert, self.store.n, t1 - t0, t2 - t1, c1 - c0, c2 - c1)
-        )
-        return sigma
+                if len(self.tokens) >= 2:
+                    factors, nxt = self._recompute_score(token)
+                else:
+                    with torch.no_grad():
+                        nxt = self._prefix_logits()[-1]
+                self._pending = "recompute"
+                self.next_logits = nxt.detach()
+            t1, c1 = time.perf_counter(), time.process_time()
+            if factors is None:
+                sigma, lam = float("nan"), float("nan")
+            else:
+                lam = self._update(factors)
+                sigma = lam / self.lambda_base
+            t2, c2 = time.perf_counter(), time.process_time()
+            armed = self.store.n >= self.min_scores
+            alert = bool(self.threshold is not None and armed and sigma > self.threshold)
+            self.records.append(
+                PushRecord(
+                    len(self.tokens) - 1, token, sigma, lam, alert, self.store.n, t1 - t0, t2 - t1, c1 - c0, c2 - c1
+                )
+            )
+            return sigma
+        except BaseException as exc:
+            self._broken = type(exc).__name__
+            raise
 
     def _recompute_score(self, token: int):
         """Score of the last token by a forward + backward over the whole (truncated) prefix."""
@@ -785,7 +822,9 @@ class StreamingSigma:
         """Generate ``n_new`` tokens after the tokens pushed so far (greedy for temperature 0,
         else sampling from softmax(logits / temperature) with a seeded CPU generator); each
         token is pushed (its σ_t computed) before the next is chosen. ``on_token(record)`` is
-        called after every push. Stops early at ``eos``. Returns the new records."""
+        called after every push. Stops early at ``eos``. Returns the new records. Raises
+        :class:`StreamStateError` on an inconsistent stream (see the class Notes)."""
+        self._require_consistent()
         if self.next_logits is None:
             raise InputError("push at least one token (the prompt) before generating")
         if isinstance(n_new, bool) or not isinstance(n_new, int) or n_new < 0:
