@@ -801,3 +801,100 @@ def test_lanczos_top_stop_and_converged_tests_are_non_strict():
     D = torch.diag(torch.tensor([3.0, 1.0, 1.0], dtype=F64))
     theta, vec, steps, ok = STR._lanczos_top(D, torch.eye(3, dtype=F64)[0], 0.0, 60)
     assert (theta, vec.tolist(), steps, ok) == (3.0, [1.0, 0.0, 0.0], 1, True)
+
+
+# --------------------------------------------------------------------------------------
+# push / skip / generate after an exception: the stream is marked until reset()
+# --------------------------------------------------------------------------------------
+
+
+def _fail_once(module, n, exc):
+    """Forward hook raising ``exc`` on the module's ``n``-th call (after the module ran)."""
+    count = [0]
+
+    def hook(m, args, out):
+        count[0] += 1
+        if count[0] == n:
+            raise exc
+
+    return module.register_forward_hook(hook), count
+
+
+def _stream_case(gpt2, mode):
+    if mode == "kv-cache":
+        return gpt2, GPT2_NAMES, gpt2.transformer.ln_f, [5, 17, 3, 40, 2, 9, 31]
+    torch.manual_seed(4)
+    lm = _PlainLM().double().eval()
+    return lm, ("head.weight", "emb.weight"), lm.head, [1, 4, 7, 2, 9, 3, 5]
+
+
+def _fresh(model, names, toks, mode, skip=()):
+    s = STR.StreamingSigma(model, names, 2.0, mode=mode)
+    if skip:
+        s.skip(list(skip))
+    for t in toks:
+        s.push(t)
+    return s
+
+
+@pytest.mark.parametrize("mode", ["kv-cache", "recompute"])
+@pytest.mark.parametrize("op", ["push", "skip"])
+def test_stream_marked_by_an_exception_refuses_until_reset(gpt2, mode, op):
+    """After an exception escapes push/skip, push, skip and generate raise StreamStateError
+    (a FimTheoryError and RuntimeError naming the exception type and reset()); reset() clears
+    the mark and the stream then equals a fresh one (σ, tokens, records)."""
+    from fimtheory.errors import FimTheoryError
+
+    model, names, last, toks = _stream_case(gpt2, mode)
+    s = STR.StreamingSigma(model, names, 2.0, mode=mode)
+    for t in toks[:3]:
+        s.push(t)
+    handle, count = _fail_once(last, 1, MemoryError("simulated"))
+    try:
+        with pytest.raises(MemoryError):
+            s.push(toks[3]) if op == "push" else s.skip(toks[3:5])
+    finally:
+        handle.remove()
+    assert count[0] == 1
+    for call in (lambda: s.push(toks[3]), lambda: s.skip([toks[3]]), lambda: s.generate(1)):
+        with pytest.raises(STR.StreamStateError) as info:
+            call()
+        msg = str(info.value)
+        assert "raised MemoryError " in msg and "call reset()" in msg and "inconsistent" in msg
+        assert isinstance(info.value, FimTheoryError) and isinstance(info.value, RuntimeError)
+    s.reset()
+    s.skip([toks[0]])
+    for t in toks[1:]:
+        s.push(t)
+    ref = _fresh(model, names, toks[1:], mode, skip=[toks[0]])
+    np.testing.assert_array_equal(s.sigmas, ref.sigmas)
+    assert s.tokens == ref.tokens == toks
+    assert [r.n_scores for r in s.records] == [r.n_scores for r in ref.records]
+    s.generate(2)
+    ref.generate(2)
+    np.testing.assert_array_equal(s.sigmas, ref.sigmas)
+
+
+@pytest.mark.parametrize("mode", ["kv-cache", "recompute"])
+def test_stream_input_errors_change_nothing(gpt2, mode):
+    """Bad ids (also inside a skip list, or not convertible to integers) and pushes past the
+    context raise InputError before anything changes."""
+    model, names, _, toks = _stream_case(gpt2, mode)
+    s = STR.StreamingSigma(model, names, 2.0, mode=mode)
+    s.push(toks[0])
+    for bad in ([toks[1], -1], [toks[1], "a"], [[1, 2], [3]], "ab"):
+        with pytest.raises(InputError):
+            s.skip(bad)
+    with pytest.raises(InputError, match="integer ids"):
+        s.skip([toks[1], "a"])
+    if s.max_context is not None:
+        with pytest.raises(InputError, match="context"):
+            s.skip([toks[1]] * s.max_context)
+        with pytest.raises(InputError, match="context"):
+            s.generate(s.max_context)
+    with pytest.raises(InputError):
+        s.push(-1)
+    assert s.tokens == [toks[0]]
+    for t in toks[1:]:
+        s.push(t)
+    np.testing.assert_array_equal(s.sigmas, _fresh(model, names, toks, mode).sigmas)
