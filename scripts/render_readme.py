@@ -138,6 +138,11 @@ SOURCES = {
         "fimtheory inflation --ci-pilot results/inflation-paper-ci4-smollm2 --model smollm2 "
         "--out results/inflation-paper-ci4-smollm2-s2 --resume (stopped at a preset time; then --report-only)",
     ),
+    "inflation-ci4-gemma3": (
+        ["results/inflation-paper-ci4-gemma3/report.json"],
+        "fimtheory inflation --ci-pilot results/inflation-paper --model gemma3 "
+        "--out results/inflation-paper-ci4-gemma3 --ci-no-first-order --resume (then --report-only)",
+    ),
     "check-models-smollm2-kquant-quick": (
         ["results/check-models-smollm2-kquant-quick.json"],
         "fimtheory check-models --model smollm2 --scheme gguf-q4_k-or-q5_0 --scheme gguf-q5_k-or-q5_1 "
@@ -876,17 +881,22 @@ def render_inflation_ci_design(path: str, command: str) -> list[str]:
     lines += _table(
         ["model", "cell", "n (sizing → reported)", "ρ_fixed [95% CI]", "half-width", "≤ 5%", "ρ first order"], rows
     )
+    if first.get("median_abs_error") is None:
+        prediction = "First-order prediction: not measured in this stage (a ρ_fixed-only stage, --ci-no-first-order)."
+    else:
+        prediction = (
+            f"First-order prediction: median |error| {100 * first['median_abs_error']:.2f}% against "
+            f"{100 * first.get('constant_median_abs_error', float('nan')):.2f}% for ρ = 1 (ratio "
+            f"{_num(first.get('ratio_to_constant'), 2)}); inside {cov[0]} of {cov[1]} CIs, "
+            f"ρ = 1 inside {ccov[0]} of {ccov[1]}."
+        )
     lines += [
         "",
         f"Half-width ≤ {100 * design.get('target', 0):.0f}% in "
         f"{by_bits.get('cells', 0) - by_bits.get('fixed_over_target', 0)} "
         f"of {by_bits.get('cells')} cells (median {100 * by_bits.get('fixed_median', float('nan')):.1f}%, "
         f"max {100 * by_bits.get('fixed_max', float('nan')):.1f}%); missed: "
-        f"{', '.join(summary.get('ci', {}).get('missed', [])) or 'none'}. First-order prediction: median |error| "
-        f"{100 * first.get('median_abs_error', float('nan')):.2f}% against "
-        f"{100 * first.get('constant_median_abs_error', float('nan')):.2f}% for ρ = 1 (ratio "
-        f"{_num(first.get('ratio_to_constant'), 2)}); inside {cov[0]} of {cov[1]} CIs, "
-        f"ρ = 1 inside {ccov[0]} of {ccov[1]}.",
+        f"{', '.join(summary.get('ci', {}).get('missed', [])) or 'none'}. {prediction}",
     ]
     for model, m in raw.get("models", {}).items():
         n_run = check.get(model, {}).get("n_run")
@@ -1525,6 +1535,7 @@ RENDERERS = {
     "inflation-ci4": render_inflation_ci_design,
     "inflation-ci4-smollm2": render_inflation_ci_design,
     "inflation-ci4-smollm2-s2": render_inflation_ci_design,
+    "inflation-ci4-gemma3": render_inflation_ci_design,
     "check-models-smollm2-kquant-quick": render_check_models_smollm2,
     "verify-throughput": lambda path, command: render_verify_throughput("verify-throughput"),
     "sharp-sc-real": render_sharp_sc_real,
