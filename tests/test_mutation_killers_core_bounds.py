@@ -633,6 +633,29 @@ def _attempt_thresholds(n, beta, gap, spread, r2, eta, unit):
         return out
 
 
+def _rtols_two_ulps_around_the_threshold(n, beta, unit):
+    """rtol two ulps above and two below the larger documented threshold of a 40-digit attempt
+    with error β on the exact-β block case (γ = _G, spread 1, ‖P⊥Ev‖² = _T², η = 1), each checked
+    at 300 digits to lie clearly on its side: above, both estimates ≤ rtol·c with room for the
+    40-digit evaluation (≪ 1e-30); below, the larger one exceeds rtol·c by more than an ulp, so it
+    cannot round down to it. The right sides c are exact (powers of two)."""
+    (t_lo, est_lo, c_lo), (t_hi, est_hi, c_hi) = _attempt_thresholds(
+        n, beta, mpmath.mpf(_G), mpmath.mpf(1), mpmath.mpf(_T) ** 2, mpmath.mpf(1), unit
+    )
+    assert float(c_hi) == 0.5 and float(c_lo) == 2.0**-51
+    t = max(t_lo, t_hi)
+    assert 4 * EPS < t < 1e-14
+    above = float(np.nextafter(np.nextafter(float(t), 1.0), 1.0))
+    below = float(np.nextafter(np.nextafter(float(t), 0.0), 0.0))
+    with mpmath.workdps(300):
+        assert est_lo * (1 + mpmath.mpf(10) ** -30) <= above * c_lo
+        assert est_hi * (1 + mpmath.mpf(10) ** -30) <= above * c_hi
+        worst, c = (est_hi, c_hi) if t_hi >= t_lo else (est_lo, c_lo)
+        side = float(below * c)
+        assert worst * (1 - mpmath.mpf(10) ** -30) > side + (np.nextafter(side, 1.0) - side)
+    return above, below
+
+
 def _block_reference(d):
     """(lower, upper) of the case above in closed form at 100 digits: the 2×2 block's top vector
     (cos φ, sin φ) with tan 2φ = 2d/γ0, ‖P⊥Ev‖² = T²·cos²2φ, γ = √(γ0² + 4d²), λn = 0."""
@@ -674,22 +697,7 @@ def test_sign_bounds_accept_the_40_digit_attempt_exactly_where_its_documented_es
     with mpmath.workdps(300):
         unit = mpmath.mpf(10) ** -40
         beta = mpmath.sqrt(2) * mpmath.mpf(d) + n * unit * 1  # ‖offdiag‖_F + 0 + n·unit·‖A‖
-    (t_lo, est_lo, c_lo), (t_hi, est_hi, c_hi) = _attempt_thresholds(
-        n, beta, mpmath.mpf(_G), mpmath.mpf(1), mpmath.mpf(_T) ** 2, mpmath.mpf(1), unit
-    )
-    assert float(c_hi) == 0.5 and float(c_lo) == 2.0**-51  # exact right sides (powers of two)
-    t = max(t_lo, t_hi)
-    assert 4 * EPS < t < 1e-14
-    above = float(np.nextafter(np.nextafter(float(t), 1.0), 1.0))
-    below = float(np.nextafter(np.nextafter(float(t), 0.0), 0.0))
-    with mpmath.workdps(300):
-        # above: both estimates ≤ rtol·c with room for the 40-digit evaluation (≪ 1e-30)
-        assert est_lo * (1 + mpmath.mpf(10) ** -30) <= above * c_lo
-        assert est_hi * (1 + mpmath.mpf(10) ** -30) <= above * c_hi
-        # below: the larger one exceeds rtol·c by more than an ulp, so it cannot round down to it
-        worst, c = (est_hi, c_hi) if t_hi >= t_lo else (est_lo, c_lo)
-        side = float(below * c)
-        assert worst * (1 - mpmath.mpf(10) ** -30) > side + (np.nextafter(side, 1.0) - side)
+    above, below = _rtols_two_ulps_around_the_threshold(n, beta, unit)
     rlo, rhi, spread, gap = _block_reference(d)
     rlo, rhi = rlo * scale**2, rhi * scale**2
     for rtol, want in ((above, [40]), (below, [40, 80])):
@@ -737,19 +745,7 @@ def test_sign_bounds_charge_the_attempt_for_its_eigenvectors_non_orthogonality(m
         unit = mpmath.mpf(10) ** -40
         beta = mpmath.mnorm(V.T * V - mpmath.eye(n), "f") + n * unit * 1
         assert abs(beta / (mpmath.sqrt(2) * mpmath.mpf(2) ** -130 + n * unit) - 1) < mpmath.mpf(10) ** -60
-    (t_lo, est_lo, c_lo), (t_hi, est_hi, c_hi) = _attempt_thresholds(
-        n, beta, mpmath.mpf(_G), mpmath.mpf(1), mpmath.mpf(_T) ** 2, mpmath.mpf(1), unit
-    )
-    t = max(t_lo, t_hi)
-    assert 4 * EPS < t < 1e-14 and float(c_hi) == 0.5 and float(c_lo) == 2.0**-51
-    above = float(np.nextafter(np.nextafter(float(t), 1.0), 1.0))
-    below = float(np.nextafter(np.nextafter(float(t), 0.0), 0.0))
-    with mpmath.workdps(300):
-        assert est_lo * (1 + mpmath.mpf(10) ** -30) <= above * c_lo
-        assert est_hi * (1 + mpmath.mpf(10) ** -30) <= above * c_hi
-        worst, c = (est_hi, c_hi) if t_hi >= t_lo else (est_lo, c_lo)
-        side = float(below * c)
-        assert worst * (1 - mpmath.mpf(10) ** -30) > side + (np.nextafter(side, 1.0) - side)
+    above, below = _rtols_two_ulps_around_the_threshold(n, beta, unit)
     rlo, rhi, spread, gap = _block_reference(0.0)
     for rtol, want in ((above, [40]), (below, [40, 80])):
         attempts.clear()

@@ -1031,7 +1031,7 @@ def test_series_third_and_fourth_coefficient_terms_never_below_the_second(seed):
         eta = _norm2(E)
         s = abs(_coefficients(A, E, 1)[0]) / eta
         r2 = 1 - ms[1]  # a2/b2
-        assert 1 - ms[2] <= (1 + s) / 2 * r2 + REF_SLACK and 1 - ms[3] <= ((1 + s) / 2) ** 2 * r2 + REF_SLACK
+        assert (1 - ms[2]) <= (1 + s) / 2 * r2 + REF_SLACK and (1 - ms[3]) <= ((1 + s) / 2) ** 2 * r2 + REF_SLACK
         assert min(ms) == min(ms[0], ms[1], ms[4])
     _assert_encloses("S", MatrixPerturbation(A, E), _ref(lambda: min(ref_series(A, E))))
 
