@@ -2205,17 +2205,12 @@ def test_gram_builder_per_token_signals_without_a_batching_rule_and_root_names()
     ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(19))
     x, y = ctx[:, :-1], ctx[:, 1:]
 
-    def forward(x):
+    def logits(x):
         h = emb(x)
         prefix = torch.cumsum(h, 1) / torch.arange(1, x.shape[1] + 1, dtype=F64)[:, None]
-        return torch.log_softmax(head(_NoVmapTanh.apply(prefix)), -1)
+        return head(_NoVmapTanh.apply(prefix))
 
-    def logp():
-        return forward(x).gather(-1, y[..., None]).squeeze(-1)
-
-    def logp_of(i):
-        b, t = divmod(i, T)
-        return forward(x[b : b + 1])[0, t, y[b, t]]
+    logp, logp_of = _next_token_logps(logits, x, y)
 
     names = ("emb.weight", "head.weight")
     G = _loop_G(logp_of, [emb.weight, head.weight], n)
@@ -2942,18 +2937,13 @@ def test_per_token_signals_fallback_with_a_call_log_p_does_not_reach():
     ctx = torch.randint(0, 5, (m, T + 1), generator=_gen(19))
     x, y = ctx[:, :-1], ctx[:, 1:]
 
-    def forward(x):
+    def logits(x):
         h = emb(x)
         extra(h)  # recorded, output discarded
         prefix = torch.cumsum(h, 1) / torch.arange(1, x.shape[1] + 1, dtype=F64)[:, None]
-        return torch.log_softmax(head(_NoVmapTanh.apply(prefix)), -1)
+        return head(_NoVmapTanh.apply(prefix))
 
-    def logp():
-        return forward(x).gather(-1, y[..., None]).squeeze(-1)
-
-    def logp_of(i):
-        b, t = divmod(i, T)
-        return forward(x[b : b + 1])[0, t, y[b, t]]
+    logp, logp_of = _next_token_logps(logits, x, y)
 
     names = ("emb.weight", "extra.weight", "head.weight")
     G = _loop_G(logp_of, [emb.weight, extra.weight, head.weight], n)
